@@ -1,0 +1,269 @@
+"""``cortexlink bench dsp``: feature-extraction throughput and detection accuracy, peers side by side.
+
+Every implementation runs in its own fresh, single-threaded Python process on the
+same int16 data (so peak RSS and speed are comparable), and its detected events
+are scored against the simulator's ground truth with the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from cortexlink.core.errors import ConfigError, ValidationError
+
+PEERS = ("cortexlink", "scipy_reference", "spikeinterface")
+CALIBRATION_S = 0.5
+TOLERANCE_S = 0.4e-3
+SINGLE_THREAD_ENV = {
+    "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+    "NUMBA_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1",
+}
+
+
+def machine_info() -> dict:
+    """CPU model, core count and Python version of the machine that ran the benchmark."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def score_detection(ev_samples: np.ndarray, ev_channels: np.ndarray, truth_samples: np.ndarray,
+                    truth_channels: np.ndarray, truth_snr: np.ndarray, *, tol_samples: int,
+                    exclude_channels: Iterable[int] = (), t_min: int = 0, t_max: int | None = None) -> dict:
+    """Recall per SNR group and precision of detected events against ground-truth spikes.
+
+    A true spike counts as detected when an event on its channel lies within
+    ``tol_samples``; an event counts as correct when a true spike on its channel
+    lies within ``tol_samples``. Spikes and events outside ``[t_min, t_max)`` and on
+    ``exclude_channels`` (dead or saturating) are left out.
+    """
+    ev_samples = np.asarray(ev_samples, np.int64)
+    ev_channels = np.asarray(ev_channels, np.int64)
+    truth_samples = np.asarray(truth_samples, np.int64)
+    truth_channels = np.asarray(truth_channels, np.int64)
+    t_max = int(max(ev_samples.max(initial=0), truth_samples.max(initial=0)) + 1) if t_max is None else t_max
+    excl = np.asarray(sorted(set(int(c) for c in exclude_channels)), np.int64)
+    ev_keep = (ev_samples >= t_min) & (ev_samples < t_max) & ~np.isin(ev_channels, excl)
+    tr_keep = (truth_samples >= t_min) & (truth_samples < t_max) & ~np.isin(truth_channels, excl)
+    big = np.int64(t_max + 10 * tol_samples + 1)
+    ev_key = np.sort(ev_channels[ev_keep] * big + ev_samples[ev_keep])
+    tr_key = np.sort(truth_channels[tr_keep] * big + truth_samples[tr_keep])
+    snr = np.asarray(truth_snr, float)[tr_keep][np.argsort(truth_channels[tr_keep] * big + truth_samples[tr_keep])]
+
+    def nearest_within(keys: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        if ref.size == 0:
+            return np.zeros(keys.size, bool)
+        i = np.searchsorted(ref, keys)
+        lo = ref[np.clip(i - 1, 0, ref.size - 1)]
+        hi = ref[np.clip(i, 0, ref.size - 1)]
+        return (np.abs(keys - lo) <= tol_samples) | (np.abs(hi - keys) <= tol_samples)
+
+    found = nearest_within(tr_key, ev_key)
+    correct = nearest_within(ev_key, tr_key)
+    ge5 = snr >= 5
+    mid = (snr >= 3) & (snr < 5)
+    return {
+        "recall_snr_ge_5": float(found[ge5].mean()) if ge5.any() else None,
+        "recall_snr_3_5": float(found[mid].mean()) if mid.any() else None,
+        "recall_snr_lt_3": float(found[snr < 3].mean()) if (snr < 3).any() else None,
+        "precision": float(correct.mean()) if correct.size else None,
+        "n_true_spikes": int(tr_key.size),
+        "n_events": int(ev_key.size),
+    }
+
+
+def _run_worker(impl: str, data_path: Path, workdir: Path, fs_hz: float, gain_uv: float,
+                chunk_ms: float, tag: str) -> tuple[dict, np.ndarray, np.ndarray]:
+    spec = {"impl": impl, "data_path": str(data_path), "fs_hz": fs_hz, "gain_uv": gain_uv,
+            "chunk_ms": chunk_ms, "ref_chunk_ms": 100.0, "calibration_s": CALIBRATION_S,
+            "events_path": str(workdir / f"{impl}_{tag}_events.npz")}
+    spec_path = workdir / f"{impl}_{tag}.json"
+    spec_path.write_text(json.dumps(spec))
+    env = {**os.environ, **SINGLE_THREAD_ENV}
+    proc = subprocess.run([sys.executable, "-m", "cortexlink.bench._dsp_worker", str(spec_path)],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        return {"error": f"worker exited with {proc.returncode}: {tail}"}, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    ev = np.load(spec["events_path"])
+    return result, ev["samples"], ev["channels"]
+
+
+def _check_peers(peers: Sequence[str]) -> list[str]:
+    bad = [p for p in peers if p not in PEERS]
+    if bad:
+        raise ConfigError(f"peers must be among {PEERS}; got {bad}")
+    return list(peers)
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, disable=not enabled, file=sys.stderr, leave=False)
+
+
+def run(channels: Sequence[int] = (1024, 4096), seconds: float = 2.0, chunk_ms: float = 1.0, seed: int = 0,
+        peers: Sequence[str] = PEERS, progress: bool = True) -> dict:
+    """Simulate ``seconds`` of data at each channel count and measure every peer on it."""
+    from cortexlink.sim import SimulatedImplant
+
+    peers = _check_peers(peers)
+    if seconds <= CALIBRATION_S:
+        raise ConfigError(f"seconds must be > the {CALIBRATION_S} s calibration window; got {seconds}")
+    result: dict = {"benchmark": "dsp", "machine": machine_info(), "seconds": seconds, "chunk_ms": chunk_ms,
+                    "seed": seed, "calibration_s": CALIBRATION_S, "tolerance_ms": TOLERANCE_S * 1e3,
+                    "implementations": {p: {} for p in peers}, "detection": {}, "detection_by_channels": {},
+                    "ratios": {}, "simulator": {}}
+    bar = _progress(len(channels) * (len(peers) + 1), progress, "bench dsp")
+    with tempfile.TemporaryDirectory(prefix="cortexlink-bench-") as tmp:
+        workdir = Path(tmp)
+        for n_ch in channels:
+            bar.set_description(f"simulating {n_ch} ch")
+            implant = SimulatedImplant(n_channels=int(n_ch), seed=seed)
+            fs = implant.config.fs_hz
+            t0 = time.perf_counter()
+            chunk = implant.read_seconds(seconds)
+            sim_s = time.perf_counter() - t0
+            result["simulator"][str(n_ch)] = {"realtime_factor": seconds / sim_s}
+            data_path = workdir / f"data_{n_ch}.npy"
+            np.save(data_path, np.asarray(chunk.data))
+            del chunk
+            gt = implant.ground_truth()
+            bar.update(1)
+            exclude = list(gt.dead_channels) + list(gt.saturating_channels)
+            spike_ch = np.asarray(gt.unit_channel)[gt.spike_units]
+            spike_snr = np.asarray(gt.unit_snr)[gt.spike_units]
+            for impl in peers:
+                bar.set_description(f"{impl} {n_ch} ch")
+                res, ev_s, ev_c = _run_worker(impl, data_path, workdir, fs, float(implant.channel_map.gain_uv[0]),
+                                              chunk_ms, str(n_ch))
+                result["implementations"][impl][str(n_ch)] = res
+                if "error" not in res:
+                    det = score_detection(ev_s, ev_c, gt.spike_samples, spike_ch, spike_snr,
+                                          tol_samples=int(round(TOLERANCE_S * fs)), exclude_channels=exclude,
+                                          t_min=int((CALIBRATION_S + 0.01) * fs), t_max=int((seconds - 0.01) * fs))
+                    result["detection_by_channels"].setdefault(impl, {})[str(n_ch)] = det
+                    result["detection"].setdefault(impl, det)
+                bar.update(1)
+            ours = result["implementations"].get("cortexlink", {}).get(str(n_ch), {})
+            ratios = {}
+            for peer in peers:
+                other = result["implementations"][peer].get(str(n_ch), {})
+                if peer != "cortexlink" and "samples_per_s" in ours and "samples_per_s" in other:
+                    ratios[f"cortexlink_vs_{peer}"] = ours["samples_per_s"] / other["samples_per_s"]
+            result["ratios"][str(n_ch)] = ratios
+            os.remove(data_path)
+    bar.close()
+    return result
+
+
+def load_wav_folder(folder: Path, max_files: int | None = None) -> tuple[np.ndarray, float, list[str]]:
+    """Stack one-electrode WAV files (as in ``n1_broadband``) into samples x channels int16."""
+    from scipy.io import wavfile
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValidationError(f"data must be a folder of .wav files; {folder} is not a folder")
+    files = sorted(folder.glob("*.wav"))[:max_files]
+    if not files:
+        raise ValidationError(f"data folder {folder} holds no .wav files")
+    arrays, rates = [], set()
+    for f in files:
+        try:
+            fs, x = wavfile.read(f)
+        except Exception as exc:  # scipy raises ValueError and others for foreign files
+            raise ValidationError(f"{f}: not a readable WAV file ({exc})") from exc
+        if x.ndim != 1 or x.dtype != np.int16:
+            raise ValidationError(f"{f}: expected mono int16 WAV; got dtype {x.dtype}, shape {x.shape}")
+        arrays.append(x)
+        rates.add(fs)
+    if len(rates) != 1:
+        raise ValidationError(f"all WAV files in {folder} must share one sample rate; got {sorted(rates)}")
+    n = min(a.size for a in arrays)
+    return np.stack([a[:n] for a in arrays], axis=1), float(rates.pop()), [f.stem for f in files]
+
+
+def run_real(folder: Path, chunk_ms: float = 1.0, peers: Sequence[str] = PEERS, progress: bool = True) -> dict:
+    """Throughput and crossing rates on real recordings (no ground truth, so no recall)."""
+    peers = _check_peers(peers)
+    data, fs, names = load_wav_folder(folder)
+    result: dict = {"benchmark": "dsp-real", "machine": machine_info(), "data": str(folder),
+                    "channels": data.shape[1], "fs_hz": fs, "seconds": data.shape[0] / fs, "chunk_ms": chunk_ms,
+                    "gain_uv": 1.0, "note": "recordings carry no gain; features are in ADC counts",
+                    "implementations": {}, "crossing_rate_hz": {}, "ratios": {}}
+    bar = _progress(len(peers), progress, "bench dsp (real data)")
+    with tempfile.TemporaryDirectory(prefix="cortexlink-bench-") as tmp:
+        workdir = Path(tmp)
+        data_path = workdir / "data.npy"
+        np.save(data_path, data)
+        duration = data.shape[0] / fs - CALIBRATION_S
+        for impl in peers:
+            bar.set_description(impl)
+            res, ev_s, ev_c = _run_worker(impl, data_path, workdir, fs, 1.0, chunk_ms, "real")
+            result["implementations"][impl] = res
+            if "error" not in res:
+                keep = ev_s >= int(CALIBRATION_S * fs)
+                rates = np.bincount(ev_c[keep], minlength=data.shape[1]) / duration
+                result["crossing_rate_hz"][impl] = {
+                    "median": float(np.median(rates)), "p10": float(np.percentile(rates, 10)),
+                    "p90": float(np.percentile(rates, 90)), "max": float(rates.max()),
+                    "per_channel": {n: float(r) for n, r in zip(names, rates)},
+                }
+            bar.update(1)
+    bar.close()
+    ours = result["implementations"].get("cortexlink", {})
+    for peer in peers:
+        other = result["implementations"].get(peer, {})
+        if peer != "cortexlink" and "samples_per_s" in ours and "samples_per_s" in other:
+            result["ratios"][f"cortexlink_vs_{peer}"] = ours["samples_per_s"] / other["samples_per_s"]
+    return result
+
+
+def print_summary(result: dict) -> None:
+    """Human-readable table of a ``run``/``run_real`` result."""
+    print(f"machine: {result['machine']['cpu']} ({result['machine']['cores']} cores), one core per implementation")
+    impls = result["implementations"]
+    if result["benchmark"] == "dsp":
+        print(f"{'implementation':<18}{'channels':>9}{'Msamples/s':>12}{'RT channels':>13}{'peak RSS MB':>13}")
+        for name, by_ch in impls.items():
+            for ch, r in by_ch.items():
+                if "error" in r:
+                    print(f"{name:<18}{ch:>9}  error: {r['error'][:60]}")
+                else:
+                    print(f"{name:<18}{ch:>9}{r['samples_per_s'] / 1e6:>12.1f}{r['realtime_channels']:>13.0f}"
+                          f"{r['peak_rss_mb']:>13.0f}")
+        for ch, ratios in result["ratios"].items():
+            for k, v in ratios.items():
+                print(f"  {ch} ch: {k} = {v:.1f}x")
+        print("detection vs ground truth (tolerance %.1f ms):" % result["tolerance_ms"])
+        for name, d in result["detection"].items():
+            print(f"  {name:<18} recall SNR>=5 {d['recall_snr_ge_5']:.3f}  recall SNR 3-5 {d['recall_snr_3_5']:.3f}"
+                  f"  precision {d['precision']:.3f}")
+    else:
+        print(f"{result['channels']} channels, {result['seconds']:.1f} s at {result['fs_hz']:.0f} Hz from {result['data']}")
+        for name, r in impls.items():
+            if "error" in r:
+                print(f"  {name:<18} error: {r['error'][:60]}")
+                continue
+            cr = result["crossing_rate_hz"][name]
+            print(f"  {name:<18} {r['samples_per_s'] / 1e6:8.1f} Msamples/s  crossing rate median {cr['median']:.1f} Hz"
+                  f" (p10 {cr['p10']:.1f}, p90 {cr['p90']:.1f})")
+        for k, v in result["ratios"].items():
+            print(f"  {k} = {v:.1f}x")

@@ -1,0 +1,74 @@
+"""``cortexlink bench …``: benchmarks that print JSON; peers are measured side by side in one run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="run a benchmark and print its figures (JSON with --json)",
+                       description="Benchmarks. Each measures cortexlink and its peers in the same run "
+                                   "on the same data and reports ratios; figures depend on the machine.")
+    bsub = p.add_subparsers(dest="bench", metavar="BENCH")
+    bsub.required = True
+
+    d = bsub.add_parser("dsp", help="feature-extraction throughput and spike-detection accuracy",
+                        description="Streams simulated (or real, with --data) broadband data through "
+                                    "cortexlink's feature chain, a plain scipy reference and "
+                                    "SpikeInterface's chain, each in its own single-threaded process; "
+                                    "reports samples/s, real-time channels at 30 kHz, peak RSS, and "
+                                    "detection recall/precision against the simulator's ground truth.")
+    d.add_argument("--channels", type=int, nargs="+", default=[1024, 4096], help="channel counts (default: 1024 4096)")
+    d.add_argument("--seconds", type=float, default=2.0, help="seconds of simulated data per channel count (default: 2)")
+    d.add_argument("--chunk-ms", type=float, default=1.0, help="chunk size fed to cortexlink's streaming chain (default: 1 ms)")
+    d.add_argument("--seed", type=int, default=0, help="simulator seed (default: 0)")
+    d.add_argument("--peers", nargs="+", default=["cortexlink", "scipy_reference", "spikeinterface"],
+                   help="implementations to run (default: all three)")
+    d.add_argument("--data", type=Path, default=None,
+                   help="folder of real recordings (e.g. ../shared/data/n1_broadband, one WAV per electrode)")
+    d.add_argument("--json", action="store_true", help="print the result as JSON only")
+    d.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    d.set_defaults(func=_run_dsp)
+
+    dec = bsub.add_parser("decode", help="decoder accuracy, fit time and step latency",
+                          description="Runs every decoder on the real monkey M1 centre-out data and on "
+                                      "simulated data (96 and 1024 channels), with the neural-decoding "
+                                      "package's Wiener and Kalman filters side by side.")
+    dec.add_argument("--data", type=Path, default=None, help="monkey_m1_center_out folder (default: ../shared/data/monkey_m1_center_out if present)")
+    dec.add_argument("--n-steps", type=int, default=10000, help="streaming steps timed per decoder (default: 10000)")
+    dec.add_argument("--json", action="store_true", help="print the result as JSON only")
+    dec.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    dec.set_defaults(func=_run_decode)
+
+
+def _emit(result: dict, args: argparse.Namespace, summary) -> int:
+    text = json.dumps(result, indent=2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    if args.json:
+        print(text)
+    else:
+        summary(result)
+    return 0
+
+
+def _run_dsp(args: argparse.Namespace) -> int:
+    from cortexlink.bench import dsp
+
+    if args.data is not None:
+        result = dsp.run_real(args.data, chunk_ms=args.chunk_ms, peers=args.peers, progress=not args.json)
+    else:
+        result = dsp.run(channels=args.channels, seconds=args.seconds, chunk_ms=args.chunk_ms,
+                         seed=args.seed, peers=args.peers, progress=not args.json)
+    return _emit(result, args, dsp.print_summary)
+
+
+def _run_decode(args: argparse.Namespace) -> int:
+    from cortexlink.bench import decode
+
+    result = decode.run_decode_bench(data=args.data, n_steps=args.n_steps, progress=not args.json)
+    return _emit(result, args, lambda r: print(json.dumps(r, indent=2), file=sys.stdout))

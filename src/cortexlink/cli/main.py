@@ -1,0 +1,45 @@
+"""The ``cortexlink`` command: one module per subcommand, all argument parsing lives in cli/."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from cortexlink import CortexlinkError, __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cortexlink.cli import bench, demo
+
+    parser = argparse.ArgumentParser(
+        prog="cortexlink",
+        description="Open software stack for high-channel-count implantable brain-computer interfaces.",
+    )
+    parser.add_argument("--version", action="version", version=f"cortexlink {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    demo.add_parser(sub)
+    bench.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except CortexlinkError as exc:
+        print(f"cortexlink: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cortexlink: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The command line, run as a user would: a real subprocess of the installed console script."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cortexlink.cli.main import main
+
+
+def _cortexlink() -> list[str]:
+    exe = shutil.which("cortexlink", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "cortexlink.cli.main"]
+
+
+def test_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "bench" in out
+
+
+def test_bad_argument_is_a_clear_error(capsys, tmp_path):
+    assert main(["demo", "--channels", "0", "--out", str(tmp_path)]) == 2
+    assert "--channels must be a" in capsys.readouterr().err
+
+
+def test_demo_writes_a_run_folder(tmp_path):
+    proc = subprocess.run(_cortexlink() + ["demo", "--channels", "64", "--seconds", "1.5", "--out", str(tmp_path),
+                                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "real time" in proc.stdout and "bad channels found" in proc.stdout
+    (run_dir,) = list(tmp_path.iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["channels"] == 64 and summary["n_bins"] > 0
+    assert summary["dsp_realtime_factor"] > 0
+    png = (run_dir / "demo.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_bench_dsp_json_has_every_peer(tmp_path):
+    out = tmp_path / "dsp.json"
+    proc = subprocess.run(_cortexlink() + ["bench", "dsp", "--channels", "32", "--seconds", "1.0", "--json",
+                                           "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ})
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert json.loads(out.read_text()) == result
+    for name in ("cortexlink", "scipy_reference", "spikeinterface"):
+        r = result["implementations"][name]["32"]
+        assert "error" not in r, r
+        assert r["samples_per_s"] > 0 and r["realtime_channels"] > 0 and r["peak_rss_mb"] > 0
+        d = result["detection"][name]
+        assert 0.0 <= d["precision"] <= 1.0 and d["n_true_spikes"] > 0
+    assert result["ratios"]["32"]["cortexlink_vs_scipy_reference"] > 0
+
+
+def test_bench_dsp_rejects_unknown_peer(capsys):
+    assert main(["bench", "dsp", "--peers", "matlab"]) == 2
+    assert "peers must be among" in capsys.readouterr().err
