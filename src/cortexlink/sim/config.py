@@ -1,0 +1,247 @@
+"""Configuration of the simulated implant: :class:`ImplantConfig` and named :data:`PRESETS`."""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any
+
+import numpy as np
+
+from cortexlink.core.errors import ConfigError
+from cortexlink.core.validation import check_choice, check_positive, check_range
+
+__all__ = ["ImplantConfig", "PRESETS"]
+
+
+def _check_int_range(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be an integer in [{lo}, {hi}]; got {value!r} ({type(value).__name__})")
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be an integer in [{lo}, {hi}]; got {value!r}")
+    return int(value)
+
+
+def _check_pair(name: str, value: Any, lo: float, hi: float, *, strict_lo: bool = False) -> tuple[float, float]:
+    """A (low, high) pair with ``lo <= low <= high <= hi`` (``low > lo`` when ``strict_lo``)."""
+    bound = f"({lo}, {hi}]" if strict_lo else f"[{lo}, {hi}]"
+    try:
+        a, b = (float(v) for v in value)
+        ok = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not (np.isfinite(a) and np.isfinite(b)):
+        raise ConfigError(f"{name} must be a (low, high) pair of finite numbers in {bound}; got {value!r}")
+    if a > b or a < lo or b > hi or (strict_lo and a <= lo):
+        raise ConfigError(f"{name} must be a (low, high) pair with low <= high, both in {bound}; got {value!r}")
+    return (a, b)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImplantConfig:
+    """Validated parameters of a :class:`~cortexlink.sim.SimulatedImplant`.
+
+    Every field is checked when the config is built; an invalid value raises
+    :class:`~cortexlink.ConfigError` naming the field, the allowed range and the value received.
+    Use :meth:`replace` to derive a modified copy.
+
+    Parameters
+    ----------
+    n_channels : int
+        Number of electrodes (1 to 65536).
+    fs_hz : float
+        Sampling rate in Hz (10 kHz to 200 kHz).
+    seed : int
+        Seed of every random draw (>= 0). Same seed, same samples.
+    block_size : int or None
+        Internal generation block in samples (8 to 65536); ``None`` means 10 ms. Intent changes
+        take effect at block boundaries.
+    gain_uv : float
+        Microvolts per int16 count (0.195 like an Intan headstage: the rails at +-32767 counts are
+        +-6.39 mV).
+    pitch_um : float
+        Electrode pitch of the square grid channel map.
+    units_per_channel_p : tuple of float
+        Probability of 0, 1, 2, ... single units on a channel (sums to 1; at most 8 entries).
+    snr_range : (float, float)
+        Per-unit SNR is drawn log-uniformly in this range. SNR = |trough amplitude| / RMS of the
+        channel's background noise in the 250-5000 Hz band.
+    noise_uv : float
+        Median over channels of the background noise RMS in the 250-5000 Hz band (µV).
+    noise_spread : float
+        Log-normal sigma of the per-channel noise level around ``noise_uv``.
+    pink_fraction : float
+        Approximate fraction of the thermal noise's spike-band variance that is 1/f-like.
+    mua_rate_hz : float
+        Rate of small distant spikes (multi-unit "hash") per channel.
+    mua_fraction : float
+        Fraction of the spike-band background variance contributed by multi-unit activity.
+    line_noise_hz : {None, 50.0, 60.0}
+        Mains frequency, or None for no line noise.
+    line_noise_uv : float
+        Median amplitude of the line-noise sinusoid (µV).
+    lfp_uv : float
+        Median RMS of the slow local field potential per channel (µV).
+    artifact_rate_hz : float
+        Rate of brief large transients common to many channels.
+    artifact_uv : float
+        Median peak amplitude of an artefact (µV); large ones saturate.
+    n_dead : int
+        Number of dead (flat, near-zero) channels.
+    n_saturating : int
+        Number of channels that sit at the int16 rails much of the time.
+    baseline_hz_range : (float, float)
+        Baseline firing rates, log-uniform.
+    depth_hz_range : (float, float)
+        Cosine-tuning modulation depth (Hz per unit speed along the preferred direction), uniform.
+    click_fraction : float
+        Fraction of units whose rate also rises with click intent.
+    click_depth_hz_range : (float, float)
+        Rate added at click intent 1 for click-tuned units, uniform.
+    refractory_ms_range : (float, float)
+        Per-unit absolute refractory period, uniform.
+    max_rate_hz : float
+        Upper clip of any unit's instantaneous rate.
+    drift : float
+        Standard deviation of the slow log-baseline-rate drift (0 = no drift).
+    drift_tau_s : float
+        Time constant of that drift.
+    unit_loss_per_min : float
+        Per-unit hazard of permanently disappearing, per minute (0 = stable).
+    intent_speed : float
+        RMS speed of the built-in random velocity intent (|v| ~ 1 is a fast movement).
+    intent_tau_s : float
+        Smoothing time constant of the built-in velocity intent.
+    click_rate_hz : float
+        Rate of clicks in the built-in intent.
+    click_duration_s : float
+        Duration of each built-in click.
+    """
+
+    n_channels: int = 1024
+    fs_hz: float = 30000.0
+    seed: int = 0
+    block_size: int | None = None
+    gain_uv: float = 0.195
+    pitch_um: float = 50.0
+    units_per_channel_p: tuple[float, ...] = (0.25, 0.35, 0.25, 0.15)
+    snr_range: tuple[float, float] = (2.0, 20.0)
+    noise_uv: float = 7.0
+    noise_spread: float = 0.15
+    pink_fraction: float = 0.3
+    mua_rate_hz: float = 400.0
+    mua_fraction: float = 0.3
+    line_noise_hz: float | None = 60.0
+    line_noise_uv: float = 8.0
+    lfp_uv: float = 60.0
+    artifact_rate_hz: float = 0.1
+    artifact_uv: float = 1500.0
+    n_dead: int = 3
+    n_saturating: int = 2
+    baseline_hz_range: tuple[float, float] = (2.0, 30.0)
+    depth_hz_range: tuple[float, float] = (3.0, 25.0)
+    click_fraction: float = 0.15
+    click_depth_hz_range: tuple[float, float] = (10.0, 40.0)
+    refractory_ms_range: tuple[float, float] = (1.5, 2.0)
+    max_rate_hz: float = 250.0
+    drift: float = 0.2
+    drift_tau_s: float = 120.0
+    unit_loss_per_min: float = 0.0
+    intent_speed: float = 0.8
+    intent_tau_s: float = 0.3
+    click_rate_hz: float = 0.2
+    click_duration_s: float = 0.3
+
+    def __post_init__(self) -> None:
+        s = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
+        s("n_channels", _check_int_range("n_channels", self.n_channels, 1, 65536))
+        s("fs_hz", check_range("fs_hz", self.fs_hz, 10000.0, 200000.0))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0; got {self.seed!r}")
+        s("seed", int(self.seed))
+        if self.block_size is not None:
+            s("block_size", _check_int_range("block_size", self.block_size, 8, 65536))
+        s("gain_uv", check_range("gain_uv", self.gain_uv, 1e-3, 100.0))
+        s("pitch_um", check_positive("pitch_um", self.pitch_um))
+        p = self.units_per_channel_p
+        try:
+            p = tuple(float(v) for v in p)
+        except (TypeError, ValueError):
+            raise ConfigError(f"units_per_channel_p must be a sequence of probabilities for 0, 1, 2, ... "
+                              f"units; got {self.units_per_channel_p!r}") from None
+        if not 1 <= len(p) <= 8 or not all(np.isfinite(v) and v >= 0 for v in p) or abs(sum(p) - 1.0) > 1e-6:
+            raise ConfigError(f"units_per_channel_p must hold 1 to 8 non-negative probabilities summing to 1; "
+                              f"got {self.units_per_channel_p!r}")
+        s("units_per_channel_p", p)
+        s("snr_range", _check_pair("snr_range", self.snr_range, 0.0, 1000.0, strict_lo=True))
+        s("noise_uv", check_range("noise_uv", self.noise_uv, 0.01, 1000.0))
+        s("noise_spread", check_range("noise_spread", self.noise_spread, 0.0, 2.0))
+        s("pink_fraction", check_range("pink_fraction", self.pink_fraction, 0.0, 0.95))
+        s("mua_rate_hz", check_range("mua_rate_hz", self.mua_rate_hz, 0.0, 3000.0))
+        s("mua_fraction", check_range("mua_fraction", self.mua_fraction, 0.0, 0.95))
+        if self.mua_fraction > 0 and self.mua_rate_hz < 1.0:
+            raise ConfigError(f"mua_rate_hz must be in [1, 3000] when mua_fraction > 0; got {self.mua_rate_hz!r}")
+        lh = self.line_noise_hz
+        if lh is not None and not isinstance(lh, bool) and isinstance(lh, numbers.Real):
+            lh = float(lh)
+        s("line_noise_hz", check_choice("line_noise_hz", lh, (None, 50.0, 60.0)))
+        s("line_noise_uv", check_range("line_noise_uv", self.line_noise_uv, 0.0, 1000.0))
+        s("lfp_uv", check_range("lfp_uv", self.lfp_uv, 0.0, 5000.0))
+        s("artifact_rate_hz", check_range("artifact_rate_hz", self.artifact_rate_hz, 0.0, 50.0))
+        s("artifact_uv", check_range("artifact_uv", self.artifact_uv, 0.0, 1e5))
+        s("n_dead", _check_int_range("n_dead", self.n_dead, 0, self.n_channels))
+        s("n_saturating", _check_int_range("n_saturating", self.n_saturating, 0, self.n_channels))
+        if self.n_dead + self.n_saturating > self.n_channels:
+            raise ConfigError(f"n_dead + n_saturating must be <= n_channels ({self.n_channels}); "
+                              f"got {self.n_dead} + {self.n_saturating}")
+        s("baseline_hz_range", _check_pair("baseline_hz_range", self.baseline_hz_range, 0.0, 500.0, strict_lo=True))
+        s("depth_hz_range", _check_pair("depth_hz_range", self.depth_hz_range, 0.0, 500.0))
+        s("click_fraction", check_range("click_fraction", self.click_fraction, 0.0, 1.0))
+        s("click_depth_hz_range", _check_pair("click_depth_hz_range", self.click_depth_hz_range, 0.0, 500.0))
+        s("refractory_ms_range", _check_pair("refractory_ms_range", self.refractory_ms_range, 0.5, 10.0))
+        s("max_rate_hz", check_range("max_rate_hz", self.max_rate_hz, 1.0, 1000.0))
+        s("drift", check_range("drift", self.drift, 0.0, 2.0))
+        s("drift_tau_s", check_range("drift_tau_s", self.drift_tau_s, 0.1, 1e6))
+        s("unit_loss_per_min", check_range("unit_loss_per_min", self.unit_loss_per_min, 0.0, 60.0))
+        s("intent_speed", check_range("intent_speed", self.intent_speed, 0.0, 10.0))
+        s("intent_tau_s", check_range("intent_tau_s", self.intent_tau_s, 0.001, 100.0))
+        s("click_rate_hz", check_range("click_rate_hz", self.click_rate_hz, 0.0, 10.0))
+        s("click_duration_s", check_range("click_duration_s", self.click_duration_s, 0.0, 10.0))
+
+    @property
+    def block_size_samples(self) -> int:
+        """The internal block size in samples (``block_size`` or 10 ms)."""
+        return self.block_size if self.block_size is not None else max(8, int(round(0.01 * self.fs_hz)))
+
+    def replace(self, **overrides: Any) -> "ImplantConfig":
+        """Return a validated copy with some fields changed.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown field name or an invalid value.
+        """
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigError(f"ImplantConfig has no field(s) {unknown}; allowed fields: {sorted(names)}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict:
+        """Plain-dict form (JSON/YAML friendly)."""
+        return dataclasses.asdict(self)
+
+
+#: Named configurations. ``"default"``: 1024-channel dense array (50 µm pitch).
+#: ``"utah96"``: a 96-channel Utah-like array (400 µm pitch) in monkey M1, mostly one good unit per
+#: channel. ``"dense4096"``: 4096 channels. ``"tiny"``: 16 channels, for tests and quick demos.
+PRESETS: dict[str, ImplantConfig] = {
+    "default": ImplantConfig(),
+    "utah96": ImplantConfig(
+        n_channels=96, pitch_um=400.0, units_per_channel_p=(0.1, 0.7, 0.17, 0.03), snr_range=(2.5, 25.0),
+        noise_uv=6.0, mua_fraction=0.25, lfp_uv=80.0, n_dead=2, n_saturating=1,
+        baseline_hz_range=(3.0, 30.0), depth_hz_range=(5.0, 30.0),
+    ),
+    "dense4096": ImplantConfig(n_channels=4096, n_dead=12, n_saturating=6),
+    "tiny": ImplantConfig(n_channels=16, n_dead=1, n_saturating=1),
+}
