@@ -20,7 +20,7 @@ def check_positive(name: str, value: Any, *, integer: bool = False, allow_zero: 
     kind = "integer" if integer else "number"
     ok_type = isinstance(value, numbers.Integral) if integer else isinstance(value, numbers.Real)
     if isinstance(value, bool) or not ok_type:
-        raise ConfigError(f"{name} must be a {kind}; got {value!r} ({type(value).__name__})")
+        raise ConfigError(f"{name} must be {"an" if integer else "a"} {kind}; got {value!r} ({type(value).__name__})")
     if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name} must be a finite {kind} {bound}; got {value!r}")
