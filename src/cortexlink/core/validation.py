@@ -17,13 +17,14 @@ from cortexlink.core.errors import ConfigError, ValidationError
 
 def check_positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> Any:
     """Return ``value`` if it is a finite positive number (or int), else raise ConfigError."""
-    kind = "integer" if integer else "number"
+    kind = "an integer" if integer else "a number"
     ok_type = isinstance(value, numbers.Integral) if integer else isinstance(value, numbers.Real)
     if isinstance(value, bool) or not ok_type:
-        raise ConfigError(f"{name} must be {"an" if integer else "a"} {kind}; got {value!r} ({type(value).__name__})")
+        raise ConfigError(f"{name} must be {kind}; got {value!r} ({type(value).__name__})")
     if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name} must be a finite {kind} {bound}; got {value!r}")
+        what = "an integer" if integer else "a finite number"
+        raise ConfigError(f"{name} must be {what} {bound}; got {value!r}")
     return int(value) if integer else float(value)
 
 
