@@ -63,3 +63,27 @@ def test_bench_dsp_json_has_every_peer(tmp_path):
 def test_bench_dsp_rejects_unknown_peer(capsys):
     assert main(["bench", "dsp", "--peers", "matlab"]) == 2
     assert "peers must be among" in capsys.readouterr().err
+
+
+def test_bench_dsp_on_real_n1_recordings(shared_data, tmp_path):
+    """The N1 broadband WAVs (19531 Hz, no gain) go through cortexlink and the scipy reference."""
+    folder = shared_data / "n1_broadband"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found")
+    # a copy of 8 electrodes keeps the test quick
+    sub = tmp_path / "n1"
+    sub.mkdir()
+    for f in sorted(folder.glob("*.wav"))[:8]:
+        shutil.copy(f, sub / f.name)
+    proc = subprocess.run(_cortexlink() + ["bench", "dsp", "--data", str(sub), "--peers", "cortexlink",
+                                           "scipy_reference", "--json"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ})
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["channels"] == 8 and 19000 < result["fs_hz"] < 20000
+    ours, ref = result["crossing_rate_hz"]["cortexlink"], result["crossing_rate_hz"]["scipy_reference"]
+    assert set(ours["per_channel"]) == {f.stem for f in sub.glob("*.wav")}
+    # same filter, reference and threshold rule: per-channel rates agree closely
+    for name, rate in ours["per_channel"].items():
+        assert abs(rate - ref["per_channel"][name]) <= 0.25 * max(rate, ref["per_channel"][name]) + 1.0, name
+    assert result["implementations"]["cortexlink"]["realtime_channels_at_fs"] > 0

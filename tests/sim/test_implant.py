@@ -145,7 +145,15 @@ def test_snr_spread_and_definition():
     gt = imp.ground_truth()
     assert gt.n_units > 1000
     assert gt.unit_snr.min() < 3 and gt.unit_snr.max() > 15
-    np.testing.assert_allclose(gt.unit_snr, gt.unit_amplitude_uv / gt.channel_noise_uv[gt.unit_channel])
+    np.testing.assert_allclose(gt.unit_snr_raw, gt.unit_amplitude_uv / gt.channel_noise_uv[gt.unit_channel])
+    # unit_snr is measured on the band-passed template (zero-phase 250-5000 Hz), a little below raw
+    from scipy.signal import butter, sosfiltfilt
+    sos = butter(2, (250, 5000), btype="bandpass", fs=gt.fs_hz, output="sos")
+    pad = np.zeros((gt.unit_templates_uv.shape[0], 300))
+    filt = sosfiltfilt(sos, np.concatenate([pad, gt.unit_templates_uv, pad], 1), axis=1)
+    np.testing.assert_allclose(gt.unit_snr, -filt.min(1) / gt.channel_noise_uv[gt.unit_channel], rtol=1e-4)
+    ratio = gt.unit_snr / gt.unit_snr_raw
+    assert np.median(ratio) < 0.97 and ratio.min() > 0.6 and ratio.max() < 1.2
     tr = gt.template_trough_idx
     np.testing.assert_allclose(gt.unit_templates_uv[:, tr], -gt.unit_amplitude_uv, rtol=1e-5)
     assert np.all(np.argmin(gt.unit_templates_uv, axis=1) == tr)

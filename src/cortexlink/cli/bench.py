@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                     "reports samples/s, real-time channels at 30 kHz, peak RSS, and "
                                     "detection recall/precision against the simulator's ground truth.")
     d.add_argument("--channels", type=int, nargs="+", default=[1024, 4096], help="channel counts (default: 1024 4096)")
-    d.add_argument("--seconds", type=float, default=2.0, help="seconds of simulated data per channel count (default: 2)")
+    d.add_argument("--seconds", type=float, default=3.0, help="seconds of simulated data per channel count (default: 3)")
     d.add_argument("--chunk-ms", type=float, default=1.0, help="chunk size fed to cortexlink's streaming chain (default: 1 ms)")
     d.add_argument("--seed", type=int, default=0, help="simulator seed (default: 0)")
     d.add_argument("--peers", nargs="+", default=["cortexlink", "scipy_reference", "spikeinterface"],

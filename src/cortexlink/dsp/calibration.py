@@ -105,9 +105,16 @@ class RailStats:
 
 def _robust_rms(x: np.ndarray) -> np.ndarray:
     """``nanmedian(|x|, axis=0) / 0.6745``; NaN for all-NaN columns (without a warning)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(np.abs(x.astype(np.float64)), axis=0) / MAD_SCALE
+    a = np.abs(x.astype(np.float32, copy=False))
+    nan_cols = np.isnan(a).any(axis=0)
+    # np.median is vectorised over columns; nanmedian loops over them in Python, so it is
+    # only used for the (usually few) columns that hold NaN.
+    out = np.median(a, axis=0)
+    if nan_cols.any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[nan_cols] = np.nanmedian(a[:, nan_cols], axis=0)
+    return out.astype(np.float64) / MAD_SCALE
 
 
 def fit_lrr(Yg: np.ndarray, ridge: float) -> np.ndarray:

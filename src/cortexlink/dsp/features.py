@@ -332,7 +332,8 @@ class FeatureExtractor:
         if abs(w - round(w)) > 1e-6 * max(w, 1.0) or round(w) < 1:
             raise ConfigError(f"bin_ms must be a whole number (>= 1) of samples at fs_hz={self.fs_hz:g} "
                               f"(i.e. a multiple of {1000.0 / self.fs_hz:g} ms); got {bin_ms!r} "
-                              f"({w:g} samples)")
+                              f"({w:g} samples); the nearest valid value is "
+                              f"{max(round(w), 1) * 1000.0 / self.fs_hz!r}")
         self.bin_width_samples = int(round(w))
         if isinstance(features, str):
             raise ConfigError(f"features must be a sequence of feature kinds from {FEATURE_KINDS}; "
@@ -905,6 +906,13 @@ class FeatureExtractor:
         C = self.n_channels
         W = self.bin_width_samples
         kinds = self.features
+        if not blocks and not gaps:
+            # Most small chunks complete no bin: hand out one shared, read-only empty result.
+            if getattr(self, "_empty_out", None) is None:
+                z = np.zeros((0, len(self._feature_names)), np.float32)
+                self._empty_out = BinnedFeatures(z, np.zeros(0, np.int64), W, self.fs_hz,
+                                                 self._feature_names, np.zeros(z.shape, bool), ())
+            return self._empty_out
         if blocks:
             starts = np.concatenate([b[0] for b in blocks])
             tx = np.concatenate([b[1] for b in blocks])

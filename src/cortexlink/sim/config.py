@@ -64,8 +64,9 @@ class ImplantConfig:
     units_per_channel_p : tuple of float
         Probability of 0, 1, 2, ... single units on a channel (sums to 1; at most 8 entries).
     snr_range : (float, float)
-        Per-unit SNR is drawn log-uniformly in this range. SNR = |trough amplitude| / RMS of the
-        channel's background noise in the 250-5000 Hz band.
+        Per-unit SNR is drawn log-uniformly in this range. SNR is measured as on a recording: the
+        |trough| of the template after a zero-phase 250-5000 Hz band-pass over the RMS of the
+        channel's background noise in that band (the raw trough is ~10% larger).
     noise_uv : float
         Median over channels of the background noise RMS in the 250-5000 Hz band (µV).
     noise_spread : float
@@ -129,7 +130,7 @@ class ImplantConfig:
     noise_uv: float = 7.0
     noise_spread: float = 0.15
     pink_fraction: float = 0.3
-    mua_rate_hz: float = 400.0
+    mua_rate_hz: float = 3000.0
     mua_fraction: float = 0.3
     line_noise_hz: float | None = 60.0
     line_noise_uv: float = 8.0

@@ -25,8 +25,10 @@ carry across blocks, and ``read`` serves any chunk size from the current block. 
 therefore bit-identical for any sequence of chunk sizes.
 
 Ground truth: the **spike time of a single-unit spike is the sample of its waveform's negative
-peak (trough)**. SNR is ``|trough amplitude| / RMS of the background noise (thermal + 1/f +
-multi-unit) in an ideal 250-5000 Hz band``, computed analytically from the noise model's spectrum.
+peak (trough)**. SNR is ``|trough of the template after a zero-phase 250-5000 Hz band-pass| /
+RMS of the background noise (thermal + 1/f + multi-unit) in an ideal 250-5000 Hz band`` (the noise
+RMS computed analytically from the noise model's spectrum): the SNR a lab would measure on the
+band-passed recording. ``unit_snr_raw`` gives the unfiltered trough over the same RMS.
 """
 
 from __future__ import annotations
@@ -67,6 +69,20 @@ _ARTIFACT_MS = 6.0
 _LFP_KNOT_HZ = 1000.0
 _LFP_LOWPASS_HZ = 40.0
 _N_MUA_VARIANTS = 32
+
+
+def _bandpassed_trough_fraction(templates: np.ndarray, fs: float) -> np.ndarray:
+    """|trough| of each template after a zero-phase 250-5000 Hz band-pass / its raw |trough|."""
+    from scipy.signal import butter, sosfiltfilt
+
+    if templates.shape[0] == 0:
+        return np.ones(0)
+    hi = min(SPIKE_BAND_HZ[1], 0.45 * fs)
+    sos = butter(2, (SPIKE_BAND_HZ[0], hi), btype="bandpass", fs=fs, output="sos")
+    pad = np.zeros((templates.shape[0], int(0.01 * fs)))
+    x = np.concatenate([pad, templates, pad], axis=1)
+    raw = -templates.min(axis=1)
+    return np.maximum(-sosfiltfilt(sos, x, axis=1).min(axis=1), 1e-6) / raw
 
 IntentFn = Callable[[int], Any]
 
@@ -120,7 +136,11 @@ class GroundTruth:
     unit_channel : ndarray (n_units,), int32
         Channel each unit is recorded on.
     unit_snr : ndarray (n_units,)
-        |trough amplitude| / spike-band (250-5000 Hz) RMS of the channel's background noise.
+        SNR as measured on a band-passed recording: |trough| of the unit's template after a
+        zero-phase order-2 Butterworth 250-5000 Hz band-pass, over the spike-band (250-5000 Hz)
+        RMS of the channel's background noise. Drawn from ``ImplantConfig.snr_range``.
+    unit_snr_raw : ndarray (n_units,)
+        |raw (unfiltered) trough amplitude| / the same noise RMS (about 10% above ``unit_snr``).
     unit_amplitude_uv : ndarray (n_units,)
         |trough amplitude| in µV.
     unit_templates_uv : ndarray (n_units, n_template), float32
@@ -163,6 +183,7 @@ class GroundTruth:
     spike_units: np.ndarray
     unit_channel: np.ndarray
     unit_snr: np.ndarray
+    unit_snr_raw: np.ndarray
     unit_amplitude_uv: np.ndarray
     unit_templates_uv: np.ndarray
     template_trough_idx: int
@@ -364,7 +385,10 @@ class SimulatedImplant:
         templates, self._pre = unit_templates(rng, U, fs)
         lo_s, hi_s = cfg.snr_range
         snr = np.exp(rng.uniform(math.log(lo_s), math.log(hi_s), U))
-        amp = snr * sigma[unit_channel]
+        # SNR is defined on the band-passed signal, as a lab measures it from a recording: the
+        # template's trough after a zero-phase 250-5000 Hz band-pass over the band's noise RMS.
+        # The raw trough is scaled up by what that filter takes off each template (~10%).
+        amp = snr * sigma[unit_channel] / _bandpassed_trough_fraction(templates, fs)
         ang = rng.uniform(0, 2 * np.pi, U)
         lo_b, hi_b = cfg.baseline_hz_range
         baseline = np.exp(rng.uniform(math.log(lo_b), math.log(hi_b), U))
@@ -380,7 +404,8 @@ class SimulatedImplant:
         self._spike_key = np.random.SeedSequence([cfg.seed, _STREAM_SPIKES]).generate_state(1, np.uint64)[0]
         self._spike_cap = U * (int(B // max(self._refr.min(), 1.0)) + 2) if U else 1
         self._static = dict(
-            unit_channel=_ro(unit_channel), unit_snr=_ro(snr), unit_amplitude_uv=_ro(amp),
+            unit_channel=_ro(unit_channel), unit_snr=_ro(snr), unit_snr_raw=_ro(amp / sigma[unit_channel]),
+            unit_amplitude_uv=_ro(amp),
             unit_templates_uv=_ro(self._templates), template_trough_idx=self._pre,
             unit_preferred_direction=_ro(self._pd), unit_baseline_hz=_ro(baseline), unit_depth_hz=_ro(depth),
             unit_click_tuned=_ro(click_tuned), unit_click_depth_hz=_ro(click_depth),
