@@ -42,6 +42,7 @@ __all__ = ["run_decode_bench", "simulated_dataset", "monkey_datasets", "step_lat
 
 DATASETS = ("chewie", "mihi", "sim96", "sim1024")
 SIM_SECONDS = {96: 300.0, 1024: 120.0}
+SIM96_PRESET = "monkey_m1_utah96"
 WIENER_LAGS = 5          # WienerFilter's default; the peer gets the same lag-stacked design
 
 
@@ -84,7 +85,8 @@ def simulated_dataset(n_channels: int, seconds: float, seed: int = 0, *, kinds: 
     Parameters
     ----------
     n_channels : int
-        96 uses the ``utah96`` preset; other counts the default preset.
+        96 uses the ``monkey_m1_utah96`` preset (calibrated against the real monkey data);
+        other counts the default preset.
     seconds : float
         Length of the recording.
     seed : int
@@ -104,7 +106,7 @@ def simulated_dataset(n_channels: int, seconds: float, seed: int = 0, *, kinds: 
     from cortexlink.sim import SimulatedImplant
 
     if n_channels == 96:
-        imp = SimulatedImplant.from_preset("utah96", seed=seed)
+        imp = SimulatedImplant.from_preset(SIM96_PRESET, seed=seed)
     else:
         imp = SimulatedImplant(n_channels=n_channels, seed=seed)
     fx = FeatureExtractor(imp.channel_map, imp.fs_hz)
@@ -133,7 +135,7 @@ def simulated_dataset(n_channels: int, seconds: float, seed: int = 0, *, kinds: 
             "n_features": len(cols), "n_bad_channels": int(bad.sum()), "kinds": list(kinds),
             "split": "time-ordered: first 80% of valid bins train, last 20% test",
             "bin_ms": bf.bin_width_s * 1000.0, "seconds": float(n_chunks), "seed": seed,
-            "source": f"cortexlink.sim ({'utah96' if n_channels == 96 else 'default'} preset) "
+            "source": f"cortexlink.sim ({SIM96_PRESET if n_channels == 96 else 'default'} preset) "
                       f"+ cortexlink.dsp.FeatureExtractor"}
 
 
@@ -482,6 +484,14 @@ def _targets(result: dict) -> dict:
             g, k = _find(ds[name], "GRUDecoder"), _find(ds[name], "KalmanFilter")
             t[f"gru_beats_kalman_r2_{name}"] = {"gru_r2_mean": g["r2_mean"], "kalman_r2_mean": k["r2_mean"],
                                                 "met": g["r2_mean"] > k["r2_mean"]}
+    real = [_find(ds[n], "KalmanFilter") for n in ("chewie", "mihi") if n in ds]
+    if "sim96" in ds and real:
+        ref = float(np.mean([k["r2_mean"] for k in real]))
+        sim = _find(ds["sim96"], "KalmanFilter")["r2_mean"]
+        t["sim96_kalman_r2_vs_monkey"] = {
+            "sim96_r2_mean": sim, "monkey_r2_mean": ref, "preset": SIM96_PRESET,
+            "monkey_sessions": [n for n in ("chewie", "mihi") if n in ds],
+            "tolerance": 0.1, "met": abs(sim - ref) <= 0.1}
     vs = {}
     for name, entry in ds.items():
         for ours, peer in (("WienerFilter", "WienerFilterRegression"), ("KalmanFilter", "KalmanFilterRegression")):
@@ -499,3 +509,43 @@ def _targets(result: dict) -> dict:
                 "faster_per_bin": o["step"]["p50_us"] < p.get("predict_one_bin_us", p["predict_per_bin_us"])}
     t["ours_vs_neural_decoding"] = vs
     return t
+
+
+def print_summary(result: dict, file: Any = None) -> None:
+    """Human-readable tables of a :func:`run_decode_bench` result."""
+    out = file if file is not None else sys.stdout
+    m = result["machine"]
+    print(f"machine: {m['cpu']} ({m['cores']} cores); one thread per decoder; "
+          f"step latency over {result['settings']['n_steps']} calls", file=out)
+    for dname, entry in result["datasets"].items():
+        print(f"\n{dname}: {entry.get('n_features')} features, {entry['n_train']} train / {entry['n_test']} test bins"
+              f" ({entry.get('split', '')})", file=out)
+        print(f"  {'decoder':<34}{'R2 vx':>7}{'R2 vy':>7}{'fit s':>8}{'step p50 us':>13}{'p99 us':>9}"
+              f"{'max us':>9}", file=out)
+        for d in entry["decoders"] + entry["peers"]:
+            name = d.get("decoder", "?")
+            if "r2_vx" not in d:
+                why = d.get("note") or d.get("errors") or d.get("reason") or ""
+                if name == "ClickDecoder" and "n_intents" in d:
+                    st = d.get("step", {})
+                    why = (f"clicks: {d['n_intents_detected']}/{d['n_intents']} intents, "
+                           f"{d['n_false_events']} false, {d['n_duplicate_events']} duplicate, AUC "
+                           f"{d['auc']:.3f}; step p99 {st.get('p99_us', float('nan')):.1f} us")
+                print(f"  {name:<34}{str(why)[:80]}", file=out)
+                continue
+            st = d.get("step")
+            lat = (f"{st['p50_us']:>13.1f}{st['p99_us']:>9.1f}{st['max_us']:>9.0f}" if st
+                   else f"   predict {d.get('predict_per_bin_us', float('nan')):.1f} us/bin (batch)")
+            print(f"  {name[:34]:<34}{d['r2_vx']:>7.3f}{d['r2_vy']:>7.3f}{d['fit_s']:>8.2f}{lat}", file=out)
+    for name, why in result.get("skipped", {}).items():
+        print(f"\n{name}: skipped ({why})", file=out)
+    print("\ntargets:", file=out)
+    for k, v in result["targets"].items():
+        if k == "ours_vs_neural_decoding":
+            for pair, r in v.items():
+                if "peer_r2_mean" in r:
+                    print(f"  {pair:<32} R2 ours {r['ours_r2_mean']:.3f} vs neural-decoding {r['peer_r2_mean']:.3f}"
+                          f"  match/beat={r['r2_match_or_beat']}  faster per bin={r['faster_per_bin']}", file=out)
+            continue
+        shown = {kk: (round(vv, 3) if isinstance(vv, float) else vv) for kk, vv in v.items()}
+        print(f"  {k}: {shown}", file=out)

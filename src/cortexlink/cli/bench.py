@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -39,6 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                       "package's Wiener and Kalman filters side by side.")
     dec.add_argument("--data", type=Path, default=None, help="monkey_m1_center_out folder (default: ../shared/data/monkey_m1_center_out if present)")
     dec.add_argument("--n-steps", type=int, default=10000, help="streaming steps timed per decoder (default: 10000)")
+    dec.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
+                     help="subset of chewie mihi sim96 sim1024 (default: all)")
+    dec.add_argument("--no-gru-fit-target", action="store_true",
+                     help="skip timing GRUDecoder on 30,000 bins x 1024 features (~1 minute)")
     dec.add_argument("--json", action="store_true", help="print the result as JSON only")
     dec.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     dec.set_defaults(func=_run_decode)
@@ -70,5 +73,6 @@ def _run_dsp(args: argparse.Namespace) -> int:
 def _run_decode(args: argparse.Namespace) -> int:
     from cortexlink.bench import decode
 
-    result = decode.run_decode_bench(data=args.data, n_steps=args.n_steps, progress=not args.json)
-    return _emit(result, args, lambda r: print(json.dumps(r, indent=2), file=sys.stdout))
+    result = decode.run_decode_bench(datasets=args.datasets, data=args.data, n_steps=args.n_steps,
+                                     progress=not args.json, gru_fit_target=not args.no_gru_fit_target)
+    return _emit(result, args, decode.print_summary)
