@@ -30,8 +30,8 @@ def test_bad_argument_is_a_clear_error(capsys, tmp_path):
     assert "--channels must be a" in capsys.readouterr().err
 
 
-def test_demo_writes_a_run_folder(tmp_path):
-    proc = subprocess.run(_cortexlink() + ["demo", "--channels", "64", "--seconds", "1.5", "--out", str(tmp_path),
+def test_feature_demo_writes_a_run_folder(tmp_path):
+    proc = subprocess.run(_cortexlink() + ["demo", "--features", "--channels", "64", "--seconds", "1.5", "--out", str(tmp_path),
                                            "--no-progress"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "real time" in proc.stdout and "bad channels found" in proc.stdout

@@ -46,6 +46,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     dec.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     dec.set_defaults(func=_run_decode)
 
+    cl = bsub.add_parser("closed-loop", help="Webgrid bits per second per decoder, channel count and seed",
+                         description="Closed-loop Webgrid (30x30, click to select) with a simulated participant: "
+                                     "each decoder (Wiener, Kalman, ReFIT-Kalman, GRU) is calibrated open loop and "
+                                     "evaluated closed loop at each channel count and seed, beside the perfect-"
+                                     "decoder ceiling (cursor = intent).")
+    cl.add_argument("--channels", type=int, nargs="+", default=[96, 256, 1024], help="channel counts (default: 96 256 1024)")
+    cl.add_argument("--decoders", nargs="+", default=["perfect", "wiener", "kalman", "refit_kalman", "gru"],
+                    help="decoders (default: perfect wiener kalman refit_kalman gru)")
+    cl.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    cl.add_argument("--eval-s", type=float, default=60.0, help="seconds of each evaluation block (default: 60)")
+    cl.add_argument("--calibration-s", type=float, default=60.0, help="seconds of open-loop calibration (default: 60)")
+    cl.add_argument("--json", action="store_true", help="print the result as JSON only")
+    cl.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    cl.set_defaults(func=_run_closed_loop)
+
 
 def _emit(result: dict, args: argparse.Namespace, summary) -> int:
     text = json.dumps(result, indent=2)
@@ -76,3 +91,11 @@ def _run_decode(args: argparse.Namespace) -> int:
     result = decode.run_decode_bench(datasets=args.datasets, data=args.data, n_steps=args.n_steps,
                                      progress=not args.json, gru_fit_target=not args.no_gru_fit_target)
     return _emit(result, args, decode.print_summary)
+
+
+def _run_closed_loop(args: argparse.Namespace) -> int:
+    from cortexlink.bench import closed_loop
+
+    result = closed_loop.run(channels=args.channels, decoders=args.decoders, seeds=args.seeds,
+                             eval_s=args.eval_s, calibration_s=args.calibration_s, progress=not args.json)
+    return _emit(result, args, closed_loop.print_summary)

@@ -1,9 +1,10 @@
-"""``cortexlink demo``: stream a simulated implant through real-time feature extraction.
+"""``cortexlink demo``: the main job, a complete closed-loop session on a simulated implant.
 
-Until the closed-loop session exists this is the main job: it streams simulated
-broadband data chunk by chunk (as a live implant would deliver it), extracts
-threshold crossings and spike-band power, prints a summary and writes a run folder
-with the features, a summary JSON and a PNG figure.
+By default it runs :data:`cortexlink.tasks.session.DEFAULT_SESSION`: a simulated participant
+with a 1024-channel implant calibrates a ReFIT-Kalman decoder, plays two minutes of Webgrid and
+ten moves of chess, and a run folder gets the session config, decoded traces, the PGN and an
+HTML report with figures. ``--features`` instead streams the implant through feature extraction
+only (threshold crossings and spike-band power, with a crossing raster and noise map).
 """
 
 from __future__ import annotations
@@ -19,13 +20,21 @@ import numpy as np
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="stream a simulated implant through feature extraction (the main job)",
-                       description="Streams a simulated high-channel-count implant through cortexlink's "
-                                   "real-time feature chain (band-pass, common-average reference, threshold "
-                                   "crossings, spike-band power, 20 ms bins), then prints a summary and "
-                                   "writes a run folder with features, summary.json and demo.png.")
+    p = sub.add_parser("demo", help="run a complete closed-loop session on a simulated implant (the main job)",
+                       description="Runs a complete closed-loop session: a simulated participant with a "
+                                   "simulated 1024-channel implant calibrates (open loop, centre-out), a "
+                                   "ReFIT-Kalman decoder is fitted, used in closed loop and refitted, then the "
+                                   "participant plays two minutes of Webgrid (bits per second) and ten moves of "
+                                   "chess. Prints a summary table and writes a run folder (session.yaml, "
+                                   "traces, PGN, report.html with figures). --features runs the "
+                                   "feature-extraction demo instead.")
+    p.add_argument("--features", action="store_true",
+                   help="stream the implant through feature extraction only (no decoder, no tasks)")
+    p.add_argument("--session", type=Path, default=None, help="a session YAML to run instead of the built-in demo")
     p.add_argument("--channels", type=int, default=1024, help="number of electrodes (default: 1024)")
-    p.add_argument("--seconds", type=float, default=10.0, help="seconds of data to stream (default: 10)")
+    p.add_argument("--webgrid-s", type=float, default=None, help="seconds of Webgrid (default: 120)")
+    p.add_argument("--chess-moves", type=int, default=None, help="participant moves of chess (default: 10)")
+    p.add_argument("--seconds", type=float, default=10.0, help="with --features: seconds to stream (default: 10)")
     p.add_argument("--chunk-ms", type=float, default=10.0, help="chunk size delivered by the implant (default: 10 ms)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed (default: 0)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="parent folder of the run folder (default: runs/)")
@@ -34,6 +43,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.features:
+        return run_features(args)
+    from cortexlink.cli.session import run_and_report
+    from cortexlink.core.validation import check_positive
+    from cortexlink.tasks.session import load_session
+
+    if args.session is not None:
+        cfg = load_session(args.session)
+    else:
+        cfg = load_session(None)
+        cfg["seed"] = int(args.seed)
+        cfg["implant"]["n_channels"] = check_positive("--channels", args.channels, integer=True)
+        for b in cfg["blocks"]:
+            if b.get("task") == "webgrid" and b["kind"] == "evaluation" and args.webgrid_s is not None:
+                b["seconds"] = check_positive("--webgrid-s", args.webgrid_s)
+            if b.get("task") == "chess" and args.chess_moves is not None:
+                b["task_params"]["max_moves"] = check_positive("--chess-moves", args.chess_moves, integer=True)
+        cfg = load_session(cfg)
+    return run_and_report(cfg, args.out, progress=not args.no_progress)
+
+
+def run_features(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from cortexlink.core.types import BinnedFeatures

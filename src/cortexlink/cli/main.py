@@ -11,7 +11,7 @@ from cortexlink import CortexlinkError, __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cortexlink.cli import bench, demo
+    from cortexlink.cli import bench, demo, session
 
     parser = argparse.ArgumentParser(
         prog="cortexlink",
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     demo.add_parser(sub)
+    session.add_parser(sub)
     bench.add_parser(sub)
     return parser
 

@@ -5,5 +5,7 @@ Importing this subpackage compiles/loads its numba kernels; ``import cortexlink`
 
 from cortexlink.sim.config import PRESETS, ImplantConfig
 from cortexlink.sim.implant import SPIKE_BAND_HZ, GroundTruth, SimulatedImplant
+from cortexlink.sim.participant import ParticipantConfig, ParticipantIntent, SimulatedParticipant
 
-__all__ = ["SimulatedImplant", "ImplantConfig", "PRESETS", "GroundTruth", "SPIKE_BAND_HZ"]
+__all__ = ["SimulatedImplant", "ImplantConfig", "PRESETS", "GroundTruth", "SPIKE_BAND_HZ",
+           "SimulatedParticipant", "ParticipantConfig", "ParticipantIntent"]

@@ -1,0 +1,652 @@
+"""Brain-controlled chess: the participant plays moves by clicking squares with the cursor.
+
+The 8 x 8 board is drawn in a square of the screen (by default ``[-0.8, 0.8]`` in x and y),
+with the participant's colour at the bottom (white by default). A move is two selections,
+*pick up* (click on the piece's square) and *put down* (click on the destination square), the
+way people with a brain-computer interface play chess on a tablet.
+
+Who decides the move
+    The task, not the participant model: the participant's own :class:`ChessEngine` chooses
+    the move when it is the participant's turn, and :meth:`ChessTask.current_target` shows the
+    square to click (first the from-square, then the to-square). A simulated participant just
+    aims at ``current_target()``, which keeps the participant model free of chess.
+Wrong selections
+    A click with the cursor on any other square is a wrong selection (event ``"incorrect"``
+    with the square): nothing is picked up or put down and the target stays where it was (the
+    plan does not change). That includes clicking another of one's own pieces while nothing is
+    picked up, and clicking the from-square again while the piece is held. Clicks off the
+    board, or while there is no target (the thinking pause, or after the game), are ignored
+    (event ``"click_ignored"``) and are not selections.
+Opponent
+    After the participant's move the opponent engine replies at once (event
+    ``"opponent_move"``); then, for ``think_s`` seconds, there is no target (the participant
+    looks at the reply) before the next move's from-square lights (``"target_on"``).
+Timing
+    A move's time runs from the ``"target_on"`` of its from-square to the click that puts the
+    piece down, so it includes the pick-up, any wrong selections and the put-down, but not the
+    thinking pause.
+End
+    After ``max_moves`` participant moves (the opponent's reply to the last one is still played)
+    or when the game is over (checkmate, stalemate, insufficient material, or a draw that could
+    be claimed: threefold repetition or the fifty-move rule), with a ``"done"`` event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import functools
+import logging
+import math
+import numbers
+import statistics
+from pathlib import Path
+from typing import Any, Sequence
+
+import chess
+import chess.pgn
+import numpy as np
+
+from cortexlink.core.errors import ConfigError, ValidationError
+from cortexlink.core.validation import check_positive
+from cortexlink.tasks.base import Target, Task, TaskEvent
+from cortexlink.tasks.chess_engine import ChessEngine
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ChessTask", "PIECE_GLYPHS", "glyphs_available"]
+
+#: Unicode chess glyphs (the filled set, coloured when drawn), by ``chess.Piece.symbol()``.
+PIECE_GLYPHS: dict[str, str] = {
+    "K": "\u265a", "Q": "\u265b", "R": "\u265c", "B": "\u265d", "N": "\u265e", "P": "\u265f",
+}
+_LIGHT = "#eed8b0"
+_DARK = "#b58863"
+_HIGHLIGHT = "#f6e05e"
+_FONT_FAMILY = "DejaVu Sans"
+_EPS_S = 1e-9
+
+
+@functools.lru_cache(maxsize=1)
+def glyphs_available() -> bool:
+    """True when the font matplotlib uses for the pieces (DejaVu Sans, shipped with it) has the glyphs.
+
+    When False, :meth:`ChessTask.draw` draws letters (``K Q R B N P``) instead.
+    """
+    try:
+        from matplotlib import font_manager
+        from matplotlib.ft2font import FT2Font
+
+        path = font_manager.findfont(font_manager.FontProperties(family=_FONT_FAMILY), fallback_to_default=True)
+        charmap = FT2Font(path).get_charmap()
+    except Exception:  # pragma: no cover - depends on the installation
+        logger.debug("could not inspect the font for chess glyphs", exc_info=True)
+        return False
+    return all(ord(g) in charmap for g in PIECE_GLYPHS.values())
+
+
+def _check_engine(name: str, engine: Any) -> Any:
+    if not callable(getattr(engine, "choose_move", None)):
+        raise ConfigError(f"{name} must be a ChessEngine (or an object with a choose_move(board) method); "
+                          f"got {type(engine).__name__}")
+    return engine
+
+
+def _engine_name(engine: Any) -> str:
+    return str(getattr(engine, "description", type(engine).__name__))
+
+
+@dataclasses.dataclass
+class _MoveRecord:
+    """What the participant did for one move."""
+
+    uci: str
+    san: str
+    seconds: float
+    pickup_s: float
+    n_wrong: int
+
+
+class ChessTask(Task):
+    """Chess played by cursor clicks against an engine; see the module docstring for the rules.
+
+    Parameters
+    ----------
+    participant_engine : ChessEngine, optional
+        Chooses the participant's moves (the moves the participant is asked to make). Default
+        ``ChessEngine(depth=2, seed=seed)``. Any object with ``choose_move(board) -> chess.Move``
+        will do.
+    opponent : ChessEngine, optional
+        Chooses the replies. Default ``ChessEngine(depth=1, seed=seed + 1)``.
+    participant_color : {"white", "black"}
+        The participant's side; it is drawn at the bottom of the board. With ``"black"`` (or a
+        ``start_fen`` with the opponent to move) the opponent moves first, on the first update.
+    max_moves : int
+        Participant moves to play (>= 1) before the task is done.
+    think_s : float
+        Pause (>= 0 s) after the opponent's reply during which there is no target.
+    board_extent : (float, float)
+        The board covers ``[low, high]`` in both x and y, screen units (``-1 <= low < high <= 1``).
+    seed : int
+        Seed (>= 0) of the default engines.
+    start_fen : str, optional
+        Starting position (FEN); default the standard start. It must be a valid position with a
+        legal move.
+    participant_name, opponent_name : str, optional
+        Player names for the PGN; default ``"cortexlink participant"`` and the opponent engine's
+        description.
+    date : str or datetime.date, optional
+        The PGN ``Date`` (``"YYYY.MM.DD"``); default today's date when the task is built.
+
+    Attributes
+    ----------
+    events : list of TaskEvent
+        Every event since the last :meth:`reset`.
+
+    Notes
+    -----
+    Events (``TaskEvent.kind`` and ``data``):
+
+    - ``"target_on"``: a new target: ``square`` (e.g. ``"e2"``), ``stage`` (``"from"`` or ``"to"``),
+      ``xy``, ``n_move`` (1-based participant move). The first one is emitted on the first
+      :meth:`update`, which starts the task; the from-square target is shown from :meth:`reset`
+      on when the participant moves first.
+    - ``"pickup"``: the piece was picked up: ``square``, ``piece``, ``seconds`` since target on.
+    - ``"move"``: the participant's move was played: ``uci``, ``san``, ``seconds`` (its time),
+      ``n_move``.
+    - ``"opponent_move"``: ``uci``, ``san``.
+    - ``"incorrect"``: a wrong selection: ``square`` clicked, ``expected`` square, ``stage``.
+    - ``"click_ignored"``: ``reason`` ``"off_board"`` or ``"no_target"``, cursor ``xy``.
+    - ``"done"``: ``reason`` (``"max_moves"``, ``"checkmate"``, ``"stalemate"``, ...),
+      ``result`` (PGN result), ``n_moves``.
+
+    A promotion is always to a queen. The engines run inside :meth:`update` (tens of ms at the
+    default depths), on the bin where the participant's move lands and on the bin the next
+    target lights.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> task = ChessTask(max_moves=1, think_s=0.0, date="2024.01.01")
+    >>> for t in (0.0, 0.5):  # click on the from-square, then on the to-square
+    ...     events = task.update(t, np.array(task.current_target().xy), click=True)
+    >>> task.done, task.metrics(1.0)["n_moves"]
+    (True, 1)
+    """
+
+    name = "chess"
+
+    def __init__(self, participant_engine: Any | None = None, opponent: Any | None = None,
+                 participant_color: str = "white", max_moves: int = 10, think_s: float = 0.5,
+                 board_extent: Sequence[float] = (-0.8, 0.8), seed: int = 0, start_fen: str | None = None,
+                 participant_name: str = "cortexlink participant", opponent_name: str | None = None,
+                 date: str | _dt.date | None = None) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0; got {seed!r}")
+        self.seed = int(seed)
+        self.participant_engine = (ChessEngine(depth=2, seed=self.seed) if participant_engine is None
+                                   else _check_engine("participant_engine", participant_engine))
+        self.opponent = (ChessEngine(depth=1, seed=self.seed + 1) if opponent is None
+                         else _check_engine("opponent", opponent))
+        if participant_color not in ("white", "black"):
+            raise ConfigError(f"participant_color must be one of ('white', 'black'); got {participant_color!r}")
+        self.participant_color = participant_color
+        self._color: bool = chess.WHITE if participant_color == "white" else chess.BLACK
+        if isinstance(max_moves, bool) or not isinstance(max_moves, numbers.Integral) or max_moves < 1:
+            raise ConfigError(f"max_moves must be an integer >= 1; got {max_moves!r}")
+        self.max_moves = int(max_moves)
+        self.think_s = check_positive("think_s", think_s, allow_zero=True)
+        try:
+            lo, hi = (float(v) for v in board_extent)
+        except (TypeError, ValueError):
+            raise ConfigError(f"board_extent must be a (low, high) pair of numbers in [-1, 1]; "
+                              f"got {board_extent!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and -1.0 <= lo < hi <= 1.0):
+            raise ConfigError(f"board_extent must be a (low, high) pair with -1 <= low < high <= 1; "
+                              f"got {board_extent!r}")
+        self.board_extent = (lo, hi)
+        self.start_fen = chess.STARTING_FEN if start_fen is None else start_fen
+        try:
+            start = chess.Board(self.start_fen)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"start_fen must be a valid FEN; got {start_fen!r} ({exc})") from None
+        if not start.is_valid() or start.is_game_over(claim_draw=True):
+            raise ConfigError(f"start_fen must be a legal position where the game is not over; got {start_fen!r}")
+        for pname, pval in (("participant_name", participant_name), ("opponent_name", opponent_name)):
+            if pval is not None and not isinstance(pval, str):
+                raise ConfigError(f"{pname} must be a string; got {pval!r}")
+        self.participant_name = participant_name
+        self.opponent_name = opponent_name if opponent_name is not None else _engine_name(self.opponent)
+        if date is None:
+            date = _dt.date.today()
+        if isinstance(date, _dt.date):
+            date = date.strftime("%Y.%m.%d")
+        if not isinstance(date, str):
+            raise ConfigError(f"date must be a 'YYYY.MM.DD' string or a datetime.date; got {date!r}")
+        self.date = date
+        self.reset()
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def square_width(self) -> float:
+        """Width of one square, screen units."""
+        return (self.board_extent[1] - self.board_extent[0]) / 8.0
+
+    def _col_row(self, square: int) -> tuple[int, int]:
+        f, r = chess.square_file(square), chess.square_rank(square)
+        return (f, r) if self._color == chess.WHITE else (7 - f, 7 - r)
+
+    def square_center(self, square: int | str) -> tuple[float, float]:
+        """Centre (x, y) of a square (index or name such as ``"e4"``), screen units."""
+        sq = chess.parse_square(square) if isinstance(square, str) else int(square)
+        col, row = self._col_row(sq)
+        lo, w = self.board_extent[0], self.square_width
+        return (lo + (col + 0.5) * w, lo + (row + 0.5) * w)
+
+    def square_at(self, xy: Any) -> int | None:
+        """The square (python-chess index) under ``xy``, or None off the board or for a non-finite ``xy``."""
+        x, y = float(xy[0]), float(xy[1])
+        lo, hi = self.board_extent
+        if not (lo <= x <= hi and lo <= y <= hi):  # also False for NaN
+            return None
+        w = self.square_width
+        col, row = min(int((x - lo) / w), 7), min(int((y - lo) / w), 7)
+        if self._color == chess.BLACK:
+            col, row = 7 - col, 7 - row
+        return chess.square(col, row)
+
+    # ------------------------------------------------------------------ state machine
+    def reset(self) -> None:
+        """Start a new game from ``start_fen``; the engines are deterministic, so it replays the same."""
+        self._board = chess.Board(self.start_fen)
+        self._t_start: float | None = None
+        self._stage = "opponent"  # "from", "to", "think", "opponent" or "done"
+        self._plan: chess.Move | None = None
+        self._pending_target_on = False
+        self._think_until = -math.inf
+        self._t_target_on = 0.0
+        self._t_pickup = 0.0
+        self._wrong_this_move = 0
+        self._termination: str | None = None
+        self._done = False
+        self.n_moves = 0
+        self.wrong_selections = 0
+        self.n_clicks_ignored = 0
+        self._records: list[_MoveRecord] = []
+        self.events: list[TaskEvent] = []
+        if self._board.turn == self._color:
+            self._plan_move()
+            self._pending_target_on = True
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def board(self) -> chess.Board:
+        """A copy of the current position (with its move stack)."""
+        return self._board.copy()
+
+    @property
+    def planned_move(self) -> chess.Move | None:
+        """The move the participant is asked to make now (None between moves)."""
+        return self._plan if self._stage in ("from", "to") else None
+
+    @property
+    def stage(self) -> str:
+        """``"from"`` (pick up), ``"to"`` (put down), ``"think"``, ``"opponent"`` or ``"done"``."""
+        return self._stage
+
+    def current_target(self) -> Target | None:
+        """The square to click now (radius half a square), or None while thinking / when done."""
+        if self._stage not in ("from", "to") or self._plan is None:
+            return None
+        sq = self._plan.from_square if self._stage == "from" else self._plan.to_square
+        return Target(xy=self.square_center(sq), radius=0.5 * self.square_width, click=True)
+
+    def update(self, t_s: float, cursor_xy: np.ndarray, click: bool) -> list[TaskEvent]:
+        """Advance one bin; see the module docstring for the rules and the class's for the events.
+
+        Parameters
+        ----------
+        t_s : float
+            Session time of the bin, seconds.
+        cursor_xy : array (2,)
+            Cursor position after the effector moved, screen units.
+        click : bool
+            True if a click fired on this bin.
+
+        Returns
+        -------
+        list of TaskEvent
+            The events of this bin (also appended to :attr:`events`).
+        """
+        if self._done:
+            return []
+        t_s = float(t_s)
+        out: list[TaskEvent] = []
+        if self._t_start is None:
+            self._t_start = t_s
+        if self._stage == "opponent":
+            self._opponent_reply(t_s, out)
+        if self._pending_target_on:
+            self._pending_target_on = False
+            self._target_on(t_s, out)
+        if click:
+            self._handle_click(t_s, cursor_xy, out)
+        if self._stage == "think" and t_s >= self._think_until - _EPS_S:
+            self._plan_move()
+            self._target_on(t_s, out)
+        self.events.extend(out)
+        return out
+
+    # ------------------------------------------------------------------ internals
+    def _plan_move(self) -> None:
+        move = self.participant_engine.choose_move(self._board.copy())
+        if not isinstance(move, chess.Move) or move not in self._board.legal_moves:
+            raise ValidationError(f"participant_engine.choose_move must return a legal chess.Move; got {move!r} "
+                                  f"in {self._board.fen()}")
+        if move.promotion is not None and move.promotion != chess.QUEEN:
+            move = chess.Move(move.from_square, move.to_square, promotion=chess.QUEEN)
+        self._plan = move
+        self._stage = "from"
+        self._wrong_this_move = 0
+
+    def _target_on(self, t_s: float, out: list[TaskEvent]) -> None:
+        assert self._plan is not None
+        sq = self._plan.from_square if self._stage == "from" else self._plan.to_square
+        if self._stage == "from":
+            self._t_target_on = t_s
+        x, y = self.square_center(sq)
+        out.append(TaskEvent(t_s, "target_on", {"square": chess.square_name(sq), "stage": self._stage,
+                                                "xy": [x, y], "n_move": self.n_moves + 1}))
+
+    def _handle_click(self, t_s: float, cursor_xy: Any, out: list[TaskEvent]) -> None:
+        xy = [float(cursor_xy[0]), float(cursor_xy[1])]
+        if self._stage not in ("from", "to"):
+            self.n_clicks_ignored += 1
+            out.append(TaskEvent(t_s, "click_ignored", {"reason": "no_target", "xy": xy}))
+            return
+        sq = self.square_at(xy)
+        if sq is None:
+            self.n_clicks_ignored += 1
+            out.append(TaskEvent(t_s, "click_ignored", {"reason": "off_board", "xy": xy}))
+            return
+        assert self._plan is not None
+        expected = self._plan.from_square if self._stage == "from" else self._plan.to_square
+        if sq != expected:
+            self.wrong_selections += 1
+            self._wrong_this_move += 1
+            out.append(TaskEvent(t_s, "incorrect", {"square": chess.square_name(sq),
+                                                    "expected": chess.square_name(expected),
+                                                    "stage": self._stage, "xy": xy}))
+            return
+        if self._stage == "from":
+            piece = self._board.piece_at(sq)
+            self._t_pickup = t_s
+            self._stage = "to"
+            out.append(TaskEvent(t_s, "pickup", {"square": chess.square_name(sq),
+                                                 "piece": piece.symbol() if piece else None,
+                                                 "seconds": t_s - self._t_target_on}))
+            self._target_on(t_s, out)
+            return
+        self._play_participant_move(t_s, out)
+
+    def _play_participant_move(self, t_s: float, out: list[TaskEvent]) -> None:
+        move = self._plan
+        assert move is not None
+        san = self._board.san(move)
+        self._board.push(move)
+        self.n_moves += 1
+        seconds = t_s - self._t_target_on
+        self._records.append(_MoveRecord(move.uci(), san, seconds, self._t_pickup - self._t_target_on,
+                                      self._wrong_this_move))
+        out.append(TaskEvent(t_s, "move", {"uci": move.uci(), "san": san, "seconds": seconds,
+                                           "n_move": self.n_moves}))
+        self._plan = None
+        if self._check_game_over(t_s, out):
+            return
+        self._opponent_reply(t_s, out)
+
+    def _opponent_reply(self, t_s: float, out: list[TaskEvent]) -> None:
+        move = self.opponent.choose_move(self._board.copy())
+        if not isinstance(move, chess.Move) or move not in self._board.legal_moves:
+            raise ValidationError(f"opponent.choose_move must return a legal chess.Move; got {move!r} "
+                                  f"in {self._board.fen()}")
+        san = self._board.san(move)
+        self._board.push(move)
+        out.append(TaskEvent(t_s, "opponent_move", {"uci": move.uci(), "san": san}))
+        if self._check_game_over(t_s, out):
+            return
+        if self.n_moves >= self.max_moves:
+            self._finish(t_s, "max_moves", out)
+            return
+        self._stage = "think"
+        self._think_until = t_s + self.think_s
+
+    def _check_game_over(self, t_s: float, out: list[TaskEvent]) -> bool:
+        outcome = self._board.outcome(claim_draw=True)
+        if outcome is None:
+            return False
+        self._finish(t_s, outcome.termination.name.lower(), out)
+        return True
+
+    def _finish(self, t_s: float, reason: str, out: list[TaskEvent]) -> None:
+        self._termination = reason
+        self._stage = "done"
+        self._done = True
+        self._plan = None
+        out.append(TaskEvent(t_s, "done", {"reason": reason, "result": self.result, "n_moves": self.n_moves}))
+        logger.debug("chess task done at %.3f s: %s (%s)", t_s, reason, self.result)
+
+    # ------------------------------------------------------------------ results
+    @property
+    def result(self) -> str:
+        """PGN result: ``"1-0"``, ``"0-1"``, ``"1/2-1/2"`` or ``"*"`` (game not finished)."""
+        return self._board.result(claim_draw=True)
+
+    @property
+    def termination(self) -> str | None:
+        """Why the task ended (``"max_moves"``, ``"checkmate"``, ...), None while it runs."""
+        return self._termination
+
+    def participant_outcome(self) -> str:
+        """``"win"``, ``"loss"``, ``"draw"`` or ``"unfinished"`` for the participant."""
+        res = self.result
+        if res == "*":
+            return "unfinished"
+        if res == "1/2-1/2":
+            return "draw"
+        white_won = res == "1-0"
+        return "win" if white_won == (self._color == chess.WHITE) else "loss"
+
+    def pgn(self) -> str:
+        """The game so far as PGN text.
+
+        Headers: ``Event`` ("cortexlink simulated session"), ``Site``, ``Date``, ``Round``,
+        ``White``, ``Black``, ``Result`` (and ``SetUp``/``FEN`` for a non-standard start). Each
+        participant move carries its time as an ``[%emt h:mm:ss]`` comment.
+
+        Returns
+        -------
+        str
+        """
+        game = chess.pgn.Game.from_board(self._board)
+        game.headers["Event"] = "cortexlink simulated session"
+        game.headers["Site"] = "cortexlink"
+        game.headers["Date"] = self.date
+        game.headers["Round"] = "-"
+        white, black = ((self.participant_name, self.opponent_name) if self._color == chess.WHITE
+                        else (self.opponent_name, self.participant_name))
+        game.headers["White"] = white
+        game.headers["Black"] = black
+        game.headers["Result"] = self.result
+        records = iter(self._records)
+        for node in game.mainline():
+            if node.turn() != self._color:  # the side that just moved is the participant
+                rec = next(records, None)
+                if rec is not None:
+                    node.set_emt(rec.seconds)
+        return str(game)
+
+    def metrics(self, elapsed_s: float) -> dict[str, Any]:
+        """JSON-able figures of the game so far.
+
+        Parameters
+        ----------
+        elapsed_s : float
+            Time the block has run, seconds (> 0).
+
+        Returns
+        -------
+        dict
+            ``n_moves``; ``seconds_per_move``, a dict with ``mean`` and ``median`` (None
+            before any move) and ``list`` (one per participant move, in order);
+            ``seconds_to_pickup`` (list); ``wrong_selections``; ``n_selections`` (pick-ups,
+            put-downs and wrong selections); ``selection_accuracy`` (None before any);
+            ``n_clicks_ignored``; ``moves_per_minute``; ``game_over`` (bool), ``termination``
+            (``"max_moves"``, ``"checkmate"``, ... or None while running), ``result`` (PGN
+            result), ``participant_outcome``, ``participant_color``, ``n_plies``, ``pgn``,
+            ``elapsed_s``.
+        """
+        elapsed_s = check_positive("elapsed_s", elapsed_s)
+        secs = [float(m.seconds) for m in self._records]
+        n_pickups = self.n_moves + (1 if self._stage == "to" else 0)
+        n_sel = n_pickups + self.n_moves + self.wrong_selections
+        return {
+            "n_moves": self.n_moves,
+            "seconds_per_move": {
+                "mean": statistics.fmean(secs) if secs else None,
+                "median": float(statistics.median(secs)) if secs else None,
+                "list": secs,
+            },
+            "seconds_to_pickup": [float(m.pickup_s) for m in self._records],
+            "wrong_selections": self.wrong_selections,
+            "n_selections": n_sel,
+            "selection_accuracy": (n_sel - self.wrong_selections) / n_sel if n_sel else None,
+            "n_clicks_ignored": self.n_clicks_ignored,
+            "moves_per_minute": self.n_moves * 60.0 / elapsed_s,
+            "game_over": self._board.outcome(claim_draw=True) is not None,
+            "termination": self._termination,
+            "result": self.result,
+            "participant_outcome": self.participant_outcome(),
+            "participant_color": self.participant_color,
+            "n_plies": len(self._board.move_stack),
+            "pgn": self.pgn(),
+            "elapsed_s": elapsed_s,
+        }
+
+    # ------------------------------------------------------------------ drawing
+    def draw(self, ax: Any) -> None:
+        """Draw the board on a matplotlib axes, in screen units.
+
+        Light and dark squares, the last move's squares highlighted, the pieces (Unicode chess
+        glyphs of DejaVu Sans, drawn as paths so they scale with the axes; letters if the font
+        lacks them), file and rank labels, and the current target as a ring (the held piece's
+        square outlined). Sets the axes limits to the screen, ``[-1, 1]``, with equal aspect.
+
+        Parameters
+        ----------
+        ax : matplotlib.axes.Axes
+        """
+        from matplotlib.font_manager import FontProperties
+        from matplotlib.patches import Circle, PathPatch, Rectangle
+        from matplotlib.textpath import TextPath
+        from matplotlib.transforms import Affine2D
+
+        lo, hi = self.board_extent
+        w = self.square_width
+        last = self._board.move_stack[-1] if self._board.move_stack else None
+        lit = {last.from_square, last.to_square} if last else set()
+        for sq in chess.SQUARES:
+            x, y = self.square_center(sq)
+            dark = (chess.square_file(sq) + chess.square_rank(sq)) % 2 == 0  # a1 is dark
+            ax.add_patch(Rectangle((x - w / 2, y - w / 2), w, w, facecolor=_DARK if dark else _LIGHT,
+                                   edgecolor="none", zorder=1))
+            if sq in lit:
+                ax.add_patch(Rectangle((x - w / 2, y - w / 2), w, w, facecolor=_HIGHLIGHT, alpha=0.55,
+                                       edgecolor="none", zorder=2))
+        ax.add_patch(Rectangle((lo, lo), hi - lo, hi - lo, fill=False, edgecolor="0.25", lw=1.0, zorder=3))
+
+        use_glyphs = glyphs_available()
+        prop = FontProperties(family=_FONT_FAMILY)
+        for sq, piece in self._board.piece_map().items():
+            x, y = self.square_center(sq)
+            symbol = piece.symbol().upper()
+            text = PIECE_GLYPHS[symbol] if use_glyphs else symbol
+            path = TextPath((0.0, 0.0), text, size=1.0, prop=prop)
+            ext = path.get_extents()
+            scale = 0.78 * w / max(ext.width, ext.height)
+            tr = (Affine2D().translate(-(ext.x0 + ext.width / 2), -(ext.y0 + ext.height / 2))
+                  .scale(scale).translate(x, y))
+            white = piece.color == chess.WHITE
+            ax.add_patch(PathPatch(tr.transform_path(path), facecolor="white" if white else "black",
+                                   edgecolor="black" if white else "0.85", lw=0.8, zorder=4))
+
+        fs = 7
+        for i in range(8):
+            c = lo + (i + 0.5) * w
+            f_label = chess.FILE_NAMES[i if self._color == chess.WHITE else 7 - i]
+            r_label = chess.RANK_NAMES[i if self._color == chess.WHITE else 7 - i]
+            ax.text(c, lo - 0.02, f_label, ha="center", va="top", fontsize=fs, family=_FONT_FAMILY, zorder=5)
+            ax.text(lo - 0.02, c, r_label, ha="right", va="center", fontsize=fs, family=_FONT_FAMILY, zorder=5)
+
+        target = self.current_target()
+        if self._stage == "to" and self._plan is not None:
+            x, y = self.square_center(self._plan.from_square)
+            ax.add_patch(Rectangle((x - w / 2, y - w / 2), w, w, fill=False, edgecolor="tab:green", lw=2.0,
+                                   zorder=6))
+        if target is not None:
+            ax.add_patch(Circle(target.xy, target.radius * 0.9, fill=False, edgecolor="tab:blue", lw=2.0,
+                                zorder=6))
+        ax.set_xlim(-1.0, 1.0)
+        ax.set_ylim(-1.0, 1.0)
+        ax.set_aspect("equal")
+
+    def save_board_png(self, path: str | Path, *, size_in: float = 5.0, dpi: int = 100,
+                       title: str | None = None) -> Path:
+        """Draw the board (see :meth:`draw`) into a PNG file.
+
+        Parameters
+        ----------
+        path : str or Path
+            Output file; its folder is created if needed.
+        size_in : float
+            Figure width and height, inches (> 0).
+        dpi : int
+            Resolution, dots per inch (> 0).
+        title : str, optional
+            Title above the board; default the participant's colour, the move count and the
+            last move.
+
+        Returns
+        -------
+        Path
+            The file written.
+        """
+        from matplotlib.figure import Figure
+
+        size_in = check_positive("size_in", size_in)
+        dpi = check_positive("dpi", dpi, integer=True)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if title is None:
+            stack = self._board.move_stack
+            last = ""
+            if stack:
+                prev = self._board.copy()
+                prev.pop()
+                last = f", last {prev.san(stack[-1])}"
+            title = f"participant: {self.participant_color}, {self.n_moves} moves{last}"
+            if self._termination is not None:
+                title += f" ({self._termination}, {self.result})"
+        fig = Figure(figsize=(size_in, size_in))
+        ax = fig.add_subplot(1, 1, 1)
+        self.draw(ax)
+        lo, hi = self.board_extent
+        ax.set_xlim(lo - 0.02, hi + 0.02)  # crop to the board (the labels lie outside and are kept)
+        ax.set_ylim(lo - 0.02, hi + 0.02)
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=9)
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        return path

@@ -1,0 +1,136 @@
+"""The cursor effector: decoded velocity and click in, cursor position and click event out."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from cortexlink.core.errors import ConfigError
+from cortexlink.core.validation import check_positive, check_range
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CursorEffector"]
+
+
+class CursorEffector:
+    """A 2-D screen cursor driven by a velocity command, advanced once per bin.
+
+    Each :meth:`step` smooths the commanded velocity with an exponential moving average,
+    scales it by ``gain``, integrates it over ``dt_s`` and clamps the position to the
+    screen ``[-bounds, bounds]`` in both axes. A velocity holding NaN/Inf does not move the
+    cursor (the bin is counted in :attr:`n_nonfinite_held`). The click output is the click
+    input passed through, except that a click less than ``refractory_s`` after the last
+    *accepted* click is suppressed (counted in :attr:`n_clicks_suppressed`), so a decoder
+    that reports one intended click on two close bins produces one click.
+
+    Parameters
+    ----------
+    gain : float
+        Multiplies the (smoothed) velocity, > 0.
+    smoothing : float
+        EMA weight of the previous velocity, in [0, 1): ``v = s * v_prev + (1 - s) * v_in``.
+        0 means no smoothing.
+    bounds : float
+        Half-width of the square screen, in screen units (the cursor stays in
+        ``[-bounds, bounds]``).
+    dt_s : float
+        Duration of one bin in seconds.
+    refractory_s : float
+        Minimum time between two accepted clicks, seconds (>= 0; 0 accepts every click).
+
+    Attributes
+    ----------
+    xy : ndarray (2,)
+        Current cursor position (a copy).
+    velocity : ndarray (2,)
+        Velocity applied on the last step in screen units per second (after smoothing and
+        gain; zero on a held bin).
+    """
+
+    def __init__(self, gain: float = 1.0, smoothing: float = 0.0, bounds: float = 1.0, dt_s: float = 0.02,
+                 refractory_s: float = 0.3) -> None:
+        self.gain = check_positive("gain", gain)
+        self.smoothing = check_range("smoothing", smoothing, 0.0, 1.0)
+        if self.smoothing >= 1.0:
+            raise ConfigError(f"smoothing must be in [0, 1) (1 would freeze the cursor); got {smoothing!r}")
+        self.bounds = check_positive("bounds", bounds)
+        self.dt_s = check_positive("dt_s", dt_s)
+        self.refractory_s = check_positive("refractory_s", refractory_s, allow_zero=True)
+        self.reset()
+
+    def reset(self, xy: Any = (0.0, 0.0)) -> None:
+        """Put the cursor at ``xy`` (clamped to the screen) at rest and clear the counters.
+
+        Raises
+        ------
+        ConfigError
+            If ``xy`` is not two finite numbers.
+        """
+        try:
+            p = np.asarray(xy, dtype=np.float64).reshape(2)
+        except (TypeError, ValueError):
+            raise ConfigError(f"xy must be two finite numbers (x, y); got {xy!r}") from None
+        if not np.all(np.isfinite(p)):
+            raise ConfigError(f"xy must be two finite numbers (x, y); got {xy!r}")
+        self._xy = np.clip(p, -self.bounds, self.bounds)
+        self._v_ema = np.zeros(2)
+        self._v_applied = np.zeros(2)
+        self._last_click_t_s = -math.inf
+        self.n_steps = 0
+        self.n_clicks = 0
+        self.n_clicks_suppressed = 0
+        self.n_nonfinite_held = 0
+
+    @property
+    def xy(self) -> np.ndarray:
+        return self._xy.copy()
+
+    @property
+    def velocity(self) -> np.ndarray:
+        return self._v_applied.copy()
+
+    def step(self, velocity: Any, click: bool = False) -> tuple[np.ndarray, bool]:
+        """Advance one bin.
+
+        Parameters
+        ----------
+        velocity : array-like (2,)
+            Commanded velocity (vx, vy) in screen units per second. NaN/Inf holds the cursor
+            for this bin and leaves the smoothing memory unchanged.
+        click : bool
+            True on a bin where the (decoded) click fired.
+
+        Returns
+        -------
+        xy : ndarray (2,)
+            Cursor position after the step.
+        clicked : bool
+            True if a click was accepted on this bin.
+        """
+        v = np.asarray(velocity, dtype=np.float64).reshape(2)
+        if np.all(np.isfinite(v)):
+            self._v_ema = self.smoothing * self._v_ema + (1.0 - self.smoothing) * v
+            self._v_applied = self.gain * self._v_ema
+            self._xy = np.clip(self._xy + self._v_applied * self.dt_s, -self.bounds, self.bounds)
+        else:
+            self._v_applied = np.zeros(2)
+            self.n_nonfinite_held += 1
+            if self.n_nonfinite_held in (1, 10, 100) or self.n_nonfinite_held % 1000 == 0:
+                logger.warning("CursorEffector: non-finite velocity held the cursor (%d bins so far)",
+                               self.n_nonfinite_held)
+        clicked = False
+        t_s = self.n_steps * self.dt_s
+        if click:
+            # a small epsilon so that a click exactly refractory_s later (in whole bins) is accepted
+            if t_s - self._last_click_t_s >= self.refractory_s - 1e-9:
+                clicked = True
+                self._last_click_t_s = t_s
+                self.n_clicks += 1
+            else:
+                self.n_clicks_suppressed += 1
+        self.n_steps += 1
+        return self._xy.copy(), clicked

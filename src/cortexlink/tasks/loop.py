@@ -1,0 +1,373 @@
+"""The neural closed loop: participant → implant → features → decoders → cursor → task.
+
+One :class:`ClosedLoop` holds a simulated implant, a streaming
+:class:`~cortexlink.dsp.FeatureExtractor`, a :class:`~cortexlink.sim.participant.SimulatedParticipant`
+and a :class:`~cortexlink.tasks.cursor.CursorEffector`, and advances them one feature bin
+(``dt_s``, 20 ms by default) at a time. Each bin:
+
+1. the participant looks at the cursor it was shown (with its visual delay) and the task's
+   current target, and forms an intended velocity and a click intent;
+2. that intent drives the simulated implant's units for the next ``dt_s`` of samples, which go
+   through feature extraction (one bin);
+3. the velocity decoder and the click decoder ``step`` on that bin (``mode="closed"``), or the
+   cursor moves to the target by itself (``mode="open"``, calibration: the participant intends
+   along), or the cursor follows the participant's intent exactly (``mode="perfect"``, the
+   ceiling of a perfect decoder; the implant is not run);
+4. the cursor moves and the task sees the cursor and any click.
+
+Decoder quality therefore feeds back: a poorly decoded cursor is what the participant sees and
+corrects. Every bin is kept in a :class:`BlockTrace` (cursor, intent, decoded velocity, clicks,
+targets, features, decode latency) for refitting, reports and recording.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cortexlink.core.errors import ConfigError
+from cortexlink.core.validation import check_choice, check_positive
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ClosedLoop", "BlockTrace", "MODES"]
+
+MODES = ("open", "closed", "perfect")
+RASTER_CHANNELS = 128
+
+
+@dataclasses.dataclass
+class BlockTrace:
+    """Everything that happened in one block, one row per bin.
+
+    Attributes
+    ----------
+    name, mode, task : str
+        Block name, loop mode and task name.
+    dt_s : float
+        Bin width.
+    t_s : ndarray (n,)
+        Session time at the end of each bin.
+    cursor_xy, cursor_velocity : ndarray (n, 2)
+        Cursor position after the bin and the velocity the effector was given.
+    intended_velocity : ndarray (n, 2)
+        The participant's intended velocity (screen units/s).
+    click_intent : ndarray (n,)
+        The participant's click intent in [0, 1].
+    decoded_velocity : ndarray (n, 2)
+        The velocity decoder's output (NaN outside ``mode="closed"``).
+    click_proba : ndarray (n,)
+        The click decoder's probability (NaN when there is none).
+    clicks : ndarray (n,), bool
+        Bins where a click fired.
+    target_xy : ndarray (n, 2)
+        The task's current target (NaN when none); ``target_radius`` its radius.
+    on_target : ndarray (n,), bool
+        Cursor inside the current target.
+    features : ndarray (n, n_features) float32 or None
+        Decoder input per bin (NaN where invalid); None in ``mode="perfect"``.
+    decode_latency_us : ndarray (n,)
+        Time spent in the decoders' ``step`` per bin (NaN without decoders).
+    loop_latency_us : ndarray (n,)
+        Time from the bin's samples entering feature extraction to the cursor update.
+    tx_raster : ndarray (n, <= 128), uint8, or None
+        Threshold crossings per bin of the first (up to 128) channels, for rasters.
+    events : list of TaskEvent
+    metrics : dict
+        The task's metrics at the end of the block.
+    """
+
+    name: str
+    mode: str
+    task: str
+    dt_s: float
+    t_s: np.ndarray
+    cursor_xy: np.ndarray
+    cursor_velocity: np.ndarray
+    intended_velocity: np.ndarray
+    click_intent: np.ndarray
+    decoded_velocity: np.ndarray
+    click_proba: np.ndarray
+    clicks: np.ndarray
+    target_xy: np.ndarray
+    target_radius: np.ndarray
+    on_target: np.ndarray
+    features: np.ndarray | None
+    decode_latency_us: np.ndarray
+    loop_latency_us: np.ndarray
+    tx_raster: np.ndarray | None
+    events: list
+    metrics: dict
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.t_s.size)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The per-bin arrays (for ``np.savez``)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if isinstance(getattr(self, f.name), np.ndarray)}
+        return out
+
+    def save_npz(self, path: str | Path) -> Path:
+        """Write the per-bin arrays to a compressed ``.npz``."""
+        path = Path(path)
+        np.savez_compressed(path, **self.arrays())
+        return path
+
+
+class ClosedLoop:
+    """A simulated participant using a simulated implant to drive a cursor, one bin at a time.
+
+    Parameters
+    ----------
+    implant : SimulatedImplant or None
+        The implant whose units the participant's intent drives. None allows only
+        ``mode="perfect"``.
+    participant : SimulatedParticipant, optional
+        Default: ``SimulatedParticipant(seed=seed, dt_s=dt_s)``.
+    effector : CursorEffector, optional
+        Default: ``CursorEffector(dt_s=dt_s)``.
+    dt_s : float
+        Bin width (the feature bin and the loop period), default 0.02 s.
+    feature_kinds : sequence of {"tx", "sbp"}, optional
+        Features given to the decoders. Default: both up to 128 channels, spike-band power only
+        above (thousands of threshold-crossing counts add little over SBP and cost fit time).
+    autopilot_speed : float
+        Peak cursor speed (screen units/s) of the open-loop calibration cursor.
+    seed : int
+        Seed of the default participant.
+    """
+
+    def __init__(self, implant: Any = None, *, participant: Any = None, effector: Any = None,
+                 dt_s: float = 0.02, feature_kinds: tuple[str, ...] | None = None,
+                 autopilot_speed: float = 1.0, seed: int = 0) -> None:
+        from cortexlink.sim.participant import SimulatedParticipant
+        from cortexlink.tasks.cursor import CursorEffector
+
+        self.dt_s = check_positive("dt_s", dt_s)
+        self.autopilot_speed = check_positive("autopilot_speed", autopilot_speed)
+        self.implant = implant
+        self.participant = participant if participant is not None else SimulatedParticipant(seed=seed, dt_s=dt_s)
+        self.effector = effector if effector is not None else CursorEffector(dt_s=dt_s)
+        self.t_s = 0.0
+        self.fx = None
+        self.feature_columns_: np.ndarray | None = None
+        self.feature_names_: tuple[str, ...] | None = None
+        if implant is not None:
+            from cortexlink.dsp import FeatureExtractor
+
+            fs = float(implant.fs_hz)
+            n = dt_s * fs
+            if abs(n - round(n)) > 1e-6:
+                raise ConfigError(f"dt_s must be a whole number of samples at the implant's fs_hz={fs:g}; "
+                                  f"got {dt_s!r} ({n:g} samples)")
+            self.samples_per_bin = int(round(n))
+            self.fx = FeatureExtractor(implant.channel_map, fs, bin_ms=dt_s * 1000.0)
+            n_ch = implant.channel_map.n_channels
+            kinds = tuple(feature_kinds) if feature_kinds is not None else (("tx", "sbp") if n_ch <= 128 else ("sbp",))
+            for k in kinds:
+                check_choice("feature_kinds", k, ("tx", "sbp"))
+            self.feature_kinds = kinds
+        else:
+            self.samples_per_bin = 0
+            self.feature_kinds = ()
+
+    # ------------------------------------------------------------------ set-up
+    def warm_up(self, progress: Any = None) -> None:
+        """Run the implant with the participant at rest until the extractor's calibration
+        window is over, then fix the decoder's feature columns (bad channels left out)."""
+        if self.implant is None or self.feature_columns_ is not None:
+            return
+        n_bins = int(np.ceil(self.fx.calibration_s / self.dt_s)) + 1
+        self.implant.set_intent(velocity=(0.0, 0.0), click=0.0)
+        for _ in range(n_bins):
+            self.fx.step(self.implant.read(self.samples_per_bin))
+            self.t_s += self.dt_s
+            if progress is not None:
+                progress.update(1)
+        bad = np.asarray(self.fx.bad_channels_, bool)
+        ids = self.implant.channel_map.channel_ids
+        bad_ids = {ids[i] for i in np.flatnonzero(bad)}
+        names = self.fx.feature_names
+        cols = [i for i, nm in enumerate(names)
+                if nm.rsplit("/", 1)[-1] in self.feature_kinds and nm.split("/", 1)[0] not in bad_ids]
+        self.feature_columns_ = np.asarray(cols, dtype=np.intp)
+        tx = [i for i, nm in enumerate(names) if nm.endswith("/tx")][:RASTER_CHANNELS]
+        self._raster_columns = np.asarray(tx, dtype=np.intp)
+        self.feature_names_ = tuple(names[i] for i in cols)
+        logger.info("closed loop: %d decoder features (%s), %d bad channels left out",
+                    len(cols), "+".join(self.feature_kinds), len(bad_ids))
+
+    @property
+    def n_features(self) -> int:
+        return 0 if self.feature_columns_ is None else int(self.feature_columns_.size)
+
+    # ------------------------------------------------------------------ one block
+    def run_block(self, task: Any, *, mode: str = "closed", seconds: float | None = None,
+                  max_seconds: float = 3600.0, decoder: Any = None, click_decoder: Any = None,
+                  name: str | None = None, keep_features: bool = True, progress: Any = None) -> BlockTrace:
+        """Run ``task`` until it is done or ``seconds`` have passed.
+
+        Parameters
+        ----------
+        task : Task
+        mode : {"open", "closed", "perfect"}
+            See the module docstring.
+        seconds : float, optional
+            Block length; None runs until ``task.done`` (at most ``max_seconds``).
+        decoder : fitted velocity decoder with ``reset_state``/``step``
+            Required in ``mode="closed"``.
+        click_decoder : fitted ClickDecoder, optional
+            In ``mode="closed"``; without it the cursor never clicks.
+        keep_features : bool
+            Keep the per-bin decoder input in the trace (needed to fit or refit).
+        progress : tqdm-like, optional
+            ``update(1)`` is called per bin.
+
+        Returns
+        -------
+        BlockTrace
+        """
+        mode = check_choice("mode", mode, MODES)
+        if seconds is not None:
+            check_positive("seconds", seconds)
+        if mode != "perfect" and self.implant is None:
+            raise ConfigError(f"mode={mode!r} needs an implant; only mode='perfect' runs without one")
+        if mode == "closed" and decoder is None:
+            raise ConfigError("mode='closed' needs a fitted velocity decoder (decoder=...)")
+        if mode != "perfect":
+            self.warm_up()
+        n_max = int(round((seconds if seconds is not None else max_seconds) / self.dt_s))
+        F = self.n_features if (keep_features and mode != "perfect") else 0
+        rec = {k: np.full((n_max, 2), np.nan) for k in ("cursor_xy", "cursor_velocity", "intended_velocity",
+                                                         "decoded_velocity", "target_xy")}
+        rec.update({k: np.full(n_max, np.nan) for k in ("t_s", "click_intent", "click_proba", "target_radius",
+                                                        "decode_latency_us", "loop_latency_us")})
+        clicks = np.zeros(n_max, bool)
+        on_target = np.zeros(n_max, bool)
+        feats = np.full((n_max, F), np.nan, np.float32) if F else None
+        raster = (np.zeros((n_max, self._raster_columns.size), np.uint8)
+                  if mode != "perfect" and self.implant is not None else None)
+        events: list = []
+
+        task.reset()
+        self.participant.reset()
+        # In open loop the cursor moves by itself: the participant must not learn the autopilot's
+        # speed as the gain of its own commands (its intents are the decoder's training labels).
+        adapt_before = getattr(self.participant, "adapt", None)
+        if adapt_before is not None:
+            self.participant.adapt = bool(adapt_before) and mode != "open"
+        self.effector.reset()
+        if decoder is not None:
+            decoder.reset_state()
+        if click_decoder is not None:
+            click_decoder.reset_state()
+        prev_click_intent = 0.0
+        t_block0 = self.t_s
+        cols = self.feature_columns_
+        n = 0
+        clock = time.perf_counter_ns
+        while n < n_max and not task.done:
+            target = task.current_target()
+            xy_shown = np.array(self.effector.xy, dtype=float)
+            intent = self.participant.step(self.t_s, xy_shown, target)
+            v_int = np.asarray(intent.velocity, dtype=float)
+            c_int = float(intent.click)
+            x = None
+            t0 = clock()
+            if mode != "perfect":
+                vx_n, vy_n, c_n = self.participant.neural_intent(intent)
+                self.implant.set_intent(velocity=(float(vx_n), float(vy_n)), click=float(c_n))
+                chunk = self.implant.read(self.samples_per_bin)
+                t0 = clock()                    # the bin's samples are in: the loop latency starts
+                bf = self.fx.step(chunk)
+                if bf.n_bins:
+                    row = bf.data[-1]
+                    x = np.asarray(row[cols], dtype=np.float64)
+                    if raster is not None:
+                        r = row[self._raster_columns]
+                        raster[n] = np.where(np.isfinite(r), np.minimum(r, 255), 0).astype(np.uint8)
+            click = False
+            if mode == "perfect":
+                vel = v_int
+                click = c_int >= 0.5 > prev_click_intent
+            elif mode == "open":
+                vel = self._autopilot(target)
+                click = c_int >= 0.5 > prev_click_intent
+            else:
+                td = clock()
+                if x is None:
+                    x = np.full(self.n_features, np.nan)
+                vel = np.asarray(decoder.step(x), dtype=float).reshape(-1)[:2]
+                if click_decoder is not None:
+                    cs = click_decoder.step(x)
+                    click = bool(cs.onset)
+                    rec["click_proba"][n] = cs.proba
+                rec["decode_latency_us"][n] = (clock() - td) / 1e3
+                rec["decoded_velocity"][n] = vel
+            xy, clicked = self.effector.step(vel, bool(click))
+            if mode != "perfect":
+                rec["loop_latency_us"][n] = (clock() - t0) / 1e3
+            self.t_s += self.dt_s
+            ev = task.update(self.t_s, np.asarray(xy, dtype=float), bool(clicked))
+            events.extend(ev)
+            rec["t_s"][n] = self.t_s
+            rec["cursor_xy"][n] = xy
+            rec["cursor_velocity"][n] = vel
+            rec["intended_velocity"][n] = v_int
+            rec["click_intent"][n] = c_int
+            clicks[n] = bool(clicked)
+            if target is not None:
+                rec["target_xy"][n] = target.xy
+                rec["target_radius"][n] = target.radius
+                on_target[n] = float(np.hypot(*(np.asarray(xy) - np.asarray(target.xy)))) <= target.radius
+            if feats is not None and x is not None:
+                feats[n] = x
+            prev_click_intent = c_int
+            n += 1
+            if progress is not None:
+                progress.update(1)
+        if adapt_before is not None:
+            self.participant.adapt = adapt_before
+        elapsed = self.t_s - t_block0
+        trace = BlockTrace(
+            name=name or f"{getattr(task, 'name', 'task')}-{mode}", mode=mode, task=getattr(task, "name", "task"),
+            dt_s=self.dt_s, t_s=rec["t_s"][:n], cursor_xy=rec["cursor_xy"][:n],
+            cursor_velocity=rec["cursor_velocity"][:n], intended_velocity=rec["intended_velocity"][:n],
+            click_intent=rec["click_intent"][:n], decoded_velocity=rec["decoded_velocity"][:n],
+            click_proba=rec["click_proba"][:n], clicks=clicks[:n], target_xy=rec["target_xy"][:n],
+            target_radius=rec["target_radius"][:n], on_target=on_target[:n],
+            features=None if feats is None else feats[:n], decode_latency_us=rec["decode_latency_us"][:n],
+            loop_latency_us=rec["loop_latency_us"][:n], tx_raster=None if raster is None else raster[:n],
+            events=events, metrics=task.metrics(elapsed))
+        logger.info("block %s: %d bins (%.1f s), metrics %s", trace.name, n, elapsed, trace.metrics)
+        return trace
+
+    def _autopilot(self, target: Any) -> np.ndarray:
+        """Open-loop cursor: straight to the target, slowing down near it, still when there."""
+        if target is None:
+            return np.zeros(2)
+        err = np.asarray(target.xy, dtype=float) - np.asarray(self.effector.xy, dtype=float)
+        dist = float(np.hypot(*err))
+        if dist < 0.25 * target.radius:
+            return np.zeros(2)
+        speed = min(self.autopilot_speed, dist / 0.15)     # ~150 ms time constant on the approach
+        return err / dist * speed
+
+
+def training_set(traces: list[BlockTrace]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decoder training data from open-loop blocks: features, intended velocity, click intent.
+
+    Bins with any non-finite feature are dropped.
+    """
+    X = np.concatenate([t.features for t in traces if t.features is not None])
+    y = np.concatenate([t.intended_velocity for t in traces if t.features is not None])
+    c = np.concatenate([t.click_intent for t in traces if t.features is not None])
+    ok = np.all(np.isfinite(X), axis=1) & np.all(np.isfinite(y), axis=1)
+    return X[ok].astype(np.float64), y[ok], (c[ok] >= 0.5).astype(int)
