@@ -87,3 +87,33 @@ def test_bench_dsp_on_real_n1_recordings(shared_data, tmp_path):
     for name, rate in ours["per_channel"].items():
         assert abs(rate - ref["per_channel"][name]) <= 0.25 * max(rate, ref["per_channel"][name]) + 1.0, name
     assert result["implementations"]["cortexlink"]["realtime_channels_at_fs"] > 0
+
+
+def test_demo_runs_a_closed_loop_session(tmp_path):
+    proc = subprocess.run(_cortexlink() + ["demo", "--channels", "32", "--webgrid-s", "5", "--chess-moves", "1",
+                                           "--out", str(tmp_path), "--no-progress"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    for label in ("webgrid: bits per second", "chess: moves", "decode step latency"):
+        assert label in proc.stdout
+    (run_dir,) = list(tmp_path.iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["channels"] == 32 and summary["decoder"] == "refit_kalman"
+    kinds = [b["kind"] for b in summary["blocks"]]
+    assert kinds == ["calibration", "fit", "closed_loop", "refit", "evaluation", "evaluation"]
+    assert (run_dir / "chess.pgn").read_text().startswith("[Event")
+    for f in ("report.html", "session.yaml", "figures/chess_board.png", "figures/webgrid_bitrate.png",
+              "figures/neural_activity_and_decoding.png", "traces/webgrid.npz"):
+        assert (run_dir / f).is_file(), f
+
+
+def test_session_example_check_and_bad_file(tmp_path, capsys):
+    assert main(["session", "example"]) == 0
+    text = capsys.readouterr().out
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    assert main(["session", "check", str(p)]) == 0
+    assert "refit_kalman" in capsys.readouterr().out
+    p.write_text(text.replace("task: webgrid", "task: pong"))
+    assert main(["session", "check", str(p)]) == 2
+    assert "session.blocks[4].task must be one of" in capsys.readouterr().err

@@ -361,13 +361,25 @@ class ClosedLoop:
         return err / dist * speed
 
 
-def training_set(traces: list[BlockTrace]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decoder training data from open-loop blocks: features, intended velocity, click intent.
+def training_set(traces: list[BlockTrace], labels: str = "intent") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decoder training data from open-loop blocks: features, velocity labels, click labels.
 
-    Bins with any non-finite feature are dropped.
+    Parameters
+    ----------
+    traces : list of BlockTrace
+    labels : {"intent", "cursor"}
+        ``"intent"`` (default): the simulated participant's true intended velocity. This is an
+        oracle no real calibration has; it is the default because with ``"cursor"`` (what a lab
+        observes: the velocity of the cursor that moved by itself) closed-loop Webgrid on the
+        current simulator falls to ~0 bps for Kalman and ReFIT alike (open work, see README).
+
+    Click labels are the participant's click intent (>= 0.5). Bins with any non-finite
+    feature are dropped.
     """
+    check_choice("labels", labels, ("cursor", "intent"))
+    key = "cursor_velocity" if labels == "cursor" else "intended_velocity"
     X = np.concatenate([t.features for t in traces if t.features is not None])
-    y = np.concatenate([t.intended_velocity for t in traces if t.features is not None])
+    y = np.concatenate([getattr(t, key) for t in traces if t.features is not None])
     c = np.concatenate([t.click_intent for t in traces if t.features is not None])
     ok = np.all(np.isfinite(X), axis=1) & np.all(np.isfinite(y), axis=1)
     return X[ok].astype(np.float64), y[ok], (c[ok] >= 0.5).astype(int)

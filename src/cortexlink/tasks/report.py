@@ -113,6 +113,8 @@ def summary_table(summary: dict) -> list[tuple[str, str]]:
     lat = []
     for b in summary["blocks"]:
         m = b.get("metrics", {})
+        if b.get("mode") == "open":
+            continue                    # calibration: the cursor moved by itself
         if b.get("task") == "webgrid":
             rows.append((f"{b['name']}: bits per second", f"{m.get('bps', float('nan')):.2f}"))
             rows.append((f"{b['name']}: net targets per minute", f"{m.get('ntpm', float('nan')):.1f}"))
