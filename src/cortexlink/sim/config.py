@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from cortexlink.core.config import ConfigMixin
 from cortexlink.core.errors import ConfigError
 from cortexlink.core.validation import check_choice, check_positive, check_range
 
@@ -38,7 +39,7 @@ def _check_pair(name: str, value: Any, lo: float, hi: float, *, strict_lo: bool 
 
 
 @dataclasses.dataclass(frozen=True)
-class ImplantConfig:
+class ImplantConfig(ConfigMixin):
     """Validated parameters of a :class:`~cortexlink.sim.SimulatedImplant`.
 
     Every field is checked when the config is built; an invalid value raises
@@ -213,24 +214,6 @@ class ImplantConfig:
     def block_size_samples(self) -> int:
         """The internal block size in samples (``block_size`` or 10 ms)."""
         return self.block_size if self.block_size is not None else max(8, int(round(0.01 * self.fs_hz)))
-
-    def replace(self, **overrides: Any) -> "ImplantConfig":
-        """Return a validated copy with some fields changed.
-
-        Raises
-        ------
-        ConfigError
-            For an unknown field name or an invalid value.
-        """
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise ConfigError(f"ImplantConfig has no field(s) {unknown}; allowed fields: {sorted(names)}")
-        return dataclasses.replace(self, **overrides)
-
-    def to_dict(self) -> dict:
-        """Plain-dict form (JSON/YAML friendly)."""
-        return dataclasses.asdict(self)
 
 
 #: Named configurations. ``"default"``: 1024-channel dense array (50 µm pitch).

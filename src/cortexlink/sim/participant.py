@@ -72,6 +72,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cortexlink.core.config import ConfigMixin
 from cortexlink.core.errors import ConfigError
 from cortexlink.core.validation import check_positive, check_range
 
@@ -84,7 +85,7 @@ __all__ = ["ParticipantConfig", "ParticipantIntent", "SimulatedParticipant"]
 
 
 @dataclasses.dataclass(frozen=True)
-class ParticipantConfig:
+class ParticipantConfig(ConfigMixin):
     """Validated parameters of a :class:`SimulatedParticipant`.
 
     Every field is checked when the config is built; an invalid value raises
@@ -208,24 +209,8 @@ class ParticipantConfig:
         s("click_duration_s", 0.001, 5.0)
         s("reclick_delay_s", 0.0, 5.0)
         s("adaptation_tau_s", 0.0, 1000.0)
-
-    def replace(self, **overrides: Any) -> "ParticipantConfig":
-        """Return a validated copy with some fields changed.
-
-        Raises
-        ------
-        ConfigError
-            For an unknown field name or an invalid value.
-        """
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise ConfigError(f"ParticipantConfig has no field(s) {unknown}; allowed fields: {sorted(names)}")
-        return dataclasses.replace(self, **overrides)
-
-    def to_dict(self) -> dict:
-        """Plain-dict form (JSON/YAML friendly)."""
-        return dataclasses.asdict(self)
+        if not isinstance(self.visual_confirmation, (bool, np.bool_)):
+            raise ConfigError(f"visual_confirmation must be True or False; got {self.visual_confirmation!r}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
