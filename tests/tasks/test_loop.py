@@ -81,3 +81,21 @@ def test_bench_closed_loop_json(tmp_path):
     assert s["n_seeds"] == 2 and s["bps_min"] <= s["bps_mean"] <= s["bps_max"]
     with pytest.raises(ConfigError, match="decoders must be drawn from"):
         run(channels=[32], decoders=["lstm"], progress=False)
+
+
+def test_refit_set_drops_reaction_time_after_each_new_target():
+    from cortexlink.decoders import ClickDecoder, KalmanFilter
+    from cortexlink.tasks.loop import refit_set
+
+    loop = ClosedLoop(_implant(5), participant=SimulatedParticipant(seed=5))
+    cal = loop.run_block(WebgridTask(n=6, seed=5), mode="open", seconds=20.0)
+    X, y, c = training_set([cal])
+    tr = loop.run_block(WebgridTask(n=6, seed=6), mode="closed", seconds=10.0, decoder=KalmanFilter().fit(X, y),
+                        click_decoder=ClickDecoder().fit(X, c))
+    Xr, dv, cur, tgt, ont = refit_set([tr], exclude_after_target_s=0.3)
+    n_targets = 1 + int(np.any(tr.target_xy[1:] != tr.target_xy[:-1], axis=1).sum())
+    # 0.3 s = 15 bins after each target onset (onsets closer than that overlap)
+    assert n_targets >= 2 and tr.n_bins - 15 * n_targets <= Xr.shape[0] <= tr.n_bins - 15
+    assert len(dv) == len(cur) == len(tgt) == len(ont) == Xr.shape[0]
+    all_ = refit_set([tr], exclude_after_target_s=0.0)[0]
+    assert all_.shape[0] == tr.n_bins

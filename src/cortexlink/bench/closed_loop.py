@@ -55,7 +55,7 @@ def run(channels: Sequence[int] = CHANNELS, decoders: Sequence[str] = DECODERS, 
     from cortexlink.bench.dsp import machine_info
     from cortexlink.decoders import ClickDecoder
     from cortexlink.sim.participant import SimulatedParticipant
-    from cortexlink.tasks.loop import ClosedLoop, training_set
+    from cortexlink.tasks.loop import ClosedLoop, refit_set, training_set
     from cortexlink.tasks.session import make_decoder
     from cortexlink.tasks.webgrid import WebgridTask
 
@@ -108,9 +108,7 @@ def run(channels: Sequence[int] = CHANNELS, decoders: Sequence[str] = DECODERS, 
                     dec = fitted["refit_kalman"]
                     cl = loop.run_block(WebgridTask(n=grid, seed=seed + 2000), mode="closed", seconds=refit_s,
                                         decoder=dec, click_decoder=click, progress=bar, name="refit-block")
-                    ok = np.all(np.isfinite(cl.features), axis=1) & np.all(np.isfinite(cl.target_xy), axis=1)
-                    dec.refit(cl.features[ok], cl.decoded_velocity[ok], cl.cursor_xy[ok], cl.target_xy[ok],
-                              cl.on_target[ok])
+                    dec.refit(*refit_set([cl]))
                 for name in neural:
                     tr = loop.run_block(WebgridTask(n=grid, seed=seed), mode="closed", seconds=eval_s,
                                         decoder=fitted[name], click_decoder=click, progress=bar, name=name)

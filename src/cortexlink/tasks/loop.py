@@ -383,3 +383,26 @@ def training_set(traces: list[BlockTrace], labels: str = "intent") -> tuple[np.n
     c = np.concatenate([t.click_intent for t in traces if t.features is not None])
     ok = np.all(np.isfinite(X), axis=1) & np.all(np.isfinite(y), axis=1)
     return X[ok].astype(np.float64), y[ok], (c[ok] >= 0.5).astype(int)
+
+
+def refit_set(traces: list[BlockTrace], exclude_after_target_s: float = 0.3
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """ReFIT data from closed-loop blocks: ``X, decoded_velocity, cursor_xy, target_xy, on_target``.
+
+    Bins without a target or with non-finite features are dropped, and so are the first
+    ``exclude_after_target_s`` after each new target: the participant has not reacted to it
+    yet, so "toward the target" is not its intention there.
+    """
+    keep_parts = []
+    for t in traces:
+        ok = np.all(np.isfinite(t.features), axis=1) & np.all(np.isfinite(t.target_xy), axis=1)
+        changed = np.r_[True, np.any(t.target_xy[1:] != t.target_xy[:-1], axis=1)]
+        onset = np.flatnonzero(changed)
+        n_ex = int(round(exclude_after_target_s / t.dt_s))
+        recent = np.zeros(t.n_bins, bool)
+        for o in onset:
+            recent[o:o + n_ex] = True
+        keep_parts.append(ok & ~recent)
+    cat = lambda name: np.concatenate([getattr(t, name)[k] for t, k in zip(traces, keep_parts)])  # noqa: E731
+    return (cat("features").astype(np.float64), cat("decoded_velocity"), cat("cursor_xy"), cat("target_xy"),
+            cat("on_target"))

@@ -323,7 +323,7 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
     from tqdm.auto import tqdm
 
     from cortexlink.decoders import ClickDecoder
-    from cortexlink.tasks.loop import training_set
+    from cortexlink.tasks.loop import refit_set, training_set
 
     cfg = load_session(source)
     loop = _build_loop(cfg)
@@ -363,15 +363,9 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
                 info["n_click_bins"] = int(c.sum())
             closed = []
         elif kind == "refit":
-            Xc = np.concatenate([t.features for t in closed])
-            ok = np.all(np.isfinite(Xc), axis=1)
-            dv = np.concatenate([t.decoded_velocity for t in closed])[ok]
-            cur = np.concatenate([t.cursor_xy for t in closed])[ok]
-            tgt = np.concatenate([t.target_xy for t in closed])[ok]
-            ont = np.concatenate([t.on_target for t in closed])[ok]
-            has_t = np.all(np.isfinite(tgt), axis=1)
-            decoder.refit(Xc[ok][has_t], dv[has_t], cur[has_t], tgt[has_t], ont[has_t])
-            info["n_bins"] = int(has_t.sum())
+            Xr, dv, cur, tgt, ont = refit_set(closed)
+            decoder.refit(Xr, dv, cur, tgt, ont)
+            info["n_bins"] = int(Xr.shape[0])
             closed = []
         else:
             task = make_task(b["task"], b["task_params"], seed=cfg["seed"])
