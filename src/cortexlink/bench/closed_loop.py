@@ -31,10 +31,11 @@ CHANNELS = (96, 256, 1024)
 
 
 def _implant(n_channels: int, seed: int):
+    from cortexlink.bench.decode import SIM96_PRESET
     from cortexlink.sim import SimulatedImplant
 
     if n_channels == 96:
-        return SimulatedImplant.from_preset("monkey_m1_utah96", seed=seed)
+        return SimulatedImplant.from_preset(SIM96_PRESET, seed=seed)
     return SimulatedImplant(n_channels=n_channels, seed=seed)
 
 

@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--features", action="store_true",
                    help="stream the implant through feature extraction only (no decoder, no tasks)")
     p.add_argument("--session", type=Path, default=None, help="a session YAML to run instead of the built-in demo")
-    p.add_argument("--channels", type=int, default=1024, help="number of electrodes (default: 1024)")
+    p.add_argument("--channels", type=int, default=1024, help="number of electrodes (default: 1024; ignored with --session)")
     p.add_argument("--webgrid-s", type=float, default=None, help="seconds of Webgrid (default: 120)")
     p.add_argument("--chess-moves", type=int, default=None, help="participant moves of chess (default: 10)")
     p.add_argument("--seconds", type=float, default=10.0, help="with --features: seconds to stream (default: 10)")

@@ -397,6 +397,7 @@ class FeatureExtractor:
                         np.dtype(np.float32): np.zeros(n, np.float32)}
         kinds = self.features
         self._feature_names = tuple(f"{cid}/{k}" for k in kinds for cid in channel_map.channel_ids)
+        self._empty_out: BinnedFeatures | None = None   # shared result of chunks that complete no bin
         if self.backend == "numba":
             from cortexlink.dsp import _kernels  # fail early if numba is missing
 
@@ -908,7 +909,7 @@ class FeatureExtractor:
         kinds = self.features
         if not blocks and not gaps:
             # Most small chunks complete no bin: hand out one shared, read-only empty result.
-            if getattr(self, "_empty_out", None) is None:
+            if self._empty_out is None:
                 z = np.zeros((0, len(self._feature_names)), np.float32)
                 self._empty_out = BinnedFeatures(z, np.zeros(0, np.int64), W, self.fs_hz,
                                                  self._feature_names, np.zeros(z.shape, bool), ())

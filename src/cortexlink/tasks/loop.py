@@ -280,7 +280,7 @@ class ClosedLoop:
             v_int = np.asarray(intent.velocity, dtype=float)
             c_int = float(intent.click)
             x = None
-            t0 = clock()
+            t0 = 0
             if mode != "perfect":
                 vx_n, vy_n, c_n = self.participant.neural_intent(intent)
                 self.implant.set_intent(velocity=(float(vx_n), float(vy_n)), click=float(c_n))

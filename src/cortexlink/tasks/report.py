@@ -32,10 +32,7 @@ def _plot_trajectories(traces: list, tasks: dict, path: Path) -> Path | None:
     for ax, tr in zip(axes[0], shown):
         task = tasks.get(tr.name)
         if task is not None and tr.task == "centre_out":
-            try:
-                task.draw(ax)
-            except Exception:  # drawing is a nicety; the trace is what matters
-                logger.debug("task.draw failed", exc_info=True)
+            task.draw(ax)
         n = min(tr.n_bins, int(30.0 / tr.dt_s)) if tr.task == "webgrid" else tr.n_bins
         xy = tr.cursor_xy[:n]
         ax.plot(xy[:, 0], xy[:, 1], lw=0.6, color="tab:blue", alpha=0.8)

@@ -153,7 +153,7 @@ def load_session(source: str | Path | dict | None = None) -> dict:
     from cortexlink.sim.participant import ParticipantConfig
 
     try:
-        ParticipantConfig().replace(**part) if hasattr(ParticipantConfig, "replace") else ParticipantConfig(**part)
+        ParticipantConfig().replace(**part)
     except (ConfigError, TypeError) as exc:
         raise _where("participant", f"is invalid: {exc}") from exc
     out["participant"] = part
