@@ -35,7 +35,7 @@ from cortexlink.core.validation import check_choice, check_positive
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClosedLoop", "BlockTrace", "MODES"]
+__all__ = ["ClosedLoop", "BlockTrace", "BlockRun", "LoopTap", "MODES"]
 
 MODES = ("open", "closed", "perfect")
 RASTER_CHANNELS = 128
@@ -121,6 +121,50 @@ class BlockTrace:
         return path
 
 
+@dataclasses.dataclass(eq=False)
+class BlockRun:
+    """A block in progress (see :meth:`ClosedLoop.begin_block`); ``done`` once its time is up
+    or its task is finished."""
+
+    task: Any
+    mode: str
+    name: str
+    decoder: Any
+    click_decoder: Any
+    n_max: int
+    rec: dict
+    feats: np.ndarray | None
+    raster: np.ndarray | None
+    t_start: float
+    adapt_before: Any
+    n: int = 0
+    prev_click_intent: float = 0.0
+    events: list = dataclasses.field(default_factory=list)
+    finished: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.finished or self.n >= self.n_max or bool(self.task.done)
+
+
+class LoopTap:
+    """Something that watches a :class:`ClosedLoop` (a recorder, a UI feed): the loop calls
+    these hooks; the default ones do nothing."""
+
+    def samples(self, loop: "ClosedLoop", chunk: Any, features: Any) -> None:
+        """Called for every chunk of raw samples the implant gave (warm-up included) with the
+        :class:`~cortexlink.core.types.BinnedFeatures` the extractor made of it."""
+
+    def block_started(self, loop: "ClosedLoop", run: BlockRun) -> None:
+        """Called by :meth:`ClosedLoop.begin_block`."""
+
+    def bin_done(self, loop: "ClosedLoop", run: BlockRun, out: dict) -> None:
+        """Called at the end of each :meth:`ClosedLoop.step_bin` with its result."""
+
+    def block_ended(self, loop: "ClosedLoop", run: BlockRun, trace: BlockTrace) -> None:
+        """Called by :meth:`ClosedLoop.end_block`."""
+
+
 class ClosedLoop:
     """A simulated participant using a simulated implant to drive a cursor, one bin at a time.
 
@@ -156,6 +200,8 @@ class ClosedLoop:
         self.participant = participant if participant is not None else SimulatedParticipant(seed=seed, dt_s=dt_s)
         self.effector = effector if effector is not None else CursorEffector(dt_s=dt_s)
         self.t_s = 0.0
+        #: :class:`LoopTap` objects called at block start, each bin and block end.
+        self.taps: list = []
         self.fx = None
         self.feature_columns_: np.ndarray | None = None
         self.feature_names_: tuple[str, ...] | None = None
@@ -187,7 +233,10 @@ class ClosedLoop:
         n_bins = int(np.ceil(self.fx.calibration_s / self.dt_s)) + 1
         self.implant.set_intent(velocity=(0.0, 0.0), click=0.0)
         for _ in range(n_bins):
-            self.fx.step(self.implant.read(self.samples_per_bin))
+            chunk = self.implant.read(self.samples_per_bin)
+            bf = self.fx.step(chunk)
+            for tap in self.taps:
+                tap.samples(self, chunk, bf)
             self.t_s += self.dt_s
             if progress is not None:
                 progress.update(1)
@@ -233,7 +282,24 @@ class ClosedLoop:
         Returns
         -------
         BlockTrace
+
+        Notes
+        -----
+        This is :meth:`begin_block`, :meth:`step_bin` until :attr:`BlockRun.done`, then
+        :meth:`end_block`; a runtime or a UI that needs to act between bins calls those itself.
         """
+        run = self.begin_block(task, mode=mode, seconds=seconds, max_seconds=max_seconds, decoder=decoder,
+                               click_decoder=click_decoder, name=name, keep_features=keep_features)
+        while not run.done:
+            self.step_bin(run)
+            if progress is not None:
+                progress.update(1)
+        return self.end_block(run)
+
+    def begin_block(self, task: Any, *, mode: str = "closed", seconds: float | None = None,
+                    max_seconds: float = 3600.0, decoder: Any = None, click_decoder: Any = None,
+                    name: str | None = None, keep_features: bool = True) -> "BlockRun":
+        """Start a block (arguments as :meth:`run_block`) and return its :class:`BlockRun`."""
         mode = check_choice("mode", mode, MODES)
         if seconds is not None:
             check_positive("seconds", seconds)
@@ -249,12 +315,11 @@ class ClosedLoop:
                                                          "decoded_velocity", "target_xy")}
         rec.update({k: np.full(n_max, np.nan) for k in ("t_s", "click_intent", "click_proba", "target_radius",
                                                         "decode_latency_us", "loop_latency_us")})
-        clicks = np.zeros(n_max, bool)
-        on_target = np.zeros(n_max, bool)
+        rec["clicks"] = np.zeros(n_max, bool)
+        rec["on_target"] = np.zeros(n_max, bool)
         feats = np.full((n_max, F), np.nan, np.float32) if F else None
         raster = (np.zeros((n_max, self._raster_columns.size), np.uint8)
                   if mode != "perfect" and self.implant is not None else None)
-        events: list = []
 
         task.reset()
         self.participant.reset()
@@ -268,84 +333,134 @@ class ClosedLoop:
             decoder.reset_state()
         if click_decoder is not None:
             click_decoder.reset_state()
-        prev_click_intent = 0.0
-        t_block0 = self.t_s
-        cols = self.feature_columns_
-        n = 0
+        run = BlockRun(task=task, mode=mode, name=name or f"{getattr(task, 'name', 'task')}-{mode}",
+                       decoder=decoder, click_decoder=click_decoder, n_max=n_max, rec=rec, feats=feats,
+                       raster=raster, t_start=self.t_s, adapt_before=adapt_before)
+        for tap in self.taps:
+            tap.block_started(self, run)
+        return run
+
+    def step_bin(self, run: "BlockRun", *, override_velocity: Any = None, halt: bool = False) -> dict:
+        """Advance ``run`` by one bin and return that bin's values.
+
+        Parameters
+        ----------
+        override_velocity : (vx, vy), optional
+            Drive the cursor with this velocity instead of the decoder/autopilot ("mouse mode");
+            the implant, features and decoders still run and are recorded.
+        halt : bool
+            Emergency stop / fault: the cursor velocity is zero and clicks are suppressed in this bin.
+
+        Returns
+        -------
+        dict
+            ``n`` (bin index in the block), ``t_s``, ``cursor_xy``, ``velocity`` (given to the
+            effector), ``decoded_velocity``, ``click_proba``, ``clicked``, ``events`` (task events
+            of this bin), ``chunk`` (raw samples, None in ``mode="perfect"``), ``features`` (this
+            bin's full feature row or None), ``loop_latency_us``.
+        """
+        if run.done:
+            raise ConfigError(f"block {run.name!r} is finished; start a new one with begin_block")
+        rec = run.rec
+        n = run.n
+        task = run.task
+        mode = run.mode
         clock = time.perf_counter_ns
-        while n < n_max and not task.done:
-            target = task.current_target()
-            xy_shown = np.array(self.effector.xy, dtype=float)
-            intent = self.participant.step(self.t_s, xy_shown, target)
-            v_int = np.asarray(intent.velocity, dtype=float)
-            c_int = float(intent.click)
-            x = None
-            t0 = 0
-            if mode != "perfect":
-                vx_n, vy_n, c_n = self.participant.neural_intent(intent)
-                self.implant.set_intent(velocity=(float(vx_n), float(vy_n)), click=float(c_n))
-                chunk = self.implant.read(self.samples_per_bin)
-                t0 = clock()                    # the bin's samples are in: the loop latency starts
-                bf = self.fx.step(chunk)
-                if bf.n_bins:
-                    row = bf.data[-1]
-                    x = np.asarray(row[cols], dtype=np.float64)
-                    if raster is not None:
-                        r = row[self._raster_columns]
-                        raster[n] = np.where(np.isfinite(r), np.minimum(r, 255), 0).astype(np.uint8)
+        target = task.current_target()
+        xy_shown = np.array(self.effector.xy, dtype=float)
+        intent = self.participant.step(self.t_s, xy_shown, target)
+        v_int = np.asarray(intent.velocity, dtype=float)
+        c_int = float(intent.click)
+        x = None
+        t0 = 0
+        chunk = None
+        row = None
+        if mode != "perfect":
+            vx_n, vy_n, c_n = self.participant.neural_intent(intent)
+            self.implant.set_intent(velocity=(float(vx_n), float(vy_n)), click=float(c_n))
+            chunk = self.implant.read(self.samples_per_bin)
+            t0 = clock()                    # the bin's samples are in: the loop latency starts
+            bf = self.fx.step(chunk)
+            for tap in self.taps:
+                tap.samples(self, chunk, bf)
+            if bf.n_bins:
+                row = bf.data[-1]
+                x = np.asarray(row[self.feature_columns_], dtype=np.float64)
+                if run.raster is not None:
+                    r = row[self._raster_columns]
+                    run.raster[n] = np.where(np.isfinite(r), np.minimum(r, 255), 0).astype(np.uint8)
+        click = False
+        decoded = None
+        if mode == "perfect":
+            vel = v_int
+            click = c_int >= 0.5 > run.prev_click_intent
+        elif mode == "open":
+            vel = self._autopilot(target)
+            click = c_int >= 0.5 > run.prev_click_intent
+        else:
+            td = clock()
+            if x is None:
+                x = np.full(self.n_features, np.nan)
+            vel = np.asarray(run.decoder.step(x), dtype=float).reshape(-1)[:2]
+            if run.click_decoder is not None:
+                cs = run.click_decoder.step(x)
+                click = bool(cs.onset)
+                rec["click_proba"][n] = cs.proba
+            rec["decode_latency_us"][n] = (clock() - td) / 1e3
+            rec["decoded_velocity"][n] = vel
+            decoded = vel
+        if override_velocity is not None:
+            vel = np.asarray(override_velocity, dtype=float).reshape(2)
+        if halt or not np.all(np.isfinite(vel)):
+            vel = np.zeros(2)
             click = False
-            if mode == "perfect":
-                vel = v_int
-                click = c_int >= 0.5 > prev_click_intent
-            elif mode == "open":
-                vel = self._autopilot(target)
-                click = c_int >= 0.5 > prev_click_intent
-            else:
-                td = clock()
-                if x is None:
-                    x = np.full(self.n_features, np.nan)
-                vel = np.asarray(decoder.step(x), dtype=float).reshape(-1)[:2]
-                if click_decoder is not None:
-                    cs = click_decoder.step(x)
-                    click = bool(cs.onset)
-                    rec["click_proba"][n] = cs.proba
-                rec["decode_latency_us"][n] = (clock() - td) / 1e3
-                rec["decoded_velocity"][n] = vel
-            xy, clicked = self.effector.step(vel, bool(click))
-            if mode != "perfect":
-                rec["loop_latency_us"][n] = (clock() - t0) / 1e3
-            self.t_s += self.dt_s
-            ev = task.update(self.t_s, np.asarray(xy, dtype=float), bool(clicked))
-            events.extend(ev)
-            rec["t_s"][n] = self.t_s
-            rec["cursor_xy"][n] = xy
-            rec["cursor_velocity"][n] = vel
-            rec["intended_velocity"][n] = v_int
-            rec["click_intent"][n] = c_int
-            clicks[n] = bool(clicked)
-            if target is not None:
-                rec["target_xy"][n] = target.xy
-                rec["target_radius"][n] = target.radius
-                on_target[n] = float(np.hypot(*(np.asarray(xy) - np.asarray(target.xy)))) <= target.radius
-            if feats is not None and x is not None:
-                feats[n] = x
-            prev_click_intent = c_int
-            n += 1
-            if progress is not None:
-                progress.update(1)
-        if adapt_before is not None:
-            self.participant.adapt = adapt_before
-        elapsed = self.t_s - t_block0
+        xy, clicked = self.effector.step(vel, bool(click))
+        if mode != "perfect":
+            rec["loop_latency_us"][n] = (clock() - t0) / 1e3
+        self.t_s += self.dt_s
+        ev = task.update(self.t_s, np.asarray(xy, dtype=float), bool(clicked))
+        run.events.extend(ev)
+        rec["t_s"][n] = self.t_s
+        rec["cursor_xy"][n] = xy
+        rec["cursor_velocity"][n] = vel
+        rec["intended_velocity"][n] = v_int
+        rec["click_intent"][n] = c_int
+        rec["clicks"][n] = bool(clicked)
+        if target is not None:
+            rec["target_xy"][n] = target.xy
+            rec["target_radius"][n] = target.radius
+            rec["on_target"][n] = float(np.hypot(*(np.asarray(xy) - np.asarray(target.xy)))) <= target.radius
+        if run.feats is not None and x is not None:
+            run.feats[n] = x
+        run.prev_click_intent = c_int
+        run.n = n + 1
+        out = {"n": n, "t_s": self.t_s, "cursor_xy": np.asarray(xy, dtype=float), "velocity": vel,
+               "decoded_velocity": decoded, "click_proba": float(rec["click_proba"][n]), "clicked": bool(clicked),
+               "events": ev, "chunk": chunk, "features": row, "loop_latency_us": float(rec["loop_latency_us"][n])}
+        for tap in self.taps:
+            tap.bin_done(self, run, out)
+        return out
+
+    def end_block(self, run: "BlockRun") -> BlockTrace:
+        """Finish ``run`` (it may stop early) and return its :class:`BlockTrace`."""
+        if run.adapt_before is not None:
+            self.participant.adapt = run.adapt_before
+        n = run.n
+        rec = run.rec
+        elapsed = self.t_s - run.t_start
         trace = BlockTrace(
-            name=name or f"{getattr(task, 'name', 'task')}-{mode}", mode=mode, task=getattr(task, "name", "task"),
+            name=run.name, mode=run.mode, task=getattr(run.task, "name", "task"),
             dt_s=self.dt_s, t_s=rec["t_s"][:n], cursor_xy=rec["cursor_xy"][:n],
             cursor_velocity=rec["cursor_velocity"][:n], intended_velocity=rec["intended_velocity"][:n],
             click_intent=rec["click_intent"][:n], decoded_velocity=rec["decoded_velocity"][:n],
-            click_proba=rec["click_proba"][:n], clicks=clicks[:n], target_xy=rec["target_xy"][:n],
-            target_radius=rec["target_radius"][:n], on_target=on_target[:n],
-            features=None if feats is None else feats[:n], decode_latency_us=rec["decode_latency_us"][:n],
-            loop_latency_us=rec["loop_latency_us"][:n], tx_raster=None if raster is None else raster[:n],
-            events=events, metrics=task.metrics(elapsed))
+            click_proba=rec["click_proba"][:n], clicks=rec["clicks"][:n], target_xy=rec["target_xy"][:n],
+            target_radius=rec["target_radius"][:n], on_target=rec["on_target"][:n],
+            features=None if run.feats is None else run.feats[:n], decode_latency_us=rec["decode_latency_us"][:n],
+            loop_latency_us=rec["loop_latency_us"][:n], tx_raster=None if run.raster is None else run.raster[:n],
+            events=run.events, metrics=run.task.metrics(elapsed))
+        run.finished = True
+        for tap in self.taps:
+            tap.block_ended(self, run, trace)
         logger.info("block %s: %d bins (%.1f s), metrics %s", trace.name, n, elapsed, trace.metrics)
         return trace
 
