@@ -24,6 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)
     session.add_parser(sub)
     bench.add_parser(sub)
+    from cortexlink.cli import record, recover, replay, sessions
+    record.add_parser(sub)
+    recover.add_parser(sub)
+    replay.add_parser(sub)
+    sessions.add_parser(sub)
     return parser
 
 

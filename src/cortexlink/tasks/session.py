@@ -308,7 +308,8 @@ def _build_loop(cfg: dict) -> Any:
 
 
 def run_session(source: str | Path | dict | None = None, *, progress: bool = True,
-                on_block: Callable[[dict, Any], None] | None = None) -> SessionResult:
+                on_block: Callable[[dict, Any], None] | None = None, recorder: Any = None,
+                realtime: bool = False, taps: tuple = ()) -> SessionResult:
     """Run every block of a session; return the traces, the tasks and a JSON-able summary.
 
     Parameters
@@ -319,6 +320,15 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
         tqdm progress bars on stderr.
     on_block : callable, optional
         ``on_block(block_cfg, trace_or_None)`` after each block (for recording, live views).
+    recorder : cortexlink.io.session_log.SessionRecorder, optional
+        Record everything (raw samples, features, cursor, decoder outputs, intent, task and
+        block events, decoders as they go live) through a
+        :class:`~cortexlink.io.session_log.RecorderTap`. The caller closes it.
+    realtime : bool
+        Pace the loop to the wall clock (one bin per ``dt_s``) instead of running as fast as
+        possible.
+    taps : sequence of LoopTap
+        More :class:`~cortexlink.tasks.loop.LoopTap` objects to attach to the loop.
     """
     from tqdm.auto import tqdm
 
@@ -327,6 +337,13 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
 
     cfg = load_session(source)
     loop = _build_loop(cfg)
+    if recorder is not None:
+        from cortexlink.io.session_log import RecorderTap
+
+        loop.taps.append(RecorderTap(recorder))
+    if realtime:
+        loop.taps.append(_Pacer())
+    loop.taps.extend(taps)
     dec_kind = cfg["decoder"]["kind"]
     decoder = make_decoder(dec_kind, cfg["decoder"]["params"])
     click_dec = None
@@ -402,6 +419,36 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
     res = SessionResult(config=cfg, summary=summary, traces=traces, tasks=tasks, decoder=decoder,
                         click_decoder=click_dec)
     return res
+
+
+class _Pacer:  # noqa: D101 - a LoopTap
+    """A loop tap that holds each bin until its wall-clock time (``realtime=True``)."""
+
+    def __init__(self) -> None:
+        self._t0: float | None = None
+        self._sim0 = 0.0
+
+    def samples(self, loop: Any, chunk: Any, features: Any) -> None:
+        self._wait(loop)
+
+    def block_started(self, loop: Any, run: Any) -> None:
+        pass
+
+    def bin_done(self, loop: Any, run: Any, out: dict) -> None:
+        if run.mode == "perfect":
+            self._wait(loop)
+
+    def block_ended(self, loop: Any, run: Any, trace: Any) -> None:
+        pass
+
+    def _wait(self, loop: Any) -> None:
+        now = time.perf_counter()
+        if self._t0 is None:
+            self._t0, self._sim0 = now, loop.t_s
+            return
+        ahead = (loop.t_s - self._sim0) - (now - self._t0)
+        if ahead > 0:
+            time.sleep(ahead)
 
 
 def _jsonable(v: Any) -> Any:
