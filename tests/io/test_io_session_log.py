@@ -286,13 +286,13 @@ def test_sigkill_mid_session_loses_at_most_the_last_second(tmp_path):
     env = {**os.environ, "CORTEXLINK_CATALOGUE": str(tmp_path / "cat.sqlite")}
     args = ["record", "--sim", "--channels", "32", "--seconds", "20", "--seed", "4", "--status-interval", "0.1"]
     proc = subprocess.Popen([sys.executable, "-m", "cortexlink.cli.main", *args, "--realtime",
-                             "--out", str(tmp_path / "killed")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             "--out", str(tmp_path / "killed")], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             text=True, env=env)
     last_sample, t_line = 0, time.monotonic()
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline:
-            line = proc.stdout.readline()
+            line = proc.stderr.readline()
             if not line:
                 break
             if line.startswith("status "):
@@ -309,7 +309,7 @@ def test_sigkill_mid_session_loses_at_most_the_last_second(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        proc.stdout.close()
+        proc.stderr.close()
     produced_max = last_sample + int((t_kill - t_line + 0.05) * 30000) + 600
     rep = _cli("recover", str(tmp_path / "killed"), "--json", env=env)
     assert rep.returncode == 0, rep.stderr

@@ -61,6 +61,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cl.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     cl.set_defaults(func=_run_closed_loop)
 
+    rc = bsub.add_parser("record", help="raw recording throughput at 30 kHz while a real-time loop keeps pace",
+                         description="Feeds 1 ms chunks of simulated int16 broadband at wall-clock pace to the "
+                                     "session recorder (and, side by side, to an HDF5 file appended on the "
+                                     "real-time thread) and reports dropped items, MB/s written, peak queue, "
+                                     "the time write calls take on the real-time thread and missed deadlines.")
+    rc.add_argument("--channels", type=int, nargs="+", default=[1024, 4096], help="channel counts (default: 1024 4096)")
+    rc.add_argument("--seconds", type=float, default=20.0, help="seconds recorded per run (default: 20)")
+    rc.add_argument("--peers", nargs="+", default=["cortexlink", "h5py_inline"], help="writers to run")
+    rc.add_argument("--dir", default=None, help="folder on the disk to measure (default: a temporary folder)")
+    rc.add_argument("--json", action="store_true", help="print the result as JSON only")
+    rc.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    rc.set_defaults(func=_run_record)
+
 
 def _emit(result: dict, args: argparse.Namespace, summary) -> int:
     text = json.dumps(result, indent=2)
@@ -99,3 +112,20 @@ def _run_closed_loop(args: argparse.Namespace) -> int:
     result = closed_loop.run(channels=args.channels, decoders=args.decoders, seeds=args.seeds,
                              eval_s=args.eval_s, calibration_s=args.calibration_s, progress=not args.json)
     return _emit(result, args, closed_loop.print_summary)
+
+
+def _print_record(result: dict) -> None:
+    print(f"{'peer':12s} {'ch':>5s} {'in MB/s':>8s} {'disk MB/s':>9s} {'dropped':>8s} {'queue MB':>8s} "
+          f"{'call p50 us':>11s} {'p99 us':>8s} {'max us':>9s} {'missed':>7s}")
+    for r in result["results"]:
+        w = r["write_call"]
+        print(f"{r['peer']:12s} {r['channels']:5d} {r['input_mb_s']:8.1f} {r['written_mb_s']:9.1f} "
+              f"{r['dropped_items']:8d} {r['max_queue_mb']:8.1f} {w['p50_us']:11.1f} {w['p99_us']:8.1f} "
+              f"{w['max_us']:9.1f} {r['missed']:7d}")
+
+
+def _run_record(args: argparse.Namespace) -> int:
+    from cortexlink.bench import record
+
+    result = record.run(channels=args.channels, seconds=args.seconds, peers=tuple(args.peers), out_dir=args.dir)
+    return _emit(result, args, _print_record)

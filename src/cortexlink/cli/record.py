@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="SQLite catalogue to register the session in (default: $CORTEXLINK_CATALOGUE or "
                         "~/.cortexlink/catalogue.sqlite; 'none' to skip)")
     p.add_argument("--status-interval", type=float, default=1.0,
-                   help="seconds between status lines on stdout (default: 1; 0 for none)")
+                   help="seconds between status lines on stderr (default: 1; 0 for none)")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
     p.set_defaults(func=run)
 
@@ -65,7 +65,7 @@ def session_config(channels: int, seconds: float, seed: int, preset: str) -> dic
 
 
 class _Status:
-    """Loop tap printing one status line per interval (flushed, for supervisors and tests)."""
+    """Loop tap printing one status line per interval on stderr (flushed, for supervisors and tests)."""
 
     def __init__(self, rec: Any, interval: float) -> None:
         self.rec, self.interval, self.last = rec, interval, 0.0
@@ -76,7 +76,7 @@ class _Status:
             self.last = now
             st = self.rec.stats()
             print(f"status sample={chunk.end_sample} seconds={chunk.end_sample / chunk.fs_hz:.3f} "
-                  f"queue_bytes={st['queue_bytes']} dropped={st['dropped_total']}", flush=True)
+                  f"queue_bytes={st['queue_bytes']} dropped={st['dropped_total']}", file=sys.stderr, flush=True)
 
     def block_started(self, *a: Any) -> None: ...
     def bin_done(self, *a: Any) -> None: ...
