@@ -39,6 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="simulator seed (default: 0)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="parent folder of the run folder (default: runs/)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    from cortexlink.cli.session import add_record_option
+    add_record_option(p)
     p.set_defaults(func=run)
 
 
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             if b.get("task") == "chess" and args.chess_moves is not None:
                 b["task_params"]["max_moves"] = check_positive("--chess-moves", args.chess_moves, integer=True)
         cfg = load_session(cfg)
-    return run_and_report(cfg, args.out, progress=not args.no_progress)
+    return run_and_report(cfg, args.out, progress=not args.no_progress, record=args.record)
 
 
 def run_features(args: argparse.Namespace) -> int:

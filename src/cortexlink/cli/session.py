@@ -19,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("file", type=Path, help="session YAML")
     r.add_argument("--out", type=Path, default=Path("runs"), help="parent folder of the run folder (default: runs/)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_record_option(r)
     r.set_defaults(func=_run)
     c = ssub.add_parser("check", help="validate a session file and print it with defaults filled in")
     c.add_argument("file", type=Path, help="session YAML")
@@ -30,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from cortexlink.tasks.session import load_session
 
-    return run_and_report(load_session(args.file), args.out, progress=not args.no_progress)
+    return run_and_report(load_session(args.file), args.out, progress=not args.no_progress, record=args.record)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -51,7 +52,14 @@ def _example(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_and_report(cfg: dict, out_parent: Path, *, progress: bool = True) -> int:
+def add_record_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--record", choices=("none", "behaviour", "raw"), default="none",
+                   help="record the session into RUN_FOLDER/recording: 'behaviour' = features, cursor, decoder "
+                        "outputs, intent and events; 'raw' = also every raw sample (1024 ch: ~61 MB per second; "
+                        "free space is checked first). Default: none")
+
+
+def run_and_report(cfg: dict, out_parent: Path, *, progress: bool = True, record: str = "none") -> int:
     """Run a validated session, write its run folder and print the summary table."""
     from cortexlink.tasks.report import summary_table, write_run_folder
     from cortexlink.tasks.session import run_session
@@ -59,13 +67,27 @@ def run_and_report(cfg: dict, out_parent: Path, *, progress: bool = True) -> int
     ch = cfg["implant"].get("n_channels")
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(out_parent) / (f"{stamp}-{cfg['name']}" + (f"-{ch}ch" if ch else ""))
-    result = run_session(cfg, progress=progress)
+    recorder = None
+    if record != "none":
+        from cortexlink.io.catalogue import default_catalogue_path
+        from cortexlink.io.session_log import SessionRecorder, estimate_bytes
+
+        secs = sum(b.get("seconds") or b.get("max_seconds") or 0.0 for b in cfg["blocks"])
+        need = estimate_bytes(int(ch or 0), 30000.0, secs, raw=record == "raw")
+        recorder = SessionRecorder(run_dir / "recording", config=cfg, seeds={"seed": cfg["seed"]},
+                                   expected_bytes=need, raw=record == "raw", catalogue=default_catalogue_path())
+    try:
+        result = run_session(cfg, progress=progress, recorder=recorder, record_raw=record == "raw")
+    finally:
+        if recorder is not None:
+            recorder.close()
     write_run_folder(result, run_dir)
     rows = summary_table(result["summary"])
     w = max(len(k) for k, _ in rows)
     print(f"\ncortexlink session '{cfg['name']}' — simulated participant, {result['summary']['channels']} channels")
     for k, v in rows:
         print(f"  {k:<{w}}  {v}")
-    print(f"  {'run folder':<{w}}  {run_dir}  (report.html, summary.json, session.yaml, traces/, *.pgn)")
+    print(f"  {'run folder':<{w}}  {run_dir}  (report.html, summary.json, session.yaml, traces/, *.pgn"
+          + (", recording/" if recorder is not None else "") + ")")
     sys.stdout.flush()
     return 0

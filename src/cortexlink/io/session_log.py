@@ -221,6 +221,9 @@ class SessionRecorder:
         Pseudonymous participant code (letters, digits, ``-``, ``_``; never a name).
     expected_seconds : float, optional
         Planned length; free space is checked against it before anything is written.
+    expected_bytes : int, optional
+        Planned size, when the source is not known yet (overrides the estimate from
+        ``expected_seconds``).
     raw : bool
         Whether raw samples will be recorded (for the free-space estimate).
     max_queue_bytes : int
@@ -244,7 +247,7 @@ class SessionRecorder:
                  session_id: str | None = None, expected_seconds: float | None = None, raw: bool = True,
                  max_queue_bytes: int = 512 << 20, on_full: str = "drop", block_timeout_s: float = 0.1,
                  fsync_interval_s: float = 0.25, low_disk_bytes: int | None = None,
-                 catalogue: Any = None) -> None:
+                 catalogue: Any = None, expected_bytes: int | None = None) -> None:
         from cortexlink.core.validation import check_choice, check_positive
 
         self.on_full = check_choice("on_full", on_full, ON_FULL)
@@ -267,13 +270,17 @@ class SessionRecorder:
         if self.fs_hz and n_ch:
             rate_bps = estimate_bytes(n_ch, self.fs_hz, 1.0, raw=raw)
         self.low_disk_bytes = int(low_disk_bytes) if low_disk_bytes is not None else int(max(256 << 20, 60 * rate_bps))
-        if expected_seconds is not None:
-            need = int(rate_bps * expected_seconds) if rate_bps else estimate_bytes(0, 1.0, expected_seconds, raw=False)
+        if expected_seconds is not None or expected_bytes is not None:
+            if expected_bytes is not None:
+                need = int(expected_bytes)
+            else:
+                need = int(rate_bps * expected_seconds) if rate_bps else estimate_bytes(0, 1.0, expected_seconds, raw=False)
             free = shutil.disk_usage(self.path).free
             if free < need:
-                raise InsufficientDiskSpace(
-                    f"recording {expected_seconds:g} s of {n_ch} channels at {self.fs_hz or 0:g} Hz needs about "
-                    f"{need / 1e9:.2f} GB; {self.path} has {free / 1e9:.2f} GB free")
+                what = (f"{expected_seconds:g} s of {n_ch} channels at {self.fs_hz or 0:g} Hz"
+                        if expected_bytes is None else "this session")
+                raise InsufficientDiskSpace(f"recording {what} needs about {need / 1e9:.2f} GB; {self.path} has "
+                                            f"{free / 1e9:.2f} GB free")
         self.session_id = session_id or f"{participant_id}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         self.manifest: dict = {
             "format": "cortexlink-session", "format_version": FORMAT_VERSION, "session_id": self.session_id,

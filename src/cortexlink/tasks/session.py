@@ -309,7 +309,7 @@ def _build_loop(cfg: dict) -> Any:
 
 def run_session(source: str | Path | dict | None = None, *, progress: bool = True,
                 on_block: Callable[[dict, Any], None] | None = None, recorder: Any = None,
-                realtime: bool = False, taps: tuple = ()) -> SessionResult:
+                realtime: bool = False, taps: tuple = (), record_raw: bool = True) -> SessionResult:
     """Run every block of a session; return the traces, the tasks and a JSON-able summary.
 
     Parameters
@@ -324,6 +324,8 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
         Record everything (raw samples, features, cursor, decoder outputs, intent, task and
         block events, decoders as they go live) through a
         :class:`~cortexlink.io.session_log.RecorderTap`. The caller closes it.
+    record_raw : bool
+        With ``recorder``: also record every raw sample (default True).
     realtime : bool
         Pace the loop to the wall clock (one bin per ``dt_s``) instead of running as fast as
         possible.
@@ -340,7 +342,7 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
     if recorder is not None:
         from cortexlink.io.session_log import RecorderTap
 
-        loop.taps.append(RecorderTap(recorder))
+        loop.taps.append(RecorderTap(recorder, raw=record_raw))
     if realtime:
         loop.taps.append(_Pacer())
     loop.taps.extend(taps)
