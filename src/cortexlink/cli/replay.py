@@ -14,7 +14,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "extractor built with the recorded parameters (and, for a session folder, "
                                    "the decoders as they went live), at real time or as fast as possible, and "
                                    "compares features and decoder outputs with those of the live session.")
-    p.add_argument("source", type=Path, help="session folder or .nwb file")
+    p.add_argument("source", type=Path, help="session folder, .nwb file, or a lab recording (Blackrock, Intan, "
+                   "Open Ephys, SpikeGLX, WAV, raw + sidecar: features only, nothing to compare with)")
+    p.add_argument("--format", default=None, help="importer format to force (blackrock, intan, openephys, "
+                   "spikeglx, nwb, wav, raw)")
     p.add_argument("--realtime", action="store_true", help="pace the replay to the wall clock")
     p.add_argument("--speed", type=float, default=1.0, help="with --realtime: speed factor (default: 1)")
     p.add_argument("--seconds", type=float, default=None, help="replay only the first SECONDS")
@@ -26,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from cortexlink.io.replay import replay
 
     r = replay(args.source, realtime=args.realtime, speed=args.speed, seconds=args.seconds,
-               progress=sys.stderr.isatty())
+               progress=sys.stderr.isatty(), format=args.format)
     out = {"source": str(args.source), "seconds": r["seconds"], "wall_s": r["wall_s"], "speed_x": r["speed_x"],
            "n_feature_bins": int(r["features"]["samples"].size), "compare": r["compare"]}
     if args.json:
@@ -37,4 +40,7 @@ def run(args: argparse.Namespace) -> int:
             verdict = "identical" if c["equal"] else "DIFFERENT"
             print(f"  {name}: {c.get('rows_equal', 0)}/{c['rows_recorded']} rows equal to the live session "
                   f"(max |diff| {c.get('max_abs_diff', float('nan')):.3g}) - {verdict}")
+        if not r["compare"]:
+            f = r["features"]["data"]
+            print(f"  {f.shape[0]} feature bins x {f.shape[1]} features (nothing recorded to compare with)")
     return 0 if all(c["equal"] for c in r["compare"].values()) else 1

@@ -30,13 +30,18 @@ class ReplayResult(dict):
     (per stream: rows compared, rows equal, max absolute difference, ``equal``), plus timing."""
 
 
-def _source(path: Path) -> tuple[str, Any]:
-    if path.is_dir():
+def _source(path: Path, fmt: str | None) -> tuple[str, Any]:
+    if fmt is None and path.is_dir() and (path / "manifest.json").exists():
         from cortexlink.io.session_log import SessionReader
         return "session", SessionReader(path)
-    if path.suffix.lower() == ".nwb":
+    if fmt is None and path.suffix.lower() == ".nwb":
         return "nwb", path
-    raise ValidationError(f"{path}: replay takes a session folder (with manifest.json) or an .nwb file")
+    from cortexlink.io.importers import open_recording
+    try:
+        return "import", open_recording(path, fmt)
+    except ValidationError as exc:
+        raise ValidationError(f"{path}: replay takes a session folder (with manifest.json), an .nwb file written "
+                              f"by `cortexlink export`, or a recording the importers read ({exc})") from None
 
 
 def _paced(chunks: Iterator[Any], fs: float, realtime: bool, speed: float) -> Iterator[Any]:
@@ -56,18 +61,24 @@ def _paced(chunks: Iterator[Any], fs: float, realtime: bool, speed: float) -> It
 
 
 def replay(path: str | Path, *, realtime: bool = False, speed: float = 1.0, progress: bool = False,
-           compare: bool = True, seconds: float | None = None) -> ReplayResult:
+           compare: bool = True, seconds: float | None = None, format: str | None = None,
+           chunk_ms: float = 20.0) -> ReplayResult:
     """Stream a recording back through feature extraction and the recorded decoders.
 
     Parameters
     ----------
-    path : session folder or ``.nwb`` file
+    path : session folder, ``.nwb`` file or any recording :mod:`cortexlink.io.importers` reads
+        Imported recordings go through a default extractor (nothing to compare with).
     realtime : bool
         Pace chunks to the wall clock (times ``speed``) instead of as fast as possible.
     compare : bool
         Compare with the recorded features and decoder outputs.
     seconds : float, optional
         Replay only the first ``seconds`` of the recording.
+    format : str, optional
+        Importer format (see :data:`cortexlink.io.importers.FORMATS`) to force.
+    chunk_ms : float
+        Chunk length for sources without a recorded chunking (imported files).
 
     Returns
     -------
@@ -78,8 +89,13 @@ def replay(path: str | Path, *, realtime: bool = False, speed: float = 1.0, prog
     from cortexlink.dsp import FeatureExtractor
 
     path = Path(path)
-    kind, src = _source(path)
-    if kind == "session":
+    kind, src = _source(path, format)
+    if kind == "import":
+        cmap, fs = src.channel_map, float(src.fs_hz)
+        dsp = {"bin_ms": 1000.0 * max(1, round(0.02 * fs)) / fs}     # ~20 ms, a whole number of samples
+        chunks = src.iter_chunks(max(1, int(round(chunk_ms * fs / 1000.0))))
+        n_total = None
+    elif kind == "session":
         man = src.manifest
         if "raw" not in src.streams:
             raise ValidationError(f"{path}: the session has no raw stream to replay (recorded without raw)")
@@ -134,12 +150,14 @@ def replay(path: str | Path, *, realtime: bool = False, speed: float = 1.0, prog
             if out["decoder"] is not None and "decoder" in src.streams:
                 ds, dr = src.read_array("decoder", stop_sample=None if stop is None else stop + 1)
                 out["compare"]["decoder"] = _compare(ds, dr, out["decoder"]["samples"], out["decoder"]["data"])
-    elif compare and nwb.get("features") is not None:
+    elif kind == "nwb" and compare and nwb.get("features") is not None:
         ns, nd, _names, _w = nwb["features"]
         if stop is not None:
             keep = ns < stop
             ns, nd = ns[keep], nd[keep]
         out["compare"]["features"] = _compare(ns, nd, F_s, F)
+    if kind == "import":
+        src.close()
     logger.info("replayed %s: %.1f s of data in %.2f s (%.1fx)", path, out["seconds"], wall, out["speed_x"])
     return out
 
