@@ -99,3 +99,21 @@ def test_refit_set_drops_reaction_time_after_each_new_target():
     assert len(dv) == len(cur) == len(tgt) == len(ont) == Xr.shape[0]
     all_ = refit_set([tr], exclude_after_target_s=0.0)[0]
     assert all_.shape[0] == tr.n_bins
+
+
+def test_halt_holds_the_cursor_at_once_even_with_smoothing():
+    from cortexlink.tasks.cursor import CursorEffector
+    from cortexlink.tasks.loop import ClosedLoop
+    from cortexlink.tasks.webgrid import WebgridTask
+
+    loop = ClosedLoop(None, effector=CursorEffector(smoothing=0.8))
+    run = loop.begin_block(WebgridTask(n=6, seed=0), mode="perfect", seconds=5.0)
+    for _ in range(40):
+        loop.step_bin(run)
+    moving = loop.step_bin(run)["cursor_xy"]
+    held = [loop.step_bin(run, halt=True) for _ in range(5)]
+    assert all(np.array_equal(h["cursor_xy"], moving) for h in held)
+    assert not any(h["clicked"] for h in held)
+    after = loop.step_bin(run, override_velocity=(0.5, 0.0))
+    assert after["cursor_xy"][0] > moving[0] or moving[0] >= 0.99
+    loop.end_block(run)

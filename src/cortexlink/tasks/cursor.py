@@ -93,6 +93,12 @@ class CursorEffector:
     def velocity(self) -> np.ndarray:
         return self._v_applied.copy()
 
+    def stop(self) -> None:
+        """Emergency stop / fault: forget the smoothing memory so that a zero command holds the
+        cursor at once (with smoothing > 0 the remembered velocity would otherwise decay)."""
+        self._v_ema = np.zeros(2)
+        self._v_applied = np.zeros(2)
+
     def step(self, velocity: Any, click: bool = False) -> tuple[np.ndarray, bool]:
         """Advance one bin.
 

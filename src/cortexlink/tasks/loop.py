@@ -414,6 +414,7 @@ class ClosedLoop:
         if halt or not np.all(np.isfinite(vel)):
             vel = np.zeros(2)
             click = False
+            self.effector.stop()
         xy, clicked = self.effector.step(vel, bool(click))
         if mode != "perfect":
             rec["loop_latency_us"][n] = (clock() - t0) / 1e3

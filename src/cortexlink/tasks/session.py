@@ -286,6 +286,11 @@ class SessionResult(dict):
     """``summary`` (JSON-able figures), ``traces`` (BlockTrace per run block), ``tasks``."""
 
 
+def build_loop(cfg: dict) -> Any:
+    """The :class:`~cortexlink.tasks.loop.ClosedLoop` a validated session config describes."""
+    return _build_loop(cfg)
+
+
 def _build_loop(cfg: dict) -> Any:
     from cortexlink.sim import SimulatedImplant
     from cortexlink.sim.participant import ParticipantConfig, SimulatedParticipant

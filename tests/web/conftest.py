@@ -1,0 +1,100 @@
+"""Fixtures of the operator web UI tests: a small fast session, a controller, a server, HTTP helpers."""
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: A small session that runs several times faster than real time on any machine.
+SMALL_SESSION = {
+    "name": "web-test",
+    "seed": 0,
+    "implant": {"preset": "default", "n_channels": 48},
+    "decoder": {"kind": "refit_kalman", "params": {}},
+    "click_decoder": {"enabled": True, "params": {}},
+    "blocks": [
+        {"kind": "calibration", "task": "centre_out", "seconds": 16.0, "task_params": {"click": True}},
+        {"kind": "fit"},
+        {"kind": "closed_loop", "task": "webgrid", "seconds": 60.0, "task_params": {"n": 4}},
+        {"kind": "evaluation", "task": "centre_out", "seconds": 60.0, "task_params": {"click": True}},
+    ],
+}
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # never through a proxy
+
+
+def http(method, url, body=None, headers=None, timeout=10.0):
+    """``(status, headers, parsed JSON or bytes)``; every response is closed."""
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **(headers or {})}
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with _OPENER.open(req, timeout=timeout) as r:
+            status, hdrs, raw = r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        with e:
+            status, hdrs, raw = e.code, dict(e.headers), e.read()
+    if hdrs.get("Content-Type", "").startswith("application/json"):
+        return status, hdrs, json.loads(raw)
+    return status, hdrs, raw
+
+
+@pytest.fixture(scope="session")
+def web_http():
+    """The :func:`http` helper (test modules cannot import a conftest by name)."""
+    return http
+
+
+@pytest.fixture(scope="session")
+def small_session():
+    import copy
+
+    return copy.deepcopy(SMALL_SESSION)
+
+
+@pytest.fixture
+def make_controller(tmp_path):
+    """Build and start controllers (stopped at the end of the test)."""
+    from cortexlink.web.controller import SessionController
+
+    made = []
+
+    def make(session=None, **kw):
+        import copy
+
+        kw.setdefault("realtime_factor", 4.0)
+        kw.setdefault("record_dir", tmp_path / "recordings")
+        ctl = SessionController(copy.deepcopy(session or SMALL_SESSION), **kw)
+        made.append(ctl)
+        return ctl.start()
+
+    yield make
+    for c in made:
+        c.stop()
+
+
+@pytest.fixture
+def served(make_controller):
+    """A started controller and an :class:`OperatorServer` on 127.0.0.1 with a free port."""
+    from cortexlink.web.server import OperatorServer
+
+    ctl = make_controller()
+    srv = OperatorServer(ctl, "127.0.0.1", 0).start()
+    try:
+        yield ctl, srv, f"http://127.0.0.1:{srv.port}"
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def artifact_dir():
+    """Where screenshots go: $CORTEXLINK_TEST_ARTIFACTS or tests/artifacts (git-ignored)."""
+    d = Path(os.environ.get("CORTEXLINK_TEST_ARTIFACTS", REPO / "tests" / "artifacts"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
