@@ -144,3 +144,14 @@ def test_replay_of_an_imported_recording_matches_offline_features(tmp_path):
     np.testing.assert_array_equal(r["features"]["data"], ref.data)
     cli = _cli("replay", str(tmp_path / "rec.raw"))
     assert cli.returncode == 0 and "nothing recorded to compare with" in cli.stdout
+
+
+def test_replay_of_the_exported_nwb_equals_the_live_session(recorded, tmp_path):
+    d, _db, _ = recorded
+    ex = _cli("export", str(d / "s1"), "--to", str(tmp_path / "s1.nwb"))
+    assert ex.returncode == 0, ex.stderr
+    r = replay(tmp_path / "s1.nwb")
+    c = r["compare"]["features"]
+    assert c["equal"] and c["rows_compared"] == c["rows_recorded"] > 300
+    cli = _cli("replay", str(tmp_path / "s1.nwb"), "--json")
+    assert cli.returncode == 0 and json.loads(cli.stdout)["compare"]["features"]["equal"]

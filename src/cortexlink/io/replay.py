@@ -107,7 +107,7 @@ def replay(path: str | Path, *, realtime: bool = False, speed: float = 1.0, prog
         from cortexlink.io.nwb import iter_nwb_chunks, read_nwb_streams
         nwb = read_nwb_streams(src)
         cmap, fs = nwb["channel_map"], float(nwb["fs_hz"])
-        dsp = dict(nwb.get("dsp") or {})
+        dsp = dict(nwb.get("dsp") or (nwb.get("manifest") or {}).get("dsp") or {})
         chunks = iter_nwb_chunks(src, int(round(fs * (dsp.get("bin_ms", 20.0) / 1000.0))))
         n_total = None
     if cmap is None or not fs:
