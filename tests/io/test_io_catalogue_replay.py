@@ -70,7 +70,7 @@ def test_replay_realtime_is_paced(recorded):
 
 
 def test_replay_bad_input(tmp_path):
-    with pytest.raises(ValidationError, match="session folder .* or an .nwb file"):
+    with pytest.raises(ValidationError, match=r"x\.txt: replay takes a session folder .* an \.nwb file"):
         replay(tmp_path / "x.txt")
 
 
