@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -74,6 +75,63 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rc.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     rc.set_defaults(func=_run_record)
 
+    ui = bsub.add_parser("ui", help="real-time loop latency with and without browsers on the operator UI",
+                         description="Runs the operator UI's session controller in closed loop (Webgrid, paced to "
+                                     "the wall clock) with no browser, then one and three headless Chromium windows "
+                                     "connected, interleaved; reports loop latency p50/p99/max, deadline misses and "
+                                     "the snapshot rate each page received.")
+    ui.add_argument("--seconds", type=float, default=30.0, help="measured seconds per condition (default: 30)")
+    ui.add_argument("--channels", type=int, default=1024, help="electrodes (default: 1024)")
+    ui.add_argument("--clients", type=int, nargs="+", default=[1, 3], help="browser windows to compare with none (default: 1 3)")
+    ui.add_argument("--rounds", type=int, default=3, help="interleaved slices per condition (default: 3)")
+    ui.add_argument("--calibration-s", type=float, default=30.0, help="calibration before the fit (default: 30)")
+    ui.add_argument("--priorities", nargs="+", default=["normal", "realtime"], choices=["normal", "high", "realtime"],
+                    help="worker thread scheduling to measure each condition under (default: normal realtime)")
+    ui.add_argument("--json", action="store_true", help="print the result as JSON only")
+    ui.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    ui.set_defaults(func=_run_ui)
+
+    ex = bsub.add_parser("export", help="NWB export throughput (MB/s) and peak memory on a long, wide session",
+                         description="Writes a synthetic session folder (SimulatedImplant data tiled in time, raw "
+                                     "int16 + 20 ms features) of MINUTES x CHANNELS, then exports it to NWB once "
+                                     "per compression (gzip, lzf, none), each in a fresh process; reports seconds, "
+                                     "MB/s read and written, file size, compression ratio and peak RSS. The "
+                                     "default (10 min x 1024 channels) needs ~37 GB for the session plus the "
+                                     "export; free space is checked first and everything is removed after.")
+    ex.add_argument("--minutes", type=float, default=10.0, help="minutes of raw data (default: 10)")
+    ex.add_argument("--channels", type=int, default=1024, help="channels (default: 1024)")
+    ex.add_argument("--peers", nargs="+", default=["gzip"], choices=["gzip", "lzf", "none"],
+                    help="compressions to export with (default: gzip, the export's default)")
+    ex.add_argument("--chunk-seconds", type=float, default=1.0, help="raw seconds per write (default: 1)")
+    ex.add_argument("--dir", default=None, help="folder for the session and the file (default: the temp folder)")
+    ex.add_argument("--keep", action="store_true", help="keep the session folder and the files")
+    ex.add_argument("--json", action="store_true", help="print the result as JSON only")
+    ex.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    ex.set_defaults(func=_run_export)
+
+    la = bsub.add_parser("latency", help="end-to-end loop latency on the runtime, in-process and across processes via Redis",
+                         description="Plays pre-generated simulated data (1 ms chunks, paced by the wall clock) "
+                                     "through the runtime graph source -> dsp -> decoder -> cursor, in one process "
+                                     "(in-process bus) and with dsp, decoder and cursor each in its own process "
+                                     "(Redis Streams on a private redis-server); reports the latency from a chunk "
+                                     "entering the graph to the cursor update (p50/p99/p99.9/max), missed deadlines "
+                                     "(a chunk not processed before the next one is due) and per-hop times beside "
+                                     "BRAND's published 0.6 ms.")
+    la.add_argument("--channels", type=int, nargs="+", default=[1024, 4096], help="channel counts (default: 1024 4096)")
+    la.add_argument("--buses", nargs="+", default=["inprocess", "redis"], choices=["inprocess", "redis"],
+                    help="buses to measure (default: both)")
+    la.add_argument("--seconds", type=float, default=60.0, help="measured seconds per condition (default: 60)")
+    la.add_argument("--warmup-s", type=float, default=5.0,
+                    help="seconds before measuring (extractor calibration, catching up after it; default: 5)")
+    la.add_argument("--loop-s", type=float, default=1.0, help="seconds of pre-generated data, looped (default: 1)")
+    la.add_argument("--redis", default="auto", metavar="auto|URL", help="Redis server (default: auto, a private one)")
+    la.add_argument("--redis-layout", choices=["split", "pipeline"], default="split",
+                    help="split: dsp, decoder and cursor each in its own process (3 hops); pipeline: all three in "
+                         "one process (1 hop) (default: split)")
+    la.add_argument("--json", action="store_true", help="print the result as JSON only")
+    la.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    la.set_defaults(func=_run_latency)
+
 
 def _emit(result: dict, args: argparse.Namespace, summary) -> int:
     text = json.dumps(result, indent=2)
@@ -129,3 +187,29 @@ def _run_record(args: argparse.Namespace) -> int:
 
     result = record.run(channels=args.channels, seconds=args.seconds, peers=tuple(args.peers), out_dir=args.dir)
     return _emit(result, args, _print_record)
+
+
+def _run_ui(args: argparse.Namespace) -> int:
+    from cortexlink.bench import ui
+
+    result = ui.run(seconds=args.seconds, channels=args.channels, clients=tuple(args.clients), rounds=args.rounds,
+                    calibration_s=args.calibration_s, priorities=tuple(args.priorities),
+                    progress=None if args.json else (lambda m: print(m, file=sys.stderr, flush=True)))
+    return _emit(result, args, lambda r: print("\n".join(ui.summary_lines(r))))
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from cortexlink.bench import export
+
+    result = export.run(minutes=args.minutes, channels=args.channels, peers=args.peers,
+                        chunk_seconds=args.chunk_seconds, workdir=args.dir, keep=args.keep, progress=not args.json)
+    return _emit(result, args, lambda r: print("\n".join(export.summary_lines(r))))
+
+
+def _run_latency(args: argparse.Namespace) -> int:
+    from cortexlink.bench import latency
+
+    result = latency.run(channels=args.channels, buses=args.buses, seconds=args.seconds, warmup_s=args.warmup_s,
+                         loop_s=args.loop_s, redis_url=args.redis, redis_layout=args.redis_layout,
+                         progress=not args.json)
+    return _emit(result, args, latency.print_summary)

@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_parser(sub)
     replay.add_parser(sub)
     sessions.add_parser(sub)
+    from cortexlink.cli import serve  # operator web UI (issue 7)
+    serve.add_parser(sub)
+    from cortexlink.cli import export  # NWB export (issue 5)
+    export.add_parser(sub)
+    from cortexlink.cli import run  # real-time runtime (issue 6)
+    run.add_parser(sub)
     return parser
 
 

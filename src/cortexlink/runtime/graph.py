@@ -1,0 +1,347 @@
+"""Graph files: the nodes of a closed loop, their parameters, connections and placement.
+
+A graph is YAML (or the same structure as a dict)::
+
+    name: closed-loop
+    bin_ms: 20                 # loop period: feature bin, decoder step, cursor update
+    clock: realtime            # realtime: sources paced by the wall clock; fast: as fast as possible
+    seconds: null              # run length in source time (null: until a node ends the run)
+    stats_after_s: 0           # latency statistics from this source time on (skip warm-up)
+    deadline_ms: null          # a chunk must be processed within this (default: the source's chunk period)
+    bus: {kind: inprocess}     # or {kind: redis, url: auto | redis://host:port}
+    watchdog: {stall_ms: 5, max_speed: 10, output_timeout_ms: 100}
+    restart: {max_restarts: 3, window_s: 60, backoff_ms: 0}    # default restart policy
+    nodes:
+      implant:
+        kind: sim_source
+        params: {preset: default, seed: 0, chunk_ms: 1}
+        inputs: {intent: participant.intent}
+      dsp:
+        kind: dsp
+        inputs:
+          raw: {from: implant.raw, maxlen: 256, policy: drop_oldest}
+        where: subprocess      # main (default) | subprocess | external
+        group: pipeline        # subprocess nodes with the same group share a process
+      ...
+
+Per node: ``kind`` (see :mod:`cortexlink.runtime.nodes`), ``params`` (checked against the
+kind's ``PARAMS``), ``inputs`` (``port: "node.port"`` or ``port: {from, maxlen, policy}``;
+``runtime.faults`` is the topic of fault events), ``where`` (``main``: the process that runs
+``cortexlink run``; ``subprocess``: a child process it starts, talking over Redis;
+``external``: started by hand, e.g. on another host that can reach the Redis URL, with
+``cortexlink run --node NAME --redis URL --run-id ID``), ``group``, ``critical`` (its failure
+halts the cursor), ``restart`` (its own restart policy) and ``inject`` (fault injection for
+drills and tests). With the in-process bus every node runs in this process whatever ``where``
+says.
+
+:func:`load_graph` validates everything and raises :class:`~cortexlink.ConfigError` naming the
+field (``nodes.dsp.params.extractor``, ``nodes.cursor.inputs.intent``, ``bin_ms``);
+:func:`run_graph` runs a graph; :func:`session_to_graph` turns a session file of ``cortexlink
+session`` into the equivalent graph.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+from cortexlink.core.errors import ConfigError
+from cortexlink.runtime.bus import POLICIES
+from cortexlink.runtime.node import check_params, node_class
+from cortexlink.runtime.supervisor import RestartPolicy
+from cortexlink.runtime.watchdog import WatchdogConfig
+
+__all__ = ["load_graph", "run_graph", "session_to_graph", "builtin_graph", "BUILTIN_GRAPHS", "PLACEMENTS",
+           "FAULTS_TOPIC"]
+
+PLACEMENTS = ("main", "subprocess", "external")
+CLOCKS = ("realtime", "fast")
+FAULTS_TOPIC = "runtime.faults"
+BUILTIN_GRAPHS = ("closed_loop",)
+_TOP = {"name", "bin_ms", "clock", "seconds", "stats_after_s", "deadline_ms", "bus", "watchdog", "restart",
+        "nodes"}
+_NODE = {"kind", "params", "inputs", "where", "group", "critical", "restart", "inject"}
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+def builtin_graph(name: str) -> Path:
+    """Path of a graph shipped with cortexlink (``closed_loop``)."""
+    from importlib import resources
+
+    if name not in BUILTIN_GRAPHS:
+        raise ConfigError(f"built-in graph must be one of {list(BUILTIN_GRAPHS)}; got {name!r}")
+    return Path(str(resources.files("cortexlink.runtime").joinpath("graphs", f"{name}.yaml")))
+
+
+def _num(path: str, v: Any, *, positive: bool = True, allow_zero: bool = False, nullable: bool = False) -> Any:
+    if v is None and nullable:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+        raise ConfigError(f"{path} must be a number; got {v!r}")
+    if positive and (v < 0 or (v == 0 and not allow_zero)):
+        raise ConfigError(f"{path} must be {'>= 0' if allow_zero else '> 0'}; got {v!r}")
+    return float(v)
+
+
+def _read(source: Any) -> dict:
+    import yaml
+
+    if isinstance(source, dict):
+        return copy.deepcopy(source)
+    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and not source.lstrip().startswith("{")):
+        p = Path(source)
+        if not p.is_file():
+            if isinstance(source, str) and source in BUILTIN_GRAPHS:
+                p = builtin_graph(source)
+            else:
+                raise ConfigError(f"graph file {p} does not exist (built-in graphs: {list(BUILTIN_GRAPHS)})")
+        text = p.read_text()
+    else:
+        text = source
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"graph is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"graph must be a mapping at the top level; got {type(raw).__name__}")
+    return raw
+
+
+def load_graph(source: str | Path | dict) -> dict:
+    """Read and validate a graph (YAML path, built-in name, YAML text or dict); fill defaults.
+
+    Returns
+    -------
+    dict
+        The normalised graph: every node with ``params`` complete, ``inputs`` as
+        ``{port: {"from", "maxlen", "policy", "feedback"}}``, and ``order``, the scheduling order
+        (feedback edges left out).
+
+    Raises
+    ------
+    ConfigError
+        Naming the field: ``nodes.<node>.params.<key>``, ``nodes.<node>.inputs.<port>``, ...
+    """
+    raw = _read(source)
+    unknown = sorted(set(raw) - _TOP)
+    if unknown:
+        raise ConfigError(f"graph has unknown key(s) {unknown}; allowed: {sorted(_TOP)}")
+    g: dict[str, Any] = {"name": str(raw.get("name", "graph"))}
+    g["bin_ms"] = _num("bin_ms", raw.get("bin_ms", 20.0))
+    clock = raw.get("clock", "realtime")
+    if clock not in CLOCKS:
+        raise ConfigError(f"clock must be one of {list(CLOCKS)}; got {clock!r}")
+    g["clock"] = clock
+    g["seconds"] = _num("seconds", raw.get("seconds"), nullable=True)
+    g["stats_after_s"] = _num("stats_after_s", raw.get("stats_after_s", 0.0), allow_zero=True)
+    g["deadline_ms"] = _num("deadline_ms", raw.get("deadline_ms"), nullable=True)
+    bus = raw.get("bus") or {}
+    if not isinstance(bus, dict) or set(bus) - {"kind", "url", "stream_maxlen"}:
+        raise ConfigError(f"bus must be a mapping with kind, url, stream_maxlen; got {bus!r}")
+    if bus.get("kind", "inprocess") not in ("inprocess", "redis"):
+        raise ConfigError(f"bus.kind must be 'inprocess' or 'redis'; got {bus.get('kind')!r}")
+    g["bus"] = {"kind": bus.get("kind", "inprocess"), "url": bus.get("url"),
+                "stream_maxlen": int(bus.get("stream_maxlen", 10000))}
+    g["watchdog"] = dict(raw.get("watchdog") or {})
+    WatchdogConfig.from_dict(g["watchdog"], "watchdog")
+    g["restart"] = dict(raw.get("restart") or {})
+    RestartPolicy.from_dict(g["restart"], "restart")
+
+    nodes_raw = raw.get("nodes")
+    if not isinstance(nodes_raw, dict) or not nodes_raw:
+        raise ConfigError(f"nodes must be a non-empty mapping of node name -> node; got {nodes_raw!r}")
+    nodes: dict[str, dict] = {}
+    for name, spec in nodes_raw.items():
+        path = f"nodes.{name}"
+        if not isinstance(name, str) or not _NAME.match(name) or name == "runtime":
+            raise ConfigError(f"{path}: a node name must start with a letter and hold only letters, digits, '_' "
+                              f"or '-' (and not be 'runtime'); got {name!r}")
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{path} must be a mapping; got {type(spec).__name__}")
+        unknown = sorted(set(spec) - _NODE)
+        if unknown:
+            raise ConfigError(f"{path} has unknown key(s) {unknown}; allowed: {sorted(_NODE)}")
+        if "kind" not in spec:
+            raise ConfigError(f"{path}.kind is required")
+        try:
+            cls = node_class(spec["kind"])
+        except ConfigError as exc:
+            raise ConfigError(f"{path}.kind: {exc}") from exc
+        params = check_params(f"{path}.params", cls.PARAMS, spec.get("params"))
+        inject = check_params(f"{path}.inject", cls.INJECT, spec.get("inject"))
+        where = spec.get("where", "main")
+        if where not in PLACEMENTS:
+            raise ConfigError(f"{path}.where must be one of {list(PLACEMENTS)}; got {where!r}")
+        group = spec.get("group", name)
+        if not isinstance(group, str) or not _NAME.match(group):
+            raise ConfigError(f"{path}.group must be a name (letters, digits, '_', '-'); got {group!r}")
+        crit = spec.get("critical", cls.CRITICAL)
+        if not isinstance(crit, bool):
+            raise ConfigError(f"{path}.critical must be true or false; got {crit!r}")
+        restart = dict(spec.get("restart") or {})
+        RestartPolicy.from_dict({**g["restart"], **restart}, f"{path}.restart")
+        nodes[name] = {"kind": spec["kind"], "params": params, "inputs": spec.get("inputs") or {},
+                       "where": where, "group": group if where == "subprocess" else (name if where == "external" else "main"),
+                       "critical": crit, "restart": {**g["restart"], **restart}, "inject": inject}
+    g["nodes"] = nodes
+
+    # inputs
+    for name, n in nodes.items():
+        cls = node_class(n["kind"])
+        ins = n["inputs"]
+        if not isinstance(ins, dict):
+            raise ConfigError(f"nodes.{name}.inputs must be a mapping port -> 'node.port'; got {ins!r}")
+        out: dict[str, dict] = {}
+        for port, src in ins.items():
+            path = f"nodes.{name}.inputs.{port}"
+            if port not in cls.INPUTS:
+                raise ConfigError(f"{path}: {n['kind']} has no input {port!r}; inputs: {sorted(cls.INPUTS)}")
+            spec = cls.INPUTS[port]
+            if isinstance(src, str):
+                src = {"from": src}
+            if not isinstance(src, dict) or "from" not in src or set(src) - {"from", "maxlen", "policy", "feedback"}:
+                raise ConfigError(f"{path} must be 'node.port' or {{from: node.port, maxlen: N, policy: P}}; got {src!r}")
+            frm = src["from"]
+            if not isinstance(frm, str) or "." not in frm:
+                raise ConfigError(f"{path}.from must be 'node.port'; got {frm!r}")
+            pn, pp = frm.split(".", 1)
+            if frm != FAULTS_TOPIC:
+                if pn not in nodes:
+                    raise ConfigError(f"{path}.from names node {pn!r}, which is not in the graph; nodes: {sorted(nodes)}")
+                pcls = node_class(nodes[pn]["kind"])
+                if pp not in pcls.OUTPUTS:
+                    raise ConfigError(f"{path}.from: {pn} ({nodes[pn]['kind']}) has no output {pp!r}; "
+                                      f"outputs: {list(pcls.OUTPUTS)}")
+            maxlen = src.get("maxlen", spec.maxlen)
+            if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1:
+                raise ConfigError(f"{path}.maxlen must be an integer >= 1; got {maxlen!r}")
+            policy = src.get("policy", spec.policy)
+            if policy not in POLICIES:
+                raise ConfigError(f"{path}.policy must be one of {list(POLICIES)}; got {policy!r}")
+            fb = src.get("feedback", spec.feedback)
+            if not isinstance(fb, bool):
+                raise ConfigError(f"{path}.feedback must be true or false; got {fb!r}")
+            out[port] = {"from": frm, "maxlen": maxlen, "policy": policy, "feedback": fb}
+        if "faults" in cls.INPUTS and "faults" not in out:
+            spec = cls.INPUTS["faults"]
+            out["faults"] = {"from": FAULTS_TOPIC, "maxlen": spec.maxlen, "policy": spec.policy, "feedback": False}
+        for port, spec in cls.INPUTS.items():
+            if spec.required and port not in out:
+                raise ConfigError(f"nodes.{name}.inputs.{port} is required for a {n['kind']} node")
+        n["inputs"] = out
+    g["order"] = _order(nodes)
+    for name, n in nodes.items():
+        node_class(n["kind"]).validate_config(name, n["params"], g)
+    return g
+
+
+def _order(nodes: dict[str, dict]) -> list[str]:
+    """Topological order over non-feedback edges (ties in file order); error on a cycle."""
+    deps = {n: {s["from"].split(".", 1)[0] for s in v["inputs"].values()
+                if not s["feedback"] and s["from"] != FAULTS_TOPIC} for n, v in nodes.items()}
+    order: list[str] = []
+    done: set[str] = set()
+    names = list(nodes)
+    while len(order) < len(names):
+        progressed = False
+        for n in names:
+            if n not in done and deps[n] <= done:
+                order.append(n)
+                done.add(n)
+                progressed = True
+        if not progressed:
+            left = [n for n in names if n not in done]
+            raise ConfigError(f"nodes {left} form a cycle; mark the input that closes the loop with "
+                              "'feedback: true' (it is then read on the next tick)")
+    return order
+
+
+def run_graph(graph: str | Path | dict, *, seconds: float | None = None, bus: str | None = None,
+              redis_url: str | None = None, clock: str | None = None, out_dir: str | Path | None = None,
+              **kw: Any) -> dict:
+    """Run a graph to its end; see :class:`cortexlink.runtime.runner.GraphRunner`.
+
+    Parameters
+    ----------
+    graph : path, built-in name, YAML text or dict
+    seconds : float, optional
+        Run length in source time (overrides the graph's ``seconds``).
+    bus : {"inprocess", "redis"}, optional
+        Overrides the graph's ``bus.kind``.
+    redis_url : str, optional
+        ``"auto"`` (start a private redis-server on 127.0.0.1) or ``redis://host:port``.
+    clock : {"realtime", "fast"}, optional
+    out_dir : path, optional
+        Where recordings, decoders and ``summary.json`` go.
+
+    Returns
+    -------
+    RunResult
+        JSON-able: per node state, counters, latencies and summaries; fault events; edges.
+    """
+    from cortexlink.runtime.runner import GraphRunner
+
+    return GraphRunner(graph, seconds=seconds, bus=bus, redis_url=redis_url, clock=clock, out_dir=out_dir,
+                       **kw).run()
+
+
+def session_to_graph(session: Any, *, clock: str = "fast", chunk_ms: float = 1.0, placement: str = "main",
+                     recorder: bool = False) -> dict:
+    """The closed-loop graph that runs a ``cortexlink session`` file on the runtime.
+
+    Parameters
+    ----------
+    session : path, YAML text or dict
+        A session (:func:`cortexlink.tasks.session.load_session`); ``decoder.kind: perfect`` has
+        no neural path and is refused.
+    clock : {"fast", "realtime"}
+    chunk_ms : float
+        Source chunk length.
+    placement : {"main", "subprocess"}
+        ``subprocess``: the dsp and decoder run in one child process (needs the Redis bus).
+    recorder : bool
+        Add a recorder node (raw, features, decoder output, cursor, events, faults).
+
+    Returns
+    -------
+    dict
+        A graph (validate and run it with :func:`run_graph`). With ``clock: fast`` and one process,
+        the figures equal :func:`~cortexlink.tasks.session.run_session`'s for the same session.
+    """
+    from cortexlink.tasks.session import load_session
+
+    cfg = load_session(session)
+    if cfg["decoder"]["kind"] == "perfect":
+        raise ConfigError("decoder.kind 'perfect' has no neural path to run on the runtime; "
+                          "use cortexlink session run for the perfect-decoder ceiling")
+    imp = dict(cfg["implant"])
+    preset = imp.pop("preset")
+    dt_ms = cfg["loop"]["dt_s"] * 1000.0
+    sub = {"where": "subprocess", "group": "pipeline"} if placement == "subprocess" else {}
+    nodes: dict[str, Any] = {
+        "participant": {"kind": "participant", "params": {"seed": cfg["seed"], "config": cfg["participant"]},
+                        "inputs": {"cursor": "cursor.state"}},
+        "implant": {"kind": "sim_source", "params": {"preset": preset, "seed": cfg["seed"], "config": imp,
+                                                      "chunk_ms": chunk_ms},
+                    "inputs": {"intent": "participant.intent"}},
+        "dsp": {"kind": "dsp", "params": {"feature_kinds": cfg["loop"].get("feature_kinds")},
+                "inputs": {"raw": "implant.raw"}, **sub},
+        "decoder": {"kind": "decoder", "params": {"decoder": cfg["decoder"]["kind"],
+                                                  "decoder_params": cfg["decoder"]["params"],
+                                                  "click": cfg["click_decoder"]["enabled"],
+                                                  "click_params": cfg["click_decoder"]["params"]},
+                    "inputs": {"features": "dsp.features", "labels": "participant.intent",
+                               "control": "cursor.control"}, **sub},
+        "cursor": {"kind": "cursor", "params": {"blocks": cfg["blocks"], "seed": cfg["seed"],
+                                                "effector": cfg.get("effector", {}),
+                                                "decoder_kind": cfg["decoder"]["kind"]},
+                   "inputs": {"intent": "decoder.intent", "participant": "participant.intent"}},
+    }
+    if recorder:
+        nodes["recorder"] = {"kind": "recorder", "inputs": {"raw": "implant.raw", "features": "dsp.features",
+                                                            "intent": "decoder.intent", "cursor": "cursor.state",
+                                                            "events": "cursor.events"}}
+    return {"name": cfg["name"], "bin_ms": dt_ms, "clock": clock,
+            "bus": {"kind": "redis" if placement == "subprocess" else "inprocess"}, "nodes": nodes}

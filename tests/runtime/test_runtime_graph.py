@@ -1,0 +1,101 @@
+"""Graph files: validation errors name the node and the field; the shipped graph loads."""
+
+import copy
+
+import pytest
+
+from cortexlink import ConfigError
+from cortexlink.runtime.graph import builtin_graph, load_graph, session_to_graph
+
+BASE = {
+    "name": "t",
+    "clock": "fast",
+    "nodes": {
+        "src": {"kind": "sim_source", "params": {"config": {"n_channels": 16}}},
+        "dsp": {"kind": "dsp", "inputs": {"raw": "src.raw"}},
+        "sink": {"kind": "sink", "inputs": {"data": "dsp.features"}},
+    },
+}
+
+
+def _with(**changes):
+    g = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        keys = path.split("__")
+        d = g
+        for k in keys[:-1]:
+            d = d.setdefault(k, {})
+        d[keys[-1]] = value
+    return g
+
+
+def test_valid_graph_fills_defaults_and_orders_nodes():
+    g = load_graph(BASE)
+    assert g["order"] == ["src", "dsp", "sink"]
+    assert g["nodes"]["dsp"]["inputs"]["raw"] == {"from": "src.raw", "maxlen": 256, "policy": "drop_oldest",
+                                                  "feedback": False}
+    assert g["nodes"]["src"]["params"]["chunk_ms"] == 1.0
+    assert g["nodes"]["dsp"]["where"] == "main" and g["nodes"]["sink"]["critical"] is False
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"nodes__dsp__kind": "fft"}, r"nodes\.dsp\.kind: node kind must be one of"),
+    ({"nodes__dsp__params": {"extractor": {"reference": "median"}}}, r"nodes\.dsp\.params\.extractor is invalid.*reference"),
+    ({"nodes__dsp__params": {"feature_kinds": ["spikes"]}}, r"nodes\.dsp\.params\.feature_kinds must be"),
+    ({"nodes__dsp__params": {"bogus": 1}}, r"nodes\.dsp\.params has unknown key\(s\) \['bogus'\]"),
+    ({"nodes__src__params": {"chunk_ms": 0.01}}, r"nodes\.src\.params\.chunk_ms must be a whole number"),
+    ({"nodes__src__params": {"chunk_ms": "1"}}, r"nodes\.src\.params\.chunk_ms must be a finite number"),
+    ({"nodes__src__params": {"config": {"n_channels": -3}}}, r"nodes\.src\.params\.config is invalid"),
+    ({"nodes__dsp__inputs": {"raw": "nowhere.raw"}}, r"nodes\.dsp\.inputs\.raw\.from names node 'nowhere'"),
+    ({"nodes__dsp__inputs": {"raw": "src.spikes"}}, r"nodes\.dsp\.inputs\.raw\.from: src \(sim_source\) has no output 'spikes'"),
+    ({"nodes__dsp__inputs": {"raw": {"from": "src.raw", "policy": "drop_newest"}}},
+     r"nodes\.dsp\.inputs\.raw\.policy must be one of \['block', 'drop_oldest', 'fail'\]"),
+    ({"nodes__dsp__inputs": {"raw": {"from": "src.raw", "maxlen": 0}}}, r"nodes\.dsp\.inputs\.raw\.maxlen must be"),
+    ({"nodes__dsp__inputs": {"lfp": "src.raw"}}, r"nodes\.dsp\.inputs\.lfp: dsp has no input 'lfp'"),
+    ({"nodes__dsp__inputs": {}}, r"nodes\.dsp\.inputs\.raw is required"),
+    ({"nodes__dsp__where": "gpu"}, r"nodes\.dsp\.where must be one of"),
+    ({"nodes__dsp__restart": {"max_restarts": -1}}, r"nodes\.dsp\.restart\.max_restarts must be"),
+    ({"nodes__dsp__inject": {"fail_at": [3]}}, r"nodes\.dsp\.inject has unknown key"),
+    ({"bin_ms": 20.01}, r"bin_ms must be a whole number of samples at the source's 30000 Hz"),
+    ({"clock": "slow"}, r"clock must be one of"),
+    ({"watchdog": {"stall_ms": 0}}, r"watchdog\.stall_ms must be"),
+    ({"extra": 1}, r"graph has unknown key\(s\) \['extra'\]"),
+])
+def test_errors_name_the_node_and_field(changes, match):
+    with pytest.raises(ConfigError, match=match):
+        load_graph(_with(**changes))
+
+
+def test_cycle_needs_a_feedback_edge():
+    g = {"nodes": {"a": {"kind": "sink", "inputs": {"data": "b.intent"}},
+                   "b": {"kind": "participant", "inputs": {"cursor": {"from": "c.state", "feedback": False}}},
+                   "c": {"kind": "cursor", "inputs": {"intent": "b.intent"}}}}
+    with pytest.raises(ConfigError, match=r"form a cycle; mark the input that closes the loop"):
+        load_graph(g)
+    g["nodes"]["b"]["inputs"]["cursor"]["feedback"] = True
+    assert load_graph(g)["order"].index("b") < load_graph(g)["order"].index("c")
+
+
+def test_cursor_blocks_are_validated_like_a_session():
+    g = _with(nodes__cur={"kind": "cursor", "inputs": {"intent": "dsp.features"},
+                          "params": {"blocks": [{"kind": "evaluation", "task": "tetris", "seconds": 5}]}})
+    with pytest.raises(ConfigError, match=r"nodes\.cur\.params\.blocks\[0\]\.task must be one of"):
+        load_graph(g)
+
+
+def test_builtin_closed_loop_graph_loads_and_yaml_text_too():
+    assert builtin_graph("closed_loop").is_file()
+    g = load_graph("closed_loop")
+    assert {"participant", "implant", "dsp", "decoder", "cursor", "recorder", "ui"} <= set(g["nodes"])
+    assert g["nodes"]["participant"]["inputs"]["cursor"]["feedback"] is True
+    assert g["order"].index("participant") < g["order"].index("implant") < g["order"].index("cursor")
+    text = "nodes:\n  s: {kind: sim_source, params: {config: {n_channels: 8}}}\n  k: {kind: sink, inputs: {data: s.raw}}\n"
+    assert load_graph(text)["order"] == ["s", "k"]
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_graph("no/such/graph.yaml")
+
+
+def test_session_to_graph_refuses_the_perfect_decoder():
+    with pytest.raises(ConfigError, match="perfect"):
+        session_to_graph({"decoder": {"kind": "perfect"},
+                          "blocks": [{"kind": "evaluation", "task": "webgrid", "seconds": 5}]})

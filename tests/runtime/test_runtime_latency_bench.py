@@ -1,0 +1,42 @@
+"""``cortexlink bench latency``: a few seconds only (figures belong to the benchmark, not to tests)."""
+
+import json
+
+import pytest
+
+from cortexlink.bench import latency
+from cortexlink.cli.main import main
+
+KEYS = {"bus", "channels", "p50_ms", "p99_ms", "p999_ms", "max_ms", "missed"}
+
+
+def test_cli_reports_the_json_fields(capsys, tmp_path):
+    out = tmp_path / "lat.json"
+    rc = main(["bench", "latency", "--json", "--channels", "32", "--buses", "inprocess", "--seconds", "1",
+               "--warmup-s", "1", "--out", str(out)])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text()) == res
+    (row,) = res["results"]
+    assert KEYS <= set(row) and row["bus"] == "inprocess" and row["channels"] == 32
+    assert row["n_bins"] == 50 and 0 < row["p50_ms"] <= row["p99_ms"] <= row["p999_ms"] <= row["max_ms"]
+    assert isinstance(row["missed"], int) and row["dropped"] == 0 and row["n_chunks"] == 2000
+    assert set(row["hops"]) == {"source->dsp", "dsp->decoder", "decoder->cursor"}
+    assert res["brand_reference"]["hop_ms"] == 0.6 and "missed" in res["definitions"]
+
+
+def test_redis_condition_runs_across_processes(redis_server):
+    res = latency.run(channels=[32], buses=["redis"], seconds=1.0, warmup_s=1.0, redis_url=redis_server.url,
+                      progress=False)
+    (row,) = res["results"]
+    assert KEYS <= set(row) and row["bus"] == "redis" and row["layout"] == "redis split"
+    assert row["n_bins"] > 0 and row["p50_ms"] > 0
+    for hop in row["hops"].values():                    # every edge crossed a process boundary
+        assert hop["n"] > 0 and hop["transport_p50_ms"] > 0
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="buses must be drawn from"):
+        latency.run(channels=[32], buses=["zeromq"], seconds=1.0)
+    with pytest.raises(ValueError, match="warmup_s > 0.5"):
+        latency.run(channels=[32], buses=["inprocess"], seconds=1.0, warmup_s=0.2)
