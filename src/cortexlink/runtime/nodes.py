@@ -727,8 +727,8 @@ class DecoderNode(Node):
                 where = {b: i for i, b in enumerate(rec["bins"])}
                 for j, b in enumerate(bins.tolist()):
                     i = where.get(b)
-                    if i is not None and rec["x"][i] is not None:
-                        feats[j] = rec["x"][i]
+                    if i is not None and rec["x"][i] is not None and np.all(np.isfinite(rec["dec"][i])):
+                        feats[j] = rec["x"][i]          # bins left NaN (not decoded) are dropped by refit_set
                         dec[j] = rec["dec"][i]
             traces.append(_trace(features=feats, decoded_velocity=dec,
                                  cursor_xy=np.asarray(blk["cursor_xy"], float).reshape(n, 2),
@@ -997,6 +997,9 @@ class CursorNode(Node):
         self.n_updates = 0
         self.n_halted_bins = 0
         self.n_not_ready = 0
+        self.n_wait_bins = 0
+        self._await_version: int | None = None
+        self._last_version = 0
         self.last_sample = -1
         self._halted_pub = False
         self._decoder_node = self.ctx.producer(self.name, "intent") or "decoder"
@@ -1007,23 +1010,34 @@ class CursorNode(Node):
 
     # -- schedule ---------------------------------------------------------------------------
     def _begin_next(self, next_bin: int, sample: int, t_enter: int) -> bool:
+        """Send the fit/refit commands up to the next task block and begin it at ``next_bin``.
+
+        With ``clock: realtime`` a block after a fit waits (the participant rests, the cursor
+        stays put) until the decoder's output carries the new version: the fit may run in a
+        thread for seconds. With ``clock: fast`` the fit is done before the next bin, so the
+        block begins at once, as in :func:`~cortexlink.tasks.session.run_session`.
+        """
         from cortexlink.tasks.session import make_task
 
+        n_fits = 0
         while self._i < len(self.blocks):
             b = self.blocks[self._i]
-            self._i += 1
             kind = b["kind"]
-            if kind == "fit":
-                self.emit("control", {"cmd": "fit", "name": b["name"]}, sample=sample, t_enter_ns=t_enter)
+            if kind in ("fit", "refit"):
+                self._i += 1
+                msg = {"cmd": kind, "name": b["name"]}
+                if kind == "refit":
+                    msg["blocks"] = self._closed_since_fit
+                self.emit("control", msg, sample=sample, t_enter_ns=t_enter)
                 self._closed_since_fit = []
-                self.results.append({"name": b["name"], "kind": "fit"})
+                self.results.append({"name": b["name"], "kind": kind})
+                n_fits += 1
                 continue
-            if kind == "refit":
-                self.emit("control", {"cmd": "refit", "name": b["name"], "blocks": self._closed_since_fit},
-                          sample=sample, t_enter_ns=t_enter)
-                self._closed_since_fit = []
-                self.results.append({"name": b["name"], "kind": "refit"})
-                continue
+            if n_fits and self.ctx.realtime:
+                self._await_version = self._last_version + n_fits
+                self.block = None
+                return False
+            self._i += 1
             task = make_task(b["task"], b["task_params"], seed=self.params["seed"])
             mode = "open" if kind == "calibration" else "closed"
             secs = b.get("seconds")
@@ -1039,6 +1053,9 @@ class CursorNode(Node):
         self.block = None
         self.finished = True
         return False
+
+    def _waiting(self) -> bool:
+        return self._await_version is not None
 
     def _end_block(self, sample: int, t_enter: int) -> None:
         from cortexlink.tasks.session import _jsonable
@@ -1108,12 +1125,25 @@ class CursorNode(Node):
         p = m.payload
         g = int(p["bin"])
         self.last_sample = m.sample
+        self._last_version = max(self._last_version, int(p.get("version", 0)))
+        if self._await_version is not None:
+            # between blocks, waiting for the decoder's new fit (realtime): the participant rests
+            self.t_s += self.dt
+            self.n_wait_bins += 1
+            begin = False
+            if self._last_version >= self._await_version:
+                self._await_version = None
+                begin = self._begin_next(g + 1, m.sample, m.t_enter_ns)
+                if not begin and not self._waiting() and self.params["stop_when_done"]:
+                    self.ctx.request_stop(f"{self.name}: schedule finished")
+            self._publish_state(g + 1, sample=m.sample, t_enter=m.t_enter_ns, begin=begin, clicked=False)
+            return
         if self.warm:
             self.t_s += self.dt
             if p.get("features_valid"):
                 self.warm = False
                 begin = self._begin_next(g + 1, m.sample, m.t_enter_ns)
-                if not begin and self.params["stop_when_done"]:
+                if not begin and not self._waiting() and self.params["stop_when_done"]:
                     self.ctx.request_stop(f"{self.name}: schedule finished")
                 self._publish_state(g + 1, sample=m.sample, t_enter=m.t_enter_ns, begin=begin, clicked=False)
             else:
@@ -1182,7 +1212,7 @@ class CursorNode(Node):
             if blk.done:
                 self._end_block(m.sample, m.t_enter_ns)
                 begin = self._begin_next(g + 1, m.sample, m.t_enter_ns)
-                if not begin and self.params["stop_when_done"]:
+                if not begin and not self._waiting() and self.params["stop_when_done"]:
                     self.ctx.request_stop(f"{self.name}: schedule finished")
         self._publish_state(g + 1, sample=m.sample, t_enter=m.t_enter_ns, begin=begin, clicked=clicked)
 
@@ -1199,7 +1229,7 @@ class CursorNode(Node):
 
     def summary(self) -> dict:
         return {"blocks": self.results, "n_updates": self.n_updates, "n_halted_bins": self.n_halted_bins,
-                "n_not_ready": self.n_not_ready, "loop_latency_ms": self.latency.summary(),
+                "n_not_ready": self.n_not_ready, "n_wait_bins": self.n_wait_bins, "loop_latency_ms": self.latency.summary(),
                 "faults_raised": self.watchdog.n_raised, "finished": self.finished}
 
 
