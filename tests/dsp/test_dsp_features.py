@@ -187,3 +187,27 @@ def test_apply_accepts_chunks_and_iterables(signal, same_features):
     same_features(_fx(cmap).apply(Chunk(data, FS, 0)), ref)
     same_features(_fx(cmap).apply(Chunk(data[i:i + 999], FS, i) for i in range(0, 6000, 999)), ref)
     assert _fx(cmap).apply([]).n_bins == 0
+
+
+class _GeneralAssembly(FeatureExtractor):
+    """The extractor with its real-time assembly fast path switched off."""
+
+    def _assemble_one(self, block):
+        return self._assemble_general([block], [])
+
+
+@pytest.mark.parametrize("feats", [("tx", "sbp"), ("sbp",), ("tx",)])
+def test_realtime_assembly_fast_path_equals_the_general_path(signal, same_features, feats):
+    data, cmap, _ = signal(12, 12000)
+    cmap = cmap.with_bad([False] * 11 + [True])
+    data = data.astype(np.float32) * np.float32(cmap.gain_uv[0])
+    data[5000:5040, 3] = np.nan                         # a NaN stretch masks channel 3 in its bins
+    fast, slow = _fx(cmap, features=feats), _GeneralAssembly(cmap, FS, calibration_s=CAL_S, features=feats)
+    a = [fast.step(Chunk(data[i:i + 30], FS, i)) for i in range(0, 12000, 30)]
+    b = [slow.step(Chunk(data[i:i + 30], FS, i)) for i in range(0, 12000, 30)]
+    same_features(BinnedFeatures.concat(a), BinnedFeatures.concat(b))
+    got = BinnedFeatures.concat(a)
+    assert not got.valid[:5].any()                      # the calibration bins are masked
+    assert not got.valid[:, [i for i, n in enumerate(got.feature_names) if n.startswith("ch0011/")]].any()
+    assert got.valid[5:].any()
+    assert not got.data.flags.writeable and not got.valid.flags.writeable

@@ -28,15 +28,22 @@ def test_cli_reports_the_json_fields(capsys, tmp_path):
 def test_redis_condition_runs_across_processes(redis_server):
     res = latency.run(channels=[32], buses=["redis"], seconds=1.0, warmup_s=1.0, redis_url=redis_server.url,
                       progress=False)
-    (row,) = res["results"]
-    assert KEYS <= set(row) and row["bus"] == "redis" and row["layout"] == "redis split"
-    assert row["n_bins"] > 0 and row["p50_ms"] > 0
-    for hop in row["hops"].values():                    # every edge crossed a process boundary
+    pipe, split = res["results"]
+    assert KEYS <= set(split) and split["bus"] == "redis" and split["layout"] == "redis split"
+    assert pipe["layout"] == "redis pipeline" and set(res["settings"]["redis_layouts"]) == {"pipeline", "split"}
+    for row in (pipe, split):
+        assert row["n_bins"] > 0 and row["p50_ms"] > 0 and row["dropped"] == 0
+    for hop in split["hops"].values():                  # every edge crossed a process boundary
         assert hop["n"] > 0 and hop["transport_p50_ms"] > 0
+    hops = pipe["hops"]                                 # only the raw stream did
+    assert hops["source->dsp"]["transport_p50_ms"] > 0
+    assert "transport_p50_ms" not in hops["dsp->decoder"] and "transport_p50_ms" not in hops["decoder->cursor"]
 
 
 def test_bad_settings():
     with pytest.raises(ValueError, match="buses must be drawn from"):
         latency.run(channels=[32], buses=["zeromq"], seconds=1.0)
+    with pytest.raises(ValueError, match="redis_layouts must be"):
+        latency.run(channels=[32], buses=["redis"], seconds=1.0, redis_layouts=["star"])
     with pytest.raises(ValueError, match="warmup_s > 0.5"):
         latency.run(channels=[32], buses=["inprocess"], seconds=1.0, warmup_s=0.2)

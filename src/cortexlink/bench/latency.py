@@ -13,9 +13,11 @@ decoder columns: spike-band power of the good channels above 128 channels) and a
 fitted offline on the same data and loaded from disk.
 
 * ``inprocess``: every node in one process on the in-process bus (the default runtime);
-* ``redis``: the source in the main process and dsp, decoder and cursor each in its own process,
-  connected through Redis Streams on a private ``redis-server`` (persistence off) — three
-  inter-process hops per bin, the raw stream on the first.
+* ``redis``, on a private ``redis-server`` (persistence off), the source always in the main
+  process, in two layouts: ``pipeline`` — dsp, decoder and cursor together in one other
+  process, so the raw stream (1024 x 30 int16 = 61 kB per message) crosses one process
+  boundary; ``split`` — dsp, decoder and cursor each in its own process: three inter-process
+  hops per bin, the raw stream on the first (BRAND's arrangement of one node per process).
 
 Measured, after ``warmup_s`` (calibration of the extractor):
 
@@ -53,6 +55,10 @@ __all__ = ["run", "print_summary", "latency_graph", "prepare_data", "BRAND_HOP_M
 
 #: Inter-node latency BRAND reports at 1024 channels x 30 kHz in 1 ms chunks (their publication).
 BRAND_HOP_MS = 0.6
+#: Placements of the Redis condition: where dsp, decoder and cursor run (the source is always in
+#: the main process).
+LAYOUTS = {"pipeline": "dsp, decoder and cursor in one other process (1 inter-process hop, raw data)",
+           "split": "dsp, decoder and cursor each in its own process (3 inter-process hops)"}
 FS_HZ = 30000.0
 
 
@@ -171,9 +177,11 @@ def _one(graph: dict, redis_url: str | None) -> dict:
 
 def run(channels: Sequence[int] = (1024, 4096), buses: Sequence[str] = ("inprocess", "redis"),
         seconds: float = 60.0, *, warmup_s: float = 5.0, loop_s: float = 1.0, seed: int = 0,
-        redis_url: str = "auto", redis_layout: str = "split", progress: bool = True) -> dict:
-    """Run the latency benchmark; return JSON-able results (``results[] = {bus, channels, p50_ms,
-    p99_ms, p999_ms, max_ms, missed, ...}``)."""
+        redis_url: str = "auto", redis_layouts: Sequence[str] = ("pipeline", "split"),
+        progress: bool = True) -> dict:
+    """Run the latency benchmark; return JSON-able results (``results[] = {bus, channels, layout,
+    p50_ms, p99_ms, p999_ms, max_ms, missed, ...}``), one row per channel count and condition:
+    ``inprocess``, then ``redis`` once per layout in ``redis_layouts``."""
     from cortexlink.bench.dsp import machine_info
 
     for c in channels:
@@ -182,6 +190,10 @@ def run(channels: Sequence[int] = (1024, 4096), buses: Sequence[str] = ("inproce
     for b in buses:
         if b not in ("inprocess", "redis"):
             raise ConfigError(f"buses must be drawn from ['inprocess', 'redis']; got {b!r}")
+    if isinstance(redis_layouts, str) or not redis_layouts or any(x not in LAYOUTS for x in redis_layouts):
+        raise ConfigError(f"redis_layouts must be a non-empty list drawn from {sorted(LAYOUTS)}; got {redis_layouts!r}")
+    conditions = [(b, None) for b in buses if b == "inprocess"] + [("redis", x) for b in buses if b == "redis"
+                                                                  for x in redis_layouts]
     if not seconds > 0 or not warmup_s > 0.5 or not loop_s >= 0.5:
         raise ConfigError(f"seconds must be > 0, warmup_s > 0.5 (the extractor calibrates on 0.5 s) and "
                           f"loop_s >= 0.5; got {seconds!r}, {warmup_s!r}, {loop_s!r}")
@@ -190,9 +202,7 @@ def run(channels: Sequence[int] = (1024, 4096), buses: Sequence[str] = ("inproce
         "settings": {"channels": list(channels), "buses": list(buses), "seconds": seconds, "warmup_s": warmup_s,
                      "loop_s": loop_s, "chunk_ms": 1.0, "bin_ms": 20.0, "fs_hz": FS_HZ, "seed": seed,
                      "graph": "replay_source -> dsp -> decoder (Kalman, loaded) -> cursor",
-                     "redis_layout": ("source in the main process; dsp, decoder and cursor each in its own process"
-                                      if redis_layout == "split" else
-                                      "source in the main process; dsp, decoder and cursor in one other process")},
+                     "redis_layouts": {x: LAYOUTS[x] for x in redis_layouts}},
         "definitions": {
             "latency": "cursor update time - t_enter of the chunk that completed the bin (monotonic clock)",
             "missed": "chunks handed over more than 1 chunk period late by the source, or finished more than "
@@ -208,16 +218,15 @@ def run(channels: Sequence[int] = (1024, 4096), buses: Sequence[str] = ("inproce
             if progress:
                 logger.warning("latency bench: generating %.1f s of %d-channel data and fitting the decoder", loop_s, ch)
             prep = prepare_data(ch, loop_s, work, seed=seed)
-            for bus in buses:
+            for bus, layout in conditions:
                 if progress:
-                    logger.warning("latency bench: %d channels, %s bus, %.0f s (+%.0f s warm-up)", ch, bus,
-                                   seconds, warmup_s)
+                    logger.warning("latency bench: %d channels, %s bus%s, %.0f s (+%.0f s warm-up)", ch, bus,
+                                   f" ({layout})" if layout else "", seconds, warmup_s)
                 g = latency_graph(prep["data"], prep["decoder"], bus=bus, seconds=seconds, warmup_s=warmup_s,
-                                  redis_layout=redis_layout)
+                                  redis_layout=layout or "split")
                 r = _one(g, redis_url)
-                row = {"bus": bus, "channels": ch, "layout": ("one process" if bus == "inprocess" else
-                                                             f"redis {redis_layout}"), **{k: r[k] for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms",
-                                                                      "missed")},
+                row = {"bus": bus, "channels": ch, "layout": "one process" if bus == "inprocess" else f"redis {layout}",
+                       **{k: r[k] for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms", "missed")},
                        "n_bins": r["n_bins"], "n_chunks": r["n_chunks"], "dropped": r["dropped"],
                        "n_features": prep["n_features"], "mean_ms": r["mean_ms"], "missed_by_node": r["missed_by_node"],
                        "hops": r["hops"], "step_ms": r["step_ms"], "dsp_chunk_latency_ms": r["dsp_chunk_latency_ms"],
@@ -241,10 +250,11 @@ def print_summary(result: dict) -> None:
     s = result["settings"]
     print(f"machine: {m['cpu']} ({m['cores']} cores); {s['seconds']:.0f} s per condition after {s['warmup_s']:.0f} s "
           f"warm-up; 1 ms chunks, 20 ms bins; {s['graph']}")
-    print(f"{'bus':<10}{'channels':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'max ms':>9}{'missed':>8}"
+    print(f"{'condition':<16}{'channels':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'max ms':>9}{'missed':>8}"
           f"{'bins':>7}   hop p50/p99 ms (BRAND: {result['brand_reference']['hop_ms']} ms)")
     for r in result["results"]:
         hops = "  ".join(f"{k} {h['p50_ms']:.3f}/{h['p99_ms']:.3f}" for k, h in r["hops"].items() if h)
         f = (lambda v: f"{v:.3f}" if v is not None else "-")
-        print(f"{r['bus']:<10}{r['channels']:>9}{f(r['p50_ms']):>9}{f(r['p99_ms']):>9}{f(r['p999_ms']):>10}"
+        cond = r["bus"] if r["bus"] == "inprocess" else r.get("layout", r["bus"])
+        print(f"{cond:<16}{r['channels']:>9}{f(r['p50_ms']):>9}{f(r['p99_ms']):>9}{f(r['p999_ms']):>10}"
               f"{f(r['max_ms']):>9}{r['missed']:>8}{r['n_bins'] or 0:>7}   {hops}")

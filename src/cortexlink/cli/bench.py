@@ -112,8 +112,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     la = bsub.add_parser("latency", help="end-to-end loop latency on the runtime, in-process and across processes via Redis",
                          description="Plays pre-generated simulated data (1 ms chunks, paced by the wall clock) "
                                      "through the runtime graph source -> dsp -> decoder -> cursor, in one process "
-                                     "(in-process bus) and with dsp, decoder and cursor each in its own process "
-                                     "(Redis Streams on a private redis-server); reports the latency from a chunk "
+                                     "(in-process bus) and over Redis Streams on a private redis-server, with dsp, "
+                                     "decoder and cursor together in a second process (pipeline) and each in its own "
+                                     "process (split); reports the latency from a chunk "
                                      "entering the graph to the cursor update (p50/p99/p99.9/max), missed deadlines "
                                      "(a chunk not processed before the next one is due) and per-hop times beside "
                                      "BRAND's published 0.6 ms.")
@@ -125,9 +126,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="seconds before measuring (extractor calibration, catching up after it; default: 5)")
     la.add_argument("--loop-s", type=float, default=1.0, help="seconds of pre-generated data, looped (default: 1)")
     la.add_argument("--redis", default="auto", metavar="auto|URL", help="Redis server (default: auto, a private one)")
-    la.add_argument("--redis-layout", choices=["split", "pipeline"], default="split",
-                    help="split: dsp, decoder and cursor each in its own process (3 hops); pipeline: all three in "
-                         "one process (1 hop) (default: split)")
+    la.add_argument("--redis-layout", nargs="+", choices=["pipeline", "split"], default=["pipeline", "split"],
+                    help="placements measured on Redis: pipeline: dsp, decoder and cursor together in one other "
+                         "process (1 hop); split: each in its own process (3 hops) (default: both)")
     la.add_argument("--json", action="store_true", help="print the result as JSON only")
     la.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     la.set_defaults(func=_run_latency)
@@ -210,6 +211,6 @@ def _run_latency(args: argparse.Namespace) -> int:
     from cortexlink.bench import latency
 
     result = latency.run(channels=args.channels, buses=args.buses, seconds=args.seconds, warmup_s=args.warmup_s,
-                         loop_s=args.loop_s, redis_url=args.redis, redis_layout=args.redis_layout,
+                         loop_s=args.loop_s, redis_url=args.redis, redis_layouts=args.redis_layout,
                          progress=not args.json)
     return _emit(result, args, latency.print_summary)

@@ -500,6 +500,7 @@ class FeatureExtractor:
             bad = self._calib.bad
             self._thr_k = np.where(bad, -np.inf, self._calib.thresholds_uv).astype(np.float32)
         self._bad = bad
+        self._good_cols = None          # valid-mask template of the fast path, rebuilt on demand
         self._refmask = (~bad).astype(np.int32) if self.reference != "none" else np.zeros(n, np.int32)
         self._lrr = self._calib.lrr_matrix if (self._calib is not None and self.reference == "lrr") else None
 
@@ -904,7 +905,6 @@ class FeatureExtractor:
 
     # ------------------------------------------------------------------ output
     def _assemble(self, blocks: list, gaps: list) -> BinnedFeatures:
-        C = self.n_channels
         W = self.bin_width_samples
         kinds = self.features
         if not blocks and not gaps:
@@ -914,6 +914,14 @@ class FeatureExtractor:
                 self._empty_out = BinnedFeatures(z, np.zeros(0, np.int64), W, self.fs_hz,
                                                  self._feature_names, np.zeros(z.shape, bool), ())
             return self._empty_out
+        if len(blocks) == 1 and not gaps and not self._mask_ranges and "lfp" not in kinds:
+            return self._assemble_one(blocks[0])
+        return self._assemble_general(blocks, gaps)
+
+    def _assemble_general(self, blocks: list, gaps: list) -> BinnedFeatures:
+        C = self.n_channels
+        W = self.bin_width_samples
+        kinds = self.features
         if blocks:
             starts = np.concatenate([b[0] for b in blocks])
             tx = np.concatenate([b[1] for b in blocks])
@@ -950,6 +958,33 @@ class FeatureExtractor:
         vmask = np.concatenate(valid, axis=1)
         data = np.where(vmask, data, np.float32(np.nan)).astype(np.float32, copy=False)
         return BinnedFeatures(data, starts, W, self.fs_hz, self._feature_names, vmask, tuple(gaps))
+
+    def _assemble_one(self, block: tuple) -> BinnedFeatures:
+        """The real-time case of :meth:`_assemble` (one block of bins, no gap, no mask range, no
+        LFP) with the fewest array operations: the same result, about a third of the time."""
+        starts, tx, sbp, _, forced = block
+        nb = starts.size
+        C = self.n_channels
+        kinds = self.features
+        gc = self._good_cols
+        if gc is None:
+            good = ~self._bad
+            gc = self._good_cols = np.concatenate([good] * len(kinds))
+        data = np.empty((nb, C * len(kinds)), np.float32)
+        for j, k in enumerate(kinds):
+            data[:, j * C:(j + 1) * C] = tx if k == "tx" else sbp
+        fin = np.isfinite(sbp)
+        vmask = np.empty(data.shape, bool)
+        for j in range(len(kinds)):
+            vmask[:, j * C:(j + 1) * C] = fin
+        vmask &= gc
+        if forced:
+            vmask[:] = False
+        elif starts[0] < self._cal_mask_until:
+            vmask[starts < self._cal_mask_until] = False
+        np.copyto(data, np.float32(np.nan), where=~vmask)
+        return BinnedFeatures._trusted(data, starts, self.bin_width_samples, self.fs_hz, self._feature_names,
+                                       vmask)
 
     # ------------------------------------------------------------------ offline
     def _as_chunks(self, data: Any, chunk_size: int | None) -> Iterable[Chunk]:

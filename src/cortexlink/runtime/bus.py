@@ -303,6 +303,33 @@ class Bus:
             time.sleep(timeout_s)
         return 0
 
+    def _xread(self, streams: dict[str, bytes], block_ms: int | None) -> list:
+        """``XREAD`` straight on the client's own connection (redis-py's command layer and reply
+        callbacks cost tens of microseconds per call on the hot path); the reply as
+        ``[(key, [(id, {field: value}), ...]), ...]``, empty on timeout."""
+        conn = getattr(self._r, "connection", None)
+        if conn is None:                # a pooled client: the ordinary call
+            return self._r.xread(streams, count=1000, block=block_ms) or []
+        args: list[Any] = [b"XREAD", b"COUNT", 1000]
+        if block_ms is not None:
+            args += [b"BLOCK", block_ms]
+        args.append(b"STREAMS")
+        args.extend(streams)
+        args.extend(streams.values())
+        conn.send_packed_command(pack_command(args), check_health=False)
+        raw = conn.read_response()
+        if not raw:
+            return []
+        items = raw.items() if isinstance(raw, dict) else raw
+        out = []
+        for key, entries in items:
+            rows = []
+            for eid, flat in entries:
+                it = iter(flat or ())
+                rows.append((eid, dict(zip(it, it))))
+            out.append((key, rows))
+        return out
+
     # -- shared state -----------------------------------------------------------------------
     def set_info(self, key: str, value: dict) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -310,7 +337,7 @@ class Bus:
     def get_info(self, key: str) -> dict | None:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def set_state(self, node: str, info: dict) -> None:  # pragma: no cover - interface
+    def set_state(self, node: str, info: dict, *, wait: bool = True) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
     def states(self) -> dict[str, dict]:  # pragma: no cover - interface
@@ -327,6 +354,11 @@ class Bus:
 
     def stop_requested(self) -> str | None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def poll_stop(self) -> str | None:
+        """Like :meth:`stop_requested`, but may answer from the last poll (no wait on the hot
+        path): a stop is seen within one housekeeping period more."""
+        return self.stop_requested()
 
     def close(self) -> None:
         """Release connections (idempotent)."""
@@ -363,7 +395,7 @@ class InProcessBus(Bus):
     def get_info(self, key: str) -> dict | None:
         return self._info.get(key)
 
-    def set_state(self, node: str, info: dict) -> None:
+    def set_state(self, node: str, info: dict, *, wait: bool = True) -> None:
         self._states[node] = info
 
     def states(self) -> dict[str, dict]:
@@ -468,6 +500,112 @@ def decode_message(topic: str, f: dict[bytes, bytes]) -> Message:
     return Message(topic, int(f[b"q"]), int(f[b"s"]), int(f[b"e"]), payload, int(f[b"p"]))
 
 
+#: Values longer than this are written to the socket as they are, not copied into the header.
+_PACK_BIG = 16384
+
+
+def pack_command(args: Iterable[Any]) -> list:
+    """A command in the Redis protocol (RESP), as a list of byte strings for ``sendall``: the
+    small parts joined, large values (raw chunks) left as they are, so a 60 kB chunk is never
+    copied on its way to the socket."""
+    args = list(args)
+    out: list = []
+    buf = bytearray(b"*%d\r\n" % len(args))
+    for a in args:
+        if isinstance(a, str):
+            a = a.encode()
+        elif isinstance(a, bool) or a is None:
+            raise TypeError(f"cannot send {a!r} to Redis (bytes, str, int or float)")
+        elif isinstance(a, int):
+            a = b"%d" % a
+        elif isinstance(a, float):
+            a = repr(a).encode()
+        elif not isinstance(a, (bytes, bytearray, memoryview)):
+            raise TypeError(f"cannot send a {type(a).__name__} to Redis (bytes, str, int or float)")
+        n = a.nbytes if isinstance(a, memoryview) else len(a)
+        buf += b"$%d\r\n" % n
+        if n > _PACK_BIG:
+            out.append(bytes(buf))
+            out.append(a)
+            buf = bytearray(b"\r\n")
+        else:
+            buf += a
+            buf += b"\r\n"
+    out.append(bytes(buf))
+    return out
+
+
+class AsyncLink:
+    """A second connection to the same Redis server for writes the hot path must not wait on.
+
+    :meth:`send` writes a command and returns at once; the replies are read later, in order,
+    when they have arrived (:meth:`poll`, called by every :meth:`send`) or all at once
+    (:meth:`sync`). A reply that is an error is raised by the call that reads it, so a failed
+    ``XADD`` is never silent, only reported a little later. At most ``max_pending`` replies
+    are left unread; beyond that :meth:`send` waits for the oldest.
+
+    Each command may name a callback that receives its reply (the health poll of the runner
+    reads node states this way without a round trip on the hot path).
+    """
+
+    def __init__(self, client: Any, max_pending: int = 256) -> None:
+        import redis
+
+        cp = client.connection_pool
+        self._pool = redis.ConnectionPool(connection_class=cp.connection_class, **cp.connection_kwargs)
+        self._conn = self._pool.get_connection()
+        self._pending: collections.deque = collections.deque()
+        self.max_pending = int(max_pending)
+        self.n_sent = 0
+
+    @property
+    def n_pending(self) -> int:
+        return len(self._pending)
+
+    def send(self, *args: Any, on_reply: Callable[[Any], None] | None = None) -> None:
+        """Write one command (``"XADD", key, ...``) without waiting for its reply (replies are
+        read by :meth:`poll`, which the bus calls while it waits anyway)."""
+        while len(self._pending) >= self.max_pending:
+            self._read_one()
+        self._conn.send_packed_command(pack_command(args), check_health=False)
+        self._pending.append(on_reply)
+        self.n_sent += 1
+
+    def _read_one(self) -> None:
+        cb = self._pending.popleft()
+        reply = self._conn.read_response()
+        if cb is not None:
+            cb(reply)
+
+    def poll(self) -> int:
+        """Read the replies that have already arrived (never waits); return how many."""
+        n = 0
+        conn = self._conn
+        while self._pending and conn.can_read(timeout=0):
+            self._read_one()
+            n += 1
+        return n
+
+    def sync(self) -> None:
+        """Wait for every outstanding reply (before a stop, at the end of a run)."""
+        while self._pending:
+            self._read_one()
+
+    def close(self) -> None:
+        try:
+            self._pool.disconnect()
+        except Exception:  # pragma: no cover - best effort
+            logger.debug("closing the async redis link failed", exc_info=True)
+
+
+def _as_dict(reply: Any) -> dict:
+    """An ``HGETALL`` reply as a dict (RESP3 parsers give a dict, RESP2 ones a flat list)."""
+    if isinstance(reply, dict):
+        return reply
+    it = iter(reply or ())
+    return dict(zip(it, it))
+
+
 class RedisStreamsBus(Bus):
     """A bus over Redis Streams for nodes in several processes or on several hosts.
 
@@ -517,6 +655,24 @@ class RedisStreamsBus(Bus):
         self.origin = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.n_xadd = 0
         self.n_xread = 0
+        self._link: AsyncLink | None = None
+        self._health: tuple[int, dict, dict] | None = None   # (t_ns, states, heartbeats) of the last poll
+        self._health_wait = False
+        self._stop_seen: str | None = None
+        self._stop_wait = False
+
+    @property
+    def link(self) -> AsyncLink:
+        """The connection for writes nobody waits on (``XADD``, heartbeats, states, acks),
+        opened on first use."""
+        if self._link is None:
+            self._link = AsyncLink(self._r)
+        return self._link
+
+    def sync(self) -> None:
+        """Wait until Redis has acknowledged every write sent so far (raises a write's error)."""
+        if self._link is not None:
+            self._link.sync()
 
     # -- keys ---------------------------------------------------------------------------
     def stream_key(self, topic: str) -> str:
@@ -555,8 +711,7 @@ class RedisStreamsBus(Bus):
         sub = super().subscribe(topic, name, maxlen=maxlen, policy=policy, threaded=threaded, lazy=lazy)
         if topic not in self._produced and policy == "block":
             key = self._ack_key(topic, name)
-            r = self._r
-            sub.on_drain = lambda seq, _k=key: r.set(_k, seq)
+            sub.on_drain = lambda seq, _k=key: self.link.send(b"SET", _k, seq)
         return sub
 
     def _remote_topics(self, lazy: bool = False) -> list[str]:
@@ -586,14 +741,14 @@ class RedisStreamsBus(Bus):
         fields = encode_message(msg)
         if topic in self._shared:
             fields[b"o"] = self.origin
+        args = [b"XADD", self.stream_key(topic), b"MAXLEN", b"~", maxlen, b"*"]
+        for k, v in fields.items():
+            args.append(k)
+            args.append(v)
+        link = self.link
+        link.send(*args)
         if self._hb_pending:
-            pipe = self._r.pipeline(transaction=False)
-            pipe.xadd(self.stream_key(topic), fields, maxlen=maxlen, approximate=True)
-            pipe.hset(self.prefix + "hb", mapping=self._hb_pending)
-            pipe.execute()
-            self._hb_pending = {}
-        else:
-            self._r.xadd(self.stream_key(topic), fields, maxlen=maxlen, approximate=True)
+            self._send_heartbeats()
         self.n_xadd += 1
 
     def _wait_for_room(self, topic: str, seq: int, edges: list[tuple[str, int]]) -> None:
@@ -619,6 +774,8 @@ class RedisStreamsBus(Bus):
         ``timeout_s`` (whole milliseconds, then the server's ``hz`` granularity; under 1 ms: a
         non-blocking read, then a sleep) for the first message, and deliver what arrived to the
         local subscriptions. Lazy topics are read only with ``lazy=True``."""
+        if self._link is not None and self._link.n_pending:
+            self._link.poll()
         topics = self._remote_topics(lazy)
         if not topics:
             if timeout_s > 0:
@@ -635,7 +792,7 @@ class RedisStreamsBus(Bus):
                 self._pos[t] = pos
             streams[self.stream_key(t)] = pos
         block_ms = int(timeout_s * 1000.0)
-        reply = self._r.xread(streams, count=1000, block=block_ms if block_ms >= 1 else None)
+        reply = self._xread(streams, block_ms if block_ms >= 1 else None)
         self.n_xread += 1
         if not reply:
             if 0 < timeout_s < 0.001:
@@ -681,8 +838,13 @@ class RedisStreamsBus(Bus):
         got = self._r.get(self.prefix + "info:" + key)
         return None if got is None else json.loads(got)
 
-    def set_state(self, node: str, info: dict) -> None:
-        self._r.hset(self.prefix + "state", node, json.dumps(info, default=_json_default))
+    def set_state(self, node: str, info: dict, *, wait: bool = True) -> None:
+        """Publish a node's state; ``wait=False``: without waiting for the reply (hot path)."""
+        value = json.dumps(info, default=_json_default)
+        if wait:
+            self._r.hset(self.prefix + "state", node, value)
+        else:
+            self.link.send(b"HSET", self.prefix + "state", node, value)
 
     def states(self) -> dict[str, dict]:
         got = self._r.hgetall(self.prefix + "state")
@@ -693,10 +855,20 @@ class RedisStreamsBus(Bus):
         self._hb_pending[node] = int(n_out)
 
     def flush(self) -> None:
-        """Send buffered heartbeats now."""
+        """Send buffered heartbeats now (without waiting for the reply) and read the replies
+        that have arrived."""
         if self._hb_pending:
-            self._r.hset(self.prefix + "hb", mapping=self._hb_pending)
-            self._hb_pending = {}
+            self._send_heartbeats()
+        if self._link is not None:
+            self._link.poll()
+
+    def _send_heartbeats(self) -> None:
+        args: list[Any] = [b"HSET", self.prefix + "hb"]
+        for k, v in self._hb_pending.items():
+            args.append(k)
+            args.append(v)
+        self._hb_pending = {}
+        self.link.send(*args)
 
     def heartbeats(self) -> dict[str, int]:
         got = self._r.hgetall(self.prefix + "hb")
@@ -710,12 +882,52 @@ class RedisStreamsBus(Bus):
         st, hb = pipe.execute()
         return ({k.decode(): json.loads(v) for k, v in st.items()}, {k.decode(): int(v) for k, v in hb.items()})
 
+    def poll_health(self, max_age_ns: int) -> tuple[int, dict[str, dict], dict[str, int]] | None:
+        """Node states and heartbeats without a round trip on the caller's path: when the last
+        snapshot is older than ``max_age_ns`` and none is on its way, ask for a new one; return
+        the newest snapshot that has arrived, ``(t_ns, states, heartbeats)`` with ``t_ns`` the
+        time it was asked for, or None before the first."""
+        now = time.monotonic_ns()
+        link = self.link
+        if link.n_pending:
+            link.poll()
+        if not self._health_wait and (self._health is None or now - self._health[0] >= max_age_ns):
+            self._health_wait = True
+            got: dict[str, Any] = {}
+
+            def states(reply: Any) -> None:
+                got["st"] = {k.decode(): json.loads(v) for k, v in _as_dict(reply).items()}
+
+            def beats(reply: Any, _t: int = now) -> None:
+                hb = {k.decode(): int(v) for k, v in _as_dict(reply).items()}
+                self._health = (_t, got.get("st", {}), hb)
+                self._health_wait = False
+
+            link.send(b"HGETALL", self.prefix + "state", on_reply=states)
+            link.send(b"HGETALL", self.prefix + "hb", on_reply=beats)
+        return self._health
+
     def request_stop(self, reason: str = "") -> None:
+        self.sync()            # every message sent before the stop is in Redis before it
         self._r.set(self.prefix + "stop", reason or "stop requested", nx=True)
 
     def stop_requested(self) -> str | None:
         got = self._r.get(self.prefix + "stop")
         return None if got is None else got.decode()
+
+    def poll_stop(self) -> str | None:
+        if self._stop_seen is None and not self._stop_wait:
+            self._stop_wait = True
+
+            def got(reply: Any) -> None:
+                self._stop_wait = False
+                if reply is not None:
+                    self._stop_seen = reply.decode() if isinstance(reply, bytes) else str(reply)
+
+            self.link.send(b"GET", self.prefix + "stop", on_reply=got)
+        elif self._link is not None and self._link.n_pending:
+            self._link.poll()
+        return self._stop_seen
 
     def delete_run(self) -> None:
         """Delete every key of this run (streams, state, info)."""
@@ -724,6 +936,13 @@ class RedisStreamsBus(Bus):
             self._r.delete(*keys[i:i + 500])
 
     def close(self) -> None:
+        if self._link is not None:
+            try:
+                self._link.sync()
+            except Exception:
+                logger.warning("writes to Redis were still unacknowledged at close", exc_info=True)
+            self._link.close()
+            self._link = None
         try:
             self._r.close()
         except Exception:  # pragma: no cover - best effort

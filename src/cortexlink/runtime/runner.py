@@ -30,6 +30,7 @@ child process that died, under the restart policy of its nodes.
 from __future__ import annotations
 
 import collections
+import gc
 import json
 import logging
 import os
@@ -57,6 +58,15 @@ HOUSEKEEPING_NS = 100_000_000       # states, drop accounting, stop checks
 #: for raw chunks), a socket timeout well above the longest blocking read.
 _CLIENT_KW = {"socket_timeout": 30.0, "single_connection_client": True, "socket_read_size": 1 << 20}
 SEVERITIES = ("halt", "warning", "info", "clear")
+
+
+def _quiet_gc() -> None:
+    """Before a real-time loop: collect once and freeze what set-up allocated (modules, models,
+    buffers), so that the cyclic garbage collector only ever scans objects made during the run;
+    a full collection over everything a process imported (numpy, torch, pynwb) takes milliseconds
+    and would land on the hot path as a latency spike."""
+    gc.collect()
+    gc.freeze()
 
 
 class RunResult(dict):
@@ -328,12 +338,19 @@ class GraphRunner:
             t, states, hb = self._remote_cache
             wd = self.graph.get("watchdog", {})
             interval = int(float(wd.get("check_interval_ms", 2.0)) * 1e6)
-            if now - t >= interval:
+            if isinstance(self.bus, RedisStreamsBus):
+                # asked for now, read on a later pass: no round trip on the hot path
                 try:
-                    if isinstance(self.bus, RedisStreamsBus):
-                        states, hb = self.bus.health_snapshot()
-                    else:
-                        states, hb = self.bus.states(), self.bus.heartbeats()
+                    got = self.bus.poll_health(interval)
+                except Exception:
+                    logger.warning("could not read node states from the bus", exc_info=True)
+                    got = None
+                if got is not None:
+                    self._remote_cache = got
+                    t, states, hb = got
+            elif now - t >= interval:
+                try:
+                    states, hb = self.bus.states(), self.bus.heartbeats()
                 except Exception:
                     logger.warning("could not read node states from the bus", exc_info=True)
                 self._remote_cache = (now, states, hb)
@@ -354,7 +371,7 @@ class GraphRunner:
             except Exception as exc:  # a summary must not lose the run's other results
                 info["summary"] = {"error": f"{type(exc).__name__}: {exc}"}
         try:
-            self.bus.set_state(slot.name, info)
+            self.bus.set_state(slot.name, info, wait=final)
         except Exception:
             logger.warning("could not publish the state of %s", slot.name, exc_info=True)
         return info
@@ -539,6 +556,8 @@ class GraphRunner:
             self._setup_nodes()
             if self.role == "main" and isinstance(self.bus, RedisStreamsBus) and self._remote_nodes:
                 self._start_workers()
+            if self.realtime:
+                _quiet_gc()
             try:
                 self._loop()
             except KeyboardInterrupt:
@@ -699,11 +718,11 @@ class GraphRunner:
             if self._workers:
                 self._check_workers()
             if isinstance(self.bus, RedisStreamsBus):
-                ext = self.bus.stop_requested()
+                ext = self.bus.poll_stop()
                 if ext and self._stop is None:
                     self._request_stop(ext)
         else:
-            reason = self.bus.stop_requested()
+            reason = self.bus.poll_stop()
             if reason:
                 self._request_stop(f"main process: {reason}")
             elif os.getppid() != ppid and self.graph["nodes"][self.local[0]]["where"] == "subprocess":
