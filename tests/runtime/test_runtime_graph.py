@@ -60,6 +60,10 @@ def test_valid_graph_fills_defaults_and_orders_nodes():
     ({"clock": "slow"}, r"clock must be one of"),
     ({"watchdog": {"stall_ms": 0}}, r"watchdog\.stall_ms must be"),
     ({"extra": 1}, r"graph has unknown key\(s\) \['extra'\]"),
+    ({"nodes__dsp__cpus": [1, 1]}, r"nodes\.dsp\.cpus must be a non-empty list of distinct CPU numbers"),
+    ({"nodes__dsp__cpus": "0"}, r"nodes\.dsp\.cpus must be a non-empty list"),
+    ({"nodes__dsp__cpus": [-1]}, r"nodes\.dsp\.cpus must be"),
+    ({"bus": {"kind": "redis", "server_cpus": []}}, r"bus\.server_cpus must be a non-empty list"),
 ])
 def test_errors_name_the_node_and_field(changes, match):
     with pytest.raises(ConfigError, match=match):
@@ -99,3 +103,33 @@ def test_session_to_graph_refuses_the_perfect_decoder():
     with pytest.raises(ConfigError, match="perfect"):
         session_to_graph({"decoder": {"kind": "perfect"},
                           "blocks": [{"kind": "evaluation", "task": "webgrid", "seconds": 5}]})
+
+
+def test_a_process_is_pinned_to_the_cpus_of_its_nodes():
+    import os
+
+    from cortexlink.runtime.graph import run_graph
+    from cortexlink.runtime.runner import pin_cpus
+
+    cpu = max(os.sched_getaffinity(0))
+    before = os.sched_getaffinity(0)
+    g = _with(nodes__dsp__cpus=[cpu], seconds=0.05)
+    try:
+        res = run_graph(g)
+        assert res["cpus"] == [cpu] and os.sched_getaffinity(0) == {cpu}
+    finally:
+        pin_cpus(sorted(before), "restore")          # every thread of the test process
+    with pytest.raises(ConfigError, match=r"CPU\(s\) \[4096\] are not available here"):
+        run_graph(_with(nodes__dsp__cpus=[4096], seconds=0.05))
+
+
+def test_latency_bench_cpu_plan():
+    from cortexlink.bench.latency import plan_cpus
+
+    assert plan_cpus("redis", "pipeline", [0]) == {}
+    assert plan_cpus("inprocess", None, [0, 1]) == {"main": [1]}
+    assert plan_cpus("redis", "pipeline", [0, 1]) == {"main": [0], "redis": [0], "pipeline": [1]}
+    assert plan_cpus("redis", "split", [0, 1]) == {"main": [0], "redis": [0], "dsp": [1], "decoder": [1],
+                                                   "cursor": [1]}
+    assert plan_cpus("redis", "split", [0, 1, 2, 3, 4, 5]) == {"main": [0], "redis": [1], "dsp": [2],
+                                                               "decoder": [3], "cursor": [4]}

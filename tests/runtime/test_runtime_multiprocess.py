@@ -1,5 +1,15 @@
 """A graph across two processes over a real redis-server: source here, dsp in a child process."""
 
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+
+from cortexlink.core.errors import ConfigError
 from cortexlink.runtime.graph import run_graph
 
 
@@ -26,3 +36,70 @@ def test_two_process_graph_over_redis(redis_server, tmp_path):
     assert nodes["dsp"]["latency"]["hops"]["raw"]["n"] > 0                    # per-hop times are kept
     assert res["redis"]["xadd"] >= n_chunks
     assert (tmp_path / "logs" / "dsp.log").is_file()
+
+
+def test_a_crashed_child_process_is_restarted_then_given_up_while_the_run_goes_on(redis_server, tmp_path):
+    # the dsp process dies (os._exit, as a segfault or an OOM kill would) 100 chunks after each start;
+    # its restart policy allows one restart, so the second crash stops it for good (8 s leave room for
+    # a slow start of the restarted process on a loaded machine)
+    g = {"name": "crash", "clock": "realtime", "seconds": 8.0, "bus": {"kind": "redis"},
+         "nodes": {
+             "src": {"kind": "sim_source", "params": {"config": {"n_channels": 16}, "seed": 5}},
+             "dsp": {"kind": "dsp", "params": {"extractor": {"calibration_s": 0.1}},
+                     "inputs": {"raw": {"from": "src.raw", "maxlen": 512}}, "where": "subprocess",
+                     "inject": {"exit_at_steps": [100]}, "restart": {"max_restarts": 1, "window_s": 60}},
+             "sink": {"kind": "sink", "inputs": {"data": "src.raw"}},
+         }}
+    res = run_graph(g, redis_url=redis_server.url, out_dir=tmp_path)
+    assert res["stop_reason"].startswith("8 s of source time")       # the session went on
+    proc = res["processes"]["dsp"]
+    assert proc["restarts"] == 1 and proc["returncode"] == 70
+    kinds = [(e["kind"], e["severity"]) for e in res["faults"]]
+    assert kinds.count(("process_exited", "halt")) == 2
+    assert ("node_stopped", "halt") in kinds
+    assert res["nodes"]["dsp"]["state"] == "stopped" and res["nodes"]["dsp"]["gave_up"]
+    assert res["nodes"]["sink"]["summary"]["n"] >= 7900             # the main process never stopped
+    assert "injected crash" in (tmp_path / "logs" / "dsp.log").read_text()
+
+
+def test_exit_injection_is_refused_in_the_main_process():
+    g = {"name": "bad", "nodes": {"src": {"kind": "sim_source", "params": {"config": {"n_channels": 8}},
+                                          "inject": {"exit_at_steps": [3]}}}}
+    with pytest.raises(ConfigError, match=r"nodes\.src\.inject\.exit_at_steps ends the node's whole process"):
+        run_graph(g)
+
+
+def test_a_node_started_by_hand_joins_the_run(redis_server, tmp_path):
+    # where: external — as on another host: the main process waits; the node is started with the
+    # command the main process prints (here on the same machine, over 127.0.0.1)
+    run_id = f"ext{uuid.uuid4().hex[:8]}"
+    g = {"name": "external", "clock": "realtime", "seconds": 2.0, "bus": {"kind": "redis"},
+         "nodes": {
+             "src": {"kind": "sim_source", "params": {"config": {"n_channels": 16}, "seed": 5}},
+             "dsp": {"kind": "dsp", "params": {"extractor": {"calibration_s": 0.1}},
+                     "inputs": {"raw": {"from": "src.raw", "maxlen": 512}}, "where": "external"},
+             "sink": {"kind": "sink", "inputs": {"data": "dsp.features"}},
+         }}
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.update(res=run_graph(g, redis_url=redis_server.url, run_id=run_id,
+                                                                 startup_timeout_s=60)))
+    t.start()
+    r = redis.Redis.from_url(redis_server.url)
+    deadline = time.monotonic() + 30
+    while r.get(f"cl:{run_id}:graph") is None and time.monotonic() < deadline and t.is_alive():
+        time.sleep(0.05)
+    log = open(tmp_path / "external.log", "wb")
+    worker = subprocess.Popen([sys.executable, "-m", "cortexlink.cli.main", "run", "--node", "dsp", "--redis",
+                               redis_server.url, "--run-id", run_id], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        t.join(timeout=90)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        log.close()
+    assert not t.is_alive()
+    res = out["res"]
+    assert res["nodes"]["dsp"]["state"] == "stopped" and res["nodes"]["dsp"]["process"] == "dsp"
+    assert res["nodes"]["dsp"]["n_in"] >= 1500 and res["nodes"]["sink"]["summary"]["n"] >= 60
+    assert res["fault_counts"].get("process_exited/halt", 0) == 0

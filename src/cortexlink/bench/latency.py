@@ -33,13 +33,18 @@ Measured, after ``warmup_s`` (calibration of the extractor):
   0.6 ms between nodes that BRAND reports at 1024 channels x 30 kHz in 1 ms chunks (their figure,
   not measured here).
 
-Timings depend on the machine and its load; the result carries the machine's description.
+Processes are pinned to CPUs (``cpus`` in the graph; :func:`plan_cpus`): on a 2-CPU machine the
+source and the Redis server share one, the processing gets the other (measured on such a
+machine, sharing a CPU with Redis tripled the Redis p99). ``--no-pin`` leaves placement to the
+scheduler. Timings depend on the machine and its load; the result carries the machine's
+description and the CPU plan of each row.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -112,26 +117,54 @@ def prepare_data(n_channels: int, loop_s: float, workdir: Path, *, seed: int = 0
             "gen_s": gen_s}
 
 
+def plan_cpus(bus: str, layout: str | None, available: Sequence[int] | None = None) -> dict[str, list[int]]:
+    """CPU sets of the benchmark's processes: the source (main process) and the Redis server
+    share the first CPU on a 2-CPU machine, the processing gets a CPU of its own; with more CPUs
+    every process gets its own, as far as they go. Empty on a 1-CPU machine."""
+    cpus = sorted(available if available is not None else
+                  (os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)))
+    if len(cpus) < 2:
+        return {}
+    if bus != "redis":
+        return {"main": [cpus[-1]]}
+    want = ["main", "redis"] + (["pipeline"] if layout == "pipeline" else ["dsp", "decoder", "cursor"])
+    if len(cpus) == 2:
+        plan = {"main": [cpus[0]], "redis": [cpus[0]]}
+        plan.update({w: [cpus[1]] for w in want[2:]})
+        return plan
+    return {w: [cpus[min(i, len(cpus) - 1)]] for i, w in enumerate(want)}
+
+
 def latency_graph(data: str, decoder: str, *, bus: str, seconds: float, warmup_s: float,
-                  calibration_s: float = 0.5, chunk_ms: float = 1.0, redis_layout: str = "split") -> dict:
+                  calibration_s: float = 0.5, chunk_ms: float = 1.0, redis_layout: str = "split",
+                  cpus: dict[str, list[int]] | None = None) -> dict:
     """The benchmark's graph (see the module docstring). ``redis_layout``: ``"split"`` puts dsp,
-    decoder and cursor each in its own process, ``"pipeline"`` all three in one."""
+    decoder and cursor each in its own process, ``"pipeline"`` all three in one. ``cpus``: CPU
+    sets by process (``main``, ``redis``, ``pipeline`` or ``dsp``/``decoder``/``cursor``), as
+    :func:`plan_cpus` makes them."""
     if redis_layout not in ("split", "pipeline"):
         raise ConfigError(f"redis_layout must be 'split' or 'pipeline'; got {redis_layout!r}")
+    cpus = cpus or {}
+    def pin(proc: str) -> dict:
+        return {"cpus": cpus[proc]} if cpus.get(proc) else {}
+
     if bus != "redis":
-        sub = (lambda grp: {})
+        sub = (lambda grp: pin("main"))
     elif redis_layout == "split":
-        sub = (lambda grp: {"where": "subprocess", "group": grp})
+        sub = (lambda grp: {"where": "subprocess", "group": grp, **pin(grp)})
     else:
-        sub = (lambda grp: {"where": "subprocess", "group": "pipeline"})
+        sub = (lambda grp: {"where": "subprocess", "group": "pipeline", **pin("pipeline")})
+    bus_spec: dict[str, Any] = {"kind": bus}
+    if bus == "redis" and cpus.get("redis"):
+        bus_spec["server_cpus"] = cpus["redis"]
     return {
         "name": f"latency-{bus}", "bin_ms": 20.0, "clock": "realtime", "seconds": warmup_s + seconds,
-        "stats_after_s": warmup_s, "deadline_ms": chunk_ms, "bus": {"kind": bus},
+        "stats_after_s": warmup_s, "deadline_ms": chunk_ms, "bus": bus_spec,
         # the decoder has no click model: its velocity is what is checked
         "watchdog": {"stall_ms": 5.0, "max_speed": 1e6, "output_timeout_ms": 0},
         "nodes": {
             "source": {"kind": "replay_source", "params": {"path": data, "fs_hz": FS_HZ, "chunk_ms": chunk_ms,
-                                                           "loop": True}},
+                                                           "loop": True}, **pin("main")},
             "dsp": {"kind": "dsp", "params": {"extractor": {"calibration_s": calibration_s}},
                     "inputs": {"raw": {"from": "source.raw", "maxlen": 1000}}, **sub("dsp")},
             "decoder": {"kind": "decoder", "params": {"path": decoder, "click": False},
@@ -177,11 +210,13 @@ def _one(graph: dict, redis_url: str | None) -> dict:
 
 def run(channels: Sequence[int] = (1024, 4096), buses: Sequence[str] = ("inprocess", "redis"),
         seconds: float = 60.0, *, warmup_s: float = 5.0, loop_s: float = 1.0, seed: int = 0,
-        redis_url: str = "auto", redis_layouts: Sequence[str] = ("pipeline", "split"),
+        redis_url: str = "auto", redis_layouts: Sequence[str] = ("pipeline", "split"), pin: bool = True,
         progress: bool = True) -> dict:
     """Run the latency benchmark; return JSON-able results (``results[] = {bus, channels, layout,
     p50_ms, p99_ms, p999_ms, max_ms, missed, ...}``), one row per channel count and condition:
-    ``inprocess``, then ``redis`` once per layout in ``redis_layouts``."""
+    ``inprocess``, then ``redis`` once per layout in ``redis_layouts``. ``pin``: give each
+    process CPUs of its own as far as the machine allows (:func:`plan_cpus`; the Redis server
+    only when this run starts it)."""
     from cortexlink.bench.dsp import machine_info
 
     for c in channels:
@@ -199,7 +234,7 @@ def run(channels: Sequence[int] = (1024, 4096), buses: Sequence[str] = ("inproce
                           f"loop_s >= 0.5; got {seconds!r}, {warmup_s!r}, {loop_s!r}")
     out: dict[str, Any] = {
         "benchmark": "latency", "machine": machine_info(),
-        "settings": {"channels": list(channels), "buses": list(buses), "seconds": seconds, "warmup_s": warmup_s,
+        "settings": {"channels": list(channels), "pin_cpus": bool(pin), "buses": list(buses), "seconds": seconds, "warmup_s": warmup_s,
                      "loop_s": loop_s, "chunk_ms": 1.0, "bin_ms": 20.0, "fs_hz": FS_HZ, "seed": seed,
                      "graph": "replay_source -> dsp -> decoder (Kalman, loaded) -> cursor",
                      "redis_layouts": {x: LAYOUTS[x] for x in redis_layouts}},
@@ -222,13 +257,16 @@ def run(channels: Sequence[int] = (1024, 4096), buses: Sequence[str] = ("inproce
                 if progress:
                     logger.warning("latency bench: %d channels, %s bus%s, %.0f s (+%.0f s warm-up)", ch, bus,
                                    f" ({layout})" if layout else "", seconds, warmup_s)
+                plan = plan_cpus(bus, layout) if pin else {}
+                if redis_url != "auto":
+                    plan.pop("redis", None)
                 g = latency_graph(prep["data"], prep["decoder"], bus=bus, seconds=seconds, warmup_s=warmup_s,
-                                  redis_layout=layout or "split")
+                                  redis_layout=layout or "split", cpus=plan)
                 r = _one(g, redis_url)
                 row = {"bus": bus, "channels": ch, "layout": "one process" if bus == "inprocess" else f"redis {layout}",
                        **{k: r[k] for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms", "missed")},
                        "n_bins": r["n_bins"], "n_chunks": r["n_chunks"], "dropped": r["dropped"],
-                       "n_features": prep["n_features"], "mean_ms": r["mean_ms"], "missed_by_node": r["missed_by_node"],
+                       "n_features": prep["n_features"], "cpus": plan, "mean_ms": r["mean_ms"], "missed_by_node": r["missed_by_node"],
                        "hops": r["hops"], "step_ms": r["step_ms"], "dsp_chunk_latency_ms": r["dsp_chunk_latency_ms"],
                        "faults": r["faults"], "wall_s": r["wall_s"]}
                 hp = [h["p50_ms"] for h in r["hops"].values() if h]

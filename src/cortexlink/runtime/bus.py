@@ -916,15 +916,22 @@ class RedisStreamsBus(Bus):
         return None if got is None else got.decode()
 
     def poll_stop(self) -> str | None:
+        """The stop reason once the main process has set it, or once the run's keys are gone
+        (the main process ended and cleaned up before this poll saw its stop)."""
         if self._stop_seen is None and not self._stop_wait:
             self._stop_wait = True
 
             def got(reply: Any) -> None:
-                self._stop_wait = False
                 if reply is not None:
                     self._stop_seen = reply.decode() if isinstance(reply, bytes) else str(reply)
 
+            def graph_exists(reply: Any) -> None:
+                self._stop_wait = False
+                if not reply and self._stop_seen is None:
+                    self._stop_seen = "the run's keys are gone (its main process has ended)"
+
             self.link.send(b"GET", self.prefix + "stop", on_reply=got)
+            self.link.send(b"EXISTS", self.prefix + "graph", on_reply=graph_exists)
         elif self._link is not None and self._link.n_pending:
             self._link.poll()
         return self._stop_seen

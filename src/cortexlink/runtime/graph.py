@@ -30,8 +30,11 @@ kind's ``PARAMS``), ``inputs`` (``port: "node.port"`` or ``port: {from, maxlen, 
 ``cortexlink run``; ``subprocess``: a child process it starts, talking over Redis;
 ``external``: started by hand, e.g. on another host that can reach the Redis URL, with
 ``cortexlink run --node NAME --redis URL --run-id ID``), ``group``, ``critical`` (its failure
-halts the cursor), ``restart`` (its own restart policy) and ``inject`` (fault injection for
-drills and tests). With the in-process bus every node runs in this process whatever ``where``
+halts the cursor), ``restart`` (its own restart policy), ``inject`` (fault injection for
+drills and tests) and ``cpus`` (the CPUs its process may run on, e.g. ``[1]``: a process
+pins itself to the union of its nodes' sets; ``bus.server_cpus`` does the same for the
+``redis-server`` that ``url: auto`` starts — on a small machine, giving the processing its own
+core keeps it from waiting behind the source and Redis). With the in-process bus every node runs in this process whatever ``where``
 says.
 
 :func:`load_graph` validates everything and raises :class:`~cortexlink.ConfigError` naming the
@@ -62,8 +65,19 @@ FAULTS_TOPIC = "runtime.faults"
 BUILTIN_GRAPHS = ("closed_loop",)
 _TOP = {"name", "bin_ms", "clock", "seconds", "stats_after_s", "deadline_ms", "bus", "watchdog", "restart",
         "nodes"}
-_NODE = {"kind", "params", "inputs", "where", "group", "critical", "restart", "inject"}
+_NODE = {"kind", "params", "inputs", "where", "group", "critical", "restart", "inject", "cpus"}
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+def check_cpus(path: str, cpus: Any) -> list[int] | None:
+    """A CPU set (``cpus: [1]``): None, or a non-empty list of distinct CPU numbers >= 0.
+    Whether they exist is checked where the process starts (it may be another host)."""
+    if cpus is None:
+        return None
+    if (not isinstance(cpus, (list, tuple)) or not cpus
+            or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in cpus) or len(set(cpus)) != len(cpus)):
+        raise ConfigError(f"{path} must be a non-empty list of distinct CPU numbers (integers >= 0); got {cpus!r}")
+    return sorted(cpus)
 
 
 def builtin_graph(name: str) -> Path:
@@ -138,12 +152,13 @@ def load_graph(source: str | Path | dict) -> dict:
     g["stats_after_s"] = _num("stats_after_s", raw.get("stats_after_s", 0.0), allow_zero=True)
     g["deadline_ms"] = _num("deadline_ms", raw.get("deadline_ms"), nullable=True)
     bus = raw.get("bus") or {}
-    if not isinstance(bus, dict) or set(bus) - {"kind", "url", "stream_maxlen"}:
-        raise ConfigError(f"bus must be a mapping with kind, url, stream_maxlen; got {bus!r}")
+    if not isinstance(bus, dict) or set(bus) - {"kind", "url", "stream_maxlen", "server_cpus"}:
+        raise ConfigError(f"bus must be a mapping with kind, url, stream_maxlen, server_cpus; got {bus!r}")
     if bus.get("kind", "inprocess") not in ("inprocess", "redis"):
         raise ConfigError(f"bus.kind must be 'inprocess' or 'redis'; got {bus.get('kind')!r}")
     g["bus"] = {"kind": bus.get("kind", "inprocess"), "url": bus.get("url"),
-                "stream_maxlen": int(bus.get("stream_maxlen", 10000))}
+                "stream_maxlen": int(bus.get("stream_maxlen", 10000)),
+                "server_cpus": check_cpus("bus.server_cpus", bus.get("server_cpus"))}
     g["watchdog"] = dict(raw.get("watchdog") or {})
     WatchdogConfig.from_dict(g["watchdog"], "watchdog")
     g["restart"] = dict(raw.get("restart") or {})
@@ -174,17 +189,21 @@ def load_graph(source: str | Path | dict) -> dict:
         where = spec.get("where", "main")
         if where not in PLACEMENTS:
             raise ConfigError(f"{path}.where must be one of {list(PLACEMENTS)}; got {where!r}")
+        if inject.get("exit_at_steps") and where != "subprocess":
+            raise ConfigError(f"{path}.inject.exit_at_steps ends the node's whole process: use it on a node with "
+                              f"where: subprocess (this one runs {where!r})")
         group = spec.get("group", name)
         if not isinstance(group, str) or not _NAME.match(group):
             raise ConfigError(f"{path}.group must be a name (letters, digits, '_', '-'); got {group!r}")
         crit = spec.get("critical", cls.CRITICAL)
         if not isinstance(crit, bool):
             raise ConfigError(f"{path}.critical must be true or false; got {crit!r}")
+        cpus = check_cpus(f"{path}.cpus", spec.get("cpus"))
         restart = dict(spec.get("restart") or {})
         RestartPolicy.from_dict({**g["restart"], **restart}, f"{path}.restart")
         nodes[name] = {"kind": spec["kind"], "params": params, "inputs": spec.get("inputs") or {},
                        "where": where, "group": group if where == "subprocess" else (name if where == "external" else "main"),
-                       "critical": crit, "restart": {**g["restart"], **restart}, "inject": inject}
+                       "critical": crit, "restart": {**g["restart"], **restart}, "inject": inject, "cpus": cpus}
     g["nodes"] = nodes
 
     # inputs

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import numbers
+import os
 import time
 from typing import Any, Callable, ClassVar
 
@@ -32,6 +33,9 @@ from cortexlink.runtime.bus import POLICIES, Message
 from cortexlink.runtime.stats import LatencyStats
 
 logger = logging.getLogger(__name__)
+
+#: Exit status of a process ended by ``inject.exit_at_steps`` (EX_SOFTWARE).
+CRASH_EXIT_CODE = 70
 
 __all__ = ["Node", "NodeContext", "Param", "PortSpec", "NODE_STATES", "NODE_KINDS", "register_node",
            "node_class", "REQUIRED", "InjectedFault"]
@@ -272,6 +276,9 @@ class Node:
     #: Fault injection for drills and tests (``inject:`` in the graph); extended by subclasses.
     INJECT: ClassVar[dict[str, Param]] = {
         "fail_at_steps": Param("list", [], doc="step numbers (0-based) at which step() raises InjectedFault"),
+        "exit_at_steps": Param("list", [], doc="step numbers at which the node's whole process exits at once "
+                                               "(code 70, no clean-up): a crash drill for a node in its own "
+                                               "process"),
     }
     #: Stepped on its own period (sources) rather than on input.
     CLOCKED: ClassVar[bool] = False
@@ -288,6 +295,9 @@ class Node:
         self.ctx = ctx
         self.inject = inject or {}
         self._fail_at = {int(s) for s in self.inject.get("fail_at_steps", ())}
+        self._exit_at = {int(s) for s in self.inject.get("exit_at_steps", ())}
+        if self._exit_at:
+            self._fail_at |= self._exit_at
         self.state = "starting"
         self.error: str | None = None
         #: A failure halts the cursor (from the graph's ``critical:``, default ``CRITICAL``).
@@ -348,6 +358,10 @@ class Node:
         self.ctx.fault(kind, node=self.name, severity=severity, message=message, sample=sample, **fields)
 
     def _check_inject(self) -> None:
+        if self.n_steps in self._exit_at and self.ctx.process != "main":
+            logger.error("node %r: injected crash of process %s at step %d", self.name, self.ctx.process,
+                         self.n_steps)
+            os._exit(CRASH_EXIT_CODE)
         if self.n_steps in self._fail_at:
             raise InjectedFault(f"node {self.name!r}: injected failure at step {self.n_steps}")
 

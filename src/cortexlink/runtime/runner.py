@@ -60,6 +60,34 @@ _CLIENT_KW = {"socket_timeout": 30.0, "single_connection_client": True, "socket_
 SEVERITIES = ("halt", "warning", "info", "clear")
 
 
+def pin_cpus(cpus: list[int], what: str, pid: int | None = None) -> list[int] | None:
+    """Restrict every thread of process ``pid`` (default: this one) to ``cpus``; return the set
+    applied, or None where the platform has no CPU affinity (then a warning). ``what`` names the
+    graph field in errors.
+
+    Raises
+    ------
+    ConfigError
+        A CPU is not available to this process (absent, or outside its cgroup's set).
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        logger.warning("%s: CPU affinity is not supported on this platform; ignored", what)
+        return None
+    allowed = os.sched_getaffinity(0)
+    missing = sorted(set(cpus) - allowed)
+    if missing:
+        raise ConfigError(f"{what}: CPU(s) {missing} are not available here (this process may use "
+                          f"{sorted(allowed)})")
+    tasks = Path(f"/proc/{pid or os.getpid()}/task")
+    tids = [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [pid or 0]
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except ProcessLookupError:      # a thread that has just ended
+            pass
+    return list(cpus)
+
+
 def _quiet_gc() -> None:
     """Before a real-time loop: collect once and freeze what set-up allocated (modules, models,
     buffers), so that the cyclic garbage collector only ever scans objects made during the run;
@@ -132,6 +160,7 @@ class GraphRunner:
         self._stop: str | None = None
         self._fault_seq = 0
         self._remote_cache: tuple[int, dict, dict] = (0, {}, {})
+        self.cpus: list[int] | None = None
         self._last_sample = -1
 
     # ------------------------------------------------------------------ set-up
@@ -194,6 +223,8 @@ class GraphRunner:
             # hz 500: blocking reads time out with ~2 ms granularity instead of 100 ms (watchdog wake-ups)
             self._server = RedisServer(extra_args=("--hz", "500")).start()
             url = self._server.url
+            if g["bus"].get("server_cpus"):
+                pin_cpus(g["bus"]["server_cpus"], "bus.server_cpus", pid=self._server.pid)
         self.url = url
         self._client = connect(url, **_CLIENT_KW)
         tuned_for_latency(self._client, strict=False)
@@ -532,6 +563,19 @@ class GraphRunner:
                 w["n_restarts"] += 1
                 self._spawn(grp, names, restart=True)
 
+    def _await_remote_stop(self, timeout_s: float = 10.0) -> None:
+        """Wait (bounded) until every node of another process has published its final state, so
+        that nodes started by hand see the stop before the run's keys are deleted."""
+        ext = [n for n in self._remote_nodes if self.graph["nodes"][n]["where"] == "external"]
+        deadline = time.monotonic() + timeout_s
+        while ext and time.monotonic() < deadline:
+            states = self.bus.states()
+            if all(states.get(n, {}).get("state") in ("stopped", "failed") for n in ext):
+                return
+            time.sleep(0.05)
+        if ext:
+            logger.warning("external node(s) %s did not report stopping within %g s", ext, timeout_s)
+
     def _stop_workers(self) -> None:
         for grp, w in self._workers.items():
             try:
@@ -553,6 +597,7 @@ class GraphRunner:
         try:
             self._prepare()
             self._build()
+            self._pin()
             self._setup_nodes()
             if self.role == "main" and isinstance(self.bus, RedisStreamsBus) and self._remote_nodes:
                 self._start_workers()
@@ -566,6 +611,13 @@ class GraphRunner:
         except BaseException:
             self._abort()
             raise
+
+    def _pin(self) -> None:
+        """CPU affinity of this process: the union of its nodes' ``cpus``."""
+        want = sorted({c for n in self.local for c in (self.graph["nodes"][n].get("cpus") or ())})
+        if want:
+            self.cpus = pin_cpus(want, f"cpus of the nodes {self.local} (process {self.process})")
+            logger.info("process %s pinned to CPU(s) %s", self.process, want)
 
     def _setup_nodes(self) -> None:
         done = []
@@ -755,6 +807,8 @@ class GraphRunner:
         if self.role == "main":
             if self._workers:
                 self._stop_workers()
+            if isinstance(self.bus, RedisStreamsBus):
+                self._await_remote_stop()
                 res["processes"] = {grp: {"nodes": w["names"], "pid": w["proc"].pid,
                                           "returncode": w["proc"].returncode, "restarts": w["n_restarts"],
                                           "log": str(w["log"])} for grp, w in self._workers.items()}
@@ -768,6 +822,7 @@ class GraphRunner:
             self.faults.extend(m.payload for m in self._collector.drain())
             self.faults.sort(key=lambda e: (e.get("mono_ns", 0)))
         res["wall_s"] = wall_s
+        res["cpus"] = self.cpus
         res["nodes"] = {n: infos[n] for n in self.graph["order"] if n in infos}
         res["faults"] = self.faults
         counts: dict[str, int] = collections.Counter(f"{e['kind']}/{e['severity']}" for e in self.faults)
