@@ -60,6 +60,10 @@ _CLIENT_KW = {"socket_timeout": 30.0, "single_connection_client": True, "socket_
 SEVERITIES = ("halt", "warning", "info", "clear")
 
 
+#: The CPUs this process could use when cortexlink was imported (its cgroup's set), before any pinning.
+_START_AFFINITY = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
 def pin_cpus(cpus: list[int], what: str, pid: int | None = None) -> list[int] | None:
     """Restrict every thread of process ``pid`` (default: this one) to ``cpus``; return the set
     applied, or None where the platform has no CPU affinity (then a warning). ``what`` names the
@@ -73,7 +77,7 @@ def pin_cpus(cpus: list[int], what: str, pid: int | None = None) -> list[int] | 
     if not hasattr(os, "sched_setaffinity"):
         logger.warning("%s: CPU affinity is not supported on this platform; ignored", what)
         return None
-    allowed = os.sched_getaffinity(0)
+    allowed = _START_AFFINITY or os.sched_getaffinity(0)
     missing = sorted(set(cpus) - allowed)
     if missing:
         raise ConfigError(f"{what}: CPU(s) {missing} are not available here (this process may use "
