@@ -116,7 +116,8 @@ def test_a_process_is_pinned_to_the_cpus_of_its_nodes():
     g = _with(nodes__dsp__cpus=[cpu], seconds=0.05)
     try:
         res = run_graph(g)
-        assert res["cpus"] == [cpu] and os.sched_getaffinity(0) == {cpu}
+        assert res["cpus"] == [cpu]
+        assert os.sched_getaffinity(0) == before            # undone at the end of the run
     finally:
         pin_cpus(sorted(before), "restore")          # every thread of the test process
     with pytest.raises(ConfigError, match=r"CPU\(s\) \[4096\] are not available here"):
@@ -129,7 +130,6 @@ def test_latency_bench_cpu_plan():
     assert plan_cpus("redis", "pipeline", [0]) == {}
     assert plan_cpus("inprocess", None, [0, 1]) == {"main": [1]}
     assert plan_cpus("redis", "pipeline", [0, 1]) == {"main": [0], "redis": [0], "pipeline": [1]}
-    assert plan_cpus("redis", "split", [0, 1]) == {"main": [0], "redis": [0], "dsp": [1], "decoder": [1],
-                                                   "cursor": [1]}
+    assert plan_cpus("redis", "split", [0, 1]) == {"main": [0], "redis": [0], "dsp": [1]}
     assert plan_cpus("redis", "split", [0, 1, 2, 3, 4, 5]) == {"main": [0], "redis": [1], "dsp": [2],
                                                                "decoder": [3], "cursor": [4]}

@@ -1,5 +1,6 @@
 """A graph across two processes over a real redis-server: source here, dsp in a child process."""
 
+import os
 import subprocess
 import sys
 import threading
@@ -14,15 +15,21 @@ from cortexlink.runtime.graph import run_graph
 
 
 def test_two_process_graph_over_redis(redis_server, tmp_path):
+    cpus = sorted(os.sched_getaffinity(0))
     g = {"name": "two-proc", "clock": "realtime", "seconds": 2.0, "bus": {"kind": "redis"},
          "nodes": {
-             "src": {"kind": "sim_source", "params": {"config": {"n_channels": 16}, "seed": 5}},
+             "src": {"kind": "sim_source", "params": {"config": {"n_channels": 16}, "seed": 5},
+                     "cpus": [cpus[0]]},
              "dsp": {"kind": "dsp", "params": {"extractor": {"calibration_s": 0.5}},
-                     "inputs": {"raw": {"from": "src.raw", "maxlen": 512}}, "where": "subprocess"},
+                     "inputs": {"raw": {"from": "src.raw", "maxlen": 512}}, "where": "subprocess",
+                     "cpus": [cpus[-1]]},
              "sink": {"kind": "sink", "inputs": {"data": "dsp.features"}},
          }}
     res = run_graph(g, redis_url=redis_server.url, out_dir=tmp_path)
     nodes = res["nodes"]
+    # each process pinned to its nodes' CPU (the child does not inherit the main process's pinning)
+    assert res["cpus"] == [cpus[0]] and nodes["dsp"]["cpus"] == [cpus[-1]]
+    assert sorted(os.sched_getaffinity(0)) == cpus
     assert res["bus"] == "redis" and res["stop_reason"].startswith("2 s of source time")
     proc = res["processes"]["dsp"]
     assert proc["nodes"] == ["dsp"] and proc["returncode"] == 0 and proc["restarts"] == 0

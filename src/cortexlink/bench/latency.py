@@ -35,7 +35,7 @@ Measured, after ``warmup_s`` (calibration of the extractor):
 
 Processes are pinned to CPUs (``cpus`` in the graph; :func:`plan_cpus`): on a 2-CPU machine the
 source and the Redis server share one, the processing gets the other (measured on such a
-machine, sharing a CPU with Redis tripled the Redis p99). ``--no-pin`` leaves placement to the
+machine, a processing process sharing a CPU with Redis tripled the p99). ``--no-pin`` leaves placement to the
 scheduler. Timings depend on the machine and its load; the result carries the machine's
 description and the CPU plan of each row.
 """
@@ -118,20 +118,23 @@ def prepare_data(n_channels: int, loop_s: float, workdir: Path, *, seed: int = 0
 
 
 def plan_cpus(bus: str, layout: str | None, available: Sequence[int] | None = None) -> dict[str, list[int]]:
-    """CPU sets of the benchmark's processes: the source (main process) and the Redis server
-    share the first CPU on a 2-CPU machine, the processing gets a CPU of its own; with more CPUs
-    every process gets its own, as far as they go. Empty on a 1-CPU machine."""
-    cpus = sorted(available if available is not None else
-                  (os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)))
+    """CPU sets of the benchmark's processes: on a 2-CPU machine the source (main process) and
+    the Redis server share the first CPU and the dsp (the only other per-chunk work) gets the
+    second; the split layout's decoder and cursor processes, busy once per bin, are left to the
+    scheduler (pinned beside the dsp they tripled its p99). With more CPUs every process gets its
+    own, as far as they go. Empty on a 1-CPU machine."""
+    if available is None:
+        from cortexlink.runtime.runner import _START_AFFINITY
+
+        available = _START_AFFINITY or range(os.cpu_count() or 1)
+    cpus = sorted(available)
     if len(cpus) < 2:
         return {}
     if bus != "redis":
         return {"main": [cpus[-1]]}
     want = ["main", "redis"] + (["pipeline"] if layout == "pipeline" else ["dsp", "decoder", "cursor"])
     if len(cpus) == 2:
-        plan = {"main": [cpus[0]], "redis": [cpus[0]]}
-        plan.update({w: [cpus[1]] for w in want[2:]})
-        return plan
+        return {"main": [cpus[0]], "redis": [cpus[0]], want[2]: [cpus[1]]}
     return {w: [cpus[min(i, len(cpus) - 1)]] for i, w in enumerate(want)}
 
 

@@ -60,8 +60,21 @@ _CLIENT_KW = {"socket_timeout": 30.0, "single_connection_client": True, "socket_
 SEVERITIES = ("halt", "warning", "info", "clear")
 
 
-#: The CPUs this process could use when cortexlink was imported (its cgroup's set), before any pinning.
-_START_AFFINITY = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+def _start_affinity() -> frozenset[int] | None:
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    env = os.environ.get("CORTEXLINK_ALLOWED_CPUS")      # set for child processes by the main one
+    if env:
+        try:
+            return frozenset(int(c) for c in env.split(","))
+        except ValueError:
+            logger.warning("ignoring CORTEXLINK_ALLOWED_CPUS=%r (not a comma-separated list of CPUs)", env)
+    return frozenset(os.sched_getaffinity(0))
+
+
+#: The CPUs this process may use before any pinning: its set when cortexlink was imported, or
+#: for a child process the main process's (a child must not inherit the main process's pinning).
+_START_AFFINITY = _start_affinity()
 
 
 def pin_cpus(cpus: list[int], what: str, pid: int | None = None) -> list[int] | None:
@@ -401,6 +414,7 @@ class GraphRunner:
         info = slot.node.info()
         if final:
             info["latency"] = slot.node.latency_info()
+            info["cpus"] = self.cpus
             try:
                 info["summary"] = slot.node.summary()
             except Exception as exc:  # a summary must not lose the run's other results
@@ -496,9 +510,17 @@ class GraphRunner:
             cmd.append("--start-at-end")
         if self.out_dir is not None:
             cmd += ["--out", str(self.out_dir)]
+        env = dict(os.environ)
+        if _START_AFFINITY:
+            env["CORTEXLINK_ALLOWED_CPUS"] = ",".join(map(str, sorted(_START_AFFINITY)))
         with open(log, "ab") as fh:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                    close_fds=True)
+                                    close_fds=True, env=env)
+        if _START_AFFINITY and self.cpus:
+            try:                        # undo the inherited pinning of this process at once
+                os.sched_setaffinity(proc.pid, _START_AFFINITY)
+            except OSError:
+                logger.debug("could not reset the CPU affinity of process %s", group, exc_info=True)
         w = self._workers.setdefault(group, {"names": names, "restarts": collections.deque(), "n_restarts": 0})
         w.update(proc=proc, log=log, gave_up=False)
         logger.info("started process %s (pid %d) for nodes %s; log %s", group, proc.pid, names, log)
@@ -615,13 +637,27 @@ class GraphRunner:
         except BaseException:
             self._abort()
             raise
+        finally:
+            self._unpin()
 
     def _pin(self) -> None:
-        """CPU affinity of this process: the union of its nodes' ``cpus``."""
+        """CPU affinity of this process: the union of its nodes' ``cpus`` (undone by
+        :meth:`_unpin` at the end of the run)."""
         want = sorted({c for n in self.local for c in (self.graph["nodes"][n].get("cpus") or ())})
         if want:
-            self.cpus = pin_cpus(want, f"cpus of the nodes {self.local} (process {self.process})")
+            self._cpus_before = sorted(os.sched_getaffinity(0))
+            if pin_cpus(want, f"cpus of the nodes {self.local} (process {self.process})") is not None:
+                self.cpus = sorted(os.sched_getaffinity(0))       # as the OS has it now
             logger.info("process %s pinned to CPU(s) %s", self.process, want)
+
+    def _unpin(self) -> None:
+        before = getattr(self, "_cpus_before", None)
+        if before and self.cpus:
+            try:
+                pin_cpus(before, "the CPUs of this process before the run")
+            except Exception:
+                logger.warning("could not restore this process's CPU affinity", exc_info=True)
+            self._cpus_before = None
 
     def _setup_nodes(self) -> None:
         done = []
