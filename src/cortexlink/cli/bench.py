@@ -129,9 +129,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     la.add_argument("--redis-layout", nargs="+", choices=["pipeline", "split"], default=["pipeline", "split"],
                     help="placements measured on Redis: pipeline: dsp, decoder and cursor together in one other "
                          "process (1 hop); split: each in its own process (3 hops) (default: both)")
-    la.add_argument("--no-pin", action="store_true",
-                    help="leave CPU placement to the OS scheduler (default: the source and Redis share one CPU, "
-                         "the processing gets its own; see 'cpus' in the graph)")
+    la.add_argument("--pin", action="store_true",
+                    help="pin processes to CPUs ('cpus' in the graph): the source and Redis share one, the dsp "
+                         "gets its own (default: placement left to the OS scheduler)")
     la.add_argument("--json", action="store_true", help="print the result as JSON only")
     la.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     la.set_defaults(func=_run_latency)
@@ -214,6 +214,6 @@ def _run_latency(args: argparse.Namespace) -> int:
     from cortexlink.bench import latency
 
     result = latency.run(channels=args.channels, buses=args.buses, seconds=args.seconds, warmup_s=args.warmup_s,
-                         loop_s=args.loop_s, redis_url=args.redis, redis_layouts=args.redis_layout, pin=not args.no_pin,
+                         loop_s=args.loop_s, redis_url=args.redis, redis_layouts=args.redis_layout, pin=args.pin,
                          progress=not args.json)
     return _emit(result, args, latency.print_summary)
