@@ -19,10 +19,10 @@ examples:
   cortexlink run GRAPH.yaml --node dsp --redis redis://10.0.0.2:6379
                                                      run node(s) of a running graph here (another host)
 
-A graph (YAML) names its nodes, their params, inputs and placement (where: main | subprocess |
-external); see cortexlink.runtime.graph. Faults (source stall, node failure, NaN or
-out-of-range decoder output) stop the cursor within one bin and are reported on stderr and in
-summary.json.
+A graph (YAML) names its nodes, their params, inputs, placement (where: main | subprocess |
+external) and optionally the CPUs of their process (cpus: [1]); see cortexlink.runtime.graph.
+Faults (source stall, node failure, a child process that died, NaN or out-of-range decoder
+output) stop the cursor within one bin and are reported on stderr and in summary.json.
 """
 
 
