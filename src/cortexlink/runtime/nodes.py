@@ -30,7 +30,7 @@ Message payloads (dicts unless said otherwise):
   decoder features of the bin, None until the extractor is calibrated), ``valid`` (False for bins
   masked entirely, e.g. inside the calibration window); ``sample`` = bin end.
 * ``intent`` (decoder): ``bin``, ``v`` (vx, vy; NaN when not decoding), ``click`` (click onset),
-  ``proba``, ``ready`` (fitted), ``features_valid``, ``version`` (fit count).
+  ``proba``, ``ready`` (fitted and decoding in closed mode), ``features_valid``, ``version`` (fit count).
 * ``intent`` (participant): ``bin``, ``v`` (intended velocity), ``click`` (click intent),
   ``neural`` (vx, vy, click for the implant), ``active``.
 * ``state`` (cursor): ``bin`` (the next bin), ``t_s``, ``xy``, ``velocity``, ``clicked``,
@@ -798,7 +798,11 @@ class DecoderNode(Node):
             blk["v"].append(_NAN2 if lab is None else tuple(lab[0]))
             blk["c"].append(0.0 if lab is None else lab[1])
             blk["dec"].append(v)
-        self.emit("intent", {"bin": g, "v": v, "click": click, "proba": proba, "ready": self.fitted,
+        # ready: this output may drive the cursor — fitted, and in closed mode (over Redis a block's
+        # start reaches the decoder a little after the cursor: until then the cursor holds still
+        # instead of taking the undecoded bins for NaN output)
+        self.emit("intent", {"bin": g, "v": v, "click": click, "proba": proba,
+                             "ready": self.fitted and self.mode == "closed",
                              "features_valid": valid, "version": self.version},
                   sample=m.sample, t_enter_ns=m.t_enter_ns)
 
