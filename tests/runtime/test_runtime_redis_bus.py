@@ -3,6 +3,8 @@
 import uuid
 
 import numpy as np
+import time
+
 import pytest
 
 from cortexlink import Chunk
@@ -103,7 +105,14 @@ def test_shared_fault_topic_state_info_and_stop(two_buses):
     a.set_state("dsp", {"state": "running", "n_out": 3})
     a.heartbeat("src", 42)
     a.flush()
-    states, hb = b.health_snapshot()
+    a.sync()                                    # the writes went out without waiting; now they are in
+    got = None
+    for _ in range(200):                        # asked on one call, read on a later one
+        got = b.poll_health(0)
+        if got is not None:
+            break
+        time.sleep(0.005)
+    _, states, hb = got
     assert states["dsp"]["state"] == "running" and hb["src"] == 42
     a.set_info("dsp/features", {"names": ["ch0000/sbp"]})
     assert b.get_info("dsp/features") == {"names": ["ch0000/sbp"]} and b.get_info("nothing") is None

@@ -148,6 +148,7 @@ def latency_graph(data: str, decoder: str, *, bus: str, seconds: float, warmup_s
     if redis_layout not in ("split", "pipeline"):
         raise ConfigError(f"redis_layout must be 'split' or 'pipeline'; got {redis_layout!r}")
     cpus = cpus or {}
+
     def pin(proc: str) -> dict:
         return {"cpus": cpus[proc]} if cpus.get(proc) else {}
 

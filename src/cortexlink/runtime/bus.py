@@ -303,33 +303,6 @@ class Bus:
             time.sleep(timeout_s)
         return 0
 
-    def _xread(self, streams: dict[str, bytes], block_ms: int | None) -> list:
-        """``XREAD`` straight on the client's own connection (redis-py's command layer and reply
-        callbacks cost tens of microseconds per call on the hot path); the reply as
-        ``[(key, [(id, {field: value}), ...]), ...]``, empty on timeout."""
-        conn = getattr(self._r, "connection", None)
-        if conn is None:                # a pooled client: the ordinary call
-            return self._r.xread(streams, count=1000, block=block_ms) or []
-        args: list[Any] = [b"XREAD", b"COUNT", 1000]
-        if block_ms is not None:
-            args += [b"BLOCK", block_ms]
-        args.append(b"STREAMS")
-        args.extend(streams)
-        args.extend(streams.values())
-        conn.send_packed_command(pack_command(args), check_health=False)
-        raw = conn.read_response()
-        if not raw:
-            return []
-        items = raw.items() if isinstance(raw, dict) else raw
-        out = []
-        for key, entries in items:
-            rows = []
-            for eid, flat in entries:
-                it = iter(flat or ())
-                rows.append((eid, dict(zip(it, it))))
-            out.append((key, rows))
-        return out
-
     # -- shared state -----------------------------------------------------------------------
     def set_info(self, key: str, value: dict) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -539,8 +512,8 @@ class AsyncLink:
     """A second connection to the same Redis server for writes the hot path must not wait on.
 
     :meth:`send` writes a command and returns at once; the replies are read later, in order,
-    when they have arrived (:meth:`poll`, called by every :meth:`send`) or all at once
-    (:meth:`sync`). A reply that is an error is raised by the call that reads it, so a failed
+    when they have arrived (:meth:`poll`, which the bus calls before it waits for input) or all
+    at once (:meth:`sync`). A reply that is an error is raised by the call that reads it, so a failed
     ``XADD`` is never silent, only reported a little later. At most ``max_pending`` replies
     are left unread; beyond that :meth:`send` waits for the oldest.
 
@@ -745,8 +718,7 @@ class RedisStreamsBus(Bus):
         for k, v in fields.items():
             args.append(k)
             args.append(v)
-        link = self.link
-        link.send(*args)
+        self.link.send(*args)
         if self._hb_pending:
             self._send_heartbeats()
         self.n_xadd += 1
@@ -830,6 +802,29 @@ class RedisStreamsBus(Bus):
             self._last_seq[topic] = last
         return n
 
+    def _xread(self, streams: dict[str, bytes], block_ms: int | None) -> list:
+        """``XREAD`` straight on the client's own connection (redis-py's command layer and reply
+        callbacks cost tens of microseconds per call on the hot path); the reply as
+        ``[(key, [(id, {field: value}), ...]), ...]``, empty on timeout."""
+        conn = getattr(self._r, "connection", None)
+        if conn is None:                # a pooled client: the ordinary call
+            return self._r.xread(streams, count=1000, block=block_ms) or []
+        args: list[Any] = [b"XREAD", b"COUNT", 1000]
+        if block_ms is not None:
+            args += [b"BLOCK", block_ms]
+        args.append(b"STREAMS")
+        args.extend(streams)
+        args.extend(streams.values())
+        conn.send_packed_command(pack_command(args), check_health=False)
+        raw = conn.read_response()
+        if not raw:
+            return []
+        items = raw.items() if isinstance(raw, dict) else raw
+        out = []
+        for key, entries in items:
+            out.append((key, [(eid, _as_dict(flat)) for eid, flat in entries]))
+        return out
+
     # -- shared state -------------------------------------------------------------------
     def set_info(self, key: str, value: dict) -> None:
         self._r.set(self.prefix + "info:" + key, json.dumps(value, default=_json_default))
@@ -873,14 +868,6 @@ class RedisStreamsBus(Bus):
     def heartbeats(self) -> dict[str, int]:
         got = self._r.hgetall(self.prefix + "hb")
         return {k.decode(): int(v) for k, v in got.items()}
-
-    def health_snapshot(self) -> tuple[dict[str, dict], dict[str, int]]:
-        """Node states and heartbeats in one round trip."""
-        pipe = self._r.pipeline(transaction=False)
-        pipe.hgetall(self.prefix + "state")
-        pipe.hgetall(self.prefix + "hb")
-        st, hb = pipe.execute()
-        return ({k.decode(): json.loads(v) for k, v in st.items()}, {k.decode(): int(v) for k, v in hb.items()})
 
     def poll_health(self, max_age_ns: int) -> tuple[int, dict[str, dict], dict[str, int]] | None:
         """Node states and heartbeats without a round trip on the caller's path: when the last

@@ -33,9 +33,8 @@ kind's ``PARAMS``), ``inputs`` (``port: "node.port"`` or ``port: {from, maxlen, 
 halts the cursor), ``restart`` (its own restart policy), ``inject`` (fault injection for
 drills and tests) and ``cpus`` (the CPUs its process may run on, e.g. ``[1]``: a process
 pins itself to the union of its nodes' sets; ``bus.server_cpus`` does the same for the
-``redis-server`` that ``url: auto`` starts — on a small machine, giving the processing its own
-core keeps it from waiting behind the source and Redis). With the in-process bus every node runs in this process whatever ``where``
-says.
+``redis-server`` that ``url: auto`` starts). With the in-process bus every node runs in this
+process whatever ``where`` says.
 
 :func:`load_graph` validates everything and raises :class:`~cortexlink.ConfigError` naming the
 field (``nodes.dsp.params.extractor``, ``nodes.cursor.inputs.intent``, ``bin_ms``);

@@ -1221,15 +1221,9 @@ class CursorNode(Node):
         self._publish_state(g + 1, sample=m.sample, t_enter=m.t_enter_ns, begin=begin, clicked=clicked)
 
     def _autopilot(self, target: Any) -> np.ndarray:
-        """Open-loop cursor: straight to the target, slowing down near it (as ClosedLoop)."""
-        if target is None:
-            return np.zeros(2)
-        err = np.asarray(target.xy, dtype=float) - np.asarray(self.effector.xy, dtype=float)
-        dist = float(np.hypot(*err))
-        if dist < 0.25 * target.radius:
-            return np.zeros(2)
-        speed = min(self.params["autopilot_speed"], dist / 0.15)
-        return err / dist * speed
+        from cortexlink.tasks.loop import autopilot_velocity
+
+        return autopilot_velocity(target, self.effector.xy, self.params["autopilot_speed"])
 
     def summary(self) -> dict:
         return {"blocks": self.results, "n_updates": self.n_updates, "n_halted_bins": self.n_halted_bins,

@@ -178,6 +178,7 @@ class GraphRunner:
         self._fault_seq = 0
         self._remote_cache: tuple[int, dict, dict] = (0, {}, {})
         self.cpus: list[int] | None = None
+        self._cpus_before: list[int] | None = None
         self._last_sample = -1
 
     # ------------------------------------------------------------------ set-up
@@ -644,14 +645,16 @@ class GraphRunner:
         """CPU affinity of this process: the union of its nodes' ``cpus`` (undone by
         :meth:`_unpin` at the end of the run)."""
         want = sorted({c for n in self.local for c in (self.graph["nodes"][n].get("cpus") or ())})
-        if want:
-            self._cpus_before = sorted(os.sched_getaffinity(0))
-            if pin_cpus(want, f"cpus of the nodes {self.local} (process {self.process})") is not None:
-                self.cpus = sorted(os.sched_getaffinity(0))       # as the OS has it now
-            logger.info("process %s pinned to CPU(s) %s", self.process, want)
+        if not want:
+            return
+        before = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        if pin_cpus(want, f"cpus of the nodes {self.local} (process {self.process})") is not None:
+            self._cpus_before = before
+            self.cpus = sorted(os.sched_getaffinity(0))       # as the OS has it now
+            logger.info("process %s pinned to CPU(s) %s", self.process, self.cpus)
 
     def _unpin(self) -> None:
-        before = getattr(self, "_cpus_before", None)
+        before = self._cpus_before
         if before and self.cpus:
             try:
                 pin_cpus(before, "the CPUs of this process before the run")

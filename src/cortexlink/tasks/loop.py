@@ -165,6 +165,18 @@ class LoopTap:
         """Called by :meth:`ClosedLoop.end_block`."""
 
 
+def autopilot_velocity(target: Any, xy: Any, max_speed: float) -> np.ndarray:
+    """Open-loop (calibration) cursor velocity: straight to ``target``, at most ``max_speed``,
+    slowing down near it (~150 ms time constant) and still once within a quarter radius."""
+    if target is None:
+        return np.zeros(2)
+    err = np.asarray(target.xy, dtype=float) - np.asarray(xy, dtype=float)
+    dist = float(np.hypot(*err))
+    if dist < 0.25 * target.radius:
+        return np.zeros(2)
+    return err / dist * min(max_speed, dist / 0.15)
+
+
 class ClosedLoop:
     """A simulated participant using a simulated implant to drive a cursor, one bin at a time.
 
@@ -466,15 +478,7 @@ class ClosedLoop:
         return trace
 
     def _autopilot(self, target: Any) -> np.ndarray:
-        """Open-loop cursor: straight to the target, slowing down near it, still when there."""
-        if target is None:
-            return np.zeros(2)
-        err = np.asarray(target.xy, dtype=float) - np.asarray(self.effector.xy, dtype=float)
-        dist = float(np.hypot(*err))
-        if dist < 0.25 * target.radius:
-            return np.zeros(2)
-        speed = min(self.autopilot_speed, dist / 0.15)     # ~150 ms time constant on the approach
-        return err / dist * speed
+        return autopilot_velocity(target, self.effector.xy, self.autopilot_speed)
 
 
 def training_set(traces: list[BlockTrace], labels: str = "intent") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
