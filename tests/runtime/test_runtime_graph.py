@@ -64,6 +64,7 @@ def test_valid_graph_fills_defaults_and_orders_nodes():
     ({"nodes__dsp__cpus": "0"}, r"nodes\.dsp\.cpus must be a non-empty list"),
     ({"nodes__dsp__cpus": [-1]}, r"nodes\.dsp\.cpus must be"),
     ({"bus": {"kind": "redis", "server_cpus": []}}, r"bus\.server_cpus must be a non-empty list"),
+    ({"bus": {"kind": "redis", "socket": "shm"}}, r"bus\.socket must be one of \['unix', 'tcp'\]"),
 ])
 def test_errors_name_the_node_and_field(changes, match):
     with pytest.raises(ConfigError, match=match):

@@ -28,6 +28,7 @@ def test_cli_reports_the_json_fields(capsys, tmp_path):
 def test_redis_condition_runs_across_processes(redis_server):
     res = latency.run(channels=[32], buses=["redis"], seconds=1.0, warmup_s=1.0, redis_url=redis_server.url,
                       progress=False)
+    assert res["settings"]["redis_socket"] == "redis"      # a given server: its URL's scheme
     pipe, split = res["results"]
     assert KEYS <= set(split) and split["bus"] == "redis" and split["layout"] == "redis split"
     assert pipe["layout"] == "redis pipeline" and set(res["settings"]["redis_layouts"]) == {"pipeline", "split"}
@@ -45,5 +46,7 @@ def test_bad_settings():
         latency.run(channels=[32], buses=["zeromq"], seconds=1.0)
     with pytest.raises(ValueError, match="redis_layouts must be"):
         latency.run(channels=[32], buses=["redis"], seconds=1.0, redis_layouts=["star"])
+    with pytest.raises(ValueError, match="redis_socket must be 'unix' or 'tcp'"):
+        latency.run(channels=[32], buses=["redis"], seconds=1.0, redis_socket="shm")
     with pytest.raises(ValueError, match="warmup_s > 0.5"):
         latency.run(channels=[32], buses=["inprocess"], seconds=1.0, warmup_s=0.2)

@@ -110,3 +110,20 @@ def test_a_node_started_by_hand_joins_the_run(redis_server, tmp_path):
     assert res["nodes"]["dsp"]["state"] == "stopped" and res["nodes"]["dsp"]["process"] == "dsp"
     assert res["nodes"]["dsp"]["n_in"] >= 1500 and res["nodes"]["sink"]["summary"]["n"] >= 60
     assert res["fault_counts"].get("process_exited/halt", 0) == 0
+
+
+@pytest.mark.parametrize("socket, scheme", [(None, "unix://"), ("tcp", "redis://127.0.0.1:")])
+def test_auto_server_is_reached_over_a_unix_socket_unless_the_graph_says_tcp(redis_executable, tmp_path, socket, scheme):
+    bus = {"kind": "redis", "url": "auto", **({"socket": socket} if socket else {})}
+    g = {"name": "auto-sock", "clock": "realtime", "seconds": 1.0, "bus": bus,
+         "nodes": {
+             "src": {"kind": "sim_source", "params": {"config": {"n_channels": 8}, "seed": 1}},
+             "sink": {"kind": "sink", "inputs": {"data": {"from": "src.raw", "maxlen": 2000}}, "where": "subprocess"},
+         }}
+    res = run_graph(g, out_dir=tmp_path)
+    assert res["redis"]["url"].startswith(scheme)
+    assert res["processes"]["sink"]["returncode"] == 0
+    # the child process reached the same server: it received the chunks over it
+    assert res["nodes"]["sink"]["n_in"] >= 0.9 * res["nodes"]["src"]["n_out"] - 50
+    if socket is None:   # the private server's directory (and its socket) are gone after the run
+        assert not os.path.exists(res["redis"]["url"][len("unix://"):])

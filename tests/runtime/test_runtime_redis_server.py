@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -282,3 +283,42 @@ def test_fixture_skips_without_redis_server_but_fails_under_ci(tmp_path, ci):
     else:
         assert res.returncode == 0, out
         assert "1 skipped" in out and "redis-server not found" in out
+
+
+def test_unix_socket_is_private_and_answers(private_server, tmp_path):
+    srv = private_server(unix_socket=True).start()
+    path = srv.socket_path
+    assert path == srv.workdir / "redis.sock" and srv.unix_url == f"unix://{path}"
+    st = os.stat(path)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077 == 0   # this user only
+    c = connect(srv.unix_url, socket_timeout=2.0)
+    try:
+        c.set("k", b"v")
+        assert c.get("k") == b"v"
+        assert c.connection_pool.connection_kwargs["path"] == str(path)
+    finally:
+        c.close()
+    # the same server on TCP as well
+    c = srv.client()
+    try:
+        assert c.get("k") == b"v"
+    finally:
+        c.close()
+    srv.stop()
+    assert not path.exists()
+    with pytest.raises(RedisUnavailable, match="redis.sock"):
+        connect(f"unix://{path}", timeout_s=0.5)
+
+
+def test_unix_socket_options_are_checked(private_server, tmp_path):
+    with pytest.raises(ConfigError, match="unix_socket must be True or False"):
+        RedisServer(unix_socket="yes")
+    with pytest.raises(RedisServerError, match="has no Unix socket"):
+        RedisServer().unix_url
+    with pytest.raises(RedisServerError, match="chosen at start"):
+        RedisServer(unix_socket=True).socket_path
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    srv = private_server(unix_socket=True, workdir=deep)
+    with pytest.raises(RedisServerError, match="longer than the 107 bytes"):
+        srv.start()
+    assert not srv.running

@@ -13,8 +13,8 @@ decoder columns: spike-band power of the good channels above 128 channels) and a
 fitted offline on the same data and loaded from disk.
 
 * ``inprocess``: every node in one process on the in-process bus (the default runtime);
-* ``redis``, on a private ``redis-server`` (persistence off), the source always in the main
-  process, in two layouts: ``pipeline`` — dsp, decoder and cursor together in one other
+* ``redis``, on a private ``redis-server`` (persistence off; reached over a Unix domain socket,
+  ``--redis-socket tcp`` for 127.0.0.1), the source always in the main process, in two layouts: ``pipeline`` — dsp, decoder and cursor together in one other
   process, so the raw stream (1024 x 30 int16 = 61 kB per message) crosses one process
   boundary; ``split`` — dsp, decoder and cursor each in its own process: three inter-process
   hops per bin, the raw stream on the first (BRAND's arrangement of one node per process).
@@ -140,11 +140,12 @@ def plan_cpus(bus: str, layout: str | None, available: Sequence[int] | None = No
 
 def latency_graph(data: str, decoder: str, *, bus: str, seconds: float, warmup_s: float,
                   calibration_s: float = 0.5, chunk_ms: float = 1.0, redis_layout: str = "split",
-                  cpus: dict[str, list[int]] | None = None) -> dict:
+                  cpus: dict[str, list[int]] | None = None, redis_socket: str = "unix") -> dict:
     """The benchmark's graph (see the module docstring). ``redis_layout``: ``"split"`` puts dsp,
     decoder and cursor each in its own process, ``"pipeline"`` all three in one. ``cpus``: CPU
     sets by process (``main``, ``redis``, ``pipeline`` or ``dsp``/``decoder``/``cursor``), as
-    :func:`plan_cpus` makes them."""
+    :func:`plan_cpus` makes them. ``redis_socket``: how the processes reach the private server
+    (``unix`` or ``tcp``)."""
     if redis_layout not in ("split", "pipeline"):
         raise ConfigError(f"redis_layout must be 'split' or 'pipeline'; got {redis_layout!r}")
     cpus = cpus or {}
@@ -159,6 +160,8 @@ def latency_graph(data: str, decoder: str, *, bus: str, seconds: float, warmup_s
     else:
         sub = (lambda grp: {"where": "subprocess", "group": "pipeline", **pin("pipeline")})
     bus_spec: dict[str, Any] = {"kind": bus}
+    if bus == "redis":
+        bus_spec["socket"] = redis_socket
     if bus == "redis" and cpus.get("redis"):
         bus_spec["server_cpus"] = cpus["redis"]
     return {
@@ -215,12 +218,13 @@ def _one(graph: dict, redis_url: str | None) -> dict:
 def run(channels: Sequence[int] = (1024, 4096), buses: Sequence[str] = ("inprocess", "redis"),
         seconds: float = 60.0, *, warmup_s: float = 5.0, loop_s: float = 1.0, seed: int = 0,
         redis_url: str = "auto", redis_layouts: Sequence[str] = ("pipeline", "split"), pin: bool = False,
-        progress: bool = True) -> dict:
+        redis_socket: str = "unix", progress: bool = True) -> dict:
     """Run the latency benchmark; return JSON-able results (``results[] = {bus, channels, layout,
     p50_ms, p99_ms, p999_ms, max_ms, missed, ...}``), one row per channel count and condition:
     ``inprocess``, then ``redis`` once per layout in ``redis_layouts``. ``pin``: give each
     process CPUs of its own as far as the machine allows (:func:`plan_cpus`; the Redis server
-    only when this run starts it)."""
+    only when this run starts it). ``redis_socket``: ``unix`` (default) or ``tcp``, how the
+    processes reach the private server of ``redis_url="auto"``."""
     from cortexlink.bench.dsp import machine_info
 
     for c in channels:
@@ -231,6 +235,8 @@ def run(channels: Sequence[int] = (1024, 4096), buses: Sequence[str] = ("inproce
             raise ConfigError(f"buses must be drawn from ['inprocess', 'redis']; got {b!r}")
     if isinstance(redis_layouts, str) or not redis_layouts or any(x not in LAYOUTS for x in redis_layouts):
         raise ConfigError(f"redis_layouts must be a non-empty list drawn from {sorted(LAYOUTS)}; got {redis_layouts!r}")
+    if redis_socket not in ("unix", "tcp"):
+        raise ConfigError(f"redis_socket must be 'unix' or 'tcp'; got {redis_socket!r}")
     conditions = [(b, None) for b in buses if b == "inprocess"] + [("redis", x) for b in buses if b == "redis"
                                                                   for x in redis_layouts]
     if not seconds > 0 or not warmup_s > 0.5 or not loop_s >= 0.5:
@@ -239,6 +245,7 @@ def run(channels: Sequence[int] = (1024, 4096), buses: Sequence[str] = ("inproce
     out: dict[str, Any] = {
         "benchmark": "latency", "machine": machine_info(),
         "settings": {"channels": list(channels), "pin_cpus": bool(pin), "buses": list(buses), "seconds": seconds, "warmup_s": warmup_s,
+                     "redis_socket": redis_socket if redis_url == "auto" else redis_url.split(":", 1)[0],
                      "loop_s": loop_s, "chunk_ms": 1.0, "bin_ms": 20.0, "fs_hz": FS_HZ, "seed": seed,
                      "graph": "replay_source -> dsp -> decoder (Kalman, loaded) -> cursor",
                      "redis_layouts": {x: LAYOUTS[x] for x in redis_layouts}},
@@ -265,7 +272,7 @@ def run(channels: Sequence[int] = (1024, 4096), buses: Sequence[str] = ("inproce
                 if redis_url != "auto":
                     plan.pop("redis", None)
                 g = latency_graph(prep["data"], prep["decoder"], bus=bus, seconds=seconds, warmup_s=warmup_s,
-                                  redis_layout=layout or "split", cpus=plan)
+                                  redis_layout=layout or "split", cpus=plan, redis_socket=redis_socket)
                 r = _one(g, redis_url)
                 row = {"bus": bus, "channels": ch, "layout": "one process" if bus == "inprocess" else f"redis {layout}",
                        **{k: r[k] for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms", "missed")},

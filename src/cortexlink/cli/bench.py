@@ -129,6 +129,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     la.add_argument("--redis-layout", nargs="+", choices=["pipeline", "split"], default=["pipeline", "split"],
                     help="placements measured on Redis: pipeline: dsp, decoder and cursor together in one other "
                          "process (1 hop); split: each in its own process (3 hops) (default: both)")
+    la.add_argument("--redis-socket", choices=["unix", "tcp"], default="unix",
+                    help="how the processes reach the private server of --redis auto: a Unix domain socket "
+                         "(default) or TCP on 127.0.0.1")
     la.add_argument("--pin", action="store_true",
                     help="pin processes to CPUs ('cpus' in the graph): the source and Redis share one, the dsp "
                          "gets its own (default: placement left to the OS scheduler)")
@@ -215,5 +218,6 @@ def _run_latency(args: argparse.Namespace) -> int:
 
     result = latency.run(channels=args.channels, buses=args.buses, seconds=args.seconds, warmup_s=args.warmup_s,
                          loop_s=args.loop_s, redis_url=args.redis, redis_layouts=args.redis_layout, pin=args.pin,
+                         redis_socket=args.redis_socket,
                          progress=not args.json)
     return _emit(result, args, latency.print_summary)

@@ -40,8 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bus", choices=("inprocess", "redis"), default=None,
                    help="message bus (default: the graph's, in-process unless it says redis)")
     p.add_argument("--redis", default=None, metavar="auto|URL",
-                   help="Redis server: 'auto' starts a private redis-server on 127.0.0.1, or redis://host:port "
-                        "(implies --bus redis)")
+                   help="Redis server: 'auto' starts a private redis-server on 127.0.0.1 that this host's "
+                        "processes reach over a Unix socket (the graph's bus.socket: tcp for TCP), or "
+                        "redis://host:port, or unix:///path (implies --bus redis)")
     p.add_argument("--seconds", type=float, default=None, help="run length in source time (default: the graph's)")
     p.add_argument("--clock", choices=("realtime", "fast"), default=None,
                    help="realtime: sources paced by the wall clock; fast: as fast as possible, deterministic")

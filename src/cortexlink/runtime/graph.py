@@ -8,7 +8,7 @@ A graph is YAML (or the same structure as a dict)::
     seconds: null              # run length in source time (null: until a node ends the run)
     stats_after_s: 0           # latency statistics from this source time on (skip warm-up)
     deadline_ms: null          # a chunk must be processed within this (default: the source's chunk period)
-    bus: {kind: inprocess}     # or {kind: redis, url: auto | redis://host:port}
+    bus: {kind: inprocess}     # or {kind: redis, url: auto | redis://host:port | unix:///path}
     watchdog: {stall_ms: 5, max_speed: 10, output_timeout_ms: 100}
     restart: {max_restarts: 3, window_s: 60, backoff_ms: 0}    # default restart policy
     nodes:
@@ -33,7 +33,9 @@ kind's ``PARAMS``), ``inputs`` (``port: "node.port"`` or ``port: {from, maxlen, 
 halts the cursor), ``restart`` (its own restart policy), ``inject`` (fault injection for
 drills and tests) and ``cpus`` (the CPUs its process may run on, e.g. ``[1]``: a process
 pins itself to the union of its nodes' sets; ``bus.server_cpus`` does the same for the
-``redis-server`` that ``url: auto`` starts). With the in-process bus every node runs in this
+``redis-server`` that ``url: auto`` starts, and ``bus.socket`` says how this host's processes
+reach it: ``unix`` (the default; a Unix domain socket in its private directory) or ``tcp``
+(127.0.0.1)). With the in-process bus every node runs in this
 process whatever ``where`` says.
 
 :func:`load_graph` validates everything and raises :class:`~cortexlink.ConfigError` naming the
@@ -60,6 +62,8 @@ __all__ = ["load_graph", "run_graph", "session_to_graph", "builtin_graph", "BUIL
 
 PLACEMENTS = ("main", "subprocess", "external")
 CLOCKS = ("realtime", "fast")
+#: How the processes of this host reach the private redis-server of ``url: auto``.
+BUS_SOCKETS = ("unix", "tcp")
 FAULTS_TOPIC = "runtime.faults"
 BUILTIN_GRAPHS = ("closed_loop",)
 _TOP = {"name", "bin_ms", "clock", "seconds", "stats_after_s", "deadline_ms", "bus", "watchdog", "restart",
@@ -151,13 +155,16 @@ def load_graph(source: str | Path | dict) -> dict:
     g["stats_after_s"] = _num("stats_after_s", raw.get("stats_after_s", 0.0), allow_zero=True)
     g["deadline_ms"] = _num("deadline_ms", raw.get("deadline_ms"), nullable=True)
     bus = raw.get("bus") or {}
-    if not isinstance(bus, dict) or set(bus) - {"kind", "url", "stream_maxlen", "server_cpus"}:
-        raise ConfigError(f"bus must be a mapping with kind, url, stream_maxlen, server_cpus; got {bus!r}")
+    if not isinstance(bus, dict) or set(bus) - {"kind", "url", "stream_maxlen", "server_cpus", "socket"}:
+        raise ConfigError(f"bus must be a mapping with kind, url, stream_maxlen, server_cpus, socket; got {bus!r}")
     if bus.get("kind", "inprocess") not in ("inprocess", "redis"):
         raise ConfigError(f"bus.kind must be 'inprocess' or 'redis'; got {bus.get('kind')!r}")
+    if bus.get("socket", "unix") not in BUS_SOCKETS:
+        raise ConfigError(f"bus.socket must be one of {list(BUS_SOCKETS)}; got {bus.get('socket')!r}")
     g["bus"] = {"kind": bus.get("kind", "inprocess"), "url": bus.get("url"),
                 "stream_maxlen": int(bus.get("stream_maxlen", 10000)),
-                "server_cpus": check_cpus("bus.server_cpus", bus.get("server_cpus"))}
+                "server_cpus": check_cpus("bus.server_cpus", bus.get("server_cpus")),
+                "socket": bus.get("socket", "unix")}
     g["watchdog"] = dict(raw.get("watchdog") or {})
     WatchdogConfig.from_dict(g["watchdog"], "watchdog")
     g["restart"] = dict(raw.get("restart") or {})

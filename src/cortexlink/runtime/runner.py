@@ -239,8 +239,9 @@ class GraphRunner:
         url = g["bus"].get("url") or "auto"
         if url == "auto":
             # hz 500: blocking reads time out with ~2 ms granularity instead of 100 ms (watchdog wake-ups)
-            self._server = RedisServer(extra_args=("--hz", "500")).start()
-            url = self._server.url
+            unix = g["bus"].get("socket", "unix") == "unix"
+            self._server = RedisServer(extra_args=("--hz", "500"), unix_socket=unix).start()
+            url = self._server.unix_url if unix else self._server.url
             if g["bus"].get("server_cpus"):
                 pin_cpus(g["bus"]["server_cpus"], "bus.server_cpus", pid=self._server.pid)
         self.url = url
