@@ -1,4 +1,7 @@
+import os
+
 import numpy as np
+import pytest
 
 from cortexlink.bench.dsp import score_detection
 
@@ -28,3 +31,20 @@ def test_score_detection_excludes_channels_and_time_windows():
     assert r["recall_snr_ge_5"] == 0.0 and r["precision"] == 0.0
     r = score_detection(ev_s, ev_c, truth_s, truth_c, snr, tol_samples=12, t_min=1000)
     assert r["n_true_spikes"] == 1 and r["recall_snr_ge_5"] == 1.0 and r["precision"] == 1.0
+
+
+def test_steal_share_from_two_cpu_time_readings():
+    from cortexlink.bench.dsp import cpu_times, steal_share
+
+    a = {"user": 100, "nice": 0, "system": 50, "idle": 800, "iowait": 0, "irq": 0, "softirq": 10, "steal": 40}
+    b = dict(a, user=160, idle=900, steal=80)               # 200 ticks, 40 of them stolen
+    assert steal_share(a, b) == pytest.approx(0.2)
+    assert steal_share(a, a) is None and steal_share(None, b) is None
+    now = cpu_times()
+    if os.path.exists("/proc/stat"):
+        assert set(now) >= {"user", "idle", "steal"} and all(v >= 0 for v in now.values())
+        later = cpu_times()
+        share = steal_share(now, later)
+        assert share is None or 0.0 <= share <= 1.0
+    else:
+        assert now is None

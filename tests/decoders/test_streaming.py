@@ -158,3 +158,28 @@ def _click_data(n=3000, n_features=12, seed=1, shift_sd=1.2):
     shift = rng.standard_normal(n_features)
     X = 1.0 + shift_sd * np.outer(y, shift) + rng.standard_normal((n, n_features))
     return X, y, np.array(starts)
+
+
+@pytest.mark.parametrize("cls", [KalmanFilter, ReFITKalmanFilter])
+def test_kalman_compiled_step_equals_the_array_code(linear_data, cls):
+    # 1-D float32/float64 bins take the compiled kernel; a list takes the general array code
+    Xtr, ytr, Xte, _ = linear_data
+    dec = cls().fit(Xtr, ytr)
+    assert dec._fast
+    ref = []
+    dec.reset_state()
+    for x in Xte[:50]:
+        ref.append(dec.step(x.tolist()))
+    for dt in (np.float64, np.float32):
+        X = np.ascontiguousarray(Xte[:50], dtype=dt)
+        dec.reset_state()
+        out = []
+        for x in X:
+            y = dec.step(x)
+            out.append(y.copy())
+            y[:] = 1e6                                # the caller's copy: the filter state is untouched
+        tol = 1e-9 if dt is np.float64 else 1e-4
+        np.testing.assert_allclose(out, dec.__class__(**dec.get_params()).fit(Xtr, ytr).predict(X.astype(np.float64)),
+                                   rtol=tol, atol=tol)
+        if dt is np.float64:
+            np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)

@@ -196,13 +196,15 @@ class _GeneralAssembly(FeatureExtractor):
         return self._assemble_general([block], [])
 
 
-@pytest.mark.parametrize("feats", [("tx", "sbp"), ("sbp",), ("tx",)])
-def test_realtime_assembly_fast_path_equals_the_general_path(signal, same_features, feats):
+@pytest.mark.parametrize("backend", ["numba", "numpy"])      # the compiled kernel and the array code
+@pytest.mark.parametrize("feats", [("tx", "sbp"), ("sbp",), ("tx",), ("sbp", "tx")])
+def test_realtime_assembly_fast_path_equals_the_general_path(signal, same_features, feats, backend):
     data, cmap, _ = signal(12, 12000)
     cmap = cmap.with_bad([False] * 11 + [True])
     data = data.astype(np.float32) * np.float32(cmap.gain_uv[0])
     data[5000:5040, 3] = np.nan                         # a NaN stretch masks channel 3 in its bins
-    fast, slow = _fx(cmap, features=feats), _GeneralAssembly(cmap, FS, calibration_s=CAL_S, features=feats)
+    fast = _fx(cmap, features=feats, backend=backend)
+    slow = _GeneralAssembly(cmap, FS, calibration_s=CAL_S, features=feats, backend=backend)
     a = [fast.step(Chunk(data[i:i + 30], FS, i)) for i in range(0, 12000, 30)]
     b = [slow.step(Chunk(data[i:i + 30], FS, i)) for i in range(0, 12000, 30)]
     same_features(BinnedFeatures.concat(a), BinnedFeatures.concat(b))

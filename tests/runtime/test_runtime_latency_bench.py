@@ -23,6 +23,7 @@ def test_cli_reports_the_json_fields(capsys, tmp_path):
     assert isinstance(row["missed"], int) and row["dropped"] == 0 and row["n_chunks"] == 2000
     assert set(row["hops"]) == {"source->dsp", "dsp->decoder", "decoder->cursor"}
     assert res["brand_reference"]["hop_ms"] == 0.6 and "missed" in res["definitions"]
+    assert row["steal_pct"] is None or 0.0 <= row["steal_pct"] <= 100.0    # the host's share, beside the figures
 
 
 def test_redis_condition_runs_across_processes(redis_server):

@@ -44,6 +44,31 @@ def machine_info() -> dict:
             "platform": platform.platform()}
 
 
+def cpu_times() -> dict | None:
+    """The machine's cumulative CPU time by kind, in clock ticks, from ``/proc/stat`` (Linux;
+    ``None`` elsewhere). Two readings around a benchmark give :func:`steal_share`."""
+    try:
+        with open("/proc/stat") as f:
+            head = f.readline().split()
+    except OSError:
+        return None
+    if not head or head[0] != "cpu":
+        return None
+    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    vals = [int(v) for v in head[1:1 + len(names)]]
+    return dict(zip(names, vals))
+
+
+def steal_share(before: dict | None, after: dict | None) -> float | None:
+    """Fraction of the machine's CPU time between two :func:`cpu_times` readings that the
+    hypervisor gave to other guests (``steal``): on a shared VM, the clearest sign that a
+    latency figure measured the neighbours rather than the code."""
+    if not before or not after:
+        return None
+    total = sum(after[k] - before[k] for k in after if k in before)
+    return (after.get("steal", 0) - before.get("steal", 0)) / total if total > 0 else None
+
+
 def score_detection(ev_samples: np.ndarray, ev_channels: np.ndarray, truth_samples: np.ndarray,
                     truth_channels: np.ndarray, truth_snr: np.ndarray, *, tol_samples: int,
                     exclude_channels: Iterable[int] = (), t_min: int = 0, t_max: int | None = None) -> dict:

@@ -225,7 +225,7 @@ def run(channels: Sequence[int] = (1024, 4096), buses: Sequence[str] = ("inproce
     process CPUs of its own as far as the machine allows (:func:`plan_cpus`; the Redis server
     only when this run starts it). ``redis_socket``: ``unix`` (default) or ``tcp``, how the
     processes reach the private server of ``redis_url="auto"``."""
-    from cortexlink.bench.dsp import machine_info
+    from cortexlink.bench.dsp import cpu_times, machine_info, steal_share
 
     for c in channels:
         if isinstance(c, bool) or not isinstance(c, int) or c < 8:
@@ -254,7 +254,9 @@ def run(channels: Sequence[int] = (1024, 4096), buses: Sequence[str] = ("inproce
             "missed": "chunks handed over more than 1 chunk period late by the source, or finished more than "
                       "1 chunk period after entering the graph (dsp step for chunks completing no bin, cursor "
                       "update for chunks completing a bin)",
-            "hop": "publication of a message -> start of the step that consumed it, per edge"},
+            "hop": "publication of a message -> start of the step that consumed it, per edge",
+            "steal_pct": "share of the machine's CPU time the hypervisor gave to other guests during the case "
+                         "(/proc/stat); latency tails measured while it is above ~1 % describe the host's load"},
         "brand_reference": {"hop_ms": BRAND_HOP_MS, "note": "BRAND's published inter-node latency at 1024 ch x "
                                                             "30 kHz, 1 ms chunks (not measured here)"},
         "results": []}
@@ -273,22 +275,25 @@ def run(channels: Sequence[int] = (1024, 4096), buses: Sequence[str] = ("inproce
                     plan.pop("redis", None)
                 g = latency_graph(prep["data"], prep["decoder"], bus=bus, seconds=seconds, warmup_s=warmup_s,
                                   redis_layout=layout or "split", cpus=plan, redis_socket=redis_socket)
+                t_cpu = cpu_times()
                 r = _one(g, redis_url)
+                steal = steal_share(t_cpu, cpu_times())
                 row = {"bus": bus, "channels": ch, "layout": "one process" if bus == "inprocess" else f"redis {layout}",
                        **{k: r[k] for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms", "missed")},
                        "n_bins": r["n_bins"], "n_chunks": r["n_chunks"], "dropped": r["dropped"],
                        "n_features": prep["n_features"], "cpus": plan, "mean_ms": r["mean_ms"], "missed_by_node": r["missed_by_node"],
                        "hops": r["hops"], "step_ms": r["step_ms"], "dsp_chunk_latency_ms": r["dsp_chunk_latency_ms"],
-                       "faults": r["faults"], "wall_s": r["wall_s"]}
+                       "faults": r["faults"], "wall_s": r["wall_s"],
+                       "steal_pct": None if steal is None else round(100.0 * steal, 2)}
                 hp = [h["p50_ms"] for h in r["hops"].values() if h]
                 row["hop_p50_ms_mean"] = float(np.mean(hp)) if hp else None
                 row["hop_p99_ms_max"] = max((h["p99_ms"] for h in r["hops"].values() if h), default=None)
                 row["brand_hop_ms"] = BRAND_HOP_MS
                 out["results"].append(row)
                 if progress:
-                    logger.warning("  p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, max %.3f ms, missed %d, hops p50 %s",
-                                   row["p50_ms"] or -1, row["p99_ms"] or -1, row["p999_ms"] or -1,
-                                   row["max_ms"] or -1, row["missed"],
+                    logger.warning("  p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, max %.3f ms, missed %d, steal %s %%, "
+                                   "hops p50 %s", row["p50_ms"] or -1, row["p99_ms"] or -1, row["p999_ms"] or -1,
+                                   row["max_ms"] or -1, row["missed"], row["steal_pct"],
                                    {k: round(h["p50_ms"], 3) for k, h in r["hops"].items() if h})
     return out
 
@@ -300,10 +305,10 @@ def print_summary(result: dict) -> None:
     print(f"machine: {m['cpu']} ({m['cores']} cores); {s['seconds']:.0f} s per condition after {s['warmup_s']:.0f} s "
           f"warm-up; 1 ms chunks, 20 ms bins; {s['graph']}")
     print(f"{'condition':<16}{'channels':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'max ms':>9}{'missed':>8}"
-          f"{'bins':>7}   hop p50/p99 ms (BRAND: {result['brand_reference']['hop_ms']} ms)")
+          f"{'bins':>7}{'steal %':>9}   hop p50/p99 ms (BRAND: {result['brand_reference']['hop_ms']} ms)")
     for r in result["results"]:
         hops = "  ".join(f"{k} {h['p50_ms']:.3f}/{h['p99_ms']:.3f}" for k, h in r["hops"].items() if h)
         f = (lambda v: f"{v:.3f}" if v is not None else "-")
         cond = r["bus"] if r["bus"] == "inprocess" else r.get("layout", r["bus"])
         print(f"{cond:<16}{r['channels']:>9}{f(r['p50_ms']):>9}{f(r['p99_ms']):>9}{f(r['p999_ms']):>10}"
-              f"{f(r['max_ms']):>9}{r['missed']:>8}{r['n_bins'] or 0:>7}   {hops}")
+              f"{f(r['max_ms']):>9}{r['missed']:>8}{r['n_bins'] or 0:>7}{f(r.get('steal_pct')):>9}   {hops}")

@@ -48,6 +48,19 @@ __all__ = ["KalmanFilter", "ReFITKalmanFilter", "intended_velocity", "NOISE_SCAL
 NOISE_SCALE_GRID = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
+_KERNELS: Any = None
+
+
+def _step_kernels() -> Any:
+    """The compiled streaming kernels (numba is imported on first use: fit or load)."""
+    global _KERNELS
+    if _KERNELS is None:
+        from cortexlink.decoders import _kernels
+
+        _KERNELS = _kernels
+    return _KERNELS
+
+
 def _lstsq_intercept(U: np.ndarray, V: np.ndarray, ridge: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
     """Least squares ``V ~ U @ B + c`` (B: u x v, c: v), ridge-stabilised for collinear U."""
     mu_u, mu_v = U.mean(axis=0), V.mean(axis=0)
@@ -344,6 +357,13 @@ class KalmanFilter(DecoderMixin, RegressorMixin, BaseEstimator):
         self._y = self.y_mean_.copy()
         self._P = self.P0_.copy()
         self._out = self.y_mean_.copy()
+        self._fast = False
+        if self.steady_state:
+            self.K_ = np.ascontiguousarray(self.K_, dtype=np.float64)
+            self.M_ = np.ascontiguousarray(self.M_, dtype=np.float64)
+            self.c_ = np.ascontiguousarray(self.c_, dtype=np.float64)
+            _step_kernels().warm(self.K_, self.c_, self.M_)
+            self._fast = True
 
     def step(self, x: Any) -> np.ndarray:
         """Filter one bin (streaming counterpart of :meth:`predict`).
@@ -358,6 +378,18 @@ class KalmanFilter(DecoderMixin, RegressorMixin, BaseEstimator):
             The posterior state mean; the previous one if ``x`` held NaN/Inf (then
             ``last_step_valid_`` is False and ``n_invalid_steps_`` grows).
         """
+        if (getattr(self, "_fast", False) and type(x) is np.ndarray and x.ndim == 1
+                and x.shape[0] == self.n_features_in_ and (x.dtype == np.float32 or x.dtype == np.float64)
+                and x.flags.c_contiguous):
+            # the real-time path: one compiled call (see cortexlink.decoders._kernels)
+            u = np.empty(self._y.shape[0])
+            if not _KERNELS.kalman_steady_step(self.K_, self.c_, self.M_, self._y, x, u):
+                self._note_invalid()
+                return self._out.copy()
+            self._y = u
+            self._out = u
+            self.last_step_valid_ = True
+            return u.copy()
         x = self._check_step_input(x)
         if not finite_bin(x):
             self._note_invalid()

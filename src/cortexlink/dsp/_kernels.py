@@ -310,6 +310,30 @@ def chain(raw, pos, stop, seg_start, mode, gain, offset, sos, zi, z, need_init, 
     return stop
 
 
+@njit(cache=True)
+def assemble(starts, tx, sbp, kinds, good, forced, cal_until, data, vmask):  # pragma: no cover - compiled
+    """Lay out completed bins as decoder input in one pass (the real-time case of the
+    extractor's ``_assemble``: one block of bins, no gap, no LFP).
+
+    ``data[b, j*C + c]`` is ``tx`` or ``sbp`` (``kinds[j]`` 0 or 1) of channel ``c`` in bin
+    ``b``; ``vmask`` says which entries are valid: the channel is good, its spike-band power
+    is finite, and the bin is neither ``forced`` invalid nor before ``cal_until``. Invalid
+    entries are NaN. One compiled call instead of a dozen array operations matters most when
+    the caches are cold, as they are once per bin.
+    """
+    nb, C = sbp.shape
+    nan = np.float32(np.nan)
+    for b in range(nb):
+        row_ok = not forced and starts[b] >= cal_until
+        for j in range(kinds.shape[0]):
+            o = j * C
+            for c in range(C):
+                v = tx[b, c] if kinds[j] == 0 else sbp[b, c]
+                ok = row_ok and good[c] and np.isfinite(sbp[b, c])
+                vmask[b, o + c] = ok
+                data[b, o + c] = v if ok else nan
+
+
 @njit(cache=True, fastmath=_FM)
 def lfp(raw, pos, stop, gain, offset, decim, sos, zi, z, need_init, acc, pacc, W, out, ist,
         xb):  # pragma: no cover - compiled

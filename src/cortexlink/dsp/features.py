@@ -398,6 +398,7 @@ class FeatureExtractor:
         kinds = self.features
         self._feature_names = tuple(f"{cid}/{k}" for k in kinds for cid in channel_map.channel_ids)
         self._empty_out: BinnedFeatures | None = None   # shared result of chunks that complete no bin
+        self._kind_codes: np.ndarray | None = None       # feature kinds as codes for the assemble kernel
         if self.backend == "numba":
             from cortexlink.dsp import _kernels  # fail early if numba is missing
 
@@ -501,6 +502,7 @@ class FeatureExtractor:
             self._thr_k = np.where(bad, -np.inf, self._calib.thresholds_uv).astype(np.float32)
         self._bad = bad
         self._good_cols = None          # valid-mask template of the fast path, rebuilt on demand
+        self._good = np.ascontiguousarray(~bad)
         self._refmask = (~bad).astype(np.int32) if self.reference != "none" else np.zeros(n, np.int32)
         self._lrr = self._calib.lrr_matrix if (self._calib is not None and self.reference == "lrr") else None
 
@@ -966,6 +968,17 @@ class FeatureExtractor:
         nb = starts.size
         C = self.n_channels
         kinds = self.features
+        if self.backend == "numba":
+            from cortexlink.dsp import _kernels as K
+
+            codes = self._kind_codes
+            if codes is None:
+                codes = self._kind_codes = np.array([0 if k == "tx" else 1 for k in kinds], np.int8)
+            data = np.empty((nb, C * len(kinds)), np.float32)
+            vmask = np.empty(data.shape, bool)
+            K.assemble(starts, tx, sbp, codes, self._good, bool(forced), int(self._cal_mask_until), data, vmask)
+            return BinnedFeatures._trusted(data, starts, self.bin_width_samples, self.fs_hz,
+                                           self._feature_names, vmask)
         gc = self._good_cols
         if gc is None:
             good = ~self._bad
