@@ -238,68 +238,166 @@ class SimSource(_ClockedSource):
 
 @register_node
 class ReplaySource(_ClockedSource):
-    """Play a ``.npy`` array of samples (samples x channels, int16 counts or float32 µV) in chunks.
+    """Play a recording in chunks, paced like a live source: a ``.npy`` array, a session folder
+    recorded with raw data, or any file or folder :mod:`cortexlink.io.importers` reads
+    (Blackrock NSx, Intan, Open Ephys, SpikeGLX, NWB, WAV, raw + sidecar).
 
-    This is the replay hook of the runtime: the latency benchmark uses it with pre-generated
-    data. Session folders and NWB files are read by :mod:`cortexlink.io.replay`; a node reading
-    them through the same interface is the next step.
+    The latency benchmark plays pre-generated ``.npy`` data with it; the same node replays a
+    lab recording through the whole graph (dsp, decoder, recorder) as if it came from an implant.
 
     Parameters (``params``)
     -----------------------
     path : str
-        The ``.npy`` file. A ``<path>.json`` beside it with a ``channel_map`` (``ChannelMap.to_dict``)
-        is used when present; otherwise a grid with ``gain_uv``.
-    fs_hz : float
+        ``.npy`` (samples x channels, int16 counts or float32 µV; a ``<path>.json`` beside it with a
+        ``channel_map`` (``ChannelMap.to_dict``) is used when present, otherwise a grid with
+        ``gain_uv``), a session folder (``manifest.json``; its ``raw`` stream), or a recording.
+    format, stream : str or None
+        Importer format and stream (see :func:`cortexlink.io.importers.open_recording`).
+    fs_hz : float or None
+        Sampling rate of a ``.npy`` (default 30 kHz); a recording's own rate is used, and a
+        different value given here is an error.
     chunk_ms : float
+        A whole number of samples at the rate.
+    chunk_samples : int or None
+        The chunk in samples instead (convenient at rates such as 19,531 Hz, where no round
+        number of milliseconds is a whole number of samples).
     loop : bool
         Start again at the end (sample indices keep counting up).
     gain_uv : float
+        µV per count of a ``.npy`` without a channel map.
     in_memory : bool
-        Load the whole array (no page faults on the hot path) instead of memory-mapping it.
+        Load the whole recording before the real-time loop (no disk reads or page faults on the
+        hot path) instead of reading each chunk when it is due. Samples stored as another type
+        than int16 or float32 are converted to float32 µV either way.
     """
 
     kind = "replay_source"
     PARAMS = {
         "path": Param("str"),
-        "fs_hz": Param("float", 30000.0, gt=0.0),
+        "format": Param("str", None, nullable=True),
+        "stream": Param("str", None, nullable=True),
+        "fs_hz": Param("float", None, gt=0.0, nullable=True),
         "chunk_ms": Param("float", 1.0, gt=0.0),
+        "chunk_samples": Param("int", None, lo=1, nullable=True),
         "loop": Param("bool", True),
         "gain_uv": Param("float", 0.195, gt=0.0),
         "in_memory": Param("bool", True),
     }
+    #: Rate of a ``.npy`` when ``fs_hz`` is not given.
+    NPY_FS_HZ = 30000.0
+
+    @classmethod
+    def known_fs(cls, params: dict) -> float | None:
+        """The rate known without opening the recording (``None``: read at set-up)."""
+        if params.get("fs_hz") is not None:
+            return float(params["fs_hz"])
+        return cls.NPY_FS_HZ if str(params.get("path", "")).lower().endswith(".npy") else None
 
     @classmethod
     def validate_config(cls, name: str, params: dict, graph: dict) -> None:
-        _samples(name, "chunk_ms", params["chunk_ms"], params["fs_hz"])
+        fs = cls.known_fs(params)
+        if fs is not None and params.get("chunk_samples") is None:
+            _samples(name, "chunk_ms", params["chunk_ms"], fs)
 
     def setup(self) -> None:
+        p = self.params
+        path = Path(p["path"])
+        if not path.exists():
+            raise ConfigError(f"nodes.{self.name}.params.path {path} does not exist")
+        self._rec = None
+        if path.suffix.lower() == ".npy":
+            data, cmap, fs = self._open_npy(path)
+        elif path.is_dir() and (path / "manifest.json").is_file():
+            data, cmap, fs = self._open_session(path)
+        else:
+            data, cmap, fs = self._open_recording(path)
+        if p["fs_hz"] is not None and abs(p["fs_hz"] - fs) > 1e-9 * fs:
+            raise ConfigError(f"nodes.{self.name}.params.fs_hz is {p['fs_hz']:g} Hz but {path} was recorded at "
+                              f"{fs:g} Hz (leave fs_hz out to use the recording's rate)")
+        chunk = p["chunk_samples"] or _samples(self.name, "chunk_ms", p["chunk_ms"], fs)
+        n = data.shape[0] if data is not None else self._rec.n_samples
+        if n < chunk:
+            raise ConfigError(f"nodes.{self.name}.params.path holds {n} samples, fewer than one chunk ({chunk})")
+        self.channel_map = cmap
+        self.data = data
+        self.n_file = n
+        self._init_clock(fs, chunk)
+        if not hasattr(self, "_pos"):                     # a restart goes on where it stopped
+            self._pos = 0
+            self._sample = 0
+            self._chunk_seq = 0
+        self.ctx.bus.set_info(f"{self.name}/stream", stream_info(self.channel_map, fs, chunk))
+
+    def _open_npy(self, path: Path) -> tuple:
         import json
 
         from cortexlink.core.types import ChannelMap
 
         p = self.params
-        path = Path(p["path"])
-        if not path.is_file():
-            raise ConfigError(f"nodes.{self.name}.params.path {path} does not exist")
         data = np.load(path, mmap_mode=None if p["in_memory"] else "r", allow_pickle=False)
         if data.ndim != 2 or data.dtype not in (np.int16, np.float32):
             raise ConfigError(f"nodes.{self.name}.params.path must hold a 2-D int16 or float32 array "
                               f"(samples x channels); got {data.dtype} {data.shape}")
         side = path.with_name(path.name + ".json")
         if side.is_file():
-            self.channel_map = ChannelMap.from_dict(json.loads(side.read_text())["channel_map"])
+            cmap = ChannelMap.from_dict(json.loads(side.read_text())["channel_map"])
         else:
-            self.channel_map = ChannelMap.grid(data.shape[1], gain_uv=p["gain_uv"])
-        chunk = _samples(self.name, "chunk_ms", p["chunk_ms"], p["fs_hz"])
-        if data.shape[0] < chunk:
-            raise ConfigError(f"nodes.{self.name}.params.path holds {data.shape[0]} samples, fewer than one chunk")
-        self.data = data
-        self._init_clock(p["fs_hz"], chunk)
-        if not hasattr(self, "_pos"):                     # a restart goes on where it stopped
-            self._pos = 0
-            self._sample = 0
-            self._chunk_seq = 0
-        self.ctx.bus.set_info(f"{self.name}/stream", stream_info(self.channel_map, p["fs_hz"], chunk))
+            cmap = ChannelMap.grid(data.shape[1], gain_uv=p["gain_uv"])
+        return data, cmap, float(p["fs_hz"] or self.NPY_FS_HZ)
+
+    def _open_session(self, path: Path) -> tuple:
+        from cortexlink.io.session_log import SessionReader
+
+        rd = SessionReader(path)
+        if "raw" not in rd.streams or rd.channel_map is None:
+            raise ConfigError(f"nodes.{self.name}.params.path {path} is a session recorded without raw data "
+                              "(nothing to replay)")
+        parts = [c.data for c in rd.iter_chunks("raw")]
+        if not parts:
+            raise ConfigError(f"nodes.{self.name}.params.path {path}: its raw stream is empty")
+        data = np.ascontiguousarray(np.concatenate(parts))
+        return self._as_chunk_dtype(data, rd.channel_map) + (float(rd.fs_hz),)
+
+    def _open_recording(self, path: Path) -> tuple:
+        from cortexlink.core.errors import ValidationError
+        from cortexlink.io.importers import open_recording
+
+        p = self.params
+        try:
+            rec = open_recording(path, p["format"], stream=p["stream"])
+        except (ValidationError, ConfigError) as exc:
+            raise ConfigError(f"nodes.{self.name}.params.path: {exc}") from None
+        fs = float(rec.fs_hz)
+        if p["in_memory"]:
+            try:
+                data, cmap = self._as_chunk_dtype(rec.read(), rec.channel_map)
+            finally:
+                rec.close()
+            return data, cmap, fs
+        self._rec = rec
+        self._rec_cmap = rec.channel_map
+        return None, self._as_chunk_dtype(rec.read(0, 1), rec.channel_map)[1], fs
+
+    @staticmethod
+    def _as_chunk_dtype(data: np.ndarray, cmap: Any) -> tuple:
+        """Samples the feature extractor takes: int16 counts as they are, anything else as float32
+        µV (with a channel map of unit gain)."""
+        from cortexlink.core.types import ChannelMap
+
+        if data.dtype == np.int16 or data.dtype == np.float32:
+            return data, cmap
+        uv = (data.astype(np.float64) * cmap.gain_uv + cmap.offset_uv).astype(np.float32)
+        return uv, ChannelMap(cmap.channel_ids, cmap.positions_um, gain_uv=1.0, offset_uv=0.0, bad=cmap.bad)
+
+    def _block(self, pos: int, n: int) -> np.ndarray:
+        if self.data is not None:
+            return self.data[pos:pos + n]
+        return self._as_chunk_dtype(self._rec.read(pos, pos + n), self._rec_cmap)[0]
+
+    def teardown(self) -> None:
+        if getattr(self, "_rec", None) is not None:
+            self._rec.close()
+            self._rec = None
 
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
         from cortexlink.core.types import Chunk
@@ -307,12 +405,12 @@ class ReplaySource(_ClockedSource):
         if self._stalled():
             return
         n = self.chunk_samples
-        if self._pos + n > self.data.shape[0]:
+        if self._pos + n > self.n_file:
             if not self.params["loop"]:
                 self.ctx.request_stop(f"{self.name}: end of {self.params['path']}")
                 return
             self._pos = 0
-        block = self.data[self._pos:self._pos + n]
+        block = self._block(self._pos, n)
         self._pos += n
         t = time.monotonic_ns()
         chunk = Chunk(block, self.fs_hz, self._sample, t, self._chunk_seq)
@@ -428,7 +526,7 @@ class DspNode(Node):
             if prod.get("kind") == "sim_source":
                 fs = SimSource.implant_fs(prod["params"])
             elif prod.get("kind") == "replay_source":
-                fs = prod["params"]["fs_hz"]
+                fs = ReplaySource.known_fs(prod["params"])
             if fs is not None:
                 n = graph["bin_ms"] * fs / 1000.0
                 if abs(n - round(n)) > 1e-6 or round(n) < 1:
