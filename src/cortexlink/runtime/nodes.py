@@ -267,7 +267,8 @@ class ReplaySource(_ClockedSource):
         µV per count of a ``.npy`` without a channel map.
     in_memory : bool
         Load the whole recording before the real-time loop (no disk reads or page faults on the
-        hot path) instead of reading each chunk when it is due. Samples stored as another type
+        hot path) instead of reading each chunk when it is due (a session folder's raw stream is
+        always loaded whole). Samples stored as another type
         than int16 or float32 are converted to float32 µV either way.
     """
 
