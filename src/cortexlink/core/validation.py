@@ -37,6 +37,14 @@ def check_range(name: str, value: Any, lo: float | None = None, hi: float | None
     return float(value)
 
 
+def check_keys(name: str, mapping: Any, allowed: Iterable[str]) -> None:
+    """Raise ConfigError naming ``name`` when ``mapping`` has keys outside ``allowed``."""
+    allowed = set(allowed)
+    unknown = sorted(set(mapping) - allowed)
+    if unknown:
+        raise ConfigError(f"{name} has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
     """Return ``value`` if it is one of ``choices``, else raise ConfigError."""
     choices = tuple(choices)

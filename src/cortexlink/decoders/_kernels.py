@@ -35,10 +35,17 @@ def kalman_steady_step(K, c, M, y, x, out):  # pragma: no cover - compiled
     return True
 
 
+_warmed = False
+
+
 def warm(K: np.ndarray, c: np.ndarray, M: np.ndarray) -> None:
-    """Compile (or load from the cache) the kernel for float32 and float64 bins of this shape,
-    so the first real step does not pay for it."""
+    """Compile (or load from the cache) the kernel for float32 and float64 bins, once per
+    process, so no real step pays for it (the compiled code does not depend on the shapes)."""
+    global _warmed
+    if _warmed:
+        return
     y = np.zeros(M.shape[0])
     out = np.empty(M.shape[0])
     for dt in (np.float32, np.float64):
         kalman_steady_step(K, c, M, y, np.zeros(K.shape[1], dt), out)
+    _warmed = True

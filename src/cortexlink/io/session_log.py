@@ -56,6 +56,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from cortexlink.core.errors import CortexlinkError, ValidationError
+from cortexlink.core.jsonutil import json_default
 
 logger = logging.getLogger(__name__)
 
@@ -144,21 +145,10 @@ def _atomic_write_json(path: Path, obj: dict) -> None:
 
 
 def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    return repr(o)
+    try:
+        return json_default(o)
+    except TypeError:        # a log must never fail on a value: keep its repr
+        return repr(o)
 
 
 def sha256_file(path: Path, bufsize: int = 1 << 22) -> str:
@@ -512,7 +502,6 @@ class SessionRecorder:
                         break
                 batch = list(self._q)
                 self._q.clear()
-                nbytes = self._q_bytes
                 self._q_bytes = 0
                 closing = self._closing
                 self._cv.notify_all()
@@ -522,7 +511,6 @@ class SessionRecorder:
                 for name, sample, _h, _p, n_rows in batch:
                     with self._cv:
                         self._count_drop(name, sample, n_rows)
-            del nbytes
             now = time.monotonic()
             if dirty and (now - last_sync >= self.fsync_interval_s or closing):
                 self._sync(dirty)

@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from cortexlink.core.errors import ConfigError, CortexlinkError
+from cortexlink.core.jsonutil import json_default
 from cortexlink.core.types import Chunk
 
 logger = logging.getLogger(__name__)
@@ -390,19 +391,11 @@ class InProcessBus(Bus):
 
 # ---------------------------------------------------------------------------------- codec
 def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (set, frozenset)):
-        return sorted(o)
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    raise TypeError(f"cannot send {type(o).__name__} over the bus (arrays, numbers, strings, lists and dicts only)")
+    try:
+        return json_default(o)
+    except TypeError:
+        raise TypeError(f"cannot send {type(o).__name__} over the bus (arrays, numbers, strings, lists and "
+                        "dicts only)") from None
 
 
 def _wire(a: np.ndarray) -> bytes | memoryview:

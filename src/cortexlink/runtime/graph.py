@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from cortexlink.core.errors import ConfigError
+from cortexlink.core.validation import check_keys
 from cortexlink.runtime.bus import POLICIES
 from cortexlink.runtime.node import check_params, node_class
 from cortexlink.runtime.supervisor import RestartPolicy
@@ -142,9 +143,7 @@ def load_graph(source: str | Path | dict) -> dict:
         Naming the field: ``nodes.<node>.params.<key>``, ``nodes.<node>.inputs.<port>``, ...
     """
     raw = _read(source)
-    unknown = sorted(set(raw) - _TOP)
-    if unknown:
-        raise ConfigError(f"graph has unknown key(s) {unknown}; allowed: {sorted(_TOP)}")
+    check_keys("graph", raw, _TOP)
     g: dict[str, Any] = {"name": str(raw.get("name", "graph"))}
     g["bin_ms"] = _num("bin_ms", raw.get("bin_ms", 20.0))
     clock = raw.get("clock", "realtime")
@@ -181,9 +180,7 @@ def load_graph(source: str | Path | dict) -> dict:
                               f"or '-' (and not be 'runtime'); got {name!r}")
         if not isinstance(spec, dict):
             raise ConfigError(f"{path} must be a mapping; got {type(spec).__name__}")
-        unknown = sorted(set(spec) - _NODE)
-        if unknown:
-            raise ConfigError(f"{path} has unknown key(s) {unknown}; allowed: {sorted(_NODE)}")
+        check_keys(path, spec, _NODE)
         if "kind" not in spec:
             raise ConfigError(f"{path}.kind is required")
         try:

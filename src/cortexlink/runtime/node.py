@@ -29,6 +29,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from cortexlink.core.errors import ConfigError
+from cortexlink.core.validation import check_keys
 from cortexlink.runtime.bus import POLICIES, Message
 from cortexlink.runtime.stats import LatencyStats
 
@@ -155,9 +156,7 @@ def check_params(path: str, spec: dict[str, Param], given: Any) -> dict[str, Any
         given = {}
     if not isinstance(given, dict):
         raise ConfigError(f"{path} must be a mapping; got {type(given).__name__}")
-    unknown = sorted(set(given) - set(spec))
-    if unknown:
-        raise ConfigError(f"{path} has unknown key(s) {unknown}; allowed: {sorted(spec)}")
+    check_keys(path, given, spec)
     out: dict[str, Any] = {}
     for key, p in spec.items():
         if key in given:

@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from cortexlink.core.errors import ConfigError
+from cortexlink.core.validation import check_keys
 from cortexlink.runtime.bus import Message
 from cortexlink.runtime.node import Node, Param, PortSpec, register_node
 from cortexlink.runtime.stats import LatencyStats
@@ -357,7 +358,8 @@ class ReplaySource(_ClockedSource):
         if not parts:
             raise ConfigError(f"nodes.{self.name}.params.path {path}: its raw stream is empty")
         data = np.ascontiguousarray(np.concatenate(parts))
-        return self._as_chunk_dtype(data, rd.channel_map) + (float(rd.fs_hz),)
+        cmap = self._set_conversion(data.dtype, rd.channel_map)
+        return self._convert(data), cmap, float(rd.fs_hz)
 
     def _open_recording(self, path: Path) -> tuple:
         from cortexlink.core.errors import ValidationError
@@ -368,32 +370,37 @@ class ReplaySource(_ClockedSource):
             rec = open_recording(path, p["format"], stream=p["stream"])
         except (ValidationError, ConfigError) as exc:
             raise ConfigError(f"nodes.{self.name}.params.path: {exc}") from None
-        fs = float(rec.fs_hz)
-        if p["in_memory"]:
-            try:
-                data, cmap = self._as_chunk_dtype(rec.read(), rec.channel_map)
-            finally:
-                rec.close()
-            return data, cmap, fs
-        self._rec = rec
-        self._rec_cmap = rec.channel_map
-        return None, self._as_chunk_dtype(rec.read(0, 1), rec.channel_map)[1], fs
+        cmap = self._set_conversion(rec.dtype, rec.channel_map)
+        if not p["in_memory"]:
+            self._rec = rec                                # read chunk by chunk (_block)
+            return None, cmap, float(rec.fs_hz)
+        try:
+            return self._convert(rec.read()), cmap, float(rec.fs_hz)
+        finally:
+            rec.close()
 
-    @staticmethod
-    def _as_chunk_dtype(data: np.ndarray, cmap: Any) -> tuple:
-        """Samples the feature extractor takes: int16 counts as they are, anything else as float32
-        µV (with a channel map of unit gain)."""
+    def _set_conversion(self, dtype: Any, cmap: Any) -> Any:
+        """Samples the feature extractor takes: int16 counts and float32 µV as they are; any
+        other type is converted to float32 µV (:meth:`_convert`) under a channel map of unit
+        gain, which this returns."""
         from cortexlink.core.types import ChannelMap
 
-        if data.dtype == np.int16 or data.dtype == np.float32:
-            return data, cmap
-        uv = (data.astype(np.float64) * cmap.gain_uv + cmap.offset_uv).astype(np.float32)
-        return uv, ChannelMap(cmap.channel_ids, cmap.positions_um, gain_uv=1.0, offset_uv=0.0, bad=cmap.bad)
+        if dtype == np.int16 or dtype == np.float32:
+            self._to_uv = None
+            return cmap
+        self._to_uv = (cmap.gain_uv, cmap.offset_uv)
+        return ChannelMap(cmap.channel_ids, cmap.positions_um, gain_uv=1.0, offset_uv=0.0, bad=cmap.bad)
+
+    def _convert(self, raw: np.ndarray) -> np.ndarray:
+        if self._to_uv is None:
+            return raw
+        gain, offset = self._to_uv
+        return (raw * gain + offset).astype(np.float32)
 
     def _block(self, pos: int, n: int) -> np.ndarray:
         if self.data is not None:
             return self.data[pos:pos + n]
-        return self._as_chunk_dtype(self._rec.read(pos, pos + n), self._rec_cmap)[0]
+        return self._convert(self._rec.read(pos, pos + n))
 
     def teardown(self) -> None:
         if getattr(self, "_rec", None) is not None:
@@ -1053,9 +1060,7 @@ class CursorNode(Node):
 
         path = f"nodes.{name}.params"
         eff = params["effector"]
-        unknown = sorted(set(eff) - {"gain", "smoothing", "refractory_s"})
-        if unknown:
-            raise ConfigError(f"{path}.effector has unknown key(s) {unknown}; allowed: gain, smoothing, refractory_s")
+        check_keys(f"{path}.effector", eff, ("gain", "smoothing", "refractory_s"))
         try:
             CursorEffector(dt_s=graph["bin_ms"] / 1000.0, **eff)
         except (ConfigError, TypeError) as exc:

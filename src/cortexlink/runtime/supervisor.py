@@ -20,6 +20,7 @@ import traceback
 from typing import Any, Callable
 
 from cortexlink.core.errors import ConfigError
+from cortexlink.core.validation import check_keys
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +48,7 @@ class RestartPolicy:
     @classmethod
     def from_dict(cls, d: dict | None, path: str = "restart") -> "RestartPolicy":
         d = dict(d or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"{path} has unknown key(s) {unknown}; allowed: {sorted(names)}")
+        check_keys(path, d, (f.name for f in dataclasses.fields(cls)))
         mr = d.get("max_restarts", cls.max_restarts)
         if isinstance(mr, bool) or not isinstance(mr, int) or mr < 0:
             raise ConfigError(f"{path}.max_restarts must be an integer >= 0; got {mr!r}")

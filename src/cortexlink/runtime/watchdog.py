@@ -32,7 +32,7 @@ import math
 from typing import Any, Callable
 
 from cortexlink.core.errors import ConfigError
-from cortexlink.core.validation import check_positive
+from cortexlink.core.validation import check_keys, check_positive
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +72,7 @@ class WatchdogConfig:
     @classmethod
     def from_dict(cls, d: dict | None, path: str = "watchdog") -> "WatchdogConfig":
         d = dict(d or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"{path} has unknown key(s) {unknown}; allowed: {sorted(names)}")
+        check_keys(path, d, (f.name for f in dataclasses.fields(cls)))
         try:
             return cls(**{k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in d.items()})
         except (TypeError, ValueError) as exc:
