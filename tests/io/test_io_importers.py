@@ -707,7 +707,7 @@ def test_read_range_close_and_iter_chunks_bounds(tmp_path):
 def test_iter_chunks_reads_in_bounded_blocks(tmp_path, monkeypatch):
     d = ramp(5000, 4)
     path = write_raw(tmp_path / "x.raw", d, {"dtype": "int16", "n_channels": 4, "fs_hz": 1000.0})
-    monkeypatch.setattr(imp, "_BLOCK_BYTES", 4 * 2 * 1000)  # 1000 samples per block
+    monkeypatch.setattr(imp._base, "_BLOCK_BYTES", 4 * 2 * 1000)  # 1000 samples per block
     with open_recording(path) as rec:
         spans = []
         real = rec._read
