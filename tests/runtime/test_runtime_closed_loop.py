@@ -1,7 +1,7 @@
 """The closed-loop session on the runtime: participant, implant, dsp, decoder and cursor as nodes."""
 
-from cortexlink.runtime.graph import run_graph, session_to_graph
-from cortexlink.runtime.runner import GraphRunner
+from cortexlink.runtime.graph import session_to_graph
+from cortexlink.runtime.runner import GraphRunner, run_graph
 from cortexlink.tasks.session import run_session
 
 SESSION = {"name": "short", "seed": 0, "implant": {"preset": "default", "n_channels": 48},

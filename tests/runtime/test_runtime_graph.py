@@ -109,8 +109,7 @@ def test_session_to_graph_refuses_the_perfect_decoder():
 def test_a_process_is_pinned_to_the_cpus_of_its_nodes():
     import os
 
-    from cortexlink.runtime.graph import run_graph
-    from cortexlink.runtime.runner import pin_cpus
+    from cortexlink.runtime.runner import pin_cpus, run_graph
 
     cpu = max(os.sched_getaffinity(0))
     before = os.sched_getaffinity(0)

@@ -5,9 +5,8 @@ import pytest
 from cortexlink import ConfigError
 from cortexlink.bench.latency import prepare_data
 from cortexlink.io.session_log import SessionReader
-from cortexlink.runtime.graph import run_graph
-from cortexlink.runtime.node import NODE_KINDS, Node, Param, PortSpec, register_node
-from cortexlink.runtime.runner import GraphRunner
+from cortexlink.runtime.node import BUILTIN_NODES, NODE_KINDS, Node, Param, PortSpec, node_class, register_node
+from cortexlink.runtime.runner import GraphRunner, run_graph
 
 CALLS: list = []
 
@@ -65,6 +64,19 @@ def test_lifecycle_states_and_counters():
     states = runner.bus.states()
     assert states["dsp"]["state"] == "stopped" and states["dsp"]["n_out"] == 100
     assert "test_probe" in NODE_KINDS
+
+
+def test_builtin_registry_names_every_builtin_node():
+    import importlib
+
+    import cortexlink.runtime.nodes as nodes
+
+    builtin = {k: c for k, c in NODE_KINDS.items() if c.__module__.startswith("cortexlink.runtime.nodes.")}
+    assert builtin.keys() == BUILTIN_NODES.keys()
+    for kind, target in BUILTIN_NODES.items():
+        module, _, name = target.partition(":")
+        cls = getattr(importlib.import_module(module), name)
+        assert node_class(kind) is cls and cls.kind == kind and getattr(nodes, name) is cls
 
 
 def test_supervisor_restarts_then_stops_a_failing_node_while_recording_goes_on(replay, tmp_path):

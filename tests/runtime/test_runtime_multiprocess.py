@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from cortexlink.core.errors import ConfigError
-from cortexlink.runtime.graph import run_graph
+from cortexlink.runtime.runner import run_graph
 
 
 def test_two_process_graph_over_redis(redis_server, tmp_path):

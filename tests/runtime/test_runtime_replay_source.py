@@ -7,7 +7,7 @@ from scipy.io import wavfile
 from cortexlink.core.errors import ConfigError
 from cortexlink.io.importers import open_recording
 from cortexlink.io.session_log import SessionReader
-from cortexlink.runtime.graph import run_graph
+from cortexlink.runtime.runner import run_graph
 
 
 def _record(path, tmp_path, name, **src):

@@ -195,7 +195,7 @@ def _hop(info: dict, port: str) -> dict | None:
 
 
 def _one(graph: dict, redis_url: str | None) -> dict:
-    from cortexlink.runtime.graph import run_graph
+    from cortexlink.runtime.runner import run_graph
 
     res = run_graph(graph, redis_url=redis_url if graph["bus"]["kind"] == "redis" else None)
     nodes = res["nodes"]

@@ -1,13 +1,13 @@
 """The real-time runtime: graphs of nodes on an in-process or Redis Streams bus, with a watchdog
 and a supervisor.
 
-* :mod:`cortexlink.runtime.graph` — graph files (YAML), validation, :func:`run_graph`,
-  :func:`session_to_graph`;
+* :mod:`cortexlink.runtime.graph` — graph files (YAML), validation, :func:`session_to_graph`;
 * :mod:`cortexlink.runtime.node` — the :class:`Node` base class (setup / step / teardown, state,
-  counters) and :mod:`cortexlink.runtime.nodes`, the built-in nodes;
+  counters), the registry of node kinds, and :mod:`cortexlink.runtime.nodes`, the built-in nodes
+  (one module per family);
 * :mod:`cortexlink.runtime.bus` — :class:`Message`, bounded subscriptions with explicit
   back-pressure, :class:`InProcessBus` and :class:`RedisStreamsBus`;
-* :mod:`cortexlink.runtime.runner` — scheduling, processes, results;
+* :mod:`cortexlink.runtime.runner` — :func:`run_graph`, scheduling, processes, results;
 * :mod:`cortexlink.runtime.watchdog`, :mod:`cortexlink.runtime.supervisor` — fail-safe;
 * :mod:`cortexlink.runtime.redis_server` — a private ``redis-server`` for ``--redis auto``.
 
@@ -21,7 +21,7 @@ __all__ = ["load_graph", "run_graph", "session_to_graph", "Node", "Message", "In
 
 _LAZY = {
     "load_graph": "cortexlink.runtime.graph",
-    "run_graph": "cortexlink.runtime.graph",
+    "run_graph": "cortexlink.runtime.runner",
     "session_to_graph": "cortexlink.runtime.graph",
     "Node": "cortexlink.runtime.node",
     "Message": "cortexlink.runtime.bus",

@@ -40,8 +40,8 @@ process whatever ``where`` says.
 
 :func:`load_graph` validates everything and raises :class:`~cortexlink.ConfigError` naming the
 field (``nodes.dsp.params.extractor``, ``nodes.cursor.inputs.intent``, ``bin_ms``);
-:func:`run_graph` runs a graph; :func:`session_to_graph` turns a session file of ``cortexlink
-session`` into the equivalent graph.
+:func:`~cortexlink.runtime.runner.run_graph` runs a graph; :func:`session_to_graph` turns a
+session file of ``cortexlink session`` into the equivalent graph.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from cortexlink.runtime.node import check_params, node_class
 from cortexlink.runtime.supervisor import RestartPolicy
 from cortexlink.runtime.watchdog import WatchdogConfig
 
-__all__ = ["load_graph", "run_graph", "session_to_graph", "builtin_graph", "BUILTIN_GRAPHS", "PLACEMENTS",
+__all__ = ["load_graph", "session_to_graph", "builtin_graph", "BUILTIN_GRAPHS", "PLACEMENTS",
            "FAULTS_TOPIC"]
 
 PLACEMENTS = ("main", "subprocess", "external")
@@ -280,35 +280,6 @@ def _order(nodes: dict[str, dict]) -> list[str]:
     return order
 
 
-def run_graph(graph: str | Path | dict, *, seconds: float | None = None, bus: str | None = None,
-              redis_url: str | None = None, clock: str | None = None, out_dir: str | Path | None = None,
-              **kw: Any) -> dict:
-    """Run a graph to its end; see :class:`cortexlink.runtime.runner.GraphRunner`.
-
-    Parameters
-    ----------
-    graph : path, built-in name, YAML text or dict
-    seconds : float, optional
-        Run length in source time (overrides the graph's ``seconds``).
-    bus : {"inprocess", "redis"}, optional
-        Overrides the graph's ``bus.kind``.
-    redis_url : str, optional
-        ``"auto"`` (start a private redis-server on 127.0.0.1) or ``redis://host:port``.
-    clock : {"realtime", "fast"}, optional
-    out_dir : path, optional
-        Where recordings, decoders and ``summary.json`` go.
-
-    Returns
-    -------
-    RunResult
-        JSON-able: per node state, counters, latencies and summaries; fault events; edges.
-    """
-    from cortexlink.runtime.runner import GraphRunner
-
-    return GraphRunner(graph, seconds=seconds, bus=bus, redis_url=redis_url, clock=clock, out_dir=out_dir,
-                       **kw).run()
-
-
 def session_to_graph(session: Any, *, clock: str = "fast", chunk_ms: float = 1.0, placement: str = "main",
                      recorder: bool = False) -> dict:
     """The closed-loop graph that runs a ``cortexlink session`` file on the runtime.
@@ -329,8 +300,9 @@ def session_to_graph(session: Any, *, clock: str = "fast", chunk_ms: float = 1.0
     Returns
     -------
     dict
-        A graph (validate and run it with :func:`run_graph`). With ``clock: fast`` and one process,
-        the figures equal :func:`~cortexlink.tasks.session.run_session`'s for the same session.
+        A graph (validate and run it with :func:`~cortexlink.runtime.runner.run_graph`). With
+        ``clock: fast`` and one process, the figures equal
+        :func:`~cortexlink.tasks.session.run_session`'s for the same session.
     """
     from cortexlink.tasks.session import load_session
 

@@ -20,6 +20,7 @@ and are registered with :func:`register_node`.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import numbers
 import os
@@ -38,12 +39,27 @@ logger = logging.getLogger(__name__)
 #: Exit status of a process ended by ``inject.exit_at_steps`` (EX_SOFTWARE).
 CRASH_EXIT_CODE = 70
 
-__all__ = ["Node", "NodeContext", "Param", "PortSpec", "NODE_STATES", "NODE_KINDS", "register_node",
-           "node_class", "REQUIRED", "InjectedFault"]
+__all__ = ["Node", "NodeContext", "Param", "PortSpec", "NODE_STATES", "NODE_KINDS", "BUILTIN_NODES",
+           "register_node", "node_class", "REQUIRED", "InjectedFault"]
 
 NODE_STATES = ("starting", "running", "stopped", "failed")
 #: kind -> Node subclass (filled by :func:`register_node`; built-ins in :mod:`cortexlink.runtime.nodes`).
 NODE_KINDS: dict[str, type["Node"]] = {}
+#: The built-in kinds -> ``"module:Class"``: a plugin registry that :func:`node_class` imports on
+#: first use, so that this module never imports :mod:`cortexlink.runtime.nodes` (which imports it).
+BUILTIN_NODES: dict[str, str] = {
+    "sim_source": "cortexlink.runtime.nodes.sources:SimSource",
+    "replay_source": "cortexlink.runtime.nodes.sources:ReplaySource",
+    "lsl_source": "cortexlink.runtime.nodes.sources:LSLSource",
+    "dsp": "cortexlink.runtime.nodes.dsp:DspNode",
+    "decoder": "cortexlink.runtime.nodes.decoder:DecoderNode",
+    "participant": "cortexlink.runtime.nodes.participant:ParticipantNode",
+    "cursor": "cortexlink.runtime.nodes.cursor:CursorNode",
+    "recorder": "cortexlink.runtime.nodes.recorder:RecorderNode",
+    "ui_feed": "cortexlink.runtime.nodes.outputs:UiFeedNode",
+    "lsl_outlet": "cortexlink.runtime.nodes.outputs:LSLOutletNode",
+    "sink": "cortexlink.runtime.nodes.outputs:SinkNode",
+}
 
 
 class InjectedFault(RuntimeError):
@@ -395,10 +411,12 @@ def register_node(cls: type[Node]) -> type[Node]:
 
 
 def node_class(kind: str) -> type[Node]:
-    """The registered class of ``kind`` (built-ins are imported on first use)."""
-    if kind not in NODE_KINDS:
-        import cortexlink.runtime.nodes  # noqa: F401  (registers the built-in kinds)
+    """The registered class of ``kind`` (built-ins, :data:`BUILTIN_NODES`, are imported on first use)."""
+    if kind not in NODE_KINDS and kind in BUILTIN_NODES:
+        module, _, name = BUILTIN_NODES[kind].partition(":")
+        getattr(importlib.import_module(module), name)      # importing it registers it
     try:
         return NODE_KINDS[kind]
     except KeyError:
-        raise ConfigError(f"node kind must be one of {sorted(NODE_KINDS)}; got {kind!r}") from None
+        raise ConfigError(f"node kind must be one of {sorted(NODE_KINDS.keys() | BUILTIN_NODES.keys())}; "
+                          f"got {kind!r}") from None

@@ -51,7 +51,7 @@ from cortexlink.runtime.supervisor import RestartPolicy, Supervisor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GraphRunner", "RunResult", "run_worker"]
+__all__ = ["GraphRunner", "RunResult", "run_graph", "run_worker"]
 
 HOUSEKEEPING_NS = 100_000_000       # states, drop accounting, stop checks
 #: One connection per process (no pool on the hot path), 1 MiB socket reads (fewer recv calls
@@ -300,8 +300,7 @@ class GraphRunner:
         chunk = None
         for n, s in g["nodes"].items():
             if s["kind"] == "sim_source":
-                from cortexlink.runtime.nodes import SimSource
-                fs = SimSource.implant_fs(s["params"])
+                fs = node_class("sim_source").implant_fs(s["params"])
                 chunk = s["params"]["chunk_ms"]
             elif s["kind"] == "replay_source":
                 fs, chunk = s["params"]["fs_hz"], s["params"]["chunk_ms"]
@@ -910,6 +909,33 @@ class GraphRunner:
         if self._server is not None:
             self._server.stop()
             self._server = None
+
+
+def run_graph(graph: str | Path | dict, *, seconds: float | None = None, bus: str | None = None,
+              redis_url: str | None = None, clock: str | None = None, out_dir: str | Path | None = None,
+              **kw: Any) -> dict:
+    """Run a graph to its end; see :class:`GraphRunner`.
+
+    Parameters
+    ----------
+    graph : path, built-in name, YAML text or dict
+    seconds : float, optional
+        Run length in source time (overrides the graph's ``seconds``).
+    bus : {"inprocess", "redis"}, optional
+        Overrides the graph's ``bus.kind``.
+    redis_url : str, optional
+        ``"auto"`` (start a private redis-server on 127.0.0.1) or ``redis://host:port``.
+    clock : {"realtime", "fast"}, optional
+    out_dir : path, optional
+        Where recordings, decoders and ``summary.json`` go.
+
+    Returns
+    -------
+    RunResult
+        JSON-able: per node state, counters, latencies and summaries; fault events; edges.
+    """
+    return GraphRunner(graph, seconds=seconds, bus=bus, redis_url=redis_url, clock=clock, out_dir=out_dir,
+                       **kw).run()
 
 
 def _tail(path: Path, n: int = 30) -> str:

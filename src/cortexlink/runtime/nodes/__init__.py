@@ -1,0 +1,59 @@
+"""Built-in nodes: sources, feature extraction, decoder, participant, cursor/task, recorder, UI, LSL.
+
+================  ==========================================  =========================  =======================
+kind              does                                        inputs                     outputs
+================  ==========================================  =========================  =======================
+``sim_source``    a :class:`~cortexlink.sim.SimulatedImplant`  ``intent`` (participant)   ``raw`` (Chunk)
+                  read in ``chunk_ms`` chunks
+``replay_source`` a ``.npy`` array (samples x channels) played  --                         ``raw``
+                  in chunks, optionally looped
+``lsl_source``    an LSL stream (:class:`~cortexlink.io.lsl.    --                         ``raw``
+                  LSLInlet`)
+``dsp``           :class:`~cortexlink.dsp.FeatureExtractor`,    ``raw``                    ``features``
+                  one message per bin, decoder columns selected
+``decoder``       a velocity decoder (+ click decoder), loaded  ``features``, ``labels``,  ``intent``
+                  or calibrated in session                      ``control``
+``participant``   a :class:`~cortexlink.sim.SimulatedParticipant` ``cursor`` (feedback)    ``intent``
+``cursor``        :class:`~cortexlink.tasks.CursorEffector` +   ``intent``,                ``state``, ``control``,
+                  a block schedule of tasks; the watchdog gate  ``participant``            ``gate``, ``events``
+``recorder``      :class:`~cortexlink.io.session_log.           any of ``raw``,            --
+                  SessionRecorder` (never blocks)               ``features``, ...
+``ui_feed``       latest values, rate-limited snapshots         any (latest value)         --
+``lsl_outlet``    features or intent as an LSL stream           ``data``                   --
+``sink``          counts messages, end-to-end latency           ``data``                   --
+================  ==========================================  =========================  =======================
+
+Message payloads (dicts unless said otherwise):
+
+* ``raw``: a :class:`~cortexlink.core.types.Chunk`; ``sample`` = its first sample.
+* ``features``: ``bin`` (bin index since the stream began), ``bin_start`` (sample), ``x`` (float32
+  decoder features of the bin, None until the extractor is calibrated), ``valid`` (False for bins
+  masked entirely, e.g. inside the calibration window); ``sample`` = bin end.
+* ``intent`` (decoder): ``bin``, ``v`` (vx, vy; NaN when not decoding), ``click`` (click onset),
+  ``proba``, ``ready`` (fitted and decoding in closed mode), ``features_valid``, ``version`` (fit count).
+* ``intent`` (participant): ``bin``, ``v`` (intended velocity), ``click`` (click intent),
+  ``neural`` (vx, vy, click for the implant), ``active``.
+* ``state`` (cursor): ``bin`` (the next bin), ``t_s``, ``xy``, ``velocity``, ``clicked``,
+  ``halted``, ``block``, ``mode``, ``begin``, ``target`` (xy, radius, click, dwell_s, or None).
+* ``control`` (cursor → decoder): ``cmd`` in ``begin`` / ``end`` / ``fit`` / ``refit``.
+* ``gate`` (cursor): ``halted``, ``velocity`` (0, 0 while halted), ``faults``.
+
+One module per family: :mod:`~cortexlink.runtime.nodes.sources`, :mod:`~cortexlink.runtime.nodes.dsp`,
+:mod:`~cortexlink.runtime.nodes.decoder`, :mod:`~cortexlink.runtime.nodes.participant`,
+:mod:`~cortexlink.runtime.nodes.cursor`, :mod:`~cortexlink.runtime.nodes.recorder`,
+:mod:`~cortexlink.runtime.nodes.outputs`. Importing this package registers every built-in kind;
+:func:`cortexlink.runtime.node.node_class` imports only the module of the kind it is asked for.
+"""
+
+from __future__ import annotations
+
+from cortexlink.runtime.nodes.sources import SimSource, ReplaySource, LSLSource, stream_info
+from cortexlink.runtime.nodes.dsp import DspNode
+from cortexlink.runtime.nodes.decoder import DecoderNode
+from cortexlink.runtime.nodes.participant import ParticipantNode
+from cortexlink.runtime.nodes.cursor import CursorNode
+from cortexlink.runtime.nodes.recorder import RecorderNode
+from cortexlink.runtime.nodes.outputs import UiFeedNode, LSLOutletNode, SinkNode
+
+__all__ = ["SimSource", "ReplaySource", "LSLSource", "DspNode", "DecoderNode", "ParticipantNode",
+           "CursorNode", "RecorderNode", "UiFeedNode", "LSLOutletNode", "SinkNode", "stream_info"]

@@ -1,0 +1,372 @@
+"""``cursor``: the cursor effector, the block schedule of tasks and the watchdog gate."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from cortexlink.core.errors import ConfigError
+from cortexlink.core.validation import check_keys
+from cortexlink.runtime.bus import Message
+from cortexlink.runtime.node import Node, Param, PortSpec, register_node
+from cortexlink.runtime.nodes._common import _NAN2, logger
+from cortexlink.runtime.stats import LatencyStats
+
+__all__ = ["CursorNode"]
+
+
+_BLOCK_TASKS = ("calibration", "closed_loop", "evaluation")
+
+
+class _Block:
+    def __init__(self, spec: dict, task: Any, mode: str, n_max: int, t_start: float, start_bin: int) -> None:
+        self.spec = spec
+        self.name = spec["name"]
+        self.kind = spec["kind"]
+        self.task = task
+        self.mode = mode
+        self.n_max = n_max
+        self.t_start = t_start
+        self.start_bin = start_bin
+        self.n = 0
+        self.prev_c = 0.0
+        self.events: list = []
+        self.bins: list[int] = []
+        self.cursor_xy: list = []
+        self.target_xy: list = []
+        self.on_target: list = []
+        self.latency = LatencyStats(1 << 17)
+        self.n_halted = 0
+
+    @property
+    def done(self) -> bool:
+        return self.n >= self.n_max or bool(self.task.done)
+
+
+@register_node
+class CursorNode(Node):
+    """Cursor and task: moves a :class:`~cortexlink.tasks.CursorEffector` once per bin, runs a
+    schedule of task blocks, and is the watchdog's gate (velocity zero, no clicks while halted).
+
+    Parameters (``params``)
+    -----------------------
+    blocks : list of dict
+        The session's block list (``kind``: calibration, fit, closed_loop, refit, evaluation;
+        ``task``, ``seconds``, ``max_seconds``, ``task_params``, ``name``; see
+        :mod:`cortexlink.tasks.session`). Empty: free-running cursor driven by the decoder.
+    seed : int
+        Seed of the tasks.
+    effector : dict
+        ``gain``, ``smoothing``, ``refractory_s``.
+    autopilot_speed : float
+        Peak speed of the open-loop calibration cursor.
+    decoder_kind : str
+        The decoder's kind (validation of ``fit``/``refit`` blocks).
+    stop_when_done : bool
+        End the run when the schedule is finished.
+
+    Each bin follows :meth:`~cortexlink.tasks.loop.ClosedLoop.step_bin`: the first bins (until the
+    feature extractor is calibrated) are the warm-up; then each block resets its task, the cursor
+    and the participant; ``open`` blocks move the cursor to the target by themselves, ``closed``
+    blocks apply the decoded velocity and click. The end-to-end latency of each update (cursor
+    update time minus the time the bin's last chunk entered the graph) is kept per block.
+    """
+
+    kind = "cursor"
+    TICKS = True
+    INPUTS = {
+        "intent": PortSpec(maxlen=64, policy="drop_oldest", required=True, doc="decoder intent"),
+        "participant": PortSpec(maxlen=1024, policy="drop_oldest", doc="participant intent (open loop, clicks)"),
+    }
+    OUTPUTS = ("state", "control", "gate", "events")
+    PARAMS = {
+        "blocks": Param("list", []),
+        "seed": Param("int", 0, lo=0),
+        "effector": Param("dict", {}),
+        "autopilot_speed": Param("float", 1.0, gt=0.0),
+        "decoder_kind": Param("str", "refit_kalman"),
+        "stop_when_done": Param("bool", True),
+    }
+
+    @classmethod
+    def validate_config(cls, name: str, params: dict, graph: dict) -> None:
+        from cortexlink.tasks.cursor import CursorEffector
+        from cortexlink.tasks.session import load_session
+
+        path = f"nodes.{name}.params"
+        eff = params["effector"]
+        check_keys(f"{path}.effector", eff, ("gain", "smoothing", "refractory_s"))
+        try:
+            CursorEffector(dt_s=graph["bin_ms"] / 1000.0, **eff)
+        except (ConfigError, TypeError) as exc:
+            raise ConfigError(f"{path}.effector is invalid: {exc}") from exc
+        if params["blocks"]:
+            try:
+                cfg = load_session({"seed": params["seed"], "blocks": params["blocks"],
+                                    "decoder": {"kind": params["decoder_kind"]}})
+            except ConfigError as exc:
+                raise ConfigError(str(exc).replace("session.", f"{path}.", 1)) from exc
+            params["blocks"] = cfg["blocks"]
+            if any(b["kind"] in ("closed_loop", "evaluation", "calibration") for b in cfg["blocks"]) \
+                    and "participant" not in graph["nodes"][name]["inputs"]:
+                raise ConfigError(f"nodes.{name}.inputs.participant must be connected when blocks run tasks "
+                                  "(the participant's intent drives open-loop clicks)")
+
+    def setup(self) -> None:
+        from cortexlink.runtime.watchdog import Watchdog, WatchdogConfig
+        from cortexlink.tasks.cursor import CursorEffector
+
+        if getattr(self, "effector", None) is not None:
+            # a restart keeps the schedule, the task and the cursor; the loop resumes at the next bin
+            self._halted_pub = None
+            return
+        self.dt = self.ctx.bin_ms / 1000.0
+        self.effector = CursorEffector(dt_s=self.dt, **self.params["effector"])
+        self.watchdog = Watchdog(WatchdogConfig.from_dict(self.ctx.graph.get("watchdog")), self._wd_emit, self.name)
+        self._check_ns = int(self.watchdog.config.check_interval_ms * 1e6)
+        self._next_check = 0
+        self.blocks = list(self.params["blocks"])
+        self._i = 0
+        self.block: _Block | None = None
+        self.warm = bool(self.blocks)
+        self.finished = False
+        self.t_s = 0.0
+        self._part: dict[int, dict] = {}
+        self._closed_since_fit: list[dict] = []
+        self.results: list[dict] = []
+        #: Per finished block: bins, cursor_xy, target_xy, on_target, events (in-process inspection).
+        self.traces: list[dict] = []
+        self.latency = LatencyStats(1 << 20)
+        self.n_updates = 0
+        self.n_halted_bins = 0
+        self.n_not_ready = 0
+        self.n_wait_bins = 0
+        self._await_version: int | None = None
+        self._last_version = 0
+        self.last_sample = -1
+        self._halted_pub = False
+        self._decoder_node = self.ctx.producer(self.name, "intent") or "decoder"
+        self._publish_state(0, sample=0, t_enter=0, begin=False, clicked=False)
+
+    def _wd_emit(self, kind: str, **kw: Any) -> None:
+        self.ctx.fault(kind, **kw)
+
+    # -- schedule ---------------------------------------------------------------------------
+    def _begin_next(self, next_bin: int, sample: int, t_enter: int) -> bool:
+        """Send the fit/refit commands up to the next task block and begin it at ``next_bin``.
+
+        With ``clock: realtime`` a block after a fit waits (the participant rests, the cursor
+        stays put) until the decoder's output carries the new version: the fit may run in a
+        thread for seconds. With ``clock: fast`` the fit is done before the next bin, so the
+        block begins at once, as in :func:`~cortexlink.tasks.session.run_session`.
+        """
+        from cortexlink.tasks.session import make_task
+
+        n_fits = 0
+        while self._i < len(self.blocks):
+            b = self.blocks[self._i]
+            kind = b["kind"]
+            if kind in ("fit", "refit"):
+                self._i += 1
+                msg = {"cmd": kind, "name": b["name"]}
+                if kind == "refit":
+                    msg["blocks"] = self._closed_since_fit
+                self.emit("control", msg, sample=sample, t_enter_ns=t_enter)
+                self._closed_since_fit = []
+                self.results.append({"name": b["name"], "kind": kind})
+                n_fits += 1
+                continue
+            if n_fits and self.ctx.realtime:
+                self._await_version = self._last_version + n_fits
+                self.block = None
+                return False
+            self._i += 1
+            task = make_task(b["task"], b["task_params"], seed=self.params["seed"])
+            mode = "open" if kind == "calibration" else "closed"
+            secs = b.get("seconds")
+            n_max = int(round((secs if secs is not None else b["max_seconds"]) / self.dt))
+            task.reset()
+            self.effector.reset()
+            self.block = _Block(b, task, mode, n_max, self.t_s, next_bin)
+            self.emit("control", {"cmd": "begin", "name": b["name"], "kind": kind, "mode": mode, "bin": next_bin},
+                      sample=sample, t_enter_ns=t_enter)
+            self.emit("events", {"kind": "block_start", "name": b["name"], "mode": mode, "task": b["task"],
+                                 "bin": next_bin}, sample=sample, t_enter_ns=t_enter)
+            return True
+        self.block = None
+        self.finished = True
+        return False
+
+    def _waiting(self) -> bool:
+        return self._await_version is not None
+
+    def _end_block(self, sample: int, t_enter: int) -> None:
+        from cortexlink.tasks.session import _jsonable
+
+        blk = self.block
+        elapsed = self.t_s - blk.t_start
+        metrics = _jsonable(blk.task.metrics(elapsed))
+        info = {"name": blk.name, "kind": blk.kind, "task": blk.spec["task"], "mode": blk.mode,
+                "seconds": blk.n * self.dt, "n_bins": blk.n, "metrics": metrics, "n_halted_bins": blk.n_halted,
+                "loop_latency_ms": blk.latency.summary()}
+        self.results.append(info)
+        self.emit("control", {"cmd": "end", "name": blk.name}, sample=sample, t_enter_ns=t_enter)
+        self.emit("events", {"kind": "block_end", **info}, sample=sample, t_enter_ns=t_enter)
+        self.traces.append({"name": blk.name, "bins": np.asarray(blk.bins, np.int64),
+                            "cursor_xy": np.asarray(blk.cursor_xy).reshape(-1, 2),
+                            "target_xy": np.asarray(blk.target_xy).reshape(-1, 2),
+                            "on_target": np.asarray(blk.on_target, bool), "events": blk.events})
+        if blk.kind == "closed_loop":
+            self._closed_since_fit.append({
+                "name": blk.name, "bins": np.asarray(blk.bins, np.int64), "cursor_xy": np.asarray(blk.cursor_xy),
+                "target_xy": np.asarray(blk.target_xy), "on_target": np.asarray(blk.on_target), "dt_s": self.dt})
+        logger.info("block %s: %d bins (%.1f s), metrics %s", blk.name, blk.n, elapsed, metrics)
+        self.block = None
+
+    # -- outputs ------------------------------------------------------------------------
+    def _publish_state(self, next_bin: int, *, sample: int, t_enter: int, begin: bool, clicked: bool) -> None:
+        blk = self.block
+        target = None
+        if blk is not None:
+            t = blk.task.current_target()
+            if t is not None:
+                target = {"xy": [float(t.xy[0]), float(t.xy[1])], "radius": float(t.radius),
+                          "click": bool(t.click), "dwell_s": float(getattr(t, "dwell_s", 0.0))}
+        xy = self.effector.xy
+        v = self.effector.velocity
+        self.emit("state", {"bin": next_bin, "t_s": self.t_s, "xy": [float(xy[0]), float(xy[1])],
+                            "velocity": [float(v[0]), float(v[1])], "clicked": bool(clicked),
+                            "halted": self.watchdog.halted, "block": None if blk is None else blk.name,
+                            "mode": None if blk is None else blk.mode, "begin": bool(begin), "target": target,
+                            "done": self.finished}, sample=sample, t_enter_ns=t_enter)
+
+    def _publish_gate(self, sample: int) -> None:
+        halted = self.watchdog.halted
+        if halted == self._halted_pub:
+            return
+        self._halted_pub = halted
+        self.emit("gate", {"halted": halted, "velocity": [0.0, 0.0] if halted else None,
+                           "click_suppressed": halted,
+                           "faults": [dict(v) for v in self.watchdog.active.values()]},
+                  sample=sample, t_enter_ns=0)
+
+    # -- step ---------------------------------------------------------------------------
+    def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
+        for m in inbox.get("participant", ()):
+            self._part[int(m.payload["bin"])] = m.payload
+        if now_ns >= self._next_check:
+            self._next_check = now_ns + self._check_ns
+            self.watchdog.check_health(now_ns, self.ctx.health(), self.last_sample)
+            self._publish_gate(self.last_sample)
+        for m in inbox.get("intent", ()):
+            self._bin(m, now_ns)
+        if len(self._part) > 4096:
+            for k in sorted(self._part)[:-1024]:
+                del self._part[k]
+
+    def _bin(self, m: Message, now_ns: int) -> None:
+        p = m.payload
+        g = int(p["bin"])
+        self.last_sample = m.sample
+        self._last_version = max(self._last_version, int(p.get("version", 0)))
+        if self._await_version is not None:
+            # between blocks, waiting for the decoder's new fit (realtime): the participant rests
+            self.t_s += self.dt
+            self.n_wait_bins += 1
+            begin = False
+            if self._last_version >= self._await_version:
+                self._await_version = None
+                begin = self._begin_next(g + 1, m.sample, m.t_enter_ns)
+                if not begin and not self._waiting() and self.params["stop_when_done"]:
+                    self.ctx.request_stop(f"{self.name}: schedule finished")
+            self._publish_state(g + 1, sample=m.sample, t_enter=m.t_enter_ns, begin=begin, clicked=False)
+            return
+        if self.warm:
+            self.t_s += self.dt
+            if p.get("features_valid"):
+                self.warm = False
+                begin = self._begin_next(g + 1, m.sample, m.t_enter_ns)
+                if not begin and not self._waiting() and self.params["stop_when_done"]:
+                    self.ctx.request_stop(f"{self.name}: schedule finished")
+                self._publish_state(g + 1, sample=m.sample, t_enter=m.t_enter_ns, begin=begin, clicked=False)
+            else:
+                self._publish_state(g + 1, sample=m.sample, t_enter=m.t_enter_ns, begin=False, clicked=False)
+            return
+        blk = self.block
+        if blk is None and self.blocks:
+            # schedule finished: the cursor rests (and the run ends if stop_when_done)
+            self._publish_state(g + 1, sample=m.sample, t_enter=m.t_enter_ns, begin=False, clicked=False)
+            return
+        if not p.get("features_valid") and blk is None:
+            return                                   # free-running: extractor still calibrating
+        target = blk.task.current_target() if blk is not None else None
+        part = self._part.pop(g, None)
+        c_int = 0.0 if part is None else float(part["click"])
+        mode = "closed" if blk is None else blk.mode
+        if mode == "open":
+            vel = self._autopilot(target)
+            click = c_int >= 0.5 > (blk.prev_c if blk is not None else 0.0)
+            ok = True
+        else:
+            vel = np.asarray(p["v"], dtype=float)
+            click = bool(p.get("click"))
+            if not p.get("ready", True):
+                ok = False
+                self.n_not_ready += 1
+            else:
+                ok = self.watchdog.check_output(now_ns, vel, p.get("proba"), node=self._decoder_node,
+                                                sample=m.sample)
+        halted = self.watchdog.halted or not ok
+        if halted or not np.all(np.isfinite(vel)):
+            vel = np.zeros(2)
+            click = False
+            self.n_halted_bins += 1
+            if blk is not None:
+                blk.n_halted += 1
+        xy, clicked = self.effector.step(vel, bool(click))
+        t_upd = time.monotonic_ns()
+        self.n_updates += 1
+        if m.t_enter_ns and m.sample > self.ctx.stats_from_sample:
+            lat = t_upd - m.t_enter_ns
+            self.latency.add(lat)
+            if blk is not None:
+                blk.latency.add(lat)
+            if lat > self.ctx.deadline_ns:
+                self.n_missed += 1
+        self._publish_gate(m.sample)
+        self.t_s += self.dt
+        begin = False
+        if blk is not None:
+            ev = blk.task.update(self.t_s, np.asarray(xy, dtype=float), bool(clicked))
+            blk.events.extend(ev)
+            for e in ev:
+                self.emit("events", {"kind": "task", "block": blk.name, "t_s": e.t_s, "event": e.kind,
+                                     "data": e.data}, sample=m.sample, t_enter_ns=m.t_enter_ns)
+            blk.bins.append(g)
+            blk.cursor_xy.append((float(xy[0]), float(xy[1])))
+            if target is not None:
+                blk.target_xy.append((float(target.xy[0]), float(target.xy[1])))
+                blk.on_target.append(bool(float(np.hypot(*(np.asarray(xy) - np.asarray(target.xy)))) <= target.radius))
+            else:
+                blk.target_xy.append(_NAN2)
+                blk.on_target.append(False)
+            blk.prev_c = c_int
+            blk.n += 1
+            if blk.done:
+                self._end_block(m.sample, m.t_enter_ns)
+                begin = self._begin_next(g + 1, m.sample, m.t_enter_ns)
+                if not begin and not self._waiting() and self.params["stop_when_done"]:
+                    self.ctx.request_stop(f"{self.name}: schedule finished")
+        self._publish_state(g + 1, sample=m.sample, t_enter=m.t_enter_ns, begin=begin, clicked=clicked)
+
+    def _autopilot(self, target: Any) -> np.ndarray:
+        from cortexlink.tasks.loop import autopilot_velocity
+
+        return autopilot_velocity(target, self.effector.xy, self.params["autopilot_speed"])
+
+    def summary(self) -> dict:
+        return {"blocks": self.results, "n_updates": self.n_updates, "n_halted_bins": self.n_halted_bins,
+                "n_not_ready": self.n_not_ready, "n_wait_bins": self.n_wait_bins, "loop_latency_ms": self.latency.summary(),
+                "faults_raised": self.watchdog.n_raised, "finished": self.finished}

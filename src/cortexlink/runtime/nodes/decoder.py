@@ -1,0 +1,328 @@
+"""``decoder``: velocity (and click) decoding, calibrated or refitted in session."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from cortexlink.core.errors import ConfigError
+from cortexlink.runtime.bus import Message
+from cortexlink.runtime.node import Node, Param, PortSpec, register_node
+from cortexlink.runtime.nodes._common import _NAN2, logger
+from cortexlink.runtime.stats import LatencyStats
+
+__all__ = ["DecoderNode"]
+
+
+def _trace(**arrays: Any) -> SimpleNamespace:
+    return SimpleNamespace(**arrays)
+
+
+@register_node
+class DecoderNode(Node):
+    """Velocity (and click) decoding, one ``intent`` per ``features`` message.
+
+    Parameters (``params``)
+    -----------------------
+    decoder : {"wiener", "kalman", "refit_kalman", "gru"}
+        Kind fitted in session (``fit`` / ``refit`` control messages).
+    decoder_params : dict
+        Its hyperparameters.
+    path : str or None
+        A decoder saved with ``decoder.save`` to load instead (ready at once; its feature names
+        are checked against the dsp's when the first calibrated bin arrives).
+    click : bool
+        Fit a :class:`~cortexlink.decoders.ClickDecoder` with the velocity decoder.
+    click_params : dict
+    click_path : str or None
+        A saved click decoder to load.
+    save_dir : str or None
+        Save every fitted decoder there (``<name>-v<k>.npz``).
+    fit_in_thread : bool or None
+        Fit in a background thread (the loop keeps running; the cursor is held until the new
+        decoder is ready). Default: in ``clock: realtime`` runs.
+
+    Without a ``control`` input the node decodes every bin (once a decoder is loaded). With one,
+    it follows the cursor's blocks: ``open`` blocks collect training data (features + the
+    participant's intent from ``labels``), ``closed`` blocks decode (state reset at each block
+    start), ``fit`` fits on every open block so far, ``refit`` re-estimates ReFIT-Kalman from the
+    closed-loop blocks since the last fit, exactly as :func:`~cortexlink.tasks.session.run_session`.
+    """
+
+    kind = "decoder"
+    INPUTS = {
+        "features": PortSpec(maxlen=256, policy="drop_oldest", required=True),
+        "labels": PortSpec(maxlen=1024, policy="drop_oldest", doc="participant intent (training labels)"),
+        "control": PortSpec(maxlen=64, policy="fail", feedback=True, doc="block begin/end, fit, refit"),
+    }
+    OUTPUTS = ("intent",)
+    PARAMS = {
+        "decoder": Param("str", "kalman", choices=("wiener", "kalman", "refit_kalman", "gru")),
+        "decoder_params": Param("dict", {}),
+        "path": Param("str", None, nullable=True),
+        "click": Param("bool", True),
+        "click_params": Param("dict", {}),
+        "click_path": Param("str", None, nullable=True),
+        "save_dir": Param("str", None, nullable=True),
+        "fit_in_thread": Param("bool", None, nullable=True),
+    }
+    INJECT = {**Node.INJECT,
+              "nan_at_bins": Param("list", [], doc="bins whose velocity output is NaN (with a click onset)"),
+              "out_of_range_at_bins": Param("list", [], doc="bins whose velocity output is 1000 units/s "
+                                                            "(with a click onset)")}
+
+    @classmethod
+    def validate_config(cls, name: str, params: dict, graph: dict) -> None:
+        from cortexlink.tasks.session import make_decoder
+
+        try:
+            make_decoder(params["decoder"], params["decoder_params"])
+        except (ConfigError, TypeError) as exc:
+            raise ConfigError(f"nodes.{name}.params.decoder_params is invalid for {params['decoder']}: {exc}") from exc
+        for key in ("path", "click_path"):
+            if params[key] is not None and not Path(params[key]).is_file():
+                raise ConfigError(f"nodes.{name}.params.{key} {params[key]} does not exist")
+
+    def setup(self) -> None:
+        from cortexlink.decoders import ClickDecoder, load
+        from cortexlink.tasks.session import make_decoder
+
+        p = self.params
+        self._click_cls = ClickDecoder
+        self._thread = None
+        self._new = None
+        if getattr(self, "_set_up", False):
+            # a restart keeps the fitted decoders, the training data and the block (their state is
+            # reset, as at a block start)
+            if self.fitted:
+                self.decoder.reset_state()
+            if self.click_dec is not None:
+                self.click_dec.reset_state()
+            return
+        self._set_up = True
+        self.decoder = make_decoder(p["decoder"], p["decoder_params"])
+        self.click_dec = None
+        self.version = 0
+        self.fitted = False
+        if p["path"]:
+            self.decoder = load(p["path"])
+            self.fitted = True
+            self.version = 1
+        if p["click_path"]:
+            self.click_dec = load(p["click_path"])
+        self.has_control = "control" in self.subs
+        self.mode = "rest" if self.has_control else "closed"
+        self.block: dict | None = None
+        self.calib: list[dict] = []
+        self.closed: dict[str, dict] = {}
+        self.labels: dict[int, tuple] = {}
+        self.names: tuple[str, ...] | None = None
+        self._checked = False
+        fit_thread = p["fit_in_thread"]
+        self.fit_in_thread = self.ctx.realtime if fit_thread is None else fit_thread
+        self._nan = {int(b) for b in self.inject.get("nan_at_bins", ())}
+        self._oor = {int(b) for b in self.inject.get("out_of_range_at_bins", ())}
+        self.fit_info: list[dict] = []
+        self.decode_stats = LatencyStats(1 << 18)
+
+    # -- control --------------------------------------------------------------------------
+    def _control(self, c: dict) -> None:
+        cmd = c.get("cmd")
+        if cmd == "begin":
+            self.mode = c["mode"]
+            self.block = {"name": c["name"], "kind": c["kind"], "bins": [], "x": [], "v": [], "c": [], "dec": []}
+            if self.mode == "closed":
+                if self.fitted:
+                    self.decoder.reset_state()
+                if self.click_dec is not None:
+                    self.click_dec.reset_state()
+        elif cmd == "end":
+            b, self.block = self.block, None
+            self.mode = "rest"
+            if b is not None and b["kind"] == "calibration":
+                self.calib.append(b)
+            elif b is not None and b["kind"] == "closed_loop":
+                self.closed[b["name"]] = b
+        elif cmd == "fit":
+            self._start(self._fit)
+            self.closed = {}
+        elif cmd == "refit":
+            self._start(self._refit, c, dict(self.closed))
+            self.closed = {}
+        else:
+            raise ConfigError(f"{self.name}: unknown control command {cmd!r}")
+
+    def _start(self, fn: Any, *args: Any) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._swap()
+        if not self.fit_in_thread:
+            fn(*args, in_place=True)
+            return
+        self._thread = threading.Thread(target=self._run_fit, args=(fn, args), name=f"{self.name}-fit", daemon=True)
+        self._thread.start()
+
+    def _run_fit(self, fn: Any, args: tuple) -> None:
+        try:
+            fn(*args, in_place=False)
+        except Exception as exc:  # reported on the node's next step
+            self._new = ("error", exc)
+
+    def _swap(self) -> None:
+        new, self._new = self._new, None
+        if new is None:
+            return
+        if new[0] == "error":
+            raise new[1]
+        self.decoder, self.click_dec, info = new[1], new[2], new[3]
+        self.fitted = True
+        self.version += 1
+        self._after_fit(info)
+
+    def _after_fit(self, info: dict) -> None:
+        self.fit_info.append(info)
+        sd = self.params["save_dir"]
+        if sd:
+            Path(sd).mkdir(parents=True, exist_ok=True)
+            self.decoder.save(Path(sd) / f"{self.name}-v{self.version}.npz")
+            if self.click_dec is not None:
+                self.click_dec.save(Path(sd) / f"{self.name}-click-v{self.version}.npz")
+        logger.info("%s: decoder v%d ready (%s)", self.name, self.version, info)
+
+    def _fit(self, *, in_place: bool) -> None:
+        from cortexlink.tasks.loop import training_set
+        from cortexlink.tasks.session import make_decoder
+
+        t0 = time.perf_counter()
+        traces = [_trace(features=np.asarray(b["x"], np.float32).reshape(len(b["x"]), -1),
+                         intended_velocity=np.asarray(b["v"], float).reshape(-1, 2),
+                         click_intent=np.asarray(b["c"], float), cursor_velocity=None)
+                  for b in self.calib if b["x"]]
+        if not traces:
+            raise ConfigError(f"{self.name}: 'fit' but no calibration bins were collected")
+        X, y, c = training_set(traces)
+        dec = self.decoder if in_place else make_decoder(self.params["decoder"], self.params["decoder_params"])
+        dec.fit(X, y, feature_names=self.names)
+        click = self.click_dec
+        if self.params["click"]:
+            if c.min() == c.max():
+                raise ConfigError(f"nodes.{self.name}.params.click is true but the calibration blocks hold no "
+                                  "click intent (use a click task, e.g. centre_out with task_params: {click: true})")
+            click = self._click_cls(**self.params["click_params"]).fit(X, c)
+        info = {"cmd": "fit", "n_bins": int(X.shape[0]), "n_features": int(X.shape[1]),
+                "n_click_bins": int(c.sum()), "fit_s": time.perf_counter() - t0}
+        if in_place:
+            self.decoder, self.click_dec = dec, click
+            self.fitted = True
+            self.version += 1
+            self._after_fit(info)
+        else:
+            self._new = ("ok", dec, click, info)
+
+    def _refit(self, c: dict, closed: dict, *, in_place: bool) -> None:
+        from cortexlink.tasks.loop import refit_set
+
+        t0 = time.perf_counter()
+        traces = []
+        for blk in c["blocks"]:
+            rec = closed.get(blk["name"])
+            bins = np.asarray(blk["bins"], np.int64)
+            n = bins.size
+            F = len(self.names or ())
+            feats = np.full((n, F), np.nan, np.float32)
+            dec = np.full((n, 2), np.nan)
+            if rec is not None:
+                where = {b: i for i, b in enumerate(rec["bins"])}
+                for j, b in enumerate(bins.tolist()):
+                    i = where.get(b)
+                    if i is not None and rec["x"][i] is not None and np.all(np.isfinite(rec["dec"][i])):
+                        feats[j] = rec["x"][i]          # bins left NaN (not decoded) are dropped by refit_set
+                        dec[j] = rec["dec"][i]
+            traces.append(_trace(features=feats, decoded_velocity=dec,
+                                 cursor_xy=np.asarray(blk["cursor_xy"], float).reshape(n, 2),
+                                 target_xy=np.asarray(blk["target_xy"], float).reshape(n, 2),
+                                 on_target=np.asarray(blk["on_target"], bool).reshape(n),
+                                 dt_s=float(blk["dt_s"]), n_bins=n))
+        Xr, dv, cur, tgt, ont = refit_set(traces)
+        dec_obj = self.decoder if in_place else copy.deepcopy(self.decoder)
+        dec_obj.refit(Xr, dv, cur, tgt, ont)
+        info = {"cmd": "refit", "n_bins": int(Xr.shape[0]), "fit_s": time.perf_counter() - t0}
+        if in_place:
+            self.version += 1
+            self._after_fit(info)
+        else:
+            self._new = ("ok", dec_obj, self.click_dec, info)
+
+    # -- bins -----------------------------------------------------------------------------
+    def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
+        if self._thread is not None and not self._thread.is_alive():
+            self._thread = None
+            self._swap()
+        for m in inbox.get("control", ()):
+            self._control(m.payload)
+        for m in inbox.get("labels", ()):
+            p = m.payload
+            self.labels[int(p["bin"])] = (p["v"], float(p["click"]))
+        if len(self.labels) > 4096:
+            for k in sorted(self.labels)[:-1024]:
+                del self.labels[k]
+        for m in inbox.get("features", ()):
+            self._bin(m)
+
+    def _bin(self, m: Message) -> None:
+        p = m.payload
+        g = int(p["bin"])
+        x = p["x"]
+        have_x = x is not None
+        valid = have_x and bool(p.get("valid", True))
+        if have_x and self.names is None:
+            info = self.ctx.bus.get_info(f"{self.ctx.producer(self.name, 'features')}/features")
+            self.names = tuple(info["names"]) if info else None
+        if have_x and not self._checked and self.fitted:
+            self._checked = True
+            self.decoder.check_compatible(feature_names=self.names, n_features=int(np.size(x)))
+        v = _NAN2
+        click = False
+        proba = None
+        blk = self.block
+        # in a session (control input) every bin with features is decoded, as ClosedLoop does (NaN
+        # input holds the decoder); free-running, bins masked entirely are skipped
+        if (have_x if self.has_control else valid) and self.mode == "closed" and self.fitted:
+            t0 = time.perf_counter_ns()
+            xd = np.asarray(x, dtype=np.float64)
+            out = np.asarray(self.decoder.step(xd), dtype=float).reshape(-1)
+            v = (float(out[0]), float(out[1]))
+            if self.click_dec is not None:
+                cs = self.click_dec.step(xd)
+                click, proba = bool(cs.onset), float(cs.proba)
+            self.decode_stats.add(time.perf_counter_ns() - t0)
+        if have_x and self.fitted and (g in self._nan or g in self._oor):
+            v = _NAN2 if g in self._nan else (1000.0, 0.0)
+            click = True                      # a click the gate must suppress
+        if blk is not None and blk["kind"] in ("calibration", "closed_loop"):
+            lab = self.labels.pop(g, None)
+            blk["bins"].append(g)
+            blk["x"].append(None if x is None else np.asarray(x, np.float32))
+            blk["v"].append(_NAN2 if lab is None else tuple(lab[0]))
+            blk["c"].append(0.0 if lab is None else lab[1])
+            blk["dec"].append(v)
+        # ready: this output may drive the cursor — fitted, and in closed mode (over Redis a block's
+        # start reaches the decoder a little after the cursor: until then the cursor holds still
+        # instead of taking the undecoded bins for NaN output)
+        self.emit("intent", {"bin": g, "v": v, "click": click, "proba": proba,
+                             "ready": self.fitted and self.mode == "closed",
+                             "features_valid": valid, "version": self.version},
+                  sample=m.sample, t_enter_ns=m.t_enter_ns)
+
+    def teardown(self) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    def summary(self) -> dict:
+        return {"fits": self.fit_info, "version": self.version, "decode": self.decode_stats.summary()}

@@ -1,0 +1,141 @@
+"""``dsp``: feature extraction, one ``features`` message per bin."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from cortexlink.core.errors import ConfigError
+from cortexlink.runtime.bus import Message
+from cortexlink.runtime.node import Node, Param, PortSpec, register_node
+from cortexlink.runtime.nodes._common import logger
+from cortexlink.runtime.nodes.sources import ReplaySource, SimSource
+from cortexlink.runtime.stats import LatencyStats
+
+__all__ = ["DspNode"]
+
+
+@register_node
+class DspNode(Node):
+    """Feature extraction: one ``features`` message per completed bin of the graph's ``bin_ms``.
+
+    Parameters (``params``)
+    -----------------------
+    extractor : dict
+        :class:`~cortexlink.dsp.FeatureExtractor` keyword arguments (``reference``,
+        ``threshold_rms``, ``calibration_s``, ``band_hz``, ``backend``, ...; not ``bin_ms``,
+        which is the graph's).
+    feature_kinds : list of {"tx", "sbp"} or None
+        Columns given to the decoder; default as :class:`~cortexlink.tasks.loop.ClosedLoop`: both
+        up to 128 channels, ``sbp`` above.
+    exclude_bad : bool
+        Leave out the bad channels found at calibration.
+
+    The decoder columns are fixed when the extractor's calibration completes and published under
+    ``<name>/features`` (names, bad channels). Deadline: a chunk that completes no bin must be
+    processed within ``deadline_ms`` of entering the graph (else ``n_missed``); one that completes
+    a bin is checked at the cursor.
+    """
+
+    kind = "dsp"
+    INPUTS = {"raw": PortSpec(maxlen=256, policy="drop_oldest", required=True)}
+    OUTPUTS = ("features",)
+    PARAMS = {
+        "extractor": Param("dict", {}),
+        "feature_kinds": Param("list", None, nullable=True),
+        "exclude_bad": Param("bool", True),
+    }
+
+    @classmethod
+    def validate_config(cls, name: str, params: dict, graph: dict) -> None:
+        fk = params["feature_kinds"]
+        if fk is not None and (not fk or any(k not in ("tx", "sbp", "lfp") for k in fk)):
+            raise ConfigError(f"nodes.{name}.params.feature_kinds must be a non-empty list drawn from "
+                              f"['tx', 'sbp', 'lfp']; got {fk!r}")
+        if "bin_ms" in params["extractor"] or "channel_map" in params["extractor"]:
+            raise ConfigError(f"nodes.{name}.params.extractor must not set bin_ms or channel_map "
+                              "(bin_ms is the graph's; the channel map comes from the source)")
+        src = graph["nodes"][name]["inputs"].get("raw")
+        if src is not None:
+            prod = graph["nodes"].get(src["from"].split(".", 1)[0], {})
+            fs = None
+            if prod.get("kind") == "sim_source":
+                fs = SimSource.implant_fs(prod["params"])
+            elif prod.get("kind") == "replay_source":
+                fs = ReplaySource.known_fs(prod["params"])
+            if fs is not None:
+                n = graph["bin_ms"] * fs / 1000.0
+                if abs(n - round(n)) > 1e-6 or round(n) < 1:
+                    raise ConfigError(f"bin_ms must be a whole number of samples at the source's {fs:g} Hz "
+                                      f"(a multiple of {1000.0 / fs:g} ms); got {graph['bin_ms']!r} for node {name}")
+                from cortexlink.core.types import ChannelMap
+                from cortexlink.dsp import FeatureExtractor
+
+                try:
+                    FeatureExtractor(ChannelMap.grid(2), fs, bin_ms=graph["bin_ms"], **params["extractor"])
+                except (ConfigError, TypeError) as exc:
+                    raise ConfigError(f"nodes.{name}.params.extractor is invalid: {exc}") from exc
+
+    def setup(self) -> None:
+        from cortexlink.core.types import ChannelMap
+        from cortexlink.dsp import FeatureExtractor
+
+        prod = self.ctx.producer(self.name, "raw")
+        info = self.ctx.wait_info(f"{prod}/stream")
+        cmap = ChannelMap.from_dict(info["channel_map"])
+        try:
+            self.fx = FeatureExtractor(cmap, info["fs_hz"], bin_ms=self.ctx.bin_ms, **self.params["extractor"])
+        except (ConfigError, TypeError) as exc:
+            raise ConfigError(f"nodes.{self.name}.params.extractor is invalid: {exc}") from exc
+        n = cmap.n_channels
+        fk = self.params["feature_kinds"]
+        self.kinds = tuple(fk) if fk else (("tx", "sbp") if n <= 128 else ("sbp",))
+        self.W = self.fx.bin_width_samples
+        self.cols: np.ndarray | None = None
+        self.names: tuple[str, ...] = ()
+        if not hasattr(self, "g"):                         # a restart recalibrates but keeps counting bins
+            self.g = 0
+            self.chunk_stats = LatencyStats(1 << 20)
+
+    def _fix_columns(self) -> None:
+        bad = np.asarray(self.fx.bad_channels_, bool)
+        ids = self.fx.channel_map.channel_ids
+        bad_ids = {ids[i] for i in np.flatnonzero(bad)} if self.params["exclude_bad"] else set()
+        names = self.fx.feature_names
+        cols = [i for i, nm in enumerate(names)
+                if nm.rsplit("/", 1)[-1] in self.kinds and nm.split("/", 1)[0] not in bad_ids]
+        self.cols = np.asarray(cols, dtype=np.intp)
+        self.names = tuple(names[i] for i in cols)
+        self.ctx.bus.set_info(f"{self.name}/features", {
+            "names": list(self.names), "kinds": list(self.kinds), "bin_ms": self.ctx.bin_ms,
+            "fs_hz": self.fx.fs_hz, "bad_channels": [ids[i] for i in np.flatnonzero(bad)]})
+        logger.info("%s: %d decoder features (%s), %d bad channels left out", self.name, len(cols),
+                    "+".join(self.kinds), len(bad_ids))
+
+    def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
+        stats_from = self.ctx.stats_from_sample
+        deadline = self.ctx.deadline_ns
+        for m in inbox["raw"]:
+            bf = self.fx.step(m.payload)
+            if self.cols is None and self.fx.is_calibrated:
+                self._fix_columns()
+            for i in range(bf.n_bins):
+                x = None
+                if self.cols is not None:
+                    x = bf.data[i][self.cols]
+                    x.flags.writeable = False
+                start = int(bf.bin_start_samples[i])
+                valid = x is not None and bool(bf.valid[i].any())
+                self.emit("features", {"bin": self.g, "bin_start": start, "x": x, "valid": valid},
+                          sample=start + self.W, t_enter_ns=m.t_enter_ns)
+                self.g += 1
+            if m.sample >= stats_from and m.t_enter_ns:
+                lat = time.monotonic_ns() - m.t_enter_ns
+                self.chunk_stats.add(lat)
+                if bf.n_bins == 0 and lat > deadline:
+                    self.n_missed += 1
+
+    def summary(self) -> dict:
+        return {"n_features": len(self.names), "n_bins": self.g, "chunk_latency": self.chunk_stats.summary(),
+                "fx": dict(self.fx.counters_) if hasattr(self.fx, "counters_") else {}}

@@ -1,0 +1,151 @@
+"""Outputs: ``ui_feed``, ``lsl_outlet``, ``sink``."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from cortexlink.runtime.bus import Message
+from cortexlink.runtime.node import Node, Param, PortSpec, register_node
+from cortexlink.runtime.stats import LatencyStats
+
+__all__ = ["UiFeedNode", "LSLOutletNode", "SinkNode"]
+
+
+@register_node
+class UiFeedNode(Node):
+    """Latest values for an operator UI, published at most ``max_hz`` times per second.
+
+    Its inputs hold one message each (``maxlen: 1``, ``drop_oldest``): a slow UI only ever sees
+    the newest value and can never hold up the graph (superseded messages are counted in the
+    edge's ``n_dropped``). The snapshot is :meth:`snapshot` in-process and the shared value
+    ``<name>/snapshot`` on the bus (``bus.get_info``) for a UI in another process.
+    """
+
+    kind = "ui_feed"
+    CRITICAL = False
+    TICKS = True
+    INPUTS = {p: PortSpec(maxlen=1, policy="drop_oldest") for p in ("cursor", "intent", "gate", "events", "features")}
+    PARAMS = {"max_hz": Param("float", 30.0, gt=0.0)}
+    LOSSY = True
+
+    def setup(self) -> None:
+        self._latest: dict[str, Any] = {}
+        self._snap: dict = {}
+        self._period = int(1e9 / self.params["max_hz"])
+        self._next = 0
+        self.n_snapshots = 0
+
+    @staticmethod
+    def _plain(p: Any) -> Any:
+        if isinstance(p, dict):
+            return {k: (v.tolist() if isinstance(v, np.ndarray) and v.size <= 64 else
+                        (None if isinstance(v, np.ndarray) else v)) for k, v in p.items()}
+        return None
+
+    def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
+        for port, msgs in inbox.items():
+            if msgs:
+                self._latest[port] = (msgs[-1].sample, self._plain(msgs[-1].payload))
+        if now_ns < self._next or not self._latest:
+            return
+        self._next = now_ns + self._period
+        health = self.ctx.health()
+        self._snap = {"t_ns": now_ns, **{k: {"sample": s, **(v or {})} for k, (s, v) in self._latest.items()},
+                      "nodes": {n: {"state": h.get("state"), "n_out": h.get("n_out")} for n, h in health.items()}}
+        self.ctx.bus.set_info(f"{self.name}/snapshot", self._snap)
+        self.n_snapshots += 1
+
+    def snapshot(self) -> dict:
+        """The newest snapshot (a dict; replaced, never mutated, so safe to read from another thread)."""
+        return self._snap
+
+    def summary(self) -> dict:
+        return {"n_snapshots": self.n_snapshots}
+
+
+@register_node
+class LSLOutletNode(Node):
+    """Publish features or decoded intent as an LSL stream (:class:`~cortexlink.io.lsl.LSLOutlet`).
+
+    Parameters (``params``)
+    -----------------------
+    stream : {"intent", "features"}
+        ``intent``: channels vx, vy, click (probability) from a decoder's ``intent``;
+        ``features``: the dsp's decoder features (names from the dsp).
+    name : str or None
+        LSL stream name (default ``cortexlink-intent`` / ``cortexlink-features``).
+    """
+
+    kind = "lsl_outlet"
+    CRITICAL = False
+    INPUTS = {"data": PortSpec(maxlen=256, policy="drop_oldest", required=True)}
+    PARAMS = {"stream": Param("str", "intent", choices=("intent", "features")),
+              "name": Param("str", None, nullable=True)}
+
+    def setup(self) -> None:
+        from cortexlink.io.lsl import LSLOutlet
+
+        p = self.params
+        bin_s = self.ctx.bin_ms / 1000.0
+        kw = {} if p["name"] is None else {"name": p["name"]}
+        if p["stream"] == "intent":
+            self.outlet = LSLOutlet.intent_outlet(bin_s, **kw)
+        else:
+            prod = self.ctx.producer(self.name, "data")
+            info = self.ctx.wait_info(f"{prod}/features", timeout_s=120.0)
+            self.outlet = LSLOutlet.features_outlet(info["names"], bin_s, **kw)
+        self.n_pushed = 0
+
+    def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
+        for m in inbox["data"]:
+            p = m.payload
+            if self.params["stream"] == "intent":
+                proba = p.get("proba")
+                row = np.array([p["v"][0], p["v"][1], math.nan if proba is None else proba], np.float32)
+            else:
+                if p.get("x") is None:
+                    continue
+                row = np.asarray(p["x"], np.float32)
+            self.outlet.push(row)
+            self.n_pushed += 1
+
+    def teardown(self) -> None:
+        out = getattr(self, "outlet", None)
+        if out is not None:
+            out.close()
+
+    def summary(self) -> dict:
+        return {"n_pushed": getattr(self, "n_pushed", 0)}
+
+
+@register_node
+class SinkNode(Node):
+    """Counts what arrives and its end-to-end latency (tests, benchmarks, drills)."""
+
+    kind = "sink"
+    CRITICAL = False
+    INPUTS = {"data": PortSpec(maxlen=1024, policy="drop_oldest", required=True)}
+    PARAMS = {"keep": Param("int", 0, lo=0, doc="keep the last N messages (for inspection)")}
+
+    def setup(self) -> None:
+        import collections
+
+        self.n = 0
+        self.latency = LatencyStats(1 << 18)
+        self.kept: Any = collections.deque(maxlen=max(self.params["keep"], 1))
+
+    def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
+        t = time.monotonic_ns()
+        for m in inbox["data"]:
+            self.n += 1
+            if m.t_enter_ns and m.sample >= self.ctx.stats_from_sample:
+                self.latency.add(t - m.t_enter_ns)
+            if self.params["keep"]:
+                self.kept.append(m)
+
+    def summary(self) -> dict:
+        return {"n": self.n, "latency_ms": self.latency.summary()}
