@@ -30,7 +30,6 @@ CAL_ROW = 4       # next row of the calibration buffer
 N_EV = 5          # events in the event buffer
 N_PEND = 6        # channels with an open trough window
 N_NEED_INIT = 7   # channels whose filter waits for a finite sample to initialise
-IST_SIZE = 16
 
 # indices into the LFP state vector
 L_PHASE = 0

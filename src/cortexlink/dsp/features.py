@@ -2,179 +2,47 @@
 
 :class:`FeatureExtractor` turns :class:`~cortexlink.core.types.Chunk` streams into
 :class:`~cortexlink.core.types.BinnedFeatures`. See its docstring for the chain, the
-semantics of calibration, crossings, spike-band power, gaps and non-finite samples.
+semantics of calibration, crossings, spike-band power, gaps and non-finite samples. Its
+parameters are a :class:`~cortexlink.dsp.config.FeatureConfig`.
+
+The extractor's parts live in :mod:`cortexlink.dsp.config` (parameters),
+:mod:`cortexlink.dsp.crossings` (:class:`CrossingEvents`, :func:`detect_crossings`), and the
+private modules ``_state`` (stream state), ``_chain`` (per-chunk processing, both backends),
+``_assembly`` (output layout) and ``_ratelog``; the public names stay importable from here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from cortexlink.core.errors import ConfigError, GapError, NotFittedError, ValidationError
 from cortexlink.core.types import BinnedFeatures, ChannelMap, Chunk
-from cortexlink.core.validation import check_choice, check_positive, check_range
-from cortexlink.dsp.calibration import Calibration, RailStats, estimate_calibration, reference_rows
-from cortexlink.dsp.filters import (BACKENDS, check_band, design_bandpass, pad_sections, sos_coefficients,
-                                    sos_state_init)
+from cortexlink.core.validation import check_positive
+from cortexlink.dsp._assembly import _AssemblyMixin
+from cortexlink.dsp._chain import _ChainMixin
+from cortexlink.dsp._ratelog import _RateLimitedLog
+from cortexlink.dsp._state import _CAL_LEFT, _CAL_PHASE, _CAL_ROW, _N_PEND, _StreamState
+from cortexlink.dsp.calibration import Calibration, RailStats, estimate_calibration
+from cortexlink.dsp.config import FEATURE_KINDS, GAP_POLICIES, REFERENCES, FeatureConfig
+from cortexlink.dsp.crossings import CrossingEvents, detect_crossings
+from cortexlink.dsp.filters import check_band, design_bandpass, pad_sections, sos_coefficients, sos_state_init
+
+__all__ = ["FeatureExtractor", "FeatureConfig", "CrossingEvents", "detect_crossings", "FEATURE_KINDS",
+           "REFERENCES", "GAP_POLICIES"]
 
 logger = logging.getLogger(__name__)
-
-FEATURE_KINDS = ("tx", "sbp", "lfp")
-REFERENCES = ("car", "lrr", "none")
-GAP_POLICIES = ("bridge", "reset", "raise")
 
 _CAL_RATE_HZ = 2000.0     # calibration rows are kept at about this rate ...
 _CAL_MAX_ROWS = 8000      # ... and never more than this many per channel
 _NO_MASK = -(2 ** 62)
 _ALL_MASKED = 2 ** 62
 
-# integer state indices (shared with the numba kernels)
-_BIN_FILL, _N_OUT, _CAL_LEFT, _CAL_PHASE, _CAL_ROW, _N_EV, _N_PEND, _N_NEED_INIT = range(8)
 
-
-class _RateLimitedLog:
-    """Log a message at most once per ``interval_s`` per key (for per-chunk events)."""
-
-    def __init__(self, interval_s: float = 5.0) -> None:
-        self.interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warning(self, key: str, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, -math.inf) >= self.interval_s:
-            n = self._suppressed.pop(key, 0)
-            suffix = f" ({n} similar messages suppressed)" if n else ""
-            logger.warning(msg + suffix, *args)
-            self._last[key] = now
-        else:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class CrossingEvents:
-    """Threshold-crossing events, sorted by crossing sample then channel.
-
-    Attributes
-    ----------
-    channel_idx : ndarray (n_events,), int32
-        Channel (column of the ChannelMap) of each event.
-    sample_idx : ndarray (n_events,), int64
-        Source-clock sample of the crossing: the first sample below threshold after a
-        sample at or above it.
-    trough_sample_idx : ndarray (n_events,), int64
-        Sample of the minimum of the filtered, referenced signal within the trough
-        window starting at the crossing (``trough_window_ms``; cut short by the next
-        crossing on the channel).
-    trough_uv : ndarray (n_events,), float32
-        Filtered, referenced value at the trough (µV).
-
-    Notes
-    -----
-    Where the detection sits: a spike is detected on its falling edge, so the crossing
-    sample comes a little *before* the spike's trough in the raw signal (0-2 samples for
-    spikes near threshold, up to ~4 samples = 0.13 ms for large ones, at 30 kHz with the
-    default order-2 band-pass); the causal filter delays the filtered trough by about one
-    sample, so ``trough_sample_idx`` lands 0-2 samples after the raw trough. Both are well
-    inside a 0.4 ms matching tolerance; use ``trough_sample_idx`` to compare with
-    trough-aligned ground truth.
-    """
-
-    channel_idx: np.ndarray
-    sample_idx: np.ndarray
-    trough_sample_idx: np.ndarray
-    trough_uv: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.channel_idx.size)
-
-    @classmethod
-    def empty(cls) -> "CrossingEvents":
-        return cls(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64),
-                   np.zeros(0, np.float32))
-
-    @classmethod
-    def _from_parts(cls, parts: list[tuple[np.ndarray, ...]]) -> "CrossingEvents":
-        if not parts:
-            return cls.empty()
-        ch, cr, tr, val = (np.concatenate([p[i] for p in parts]) for i in range(4))
-        order = np.lexsort((ch, cr))
-        return cls(ch[order].astype(np.int32), cr[order].astype(np.int64),
-                   tr[order].astype(np.int64), val[order].astype(np.float32))
-
-    def per_channel(self, n_channels: int, *, at: str = "crossing") -> list[np.ndarray]:
-        """Event samples of each channel (``at="crossing"`` or ``"trough"``), sorted."""
-        check_choice("at", at, ("crossing", "trough"))
-        s = self.sample_idx if at == "crossing" else self.trough_sample_idx
-        order = np.lexsort((s, self.channel_idx))
-        ch, s = self.channel_idx[order], s[order]
-        bounds = np.searchsorted(ch, np.arange(n_channels + 1))
-        return [s[bounds[i]:bounds[i + 1]] for i in range(n_channels)]
-
-
-class _StreamState:
-    """All mutable per-stream state, as numpy arrays shared by both backends."""
-
-    def __init__(self, n_ch: int, n_sec: int, n_sec_lfp: int) -> None:
-        self.ist = np.zeros(16, np.int64)
-        self.z = np.zeros((n_sec, 2, n_ch), np.float32)
-        self.need_init = np.ones(n_ch, np.int32)
-        self.ist[_N_NEED_INIT] = n_ch
-        self.nonfinite = np.zeros(n_ch, np.int64)
-        self.armed = np.zeros(n_ch, np.int32)
-        self.dead = np.zeros(n_ch, np.int32)
-        self.tx_acc = np.zeros(n_ch, np.int32)
-        self.sbp_acc = np.zeros(n_ch, np.float32)
-        self.sbp_acc64 = np.zeros(n_ch, np.float64)
-        self.pend_left = np.zeros(n_ch, np.int32)
-        self.pend_cross = np.zeros(n_ch, np.int64)
-        self.pend_idx = np.zeros(n_ch, np.int64)
-        self.pend_val = np.zeros(n_ch, np.float32)
-        self.yb = np.zeros(n_ch, np.float32)
-        # LFP path
-        self.lfp = _LfpState(n_ch, n_sec_lfp)
-
-    def restart_filters(self) -> None:
-        """Forget filter memory and crossing state (gap policy "reset")."""
-        self.z[:] = 0
-        self.need_init[:] = 1
-        self.ist[_N_NEED_INIT] = self.need_init.size
-        self.armed[:] = 0
-        self.dead[:] = 0
-        self.lfp.restart()
-
-    def clear_bin(self) -> None:
-        self.tx_acc[:] = 0
-        self.sbp_acc[:] = 0
-        self.sbp_acc64[:] = 0
-        self.lfp.pacc[:] = 0
-        self.lfp.ist[1] = 0
-
-
-class _LfpState:
-    def __init__(self, n_ch: int, n_sec: int) -> None:
-        self.ist = np.zeros(8, np.int64)
-        self.z = np.zeros((n_sec, 2, n_ch), np.float64)
-        self.need_init = np.ones(n_ch, np.int32)
-        self.ist[4] = n_ch
-        self.acc = np.zeros(n_ch, np.float64)
-        self.pacc = np.zeros(n_ch, np.float64)
-        self.xb = np.zeros(n_ch, np.float64)
-
-    def restart(self) -> None:
-        self.z[:] = 0
-        self.need_init[:] = 1
-        self.ist[4] = self.need_init.size
-        self.acc[:] = 0
-        self.ist[0] = 0
-
-
-class FeatureExtractor:
+class FeatureExtractor(_ChainMixin, _AssemblyMixin):
     """Streaming, chunk-size-invariant neural feature extraction for thousands of channels.
 
     The chain, per sample and channel:
@@ -244,6 +112,13 @@ class FeatureExtractor:
         Electrode layout, gains and known bad channels.
     fs_hz : float
         Sampling rate of the chunks.
+    config : FeatureConfig or dict, optional
+        All the other parameters (below) as one validated, frozen object; a dict goes
+        through :meth:`FeatureConfig.from_dict`. Default ``FeatureConfig()``.
+    **overrides
+        Fields of :class:`~cortexlink.dsp.config.FeatureConfig` as keywords; they replace
+        those of ``config``: ``FeatureExtractor(cmap, fs, bin_ms=10.0)`` is
+        ``FeatureExtractor(cmap, fs, FeatureConfig(bin_ms=10.0))``. The fields are:
     band_hz : (float, float)
         Spike band, default ``(250, 5000)`` Hz.
     filter_order : int
@@ -279,6 +154,8 @@ class FeatureExtractor:
 
     Attributes
     ----------
+    config : FeatureConfig
+        The parameters (each field is also an attribute of the same name).
     noise_rms_uv_, thresholds_uv_ : ndarray (n_channels,)
         From the current calibration.
     bad_channels_ : ndarray (n_channels,), bool
@@ -302,76 +179,53 @@ class FeatureExtractor:
     >>> out.n_bins, out.feature_names[:2]
     (10, ('ch0000/tx', 'ch0001/tx'))
     """
-
-    def __init__(self, channel_map: ChannelMap, fs_hz: float = 30000.0, *,
-                 band_hz: tuple[float, float] = (250.0, 5000.0), filter_order: int = 2,
-                 reference: str = "car", threshold_rms: float = -4.5, bin_ms: float = 20.0,
-                 features: Iterable[str] = ("tx", "sbp"),
-                 lfp_band_hz: tuple[float, float] | None = None, calibration_s: float = 1.0,
-                 on_gap: str = "bridge", backend: str = "numba", dead_time_ms: float = 1.5,
-                 keep_events: bool = False, trough_window_ms: float = 0.5,
-                 flat_rms_uv: float = 0.5, saturation_frac: float = 0.002,
-                 lrr_ridge: float = 1e-3) -> None:
+    def __init__(self, channel_map: ChannelMap, fs_hz: float = 30000.0,
+                 config: FeatureConfig | Mapping[str, Any] | None = None, **overrides: Any) -> None:
         if not isinstance(channel_map, ChannelMap):
             raise ConfigError(f"channel_map must be a cortexlink.ChannelMap; got {type(channel_map).__name__}")
+        if config is None:
+            config = FeatureConfig()
+        elif isinstance(config, Mapping):
+            config = FeatureConfig.from_dict(config, "config")
+        elif not isinstance(config, FeatureConfig):
+            raise ConfigError(f"config must be a cortexlink.dsp.FeatureConfig, a dict or None; got "
+                              f"{type(config).__name__}")
+        if overrides:
+            config = config.replace(**overrides)
+        self.config: FeatureConfig = config
         self.channel_map = channel_map
         self.fs_hz = check_positive("fs_hz", fs_hz)
-        self.band_hz = check_band("band_hz", band_hz, self.fs_hz)
-        if isinstance(filter_order, bool) or not isinstance(filter_order, (int, np.integer)) \
-                or not 1 <= filter_order <= 12:
-            raise ConfigError(f"filter_order must be an integer in [1, 12]; got {filter_order!r}")
-        self.filter_order = int(filter_order)
-        self.reference = check_choice("reference", reference, REFERENCES)
-        thr = check_range("threshold_rms", threshold_rms)
-        if thr >= 0:
-            raise ConfigError(f"threshold_rms must be a negative number (negative-going crossings, "
-                              f"e.g. -4.5); got {threshold_rms!r}")
-        self.threshold_rms = thr
-        self.bin_ms = check_positive("bin_ms", bin_ms)
+        # The parameters, also as attributes (read on the per-chunk path); config is the source.
+        self.band_hz = check_band("band_hz", config.band_hz, self.fs_hz)
+        self.filter_order = config.filter_order
+        self.reference = config.reference
+        self.threshold_rms = config.threshold_rms
+        self.bin_ms = config.bin_ms
+        self.features = config.features
+        self.lfp_band_hz = config.lfp_band_hz
+        self.calibration_s = config.calibration_s
+        self.on_gap = config.on_gap
+        self.backend = config.backend
+        self.dead_time_ms = config.dead_time_ms
+        self.keep_events = config.keep_events
+        self.trough_window_ms = config.trough_window_ms
+        self.flat_rms_uv = config.flat_rms_uv
+        self.saturation_frac = config.saturation_frac
+        self.lrr_ridge = config.lrr_ridge
+        # the checks that need fs_hz
         w = self.bin_ms * self.fs_hz / 1000.0
         if abs(w - round(w)) > 1e-6 * max(w, 1.0) or round(w) < 1:
             raise ConfigError(f"bin_ms must be a whole number (>= 1) of samples at fs_hz={self.fs_hz:g} "
-                              f"(i.e. a multiple of {1000.0 / self.fs_hz:g} ms); got {bin_ms!r} "
+                              f"(i.e. a multiple of {1000.0 / self.fs_hz:g} ms); got {self.bin_ms!r} "
                               f"({w:g} samples); the nearest valid value is "
                               f"{max(round(w), 1) * 1000.0 / self.fs_hz!r}")
         self.bin_width_samples = int(round(w))
-        if isinstance(features, str):
-            raise ConfigError(f"features must be a sequence of feature kinds from {FEATURE_KINDS}; "
-                              f"got the string {features!r}")
-        try:
-            feats = tuple(features)
-        except TypeError:
-            raise ConfigError(f"features must be a sequence of feature kinds from {FEATURE_KINDS}; "
-                              f"got {features!r}") from None
-        if not feats or any(f not in FEATURE_KINDS for f in feats) or len(set(feats)) != len(feats):
-            raise ConfigError(f"features must be a non-empty sequence of distinct kinds from "
-                              f"{FEATURE_KINDS}; got {features!r}")
-        if lfp_band_hz is None and "lfp" in feats:
-            raise ConfigError("features contains 'lfp' but lfp_band_hz is None; give lfp_band_hz, "
-                              "e.g. (1.0, 300.0)")
-        if lfp_band_hz is not None:
-            lo, hi = check_band("lfp_band_hz", lfp_band_hz, self.fs_hz)
+        if self.lfp_band_hz is not None:
+            lo, hi = check_band("lfp_band_hz", self.lfp_band_hz, self.fs_hz)
             self.lfp_decim = max(1, int(self.fs_hz // (10.0 * hi)))
-            self.lfp_band_hz: tuple[float, float] | None = check_band(
-                "lfp_band_hz", (lo, hi), self.fs_hz / self.lfp_decim)
-            feats = feats + (("lfp",) if "lfp" not in feats else ())
+            check_band("lfp_band_hz", (lo, hi), self.fs_hz / self.lfp_decim)
         else:
-            self.lfp_band_hz = None
             self.lfp_decim = 1
-        self.features = tuple(k for k in FEATURE_KINDS if k in feats)
-        self.calibration_s = check_positive("calibration_s", calibration_s)
-        self.on_gap = check_choice("on_gap", on_gap, GAP_POLICIES)
-        self.backend = check_choice("backend", backend, BACKENDS)
-        self.dead_time_ms = check_positive("dead_time_ms", dead_time_ms, allow_zero=True)
-        if not isinstance(keep_events, (bool, np.bool_)):
-            raise ConfigError(f"keep_events must be a bool; got {keep_events!r}")
-        self.keep_events = bool(keep_events)
-        self.trough_window_ms = check_positive("trough_window_ms", trough_window_ms, allow_zero=True)
-        self.flat_rms_uv = check_positive("flat_rms_uv", flat_rms_uv, allow_zero=True)
-        self.saturation_frac = check_range("saturation_frac", saturation_frac, 0.0, 1.0)
-        if self.saturation_frac == 0:
-            raise ConfigError(f"saturation_frac must be in (0, 1]; got {saturation_frac!r}")
-        self.lrr_ridge = check_positive("lrr_ridge", lrr_ridge, allow_zero=True)
 
         # derived constants
         n = channel_map.n_channels
@@ -403,46 +257,19 @@ class FeatureExtractor:
             from cortexlink.dsp import _kernels  # fail early if numba is missing
 
             self._scratch = _kernels.scratch(n)
-        self._log = _RateLimitedLog()
+        self._log = _RateLimitedLog(logger)
         self._calib: Calibration | None = None
         self.reset()
 
     # ------------------------------------------------------------------ parameters
     def get_params(self) -> dict[str, Any]:
-        """Constructor arguments (to build an identical extractor)."""
-        return dict(channel_map=self.channel_map, fs_hz=self.fs_hz, band_hz=self.band_hz,
-                    filter_order=self.filter_order, reference=self.reference,
-                    threshold_rms=self.threshold_rms, bin_ms=self.bin_ms,
-                    features=self.features,
-                    lfp_band_hz=self.lfp_band_hz, calibration_s=self.calibration_s,
-                    on_gap=self.on_gap, backend=self.backend, dead_time_ms=self.dead_time_ms,
-                    keep_events=self.keep_events, trough_window_ms=self.trough_window_ms,
-                    flat_rms_uv=self.flat_rms_uv, saturation_frac=self.saturation_frac,
-                    lrr_ridge=self.lrr_ridge)
+        """Constructor arguments (to build an identical extractor): ``channel_map``, ``fs_hz`` and
+        the fields of :attr:`config` (:meth:`FeatureConfig.to_dict`), as keyword arguments."""
+        return dict(channel_map=self.channel_map, fs_hz=self.fs_hz, **self.config.to_dict())
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         return self._feature_names
-
-    @property
-    def sos(self) -> np.ndarray:
-        """The band-pass filter's second-order sections (scipy layout, float64)."""
-        return self._sos.copy()
-
-    @property
-    def filter_delay_samples(self) -> float:
-        """Group delay of the band-pass at the geometric centre of the band, in samples.
-
-        A spike's trough in the filtered signal lags its trough in the raw signal by
-        about this much.
-        """
-        from scipy.signal import freqz_sos
-
-        f0 = math.sqrt(self.band_hz[0] * self.band_hz[1])
-        df = f0 * 1e-3
-        _, h = freqz_sos(self._sos, worN=[f0 - df, f0 + df], fs=self.fs_hz)
-        dphi = np.unwrap(np.angle(h))
-        return float(-(dphi[1] - dphi[0]) / (2 * np.pi * 2 * df) * self.fs_hz)
 
     # ------------------------------------------------------------------ state
     def reset(self, *, calibration: bool = False) -> None:
@@ -573,9 +400,7 @@ class FeatureExtractor:
         n = sum(c.n_samples for c in chunks)
         if n < 2:
             raise ValidationError(f"data must hold at least 2 samples to calibrate; got {n}")
-        params = self.get_params()
-        params["keep_events"] = False
-        tmp = FeatureExtractor(**params)
+        tmp = FeatureExtractor(self.channel_map, self.fs_hz, self.config.replace(keep_events=False))
         tmp._calib = None
         tmp.reset()
         tmp._arm_calibration(n, initial=True)
@@ -731,274 +556,6 @@ class FeatureExtractor:
         self.n_samples_ += n
         return self._assemble(blocks, gaps)
 
-    def _flush_partial_bin(self, blocks: list) -> None:
-        """Emit the partly filled current bin as a masked bin and clear the accumulators."""
-        st = self._st
-        bf = int(st.ist[_BIN_FILL])
-        if bf == 0:
-            return
-        nan = np.full((1, self.n_channels), np.nan, np.float32)
-        blocks.append((np.array([self._next - bf], np.int64), nan, nan, nan, True))
-        st.clear_bin()
-        st.ist[_BIN_FILL] = 0
-        st.lfp.ist[2] = 0
-
-    def _handle_gap(self, start: int, blocks: list) -> None:
-        st = self._st
-        W = self.bin_width_samples
-        e = self._next
-        if self.on_gap == "bridge":
-            cur = e - int(st.ist[_BIN_FILL])
-            new = self._grid0 + ((start - self._grid0) // W) * W
-            if new != cur:
-                self._flush_partial_bin(blocks)
-            st.ist[_BIN_FILL] = start - new
-            st.lfp.ist[2] = start - new
-            self._mask_ranges.append((e, start + 1))
-        else:  # reset
-            self._flush_partial_bin(blocks)
-            st.restart_filters()
-            if self.keep_events:
-                self._flush_pending_events()
-            self._grid0 = start
-
-    def _process(self, data: np.ndarray, start: int, blocks: list) -> None:
-        st = self._st
-        ist = st.ist
-        W = self.bin_width_samples
-        n = data.shape[0]
-        C = self.n_channels
-        n_bins = (int(ist[_BIN_FILL]) + n) // W
-        b0 = start - int(ist[_BIN_FILL])
-        out_tx = np.empty((n_bins, C), np.float32)
-        out_sbp = np.empty((n_bins, C), np.float32)
-        out_lfp = np.empty((n_bins if self.lfp_band_hz is not None else 0, C), np.float32)
-        ist[_N_OUT] = 0
-        st.lfp.ist[3] = 0
-        gain = self._gain[data.dtype]
-        offset = self._offset[data.dtype]
-        pos = 0
-        numpy_done = 0
-        while pos < n:
-            stop = n
-            collecting = ist[_CAL_LEFT] > 0
-            if collecting:
-                stop = min(n, pos + int(ist[_CAL_LEFT]))
-                self._rails.update(data[pos:stop])
-            if self.backend == "numba":
-                self._run_numba(data, pos, stop, start, gain, offset, out_tx, out_sbp)
-                if self.lfp_band_hz is not None:
-                    self._run_lfp_numba(data, pos, stop, gain, offset, out_lfp)
-            else:
-                tx, sbp, lfp = self._run_numpy(data, pos, stop, start, gain, offset)
-                done, m = numpy_done, tx.shape[0]
-                out_tx[done:done + m] = tx
-                out_sbp[done:done + m] = sbp
-                if lfp is not None:
-                    out_lfp[done:done + m] = lfp
-                numpy_done += m
-            if collecting and ist[_CAL_LEFT] == 0:
-                self._finish_calibration(start + stop)
-            pos = stop
-        if n_bins:
-            starts = b0 + np.arange(n_bins, dtype=np.int64) * W
-            blocks.append((starts, out_tx, out_sbp, out_lfp if out_lfp.shape[0] else None, False))
-
-    # ---- numba backend
-    def _event_buffers(self) -> None:
-        C = self.n_channels
-        from cortexlink.dsp._kernels import TILE
-
-        need = max((TILE + 2) * C, 4096)
-        if self._ev is None or self._ev_cap < need:
-            self._ev_cap = need
-            self._ev = (np.zeros(need, np.int32), np.zeros(need, np.int64), np.zeros(need, np.int64),
-                        np.zeros(need, np.float32))
-
-    def _drain_events(self) -> None:
-        k = int(self._st.ist[_N_EV])
-        if k:
-            ch, cr, tr, val = self._ev
-            self._emit(ch[:k].copy(), cr[:k].copy(), tr[:k].copy(), val[:k].copy())
-            self._st.ist[_N_EV] = 0
-
-    def _kernel_call(self, data, pos, stop, start, mode, gain, offset, V, v0, out_tx, out_sbp):
-        from cortexlink.dsp import _kernels as K
-
-        st = self._st
-        cal = self._cal_rows if self._cal_rows is not None else _EMPTY2
-        if self.keep_events:
-            ev = self._ev
-        else:
-            ev = _EMPTY_EV
-        return K.chain(data, pos, stop, start, mode, gain, offset, self._coef, self._zi, st.z,
-                       st.need_init, st.nonfinite, self._refmask, V, v0, self._thr_k, st.armed,
-                       st.dead, self._dead_n, st.tx_acc, st.sbp_acc, self.bin_width_samples,
-                       out_tx, out_sbp, cal, self._cal_stride if self._cal_rows is not None else 1,
-                       self.keep_events, self._trough_n, st.pend_left, st.pend_cross, st.pend_idx,
-                       st.pend_val, ev[0], ev[1], ev[2], ev[3], st.ist, *self._scratch)
-
-    def _run_numba(self, data, pos, stop, start, gain, offset, out_tx, out_sbp) -> None:
-        if self.keep_events:
-            self._event_buffers()
-        if self._lrr is None:
-            t = pos
-            while t < stop:
-                t = self._kernel_call(data, t, stop, start, 0, gain, offset, _EMPTY2, 0, out_tx, out_sbp)
-                if self.keep_events:
-                    self._drain_events()
-            return
-        # LRR: filter the rows, reference them with one matrix product, then the features
-        Y = np.empty((stop - pos, self.n_channels), np.float32)
-        self._kernel_call(data, pos, stop, start, 1, gain, offset, Y, pos, out_tx, out_sbp)
-        V = reference_rows(Y, "lrr", ~self._bad, self._lrr)
-        t = pos
-        while t < stop:
-            t = self._kernel_call(data, t, stop, start, 2, gain, offset, V, pos, out_tx, out_sbp)
-            if self.keep_events:
-                self._drain_events()
-
-    def _run_lfp_numba(self, data, pos, stop, gain, offset, out_lfp) -> None:
-        from cortexlink.dsp import _kernels as K
-
-        L = self._st.lfp
-        K.lfp(data, pos, stop, gain, offset, self.lfp_decim, self._lcoef, self._lzi, L.z, L.need_init,
-              L.acc, L.pacc, self.bin_width_samples, out_lfp, L.ist, L.xb)
-
-    # ---- numpy backend
-    def _run_numpy(self, data, pos, stop, start, gain, offset):
-        from cortexlink.dsp import _numpy_engine as E
-
-        st = self._st
-        ist = st.ist
-        raw = data[pos:stop]
-        if raw.dtype == np.int16:
-            X = raw.astype(np.float32) * gain + offset
-        else:
-            X = raw.astype(np.float32, copy=True)
-        Y = E.filter_block(X, self._coef, self._zi, st.z, st.need_init, st.nonfinite)
-        ist[_N_NEED_INIT] = int(st.need_init.sum())
-        m = Y.shape[0]
-        if ist[_CAL_LEFT] > 0:
-            ph = int(ist[_CAL_PHASE])
-            stride = self._cal_stride
-            take = np.arange((-ph) % stride, m, stride)
-            r = int(ist[_CAL_ROW])
-            self._cal_rows[r:r + take.size] = Y[take]
-            ist[_CAL_ROW] = r + take.size
-            ist[_CAL_PHASE] = (ph + m) % stride
-            ist[_CAL_LEFT] -= m
-        if self._lrr is not None:
-            V = reference_rows(Y, "lrr", ~self._bad, self._lrr)
-        elif self.reference == "none":
-            V = Y
-        else:
-            V = E.common_average(Y, self._refmask)
-        bin_fill = int(ist[_BIN_FILL])
-        _, cuts, last_complete = E.bin_segments(m, bin_fill, self.bin_width_samples)
-        tx, sbp = E.features_block(V, start + pos, st, self._thr_k, self._dead_n, self.bin_width_samples,
-                                   self.keep_events, self._trough_n, self._emit)
-        lfp = None
-        if self.lfp_band_hz is not None:
-            lfp = E.lfp_block(X, cuts, cuts.size + 1, last_complete, self.lfp_decim, self._lcoef,
-                              self._lzi, st.lfp)
-            st.lfp.ist[2] = ist[_BIN_FILL]
-        return tx, sbp, lfp
-
-    # ------------------------------------------------------------------ output
-    def _assemble(self, blocks: list, gaps: list) -> BinnedFeatures:
-        W = self.bin_width_samples
-        kinds = self.features
-        if not blocks and not gaps:
-            # Most small chunks complete no bin: hand out one shared, read-only empty result.
-            if self._empty_out is None:
-                z = np.zeros((0, len(self._feature_names)), np.float32)
-                self._empty_out = BinnedFeatures(z, np.zeros(0, np.int64), W, self.fs_hz,
-                                                 self._feature_names, np.zeros(z.shape, bool), ())
-            return self._empty_out
-        if len(blocks) == 1 and not gaps and not self._mask_ranges and "lfp" not in kinds:
-            return self._assemble_one(blocks[0])
-        return self._assemble_general(blocks, gaps)
-
-    def _assemble_general(self, blocks: list, gaps: list) -> BinnedFeatures:
-        C = self.n_channels
-        W = self.bin_width_samples
-        kinds = self.features
-        if blocks:
-            starts = np.concatenate([b[0] for b in blocks])
-            tx = np.concatenate([b[1] for b in blocks])
-            sbp = np.concatenate([b[2] for b in blocks])
-            lfp = (np.concatenate([b[3] if b[3] is not None else np.full((b[0].size, C), np.nan, np.float32)
-                                   for b in blocks]) if "lfp" in kinds else None)
-            forced = np.concatenate([np.full(b[0].size, b[4]) for b in blocks])
-        else:
-            starts = np.zeros(0, np.int64)
-            tx = sbp = np.zeros((0, C), np.float32)
-            lfp = np.zeros((0, C), np.float32) if "lfp" in kinds else None
-            forced = np.zeros(0, bool)
-        base = ~forced & (starts >= self._cal_mask_until)
-        for lo, hi in self._mask_ranges:
-            base &= ~((starts < hi) & (starts + W > lo))
-        if starts.size and self._mask_ranges:
-            nxt = int(starts[-1]) + W
-            self._mask_ranges = [(lo, hi) for lo, hi in self._mask_ranges if hi > nxt]
-        good = ~self._bad
-        ok = base[:, None] & good[None, :] & np.isfinite(sbp)
-        cols, valid = [], []
-        for k in kinds:
-            if k == "tx":
-                cols.append(tx)
-                valid.append(ok)
-            elif k == "sbp":
-                cols.append(sbp)
-                valid.append(ok)
-            else:
-                v = base[:, None] & good[None, :] & np.isfinite(lfp)
-                cols.append(lfp)
-                valid.append(v)
-        data = np.concatenate(cols, axis=1) if cols else np.zeros((starts.size, 0), np.float32)
-        vmask = np.concatenate(valid, axis=1)
-        data = np.where(vmask, data, np.float32(np.nan)).astype(np.float32, copy=False)
-        return BinnedFeatures(data, starts, W, self.fs_hz, self._feature_names, vmask, tuple(gaps))
-
-    def _assemble_one(self, block: tuple) -> BinnedFeatures:
-        """The real-time case of :meth:`_assemble` (one block of bins, no gap, no mask range, no
-        LFP) with the fewest array operations: the same result, about a third of the time."""
-        starts, tx, sbp, _, forced = block
-        nb = starts.size
-        C = self.n_channels
-        kinds = self.features
-        if self.backend == "numba":
-            from cortexlink.dsp import _kernels as K
-
-            codes = self._kind_codes
-            if codes is None:
-                codes = self._kind_codes = np.array([0 if k == "tx" else 1 for k in kinds], np.int8)
-            data = np.empty((nb, C * len(kinds)), np.float32)
-            vmask = np.empty(data.shape, bool)
-            K.assemble(starts, tx, sbp, codes, self._good, bool(forced), int(self._cal_mask_until), data, vmask)
-            return BinnedFeatures._trusted(data, starts, self.bin_width_samples, self.fs_hz,
-                                           self._feature_names, vmask)
-        gc = self._good_cols
-        if gc is None:
-            good = ~self._bad
-            gc = self._good_cols = np.concatenate([good] * len(kinds))
-        data = np.empty((nb, C * len(kinds)), np.float32)
-        for j, k in enumerate(kinds):
-            data[:, j * C:(j + 1) * C] = tx if k == "tx" else sbp
-        fin = np.isfinite(sbp)
-        vmask = np.empty(data.shape, bool)
-        for j in range(len(kinds)):
-            vmask[:, j * C:(j + 1) * C] = fin
-        vmask &= gc
-        if forced:
-            vmask[:] = False
-        elif starts[0] < self._cal_mask_until:
-            vmask[starts < self._cal_mask_until] = False
-        np.copyto(data, np.float32(np.nan), where=~vmask)
-        return BinnedFeatures._trusted(data, starts, self.bin_width_samples, self.fs_hz, self._feature_names,
-                                       vmask)
-
     # ------------------------------------------------------------------ offline
     def _as_chunks(self, data: Any, chunk_size: int | None) -> Iterable[Chunk]:
         if isinstance(data, Chunk):
@@ -1043,41 +600,3 @@ class FeatureExtractor:
         if not parts:
             return self._assemble([], [])
         return BinnedFeatures.concat(parts)
-
-
-_EMPTY2 = np.zeros((0, 0), np.float32)
-_EMPTY_EV = (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
-
-
-def detect_crossings(data: Any, channel_map: ChannelMap | None = None, fs_hz: float = 30000.0,
-                     **kwargs: Any) -> CrossingEvents:
-    """Threshold-crossing events of ``data`` with the same kernel as :class:`FeatureExtractor`.
-
-    Parameters
-    ----------
-    data : ndarray (n_samples, n_channels) int16/float32, Chunk or iterable of Chunk
-    channel_map : ChannelMap, optional
-        Defaults to a grid with unit gain (int16 counts taken as µV).
-    fs_hz : float
-    **kwargs
-        Further :class:`FeatureExtractor` parameters (``threshold_rms``, ``reference``,
-        ``calibration_s``, ``backend``...).
-
-    Returns
-    -------
-    CrossingEvents
-        Crossings after the calibration window (``calibration_s``; none inside it, since
-        thresholds are not known yet).
-    """
-    if channel_map is None:
-        if isinstance(data, np.ndarray) and data.ndim == 2:
-            n = data.shape[1]
-        elif isinstance(data, Chunk):
-            n = data.n_channels
-        else:
-            raise ValidationError("channel_map is required when data is not an array or a Chunk")
-        channel_map = ChannelMap.grid(n, gain_uv=1.0)
-    kwargs["keep_events"] = True
-    fx = FeatureExtractor(channel_map, fs_hz, **kwargs)
-    fx.apply(data)
-    return fx.events_

@@ -31,9 +31,9 @@ class ReferenceFeatureExtractor(FeatureExtractor):
     Same parameters and semantics as :class:`FeatureExtractor`; ``backend`` is fixed.
     """
 
-    def __init__(self, channel_map: Any, fs_hz: float = 30000.0, **kwargs: Any) -> None:
-        kwargs["backend"] = "numpy"
-        super().__init__(channel_map, fs_hz, **kwargs)
+    def __init__(self, channel_map: Any, fs_hz: float = 30000.0, config: Any = None, **overrides: Any) -> None:
+        overrides["backend"] = "numpy"
+        super().__init__(channel_map, fs_hz, config, **overrides)
 
 
 def scipy_chain(data: np.ndarray, fs_hz: float = 30000.0, *, gain_uv: Any = 1.0,

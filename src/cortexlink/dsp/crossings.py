@@ -1,0 +1,111 @@
+"""Threshold-crossing events: :class:`CrossingEvents` and :func:`detect_crossings`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from cortexlink.core.errors import ValidationError
+from cortexlink.core.types import ChannelMap, Chunk
+from cortexlink.core.validation import check_choice
+
+__all__ = ["CrossingEvents", "detect_crossings"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CrossingEvents:
+    """Threshold-crossing events, sorted by crossing sample then channel.
+
+    Attributes
+    ----------
+    channel_idx : ndarray (n_events,), int32
+        Channel (column of the ChannelMap) of each event.
+    sample_idx : ndarray (n_events,), int64
+        Source-clock sample of the crossing: the first sample below threshold after a
+        sample at or above it.
+    trough_sample_idx : ndarray (n_events,), int64
+        Sample of the minimum of the filtered, referenced signal within the trough
+        window starting at the crossing (``trough_window_ms``; cut short by the next
+        crossing on the channel).
+    trough_uv : ndarray (n_events,), float32
+        Filtered, referenced value at the trough (µV).
+
+    Notes
+    -----
+    Where the detection sits: a spike is detected on its falling edge, so the crossing
+    sample comes a little *before* the spike's trough in the raw signal (0-2 samples for
+    spikes near threshold, up to ~4 samples = 0.13 ms for large ones, at 30 kHz with the
+    default order-2 band-pass); the causal filter delays the filtered trough by about one
+    sample, so ``trough_sample_idx`` lands 0-2 samples after the raw trough. Both are well
+    inside a 0.4 ms matching tolerance; use ``trough_sample_idx`` to compare with
+    trough-aligned ground truth.
+    """
+
+    channel_idx: np.ndarray
+    sample_idx: np.ndarray
+    trough_sample_idx: np.ndarray
+    trough_uv: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.channel_idx.size)
+
+    @classmethod
+    def empty(cls) -> "CrossingEvents":
+        return cls(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                   np.zeros(0, np.float32))
+
+    @classmethod
+    def _from_parts(cls, parts: list[tuple[np.ndarray, ...]]) -> "CrossingEvents":
+        if not parts:
+            return cls.empty()
+        ch, cr, tr, val = (np.concatenate([p[i] for p in parts]) for i in range(4))
+        order = np.lexsort((ch, cr))
+        return cls(ch[order].astype(np.int32), cr[order].astype(np.int64),
+                   tr[order].astype(np.int64), val[order].astype(np.float32))
+
+    def per_channel(self, n_channels: int, *, at: str = "crossing") -> list[np.ndarray]:
+        """Event samples of each channel (``at="crossing"`` or ``"trough"``), sorted."""
+        check_choice("at", at, ("crossing", "trough"))
+        s = self.sample_idx if at == "crossing" else self.trough_sample_idx
+        order = np.lexsort((s, self.channel_idx))
+        ch, s = self.channel_idx[order], s[order]
+        bounds = np.searchsorted(ch, np.arange(n_channels + 1))
+        return [s[bounds[i]:bounds[i + 1]] for i in range(n_channels)]
+
+
+def detect_crossings(data: Any, channel_map: ChannelMap | None = None, fs_hz: float = 30000.0,
+                     **kwargs: Any) -> CrossingEvents:
+    """Threshold-crossing events of ``data`` with the same kernel as :class:`FeatureExtractor`.
+
+    Parameters
+    ----------
+    data : ndarray (n_samples, n_channels) int16/float32, Chunk or iterable of Chunk
+    channel_map : ChannelMap, optional
+        Defaults to a grid with unit gain (int16 counts taken as µV).
+    fs_hz : float
+    **kwargs
+        Further :class:`FeatureExtractor` parameters (``threshold_rms``, ``reference``,
+        ``calibration_s``, ``backend``...).
+
+    Returns
+    -------
+    CrossingEvents
+        Crossings after the calibration window (``calibration_s``; none inside it, since
+        thresholds are not known yet).
+    """
+    if channel_map is None:
+        if isinstance(data, np.ndarray) and data.ndim == 2:
+            n = data.shape[1]
+        elif isinstance(data, Chunk):
+            n = data.n_channels
+        else:
+            raise ValidationError("channel_map is required when data is not an array or a Chunk")
+        channel_map = ChannelMap.grid(n, gain_uv=1.0)
+    from cortexlink.dsp.features import FeatureExtractor
+
+    kwargs["keep_events"] = True
+    fx = FeatureExtractor(channel_map, fs_hz, **kwargs)
+    fx.apply(data)
+    return fx.events_
