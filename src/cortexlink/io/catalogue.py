@@ -1,7 +1,7 @@
 """An embedded SQLite catalogue of participants, sessions, files and checksums.
 
 Participants are known only by pseudonymous codes (the same rule as
-:func:`cortexlink.io.session_log.check_participant_id`); the catalogue stores no names, dates
+:func:`cortexlink.io._common.check_participant_id`); the catalogue stores no names, dates
 of birth or other identifying data. Sessions are registered from their manifest (done
 automatically when a recorder closes or a folder is recovered and a catalogue is configured),
 with every file's size and SHA-256; :meth:`Catalogue.verify` re-checks them on disk.
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cortexlink.core.errors import ValidationError
+from cortexlink.io._common import check_participant_id, sha256_file
 
 __all__ = ["Catalogue", "default_catalogue_path"]
 
@@ -88,8 +89,6 @@ class Catalogue:
 
     def register(self, session_dir: str | os.PathLike) -> str:
         """Add or update a session from its folder's manifest; returns its session id."""
-        from cortexlink.io.session_log import check_participant_id
-
         d = Path(session_dir).resolve()
         mpath = d / "manifest.json"
         try:
@@ -157,8 +156,6 @@ class Catalogue:
         """Re-check every catalogued file's SHA-256 on disk (one session or all); returns one
         result per session ``{"session_id", "ok", "problems"}`` and stores the outcome."""
         from tqdm.auto import tqdm
-
-        from cortexlink.io.session_log import sha256_file
 
         targets = [self._find(key)] if key is not None else self.sessions()
         results = []

@@ -163,6 +163,13 @@ def _samples_of(series: Any, fs: float) -> np.ndarray:
     return s0 + step * np.arange(n, dtype=np.int64)
 
 
+def _extra_columns(di: Any, key: str, skip: tuple[str, ...] = ()) -> tuple[list[np.ndarray], list[str]]:
+    """The columns of stream ``key`` that :func:`export_nwb` wrote as ``<key>_<column>`` TimeSeries
+    (those beyond the standard ones, e.g. the cursor's ``halted``), as ``(n, 1)`` arrays."""
+    names = [n for n in di if n.startswith(f"{key}_") and n not in skip]
+    return [np.asarray(di[n].data[:]).reshape(-1, 1) for n in names], [n[len(key) + 1:] for n in names]
+
+
 def _is_simulated(manifest: dict) -> bool:
     if "simulated" in manifest:
         return bool(manifest["simulated"])
@@ -1300,7 +1307,8 @@ def read_nwb_streams(nwb_path: str | os.PathLike) -> dict:
                 clicked = np.zeros(s.size)
                 if "clicks" in f.events:
                     clicked = np.isin(s, np.asarray(f.events["clicks"]["sample"][:])).astype(float)
-                out["cursor"] = (s, np.column_stack([xy, v, clicked]), ["x", "y", "vx", "vy", "clicked"])
+                xs, xcols = _extra_columns(di, "cursor", skip=("cursor_velocity",))
+                out["cursor"] = (s, np.column_stack([xy, v, clicked, *xs]), ["x", "y", "vx", "vy", "clicked", *xcols])
             for key, vname, cname, ccol in (("decoder", "decoded_velocity", "decoded_click_probability", "click_proba"),
                                             ("intent", "intended_velocity_simulated", "intended_click_simulated",
                                              "click")):
@@ -1313,6 +1321,11 @@ def read_nwb_streams(nwb_path: str | os.PathLike) -> dict:
                     s = _samples_of(di[cname], fs) if s is None else s
                     parts.append(np.asarray(di[cname].data[:])[:, None])
                     cols.append(ccol)
+                xs, xcols = _extra_columns(di, key)
+                if xs:
+                    s = _samples_of(di[f"{key}_{xcols[0]}"], fs) if s is None else s
+                    parts += xs
+                    cols += xcols
                 if parts:
                     out[key] = (s, np.column_stack(parts), cols)
         out["events"] = ([json.loads(line) for line in _text(f.scratch["cortexlink_events"].data).splitlines() if line]

@@ -149,7 +149,9 @@ def replay(path: str | Path, *, realtime: bool = False, speed: float = 1.0, prog
             out["compare"]["features"] = _compare(rs, rf, F_s, F)
             if out["decoder"] is not None and "decoder" in src.streams:
                 ds, dr = src.read_array("decoder", stop_sample=None if stop is None else stop + 1)
-                out["compare"]["decoder"] = _compare(ds, dr, out["decoder"]["samples"], out["decoder"]["data"])
+                rec_cols = src.columns("decoder")   # compare the replayed columns by name
+                keep = [rec_cols.index(c) for c in out["decoder"]["columns"] if c in rec_cols]
+                out["compare"]["decoder"] = _compare(ds, dr[:, keep], out["decoder"]["samples"], out["decoder"]["data"])
     elif kind == "nwb" and compare and nwb.get("features") is not None:
         ns, nd, _names, _w = nwb["features"]
         if stop is not None:

@@ -194,7 +194,6 @@ def _wrap_parse_errors(path: Path | str, what: str) -> Iterator[None]:
         raise _fail(path, f"could not be read as {what}: {type(e).__name__}: {e}") from e
 
 
-
 class Recording:
     """A recording opened by :func:`open_recording`; read it in pieces or as a Chunk stream.
 

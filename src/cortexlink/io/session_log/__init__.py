@@ -1,0 +1,50 @@
+"""Crash-safe, append-only session log: everything a session saw and did, in one folder.
+
+A session folder holds::
+
+    manifest.json            what was recorded: provenance (package version, git hash, python,
+                             host), seeds, resolved configuration, channel map, sampling rate,
+                             the pseudonymous participant id, the streams and, once closed or
+                             recovered, per-stream counts, dropped items and SHA-256 checksums
+    streams/<name>.clog      one append-only file per stream (raw, features, cursor, decoder,
+                             intent, events, ...)
+    decoders/*.npz           decoders as they were when they went live (for replay)
+
+Stream file format (little-endian), designed so that a crash can only damage the tail:
+
+* file header: ``b"CLOG"``, ``uint16`` format version, ``uint32`` header length, then that many
+  bytes of UTF-8 JSON (stream name, ``kind`` = ``"array"`` or ``"json"``, ``dtype``,
+  ``columns``, ``rate_hz`` of the sample clock, ...);
+* then records, each a 36-byte header ``b"REC0"``, ``uint32`` payload length, ``int64`` seq,
+  ``int64`` sample (source sample index of the first row), ``int64`` host monotonic time (ns),
+  ``uint32`` CRC-32 of the 32 preceding header bytes and the payload; then the payload: the
+  rows of an array stream as raw bytes (C order, ``n_rows x n_columns``) or one UTF-8 JSON
+  object.
+
+Writing never blocks the caller: :class:`SessionRecorder` puts items on a bounded queue (a byte
+budget) drained by one writer thread, which appends, flushes each batch to the operating system
+at once and ``fsync``\\ s at least every ``fsync_interval_s``. When the queue is full the
+``on_full`` policy applies (``"drop"``: the new item is dropped; ``"block"``: wait up to
+``block_timeout_s`` then drop; ``"fail"``: raise :class:`RecorderOverflow`); every dropped item
+is counted per stream and written to the manifest and the events stream with its sample range.
+
+A process killed at any moment (even ``SIGKILL``) leaves every record that reached the writer's
+``write`` call intact; at worst a torn last record, which :func:`recover` cuts off. Free space
+is checked against the expected size before recording; a low-disk alarm event is raised while
+recording; a full disk stops the recording cleanly with everything written before it intact.
+"""
+
+# names outside __all__ are importable from here as before
+from cortexlink.io._common import check_participant_id, sha256_file  # noqa: F401
+from cortexlink.io.session_log.format import (  # noqa: F401
+    FILE_MAGIC, FORMAT_VERSION, MAX_PAYLOAD, REC_HEADER_BYTES, REC_MAGIC, STREAM_COLUMNS, CorruptSessionError,
+    InsufficientDiskSpace, Record, RecorderOverflow, read_file_header, scan_stream,
+)
+from cortexlink.io.session_log.reader import SessionReader
+from cortexlink.io.session_log.repair import finalize, recover, verify  # noqa: F401
+from cortexlink.io.session_log.tap import RecorderTap
+from cortexlink.io.session_log.writer import ON_FULL, SessionRecorder, estimate_bytes, provenance  # noqa: F401
+
+__all__ = ["SessionRecorder", "SessionReader", "RecorderTap", "Record", "recover", "verify",
+           "RecorderOverflow", "InsufficientDiskSpace", "CorruptSessionError", "estimate_bytes",
+           "FORMAT_VERSION"]
