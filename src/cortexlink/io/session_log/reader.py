@@ -64,6 +64,10 @@ class SessionReader:
             self._info[name] = read_file_header(p)[0]
         return self._info[name]
 
+    def stream_bytes(self, name: str) -> int:
+        """Size in bytes of stream ``name``'s file."""
+        return self._stream_path(name).stat().st_size
+
     def _stream_path(self, name: str) -> Path:
         p = self.path / "streams" / f"{name}.clog"
         if not p.is_file():
