@@ -141,7 +141,8 @@ def test_perfect_cursor_plays_max_moves_without_errors(task) -> None:
     assert [m.uci() for m in moves[0::2]] == [e.data["uci"] for e in cursor.events if e.kind == "move"]
     assert game.headers["Event"] == "cortexlink simulated session"
     assert game.headers["White"] == "cortexlink participant"
-    assert game.headers["Black"].startswith("cortexlink ChessEngine")
+    # The opponent's name is the description of whichever engine played (Stockfish when installed).
+    assert game.headers["Black"] == task.opponent.description == m["engines"]["opponent"]["description"]
     assert game.headers["Date"] == "2024.05.01"
     assert m["pgn"] == task.pgn()
     # Each participant move carries its time.

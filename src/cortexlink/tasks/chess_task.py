@@ -6,7 +6,7 @@ with the participant's colour at the bottom (white by default). A move is two se
 way people with a brain-computer interface play chess on a tablet.
 
 Who decides the move
-    The task, not the participant model: the participant's own :class:`ChessEngine` chooses
+    The task, not the participant model: the participant's own engine chooses
     the move when it is the participant's turn, and :meth:`ChessTask.current_target` shows the
     square to click (first the from-square, then the to-square). A simulated participant just
     aims at ``current_target()``, which keeps the participant model free of chess.
@@ -25,6 +25,15 @@ Timing
     A move's time runs from the ``"target_on"`` of its from-square to the click that puts the
     piece down, so it includes the pick-up, any wrong selections and the put-down, but not the
     thinking pause.
+Engines
+    Stockfish (:class:`~cortexlink.tasks.stockfish.StockfishEngine`) when it is installed
+    (``apt-get install stockfish``), else the small built-in
+    :class:`~cortexlink.tasks.chess_engine.ChessEngine`, which keeps the task (and ``make demo``)
+    working on a machine with only Python; see the ``engine`` parameter. Both are reproducible:
+    the same seed and engine (and Stockfish version) give the same game. ``metrics()`` names the
+    engines that played. The Stockfish processes the task starts are ended when the game ends
+    (:meth:`ChessTask.close`, a ``with`` block or garbage collection also end them; :meth:`reset`
+    starts them again).
 End
     After ``max_moves`` participant moves (the opponent's reply to the last one is still played)
     or when the game is over (checkmate, stalemate, insufficient material, or a draw that could
@@ -50,11 +59,21 @@ import numpy as np
 from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.validation import check_positive
 from cortexlink.tasks.base import Target, Task, TaskEvent
+from cortexlink.tasks import stockfish as _stockfish
 from cortexlink.tasks.chess_engine import ChessEngine
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ChessTask", "PIECE_GLYPHS", "glyphs_available"]
+__all__ = ["ChessTask", "PIECE_GLYPHS", "glyphs_available", "ENGINES", "STOCKFISH_PARTICIPANT", "STOCKFISH_OPPONENT"]
+
+#: Values of ``ChessTask(engine=...)``.
+ENGINES = ("auto", "stockfish", "builtin")
+#: StockfishEngine settings of the default participant engine (seeded with the task's ``seed``):
+#: a strong player that still varies between near-equal moves.
+STOCKFISH_PARTICIPANT: dict[str, Any] = {"nodes": 5_000, "multipv": 4, "temperature": 0.2}
+#: StockfishEngine settings of the default opponent (seeded with ``seed + 1``): a weaker player
+#: (a small search, more spread among its six best moves).
+STOCKFISH_OPPONENT: dict[str, Any] = {"nodes": 1_000, "multipv": 6, "temperature": 0.6}
 
 #: Unicode chess glyphs (the filled set, coloured when drawn), by ``chess.Piece.symbol()``.
 PIECE_GLYPHS: dict[str, str] = {
@@ -96,6 +115,24 @@ def _engine_name(engine: Any) -> str:
     return str(getattr(engine, "description", type(engine).__name__))
 
 
+def _engine_kind(engine: Any) -> str:
+    if isinstance(engine, _stockfish.StockfishEngine):
+        return "stockfish"
+    if isinstance(engine, ChessEngine):
+        return "builtin"
+    return "custom"
+
+
+def _engine_label(engine: Any) -> str:
+    """Which engine played, with its version: ``"Stockfish 15.1"``, ``"cortexlink ChessEngine"`` or the class."""
+    kind = _engine_kind(engine)
+    if kind == "stockfish":
+        return engine.version
+    if kind == "builtin":
+        return "cortexlink ChessEngine (built-in)"
+    return type(engine).__name__
+
+
 @dataclasses.dataclass
 class _MoveRecord:
     """What the participant did for one move."""
@@ -112,12 +149,27 @@ class ChessTask(Task):
 
     Parameters
     ----------
-    participant_engine : ChessEngine, optional
+    participant_engine : StockfishEngine or ChessEngine, optional
         Chooses the participant's moves (the moves the participant is asked to make). Default
+        per ``engine``: ``StockfishEngine(**STOCKFISH_PARTICIPANT, seed=seed)`` or
         ``ChessEngine(depth=2, seed=seed)``. Any object with ``choose_move(board) -> chess.Move``
-        will do.
-    opponent : ChessEngine, optional
-        Chooses the replies. Default ``ChessEngine(depth=1, seed=seed + 1)``.
+        will do; the task does not close engines it was given.
+    opponent : StockfishEngine or ChessEngine, optional
+        Chooses the replies. Default per ``engine``: ``StockfishEngine(**STOCKFISH_OPPONENT,
+        seed=seed + 1)`` or ``ChessEngine(depth=1, seed=seed + 1)``.
+    engine : {"auto", "stockfish", "builtin"}
+        Which engine makes the default engines above. ``"auto"`` (default): Stockfish when a
+        binary is found (``stockfish_path``, else ``stockfish`` on ``PATH``, else
+        ``/usr/games/stockfish``), else the built-in engine, with one INFO log line saying so.
+        ``"stockfish"``: Stockfish or a :class:`ConfigError` saying how to install it.
+        ``"builtin"``: the built-in engine.
+    stockfish_path : str, optional
+        The Stockfish binary to use.
+    opponent_skill_level : int, optional
+        Stockfish's own ``Skill Level`` (0 to 20) for the default opponent, instead of the
+        seeded, reproducible strength control. **Not reproducible**: the same seed can give a
+        different game. Ignored (with a log line) when ``engine="auto"`` falls back to the
+        built-in engine; an error with ``engine="builtin"``.
     participant_color : {"white", "black"}
         The participant's side; it is drawn at the bottom of the board. With ``"black"`` (or a
         ``start_fen`` with the opponent to move) the opponent moves first, on the first update.
@@ -160,9 +212,9 @@ class ChessTask(Task):
     - ``"done"``: ``reason`` (``"max_moves"``, ``"checkmate"``, ``"stalemate"``, ...),
       ``result`` (PGN result), ``n_moves``.
 
-    A promotion is always to a queen. The engines run inside :meth:`update` (tens of ms at the
-    default depths), on the bin where the participant's move lands and on the bin the next
-    target lights.
+    A promotion is always to a queen. The engines run inside :meth:`update` (Stockfish's
+    default searches take a few ms, the built-in engine's tens of ms), on the bin where the
+    participant's move lands and on the bin the next target lights.
 
     Examples
     --------
@@ -180,14 +232,47 @@ class ChessTask(Task):
                  participant_color: str = "white", max_moves: int = 10, think_s: float = 0.5,
                  board_extent: Sequence[float] = (-0.8, 0.8), seed: int = 0, start_fen: str | None = None,
                  participant_name: str = "cortexlink participant", opponent_name: str | None = None,
-                 date: str | _dt.date | None = None) -> None:
+                 date: str | _dt.date | None = None, engine: str = "auto", stockfish_path: str | None = None,
+                 opponent_skill_level: int | None = None) -> None:
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise ConfigError(f"seed must be an integer >= 0; got {seed!r}")
         self.seed = int(seed)
-        self.participant_engine = (ChessEngine(depth=2, seed=self.seed) if participant_engine is None
-                                   else _check_engine("participant_engine", participant_engine))
-        self.opponent = (ChessEngine(depth=1, seed=self.seed + 1) if opponent is None
-                         else _check_engine("opponent", opponent))
+        if not isinstance(engine, str) or engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {ENGINES}; got {engine!r}")
+        if stockfish_path is not None and not isinstance(stockfish_path, str):
+            raise ConfigError(f"stockfish_path must be a string; got {stockfish_path!r}")
+        if opponent_skill_level is not None and (isinstance(opponent_skill_level, bool)
+                                                 or not isinstance(opponent_skill_level, numbers.Integral)
+                                                 or not 0 <= opponent_skill_level <= 20):
+            raise ConfigError(f"opponent_skill_level must be None or an integer in [0, 20]; "
+                              f"got {opponent_skill_level!r}")
+        if opponent_skill_level is not None and engine == "builtin":
+            raise ConfigError("opponent_skill_level is a Stockfish option; it cannot be used with engine='builtin'")
+        if participant_engine is not None:
+            _check_engine("participant_engine", participant_engine)
+        if opponent is not None:
+            _check_engine("opponent", opponent)
+        self._owned: list[Any] = []  # engines the task made, closed when the game ends
+        use_sf = False
+        if participant_engine is None or opponent is None:
+            use_sf = self._choose_stockfish(engine, stockfish_path, opponent_skill_level)
+        self.engine_choice = engine  # as asked; see engines for what plays
+        if participant_engine is None:
+            participant_engine = (
+                _stockfish.StockfishEngine(**STOCKFISH_PARTICIPANT, seed=self.seed, path=stockfish_path)
+                if use_sf else ChessEngine(depth=2, seed=self.seed))
+            self._owned.append(participant_engine)
+        if opponent is None:
+            if use_sf and opponent_skill_level is not None:
+                opponent = _stockfish.StockfishEngine(nodes=STOCKFISH_OPPONENT["nodes"], multipv=1, seed=self.seed + 1,
+                                                      skill_level=opponent_skill_level, path=stockfish_path)
+            elif use_sf:
+                opponent = _stockfish.StockfishEngine(**STOCKFISH_OPPONENT, seed=self.seed + 1, path=stockfish_path)
+            else:
+                opponent = ChessEngine(depth=1, seed=self.seed + 1)
+            self._owned.append(opponent)
+        self.participant_engine = participant_engine
+        self.opponent = opponent
         if participant_color not in ("white", "black"):
             raise ConfigError(f"participant_color must be one of ('white', 'black'); got {participant_color!r}")
         self.participant_color = participant_color
@@ -216,7 +301,7 @@ class ChessTask(Task):
             if pval is not None and not isinstance(pval, str):
                 raise ConfigError(f"{pname} must be a string; got {pval!r}")
         self.participant_name = participant_name
-        self.opponent_name = opponent_name if opponent_name is not None else _engine_name(self.opponent)
+        self._opponent_name = opponent_name
         if date is None:
             date = _dt.date.today()
         if isinstance(date, _dt.date):
@@ -224,7 +309,62 @@ class ChessTask(Task):
         if not isinstance(date, str):
             raise ConfigError(f"date must be a 'YYYY.MM.DD' string or a datetime.date; got {date!r}")
         self.date = date
-        self.reset()
+        try:
+            self.reset()
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _choose_stockfish(engine: str, stockfish_path: str | None, skill_level: int | None) -> bool:
+        """True when the default engines are Stockfish; see the ``engine`` parameter."""
+        if engine == "builtin":
+            return False
+        if _stockfish.find_stockfish(stockfish_path) is not None:
+            return True
+        looked = (f"stockfish_path={stockfish_path!r}" if stockfish_path is not None else
+                  f"'stockfish' on PATH and {', '.join(_stockfish.STOCKFISH_CANDIDATES)}")
+        if engine == "stockfish":
+            raise ConfigError(f"engine='stockfish' but no Stockfish binary was found (looked for {looked}); "
+                              f"install it ({_stockfish.INSTALL_HINT}), pass stockfish_path, or use "
+                              f"engine='auto' or 'builtin'")
+        logger.info("chess: Stockfish not found (looked for %s); the built-in engine plays%s (%s)", looked,
+                    ", opponent_skill_level ignored" if skill_level is not None else "", _stockfish.INSTALL_HINT)
+        return False
+
+    @property
+    def opponent_name(self) -> str:
+        """The opponent's name in the PGN: as given, else the opponent engine's description."""
+        return self._opponent_name if self._opponent_name is not None else _engine_name(self.opponent)
+
+    @opponent_name.setter
+    def opponent_name(self, value: str | None) -> None:
+        self._opponent_name = value
+
+    # ------------------------------------------------------------------ engine processes
+    def close(self) -> None:
+        """End the Stockfish processes of the engines the task made (not of engines it was given).
+
+        Done by itself when the game ends; :meth:`reset` (or a later move) starts them again.
+        """
+        for eng in getattr(self, "_owned", ()):
+            closer = getattr(eng, "close", None)
+            if callable(closer):
+                closer()
+
+    def __enter__(self) -> "ChessTask":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def engines(self) -> dict[str, dict[str, str]]:
+        """Which engines play: per side (``"participant"``, ``"opponent"``), ``kind``
+        (``"stockfish"``, ``"builtin"`` or ``"custom"``), ``name`` (with the version, e.g.
+        ``"Stockfish 15.1"``) and ``description`` (name and settings)."""
+        return {side: {"kind": _engine_kind(e), "name": _engine_label(e), "description": _engine_name(e)}
+                for side, e in (("participant", self.participant_engine), ("opponent", self.opponent))}
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -438,6 +578,7 @@ class ChessTask(Task):
         self._plan = None
         out.append(TaskEvent(t_s, "done", {"reason": reason, "result": self.result, "n_moves": self.n_moves}))
         logger.debug("chess task done at %.3f s: %s (%s)", t_s, reason, self.result)
+        self.close()
 
     # ------------------------------------------------------------------ results
     @property
@@ -507,7 +648,9 @@ class ChessTask(Task):
             ``n_clicks_ignored``; ``moves_per_minute``; ``game_over`` (bool), ``termination``
             (``"max_moves"``, ``"checkmate"``, ... or None while running), ``result`` (PGN
             result), ``participant_outcome``, ``participant_color``, ``n_plies``, ``pgn``,
-            ``elapsed_s``.
+            ``elapsed_s``; ``engine``, the engine that played with its version (e.g.
+            ``"Stockfish 15.1"``; ``"participant / opponent"`` when they differ), and
+            ``engines``, per side its ``kind``, ``name`` and ``description`` (see :attr:`engines`).
         """
         elapsed_s = check_positive("elapsed_s", elapsed_s)
         secs = [float(m.seconds) for m in self._records]
@@ -534,7 +677,13 @@ class ChessTask(Task):
             "n_plies": len(self._board.move_stack),
             "pgn": self.pgn(),
             "elapsed_s": elapsed_s,
+            "engine": self._engine_summary(),
+            "engines": self.engines,
         }
+
+    def _engine_summary(self) -> str:
+        names = [_engine_label(self.participant_engine), _engine_label(self.opponent)]
+        return names[0] if names[0] == names[1] else " / ".join(names)
 
     # ------------------------------------------------------------------ drawing
     def draw(self, ax: Any) -> None:
