@@ -1,4 +1,4 @@
-"""Core message types: ChannelMap, Chunk, BinnedFeatures and Intent.
+"""Core message types: ChannelMap, Chunk, BinnedFeatures, Intent and a task's Target.
 
 All types are immutable value objects built on numpy arrays marked read-only.
 Time is carried as integer sample indices (``start_sample``, int64); seconds are
@@ -192,10 +192,6 @@ class Chunk:
         """One past the last sample index."""
         return self.start_sample + self.n_samples
 
-    @property
-    def start_s(self) -> float:
-        return self.start_sample / self.fs_hz
-
     def times_s(self) -> np.ndarray:
         """Sample times in seconds, derived from sample indices."""
         return (self.start_sample + np.arange(self.n_samples)) / self.fs_hz
@@ -335,3 +331,25 @@ class Intent:
     sample: int = 0
     host_time_ns: int = 0
     valid: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where the participant should bring the cursor and how to select it.
+
+    Attributes
+    ----------
+    xy : tuple of float
+        Centre in screen units.
+    radius : float
+        Acceptance radius in screen units (half the cell width for grids).
+    click : bool
+        True: select by click; False: select by dwelling ``dwell_s`` inside.
+    dwell_s : float
+        Hold time for dwell selection.
+    """
+
+    xy: tuple[float, float]
+    radius: float
+    click: bool = True
+    dwell_s: float = 0.0

@@ -34,6 +34,7 @@ from sklearn.utils.validation import check_is_fitted as _sk_check_is_fitted
 from sklearn.utils.validation import check_array, validate_data
 
 from cortexlink.core.errors import ConfigError, NotFittedError, ValidationError
+from cortexlink.core.jsonutil import jsonable
 from cortexlink.core.types import BinnedFeatures, ChannelMap
 
 logger = logging.getLogger(__name__)
@@ -126,21 +127,11 @@ def as_float_param(name: str, value: Any, lo: float | None = None, hi: float | N
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(f"cannot store {type(value).__name__} in decoder metadata")
+    """``value`` as plain JSON values for the decoder file's metadata (NaN kept as a float)."""
+    try:
+        return jsonable(value)
+    except TypeError as exc:
+        raise TypeError(f"cannot store {type(value).__name__} in decoder metadata ({exc})") from None
 
 
 def _unwrap_features(X: Any, feature_names: Sequence[str] | None) -> tuple[Any, tuple[str, ...] | None]:

@@ -63,10 +63,6 @@ class MonkeyM1Session:
         """Whether the train and test splits have the same units (columns)."""
         return self.X_train.shape[1] == self.X_test.shape[1]
 
-    @property
-    def output_names(self) -> tuple[str, str]:
-        return ("vx", "vy")
-
     def blocked_split(self, test_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(X_tr, y_tr, X_te, y_te)`` from the training split alone, time-ordered.
 

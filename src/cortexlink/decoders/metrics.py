@@ -8,7 +8,7 @@ accuracy. The helpers here cut the recording into contiguous blocks and leave a
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -144,9 +144,3 @@ def cross_validate_blocked(estimator: Any, X: Any, y: Any, n_folds: int = 5, gap
         est = clone(estimator).fit(X[train], y[train])
         scores.append(np.atleast_1d(scorer(y[test], est.predict(X[test]))))
     return np.asarray(scores)
-
-
-def iter_blocks(n: int, block: int) -> Iterator[slice]:
-    """Contiguous slices of at most ``block`` bins covering ``range(n)``."""
-    for a in range(0, n, block):
-        yield slice(a, min(n, a + block))

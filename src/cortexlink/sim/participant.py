@@ -68,16 +68,14 @@ import dataclasses
 import logging
 import math
 import numbers
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from cortexlink.core.config import ConfigMixin
 from cortexlink.core.errors import ConfigError
+from cortexlink.core.types import Target
 from cortexlink.core.validation import check_positive, check_range
-
-if TYPE_CHECKING:  # pragma: no cover
-    from cortexlink.tasks.base import Target
 
 logger = logging.getLogger(__name__)
 

@@ -14,29 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from cortexlink.core.types import Target  # defined in core so that sim can use it too
+
 __all__ = ["Target", "TaskEvent", "Task"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """Where the participant should bring the cursor and how to select it.
-
-    Attributes
-    ----------
-    xy : tuple of float
-        Centre in screen units.
-    radius : float
-        Acceptance radius in screen units (half the cell width for grids).
-    click : bool
-        True: select by click; False: select by dwelling ``dwell_s`` inside.
-    dwell_s : float
-        Hold time for dwell selection.
-    """
-
-    xy: tuple[float, float]
-    radius: float
-    click: bool = True
-    dwell_s: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

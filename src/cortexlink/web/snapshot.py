@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from cortexlink.core.jsonutil import jsonable as _jsonable
+
 __all__ = ["Part", "Snapshot", "LatestValue", "jsonable", "finite_list"]
 
 
@@ -45,23 +47,10 @@ def finite_list(values: Any, ndigits: int | None = None) -> list:
 
 
 def jsonable(v: Any) -> Any:
-    """``v`` with numpy values, tuples and non-finite floats made JSON-safe (NaN/Inf become None)."""
-    if isinstance(v, dict):
-        return {str(k): jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return jsonable(v.tolist())
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        return f if math.isfinite(f) else None
-    if isinstance(v, (bytes, bytearray)):
-        return base64.b64encode(bytes(v)).decode("ascii")
-    return v
+    """``v`` as strict JSON values for the browser: :func:`cortexlink.core.jsonutil.jsonable` with
+    ``finite=True`` (numpy values, tuples, sets, paths made plain; NaN/Inf become None; bytes as
+    base64 text; ``TypeError`` for a type with no JSON form)."""
+    return _jsonable(v, finite=True)
 
 
 def _encode(data: Any) -> bytes:
