@@ -42,7 +42,9 @@ def test_record_writes_every_stream(recorded):
     assert m["config"]["blocks"][0]["kind"] == "calibration" and m["dsp"]["bin_ms"] == 20.0
     kinds = {e["kind"] for e in rdr.events()}
     assert {"block_start", "block_end", "task", "decoder"} <= kinds
-    assert sorted(p.name for p in (d / "s1" / "decoders").iterdir())[0].startswith("ClickDecoder")
+    assert sorted(p.name for p in (d / "s1" / "decoders").iterdir()) == ["decoder-click-v1.npz", "decoder-v1.npz"]
+    live = [e for e in rdr.events() if e["kind"] == "decoder"]
+    assert sorted(e["decoder_class"] for e in live) == ["ClickDecoder", "KalmanFilter"]
     s, raw = rdr.read_array("raw")
     np.testing.assert_array_equal(s, np.arange(s.size))      # contiguous from sample 0, warm-up included
 

@@ -26,7 +26,7 @@ BIN = 600
 @pytest.fixture(scope="module")
 def sim_session(tmp_path_factory) -> Path:
     """A real closed-loop session of the simulator (calibration, fit, closed loop with clicks)."""
-    from cortexlink.tasks.session import load_session, run_session
+    from cortexlink.runtime.session import load_session, run_session
 
     path = tmp_path_factory.mktemp("nwb") / "sim"
     cfg = load_session({"name": "nwb-test", "seed": 0, "implant": {"preset": "default", "n_channels": 16},

@@ -320,13 +320,19 @@ def test_sigkill_mid_session_loses_at_most_the_last_second(tmp_path):
     assert s[-1] + 1 >= produced_max - 30000, f"lost {(produced_max - s[-1]) / 30000:.2f} s (> 1 s)"
     assert verify(tmp_path / "killed")["ok"]
     # everything recovered equals what an uninterrupted run of the same session records
+    # (up to the first bin the real-time watchdog halted, if the machine was too busy: a halt changes
+    # what the participant sees, hence its intent and the implant's samples from then on)
     full = _cli(*args, "--out", str(tmp_path / "full"), "--catalogue", "none", env=env)
     assert full.returncode == 0, full.stderr
     ref = SessionReader(tmp_path / "full")
-    rs, rraw = ref.read_array("raw", stop_sample=int(s[-1]) + 1)
-    np.testing.assert_array_equal(rs, s)
-    np.testing.assert_array_equal(rraw, raw)
-    fs_, f = rdr.read_array("features")
+    cs, cur = rdr.read_array("cursor")
+    halted = cs[cur[:, rdr.columns("cursor").index("halted")] > 0]
+    stop = int(s[-1]) + 1 if halted.size == 0 else int(halted[0]) - 600
+    assert stop > 30000, "the recording was halted by the watchdog within its first second"
+    rs, rraw = ref.read_array("raw", stop_sample=stop)
+    np.testing.assert_array_equal(rs, s[s < stop])
+    np.testing.assert_array_equal(rraw, raw[s < stop])
+    fs_, f = rdr.read_array("features", stop_sample=stop)
     rfs, rf = ref.read_array("features", stop_sample=int(fs_[-1]) + 1)
     np.testing.assert_array_equal(f, rf)
     # the killed session is in the catalogue, recovered

@@ -1,8 +1,8 @@
 """The closed-loop session on the runtime: participant, implant, dsp, decoder and cursor as nodes."""
 
-from cortexlink.runtime.graph import session_to_graph
+from cortexlink.runtime.session import session_to_graph
 from cortexlink.runtime.runner import GraphRunner, run_graph
-from cortexlink.tasks.session import run_session
+from cortexlink.runtime.session import run_session
 
 SESSION = {"name": "short", "seed": 0, "implant": {"preset": "default", "n_channels": 48},
            "decoder": {"kind": "kalman"}, "click_decoder": {"enabled": True},
@@ -12,7 +12,8 @@ SESSION = {"name": "short", "seed": 0, "implant": {"preset": "default", "n_chann
 
 
 def test_closed_loop_graph_calibrates_then_controls_the_cursor_like_run_session():
-    runner = GraphRunner(session_to_graph(SESSION))
+    # 1 ms chunks here, one chunk per bin in run_session: the loop's figures do not depend on it
+    runner = GraphRunner(session_to_graph(SESSION, chunk_ms=1.0))
     res = runner.run()
     assert res["stop_reason"] == "cursor: schedule finished" and res["fault_counts"] == {}
     blocks = res["nodes"]["cursor"]["summary"]["blocks"]
@@ -23,7 +24,7 @@ def test_closed_loop_graph_calibrates_then_controls_the_cursor_like_run_session(
     fit = res["nodes"]["decoder"]["summary"]["fits"][0]
     assert fit["n_bins"] == 500 and fit["n_click_bins"] > 0
     assert ev["loop_latency_ms"]["n"] == 400
-    # same session, same seed: the runtime's figures are ClosedLoop's (clock: fast, one process)
+    # same session, same seed, same figures (clock: fast, one process)
     ref = run_session(SESSION, progress=False)
     ref_blocks = [b for b in ref["summary"]["blocks"] if "metrics" in b]
     assert [b["metrics"] for b in blocks if "metrics" in b] == [b["metrics"] for b in ref_blocks]

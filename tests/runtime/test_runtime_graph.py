@@ -5,7 +5,8 @@ import copy
 import pytest
 
 from cortexlink import ConfigError
-from cortexlink.runtime.graph import builtin_graph, load_graph, session_to_graph
+from cortexlink.runtime.graph import builtin_graph, load_graph
+from cortexlink.runtime.session import session_to_graph
 
 BASE = {
     "name": "t",
@@ -100,10 +101,17 @@ def test_builtin_closed_loop_graph_loads_and_yaml_text_too():
         load_graph("no/such/graph.yaml")
 
 
-def test_session_to_graph_refuses_the_perfect_decoder():
-    with pytest.raises(ConfigError, match="perfect"):
-        session_to_graph({"decoder": {"kind": "perfect"},
-                          "blocks": [{"kind": "evaluation", "task": "webgrid", "seconds": 5}]})
+def test_the_perfect_decoder_compiles_to_a_graph_without_an_implant():
+    s = {"decoder": {"kind": "perfect"}, "blocks": [{"kind": "evaluation", "task": "webgrid", "seconds": 5}]}
+    g = load_graph(session_to_graph(s, trace=True))
+    assert "implant" not in g["nodes"] and "decoder" not in g["nodes"]
+    assert g["nodes"]["clock"]["kind"] == "bin_clock"
+    assert g["nodes"]["cursor"]["inputs"]["intent"]["from"] == "clock.tick"
+    assert g["order"].index("participant") < g["order"].index("clock") < g["order"].index("cursor")
+    with pytest.raises(ConfigError, match="nothing to record"):
+        session_to_graph(s, recorder=True)
+    with pytest.raises(ConfigError, match="no dsp or decoder"):
+        session_to_graph(s, placement="subprocess")
 
 
 def test_a_process_is_pinned_to_the_cpus_of_its_nodes():

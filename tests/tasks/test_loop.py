@@ -7,7 +7,8 @@ import pytest
 
 from cortexlink import ConfigError
 from cortexlink.sim import SimulatedImplant, SimulatedParticipant
-from cortexlink.tasks.loop import ClosedLoop, training_set
+from cortexlink.decoders.fitting import training_set
+from cortexlink.tasks.loop import ClosedLoop
 from cortexlink.tasks.webgrid import WebgridTask
 
 
@@ -85,7 +86,7 @@ def test_bench_closed_loop_json(tmp_path):
 
 def test_refit_set_drops_reaction_time_after_each_new_target():
     from cortexlink.decoders import ClickDecoder, KalmanFilter
-    from cortexlink.tasks.loop import refit_set
+    from cortexlink.decoders.fitting import refit_set
 
     loop = ClosedLoop(_implant(5), participant=SimulatedParticipant(seed=5))
     cal = loop.run_block(WebgridTask(n=6, seed=5), mode="open", seconds=20.0)

@@ -1,15 +1,18 @@
 """``cortexlink bench closed-loop``: Webgrid bits per second per decoder, channel count and seed.
 
-For each channel count and seed, one simulated implant and participant go through:
+Each (decoder, channel count, seed) is one session run on the runtime graph
+(:func:`~cortexlink.runtime.session.run_session`, the engine every closed loop uses):
 
 1. open-loop calibration (the cursor moves to Webgrid targets by itself, the participant intends
-   along and clicks when it is there); every decoder and the click decoder are fitted on it;
-2. for ReFIT-Kalman: a closed-loop block with the Kalman filter, then the ReFIT refit;
-3. one Webgrid evaluation block per decoder (same grid seed for all), closed loop.
+   along and clicks when it is there; grid seed ``seed + 1000``); the decoder and the click
+   decoder are fitted on it;
+2. for ReFIT-Kalman: a closed-loop block (grid seed ``seed + 2000``), then the ReFIT refit;
+3. a Webgrid evaluation block (grid seed ``seed``, the same for every decoder), closed loop.
 
-The perfect decoder (cursor = intent, click = click intent) runs the same evaluation block
-without the implant: the ceiling set by the participant's own control. Blocks run one after
-the other on the same implant, so slow drift of the units' baseline rates is part of the test.
+A seed gives every decoder the same implant, participant and calibration data, and each
+decoder's evaluation starts at the same time after calibration. The perfect decoder (cursor =
+intent, click = click intent) runs the evaluation block without the implant: the ceiling set by
+the participant's own control.
 """
 
 from __future__ import annotations
@@ -24,19 +27,31 @@ from cortexlink.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run", "print_summary", "DECODERS", "CHANNELS"]
+__all__ = ["run", "print_summary", "session", "DECODERS", "CHANNELS"]
 
 DECODERS = ("perfect", "wiener", "kalman", "refit_kalman", "gru")
 CHANNELS = (96, 256, 1024)
 
 
-def _implant(n_channels: int, seed: int):
+def session(decoder: str, channels: int, seed: int, *, calibration_s: float = 60.0, refit_s: float = 40.0,
+            eval_s: float = 60.0, grid: int = 30) -> dict:
+    """The session one benchmark cell runs (a dict for :func:`~cortexlink.runtime.session.run_session`)."""
     from cortexlink.bench.decode import SIM96_PRESET
-    from cortexlink.sim import SimulatedImplant
 
-    if n_channels == 96:
-        return SimulatedImplant.from_preset(SIM96_PRESET, seed=seed)
-    return SimulatedImplant(n_channels=n_channels, seed=seed)
+    implant = {"preset": SIM96_PRESET} if channels == 96 else {"preset": "default", "n_channels": channels}
+    blocks: list[dict] = []
+    if decoder != "perfect":
+        blocks += [{"name": "calibration", "kind": "calibration", "task": "webgrid", "seconds": calibration_s,
+                    "task_params": {"n": grid, "seed": seed + 1000}},
+                   {"name": "fit", "kind": "fit"}]
+        if decoder == "refit_kalman":
+            blocks += [{"name": "refit-block", "kind": "closed_loop", "task": "webgrid", "seconds": refit_s,
+                        "task_params": {"n": grid, "seed": seed + 2000}},
+                       {"name": "refit", "kind": "refit"}]
+    blocks.append({"name": decoder, "kind": "evaluation", "task": "webgrid", "seconds": eval_s,
+                   "task_params": {"n": grid, "seed": seed}})
+    return {"name": f"bench-{decoder}-{channels}ch-seed{seed}", "seed": seed, "implant": implant,
+            "decoder": {"kind": decoder}, "click_decoder": {"enabled": True}, "blocks": blocks}
 
 
 def _row(decoder: str, channels: int, seed: int, m: dict, extra: dict | None = None) -> dict:
@@ -54,11 +69,7 @@ def run(channels: Sequence[int] = CHANNELS, decoders: Sequence[str] = DECODERS, 
     from tqdm.auto import tqdm
 
     from cortexlink.bench.dsp import machine_info
-    from cortexlink.decoders import ClickDecoder
-    from cortexlink.sim.participant import SimulatedParticipant
-    from cortexlink.tasks.loop import ClosedLoop, refit_set, training_set
-    from cortexlink.tasks.session import make_decoder
-    from cortexlink.tasks.webgrid import WebgridTask
+    from cortexlink.runtime.session import run_session
 
     unknown = [d for d in decoders if d not in DECODERS]
     if unknown:
@@ -72,51 +83,28 @@ def run(channels: Sequence[int] = CHANNELS, decoders: Sequence[str] = DECODERS, 
         "benchmark": "closed-loop", "machine": machine_info(),
         "settings": {"channels": list(channels), "decoders": list(decoders), "seeds": list(seeds),
                      "calibration_s": calibration_s, "refit_s": refit_s, "eval_s": eval_s, "grid": grid,
-                     "task": f"Webgrid {grid}x{grid}, click to select",
+                     "task": f"Webgrid {grid}x{grid}, click to select", "engine": "runtime graph (run_session)",
                      "bitrate": "log2(N-1) * max(correct - incorrect, 0) / t, N = grid*grid"},
         "results": [], "summary": {}}
-    neural = [d for d in decoders if d != "perfect"]
-    n_bins = 0
-    for _ in channels:
-        per = (calibration_s + (refit_s if "refit_kalman" in neural else 0.0) + eval_s * len(neural)) if neural else 0
-        n_bins += int(per / 0.02)
-    n_bins *= len(seeds)
+    cells = [(seed, dec, ch) for seed in seeds for dec in decoders for ch in (channels if dec != "perfect" else
+                                                                             channels[:1])]
     t_all = time.perf_counter()
-    with tqdm(total=n_bins, desc="bench closed-loop", unit="bin", disable=not progress) as bar:
-        for seed in seeds:
-            if "perfect" in decoders:
-                loop = ClosedLoop(None, participant=SimulatedParticipant(seed=seed), seed=seed)
-                tr = loop.run_block(WebgridTask(n=grid, seed=seed), mode="perfect", seconds=eval_s)
-                for ch in channels:   # the ceiling does not depend on the implant
-                    result["results"].append(_row("perfect", ch, seed, tr.metrics))
-            for ch in channels if neural else ():
-                bar.set_description(f"{ch} ch, seed {seed}")
-                loop = ClosedLoop(_implant(ch, seed), participant=SimulatedParticipant(seed=seed), seed=seed)
-                loop.warm_up()
-                cal = loop.run_block(WebgridTask(n=grid, seed=seed + 1000), mode="open", seconds=calibration_s,
-                                     progress=bar, name="calibration")
-                X, y, c = training_set([cal])
-                click = ClickDecoder().fit(X, c)
-                fitted: dict[str, Any] = {}
-                fit_s: dict[str, float] = {}
-                for name in neural:
-                    dec = make_decoder(name)
-                    t0 = time.perf_counter()
-                    dec.fit(X, y, feature_names=loop.feature_names_)
-                    fit_s[name] = time.perf_counter() - t0
-                    fitted[name] = dec
-                if "refit_kalman" in fitted:
-                    dec = fitted["refit_kalman"]
-                    cl = loop.run_block(WebgridTask(n=grid, seed=seed + 2000), mode="closed", seconds=refit_s,
-                                        decoder=dec, click_decoder=click, progress=bar, name="refit-block")
-                    dec.refit(*refit_set([cl]))
-                for name in neural:
-                    tr = loop.run_block(WebgridTask(n=grid, seed=seed), mode="closed", seconds=eval_s,
-                                        decoder=fitted[name], click_decoder=click, progress=bar, name=name)
-                    lat = tr.decode_latency_us[np.isfinite(tr.decode_latency_us)]
-                    result["results"].append(_row(name, ch, seed, tr.metrics, {
-                        "fit_s": fit_s[name], "decode_p99_us": float(np.percentile(lat, 99)) if lat.size else None,
-                        "n_features": loop.n_features}))
+    with tqdm(total=len(cells), desc="bench closed-loop", unit="session", disable=not progress) as bar:
+        for seed, dec, ch in cells:
+            bar.set_description(f"{dec}, {ch} ch, seed {seed}")
+            res = run_session(session(dec, ch, seed, calibration_s=calibration_s, refit_s=refit_s, eval_s=eval_s,
+                                      grid=grid), progress=False)
+            blocks = {b["name"]: b for b in res["summary"]["blocks"]}
+            ev = blocks[dec]
+            if dec == "perfect":
+                for c in channels:   # the ceiling does not depend on the implant
+                    result["results"].append(_row("perfect", c, seed, ev["metrics"]))
+            else:
+                lat = ev.get("decode_latency_us") or {}
+                result["results"].append(_row(dec, ch, seed, ev["metrics"], {
+                    "fit_s": blocks["fit"].get("fit_s"), "decode_p99_us": lat.get("p99"),
+                    "n_features": res["summary"].get("n_features")}))
+            bar.update(1)
     result["wall_s"] = time.perf_counter() - t_all
     for dec in decoders:
         for ch in channels:

@@ -63,7 +63,7 @@ def run(seconds: float = 30.0, channels: int = 1024, clients: tuple[int, ...] = 
         Called with a line of text at each step.
     """
     from cortexlink.core.validation import check_positive
-    from cortexlink.tasks.session import DEFAULT_SESSION
+    from cortexlink.runtime.session import DEFAULT_SESSION
     from cortexlink.web.browser import find_browser
     from cortexlink.web.controller import SessionController
     from cortexlink.web.server import OperatorServer

@@ -1,6 +1,6 @@
 """``cortexlink demo``: the main job, a complete closed-loop session on a simulated implant.
 
-By default it runs :data:`cortexlink.tasks.session.DEFAULT_SESSION`: a simulated participant
+By default it runs :data:`cortexlink.runtime.session.DEFAULT_SESSION`: a simulated participant
 with a 1024-channel implant calibrates a ReFIT-Kalman decoder, plays two minutes of Webgrid and
 ten moves of chess, and a run folder gets the session config, decoded traces, the PGN and an
 HTML report with figures. ``--features`` instead streams the implant through feature extraction
@@ -39,8 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="simulator seed (default: 0)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="parent folder of the run folder (default: runs/)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    from cortexlink.cli.session import add_record_option
+    from cortexlink.cli.session import add_record_option, add_redis_option
     add_record_option(p)
+    add_redis_option(p)
     p.set_defaults(func=run)
 
 
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         return run_features(args)
     from cortexlink.cli.session import run_and_report
     from cortexlink.core.validation import check_positive
-    from cortexlink.tasks.session import load_session
+    from cortexlink.runtime.session import load_session
 
     if args.session is not None:
         cfg = load_session(args.session)
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             if b.get("task") == "chess" and args.chess_moves is not None:
                 b["task_params"]["max_moves"] = check_positive("--chess-moves", args.chess_moves, integer=True)
         cfg = load_session(cfg)
-    return run_and_report(cfg, args.out, progress=not args.no_progress, record=args.record)
+    return run_and_report(cfg, args.out, progress=not args.no_progress, record=args.record, redis=args.redis)
 
 
 def run_features(args: argparse.Namespace) -> int:

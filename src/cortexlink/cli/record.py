@@ -65,28 +65,26 @@ def session_config(channels: int, seconds: float, seed: int, preset: str) -> dic
 
 
 class _Status:
-    """Loop tap printing one status line per interval on stderr (flushed, for supervisors and tests)."""
+    """Prints one status line per interval on stderr (flushed, for supervisors and tests): called
+    with each bin's row of the running session."""
 
-    def __init__(self, rec: Any, interval: float) -> None:
-        self.rec, self.interval, self.last = rec, interval, 0.0
+    def __init__(self, rec: Any, interval: float, fs_hz: float = 30000.0) -> None:
+        self.rec, self.interval, self.fs_hz, self.last = rec, interval, fs_hz, 0.0
 
-    def samples(self, loop: Any, chunk: Any, features: Any) -> None:
+    def __call__(self, row: dict) -> None:
         now = time.monotonic()
         if self.interval and now - self.last >= self.interval:
             self.last = now
             st = self.rec.stats()
-            print(f"status sample={chunk.end_sample} seconds={chunk.end_sample / chunk.fs_hz:.3f} "
+            s = int(row["sample"])
+            print(f"status sample={s} seconds={s / self.fs_hz:.3f} "
                   f"queue_bytes={st['queue_bytes']} dropped={st['dropped_total']}", file=sys.stderr, flush=True)
-
-    def block_started(self, *a: Any) -> None: ...
-    def bin_done(self, *a: Any) -> None: ...
-    def block_ended(self, *a: Any) -> None: ...
 
 
 def run(args: argparse.Namespace) -> int:
     from cortexlink.core.errors import ConfigError
     from cortexlink.io.session_log import SessionRecorder
-    from cortexlink.tasks import session as sess
+    from cortexlink.runtime import session as sess
 
     if not args.sim:
         raise ConfigError("record needs a source: --sim (simulated implant); other sources record through "
@@ -101,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                           raw=not args.no_raw, on_full=args.on_full, catalogue=cat)
     try:
         res = sess.run_session(cfg, progress=sys.stderr.isatty(), recorder=rec, realtime=args.realtime,
-                               taps=(_Status(rec, args.status_interval),))
+                               record_raw=not args.no_raw, on_bin=_Status(rec, args.status_interval))
     finally:
         manifest = rec.close()
     out = {"folder": str(args.out), "session_id": manifest["session_id"], "state": manifest["state"],

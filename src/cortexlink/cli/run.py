@@ -60,7 +60,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from cortexlink.core.errors import ConfigError
-    from cortexlink.runtime.graph import load_graph, session_to_graph
+    from cortexlink.runtime.graph import load_graph
+    from cortexlink.runtime.session import session_to_graph
     from cortexlink.runtime.runner import GraphRunner
 
     if args.node:
@@ -73,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps(res, indent=1, default=str))
         return 0
     if args.session is not None:
-        graph = session_to_graph(args.session, clock=args.clock or "fast", placement=args.placement)
+        graph = session_to_graph(args.session, clock=args.clock or "fast", placement=args.placement, chunk_ms=1.0)
     elif args.graph is not None:
         graph = args.graph
     else:

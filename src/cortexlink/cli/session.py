@@ -20,24 +20,45 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out", type=Path, default=Path("runs"), help="parent folder of the run folder (default: runs/)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_record_option(r)
+    add_redis_option(r)
     r.set_defaults(func=_run)
     c = ssub.add_parser("check", help="validate a session file and print it with defaults filled in")
     c.add_argument("file", type=Path, help="session YAML")
     c.set_defaults(func=_check)
     e = ssub.add_parser("example", help="print the built-in demo session as YAML")
     e.set_defaults(func=_example)
+    g = ssub.add_parser("graph", help="print the runtime graph a session file compiles to (YAML)",
+                        description="Every session runs as a runtime graph (participant, implant, dsp, decoder, "
+                                    "cursor, trace/recorder nodes); this prints that graph, which `cortexlink run "
+                                    "FILE` also runs.")
+    g.add_argument("file", type=Path, nargs="?", default=None, help="session YAML (default: the demo session)")
+    g.add_argument("--placement", choices=("main", "subprocess"), default="main",
+                   help="where the dsp and decoder run (subprocess: a child process over Redis)")
+    g.add_argument("--clock", choices=("fast", "realtime"), default="fast", help="the graph's clock (default: fast)")
+    g.set_defaults(func=_graph)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cortexlink.tasks.session import load_session
+    from cortexlink.runtime.session import load_session
 
-    return run_and_report(load_session(args.file), args.out, progress=not args.no_progress, record=args.record)
+    return run_and_report(load_session(args.file), args.out, progress=not args.no_progress, record=args.record,
+                          redis=args.redis)
+
+
+def _graph(args: argparse.Namespace) -> int:
+    import yaml
+
+    from cortexlink.runtime.session import session_to_graph
+
+    g = session_to_graph(args.file, clock=args.clock, placement=args.placement, trace=True)
+    print(yaml.safe_dump(g, sort_keys=False), end="")
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:
     import yaml
 
-    from cortexlink.tasks.session import load_session
+    from cortexlink.runtime.session import load_session
 
     print(yaml.safe_dump(load_session(args.file), sort_keys=False), end="")
     return 0
@@ -46,7 +67,7 @@ def _check(args: argparse.Namespace) -> int:
 def _example(args: argparse.Namespace) -> int:
     import yaml
 
-    from cortexlink.tasks.session import DEFAULT_SESSION
+    from cortexlink.runtime.session import DEFAULT_SESSION
 
     print(yaml.safe_dump(DEFAULT_SESSION, sort_keys=False), end="")
     return 0
@@ -59,10 +80,17 @@ def add_record_option(p: argparse.ArgumentParser) -> None:
                         "free space is checked first). Default: none")
 
 
-def run_and_report(cfg: dict, out_parent: Path, *, progress: bool = True, record: str = "none") -> int:
-    """Run a validated session, write its run folder and print the summary table."""
+def add_redis_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--redis", default=None, metavar="URL",
+                   help="run the dsp and decoder in a child process over Redis Streams: 'auto' starts a private "
+                        "redis-server on 127.0.0.1, or give redis://host:port (default: one process)")
+
+
+def run_and_report(cfg: dict, out_parent: Path, *, progress: bool = True, record: str = "none",
+                   redis: str | None = None) -> int:
+    """Run a validated session on the runtime graph, write its run folder and print the summary table."""
+    from cortexlink.runtime.session import run_session
     from cortexlink.tasks.report import summary_table, write_run_folder
-    from cortexlink.tasks.session import run_session
 
     ch = cfg["implant"].get("n_channels")
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -77,7 +105,7 @@ def run_and_report(cfg: dict, out_parent: Path, *, progress: bool = True, record
         recorder = SessionRecorder(run_dir / "recording", config=cfg, seeds={"seed": cfg["seed"]},
                                    expected_bytes=need, raw=record == "raw", catalogue=default_catalogue_path())
     try:
-        result = run_session(cfg, progress=progress, recorder=recorder, record_raw=record == "raw")
+        result = run_session(cfg, progress=progress, recorder=recorder, record_raw=record == "raw", redis=redis)
     finally:
         if recorder is not None:
             recorder.close()

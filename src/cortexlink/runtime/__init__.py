@@ -1,7 +1,9 @@
 """The real-time runtime: graphs of nodes on an in-process or Redis Streams bus, with a watchdog
 and a supervisor.
 
-* :mod:`cortexlink.runtime.graph` — graph files (YAML), validation, :func:`session_to_graph`;
+* :mod:`cortexlink.runtime.graph` — graph files (YAML), validation;
+* :mod:`cortexlink.runtime.session` — session files compiled into graphs (:func:`session_to_graph`)
+  and run (:func:`run_session`): every closed loop runs on the graph;
 * :mod:`cortexlink.runtime.node` — the :class:`Node` base class (setup / step / teardown, state,
   counters), the registry of node kinds, and :mod:`cortexlink.runtime.nodes`, the built-in nodes
   (one module per family);
@@ -16,13 +18,15 @@ Importing this package is light (numpy only); redis, yaml and the node kinds loa
 
 from typing import Any
 
-__all__ = ["load_graph", "run_graph", "session_to_graph", "Node", "Message", "InProcessBus",
+__all__ = ["load_graph", "run_graph", "session_to_graph", "run_session", "load_session", "Node", "Message", "InProcessBus",
            "RedisStreamsBus", "Watchdog", "Supervisor"]
 
 _LAZY = {
     "load_graph": "cortexlink.runtime.graph",
     "run_graph": "cortexlink.runtime.runner",
-    "session_to_graph": "cortexlink.runtime.graph",
+    "session_to_graph": "cortexlink.runtime.session",
+    "run_session": "cortexlink.runtime.session",
+    "load_session": "cortexlink.runtime.session",
     "Node": "cortexlink.runtime.node",
     "Message": "cortexlink.runtime.bus",
     "InProcessBus": "cortexlink.runtime.bus",

@@ -40,8 +40,8 @@ process whatever ``where`` says.
 
 :func:`load_graph` validates everything and raises :class:`~cortexlink.ConfigError` naming the
 field (``nodes.dsp.params.extractor``, ``nodes.cursor.inputs.intent``, ``bin_ms``);
-:func:`~cortexlink.runtime.runner.run_graph` runs a graph; :func:`session_to_graph` turns a
-session file of ``cortexlink session`` into the equivalent graph.
+:func:`~cortexlink.runtime.runner.run_graph` runs a graph;
+:func:`~cortexlink.runtime.session.session_to_graph` compiles a session file into one.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from cortexlink.runtime.node import check_params, node_class
 from cortexlink.runtime.supervisor import RestartPolicy
 from cortexlink.runtime.watchdog import WatchdogConfig
 
-__all__ = ["load_graph", "session_to_graph", "builtin_graph", "BUILTIN_GRAPHS", "PLACEMENTS",
+__all__ = ["load_graph", "builtin_graph", "BUILTIN_GRAPHS", "PLACEMENTS",
            "FAULTS_TOPIC"]
 
 PLACEMENTS = ("main", "subprocess", "external")
@@ -278,64 +278,3 @@ def _order(nodes: dict[str, dict]) -> list[str]:
             raise ConfigError(f"nodes {left} form a cycle; mark the input that closes the loop with "
                               "'feedback: true' (it is then read on the next tick)")
     return order
-
-
-def session_to_graph(session: Any, *, clock: str = "fast", chunk_ms: float = 1.0, placement: str = "main",
-                     recorder: bool = False) -> dict:
-    """The closed-loop graph that runs a ``cortexlink session`` file on the runtime.
-
-    Parameters
-    ----------
-    session : path, YAML text or dict
-        A session (:func:`cortexlink.tasks.session.load_session`); ``decoder.kind: perfect`` has
-        no neural path and is refused.
-    clock : {"fast", "realtime"}
-    chunk_ms : float
-        Source chunk length.
-    placement : {"main", "subprocess"}
-        ``subprocess``: the dsp and decoder run in one child process (needs the Redis bus).
-    recorder : bool
-        Add a recorder node (raw, features, decoder output, cursor, events, faults).
-
-    Returns
-    -------
-    dict
-        A graph (validate and run it with :func:`~cortexlink.runtime.runner.run_graph`). With
-        ``clock: fast`` and one process, the figures equal
-        :func:`~cortexlink.tasks.session.run_session`'s for the same session.
-    """
-    from cortexlink.tasks.session import load_session
-
-    cfg = load_session(session)
-    if cfg["decoder"]["kind"] == "perfect":
-        raise ConfigError("decoder.kind 'perfect' has no neural path to run on the runtime; "
-                          "use cortexlink session run for the perfect-decoder ceiling")
-    imp = dict(cfg["implant"])
-    preset = imp.pop("preset")
-    dt_ms = cfg["loop"]["dt_s"] * 1000.0
-    sub = {"where": "subprocess", "group": "pipeline"} if placement == "subprocess" else {}
-    nodes: dict[str, Any] = {
-        "participant": {"kind": "participant", "params": {"seed": cfg["seed"], "config": cfg["participant"]},
-                        "inputs": {"cursor": "cursor.state"}},
-        "implant": {"kind": "sim_source", "params": {"preset": preset, "seed": cfg["seed"], "config": imp,
-                                                      "chunk_ms": chunk_ms},
-                    "inputs": {"intent": "participant.intent"}},
-        "dsp": {"kind": "dsp", "params": {"feature_kinds": cfg["loop"].get("feature_kinds")},
-                "inputs": {"raw": "implant.raw"}, **sub},
-        "decoder": {"kind": "decoder", "params": {"decoder": cfg["decoder"]["kind"],
-                                                  "decoder_params": cfg["decoder"]["params"],
-                                                  "click": cfg["click_decoder"]["enabled"],
-                                                  "click_params": cfg["click_decoder"]["params"]},
-                    "inputs": {"features": "dsp.features", "labels": "participant.intent",
-                               "control": "cursor.control"}, **sub},
-        "cursor": {"kind": "cursor", "params": {"blocks": cfg["blocks"], "seed": cfg["seed"],
-                                                "effector": cfg.get("effector", {}),
-                                                "decoder_kind": cfg["decoder"]["kind"]},
-                   "inputs": {"intent": "decoder.intent", "participant": "participant.intent"}},
-    }
-    if recorder:
-        nodes["recorder"] = {"kind": "recorder", "inputs": {"raw": "implant.raw", "features": "dsp.features",
-                                                            "intent": "decoder.intent", "cursor": "cursor.state",
-                                                            "events": "cursor.events"}}
-    return {"name": cfg["name"], "bin_ms": dt_ms, "clock": clock,
-            "bus": {"kind": "redis" if placement == "subprocess" else "inprocess"}, "nodes": nodes}

@@ -51,6 +51,7 @@ BUILTIN_NODES: dict[str, str] = {
     "sim_source": "cortexlink.runtime.nodes.sources:SimSource",
     "replay_source": "cortexlink.runtime.nodes.sources:ReplaySource",
     "lsl_source": "cortexlink.runtime.nodes.sources:LSLSource",
+    "bin_clock": "cortexlink.runtime.nodes.sources:BinClock",
     "dsp": "cortexlink.runtime.nodes.dsp:DspNode",
     "decoder": "cortexlink.runtime.nodes.decoder:DecoderNode",
     "participant": "cortexlink.runtime.nodes.participant:ParticipantNode",
@@ -59,6 +60,7 @@ BUILTIN_NODES: dict[str, str] = {
     "ui_feed": "cortexlink.runtime.nodes.outputs:UiFeedNode",
     "lsl_outlet": "cortexlink.runtime.nodes.outputs:LSLOutletNode",
     "sink": "cortexlink.runtime.nodes.outputs:SinkNode",
+    "trace": "cortexlink.runtime.nodes.trace:TraceNode",
 }
 
 
@@ -203,12 +205,16 @@ class NodeContext:
         Latency and deadline statistics count messages from this source sample on.
     out_dir : Path or None
         Where the run writes files (recordings, decoders).
+    objects : dict
+        In-process handles the caller of the run gave (e.g. an open
+        :class:`~cortexlink.io.session_log.SessionRecorder`, progress callbacks), by name; only
+        nodes of the main process see them.
     """
 
     def __init__(self, *, bus: Any, graph: dict, realtime: bool, now_ns: Callable[[], int],
                  fault: Callable[..., None], request_stop: Callable[[str], None],
                  health: Callable[[], dict], out_dir: Any = None, stats_from_sample: int = 0,
-                 deadline_ns: int = 1_000_000, process: str = "main") -> None:
+                 deadline_ns: int = 1_000_000, process: str = "main", objects: dict | None = None) -> None:
         self.bus = bus
         self.graph = graph
         self.realtime = realtime
@@ -221,6 +227,7 @@ class NodeContext:
         self.stats_from_sample = int(stats_from_sample)
         self.deadline_ns = int(deadline_ns)
         self.process = process
+        self.objects: dict[str, Any] = dict(objects or {})
 
     def fault(self, kind: str, *, node: str, severity: str = "halt", message: str = "", sample: int = -1,
               **fields: Any) -> None:
@@ -359,6 +366,13 @@ class Node:
         return {}
 
     # -- helpers ------------------------------------------------------------------------
+    def has_consumers(self, port: str) -> bool:
+        """True when some node of the graph reads output ``port`` (a node may skip building a
+        message nobody reads)."""
+        src = f"{self.name}.{port}"
+        return any(inp.get("from") == src for n in self.ctx.graph.get("nodes", {}).values()
+                   for inp in (n.get("inputs") or {}).values())
+
     def emit(self, port: str, payload: Any, *, sample: int, t_enter_ns: int) -> Message:
         """Publish ``payload`` on output ``port`` (topic ``"<name>.<port>"``)."""
         seq = self._out_seq[port]

@@ -13,8 +13,8 @@ no thread switch and no copy. A feedback edge (cursor → participant) is read o
 sleeps (or, with Redis, blocks in ``XREAD``) until the next period or message. A source handed
 its chunk more than ``deadline_ms`` after it was due counts a missed deadline. ``clock: fast``
 runs the passes back to back on a virtual clock (a tick per source period), so a run is
-deterministic: the closed-loop session gives the same figures as
-:func:`~cortexlink.tasks.session.run_session`.
+deterministic: a session (:func:`~cortexlink.runtime.session.run_session`) gives the same figures
+in one process and across processes.
 
 Processes
 ---------
@@ -153,12 +153,16 @@ class GraphRunner:
         Worker role: read only new messages (a restarted process).
     startup_timeout_s : float
         Longest wait for child and external processes to be running.
+    objects : dict, optional
+        In-process handles for nodes of the main process (``NodeContext.objects``): e.g.
+        ``{"recorder": SessionRecorder(...)}`` for a recorder node with ``use: recorder``.
     """
 
     def __init__(self, graph: Any, *, seconds: float | None = None, bus: str | None = None,
                  redis_url: str | None = None, clock: str | None = None, out_dir: Any = None,
                  nodes: list[str] | None = None, run_id: str | None = None, start_at_end: bool = False,
-                 startup_timeout_s: float = 120.0) -> None:
+                 startup_timeout_s: float = 120.0, objects: dict | None = None) -> None:
+        self.objects = dict(objects or {})
         self.role = "worker" if nodes else "main"
         self._graph_src = graph
         self._seconds = seconds
@@ -311,7 +315,8 @@ class GraphRunner:
         self.stats_from_sample = int(round(g["stats_after_s"] * (fs or 30000.0)))
         self.ctx = NodeContext(bus=self.bus, graph=g, realtime=self.realtime, now_ns=self._now, fault=self._fault,
                                request_stop=self._request_stop, health=self._health, out_dir=self.out_dir,
-                               stats_from_sample=self.stats_from_sample, deadline_ns=self.deadline_ns, process=proc)
+                               stats_from_sample=self.stats_from_sample, deadline_ns=self.deadline_ns, process=proc,
+                               objects=self.objects if self.role == "main" else None)
         self.supervisor = Supervisor(self._fault, self._now)
         self.slots: list[_Slot] = []
         self.by_name: dict[str, _Slot] = {}

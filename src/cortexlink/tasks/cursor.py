@@ -13,7 +13,12 @@ from cortexlink.core.validation import check_positive, check_range
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CursorEffector"]
+__all__ = ["CursorEffector", "autopilot_velocity", "cursor_command", "MODES"]
+
+#: Loop modes of a block: ``open`` (calibration: the cursor moves to the target by itself while the
+#: participant intends along), ``closed`` (the decoder drives it), ``perfect`` (the cursor follows
+#: the participant's intent exactly: the ceiling of a perfect decoder).
+MODES = ("open", "closed", "perfect")
 
 
 class CursorEffector:
@@ -140,3 +145,65 @@ class CursorEffector:
                 self.n_clicks_suppressed += 1
         self.n_steps += 1
         return self._xy.copy(), clicked
+
+
+def autopilot_velocity(target: Any, xy: Any, max_speed: float) -> np.ndarray:
+    """Open-loop (calibration) cursor velocity: straight to ``target``, at most ``max_speed``,
+    slowing down near it (~150 ms time constant) and still once within a quarter radius."""
+    if target is None:
+        return np.zeros(2)
+    err = np.asarray(target.xy, dtype=float) - np.asarray(xy, dtype=float)
+    dist = float(np.hypot(*err))
+    if dist < 0.25 * target.radius:
+        return np.zeros(2)
+    return err / dist * min(max_speed, dist / 0.15)
+
+
+def cursor_command(effector: CursorEffector, mode: str, *, target: Any = None, decoded_velocity: Any = None,
+                   decoded_click: bool = False, intended_velocity: Any = None, click_intent: float = 0.0,
+                   prev_click_intent: float = 0.0, autopilot_speed: float = 1.0, override_velocity: Any = None,
+                   halt: bool = False) -> tuple[np.ndarray, bool, np.ndarray]:
+    """Move the cursor one bin: the one rule every closed loop applies.
+
+    Parameters
+    ----------
+    effector : CursorEffector
+    mode : {"open", "closed", "perfect"}
+        ``open``: :func:`autopilot_velocity` toward ``target``, clicks where the participant's
+        ``click_intent`` rises through 0.5; ``closed``: ``decoded_velocity`` and ``decoded_click``;
+        ``perfect``: ``intended_velocity`` and the click intent's rise.
+    override_velocity : (vx, vy), optional
+        The operator's pointer ("mouse mode") instead of the mode's velocity.
+    halt : bool
+        Emergency stop or a watchdog fault: velocity zero, no click, and the effector's
+        smoothing memory is cleared so that it holds at once. A non-finite velocity is held the
+        same way.
+
+    Returns
+    -------
+    xy : ndarray (2,)
+        The cursor after the bin.
+    clicked : bool
+        A click was accepted in this bin.
+    velocity : ndarray (2,)
+        The velocity the effector was given.
+    """
+    if mode == "closed":
+        vel = np.asarray(decoded_velocity, dtype=float).reshape(-1)[:2]
+        click = bool(decoded_click)
+    else:
+        click = click_intent >= 0.5 > prev_click_intent
+        if mode == "open":
+            vel = autopilot_velocity(target, effector.xy, autopilot_speed)
+        elif mode == "perfect":
+            vel = np.asarray(intended_velocity, dtype=float).reshape(2)
+        else:
+            raise ConfigError(f"mode must be one of {list(MODES)}; got {mode!r}")
+    if override_velocity is not None:
+        vel = np.asarray(override_velocity, dtype=float).reshape(2)
+    if halt or not np.all(np.isfinite(vel)):
+        vel = np.zeros(2)
+        click = False
+        effector.stop()
+    xy, clicked = effector.step(vel, bool(click))
+    return xy, clicked, vel

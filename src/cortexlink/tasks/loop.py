@@ -32,93 +32,12 @@ import numpy as np
 
 from cortexlink.core.errors import ConfigError
 from cortexlink.core.validation import check_choice, check_positive
+from cortexlink.tasks.cursor import MODES, cursor_command
+from cortexlink.tasks.trace import RASTER_CHANNELS, BlockTrace
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClosedLoop", "BlockTrace", "BlockRun", "LoopTap", "MODES"]
-
-MODES = ("open", "closed", "perfect")
-RASTER_CHANNELS = 128
-
-
-@dataclasses.dataclass
-class BlockTrace:
-    """Everything that happened in one block, one row per bin.
-
-    Attributes
-    ----------
-    name, mode, task : str
-        Block name, loop mode and task name.
-    dt_s : float
-        Bin width.
-    t_s : ndarray (n,)
-        Session time at the end of each bin.
-    cursor_xy, cursor_velocity : ndarray (n, 2)
-        Cursor position after the bin and the velocity the effector was given.
-    intended_velocity : ndarray (n, 2)
-        The participant's intended velocity (screen units/s).
-    click_intent : ndarray (n,)
-        The participant's click intent in [0, 1].
-    decoded_velocity : ndarray (n, 2)
-        The velocity decoder's output (NaN outside ``mode="closed"``).
-    click_proba : ndarray (n,)
-        The click decoder's probability (NaN when there is none).
-    clicks : ndarray (n,), bool
-        Bins where a click fired.
-    target_xy : ndarray (n, 2)
-        The task's current target (NaN when none); ``target_radius`` its radius.
-    on_target : ndarray (n,), bool
-        Cursor inside the current target.
-    features : ndarray (n, n_features) float32 or None
-        Decoder input per bin (NaN where invalid); None in ``mode="perfect"``.
-    decode_latency_us : ndarray (n,)
-        Time spent in the decoders' ``step`` per bin (NaN without decoders).
-    loop_latency_us : ndarray (n,)
-        Time from the bin's samples entering feature extraction to the cursor update.
-    tx_raster : ndarray (n, <= 128), uint8, or None
-        Threshold crossings per bin of the first (up to 128) channels, for rasters.
-    events : list of TaskEvent
-    metrics : dict
-        The task's metrics at the end of the block.
-    """
-
-    name: str
-    mode: str
-    task: str
-    dt_s: float
-    t_s: np.ndarray
-    cursor_xy: np.ndarray
-    cursor_velocity: np.ndarray
-    intended_velocity: np.ndarray
-    click_intent: np.ndarray
-    decoded_velocity: np.ndarray
-    click_proba: np.ndarray
-    clicks: np.ndarray
-    target_xy: np.ndarray
-    target_radius: np.ndarray
-    on_target: np.ndarray
-    features: np.ndarray | None
-    decode_latency_us: np.ndarray
-    loop_latency_us: np.ndarray
-    tx_raster: np.ndarray | None
-    events: list
-    metrics: dict
-
-    @property
-    def n_bins(self) -> int:
-        return int(self.t_s.size)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The per-bin arrays (for ``np.savez``)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if isinstance(getattr(self, f.name), np.ndarray)}
-        return out
-
-    def save_npz(self, path: str | Path) -> Path:
-        """Write the per-bin arrays to a compressed ``.npz``."""
-        path = Path(path)
-        np.savez_compressed(path, **self.arrays())
-        return path
+__all__ = ["ClosedLoop", "BlockRun", "LoopTap"]
 
 
 @dataclasses.dataclass(eq=False)
@@ -163,18 +82,6 @@ class LoopTap:
 
     def block_ended(self, loop: "ClosedLoop", run: BlockRun, trace: BlockTrace) -> None:
         """Called by :meth:`ClosedLoop.end_block`."""
-
-
-def autopilot_velocity(target: Any, xy: Any, max_speed: float) -> np.ndarray:
-    """Open-loop (calibration) cursor velocity: straight to ``target``, at most ``max_speed``,
-    slowing down near it (~150 ms time constant) and still once within a quarter radius."""
-    if target is None:
-        return np.zeros(2)
-    err = np.asarray(target.xy, dtype=float) - np.asarray(xy, dtype=float)
-    dist = float(np.hypot(*err))
-    if dist < 0.25 * target.radius:
-        return np.zeros(2)
-    return err / dist * min(max_speed, dist / 0.15)
 
 
 class ClosedLoop:
@@ -401,33 +308,24 @@ class ClosedLoop:
                 if run.raster is not None:
                     r = row[self._raster_columns]
                     run.raster[n] = np.where(np.isfinite(r), np.minimum(r, 255), 0).astype(np.uint8)
-        click = False
         decoded = None
-        if mode == "perfect":
-            vel = v_int
-            click = c_int >= 0.5 > run.prev_click_intent
-        elif mode == "open":
-            vel = self._autopilot(target)
-            click = c_int >= 0.5 > run.prev_click_intent
-        else:
+        decoded_click = False
+        if mode == "closed":
             td = clock()
             if x is None:
                 x = np.full(self.n_features, np.nan)
-            vel = np.asarray(run.decoder.step(x), dtype=float).reshape(-1)[:2]
+            decoded = np.asarray(run.decoder.step(x), dtype=float).reshape(-1)[:2]
             if run.click_decoder is not None:
                 cs = run.click_decoder.step(x)
-                click = bool(cs.onset)
+                decoded_click = bool(cs.onset)
                 rec["click_proba"][n] = cs.proba
             rec["decode_latency_us"][n] = (clock() - td) / 1e3
-            rec["decoded_velocity"][n] = vel
-            decoded = vel
-        if override_velocity is not None:
-            vel = np.asarray(override_velocity, dtype=float).reshape(2)
-        if halt or not np.all(np.isfinite(vel)):
-            vel = np.zeros(2)
-            click = False
-            self.effector.stop()
-        xy, clicked = self.effector.step(vel, bool(click))
+            rec["decoded_velocity"][n] = decoded
+        xy, clicked, vel = cursor_command(self.effector, mode, target=target, decoded_velocity=decoded,
+                                          decoded_click=decoded_click, intended_velocity=v_int, click_intent=c_int,
+                                          prev_click_intent=run.prev_click_intent,
+                                          autopilot_speed=self.autopilot_speed, override_velocity=override_velocity,
+                                          halt=halt)
         if mode != "perfect":
             rec["loop_latency_us"][n] = (clock() - t0) / 1e3
         self.t_s += self.dt_s
@@ -477,52 +375,3 @@ class ClosedLoop:
         logger.info("block %s: %d bins (%.1f s), metrics %s", trace.name, n, elapsed, trace.metrics)
         return trace
 
-    def _autopilot(self, target: Any) -> np.ndarray:
-        return autopilot_velocity(target, self.effector.xy, self.autopilot_speed)
-
-
-def training_set(traces: list[BlockTrace], labels: str = "intent") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decoder training data from open-loop blocks: features, velocity labels, click labels.
-
-    Parameters
-    ----------
-    traces : list of BlockTrace
-    labels : {"intent", "cursor"}
-        ``"intent"`` (default): the simulated participant's true intended velocity. This is an
-        oracle no real calibration has; it is the default because with ``"cursor"`` (what a lab
-        observes: the velocity of the cursor that moved by itself) closed-loop Webgrid on the
-        current simulator falls to ~0 bps for Kalman and ReFIT alike (open work, see README).
-
-    Click labels are the participant's click intent (>= 0.5). Bins with any non-finite
-    feature are dropped.
-    """
-    check_choice("labels", labels, ("cursor", "intent"))
-    key = "cursor_velocity" if labels == "cursor" else "intended_velocity"
-    X = np.concatenate([t.features for t in traces if t.features is not None])
-    y = np.concatenate([getattr(t, key) for t in traces if t.features is not None])
-    c = np.concatenate([t.click_intent for t in traces if t.features is not None])
-    ok = np.all(np.isfinite(X), axis=1) & np.all(np.isfinite(y), axis=1)
-    return X[ok].astype(np.float64), y[ok], (c[ok] >= 0.5).astype(int)
-
-
-def refit_set(traces: list[BlockTrace], exclude_after_target_s: float = 0.3
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """ReFIT data from closed-loop blocks: ``X, decoded_velocity, cursor_xy, target_xy, on_target``.
-
-    Bins without a target or with non-finite features are dropped, and so are the first
-    ``exclude_after_target_s`` after each new target: the participant has not reacted to it
-    yet, so "toward the target" is not its intention there.
-    """
-    keep_parts = []
-    for t in traces:
-        ok = np.all(np.isfinite(t.features), axis=1) & np.all(np.isfinite(t.target_xy), axis=1)
-        changed = np.r_[True, np.any(t.target_xy[1:] != t.target_xy[:-1], axis=1)]
-        onset = np.flatnonzero(changed)
-        n_ex = int(round(exclude_after_target_s / t.dt_s))
-        recent = np.zeros(t.n_bins, bool)
-        for o in onset:
-            recent[o:o + n_ex] = True
-        keep_parts.append(ok & ~recent)
-    cat = lambda name: np.concatenate([getattr(t, name)[k] for t, k in zip(traces, keep_parts)])  # noqa: E731
-    return (cat("features").astype(np.float64), cat("decoded_velocity"), cat("cursor_xy"), cat("target_xy"),
-            cat("on_target"))

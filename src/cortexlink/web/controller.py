@@ -1,7 +1,7 @@
 """The operator's session: a closed loop run by a paced real-time worker thread, driven by commands.
 
 :class:`SessionController` builds a :class:`~cortexlink.tasks.loop.ClosedLoop` from a session
-(:func:`~cortexlink.tasks.session.load_session`, the same builder as ``cortexlink session run``)
+(:func:`~cortexlink.runtime.session.load_session`, the same builder as ``cortexlink session run``)
 and runs it in one worker thread, one bin (``dt_s``, 20 ms) per ``dt_s`` of wall-clock time
 (a deadline scheduler: bin ``k`` is processed once its samples would be complete,
 ``t0 + (k + 1) * dt_s``). Between blocks the implant keeps streaming through feature
@@ -276,7 +276,7 @@ class SessionController:
     Parameters
     ----------
     session : path, YAML text, dict or None
-        A session (:func:`~cortexlink.tasks.session.load_session`); its implant, participant,
+        A session (:func:`~cortexlink.runtime.session.load_session`); its implant, participant,
         decoder and click decoder are used, and its blocks give the default length and task
         parameters of ``calibrate`` and ``start``. None: the built-in demo session.
     n_channels : int, optional
@@ -316,7 +316,7 @@ class SessionController:
                  record_dir: str | Path = Path("runs") / "recordings", participant_id: str = "sim-0001",
                  slow_hz: float = 5.0, latency_window_s: float = 5.0, history_s: float = 3600.0,
                  priority: str = "normal") -> None:
-        from cortexlink.tasks.session import load_session
+        from cortexlink.runtime.session import load_session
 
         cfg = load_session(session)
         if n_channels is not None:
@@ -507,7 +507,7 @@ class SessionController:
         return {"estop": False, "was_engaged": was}
 
     def _make_block_task(self, cmd: str, args: dict) -> Any:
-        from cortexlink.tasks.session import make_task
+        from cortexlink.tasks.schedule import make_task
 
         if cmd == "calibrate":
             kind, params = "centre_out", dict(self._calibration_params())
@@ -598,7 +598,7 @@ class SessionController:
             self._shutdown()
 
     def _setup(self) -> None:
-        from cortexlink.tasks.session import build_loop, make_decoder
+        from cortexlink.decoders.fitting import make_decoder
 
         cfg = self.config
         loop = build_loop(cfg)
@@ -878,31 +878,20 @@ class SessionController:
         self._job_thread.start()
 
     def _job_fit(self, traces: list) -> dict:
-        from cortexlink.decoders import ClickDecoder
-        from cortexlink.tasks.loop import training_set
-        from cortexlink.tasks.session import make_decoder
+        from cortexlink.decoders.fitting import fit_decoders
 
         cfg = self.config
-        X, y, c = training_set(traces)
-        dec = make_decoder(self._dec_kind, cfg["decoder"]["params"])
-        dec.fit(X, y, feature_names=self._loop.feature_names_)
-        click = None
-        note = None
-        if cfg["click_decoder"]["enabled"]:
-            if c.size == 0 or c.min() == c.max():
-                note = "no click intent in the calibration data: click decoder not fitted"
-            else:
-                click = ClickDecoder(**cfg["click_decoder"]["params"]).fit(X, c)
-        return {"decoder": dec, "click_decoder": click, "n_bins": int(X.shape[0]), "n_features": int(X.shape[1]),
-                "note": note}
+        res = fit_decoders(self._dec_kind, cfg["decoder"]["params"], traces, feature_names=self._loop.feature_names_,
+                           click=cfg["click_decoder"]["enabled"], click_params=cfg["click_decoder"]["params"],
+                           on_no_click="note")
+        return {"decoder": res.decoder, "click_decoder": res.click_decoder, "n_bins": res.info["n_bins"],
+                "n_features": res.info["n_features"], "note": res.info.get("note")}
 
     def _job_refit(self, traces: list) -> dict:
-        from cortexlink.tasks.loop import refit_set
+        from cortexlink.decoders.fitting import refit_decoder
 
-        Xr, dv, cur, tgt, ont = refit_set(traces)
-        dec = copy.deepcopy(self._decoder)
-        dec.refit(Xr, dv, cur, tgt, ont)
-        return {"decoder": dec, "n_bins": int(Xr.shape[0])}
+        res = refit_decoder(self._decoder, traces, in_place=False)
+        return {"decoder": res.decoder, "n_bins": res.info["n_bins"]}
 
     def _poll_job(self) -> None:
         fut = self._job_future
@@ -1213,3 +1202,26 @@ def _grid_layout(pos: np.ndarray) -> dict:
         col, row = np.arange(n) % nc, np.arange(n) // nc
         return {"cols": nc, "rows": int(math.ceil(n / nc)), "col": col.tolist(), "row": row.tolist()}
     return {"cols": int(xs.size), "rows": int(ys.size), "col": col.tolist(), "row": row.tolist()}
+
+
+def build_loop(cfg: dict) -> Any:
+    """The in-thread :class:`~cortexlink.tasks.loop.ClosedLoop` a validated session describes (the
+    operator UI's loop until it becomes a client of the runtime graph)."""
+    from cortexlink.sim import SimulatedImplant
+    from cortexlink.sim.participant import ParticipantConfig, SimulatedParticipant
+    from cortexlink.tasks.loop import ClosedLoop
+
+    imp_cfg = dict(cfg["implant"])
+    preset = imp_cfg.pop("preset")
+    implant = None
+    if cfg["decoder"]["kind"] != "perfect":
+        implant = SimulatedImplant.from_preset(preset, **{"seed": cfg["seed"], **imp_cfg})
+    dt = cfg["loop"]["dt_s"]
+    part_cfg = ParticipantConfig(**cfg["participant"]) if cfg["participant"] else None
+    participant = SimulatedParticipant(part_cfg, seed=cfg["seed"], dt_s=dt)
+    fk = cfg["loop"].get("feature_kinds")
+    from cortexlink.tasks.cursor import CursorEffector
+
+    effector = CursorEffector(dt_s=dt, **cfg.get("effector", {}))
+    return ClosedLoop(implant, participant=participant, effector=effector, dt_s=dt,
+                      feature_kinds=tuple(fk) if fk else None, seed=cfg["seed"])

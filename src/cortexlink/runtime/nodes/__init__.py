@@ -21,6 +21,10 @@ kind              does                                        inputs            
 ``ui_feed``       latest values, rate-limited snapshots         any (latest value)         --
 ``lsl_outlet``    features or intent as an LSL stream           ``data``                   --
 ``sink``          counts messages, end-to-end latency           ``data``                   --
+``trace``         each block's bins as a BlockTrace             ``bins``, ``events``,      --
+                                                                ``features``
+``bin_clock``     one tick per bin (no implant: the perfect     ``after`` (ordering)       ``tick``
+                  decoder's ceiling)
 ================  ==========================================  =========================  =======================
 
 Message payloads (dicts unless said otherwise):
@@ -35,25 +39,30 @@ Message payloads (dicts unless said otherwise):
   ``neural`` (vx, vy, click for the implant), ``active``.
 * ``state`` (cursor): ``bin`` (the next bin), ``t_s``, ``xy``, ``velocity``, ``clicked``,
   ``halted``, ``block``, ``mode``, ``begin``, ``target`` (xy, radius, click, dwell_s, or None).
+* ``bins`` (cursor): one row of a :class:`~cortexlink.tasks.trace.BlockTrace` per bin of a block
+  (``block``, ``n``, ``bin``, ``t_s``, cursor, velocities, click intent and probability, target,
+  latencies, ``halted``).
 * ``control`` (cursor → decoder): ``cmd`` in ``begin`` / ``end`` / ``fit`` / ``refit``.
 * ``gate`` (cursor): ``halted``, ``velocity`` (0, 0 while halted), ``faults``.
 
 One module per family: :mod:`~cortexlink.runtime.nodes.sources`, :mod:`~cortexlink.runtime.nodes.dsp`,
 :mod:`~cortexlink.runtime.nodes.decoder`, :mod:`~cortexlink.runtime.nodes.participant`,
 :mod:`~cortexlink.runtime.nodes.cursor`, :mod:`~cortexlink.runtime.nodes.recorder`,
-:mod:`~cortexlink.runtime.nodes.outputs`. Importing this package registers every built-in kind;
+:mod:`~cortexlink.runtime.nodes.outputs`, :mod:`~cortexlink.runtime.nodes.trace`. Importing this package registers every built-in kind;
 :func:`cortexlink.runtime.node.node_class` imports only the module of the kind it is asked for.
 """
 
 from __future__ import annotations
 
-from cortexlink.runtime.nodes.sources import SimSource, ReplaySource, LSLSource, stream_info
+from cortexlink.runtime.nodes.sources import BinClock, SimSource, ReplaySource, LSLSource, stream_info
 from cortexlink.runtime.nodes.dsp import DspNode
 from cortexlink.runtime.nodes.decoder import DecoderNode
 from cortexlink.runtime.nodes.participant import ParticipantNode
 from cortexlink.runtime.nodes.cursor import CursorNode
 from cortexlink.runtime.nodes.recorder import RecorderNode
 from cortexlink.runtime.nodes.outputs import UiFeedNode, LSLOutletNode, SinkNode
+from cortexlink.runtime.nodes.trace import TraceNode
 
 __all__ = ["SimSource", "ReplaySource", "LSLSource", "DspNode", "DecoderNode", "ParticipantNode",
-           "CursorNode", "RecorderNode", "UiFeedNode", "LSLOutletNode", "SinkNode", "stream_info"]
+           "CursorNode", "RecorderNode", "UiFeedNode", "LSLOutletNode", "SinkNode", "TraceNode", "BinClock",
+           "stream_info"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -13,11 +14,10 @@ from cortexlink.runtime.bus import Message
 from cortexlink.runtime.node import Node, Param, PortSpec, register_node
 from cortexlink.runtime.nodes._common import _NAN2, logger
 from cortexlink.runtime.stats import LatencyStats
+from cortexlink.tasks.cursor import cursor_command
+from cortexlink.tasks.schedule import TASK_BLOCKS
 
 __all__ = ["CursorNode"]
-
-
-_BLOCK_TASKS = ("calibration", "closed_loop", "evaluation")
 
 
 class _Block:
@@ -55,7 +55,7 @@ class CursorNode(Node):
     blocks : list of dict
         The session's block list (``kind``: calibration, fit, closed_loop, refit, evaluation;
         ``task``, ``seconds``, ``max_seconds``, ``task_params``, ``name``; see
-        :mod:`cortexlink.tasks.session`). Empty: free-running cursor driven by the decoder.
+        :mod:`cortexlink.tasks.schedule`). Empty: free-running cursor driven by the decoder.
     seed : int
         Seed of the tasks.
     effector : dict
@@ -63,15 +63,19 @@ class CursorNode(Node):
     autopilot_speed : float
         Peak speed of the open-loop calibration cursor.
     decoder_kind : str
-        The decoder's kind (validation of ``fit``/``refit`` blocks).
+        The decoder's kind (validation of ``fit``/``refit`` blocks). ``perfect``: the cursor
+        follows the participant's intent (the ceiling); the ``intent`` input then only clocks the
+        bins (a ``bin_clock`` source), there is no warm-up and nothing is fitted.
     stop_when_done : bool
         End the run when the schedule is finished.
 
-    Each bin follows :meth:`~cortexlink.tasks.loop.ClosedLoop.step_bin`: the first bins (until the
-    feature extractor is calibrated) are the warm-up; then each block resets its task, the cursor
-    and the participant; ``open`` blocks move the cursor to the target by themselves, ``closed``
-    blocks apply the decoded velocity and click. The end-to-end latency of each update (cursor
-    update time minus the time the bin's last chunk entered the graph) is kept per block.
+    The first bins (until the feature extractor is calibrated) are the warm-up; then each block
+    resets its task, the cursor and the participant, and each bin moves the cursor by
+    :func:`~cortexlink.tasks.cursor.cursor_command` (``open``: to the target by itself; ``closed``:
+    the decoded velocity and click; ``perfect``: the participant's intent). The end-to-end latency
+    of each update (cursor update time minus the time the bin's last chunk entered the graph) is
+    kept per block. Each bin of a block is published on ``bins`` (one row of a
+    :class:`~cortexlink.tasks.trace.BlockTrace`, for the ``trace`` and ``recorder`` nodes).
     """
 
     kind = "cursor"
@@ -80,7 +84,7 @@ class CursorNode(Node):
         "intent": PortSpec(maxlen=64, policy="drop_oldest", required=True, doc="decoder intent"),
         "participant": PortSpec(maxlen=1024, policy="drop_oldest", doc="participant intent (open loop, clicks)"),
     }
-    OUTPUTS = ("state", "control", "gate", "events")
+    OUTPUTS = ("state", "control", "gate", "events", "bins")
     PARAMS = {
         "blocks": Param("list", []),
         "seed": Param("int", 0, lo=0),
@@ -93,7 +97,7 @@ class CursorNode(Node):
     @classmethod
     def validate_config(cls, name: str, params: dict, graph: dict) -> None:
         from cortexlink.tasks.cursor import CursorEffector
-        from cortexlink.tasks.session import load_session
+        from cortexlink.tasks.schedule import check_blocks
 
         path = f"nodes.{name}.params"
         eff = params["effector"]
@@ -103,13 +107,9 @@ class CursorNode(Node):
         except (ConfigError, TypeError) as exc:
             raise ConfigError(f"{path}.effector is invalid: {exc}") from exc
         if params["blocks"]:
-            try:
-                cfg = load_session({"seed": params["seed"], "blocks": params["blocks"],
-                                    "decoder": {"kind": params["decoder_kind"]}})
-            except ConfigError as exc:
-                raise ConfigError(str(exc).replace("session.", f"{path}.", 1)) from exc
-            params["blocks"] = cfg["blocks"]
-            if any(b["kind"] in ("closed_loop", "evaluation", "calibration") for b in cfg["blocks"]) \
+            params["blocks"] = check_blocks(params["blocks"], decoder_kind=params["decoder_kind"],
+                                            seed=params["seed"], prefix=path)
+            if any(b["kind"] in TASK_BLOCKS for b in params["blocks"]) \
                     and "participant" not in graph["nodes"][name]["inputs"]:
                 raise ConfigError(f"nodes.{name}.inputs.participant must be connected when blocks run tasks "
                                   "(the participant's intent drives open-loop clicks)")
@@ -130,7 +130,8 @@ class CursorNode(Node):
         self.blocks = list(self.params["blocks"])
         self._i = 0
         self.block: _Block | None = None
-        self.warm = bool(self.blocks)
+        self.perfect = self.params["decoder_kind"] == "perfect"
+        self.warm = bool(self.blocks) and not self.perfect
         self.finished = False
         self.t_s = 0.0
         self._part: dict[int, dict] = {}
@@ -138,6 +139,8 @@ class CursorNode(Node):
         self.results: list[dict] = []
         #: Per finished block: bins, cursor_xy, target_xy, on_target, events (in-process inspection).
         self.traces: list[dict] = []
+        #: Every task block's task object by block name (in-process inspection: PGN, metrics).
+        self.tasks: dict[str, Any] = {}
         self.latency = LatencyStats(1 << 20)
         self.n_updates = 0
         self.n_halted_bins = 0
@@ -148,7 +151,12 @@ class CursorNode(Node):
         self.last_sample = -1
         self._halted_pub = False
         self._decoder_node = self.ctx.producer(self.name, "intent") or "decoder"
-        self._publish_state(0, sample=0, t_enter=0, begin=False, clicked=False)
+        self.subs_out_bins = self.has_consumers("bins")
+        begin = False
+        if self.perfect and self.blocks:
+            # no implant to warm up: the first block begins with the first bin
+            begin = self._begin_next(0, 0, 0)
+        self._publish_state(0, sample=0, t_enter=0, begin=begin, clicked=False)
 
     def _wd_emit(self, kind: str, **kw: Any) -> None:
         self.ctx.fault(kind, **kw)
@@ -160,14 +168,18 @@ class CursorNode(Node):
         With ``clock: realtime`` a block after a fit waits (the participant rests, the cursor
         stays put) until the decoder's output carries the new version: the fit may run in a
         thread for seconds. With ``clock: fast`` the fit is done before the next bin, so the
-        block begins at once, as in :func:`~cortexlink.tasks.session.run_session`.
+        block begins at once.
         """
-        from cortexlink.tasks.session import make_task
+        from cortexlink.tasks.schedule import block_bins, block_mode, make_task
 
         n_fits = 0
         while self._i < len(self.blocks):
             b = self.blocks[self._i]
             kind = b["kind"]
+            if kind in ("fit", "refit") and self.perfect:
+                self._i += 1
+                self.results.append({"name": b["name"], "kind": kind, "note": "perfect decoder: nothing to fit"})
+                continue
             if kind in ("fit", "refit"):
                 self._i += 1
                 msg = {"cmd": kind, "name": b["name"]}
@@ -184,16 +196,16 @@ class CursorNode(Node):
                 return False
             self._i += 1
             task = make_task(b["task"], b["task_params"], seed=self.params["seed"])
-            mode = "open" if kind == "calibration" else "closed"
-            secs = b.get("seconds")
-            n_max = int(round((secs if secs is not None else b["max_seconds"]) / self.dt))
+            mode = block_mode(kind, self.params["decoder_kind"])
+            n_max = block_bins(b, self.dt)
             task.reset()
             self.effector.reset()
             self.block = _Block(b, task, mode, n_max, self.t_s, next_bin)
+            self.tasks[b["name"]] = task
             self.emit("control", {"cmd": "begin", "name": b["name"], "kind": kind, "mode": mode, "bin": next_bin},
                       sample=sample, t_enter_ns=t_enter)
-            self.emit("events", {"kind": "block_start", "name": b["name"], "mode": mode, "task": b["task"],
-                                 "bin": next_bin}, sample=sample, t_enter_ns=t_enter)
+            self.emit("events", {"kind": "block_start", "name": b["name"], "block_kind": kind, "mode": mode,
+                                 "task": b["task"], "bin": next_bin, "n_max": n_max}, sample=sample, t_enter_ns=t_enter)
             return True
         self.block = None
         self.finished = True
@@ -203,17 +215,17 @@ class CursorNode(Node):
         return self._await_version is not None
 
     def _end_block(self, sample: int, t_enter: int) -> None:
-        from cortexlink.tasks.session import _jsonable
+        from cortexlink.core.jsonutil import jsonable
 
         blk = self.block
         elapsed = self.t_s - blk.t_start
-        metrics = _jsonable(blk.task.metrics(elapsed))
+        metrics = jsonable(blk.task.metrics(elapsed))
         info = {"name": blk.name, "kind": blk.kind, "task": blk.spec["task"], "mode": blk.mode,
                 "seconds": blk.n * self.dt, "n_bins": blk.n, "metrics": metrics, "n_halted_bins": blk.n_halted,
                 "loop_latency_ms": blk.latency.summary()}
         self.results.append(info)
         self.emit("control", {"cmd": "end", "name": blk.name}, sample=sample, t_enter_ns=t_enter)
-        self.emit("events", {"kind": "block_end", **info}, sample=sample, t_enter_ns=t_enter)
+        self.emit("events", {**info, "kind": "block_end", "block_kind": blk.kind}, sample=sample, t_enter_ns=t_enter)
         self.traces.append({"name": blk.name, "bins": np.asarray(blk.bins, np.int64),
                             "cursor_xy": np.asarray(blk.cursor_xy).reshape(-1, 2),
                             "target_xy": np.asarray(blk.target_xy).reshape(-1, 2),
@@ -305,27 +317,26 @@ class CursorNode(Node):
         part = self._part.pop(g, None)
         c_int = 0.0 if part is None else float(part["click"])
         mode = "closed" if blk is None else blk.mode
-        if mode == "open":
-            vel = self._autopilot(target)
-            click = c_int >= 0.5 > (blk.prev_c if blk is not None else 0.0)
-            ok = True
-        else:
-            vel = np.asarray(p["v"], dtype=float)
-            click = bool(p.get("click"))
+        if mode == "closed":
             if not p.get("ready", True):
                 ok = False
                 self.n_not_ready += 1
             else:
-                ok = self.watchdog.check_output(now_ns, vel, p.get("proba"), node=self._decoder_node,
-                                                sample=m.sample)
+                ok = self.watchdog.check_output(now_ns, np.asarray(p["v"], dtype=float), p.get("proba"),
+                                                node=self._decoder_node, sample=m.sample)
+        else:
+            ok = True
         halted = self.watchdog.halted or not ok
-        if halted or not np.all(np.isfinite(vel)):
-            vel = np.zeros(2)
-            click = False
+        v_int = _NAN2 if part is None else part["v"]
+        xy, clicked, vel = cursor_command(
+            self.effector, mode, target=target, decoded_velocity=p["v"], decoded_click=bool(p.get("click")),
+            intended_velocity=v_int, click_intent=c_int, prev_click_intent=blk.prev_c if blk is not None else 0.0,
+            autopilot_speed=self.params["autopilot_speed"], halt=halted)
+        commanded = p["v"] if mode == "closed" else v_int if mode == "perfect" else vel
+        if halted or not np.all(np.isfinite(commanded)):
             self.n_halted_bins += 1
             if blk is not None:
                 blk.n_halted += 1
-        xy, clicked = self.effector.step(vel, bool(click))
         t_upd = time.monotonic_ns()
         self.n_updates += 1
         if m.t_enter_ns and m.sample > self.ctx.stats_from_sample:
@@ -347,11 +358,25 @@ class CursorNode(Node):
             blk.bins.append(g)
             blk.cursor_xy.append((float(xy[0]), float(xy[1])))
             if target is not None:
-                blk.target_xy.append((float(target.xy[0]), float(target.xy[1])))
-                blk.on_target.append(bool(float(np.hypot(*(np.asarray(xy) - np.asarray(target.xy)))) <= target.radius))
+                txy = (float(target.xy[0]), float(target.xy[1]))
+                on = bool(float(np.hypot(*(np.asarray(xy) - np.asarray(target.xy)))) <= target.radius)
             else:
-                blk.target_xy.append(_NAN2)
-                blk.on_target.append(False)
+                txy, on = _NAN2, False
+            blk.target_xy.append(txy)
+            blk.on_target.append(on)
+            if self.subs_out_bins:
+                dv = p["v"] if mode == "closed" else _NAN2
+                proba = p.get("proba") if mode == "closed" else None
+                self.emit("bins", {
+                    "block": blk.name, "n": blk.n, "bin": g, "sample": int(m.sample), "t_s": self.t_s,
+                    "cursor_xy": (float(xy[0]), float(xy[1])), "cursor_velocity": (float(vel[0]), float(vel[1])),
+                    "intended_velocity": tuple(v_int), "click_intent": c_int if part is not None else math.nan,
+                    "decoded_velocity": tuple(dv), "click_proba": math.nan if proba is None else float(proba),
+                    "clicks": bool(clicked), "target_xy": txy,
+                    "target_radius": math.nan if target is None else float(target.radius), "on_target": on,
+                    "decode_latency_us": p.get("decode_us", math.nan) if mode == "closed" else math.nan,
+                    "loop_latency_us": (t_upd - m.t_enter_ns) / 1e3 if (m.t_enter_ns and mode != "perfect")
+                    else math.nan, "halted": bool(halted)}, sample=m.sample, t_enter_ns=m.t_enter_ns)
             blk.prev_c = c_int
             blk.n += 1
             if blk.done:
@@ -360,11 +385,6 @@ class CursorNode(Node):
                 if not begin and not self._waiting() and self.params["stop_when_done"]:
                     self.ctx.request_stop(f"{self.name}: schedule finished")
         self._publish_state(g + 1, sample=m.sample, t_enter=m.t_enter_ns, begin=begin, clicked=clicked)
-
-    def _autopilot(self, target: Any) -> np.ndarray:
-        from cortexlink.tasks.loop import autopilot_velocity
-
-        return autopilot_velocity(target, self.effector.xy, self.params["autopilot_speed"])
 
     def summary(self) -> dict:
         return {"blocks": self.results, "n_updates": self.n_updates, "n_halted_bins": self.n_halted_bins,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import math
 import threading
 import time
 from pathlib import Path
@@ -43,7 +43,9 @@ class DecoderNode(Node):
     click_path : str or None
         A saved click decoder to load.
     save_dir : str or None
-        Save every fitted decoder there (``<name>-v<k>.npz``).
+        Save every fitted decoder there (``<name>-v<k>.npz``, ``<name>-click-v<k>.npz``); the files
+        of each version are published under ``<name>/models`` (a recorder names them in its
+        ``block_start`` events, for replay).
     fit_in_thread : bool or None
         Fit in a background thread (the loop keeps running; the cursor is held until the new
         decoder is ready). Default: in ``clock: realtime`` runs.
@@ -52,7 +54,7 @@ class DecoderNode(Node):
     it follows the cursor's blocks: ``open`` blocks collect training data (features + the
     participant's intent from ``labels``), ``closed`` blocks decode (state reset at each block
     start), ``fit`` fits on every open block so far, ``refit`` re-estimates ReFIT-Kalman from the
-    closed-loop blocks since the last fit, exactly as :func:`~cortexlink.tasks.session.run_session`.
+    closed-loop blocks since the last fit (:mod:`cortexlink.decoders.fitting`).
     """
 
     kind = "decoder"
@@ -79,7 +81,7 @@ class DecoderNode(Node):
 
     @classmethod
     def validate_config(cls, name: str, params: dict, graph: dict) -> None:
-        from cortexlink.tasks.session import make_decoder
+        from cortexlink.decoders.fitting import make_decoder
 
         try:
             make_decoder(params["decoder"], params["decoder_params"])
@@ -90,11 +92,10 @@ class DecoderNode(Node):
                 raise ConfigError(f"nodes.{name}.params.{key} {params[key]} does not exist")
 
     def setup(self) -> None:
-        from cortexlink.decoders import ClickDecoder, load
-        from cortexlink.tasks.session import make_decoder
+        from cortexlink.decoders import load
+        from cortexlink.decoders.fitting import make_decoder
 
         p = self.params
-        self._click_cls = ClickDecoder
         self._thread = None
         self._new = None
         if getattr(self, "_set_up", False):
@@ -129,6 +130,9 @@ class DecoderNode(Node):
         self._nan = {int(b) for b in self.inject.get("nan_at_bins", ())}
         self._oor = {int(b) for b in self.inject.get("out_of_range_at_bins", ())}
         self.fit_info: list[dict] = []
+        #: Fitted versions (published as ``<name>/models``): files saved in ``save_dir`` and classes.
+        self._models: dict[str, dict] = {}
+        self._last_sample = -1
         self.decode_stats = LatencyStats(1 << 18)
 
     # -- control --------------------------------------------------------------------------
@@ -188,48 +192,46 @@ class DecoderNode(Node):
     def _after_fit(self, info: dict) -> None:
         self.fit_info.append(info)
         sd = self.params["save_dir"]
+        entry: dict[str, Any] = {"classes": {"decoder_file": type(self.decoder).__name__,
+                                             "click_file": None if self.click_dec is None else type(self.click_dec).__name__},
+                                 "sample": self._last_sample, "decoder_file": None, "click_file": None}
         if sd:
             Path(sd).mkdir(parents=True, exist_ok=True)
-            self.decoder.save(Path(sd) / f"{self.name}-v{self.version}.npz")
+            entry["decoder_file"] = str(self.decoder.save(Path(sd) / f"{self.name}-v{self.version}.npz"))
             if self.click_dec is not None:
-                self.click_dec.save(Path(sd) / f"{self.name}-click-v{self.version}.npz")
+                entry["click_file"] = str(self.click_dec.save(Path(sd) / f"{self.name}-click-v{self.version}.npz"))
+        self._models[str(self.version)] = entry
+        self.ctx.bus.set_info(f"{self.name}/models", dict(self._models))
         logger.info("%s: decoder v%d ready (%s)", self.name, self.version, info)
 
     def _fit(self, *, in_place: bool) -> None:
-        from cortexlink.tasks.loop import training_set
-        from cortexlink.tasks.session import make_decoder
+        from cortexlink.decoders.fitting import fit_decoders
 
-        t0 = time.perf_counter()
-        traces = [_trace(features=np.asarray(b["x"], np.float32).reshape(len(b["x"]), -1),
+        blocks = [_trace(features=np.asarray(b["x"], np.float32).reshape(len(b["x"]), -1),
                          intended_velocity=np.asarray(b["v"], float).reshape(-1, 2),
-                         click_intent=np.asarray(b["c"], float), cursor_velocity=None)
+                         click_intent=np.asarray(b["c"], float))
                   for b in self.calib if b["x"]]
-        if not traces:
+        if not blocks:
             raise ConfigError(f"{self.name}: 'fit' but no calibration bins were collected")
-        X, y, c = training_set(traces)
-        dec = self.decoder if in_place else make_decoder(self.params["decoder"], self.params["decoder_params"])
-        dec.fit(X, y, feature_names=self.names)
-        click = self.click_dec
-        if self.params["click"]:
-            if c.min() == c.max():
-                raise ConfigError(f"nodes.{self.name}.params.click is true but the calibration blocks hold no "
-                                  "click intent (use a click task, e.g. centre_out with task_params: {click: true})")
-            click = self._click_cls(**self.params["click_params"]).fit(X, c)
-        info = {"cmd": "fit", "n_bins": int(X.shape[0]), "n_features": int(X.shape[1]),
-                "n_click_bins": int(c.sum()), "fit_s": time.perf_counter() - t0}
+        p = self.params
+        try:
+            res = fit_decoders(p["decoder"], p["decoder_params"], blocks, feature_names=self.names,
+                               click=p["click"], click_params=p["click_params"])
+        except ConfigError as exc:
+            raise ConfigError(f"nodes.{self.name}: {exc}") from exc
+        click = res.click_decoder if p["click"] else self.click_dec
         if in_place:
-            self.decoder, self.click_dec = dec, click
+            self.decoder, self.click_dec = res.decoder, click
             self.fitted = True
             self.version += 1
-            self._after_fit(info)
+            self._after_fit(res.info)
         else:
-            self._new = ("ok", dec, click, info)
+            self._new = ("ok", res.decoder, click, res.info)
 
     def _refit(self, c: dict, closed: dict, *, in_place: bool) -> None:
-        from cortexlink.tasks.loop import refit_set
+        from cortexlink.decoders.fitting import refit_decoder
 
-        t0 = time.perf_counter()
-        traces = []
+        blocks = []
         for blk in c["blocks"]:
             rec = closed.get(blk["name"])
             bins = np.asarray(blk["bins"], np.int64)
@@ -244,20 +246,16 @@ class DecoderNode(Node):
                     if i is not None and rec["x"][i] is not None and np.all(np.isfinite(rec["dec"][i])):
                         feats[j] = rec["x"][i]          # bins left NaN (not decoded) are dropped by refit_set
                         dec[j] = rec["dec"][i]
-            traces.append(_trace(features=feats, decoded_velocity=dec,
+            blocks.append(_trace(features=feats, decoded_velocity=dec,
                                  cursor_xy=np.asarray(blk["cursor_xy"], float).reshape(n, 2),
                                  target_xy=np.asarray(blk["target_xy"], float).reshape(n, 2),
-                                 on_target=np.asarray(blk["on_target"], bool).reshape(n),
-                                 dt_s=float(blk["dt_s"]), n_bins=n))
-        Xr, dv, cur, tgt, ont = refit_set(traces)
-        dec_obj = self.decoder if in_place else copy.deepcopy(self.decoder)
-        dec_obj.refit(Xr, dv, cur, tgt, ont)
-        info = {"cmd": "refit", "n_bins": int(Xr.shape[0]), "fit_s": time.perf_counter() - t0}
+                                 on_target=np.asarray(blk["on_target"], bool).reshape(n), dt_s=float(blk["dt_s"])))
+        res = refit_decoder(self.decoder, blocks, in_place=in_place)
         if in_place:
             self.version += 1
-            self._after_fit(info)
+            self._after_fit(res.info)
         else:
-            self._new = ("ok", dec_obj, self.click_dec, info)
+            self._new = ("ok", res.decoder, self.click_dec, res.info)
 
     # -- bins -----------------------------------------------------------------------------
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
@@ -276,6 +274,7 @@ class DecoderNode(Node):
             self._bin(m)
 
     def _bin(self, m: Message) -> None:
+        self._last_sample = m.sample
         p = m.payload
         g = int(p["bin"])
         x = p["x"]
@@ -290,6 +289,7 @@ class DecoderNode(Node):
         v = _NAN2
         click = False
         proba = None
+        decode_us = math.nan
         blk = self.block
         # in a session (control input) every bin with features is decoded, as ClosedLoop does (NaN
         # input holds the decoder); free-running, bins masked entirely are skipped
@@ -301,7 +301,9 @@ class DecoderNode(Node):
             if self.click_dec is not None:
                 cs = self.click_dec.step(xd)
                 click, proba = bool(cs.onset), float(cs.proba)
-            self.decode_stats.add(time.perf_counter_ns() - t0)
+            dt_ns = time.perf_counter_ns() - t0
+            self.decode_stats.add(dt_ns)
+            decode_us = dt_ns / 1e3
         if have_x and self.fitted and (g in self._nan or g in self._oor):
             v = _NAN2 if g in self._nan else (1000.0, 0.0)
             click = True                      # a click the gate must suppress
@@ -315,7 +317,7 @@ class DecoderNode(Node):
         # ready: this output may drive the cursor — fitted, and in closed mode (over Redis a block's
         # start reaches the decoder a little after the cursor: until then the cursor holds still
         # instead of taking the undecoded bins for NaN output)
-        self.emit("intent", {"bin": g, "v": v, "click": click, "proba": proba,
+        self.emit("intent", {"bin": g, "v": v, "click": click, "proba": proba, "decode_us": decode_us,
                              "ready": self.fitted and self.mode == "closed",
                              "features_valid": valid, "version": self.version},
                   sample=m.sample, t_enter_ns=m.t_enter_ns)

@@ -31,8 +31,16 @@ class DspNode(Node):
         up to 128 channels, ``sbp`` above.
     exclude_bad : bool
         Leave out the bad channels found at calibration.
+    raster : int
+        Also send, per bin, ``raster``: the threshold crossings of the first this many channels
+        as uint8 (for traces and rasters; 0: none).
+    full_rows : bool
+        Also send, per bin, ``row``: every feature of every channel (float32, NaN where invalid),
+        for a recorder that keeps the whole feature stream.
 
-    The decoder columns are fixed when the extractor's calibration completes and published under
+    The extractor's parameters and every feature name are published under ``<name>/stream_features``
+    at set-up (``dsp``: :meth:`~cortexlink.dsp.FeatureExtractor.get_params` without the channel
+    map; ``names``; ``bin_width_samples``). The decoder columns are fixed when the extractor's calibration completes and published under
     ``<name>/features`` (names, bad channels). Deadline: a chunk that completes no bin must be
     processed within ``deadline_ms`` of entering the graph (else ``n_missed``); one that completes
     a bin is checked at the cursor.
@@ -45,6 +53,8 @@ class DspNode(Node):
         "extractor": Param("dict", {}),
         "feature_kinds": Param("list", None, nullable=True),
         "exclude_bad": Param("bool", True),
+        "raster": Param("int", 0, lo=0),
+        "full_rows": Param("bool", False),
     }
 
     @classmethod
@@ -94,6 +104,14 @@ class DspNode(Node):
         self.W = self.fx.bin_width_samples
         self.cols: np.ndarray | None = None
         self.names: tuple[str, ...] = ()
+        names = self.fx.feature_names
+        tx = [i for i, nm in enumerate(names) if nm.endswith("/tx")][:self.params["raster"]]
+        self.raster_cols = np.asarray(tx, dtype=np.intp) if tx else None
+        self.full_rows = self.params["full_rows"]
+        self.ctx.bus.set_info(f"{self.name}/stream_features", {
+            "dsp": {k: v for k, v in self.fx.get_params().items() if k != "channel_map"},
+            "names": list(names), "bin_width_samples": int(self.W), "fs_hz": float(self.fx.fs_hz),
+            "kinds": list(self.kinds), "raster_channels": len(tx)})
         if not hasattr(self, "g"):                         # a restart recalibrates but keeps counting bins
             self.g = 0
             self.chunk_stats = LatencyStats(1 << 20)
@@ -108,7 +126,7 @@ class DspNode(Node):
         self.cols = np.asarray(cols, dtype=np.intp)
         self.names = tuple(names[i] for i in cols)
         self.ctx.bus.set_info(f"{self.name}/features", {
-            "names": list(self.names), "kinds": list(self.kinds), "bin_ms": self.ctx.bin_ms,
+            "names": list(self.names), "columns": [int(c) for c in cols], "kinds": list(self.kinds), "bin_ms": self.ctx.bin_ms,
             "fs_hz": self.fx.fs_hz, "bad_channels": [ids[i] for i in np.flatnonzero(bad)]})
         logger.info("%s: %d decoder features (%s), %d bad channels left out", self.name, len(cols),
                     "+".join(self.kinds), len(bad_ids))
@@ -127,8 +145,15 @@ class DspNode(Node):
                     x.flags.writeable = False
                 start = int(bf.bin_start_samples[i])
                 valid = x is not None and bool(bf.valid[i].any())
-                self.emit("features", {"bin": self.g, "bin_start": start, "x": x, "valid": valid},
-                          sample=start + self.W, t_enter_ns=m.t_enter_ns)
+                msg = {"bin": self.g, "bin_start": start, "x": x, "valid": valid}
+                if self.raster_cols is not None:
+                    r = bf.data[i][self.raster_cols]
+                    msg["raster"] = np.where(np.isfinite(r), np.minimum(r, 255), 0).astype(np.uint8)
+                if self.full_rows:
+                    row = bf.data[i]
+                    row.flags.writeable = False
+                    msg["row"] = row
+                self.emit("features", msg, sample=start + self.W, t_enter_ns=m.t_enter_ns)
                 self.g += 1
             if m.sample >= stats_from and m.t_enter_ns:
                 lat = time.monotonic_ns() - m.t_enter_ns

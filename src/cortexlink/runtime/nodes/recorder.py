@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
+from typing import Any
 
 from cortexlink.core.errors import ConfigError
 from cortexlink.runtime.bus import Message
@@ -22,14 +24,26 @@ class RecorderNode(Node):
     -----------------------
     out_dir : str or None
         Session folder; default ``<run out dir>/<node name>`` (``--out``).
+    use : str or None
+        Record into an open recorder the caller handed to the runner
+        (``GraphRunner(objects={name: recorder})``) instead of creating one; the caller closes it.
     participant_id : str
     raw : bool
         Record raw chunks (when ``raw`` is connected).
     on_full : {"drop", "block", "fail"}
         The recorder queue's policy (drops are counted in its manifest).
 
-    Inputs (all optional): ``raw`` (chunks), ``features``, ``intent`` (decoder), ``cursor``
-    (cursor state), ``events``, ``faults`` (``runtime.faults``, connected by default).
+    Inputs (all optional): ``raw`` (chunks), ``features`` (the dsp's; with its ``full_rows`` every
+    feature of every channel is kept, else the decoder columns), ``intent`` (decoder output, in the
+    bins where it drives the cursor), ``bins`` (the cursor's rows: ``cursor`` and the participant's
+    ``intent`` streams), ``cursor`` (cursor states, when ``bins`` is not connected), ``events``
+    (block start and end, task events), ``faults`` (``runtime.faults``, connected by default).
+
+    Row streams use :data:`~cortexlink.io.session_log.STREAM_COLUMNS`. The manifest gets the
+    source (channel map, rate) and the extractor's parameters (``dsp``) so that ``cortexlink
+    replay`` rebuilds the extractor; a closed-loop block's ``block_start`` event names the decoder
+    files that were live (the decoder node's ``save_dir``; files outside the folder are copied into
+    ``decoders/``) and the decoder's feature columns, so that replay steps them again.
     """
 
     kind = "recorder"
@@ -38,12 +52,14 @@ class RecorderNode(Node):
         "raw": PortSpec(maxlen=4096, policy="drop_oldest"),
         "features": PortSpec(maxlen=1024, policy="drop_oldest"),
         "intent": PortSpec(maxlen=1024, policy="drop_oldest"),
+        "bins": PortSpec(maxlen=1024, policy="drop_oldest"),
         "cursor": PortSpec(maxlen=1024, policy="drop_oldest"),
         "events": PortSpec(maxlen=1024, policy="drop_oldest"),
         "faults": PortSpec(maxlen=1024, policy="drop_oldest"),
     }
     PARAMS = {
         "out_dir": Param("str", None, nullable=True),
+        "use": Param("str", None, nullable=True),
         "participant_id": Param("str", "sim-0001"),
         "raw": Param("bool", True),
         "on_full": Param("str", "drop", choices=("drop", "block", "fail")),
@@ -54,63 +70,163 @@ class RecorderNode(Node):
         from cortexlink.io.session_log import SessionRecorder
 
         p = self.params
-        if p["out_dir"]:
-            base = Path(p["out_dir"])
-        elif self.ctx.out_dir is not None:
-            base = Path(self.ctx.out_dir) / self.name
-        else:
-            raise ConfigError(f"nodes.{self.name}.params.out_dir is required when the run has no output folder "
-                              "(give out_dir or --out)")
-        out = base if self.n_restarts == 0 and self.n_failures == 0 else base.with_name(
-            f"{base.name}-restart{self.n_failures}")
         cmap, fs = None, None
         prod = self.ctx.producer(self.name, "raw")
         if prod is not None:
             info = self.ctx.wait_info(f"{prod}/stream")
             cmap, fs = ChannelMap.from_dict(info["channel_map"]), info["fs_hz"]
-        graph = {k: v for k, v in self.ctx.graph.items() if not k.startswith("_")}
-        self.rec = SessionRecorder(out, channel_map=cmap, fs_hz=fs, config={"graph": graph},
-                                   participant_id=p["participant_id"], raw=p["raw"] and prod is not None,
-                                   on_full=p["on_full"], catalogue=False)
+        self.owned = p["use"] is None
+        if not self.owned:
+            self.rec = self.ctx.objects.get(p["use"])
+            if self.rec is None:
+                raise ConfigError(f"nodes.{self.name}.params.use names {p['use']!r}, but the run was given no such "
+                                  "object (GraphRunner(objects=...), in the main process)")
+            out = Path(self.rec.path)
+        else:
+            if p["out_dir"]:
+                base = Path(p["out_dir"])
+            elif self.ctx.out_dir is not None:
+                base = Path(self.ctx.out_dir) / self.name
+            else:
+                raise ConfigError(f"nodes.{self.name}.params.out_dir is required when the run has no output "
+                                  "folder (give out_dir or --out)")
+            out = base if self.n_restarts == 0 and self.n_failures == 0 else base.with_name(
+                f"{base.name}-restart{self.n_failures}")
+            graph = {k: v for k, v in self.ctx.graph.items() if not k.startswith("_")}
+            self.rec = SessionRecorder(out, channel_map=cmap, fs_hz=fs, config={"graph": graph},
+                                       participant_id=p["participant_id"], raw=p["raw"] and prod is not None,
+                                       on_full=p["on_full"], catalogue=False)
         self.path = str(out)
+        self._dsp = self.ctx.producer(self.name, "features")
+        self._dec = self.ctx.producer(self.name, "intent")
+        if cmap is not None and self._dsp is not None:
+            sf = self.ctx.wait_info(f"{self._dsp}/stream_features")
+            kinds = sf.get("kinds")
+            self.rec.set_source(cmap, fs, dsp=sf["dsp"], loop={
+                "dt_s": self.ctx.bin_ms / 1000.0, "feature_kinds": kinds,
+                "samples_per_bin": sf["bin_width_samples"]})
+            self._all_names = list(sf["names"])
+            self._bin_width = int(sf["bin_width_samples"])
         self._feature_cols: list[str] | None = None
+        self._declared = False
+        self._pending_start: dict | None = None
+        self._live: dict[int, tuple] = {}
         self.n_written = 0
 
+    # -- helpers ----------------------------------------------------------------------------
+    def _decoder_files(self, version: int) -> tuple:
+        """The recording's relative paths of decoder version ``version`` (copied in if needed)."""
+        if version in self._live:
+            return self._live[version]
+        info = (self.ctx.bus.get_info(f"{self._dec}/models") or {}) if self._dec else {}
+        v = info.get(str(version)) or {}
+        files = []
+        for key in ("decoder_file", "click_file"):
+            f = v.get(key)
+            if not f:
+                files.append(None)
+                continue
+            src = Path(f)
+            root = Path(self.rec.path)
+            try:
+                rel = src.resolve().relative_to(root.resolve())
+            except ValueError:
+                (root / "decoders").mkdir(exist_ok=True)
+                dst = root / "decoders" / src.name
+                shutil.copyfile(src, dst)
+                rel = dst.relative_to(root)
+            files.append(rel.as_posix())
+            self.rec.event("decoder", sample=int(v.get("sample", -1)), name=src.stem, file=rel.as_posix(),
+                           decoder_class=v.get("classes", {}).get(key), version=version)
+        self._live[version] = tuple(files)
+        return self._live[version]
+
+    def _write_start(self, e: dict, sample: int, version: int | None) -> None:
+        files = (None, None) if version is None else self._decoder_files(version)
+        cols = None
+        if self._dsp is not None:
+            info = self.ctx.bus.get_info(f"{self._dsp}/features") or {}
+            cols = info.get("columns")
+        self.rec.event("block_start", sample=sample, name=e["name"], mode=e.get("mode"), task=e.get("task"),
+                       block_kind=e.get("block_kind"), feature_columns=cols, decoder_file=files[0],
+                       click_decoder_file=files[1])
+
+    # -- step -------------------------------------------------------------------------------
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
+        from cortexlink.io.session_log import STREAM_COLUMNS
+
         rec = self.rec
         for m in inbox.get("raw", ()):
             if self.params["raw"]:
                 rec.write_raw(m.payload)
                 self.n_written += 1
         for m in inbox.get("features", ()):
-            x = m.payload.get("x")
+            p = m.payload
+            row = p.get("row")
+            if row is not None:
+                if not self._declared:
+                    rec.declare("features", kind="array", dtype="float32", columns=self._all_names,
+                                rate_hz=rec.fs_hz, bin_width_samples=self._bin_width)
+                    self._declared = True
+                rec.write_array("features", int(p["bin_start"]), row.reshape(1, -1), host_time_ns=m.t_enter_ns)
+                self.n_written += 1
+                continue
+            x = p.get("x")
             if x is None:
                 continue
             if self._feature_cols is None:
-                prod = self.ctx.producer(self.name, "features")
-                info = self.ctx.bus.get_info(f"{prod}/features") if prod else None
+                info = self.ctx.bus.get_info(f"{self._dsp}/features") if self._dsp else None
                 self._feature_cols = list(info["names"]) if info else [f"f{i}" for i in range(len(x))]
-            rec.write_array("features", int(m.payload["bin_start"]), x, columns=self._feature_cols,
+            rec.write_array("features", int(p["bin_start"]), x, columns=self._feature_cols,
                             host_time_ns=m.t_enter_ns)
+            self.n_written += 1
+        for m in inbox.get("events", ()):
+            e = dict(m.payload)
+            kind = str(e.pop("kind", "event"))
+            e.pop("sample", None)
+            if kind == "block_start":
+                if e.get("mode") == "closed":
+                    # the decoder files that are live are known at the block's first decoded bin
+                    self._pending_start = {"event": m.payload, "sample": m.sample}
+                else:
+                    self._write_start(m.payload, m.sample, None)
+                continue
+            ps = self._pending_start
+            if kind == "block_end" and ps is not None and ps["event"]["name"] == e.get("name"):
+                self._pending_start = None                      # ended before any decoded bin
+                self._write_start(ps["event"], ps["sample"], None)
+            if kind == "task":
+                e = {"block": e.get("block"), "t_s": e.get("t_s"), "task_event": e.get("event"), "data": e.get("data")}
+            rec.event(kind, sample=m.sample, **e)
             self.n_written += 1
         for m in inbox.get("intent", ()):
             p = m.payload
+            if not p.get("ready", True):
+                continue
+            ps = self._pending_start
+            if ps is not None and int(p.get("bin", -1)) >= int(ps["event"].get("bin", 0)):
+                self._pending_start = None
+                self._write_start(ps["event"], ps["sample"], int(p.get("version", 0)))
             v = p.get("v", _NAN2)
             proba = p.get("proba")
             rec.write_row("decoder", m.sample, (v[0], v[1], math.nan if proba is None else float(proba),
                                                 float(bool(p.get("click")))),
-                          columns=("vx", "vy", "click_proba", "click"), host_time_ns=m.t_enter_ns)
+                          columns=STREAM_COLUMNS["decoder"], host_time_ns=m.t_enter_ns)
             self.n_written += 1
+        for m in inbox.get("bins", ()):
+            r = m.payload
+            xy, v = r["cursor_xy"], r["cursor_velocity"]
+            rec.write_row("cursor", m.sample, (xy[0], xy[1], v[0], v[1], float(r["clicks"]), float(r["halted"])),
+                          columns=STREAM_COLUMNS["cursor"], host_time_ns=m.t_enter_ns)
+            iv = r["intended_velocity"]
+            rec.write_row("intent", m.sample, (iv[0], iv[1], r["click_intent"]), columns=STREAM_COLUMNS["intent"],
+                          host_time_ns=m.t_enter_ns)
+            self.n_written += 2
         for m in inbox.get("cursor", ()):
             s = m.payload
             rec.write_row("cursor", m.sample, (s["xy"][0], s["xy"][1], s["velocity"][0], s["velocity"][1],
                                                float(s["clicked"]), float(s["halted"])),
-                          columns=("x", "y", "vx", "vy", "clicked", "halted"), host_time_ns=m.t_enter_ns)
-            self.n_written += 1
-        for m in inbox.get("events", ()):
-            e = dict(m.payload)
-            e.pop("sample", None)
-            rec.event(str(e.pop("kind", "event")), sample=m.sample, **e)
+                          columns=STREAM_COLUMNS["cursor"], host_time_ns=m.t_enter_ns)
             self.n_written += 1
         for m in inbox.get("faults", ()):
             e = dict(m.payload)
@@ -122,7 +238,8 @@ class RecorderNode(Node):
         rec = getattr(self, "rec", None)
         if rec is not None:
             self.rec = None
-            rec.close()
+            if self.owned:
+                rec.close()
 
     def summary(self) -> dict:
         return {"path": getattr(self, "path", None), "n_written": getattr(self, "n_written", 0)}

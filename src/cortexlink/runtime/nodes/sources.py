@@ -12,7 +12,7 @@ from cortexlink.core.errors import ConfigError
 from cortexlink.runtime.bus import Message
 from cortexlink.runtime.node import Node, Param, PortSpec, register_node
 
-__all__ = ["SimSource", "ReplaySource", "LSLSource", "stream_info"]
+__all__ = ["SimSource", "ReplaySource", "LSLSource", "BinClock", "stream_info"]
 
 
 _STALL = {
@@ -436,3 +436,34 @@ class LSLSource(_ClockedSource):
         inlet = getattr(self, "inlet", None)
         if inlet is not None:
             inlet.close()
+
+
+@register_node
+class BinClock(Node):
+    """One tick per bin, for a loop without an implant (the perfect-decoder ceiling).
+
+    Each tick is an ``intent``-shaped message (``bin``, ``v`` NaN, ``ready``, ``features_valid``)
+    that clocks the cursor node; with ``decoder_kind: perfect`` the cursor then follows the
+    participant's intent. Connect ``after`` to the participant's intent so that, within a pass,
+    the tick of bin k comes after the participant's intent for bin k (as an implant's does).
+    """
+
+    kind = "bin_clock"
+    CLOCKED = True
+    SOURCE = True
+    INPUTS = {"after": PortSpec(maxlen=64, policy="drop_oldest", doc="ordering only (read and dropped)")}
+    OUTPUTS = ("tick",)
+    PARAMS = {"fs_hz": Param("float", 30000.0, gt=0.0, doc="the sample clock ticks are counted in")}
+
+    def setup(self) -> None:
+        self.period_ns = int(round(self.ctx.bin_ms * 1e6))
+        self.bin_samples = max(1, int(round(self.ctx.bin_ms * self.params["fs_hz"] / 1000.0)))
+        if not hasattr(self, "g"):
+            self.g = 0
+
+    def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
+        g = self.g
+        self.g += 1
+        self.emit("tick", {"bin": g, "v": (float("nan"), float("nan")), "click": False, "proba": None, "ready": True,
+                           "features_valid": True, "version": 0},
+                  sample=(g + 1) * self.bin_samples, t_enter_ns=time.monotonic_ns())

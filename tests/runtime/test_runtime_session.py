@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cortexlink import ConfigError
-from cortexlink.tasks.session import DEFAULT_SESSION, load_session, run_session
+from cortexlink.runtime.session import DEFAULT_SESSION, load_session, run_session
 
 QUICK = """
 name: quick

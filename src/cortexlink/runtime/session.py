@@ -1,0 +1,395 @@
+"""A closed-loop session described in YAML, compiled to a runtime graph and run there.
+
+A session file names the implant, the participant, the decoder and a list of blocks run in
+order::
+
+    name: demo
+    seed: 0
+    implant: {preset: default, n_channels: 1024}     # a cortexlink.sim preset + ImplantConfig overrides
+    participant: {}                                   # ParticipantConfig overrides
+    loop: {dt_s: 0.02}                                # also feature_kinds: [sbp] / [tx, sbp]
+    effector: {gain: 1.0, smoothing: 0.0}             # CursorEffector: gain, EMA smoothing, refractory_s
+    decoder: {kind: refit_kalman, params: {}}         # wiener | kalman | refit_kalman | gru | perfect
+    click_decoder: {enabled: true, params: {}}
+    blocks:
+      - {kind: calibration, task: centre_out, seconds: 60}
+      - {kind: fit}
+      - {kind: closed_loop, task: centre_out, seconds: 40}
+      - {kind: refit}
+      - {kind: evaluation, task: webgrid, seconds: 120, task_params: {n: 30}}
+      - {kind: evaluation, task: chess, task_params: {max_moves: 10}, max_seconds: 900}
+
+Block kinds are those of :mod:`cortexlink.tasks.schedule`. With ``decoder.kind: perfect`` the
+cursor follows the participant's intent exactly (the ceiling) and no implant runs.
+
+:func:`load_session` validates a file or dict and raises :class:`~cortexlink.ConfigError`
+naming the field (``session.blocks[3].task``); :func:`session_to_graph` compiles it into the
+runtime graph (participant, implant, dsp, decoder, cursor, and trace or recorder nodes);
+:func:`run_session` runs that graph, in this process by default or with the dsp and decoder in
+a child process over Redis (``redis="auto"``), and returns the traces, the tasks and a summary.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cortexlink.core.errors import ConfigError, CortexlinkError
+from cortexlink.core.validation import check_choice, check_keys
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_session", "session_to_graph", "run_session", "DEFAULT_SESSION", "SessionResult"]
+
+#: The session ``cortexlink demo`` runs: 1024 channels, calibration, ReFIT-Kalman, two minutes of
+#: Webgrid, ten moves of chess.
+DEFAULT_SESSION: dict[str, Any] = {
+    "name": "demo",
+    "seed": 0,
+    "implant": {"preset": "default", "n_channels": 1024},
+    "participant": {},
+    "loop": {"dt_s": 0.02},
+    "decoder": {"kind": "refit_kalman", "params": {}},
+    "click_decoder": {"enabled": True, "params": {}},
+    "blocks": [
+        {"name": "calibration", "kind": "calibration", "task": "centre_out", "seconds": 60.0,
+         "task_params": {"click": True}},
+        {"name": "fit", "kind": "fit"},
+        {"name": "closed-loop", "kind": "closed_loop", "task": "centre_out", "seconds": 40.0,
+         "task_params": {"click": True}},
+        {"name": "refit", "kind": "refit"},
+        {"name": "webgrid", "kind": "evaluation", "task": "webgrid", "seconds": 120.0, "task_params": {"n": 30}},
+        {"name": "chess", "kind": "evaluation", "task": "chess", "task_params": {"max_moves": 10},
+         "max_seconds": 300.0},
+    ],
+}
+
+_TOP_KEYS = {"name", "seed", "implant", "participant", "loop", "effector", "decoder", "click_decoder", "blocks"}
+
+
+def _where(path: str, msg: str) -> ConfigError:
+    return ConfigError(f"session.{path} {msg}")
+
+
+def _mapping(path: str, value: Any, allowed: set[str] | None = None) -> dict:
+    if not isinstance(value, dict):
+        raise _where(path, f"must be a mapping; got {type(value).__name__}")
+    if allowed is not None:
+        check_keys(f"session.{path}", value, allowed)
+    return value
+
+
+def _read(source: Any) -> Any:
+    import yaml
+
+    if source is None:
+        return copy.deepcopy(DEFAULT_SESSION)
+    if isinstance(source, dict):
+        return copy.deepcopy(source)
+    if isinstance(source, str) and ("\n" in source or ":" in source.split("/")[-1]):
+        text = source                                  # YAML text
+    else:
+        p = Path(source)
+        if not p.is_file():
+            raise ConfigError(f"session file {p} does not exist")
+        text = p.read_text()
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"session file is not valid YAML: {exc}") from exc
+
+
+def load_session(source: str | Path | dict | None = None) -> dict:
+    """Read and validate a session (YAML path, YAML text or dict); fill defaults.
+
+    Raises
+    ------
+    ConfigError
+        Naming the field (``session.blocks[2].task``), what is allowed and what was given.
+    """
+    from cortexlink.decoders.fitting import DECODER_KINDS, make_decoder
+    from cortexlink.sim import PRESETS, ImplantConfig
+    from cortexlink.sim.participant import ParticipantConfig
+    from cortexlink.tasks.cursor import CursorEffector
+    from cortexlink.tasks.schedule import check_blocks
+
+    cfg = _mapping("(top level)", _read(source), _TOP_KEYS)
+    out: dict[str, Any] = {"name": str(cfg.get("name", "session"))}
+    seed = cfg.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise _where("seed", f"must be an integer >= 0; got {seed!r}")
+    out["seed"] = seed
+
+    imp = dict(_mapping("implant", cfg.get("implant", {"preset": "default"})))
+    preset = imp.pop("preset", "default")
+    if preset not in PRESETS:
+        raise _where("implant.preset", f"must be one of {sorted(PRESETS)}; got {preset!r}")
+    fields = set(ImplantConfig.__dataclass_fields__)
+    unknown = sorted(set(imp) - fields)
+    if unknown:
+        raise _where("implant", f"has unknown field(s) {unknown}; ImplantConfig fields: {sorted(fields)}")
+    try:
+        PRESETS[preset].replace(**imp)
+    except ConfigError as exc:
+        raise _where("implant", f"is invalid: {exc}") from exc
+    out["implant"] = {"preset": preset, **imp}
+
+    part = dict(_mapping("participant", cfg.get("participant", {}) or {}))
+    try:
+        ParticipantConfig().replace(**part)
+    except (ConfigError, TypeError) as exc:
+        raise _where("participant", f"is invalid: {exc}") from exc
+    out["participant"] = part
+
+    loop = dict(_mapping("loop", cfg.get("loop", {}) or {}, {"dt_s", "feature_kinds"}))
+    dt = loop.get("dt_s", 0.02)
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not np.isfinite(dt) or dt <= 0:
+        raise _where("loop.dt_s", f"must be a number > 0; got {dt!r}")
+    loop["dt_s"] = float(dt)
+    fk = loop.get("feature_kinds")
+    if fk is not None and (not isinstance(fk, list) or not fk or any(k not in ("tx", "sbp") for k in fk)):
+        raise _where("loop.feature_kinds", f"must be a non-empty list drawn from ['tx', 'sbp']; got {fk!r}")
+    out["loop"] = loop
+
+    eff = dict(_mapping("effector", cfg.get("effector", {}) or {}, {"gain", "smoothing", "refractory_s"}))
+    try:
+        CursorEffector(dt_s=loop["dt_s"], **eff)
+    except (ConfigError, TypeError) as exc:
+        raise _where("effector", f"is invalid: {exc}") from exc
+    out["effector"] = eff
+
+    dec = dict(_mapping("decoder", cfg.get("decoder", {"kind": "refit_kalman"}), {"kind", "params"}))
+    dec.setdefault("kind", "refit_kalman")
+    if dec["kind"] not in DECODER_KINDS:
+        raise _where("decoder.kind", f"must be one of {list(DECODER_KINDS)}; got {dec.get('kind')!r}")
+    dec["params"] = dict(_mapping("decoder.params", dec.get("params", {}) or {}))
+    try:
+        make_decoder(dec["kind"], dec["params"])
+    except (ConfigError, TypeError) as exc:
+        raise _where("decoder.params", f"is invalid for {dec['kind']}: {exc}") from exc
+    out["decoder"] = dec
+
+    clk = dict(_mapping("click_decoder", cfg.get("click_decoder", {}) or {}, {"enabled", "params"}))
+    if not isinstance(clk.get("enabled", True), bool):
+        raise _where("click_decoder.enabled", f"must be true or false; got {clk.get('enabled')!r}")
+    clk.setdefault("enabled", True)
+    clk["params"] = dict(_mapping("click_decoder.params", clk.get("params", {}) or {}))
+    out["click_decoder"] = clk
+
+    out["blocks"] = check_blocks(cfg.get("blocks"), decoder_kind=dec["kind"], seed=seed)
+    return out
+
+
+def session_to_graph(session: Any, *, clock: str = "fast", chunk_ms: float | None = None, placement: str = "main",
+                     recorder: bool | dict = False, trace: bool = False, progress: bool = False) -> dict:
+    """The runtime graph that runs a session.
+
+    Parameters
+    ----------
+    session : path, YAML text or dict
+        A session (:func:`load_session`).
+    clock : {"fast", "realtime"}
+    chunk_ms : float, optional
+        Source chunk length; default one bin (``loop.dt_s``).
+    placement : {"main", "subprocess"}
+        ``subprocess``: the dsp and decoder run in one child process (needs the Redis bus).
+    recorder : bool or dict
+        Add a recorder node (raw, every feature, decoder output, cursor, intent, events, faults,
+        decoders as they go live); a dict gives its ``params`` (e.g. ``{"use": "recorder"}`` for a
+        recorder object handed to the runner, ``{"raw": false}``).
+    trace : bool
+        Add a ``trace`` node that collects each block as a
+        :class:`~cortexlink.tasks.trace.BlockTrace` (what :func:`run_session` returns).
+    progress : bool
+        A progress bar per block (with ``trace``).
+
+    Returns
+    -------
+    dict
+        A graph (validate and run it with :func:`~cortexlink.runtime.runner.run_graph`).
+    """
+    cfg = load_session(session)
+    check_choice("clock", clock, ("fast", "realtime"))
+    check_choice("placement", placement, ("main", "subprocess"))
+    dt_ms = cfg["loop"]["dt_s"] * 1000.0
+    dec_kind = cfg["decoder"]["kind"]
+    cursor = {"kind": "cursor", "params": {"blocks": cfg["blocks"], "seed": cfg["seed"],
+                                           "effector": cfg.get("effector", {}), "decoder_kind": dec_kind},
+              "inputs": {"intent": "decoder.intent", "participant": "participant.intent"}}
+    nodes: dict[str, Any] = {
+        "participant": {"kind": "participant", "params": {"seed": cfg["seed"], "config": cfg["participant"]},
+                        "inputs": {"cursor": "cursor.state"}},
+    }
+    rec_params = dict(recorder) if isinstance(recorder, dict) else {}
+    if dec_kind == "perfect":
+        if recorder:
+            raise ConfigError("decoder.kind 'perfect' runs no implant: there is nothing to record")
+        if placement != "main":
+            raise ConfigError("decoder.kind 'perfect' has no dsp or decoder to place in a subprocess")
+        nodes["clock"] = {"kind": "bin_clock", "inputs": {"after": "participant.intent"}}
+        cursor["inputs"]["intent"] = "clock.tick"
+    else:
+        imp = dict(cfg["implant"])
+        preset = imp.pop("preset")
+        sub = {"where": "subprocess", "group": "pipeline"} if placement == "subprocess" else {}
+        nodes["implant"] = {"kind": "sim_source", "params": {"preset": preset, "seed": cfg["seed"], "config": imp,
+                                                             "chunk_ms": dt_ms if chunk_ms is None else chunk_ms},
+                            "inputs": {"intent": "participant.intent"}}
+        nodes["dsp"] = {"kind": "dsp", "params": {"feature_kinds": cfg["loop"].get("feature_kinds"),
+                                                  "raster": 128 if trace else 0, "full_rows": bool(recorder)},
+                        "inputs": {"raw": "implant.raw"}, **sub}
+        nodes["decoder"] = {"kind": "decoder", "params": {"decoder": dec_kind,
+                                                          "decoder_params": cfg["decoder"]["params"],
+                                                          "click": cfg["click_decoder"]["enabled"],
+                                                          "click_params": cfg["click_decoder"]["params"]},
+                            "inputs": {"features": "dsp.features", "labels": "participant.intent",
+                                       "control": "cursor.control"}, **sub}
+    nodes["cursor"] = cursor
+    if trace:
+        tr = {"kind": "trace", "params": {"progress": bool(progress)},
+              "inputs": {"bins": "cursor.bins", "events": "cursor.events"}}
+        if dec_kind != "perfect":
+            tr["inputs"]["features"] = {"from": "dsp.features", "maxlen": 1 << 12, "policy": "fail"}
+        nodes["trace"] = tr
+    if recorder:
+        big = {"maxlen": 1 << 16, "policy": "fail"}
+        nodes["recorder"] = {"kind": "recorder", "params": rec_params, "inputs": {
+            "raw": {"from": "implant.raw", **big}, "features": {"from": "dsp.features", **big},
+            "intent": {"from": "decoder.intent", **big},
+            "bins": {"from": "cursor.bins", **big}, "events": {"from": "cursor.events", **big}}}
+    return {"name": cfg["name"], "bin_ms": dt_ms, "clock": clock,
+            "bus": {"kind": "redis" if placement == "subprocess" else "inprocess"}, "nodes": nodes}
+
+
+class SessionResult(dict):
+    """``config``, ``summary`` (JSON-able figures), ``traces`` (BlockTrace per task block), ``tasks``
+    (by block name), ``decoder`` and ``click_decoder`` (as fitted last; None when the decoder ran in
+    another process), ``run`` (the runtime's result: nodes, edges, faults)."""
+
+
+def _percentiles(a: np.ndarray) -> dict | None:
+    a = a[np.isfinite(a)]
+    if not a.size:
+        return None
+    return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
+
+
+def run_session(source: str | Path | dict | None = None, *, progress: bool = True,
+                on_block: Callable[[dict, Any], None] | None = None, recorder: Any = None,
+                realtime: bool = False, record_raw: bool = True, redis: str | None = None,
+                on_bin: Callable[[dict], None] | None = None) -> SessionResult:
+    """Run every block of a session on the runtime graph; return its traces, tasks and summary.
+
+    Parameters
+    ----------
+    source : path, YAML text, dict or None
+        The session (None: :data:`DEFAULT_SESSION`).
+    progress : bool
+        A tqdm progress bar per block on stderr.
+    on_block : callable, optional
+        ``on_block(block_cfg, trace_or_None)`` after each block (fit and refit blocks too).
+    recorder : cortexlink.io.session_log.SessionRecorder, optional
+        Record everything (raw samples, every feature, cursor, decoder outputs, intent, task and
+        block events, decoders as they go live) through a recorder node. The caller closes it.
+    record_raw : bool
+        With ``recorder``: also record every raw sample (default True).
+    realtime : bool
+        Pace the loop to the wall clock (one bin per ``dt_s``) instead of running as fast as
+        possible.
+    redis : str, optional
+        ``"auto"`` (a private redis-server) or a Redis URL: the dsp and decoder run in a child
+        process and talk to the rest over Redis Streams. Default: everything in this process.
+    on_bin : callable, optional
+        Called with each bin's row (a dict, see the cursor node's ``bins`` output).
+
+    The same seed gives the same figures in one process and across processes with
+    ``realtime=False`` (the graph runs in lock step).
+    """
+    from cortexlink.runtime.runner import GraphRunner
+
+    cfg = load_session(source)
+    # in real time the implant delivers 1 ms chunks, as a device does (the watchdog's source-stall
+    # check is in milliseconds); as fast as possible, one chunk per bin gives the same figures
+    graph = session_to_graph(cfg, clock="realtime" if realtime else "fast", chunk_ms=1.0 if realtime else None,
+                             placement="subprocess" if redis else "main",
+                             recorder={"use": "recorder", "raw": bool(record_raw)} if recorder is not None else False,
+                             trace=True, progress=progress)
+    if recorder is not None and "decoder" in graph["nodes"]:
+        # decoders as they go live are saved in the recording (replay steps them again)
+        graph["nodes"]["decoder"]["params"]["save_dir"] = str(Path(recorder.path) / "decoders")
+    by_name = {b["name"]: b for b in cfg["blocks"]}
+    done: list[str] = []
+
+    def block_done(info: dict, trace: Any) -> None:
+        # fit/refit blocks between the previous task block and this one come first
+        i = next(k for k, b in enumerate(cfg["blocks"]) if b["name"] == info["name"])
+        if on_block is not None:
+            for b in cfg["blocks"][len(done):i]:
+                on_block(b, None)
+            on_block(by_name[info["name"]], trace)
+        done[:] = [b["name"] for b in cfg["blocks"][:i + 1]]
+
+    objects: dict[str, Any] = {"trace.on_block": block_done}
+    if on_bin is not None:
+        objects["trace.on_bin"] = on_bin
+    if recorder is not None:
+        objects["recorder"] = recorder
+    t_wall = time.perf_counter()
+    runner = GraphRunner(graph, redis_url=redis, objects=objects)
+    rr = runner.run()
+    if on_block is not None:
+        for b in cfg["blocks"][len(done):]:
+            on_block(b, None)
+    wall = time.perf_counter() - t_wall
+    failed = {n: i.get("error") for n, i in rr["nodes"].items() if i.get("state") == "failed" or i.get("n_failures")}
+    if failed:
+        raise CortexlinkError(f"session {cfg['name']!r}: node(s) failed, the figures would be wrong: {failed}")
+    trace_node = runner.by_name["trace"].node
+    cursor = runner.by_name["cursor"].node
+    traces = {t.name: t for t in trace_node.traces}
+    dec_slot = runner.by_name.get("decoder")
+    dec_node = dec_slot.node if dec_slot is not None else None
+    fits = list((rr["nodes"].get("decoder") or {}).get("summary", {}).get("fits", []))
+    summary: dict[str, Any] = {"session": cfg["name"], "seed": cfg["seed"], "decoder": cfg["decoder"]["kind"],
+                               "channels": None, "blocks": [], "runtime": {"bus": rr["bus"], "clock": rr["clock"],
+                                                                           "stop_reason": rr["stop_reason"]}}
+    if cfg["decoder"]["kind"] != "perfect":
+        from cortexlink.sim import PRESETS
+
+        imp = dict(cfg["implant"])
+        summary["channels"] = int(imp.get("n_channels", PRESETS[imp["preset"]].n_channels))
+        feat = trace_node.feature_info or {}
+        summary["n_features"] = len(feat.get("names", ()))
+        summary["bad_channels"] = len(feat.get("bad_channels", ()))
+    results = {r["name"]: r for r in cursor.results}
+    for b in cfg["blocks"]:
+        info: dict[str, Any] = {"name": b["name"], "kind": b["kind"]}
+        r = results.get(b["name"])
+        if b["kind"] in ("fit", "refit"):
+            if r is not None and "note" in r:
+                info["note"] = r["note"]
+            elif fits:
+                f = fits.pop(0)
+                info.update({k: f[k] for k in ("n_bins", "n_features", "n_click_bins", "fit_s") if k in f})
+        elif b["name"] in traces:
+            tr = traces[b["name"]]
+            info.update({"task": b["task"], "mode": tr.mode, "seconds": tr.n_bins * tr.dt_s, "metrics": tr.metrics})
+            for key in ("decode_latency_us", "loop_latency_us"):
+                p = _percentiles(getattr(tr, key))
+                if p is not None:
+                    info[key] = p
+            if r is not None:
+                info["n_halted_bins"] = r.get("n_halted_bins", 0)
+            ti = next((e for e in trace_node.infos if e["name"] == b["name"]), {})
+            if "wall_s" in ti:
+                info["wall_s"] = ti["wall_s"]
+        summary["blocks"].append(info)
+    summary["wall_s"] = wall
+    return SessionResult(config=cfg, summary=summary, traces=list(traces.values()), tasks=dict(cursor.tasks),
+                         decoder=None if dec_node is None else getattr(dec_node, "decoder", None),
+                         click_decoder=None if dec_node is None else getattr(dec_node, "click_dec", None), run=rr)
