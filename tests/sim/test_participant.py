@@ -9,7 +9,8 @@ import pytest
 from cortexlink import ConfigError
 from cortexlink.sim.participant import ParticipantConfig, ParticipantIntent, SimulatedParticipant
 from cortexlink.tasks import CentreOutTask, CursorEffector, Target, WebgridTask
-from cortexlink.tasks.perfect import perfect_decoder_loop
+from cortexlink.bench.ceiling import perfect_decoder_session
+from cortexlink.runtime.session import run_session
 
 DT = 0.02
 #: no randomness at all: no motor noise, fixed reaction time
@@ -132,8 +133,8 @@ def test_delayed_feedback_overshoots_and_corrects_but_stays_stable(closed_loop):
 
 
 def test_reaches_targets_with_a_perfect_decoder():
-    task = CentreOutTask(n_trials=16, seed=1)
-    perfect_decoder_loop(task, SimulatedParticipant(seed=2), 60.0)
+    res = run_session(perfect_decoder_session("centre_out", {"n_trials": 16, "seed": 1}, 60.0, seed=2), progress=False)
+    task = res["tasks"]["centre_out"]
     m = task.metrics(60.0)
     assert task.done and m["success_rate"] == 1.0
     assert 0.3 < m["mean_time_to_target_s"] < 1.0             # 0.7 units after a ~0.2 s reaction

@@ -186,8 +186,8 @@ def test_bad_config(kwargs, name):
 
 
 def test_click_mode_selects_by_click_only_and_the_participant_clicks():
-    from cortexlink.sim.participant import SimulatedParticipant
-    from cortexlink.tasks.perfect import perfect_decoder_loop
+    from cortexlink.bench.ceiling import perfect_decoder_session
+    from cortexlink.runtime.session import run_session
 
     task = CentreOutTask(click=True, dwell_s=0.3)
     tgt = task.current_target()
@@ -196,8 +196,9 @@ def test_click_mode_selects_by_click_only_and_the_participant_clicks():
     assert kinds == ["target_on"]                              # 2 s inside the centre: no dwell selection
     ev = task.update(2.0, np.zeros(2), True)
     assert [e.kind for e in ev] == ["select", "target_on"] and ev[0].data["via"] == "click"
-    task = CentreOutTask(click=True, n_trials=8, seed=2)
-    perfect_decoder_loop(task, SimulatedParticipant(seed=0), 30.0)
+    res = run_session(perfect_decoder_session("centre_out", {"click": True, "n_trials": 8, "seed": 2}, 30.0, seed=0),
+                      progress=False)
+    task = res["tasks"]["centre_out"]
     m = task.metrics(30.0)
     assert task.done and m["success_rate"] == 1.0
     assert all(tr["via"] == "click" for tr in task.trials)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from cortexlink import ConfigError
-from cortexlink.tasks import Target, TaskEvent, WebgridTask, bitrate_over_time, perfect_decoder_webgrid, webgrid_bitrate
+from cortexlink.bench.ceiling import perfect_decoder_webgrid
+from cortexlink.tasks import Target, TaskEvent, WebgridTask, bitrate_over_time, webgrid_bitrate
 
 LOG2_899 = math.log2(899)
 

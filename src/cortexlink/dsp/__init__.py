@@ -11,7 +11,8 @@ Importing this package does not import numba: the kernels load on first use.
 
 from cortexlink.dsp.calibration import Calibration, apply_lrr, fit_lrr
 from cortexlink.dsp.config import FeatureConfig
-from cortexlink.dsp.crossings import CrossingEvents, detect_crossings
+from cortexlink.dsp.crossings import CrossingEvents
+from cortexlink.dsp.detect import detect_crossings
 from cortexlink.dsp.features import FeatureExtractor
 from cortexlink.dsp.filters import SOSFilter, design_bandpass
 from cortexlink.dsp.reference import ReferenceFeatureExtractor, scipy_chain

@@ -6,7 +6,7 @@ semantics of calibration, crossings, spike-band power, gaps and non-finite sampl
 parameters are a :class:`~cortexlink.dsp.config.FeatureConfig`.
 
 The extractor's parts live in :mod:`cortexlink.dsp.config` (parameters),
-:mod:`cortexlink.dsp.crossings` (:class:`CrossingEvents`, :func:`detect_crossings`), and the
+:mod:`cortexlink.dsp.crossings` (:class:`CrossingEvents`), :mod:`cortexlink.dsp.detect` (:func:`detect_crossings`), and the
 private modules ``_state`` (stream state), ``_chain`` (per-chunk processing, both backends),
 ``_assembly`` (output layout) and ``_ratelog``; the public names stay importable from here.
 """
@@ -28,10 +28,10 @@ from cortexlink.dsp._ratelog import _RateLimitedLog
 from cortexlink.dsp._state import _CAL_LEFT, _CAL_PHASE, _CAL_ROW, _N_PEND, _StreamState
 from cortexlink.dsp.calibration import Calibration, RailStats, estimate_calibration
 from cortexlink.dsp.config import FEATURE_KINDS, GAP_POLICIES, REFERENCES, FeatureConfig
-from cortexlink.dsp.crossings import CrossingEvents, detect_crossings
+from cortexlink.dsp.crossings import CrossingEvents
 from cortexlink.dsp.filters import check_band, design_bandpass, pad_sections, sos_coefficients, sos_state_init
 
-__all__ = ["FeatureExtractor", "FeatureConfig", "CrossingEvents", "detect_crossings", "FEATURE_KINDS",
+__all__ = ["FeatureExtractor", "FeatureConfig", "CrossingEvents", "FEATURE_KINDS",
            "REFERENCES", "GAP_POLICIES"]
 
 logger = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ does what the participant intends, a click fires when the click intent crosses 0
 participant scores like a person with a mouse on a 30 x 30 Webgrid: Neuralink reported ~10 bps
 for its staff using a mouse and a journalist scored 11.77 bps (72 NTPM) on the public Webgrid
 with a mouse (2024 press coverage of the PRIME study update). Measured with
-:func:`cortexlink.tasks.perfect.perfect_decoder_webgrid` (120 s, seeds 0-4): 11.4 +- 0.3 bps (69.7 NTPM), 98.8% of selections correct, Fitts throughput
+:func:`cortexlink.bench.ceiling.perfect_decoder_webgrid` (120 s, seeds 0-4): 11.4 +- 0.3 bps (69.7 NTPM), 98.8% of selections correct, Fitts throughput
 4.5 bits/s with a mean 0.85 s per target (reaction time included).
 
 References

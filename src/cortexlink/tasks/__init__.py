@@ -6,8 +6,7 @@ Light to import: numpy only. The simulated participant lives in :mod:`cortexlink
 from cortexlink.tasks.base import Target, Task, TaskEvent
 from cortexlink.tasks.centre_out import CentreOutTask
 from cortexlink.tasks.cursor import CursorEffector
-from cortexlink.tasks.perfect import perfect_decoder_loop, perfect_decoder_webgrid
-from cortexlink.tasks.webgrid import WebgridTask, bitrate_over_time, webgrid_bitrate
+from cortexlink.tasks.webgrid import WebgridTask, bitrate_over_time, fitts_throughput, webgrid_bitrate
 
 __all__ = [
     "Target",
@@ -18,6 +17,5 @@ __all__ = [
     "WebgridTask",
     "webgrid_bitrate",
     "bitrate_over_time",
-    "perfect_decoder_loop",
-    "perfect_decoder_webgrid",
+    "fitts_throughput",
 ]

@@ -35,7 +35,7 @@ from cortexlink.tasks.base import Target, Task, TaskEvent
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WebgridTask", "webgrid_bitrate", "bitrate_over_time"]
+__all__ = ["WebgridTask", "webgrid_bitrate", "bitrate_over_time", "fitts_throughput"]
 
 
 def _check_count(name: str, value: Any) -> int:
@@ -362,3 +362,43 @@ class WebgridTask(Task):
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
+
+
+def fitts_throughput(events: list[TaskEvent], width: float) -> dict[str, Any]:
+    """Fitts' law throughput of the correct selections of a Webgrid run (a sanity check).
+
+    Each correct selection is a pointing movement from the previous click (the start, for the
+    first) to the lit cell: ``ID = log2(D / W + 1)`` (Shannon form) with ``D`` that distance and
+    ``W`` the nominal cell width, and ``MT`` the time from the cell lighting up to its click
+    (serial task: includes the reaction time, as in ISO 9241-9 serial pointing). Throughput is
+    ``mean(ID) / mean(MT)``; for a mouse it is ~3.7-4.9 bits/s (Soukoreff & MacKenzie 2004; they
+    use the effective width, which this nominal-width figure approximates).
+
+    Parameters
+    ----------
+    events : list of TaskEvent
+        Events of a Webgrid run.
+    width : float
+        Cell width, screen units.
+
+    Returns
+    -------
+    dict
+        ``fitts_throughput_bits_s``, ``mean_fitts_id_bits``, ``mean_movement_time_s`` (None
+        without a correct selection).
+    """
+    start = np.zeros(2)
+    target = None
+    ids, mts = [], []
+    for e in events:
+        if e.kind == "target_on":
+            target = np.asarray(e.data["xy"], dtype=np.float64)
+        elif e.kind == "correct" and target is not None:
+            d = float(np.hypot(*(target - start)))
+            ids.append(np.log2(d / width + 1.0))
+            mts.append(e.data["time_since_target_on_s"])
+            start = np.asarray(e.data["xy"], dtype=np.float64)
+    if not ids:
+        return {"fitts_throughput_bits_s": None, "mean_fitts_id_bits": None, "mean_movement_time_s": None}
+    return {"fitts_throughput_bits_s": float(np.mean(ids) / np.mean(mts)), "mean_fitts_id_bits": float(np.mean(ids)),
+            "mean_movement_time_s": float(np.mean(mts))}
