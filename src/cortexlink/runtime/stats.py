@@ -48,10 +48,6 @@ class LatencyStats:
             return self._buf[:self.n].copy()
         return np.concatenate([self._buf[self._i:], self._buf[:self._i]])
 
-    def count_over(self, limit_ns: int) -> int:
-        """How many kept values exceed ``limit_ns``."""
-        return int(np.count_nonzero(self.values_ns() > limit_ns))
-
     def summary(self) -> dict:
         """``n``, ``p50_ms``, ``p99_ms``, ``p999_ms``, ``max_ms``, ``mean_ms`` (None when empty)."""
         if self.n == 0:

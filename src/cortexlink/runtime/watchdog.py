@@ -121,11 +121,6 @@ class Watchdog:
         if self.active.pop((kind, node), None) is not None:
             self._emit(kind, node=node, severity="clear", message=f"{kind} on {node} cleared", sample=sample)
 
-    def clear_all(self, sample: int = -1) -> None:
-        """Clear every active fault (e.g. operator reset)."""
-        for kind, node in list(self.active):
-            self._clear(kind, node, sample)
-
     # -- periodic -----------------------------------------------------------------------
     def check_health(self, now_ns: int, health: dict, sample: int = -1) -> bool:
         """Evaluate node states and source progress; return True if a new fault was raised."""
