@@ -371,13 +371,13 @@ def test_loopback_config_in_a_fresh_process(how):
     """In a fresh process the loopback lsl_api.cfg is accepted and discovery still works."""
     code = textwrap.dedent(f"""
         import sys, numpy as np
-        from cortexlink.io import lsl
+        from cortexlink.io import _lsl_common, lsl
         if {how!r} == "function":
             assert lsl.use_loopback_only() is True
             assert lsl.use_loopback_only() is True
         out = lsl.LSLOutlet("loopcheck-{uuid.uuid4().hex[:8]}", "EEG", ["a"], "uV", 100.0)
         inl = lsl.LSLInlet(out.name, timeout_s=5.0)
-        assert lsl._state["configured"].startswith("loopback"), lsl._state
+        assert _lsl_common._state["configured"].startswith("loopback"), _lsl_common._state
         assert lsl.use_loopback_only() is True
         out.wait_for_consumers(5.0)
         out.push(np.ones((3, 1), np.float32))
