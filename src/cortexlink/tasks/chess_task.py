@@ -38,29 +38,30 @@ End
     After ``max_moves`` participant moves (the opponent's reply to the last one is still played)
     or when the game is over (checkmate, stalemate, insufficient material, or a draw that could
     be claimed: threefold repetition or the fifty-move rule), with a ``"done"`` event.
+
+This module holds the task's state machine; the board geometry and drawing are in
+:mod:`cortexlink.tasks.chess_board`, the results, PGN and metrics in
+:mod:`cortexlink.tasks.chess_record`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
-import functools
 import logging
 import math
 import numbers
-import statistics
-from pathlib import Path
 from typing import Any, Sequence
 
 import chess
-import chess.pgn
 import numpy as np
 
 from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.validation import check_positive
 from cortexlink.tasks.base import Target, Task, TaskEvent
 from cortexlink.tasks import stockfish as _stockfish
+from cortexlink.tasks.chess_board import PIECE_GLYPHS, _ChessBoard, glyphs_available
 from cortexlink.tasks.chess_engine import ChessEngine
+from cortexlink.tasks.chess_record import _ChessRecord, _engine_kind, _engine_label, _engine_name, _MoveRecord
 
 logger = logging.getLogger(__name__)
 
@@ -75,33 +76,7 @@ STOCKFISH_PARTICIPANT: dict[str, Any] = {"nodes": 5_000, "multipv": 4, "temperat
 #: (a small search, more spread among its six best moves).
 STOCKFISH_OPPONENT: dict[str, Any] = {"nodes": 1_000, "multipv": 6, "temperature": 0.6}
 
-#: Unicode chess glyphs (the filled set, coloured when drawn), by ``chess.Piece.symbol()``.
-PIECE_GLYPHS: dict[str, str] = {
-    "K": "\u265a", "Q": "\u265b", "R": "\u265c", "B": "\u265d", "N": "\u265e", "P": "\u265f",
-}
-_LIGHT = "#eed8b0"
-_DARK = "#b58863"
-_HIGHLIGHT = "#f6e05e"
-_FONT_FAMILY = "DejaVu Sans"
 _EPS_S = 1e-9
-
-
-@functools.lru_cache(maxsize=1)
-def glyphs_available() -> bool:
-    """True when the font matplotlib uses for the pieces (DejaVu Sans, shipped with it) has the glyphs.
-
-    When False, :meth:`ChessTask.draw` draws letters (``K Q R B N P``) instead.
-    """
-    try:
-        from matplotlib import font_manager
-        from matplotlib.ft2font import FT2Font
-
-        path = font_manager.findfont(font_manager.FontProperties(family=_FONT_FAMILY), fallback_to_default=True)
-        charmap = FT2Font(path).get_charmap()
-    except Exception:  # pragma: no cover - depends on the installation
-        logger.debug("could not inspect the font for chess glyphs", exc_info=True)
-        return False
-    return all(ord(g) in charmap for g in PIECE_GLYPHS.values())
 
 
 def _check_engine(name: str, engine: Any) -> Any:
@@ -111,40 +86,7 @@ def _check_engine(name: str, engine: Any) -> Any:
     return engine
 
 
-def _engine_name(engine: Any) -> str:
-    return str(getattr(engine, "description", type(engine).__name__))
-
-
-def _engine_kind(engine: Any) -> str:
-    if isinstance(engine, _stockfish.StockfishEngine):
-        return "stockfish"
-    if isinstance(engine, ChessEngine):
-        return "builtin"
-    return "custom"
-
-
-def _engine_label(engine: Any) -> str:
-    """Which engine played, with its version: ``"Stockfish 15.1"``, ``"cortexlink ChessEngine"`` or the class."""
-    kind = _engine_kind(engine)
-    if kind == "stockfish":
-        return engine.version
-    if kind == "builtin":
-        return "cortexlink ChessEngine (built-in)"
-    return type(engine).__name__
-
-
-@dataclasses.dataclass
-class _MoveRecord:
-    """What the participant did for one move."""
-
-    uci: str
-    san: str
-    seconds: float
-    pickup_s: float
-    n_wrong: int
-
-
-class ChessTask(Task):
+class ChessTask(_ChessBoard, _ChessRecord, Task):
     """Chess played by cursor clicks against an engine; see the module docstring for the rules.
 
     Parameters
@@ -366,35 +308,6 @@ class ChessTask(Task):
         return {side: {"kind": _engine_kind(e), "name": _engine_label(e), "description": _engine_name(e)}
                 for side, e in (("participant", self.participant_engine), ("opponent", self.opponent))}
 
-    # ------------------------------------------------------------------ geometry
-    @property
-    def square_width(self) -> float:
-        """Width of one square, screen units."""
-        return (self.board_extent[1] - self.board_extent[0]) / 8.0
-
-    def _col_row(self, square: int) -> tuple[int, int]:
-        f, r = chess.square_file(square), chess.square_rank(square)
-        return (f, r) if self._color == chess.WHITE else (7 - f, 7 - r)
-
-    def square_center(self, square: int | str) -> tuple[float, float]:
-        """Centre (x, y) of a square (index or name such as ``"e4"``), screen units."""
-        sq = chess.parse_square(square) if isinstance(square, str) else int(square)
-        col, row = self._col_row(sq)
-        lo, w = self.board_extent[0], self.square_width
-        return (lo + (col + 0.5) * w, lo + (row + 0.5) * w)
-
-    def square_at(self, xy: Any) -> int | None:
-        """The square (python-chess index) under ``xy``, or None off the board or for a non-finite ``xy``."""
-        x, y = float(xy[0]), float(xy[1])
-        lo, hi = self.board_extent
-        if not (lo <= x <= hi and lo <= y <= hi):  # also False for NaN
-            return None
-        w = self.square_width
-        col, row = min(int((x - lo) / w), 7), min(int((y - lo) / w), 7)
-        if self._color == chess.BLACK:
-            col, row = 7 - col, 7 - row
-        return chess.square(col, row)
-
     # ------------------------------------------------------------------ state machine
     def reset(self) -> None:
         """Start a new game from ``start_fen``; the engines are deterministic, so it replays the same."""
@@ -579,223 +492,3 @@ class ChessTask(Task):
         out.append(TaskEvent(t_s, "done", {"reason": reason, "result": self.result, "n_moves": self.n_moves}))
         logger.debug("chess task done at %.3f s: %s (%s)", t_s, reason, self.result)
         self.close()
-
-    # ------------------------------------------------------------------ results
-    @property
-    def result(self) -> str:
-        """PGN result: ``"1-0"``, ``"0-1"``, ``"1/2-1/2"`` or ``"*"`` (game not finished)."""
-        return self._board.result(claim_draw=True)
-
-    @property
-    def termination(self) -> str | None:
-        """Why the task ended (``"max_moves"``, ``"checkmate"``, ...), None while it runs."""
-        return self._termination
-
-    def participant_outcome(self) -> str:
-        """``"win"``, ``"loss"``, ``"draw"`` or ``"unfinished"`` for the participant."""
-        res = self.result
-        if res == "*":
-            return "unfinished"
-        if res == "1/2-1/2":
-            return "draw"
-        white_won = res == "1-0"
-        return "win" if white_won == (self._color == chess.WHITE) else "loss"
-
-    def pgn(self) -> str:
-        """The game so far as PGN text.
-
-        Headers: ``Event`` ("cortexlink simulated session"), ``Site``, ``Date``, ``Round``,
-        ``White``, ``Black``, ``Result`` (and ``SetUp``/``FEN`` for a non-standard start). Each
-        participant move carries its time as an ``[%emt h:mm:ss]`` comment.
-
-        Returns
-        -------
-        str
-        """
-        game = chess.pgn.Game.from_board(self._board)
-        game.headers["Event"] = "cortexlink simulated session"
-        game.headers["Site"] = "cortexlink"
-        game.headers["Date"] = self.date
-        game.headers["Round"] = "-"
-        white, black = ((self.participant_name, self.opponent_name) if self._color == chess.WHITE
-                        else (self.opponent_name, self.participant_name))
-        game.headers["White"] = white
-        game.headers["Black"] = black
-        game.headers["Result"] = self.result
-        records = iter(self._records)
-        for node in game.mainline():
-            if node.turn() != self._color:  # the side that just moved is the participant
-                rec = next(records, None)
-                if rec is not None:
-                    node.set_emt(rec.seconds)
-        return str(game)
-
-    def metrics(self, elapsed_s: float) -> dict[str, Any]:
-        """JSON-able figures of the game so far.
-
-        Parameters
-        ----------
-        elapsed_s : float
-            Time the block has run, seconds (> 0).
-
-        Returns
-        -------
-        dict
-            ``n_moves``; ``seconds_per_move``, a dict with ``mean`` and ``median`` (None
-            before any move) and ``list`` (one per participant move, in order);
-            ``seconds_to_pickup`` (list); ``wrong_selections``; ``n_selections`` (pick-ups,
-            put-downs and wrong selections); ``selection_accuracy`` (None before any);
-            ``n_clicks_ignored``; ``moves_per_minute``; ``game_over`` (bool), ``termination``
-            (``"max_moves"``, ``"checkmate"``, ... or None while running), ``result`` (PGN
-            result), ``participant_outcome``, ``participant_color``, ``n_plies``, ``pgn``,
-            ``elapsed_s``; ``engine``, the engine that played with its version (e.g.
-            ``"Stockfish 15.1"``; ``"participant / opponent"`` when they differ), and
-            ``engines``, per side its ``kind``, ``name`` and ``description`` (see :attr:`engines`).
-        """
-        elapsed_s = check_positive("elapsed_s", elapsed_s)
-        secs = [float(m.seconds) for m in self._records]
-        n_pickups = self.n_moves + (1 if self._stage == "to" else 0)
-        n_sel = n_pickups + self.n_moves + self.wrong_selections
-        return {
-            "n_moves": self.n_moves,
-            "seconds_per_move": {
-                "mean": statistics.fmean(secs) if secs else None,
-                "median": float(statistics.median(secs)) if secs else None,
-                "list": secs,
-            },
-            "seconds_to_pickup": [float(m.pickup_s) for m in self._records],
-            "wrong_selections": self.wrong_selections,
-            "n_selections": n_sel,
-            "selection_accuracy": (n_sel - self.wrong_selections) / n_sel if n_sel else None,
-            "n_clicks_ignored": self.n_clicks_ignored,
-            "moves_per_minute": self.n_moves * 60.0 / elapsed_s,
-            "game_over": self._board.outcome(claim_draw=True) is not None,
-            "termination": self._termination,
-            "result": self.result,
-            "participant_outcome": self.participant_outcome(),
-            "participant_color": self.participant_color,
-            "n_plies": len(self._board.move_stack),
-            "pgn": self.pgn(),
-            "elapsed_s": elapsed_s,
-            "engine": self._engine_summary(),
-            "engines": self.engines,
-        }
-
-    def _engine_summary(self) -> str:
-        names = [_engine_label(self.participant_engine), _engine_label(self.opponent)]
-        return names[0] if names[0] == names[1] else " / ".join(names)
-
-    # ------------------------------------------------------------------ drawing
-    def draw(self, ax: Any) -> None:
-        """Draw the board on a matplotlib axes, in screen units.
-
-        Light and dark squares, the last move's squares highlighted, the pieces (Unicode chess
-        glyphs of DejaVu Sans, drawn as paths so they scale with the axes; letters if the font
-        lacks them), file and rank labels, and the current target as a ring (the held piece's
-        square outlined). Sets the axes limits to the screen, ``[-1, 1]``, with equal aspect.
-
-        Parameters
-        ----------
-        ax : matplotlib.axes.Axes
-        """
-        from matplotlib.font_manager import FontProperties
-        from matplotlib.patches import Circle, PathPatch, Rectangle
-        from matplotlib.textpath import TextPath
-        from matplotlib.transforms import Affine2D
-
-        lo, hi = self.board_extent
-        w = self.square_width
-        last = self._board.move_stack[-1] if self._board.move_stack else None
-        lit = {last.from_square, last.to_square} if last else set()
-        for sq in chess.SQUARES:
-            x, y = self.square_center(sq)
-            dark = (chess.square_file(sq) + chess.square_rank(sq)) % 2 == 0  # a1 is dark
-            ax.add_patch(Rectangle((x - w / 2, y - w / 2), w, w, facecolor=_DARK if dark else _LIGHT,
-                                   edgecolor="none", zorder=1))
-            if sq in lit:
-                ax.add_patch(Rectangle((x - w / 2, y - w / 2), w, w, facecolor=_HIGHLIGHT, alpha=0.55,
-                                       edgecolor="none", zorder=2))
-        ax.add_patch(Rectangle((lo, lo), hi - lo, hi - lo, fill=False, edgecolor="0.25", lw=1.0, zorder=3))
-
-        use_glyphs = glyphs_available()
-        prop = FontProperties(family=_FONT_FAMILY)
-        for sq, piece in self._board.piece_map().items():
-            x, y = self.square_center(sq)
-            symbol = piece.symbol().upper()
-            text = PIECE_GLYPHS[symbol] if use_glyphs else symbol
-            path = TextPath((0.0, 0.0), text, size=1.0, prop=prop)
-            ext = path.get_extents()
-            scale = 0.78 * w / max(ext.width, ext.height)
-            tr = (Affine2D().translate(-(ext.x0 + ext.width / 2), -(ext.y0 + ext.height / 2))
-                  .scale(scale).translate(x, y))
-            white = piece.color == chess.WHITE
-            ax.add_patch(PathPatch(tr.transform_path(path), facecolor="white" if white else "black",
-                                   edgecolor="black" if white else "0.85", lw=0.8, zorder=4))
-
-        fs = 7
-        for i in range(8):
-            c = lo + (i + 0.5) * w
-            f_label = chess.FILE_NAMES[i if self._color == chess.WHITE else 7 - i]
-            r_label = chess.RANK_NAMES[i if self._color == chess.WHITE else 7 - i]
-            ax.text(c, lo - 0.02, f_label, ha="center", va="top", fontsize=fs, family=_FONT_FAMILY, zorder=5)
-            ax.text(lo - 0.02, c, r_label, ha="right", va="center", fontsize=fs, family=_FONT_FAMILY, zorder=5)
-
-        target = self.current_target()
-        if self._stage == "to" and self._plan is not None:
-            x, y = self.square_center(self._plan.from_square)
-            ax.add_patch(Rectangle((x - w / 2, y - w / 2), w, w, fill=False, edgecolor="tab:green", lw=2.0,
-                                   zorder=6))
-        if target is not None:
-            ax.add_patch(Circle(target.xy, target.radius * 0.9, fill=False, edgecolor="tab:blue", lw=2.0,
-                                zorder=6))
-        ax.set_xlim(-1.0, 1.0)
-        ax.set_ylim(-1.0, 1.0)
-        ax.set_aspect("equal")
-
-    def save_board_png(self, path: str | Path, *, size_in: float = 5.0, dpi: int = 100,
-                       title: str | None = None) -> Path:
-        """Draw the board (see :meth:`draw`) into a PNG file.
-
-        Parameters
-        ----------
-        path : str or Path
-            Output file; its folder is created if needed.
-        size_in : float
-            Figure width and height, inches (> 0).
-        dpi : int
-            Resolution, dots per inch (> 0).
-        title : str, optional
-            Title above the board; default the participant's colour, the move count and the
-            last move.
-
-        Returns
-        -------
-        Path
-            The file written.
-        """
-        from matplotlib.figure import Figure
-
-        size_in = check_positive("size_in", size_in)
-        dpi = check_positive("dpi", dpi, integer=True)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if title is None:
-            stack = self._board.move_stack
-            last = ""
-            if stack:
-                prev = self._board.copy()
-                prev.pop()
-                last = f", last {prev.san(stack[-1])}"
-            title = f"participant: {self.participant_color}, {self.n_moves} moves{last}"
-            if self._termination is not None:
-                title += f" ({self._termination}, {self.result})"
-        fig = Figure(figsize=(size_in, size_in))
-        ax = fig.add_subplot(1, 1, 1)
-        self.draw(ax)
-        lo, hi = self.board_extent
-        ax.set_xlim(lo - 0.02, hi + 0.02)  # crop to the board (the labels lie outside and are kept)
-        ax.set_ylim(lo - 0.02, hi + 0.02)
-        ax.set_axis_off()
-        ax.set_title(title, fontsize=9)
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
-        return path
