@@ -26,7 +26,8 @@ A graph is YAML (or the same structure as a dict)::
 
 Per node: ``kind`` (see :mod:`cortexlink.runtime.nodes`), ``params`` (checked against the
 kind's ``PARAMS``), ``inputs`` (``port: "node.port"`` or ``port: {from, maxlen, policy}``;
-``runtime.faults`` is the topic of fault events), ``where`` (``main``: the process that runs
+``runtime.faults`` is the topic of fault events, ``operator.commands`` the operator's commands,
+see :data:`OPERATOR_TOPIC`), ``where`` (``main``: the process that runs
 ``cortexlink run``; ``subprocess``: a child process it starts, talking over Redis;
 ``external``: started by hand, e.g. on another host that can reach the Redis URL, with
 ``cortexlink run --node NAME --redis URL --run-id ID``), ``group``, ``critical`` (its failure
@@ -59,13 +60,21 @@ from cortexlink.runtime.supervisor import RestartPolicy
 from cortexlink.runtime.watchdog import WatchdogConfig
 
 __all__ = ["load_graph", "builtin_graph", "BUILTIN_GRAPHS", "PLACEMENTS",
-           "FAULTS_TOPIC"]
+           "FAULTS_TOPIC", "OPERATOR_TOPIC", "REPLIES_TOPIC", "BUILTIN_TOPICS"]
 
 PLACEMENTS = ("main", "subprocess", "external")
 CLOCKS = ("realtime", "fast")
 #: How the processes of this host reach the private redis-server of ``url: auto``.
 BUS_SOCKETS = ("unix", "tcp")
 FAULTS_TOPIC = "runtime.faults"
+#: Operator commands (``{"id", "cmd", ...fields}``) from a UI: published by
+#: :meth:`~cortexlink.runtime.runner.GraphRunner.send_command` in-process, or appended to the
+#: topic's Redis stream by a UI in another process; nodes with an ``operator`` input apply them
+#: between bins and answer on :data:`REPLIES_TOPIC` (``{"id", "ok", "result" | "error", "status"}``).
+OPERATOR_TOPIC = "operator.commands"
+REPLIES_TOPIC = "operator.replies"
+#: Topics that no node publishes under its own name (inputs may read them).
+BUILTIN_TOPICS = (FAULTS_TOPIC, OPERATOR_TOPIC)
 BUILTIN_GRAPHS = ("closed_loop",)
 _TOP = {"name", "bin_ms", "clock", "seconds", "stats_after_s", "deadline_ms", "bus", "watchdog", "restart",
         "nodes"}
@@ -175,9 +184,9 @@ def load_graph(source: str | Path | dict) -> dict:
     nodes: dict[str, dict] = {}
     for name, spec in nodes_raw.items():
         path = f"nodes.{name}"
-        if not isinstance(name, str) or not _NAME.match(name) or name == "runtime":
+        if not isinstance(name, str) or not _NAME.match(name) or name in ("runtime", "operator"):
             raise ConfigError(f"{path}: a node name must start with a letter and hold only letters, digits, '_' "
-                              f"or '-' (and not be 'runtime'); got {name!r}")
+                              f"or '-' (and not be 'runtime' or 'operator'); got {name!r}")
         if not isinstance(spec, dict):
             raise ConfigError(f"{path} must be a mapping; got {type(spec).__name__}")
         check_keys(path, spec, _NODE)
@@ -229,7 +238,7 @@ def load_graph(source: str | Path | dict) -> dict:
             if not isinstance(frm, str) or "." not in frm:
                 raise ConfigError(f"{path}.from must be 'node.port'; got {frm!r}")
             pn, pp = frm.split(".", 1)
-            if frm != FAULTS_TOPIC:
+            if frm not in BUILTIN_TOPICS:
                 if pn not in nodes:
                     raise ConfigError(f"{path}.from names node {pn!r}, which is not in the graph; nodes: {sorted(nodes)}")
                 pcls = node_class(nodes[pn]["kind"])
@@ -262,7 +271,7 @@ def load_graph(source: str | Path | dict) -> dict:
 def _order(nodes: dict[str, dict]) -> list[str]:
     """Topological order over non-feedback edges (ties in file order); error on a cycle."""
     deps = {n: {s["from"].split(".", 1)[0] for s in v["inputs"].values()
-                if not s["feedback"] and s["from"] != FAULTS_TOPIC} for n, v in nodes.items()}
+                if not s["feedback"] and s["from"] not in BUILTIN_TOPICS} for n, v in nodes.items()}
     order: list[str] = []
     done: set[str] = set()
     names = list(nodes)

@@ -214,7 +214,8 @@ class NodeContext:
     def __init__(self, *, bus: Any, graph: dict, realtime: bool, now_ns: Callable[[], int],
                  fault: Callable[..., None], request_stop: Callable[[str], None],
                  health: Callable[[], dict], out_dir: Any = None, stats_from_sample: int = 0,
-                 deadline_ns: int = 1_000_000, process: str = "main", objects: dict | None = None) -> None:
+                 deadline_ns: int = 1_000_000, process: str = "main", objects: dict | None = None,
+                 reply: Callable[[dict], None] | None = None) -> None:
         self.bus = bus
         self.graph = graph
         self.realtime = realtime
@@ -228,6 +229,12 @@ class NodeContext:
         self.deadline_ns = int(deadline_ns)
         self.process = process
         self.objects: dict[str, Any] = dict(objects or {})
+        self._reply = reply
+
+    def reply(self, payload: dict) -> None:
+        """Answer an operator command on ``operator.replies`` (see :meth:`Node.reply`)."""
+        if self._reply is not None:
+            self._reply(payload)
 
     def fault(self, kind: str, *, node: str, severity: str = "halt", message: str = "", sample: int = -1,
               **fields: Any) -> None:
@@ -381,6 +388,18 @@ class Node:
         self.ctx.bus.publish(msg)
         self.n_out += 1
         return msg
+
+    def reply(self, cmd: dict, result: Any = None, *, error: str | None = None, status: int = 200,
+              **fields: Any) -> None:
+        """Answer operator command ``cmd`` (a message of ``operator.commands``): ``result`` when it
+        was applied, or ``error`` with an HTTP-like ``status`` (409: not possible in this state)."""
+        out = {"id": cmd.get("id"), "cmd": cmd.get("cmd"), "node": self.name, "ok": error is None,
+               "status": status if error is not None else 200, **fields}
+        if error is None:
+            out["result"] = result
+        else:
+            out["error"] = error
+        self.ctx.reply(out)
 
     def fault(self, kind: str, *, severity: str = "halt", message: str = "", sample: int = -1, **fields: Any) -> None:
         """Report a fault event from this node."""

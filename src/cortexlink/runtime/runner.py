@@ -25,6 +25,15 @@ Edges between processes go over Redis Streams, edges inside a process stay in-pr
 process publishes its nodes' states and counters (``cl:<run>:state``), its fault events on the
 shared ``runtime.faults`` topic, and stops when ``cl:<run>:stop`` is set. The parent restarts a
 child process that died, under the restart policy of its nodes.
+
+Operator commands
+-----------------
+:meth:`GraphRunner.send_command` (any thread) queues a command; the scheduler publishes it on
+``operator.commands`` at the top of its next pass, so a node reading that topic applies it
+between bins, in the same pass. The node answers on ``operator.replies``;
+:meth:`GraphRunner.wait_reply` waits for that answer. With the Redis bus both topics are shared
+streams: a UI in another process appends commands to ``cl:<run>:s:operator.commands`` and reads
+the answers from ``cl:<run>:s:operator.replies`` (:class:`~cortexlink.runtime.operator.RedisOperatorClient`).
 """
 
 from __future__ import annotations
@@ -34,9 +43,11 @@ import gc
 import json
 import logging
 import os
+import queue
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -44,7 +55,7 @@ from typing import Any
 
 from cortexlink.core.errors import ConfigError, CortexlinkError
 from cortexlink.runtime.bus import InProcessBus, Message, RedisStreamsBus
-from cortexlink.runtime.graph import FAULTS_TOPIC, load_graph
+from cortexlink.runtime.graph import FAULTS_TOPIC, OPERATOR_TOPIC, REPLIES_TOPIC, load_graph
 from cortexlink.runtime.node import NodeContext, node_class
 from cortexlink.runtime.stats import LatencyStats
 from cortexlink.runtime.supervisor import RestartPolicy, Supervisor
@@ -184,6 +195,59 @@ class GraphRunner:
         self.cpus: list[int] | None = None
         self._cpus_before: list[int] | None = None
         self._last_sample = -1
+        self._ops: queue.SimpleQueue = queue.SimpleQueue()
+        self._op_seq = 0
+        self._reply_seq = 0
+        self._replies: collections.OrderedDict = collections.OrderedDict()
+        self._reply_cond = threading.Condition()
+        self._reply_sub = None
+        #: Set once the nodes are set up and the loop runs (for callers in other threads).
+        self.started = threading.Event()
+        #: Set when the run has ended (normally or not).
+        self.ended = threading.Event()
+
+    # ------------------------------------------------------------------ operator commands
+    def send_command(self, cmd: dict) -> str:
+        """Queue an operator command (``{"cmd": ..., fields}``; thread-safe) for the next pass of
+        the scheduler, which publishes it on ``operator.commands``; return its ``id``."""
+        cid = str(cmd.get("id") or uuid.uuid4().hex[:16])
+        self._ops.put({**cmd, "id": cid})
+        return cid
+
+    def wait_reply(self, cid: str, timeout_s: float) -> dict | None:
+        """The answer of the node that applied command ``cid`` (``{"id", "ok", "result" | "error",
+        "status", "node"}``), or None when none came within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        with self._reply_cond:
+            while cid not in self._replies:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.ended.is_set():
+                    return self._replies.pop(cid, None)
+                self._reply_cond.wait(min(left, 0.1))
+            return self._replies.pop(cid)
+
+    def _publish_ops(self) -> None:
+        while True:
+            try:
+                cmd = self._ops.get_nowait()
+            except queue.Empty:
+                return
+            self.bus.publish(Message(OPERATOR_TOPIC, self._op_seq, self._last_sample, 0, cmd, time.monotonic_ns()))
+            self._op_seq += 1
+
+    def _reply(self, payload: dict) -> None:
+        self.bus.publish(Message(REPLIES_TOPIC, self._reply_seq, self._last_sample, 0, payload, time.monotonic_ns()))
+        self._reply_seq += 1
+
+    def _collect_replies(self) -> None:
+        msgs = self._reply_sub.drain()
+        with self._reply_cond:
+            for m in msgs:
+                if isinstance(m.payload, dict) and "id" in m.payload:
+                    self._replies[str(m.payload["id"])] = m.payload
+            while len(self._replies) > 1024:
+                self._replies.popitem(last=False)
+            self._reply_cond.notify_all()
 
     # ------------------------------------------------------------------ set-up
     def _prepare(self) -> None:
@@ -316,7 +380,7 @@ class GraphRunner:
         self.ctx = NodeContext(bus=self.bus, graph=g, realtime=self.realtime, now_ns=self._now, fault=self._fault,
                                request_stop=self._request_stop, health=self._health, out_dir=self.out_dir,
                                stats_from_sample=self.stats_from_sample, deadline_ns=self.deadline_ns, process=proc,
-                               objects=self.objects if self.role == "main" else None)
+                               objects=self.objects if self.role == "main" else None, reply=self._reply)
         self.supervisor = Supervisor(self._fault, self._now)
         self.slots: list[_Slot] = []
         self.by_name: dict[str, _Slot] = {}
@@ -351,7 +415,10 @@ class GraphRunner:
                     self.bus.advertise(topic, remote=False)
         if redis:
             self.bus.advertise_shared(FAULTS_TOPIC, maxlen=10000)
+            self.bus.advertise_shared(OPERATOR_TOPIC, maxlen=1000)
+            self.bus.advertise_shared(REPLIES_TOPIC, maxlen=1000)
         if self.role == "main":
+            self._reply_sub = self.bus.subscribe(REPLIES_TOPIC, "runtime.replies", maxlen=1024, policy="drop_oldest")
             self._collector = self.bus.subscribe(FAULTS_TOPIC, "runtime.collector", maxlen=100000,
                                                  policy="drop_oldest", lazy=True)
         self._remote_nodes = [n for n in g["nodes"] if n not in self.by_name]
@@ -645,6 +712,9 @@ class GraphRunner:
             raise
         finally:
             self._unpin()
+            self.ended.set()
+            with self._reply_cond:
+                self._reply_cond.notify_all()
 
     def _pin(self) -> None:
         """CPU affinity of this process: the union of its nodes' ``cpus`` (undone by
@@ -720,7 +790,12 @@ class GraphRunner:
         hb_sources = [s for s in slots if s.node.SOURCE] if (self._gate_remote and isinstance(bus, RedisStreamsBus)) else []
         self.source_time_ns = 0
         n_fast = 0
+        ops = self._ops
+        replies = self._reply_sub
+        self.started.set()
         while True:
+            if not ops.empty():
+                self._publish_ops()
             now = time.monotonic_ns() if realtime else self._vnow
             tick = False
             if clocked and not realtime:
@@ -746,6 +821,8 @@ class GraphRunner:
                     inbox = self._drain(slot) if slot.ports else {}
                     if inbox or node.TICKS:
                         self._step(slot, inbox, now)
+            if replies is not None and len(replies):
+                self._collect_replies()
             if clocked:
                 self.source_time_ns = min(s.due for s in clocked) - (t0 if realtime else 0)
             else:

@@ -13,6 +13,7 @@ from cortexlink.core.validation import check_keys
 from cortexlink.runtime.bus import Message
 from cortexlink.runtime.node import Node, Param, PortSpec, register_node
 from cortexlink.runtime.nodes._common import _NAN2, logger
+from cortexlink.runtime.nodes._operator import OperatorMixin, finite_or_none
 from cortexlink.runtime.stats import LatencyStats
 from cortexlink.tasks.cursor import cursor_command
 from cortexlink.tasks.schedule import TASK_BLOCKS
@@ -46,7 +47,7 @@ class _Block:
 
 
 @register_node
-class CursorNode(Node):
+class CursorNode(OperatorMixin, Node):
     """Cursor and task: moves a :class:`~cortexlink.tasks.CursorEffector` once per bin, runs a
     schedule of task blocks, and is the watchdog's gate (velocity zero, no clicks while halted).
 
@@ -68,6 +69,14 @@ class CursorNode(Node):
         bins (a ``bin_clock`` source), there is no warm-up and nothing is fitted.
     stop_when_done : bool
         End the run when the schedule is finished.
+    block_defaults : dict
+        Interactive mode: default ``seconds``, ``max_seconds`` and ``task_params`` of the blocks
+        the operator starts, by ``calibration``, ``centre_out``, ``webgrid``, ``chess``.
+
+    Interactive mode (no ``blocks``, the ``operator`` input connected to ``operator.commands``):
+    the operator begins and ends blocks, fits and refits, and drives the E-STOP and mouse mode
+    (:mod:`cortexlink.runtime.nodes._operator`); between blocks the cursor rests and the loop
+    keeps running. With a schedule, ``estop``/``release`` and mouse mode are still taken.
 
     The first bins (until the feature extractor is calibrated) are the warm-up; then each block
     resets its task, the cursor and the participant, and each bin moves the cursor by
@@ -80,9 +89,11 @@ class CursorNode(Node):
 
     kind = "cursor"
     TICKS = True
+    BLOCK = _Block
     INPUTS = {
         "intent": PortSpec(maxlen=64, policy="drop_oldest", required=True, doc="decoder intent"),
         "participant": PortSpec(maxlen=1024, policy="drop_oldest", doc="participant intent (open loop, clicks)"),
+        "operator": PortSpec(maxlen=256, policy="drop_oldest", doc="operator commands (operator.commands)"),
     }
     OUTPUTS = ("state", "control", "gate", "events", "bins")
     PARAMS = {
@@ -92,6 +103,7 @@ class CursorNode(Node):
         "autopilot_speed": Param("float", 1.0, gt=0.0),
         "decoder_kind": Param("str", "refit_kalman"),
         "stop_when_done": Param("bool", True),
+        "block_defaults": Param("dict", {}),
     }
 
     @classmethod
@@ -102,6 +114,11 @@ class CursorNode(Node):
         path = f"nodes.{name}.params"
         eff = params["effector"]
         check_keys(f"{path}.effector", eff, ("gain", "smoothing", "refractory_s"))
+        check_keys(f"{path}.block_defaults", params["block_defaults"], ("calibration", "centre_out", "webgrid", "chess"))
+        for k, v in params["block_defaults"].items():
+            if not isinstance(v, dict):
+                raise ConfigError(f"{path}.block_defaults.{k} must be a mapping; got {v!r}")
+            check_keys(f"{path}.block_defaults.{k}", v, ("seconds", "max_seconds", "task_params"))
         try:
             CursorEffector(dt_s=graph["bin_ms"] / 1000.0, **eff)
         except (ConfigError, TypeError) as exc:
@@ -152,6 +169,9 @@ class CursorNode(Node):
         self._halted_pub = False
         self._decoder_node = self.ctx.producer(self.name, "intent") or "decoder"
         self.subs_out_bins = self.has_consumers("bins")
+        self._op_setup()
+        if self.interactive:
+            self.warm = not self.perfect
         begin = False
         if self.perfect and self.blocks:
             # no implant to warm up: the first block begins with the first bin
@@ -214,15 +234,17 @@ class CursorNode(Node):
     def _waiting(self) -> bool:
         return self._await_version is not None
 
-    def _end_block(self, sample: int, t_enter: int) -> None:
+    def _end_block(self, sample: int, t_enter: int, reason: str = "done") -> dict:
         from cortexlink.core.jsonutil import jsonable
+        from cortexlink.runtime.nodes._operator import metrics_summary
 
         blk = self.block
         elapsed = self.t_s - blk.t_start
-        metrics = jsonable(blk.task.metrics(elapsed))
+        metrics = jsonable(blk.task.metrics(elapsed if elapsed > 0 else self.dt))    # stopped before a bin
         info = {"name": blk.name, "kind": blk.kind, "task": blk.spec["task"], "mode": blk.mode,
                 "seconds": blk.n * self.dt, "n_bins": blk.n, "metrics": metrics, "n_halted_bins": blk.n_halted,
-                "loop_latency_ms": blk.latency.summary()}
+                "loop_latency_ms": blk.latency.summary(), "reason": reason}
+        n_mouse = getattr(blk, "n_mouse", 0)
         self.results.append(info)
         self.emit("control", {"cmd": "end", "name": blk.name}, sample=sample, t_enter_ns=t_enter)
         self.emit("events", {**info, "kind": "block_end", "block_kind": blk.kind}, sample=sample, t_enter_ns=t_enter)
@@ -230,12 +252,22 @@ class CursorNode(Node):
                             "cursor_xy": np.asarray(blk.cursor_xy).reshape(-1, 2),
                             "target_xy": np.asarray(blk.target_xy).reshape(-1, 2),
                             "on_target": np.asarray(blk.on_target, bool), "events": blk.events})
-        if blk.kind == "closed_loop":
+        if blk.kind == "calibration" and blk.n > 0:
+            self.n_calibration_blocks += 1
+        if blk.kind == "closed_loop" and n_mouse:
+            info["note"] = "mouse mode was used: not kept for ReFIT"
+        elif blk.kind == "closed_loop" and blk.mode == "closed" and blk.n > 0:
             self._closed_since_fit.append({
                 "name": blk.name, "bins": np.asarray(blk.bins, np.int64), "cursor_xy": np.asarray(blk.cursor_xy),
                 "target_xy": np.asarray(blk.target_xy), "on_target": np.asarray(blk.on_target), "dt_s": self.dt})
         logger.info("block %s: %d bins (%.1f s), metrics %s", blk.name, blk.n, elapsed, metrics)
         self.block = None
+        self.last_block = {k: info[k] for k in ("name", "kind", "task", "mode", "n_bins", "seconds", "reason")}
+        self.last_block["metrics"] = metrics_summary(metrics)
+        if "note" in info:
+            self.last_block["note"] = info["note"]
+        self.publish_slow(force=True)
+        return self.last_block
 
     # -- outputs ------------------------------------------------------------------------
     def _publish_state(self, next_bin: int, *, sample: int, t_enter: int, begin: bool, clicked: bool) -> None:
@@ -248,11 +280,14 @@ class CursorNode(Node):
                           "click": bool(t.click), "dwell_s": float(getattr(t, "dwell_s", 0.0))}
         xy = self.effector.xy
         v = self.effector.velocity
-        self.emit("state", {"bin": next_bin, "t_s": self.t_s, "xy": [float(xy[0]), float(xy[1])],
-                            "velocity": [float(v[0]), float(v[1])], "clicked": bool(clicked),
-                            "halted": self.watchdog.halted, "block": None if blk is None else blk.name,
-                            "mode": None if blk is None else blk.mode, "begin": bool(begin), "target": target,
-                            "done": self.finished}, sample=sample, t_enter_ns=t_enter)
+        state = {"bin": next_bin, "t_s": self.t_s, "xy": [float(xy[0]), float(xy[1])],
+                 "velocity": [float(v[0]), float(v[1])], "clicked": bool(clicked),
+                 "halted": self.watchdog.halted or self.estop, "block": None if blk is None else blk.name,
+                 "mode": None if blk is None else blk.mode, "begin": bool(begin), "target": target,
+                 "done": self.finished}
+        if self.interactive:
+            state["op"] = self.op_view()
+        self.emit("state", state, sample=sample, t_enter_ns=t_enter)
 
     def _publish_gate(self, sample: int) -> None:
         halted = self.watchdog.halted
@@ -266,6 +301,8 @@ class CursorNode(Node):
 
     # -- step ---------------------------------------------------------------------------
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
+        for m in inbox.get("operator", ()):
+            self._operator(m.payload, self.last_sample)
         for m in inbox.get("participant", ()):
             self._part[int(m.payload["bin"])] = m.payload
         if now_ns >= self._next_check:
@@ -279,6 +316,16 @@ class CursorNode(Node):
                 del self._part[k]
 
     def _bin(self, m: Message, now_ns: int) -> None:
+        g = int(m.payload["bin"])
+        if self.interactive:
+            self._jobs(m.payload)
+        if self.estop and self.estop_bin is None:
+            self.estop_bin = g                     # the first bin held by the E-STOP
+        self._bin_step(m, now_ns)
+        self.last_bin = g
+        self.publish_slow()
+
+    def _bin_step(self, m: Message, now_ns: int) -> None:
         p = m.payload
         g = int(p["bin"])
         self.last_sample = m.sample
@@ -299,16 +346,19 @@ class CursorNode(Node):
             self.t_s += self.dt
             if p.get("features_valid"):
                 self.warm = False
-                begin = self._begin_next(g + 1, m.sample, m.t_enter_ns)
-                if not begin and not self._waiting() and self.params["stop_when_done"]:
+                begin = False if self.interactive else self._begin_next(g + 1, m.sample, m.t_enter_ns)
+                if not begin and not self._waiting() and self.params["stop_when_done"] and not self.interactive:
                     self.ctx.request_stop(f"{self.name}: schedule finished")
                 self._publish_state(g + 1, sample=m.sample, t_enter=m.t_enter_ns, begin=begin, clicked=False)
             else:
                 self._publish_state(g + 1, sample=m.sample, t_enter=m.t_enter_ns, begin=False, clicked=False)
             return
         blk = self.block
-        if blk is None and self.blocks:
-            # schedule finished: the cursor rests (and the run ends if stop_when_done)
+        if blk is None and (self.blocks or self.interactive):
+            # schedule finished, or between the operator's blocks: the cursor rests
+            if self.interactive:
+                self.t_s += self.dt
+                self._decoded, self._proba, self._clicked = None, None, False
             self._publish_state(g + 1, sample=m.sample, t_enter=m.t_enter_ns, begin=False, clicked=False)
             return
         if not p.get("features_valid") and blk is None:
@@ -317,7 +367,11 @@ class CursorNode(Node):
         part = self._part.pop(g, None)
         c_int = 0.0 if part is None else float(part["click"])
         mode = "closed" if blk is None else blk.mode
-        if mode == "closed":
+        mouse = self.mouse and blk is not None
+        if mouse:
+            blk.n_mouse = getattr(blk, "n_mouse", 0) + 1
+            ok = True                                # the operator's pointer drives, not the decoder
+        elif mode == "closed":
             if not p.get("ready", True):
                 ok = False
                 self.n_not_ready += 1
@@ -326,12 +380,22 @@ class CursorNode(Node):
                                                 node=self._decoder_node, sample=m.sample)
         else:
             ok = True
-        halted = self.watchdog.halted or not ok
+        halted = self.watchdog.halted or not ok or self.estop
         v_int = _NAN2 if part is None else part["v"]
-        xy, clicked, vel = cursor_command(
-            self.effector, mode, target=target, decoded_velocity=p["v"], decoded_click=bool(p.get("click")),
-            intended_velocity=v_int, click_intent=c_int, prev_click_intent=blk.prev_c if blk is not None else 0.0,
-            autopilot_speed=self.params["autopilot_speed"], halt=halted)
+        if mouse:
+            mv = self.mouse_velocity()
+            xy, clicked, vel = cursor_command(self.effector, "closed", decoded_velocity=mv,
+                                              decoded_click=self.take_click(), halt=halted)
+        else:
+            xy, clicked, vel = cursor_command(
+                self.effector, mode, target=target, decoded_velocity=p["v"], decoded_click=bool(p.get("click")),
+                intended_velocity=v_int, click_intent=c_int, prev_click_intent=blk.prev_c if blk is not None else 0.0,
+                autopilot_speed=self.params["autopilot_speed"], halt=halted)
+        if self.interactive:
+            dv = np.asarray(p["v"], dtype=float) if mode == "closed" else None
+            self._decoded = [float(dv[0]), float(dv[1])] if dv is not None and np.all(np.isfinite(dv)) else None
+            self._proba = finite_or_none(p.get("proba")) if mode == "closed" else None
+            self._clicked = bool(clicked)
         commanded = p["v"] if mode == "closed" else v_int if mode == "perfect" else vel
         if halted or not np.all(np.isfinite(commanded)):
             self.n_halted_bins += 1
@@ -379,7 +443,9 @@ class CursorNode(Node):
                     else math.nan, "halted": bool(halted)}, sample=m.sample, t_enter_ns=m.t_enter_ns)
             blk.prev_c = c_int
             blk.n += 1
-            if blk.done:
+            if blk.done and self.interactive:
+                self._end_block(m.sample, m.t_enter_ns)
+            elif blk.done:
                 self._end_block(m.sample, m.t_enter_ns)
                 begin = self._begin_next(g + 1, m.sample, m.t_enter_ns)
                 if not begin and not self._waiting() and self.params["stop_when_done"]:

@@ -54,7 +54,11 @@ class DecoderNode(Node):
     it follows the cursor's blocks: ``open`` blocks collect training data (features + the
     participant's intent from ``labels``), ``closed`` blocks decode (state reset at each block
     start), ``fit`` fits on every open block so far, ``refit`` re-estimates ReFIT-Kalman from the
-    closed-loop blocks since the last fit (:mod:`cortexlink.decoders.fitting`).
+    closed-loop blocks since the last fit (:mod:`cortexlink.decoders.fitting`). A ``fit``/``refit``
+    with ``job: true`` (an operator's, from an interactive cursor) is a *job*: its failure is
+    reported instead of failing the node (a fit without click intents leaves the click decoder
+    out, with a note), and each finished job counts ``n_jobs`` in the ``intent`` messages and
+    is described under ``<name>/job`` (``{"job", "ok", "error" | "n_bins", "version"}``).
     """
 
     kind = "decoder"
@@ -134,6 +138,8 @@ class DecoderNode(Node):
         self._models: dict[str, dict] = {}
         self._last_sample = -1
         self.decode_stats = LatencyStats(1 << 18)
+        self.n_jobs = 0
+        self._job: str | None = None
 
     # -- control --------------------------------------------------------------------------
     def _control(self, c: dict) -> None:
@@ -153,11 +159,21 @@ class DecoderNode(Node):
                 self.calib.append(b)
             elif b is not None and b["kind"] == "closed_loop":
                 self.closed[b["name"]] = b
-        elif cmd == "fit":
-            self._start(self._fit)
-            self.closed = {}
-        elif cmd == "refit":
-            self._start(self._refit, c, dict(self.closed))
+        elif cmd in ("fit", "refit"):
+            job = bool(c.get("job"))
+            if self._thread is not None:
+                self._thread.join()
+                self._swap()
+            self._job = cmd if job else None
+            try:
+                if cmd == "fit":
+                    self._start(self._fit, job)
+                else:
+                    self._start(self._refit, c, dict(self.closed))
+            except Exception as exc:
+                if not job:
+                    raise
+                self._job_done(False, error=f"{type(exc).__name__}: {exc}")
             self.closed = {}
         else:
             raise ConfigError(f"{self.name}: unknown control command {cmd!r}")
@@ -183,6 +199,9 @@ class DecoderNode(Node):
         if new is None:
             return
         if new[0] == "error":
+            if self._job is not None:
+                self._job_done(False, error=f"{type(new[1]).__name__}: {new[1]}")
+                return
             raise new[1]
         self.decoder, self.click_dec, info = new[1], new[2], new[3]
         self.fitted = True
@@ -203,8 +222,24 @@ class DecoderNode(Node):
         self._models[str(self.version)] = entry
         self.ctx.bus.set_info(f"{self.name}/models", dict(self._models))
         logger.info("%s: decoder v%d ready (%s)", self.name, self.version, info)
+        if self._job is not None:
+            self._job_done(True, info)
 
-    def _fit(self, *, in_place: bool) -> None:
+    def _job_done(self, ok: bool, info: dict | None = None, error: str | None = None) -> None:
+        from cortexlink.core.jsonutil import jsonable
+
+        out: dict[str, Any] = {"job": self._job, "ok": ok, "version": self.version}
+        if error is not None:
+            out["error"] = error
+            logger.warning("%s: %s failed: %s", self.name, self._job, error)
+        for k in ("n_bins", "n_features", "note"):
+            if info and info.get(k) is not None:
+                out[k] = info[k]
+        self._job = None
+        self.n_jobs += 1
+        self.ctx.bus.set_info(f"{self.name}/job", jsonable(out, finite=True))
+
+    def _fit(self, note: bool = False, *, in_place: bool) -> None:
         from cortexlink.decoders.fitting import fit_decoders
 
         blocks = [_trace(features=np.asarray(b["x"], np.float32).reshape(len(b["x"]), -1),
@@ -216,7 +251,8 @@ class DecoderNode(Node):
         p = self.params
         try:
             res = fit_decoders(p["decoder"], p["decoder_params"], blocks, feature_names=self.names,
-                               click=p["click"], click_params=p["click_params"])
+                               click=p["click"], click_params=p["click_params"],
+                               on_no_click="note" if note else "raise")
         except ConfigError as exc:
             raise ConfigError(f"nodes.{self.name}: {exc}") from exc
         click = res.click_decoder if p["click"] else self.click_dec
@@ -319,7 +355,7 @@ class DecoderNode(Node):
         # instead of taking the undecoded bins for NaN output)
         self.emit("intent", {"bin": g, "v": v, "click": click, "proba": proba, "decode_us": decode_us,
                              "ready": self.fitted and self.mode == "closed",
-                             "features_valid": valid, "version": self.version},
+                             "features_valid": valid, "version": self.version, "n_jobs": self.n_jobs},
                   sample=m.sample, t_enter_ns=m.t_enter_ns)
 
     def teardown(self) -> None:

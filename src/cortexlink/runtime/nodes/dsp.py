@@ -40,14 +40,19 @@ class DspNode(Node):
 
     The extractor's parameters and every feature name are published under ``<name>/stream_features``
     at set-up (``dsp``: :meth:`~cortexlink.dsp.FeatureExtractor.get_params` without the channel
-    map; ``names``; ``bin_width_samples``). The decoder columns are fixed when the extractor's calibration completes and published under
+    map; ``names``; ``bin_width_samples``). Each time the noise calibration completes, its
+    figures are published under ``<name>/noise`` (``version``, ``noise_rms_uv``, ``bad``: channel
+    indices). With the ``operator`` input (``operator.commands``), the command
+    ``recalibrate_noise`` re-estimates noise RMS, thresholds and bad channels from the next
+    ``calibration_s`` of data (the decoder columns stay as they are). The decoder columns are fixed when the extractor's calibration completes and published under
     ``<name>/features`` (names, bad channels). Deadline: a chunk that completes no bin must be
     processed within ``deadline_ms`` of entering the graph (else ``n_missed``); one that completes
     a bin is checked at the cursor.
     """
 
     kind = "dsp"
-    INPUTS = {"raw": PortSpec(maxlen=256, policy="drop_oldest", required=True)}
+    INPUTS = {"raw": PortSpec(maxlen=256, policy="drop_oldest", required=True),
+              "operator": PortSpec(maxlen=256, policy="drop_oldest", doc="operator commands (recalibrate_noise)")}
     OUTPUTS = ("features",)
     PARAMS = {
         "extractor": Param("dict", {}),
@@ -112,6 +117,8 @@ class DspNode(Node):
             "dsp": {k: v for k, v in self.fx.get_params().items() if k != "channel_map"},
             "names": list(names), "bin_width_samples": int(self.W), "fs_hz": float(self.fx.fs_hz),
             "kinds": list(self.kinds), "raster_channels": len(tx)})
+        self._cal_obj = None
+        self._noise_version = 0
         if not hasattr(self, "g"):                         # a restart recalibrates but keeps counting bins
             self.g = 0
             self.chunk_stats = LatencyStats(1 << 20)
@@ -131,13 +138,32 @@ class DspNode(Node):
         logger.info("%s: %d decoder features (%s), %d bad channels left out", self.name, len(cols),
                     "+".join(self.kinds), len(bad_ids))
 
+    def _publish_noise(self) -> None:
+        fx = self.fx
+        self._cal_obj = fx.calibration_
+        self._noise_version += 1
+        rms = np.round(np.asarray(fx.noise_rms_uv_, float), 2)
+        self.ctx.bus.set_info(f"{self.name}/noise", {
+            "version": self._noise_version, "noise_rms_uv": [v if np.isfinite(v) else None for v in rms.tolist()],
+            "bad": [int(i) for i in np.flatnonzero(fx.bad_channels_)]})
+
+    def _operator(self, cmd: dict) -> None:
+        if not isinstance(cmd, dict) or cmd.get("cmd") != "recalibrate_noise":
+            return
+        self.fx.recalibrate()
+        self.reply(cmd, {"recalibrating_s": float(self.fx.calibration_s)})
+
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
         stats_from = self.ctx.stats_from_sample
         deadline = self.ctx.deadline_ns
-        for m in inbox["raw"]:
+        for m in inbox.get("operator", ()):
+            self._operator(m.payload)
+        for m in inbox.get("raw", ()):
             bf = self.fx.step(m.payload)
             if self.cols is None and self.fx.is_calibrated:
                 self._fix_columns()
+            if self.fx.is_calibrated and self.fx.calibration_ is not self._cal_obj:
+                self._publish_noise()
             for i in range(bf.n_bins):
                 x = None
                 if self.cols is not None:

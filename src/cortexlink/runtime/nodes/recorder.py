@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,12 @@ class RecorderNode(Node):
     ``intent`` streams), ``cursor`` (cursor states, when ``bins`` is not connected), ``events``
     (block start and end, task events), ``faults`` (``runtime.faults``, connected by default).
 
+    Idle recorder: with the ``operator`` input (``operator.commands``) it records nothing until
+    ``record_start {name}`` opens ``<record_dir>/<name>`` (``record_dir`` default:
+    ``<run out dir>/recordings``, else ``runs/recordings``); ``record_stop`` closes it. Its status
+    is published under ``<name>/status`` (``active``, ``dir``, ``seconds``, ``bytes``,
+    ``dropped``, ``last``: the last closed recording).
+
     Row streams use :data:`~cortexlink.io.session_log.STREAM_COLUMNS`. The manifest gets the
     source (channel map, rate) and the extractor's parameters (``dsp``) so that ``cortexlink
     replay`` rebuilds the extractor; a closed-loop block's ``block_start`` event names the decoder
@@ -56,6 +63,7 @@ class RecorderNode(Node):
         "cursor": PortSpec(maxlen=1024, policy="drop_oldest"),
         "events": PortSpec(maxlen=1024, policy="drop_oldest"),
         "faults": PortSpec(maxlen=1024, policy="drop_oldest"),
+        "operator": PortSpec(maxlen=256, policy="drop_oldest", doc="operator commands (record_start/stop)"),
     }
     PARAMS = {
         "out_dir": Param("str", None, nullable=True),
@@ -63,55 +71,127 @@ class RecorderNode(Node):
         "participant_id": Param("str", "sim-0001"),
         "raw": Param("bool", True),
         "on_full": Param("str", "drop", choices=("drop", "block", "fail")),
+        "record_dir": Param("str", None, nullable=True),
     }
 
     def setup(self) -> None:
         from cortexlink.core.types import ChannelMap
+
+        p = self.params
+        self._cmap, self._fs = None, None
+        prod = self.ctx.producer(self.name, "raw")
+        self._has_raw = prod is not None
+        if prod is not None:
+            info = self.ctx.wait_info(f"{prod}/stream")
+            self._cmap, self._fs = ChannelMap.from_dict(info["channel_map"]), info["fs_hz"]
+        self._dsp = self.ctx.producer(self.name, "features")
+        self._dec = self.ctx.producer(self.name, "intent")
+        self._sf = None
+        if self._cmap is not None and self._dsp is not None:
+            self._sf = self.ctx.wait_info(f"{self._dsp}/stream_features")
+            self._all_names = list(self._sf["names"])
+            self._bin_width = int(self._sf["bin_width_samples"])
+        self.n_written = 0
+        self.rec = None
+        self.path = None
+        self.last: dict | None = None
+        self.idle = "operator" in self.subs
+        self.owned = p["use"] is None
+        if self.idle:
+            base = p["record_dir"] or (str(Path(self.ctx.out_dir) / "recordings") if self.ctx.out_dir is not None
+                                       else str(Path("runs") / "recordings"))
+            self.record_dir = Path(base)
+            self._status()
+            return
+        if not self.owned:
+            rec = self.ctx.objects.get(p["use"])
+            if rec is None:
+                raise ConfigError(f"nodes.{self.name}.params.use names {p['use']!r}, but the run was given no such "
+                                  "object (GraphRunner(objects=...), in the main process)")
+            self._attach(rec)
+            return
+        if p["out_dir"]:
+            base = Path(p["out_dir"])
+        elif self.ctx.out_dir is not None:
+            base = Path(self.ctx.out_dir) / self.name
+        else:
+            raise ConfigError(f"nodes.{self.name}.params.out_dir is required when the run has no output "
+                              "folder (give out_dir or --out)")
+        out = base if self.n_restarts == 0 and self.n_failures == 0 else base.with_name(
+            f"{base.name}-restart{self.n_failures}")
+        self._open(out)
+
+    def _open(self, out: Path) -> None:
         from cortexlink.io.session_log import SessionRecorder
 
         p = self.params
-        cmap, fs = None, None
-        prod = self.ctx.producer(self.name, "raw")
-        if prod is not None:
-            info = self.ctx.wait_info(f"{prod}/stream")
-            cmap, fs = ChannelMap.from_dict(info["channel_map"]), info["fs_hz"]
-        self.owned = p["use"] is None
-        if not self.owned:
-            self.rec = self.ctx.objects.get(p["use"])
-            if self.rec is None:
-                raise ConfigError(f"nodes.{self.name}.params.use names {p['use']!r}, but the run was given no such "
-                                  "object (GraphRunner(objects=...), in the main process)")
-            out = Path(self.rec.path)
-        else:
-            if p["out_dir"]:
-                base = Path(p["out_dir"])
-            elif self.ctx.out_dir is not None:
-                base = Path(self.ctx.out_dir) / self.name
-            else:
-                raise ConfigError(f"nodes.{self.name}.params.out_dir is required when the run has no output "
-                                  "folder (give out_dir or --out)")
-            out = base if self.n_restarts == 0 and self.n_failures == 0 else base.with_name(
-                f"{base.name}-restart{self.n_failures}")
-            graph = {k: v for k, v in self.ctx.graph.items() if not k.startswith("_")}
-            self.rec = SessionRecorder(out, channel_map=cmap, fs_hz=fs, config={"graph": graph},
-                                       participant_id=p["participant_id"], raw=p["raw"] and prod is not None,
-                                       on_full=p["on_full"], catalogue=False)
-        self.path = str(out)
-        self._dsp = self.ctx.producer(self.name, "features")
-        self._dec = self.ctx.producer(self.name, "intent")
-        if cmap is not None and self._dsp is not None:
-            sf = self.ctx.wait_info(f"{self._dsp}/stream_features")
-            kinds = sf.get("kinds")
-            self.rec.set_source(cmap, fs, dsp=sf["dsp"], loop={
-                "dt_s": self.ctx.bin_ms / 1000.0, "feature_kinds": kinds,
+        graph = {k: v for k, v in self.ctx.graph.items() if not k.startswith("_")}
+        rec = SessionRecorder(out, channel_map=self._cmap, fs_hz=self._fs, config={"graph": graph},
+                              participant_id=p["participant_id"], raw=p["raw"] and self._has_raw,
+                              on_full=p["on_full"], catalogue=False)
+        self._attach(rec)
+
+    def _attach(self, rec: Any) -> None:
+        self.rec = rec
+        self.path = str(rec.path)
+        if self._sf is not None:
+            sf = self._sf
+            rec.set_source(self._cmap, self._fs, dsp=sf["dsp"], loop={
+                "dt_s": self.ctx.bin_ms / 1000.0, "feature_kinds": sf.get("kinds"),
                 "samples_per_bin": sf["bin_width_samples"]})
-            self._all_names = list(sf["names"])
-            self._bin_width = int(sf["bin_width_samples"])
         self._feature_cols: list[str] | None = None
         self._declared = False
         self._pending_start: dict | None = None
         self._live: dict[int, tuple] = {}
-        self.n_written = 0
+        self._t_open = time.monotonic()
+
+    # -- operator commands (idle recorder) ----------------------------------------------------
+    def _status(self) -> None:
+        rec = self.rec
+        st: dict[str, Any] = {"active": rec is not None, "last": self.last}
+        if rec is not None:
+            stats = rec.stats()
+            streams = stats.get("streams", {})
+            st.update({"dir": self.path, "seconds": time.monotonic() - self._t_open,
+                       "bytes": int(sum(v.get("bytes", 0) for v in streams.values())),
+                       "dropped": int(stats.get("dropped_total", 0)), "queue_bytes": int(stats.get("queue_bytes", 0)),
+                       "stopped_reason": stats.get("stopped_reason")})
+        self.ctx.bus.set_info(f"{self.name}/status", st)
+        self._next_status = time.monotonic() + 0.5
+
+    def _close(self) -> dict:
+        rec, self.rec = self.rec, None
+        manifest = rec.close()
+        self.last = {"dir": self.path, "state": manifest.get("state"), "streams": sorted(manifest.get("streams", {}))}
+        return self.last
+
+    def _operator(self, cmd: dict) -> None:
+        name = cmd.get("cmd") if isinstance(cmd, dict) else None
+        if name not in ("record_start", "record_stop"):
+            return
+        if name == "record_stop":
+            if self.rec is None:
+                self.reply(cmd, error="not recording", status=409)
+            else:
+                self.reply(cmd, {"recording": False, **self._close()})
+            self._status()
+            return
+        if self.rec is not None:
+            self.reply(cmd, error=f"already recording to {self.path}; stop it first", status=409)
+            return
+        import datetime as _dt
+
+        out = self.record_dir / (cmd.get("name") or _dt.datetime.now().strftime("rec-%Y%m%d-%H%M%S"))
+        if out.exists():
+            self.reply(cmd, error=f"recording folder {out} already exists; choose another name", status=409)
+            return
+        try:
+            self._open(out)
+        except (OSError, ValueError) as exc:
+            self.reply(cmd, error=f"cannot start recording in {out}: {exc}", status=409)
+            return
+        self._status()
+        self.reply(cmd, {"recording": True, "dir": str(out)})
 
     # -- helpers ----------------------------------------------------------------------------
     def _decoder_files(self, version: int) -> tuple:
@@ -155,7 +235,14 @@ class RecorderNode(Node):
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
         from cortexlink.io.session_log import STREAM_COLUMNS
 
+        for m in inbox.get("operator", ()):
+            self._operator(m.payload)
         rec = self.rec
+        if self.idle and (rec is None or time.monotonic() >= self._next_status):
+            if rec is not None:
+                self._status()
+        if rec is None:
+            return
         for m in inbox.get("raw", ()):
             if self.params["raw"]:
                 rec.write_raw(m.payload)
@@ -237,9 +324,9 @@ class RecorderNode(Node):
     def teardown(self) -> None:
         rec = getattr(self, "rec", None)
         if rec is not None:
-            self.rec = None
             if self.owned:
-                rec.close()
+                self._close()
+            self.rec = None
 
     def summary(self) -> dict:
         return {"path": getattr(self, "path", None), "n_written": getattr(self, "n_written", 0)}
