@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from cortexlink import ConfigError
+from cortexlink import ConfigError, CortexlinkError
 from cortexlink.runtime.session import DEFAULT_SESSION, load_session, run_session
 
 QUICK = """
@@ -107,3 +107,44 @@ def test_same_seed_same_session():
     a = run_session(QUICK, progress=False)["traces"][-1]
     b = run_session(QUICK, progress=False)["traces"][-1]
     np.testing.assert_array_equal(a.cursor_xy, b.cursor_xy)
+
+
+def test_a_calibration_without_click_intent_cannot_fit_a_click_decoder():
+    cfg = load_session(QUICK)
+    cfg["blocks"][0] = {"kind": "calibration", "task": "centre_out", "seconds": 10.0, "task_params": {"click": False}}
+    with pytest.raises(CortexlinkError, match="no click intent"):
+        run_session(cfg, progress=False)
+    cfg["click_decoder"]["enabled"] = False                     # without click decoding it runs
+    res = run_session(cfg, progress=False)
+    assert res["click_decoder"] is None and res["traces"][-1].n_bins == 300
+
+
+def test_the_session_graph_command_prints_a_loadable_graph(capsys, tmp_path):
+    import yaml
+
+    from cortexlink.cli.main import main
+    from cortexlink.runtime.graph import load_graph
+
+    path = tmp_path / "q.yaml"
+    path.write_text(QUICK)
+    assert main(["session", "graph", str(path)]) == 0
+    g = load_graph(yaml.safe_load(capsys.readouterr().out))
+    assert {"participant", "implant", "dsp", "decoder", "cursor", "trace"} <= set(g["nodes"])
+    assert g["nodes"]["cursor"]["params"]["blocks"][0]["task"] == "webgrid"
+    assert g["seconds"] >= 32.0                                  # bounded by the schedule
+
+
+def test_a_session_runs_the_same_across_processes_over_redis(redis_executable):
+    # lock step across processes costs a Redis round trip per bin: a short session, on a private
+    # server reached over its Unix socket (over TCP each round trip stalls for tens of ms: open work)
+    short = load_session(QUICK)
+    for b, secs in zip(short["blocks"], (6.0, None, 2.0, None, 2.0)):
+        if secs is not None:
+            b["seconds"] = secs
+    one = run_session(short, progress=False)
+    two = run_session(short, progress=False, redis="auto")
+    assert two["run"]["bus"] == "redis" and two["run"]["nodes"]["dsp"]["process"] != "main"
+    assert [b.get("metrics") for b in two["summary"]["blocks"]] == [b.get("metrics") for b in one["summary"]["blocks"]]
+    np.testing.assert_array_equal(two["traces"][-1].cursor_xy, one["traces"][-1].cursor_xy)
+    np.testing.assert_array_equal(two["traces"][-1].features, one["traces"][-1].features)
+    assert two["decoder"] is None                               # it was fitted in the other process

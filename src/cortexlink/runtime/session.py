@@ -262,7 +262,12 @@ def session_to_graph(session: Any, *, clock: str = "fast", chunk_ms: float | Non
             "raw": {"from": "implant.raw", **big}, "features": {"from": "dsp.features", **big},
             "intent": {"from": "decoder.intent", **big},
             "bins": {"from": "cursor.bins", **big}, "events": {"from": "cursor.events", **big}}}
-    return {"name": cfg["name"], "bin_ms": dt_ms, "clock": clock,
+    # an upper bound of the schedule's source time, so that a run whose schedule cannot finish
+    # (a decoder that keeps failing, say) ends instead of running for ever
+    limit = sum(b.get("seconds") or b["max_seconds"] for b in cfg["blocks"] if "max_seconds" in b) + 60.0
+    if clock == "realtime":
+        limit += 300.0 * sum(b["kind"] in ("fit", "refit") for b in cfg["blocks"])   # fits in a thread
+    return {"name": cfg["name"], "bin_ms": dt_ms, "clock": clock, "seconds": limit,
             "bus": {"kind": "redis" if placement == "subprocess" else "inprocess"}, "nodes": nodes}
 
 
@@ -346,9 +351,14 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
         for b in cfg["blocks"][len(done):]:
             on_block(b, None)
     wall = time.perf_counter() - t_wall
-    failed = {n: i.get("error") for n, i in rr["nodes"].items() if i.get("state") == "failed" or i.get("n_failures")}
+    failed = [n for n, i in rr["nodes"].items() if i.get("state") == "failed" or i.get("n_failures")]
     if failed:
-        raise CortexlinkError(f"session {cfg['name']!r}: node(s) failed, the figures would be wrong: {failed}")
+        first = [f.get("message") for f in rr["faults"] if f.get("kind") == "node_failed"][:3]
+        raise CortexlinkError(f"session {cfg['name']!r}: node(s) {failed} failed, so its figures would be wrong; "
+                              f"first failures: {first}")
+    if rr["stop_reason"] != "cursor: schedule finished":
+        raise CortexlinkError(f"session {cfg['name']!r} stopped before its schedule finished ({rr['stop_reason']}); "
+                              f"faults: {rr['fault_counts']}")
     trace_node = runner.by_name["trace"].node
     cursor = runner.by_name["cursor"].node
     traces = {t.name: t for t in trace_node.traces}
