@@ -15,7 +15,7 @@ from cortexlink.core.errors import (
     DeviceDisconnected,
     DeadlineMissed,
 )
-from cortexlink.core.types import ChannelMap, Chunk, BinnedFeatures, Intent
+from cortexlink.core.types import ChannelMap, Chunk, BinnedFeatures, Intent, LoopMode
 
 __version__ = "0.1.0"
 
@@ -32,5 +32,6 @@ __all__ = [
     "Chunk",
     "BinnedFeatures",
     "Intent",
+    "LoopMode",
     "__version__",
 ]

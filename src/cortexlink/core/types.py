@@ -8,6 +8,7 @@ derived from them and never stored as rounded floats.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Any, Sequence
 
 import numpy as np
@@ -307,6 +308,23 @@ class BinnedFeatures:
             tuple(g for p in parts for g in p.gaps),
         )
 
+
+
+class LoopMode(str, enum.Enum):
+    """How the cursor moves in a block of a closed loop.
+
+    ``open``: calibration — the cursor moves to the target by itself while the participant
+    intends along; ``closed``: the decoder drives it; ``perfect``: it follows the participant's
+    intent exactly (the ceiling of a perfect decoder). A ``str`` enum: it equals its value
+    (``LoopMode.OPEN == "open"``) and is written to JSON as that value.
+    """
+
+    OPEN = "open"
+    CLOSED = "closed"
+    PERFECT = "perfect"
+
+    def __str__(self) -> str:
+        return self.value
 
 @dataclasses.dataclass(frozen=True)
 class Intent:

@@ -9,16 +9,17 @@ from typing import Any
 import numpy as np
 
 from cortexlink.core.errors import ConfigError
+from cortexlink.core.types import LoopMode
 from cortexlink.core.validation import check_positive, check_range
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["CursorEffector", "autopilot_velocity", "cursor_command", "MODES"]
 
-#: Loop modes of a block: ``open`` (calibration: the cursor moves to the target by itself while the
-#: participant intends along), ``closed`` (the decoder drives it), ``perfect`` (the cursor follows
-#: the participant's intent exactly: the ceiling of a perfect decoder).
-MODES = ("open", "closed", "perfect")
+#: Loop modes of a block (:class:`~cortexlink.core.types.LoopMode`): ``open`` (calibration: the
+#: cursor moves to the target by itself while the participant intends along), ``closed`` (the
+#: decoder drives it), ``perfect`` (the cursor follows the participant's intent exactly).
+MODES = tuple(LoopMode)
 
 
 class CursorEffector:
@@ -198,7 +199,7 @@ def cursor_command(effector: CursorEffector, mode: str, *, target: Any = None, d
         elif mode == "perfect":
             vel = np.asarray(intended_velocity, dtype=float).reshape(2)
         else:
-            raise ConfigError(f"mode must be one of {list(MODES)}; got {mode!r}")
+            raise ConfigError(f"mode must be one of {[m.value for m in LoopMode]}; got {mode!r}")
     if override_velocity is not None:
         vel = np.asarray(override_velocity, dtype=float).reshape(2)
     if halt or not np.all(np.isfinite(vel)):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from cortexlink.core.errors import ConfigError
+from cortexlink.core.types import LoopMode
 
 __all__ = ["TASKS", "BLOCK_KINDS", "TASK_BLOCKS", "make_task", "check_blocks", "block_mode", "block_bins"]
 
@@ -43,12 +44,12 @@ def make_task(kind: str, params: dict, *, seed: int = 0) -> Any:
     raise ConfigError(f"task must be one of {list(TASKS)}; got {kind!r}")
 
 
-def block_mode(kind: str, decoder_kind: str) -> str:
+def block_mode(kind: str, decoder_kind: str) -> LoopMode:
     """The loop mode of a task block: ``perfect`` with the perfect decoder, else ``open`` for
     calibration and ``closed`` for the rest."""
     if decoder_kind == "perfect":
-        return "perfect"
-    return "open" if kind == "calibration" else "closed"
+        return LoopMode.PERFECT
+    return LoopMode.OPEN if kind == "calibration" else LoopMode.CLOSED
 
 
 def block_bins(block: dict, dt_s: float) -> int:
