@@ -1,4 +1,5 @@
-"""Fixtures of the operator web UI tests: a small fast session, a controller, a server, HTTP helpers."""
+"""Fixtures of the operator web UI tests: a small fast session, a controller (a client of the graph it runs),
+a server, HTTP helpers."""
 
 import json
 import os
@@ -58,19 +59,40 @@ def small_session():
     return copy.deepcopy(SMALL_SESSION)
 
 
+def small_graph(rows=False, **kw):
+    """The interactive graph of the small session; ``rows``: with a ``rows`` sink keeping every
+    cursor row (``cursor.bins``) for per-bin checks."""
+    import copy
+
+    from cortexlink.web.graphs import operator_graph
+
+    g = operator_graph(copy.deepcopy(SMALL_SESSION), **kw)
+    if rows:
+        g["nodes"]["rows"] = {"kind": "sink", "params": {"keep": 200000},
+                              "inputs": {"data": {"from": "cursor.bins", "maxlen": 200000}}}
+    return g
+
+
+@pytest.fixture(scope="session")
+def web_graph():
+    """:func:`small_graph` (test modules cannot import a conftest by name)."""
+    return small_graph
+
+
 @pytest.fixture
 def make_controller(tmp_path):
-    """Build and start controllers (stopped at the end of the test)."""
-    from cortexlink.web.controller import SessionController
+    """Build and start controllers (stopped at the end of the test); by default on the small
+    session's graph, paced at 4x real time."""
+    from cortexlink.web.controller import OperatorController
 
     made = []
 
-    def make(session=None, **kw):
-        import copy
-
-        kw.setdefault("realtime_factor", 4.0)
+    def make(graph=None, **kw):
+        kw.setdefault("speed", 4.0)
         kw.setdefault("record_dir", tmp_path / "recordings")
-        ctl = SessionController(copy.deepcopy(session or SMALL_SESSION), **kw)
+        if graph is None and "session" not in kw:
+            graph = small_graph(n_channels=kw.pop("n_channels", None))
+        ctl = OperatorController(graph, **kw)
         made.append(ctl)
         return ctl.start()
 

@@ -1,4 +1,8 @@
-"""Operator web UI over HTTP: pages, live stream, control requests, bad input, tokens, e-stop, disconnects."""
+"""Operator web UI over HTTP: pages, live stream, control requests, bad input, tokens, e-stop, disconnects.
+
+The UI is a client of the graph it runs (in a background thread here): commands go out on
+``operator.commands``, what the page shows comes from the graph's ``ui_feed`` node.
+"""
 
 import json
 import socket
@@ -11,7 +15,6 @@ import numpy as np
 import pytest
 
 from cortexlink import ConfigError
-from cortexlink.tasks.loop import LoopTap
 
 
 def _post(web_http, base, obj, **kw):
@@ -161,7 +164,7 @@ def test_bad_control_requests_get_4xx_json_and_the_session_carries_on(served, we
     st, _, health = web_http("GET", base + "/api/health")
     assert st == 200 and health["ok"] and health["state"] == "idle" and health["running"]
     _wait(lambda: ctl.n_bins > bins_before + 20, 10, "the loop to keep running")
-    assert ctl.n_faults == 0 and ctl.snapshots.get().slow.data["n_faults"] == 0
+    assert ctl.running and ctl.state == "idle"
 
 
 def test_commands_refused_in_the_wrong_state(served, web_http):
@@ -188,58 +191,52 @@ def test_commands_refused_in_the_wrong_state(served, web_http):
     snap = ctl.wait_for(lambda s: s.slow.data["decoder"]["n_refits"] >= 1 or
                         (s.slow.data["last_job"] or {}).get("job") == "refit", 60)
     assert snap.slow.data["last_job"]["job"] == "refit" and snap.slow.data["last_job"]["ok"], snap.slow.data["last_job"]
-    assert ctl.n_faults == 0
+    assert ctl.state == "idle"
 
 
 # ---------------------------------------------------------------------------------------- emergency stop
-class _BinLog(LoopTap):
-    """Global bin index, cursor and the velocity given to the effector, for every block bin."""
+def test_estop_holds_the_cursor_from_the_next_bin_until_released(make_controller, web_graph, web_http):
+    from cortexlink.web.server import OperatorServer
 
-    def __init__(self, ctl):
-        self.ctl = ctl
-        self.rows = []
+    ctl = make_controller(web_graph(rows=True))
+    rows_node = ctl._runner.by_name["rows"].node
 
-    def bin_done(self, loop, run, out):
-        self.rows.append((self.ctl.n_bins, np.array(out["cursor_xy"]), np.array(out["velocity"], float)))
+    def rows():
+        return [m.payload for m in list(rows_node.kept)]
+    with OperatorServer(ctl, "127.0.0.1", 0) as srv:
+        base = f"http://127.0.0.1:{srv.port}"
+        # estop works when nothing runs, too
+        st, _, res = _post(web_http, base, {"cmd": "estop"})
+        assert st == 200 and res["result"]["estop"] is True
+        ctl.wait_for(lambda s: s.fast["estop"] and s.fast["estop_bin"] is not None, 5)
+        st, _, res = _post(web_http, base, {"cmd": "release"})
+        assert st == 200 and res["result"]["was_engaged"] is True
 
-
-def test_estop_holds_the_cursor_from_the_next_bin_until_released(served, web_http):
-    ctl, srv, base = served
-    # estop works when nothing runs, too
-    st, _, res = _post(web_http, base, {"cmd": "estop"})
-    assert st == 200 and res["result"]["estop"] is True
-    ctl.wait_for(lambda s: s.fast["estop"] and s.fast["estop_bin"] is not None, 5)
-    st, _, res = _post(web_http, base, {"cmd": "release"})
-    assert st == 200 and res["result"]["was_engaged"] is True
-
-    log = _BinLog(ctl)
-    ctl.add_tap(log)
-    _post(web_http, base, {"cmd": "calibrate", "seconds": 60})   # open loop: the cursor moves by itself
-    _wait(lambda: len(log.rows) > 60, 20, "the calibration block to run")
-    st, _, res = _post(web_http, base, {"cmd": "estop"})
-    assert st == 200
-    received = res["result"]["received_after_bin"]
-    snap = ctl.wait_for(lambda s: s.fast["estop_requested_after_bin"] == received and s.fast["estop_bin"] is not None
-                        and s.fast["bin"] > received + 1, 5)
-    stop_bin = snap.fast["estop_bin"]
-    assert received <= stop_bin <= received + 1, (received, stop_bin)
-    _wait(lambda: log.rows[-1][0] >= stop_bin + 25, 20, "bins after the stop")
-    before = [r for r in log.rows if r[0] < stop_bin]
-    after = [r for r in log.rows if r[0] >= stop_bin]
-    assert any(np.any(r[2] != 0) for r in before[-40:]), "the cursor was not moving before the stop"
-    held = before[-1][1]
-    for b, xy, v in after:
-        assert np.all(v == 0), (b, v)
-        np.testing.assert_array_equal(xy, held)
-    assert ctl.snapshots.get().fast["state"] == "calibrating"     # the loop runs on; only the output is held
-    # latched: still held a while later, until released
-    n = len(log.rows)
-    _wait(lambda: len(log.rows) > n + 10, 10, "more bins")
-    np.testing.assert_array_equal(log.rows[-1][1], held)
-    _post(web_http, base, {"cmd": "release"})
-    _wait(lambda: np.any(log.rows[-1][1] != held), 10, "the cursor to move again after release")
-    ctl.remove_tap(log)
-    assert ctl.n_faults == 0
+        _post(web_http, base, {"cmd": "calibrate", "seconds": 60})   # open loop: the cursor moves by itself
+        _wait(lambda: len(rows()) > 60, 20, "the calibration block to run")
+        st, _, res = _post(web_http, base, {"cmd": "estop"})
+        assert st == 200
+        received = res["result"]["received_after_bin"]
+        snap = ctl.wait_for(lambda s: s.fast["estop_requested_after_bin"] == received and s.fast["estop_bin"] is not None
+                            and s.fast["bin"] > received + 1, 5)
+        stop_bin = snap.fast["estop_bin"]
+        assert stop_bin == received + 1, (received, stop_bin)          # the very next bin
+        _wait(lambda: rows()[-1]["bin"] >= stop_bin + 25, 20, "bins after the stop")
+        before = [r for r in rows() if r["bin"] < stop_bin]
+        after = [r for r in rows() if r["bin"] >= stop_bin]
+        assert any(np.any(np.asarray(r["cursor_velocity"]) != 0) for r in before[-40:]), "not moving before the stop"
+        held = before[-1]["cursor_xy"]
+        for r in after:
+            assert tuple(r["cursor_velocity"]) == (0.0, 0.0) and not r["clicks"], r
+            assert tuple(r["cursor_xy"]) == tuple(held), r
+        assert ctl.snapshots.get().fast["state"] == "calibrating"     # the block runs on; only the output is held
+        assert ctl.snapshots.get().fast["cursor"] == list(held)
+        # latched: still held a while later, until released
+        n = len(rows())
+        _wait(lambda: len(rows()) > n + 10, 10, "more bins")
+        assert tuple(rows()[-1]["cursor_xy"]) == tuple(held)
+        _post(web_http, base, {"cmd": "release"})
+        _wait(lambda: tuple(rows()[-1]["cursor_xy"]) != tuple(held), 10, "the cursor to move again after release")
 
 
 # ---------------------------------------------------------------------------------------- tokens and origins
@@ -323,7 +320,6 @@ def test_disconnecting_or_stalled_browsers_change_nothing(served, web_http):
     _wait(lambda: srv.n_clients == 0, 15, "the server to notice the closed streams")
     snap = ctl.snapshots.get()
     assert snap.fast["state"] == "calibrating" and not snap.fast["estop"]
-    assert ctl.n_faults == 0
     with _open_stream(srv.port) as s4:                          # a new browser is served as before
         assert _read_sse(s4)["fast"]["state"] == "calibrating"
 
@@ -366,14 +362,16 @@ def test_recording_start_and_stop(served, web_http, tmp_path):
     assert verify(folder)["ok"]
     st, _, res = _post(web_http, base, {"cmd": "record_start", "name": "rec1"})
     assert st == 409 and "already exists" in res["error"]
-    assert not ctl.snapshots.get().fast["recording"] and ctl.n_faults == 0
+    ctl.wait_for(lambda s: not s.fast["recording"], 5)
 
 
 def test_stopped_session_refuses_commands_but_estop_still_answers(make_controller):
     from cortexlink.web.controller import ControlError
 
     ctl = make_controller()
+    assert ctl.result is None
     ctl.stop()
+    assert ctl.result["stop_reason"] == "operator UI stopped"
     assert ctl.state == "stopped" and ctl.snapshots.get().fast["state"] == "stopped"
     with pytest.raises(ControlError, match="the session is not running") as e:
         ctl.command("calibrate")
@@ -388,7 +386,15 @@ def test_cli_serve_refuses_bad_setups(capsys):
     assert main(["serve", "--host", "0.0.0.0", "--no-browser", "--token", ""]) == 2
     assert "--token (or $CORTEXLINK_TOKEN) is required" in capsys.readouterr().err
     assert main(["serve", "--graph", "graph.yaml", "--no-browser"]) == 2
-    assert "--graph is not yet supported" in capsys.readouterr().err
+    assert "graph file graph.yaml does not exist" in capsys.readouterr().err
+    # a graph without a cursor reading operator.commands would have no E-STOP: refused
+    assert main(["serve", "--graph", "closed_loop", "--no-browser"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be served" in err and "operator.commands" in err and "never runs without a working E-STOP" in err
+    assert main(["serve", "--graph", "operator", "--session", "s.yaml", "--no-browser"]) == 2
+    assert "give a graph or a session, not both" in capsys.readouterr().err
+    assert main(["serve", "--attach", "--no-browser"]) == 2
+    assert "--attach needs --redis URL" in capsys.readouterr().err
 
 
 def test_cli_serve_runs_and_stops_on_sigterm(web_http, tmp_path):
@@ -397,8 +403,8 @@ def test_cli_serve_runs_and_stops_on_sigterm(web_http, tmp_path):
     import signal
     import threading
 
-    cmd = [sys.executable, "-m", "cortexlink.cli.main", "serve", "--port", "0", "--no-browser", "--channels", "16",
-           "--record-dir", str(tmp_path)]
+    cmd = [sys.executable, "-m", "cortexlink.cli.main", "serve", "--port", "0", "--no-browser", "--graph", "operator",
+           "--channels", "16", "--record-dir", str(tmp_path)]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
         lines = []
         reader = threading.Thread(target=lambda: lines.extend(iter(p.stdout.readline, "")), daemon=True)
@@ -433,9 +439,32 @@ def test_worker_priority_is_applied_or_the_reason_reported(make_controller, monk
     monkeypatch.setattr(os, "sched_setscheduler", refuse)
     info = ctl.set_priority("realtime", warn=False)
     assert info["applied"] is None and "PermissionError" in info["error"] and "CAP_SYS_NICE" in info["error"]
-    assert ctl.priority == "normal"                                        # unchanged
-    snap = ctl.wait_for(lambda s: s.slow.data["latency"]["priority"]["requested"] == "realtime", 5)
-    assert snap.slow.data["latency"]["priority"]["error"] == info["error"]
+    assert ctl.priority == "normal" and ctl.priority_info == info        # unchanged, and why
     b = ctl.n_bins
     ctl.wait_for(lambda s: s.fast["bin"] > b + 5, 5)                        # and the loop runs on
     assert set_thread_priority(0, "normal", warn=False)["error"] is not None
+
+
+def test_shipped_operator_graph_is_the_demo_sessions_and_graphs_are_checked():
+    from cortexlink.runtime.graph import builtin_graph, load_graph
+    from cortexlink.web.graphs import check_operator_graph, operator_graph
+
+    shipped = load_graph("operator")
+    assert builtin_graph("operator").is_file()
+    built = load_graph(operator_graph())
+    shipped["nodes"]["ui"]["params"]["session"] = built["nodes"]["ui"]["params"]["session"]
+    assert shipped["nodes"] == built["nodes"] and shipped["order"] == built["order"]
+    found = check_operator_graph("operator")
+    assert (found["cursor"], found["ui"], found["dsp"], found["recorder"]) == ("cursor", "ui", "dsp", "recorder")
+    g = operator_graph()
+    g["nodes"]["cursor"]["params"]["blocks"] = [{"kind": "calibration", "task": "centre_out", "seconds": 5}]
+    with pytest.raises(ConfigError, match="runs a fixed block schedule"):
+        check_operator_graph(g)
+    g = operator_graph()
+    del g["nodes"]["ui"]
+    with pytest.raises(ConfigError, match="needs a ui_feed node with params.operator: true"):
+        check_operator_graph(g)
+    g = operator_graph({"name": "ceiling", "decoder": {"kind": "perfect", "params": {}},
+                        "blocks": [{"kind": "evaluation", "task": "webgrid", "seconds": 30}]})
+    found = check_operator_graph(g)
+    assert found["dsp"] is None and found["recorder"] is None and "implant" not in g["nodes"]

@@ -121,6 +121,6 @@ def test_operator_runs_a_session_sees_it_and_stops_it(make_controller, browser, 
                                  for m in _js(d, "cl.messages")[n_msgs:]))
         assert _js(d, "cl.lastResponse.status") == 409
         time.sleep(0.1)
-        assert _js(d, "cl.fast.state") == "closed_loop" and ctl.n_faults == 0
+        assert _js(d, "cl.fast.state") == "closed_loop" and ctl.running
         js_errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE" and e["source"] != "network"]
         assert js_errors == [], js_errors                     # no exception in the page's script

@@ -1,18 +1,18 @@
 """``cortexlink bench ui``: does the operator UI slow the real-time loop?
 
-A :class:`~cortexlink.web.controller.SessionController` (1024 channels by default) is
-calibrated (fast-forwarded), fitted, then runs closed-loop Webgrid paced to the wall clock while
-the conditions take turns: no browser connected, one headless Chromium window on the operator
+An :class:`~cortexlink.web.controller.OperatorController` runs the operator graph of the demo
+session (1024 channels by default) in this process, the UI a client of its bus; it is
+calibrated, fitted, then runs closed-loop Webgrid paced to the wall clock while the conditions
+take turns: no browser connected, one headless Chromium window on the operator
 page, three windows; each with the worker thread at normal and at real-time (SCHED_FIFO)
 priority. Conditions are interleaved in ``rounds`` slices so that a change in the
 machine's load during the run affects them alike; every condition gets ``seconds`` in total. The
 browser stays running throughout (an unconnected window shows ``about:blank``), so the
 conditions differ only in connected pages.
 
-Reported per condition: the loop latency (:meth:`ClosedLoop.step_bin`: samples in → cursor
-updated) p50/p99/max, the whole bin's work (sim implant, loop, snapshot), how late bins started,
-deadline misses (a bin that ended after the next bin's samples were complete), and the snapshot
-rate each connected page received.
+Reported per condition: the loop latency (the cursor node's: the bin's last chunk entered the
+graph → cursor updated) p50/p99/max, deadline misses (updates later than the graph's deadline),
+and the snapshot rate each connected page received.
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ def run(seconds: float = 30.0, channels: int = 1024, clients: tuple[int, ...] = 
     rounds : int
         Interleaved slices per condition.
     calibration_s : float
-        Open-loop calibration before the fit (run at up to 4x real time).
+        Open-loop calibration before the fit.
     priorities : tuple of {"normal", "high", "realtime"}
-        Scheduling of the worker thread; every browser condition is measured under each (a
+        Scheduling of the graph's thread; every browser condition is measured under each (a
         priority that cannot be applied is reported and measured as it is).
     progress : callable, optional
         Called with a line of text at each step.
@@ -65,14 +65,14 @@ def run(seconds: float = 30.0, channels: int = 1024, clients: tuple[int, ...] = 
     from cortexlink.core.validation import check_positive
     from cortexlink.runtime.session import DEFAULT_SESSION
     from cortexlink.web.browser import find_browser
-    from cortexlink.web.controller import SessionController
+    from cortexlink.web.controller import OperatorController
     from cortexlink.web.server import OperatorServer
 
     seconds = check_positive("seconds", seconds)
     rounds = check_positive("rounds", rounds, integer=True)
     clients = tuple(int(check_positive("clients", c, integer=True)) for c in clients)
     from cortexlink.core.validation import check_choice
-    from cortexlink.web.controller import PRIORITIES
+    from cortexlink.web.commands import PRIORITIES
 
     priorities = tuple(dict.fromkeys(check_choice("priorities", p, PRIORITIES) for p in priorities))
     conditions = [0, *sorted(set(clients))]
@@ -99,12 +99,12 @@ def run(seconds: float = 30.0, channels: int = 1024, clients: tuple[int, ...] = 
     }
     if reason is not None:
         conditions = [0]
-    ctl = SessionController(cfg, realtime_factor=4.0)
+    ctl = OperatorController(session=cfg)
     ctl.start()
     server = None
     browser = None
     try:
-        say(f"calibrating {calibration_s:g} s (fast-forward) and fitting at {channels} channels")
+        say(f"calibrating {calibration_s:g} s and fitting at {channels} channels")
         ctl.command("calibrate", {"seconds": calibration_s})
         ctl.wait_for(lambda s: s.slow.data["counts"]["calibration_blocks"] >= 1, calibration_s + 60)
         ctl.command("fit")
@@ -113,7 +113,8 @@ def run(seconds: float = 30.0, channels: int = 1024, clients: tuple[int, ...] = 
         if not snap.slow.data["decoder"]["fitted"]:
             raise RuntimeError(f"fit failed: {job}")
         result["fit"] = job
-        ctl.set_realtime_factor(1.0)
+        lat = ctl.loop_latency_ns()
+        cursor = ctl._runner.by_name[ctl.nodes["cursor"]].node
         server = OperatorServer(ctl, "127.0.0.1", 0).start()
         result["url"] = server.url
         handles: list = []
@@ -132,11 +133,11 @@ def run(seconds: float = 30.0, channels: int = 1024, clients: tuple[int, ...] = 
 
         def start_block() -> None:
             ctl.command("start", {"task": "webgrid", "seconds": block_s})
+            ctl.wait_for(lambda s: s.fast["state"] == "closed_loop", 10)
 
         start_block()
         cases = [(p, c) for p in priorities for c in conditions]
-        acc: dict[tuple, dict] = {k: {"loop_us": [], "busy_us": [], "late_us": [], "missed": [], "rx": [],
-                                      "bins": 0, "load": []} for k in cases}
+        acc: dict[tuple, dict] = {k: {"loop_us": [], "missed": 0, "rx": [], "bins": 0, "load": []} for k in cases}
         for r in range(rounds):
             for prio, c in cases:
                 if ctl.state != "closed_loop":
@@ -148,10 +149,10 @@ def run(seconds: float = 30.0, channels: int = 1024, clients: tuple[int, ...] = 
                     drv.get(server.url)
                 time.sleep(settle_s)
                 n0 = [_js(drv, h, "return window.cl ? window.cl.nFast : 0") for h in handles[:c]]
-                b0 = ctl.n_bins
+                b0, l0, m0 = cursor.n_updates, lat.n, cursor.n_missed
                 t0 = time.monotonic()
                 time.sleep(slice_s)
-                b1 = ctl.n_bins
+                b1, l1, m1 = cursor.n_updates, lat.n, cursor.n_missed
                 dt = time.monotonic() - t0
                 n1 = [_js(drv, h, "return window.cl ? window.cl.nFast : 0") for h in handles[:c]]
                 a = acc[(prio, c)]
@@ -160,32 +161,30 @@ def run(seconds: float = 30.0, channels: int = 1024, clients: tuple[int, ...] = 
                 for h in handles[:c]:
                     drv.switch_to.window(h)
                     drv.get("about:blank")
-                hist = ctl.latency_history(b0, b1)
-                for k in ("loop_us", "busy_us", "late_us", "missed"):
-                    a[k].append(hist[k])
+                vals = lat.values_ns()
+                a["loop_us"].append(vals[len(vals) - min(l1 - l0, len(vals)):] / 1e3)
+                a["missed"] += m1 - m0
                 a["bins"] += b1 - b0
                 a["rx"].extend((b - x) / dt for x, b in zip(n0, n1))
                 say(f"round {r + 1}/{rounds}, priority {prio}, {c} browser window(s): {b1 - b0} bins, "
-                    f"{int(hist['missed'].sum())} missed, rx {[round((b - x) / dt, 1) for x, b in zip(n0, n1)]}/s")
+                    f"{m1 - m0} missed, rx {[round((b - x) / dt, 1) for x, b in zip(n0, n1)]}/s")
         ctl.set_priority("normal")
         for prio, c in cases:
             a = acc[(prio, c)]
-            missed = np.concatenate(a["missed"])
             name = f"{prio}/" + ("no_browser" if c == 0 else f"{c}_browser{'s' if c > 1 else ''}")
             result["conditions"][name] = {
                 "priority": prio, "priority_applied": result["priorities"][prio].get("applied") == prio,
                 "browser_windows": c, "n_bins": int(a["bins"]),
-                "loop_latency_us": _stats(np.concatenate(a["loop_us"])),
-                "bin_work_us": _stats(np.concatenate(a["busy_us"])),
-                "start_lateness_us": _stats(np.concatenate(a["late_us"])),
-                "deadline_misses": int(missed.sum()),
-                "deadline_miss_fraction": float(missed.mean()) if missed.size else None,
+                "loop_latency_us": _stats(np.concatenate(a["loop_us"])) if a["loop_us"] else None,
+                "deadline_misses": int(a["missed"]),
+                "deadline_miss_fraction": a["missed"] / a["bins"] if a["bins"] else None,
                 "snapshots_per_s_per_window": ({"mean": float(np.mean(a["rx"])), "min": float(np.min(a["rx"]))}
                                                if a["rx"] else None),
                 "load_avg_1min": float(np.mean(a["load"])) if a["load"] else None,
             }
         result["stream_hz"] = server.stream_hz
         result["dt_s"] = ctl.dt_s
+        result["graph"] = "operator graph of the demo session, in-process (UI: a client of its bus)"
     finally:
         if browser is not None:
             browser.quit()
@@ -209,12 +208,12 @@ def summary_lines(result: dict) -> list[str]:
     for prio, info in result.get("priorities", {}).items():
         if info.get("error"):
             out.append(f"  priority {prio} not applied: {info['error']}")
-    out.append(f"  {'condition':<22} {'loop p50':>9} {'p99':>8} {'max':>8}  {'bin p99':>8}  {'misses':>10}  {'updates/s':>9}")
+    out.append(f"  {'condition':<22} {'loop p50':>9} {'p99':>8} {'max':>8}  {'misses':>10}  {'updates/s':>9}")
     nan = float("nan")
     for name, c in result["conditions"].items():
-        lat, work = c["loop_latency_us"] or {}, c["bin_work_us"] or {}
+        lat = c["loop_latency_us"] or {}
         rx = c["snapshots_per_s_per_window"]
         out.append(f"  {name:<22} {lat.get('p50', nan):>7.0f}µs {lat.get('p99', nan):>6.0f}µs "
-                   f"{lat.get('max', nan):>6.0f}µs  {work.get('p99', nan):>6.0f}µs  "
+                   f"{lat.get('max', nan):>6.0f}µs  "
                    f"{c['deadline_misses']:>4}/{c['n_bins']:<5}  {'-' if rx is None else format(rx['mean'], '.1f'):>9}")
     return out

@@ -75,7 +75,7 @@ OPERATOR_TOPIC = "operator.commands"
 REPLIES_TOPIC = "operator.replies"
 #: Topics that no node publishes under its own name (inputs may read them).
 BUILTIN_TOPICS = (FAULTS_TOPIC, OPERATOR_TOPIC)
-BUILTIN_GRAPHS = ("closed_loop",)
+BUILTIN_GRAPHS = ("closed_loop", "operator")
 _TOP = {"name", "bin_ms", "clock", "seconds", "stats_after_s", "deadline_ms", "bus", "watchdog", "restart",
         "nodes"}
 _NODE = {"kind", "params", "inputs", "where", "group", "critical", "restart", "inject", "cpus"}
@@ -94,7 +94,7 @@ def check_cpus(path: str, cpus: Any) -> list[int] | None:
 
 
 def builtin_graph(name: str) -> Path:
-    """Path of a graph shipped with cortexlink (``closed_loop``)."""
+    """Path of a graph shipped with cortexlink (``closed_loop``, ``operator``)."""
     from importlib import resources
 
     if name not in BUILTIN_GRAPHS:

@@ -167,13 +167,19 @@ class GraphRunner:
     objects : dict, optional
         In-process handles for nodes of the main process (``NodeContext.objects``): e.g.
         ``{"recorder": SessionRecorder(...)}`` for a recorder node with ``use: recorder``.
+    speed : float
+        ``clock: realtime`` only: pace the sources at this many times the wall clock (a simulated
+        implant in tests and demos; 1.0, the default, is real time).
     """
 
     def __init__(self, graph: Any, *, seconds: float | None = None, bus: str | None = None,
                  redis_url: str | None = None, clock: str | None = None, out_dir: Any = None,
                  nodes: list[str] | None = None, run_id: str | None = None, start_at_end: bool = False,
-                 startup_timeout_s: float = 120.0, objects: dict | None = None) -> None:
+                 startup_timeout_s: float = 120.0, objects: dict | None = None, speed: float = 1.0) -> None:
         self.objects = dict(objects or {})
+        if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0 < speed < 1000:
+            raise ConfigError(f"speed must be a number > 0 and < 1000; got {speed!r}")
+        self.speed = float(speed)
         self.role = "worker" if nodes else "main"
         self._graph_src = graph
         self._seconds = seconds
@@ -442,6 +448,10 @@ class GraphRunner:
             logger.exception("could not publish fault event %s", kind)
             if self.role == "main":
                 self.faults.append(ev)
+
+    def request_stop(self, reason: str) -> None:
+        """End the run after the current pass (thread-safe; e.g. from a UI's thread)."""
+        self._request_stop(reason)
 
     def _request_stop(self, reason: str) -> None:
         if self._stop is None:
@@ -779,6 +789,7 @@ class GraphRunner:
         deadline = self.deadline_ns
         stats_from_ns = int(g["stats_after_s"] * 1e9)
         remote_in = isinstance(bus, RedisStreamsBus) and bus.has_remote_inputs
+        speed = self.speed
         t0 = time.monotonic_ns()
         for s in clocked:
             s.due = t0 if realtime else 0
@@ -811,7 +822,7 @@ class GraphRunner:
                         late = now - slot.due
                         if late > deadline and slot.due - t0 >= stats_from_ns:
                             node.n_missed += 1
-                        slot.due += node.period_ns
+                        slot.due += node.period_ns if speed == 1.0 else int(node.period_ns / speed)
                     else:
                         if not tick or now < slot.due:
                             continue
@@ -824,7 +835,7 @@ class GraphRunner:
             if replies is not None and len(replies):
                 self._collect_replies()
             if clocked:
-                self.source_time_ns = min(s.due for s in clocked) - (t0 if realtime else 0)
+                self.source_time_ns = int((min(s.due for s in clocked) - t0) * speed) if realtime else min(s.due for s in clocked)
             else:
                 self.source_time_ns = (time.monotonic_ns() - t0) if realtime else self._vnow
             if tick:

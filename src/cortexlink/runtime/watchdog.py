@@ -157,6 +157,12 @@ class Watchdog:
         return new
 
     # -- per output ---------------------------------------------------------------------
+    def output_seen(self, now_ns: int, sample: int = -1) -> None:
+        """A decoder output arrived that does not drive the cursor (between an operator's blocks,
+        open loop, mouse mode): the pipeline runs, so its timeout restarts (values unchecked)."""
+        self._last_output_ns = now_ns
+        self._clear("pipeline_stall", self.gate, sample)
+
     def check_output(self, now_ns: int, velocity: Any, click: float | None, *, node: str, sample: int = -1) -> bool:
         """Check one decoder output; return True if it may drive the cursor.
 

@@ -2,7 +2,7 @@
 
 Screen coordinates are "screen units" with x, y in [-1, 1] (centre (0, 0), y up); velocities
 are screen units per second; time advances once per bin (``dt_s``, default 0.02 s). The
-closed loop (:mod:`cortexlink.tasks.loop`) calls ``current_target()`` for the participant, moves
+closed loop (the runtime's cursor node) calls ``current_target()`` for the participant, moves
 the cursor, then ``update(t_s, cursor_xy, click)``.
 """
 

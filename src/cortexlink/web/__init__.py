@@ -1,20 +1,21 @@
 """Operator web UI: watch the array, the decoder and the task; calibrate, fit, run, stop.
 
-A leaf package (nothing in cortexlink imports it) and light to import: the session runs in
-:class:`~cortexlink.web.controller.SessionController` (a paced real-time worker thread that owns
-the :class:`~cortexlink.tasks.loop.ClosedLoop`), which publishes one small snapshot per bin
-into a latest-value holder; :class:`~cortexlink.web.server.OperatorServer` (standard library
-``http.server``) reads that holder at a bounded rate per browser, streams it as Server-Sent
-Events and forwards JSON control requests. The real-time worker never waits for a browser.
+A leaf package (nothing in cortexlink imports it) and light to import. The UI is a client of the
+runtime graph's bus: :class:`~cortexlink.web.controller.OperatorController` runs an interactive
+graph (:mod:`cortexlink.web.graphs`; in a background thread, or in a child process over Redis),
+sends operator commands on the ``operator.commands`` topic and reads the snapshots the graph's
+``ui_feed`` node publishes into a latest-value holder; :class:`~cortexlink.web.server.OperatorServer`
+(standard library ``http.server``) reads that holder at a bounded rate per browser, streams it
+as Server-Sent Events and forwards JSON control requests. Nothing here is on the real-time path.
 
 Start it with ``cortexlink serve``.
 """
 
-__all__ = ["SessionController", "OperatorServer", "ControlError"]
+__all__ = ["OperatorController", "OperatorServer", "ControlError"]
 
 
 def __getattr__(name: str):
-    if name in ("SessionController", "ControlError"):
+    if name in ("OperatorController", "ControlError"):
         from cortexlink.web import controller
 
         return getattr(controller, name)

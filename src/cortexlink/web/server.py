@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from cortexlink.core.errors import ConfigError, CortexlinkError
-from cortexlink.web.controller import COMMANDS, ControlError, SessionController, validate_command
+from cortexlink.web.controller import COMMANDS, ControlError, OperatorController, validate_command
 from cortexlink.web.snapshot import jsonable
 
 logger = logging.getLogger(__name__)
@@ -85,11 +85,11 @@ class _Server(ThreadingHTTPServer):
 
 
 class OperatorServer:
-    """Serve the operator UI of a :class:`~cortexlink.web.controller.SessionController`.
+    """Serve the operator UI of a :class:`~cortexlink.web.controller.OperatorController`.
 
     Parameters
     ----------
-    controller : SessionController
+    controller : OperatorController
         A started controller (the server only reads its snapshots and forwards commands).
     host : str
         Address to bind (default 127.0.0.1). Anything but a loopback address needs ``token``.
@@ -112,7 +112,7 @@ class OperatorServer:
         The address cannot be bound (e.g. the port is in use).
     """
 
-    def __init__(self, controller: SessionController, host: str = "127.0.0.1", port: int = 8765, *,
+    def __init__(self, controller: OperatorController, host: str = "127.0.0.1", port: int = 8765, *,
                  token: str | None = None, stream_hz: float = 30.0, max_clients: int = 16,
                  socket_timeout_s: float = 10.0) -> None:
         self.controller = controller

@@ -1,6 +1,6 @@
 """Snapshots of a running session and the latest-value holder they pass through.
 
-The real-time worker :meth:`LatestValue.set`\\ s one :class:`Snapshot` per bin: a new object,
+The controller's poller :meth:`LatestValue.set`\\ s one :class:`Snapshot` per snapshot the graph's ``ui_feed`` publishes: a new object,
 never mutated afterwards, so readers in other threads need no copy. Setting replaces the
 previous snapshot (no queue, nothing grows, the writer never waits for a reader). Readers
 (the web server's client threads) :meth:`LatestValue.get` it whenever they like and ask for its
@@ -95,7 +95,8 @@ class Snapshot:
     seq : int
         Increases by one per published snapshot.
     fast : dict
-        Per-bin values (see the module docstring); ``raster_rows`` holds ``(bin, bytes)`` pairs.
+        Per-bin values (see the module docstring); raster rows as ``raster_rows`` (``(bin, bytes)``
+        pairs) or already encoded as ``raster`` (what the ``ui_feed`` node publishes).
     slow, meta : Part
         Shared with the previous snapshots until they change.
     """
@@ -114,11 +115,11 @@ class Snapshot:
         b = self._bytes
         if b is None:
             f = dict(self.fast)
-            rows = f.pop("raster_rows", ())
+            rows = f.pop("raster_rows", None)
             if rows:
                 f["raster"] = {"bin0": rows[0][0], "n_rows": len(rows), "n_ch": len(rows[0][1]),
                                "b64": base64.b64encode(b"".join(r[1] for r in rows)).decode("ascii")}
-            else:
+            elif rows is not None or "raster" not in f:
                 f["raster"] = None
             b = _encode(f)
             self._bytes = b
@@ -133,7 +134,7 @@ class LatestValue:
     """Holds the most recent value; :meth:`set` never blocks and nothing queues up.
 
     Assigning one reference is atomic in CPython, so neither side takes a lock: the writer
-    (the real-time worker) can never be held up by a reader.
+    (the controller's poller) can never be held up by a reader.
     """
 
     def __init__(self) -> None:

@@ -42,9 +42,8 @@ from cortexlink.io.session_log.format import (  # noqa: F401
 )
 from cortexlink.io.session_log.reader import SessionReader
 from cortexlink.io.session_log.repair import finalize, recover, verify  # noqa: F401
-from cortexlink.io.session_log.tap import RecorderTap
 from cortexlink.io.session_log.writer import ON_FULL, SessionRecorder, estimate_bytes, provenance  # noqa: F401
 
-__all__ = ["SessionRecorder", "SessionReader", "RecorderTap", "Record", "recover", "verify",
+__all__ = ["SessionRecorder", "SessionReader", "Record", "recover", "verify",
            "RecorderOverflow", "InsufficientDiskSpace", "CorruptSessionError", "estimate_bytes",
            "FORMAT_VERSION"]

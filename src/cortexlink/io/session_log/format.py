@@ -30,8 +30,7 @@ REC_HEADER_BYTES = _REC_HDR.size + _CRC.size  # 36
 MAX_PAYLOAD = 1 << 30
 
 # Column layout of each recorded row stream (one row per loop bin), the same whoever writes it
-# (:class:`~cortexlink.io.session_log.RecorderTap`, the runtime's recorder node); a writer that
-# lacks a value writes NaN in its place (``halted``: 0.0 where nothing can halt the cursor).
+# (the runtime's recorder node, or any other writer); a writer that lacks a value writes NaN in its place (``halted``: 0.0 where nothing can halt the cursor).
 STREAM_COLUMNS: dict[str, tuple[str, ...]] = {
     "cursor": ("x", "y", "vx", "vy", "clicked", "halted"),   # cursor position, velocity, click, halted
     "decoder": ("vx", "vy", "click_proba", "click"),          # decoded velocity, click probability, click

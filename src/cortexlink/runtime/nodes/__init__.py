@@ -9,16 +9,19 @@ kind              does                                        inputs            
                   in chunks, optionally looped
 ``lsl_source``    an LSL stream (:class:`~cortexlink.io.lsl.    --                         ``raw``
                   LSLInlet`)
-``dsp``           :class:`~cortexlink.dsp.FeatureExtractor`,    ``raw``                    ``features``
+``dsp``           :class:`~cortexlink.dsp.FeatureExtractor`,    ``raw``, ``operator``      ``features``
                   one message per bin, decoder columns selected
 ``decoder``       a velocity decoder (+ click decoder), loaded  ``features``, ``labels``,  ``intent``
                   or calibrated in session                      ``control``
 ``participant``   a :class:`~cortexlink.sim.SimulatedParticipant` ``cursor`` (feedback)    ``intent``
 ``cursor``        :class:`~cortexlink.tasks.CursorEffector` +   ``intent``,                ``state``, ``control``,
-                  a block schedule of tasks; the watchdog gate  ``participant``            ``gate``, ``events``
+                  a block schedule of tasks (or the operator's  ``participant``,           ``gate``, ``events``,
+                  commands); the watchdog gate, the E-STOP      ``operator``               ``bins``
 ``recorder``      :class:`~cortexlink.io.session_log.           any of ``raw``,            --
-                  SessionRecorder` (never blocks)               ``features``, ...
-``ui_feed``       latest values, rate-limited snapshots         any (latest value)         --
+                  SessionRecorder` (never blocks); idle until   ``features``, ...,
+                  ``record_start`` with ``operator``            ``operator``
+``ui_feed``       latest values, rate-limited snapshots; with   any (latest value),        --
+                  ``operator: true`` the operator page's parts  ``activity``
 ``lsl_outlet``    features or intent as an LSL stream           ``data``                   --
 ``sink``          counts messages, end-to-end latency           ``data``                   --
 ``trace``         each block's bins as a BlockTrace             ``bins``, ``events``,      --
@@ -44,6 +47,10 @@ Message payloads (dicts unless said otherwise):
   latencies, ``halted``).
 * ``control`` (cursor → decoder): ``cmd`` in ``begin`` / ``end`` / ``fit`` / ``refit``.
 * ``gate`` (cursor): ``halted``, ``velocity`` (0, 0 while halted), ``faults``.
+
+Operator commands arrive on the built-in topic ``operator.commands`` (an ``operator`` input:
+cursor, dsp, recorder) and are answered on ``operator.replies``; see
+:mod:`cortexlink.runtime.nodes._operator` and :meth:`~cortexlink.runtime.runner.GraphRunner.send_command`.
 
 One module per family: :mod:`~cortexlink.runtime.nodes.sources`, :mod:`~cortexlink.runtime.nodes.dsp`,
 :mod:`~cortexlink.runtime.nodes.decoder`, :mod:`~cortexlink.runtime.nodes.participant`,

@@ -83,6 +83,7 @@ class OperatorMixin:
         self._clicked = False
         self._slow_n = 0
         self.n_refits = 0
+        self._loop_us: float | None = None
 
     @property
     def fitted(self) -> bool:
@@ -293,7 +294,8 @@ class OperatorMixin:
             "state": self.op_state(), "job": self.job, "estop": self.estop, "estop_bin": self.estop_bin,
             "estop_requested_after_bin": self.estop_requested_after_bin, "mouse": self.mouse,
             "fitted": self.fitted, "decoded": self._decoded, "click_proba": self._proba, "clicked": self._clicked,
-            "block": None, "lit_cell": None, "chess": None, "target_idx": None}
+            "block": None, "lit_cell": None, "chess": None, "target_idx": None, "loop_us": self._loop_us,
+            "n_missed": self.n_missed}
         if blk is not None:
             task = blk.task
             out["block"] = {"name": blk.name, "kind": blk.kind, "task": task.name, "mode": blk.mode, "n": blk.n,

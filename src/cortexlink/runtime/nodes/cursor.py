@@ -319,8 +319,12 @@ class CursorNode(OperatorMixin, Node):
         g = int(m.payload["bin"])
         if self.interactive:
             self._jobs(m.payload)
+            blk = self.block
+            if blk is None or blk.mode != "closed" or self.mouse:
+                self.watchdog.output_seen(now_ns, m.sample)     # the pipeline runs; its output is not used
         if self.estop and self.estop_bin is None:
             self.estop_bin = g                     # the first bin held by the E-STOP
+        self._loop_us = None
         self._bin_step(m, now_ns)
         self.last_bin = g
         self.publish_slow()
@@ -406,6 +410,7 @@ class CursorNode(OperatorMixin, Node):
         if m.t_enter_ns and m.sample > self.ctx.stats_from_sample:
             lat = t_upd - m.t_enter_ns
             self.latency.add(lat)
+            self._loop_us = lat / 1e3
             if blk is not None:
                 blk.latency.add(lat)
             if lat > self.ctx.deadline_ns:

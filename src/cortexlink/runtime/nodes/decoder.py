@@ -327,8 +327,8 @@ class DecoderNode(Node):
         proba = None
         decode_us = math.nan
         blk = self.block
-        # in a session (control input) every bin with features is decoded, as ClosedLoop does (NaN
-        # input holds the decoder); free-running, bins masked entirely are skipped
+        # in a session (control input) every bin with features is decoded (NaN input holds the
+        # decoder); free-running, bins masked entirely are skipped
         if (have_x if self.has_control else valid) and self.mode == "closed" and self.fitted:
             t0 = time.perf_counter_ns()
             xd = np.asarray(x, dtype=np.float64)

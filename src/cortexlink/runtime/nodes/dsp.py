@@ -27,7 +27,7 @@ class DspNode(Node):
         ``threshold_rms``, ``calibration_s``, ``band_hz``, ``backend``, ...; not ``bin_ms``,
         which is the graph's).
     feature_kinds : list of {"tx", "sbp"} or None
-        Columns given to the decoder; default as :class:`~cortexlink.tasks.loop.ClosedLoop`: both
+        Columns given to the decoder; default: both
         up to 128 channels, ``sbp`` above.
     exclude_bad : bool
         Leave out the bad channels found at calibration.

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from cortexlink.core.errors import ConfigError
 from cortexlink.runtime.bus import Message
 from cortexlink.runtime.node import Node, Param, PortSpec, register_node
 from cortexlink.runtime.stats import LatencyStats
@@ -23,14 +24,50 @@ class UiFeedNode(Node):
     the newest value and can never hold up the graph (superseded messages are counted in the
     edge's ``n_dropped``). The snapshot is :meth:`snapshot` in-process and the shared value
     ``<name>/snapshot`` on the bus (``bus.get_info``) for a UI in another process.
+
+    Parameters (``params``)
+    -----------------------
+    max_hz : float
+        Most snapshots per second.
+    operator : bool
+        Build what the operator web UI shows (:mod:`cortexlink.runtime.nodes._uiview`): the
+        snapshot gets ``seq`` and ``fast`` (cursor, block, target, raster rows, E-STOP state, ...)
+        and the parts ``<name>/slow`` (rates, latency, metrics, jobs, recording, faults, ``slow_hz``
+        times a second) and ``<name>/meta`` (electrode layout, noise, session). Needs ``cursor``
+        from an interactive cursor's ``state`` and ``activity`` from a dsp's ``features`` (every
+        bin; with the dsp's ``full_rows`` for the rate map).
+    slow_hz, latency_window_s : float
+        Rate of the slow part; the loop latency percentiles are over this many recent seconds.
+    session : str or None
+        The name shown (default: the graph's name).
     """
 
     kind = "ui_feed"
     CRITICAL = False
     TICKS = True
-    INPUTS = {p: PortSpec(maxlen=1, policy="drop_oldest") for p in ("cursor", "intent", "gate", "events", "features")}
-    PARAMS = {"max_hz": Param("float", 30.0, gt=0.0)}
+    INPUTS = {**{p: PortSpec(maxlen=1, policy="drop_oldest") for p in ("cursor", "intent", "gate", "events", "features")},
+              "activity": PortSpec(maxlen=256, policy="drop_oldest", doc="dsp features of every bin (operator view)"),
+              "faults": PortSpec(maxlen=256, policy="drop_oldest", doc="fault events (operator view)")}
+    PARAMS = {"max_hz": Param("float", 30.0, gt=0.0),
+              "operator": Param("bool", False),
+              "slow_hz": Param("float", 5.0, gt=0.0),
+              "latency_window_s": Param("float", 5.0, gt=0.0),
+              "session": Param("str", None, nullable=True)}
     LOSSY = True
+
+    @classmethod
+    def validate_config(cls, name: str, params: dict, graph: dict) -> None:
+        if not params["operator"]:
+            return
+        ins = graph["nodes"][name]["inputs"]
+        for port, kind in (("cursor", "cursor"), ("activity", "dsp")):
+            src = ins.get(port)
+            if src is None and port == "activity":
+                continue                                # no implant (perfect decoder)
+            prod = None if src is None else graph["nodes"].get(src["from"].split(".", 1)[0])
+            if prod is None or prod["kind"] != kind:
+                raise ConfigError(f"nodes.{name}.inputs.{port} must come from a {kind} node when "
+                                  f"params.operator is true; got {None if src is None else src['from']!r}")
 
     def setup(self) -> None:
         self._latest: dict[str, Any] = {}
@@ -38,6 +75,12 @@ class UiFeedNode(Node):
         self._period = int(1e9 / self.params["max_hz"])
         self._next = 0
         self.n_snapshots = 0
+        self.view = None
+        if self.params["operator"]:
+            from cortexlink.runtime.nodes._uiview import OperatorView
+
+            self.view = OperatorView(self)
+            self.ctx.bus.set_info(f"{self.name}/meta", self.view.meta)
 
     @staticmethod
     def _plain(p: Any) -> Any:
@@ -47,16 +90,43 @@ class UiFeedNode(Node):
         return None
 
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
+        view = self.view
         for port, msgs in inbox.items():
-            if msgs:
-                self._latest[port] = (msgs[-1].sample, self._plain(msgs[-1].payload))
+            if not msgs:
+                continue
+            if port == "activity":
+                if view is not None:
+                    for m in msgs:
+                        view.activity(m.payload)
+                continue
+            if port == "faults":
+                if view is not None:
+                    for m in msgs:
+                        view.fault(m.payload)
+                continue
+            if port == "cursor" and view is not None:
+                for m in msgs:
+                    view.cursor_state(m.payload)
+                if (view.state or {}).get("op") is None:
+                    continue
+            self._latest[port] = (msgs[-1].sample, self._plain(msgs[-1].payload))
         if now_ns < self._next or not self._latest:
             return
         self._next = now_ns + self._period
         health = self.ctx.health()
-        self._snap = {"t_ns": now_ns, **{k: {"sample": s, **(v or {})} for k, (s, v) in self._latest.items()},
-                      "nodes": {n: {"state": h.get("state"), "n_out": h.get("n_out")} for n, h in health.items()}}
-        self.ctx.bus.set_info(f"{self.name}/snapshot", self._snap)
+        snap = {"t_ns": now_ns, **{k: {"sample": s, **(v or {})} for k, (s, v) in self._latest.items()},
+                "nodes": {n: {"state": h.get("state"), "n_out": h.get("n_out")} for n, h in health.items()}}
+        if view is not None:
+            bus = self.ctx.bus
+            if view.slow_due(now_ns):
+                if view.meta_changed():
+                    bus.set_info(f"{self.name}/meta", view.meta)
+                bus.set_info(f"{self.name}/slow", view.slow(health))
+            snap.pop("cursor", None)
+            snap.update(seq=view.seq + 1, fast=view.fast(now_ns, health), slow_version=view.slow_version,
+                        meta_version=view.meta_version)
+        self._snap = snap
+        self.ctx.bus.set_info(f"{self.name}/snapshot", snap)
         self.n_snapshots += 1
 
     def snapshot(self) -> dict:

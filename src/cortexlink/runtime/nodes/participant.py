@@ -21,9 +21,8 @@ class ParticipantNode(Node):
     config : dict
         :class:`~cortexlink.sim.ParticipantConfig` overrides.
 
-    Between blocks (``state.block`` is None) it rests: intent zero, its model is not stepped (as
-    in :meth:`~cortexlink.tasks.loop.ClosedLoop.warm_up`). At a block's first bin it is reset and
-    its adaptation is switched off in open-loop blocks, as in ``ClosedLoop.begin_block``.
+    Between blocks (``state.block`` is None) it rests: intent zero, its model is not stepped. At a
+    block's first bin it is reset and its adaptation is switched off in open-loop blocks.
     """
 
     kind = "participant"

@@ -1,0 +1,231 @@
+"""What the operator page shows, built by a ``ui_feed`` node with ``operator: true``.
+
+Three parts, published on the bus as shared values (``bus.set_info``) so that a UI in this
+process or another one reads them the same way:
+
+``<name>/snapshot``
+    Up to ``max_hz`` times a second: ``seq``, ``fast`` (cursor, target, block, lit cell, chess
+    stage, decoded velocity, click probability, E-STOP and mouse state, the last raster rows as
+    ``{"bin0", "n_rows", "n_ch", "b64"}``), ``slow_version``, ``meta_version`` and the node
+    states.
+``<name>/slow``
+    ``slow_hz`` times a second, when it changed: per-channel crossing rate, loop latency
+    statistics, task metrics and view, decoder and block counts, last job and block, recording
+    status, fault events.
+``<name>/meta``
+    When the noise calibration changes: session, electrode layout, noise RMS, bad channels, block
+    defaults.
+
+The cursor publishes its operator view in its ``state`` messages and under ``<cursor>/operator``
+(:mod:`cortexlink.runtime.nodes._operator`); the dsp its feature names and noise figures; the
+recorder its status. This module only gathers them: nothing here is on the real-time path of
+another node (``ui_feed`` reads its inputs with ``drop_oldest`` edges).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["OperatorView", "grid_layout", "RASTER_CHANNELS"]
+
+RASTER_CHANNELS = 128
+TASK_NAMES = ("centre_out", "webgrid", "chess")
+MAX_BLOCK_S = 600.0
+
+
+def grid_layout(pos: Any) -> dict:
+    """Column and row of each electrode from its position (a square grid by index if positions clash)."""
+    pos = np.asarray(pos, dtype=float)
+    n = pos.shape[0]
+    xs = np.unique(np.round(pos[:, 0], 3))
+    ys = np.unique(np.round(pos[:, 1], 3))
+    col = np.searchsorted(xs, np.round(pos[:, 0], 3))
+    row = np.searchsorted(ys, np.round(pos[:, 1], 3))
+    if len({(int(c), int(r)) for c, r in zip(col, row)}) < n or xs.size * ys.size > 16 * n:
+        nc = int(math.ceil(math.sqrt(n)))
+        col, row = np.arange(n) % nc, np.arange(n) // nc
+        return {"cols": nc, "rows": int(math.ceil(n / nc)), "col": col.tolist(), "row": row.tolist()}
+    return {"cols": int(xs.size), "rows": int(ys.size), "col": col.tolist(), "row": row.tolist()}
+
+
+def _finite(values: Any, nd: int) -> list:
+    a = np.round(np.asarray(values, dtype=np.float64), nd)
+    return [v if math.isfinite(v) else None for v in a.tolist()]
+
+
+class OperatorView:
+    """Builds the operator page's parts from a ``ui_feed`` node's inputs (see the module docstring)."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        ctx = node.ctx
+        g = ctx.graph
+        self.name = node.name
+        self.dt_s = ctx.bin_ms / 1000.0
+        self.cursor = ctx.producer(node.name, "cursor")
+        self.dsp = ctx.producer(node.name, "activity")
+        raw = g["nodes"][self.dsp]["inputs"].get("raw") if self.dsp else None
+        self.source = None if raw is None else raw["from"].split(".", 1)[0]
+        self.recorder = next((n for n, s in g["nodes"].items() if s["kind"] == "recorder"
+                              and "operator" in (s.get("inputs") or {})), None)
+        cp = g["nodes"][self.cursor]["params"] if self.cursor else {}
+        self.decoder_kind = cp.get("decoder_kind", "?")
+        self.block_defaults = cp.get("block_defaults", {})
+        self.session = node.params["session"] or g.get("name", "graph")
+        self.slow_every_ns = int(1e9 / node.params["slow_hz"])
+        self._next_slow = 0
+        self.seq = 0
+        self.slow_version = 0
+        self.meta_version = 0
+        self._noise_version = -1
+        self._tx: np.ndarray | None = None
+        self._raster_idx: np.ndarray | None = None
+        self.n_ch = 0
+        self.rate = np.zeros(0)
+        self.raster: collections.deque = collections.deque(maxlen=8)
+        n_win = max(1, int(round(node.params["latency_window_s"] / self.dt_s)))
+        self.loop_us = np.full(n_win, np.nan)
+        self._i = 0
+        self.faults: collections.deque = collections.deque(maxlen=50)
+        self.n_faults = 0
+        self.state: dict | None = None
+        self.meta = self._meta()
+
+    # -- inputs -----------------------------------------------------------------------------
+    def _columns(self) -> None:
+        info = self.node.ctx.bus.get_info(f"{self.dsp}/stream_features") if self.dsp else None
+        if not info:
+            return
+        names = info["names"]
+        self._tx = np.asarray([i for i, nm in enumerate(names) if nm.endswith("/tx")], np.intp)
+        self.n_ch = int(self._tx.size)
+        self._raster_idx = self._tx[:RASTER_CHANNELS]
+        self.rate = np.zeros(self.n_ch)
+
+    def activity(self, payload: dict) -> None:
+        """One bin of the dsp's features (``row``: every feature; or ``raster`` only)."""
+        if self._tx is None:
+            self._columns()
+            if self._tx is None:
+                return
+        row = payload.get("row")
+        if row is not None:
+            tx = np.asarray(row)[self._tx]
+            ok = np.isfinite(tx)
+            if ok.any():
+                self.rate[ok] += min(1.0, self.dt_s) * (tx[ok] / self.dt_s - self.rate[ok])    # ~1 s time constant
+            r = np.asarray(row)[self._raster_idx]
+            r = np.where(np.isfinite(r), np.minimum(r, 255), 0).astype(np.uint8)
+        elif payload.get("raster") is not None:
+            r = np.asarray(payload["raster"], np.uint8)
+        else:
+            return
+        self.raster.append((int(payload["bin"]), r.tobytes()))
+
+    def cursor_state(self, payload: dict) -> None:
+        self.state = payload
+        op = payload.get("op") or {}
+        lat = op.get("loop_us")
+        if lat is not None:
+            self.loop_us[self._i % self.loop_us.size] = lat
+            self._i += 1
+
+    def fault(self, ev: dict) -> None:
+        if ev.get("severity") in ("halt", "warning"):
+            self.n_faults += 1
+            st = self.state or {}
+            self.faults.append({"bin": st.get("bin"), "t_s": st.get("t_s"),
+                                "where": f"{ev.get('node')} ({ev.get('kind')})", "message": str(ev.get("message"))[:500]})
+
+    # -- parts ------------------------------------------------------------------------------
+    def fast(self, now_ns: int, health: dict) -> dict:
+        st = self.state or {}
+        op = st.get("op") or {}
+        blk = op.get("block")
+        self.seq += 1
+        f: dict[str, Any] = {
+            "seq": self.seq, "bin": int(st.get("bin", 0)), "t_s": round(float(st.get("t_s", 0.0)), 4),
+            "state": op.get("state", "starting"), "job": op.get("job"), "estop": bool(op.get("estop")),
+            "halted": bool(st.get("halted")), "estop_bin": op.get("estop_bin"),
+            "estop_requested_after_bin": op.get("estop_requested_after_bin"), "mouse": bool(op.get("mouse")),
+            "recording": bool(self._recording.get("active")) if hasattr(self, "_recording") else False,
+            "cursor": list(st.get("xy", [0.0, 0.0])), "velocity": list(st["velocity"]) if blk else None,
+            "decoded": op.get("decoded"), "click_proba": op.get("click_proba"), "clicked": bool(op.get("clicked")),
+            "block": blk, "target": None, "lit_cell": op.get("lit_cell"), "chess": op.get("chess"),
+            "target_idx": op.get("target_idx"), "raster": None}
+        t = st.get("target")
+        if blk and t is not None:
+            f["target"] = {"xy": t["xy"], "r": t["radius"]}
+        if self.raster:
+            rows = list(self.raster)
+            f["raster"] = {"bin0": rows[0][0], "n_rows": len(rows), "n_ch": len(rows[0][1]),
+                           "b64": base64.b64encode(b"".join(r[1] for r in rows)).decode("ascii")}
+        return f
+
+    def slow_due(self, now_ns: int) -> bool:
+        if now_ns < self._next_slow:
+            return False
+        self._next_slow = now_ns + self.slow_every_ns
+        return True
+
+    def slow(self, health: dict) -> dict:
+        bus = self.node.ctx.bus
+        op = (bus.get_info(f"{self.cursor}/operator") or {}) if self.cursor else {}
+        self._recording = (bus.get_info(f"{self.recorder}/status") or {"active": False, "last": None}) \
+            if self.recorder else {"active": False, "last": None, "unavailable": True}
+        a = self.loop_us[np.isfinite(self.loop_us)]
+        st = self.state or {}
+        self.slow_version += 1
+        return {
+            "version": self.slow_version, "rate_hz": _finite(self.rate, 1),
+            "latency": {"loop_us": ({"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)),
+                                     "max": float(a.max()), "n": int(a.size)} if a.size else None),
+                        "busy_us": None, "late_us": None,
+                        "deadline_misses": int(((st.get("op") or {}).get("n_missed")) or 0),
+                        "window_s": self.loop_us.size * self.dt_s},
+            "metrics": op.get("metrics"), "task_info": op.get("task_info"),
+            "decoder": {**(op.get("decoder") or {"kind": self.decoder_kind, "fitted": False, "n_refits": 0}),
+                        "n_features": None},
+            "counts": op.get("counts") or {"calibration_blocks": 0, "closed_loop_blocks_since_fit": 0, "blocks": 0},
+            "last_job": op.get("last_job"), "last_block": op.get("last_block"), "recording": self._recording,
+            "faults": list(self.faults)[-10:], "n_faults": self.n_faults, "t_s": float(st.get("t_s", 0.0)),
+            "nodes": {n: h.get("state") for n, h in health.items()}}
+
+    def meta_changed(self) -> bool:
+        if not self.dsp:
+            return False
+        noise = self.node.ctx.bus.get_info(f"{self.dsp}/noise")
+        if noise is not None and noise.get("version") != self._noise_version:
+            self.meta = self._meta(noise)
+            return True
+        return False
+
+    def _meta(self, noise: dict | None = None) -> dict:
+        bus = self.node.ctx.bus
+        self.meta_version += 1
+        cal_s = float((self.block_defaults.get("calibration") or {}).get("seconds") or 60.0)
+        data: dict[str, Any] = {
+            "version": self.meta_version, "session": self.session, "dt_s": self.dt_s, "decoder": self.decoder_kind,
+            "tasks": list(TASK_NAMES), "n_channels": 0, "raster_channels": 0, "calibration_s": min(cal_s, MAX_BLOCK_S),
+            "block_defaults": {t: {"seconds": (self.block_defaults.get(t) or {}).get("seconds", None if t == "chess"
+                                                                                      else 60.0)} for t in TASK_NAMES},
+            "max_block_s": MAX_BLOCK_S, "grid": None, "noise_rms_uv": [], "bad": []}
+        stream = bus.get_info(f"{self.source}/stream") if self.source else None
+        if stream is not None:
+            from cortexlink.core.types import ChannelMap
+
+            cmap = ChannelMap.from_dict(stream["channel_map"])
+            data["n_channels"] = cmap.n_channels
+            data["raster_channels"] = min(cmap.n_channels, RASTER_CHANNELS)
+            data["grid"] = grid_layout(cmap.positions_um)
+            data["fs_hz"] = float(stream["fs_hz"])
+        if noise is not None:
+            self._noise_version = noise.get("version")
+            data["noise_rms_uv"] = noise["noise_rms_uv"]
+            data["bad"] = noise["bad"]
+        return data
