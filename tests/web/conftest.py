@@ -21,8 +21,10 @@ SMALL_SESSION = {
     "blocks": [
         {"kind": "calibration", "task": "centre_out", "seconds": 16.0, "task_params": {"click": True}},
         {"kind": "fit"},
-        {"kind": "closed_loop", "task": "webgrid", "seconds": 60.0, "task_params": {"n": 4}},
-        {"kind": "evaluation", "task": "centre_out", "seconds": 60.0, "task_params": {"click": True}},
+        # long blocks (150 s of wall time at the tests' 4x pace): a test on a loaded machine never
+        # sees a block end by itself while it is still checking it
+        {"kind": "closed_loop", "task": "webgrid", "seconds": 600.0, "task_params": {"n": 4}},
+        {"kind": "evaluation", "task": "centre_out", "seconds": 600.0, "task_params": {"click": True}},
     ],
 }
 

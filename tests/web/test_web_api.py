@@ -212,7 +212,7 @@ def test_estop_holds_the_cursor_from_the_next_bin_until_released(make_controller
         st, _, res = _post(web_http, base, {"cmd": "release"})
         assert st == 200 and res["result"]["was_engaged"] is True
 
-        _post(web_http, base, {"cmd": "calibrate", "seconds": 60})   # open loop: the cursor moves by itself
+        _post(web_http, base, {"cmd": "calibrate", "seconds": 600})   # open loop: the cursor moves by itself
         _wait(lambda: len(rows()) > 60, 20, "the calibration block to run")
         st, _, res = _post(web_http, base, {"cmd": "estop"})
         assert st == 200
@@ -296,7 +296,7 @@ def test_foreign_host_and_origin_are_refused(served, web_http):
 # ---------------------------------------------------------------------------------------- disconnects
 def test_disconnecting_or_stalled_browsers_change_nothing(served, web_http):
     ctl, srv, base = served
-    _post(web_http, base, {"cmd": "calibrate", "seconds": 60})
+    _post(web_http, base, {"cmd": "calibrate", "seconds": 600})
     ctl.wait_for(lambda s: s.fast["state"] == "calibrating", 10)
     # a browser that reads a little and then vanishes (connection reset)
     s1 = _open_stream(srv.port)

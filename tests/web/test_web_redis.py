@@ -90,7 +90,8 @@ def _js(d, expr):
     return d.execute_script("return " + expr)
 
 
-def test_estop_across_processes_and_the_graph_outlives_its_ui(tmp_path, browser, redis_available, web_graph, web_http):
+def test_estop_across_processes_and_the_graph_outlives_its_ui(tmp_path, browser, redis_available, web_graph, web_http,
+                                                             artifact_dir):
     import yaml
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -114,8 +115,8 @@ def test_estop_across_processes_and_the_graph_outlives_its_ui(tmp_path, browser,
         wait.until(lambda d: _js(d, "window.cl && cl.nMeta > 0 && cl.fast !== null && cl.fast.state === 'idle'"))
         assert d.find_element(By.ID, "conn").text == "live"
 
-        # open-loop calibration: the cursor moves by itself (60 s of source time, 15 s wall at speed 4)
-        st, _, res = web_http("POST", base.group(1) + "/api/control", {"cmd": "calibrate", "seconds": 60})
+        # open-loop calibration: the cursor moves by itself (600 s of source time, 150 s wall at speed 4)
+        st, _, res = web_http("POST", base.group(1) + "/api/control", {"cmd": "calibrate", "seconds": 600})
         assert st == 200, res
         wait.until(lambda d: _js(d, "cl.fast.state") == "calibrating" and _js(d, "cl.fast.block.n") > 30)
 
@@ -151,7 +152,7 @@ def test_estop_across_processes_and_the_graph_outlives_its_ui(tmp_path, browser,
         wait.until(lambda d: _js(d, "cl.connected") and _js(d, "cl.fast.bin") > held_bin + 40)
         assert _js(d, "cl.fast.estop") and _js(d, "cl.fast.cursor") == held_xy
         assert d.find_element(By.ID, "estop-banner").is_displayed()
-        d.save_screenshot(str(tmp_path / "reattached.png"))
+        d.save_screenshot(str(artifact_dir / "web_ui_redis_reattached.png"))
         d.find_element(By.ID, "btn-release").click()
         wait.until(lambda d: not _js(d, "cl.fast.estop") and _js(d, "cl.fast.cursor") != held_xy)
 

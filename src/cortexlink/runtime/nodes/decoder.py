@@ -58,7 +58,7 @@ class DecoderNode(Node):
     with ``job: true`` (an operator's, from an interactive cursor) is a *job*: its failure is
     reported instead of failing the node (a fit without click intents leaves the click decoder
     out, with a note), and each finished job counts ``n_jobs`` in the ``intent`` messages and
-    is described under ``<name>/job`` (``{"job", "ok", "error" | "n_bins", "version"}``).
+    is described under ``<name>/job`` (``{"job", "ok", "error" | "n_bins", "seconds", "version"}``).
     """
 
     kind = "decoder"
@@ -235,6 +235,8 @@ class DecoderNode(Node):
         for k in ("n_bins", "n_features", "note"):
             if info and info.get(k) is not None:
                 out[k] = info[k]
+        if info and info.get("fit_s") is not None:
+            out["seconds"] = info["fit_s"]
         self._job = None
         self.n_jobs += 1
         self.ctx.bus.set_info(f"{self.name}/job", jsonable(out, finite=True))
