@@ -130,7 +130,7 @@ def summary_table(summary: dict) -> list[tuple[str, str]]:
         if "decode_latency_us" in b:
             lat.append(b["decode_latency_us"])
         if "loop_latency_us" in b and b.get("mode") == "closed":
-            rows.append((f"{b['name']}: features+decode latency p50/p99 (µs)",
+            rows.append((f"{b['name']}: chunk → cursor latency p50/p99 (µs)",
                          f"{b['loop_latency_us']['p50']:.0f} / {b['loop_latency_us']['p99']:.0f}"))
     if lat:
         rows.append(("decode step latency p99 (µs, worst block)", f"{max(x['p99'] for x in lat):.1f}"))

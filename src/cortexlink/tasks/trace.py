@@ -48,7 +48,7 @@ class BlockTrace:
     decode_latency_us : ndarray (n,)
         Time spent in the decoders' ``step`` per bin (NaN without decoders).
     loop_latency_us : ndarray (n,)
-        Time from the bin's samples entering feature extraction to the cursor update.
+        Time from the bin's last chunk entering the graph to the cursor update (NaN in ``perfect``).
     tx_raster : ndarray (n, <= 128), uint8, or None
         Threshold crossings per bin of the first (up to 128) channels, for rasters.
     events : list of TaskEvent
