@@ -25,10 +25,7 @@ ALLOWED = {
     "cli": {"core", "dsp", "decoders", "sim", "tasks", "io", "quality", "runtime", "bench", "web"},
 }
 #: Known exceptions, each with the reason it is still there (remove the entry with the reason).
-LAYER_EXCEPTIONS = {
-    # the operator UI's in-thread loop, until the UI is a client of the runtime graph
-    ("tasks/loop.py", "dsp"), ("tasks/loop.py", "sim"),
-}
+LAYER_EXCEPTIONS: set[tuple[str, str]] = set()
 #: The one allowed import circle: an explicit plugin registry (decoders._base.load imports the
 #: package so that every decoder class has registered itself).
 CYCLE_EXCEPTIONS = {"cortexlink.decoders"}

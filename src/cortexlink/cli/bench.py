@@ -76,7 +76,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rc.set_defaults(func=_run_record)
 
     ui = bsub.add_parser("ui", help="real-time loop latency with and without browsers on the operator UI",
-                         description="Runs the operator UI's session controller in closed loop (Webgrid, paced to "
+                         description="Runs the operator UI's graph in closed loop (Webgrid, paced to "
                                      "the wall clock) with no browser, then one and three headless Chromium windows "
                                      "connected, interleaved; reports loop latency p50/p99/max, deadline misses and "
                                      "the snapshot rate each page received.")
@@ -86,7 +86,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ui.add_argument("--rounds", type=int, default=3, help="interleaved slices per condition (default: 3)")
     ui.add_argument("--calibration-s", type=float, default=30.0, help="calibration before the fit (default: 30)")
     ui.add_argument("--priorities", nargs="+", default=["normal", "realtime"], choices=["normal", "high", "realtime"],
-                    help="worker thread scheduling to measure each condition under (default: normal realtime)")
+                    help="scheduling of the graph's thread to measure each condition under (default: normal realtime)")
     ui.add_argument("--json", action="store_true", help="print the result as JSON only")
     ui.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     ui.set_defaults(func=_run_ui)
