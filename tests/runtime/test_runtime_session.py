@@ -134,15 +134,14 @@ def test_the_session_graph_command_prints_a_loadable_graph(capsys, tmp_path):
     assert g["seconds"] >= 32.0                                  # bounded by the schedule
 
 
-def test_a_session_runs_the_same_across_processes_over_redis(redis_executable):
-    # lock step across processes costs a Redis round trip per bin: a short session, on a private
-    # server reached over its Unix socket (over TCP each round trip stalls for tens of ms: open work)
+def test_a_session_runs_the_same_across_processes_over_redis(redis_server):
+    # lock step across processes costs a Redis round trip per bin: a short session
     short = load_session(QUICK)
     for b, secs in zip(short["blocks"], (6.0, None, 2.0, None, 2.0)):
         if secs is not None:
             b["seconds"] = secs
     one = run_session(short, progress=False)
-    two = run_session(short, progress=False, redis="auto")
+    two = run_session(short, progress=False, redis=redis_server.url)
     assert two["run"]["bus"] == "redis" and two["run"]["nodes"]["dsp"]["process"] != "main"
     assert [b.get("metrics") for b in two["summary"]["blocks"]] == [b.get("metrics") for b in one["summary"]["blocks"]]
     np.testing.assert_array_equal(two["traces"][-1].cursor_xy, one["traces"][-1].cursor_xy)

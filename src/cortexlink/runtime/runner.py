@@ -809,6 +809,7 @@ class GraphRunner:
                 self._publish_ops()
             now = time.monotonic_ns() if realtime else self._vnow
             tick = False
+            progressed = False
             if clocked and not realtime:
                 tick = all(s.node.ready(now) for s in clocked if s.node.state == "running")
             for slot in slots:
@@ -830,6 +831,8 @@ class GraphRunner:
                     self._step(slot, self._drain(slot) if slot.ports else {}, now)
                 else:
                     inbox = self._drain(slot) if slot.ports else {}
+                    if inbox:
+                        progressed = True
                     if inbox or node.TICKS:
                         self._step(slot, inbox, now)
             if replies is not None and len(replies):
@@ -872,7 +875,10 @@ class GraphRunner:
                     if remote_in and n_fast % 16 == 0:
                         bus.pump(0.0)
                 elif remote_in:
-                    bus.pump(check_ns / 1e9 if ticks else 0.05)
+                    # a pass that moved messages may have made a local source ready (a participant's
+                    # intent in lock step): look at the other processes without blocking, since a
+                    # server's BLOCK timeout is only as fine as its `hz` (100 ms at Redis's default)
+                    bus.pump(0.0 if progressed else (check_ns / 1e9 if ticks else 0.05))
                 elif not clocked:
                     time.sleep(0.001)
                 elif not tick:
