@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from cortexlink import Chunk, ConfigError
-from cortexlink.runtime.bus import BackPressureError, InProcessBus, Message, decode_message, encode_message
+from cortexlink.runtime.bus import BackPressureError, InProcessBus, Message
+from cortexlink.runtime.wire import decode_message, encode_message
 
 
 def _msg(seq, payload=None, topic="a.out"):

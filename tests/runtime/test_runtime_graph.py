@@ -117,7 +117,8 @@ def test_the_perfect_decoder_compiles_to_a_graph_without_an_implant():
 def test_a_process_is_pinned_to_the_cpus_of_its_nodes():
     import os
 
-    from cortexlink.runtime.runner import pin_cpus, run_graph
+    from cortexlink.runtime.processes import pin_cpus
+    from cortexlink.runtime.runner import run_graph
 
     cpu = max(os.sched_getaffinity(0))
     before = os.sched_getaffinity(0)

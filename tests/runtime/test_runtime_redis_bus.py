@@ -8,7 +8,8 @@ import time
 import pytest
 
 from cortexlink import Chunk
-from cortexlink.runtime.bus import BackPressureError, Message, RedisStreamsBus
+from cortexlink.runtime.bus import BackPressureError, Message
+from cortexlink.runtime.redis_bus import RedisStreamsBus
 from cortexlink.runtime.redis_server import connect
 
 

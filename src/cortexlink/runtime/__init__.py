@@ -8,7 +8,8 @@ and a supervisor.
   counters), the registry of node kinds, and :mod:`cortexlink.runtime.nodes`, the built-in nodes
   (one module per family);
 * :mod:`cortexlink.runtime.bus` — :class:`Message`, bounded subscriptions with explicit
-  back-pressure, :class:`InProcessBus` and :class:`RedisStreamsBus`;
+  back-pressure, :class:`InProcessBus`; :mod:`cortexlink.runtime.redis_bus` —
+  :class:`RedisStreamsBus`; :mod:`cortexlink.runtime.wire` — the message format over Redis;
 * :mod:`cortexlink.runtime.runner` — :func:`run_graph`, scheduling, processes, results;
 * :mod:`cortexlink.runtime.watchdog`, :mod:`cortexlink.runtime.supervisor` — fail-safe;
 * :mod:`cortexlink.runtime.redis_server` — a private ``redis-server`` for ``--redis auto``.
@@ -30,7 +31,7 @@ _LAZY = {
     "Node": "cortexlink.runtime.node",
     "Message": "cortexlink.runtime.bus",
     "InProcessBus": "cortexlink.runtime.bus",
-    "RedisStreamsBus": "cortexlink.runtime.bus",
+    "RedisStreamsBus": "cortexlink.runtime.redis_bus",
     "Watchdog": "cortexlink.runtime.watchdog",
     "Supervisor": "cortexlink.runtime.supervisor",
 }

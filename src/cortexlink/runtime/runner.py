@@ -1,5 +1,9 @@
 """Running a graph: the scheduler of one process, its supervisor, the launcher of the others.
 
+:class:`GraphRunner` is the scheduler (this module); its process management lives in
+:mod:`cortexlink.runtime.processes` and its faults, states, operator replies and results in
+:mod:`cortexlink.runtime.lifecycle` (mixins it inherits).
+
 Scheduling (one process)
 ------------------------
 Nodes run in the graph's topological order (feedback edges left out). Each pass of the
@@ -33,31 +37,29 @@ Operator commands
 between bins, in the same pass. The node answers on ``operator.replies``;
 :meth:`GraphRunner.wait_reply` waits for that answer. With the Redis bus both topics are shared
 streams: a UI in another process appends commands to ``cl:<run>:s:operator.commands`` and reads
-the answers from ``cl:<run>:s:operator.replies`` (:class:`~cortexlink.runtime.operator.RedisOperatorClient`).
+the answers from ``cl:<run>:s:operator.replies`` (:class:`~cortexlink.web.remote.RedisLink`).
 """
 
 from __future__ import annotations
 
 import collections
 import gc
-import json
 import logging
 import os
 import queue
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from cortexlink.core.errors import ConfigError, CortexlinkError
-from cortexlink.runtime.bus import InProcessBus, Message, RedisStreamsBus
+from cortexlink.runtime.bus import InProcessBus
+from cortexlink.runtime.redis_bus import RedisStreamsBus
 from cortexlink.runtime.graph import FAULTS_TOPIC, OPERATOR_TOPIC, REPLIES_TOPIC, load_graph
 from cortexlink.runtime.node import NodeContext, node_class
 from cortexlink.runtime.stats import LatencyStats
+from cortexlink.runtime.lifecycle import RunResult, _Lifecycle
+from cortexlink.runtime.processes import _Processes
 from cortexlink.runtime.supervisor import RestartPolicy, Supervisor
 
 logger = logging.getLogger(__name__)
@@ -65,55 +67,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["GraphRunner", "RunResult", "run_graph", "run_worker"]
 
 HOUSEKEEPING_NS = 100_000_000       # states, drop accounting, stop checks
-#: One connection per process (no pool on the hot path), 1 MiB socket reads (fewer recv calls
-#: for raw chunks), a socket timeout well above the longest blocking read.
-_CLIENT_KW = {"socket_timeout": 30.0, "single_connection_client": True, "socket_read_size": 1 << 20}
-SEVERITIES = ("halt", "warning", "info", "clear")
-
-
-def _start_affinity() -> frozenset[int] | None:
-    if not hasattr(os, "sched_getaffinity"):
-        return None
-    env = os.environ.get("CORTEXLINK_ALLOWED_CPUS")      # set for child processes by the main one
-    if env:
-        try:
-            return frozenset(int(c) for c in env.split(","))
-        except ValueError:
-            logger.warning("ignoring CORTEXLINK_ALLOWED_CPUS=%r (not a comma-separated list of CPUs)", env)
-    return frozenset(os.sched_getaffinity(0))
-
-
-#: The CPUs this process may use before any pinning: its set when cortexlink was imported, or
-#: for a child process the main process's (a child must not inherit the main process's pinning).
-_START_AFFINITY = _start_affinity()
-
-
-def pin_cpus(cpus: list[int], what: str, pid: int | None = None) -> list[int] | None:
-    """Restrict every thread of process ``pid`` (default: this one) to ``cpus``; return the set
-    applied, or None where the platform has no CPU affinity (then a warning). ``what`` names the
-    graph field in errors.
-
-    Raises
-    ------
-    ConfigError
-        A CPU is not available to this process (absent, or outside its cgroup's set).
-    """
-    if not hasattr(os, "sched_setaffinity"):
-        logger.warning("%s: CPU affinity is not supported on this platform; ignored", what)
-        return None
-    allowed = _START_AFFINITY or os.sched_getaffinity(0)
-    missing = sorted(set(cpus) - allowed)
-    if missing:
-        raise ConfigError(f"{what}: CPU(s) {missing} are not available here (this process may use "
-                          f"{sorted(allowed)})")
-    tasks = Path(f"/proc/{pid or os.getpid()}/task")
-    tids = [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [pid or 0]
-    for tid in tids:
-        try:
-            os.sched_setaffinity(tid, cpus)
-        except ProcessLookupError:      # a thread that has just ended
-            pass
-    return list(cpus)
 
 
 def _quiet_gc() -> None:
@@ -123,11 +76,6 @@ def _quiet_gc() -> None:
     and would land on the hot path as a latency spike."""
     gc.collect()
     gc.freeze()
-
-
-class RunResult(dict):
-    """JSON-able result of a run: ``nodes`` (state, counters, latency, summary per node),
-    ``faults`` (events), ``edges`` (per edge counters), ``seconds``, ``wall_s``, ``stop_reason``."""
 
 
 class _Slot:
@@ -143,7 +91,7 @@ class _Slot:
         self.lossy = bool(getattr(node, "LOSSY", False))
 
 
-class GraphRunner:
+class GraphRunner(_Processes, _Lifecycle):
     """Runs a graph (the whole of it in ``main``, or some nodes as a worker process).
 
     Parameters
@@ -212,49 +160,6 @@ class GraphRunner:
         #: Set when the run has ended (normally or not).
         self.ended = threading.Event()
 
-    # ------------------------------------------------------------------ operator commands
-    def send_command(self, cmd: dict) -> str:
-        """Queue an operator command (``{"cmd": ..., fields}``; thread-safe) for the next pass of
-        the scheduler, which publishes it on ``operator.commands``; return its ``id``."""
-        cid = str(cmd.get("id") or uuid.uuid4().hex[:16])
-        self._ops.put({**cmd, "id": cid})
-        return cid
-
-    def wait_reply(self, cid: str, timeout_s: float) -> dict | None:
-        """The answer of the node that applied command ``cid`` (``{"id", "ok", "result" | "error",
-        "status", "node"}``), or None when none came within ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        with self._reply_cond:
-            while cid not in self._replies:
-                left = deadline - time.monotonic()
-                if left <= 0 or self.ended.is_set():
-                    return self._replies.pop(cid, None)
-                self._reply_cond.wait(min(left, 0.1))
-            return self._replies.pop(cid)
-
-    def _publish_ops(self) -> None:
-        while True:
-            try:
-                cmd = self._ops.get_nowait()
-            except queue.Empty:
-                return
-            self.bus.publish(Message(OPERATOR_TOPIC, self._op_seq, self._last_sample, 0, cmd, time.monotonic_ns()))
-            self._op_seq += 1
-
-    def _reply(self, payload: dict) -> None:
-        self.bus.publish(Message(REPLIES_TOPIC, self._reply_seq, self._last_sample, 0, payload, time.monotonic_ns()))
-        self._reply_seq += 1
-
-    def _collect_replies(self) -> None:
-        msgs = self._reply_sub.drain()
-        with self._reply_cond:
-            for m in msgs:
-                if isinstance(m.payload, dict) and "id" in m.payload:
-                    self._replies[str(m.payload["id"])] = m.payload
-            while len(self._replies) > 1024:
-                self._replies.popitem(last=False)
-            self._reply_cond.notify_all()
-
     # ------------------------------------------------------------------ set-up
     def _prepare(self) -> None:
         if self.role == "main":
@@ -305,62 +210,6 @@ class GraphRunner:
             if gates:
                 raise ConfigError(f"clock: fast with the Redis bus needs the cursor node(s) {gates} in the main "
                                   "process (where: main): the watchdog measures stalls on the main process's tick clock")
-
-    def _open_redis_main(self) -> None:
-        from cortexlink.runtime.redis_server import RedisServer, connect, tuned_for_latency
-
-        g = self.graph
-        url = g["bus"].get("url") or "auto"
-        if url == "auto":
-            # hz 500: blocking reads time out with ~2 ms granularity instead of 100 ms (watchdog wake-ups)
-            unix = g["bus"].get("socket", "unix") == "unix"
-            self._server = RedisServer(extra_args=("--hz", "500"), unix_socket=unix).start()
-            url = self._server.unix_url if unix else self._server.url
-            if g["bus"].get("server_cpus"):
-                pin_cpus(g["bus"]["server_cpus"], "bus.server_cpus", pid=self._server.pid)
-        self.url = url
-        self._client = connect(url, **_CLIENT_KW)
-        tuned_for_latency(self._client, strict=False)
-        try:
-            hz = int(self._client.config_get("hz").get("hz", 10))
-            if hz < 100:
-                logger.warning("the Redis server at %s runs with hz %d: blocking reads time out with %d ms "
-                               "granularity, so nodes in other processes may check the watchdog that late "
-                               "(CONFIG SET hz 500 on a dedicated server, or --redis auto)", url, hz, 1000 // hz)
-        except Exception:  # CONFIG may be disabled on managed servers
-            logger.debug("CONFIG GET hz failed", exc_info=True)
-        self.run_id = self.run_id or uuid.uuid4().hex[:12]
-        self.bus = RedisStreamsBus(self._client, self.run_id, stream_maxlen=g["bus"]["stream_maxlen"])
-        self._client.set(self.bus.prefix + "graph", json.dumps(g))
-        self._client.set("cl:current_run", self.run_id)
-
-    def _open_redis_worker(self) -> None:
-        from cortexlink.runtime.redis_server import connect
-
-        if not self._redis_url or self._redis_url == "auto":
-            raise ConfigError("a worker (--node) needs --redis URL of the run's Redis server")
-        self.url = self._redis_url
-        self._client = connect(self._redis_url, **_CLIENT_KW)
-        if self.run_id is None:
-            got = self._client.get("cl:current_run")
-            if got is None:
-                raise ConfigError(f"no run found on {self._redis_url}; give --run-id")
-            self.run_id = got.decode()
-        raw = self._client.get(f"cl:{self.run_id}:graph")
-        if self._graph_src is not None:
-            g = load_graph(self._graph_src)
-            stored = None if raw is None else json.loads(raw)
-            g["_placement"] = stored["_placement"] if stored else {n: s["group"] for n, s in g["nodes"].items()}
-            for k in ("clock", "seconds", "bus"):
-                if stored:
-                    g[k] = stored[k]
-        elif raw is None:
-            raise ConfigError(f"run {self.run_id!r} has no graph on {self._redis_url}")
-        else:
-            g = json.loads(raw)
-        self.graph = g
-        self.bus = RedisStreamsBus(self._client, self.run_id, stream_maxlen=g["bus"]["stream_maxlen"],
-                                   start_at_end=self._start_at_end)
 
     def _now(self) -> int:
         return time.monotonic_ns() if self.realtime else self._vnow
@@ -430,84 +279,6 @@ class GraphRunner:
         self._remote_nodes = [n for n in g["nodes"] if n not in self.by_name]
         self._gate_remote = any(s["kind"] == "cursor" and n not in self.by_name for n, s in g["nodes"].items())
 
-    # ------------------------------------------------------------------ faults, health, stop
-    def _fault(self, kind: str, *, node: str, severity: str = "halt", message: str = "", sample: int = -1,
-               **fields: Any) -> None:
-        ev = {"kind": kind, "severity": severity, "node": node, "message": message,
-              "sample": int(sample if sample is not None and sample >= 0 else self._last_sample),
-              "t_ns": int(self._now()), "mono_ns": time.monotonic_ns(), "process": self.process, **fields}
-        if severity in ("halt", "warning"):
-            logger.warning("FAULT %s [%s] %s: %s", kind, severity, node, message)
-        else:
-            logger.info("fault %s [%s] %s: %s", kind, severity, node, message)
-        msg = Message(FAULTS_TOPIC, self._fault_seq, ev["sample"], 0, ev, time.monotonic_ns())
-        self._fault_seq += 1
-        try:
-            self.bus.publish(msg)
-        except Exception:  # a broken bus must not hide the fault: it is logged above and kept here
-            logger.exception("could not publish fault event %s", kind)
-            if self.role == "main":
-                self.faults.append(ev)
-
-    def request_stop(self, reason: str) -> None:
-        """End the run after the current pass (thread-safe; e.g. from a UI's thread)."""
-        self._request_stop(reason)
-
-    def _request_stop(self, reason: str) -> None:
-        if self._stop is None:
-            self._stop = reason
-            logger.info("stop requested: %s", reason)
-
-    def _health(self) -> dict:
-        out: dict[str, dict] = {}
-        for slot in self.slots:
-            n = slot.node
-            out[slot.name] = {"state": n.state, "n_out": n.n_out, "critical": n.critical, "source": n.SOURCE,
-                              "error": n.error, "gave_up": n.gave_up}
-        if self._remote_nodes:
-            now = time.monotonic_ns()
-            t, states, hb = self._remote_cache
-            wd = self.graph.get("watchdog", {})
-            interval = int(float(wd.get("check_interval_ms", 2.0)) * 1e6)
-            if isinstance(self.bus, RedisStreamsBus):
-                # asked for now, read on a later pass: no round trip on the hot path
-                try:
-                    got = self.bus.poll_health(interval)
-                except Exception:
-                    logger.warning("could not read node states from the bus", exc_info=True)
-                    got = None
-                if got is not None:
-                    self._remote_cache = got
-                    t, states, hb = got
-            elif now - t >= interval:
-                try:
-                    states, hb = self.bus.states(), self.bus.heartbeats()
-                except Exception:
-                    logger.warning("could not read node states from the bus", exc_info=True)
-                self._remote_cache = (now, states, hb)
-            for name in self._remote_nodes:
-                st = states.get(name, {"state": "starting"})
-                out[name] = {"state": st.get("state", "starting"), "n_out": hb.get(name, st.get("n_out", 0)),
-                             "critical": st.get("critical", self.graph["nodes"][name]["critical"]),
-                             "source": st.get("source", False), "error": st.get("error"),
-                             "gave_up": st.get("gave_up", False)}
-        return out
-
-    def _publish_state(self, slot: _Slot, final: bool = False) -> None:
-        info = slot.node.info()
-        if final:
-            info["latency"] = slot.node.latency_info()
-            info["cpus"] = self.cpus
-            try:
-                info["summary"] = slot.node.summary()
-            except Exception as exc:  # a summary must not lose the run's other results
-                info["summary"] = {"error": f"{type(exc).__name__}: {exc}"}
-        try:
-            self.bus.set_state(slot.name, info, wait=final)
-        except Exception:
-            logger.warning("could not publish the state of %s", slot.name, exc_info=True)
-        return info
-
     # ------------------------------------------------------------------ stepping
     def _step(self, slot: _Slot, inbox: dict, now: int) -> None:
         node = slot.node
@@ -553,151 +324,6 @@ class GraphRunner:
                     inbox[port] = msgs
         return inbox
 
-    def _restart_due(self) -> None:
-        for name in self.supervisor.due():
-            slot = self.by_name[name]
-            for _, sub in slot.ports:
-                # what queued up while the node was down is discarded, and counted as dropped
-                sub.overflowed = False
-                sub.n_dropped += len(sub.drain())
-            try:
-                self.supervisor.restart(slot.node, self._last_sample)
-            except Exception as exc:
-                self.supervisor.failed(slot.node, slot.policy, exc, self._last_sample)
-            self._publish_state(slot)
-
-    def _account_drops(self) -> None:
-        for slot in self.slots:
-            for port, sub in slot.ports:
-                d = sub.n_dropped - slot.reported_drops[port]
-                if d > 0 and not slot.lossy:
-                    slot.reported_drops[port] = sub.n_dropped
-                    self._fault("dropped", node=slot.name, severity="warning",
-                                message=f"edge {sub.topic} -> {sub.name} ({sub.policy}, maxlen {sub.maxlen}) "
-                                        f"dropped {d} message(s) ({sub.n_dropped} in all)",
-                                edge=f"{sub.topic}->{sub.name}", n=d, total=sub.n_dropped, policy=sub.policy)
-
-    # ------------------------------------------------------------------ processes
-    def _spawn(self, group: str, names: list[str], restart: bool = False) -> None:
-        logdir = self.out_dir / "logs" if self.out_dir is not None else Path(tempfile.mkdtemp(prefix="cortexlink-run-"))
-        logdir.mkdir(parents=True, exist_ok=True)
-        log = logdir / f"{group}.log"
-        cmd = [sys.executable, "-m", "cortexlink.cli.main"]
-        level = logging.getLogger("cortexlink").getEffectiveLevel()
-        if level <= logging.DEBUG:
-            cmd.append("-vv")
-        elif level <= logging.INFO:
-            cmd.append("-v")
-        cmd += ["run", "--node", ",".join(names), "--redis", self.url, "--run-id", self.run_id]
-        if restart:
-            cmd.append("--start-at-end")
-        if self.out_dir is not None:
-            cmd += ["--out", str(self.out_dir)]
-        env = dict(os.environ)
-        if _START_AFFINITY:
-            env["CORTEXLINK_ALLOWED_CPUS"] = ",".join(map(str, sorted(_START_AFFINITY)))
-        with open(log, "ab") as fh:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                    close_fds=True, env=env)
-        if _START_AFFINITY and self.cpus:
-            try:                        # undo the inherited pinning of this process at once
-                os.sched_setaffinity(proc.pid, _START_AFFINITY)
-            except OSError:
-                logger.debug("could not reset the CPU affinity of process %s", group, exc_info=True)
-        w = self._workers.setdefault(group, {"names": names, "restarts": collections.deque(), "n_restarts": 0})
-        w.update(proc=proc, log=log, gave_up=False)
-        logger.info("started process %s (pid %d) for nodes %s; log %s", group, proc.pid, names, log)
-
-    def _start_workers(self) -> None:
-        g = self.graph
-        groups: dict[str, list[str]] = collections.defaultdict(list)
-        external = []
-        for n in g["order"]:
-            s = g["nodes"][n]
-            if g["_placement"][n] == "main":
-                continue
-            if s["where"] == "external":
-                external.append(n)
-            else:
-                groups[g["_placement"][n]].append(n)
-        for grp, names in groups.items():
-            self._spawn(grp, names)
-        if external:
-            logger.warning("waiting for external node(s) %s: start each with  cortexlink run --node NAME --redis %s "
-                           "--run-id %s", external, self.url, self.run_id)
-        want = [n for n in g["nodes"] if g["_placement"][n] != "main"]
-        deadline = time.monotonic() + self.startup_timeout_s
-        while True:
-            states = self.bus.states()
-            bad = [n for n in want if states.get(n, {}).get("state") in ("failed", "stopped")]
-            missing = [n for n in want if states.get(n, {}).get("state") != "running"]
-            dead = [grp for grp, w in self._workers.items() if w["proc"].poll() is not None]
-            if bad or dead:
-                tail = ""
-                for grp in dead or list(self._workers):
-                    tail += f"\n--- {grp} log ---\n" + _tail(self._workers[grp]["log"])
-                raise CortexlinkError(f"process(es) for nodes {bad or missing} failed to start{tail}")
-            if not missing:
-                return
-            if time.monotonic() > deadline:
-                raise CortexlinkError(f"nodes {missing} were not running within {self.startup_timeout_s:g} s")
-            time.sleep(0.05)
-
-    def _check_workers(self) -> None:
-        for grp, w in self._workers.items():
-            proc = w["proc"]
-            if w["gave_up"] or proc.poll() is None:
-                continue
-            names = w["names"]
-            for n in names:
-                self.bus.set_state(n, {"state": "failed", "error": f"process exited with code {proc.returncode}",
-                                       "critical": self.graph["nodes"][n]["critical"], "source": False})
-            self._fault("process_exited", node=",".join(names), severity="halt",
-                        message=f"process {grp} (nodes {names}) exited with code {proc.returncode}; "
-                                f"log: {w['log']}", returncode=proc.returncode)
-            policy = RestartPolicy.from_dict(self.graph["nodes"][names[0]]["restart"])
-            now = time.monotonic()
-            hist = w["restarts"]
-            hist.append(now)
-            while hist and now - hist[0] > policy.window_s:
-                hist.popleft()
-            if len(hist) > policy.max_restarts:
-                w["gave_up"] = True
-                for n in names:
-                    self.bus.set_state(n, {"state": "stopped", "gave_up": True, "error": "process kept failing",
-                                           "critical": self.graph["nodes"][n]["critical"], "source": False})
-                self._fault("node_stopped", node=",".join(names), severity="halt",
-                            message=f"process {grp} stopped after {len(hist)} exits within {policy.window_s:g} s")
-            else:
-                w["n_restarts"] += 1
-                self._spawn(grp, names, restart=True)
-
-    def _await_remote_stop(self, timeout_s: float = 10.0) -> None:
-        """Wait (bounded) until every node of another process has published its final state, so
-        that nodes started by hand see the stop before the run's keys are deleted."""
-        ext = [n for n in self._remote_nodes if self.graph["nodes"][n]["where"] == "external"]
-        deadline = time.monotonic() + timeout_s
-        while ext and time.monotonic() < deadline:
-            states = self.bus.states()
-            if all(states.get(n, {}).get("state") in ("stopped", "failed") for n in ext):
-                return
-            time.sleep(0.05)
-        if ext:
-            logger.warning("external node(s) %s did not report stopping within %g s", ext, timeout_s)
-
-    def _stop_workers(self) -> None:
-        for grp, w in self._workers.items():
-            try:
-                w["proc"].wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                logger.warning("process %s did not stop within 30 s; terminating", grp)
-                w["proc"].terminate()
-                try:
-                    w["proc"].wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    w["proc"].kill()
-                    w["proc"].wait(timeout=5)
-
     # ------------------------------------------------------------------ the loop
     def run(self) -> RunResult:
         """Set up, run until the end (``seconds``, a node's stop request, Ctrl-C or the main
@@ -725,27 +351,6 @@ class GraphRunner:
             self.ended.set()
             with self._reply_cond:
                 self._reply_cond.notify_all()
-
-    def _pin(self) -> None:
-        """CPU affinity of this process: the union of its nodes' ``cpus`` (undone by
-        :meth:`_unpin` at the end of the run)."""
-        want = sorted({c for n in self.local for c in (self.graph["nodes"][n].get("cpus") or ())})
-        if not want:
-            return
-        before = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        if pin_cpus(want, f"cpus of the nodes {self.local} (process {self.process})") is not None:
-            self._cpus_before = before
-            self.cpus = sorted(os.sched_getaffinity(0))       # as the OS has it now
-            logger.info("process %s pinned to CPU(s) %s", self.process, self.cpus)
-
-    def _unpin(self) -> None:
-        before = self._cpus_before
-        if before and self.cpus:
-            try:
-                pin_cpus(before, "the CPUs of this process before the run")
-            except Exception:
-                logger.warning("could not restore this process's CPU affinity", exc_info=True)
-            self._cpus_before = None
 
     def _setup_nodes(self) -> None:
         done = []
@@ -922,94 +527,6 @@ class GraphRunner:
             elif os.getppid() != ppid and self.graph["nodes"][self.local[0]]["where"] == "subprocess":
                 self._request_stop("parent process exited")
 
-    # ------------------------------------------------------------------ the end
-    def _teardown_nodes(self) -> dict:
-        infos = {}
-        for slot in reversed(self.slots):
-            node = slot.node
-            if node.state in ("running", "starting"):
-                try:
-                    node.teardown()
-                except Exception as exc:
-                    logger.warning("teardown of %s raised %s: %s", slot.name, type(exc).__name__, exc)
-                    node.error = f"teardown: {type(exc).__name__}: {exc}"
-                node.state = "stopped"
-            infos[slot.name] = self._publish_state(slot, final=True)
-        return infos
-
-    def _finish(self, wall_s: float) -> RunResult:
-        self._account_drops()
-        if self.role == "main" and isinstance(self.bus, RedisStreamsBus):
-            self.bus.request_stop(self._stop or "finished")
-        infos = self._teardown_nodes()
-        res = RunResult(graph=self.graph["name"], role=self.role, process=self.process, bus=self.bus.kind,
-                        clock=self.graph["clock"], run_id=self.run_id, stop_reason=self._stop,
-                        seconds=getattr(self, "source_time_ns", 0) / 1e9, deadline_ms=self.deadline_ns / 1e6,
-                        stats_after_s=self.graph["stats_after_s"])
-        if self.role == "main":
-            if self._workers:
-                self._stop_workers()
-            if isinstance(self.bus, RedisStreamsBus):
-                self._await_remote_stop()
-                res["processes"] = {grp: {"nodes": w["names"], "pid": w["proc"].pid,
-                                          "returncode": w["proc"].returncode, "restarts": w["n_restarts"],
-                                          "log": str(w["log"])} for grp, w in self._workers.items()}
-            if isinstance(self.bus, RedisStreamsBus):
-                states = self.bus.states()
-                for n in self._remote_nodes:
-                    infos[n] = states.get(n, {"state": "unknown"})
-                for _ in range(3):
-                    self.bus.pump(0.0)
-                res["redis"] = {"url": self.url, "xadd": self.bus.n_xadd, "xread": self.bus.n_xread}
-            self.faults.extend(m.payload for m in self._collector.drain())
-            self.faults.sort(key=lambda e: (e.get("mono_ns", 0)))
-        res["wall_s"] = wall_s
-        res["cpus"] = self.cpus
-        res["nodes"] = {n: infos[n] for n in self.graph["order"] if n in infos}
-        res["faults"] = self.faults
-        counts: dict[str, int] = collections.Counter(f"{e['kind']}/{e['severity']}" for e in self.faults)
-        res["fault_counts"] = dict(counts)
-        res["edges"] = {f"{i['topic']}->{i['consumer']}": {k: i[k] for k in ("policy", "maxlen", "n_received", "n_dropped")}
-                        for info in res["nodes"].values() for i in (info.get("inputs") or {}).values()}
-        self._close()
-        return res
-
-    def _abort(self) -> None:
-        for slot in getattr(self, "slots", []):
-            if slot.node.state in ("running", "starting"):
-                try:
-                    slot.node.teardown()
-                except Exception:
-                    logger.debug("teardown after abort failed", exc_info=True)
-                slot.node.state = "stopped"
-        if self.role == "main" and isinstance(getattr(self, "bus", None), RedisStreamsBus):
-            try:
-                self.bus.request_stop("aborted")
-            except Exception:
-                logger.debug("could not signal stop", exc_info=True)
-        for w in self._workers.values():
-            if w["proc"].poll() is None:
-                try:
-                    w["proc"].wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    w["proc"].terminate()
-                    w["proc"].wait(timeout=5)
-        self._close()
-
-    def _close(self) -> None:
-        bus = getattr(self, "bus", None)
-        if self.role == "main" and isinstance(bus, RedisStreamsBus):
-            try:
-                bus.delete_run()
-            except Exception:
-                logger.debug("could not delete the run's keys", exc_info=True)
-        if bus is not None:
-            bus.close()
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-
 def run_graph(graph: str | Path | dict, *, seconds: float | None = None, bus: str | None = None,
               redis_url: str | None = None, clock: str | None = None, out_dir: str | Path | None = None,
               **kw: Any) -> dict:
@@ -1035,13 +552,6 @@ def run_graph(graph: str | Path | dict, *, seconds: float | None = None, bus: st
     """
     return GraphRunner(graph, seconds=seconds, bus=bus, redis_url=redis_url, clock=clock, out_dir=out_dir,
                        **kw).run()
-
-
-def _tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
 
 
 def run_worker(nodes: list[str], redis_url: str, *, run_id: str | None = None, graph: Any = None,

@@ -63,7 +63,8 @@ class RedisLink:
         self._reader.start()
 
     def send(self, cmd: dict) -> str:
-        from cortexlink.runtime.bus import Message, encode_message
+        from cortexlink.runtime.bus import Message
+        from cortexlink.runtime.wire import encode_message
 
         cid = str(cmd.get("id") or uuid.uuid4().hex[:16])
         with self._lock:
@@ -77,7 +78,7 @@ class RedisLink:
     def _read(self) -> None:
         import redis
 
-        from cortexlink.runtime.bus import decode_message
+        from cortexlink.runtime.wire import decode_message
 
         key = self.prefix + "s:" + REPLIES_TOPIC
         while not self._stop.is_set():

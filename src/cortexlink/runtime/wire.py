@@ -1,0 +1,136 @@
+"""The wire format of bus messages over Redis Streams: stream fields of a :class:`Message`
+(integers as text, arrays as raw bytes with dtype and shape, other dict values as JSON; no
+pickle) and the Redis protocol packing of commands that carry large arrays without a copy."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+import numpy as np
+
+from cortexlink.core.jsonutil import json_default
+from cortexlink.core.types import Chunk
+from cortexlink.runtime.bus import Message
+
+__all__ = ["encode_message", "decode_message", "pack_command"]
+
+
+def _json_default(o: Any) -> Any:
+    try:
+        return json_default(o)
+    except TypeError:
+        raise TypeError(f"cannot send {type(o).__name__} over the bus (arrays, numbers, strings, lists and "
+                        "dicts only)") from None
+
+
+def _wire(a: np.ndarray) -> bytes | memoryview:
+    """The bytes of ``a`` for the wire: a large C-contiguous array as a flat view of its own
+    memory (written to the socket without a copy; the send completes before the publisher
+    returns), anything else as a copy."""
+    if a.nbytes > _PACK_BIG and a.flags.c_contiguous:
+        return memoryview(a).cast("B")
+    return a.tobytes()
+
+
+def encode_message(msg: Message) -> dict[bytes, Any]:
+    """Redis stream fields of ``msg``: integers as text, arrays as raw bytes with dtype and
+    shape, other dict values as JSON (no pickle)."""
+    p = msg.payload
+    f: dict[bytes, Any] = {b"q": msg.seq, b"s": msg.sample, b"e": msg.t_enter_ns, b"p": msg.t_pub_ns}
+    if p is None:
+        f[b"k"] = b"n"
+    elif isinstance(p, Chunk):
+        a = p.data
+        f[b"k"] = b"c"
+        f[b"dt"] = a.dtype.str
+        f[b"sh"] = ",".join(map(str, a.shape))
+        f[b"x"] = _wire(a)
+        f[b"fs"] = repr(float(p.fs_hz))
+        f[b"ss"] = p.start_sample
+        f[b"cs"] = p.seq
+        f[b"ht"] = p.host_time_ns
+    elif isinstance(p, np.ndarray):
+        f[b"k"] = b"a"
+        f[b"dt"] = p.dtype.str
+        f[b"sh"] = ",".join(map(str, p.shape))
+        f[b"x"] = _wire(p)
+    elif isinstance(p, dict):
+        f[b"k"] = b"d"
+        plain: dict[str, Any] = {}
+        arrays: dict[str, list] = {}
+        for k, v in p.items():
+            if isinstance(v, np.ndarray) and v.dtype.kind in "biuf":
+                arrays[k] = [v.dtype.str, list(v.shape)]
+                f[("a:" + k).encode()] = v.tobytes()
+            else:
+                plain[k] = v
+        if arrays:
+            plain["__arrays__"] = arrays
+        f[b"j"] = json.dumps(plain, default=_json_default)
+    else:
+        raise TypeError(f"cannot send a {type(p).__name__} payload over Redis (ndarray, Chunk, dict or None)")
+    return f
+
+
+def _array(buf: bytes, dtype: str, shape: Iterable[int]) -> np.ndarray:
+    shape = tuple(int(s) for s in shape)
+    if not buf:
+        return np.zeros(shape, dtype)
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)
+
+
+def decode_message(topic: str, f: dict[bytes, bytes]) -> Message:
+    """Inverse of :func:`encode_message` (arrays are read-only views of the received bytes)."""
+    kind = f[b"k"]
+    if kind == b"c":
+        shape = f[b"sh"].split(b",")
+        data = _array(f[b"x"], f[b"dt"].decode(), shape)
+        payload: Any = Chunk(data, float(f[b"fs"]), int(f[b"ss"]), int(f[b"ht"]), int(f[b"cs"]))
+    elif kind == b"a":
+        shape = [s for s in f[b"sh"].split(b",") if s]
+        payload = _array(f[b"x"], f[b"dt"].decode(), shape)
+    elif kind == b"d":
+        payload = json.loads(f[b"j"])
+        arrays = payload.pop("__arrays__", None)
+        if arrays:
+            for k, (dt, shape) in arrays.items():
+                payload[k] = _array(f[("a:" + k).encode()], dt, shape)
+    else:
+        payload = None
+    return Message(topic, int(f[b"q"]), int(f[b"s"]), int(f[b"e"]), payload, int(f[b"p"]))
+
+
+#: Values longer than this are written to the socket as they are, not copied into the header.
+_PACK_BIG = 16384
+
+
+def pack_command(args: Iterable[Any]) -> list:
+    """A command in the Redis protocol (RESP), as a list of byte strings for ``sendall``: the
+    small parts joined, large values (raw chunks) left as they are, so a 60 kB chunk is never
+    copied on its way to the socket."""
+    args = list(args)
+    out: list = []
+    buf = bytearray(b"*%d\r\n" % len(args))
+    for a in args:
+        if isinstance(a, str):
+            a = a.encode()
+        elif isinstance(a, bool) or a is None:
+            raise TypeError(f"cannot send {a!r} to Redis (bytes, str, int or float)")
+        elif isinstance(a, int):
+            a = b"%d" % a
+        elif isinstance(a, float):
+            a = repr(a).encode()
+        elif not isinstance(a, (bytes, bytearray, memoryview)):
+            raise TypeError(f"cannot send a {type(a).__name__} to Redis (bytes, str, int or float)")
+        n = a.nbytes if isinstance(a, memoryview) else len(a)
+        buf += b"$%d\r\n" % n
+        if n > _PACK_BIG:
+            out.append(bytes(buf))
+            out.append(a)
+            buf = bytearray(b"\r\n")
+        else:
+            buf += a
+            buf += b"\r\n"
+    out.append(bytes(buf))
+    return out
