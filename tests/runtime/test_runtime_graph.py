@@ -75,7 +75,8 @@ def test_errors_name_the_node_and_field(changes, match):
 def test_cycle_needs_a_feedback_edge():
     g = {"nodes": {"a": {"kind": "sink", "inputs": {"data": "b.intent"}},
                    "b": {"kind": "participant", "inputs": {"cursor": {"from": "c.state", "feedback": False}}},
-                   "c": {"kind": "cursor", "inputs": {"intent": "b.intent"}}}}
+                   "d": {"kind": "bin_clock", "inputs": {"after": "b.intent"}},
+                   "c": {"kind": "cursor", "inputs": {"intent": "d.tick", "participant": "b.intent"}}}}
     with pytest.raises(ConfigError, match=r"form a cycle; mark the input that closes the loop"):
         load_graph(g)
     g["nodes"]["b"]["inputs"]["cursor"]["feedback"] = True
@@ -83,7 +84,8 @@ def test_cycle_needs_a_feedback_edge():
 
 
 def test_cursor_blocks_are_validated_like_a_session():
-    g = _with(nodes__cur={"kind": "cursor", "inputs": {"intent": "dsp.features"},
+    g = _with(nodes__dec={"kind": "decoder", "inputs": {"features": "dsp.features"}},
+              nodes__cur={"kind": "cursor", "inputs": {"intent": "dec.intent"},
                           "params": {"blocks": [{"kind": "evaluation", "task": "tetris", "seconds": 5}]}})
     with pytest.raises(ConfigError, match=r"nodes\.cur\.params\.blocks\[0\]\.task must be one of"):
         load_graph(g)
@@ -142,3 +144,27 @@ def test_latency_bench_cpu_plan():
     assert plan_cpus("redis", "split", [0, 1]) == {"main": [0], "redis": [0], "dsp": [1]}
     assert plan_cpus("redis", "split", [0, 1, 2, 3, 4, 5]) == {"main": [0], "redis": [1], "dsp": [2],
                                                                "decoder": [3], "cursor": [4]}
+
+
+def test_an_edge_between_ports_of_different_message_kinds_is_refused():
+    from cortexlink.runtime.messages import MESSAGE_KINDS
+    from cortexlink.runtime.node import BUILTIN_NODES, node_class
+
+    g = {"name": "miswired", "clock": "fast", "seconds": 1.0, "nodes": {
+        "src": {"kind": "sim_source", "params": {"config": {"n_channels": 8}}},
+        "dsp": {"kind": "dsp", "inputs": {"raw": "src.raw"}},
+        "cursor": {"kind": "cursor", "inputs": {"intent": "dsp.features"}}}}
+    with pytest.raises(ConfigError, match=r"nodes\.cursor\.inputs\.intent: .*'decoded_intent'.*dsp\.features sends 'features'"):
+        load_graph(g)
+    g["nodes"]["cursor"]["inputs"]["intent"] = "runtime.faults"           # a built-in topic has a kind too
+    with pytest.raises(ConfigError, match="runtime.faults sends 'fault'"):
+        load_graph(g)
+    # every built-in port names a kind that exists, and the shipped graphs are wired consistently
+    for kind in BUILTIN_NODES:
+        cls = node_class(kind)
+        outs = cls.OUTPUTS.values() if isinstance(cls.OUTPUTS, dict) else ()
+        ins = [k for spec in cls.INPUTS.values() if spec.message
+               for k in ((spec.message,) if isinstance(spec.message, str) else spec.message)]
+        assert set(outs) | set(ins) <= set(MESSAGE_KINDS), kind
+    for name in ("closed_loop", "operator"):
+        load_graph(builtin_graph(name))

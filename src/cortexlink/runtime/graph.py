@@ -55,6 +55,7 @@ from typing import Any
 from cortexlink.core.errors import ConfigError
 from cortexlink.core.validation import check_keys
 from cortexlink.runtime.bus import POLICIES
+from cortexlink.runtime.messages import accepts
 from cortexlink.runtime.node import check_params, node_class
 from cortexlink.runtime.supervisor import RestartPolicy
 from cortexlink.runtime.watchdog import WatchdogConfig
@@ -75,6 +76,8 @@ OPERATOR_TOPIC = "operator.commands"
 REPLIES_TOPIC = "operator.replies"
 #: Topics that no node publishes under its own name (inputs may read them).
 BUILTIN_TOPICS = (FAULTS_TOPIC, OPERATOR_TOPIC)
+#: The message kind of each built-in topic (:mod:`cortexlink.runtime.messages`).
+_BUILTIN_KINDS = {FAULTS_TOPIC: "fault", OPERATOR_TOPIC: "operator_command"}
 BUILTIN_GRAPHS = ("closed_loop", "operator")
 _TOP = {"name", "bin_ms", "clock", "seconds", "stats_after_s", "deadline_ms", "bus", "watchdog", "restart",
         "nodes"}
@@ -245,6 +248,12 @@ def load_graph(source: str | Path | dict) -> dict:
                 if pp not in pcls.OUTPUTS:
                     raise ConfigError(f"{path}.from: {pn} ({nodes[pn]['kind']}) has no output {pp!r}; "
                                       f"outputs: {list(pcls.OUTPUTS)}")
+                sent = pcls.OUTPUTS.get(pp) if isinstance(pcls.OUTPUTS, dict) else None
+            else:
+                sent = _BUILTIN_KINDS.get(frm)
+            if not accepts(spec.message, sent):
+                raise ConfigError(f"{path}: a {n['kind']} node's {port!r} input takes {spec.message!r} messages, "
+                                  f"but {frm} sends {sent!r}")
             maxlen = src.get("maxlen", spec.maxlen)
             if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1:
                 raise ConfigError(f"{path}.maxlen must be an integer >= 1; got {maxlen!r}")

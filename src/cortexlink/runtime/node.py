@@ -91,6 +91,9 @@ class PortSpec:
     feedback : bool
         Edges into this port close a loop (they are left out of the scheduling order, so the
         message is read on the next tick).
+    message : str, tuple of str or None
+        The kind(s) of message (:data:`cortexlink.runtime.messages.MESSAGE_KINDS`) the port takes;
+        None takes any. The graph checks it against the producer's output when it loads.
     doc : str
     """
 
@@ -98,6 +101,7 @@ class PortSpec:
     policy: str = "drop_oldest"
     required: bool = False
     feedback: bool = False
+    message: Any = None
     doc: str = ""
 
 
@@ -300,7 +304,9 @@ class Node:
 
     kind: ClassVar[str] = ""
     INPUTS: ClassVar[dict[str, PortSpec]] = {}
-    OUTPUTS: ClassVar[tuple[str, ...]] = ()
+    #: Output ports: a dict port -> message kind (see :mod:`cortexlink.runtime.messages`), or a
+    #: tuple of port names (kinds not declared: not checked).
+    OUTPUTS: ClassVar[Any] = ()
     PARAMS: ClassVar[dict[str, Param]] = {}
     #: Fault injection for drills and tests (``inject:`` in the graph); extended by subclasses.
     INJECT: ClassVar[dict[str, Param]] = {

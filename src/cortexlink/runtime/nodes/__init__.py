@@ -30,7 +30,9 @@ kind              does                                        inputs            
                   decoder's ceiling)
 ================  ==========================================  =========================  =======================
 
-Message payloads (dicts unless said otherwise):
+Message payloads (dicts unless said otherwise; each port declares its kind — ``chunk``,
+``features``, ``decoded_intent``, ... — in :mod:`cortexlink.runtime.messages`, and the graph
+refuses an edge between different kinds when it loads):
 
 * ``raw``: a :class:`~cortexlink.core.types.Chunk`; ``sample`` = its first sample.
 * ``features``: ``bin`` (bin index since the stream began), ``bin_start`` (sample), ``x`` (float32

@@ -91,11 +91,14 @@ class CursorNode(OperatorMixin, Node):
     TICKS = True
     BLOCK = _Block
     INPUTS = {
-        "intent": PortSpec(maxlen=64, policy="drop_oldest", required=True, doc="decoder intent"),
-        "participant": PortSpec(maxlen=1024, policy="drop_oldest", doc="participant intent (open loop, clicks)"),
-        "operator": PortSpec(maxlen=256, policy="drop_oldest", doc="operator commands (operator.commands)"),
+        "intent": PortSpec(maxlen=64, policy="drop_oldest", required=True, message="decoded_intent",
+                           doc="decoder intent"),
+        "participant": PortSpec(maxlen=1024, policy="drop_oldest", message="participant_intent",
+                                doc="participant intent (open loop, clicks)"),
+        "operator": PortSpec(maxlen=256, policy="drop_oldest", message="operator_command",
+                             doc="operator commands (operator.commands)"),
     }
-    OUTPUTS = ("state", "control", "gate", "events", "bins")
+    OUTPUTS = {"state": "cursor_state", "control": "control", "gate": "gate", "events": "events", "bins": "bin_row"}
     PARAMS = {
         "blocks": Param("list", []),
         "seed": Param("int", 0, lo=0),

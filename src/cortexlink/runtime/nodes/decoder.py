@@ -63,11 +63,12 @@ class DecoderNode(Node):
 
     kind = "decoder"
     INPUTS = {
-        "features": PortSpec(maxlen=256, policy="drop_oldest", required=True),
-        "labels": PortSpec(maxlen=1024, policy="drop_oldest", doc="participant intent (training labels)"),
-        "control": PortSpec(maxlen=64, policy="fail", feedback=True, doc="block begin/end, fit, refit"),
+        "features": PortSpec(maxlen=256, policy="drop_oldest", required=True, message="features"),
+        "labels": PortSpec(maxlen=1024, policy="drop_oldest", message="participant_intent",
+                           doc="participant intent (training labels)"),
+        "control": PortSpec(maxlen=64, policy="fail", feedback=True, message="control", doc="block begin/end, fit, refit"),
     }
-    OUTPUTS = ("intent",)
+    OUTPUTS = {"intent": "decoded_intent"}
     PARAMS = {
         "decoder": Param("str", "kalman", choices=("wiener", "kalman", "refit_kalman", "gru")),
         "decoder_params": Param("dict", {}),

@@ -51,9 +51,9 @@ class DspNode(Node):
     """
 
     kind = "dsp"
-    INPUTS = {"raw": PortSpec(maxlen=256, policy="drop_oldest", required=True),
-              "operator": PortSpec(maxlen=256, policy="drop_oldest", doc="operator commands (recalibrate_noise)")}
-    OUTPUTS = ("features",)
+    INPUTS = {"raw": PortSpec(maxlen=256, policy="drop_oldest", required=True, message="chunk"),
+              "operator": PortSpec(maxlen=256, policy="drop_oldest", message="operator_command", doc="operator commands (recalibrate_noise)")}
+    OUTPUTS = {"features": "features"}
     PARAMS = {
         "extractor": Param("dict", {}),
         "feature_kinds": Param("list", None, nullable=True),

@@ -45,9 +45,12 @@ class UiFeedNode(Node):
     kind = "ui_feed"
     CRITICAL = False
     TICKS = True
-    INPUTS = {**{p: PortSpec(maxlen=1, policy="drop_oldest") for p in ("cursor", "intent", "gate", "events", "features")},
-              "activity": PortSpec(maxlen=256, policy="drop_oldest", doc="dsp features of every bin (operator view)"),
-              "faults": PortSpec(maxlen=256, policy="drop_oldest", doc="fault events (operator view)")}
+    INPUTS = {**{p: PortSpec(maxlen=1, policy="drop_oldest", message=k)
+                 for p, k in (("cursor", "cursor_state"), ("intent", "decoded_intent"), ("gate", "gate"),
+                              ("events", "events"), ("features", "features"))},
+              "activity": PortSpec(maxlen=256, policy="drop_oldest", message="features",
+                                   doc="dsp features of every bin (operator view)"),
+              "faults": PortSpec(maxlen=256, policy="drop_oldest", message="fault", doc="fault events (operator view)")}
     PARAMS = {"max_hz": Param("float", 30.0, gt=0.0),
               "operator": Param("bool", False),
               "slow_hz": Param("float", 5.0, gt=0.0),
@@ -152,7 +155,8 @@ class LSLOutletNode(Node):
 
     kind = "lsl_outlet"
     CRITICAL = False
-    INPUTS = {"data": PortSpec(maxlen=256, policy="drop_oldest", required=True)}
+    INPUTS = {"data": PortSpec(maxlen=256, policy="drop_oldest", required=True,
+                               message=("decoded_intent", "features"))}
     PARAMS = {"stream": Param("str", "intent", choices=("intent", "features")),
               "name": Param("str", None, nullable=True)}
 

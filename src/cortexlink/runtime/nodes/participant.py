@@ -26,8 +26,8 @@ class ParticipantNode(Node):
     """
 
     kind = "participant"
-    INPUTS = {"cursor": PortSpec(maxlen=64, policy="drop_oldest", required=True, feedback=True)}
-    OUTPUTS = ("intent",)
+    INPUTS = {"cursor": PortSpec(maxlen=64, policy="drop_oldest", required=True, feedback=True, message="cursor_state")}
+    OUTPUTS = {"intent": "participant_intent"}
     PARAMS = {"seed": Param("int", 0, lo=0), "config": Param("dict", {})}
 
     @classmethod

@@ -56,14 +56,15 @@ class RecorderNode(Node):
     kind = "recorder"
     CRITICAL = False
     INPUTS = {
-        "raw": PortSpec(maxlen=4096, policy="drop_oldest"),
-        "features": PortSpec(maxlen=1024, policy="drop_oldest"),
-        "intent": PortSpec(maxlen=1024, policy="drop_oldest"),
-        "bins": PortSpec(maxlen=1024, policy="drop_oldest"),
-        "cursor": PortSpec(maxlen=1024, policy="drop_oldest"),
-        "events": PortSpec(maxlen=1024, policy="drop_oldest"),
-        "faults": PortSpec(maxlen=1024, policy="drop_oldest"),
-        "operator": PortSpec(maxlen=256, policy="drop_oldest", doc="operator commands (record_start/stop)"),
+        "raw": PortSpec(maxlen=4096, policy="drop_oldest", message="chunk"),
+        "features": PortSpec(maxlen=1024, policy="drop_oldest", message="features"),
+        "intent": PortSpec(maxlen=1024, policy="drop_oldest", message="decoded_intent"),
+        "bins": PortSpec(maxlen=1024, policy="drop_oldest", message="bin_row"),
+        "cursor": PortSpec(maxlen=1024, policy="drop_oldest", message="cursor_state"),
+        "events": PortSpec(maxlen=1024, policy="drop_oldest", message="events"),
+        "faults": PortSpec(maxlen=1024, policy="drop_oldest", message="fault"),
+        "operator": PortSpec(maxlen=256, policy="drop_oldest", message="operator_command",
+                             doc="operator commands (record_start/stop)"),
     }
     PARAMS = {
         "out_dir": Param("str", None, nullable=True),

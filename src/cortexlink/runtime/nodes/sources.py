@@ -44,7 +44,7 @@ class _ClockedSource(Node):
 
     CLOCKED = True
     SOURCE = True
-    OUTPUTS = ("raw",)
+    OUTPUTS = {"raw": "chunk"}
     INJECT = {**Node.INJECT, **_STALL}
 
     def _init_clock(self, fs: float, chunk_samples: int) -> None:
@@ -86,7 +86,8 @@ class SimSource(_ClockedSource):
     """
 
     kind = "sim_source"
-    INPUTS = {"intent": PortSpec(maxlen=64, policy="drop_oldest", doc="participant intent (neural)")}
+    INPUTS = {"intent": PortSpec(maxlen=64, policy="drop_oldest", message="participant_intent",
+                                 doc="participant intent (neural)")}
     PARAMS = {
         "preset": Param("str", "default", doc="simulator preset"),
         "seed": Param("int", 0, lo=0),
@@ -452,7 +453,7 @@ class BinClock(Node):
     CLOCKED = True
     SOURCE = True
     INPUTS = {"after": PortSpec(maxlen=64, policy="drop_oldest", doc="ordering only (read and dropped)")}
-    OUTPUTS = ("tick",)
+    OUTPUTS = {"tick": "decoded_intent"}
     PARAMS = {"fs_hz": Param("float", 30000.0, gt=0.0, doc="the sample clock ticks are counted in")}
 
     def setup(self) -> None:

@@ -40,9 +40,10 @@ class TraceNode(Node):
     kind = "trace"
     CRITICAL = False
     INPUTS = {
-        "bins": PortSpec(maxlen=1 << 16, policy="fail", required=True, doc="the cursor's per-bin rows"),
-        "events": PortSpec(maxlen=1 << 14, policy="fail", required=True, doc="the cursor's events"),
-        "features": PortSpec(maxlen=1 << 12, policy="drop_oldest", doc="the dsp's features (decoder columns, raster)"),
+        "bins": PortSpec(maxlen=1 << 16, policy="fail", required=True, message="bin_row", doc="the cursor's per-bin rows"),
+        "events": PortSpec(maxlen=1 << 14, policy="fail", required=True, message="events", doc="the cursor's events"),
+        "features": PortSpec(maxlen=1 << 12, policy="drop_oldest", message="features",
+                             doc="the dsp's features (decoder columns, raster)"),
     }
     PARAMS = {"features": Param("bool", True), "progress": Param("bool", False)}
 
