@@ -15,6 +15,7 @@ from typing import Any
 from cortexlink.runtime.bus import Message
 from cortexlink.runtime.graph import FAULTS_TOPIC, OPERATOR_TOPIC, REPLIES_TOPIC
 from cortexlink.runtime.redis_bus import RedisStreamsBus
+from cortexlink.runtime.node import NodeState
 
 logger = logging.getLogger("cortexlink.runtime.runner")
 
@@ -187,7 +188,7 @@ class _Lifecycle:
                 except Exception as exc:
                     logger.warning("teardown of %s raised %s: %s", slot.name, type(exc).__name__, exc)
                     node.error = f"teardown: {type(exc).__name__}: {exc}"
-                node.state = "stopped"
+                node.state = NodeState.STOPPED
             infos[slot.name] = self._publish_state(slot, final=True)
         return infos
 
@@ -235,7 +236,7 @@ class _Lifecycle:
                     slot.node.teardown()
                 except Exception:
                     logger.debug("teardown after abort failed", exc_info=True)
-                slot.node.state = "stopped"
+                slot.node.state = NodeState.STOPPED
         if self.role == "main" and isinstance(getattr(self, "bus", None), RedisStreamsBus):
             try:
                 self.bus.request_stop("aborted")

@@ -20,6 +20,7 @@ and are registered with :func:`register_node`.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import importlib
 import logging
 import numbers
@@ -39,10 +40,24 @@ logger = logging.getLogger(__name__)
 #: Exit status of a process ended by ``inject.exit_at_steps`` (EX_SOFTWARE).
 CRASH_EXIT_CODE = 70
 
-__all__ = ["Node", "NodeContext", "Param", "PortSpec", "NODE_STATES", "NODE_KINDS", "BUILTIN_NODES",
+__all__ = ["Node", "NodeContext", "Param", "PortSpec", "NodeState", "NODE_STATES", "NODE_KINDS", "BUILTIN_NODES",
            "register_node", "node_class", "REQUIRED", "InjectedFault"]
 
-NODE_STATES = ("starting", "running", "stopped", "failed")
+class NodeState(str, enum.Enum):
+    """A node's life: ``starting`` (set-up), ``running``, ``stopped`` (torn down, or given up by
+    its supervisor), ``failed`` (its last step or set-up raised; restarted per its policy).
+    A ``str`` enum: equal to its value, written to JSON as it."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+NODE_STATES = tuple(NodeState)
 #: kind -> Node subclass (filled by :func:`register_node`; built-ins in :mod:`cortexlink.runtime.nodes`).
 NODE_KINDS: dict[str, type["Node"]] = {}
 #: The built-in kinds -> ``"module:Class"``: a plugin registry that :func:`node_class` imports on
@@ -333,7 +348,7 @@ class Node:
         self._exit_at = {int(s) for s in self.inject.get("exit_at_steps", ())}
         if self._exit_at:
             self._fail_at |= self._exit_at
-        self.state = "starting"
+        self.state: NodeState = NodeState.STARTING
         self.error: str | None = None
         #: A failure halts the cursor (from the graph's ``critical:``, default ``CRITICAL``).
         self.critical = self.CRITICAL

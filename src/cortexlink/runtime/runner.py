@@ -56,7 +56,7 @@ from cortexlink.core.errors import ConfigError, CortexlinkError
 from cortexlink.runtime.bus import InProcessBus
 from cortexlink.runtime.redis_bus import RedisStreamsBus
 from cortexlink.runtime.graph import FAULTS_TOPIC, OPERATOR_TOPIC, REPLIES_TOPIC, load_graph
-from cortexlink.runtime.node import NodeContext, node_class
+from cortexlink.runtime.node import NodeContext, NodeState, node_class
 from cortexlink.runtime.stats import LatencyStats
 from cortexlink.runtime.lifecycle import RunResult, _Lifecycle
 from cortexlink.runtime.processes import _Processes
@@ -359,7 +359,7 @@ class GraphRunner(_Processes, _Lifecycle):
             try:
                 node.setup()
             except Exception as exc:
-                node.state = "failed"
+                node.state = NodeState.FAILED
                 node.error = f"{type(exc).__name__}: {exc}"
                 self._publish_state(slot)
                 for s in reversed(done):
@@ -370,7 +370,7 @@ class GraphRunner(_Processes, _Lifecycle):
                 if isinstance(exc, ConfigError):
                     raise
                 raise CortexlinkError(f"nodes.{slot.name}: setup failed: {type(exc).__name__}: {exc}") from exc
-            node.state = "running"
+            node.state = NodeState.RUNNING
             self._publish_state(slot)
             done.append(slot)
 

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from cortexlink.core.errors import ConfigError
 from cortexlink.core.validation import check_keys
+from cortexlink.runtime.node import NodeState
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class Supervisor:
     def failed(self, node: Any, policy: RestartPolicy, exc: BaseException, sample: int = -1) -> None:
         """Handle an exception raised by ``node``: report, tear down, schedule a restart or stop."""
         now = self._now()
-        node.state = "failed"
+        node.state = NodeState.FAILED
         node.n_failures += 1
         node.error = f"{type(exc).__name__}: {exc}"
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=6))
@@ -97,7 +98,7 @@ class Supervisor:
         while hist and now - hist[0] > window:
             hist.popleft()
         if len(hist) > policy.max_restarts:
-            node.state = "stopped"
+            node.state = NodeState.STOPPED
             node.gave_up = True
             self._pending.pop(node.name, None)
             self._emit("node_stopped", node=node.name, severity="halt" if node.critical else "warning",
@@ -116,9 +117,9 @@ class Supervisor:
         """Run ``node.setup()`` again; True if it is running again (a failing setup counts as a
         failure and is handled by :meth:`failed` by the caller)."""
         self._pending.pop(node.name, None)
-        node.state = "starting"
+        node.state = NodeState.STARTING
         node.setup()
-        node.state = "running"
+        node.state = NodeState.RUNNING
         node.n_restarts += 1
         node.error = None
         self._emit("node_restarted", node=node.name, severity="info",
