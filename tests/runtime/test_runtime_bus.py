@@ -135,3 +135,22 @@ def test_codec_round_trips_a_chunk():
     assert np.array_equal(back.data, data) and not back.data.flags.writeable
     with pytest.raises(TypeError, match="cannot send a set payload"):
         encode_message(Message("a.b", 0, 0, 0, {1, 2}))
+
+
+def test_the_decoder_to_cursor_intent_is_a_typed_message_on_the_wire():
+    import math
+
+    from cortexlink.core.errors import ValidationError
+    from cortexlink.core.types import Intent
+
+    it = Intent(7, (0.25, -1.5), click=True, proba=0.9, ready=True, features_valid=True, version=2, decode_us=41.5,
+                n_jobs=1)
+    assert Intent.from_dict(it.to_dict()) == it
+    back = decode_message("decoder.intent", encode_message(Message("decoder.intent", 3, 4200, 11, it, 12))).payload
+    assert isinstance(back, Intent) and back == it
+    nan = decode_message("d.i", encode_message(Message("d.i", 0, 0, 0, Intent(0, (math.nan, math.nan)), 1))).payload
+    assert nan.bin == 0 and math.isnan(nan.velocity[0]) and nan.proba is None and math.isnan(nan.decode_us)
+    with pytest.raises(ValidationError, match="an Intent needs the keys"):
+        Intent.from_dict({"bin": 1, "velocity": (0, 0), "v": 3})
+    with pytest.raises(ValidationError, match="an Intent needs the keys"):
+        Intent.from_dict({"velocity": (0, 0)})

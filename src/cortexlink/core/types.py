@@ -328,27 +328,56 @@ class LoopMode(str, enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class Intent:
-    """A decoded (or simulated) intent for one bin.
+    """A decoder's output for one bin: the message from the decoder to the cursor.
 
     Attributes
     ----------
+    bin : int
+        Bin index since the stream began.
     velocity : tuple of float
-        Intended cursor velocity (vx, vy) in screen units per second.
-    click : float
-        Click probability or intent in [0, 1].
-    sample : int
-        Source sample index the intent refers to (end of its bin).
-    host_time_ns : int
-        Monotonic time at which the bin's source data entered the graph.
-    valid : bool
-        False when the decoder held its last value (NaN input, fault).
+        Decoded cursor velocity (vx, vy) in screen units per second; NaN when not decoding.
+    click : bool
+        A click starts in this bin (the click decoder's onset).
+    proba : float or None
+        The click decoder's probability (None without one, or when not decoding).
+    ready : bool
+        The output may drive the cursor (a fitted decoder in closed-loop mode).
+    features_valid : bool
+        The bin's features were valid (False inside the extractor's calibration window).
+    version : int
+        How many fits and refits made the decoder that produced it.
+    decode_us : float
+        Time spent in the decoders' ``step`` (NaN when not decoding).
+    n_jobs : int
+        Fit and refit jobs the decoder has finished, failed ones included (the operator UI
+        notices a finished job by it).
     """
 
+    bin: int
     velocity: tuple[float, float]
-    click: float = 0.0
-    sample: int = 0
-    host_time_ns: int = 0
-    valid: bool = True
+    click: bool = False
+    proba: float | None = None
+    ready: bool = True
+    features_valid: bool = True
+    version: int = 0
+    decode_us: float = float("nan")
+    n_jobs: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for the wire (JSON)."""
+        return {"bin": int(self.bin), "velocity": [float(self.velocity[0]), float(self.velocity[1])],
+                "click": bool(self.click), "proba": None if self.proba is None else float(self.proba),
+                "ready": bool(self.ready), "features_valid": bool(self.features_valid),
+                "version": int(self.version), "decode_us": float(self.decode_us), "n_jobs": int(self.n_jobs)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Intent":
+        """Inverse of :meth:`to_dict`; unknown or missing keys are a :class:`ValidationError`."""
+        fields = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(d, dict) or set(d) - set(fields) or "bin" not in d or "velocity" not in d:
+            raise ValidationError(f"an Intent needs the keys {fields} (bin and velocity at least); got {d!r}")
+        v = d["velocity"]
+        return cls(**{**d, "velocity": (float(v[0]), float(v[1]))})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,10 +10,13 @@ from typing import Any, Iterable
 import numpy as np
 
 from cortexlink.core.jsonutil import json_default
-from cortexlink.core.types import Chunk
+from cortexlink.core.types import Chunk, Intent
 from cortexlink.runtime.bus import Message
 
-__all__ = ["encode_message", "decode_message", "pack_command"]
+__all__ = ["encode_message", "decode_message", "pack_command", "WIRE_TYPES"]
+
+#: Typed payloads sent as ``to_dict()`` JSON with their type name, rebuilt with ``from_dict``.
+WIRE_TYPES: dict[str, Any] = {"Intent": Intent}
 
 
 def _json_default(o: Any) -> Any:
@@ -55,6 +58,10 @@ def encode_message(msg: Message) -> dict[bytes, Any]:
         f[b"dt"] = p.dtype.str
         f[b"sh"] = ",".join(map(str, p.shape))
         f[b"x"] = _wire(p)
+    elif type(p).__name__ in WIRE_TYPES and type(p) is WIRE_TYPES[type(p).__name__]:
+        f[b"k"] = b"t"
+        f[b"t"] = type(p).__name__
+        f[b"j"] = json.dumps(p.to_dict(), default=_json_default)
     elif isinstance(p, dict):
         f[b"k"] = b"d"
         plain: dict[str, Any] = {}
@@ -69,7 +76,8 @@ def encode_message(msg: Message) -> dict[bytes, Any]:
             plain["__arrays__"] = arrays
         f[b"j"] = json.dumps(plain, default=_json_default)
     else:
-        raise TypeError(f"cannot send a {type(p).__name__} payload over Redis (ndarray, Chunk, dict or None)")
+        raise TypeError(f"cannot send a {type(p).__name__} payload over Redis (ndarray, Chunk, "
+                        f"{', '.join(WIRE_TYPES)}, dict or None)")
     return f
 
 
@@ -90,6 +98,9 @@ def decode_message(topic: str, f: dict[bytes, bytes]) -> Message:
     elif kind == b"a":
         shape = [s for s in f[b"sh"].split(b",") if s]
         payload = _array(f[b"x"], f[b"dt"].decode(), shape)
+    elif kind == b"t":
+        name = f[b"t"]
+        payload = WIRE_TYPES[name.decode() if isinstance(name, bytes) else name].from_dict(json.loads(f[b"j"]))
     elif kind == b"d":
         payload = json.loads(f[b"j"])
         arrays = payload.pop("__arrays__", None)

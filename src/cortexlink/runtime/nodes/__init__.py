@@ -38,8 +38,9 @@ refuses an edge between different kinds when it loads):
 * ``features``: ``bin`` (bin index since the stream began), ``bin_start`` (sample), ``x`` (float32
   decoder features of the bin, None until the extractor is calibrated), ``valid`` (False for bins
   masked entirely, e.g. inside the calibration window); ``sample`` = bin end.
-* ``intent`` (decoder): ``bin``, ``v`` (vx, vy; NaN when not decoding), ``click`` (click onset),
-  ``proba``, ``ready`` (fitted and decoding in closed mode), ``features_valid``, ``version`` (fit count).
+* ``intent`` (decoder, and a ``bin_clock``'s ``tick``): a :class:`~cortexlink.core.types.Intent`
+  (``bin``, ``velocity`` (NaN when not decoding), ``click`` (onset), ``proba``, ``ready`` (fitted
+  and decoding in closed mode), ``features_valid``, ``version`` (fit count), ``decode_us``, ``n_jobs``).
 * ``intent`` (participant): ``bin``, ``v`` (intended velocity), ``click`` (click intent),
   ``neural`` (vx, vy, click for the implant), ``active``.
 * ``state`` (cursor): ``bin`` (the next bin), ``t_s``, ``xy``, ``velocity``, ``clicked``,

@@ -254,9 +254,9 @@ class OperatorMixin:
         return self.block
 
     # -- per bin ------------------------------------------------------------------------------
-    def _jobs(self, p: dict) -> None:
-        """Notice a finished fit/refit from the decoder's ``n_jobs`` counter."""
-        n = int(p.get("n_jobs", 0))
+    def _jobs(self, p: Any) -> None:
+        """Notice a finished fit/refit from the decoder's ``n_jobs`` counter (an Intent)."""
+        n = p.n_jobs
         if n > self._jobs_seen:
             self._jobs_seen = n
             self.last_job = self.ctx.bus.get_info(f"{self._decoder_node}/job")

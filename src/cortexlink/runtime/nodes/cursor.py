@@ -319,7 +319,7 @@ class CursorNode(OperatorMixin, Node):
                 del self._part[k]
 
     def _bin(self, m: Message, now_ns: int) -> None:
-        g = int(m.payload["bin"])
+        g = m.payload.bin
         if self.interactive:
             self._jobs(m.payload)
             blk = self.block
@@ -334,9 +334,9 @@ class CursorNode(OperatorMixin, Node):
 
     def _bin_step(self, m: Message, now_ns: int) -> None:
         p = m.payload
-        g = int(p["bin"])
+        g = p.bin
         self.last_sample = m.sample
-        self._last_version = max(self._last_version, int(p.get("version", 0)))
+        self._last_version = max(self._last_version, p.version)
         if self._await_version is not None:
             # between blocks, waiting for the decoder's new fit (realtime): the participant rests
             self.t_s += self.dt
@@ -351,7 +351,7 @@ class CursorNode(OperatorMixin, Node):
             return
         if self.warm:
             self.t_s += self.dt
-            if p.get("features_valid"):
+            if p.features_valid:
                 self.warm = False
                 begin = False if self.interactive else self._begin_next(g + 1, m.sample, m.t_enter_ns)
                 if not begin and not self._waiting() and self.params["stop_when_done"] and not self.interactive:
@@ -368,7 +368,7 @@ class CursorNode(OperatorMixin, Node):
                 self._decoded, self._proba, self._clicked = None, None, False
             self._publish_state(g + 1, sample=m.sample, t_enter=m.t_enter_ns, begin=False, clicked=False)
             return
-        if not p.get("features_valid") and blk is None:
+        if not p.features_valid and blk is None:
             return                                   # free-running: extractor still calibrating
         target = blk.task.current_target() if blk is not None else None
         part = self._part.pop(g, None)
@@ -379,11 +379,11 @@ class CursorNode(OperatorMixin, Node):
             blk.n_mouse = getattr(blk, "n_mouse", 0) + 1
             ok = True                                # the operator's pointer drives, not the decoder
         elif mode == "closed":
-            if not p.get("ready", True):
+            if not p.ready:
                 ok = False
                 self.n_not_ready += 1
             else:
-                ok = self.watchdog.check_output(now_ns, np.asarray(p["v"], dtype=float), p.get("proba"),
+                ok = self.watchdog.check_output(now_ns, np.asarray(p.velocity, dtype=float), p.proba,
                                                 node=self._decoder_node, sample=m.sample)
         else:
             ok = True
@@ -395,15 +395,15 @@ class CursorNode(OperatorMixin, Node):
                                               decoded_click=self.take_click(), halt=halted)
         else:
             xy, clicked, vel = cursor_command(
-                self.effector, mode, target=target, decoded_velocity=p["v"], decoded_click=bool(p.get("click")),
+                self.effector, mode, target=target, decoded_velocity=p.velocity, decoded_click=bool(p.click),
                 intended_velocity=v_int, click_intent=c_int, prev_click_intent=blk.prev_c if blk is not None else 0.0,
                 autopilot_speed=self.params["autopilot_speed"], halt=halted)
         if self.interactive:
-            dv = np.asarray(p["v"], dtype=float) if mode == "closed" else None
+            dv = np.asarray(p.velocity, dtype=float) if mode == "closed" else None
             self._decoded = [float(dv[0]), float(dv[1])] if dv is not None and np.all(np.isfinite(dv)) else None
-            self._proba = finite_or_none(p.get("proba")) if mode == "closed" else None
+            self._proba = finite_or_none(p.proba) if mode == "closed" else None
             self._clicked = bool(clicked)
-        commanded = p["v"] if mode == "closed" else v_int if mode == "perfect" else vel
+        commanded = p.velocity if mode == "closed" else v_int if mode == "perfect" else vel
         if halted or not np.all(np.isfinite(commanded)):
             self.n_halted_bins += 1
             if blk is not None:
@@ -437,8 +437,8 @@ class CursorNode(OperatorMixin, Node):
             blk.target_xy.append(txy)
             blk.on_target.append(on)
             if self.subs_out_bins:
-                dv = p["v"] if mode == "closed" else _NAN2
-                proba = p.get("proba") if mode == "closed" else None
+                dv = p.velocity if mode == "closed" else _NAN2
+                proba = p.proba if mode == "closed" else None
                 self.emit("bins", {
                     "block": blk.name, "n": blk.n, "bin": g, "sample": int(m.sample), "t_s": self.t_s,
                     "cursor_xy": (float(xy[0]), float(xy[1])), "cursor_velocity": (float(vel[0]), float(vel[1])),
@@ -446,7 +446,7 @@ class CursorNode(OperatorMixin, Node):
                     "decoded_velocity": tuple(dv), "click_proba": math.nan if proba is None else float(proba),
                     "clicks": bool(clicked), "target_xy": txy,
                     "target_radius": math.nan if target is None else float(target.radius), "on_target": on,
-                    "decode_latency_us": p.get("decode_us", math.nan) if mode == "closed" else math.nan,
+                    "decode_latency_us": p.decode_us if mode == "closed" else math.nan,
                     "loop_latency_us": (t_upd - m.t_enter_ns) / 1e3 if (m.t_enter_ns and mode != "perfect")
                     else math.nan, "halted": bool(halted)}, sample=m.sample, t_enter_ns=m.t_enter_ns)
             blk.prev_c = c_int

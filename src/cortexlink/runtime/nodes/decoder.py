@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from cortexlink.core.errors import ConfigError
+from cortexlink.core.types import Intent
 from cortexlink.runtime.bus import Message
 from cortexlink.runtime.node import Node, Param, PortSpec, register_node
 from cortexlink.runtime.nodes._common import _NAN2, logger
@@ -356,10 +357,8 @@ class DecoderNode(Node):
         # ready: this output may drive the cursor — fitted, and in closed mode (over Redis a block's
         # start reaches the decoder a little after the cursor: until then the cursor holds still
         # instead of taking the undecoded bins for NaN output)
-        self.emit("intent", {"bin": g, "v": v, "click": click, "proba": proba, "decode_us": decode_us,
-                             "ready": self.fitted and self.mode == "closed",
-                             "features_valid": valid, "version": self.version, "n_jobs": self.n_jobs},
-                  sample=m.sample, t_enter_ns=m.t_enter_ns)
+        self.emit("intent", Intent(g, v, click, proba, self.fitted and self.mode == "closed", valid, self.version,
+                                   decode_us, self.n_jobs), sample=m.sample, t_enter_ns=m.t_enter_ns)
 
     def teardown(self) -> None:
         if self._thread is not None:

@@ -87,6 +87,8 @@ class UiFeedNode(Node):
 
     @staticmethod
     def _plain(p: Any) -> Any:
+        if hasattr(p, "to_dict"):
+            p = p.to_dict()
         if isinstance(p, dict):
             return {k: (v.tolist() if isinstance(v, np.ndarray) and v.size <= 64 else
                         (None if isinstance(v, np.ndarray) else v)) for k, v in p.items()}
@@ -178,8 +180,8 @@ class LSLOutletNode(Node):
         for m in inbox["data"]:
             p = m.payload
             if self.params["stream"] == "intent":
-                proba = p.get("proba")
-                row = np.array([p["v"][0], p["v"][1], math.nan if proba is None else proba], np.float32)
+                proba = p.proba
+                row = np.array([p.velocity[0], p.velocity[1], math.nan if proba is None else proba], np.float32)
             else:
                 if p.get("x") is None:
                     continue

@@ -11,7 +11,6 @@ from typing import Any
 from cortexlink.core.errors import ConfigError
 from cortexlink.runtime.bus import Message
 from cortexlink.runtime.node import Node, Param, PortSpec, register_node
-from cortexlink.runtime.nodes._common import _NAN2
 
 __all__ = ["RecorderNode"]
 
@@ -289,16 +288,16 @@ class RecorderNode(Node):
             self.n_written += 1
         for m in inbox.get("intent", ()):
             p = m.payload
-            if not p.get("ready", True):
+            if not p.ready:
                 continue
             ps = self._pending_start
-            if ps is not None and int(p.get("bin", -1)) >= int(ps["event"].get("bin", 0)):
+            if ps is not None and p.bin >= int(ps["event"].get("bin", 0)):
                 self._pending_start = None
-                self._write_start(ps["event"], ps["sample"], int(p.get("version", 0)))
-            v = p.get("v", _NAN2)
-            proba = p.get("proba")
+                self._write_start(ps["event"], ps["sample"], p.version)
+            v = p.velocity
+            proba = p.proba
             rec.write_row("decoder", m.sample, (v[0], v[1], math.nan if proba is None else float(proba),
-                                                float(bool(p.get("click")))),
+                                                float(bool(p.click))),
                           columns=STREAM_COLUMNS["decoder"], host_time_ns=m.t_enter_ns)
             self.n_written += 1
         for m in inbox.get("bins", ()):

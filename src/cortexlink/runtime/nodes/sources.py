@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from cortexlink.core.errors import ConfigError
+from cortexlink.core.types import Intent
 from cortexlink.runtime.bus import Message
 from cortexlink.runtime.node import Node, Param, PortSpec, register_node
 
@@ -465,6 +466,5 @@ class BinClock(Node):
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
         g = self.g
         self.g += 1
-        self.emit("tick", {"bin": g, "v": (float("nan"), float("nan")), "click": False, "proba": None, "ready": True,
-                           "features_valid": True, "version": 0},
+        self.emit("tick", Intent(g, (float("nan"), float("nan"))),
                   sample=(g + 1) * self.bin_samples, t_enter_ns=time.monotonic_ns())
