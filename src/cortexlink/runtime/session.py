@@ -44,7 +44,7 @@ from cortexlink.core.validation import check_choice, check_keys
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_session", "session_to_graph", "run_session", "DEFAULT_SESSION", "SessionResult"]
+__all__ = ["load_session", "session_to_graph", "loop_nodes", "run_session", "DEFAULT_SESSION", "SessionResult"]
 
 #: The session ``cortexlink demo`` runs: 1024 channels, calibration, ReFIT-Kalman, two minutes of
 #: Webgrid, ten moves of chess.
@@ -185,6 +185,42 @@ def load_session(source: str | Path | dict | None = None) -> dict:
     return out
 
 
+def loop_nodes(cfg: dict, *, chunk_ms: float, placement: str = "main") -> dict[str, Any]:
+    """The closed loop's nodes for a validated session ``cfg``: participant, implant (``sim_source``),
+    dsp, decoder and cursor — or, with the perfect decoder, participant, ``bin_clock`` and cursor.
+    The cursor has no block schedule yet; :func:`session_to_graph` gives it the session's, the
+    operator UI's graph makes it interactive. ``placement="subprocess"``: dsp and decoder in one
+    child process."""
+    dec_kind = cfg["decoder"]["kind"]
+    nodes: dict[str, Any] = {
+        "participant": {"kind": "participant", "params": {"seed": cfg["seed"], "config": cfg["participant"]},
+                        "inputs": {"cursor": "cursor.state"}},
+    }
+    cursor = {"kind": "cursor", "params": {"seed": cfg["seed"], "effector": cfg.get("effector", {}),
+                                           "decoder_kind": dec_kind},
+              "inputs": {"intent": "decoder.intent", "participant": "participant.intent"}}
+    if dec_kind == "perfect":
+        nodes["clock"] = {"kind": "bin_clock", "inputs": {"after": "participant.intent"}}
+        cursor["inputs"]["intent"] = "clock.tick"
+    else:
+        imp = dict(cfg["implant"])
+        preset = imp.pop("preset")
+        sub = {"where": "subprocess", "group": "pipeline"} if placement == "subprocess" else {}
+        nodes["implant"] = {"kind": "sim_source", "params": {"preset": preset, "seed": cfg["seed"], "config": imp,
+                                                             "chunk_ms": chunk_ms},
+                            "inputs": {"intent": "participant.intent"}}
+        nodes["dsp"] = {"kind": "dsp", "params": {"feature_kinds": cfg["loop"].get("feature_kinds")},
+                        "inputs": {"raw": "implant.raw"}, **sub}
+        nodes["decoder"] = {"kind": "decoder", "params": {"decoder": dec_kind,
+                                                          "decoder_params": cfg["decoder"]["params"],
+                                                          "click": cfg["click_decoder"]["enabled"],
+                                                          "click_params": cfg["click_decoder"]["params"]},
+                            "inputs": {"features": "dsp.features", "labels": "participant.intent",
+                                       "control": "cursor.control"}, **sub}
+    nodes["cursor"] = cursor
+    return nodes
+
+
 def session_to_graph(session: Any, *, clock: str = "fast", chunk_ms: float | None = None, placement: str = "main",
                      recorder: bool | dict = False, trace: bool = False, progress: bool = False) -> dict:
     """The runtime graph that runs a session.
@@ -218,38 +254,16 @@ def session_to_graph(session: Any, *, clock: str = "fast", chunk_ms: float | Non
     check_choice("placement", placement, ("main", "subprocess"))
     dt_ms = cfg["loop"]["dt_s"] * 1000.0
     dec_kind = cfg["decoder"]["kind"]
-    cursor = {"kind": "cursor", "params": {"blocks": cfg["blocks"], "seed": cfg["seed"],
-                                           "effector": cfg.get("effector", {}), "decoder_kind": dec_kind},
-              "inputs": {"intent": "decoder.intent", "participant": "participant.intent"}}
-    nodes: dict[str, Any] = {
-        "participant": {"kind": "participant", "params": {"seed": cfg["seed"], "config": cfg["participant"]},
-                        "inputs": {"cursor": "cursor.state"}},
-    }
-    rec_params = dict(recorder) if isinstance(recorder, dict) else {}
     if dec_kind == "perfect":
         if recorder:
             raise ConfigError("decoder.kind 'perfect' runs no implant: there is nothing to record")
         if placement != "main":
             raise ConfigError("decoder.kind 'perfect' has no dsp or decoder to place in a subprocess")
-        nodes["clock"] = {"kind": "bin_clock", "inputs": {"after": "participant.intent"}}
-        cursor["inputs"]["intent"] = "clock.tick"
-    else:
-        imp = dict(cfg["implant"])
-        preset = imp.pop("preset")
-        sub = {"where": "subprocess", "group": "pipeline"} if placement == "subprocess" else {}
-        nodes["implant"] = {"kind": "sim_source", "params": {"preset": preset, "seed": cfg["seed"], "config": imp,
-                                                             "chunk_ms": dt_ms if chunk_ms is None else chunk_ms},
-                            "inputs": {"intent": "participant.intent"}}
-        nodes["dsp"] = {"kind": "dsp", "params": {"feature_kinds": cfg["loop"].get("feature_kinds"),
-                                                  "raster": 128 if trace else 0, "full_rows": bool(recorder)},
-                        "inputs": {"raw": "implant.raw"}, **sub}
-        nodes["decoder"] = {"kind": "decoder", "params": {"decoder": dec_kind,
-                                                          "decoder_params": cfg["decoder"]["params"],
-                                                          "click": cfg["click_decoder"]["enabled"],
-                                                          "click_params": cfg["click_decoder"]["params"]},
-                            "inputs": {"features": "dsp.features", "labels": "participant.intent",
-                                       "control": "cursor.control"}, **sub}
-    nodes["cursor"] = cursor
+    rec_params = dict(recorder) if isinstance(recorder, dict) else {}
+    nodes = loop_nodes(cfg, chunk_ms=dt_ms if chunk_ms is None else chunk_ms, placement=placement)
+    nodes["cursor"]["params"]["blocks"] = cfg["blocks"]
+    if "dsp" in nodes:
+        nodes["dsp"]["params"].update(raster=128 if trace else 0, full_rows=bool(recorder))
     if trace:
         tr = {"kind": "trace", "params": {"progress": bool(progress)},
               "inputs": {"bins": "cursor.bins", "events": "cursor.events"}}

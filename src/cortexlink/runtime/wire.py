@@ -58,7 +58,7 @@ def encode_message(msg: Message) -> dict[bytes, Any]:
         f[b"dt"] = p.dtype.str
         f[b"sh"] = ",".join(map(str, p.shape))
         f[b"x"] = _wire(p)
-    elif type(p).__name__ in WIRE_TYPES and type(p) is WIRE_TYPES[type(p).__name__]:
+    elif WIRE_TYPES.get(type(p).__name__) is type(p):
         f[b"k"] = b"t"
         f[b"t"] = type(p).__name__
         f[b"j"] = json.dumps(p.to_dict(), default=_json_default)

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from cortexlink.core.errors import ConfigError
+from cortexlink.runtime.graph import OPERATOR_TOPIC
 
 __all__ = ["operator_graph", "check_operator_graph", "resolve_graph", "OPERATOR_TOPIC"]
-
-OPERATOR_TOPIC = "operator.commands"
 
 
 def _block_defaults(blocks: list[dict]) -> dict:
@@ -57,46 +56,29 @@ def operator_graph(session: Any = None, *, n_channels: int | None = None, record
         Most snapshots per second the ``ui`` node publishes.
     """
     from cortexlink.core.validation import check_positive
-    from cortexlink.runtime.session import load_session
+    from cortexlink.runtime.session import load_session, loop_nodes
 
     cfg = load_session(session)
     if n_channels is not None:
         cfg["implant"]["n_channels"] = check_positive("n_channels", n_channels, integer=True)
         cfg = load_session(cfg)
     dt_ms = cfg["loop"]["dt_s"] * 1000.0
-    dec = cfg["decoder"]["kind"]
     op = OPERATOR_TOPIC
-    nodes: dict[str, Any] = {
-        "participant": {"kind": "participant", "params": {"seed": cfg["seed"], "config": cfg["participant"]},
-                        "inputs": {"cursor": "cursor.state"}},
-    }
-    cursor = {"kind": "cursor", "params": {"seed": cfg["seed"], "effector": cfg.get("effector", {}),
-                                           "decoder_kind": dec, "block_defaults": _block_defaults(cfg["blocks"])},
-              "inputs": {"intent": "decoder.intent", "participant": "participant.intent", "operator": op}}
+    nodes = loop_nodes(cfg, chunk_ms=chunk_ms)
+    cursor = nodes["cursor"]
+    cursor["params"]["block_defaults"] = _block_defaults(cfg["blocks"])
+    cursor["inputs"]["operator"] = op
     ui = {"kind": "ui_feed", "params": {"operator": True, "max_hz": max_hz, "session": cfg["name"]},
           "inputs": {"cursor": "cursor.state"}}
-    if dec == "perfect":
-        nodes["clock"] = {"kind": "bin_clock", "inputs": {"after": "participant.intent"}}
-        cursor["inputs"]["intent"] = "clock.tick"
-    else:
-        imp = dict(cfg["implant"])
-        preset = imp.pop("preset")
-        nodes["implant"] = {"kind": "sim_source", "params": {"preset": preset, "seed": cfg["seed"], "config": imp,
-                                                             "chunk_ms": chunk_ms},
-                            "inputs": {"intent": "participant.intent"}}
-        nodes["dsp"] = {"kind": "dsp", "params": {"feature_kinds": cfg["loop"].get("feature_kinds"), "full_rows": True},
-                        "inputs": {"raw": "implant.raw", "operator": op}}
-        nodes["decoder"] = {"kind": "decoder", "params": {"decoder": dec, "decoder_params": cfg["decoder"]["params"],
-                                                          "click": cfg["click_decoder"]["enabled"],
-                                                          "click_params": cfg["click_decoder"]["params"]},
-                            "inputs": {"features": "dsp.features", "labels": "participant.intent",
-                                       "control": "cursor.control"}}
+    if "dsp" in nodes:
+        nodes["dsp"]["params"]["full_rows"] = True
+        nodes["dsp"]["inputs"]["operator"] = op
         nodes["recorder"] = {"kind": "recorder", "params": {
             "record_dir": None if record_dir is None else str(record_dir), "participant_id": participant_id},
             "inputs": {"raw": "implant.raw", "features": "dsp.features", "intent": "decoder.intent",
                        "bins": "cursor.bins", "events": "cursor.events", "operator": op}}
         ui["inputs"]["activity"] = "dsp.features"
-    nodes["cursor"] = cursor
+    nodes["cursor"] = nodes.pop("cursor")          # the shipped graph's order: recorder, cursor, ui
     nodes["ui"] = ui
     return {"name": cfg["name"], "bin_ms": dt_ms, "clock": "realtime", "stats_after_s": 1.0,
             # the watchdog's stall limit leaves room for a busy machine running a browser too

@@ -31,13 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from cortexlink.core.errors import ConfigError, CortexlinkError
+from cortexlink.runtime.graph import OPERATOR_TOPIC, REPLIES_TOPIC
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RemoteGraph", "RedisLink"]
-
-OPERATOR_TOPIC = "operator.commands"
-REPLIES_TOPIC = "operator.replies"
 
 
 class RedisLink:

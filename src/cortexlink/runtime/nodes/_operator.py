@@ -233,25 +233,14 @@ class OperatorMixin:
             raise CommandRefused(f"{cmd.get('cmd')}: invalid task_params for {task_name}: {exc}", 400) from None
 
     def _begin_op(self, kind: str, task: Any, params: dict, mode: str, seconds: float | None, sample: int) -> Any:
-        from cortexlink.tasks.schedule import block_bins
-
         task_name = task.name
         self.n_blocks += 1
         name = f"{self.n_blocks:02d}-{'calibration' if kind == 'calibration' else task_name}"
         spec = {"name": name, "kind": kind, "task": task_name, "seconds": seconds, "max_seconds": MAX_BLOCK_S,
                 "task_params": params}
-        task.reset()
-        self.effector.reset()
-        nxt = self.last_bin + 1
-        self.block = self.BLOCK(spec, task, mode, block_bins(spec, self.dt), self.t_s, nxt)
-        self.block.n_mouse = 0
-        self.tasks[name] = task
-        self.emit("control", {"cmd": "begin", "name": name, "kind": kind, "mode": mode, "bin": nxt},
-                  sample=sample, t_enter_ns=0)
-        self.emit("events", {"kind": "block_start", "name": name, "block_kind": kind, "mode": mode,
-                             "task": task_name, "bin": nxt, "n_max": self.block.n_max}, sample=sample, t_enter_ns=0)
+        blk = self._start_block(spec, task, mode, self.last_bin + 1, sample, 0)
         self._slow_n = 0
-        return self.block
+        return blk
 
     # -- per bin ------------------------------------------------------------------------------
     def _jobs(self, p: Any) -> None:

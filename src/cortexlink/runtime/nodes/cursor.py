@@ -40,6 +40,7 @@ class _Block:
         self.on_target: list = []
         self.latency = LatencyStats(1 << 17)
         self.n_halted = 0
+        self.n_mouse = 0                   # bins the operator's pointer drove (not kept for ReFIT)
 
     @property
     def done(self) -> bool:
@@ -89,7 +90,6 @@ class CursorNode(OperatorMixin, Node):
 
     kind = "cursor"
     TICKS = True
-    BLOCK = _Block
     INPUTS = {
         "intent": PortSpec(maxlen=64, policy="drop_oldest", required=True, message="decoded_intent",
                            doc="decoder intent"),
@@ -193,7 +193,7 @@ class CursorNode(OperatorMixin, Node):
         thread for seconds. With ``clock: fast`` the fit is done before the next bin, so the
         block begins at once.
         """
-        from cortexlink.tasks.schedule import block_bins, block_mode, make_task
+        from cortexlink.tasks.schedule import block_mode, make_task
 
         n_fits = 0
         while self._i < len(self.blocks):
@@ -219,20 +219,27 @@ class CursorNode(OperatorMixin, Node):
                 return False
             self._i += 1
             task = make_task(b["task"], b["task_params"], seed=self.params["seed"])
-            mode = block_mode(kind, self.params["decoder_kind"])
-            n_max = block_bins(b, self.dt)
-            task.reset()
-            self.effector.reset()
-            self.block = _Block(b, task, mode, n_max, self.t_s, next_bin)
-            self.tasks[b["name"]] = task
-            self.emit("control", {"cmd": "begin", "name": b["name"], "kind": kind, "mode": mode, "bin": next_bin},
-                      sample=sample, t_enter_ns=t_enter)
-            self.emit("events", {"kind": "block_start", "name": b["name"], "block_kind": kind, "mode": mode,
-                                 "task": b["task"], "bin": next_bin, "n_max": n_max}, sample=sample, t_enter_ns=t_enter)
+            self._start_block(b, task, block_mode(kind, self.params["decoder_kind"]), next_bin, sample, t_enter)
             return True
         self.block = None
         self.finished = True
         return False
+
+    def _start_block(self, spec: dict, task: Any, mode: str, next_bin: int, sample: int, t_enter: int) -> _Block:
+        """Begin a task block (from the schedule or an operator command) at ``next_bin``: reset the
+        task and the cursor, tell the decoder (``control: begin``) and the recorders (``block_start``)."""
+        from cortexlink.tasks.schedule import block_bins
+
+        task.reset()
+        self.effector.reset()
+        self.block = _Block(spec, task, mode, block_bins(spec, self.dt), self.t_s, next_bin)
+        self.tasks[spec["name"]] = task
+        self.emit("control", {"cmd": "begin", "name": spec["name"], "kind": spec["kind"], "mode": mode,
+                              "bin": next_bin}, sample=sample, t_enter_ns=t_enter)
+        self.emit("events", {"kind": "block_start", "name": spec["name"], "block_kind": spec["kind"], "mode": mode,
+                             "task": spec["task"], "bin": next_bin, "n_max": self.block.n_max},
+                  sample=sample, t_enter_ns=t_enter)
+        return self.block
 
     def _waiting(self) -> bool:
         return self._await_version is not None
@@ -247,7 +254,7 @@ class CursorNode(OperatorMixin, Node):
         info = {"name": blk.name, "kind": blk.kind, "task": blk.spec["task"], "mode": blk.mode,
                 "seconds": blk.n * self.dt, "n_bins": blk.n, "metrics": metrics, "n_halted_bins": blk.n_halted,
                 "loop_latency_ms": blk.latency.summary(), "reason": reason}
-        n_mouse = getattr(blk, "n_mouse", 0)
+        n_mouse = blk.n_mouse
         self.results.append(info)
         self.emit("control", {"cmd": "end", "name": blk.name}, sample=sample, t_enter_ns=t_enter)
         self.emit("events", {**info, "kind": "block_end", "block_kind": blk.kind}, sample=sample, t_enter_ns=t_enter)
@@ -376,7 +383,7 @@ class CursorNode(OperatorMixin, Node):
         mode = "closed" if blk is None else blk.mode
         mouse = self.mouse and blk is not None
         if mouse:
-            blk.n_mouse = getattr(blk, "n_mouse", 0) + 1
+            blk.n_mouse += 1
             ok = True                                # the operator's pointer drives, not the decoder
         elif mode == "closed":
             if not p.ready:
