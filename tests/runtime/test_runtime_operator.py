@@ -69,7 +69,7 @@ class Live:
         return rep["result"]
 
     def rows(self):
-        return [m.payload for m in list(self.runner.by_name["rows"].node.kept)]
+        return [m.payload.to_dict() for m in list(self.runner.by_name["rows"].node.kept)]
 
     def wait(self, pred, timeout_s, what):
         t_end = time.monotonic() + timeout_s

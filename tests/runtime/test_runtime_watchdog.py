@@ -41,8 +41,8 @@ def _graph(replay, *, seconds=2.5, source_inject=None, decoder_inject=None, rest
 def _run(graph):
     r = GraphRunner(graph)
     res = r.run()
-    states = [m.payload for m in r.by_name["states"].node.kept]
-    gates = [m.payload for m in r.by_name["gates"].node.kept]
+    states = [m.payload.to_dict() for m in r.by_name["states"].node.kept]
+    gates = [m.payload.to_dict() for m in r.by_name["gates"].node.kept]
     return res, states, gates
 
 

@@ -202,7 +202,7 @@ def test_estop_holds_the_cursor_from_the_next_bin_until_released(make_controller
     rows_node = ctl._runner.by_name["rows"].node
 
     def rows():
-        return [m.payload for m in list(rows_node.kept)]
+        return [m.payload.to_dict() for m in list(rows_node.kept)]
     with OperatorServer(ctl, "127.0.0.1", 0) as srv:
         base = f"http://127.0.0.1:{srv.port}"
         # estop works when nothing runs, too

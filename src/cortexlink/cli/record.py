@@ -71,12 +71,12 @@ class _Status:
     def __init__(self, rec: Any, interval: float, fs_hz: float = 30000.0) -> None:
         self.rec, self.interval, self.fs_hz, self.last = rec, interval, fs_hz, 0.0
 
-    def __call__(self, row: dict) -> None:
+    def __call__(self, row: Any) -> None:
         now = time.monotonic()
         if self.interval and now - self.last >= self.interval:
             self.last = now
             st = self.rec.stats()
-            s = int(row["sample"])
+            s = row.sample
             print(f"status sample={s} seconds={s / self.fs_hz:.3f} "
                   f"queue_bytes={st['queue_bytes']} dropped={st['dropped_total']}", file=sys.stderr, flush=True)
 

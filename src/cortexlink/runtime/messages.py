@@ -14,16 +14,17 @@ __all__ = ["MESSAGE_KINDS", "accepts"]
 #: kind -> what its payload holds
 MESSAGE_KINDS: dict[str, str] = {
     "chunk": "raw samples: a core.types.Chunk (samples x channels, start_sample, fs_hz, host_time_ns)",
-    "features": "one bin: bin, bin_start, x (decoder features or None), valid; optional raster, row",
-    "decoded_intent": "one bin's decoder output: bin, v (vx, vy), click (onset), proba, ready, "
-                      "features_valid, version, decode_us",
-    "participant_intent": "one bin's simulated intent: bin, v, click (intent), neural (vx, vy, click), active",
-    "cursor_state": "the cursor after a bin: bin (next), t_s, xy, velocity, clicked, halted, block, mode, "
-                    "begin, target, done",
-    "control": "cursor -> decoder: cmd (begin, end, fit, refit) and its fields",
-    "gate": "the watchdog gate: halted, velocity, click_suppressed, faults",
-    "events": "block_start / block_end / task events of the schedule",
-    "bin_row": "one row of a tasks.trace.BlockTrace (block, n, bin, sample, cursor, intents, target, latencies)",
+    "features": "one bin of features: a core.messages.FeatureBin (bin, bin_start, x, valid, raster, row)",
+    "decoded_intent": "one bin's decoder output: a core.types.Intent (bin, velocity, click, proba, ready, "
+                      "features_valid, version, decode_us, n_jobs)",
+    "participant_intent": "one bin's simulated intent: a core.messages.ParticipantIntent (bin, velocity, click, "
+                          "neural, active)",
+    "cursor_state": "the cursor after a bin: a core.messages.CursorState (bin (next), t_s, xy, velocity, clicked, "
+                    "halted, block, mode, begin, target, done, op)",
+    "control": "cursor -> decoder: a core.messages.Control (cmd begin, end, fit, refit and its fields)",
+    "gate": "the watchdog gate: a core.messages.Gate (halted, velocity, click_suppressed, faults)",
+    "events": "block_start / block_end / task events of the schedule (plain records: kind and its fields)",
+    "bin_row": "one row of a tasks.trace.BlockTrace: a core.messages.BinRow",
     "fault": "a fault event of runtime.faults: kind, severity, node, message, sample",
     "operator_command": "an operator command of operator.commands: id, cmd and its fields",
 }

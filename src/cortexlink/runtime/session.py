@@ -301,7 +301,7 @@ def _percentiles(a: np.ndarray) -> dict | None:
 def run_session(source: str | Path | dict | None = None, *, progress: bool = True,
                 on_block: Callable[[dict, Any], None] | None = None, recorder: Any = None,
                 realtime: bool = False, record_raw: bool = True, redis: str | None = None,
-                on_bin: Callable[[dict], None] | None = None) -> SessionResult:
+                on_bin: Callable[[Any], None] | None = None) -> SessionResult:
     """Run every block of a session on the runtime graph; return its traces, tasks and summary.
 
     Parameters
@@ -324,7 +324,7 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
         ``"auto"`` (a private redis-server) or a Redis URL: the dsp and decoder run in a child
         process and talk to the rest over Redis Streams. Default: everything in this process.
     on_bin : callable, optional
-        Called with each bin's row (a dict, see the cursor node's ``bins`` output).
+        Called with each bin's row of a task block (a :class:`~cortexlink.core.messages.BinRow`).
 
     The same seed gives the same figures in one process and across processes with
     ``realtime=False`` (the graph runs in lock step).

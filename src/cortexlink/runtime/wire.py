@@ -10,13 +10,16 @@ from typing import Any, Iterable
 import numpy as np
 
 from cortexlink.core.jsonutil import json_default
+from cortexlink.core.messages import BinRow, Control, CursorState, FeatureBin, Gate, ParticipantIntent
 from cortexlink.core.types import Chunk, Intent
 from cortexlink.runtime.bus import Message
 
 __all__ = ["encode_message", "decode_message", "pack_command", "WIRE_TYPES"]
 
-#: Typed payloads sent as ``to_dict()`` JSON with their type name, rebuilt with ``from_dict``.
-WIRE_TYPES: dict[str, Any] = {"Intent": Intent}
+#: Typed payloads, sent as their ``to_dict()`` (arrays as raw bytes, the rest as JSON) with their type
+#: name and rebuilt with ``from_dict``.
+WIRE_TYPES: dict[str, Any] = {t.__name__: t for t in (Intent, FeatureBin, ParticipantIntent, CursorState, Control,
+                                                      Gate, BinRow)}
 
 
 def _json_default(o: Any) -> Any:
@@ -34,6 +37,31 @@ def _wire(a: np.ndarray) -> bytes | memoryview:
     if a.nbytes > _PACK_BIG and a.flags.c_contiguous:
         return memoryview(a).cast("B")
     return a.tobytes()
+
+
+def _put_dict(f: dict[bytes, Any], p: dict) -> None:
+    """Fields of a dict payload: its numeric arrays as raw bytes (``a:<key>``), the rest as JSON."""
+    plain: dict[str, Any] = {}
+    arrays: dict[str, list] = {}
+    for k, v in p.items():
+        if isinstance(v, np.ndarray) and v.dtype.kind in "biuf":
+            arrays[k] = [v.dtype.str, list(v.shape)]
+            f[("a:" + k).encode()] = v.tobytes()
+        else:
+            plain[k] = v
+    if arrays:
+        plain["__arrays__"] = arrays
+    f[b"j"] = json.dumps(plain, default=_json_default)
+
+
+def _get_dict(f: dict[bytes, bytes]) -> dict:
+    """Inverse of :func:`_put_dict`."""
+    payload = json.loads(f[b"j"])
+    arrays = payload.pop("__arrays__", None)
+    if arrays:
+        for k, (dt, shape) in arrays.items():
+            payload[k] = _array(f[("a:" + k).encode()], dt, shape)
+    return payload
 
 
 def encode_message(msg: Message) -> dict[bytes, Any]:
@@ -61,20 +89,10 @@ def encode_message(msg: Message) -> dict[bytes, Any]:
     elif WIRE_TYPES.get(type(p).__name__) is type(p):
         f[b"k"] = b"t"
         f[b"t"] = type(p).__name__
-        f[b"j"] = json.dumps(p.to_dict(), default=_json_default)
+        _put_dict(f, p.to_dict())
     elif isinstance(p, dict):
         f[b"k"] = b"d"
-        plain: dict[str, Any] = {}
-        arrays: dict[str, list] = {}
-        for k, v in p.items():
-            if isinstance(v, np.ndarray) and v.dtype.kind in "biuf":
-                arrays[k] = [v.dtype.str, list(v.shape)]
-                f[("a:" + k).encode()] = v.tobytes()
-            else:
-                plain[k] = v
-        if arrays:
-            plain["__arrays__"] = arrays
-        f[b"j"] = json.dumps(plain, default=_json_default)
+        _put_dict(f, p)
     else:
         raise TypeError(f"cannot send a {type(p).__name__} payload over Redis (ndarray, Chunk, "
                         f"{', '.join(WIRE_TYPES)}, dict or None)")
@@ -100,13 +118,9 @@ def decode_message(topic: str, f: dict[bytes, bytes]) -> Message:
         payload = _array(f[b"x"], f[b"dt"].decode(), shape)
     elif kind == b"t":
         name = f[b"t"]
-        payload = WIRE_TYPES[name.decode() if isinstance(name, bytes) else name].from_dict(json.loads(f[b"j"]))
+        payload = WIRE_TYPES[name.decode() if isinstance(name, bytes) else name].from_dict(_get_dict(f))
     elif kind == b"d":
-        payload = json.loads(f[b"j"])
-        arrays = payload.pop("__arrays__", None)
-        if arrays:
-            for k, (dt, shape) in arrays.items():
-                payload[k] = _array(f[("a:" + k).encode()], dt, shape)
+        payload = _get_dict(f)
     else:
         payload = None
     return Message(topic, int(f[b"q"]), int(f[b"s"]), int(f[b"e"]), payload, int(f[b"p"]))

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from cortexlink.core.messages import BinRow
+
 __all__ = ["BlockTrace", "TraceBuilder", "RASTER_CHANNELS"]
 
 #: Threshold-crossing raster kept per bin: the first this many channels.
@@ -125,15 +127,15 @@ class TraceBuilder:
         self.raster = np.zeros((n_max, n_raster), np.uint8) if n_raster else None
         self.events: list = []
 
-    def add(self, row: dict, features: Any = None, raster: Any = None) -> None:
-        """Append one bin: ``row`` maps :class:`BlockTrace` field names to this bin's values."""
+    def add(self, row: BinRow, features: Any = None, raster: Any = None) -> None:
+        """Append one bin: ``row`` (a :class:`~cortexlink.core.messages.BinRow`) holds this bin's
+        values of the :class:`BlockTrace` columns."""
         n = self.n
         if n >= self.rec["t_s"].size:
             return
         rec = self.rec
-        for k, v in row.items():
-            if v is not None and k in rec:
-                rec[k][n] = v
+        for k in BinRow.TRACE_FIELDS:
+            rec[k][n] = getattr(row, k)
         if self.feats is not None and features is not None:
             self.feats[n] = features
         if self.raster is not None and raster is not None:

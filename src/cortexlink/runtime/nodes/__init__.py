@@ -30,26 +30,28 @@ kind              does                                        inputs            
                   decoder's ceiling)
 ================  ==========================================  =========================  =======================
 
-Message payloads (dicts unless said otherwise; each port declares its kind — ``chunk``,
-``features``, ``decoded_intent``, ... — in :mod:`cortexlink.runtime.messages`, and the graph
-refuses an edge between different kinds when it loads):
+Message payloads are typed (:mod:`cortexlink.core.messages`; each port declares its kind —
+``chunk``, ``features``, ``decoded_intent``, ... — in :mod:`cortexlink.runtime.messages`, and the
+graph refuses an edge between different kinds when it loads):
 
 * ``raw``: a :class:`~cortexlink.core.types.Chunk`; ``sample`` = its first sample.
-* ``features``: ``bin`` (bin index since the stream began), ``bin_start`` (sample), ``x`` (float32
-  decoder features of the bin, None until the extractor is calibrated), ``valid`` (False for bins
-  masked entirely, e.g. inside the calibration window); ``sample`` = bin end.
+* ``features`` (dsp): a :class:`~cortexlink.core.messages.FeatureBin` (``bin``, ``bin_start``, ``x``
+  the float32 decoder features or None until the extractor is calibrated, ``valid``, optional
+  ``raster`` and ``row``); ``sample`` = bin end.
 * ``intent`` (decoder, and a ``bin_clock``'s ``tick``): a :class:`~cortexlink.core.types.Intent`
   (``bin``, ``velocity`` (NaN when not decoding), ``click`` (onset), ``proba``, ``ready`` (fitted
   and decoding in closed mode), ``features_valid``, ``version`` (fit count), ``decode_us``, ``n_jobs``).
-* ``intent`` (participant): ``bin``, ``v`` (intended velocity), ``click`` (click intent),
-  ``neural`` (vx, vy, click for the implant), ``active``.
-* ``state`` (cursor): ``bin`` (the next bin), ``t_s``, ``xy``, ``velocity``, ``clicked``,
-  ``halted``, ``block``, ``mode``, ``begin``, ``target`` (xy, radius, click, dwell_s, or None).
-* ``bins`` (cursor): one row of a :class:`~cortexlink.tasks.trace.BlockTrace` per bin of a block
-  (``block``, ``n``, ``bin``, ``t_s``, cursor, velocities, click intent and probability, target,
-  latencies, ``halted``).
-* ``control`` (cursor → decoder): ``cmd`` in ``begin`` / ``end`` / ``fit`` / ``refit``.
-* ``gate`` (cursor): ``halted``, ``velocity`` (0, 0 while halted), ``faults``.
+* ``intent`` (participant): a :class:`~cortexlink.core.messages.ParticipantIntent` (``velocity``
+  and ``click`` intended, ``neural`` for the implant, ``active``).
+* ``state`` (cursor): a :class:`~cortexlink.core.messages.CursorState` (the next ``bin``, ``xy``,
+  ``halted``, ``block``, ``mode``, ``begin``, ``target``, ``op`` in interactive mode, ...).
+* ``bins`` (cursor): a :class:`~cortexlink.core.messages.BinRow` per bin of a block, one row of a
+  :class:`~cortexlink.tasks.trace.BlockTrace`.
+* ``control`` (cursor → decoder): a :class:`~cortexlink.core.messages.Control` (``begin`` / ``end``
+  / ``fit`` / ``refit``).
+* ``gate`` (cursor): a :class:`~cortexlink.core.messages.Gate` (``halted``, ``velocity`` (0, 0)
+  while halted, ``faults``).
+* ``events`` (cursor) and ``faults``: plain records (``kind`` and the fields of that kind).
 
 Operator commands arrive on the built-in topic ``operator.commands`` (an ``operator`` input:
 cursor, dsp, recorder) and are answered on ``operator.replies``; see

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from cortexlink.core.errors import ConfigError
+from cortexlink.core.messages import Control
 
 __all__ = ["OperatorMixin", "CURSOR_COMMANDS", "MAX_BLOCK_S", "TASK_NAMES"]
 
@@ -201,8 +202,7 @@ class OperatorMixin:
             raise CommandRefused("fit: decoder 'perfect' has nothing to fit")
         if not self.n_calibration_blocks:
             raise CommandRefused("fit: no calibration block yet; run 'calibrate' first")
-        self.emit("control", {"cmd": "fit", "name": f"fit-{self.n_blocks}", "job": True}, sample=sample,
-                  t_enter_ns=0)
+        self.emit("control", Control("fit", f"fit-{self.n_blocks}", job=True), sample=sample, t_enter_ns=0)
         self._closed_since_fit = []
         self.job = "fit"
         return {"job": "fit", "n_calibration_blocks": self.n_calibration_blocks}
@@ -218,8 +218,8 @@ class OperatorMixin:
             raise CommandRefused("refit: no closed-loop block since the last fit; run a closed-loop block "
                                  "('start') first")
         n = len(self._closed_since_fit)
-        self.emit("control", {"cmd": "refit", "name": f"refit-{self.n_blocks}", "blocks": self._closed_since_fit,
-                              "job": True}, sample=sample, t_enter_ns=0)
+        self.emit("control", Control("refit", f"refit-{self.n_blocks}", blocks=tuple(self._closed_since_fit),
+                                     job=True), sample=sample, t_enter_ns=0)
         self._closed_since_fit = []
         self.job = "refit"
         return {"job": "refit", "n_closed_loop_blocks": n}

@@ -31,9 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from cortexlink.core.messages import CursorState, FeatureBin
+
 __all__ = ["OperatorView", "grid_layout", "RASTER_CHANNELS"]
 
 RASTER_CHANNELS = 128
+_RESTING = CursorState(0, 0.0, (0.0, 0.0))          # before the cursor's first state
 TASK_NAMES = ("centre_out", "webgrid", "chess")
 MAX_BLOCK_S = 600.0
 
@@ -93,7 +96,7 @@ class OperatorView:
         self._i = 0
         self.faults: collections.deque = collections.deque(maxlen=50)
         self.n_faults = 0
-        self.state: dict | None = None
+        self.state: CursorState | None = None
         self.meta = self._meta()
 
     # -- inputs -----------------------------------------------------------------------------
@@ -107,13 +110,13 @@ class OperatorView:
         self._raster_idx = self._tx[:RASTER_CHANNELS]
         self.rate = np.zeros(self.n_ch)
 
-    def activity(self, payload: dict) -> None:
+    def activity(self, payload: FeatureBin) -> None:
         """One bin of the dsp's features (``row``: every feature; or ``raster`` only)."""
         if self._tx is None:
             self._columns()
             if self._tx is None:
                 return
-        row = payload.get("row")
+        row = payload.row
         if row is not None:
             tx = np.asarray(row)[self._tx]
             ok = np.isfinite(tx)
@@ -121,15 +124,15 @@ class OperatorView:
                 self.rate[ok] += min(1.0, self.dt_s) * (tx[ok] / self.dt_s - self.rate[ok])    # ~1 s time constant
             r = np.asarray(row)[self._raster_idx]
             r = np.where(np.isfinite(r), np.minimum(r, 255), 0).astype(np.uint8)
-        elif payload.get("raster") is not None:
-            r = np.asarray(payload["raster"], np.uint8)
+        elif payload.raster is not None:
+            r = np.asarray(payload.raster, np.uint8)
         else:
             return
-        self.raster.append((int(payload["bin"]), r.tobytes()))
+        self.raster.append((payload.bin, r.tobytes()))
 
-    def cursor_state(self, payload: dict) -> None:
+    def cursor_state(self, payload: CursorState) -> None:
         self.state = payload
-        op = payload.get("op") or {}
+        op = payload.op or {}
         lat = op.get("loop_us")
         if lat is not None:
             self.loop_us[self._i % self.loop_us.size] = lat
@@ -138,29 +141,29 @@ class OperatorView:
     def fault(self, ev: dict) -> None:
         if ev.get("severity") in ("halt", "warning"):
             self.n_faults += 1
-            st = self.state or {}
-            self.faults.append({"bin": st.get("bin"), "t_s": st.get("t_s"),
+            st = self.state
+            self.faults.append({"bin": None if st is None else st.bin, "t_s": None if st is None else st.t_s,
                                 "where": f"{ev.get('node')} ({ev.get('kind')})", "message": str(ev.get("message"))[:500]})
 
     # -- parts ------------------------------------------------------------------------------
     def fast(self, now_ns: int, health: dict) -> dict:
-        st = self.state or {}
-        op = st.get("op") or {}
+        st = self.state or _RESTING
+        op = st.op or {}
         blk = op.get("block")
         self.seq += 1
         f: dict[str, Any] = {
-            "seq": self.seq, "bin": int(st.get("bin", 0)), "t_s": round(float(st.get("t_s", 0.0)), 4),
+            "seq": self.seq, "bin": st.bin, "t_s": round(st.t_s, 4),
             "state": op.get("state", "starting"), "job": op.get("job"), "estop": bool(op.get("estop")),
-            "halted": bool(st.get("halted")), "estop_bin": op.get("estop_bin"),
+            "halted": st.halted, "estop_bin": op.get("estop_bin"),
             "estop_requested_after_bin": op.get("estop_requested_after_bin"), "mouse": bool(op.get("mouse")),
             "recording": bool(self._recording.get("active")) if hasattr(self, "_recording") else False,
-            "cursor": list(st.get("xy", [0.0, 0.0])), "velocity": list(st["velocity"]) if blk else None,
+            "cursor": list(st.xy), "velocity": list(st.velocity) if blk else None,
             "decoded": op.get("decoded"), "click_proba": op.get("click_proba"), "clicked": bool(op.get("clicked")),
             "block": blk, "target": None, "lit_cell": op.get("lit_cell"), "chess": op.get("chess"),
             "target_idx": op.get("target_idx"), "raster": None}
-        t = st.get("target")
+        t = st.target
         if blk and t is not None:
-            f["target"] = {"xy": t["xy"], "r": t["radius"]}
+            f["target"] = {"xy": [float(t.xy[0]), float(t.xy[1])], "r": float(t.radius)}
         if self.raster:
             rows = list(self.raster)
             f["raster"] = {"bin0": rows[0][0], "n_rows": len(rows), "n_ch": len(rows[0][1]),
@@ -179,21 +182,21 @@ class OperatorView:
         self._recording = (bus.get_info(f"{self.recorder}/status") or {"active": False, "last": None}) \
             if self.recorder else {"active": False, "last": None, "unavailable": True}
         a = self.loop_us[np.isfinite(self.loop_us)]
-        st = self.state or {}
+        st = self.state or _RESTING
         self.slow_version += 1
         return {
             "version": self.slow_version, "rate_hz": _finite(self.rate, 1),
             "latency": {"loop_us": ({"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)),
                                      "max": float(a.max()), "n": int(a.size)} if a.size else None),
                         "busy_us": None, "late_us": None,
-                        "deadline_misses": int(((st.get("op") or {}).get("n_missed")) or 0),
+                        "deadline_misses": int((st.op or {}).get("n_missed") or 0),
                         "window_s": self.loop_us.size * self.dt_s},
             "metrics": op.get("metrics"), "task_info": op.get("task_info"),
             "decoder": {**(op.get("decoder") or {"kind": self.decoder_kind, "fitted": False, "n_refits": 0}),
                         "n_features": None},
             "counts": op.get("counts") or {"calibration_blocks": 0, "closed_loop_blocks_since_fit": 0, "blocks": 0},
             "last_job": op.get("last_job"), "last_block": op.get("last_block"), "recording": self._recording,
-            "faults": list(self.faults)[-10:], "n_faults": self.n_faults, "t_s": float(st.get("t_s", 0.0)),
+            "faults": list(self.faults)[-10:], "n_faults": self.n_faults, "t_s": st.t_s,
             "nodes": {n: h.get("state") for n, h in health.items()}}
 
     def meta_changed(self) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from cortexlink.core.errors import ConfigError
+from cortexlink.core.messages import BinRow, Control, CursorState, Gate
 from cortexlink.core.validation import check_keys
 from cortexlink.runtime.bus import Message
 from cortexlink.runtime.node import Node, Param, PortSpec, register_node
@@ -205,9 +206,7 @@ class CursorNode(OperatorMixin, Node):
                 continue
             if kind in ("fit", "refit"):
                 self._i += 1
-                msg = {"cmd": kind, "name": b["name"]}
-                if kind == "refit":
-                    msg["blocks"] = self._closed_since_fit
+                msg = Control(kind, b["name"], blocks=tuple(self._closed_since_fit) if kind == "refit" else ())
                 self.emit("control", msg, sample=sample, t_enter_ns=t_enter)
                 self._closed_since_fit = []
                 self.results.append({"name": b["name"], "kind": kind})
@@ -234,8 +233,8 @@ class CursorNode(OperatorMixin, Node):
         self.effector.reset()
         self.block = _Block(spec, task, mode, block_bins(spec, self.dt), self.t_s, next_bin)
         self.tasks[spec["name"]] = task
-        self.emit("control", {"cmd": "begin", "name": spec["name"], "kind": spec["kind"], "mode": mode,
-                              "bin": next_bin}, sample=sample, t_enter_ns=t_enter)
+        self.emit("control", Control("begin", spec["name"], spec["kind"], mode, next_bin),
+                  sample=sample, t_enter_ns=t_enter)
         self.emit("events", {"kind": "block_start", "name": spec["name"], "block_kind": spec["kind"], "mode": mode,
                              "task": spec["task"], "bin": next_bin, "n_max": self.block.n_max},
                   sample=sample, t_enter_ns=t_enter)
@@ -256,7 +255,7 @@ class CursorNode(OperatorMixin, Node):
                 "loop_latency_ms": blk.latency.summary(), "reason": reason}
         n_mouse = blk.n_mouse
         self.results.append(info)
-        self.emit("control", {"cmd": "end", "name": blk.name}, sample=sample, t_enter_ns=t_enter)
+        self.emit("control", Control("end", blk.name), sample=sample, t_enter_ns=t_enter)
         self.emit("events", {**info, "kind": "block_end", "block_kind": blk.kind}, sample=sample, t_enter_ns=t_enter)
         self.traces.append({"name": blk.name, "bins": np.asarray(blk.bins, np.int64),
                             "cursor_xy": np.asarray(blk.cursor_xy).reshape(-1, 2),
@@ -282,21 +281,13 @@ class CursorNode(OperatorMixin, Node):
     # -- outputs ------------------------------------------------------------------------
     def _publish_state(self, next_bin: int, *, sample: int, t_enter: int, begin: bool, clicked: bool) -> None:
         blk = self.block
-        target = None
-        if blk is not None:
-            t = blk.task.current_target()
-            if t is not None:
-                target = {"xy": [float(t.xy[0]), float(t.xy[1])], "radius": float(t.radius),
-                          "click": bool(t.click), "dwell_s": float(getattr(t, "dwell_s", 0.0))}
         xy = self.effector.xy
         v = self.effector.velocity
-        state = {"bin": next_bin, "t_s": self.t_s, "xy": [float(xy[0]), float(xy[1])],
-                 "velocity": [float(v[0]), float(v[1])], "clicked": bool(clicked),
-                 "halted": self.watchdog.halted or self.estop, "block": None if blk is None else blk.name,
-                 "mode": None if blk is None else blk.mode, "begin": bool(begin), "target": target,
-                 "done": self.finished}
-        if self.interactive:
-            state["op"] = self.op_view()
+        state = CursorState(next_bin, self.t_s, (float(xy[0]), float(xy[1])), (float(v[0]), float(v[1])),
+                            bool(clicked), bool(self.watchdog.halted or self.estop),
+                            None if blk is None else blk.name, None if blk is None else blk.mode, bool(begin),
+                            None if blk is None else blk.task.current_target(), self.finished,
+                            self.op_view() if self.interactive else None)
         self.emit("state", state, sample=sample, t_enter_ns=t_enter)
 
     def _publish_gate(self, sample: int) -> None:
@@ -304,9 +295,8 @@ class CursorNode(OperatorMixin, Node):
         if halted == self._halted_pub:
             return
         self._halted_pub = halted
-        self.emit("gate", {"halted": halted, "velocity": [0.0, 0.0] if halted else None,
-                           "click_suppressed": halted,
-                           "faults": [dict(v) for v in self.watchdog.active.values()]},
+        self.emit("gate", Gate(halted, (0.0, 0.0) if halted else None, halted,
+                               tuple(dict(v) for v in self.watchdog.active.values())),
                   sample=sample, t_enter_ns=0)
 
     # -- step ---------------------------------------------------------------------------
@@ -314,7 +304,7 @@ class CursorNode(OperatorMixin, Node):
         for m in inbox.get("operator", ()):
             self._operator(m.payload, self.last_sample)
         for m in inbox.get("participant", ()):
-            self._part[int(m.payload["bin"])] = m.payload
+            self._part[m.payload.bin] = m.payload
         if now_ns >= self._next_check:
             self._next_check = now_ns + self._check_ns
             self.watchdog.check_health(now_ns, self.ctx.health(), self.last_sample)
@@ -379,7 +369,7 @@ class CursorNode(OperatorMixin, Node):
             return                                   # free-running: extractor still calibrating
         target = blk.task.current_target() if blk is not None else None
         part = self._part.pop(g, None)
-        c_int = 0.0 if part is None else float(part["click"])
+        c_int = 0.0 if part is None else part.click
         mode = "closed" if blk is None else blk.mode
         mouse = self.mouse and blk is not None
         if mouse:
@@ -395,7 +385,7 @@ class CursorNode(OperatorMixin, Node):
         else:
             ok = True
         halted = self.watchdog.halted or not ok or self.estop
-        v_int = _NAN2 if part is None else part["v"]
+        v_int = _NAN2 if part is None else part.velocity
         if mouse:
             mv = self.mouse_velocity()
             xy, clicked, vel = cursor_command(self.effector, "closed", decoded_velocity=mv,
@@ -446,16 +436,15 @@ class CursorNode(OperatorMixin, Node):
             if self.subs_out_bins:
                 dv = p.velocity if mode == "closed" else _NAN2
                 proba = p.proba if mode == "closed" else None
-                self.emit("bins", {
-                    "block": blk.name, "n": blk.n, "bin": g, "sample": int(m.sample), "t_s": self.t_s,
-                    "cursor_xy": (float(xy[0]), float(xy[1])), "cursor_velocity": (float(vel[0]), float(vel[1])),
-                    "intended_velocity": tuple(v_int), "click_intent": c_int if part is not None else math.nan,
-                    "decoded_velocity": tuple(dv), "click_proba": math.nan if proba is None else float(proba),
-                    "clicks": bool(clicked), "target_xy": txy,
-                    "target_radius": math.nan if target is None else float(target.radius), "on_target": on,
-                    "decode_latency_us": p.decode_us if mode == "closed" else math.nan,
-                    "loop_latency_us": (t_upd - m.t_enter_ns) / 1e3 if (m.t_enter_ns and mode != "perfect")
-                    else math.nan, "halted": bool(halted)}, sample=m.sample, t_enter_ns=m.t_enter_ns)
+                self.emit("bins", BinRow(
+                    blk.name, blk.n, g, int(m.sample), self.t_s, (float(xy[0]), float(xy[1])),
+                    (float(vel[0]), float(vel[1])), intended_velocity=tuple(v_int),
+                    click_intent=c_int if part is not None else math.nan, decoded_velocity=tuple(dv),
+                    click_proba=math.nan if proba is None else float(proba), clicks=bool(clicked), target_xy=txy,
+                    target_radius=math.nan if target is None else float(target.radius), on_target=on,
+                    decode_latency_us=p.decode_us if mode == "closed" else math.nan,
+                    loop_latency_us=(t_upd - m.t_enter_ns) / 1e3 if (m.t_enter_ns and mode != "perfect")
+                    else math.nan, halted=bool(halted)), sample=m.sample, t_enter_ns=m.t_enter_ns)
             blk.prev_c = c_int
             blk.n += 1
             if blk.done and self.interactive:

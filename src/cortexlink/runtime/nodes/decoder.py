@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from cortexlink.core.errors import ConfigError
+from cortexlink.core.messages import Control
 from cortexlink.core.types import Intent
 from cortexlink.runtime.bus import Message
 from cortexlink.runtime.node import Node, Param, PortSpec, register_node
@@ -144,11 +145,11 @@ class DecoderNode(Node):
         self._job: str | None = None
 
     # -- control --------------------------------------------------------------------------
-    def _control(self, c: dict) -> None:
-        cmd = c.get("cmd")
+    def _control(self, c: Control) -> None:
+        cmd = c.cmd
         if cmd == "begin":
-            self.mode = c["mode"]
-            self.block = {"name": c["name"], "kind": c["kind"], "bins": [], "x": [], "v": [], "c": [], "dec": []}
+            self.mode = c.mode
+            self.block = {"name": c.name, "kind": c.kind, "bins": [], "x": [], "v": [], "c": [], "dec": []}
             if self.mode == "closed":
                 if self.fitted:
                     self.decoder.reset_state()
@@ -162,7 +163,7 @@ class DecoderNode(Node):
             elif b is not None and b["kind"] == "closed_loop":
                 self.closed[b["name"]] = b
         elif cmd in ("fit", "refit"):
-            job = bool(c.get("job"))
+            job = c.job
             if self._thread is not None:
                 self._thread.join()
                 self._swap()
@@ -177,8 +178,7 @@ class DecoderNode(Node):
                     raise
                 self._job_done(False, error=f"{type(exc).__name__}: {exc}")
             self.closed = {}
-        else:
-            raise ConfigError(f"{self.name}: unknown control command {cmd!r}")
+
 
     def _start(self, fn: Any, *args: Any) -> None:
         if self._thread is not None:
@@ -268,11 +268,11 @@ class DecoderNode(Node):
         else:
             self._new = ("ok", res.decoder, click, res.info)
 
-    def _refit(self, c: dict, closed: dict, *, in_place: bool) -> None:
+    def _refit(self, c: Control, closed: dict, *, in_place: bool) -> None:
         from cortexlink.decoders.fitting import refit_decoder
 
         blocks = []
-        for blk in c["blocks"]:
+        for blk in c.blocks:
             rec = closed.get(blk["name"])
             bins = np.asarray(blk["bins"], np.int64)
             n = bins.size
@@ -306,7 +306,7 @@ class DecoderNode(Node):
             self._control(m.payload)
         for m in inbox.get("labels", ()):
             p = m.payload
-            self.labels[int(p["bin"])] = (p["v"], float(p["click"]))
+            self.labels[p.bin] = (p.velocity, p.click)
         if len(self.labels) > 4096:
             for k in sorted(self.labels)[:-1024]:
                 del self.labels[k]
@@ -316,10 +316,10 @@ class DecoderNode(Node):
     def _bin(self, m: Message) -> None:
         self._last_sample = m.sample
         p = m.payload
-        g = int(p["bin"])
-        x = p["x"]
+        g = p.bin
+        x = p.x
         have_x = x is not None
-        valid = have_x and bool(p.get("valid", True))
+        valid = have_x and p.valid
         if have_x and self.names is None:
             info = self.ctx.bus.get_info(f"{self.ctx.producer(self.name, 'features')}/features")
             self.names = tuple(info["names"]) if info else None

@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from cortexlink.core.errors import ConfigError
+from cortexlink.core.messages import FeatureBin
 from cortexlink.runtime.bus import Message
 from cortexlink.runtime.node import Node, Param, PortSpec, register_node
 from cortexlink.runtime.nodes._common import logger
@@ -171,15 +172,14 @@ class DspNode(Node):
                     x.flags.writeable = False
                 start = int(bf.bin_start_samples[i])
                 valid = x is not None and bool(bf.valid[i].any())
-                msg = {"bin": self.g, "bin_start": start, "x": x, "valid": valid}
+                raster = row = None
                 if self.raster_cols is not None:
                     r = bf.data[i][self.raster_cols]
-                    msg["raster"] = np.where(np.isfinite(r), np.minimum(r, 255), 0).astype(np.uint8)
+                    raster = np.where(np.isfinite(r), np.minimum(r, 255), 0).astype(np.uint8)
                 if self.full_rows:
                     row = bf.data[i]
                     row.flags.writeable = False
-                    msg["row"] = row
-                self.emit("features", msg, sample=start + self.W, t_enter_ns=m.t_enter_ns)
+                self.emit("features", FeatureBin(self.g, start, x, valid, raster, row), sample=start + self.W, t_enter_ns=m.t_enter_ns)
                 self.g += 1
             if m.sample >= stats_from and m.t_enter_ns:
                 lat = time.monotonic_ns() - m.t_enter_ns

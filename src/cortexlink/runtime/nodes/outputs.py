@@ -112,7 +112,7 @@ class UiFeedNode(Node):
             if port == "cursor" and view is not None:
                 for m in msgs:
                     view.cursor_state(m.payload)
-                if (view.state or {}).get("op") is None:
+                if view.state is None or view.state.op is None:
                     continue
             self._latest[port] = (msgs[-1].sample, self._plain(msgs[-1].payload))
         if now_ns < self._next or not self._latest:
@@ -183,9 +183,9 @@ class LSLOutletNode(Node):
                 proba = p.proba
                 row = np.array([p.velocity[0], p.velocity[1], math.nan if proba is None else proba], np.float32)
             else:
-                if p.get("x") is None:
+                if p.x is None:
                     continue
-                row = np.asarray(p["x"], np.float32)
+                row = np.asarray(p.x, np.float32)
             self.outlet.push(row)
             self.n_pushed += 1
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from cortexlink.core.errors import ConfigError
+from cortexlink.core.messages import ParticipantIntent
 from cortexlink.runtime.bus import Message
 from cortexlink.runtime.node import Node, Param, PortSpec, register_node
 
@@ -41,9 +42,7 @@ class ParticipantNode(Node):
 
     def setup(self) -> None:
         from cortexlink.sim.participant import ParticipantConfig, SimulatedParticipant
-        from cortexlink.tasks.base import Target
 
-        self._Target = Target
         if getattr(self, "participant", None) is not None:     # a restart keeps its state
             return
         cfg = ParticipantConfig(**self.params["config"]) if self.params["config"] else None
@@ -53,18 +52,15 @@ class ParticipantNode(Node):
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
         for m in inbox["cursor"]:
             s = m.payload
-            g = int(s["bin"])
-            if s.get("block") is None:
+            if s.block is None:
                 self.participant.adapt = self._adapt_default
-                out = {"bin": g, "v": (0.0, 0.0), "click": 0.0, "neural": (0.0, 0.0, 0.0), "active": False}
+                out = ParticipantIntent(s.bin)                          # at rest
             else:
-                if s.get("begin"):
+                if s.begin:
                     self.participant.reset()
-                    self.participant.adapt = bool(self._adapt_default) and s.get("mode") != "open"
-                t = s.get("target")
-                target = None if t is None else self._Target(tuple(t["xy"]), t["radius"], t["click"], t["dwell_s"])
-                it = self.participant.step(float(s["t_s"]), np.array(s["xy"], dtype=float), target)
+                    self.participant.adapt = bool(self._adapt_default) and s.mode != "open"
+                it = self.participant.step(s.t_s, np.array(s.xy, dtype=float), s.target)
                 vx, vy, c = self.participant.neural_intent(it)
-                out = {"bin": g, "v": (float(it.velocity[0]), float(it.velocity[1])), "click": float(it.click),
-                       "neural": (vx, vy, c), "active": True}
+                out = ParticipantIntent(s.bin, (float(it.velocity[0]), float(it.velocity[1])), float(it.click),
+                                        (float(vx), float(vy), float(c)), True)
             self.emit("intent", out, sample=m.sample, t_enter_ns=m.t_enter_ns)

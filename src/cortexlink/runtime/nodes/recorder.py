@@ -249,22 +249,22 @@ class RecorderNode(Node):
                 self.n_written += 1
         for m in inbox.get("features", ()):
             p = m.payload
-            row = p.get("row")
+            row = p.row
             if row is not None:
                 if not self._declared:
                     rec.declare("features", kind="array", dtype="float32", columns=self._all_names,
                                 rate_hz=rec.fs_hz, bin_width_samples=self._bin_width)
                     self._declared = True
-                rec.write_array("features", int(p["bin_start"]), row.reshape(1, -1), host_time_ns=m.t_enter_ns)
+                rec.write_array("features", p.bin_start, row.reshape(1, -1), host_time_ns=m.t_enter_ns)
                 self.n_written += 1
                 continue
-            x = p.get("x")
+            x = p.x
             if x is None:
                 continue
             if self._feature_cols is None:
                 info = self.ctx.bus.get_info(f"{self._dsp}/features") if self._dsp else None
                 self._feature_cols = list(info["names"]) if info else [f"f{i}" for i in range(len(x))]
-            rec.write_array("features", int(p["bin_start"]), x, columns=self._feature_cols,
+            rec.write_array("features", p.bin_start, x, columns=self._feature_cols,
                             host_time_ns=m.t_enter_ns)
             self.n_written += 1
         for m in inbox.get("events", ()):
@@ -302,17 +302,17 @@ class RecorderNode(Node):
             self.n_written += 1
         for m in inbox.get("bins", ()):
             r = m.payload
-            xy, v = r["cursor_xy"], r["cursor_velocity"]
-            rec.write_row("cursor", m.sample, (xy[0], xy[1], v[0], v[1], float(r["clicks"]), float(r["halted"])),
+            xy, v = r.cursor_xy, r.cursor_velocity
+            rec.write_row("cursor", m.sample, (xy[0], xy[1], v[0], v[1], float(r.clicks), float(r.halted)),
                           columns=STREAM_COLUMNS["cursor"], host_time_ns=m.t_enter_ns)
-            iv = r["intended_velocity"]
-            rec.write_row("intent", m.sample, (iv[0], iv[1], r["click_intent"]), columns=STREAM_COLUMNS["intent"],
+            iv = r.intended_velocity
+            rec.write_row("intent", m.sample, (iv[0], iv[1], r.click_intent), columns=STREAM_COLUMNS["intent"],
                           host_time_ns=m.t_enter_ns)
             self.n_written += 2
         for m in inbox.get("cursor", ()):
             s = m.payload
-            rec.write_row("cursor", m.sample, (s["xy"][0], s["xy"][1], s["velocity"][0], s["velocity"][1],
-                                               float(s["clicked"]), float(s["halted"])),
+            rec.write_row("cursor", m.sample, (s.xy[0], s.xy[1], s.velocity[0], s.velocity[1],
+                                               float(s.clicked), float(s.halted)),
                           columns=STREAM_COLUMNS["cursor"], host_time_ns=m.t_enter_ns)
             self.n_written += 1
         for m in inbox.get("faults", ()):

@@ -162,7 +162,7 @@ class SimSource(_ClockedSource):
             return True
         need = pos // self.bin_samples
         last = self.subs["intent"].peek_last()
-        have = max(self._intent_bin, -1 if last is None else int(last.payload.get("bin", -1)))
+        have = max(self._intent_bin, -1 if last is None else int(last.payload.bin))
         if have >= need:
             self._wait_since = None
             return True
@@ -181,9 +181,9 @@ class SimSource(_ClockedSource):
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
         for m in inbox.get("intent", ()):
             p = m.payload
-            vx, vy, c = p["neural"]
-            self.implant.set_intent(velocity=(float(vx), float(vy)), click=float(c))
-            self._intent_bin = int(p.get("bin", self._intent_bin))
+            vx, vy, c = p.neural
+            self.implant.set_intent(velocity=(vx, vy), click=c)
+            self._intent_bin = p.bin
         if self._stalled():
             return
         chunk = self.implant.read(self.chunk_samples)

@@ -102,19 +102,19 @@ class TraceNode(Node):
 
         for m in inbox.get("features", ()):
             p = m.payload
-            self._feats[int(p["bin"])] = (p.get("x"), p.get("raster"))
+            self._feats[p.bin] = (p.x, p.raster)
         events = [m.payload for m in inbox.get("events", ())]
         for e in events:
             if e.get("kind") == "block_start":
                 self._start(e)
         for m in inbox.get("bins", ()):
             row = m.payload
-            b = self._open.get(row["block"])
-            g = int(row["bin"])
+            b = self._open.get(row.block)
+            g = row.bin
             x, raster = self._feats.pop(g, (None, None))
             if b is not None:
                 b.add(row, x, raster)
-                bar = self._bars.get(row["block"])
+                bar = self._bars.get(row.block)
                 if bar is not None:
                     bar.update(1)
             if self._on_bin is not None:
