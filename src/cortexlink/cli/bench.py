@@ -139,6 +139,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     la.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     la.set_defaults(func=_run_latency)
 
+    fa = bsub.add_parser("faults", help="the fault campaign: every fault survived, every bad input refused",
+                         description="Runs each fault case (damaged recordings, killed processes and redis-server, "
+                                     "full disks, hostile and malformed inputs to every entry point) in a child "
+                                     "process of its own, bounded in time, and reports per case: survived, "
+                                     "data_lost, cursor_halted_within_bins, exit_code, message_ok. Exits 1 when a "
+                                     "case did not survive.")
+    fa.add_argument("--only", nargs="+", default=None, metavar="PATTERN",
+                    help="run only the cases whose name (glob) or area matches (default: all)")
+    fa.add_argument("--list", action="store_true", help="list the cases and exit")
+    fa.add_argument("--dir", type=Path, default=None,
+                    help="keep each case's folder under this folder (default: a temporary folder, removed)")
+    fa.add_argument("--timeout-scale", type=float, default=1.0,
+                    help="multiply every case's time limit (a slow machine; default: 1)")
+    fa.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    fa.add_argument("--json", action="store_true", help="print the result as JSON only")
+    fa.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    fa.set_defaults(func=_run_faults)
+
 
 def _emit(result: dict, args: argparse.Namespace, summary) -> int:
     text = json.dumps(result, indent=2)
@@ -221,3 +239,31 @@ def _run_latency(args: argparse.Namespace) -> int:
                          redis_socket=args.redis_socket,
                          progress=not args.json)
     return _emit(result, args, latency.print_summary)
+
+
+def _run_faults(args: argparse.Namespace) -> int:
+    from cortexlink.bench import faults
+    from cortexlink.core.errors import ConfigError
+
+    if args.timeout_scale <= 0:
+        raise ConfigError(f"--timeout-scale must be > 0; got {args.timeout_scale:g}")
+    if args.list:
+        for c in faults.load_cases().values():
+            print(f"{c.name:44s} {c.area:10s} {c.doc}")
+        return 0
+    result = faults.run(args.only, workdir=args.dir, timeout_scale=args.timeout_scale,
+                        progress=not args.json and sys.stderr.isatty())
+
+    def summary(r: dict) -> None:
+        if args.markdown:
+            print(faults.format_table(r))
+        else:
+            for c in r["cases"]:
+                state = f"skipped ({c['skipped']})" if "skipped" in c else ("survived" if c["survived"] else "FAILED")
+                print(f"{c['case']:44s} {state:10s} {c.get('detail', '')[:100]}")
+        s = r["summary"]
+        print(f"{s['n_survived']} of {s['n_ran']} cases survived ({s['n_skipped']} skipped), "
+              f"{s['n_data_lost']} lost data")
+
+    _emit(result, args, summary)
+    return 0 if not result["summary"]["failed"] else 1
