@@ -23,7 +23,7 @@ import numpy as np
 from cortexlink.core.errors import ConfigError
 from cortexlink.core.validation import check_choice
 
-__all__ = ["DECODER_KINDS", "make_decoder", "training_set", "refit_set", "FitResult", "fit_decoders",
+__all__ = ["DECODER_KINDS", "make_decoder", "make_click_decoder", "training_set", "refit_set", "FitResult", "fit_decoders",
            "refit_decoder"]
 
 #: Velocity decoder kinds a session or graph may name (``perfect``: the cursor follows the
@@ -51,11 +51,36 @@ def make_decoder(kind: str, params: dict | None = None) -> Any:
     if cls is None:
         raise ConfigError(f"decoder.kind must be one of {list(DECODER_KINDS)}; got {kind!r}")
     dec = cls()
-    valid = set(dec.get_params())
-    unknown = sorted(set(params) - valid)
+    _check_names(cls.__name__, params, dec.get_params())
+    dec.set_params(**params)
+    dec._check_params()              # what fit would refuse, refused now (``session check`` = ``run``)
+    return dec
+
+
+def make_click_decoder(params: dict | None = None) -> Any:
+    """An unfitted :class:`~cortexlink.decoders.ClickDecoder` with ``params``, checked as its
+    ``fit`` would check them.
+
+    Raises
+    ------
+    ConfigError
+        For a parameter it does not take (naming the valid ones) or an invalid value.
+    """
+    from cortexlink.decoders import ClickDecoder
+
+    params = dict(params or {})
+    dec = ClickDecoder()
+    _check_names("ClickDecoder", params, dec.get_params())
+    dec.set_params(**params)
+    dec._check_params()
+    return dec
+
+
+def _check_names(cls_name: str, params: dict, valid: Any) -> None:
+    valid = set(valid)
+    unknown = sorted((str(k) for k in params if k not in valid))
     if unknown:
-        raise ConfigError(f"unknown parameter(s) {unknown} for {cls.__name__}; valid: {sorted(valid)}")
-    return dec.set_params(**params)
+        raise ConfigError(f"unknown parameter(s) {unknown[:10]} for {cls_name}; valid: {sorted(valid)}")
 
 
 def training_set(blocks: Sequence[Any], labels: str = "intent") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -142,8 +167,6 @@ def fit_decoders(kind: str, params: dict | None, blocks: Sequence[Any], *, featu
         When ``click`` is true and the calibration holds no click intent: raise a
         :class:`~cortexlink.ConfigError`, or fit no click decoder and say so in ``info["note"]``.
     """
-    from cortexlink.decoders import ClickDecoder
-
     check_choice("on_no_click", on_no_click, ("raise", "note"))
     t0 = time.perf_counter()
     X, y, c = training_set(blocks)
@@ -162,7 +185,7 @@ def fit_decoders(kind: str, params: dict | None, blocks: Sequence[Any], *, featu
                 raise ConfigError(msg)
             info["note"] = msg
         else:
-            click_dec = ClickDecoder(**dict(click_params or {})).fit(X, c)
+            click_dec = make_click_decoder(click_params).fit(X, c)
     info["fit_s"] = time.perf_counter() - t0
     return FitResult(dec, click_dec, info)
 

@@ -146,6 +146,27 @@ class WienerFilter(DecoderMixin, RegressorMixin, BaseEstimator):
         self.cv = cv
 
     # ---------------------------------------------------------------------------------
+    def _check_params(self) -> tuple[int, int, np.ndarray]:
+        """Check the hyperparameters (ConfigError naming the bad one); return the lag count, the
+        fold count and the relative alphas."""
+        L = as_int_param("n_lags", self.n_lags, 1)
+        cv = as_int_param("cv", self.cv, 2)
+        if isinstance(self.alpha, str):
+            if self.alpha != "cv":
+                raise ConfigError(f"alpha must be a number >= 0 or 'cv'; got {self.alpha!r}")
+        else:
+            as_float_param("alpha", self.alpha, 0.0)
+        rel_alphas = DEFAULT_RELATIVE_ALPHAS if self.alphas is None else self.alphas
+        if isinstance(rel_alphas, (str, bytes, dict)):
+            raise ConfigError(f"alphas must be a sequence of numbers >= 0; got {type(rel_alphas).__name__}")
+        try:
+            rel_alphas = np.asarray([as_float_param("alphas[i]", a, 0.0) for a in rel_alphas])
+        except TypeError as exc:
+            raise ConfigError(f"alphas must be a sequence of numbers >= 0; got {type(self.alphas).__name__}") from exc
+        if rel_alphas.size == 0:
+            raise ConfigError("alphas must hold at least one value; got an empty sequence")
+        return L, cv, rel_alphas
+
     def fit(self, X: Any, y: Any, *, feature_names: Sequence[str] | None = None,
             channel_map: ChannelMap | None = None) -> "WienerFilter":
         """Fit the filter.
@@ -164,21 +185,7 @@ class WienerFilter(DecoderMixin, RegressorMixin, BaseEstimator):
         -------
         self
         """
-        L = as_int_param("n_lags", self.n_lags, 1)
-        cv = as_int_param("cv", self.cv, 2)
-        if isinstance(self.alpha, str):
-            if self.alpha != "cv":
-                raise ConfigError(f"alpha must be a number >= 0 or 'cv'; got {self.alpha!r}")
-        else:
-            as_float_param("alpha", self.alpha, 0.0)
-        rel_alphas = DEFAULT_RELATIVE_ALPHAS if self.alphas is None else self.alphas
-        try:
-            rel_alphas = np.asarray([as_float_param("alphas[i]", a, 0.0) for a in rel_alphas])
-        except TypeError as exc:
-            raise ConfigError(f"alphas must be a sequence of numbers >= 0; got {self.alphas!r}") from exc
-        if rel_alphas.size == 0:
-            raise ConfigError("alphas must hold at least one value; got an empty sequence")
-
+        L, cv, rel_alphas = self._check_params()
         X, Y = self._validate_fit(X, y, feature_names, channel_map)
         self.y_ndim_ = Y.ndim
         Y = Y.reshape(Y.shape[0], -1)

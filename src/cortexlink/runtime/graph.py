@@ -116,24 +116,26 @@ def _num(path: str, v: Any, *, positive: bool = True, allow_zero: bool = False, 
 
 
 def _read(source: Any) -> dict:
-    import yaml
+    from cortexlink.core.yamlfile import brief, load_yaml, read_yaml_file
 
     if isinstance(source, dict):
         return copy.deepcopy(source)
     if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and not source.lstrip().startswith("{")):
         p = Path(source)
-        if not p.is_file():
+        try:
+            found = p.is_file()
+        except (OSError, ValueError):        # a name too long, a NUL byte in it
+            found = False
+        if not found:
             if isinstance(source, str) and source in BUILTIN_GRAPHS:
                 p = builtin_graph(source)
             else:
-                raise ConfigError(f"graph file {p} does not exist (built-in graphs: {list(BUILTIN_GRAPHS)})")
-        text = p.read_text()
+                raise ConfigError(f"graph file {brief(str(p))} does not exist (built-in graphs: {list(BUILTIN_GRAPHS)})")
+        raw = read_yaml_file(p, what="graph file")
+    elif isinstance(source, str):
+        raw = load_yaml(source, what="graph")
     else:
-        text = source
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"graph is not valid YAML: {exc}") from exc
+        raise ConfigError(f"a graph is a YAML file, a built-in name, YAML text or a dict; got {type(source).__name__}")
     if not isinstance(raw, dict):
         raise ConfigError(f"graph must be a mapping at the top level; got {type(raw).__name__}")
     return raw

@@ -85,23 +85,45 @@ def _mapping(path: str, value: Any, allowed: set[str] | None = None) -> dict:
 
 
 def _read(source: Any) -> Any:
-    import yaml
+    from cortexlink.core.yamlfile import load_yaml, read_yaml_file
 
     if source is None:
         return copy.deepcopy(DEFAULT_SESSION)
     if isinstance(source, dict):
         return copy.deepcopy(source)
     if isinstance(source, str) and ("\n" in source or ":" in source.split("/")[-1]):
-        text = source                                  # YAML text
-    else:
-        p = Path(source)
-        if not p.is_file():
-            raise ConfigError(f"session file {p} does not exist")
-        text = p.read_text()
+        return load_yaml(source, what="session")             # YAML text
+    if not isinstance(source, (str, Path)):
+        raise ConfigError(f"a session is a YAML file, YAML text or a dict; got {type(source).__name__}")
+    return read_yaml_file(source, what="session file")
+
+
+def _implant(imp: dict, presets: dict) -> dict:
+    """``session.implant`` checked: a preset and ImplantConfig overrides. A channel count too small
+    for the preset's dead and saturating channels (more than half of them bad) scales those two
+    counts with it, unless the session sets them (``record --channels 4`` runs)."""
+    from cortexlink.core.yamlfile import brief
+    from cortexlink.sim import ImplantConfig
+
+    imp = dict(imp)
+    preset = imp.pop("preset", "default")
+    if not isinstance(preset, str) or preset not in presets:
+        raise _where("implant.preset", f"must be one of {sorted(presets)}; got {brief(preset)}")
+    fields = set(ImplantConfig.__dataclass_fields__)
+    unknown = sorted(str(k) for k in imp if k not in fields)
+    if unknown:
+        raise _where("implant", f"has unknown field(s) {unknown[:10]}; ImplantConfig fields: {sorted(fields)}")
+    base = presets[preset]
+    n = imp.get("n_channels")
+    if (isinstance(n, int) and not isinstance(n, bool) and n > 0 and "n_dead" not in imp
+            and "n_saturating" not in imp and 2 * (base.n_dead + base.n_saturating) > n):
+        imp["n_dead"] = base.n_dead * n // base.n_channels
+        imp["n_saturating"] = base.n_saturating * n // base.n_channels
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"session file is not valid YAML: {exc}") from exc
+        base.replace(**imp)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise _where("implant", f"is invalid: {exc}") from exc
+    return {"preset": preset, **imp}
 
 
 def load_session(source: str | Path | dict | None = None) -> dict:
@@ -112,73 +134,69 @@ def load_session(source: str | Path | dict | None = None) -> dict:
     ConfigError
         Naming the field (``session.blocks[2].task``), what is allowed and what was given.
     """
-    from cortexlink.decoders.fitting import DECODER_KINDS, make_decoder
-    from cortexlink.sim import PRESETS, ImplantConfig
+    from cortexlink.core.yamlfile import brief
+    from cortexlink.decoders.fitting import DECODER_KINDS, make_click_decoder, make_decoder
+    from cortexlink.sim import PRESETS
     from cortexlink.sim.participant import ParticipantConfig
     from cortexlink.tasks.cursor import CursorEffector
     from cortexlink.tasks.schedule import check_blocks
 
     cfg = _mapping("(top level)", _read(source), _TOP_KEYS)
-    out: dict[str, Any] = {"name": str(cfg.get("name", "session"))}
+    name = cfg.get("name", "session")
+    if isinstance(name, bool) or not isinstance(name, (str, int, float)) or not str(name) or len(str(name)) > 100:
+        raise _where("name", f"must be a short text (1 to 100 characters); got {brief(name)}")
+    out: dict[str, Any] = {"name": str(name)}
     seed = cfg.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise _where("seed", f"must be an integer >= 0; got {seed!r}")
+        raise _where("seed", f"must be an integer >= 0; got {brief(seed)}")
     out["seed"] = seed
 
-    imp = dict(_mapping("implant", cfg.get("implant", {"preset": "default"})))
-    preset = imp.pop("preset", "default")
-    if preset not in PRESETS:
-        raise _where("implant.preset", f"must be one of {sorted(PRESETS)}; got {preset!r}")
-    fields = set(ImplantConfig.__dataclass_fields__)
-    unknown = sorted(set(imp) - fields)
-    if unknown:
-        raise _where("implant", f"has unknown field(s) {unknown}; ImplantConfig fields: {sorted(fields)}")
-    try:
-        PRESETS[preset].replace(**imp)
-    except ConfigError as exc:
-        raise _where("implant", f"is invalid: {exc}") from exc
-    out["implant"] = {"preset": preset, **imp}
+    out["implant"] = _implant(_mapping("implant", cfg.get("implant", {"preset": "default"})), PRESETS)
 
     part = dict(_mapping("participant", cfg.get("participant", {}) or {}))
     try:
         ParticipantConfig().replace(**part)
-    except (ConfigError, TypeError) as exc:
+    except (ConfigError, TypeError, ValueError) as exc:
         raise _where("participant", f"is invalid: {exc}") from exc
     out["participant"] = part
 
     loop = dict(_mapping("loop", cfg.get("loop", {}) or {}, {"dt_s", "feature_kinds"}))
     dt = loop.get("dt_s", 0.02)
-    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not np.isfinite(dt) or dt <= 0:
-        raise _where("loop.dt_s", f"must be a number > 0; got {dt!r}")
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not np.isfinite(dt) or not 0 < dt <= 1.0:
+        raise _where("loop.dt_s", f"must be a number in (0, 1] seconds; got {brief(dt)}")
     loop["dt_s"] = float(dt)
     fk = loop.get("feature_kinds")
     if fk is not None and (not isinstance(fk, list) or not fk or any(k not in ("tx", "sbp") for k in fk)):
-        raise _where("loop.feature_kinds", f"must be a non-empty list drawn from ['tx', 'sbp']; got {fk!r}")
+        raise _where("loop.feature_kinds", f"must be a non-empty list drawn from ['tx', 'sbp']; got {brief(fk)}")
     out["loop"] = loop
 
     eff = dict(_mapping("effector", cfg.get("effector", {}) or {}, {"gain", "smoothing", "refractory_s"}))
     try:
         CursorEffector(dt_s=loop["dt_s"], **eff)
-    except (ConfigError, TypeError) as exc:
+    except (ConfigError, TypeError, ValueError) as exc:
         raise _where("effector", f"is invalid: {exc}") from exc
     out["effector"] = eff
 
     dec = dict(_mapping("decoder", cfg.get("decoder", {"kind": "refit_kalman"}), {"kind", "params"}))
     dec.setdefault("kind", "refit_kalman")
-    if dec["kind"] not in DECODER_KINDS:
-        raise _where("decoder.kind", f"must be one of {list(DECODER_KINDS)}; got {dec.get('kind')!r}")
+    if not isinstance(dec["kind"], str) or dec["kind"] not in DECODER_KINDS:
+        raise _where("decoder.kind", f"must be one of {list(DECODER_KINDS)}; got {brief(dec.get('kind'))}")
     dec["params"] = dict(_mapping("decoder.params", dec.get("params", {}) or {}))
-    try:
+    try:                                 # the checks the decoder's fit makes, made now (check = run)
         make_decoder(dec["kind"], dec["params"])
-    except (ConfigError, TypeError) as exc:
+    except (ConfigError, TypeError, ValueError) as exc:
         raise _where("decoder.params", f"is invalid for {dec['kind']}: {exc}") from exc
     out["decoder"] = dec
 
     clk = dict(_mapping("click_decoder", cfg.get("click_decoder", {}) or {}, {"enabled", "params"}))
     if not isinstance(clk.get("enabled", True), bool):
-        raise _where("click_decoder.enabled", f"must be true or false; got {clk.get('enabled')!r}")
+        raise _where("click_decoder.enabled", f"must be true or false; got {brief(clk.get('enabled'))}")
     clk.setdefault("enabled", True)
     clk["params"] = dict(_mapping("click_decoder.params", clk.get("params", {}) or {}))
+    try:
+        make_click_decoder(clk["params"])
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise _where("click_decoder.params", f"is invalid: {exc}") from exc
     out["click_decoder"] = clk
 
     out["blocks"] = check_blocks(cfg.get("blocks"), decoder_kind=dec["kind"], seed=seed)

@@ -17,6 +17,7 @@ from typing import Any
 
 from cortexlink.core.errors import ConfigError
 from cortexlink.core.types import LoopMode
+from cortexlink.core.yamlfile import brief
 
 __all__ = ["TASKS", "BLOCK_KINDS", "TASK_BLOCKS", "make_task", "check_blocks", "block_mode", "block_bins"]
 
@@ -25,6 +26,8 @@ BLOCK_KINDS = ("calibration", "fit", "closed_loop", "refit", "evaluation")
 #: Block kinds that run a task (the others fit decoders between blocks).
 TASK_BLOCKS = ("calibration", "closed_loop", "evaluation")
 _BLOCK_KEYS = {"name", "kind", "task", "seconds", "max_seconds", "task_params"}
+#: Longest block (``seconds`` and ``max_seconds``): a day.
+MAX_BLOCK_SECONDS = 86400.0
 
 
 def make_task(kind: str, params: dict, *, seed: int = 0) -> Any:
@@ -65,10 +68,20 @@ def _err(prefix: str, path: str, msg: str) -> ConfigError:
 def _number(prefix: str, path: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (
             float("inf"), float("-inf")):
-        raise _err(prefix, path, f"must be a number; got {value!r}")
+        raise _err(prefix, path, f"must be a number of seconds; got {brief(value)}")
     if value <= 0:
-        raise _err(prefix, path, f"must be > 0; got {value!r}")
+        raise _err(prefix, path, f"must be > 0; got {brief(value)}")
+    if value > MAX_BLOCK_SECONDS:
+        raise _err(prefix, path, f"must be at most {MAX_BLOCK_SECONDS:g} s (24 h); got {brief(value)}")
     return float(value)
+
+
+def _block_name(prefix: str, path: str, name: Any) -> str:
+    if (isinstance(name, bool) or not isinstance(name, (str, int)) or not 1 <= len(str(name)) <= 64
+            or str(name) in (".", "..") or any(c in "/\\" or not c.isprintable() for c in str(name))):
+        raise _err(prefix, f"{path}.name", "must be 1 to 64 printable characters without '/' or '\\' (it names the "
+                                           f"block's files); got {brief(name)}")
+    return str(name)
 
 
 def check_blocks(blocks: Any, *, decoder_kind: str, seed: int = 0, prefix: str = "session") -> list[dict]:
@@ -82,7 +95,7 @@ def check_blocks(blocks: Any, *, decoder_kind: str, seed: int = 0, prefix: str =
         a closed-loop block since the fit or with a decoder other than ``refit_kalman``).
     """
     if not isinstance(blocks, list) or not blocks:
-        raise _err(prefix, "blocks", f"must be a non-empty list of blocks; got {blocks!r}")
+        raise _err(prefix, "blocks", f"must be a non-empty list of blocks; got {brief(blocks)}")
     out: list[dict] = []
     fitted = False
     n_closed = 0
@@ -90,18 +103,21 @@ def check_blocks(blocks: Any, *, decoder_kind: str, seed: int = 0, prefix: str =
         path = f"blocks[{i}]"
         if not isinstance(b, dict):
             raise _err(prefix, path, f"must be a mapping; got {type(b).__name__}")
-        unknown = sorted(set(b) - _BLOCK_KEYS)
+        unknown = sorted(str(k) for k in b if k not in _BLOCK_KEYS)
         if unknown:
-            raise _err(prefix, path, f"has unknown key(s) {unknown}; allowed: {sorted(_BLOCK_KEYS)}")
+            raise _err(prefix, path, f"has unknown key(s) {unknown[:10]}; allowed: {sorted(_BLOCK_KEYS)}")
         b = dict(b)
         kind = b.get("kind")
         if kind not in BLOCK_KINDS:
-            raise _err(prefix, f"{path}.kind", f"must be one of {list(BLOCK_KINDS)}; got {kind!r}")
-        b.setdefault("name", f"{i:02d}-{kind}")
+            raise _err(prefix, f"{path}.kind", f"must be one of {list(BLOCK_KINDS)}; got {brief(kind)}")
+        b["name"] = _block_name(prefix, path, b.get("name", f"{i:02d}-{kind}"))
+        if any(x["name"] == b["name"] for x in out):
+            raise _err(prefix, f"{path}.name", f"{b['name']!r} is the name of an earlier block too; give each "
+                                               "block a name of its own")
         if kind in TASK_BLOCKS:
             task = b.get("task")
             if task not in TASKS:
-                raise _err(prefix, f"{path}.task", f"must be one of {list(TASKS)}; got {task!r}")
+                raise _err(prefix, f"{path}.task", f"must be one of {list(TASKS)}; got {brief(task)}")
             tp = b.get("task_params", {}) or {}
             if not isinstance(tp, dict):
                 raise _err(prefix, f"{path}.task_params", f"must be a mapping; got {type(tp).__name__}")
@@ -113,7 +129,7 @@ def check_blocks(blocks: Any, *, decoder_kind: str, seed: int = 0, prefix: str =
             b["max_seconds"] = _number(prefix, f"{path}.max_seconds", b.get("max_seconds", 3600.0))
             try:
                 make_task(task, b["task_params"], seed=seed)
-            except (ConfigError, TypeError) as exc:
+            except (ConfigError, TypeError, ValueError) as exc:
                 raise _err(prefix, f"{path}.task_params", f"is invalid for {task}: {exc}") from exc
         else:
             extra = sorted(set(b) - {"name", "kind"})

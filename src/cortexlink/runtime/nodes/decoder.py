@@ -88,12 +88,16 @@ class DecoderNode(Node):
 
     @classmethod
     def validate_config(cls, name: str, params: dict, graph: dict) -> None:
-        from cortexlink.decoders.fitting import make_decoder
+        from cortexlink.decoders.fitting import make_click_decoder, make_decoder
 
         try:
             make_decoder(params["decoder"], params["decoder_params"])
         except (ConfigError, TypeError) as exc:
             raise ConfigError(f"nodes.{name}.params.decoder_params is invalid for {params['decoder']}: {exc}") from exc
+        try:
+            make_click_decoder(params["click_params"])
+        except (ConfigError, TypeError) as exc:
+            raise ConfigError(f"nodes.{name}.params.click_params is invalid: {exc}") from exc
         for key in ("path", "click_path"):
             if params[key] is not None and not Path(params[key]).is_file():
                 raise ConfigError(f"nodes.{name}.params.{key} {params[key]} does not exist")
