@@ -7,6 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+OUT_HELP = ("also write the JSON to this file (a file that exists is replaced only if it holds a JSON object; "
+            "never a system location nor a file in a session folder)")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run a benchmark and print its figures (JSON with --json)",
@@ -30,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--data", type=Path, default=None,
                    help="folder of real recordings (e.g. ../shared/data/n1_broadband, one WAV per electrode)")
     d.add_argument("--json", action="store_true", help="print the result as JSON only")
-    d.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    d.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     d.set_defaults(func=_run_dsp)
 
     dec = bsub.add_parser("decode", help="decoder accuracy, fit time and step latency",
@@ -44,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     dec.add_argument("--no-gru-fit-target", action="store_true",
                      help="skip timing GRUDecoder on 30,000 bins x 1024 features (~1 minute)")
     dec.add_argument("--json", action="store_true", help="print the result as JSON only")
-    dec.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    dec.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     dec.set_defaults(func=_run_decode)
 
     cl = bsub.add_parser("closed-loop", help="Webgrid bits per second per decoder, channel count and seed",
@@ -59,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cl.add_argument("--eval-s", type=float, default=60.0, help="seconds of each evaluation block (default: 60)")
     cl.add_argument("--calibration-s", type=float, default=60.0, help="seconds of open-loop calibration (default: 60)")
     cl.add_argument("--json", action="store_true", help="print the result as JSON only")
-    cl.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    cl.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     cl.set_defaults(func=_run_closed_loop)
 
     rc = bsub.add_parser("record", help="raw recording throughput at 30 kHz while a real-time loop keeps pace",
@@ -72,7 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rc.add_argument("--peers", nargs="+", default=["cortexlink", "h5py_inline"], help="writers to run")
     rc.add_argument("--dir", default=None, help="folder on the disk to measure (default: a temporary folder)")
     rc.add_argument("--json", action="store_true", help="print the result as JSON only")
-    rc.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    rc.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     rc.set_defaults(func=_run_record)
 
     ui = bsub.add_parser("ui", help="real-time loop latency with and without browsers on the operator UI",
@@ -88,7 +91,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ui.add_argument("--priorities", nargs="+", default=["normal", "realtime"], choices=["normal", "high", "realtime"],
                     help="scheduling of the graph's thread to measure each condition under (default: normal realtime)")
     ui.add_argument("--json", action="store_true", help="print the result as JSON only")
-    ui.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    ui.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     ui.set_defaults(func=_run_ui)
 
     ex = bsub.add_parser("export", help="NWB export throughput (MB/s) and peak memory on a long, wide session",
@@ -106,7 +109,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--dir", default=None, help="folder for the session and the file (default: the temp folder)")
     ex.add_argument("--keep", action="store_true", help="keep the session folder and the files")
     ex.add_argument("--json", action="store_true", help="print the result as JSON only")
-    ex.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    ex.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     ex.set_defaults(func=_run_export)
 
     la = bsub.add_parser("latency", help="end-to-end loop latency on the runtime, in-process and across processes via Redis",
@@ -136,7 +139,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="pin processes to CPUs ('cpus' in the graph): the source and Redis share one, the dsp "
                          "gets its own (default: placement left to the OS scheduler)")
     la.add_argument("--json", action="store_true", help="print the result as JSON only")
-    la.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    la.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     la.set_defaults(func=_run_latency)
 
     fa = bsub.add_parser("faults", help="the fault campaign: every fault survived, every bad input refused",
@@ -154,15 +157,39 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="multiply every case's time limit (a slow machine; default: 1)")
     fa.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     fa.add_argument("--json", action="store_true", help="print the result as JSON only")
-    fa.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    fa.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     fa.set_defaults(func=_run_faults)
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """Refuse an --out or --dir this command may not write, before the benchmark runs (see core.outpath)."""
+    if getattr(args, "dir", None) is not None:
+        from cortexlink.core.outpath import check_output_dir
+
+        check_output_dir(args.dir, what="--dir", create=False)
+    if getattr(args, "out", None) is not None:
+        from cortexlink.core.outpath import check_output_file, is_json_object_file
+
+        check_output_file(args.out, what="--out", overwrite=True, ours=is_json_object_file,
+                          ours_is="a JSON result file (a JSON object)", create_parent=False)
+
+
+def _write_out(path: Path, text: str) -> None:
+    from cortexlink.core.errors import ConfigError
+    from cortexlink.core.outpath import check_output_file, is_json_object_file
+
+    check_output_file(path, what="--out", overwrite=True, ours=is_json_object_file,
+                      ours_is="a JSON result file (a JSON object)")
+    try:
+        path.write_text(text + "\n")
+    except OSError as exc:
+        raise ConfigError(f"--out {path}: cannot be written ({exc.strerror or exc})") from None
 
 
 def _emit(result: dict, args: argparse.Namespace, summary) -> int:
     text = json.dumps(result, indent=2)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        _write_out(args.out, text)
     if args.json:
         print(text)
     else:
@@ -171,6 +198,7 @@ def _emit(result: dict, args: argparse.Namespace, summary) -> int:
 
 
 def _run_dsp(args: argparse.Namespace) -> int:
+    _check_out(args)
     from cortexlink.bench import dsp
 
     if args.data is not None:
@@ -182,6 +210,7 @@ def _run_dsp(args: argparse.Namespace) -> int:
 
 
 def _run_decode(args: argparse.Namespace) -> int:
+    _check_out(args)
     from cortexlink.bench import decode
 
     result = decode.run_decode_bench(datasets=args.datasets, data=args.data, n_steps=args.n_steps,
@@ -190,6 +219,7 @@ def _run_decode(args: argparse.Namespace) -> int:
 
 
 def _run_closed_loop(args: argparse.Namespace) -> int:
+    _check_out(args)
     from cortexlink.bench import closed_loop
 
     result = closed_loop.run(channels=args.channels, decoders=args.decoders, seeds=args.seeds,
@@ -208,6 +238,7 @@ def _print_record(result: dict) -> None:
 
 
 def _run_record(args: argparse.Namespace) -> int:
+    _check_out(args)
     from cortexlink.bench import record
 
     result = record.run(channels=args.channels, seconds=args.seconds, peers=tuple(args.peers), out_dir=args.dir)
@@ -215,6 +246,7 @@ def _run_record(args: argparse.Namespace) -> int:
 
 
 def _run_ui(args: argparse.Namespace) -> int:
+    _check_out(args)
     from cortexlink.bench import ui
 
     result = ui.run(seconds=args.seconds, channels=args.channels, clients=tuple(args.clients), rounds=args.rounds,
@@ -224,6 +256,7 @@ def _run_ui(args: argparse.Namespace) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    _check_out(args)
     from cortexlink.bench import export
 
     result = export.run(minutes=args.minutes, channels=args.channels, peers=args.peers,
@@ -232,6 +265,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _run_latency(args: argparse.Namespace) -> int:
+    _check_out(args)
     from cortexlink.bench import latency
 
     result = latency.run(channels=args.channels, buses=args.buses, seconds=args.seconds, warmup_s=args.warmup_s,
@@ -242,6 +276,7 @@ def _run_latency(args: argparse.Namespace) -> int:
 
 
 def _run_faults(args: argparse.Namespace) -> int:
+    _check_out(args)
     from cortexlink.bench import faults
     from cortexlink.core.errors import ConfigError
 

@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
 def run_features(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from cortexlink.core.outpath import new_run_folder
     from cortexlink.core.types import BinnedFeatures
     from cortexlink.core.validation import check_positive
     from cortexlink.dsp import FeatureExtractor
@@ -90,8 +91,7 @@ def run_features(args: argparse.Namespace) -> int:
     warm = FeatureExtractor(implant.channel_map, fs_hz=fs)
     warm.step(SimulatedImplant(n_channels=n_ch, seed=args.seed + 1).read(chunk_samples))
 
-    run_dir = args.out / (_dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-demo-{n_ch}ch")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = new_run_folder(args.out, _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-demo-{n_ch}ch")
 
     parts = []
     sim_s = dsp_s = 0.0

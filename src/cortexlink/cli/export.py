@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("session", type=Path, metavar="DIR", help="session folder (manifest.json + streams/)")
     p.add_argument("--to", dest="to", type=Path, required=True, metavar="FILE.nwb", help="NWB file to write")
     p.add_argument("--no-raw", action="store_true", help="leave the raw samples out (features, behaviour, events only)")
-    p.add_argument("--overwrite", action="store_true", help="replace FILE.nwb if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE.nwb if it exists and is an NWB file cortexlink export wrote "
+                   "(any other file, a path inside a session folder or a system location is refused)")
     p.add_argument("--compression", choices=["gzip", "lzf", "none"], default="gzip",
                    help="HDF5 filter for raw and feature data (default: gzip level 1 + shuffle, readable "
                         "everywhere; lzf is ~3x faster but h5py-only)")

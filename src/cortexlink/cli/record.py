@@ -22,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "for now; graphs with other sources record through `cortexlink run`)")
     p.add_argument("--channels", type=int, default=1024, help="number of electrodes (default: 1024)")
     p.add_argument("--seconds", type=float, default=30.0, help="session length in seconds (default: 30)")
-    p.add_argument("--out", type=Path, required=True, help="session folder to create")
+    p.add_argument("--out", type=Path, required=True,
+                   help="session folder to create (new or empty; not a system folder nor inside another session); "
+                        "the file system must have room for the whole session (checked before it starts)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed (default: 0)")
     p.add_argument("--preset", default="default", help="implant preset (default: default)")
     p.add_argument("--participant", default="sim-0001", help="pseudonymous participant code (default: sim-0001)")
@@ -64,6 +66,47 @@ def session_config(channels: int, seconds: float, seed: int, preset: str) -> dic
             "participant": {}, "loop": {"dt_s": 0.02}, "decoder": dec, "click_decoder": clk, "blocks": blocks}
 
 
+def check_space(out: Path, channels: int, seconds: float, *, raw: bool = True, fs_hz: float = 30000.0,
+                free_bytes: int | None = None, file_limit_bytes: int | None = None) -> int:
+    """Refuse a recording that cannot fit before it starts; return the bytes it needs.
+
+    The plan is for the real channel count and rate: every stream of ``seconds`` of ``channels``
+    at ``fs_hz`` (:func:`~cortexlink.io.session_log.estimate_bytes`), against the free space of
+    ``out``'s file system, and its largest file (the raw stream, else the features) against the
+    largest file this process may write (``RLIMIT_FSIZE``, ``ulimit -f``).
+
+    Parameters
+    ----------
+    free_bytes, file_limit_bytes : int, optional
+        The figures to plan against instead of the measured ones
+        (:func:`cortexlink.core.outpath.space_for`), e.g. to simulate a small disk.
+
+    Raises
+    ------
+    InsufficientDiskSpace
+        Naming what the session needs, what there is, and what to change.
+    """
+    from cortexlink.core.outpath import space_for
+    from cortexlink.io.session_log import InsufficientDiskSpace, estimate_bytes
+
+    need = estimate_bytes(channels, fs_hz, seconds, raw=raw)
+    free, limit = space_for(out)
+    free = free if free_bytes is None else int(free_bytes)
+    limit = limit if file_limit_bytes is None else int(file_limit_bytes)
+    what = f"{seconds:g} s of {channels} channels at {fs_hz:g} Hz" + ("" if raw else " without raw")
+    if free < need:
+        raise InsufficientDiskSpace(f"recording {what} needs about {need / 1e6:,.1f} MB; the file system of {out} "
+                                    f"has {free / 1e6:,.1f} MB free: free some space, choose another --out, or "
+                                    "record fewer --seconds or --channels (or --no-raw)")
+    largest = (estimate_bytes(channels, fs_hz, seconds, raw=True) - estimate_bytes(channels, fs_hz, seconds, raw=False)
+               if raw else estimate_bytes(channels, fs_hz, seconds, raw=False))
+    if limit is not None and limit < largest:
+        raise InsufficientDiskSpace(f"recording {what} writes a stream file of about {largest / 1e6:,.1f} MB; this "
+                                    f"process may write files of at most {limit / 1e6:,.1f} MB (ulimit -f): raise "
+                                    "the limit or record fewer --seconds or --channels")
+    return need
+
+
 class _Status:
     """Prints one status line per interval on stderr (flushed, for supervisors and tests): called
     with each bin's row of the running session."""
@@ -83,6 +126,7 @@ class _Status:
 
 def run(args: argparse.Namespace) -> int:
     from cortexlink.core.errors import ConfigError
+    from cortexlink.core.outpath import check_output_dir
     from cortexlink.io.session_log import SessionRecorder
     from cortexlink.runtime import session as sess
 
@@ -90,12 +134,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("record needs a source: --sim (simulated implant); other sources record through "
                           "`cortexlink run GRAPH.yaml` with a recorder node")
     cfg = sess.load_session(session_config(args.channels, args.seconds, args.seed, args.preset))
+    check_output_dir(args.out, what="--out", create=False, new=True)
+    planned_s = args.seconds + 2.0
+    need = check_space(args.out, args.channels, planned_s, raw=not args.no_raw)
     cat: Any = None if args.catalogue is None else (False if args.catalogue.lower() == "none" else args.catalogue)
     if cat is None:
         from cortexlink.io.catalogue import default_catalogue_path
         cat = default_catalogue_path()
     rec = SessionRecorder(args.out, fs_hz=30000.0, config=cfg, seeds={"seed": args.seed},
-                          participant_id=args.participant, expected_seconds=args.seconds + 2.0,
+                          participant_id=args.participant, expected_seconds=planned_s, expected_bytes=need,
                           raw=not args.no_raw, on_full=args.on_full, catalogue=cat)
     try:
         res = sess.run_session(cfg, progress=sys.stderr.isatty(), recorder=rec, realtime=args.realtime,

@@ -47,7 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clock", choices=("realtime", "fast"), default=None,
                    help="realtime: sources paced by the wall clock; fast: as fast as possible, deterministic")
     p.add_argument("--out", type=Path, default=Path("runs"),
-                   help="parent folder of the run folder (summary.json, recordings, logs; default runs/)")
+                   help="parent folder of the run folder (summary.json, recordings, logs; default runs/); not a "
+                        "system folder nor inside a recorded session")
     p.add_argument("--node", default=None, metavar="NAME[,NAME]",
                    help="worker mode: run only these nodes of a running graph, connected over --redis")
     p.add_argument("--run-id", default=None, help="worker mode: the run to join (default: the latest on that Redis)")
@@ -60,6 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from cortexlink.core.errors import ConfigError
+    from cortexlink.core.outpath import check_name, check_output_dir, new_run_folder
     from cortexlink.runtime.graph import load_graph
     from cortexlink.runtime.session import session_to_graph
     from cortexlink.runtime.runner import GraphRunner
@@ -68,6 +70,7 @@ def _run(args: argparse.Namespace) -> int:
         names = [n for n in args.node.split(",") if n]
         if not args.redis:
             raise ConfigError("--node needs --redis URL (the Redis server of the running graph)")
+        check_output_dir(args.out, what="--out", create=False)
         res = GraphRunner(args.graph, nodes=names, redis_url=args.redis, run_id=args.run_id,
                           start_at_end=args.start_at_end, out_dir=args.out).run()
         if args.json:
@@ -80,9 +83,9 @@ def _run(args: argparse.Namespace) -> int:
     else:
         raise ConfigError("give a graph (file or built-in name, e.g. closed_loop) or --session FILE")
     g = load_graph(graph)
+    check_name(g["name"], what="graph name")
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(args.out) / f"{stamp}-{g['name']}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = new_run_folder(args.out, f"{stamp}-{g['name']}")
     res = GraphRunner(graph, seconds=args.seconds, bus=args.bus, redis_url=args.redis, clock=args.clock,
                       out_dir=run_dir).run()
     (run_dir / "summary.json").write_text(json.dumps(res, indent=1, default=str) + "\n")

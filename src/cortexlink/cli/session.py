@@ -89,12 +89,14 @@ def add_redis_option(p: argparse.ArgumentParser) -> None:
 def run_and_report(cfg: dict, out_parent: Path, *, progress: bool = True, record: str = "none",
                    redis: str | None = None) -> int:
     """Run a validated session on the runtime graph, write its run folder and print the summary table."""
+    from cortexlink.core.outpath import check_name, new_run_folder
     from cortexlink.runtime.session import run_session
     from cortexlink.tasks.report import summary_table, write_run_folder
 
     ch = cfg["implant"].get("n_channels")
+    check_name(cfg["name"], what="session name")
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(out_parent) / (f"{stamp}-{cfg['name']}" + (f"-{ch}ch" if ch else ""))
+    run_dir = new_run_folder(out_parent, f"{stamp}-{cfg['name']}" + (f"-{ch}ch" if ch else ""))
     recorder = None
     if record != "none":
         from cortexlink.io.catalogue import default_catalogue_path

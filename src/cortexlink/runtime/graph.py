@@ -158,7 +158,9 @@ def load_graph(source: str | Path | dict) -> dict:
     """
     raw = _read(source)
     check_keys("graph", raw, _TOP)
-    g: dict[str, Any] = {"name": str(raw.get("name", "graph"))}
+    from cortexlink.core.outpath import check_name
+
+    g: dict[str, Any] = {"name": check_name(str(raw.get("name", "graph")), what="graph name")}   # names run folders
     g["bin_ms"] = _num("bin_ms", raw.get("bin_ms", 20.0))
     clock = raw.get("clock", "realtime")
     if clock not in CLOCKS:

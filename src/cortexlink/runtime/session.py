@@ -145,7 +145,8 @@ def load_session(source: str | Path | dict | None = None) -> dict:
     name = cfg.get("name", "session")
     if isinstance(name, bool) or not isinstance(name, (str, int, float)) or not str(name) or len(str(name)) > 100:
         raise _where("name", f"must be a short text (1 to 100 characters); got {brief(name)}")
-    out: dict[str, Any] = {"name": str(name)}
+    from cortexlink.core.outpath import check_name
+    out: dict[str, Any] = {"name": check_name(str(name), what="session.name")}   # it names the run folder
     seed = cfg.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise _where("seed", f"must be an integer >= 0; got {brief(seed)}")

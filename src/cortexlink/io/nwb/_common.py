@@ -145,3 +145,21 @@ def _merge_intervals(items: list[tuple[int, int, str]]) -> list[tuple[int, int, 
             out.append([a, b, [why]])
     return [(a, b, "; ".join(w)) for a, b, w in out]
 
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def written_by_export(path: Any) -> bool:
+    """``path`` is an NWB (HDF5) file that :func:`~cortexlink.io.nwb.export_nwb` wrote: it holds
+    ``scratch/cortexlink_manifest``. Only such a file may be replaced by an export."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != _HDF5_SIGNATURE:
+                return False
+        import h5py
+
+        with h5py.File(path, "r") as h:
+            return "scratch/cortexlink_manifest" in h
+    except Exception:  # noqa: BLE001 - unreadable or foreign: not ours
+        return False

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from cortexlink.core.errors import CortexlinkError, ValidationError
+from cortexlink.core.outpath import check_output_file
 from cortexlink.io.nwb._common import (
     DEFAULT_COMPRESSION, RAW_SERIES, SIMULATED_SPECIES, _CHUNK_MAX_CHANNELS, _CHUNK_TARGET_BYTES, _ISO_DURATION, _SEX,
     _STREAMS_KNOWN, _TRIAL_COLUMNS, _check_compression, _data_io, _is_simulated, _merge_intervals, _peak_rss_mb,
-    _subject_meta, _time_kwargs,
+    _subject_meta, _time_kwargs, written_by_export,
 )
 from cortexlink.io.nwb._session import _feature_iterator_class, _raw_iterator_class, _session_info
 from cortexlink.io.nwb._tables import _add_electrodes, _blocks, _event_intervals, _flat_task_fields, _trials
@@ -46,7 +47,9 @@ def export_nwb(session_dir: str | os.PathLike, nwb_path: str | os.PathLike, *, r
     progress : bool
         Show a tqdm progress bar of the raw samples.
     overwrite : bool
-        Replace ``nwb_path`` if it exists.
+        Replace ``nwb_path`` if it exists and is an NWB file that ``export_nwb`` wrote; any other
+        file, a path in a session folder or a system location is refused
+        (:func:`cortexlink.core.outpath.check_output_file`).
     salvage : bool
         Skip damaged records (their samples become zeros listed in ``invalid_times``) instead of
         refusing the session; ``cortexlink recover`` does the same on the folder itself.
@@ -61,6 +64,8 @@ def export_nwb(session_dir: str | os.PathLike, nwb_path: str | os.PathLike, *, r
 
     Raises
     ------
+    ConfigError
+        ``nwb_path`` may not be written (see ``overwrite``).
     CorruptSessionError
         Not a session folder, a foreign or damaged stream file (the message names the file).
     ValidationError
@@ -73,11 +78,8 @@ def export_nwb(session_dir: str | os.PathLike, nwb_path: str | os.PathLike, *, r
     compression = _check_compression(compression)
     check_positive("chunk_seconds", chunk_seconds)
     session_dir = Path(session_dir)
-    out = Path(nwb_path)
-    if out.is_dir():
-        raise ValidationError(f"{out}: is a folder; give the path of the .nwb file to write")
-    if out.exists() and not overwrite:
-        raise ValidationError(f"{out}: exists; pass overwrite=True (--overwrite) to replace it")
+    out = check_output_file(nwb_path, what="NWB file", overwrite=overwrite, ours=written_by_export,
+                            ours_is="an NWB file written by cortexlink export", create_parent=False)
     reader = SessionReader(session_dir, salvage=salvage)
     m = reader.manifest
     info = _session_info(reader, raw)
