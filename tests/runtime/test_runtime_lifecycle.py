@@ -79,27 +79,30 @@ def test_builtin_registry_names_every_builtin_node():
         assert node_class(kind) is cls and cls.kind == kind and getattr(nodes, name) is cls
 
 
-def test_supervisor_restarts_then_stops_a_failing_node_while_recording_goes_on(replay, tmp_path):
-    g = {"name": "sup", "clock": "fast", "seconds": 2.0,
-         "watchdog": {"output_timeout_ms": 0},
-         "nodes": {
-             "source": {"kind": "replay_source", "params": {"path": replay["data"]}},
-             "dsp": {"kind": "dsp", "params": {"extractor": {"calibration_s": 0.5}}, "inputs": {"raw": "source.raw"}},
-             "decoder": {"kind": "decoder", "params": {"path": replay["decoder"], "click": False},
-                         "inputs": {"features": "dsp.features"}, "inject": {"fail_at_steps": [40, 41, 42, 43]},
-                         "restart": {"max_restarts": 2, "window_s": 60}},
-             "cursor": {"kind": "cursor", "inputs": {"intent": "decoder.intent"}},
-             "recorder": {"kind": "recorder", "params": {"raw": True},
-                          "inputs": {"raw": "source.raw", "features": "dsp.features", "intent": "decoder.intent"}},
-         }}
-    res = run_graph(g, out_dir=tmp_path)
+def _sup_graph(replay, *, critical):
+    return {"name": "sup", "clock": "fast", "seconds": 2.0,
+            "watchdog": {"output_timeout_ms": 0},
+            "nodes": {
+                "source": {"kind": "replay_source", "params": {"path": replay["data"]}},
+                "dsp": {"kind": "dsp", "params": {"extractor": {"calibration_s": 0.5}}, "inputs": {"raw": "source.raw"}},
+                "decoder": {"kind": "decoder", "params": {"path": replay["decoder"], "click": False},
+                            "inputs": {"features": "dsp.features"}, "inject": {"fail_at_steps": [40, 41, 42, 43]},
+                            "restart": {"max_restarts": 2, "window_s": 60}, "critical": critical},
+                "cursor": {"kind": "cursor", "inputs": {"intent": "decoder.intent"}},
+                "gates": {"kind": "sink", "params": {"keep": 100}, "inputs": {"data": "cursor.gate"}},
+                "recorder": {"kind": "recorder", "params": {"raw": True},
+                             "inputs": {"raw": "source.raw", "features": "dsp.features", "intent": "decoder.intent"}},
+            }}
+
+
+def test_supervisor_restarts_then_stops_a_failing_non_critical_node_while_the_run_and_recording_go_on(replay, tmp_path):
+    res = run_graph(_sup_graph(replay, critical=False), out_dir=tmp_path)
     dec = res["nodes"]["decoder"]
     assert dec["state"] == "stopped" and dec["gave_up"] is True
     assert dec["n_failures"] == 3 and dec["n_restarts"] == 2
     kinds = [e["kind"] for e in res["faults"]]
     assert kinds.count("node_failed") == 3 and kinds.count("node_restarted") == 2 and kinds.count("node_stopped") == 1
-    assert any(e["kind"] == "node_down" and e["severity"] == "halt" for e in res["faults"])
-    assert res["stop_reason"].startswith("2 s of source time")                  # the session went on
+    assert res["stop_reason"].startswith("2 s of source time") and res["failure"] is None   # the session went on
     rec = res["nodes"]["recorder"]
     assert rec["state"] == "stopped" and rec["n_failures"] == 0
     reader = SessionReader(rec["summary"]["path"])
@@ -108,6 +111,29 @@ def test_supervisor_restarts_then_stops_a_failing_node_while_recording_goes_on(r
     assert n_raw == 2000 * 30                                                    # every sample, after the stop too
     faults = [e for e in reader.events() if e["kind"] == "fault"]
     assert {"node_failed", "node_restarted", "node_stopped"} <= {e["fault_kind"] for e in faults}
+
+
+def test_a_critical_node_given_up_on_halts_the_cursor_then_ends_the_run_naming_it(replay, tmp_path):
+    runner = GraphRunner(_sup_graph(replay, critical=True), out_dir=tmp_path)
+    res = runner.run()
+    dec = res["nodes"]["decoder"]
+    assert dec["state"] == "stopped" and dec["gave_up"] is True and dec["n_failures"] == 3
+    f = res["failure"]
+    assert f["kind"] == "node_stopped" and f["node"] == "decoder" and "InjectedFault" in f["error"]
+    assert "critical node decoder" in f["message"] and res["stop_reason"].startswith("node_stopped: critical node")
+    # promptly: 2 s of source were asked for; the run ended within a bin of the give-up (virtual time)
+    stopped = next(e for e in res["faults"] if e["kind"] == "node_stopped")
+    assert res["seconds"] < 2.0 and res["seconds"] * 1e9 - stopped["t_ns"] <= 20_000_000
+    # the cursor was halted before the end: the watchdog's halt is the last word of the gate
+    down = [e for e in res["faults"] if e["kind"] == "node_down" and e["node"] == "decoder"]
+    assert down[-1]["severity"] == "halt" and down[-1]["mono_ns"] >= stopped["mono_ns"]
+    gates = [m.payload for m in runner.by_name["gates"].node.kept]
+    assert gates[-1].halted and gates[-1].velocity == (0.0, 0.0)
+    # the recording is complete and closed, with the failure in its events
+    rec = res["nodes"]["recorder"]
+    reader = SessionReader(rec["summary"]["path"])
+    assert reader.manifest["state"] == "closed"
+    assert "node_stopped" in {e["fault_kind"] for e in reader.events() if e["kind"] == "fault"}
 
 
 def test_setup_errors_name_the_node(tmp_path):

@@ -45,20 +45,25 @@ def test_two_process_graph_over_redis(redis_server, tmp_path):
     assert (tmp_path / "logs" / "dsp.log").is_file()
 
 
-def test_a_crashed_child_process_is_restarted_then_given_up_while_the_run_goes_on(redis_server, tmp_path):
+def _crash_graph(seconds, critical):
     # the dsp process dies (os._exit, as a segfault or an OOM kill would) 100 chunks after each start;
-    # its restart policy allows one restart, so the second crash stops it for good (8 s leave room for
-    # a slow start of the restarted process on a loaded machine)
-    g = {"name": "crash", "clock": "realtime", "seconds": 8.0, "bus": {"kind": "redis"},
-         "nodes": {
-             "src": {"kind": "sim_source", "params": {"config": {"n_channels": 16}, "seed": 5}},
-             "dsp": {"kind": "dsp", "params": {"extractor": {"calibration_s": 0.1}},
-                     "inputs": {"raw": {"from": "src.raw", "maxlen": 512}}, "where": "subprocess",
-                     "inject": {"exit_at_steps": [100]}, "restart": {"max_restarts": 1, "window_s": 60}},
-             "sink": {"kind": "sink", "inputs": {"data": "src.raw"}},
-         }}
-    res = run_graph(g, redis_url=redis_server.url, out_dir=tmp_path)
-    assert res["stop_reason"].startswith("8 s of source time")       # the session went on
+    # its restart policy allows one restart, so the second crash stops it for good
+    return {"name": "crash", "clock": "realtime", "seconds": seconds, "bus": {"kind": "redis"},
+            "nodes": {
+                "src": {"kind": "sim_source", "params": {"config": {"n_channels": 16}, "seed": 5}},
+                "dsp": {"kind": "dsp", "params": {"extractor": {"calibration_s": 0.1}},
+                        "inputs": {"raw": {"from": "src.raw", "maxlen": 512}}, "where": "subprocess",
+                        "inject": {"exit_at_steps": [100]}, "restart": {"max_restarts": 1, "window_s": 60},
+                        "critical": critical},
+                "sink": {"kind": "sink", "inputs": {"data": "src.raw"}},
+            }}
+
+
+def test_a_crashed_child_process_is_restarted_then_given_up_while_the_run_goes_on(redis_server, tmp_path):
+    # a non-critical node: the run goes on without it (8 s leave room for a slow start of the
+    # restarted process on a loaded machine)
+    res = run_graph(_crash_graph(8.0, critical=False), redis_url=redis_server.url, out_dir=tmp_path)
+    assert res["stop_reason"].startswith("8 s of source time") and res["failure"] is None   # the session went on
     proc = res["processes"]["dsp"]
     assert proc["restarts"] == 1 and proc["returncode"] == 70
     kinds = [(e["kind"], e["severity"]) for e in res["faults"]]
@@ -67,6 +72,15 @@ def test_a_crashed_child_process_is_restarted_then_given_up_while_the_run_goes_o
     assert res["nodes"]["dsp"]["state"] == "stopped" and res["nodes"]["dsp"]["gave_up"]
     assert res["nodes"]["sink"]["summary"]["n"] >= 7900             # the main process never stopped
     assert "injected crash" in (tmp_path / "logs" / "dsp.log").read_text()
+
+
+def test_a_critical_node_whose_process_keeps_dying_ends_the_run(redis_server, tmp_path):
+    res = run_graph(_crash_graph(60.0, critical=True), redis_url=redis_server.url, out_dir=tmp_path)
+    f = res["failure"]
+    assert f["kind"] == "node_stopped" and f["node"] == "dsp" and "kept dying" in f["message"]
+    assert res["stop_reason"].startswith("node_stopped") and res["seconds"] < 60.0
+    assert res["processes"]["dsp"]["restarts"] == 1 and res["processes"]["dsp"]["returncode"] == 70
+    assert [e["severity"] for e in res["faults"] if e["kind"] == "node_stopped"] == ["halt"]
 
 
 def test_exit_injection_is_refused_in_the_main_process():

@@ -38,19 +38,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands that run until their work is done or they are stopped: SIGINT, SIGTERM and SIGHUP
+#: stop them cleanly (cortexlink.runtime.signals), and they then exit with 128 + the signal.
+LONG_RUNNING = frozenset({"run", "session", "demo", "record", "serve", "replay"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from cortexlink.runtime.signals import StopSignals, stop_on_signals
+
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sig = StopSignals()
+    rc = 130
     try:
-        return int(args.func(args) or 0)
+        if args.command in LONG_RUNNING:
+            with stop_on_signals() as sig:
+                rc = int(args.func(args) or 0)
+        else:
+            rc = int(args.func(args) or 0)
     except CortexlinkError as exc:
         print(f"cortexlink: error: {exc}", file=sys.stderr)
-        return 2
+        rc = 2
     except KeyboardInterrupt:
-        print("cortexlink: interrupted", file=sys.stderr)
-        return 130
+        if sig.signum is None:
+            print("cortexlink: interrupted", file=sys.stderr)
+            return 130
+    if sig.exit_code is not None:
+        print(f"cortexlink: stopped by {sig.name}", file=sys.stderr)
+        return sig.exit_code
+    return rc
 
 
 if __name__ == "__main__":  # pragma: no cover

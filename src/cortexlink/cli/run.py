@@ -22,7 +22,11 @@ examples:
 A graph (YAML) names its nodes, their params, inputs, placement (where: main | subprocess |
 external) and optionally the CPUs of their process (cpus: [1]); see cortexlink.runtime.graph.
 Faults (source stall, node failure, a child process that died, NaN or out-of-range decoder
-output) stop the cursor within one bin and are reported on stderr and in summary.json.
+output, a lost Redis server) stop the cursor within one bin and are reported on stderr and in
+summary.json. A run that cannot go on (a critical node given up on after repeated failures, the
+Redis server lost) halts the cursor, ends, writes summary.json with its "failure" and exits 1;
+SIGINT, SIGTERM or SIGHUP stop it cleanly (summary written, child processes, recorders and the
+private redis-server closed) with exit status 128 + the signal.
 """
 
 
@@ -75,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
                           start_at_end=args.start_at_end, out_dir=args.out).run()
         if args.json:
             print(json.dumps(res, indent=1, default=str))
-        return 0
+        return _failed(res)
     if args.session is not None:
         graph = session_to_graph(args.session, clock=args.clock or "fast", placement=args.placement, chunk_ms=1.0)
     elif args.graph is not None:
@@ -93,7 +97,18 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(res, indent=1, default=str))
     else:
         _print_summary(res, run_dir)
-    return 0
+    return _failed(res, run_dir)
+
+
+def _failed(res: dict, run_dir: Path | None = None) -> int:
+    """1 when the run ended on a failure (a critical node given up on, a lost bus: said on stderr), else 0."""
+    f = res.get("failure")
+    if not f:
+        return 0
+    where = f"; summary: {run_dir / 'summary.json'}" if run_dir is not None else ""
+    print(f"cortexlink: error: the run ended on a failure ({f['kind']}, {f['node']}): {f['message']}{where}",
+          file=sys.stderr)
+    return 1
 
 
 def _fmt(v: object) -> str:

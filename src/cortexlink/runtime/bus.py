@@ -252,6 +252,9 @@ class Bus:
     """
 
     kind = "base"
+    #: None while the bus works; else what broke it (a lost Redis server: see
+    #: :mod:`cortexlink.runtime.redis_bus`). An in-process bus never breaks.
+    broken: str | None = None
 
     def __init__(self, *, block_timeout_s: float = 1.0) -> None:
         self.block_timeout_s = float(block_timeout_s)

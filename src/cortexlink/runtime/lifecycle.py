@@ -1,6 +1,17 @@
 """Faults, node states, operator replies and the result of a run.
 :class:`~cortexlink.runtime.runner.GraphRunner` inherits these methods; they read and set its
-attributes."""
+attributes.
+
+A run that cannot go on ends by itself, cursor first: a *critical* node given up on by its
+supervisor (or whose process kept dying), or a broken bus (its Redis server lost: a
+``bus_lost`` fault; the watchdog's ``bus_down``) becomes the run's ``failure``
+(``{"kind", "node", "message", "error", "sample"}`` in the result and ``summary.json``); the
+stop is requested once the cursor's watchdog holds a halt (at most
+:data:`FAILURE_STOP_WAIT_S` later where the cursor runs in another process or cannot check),
+the nodes are torn down and the result is returned as usual — ``cortexlink run`` then exits
+with status 1. Repeated ``dropped`` warnings of one edge are reported at most every
+:data:`DROP_REPORT_S` seconds (the counts stay exact: the last report carries the rest).
+"""
 
 from __future__ import annotations
 
@@ -16,17 +27,23 @@ from cortexlink.runtime.bus import Message
 from cortexlink.runtime.graph import FAULTS_TOPIC, OPERATOR_TOPIC, REPLIES_TOPIC
 from cortexlink.runtime.redis_bus import RedisStreamsBus
 from cortexlink.runtime.node import NodeState
+from cortexlink.runtime.watchdog import BUS_HEALTH, HALT_KINDS
 
 logger = logging.getLogger("cortexlink.runtime.runner")
 
-__all__ = ["RunResult"]
+__all__ = ["RunResult", "FAILURE_STOP_WAIT_S", "DROP_REPORT_S"]
 
 SEVERITIES = ("halt", "warning", "info", "clear")
+#: Longest wait between a run's failure and its stop for the cursor's watchdog to halt.
+FAILURE_STOP_WAIT_S = 0.5
+#: Shortest interval between two ``dropped`` warnings of one edge.
+DROP_REPORT_S = 5.0
 
 
 class RunResult(dict):
     """JSON-able result of a run: ``nodes`` (state, counters, latency, summary per node),
-    ``faults`` (events), ``edges`` (per edge counters), ``seconds``, ``wall_s``, ``stop_reason``."""
+    ``faults`` (events), ``edges`` (per edge counters), ``seconds``, ``wall_s``, ``stop_reason``,
+    ``failure`` (None, or what ended the run: see the module docstring)."""
 
 
 class _Lifecycle:
@@ -85,6 +102,11 @@ class _Lifecycle:
             logger.warning("FAULT %s [%s] %s: %s", kind, severity, node, message)
         else:
             logger.info("fault %s [%s] %s: %s", kind, severity, node, message)
+        if kind in HALT_KINDS:             # the watchdog of a cursor in this process: is it halted?
+            if severity == "halt":
+                self._halts.add((kind, node))
+            elif severity == "clear":
+                self._halts.discard((kind, node))
         msg = Message(FAULTS_TOPIC, self._fault_seq, ev["sample"], 0, ev, time.monotonic_ns())
         self._fault_seq += 1
         try:
@@ -95,8 +117,54 @@ class _Lifecycle:
                 self.faults.append(ev)
 
     def request_stop(self, reason: str) -> None:
-        """End the run after the current pass (thread-safe; e.g. from a UI's thread)."""
+        """End the run after the current pass (thread-safe; e.g. from a UI's thread or a signal
+        handler)."""
         self._request_stop(reason)
+
+    # ------------------------------------------------------------------ a run that cannot go on
+    def _fail_run(self, kind: str, *, node: str, message: str, **fields: Any) -> None:
+        """Record what ends the run (the first only); :meth:`_end_failed_run` stops it."""
+        if self._failure is not None:
+            return
+        self._failure = {"kind": kind, "node": node, "message": message, "sample": int(self._last_sample), **fields}
+        self._failed_at = time.monotonic()
+        logger.error("the run ends: %s", message)
+
+    def _end_failed_run(self) -> None:
+        """Called every pass after a failure: stop once the cursor here is halted (or no cursor
+        runs here, or it did not halt within FAILURE_STOP_WAIT_S)."""
+        if self._stop is None and (not self._gate_local or self._halts
+                                   or time.monotonic() - self._failed_at > FAILURE_STOP_WAIT_S):
+            self._request_stop(f"{self._failure['kind']}: {self._failure['message']}")
+
+    def _check_bus(self) -> None:
+        """Called every pass: a bus that broke becomes the ``bus_lost`` fault and ends the run."""
+        if self._bus_lost:
+            return
+        self._bus_lost = True
+        where = getattr(self, "url", None) or "the Redis server"
+        msg = (f"lost the message bus ({where}): {self.bus.broken}; the cursor is halted and the run ends "
+               "(a lost Redis server is not reconnected: its streams and state are gone)")
+        self._fault("bus_lost", node=BUS_HEALTH, severity="halt", message=msg, error=self.bus.broken)
+        self._fail_run("bus_lost", node=BUS_HEALTH, message=msg, error=self.bus.broken)
+
+    def _node_given_up(self, node: Any) -> None:
+        """The supervisor stopped ``node`` for good: a critical one ends the run (from the main
+        process; a worker's is seen there in the nodes' states)."""
+        if node.critical and self.role == "main":
+            self._fail_run("node_stopped", node=node.name, error=node.error,
+                           message=f"critical node {node.name} was stopped after {node.n_failures} failures; "
+                                   f"last error: {node.error}")
+
+    def _check_remote_given_up(self) -> None:
+        for name, h in self._health().items():
+            if name in self.by_name or name == BUS_HEALTH:
+                continue
+            if h.get("critical") and h.get("state") == "stopped" and h.get("gave_up"):
+                self._fail_run("node_stopped", node=name, error=h.get("error"),
+                               message=f"critical node {name} was stopped after repeated failures; "
+                                       f"last error: {h.get('error')}")
+                return
 
     def _request_stop(self, reason: str) -> None:
         if self._stop is None:
@@ -136,6 +204,8 @@ class _Lifecycle:
                              "critical": st.get("critical", self.graph["nodes"][name]["critical"]),
                              "source": st.get("source", False), "error": st.get("error"),
                              "gave_up": st.get("gave_up", False)}
+        if self.bus.broken is not None:
+            out[BUS_HEALTH] = {"state": "failed", "bus": True, "critical": True, "error": self.bus.broken}
         return out
 
     def _publish_state(self, slot: Any, final: bool = False) -> None:
@@ -166,11 +236,13 @@ class _Lifecycle:
                 self.supervisor.failed(slot.node, slot.policy, exc, self._last_sample)
             self._publish_state(slot)
 
-    def _account_drops(self) -> None:
+    def _account_drops(self, final: bool = False) -> None:
+        now = time.monotonic()
         for slot in self.slots:
             for port, sub in slot.ports:
                 d = sub.n_dropped - slot.reported_drops[port]
-                if d > 0 and not slot.lossy:
+                if d > 0 and not slot.lossy and (final or now >= self._drops_next.get((slot.name, port), 0.0)):
+                    self._drops_next[(slot.name, port)] = now + DROP_REPORT_S
                     slot.reported_drops[port] = sub.n_dropped
                     self._fault("dropped", node=slot.name, severity="warning",
                                 message=f"edge {sub.topic} -> {sub.name} ({sub.policy}, maxlen {sub.maxlen}) "
@@ -193,12 +265,12 @@ class _Lifecycle:
         return infos
 
     def _finish(self, wall_s: float) -> RunResult:
-        self._account_drops()
+        self._account_drops(final=True)
         if self.role == "main" and isinstance(self.bus, RedisStreamsBus):
             self.bus.request_stop(self._stop or "finished")
         infos = self._teardown_nodes()
         res = RunResult(graph=self.graph["name"], role=self.role, process=self.process, bus=self.bus.kind,
-                        clock=self.graph["clock"], run_id=self.run_id, stop_reason=self._stop,
+                        clock=self.graph["clock"], run_id=self.run_id, stop_reason=self._stop, failure=self._failure,
                         seconds=getattr(self, "source_time_ns", 0) / 1e9, deadline_ms=self.deadline_ns / 1e6,
                         stats_after_s=self.graph["stats_after_s"])
         if self.role == "main":

@@ -26,8 +26,16 @@ logger = logging.getLogger("cortexlink.runtime.runner")
 __all__ = ["pin_cpus"]
 
 #: One connection per process (no pool on the hot path), 1 MiB socket reads (fewer recv calls
-#: for raw chunks), a socket timeout well above the longest blocking read.
+#: for raw chunks), a socket timeout well above the longest blocking read, and no retries: a
+#: lost server breaks the bus at once (a server that comes back has lost the run's streams).
 _CLIENT_KW = {"socket_timeout": 30.0, "single_connection_client": True, "socket_read_size": 1 << 20}
+
+
+def _client_kw() -> dict:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return {**_CLIENT_KW, "retry": Retry(NoBackoff(), 0)}
 
 
 def _start_affinity() -> frozenset[int] | None:
@@ -98,7 +106,7 @@ class _Processes:
             if g["bus"].get("server_cpus"):
                 pin_cpus(g["bus"]["server_cpus"], "bus.server_cpus", pid=self._server.pid)
         self.url = url
-        self._client = connect(url, **_CLIENT_KW)
+        self._client = connect(url, **_client_kw())
         tuned_for_latency(self._client, strict=False)
         try:
             hz = int(self._client.config_get("hz").get("hz", 10))
@@ -119,7 +127,7 @@ class _Processes:
         if not self._redis_url or self._redis_url == "auto":
             raise ConfigError("a worker (--node) needs --redis URL of the run's Redis server")
         self.url = self._redis_url
-        self._client = connect(self._redis_url, **_CLIENT_KW)
+        self._client = connect(self._redis_url, **_client_kw())
         if self.run_id is None:
             got = self._client.get("cl:current_run")
             if got is None:
@@ -213,12 +221,16 @@ class _Processes:
             if w["gave_up"] or proc.poll() is None:
                 continue
             names = w["names"]
+            critical = [n for n in names if self.graph["nodes"][n]["critical"]]
             for n in names:
                 self.bus.set_state(n, {"state": "failed", "error": f"process exited with code {proc.returncode}",
-                                       "critical": self.graph["nodes"][n]["critical"], "source": False})
+                                       "critical": n in critical, "source": False})
             self._fault("process_exited", node=",".join(names), severity="halt",
                         message=f"process {grp} (nodes {names}) exited with code {proc.returncode}; "
                                 f"log: {w['log']}", returncode=proc.returncode)
+            if self._stop is not None or self.bus.broken is not None:
+                w["gave_up"] = True                 # the run is ending: no restart
+                continue
             policy = RestartPolicy.from_dict(self.graph["nodes"][names[0]]["restart"])
             now = time.monotonic()
             hist = w["restarts"]
@@ -232,6 +244,11 @@ class _Processes:
                                            "critical": self.graph["nodes"][n]["critical"], "source": False})
                 self._fault("node_stopped", node=",".join(names), severity="halt",
                             message=f"process {grp} stopped after {len(hist)} exits within {policy.window_s:g} s")
+                if critical:
+                    self._fail_run("node_stopped", node=",".join(critical), error=f"exit code {proc.returncode}",
+                                   message=f"the process of critical node(s) {critical} kept dying ({len(hist)} exits "
+                                           f"within {policy.window_s:g} s, last exit code {proc.returncode}; log: "
+                                           f"{w['log']})")
             else:
                 w["n_restarts"] += 1
                 self._spawn(grp, names, restart=True)

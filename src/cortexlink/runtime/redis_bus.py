@@ -1,10 +1,20 @@
 """The Redis Streams bus: nodes in several processes (or hosts) exchange messages through a
 Redis server (see :mod:`cortexlink.runtime.bus` for subscriptions and back-pressure, and
-:mod:`cortexlink.runtime.wire` for the message format)."""
+:mod:`cortexlink.runtime.wire` for the message format).
+
+A lost server breaks the bus, it does not crash the process: the first Redis or socket error
+(the server killed, stopped or restarted, a refused write) sets :attr:`RedisStreamsBus.broken`
+to a description of it, and from then on the bus delivers this process's messages to its own
+subscribers only and answers every read as empty — it never reconnects, since a server that
+comes back has lost the run's streams and state. The runner turns a broken bus into a
+``bus_lost`` fault: the cursor is halted and the run ends with its summary
+(:mod:`cortexlink.runtime.lifecycle`).
+"""
 
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import logging
 import os
@@ -17,6 +27,32 @@ from cortexlink.runtime.bus import BackPressureError, Bus, Message, Subscription
 from cortexlink.runtime.wire import _json_default, decode_message, encode_message, pack_command
 
 logger = logging.getLogger("cortexlink.runtime.bus")
+
+
+def _bus_errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.exceptions.RedisError, OSError)
+
+
+def _guarded(default: Any = None) -> Callable:
+    """A method that talks to Redis: a Redis or socket error breaks the bus (see the module
+    docstring) instead of propagating, and once broken the method answers ``default`` (called
+    with the method's arguments when callable) without trying."""
+
+    def deco(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(self: "RedisStreamsBus", *a: Any, **kw: Any) -> Any:
+            if self.broken is None:
+                try:
+                    return fn(self, *a, **kw)
+                except _bus_errors() as exc:
+                    self._break(exc, fn.__name__)
+            return default(self, *a, **kw) if callable(default) else default
+
+        return wrapper
+
+    return deco
 
 __all__ = ["RedisStreamsBus", "AsyncLink"]
 
@@ -146,6 +182,16 @@ class RedisStreamsBus(Bus):
         self._health_wait = False
         self._stop_seen: str | None = None
         self._stop_wait = False
+        #: None while Redis answers; else what broke the bus (see the module docstring).
+        self.broken: str | None = None
+        #: Messages that could not be sent to other processes once the bus was broken.
+        self.n_unsent = 0
+
+    def _break(self, exc: BaseException, where: str) -> None:
+        if self.broken is None:
+            self.broken = f"{type(exc).__name__}: {exc}"
+            logger.error("the Redis bus is broken (%s, in %s): messages now stay in this process",
+                         self.broken, where)
 
     @property
     def link(self) -> AsyncLink:
@@ -155,8 +201,9 @@ class RedisStreamsBus(Bus):
             self._link = AsyncLink(self._r)
         return self._link
 
+    @_guarded()
     def sync(self) -> None:
-        """Wait until Redis has acknowledged every write sent so far (raises a write's error)."""
+        """Wait until Redis has acknowledged every write sent so far (a write's error breaks the bus)."""
         if self._link is not None:
             self._link.sync()
 
@@ -197,8 +244,12 @@ class RedisStreamsBus(Bus):
         sub = super().subscribe(topic, name, maxlen=maxlen, policy=policy, threaded=threaded, lazy=lazy)
         if topic not in self._produced and policy == "block":
             key = self._ack_key(topic, name)
-            sub.on_drain = lambda seq, _k=key: self.link.send(b"SET", _k, seq)
+            sub.on_drain = lambda seq, _k=key: self._ack(_k, seq)
         return sub
+
+    @_guarded()
+    def _ack(self, key: str, seq: int) -> None:
+        self.link.send(b"SET", key, seq)
 
     def _remote_topics(self, lazy: bool = False) -> list[str]:
         return [t for t in self._subs if (t not in self._produced or t in self._shared)
@@ -221,6 +272,13 @@ class RedisStreamsBus(Bus):
         maxlen = self._export.get(topic)
         if maxlen is None:
             return
+        if self.broken is not None:
+            self.n_unsent += 1
+            return
+        self._send(msg, topic, maxlen)
+
+    @_guarded()
+    def _send(self, msg: Message, topic: str, maxlen: int) -> None:
         edges = self._block_edges.get(topic)
         if edges:
             self._wait_for_room(topic, msg.seq, edges)
@@ -258,7 +316,19 @@ class RedisStreamsBus(Bus):
         """``XREAD`` every topic this process reads but does not publish, blocking up to
         ``timeout_s`` (whole milliseconds, then the server's ``hz`` granularity; under 1 ms: a
         non-blocking read, then a sleep) for the first message, and deliver what arrived to the
-        local subscriptions. Lazy topics are read only with ``lazy=True``."""
+        local subscriptions. Lazy topics are read only with ``lazy=True``. Once the bus is broken:
+        sleeps ``timeout_s`` and returns 0."""
+        if self.broken is None:
+            try:
+                return self._pump(timeout_s, lazy)
+            except _bus_errors() as exc:
+                self._break(exc, "pump")
+                return 0
+        if timeout_s > 0:
+            time.sleep(timeout_s)
+        return 0
+
+    def _pump(self, timeout_s: float, lazy: bool) -> int:
         if self._link is not None and self._link.n_pending:
             self._link.poll()
         topics = self._remote_topics(lazy)
@@ -339,13 +409,16 @@ class RedisStreamsBus(Bus):
         return out
 
     # -- shared state -------------------------------------------------------------------
+    @_guarded()
     def set_info(self, key: str, value: dict) -> None:
         self._r.set(self.prefix + "info:" + key, json.dumps(value, default=_json_default))
 
+    @_guarded()
     def get_info(self, key: str) -> dict | None:
         got = self._r.get(self.prefix + "info:" + key)
         return None if got is None else json.loads(got)
 
+    @_guarded()
     def set_state(self, node: str, info: dict, *, wait: bool = True) -> None:
         """Publish a node's state; ``wait=False``: without waiting for the reply (hot path)."""
         value = json.dumps(info, default=_json_default)
@@ -354,6 +427,7 @@ class RedisStreamsBus(Bus):
         else:
             self.link.send(b"HSET", self.prefix + "state", node, value)
 
+    @_guarded(default=lambda self: {})
     def states(self) -> dict[str, dict]:
         got = self._r.hgetall(self.prefix + "state")
         return {k.decode(): json.loads(v) for k, v in got.items()}
@@ -362,6 +436,7 @@ class RedisStreamsBus(Bus):
         """Buffered: sent with the next ``XADD`` (one round trip), or by :meth:`flush`."""
         self._hb_pending[node] = int(n_out)
 
+    @_guarded()
     def flush(self) -> None:
         """Send buffered heartbeats now (without waiting for the reply) and read the replies
         that have arrived."""
@@ -378,10 +453,12 @@ class RedisStreamsBus(Bus):
         self._hb_pending = {}
         self.link.send(*args)
 
+    @_guarded(default=lambda self: {})
     def heartbeats(self) -> dict[str, int]:
         got = self._r.hgetall(self.prefix + "hb")
         return {k.decode(): int(v) for k, v in got.items()}
 
+    @_guarded(default=lambda self, *a, **kw: self._health)
     def poll_health(self, max_age_ns: int) -> tuple[int, dict[str, dict], dict[str, int]] | None:
         """Node states and heartbeats without a round trip on the caller's path: when the last
         snapshot is older than ``max_age_ns`` and none is on its way, ask for a new one; return
@@ -407,14 +484,17 @@ class RedisStreamsBus(Bus):
             link.send(b"HGETALL", self.prefix + "hb", on_reply=beats)
         return self._health
 
+    @_guarded()
     def request_stop(self, reason: str = "") -> None:
         self.sync()            # every message sent before the stop is in Redis before it
         self._r.set(self.prefix + "stop", reason or "stop requested", nx=True)
 
+    @_guarded()
     def stop_requested(self) -> str | None:
         got = self._r.get(self.prefix + "stop")
         return None if got is None else got.decode()
 
+    @_guarded()
     def poll_stop(self) -> str | None:
         """The stop reason once the main process has set it, or once the run's keys are gone
         (the main process ended and cleaned up before this poll saw its stop)."""
@@ -436,6 +516,7 @@ class RedisStreamsBus(Bus):
             self._link.poll()
         return self._stop_seen
 
+    @_guarded()
     def delete_run(self) -> None:
         """Delete every key of this run (streams, state, info)."""
         keys = list(self._r.scan_iter(match=self.prefix + "*", count=1000))
@@ -444,10 +525,11 @@ class RedisStreamsBus(Bus):
 
     def close(self) -> None:
         if self._link is not None:
-            try:
-                self._link.sync()
-            except Exception:
-                logger.warning("writes to Redis were still unacknowledged at close", exc_info=True)
+            if self.broken is None:
+                try:
+                    self._link.sync()
+                except Exception:
+                    logger.warning("writes to Redis were still unacknowledged at close", exc_info=True)
             self._link.close()
             self._link = None
         try:

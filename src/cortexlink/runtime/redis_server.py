@@ -4,11 +4,11 @@ The bus keeps nodes in several processes connected through Redis Streams. This
 module owns the server's life cycle for tests, demos and single-machine runs:
 
 * :func:`find_redis_server` locates the binary;
-* :class:`RedisServer` starts a private server on loopback (free port, own temp
-  directory, persistence off, ``protected-mode yes``), waits until it answers
-  ``PING`` (optionally also on a Unix domain socket, for this user only) and stops it again (``SHUTDOWN NOSAVE``, then terminate/kill). A
-  ``weakref.finalize`` hook, which also runs at interpreter exit, is the backstop
-  that kills a server its owner forgot to stop;
+* :class:`RedisServer` starts a private server on loopback (free port, own temp directory,
+  persistence off, ``protected-mode yes``, a process group of its own, ended with the thread that
+  started it), waits until it answers ``PING`` (optionally also on a Unix domain socket, for this
+  user only) and stops it again (``SHUTDOWN NOSAVE``, then terminate/kill). A ``weakref.finalize``
+  hook, which also runs at interpreter exit, kills a server its owner forgot to stop;
 * :func:`connect` reaches an existing server by URL with a bounded ``PING``;
 * :func:`tuned_for_latency` turns off RDB snapshots and AOF on a running server,
   because a background save (``fork`` + copy-on-write) is a known cause of
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from cortexlink.core.errors import ConfigError, CortexlinkError
 from cortexlink.core.validation import check_positive
+from cortexlink.runtime.signals import die_with_parent
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import redis
@@ -134,8 +135,7 @@ def _probe_client(factory: Any, where: dict, timeout_s: float) -> "redis.Redis":
 def _shutdown_nosave(host: str, port: int, timeout_s: float) -> None:
     """Send ``SHUTDOWN NOSAVE`` over a plain socket and wait for the server to hang up.
 
-    A raw RESP request avoids redis-py treating the expected disconnect as an
-    error to retry with backoff (seconds per stop).
+    A raw RESP request avoids redis-py retrying the expected disconnect with backoff.
     """
     with socket.create_connection((host, port), timeout=timeout_s) as s:
         s.sendall(b"*2\r\n$8\r\nSHUTDOWN\r\n$6\r\nNOSAVE\r\n")
@@ -369,9 +369,9 @@ class RedisServer:
         argv = self.command_line()
         stdio_path = workdir / "redis.stdio"
         logger.debug("starting %s", " ".join(repr(a) if a == "" else a for a in argv))
-        with open(stdio_path, "wb") as stdio:
-            proc = subprocess.Popen(argv, cwd=workdir, stdin=subprocess.DEVNULL, stdout=stdio,
-                                    stderr=subprocess.STDOUT, close_fds=True)
+        with open(stdio_path, "wb") as stdio:     # a group of its own (a Ctrl+C is for its owner), gone with it
+            proc = subprocess.Popen(argv, cwd=workdir, stdin=subprocess.DEVNULL, stdout=stdio, stderr=subprocess.STDOUT,
+                                    close_fds=True, process_group=0, preexec_fn=die_with_parent())
         self._proc = proc
         # Backstop: runs when this object is collected or at interpreter exit.
         self._finalizer = weakref.finalize(self, _kill_and_clean, proc,

@@ -60,6 +60,7 @@ from cortexlink.runtime.node import NodeContext, NodeState, node_class
 from cortexlink.runtime.stats import LatencyStats
 from cortexlink.runtime.lifecycle import RunResult, _Lifecycle
 from cortexlink.runtime.processes import _Processes
+from cortexlink.runtime.signals import stopper
 from cortexlink.runtime.supervisor import RestartPolicy, Supervisor
 
 logger = logging.getLogger(__name__)
@@ -144,6 +145,12 @@ class GraphRunner(_Processes, _Lifecycle):
         self._workers: dict[str, dict] = {}
         self.faults: list[dict] = []
         self._stop: str | None = None
+        self._failure: dict | None = None          # what ended the run (see lifecycle)
+        self._failed_at = 0.0
+        self._halts: set = set()                   # halts the watchdog of a cursor here holds
+        self._bus_lost = False
+        self._gate_local = False
+        self._drops_next: dict = {}
         self._fault_seq = 0
         self._remote_cache: tuple[int, dict, dict] = (0, {}, {})
         self.cpus: list[int] | None = None
@@ -236,7 +243,7 @@ class GraphRunner(_Processes, _Lifecycle):
                                request_stop=self._request_stop, health=self._health, out_dir=self.out_dir,
                                stats_from_sample=self.stats_from_sample, deadline_ns=self.deadline_ns, process=proc,
                                objects=self.objects if self.role == "main" else None, reply=self._reply)
-        self.supervisor = Supervisor(self._fault, self._now)
+        self.supervisor = Supervisor(self._fault, self._now, on_give_up=self._node_given_up)
         self.slots: list[_Slot] = []
         self.by_name: dict[str, _Slot] = {}
         redis = isinstance(self.bus, RedisStreamsBus)
@@ -278,6 +285,7 @@ class GraphRunner(_Processes, _Lifecycle):
                                                  policy="drop_oldest", lazy=True)
         self._remote_nodes = [n for n in g["nodes"] if n not in self.by_name]
         self._gate_remote = any(s["kind"] == "cursor" and n not in self.by_name for n, s in g["nodes"].items())
+        self._gate_local = any(g["nodes"][n]["kind"] == "cursor" for n in self.by_name)
 
     # ------------------------------------------------------------------ stepping
     def _step(self, slot: _Slot, inbox: dict, now: int) -> None:
@@ -338,11 +346,12 @@ class GraphRunner(_Processes, _Lifecycle):
                 self._start_workers()
             if self.realtime:
                 _quiet_gc()
-            try:
-                self._loop()
-            except KeyboardInterrupt:
-                self._request_stop("interrupted")
-            return self._finish(time.perf_counter() - t_wall)
+            with stopper(self.request_stop):      # SIGINT/SIGTERM/SIGHUP: a clean stop (runtime.signals)
+                try:
+                    self._loop()
+                except KeyboardInterrupt:
+                    self._request_stop("interrupted")
+                return self._finish(time.perf_counter() - t_wall)
         except BaseException:
             self._abort()
             raise
@@ -410,6 +419,8 @@ class GraphRunner(_Processes, _Lifecycle):
         replies = self._reply_sub
         self.started.set()
         while True:
+            if bus.broken is not None and not self._bus_lost:
+                self._check_bus()
             if not ops.empty():
                 self._publish_ops()
             now = time.monotonic_ns() if realtime else self._vnow
@@ -450,6 +461,8 @@ class GraphRunner(_Processes, _Lifecycle):
                 self._vnow += tick_ns
             if self.supervisor._pending:
                 self._restart_due()
+            if self._failure is not None:
+                self._end_failed_run()
             wall = time.monotonic_ns()
             if hb_sources and wall >= next_hb:
                 next_hb = wall + hb_ns
@@ -516,6 +529,8 @@ class GraphRunner(_Processes, _Lifecycle):
         if self.role == "main":
             if self._workers:
                 self._check_workers()
+            if self._remote_nodes and self._failure is None:
+                self._check_remote_given_up()
             if isinstance(self.bus, RedisStreamsBus):
                 ext = self.bus.poll_stop()
                 if ext and self._stop is None:

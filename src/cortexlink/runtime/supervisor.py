@@ -4,8 +4,10 @@ When a node's :meth:`~cortexlink.runtime.node.Node.step` (or setup) raises, its 
 :class:`Supervisor` marks it ``failed``, reports a ``node_failed`` fault, tears it down, and
 either schedules a restart (``setup`` again after ``backoff_ms``; ``node_restarted`` event) or,
 when it has failed more than ``max_restarts`` times within ``window_s``, stops it for the rest
-of the run (state ``stopped``, ``node_stopped`` fault). The other nodes keep running: the
-recorder keeps recording and the watchdog keeps the cursor halted while a critical node is down.
+of the run (state ``stopped``, ``node_stopped`` fault). While a node is down the other nodes
+keep running: the recorder keeps recording and the watchdog keeps the cursor halted. A *critical*
+node given up on ends the run (``on_give_up``: the runner halts the cursor, then stops, and the
+run's result names the node and its error); a non-critical one is left stopped and the run goes on.
 
 A node in its own process is supervised inside that process; if the process itself dies, the
 parent restarts the process under the same policy (``process_exited`` fault).
@@ -69,11 +71,15 @@ class Supervisor:
         ``emit(kind, severity=..., node=..., message=..., sample=..., **fields)`` (fault events).
     now_ns : callable
         The scheduler's clock.
+    on_give_up : callable, optional
+        ``on_give_up(node)`` once a node is stopped for good.
     """
 
-    def __init__(self, emit: Callable[..., None], now_ns: Callable[[], int]) -> None:
+    def __init__(self, emit: Callable[..., None], now_ns: Callable[[], int],
+                 on_give_up: Callable[[Any], None] | None = None) -> None:
         self._emit = emit
         self._now = now_ns
+        self._on_give_up = on_give_up
         self._failures: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self._pending: dict[str, int] = {}     # node -> time its restart is due
 
@@ -103,8 +109,10 @@ class Supervisor:
             self._pending.pop(node.name, None)
             self._emit("node_stopped", node=node.name, severity="halt" if node.critical else "warning",
                        message=(f"node {node.name} stopped: {len(hist)} failures within {policy.window_s:g} s "
-                                f"(max_restarts {policy.max_restarts})"), sample=sample,
-                       n_failures=node.n_failures)
+                                f"(max_restarts {policy.max_restarts}); last error: {node.error}"), sample=sample,
+                       n_failures=node.n_failures, error=node.error)
+            if self._on_give_up is not None:
+                self._on_give_up(node)
         else:
             self._pending[node.name] = now + int(policy.backoff_ms * 1e6)
 

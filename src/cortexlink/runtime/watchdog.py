@@ -16,6 +16,8 @@ fault ``kind``            raised when                                           
 ``decoder_out_of_range``  ``|velocity| > max_speed`` or click outside [0, 1]       next valid output
 ``pipeline_stall``        no decoder output for ``output_timeout_ms`` after the   next output
                           first one (0 disables)
+``bus_down``              the process's message bus is broken (its Redis server   never: the run
+                          was lost; the health entry :data:`BUS_HEALTH`)          ends
 ========================  ======================================================  ==================
 
 With the defaults (``stall_ms=5``, checks every tick of 1 ms) the cursor stops well within one
@@ -36,9 +38,12 @@ from cortexlink.core.validation import check_keys, check_positive
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Watchdog", "WatchdogConfig", "HALT_KINDS"]
+__all__ = ["Watchdog", "WatchdogConfig", "HALT_KINDS", "BUS_HEALTH"]
 
-HALT_KINDS = ("source_stall", "node_down", "decoder_nan", "decoder_out_of_range", "pipeline_stall")
+HALT_KINDS = ("source_stall", "node_down", "decoder_nan", "decoder_out_of_range", "pipeline_stall", "bus_down")
+#: The health entry (not a node: node names hold no '.') that reports a broken bus:
+#: ``{"state": "failed", "bus": True, "error": ...}``.
+BUS_HEALTH = "runtime.bus"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +134,10 @@ class Watchdog:
         stall_ns = int(self.config.stall_ms * 1e6)
         for node, h in health.items():
             state = h.get("state")
+            if h.get("bus"):
+                if state == "failed":
+                    new |= self._raise("bus_down", node, f"the message bus is broken: {h.get('error')}", sample)
+                continue
             if h.get("critical", True):
                 if state == "failed":
                     new |= self._raise("node_down", node, f"node {node} failed: {h.get('error')}", sample)

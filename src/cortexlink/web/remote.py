@@ -284,10 +284,16 @@ def main(argv: list[str] | None = None) -> int:
             tmp.replace(a.info)
 
     threading.Thread(target=announce, daemon=True).start()
-    try:
-        out = runner.run()
-    except KeyboardInterrupt:
-        return 130
+    from cortexlink.runtime.signals import stop_on_signals
+
+    with stop_on_signals() as sig:         # SIGTERM/SIGINT/SIGHUP: a clean stop, its redis-server stopped
+        try:
+            out = runner.run()
+        except KeyboardInterrupt:
+            return 130
+    if sig.exit_code is not None:
+        logger.info("graph stopped by %s: %s", sig.name, out.get("stop_reason"))
+        return sig.exit_code
     logger.info("graph ended: %s", out.get("stop_reason"))
     return 0
 
