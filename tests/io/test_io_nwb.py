@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cortexlink.core.errors import ValidationError
+from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.types import BinnedFeatures, ChannelMap, Chunk
 from cortexlink.io.nwb import NWBFileError, check_nwb, export_nwb, iter_nwb_chunks, read_nwb_streams
 from cortexlink.io.session_log import CorruptSessionError, SessionReader, SessionRecorder, recover
@@ -229,7 +229,7 @@ def test_no_raw_export_and_overwrite(tmp_path):
         f = io.read()
         assert "ElectricalSeries" not in f.acquisition
         assert f.processing["ecephys"]["ThresholdCrossings"].data.shape == (40, 8)
-    with pytest.raises(ValidationError, match=r"s\.nwb: exists; pass overwrite=True"):
+    with pytest.raises(ConfigError, match=r"s\.nwb exists; choose a new path"):
         export_nwb(tmp_path / "s", out)
     with pytest.raises(NWBFileError, match=r"s\.nwb: no acquisition/ElectricalSeries \(exported with --no-raw"):
         next(iter_nwb_chunks(out, 10))
@@ -338,7 +338,7 @@ def test_cli_export(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["raw"]["n_holes"] == 1 and out["bytes"] == (tmp_path / "s.nwb").stat().st_size
     assert main(["export", str(tmp_path / "s"), "--to", str(tmp_path / "s.nwb")]) == 2
-    assert "exists; pass overwrite=True (--overwrite)" in capsys.readouterr().err
+    assert "exists; choose a new path (or pass --overwrite" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "s"), "--to", str(tmp_path / "s.nwb"), "--overwrite", "--no-raw"]) == 0
     assert "ElectricalSeries" not in capsys.readouterr().out
 
