@@ -130,7 +130,7 @@ def _read(source: Any) -> dict:
             if isinstance(source, str) and source in BUILTIN_GRAPHS:
                 p = builtin_graph(source)
             else:
-                raise ConfigError(f"graph file {brief(str(p))} does not exist (built-in graphs: {list(BUILTIN_GRAPHS)})")
+                raise ConfigError(f"graph file {brief(str(p))[1:-1]} does not exist (built-in graphs: {list(BUILTIN_GRAPHS)})")
         raw = read_yaml_file(p, what="graph file")
     elif isinstance(source, str):
         raw = load_yaml(source, what="graph")
