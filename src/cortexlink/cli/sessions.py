@@ -22,10 +22,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sh.add_argument("session", help="session id, id prefix or folder")
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(func=_show)
-    rg = ssub.add_parser("register", help="add session folders to the catalogue")
+    rg = ssub.add_parser("register", help="add session folders to the catalogue",
+                         description="Adds (or updates) each folder's session. A folder holding a session the "
+                                     "catalogue already has at another folder that still holds it (a copy) is "
+                                     "refused unless --copy is given; a session whose catalogued folder no longer "
+                                     "holds it is moved to the new folder. Each line says which.")
     rg.add_argument("folders", type=Path, nargs="+")
+    rg.add_argument("--copy", action="store_true", help="register a copy of a catalogued session as a distinct "
+                    "entry <id>~copy<N> (the original's entry is left as it is)")
     rg.set_defaults(func=_register)
-    vf = ssub.add_parser("verify", help="re-check every file's SHA-256 (one session or all)")
+    vf = ssub.add_parser("verify", help="re-check every file's SHA-256, header and record checksums (one session "
+                                        "or all)",
+                         description="Re-checks each catalogued session's files against the SHA-256 stored in "
+                                     "the catalogue, and its folder: the manifest, every file against the "
+                                     "manifest, the decoders' checksums recorded as they went live, every stream "
+                                     "header's and record's checksum, and that no live process is recording it. "
+                                     "A folder that is not catalogued is verified on its own.")
     vf.add_argument("session", nargs="?", default=None, help="session id, prefix or folder (default: all)")
     vf.add_argument("--json", action="store_true")
     vf.set_defaults(func=_verify)
@@ -69,14 +81,22 @@ def _show(args: argparse.Namespace) -> int:
 def _register(args: argparse.Namespace) -> int:
     with _cat(args) as cat:
         for f in args.folders:
-            print(f"registered {cat.register(f)} ({f})")
+            print(cat.registration(f, as_copy=args.copy)["message"])
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
     import sys
     with _cat(args) as cat:
-        res = cat.verify(args.session, progress=sys.stderr.isatty())
+        key = args.session
+        folder = Path(key).resolve() if key is not None and Path(key).is_dir() else None
+        if folder is not None and not any(r["path"] == str(folder) for r in cat.sessions()):
+            from cortexlink.io.session_log import verify_session
+            rep = verify_session(folder)
+            res = [{"session_id": rep["session_id"] or str(folder), "path": str(folder), "ok": rep["ok"],
+                    "problems": rep["problems"]}]
+        else:
+            res = cat.verify(key, progress=sys.stderr.isatty())
     if args.json:
         print(json.dumps(res, indent=1))
     else:

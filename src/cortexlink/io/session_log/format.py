@@ -20,7 +20,10 @@ from cortexlink.core.errors import CortexlinkError, ValidationError
 from cortexlink.core.jsonutil import json_default
 
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Stream format versions this code reads: 1 (header without a checksum) and 2 (header followed by
+#: the CRC-32 of the magic, version, length and JSON).
+READABLE_VERSIONS = (1, 2)
 FILE_MAGIC = b"CLOG"
 REC_MAGIC = b"REC0"
 _FILE_HDR = struct.Struct("<4sHI")          # magic, version, json length
@@ -50,6 +53,15 @@ class CorruptSessionError(ValidationError):
     """A session folder or stream file is damaged or is not a cortexlink session."""
 
 
+class DamagedHeaderError(CorruptSessionError):
+    """A stream file's header is damaged (checksum, JSON or fields), while the records after it may
+    be intact: ``cortexlink recover`` rebuilds the header from the manifest's copy."""
+
+
+class SessionBusy(CortexlinkError, RuntimeError):
+    """A live process holds the session folder's lock (it is being recorded)."""
+
+
 def _atomic_write_json(path: Path, obj: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -76,7 +88,8 @@ def _json_default(o: Any) -> Any:
 
 def _encode_file_header(info: dict) -> bytes:
     js = json.dumps(info, default=_json_default).encode("utf-8")
-    return _FILE_HDR.pack(FILE_MAGIC, FORMAT_VERSION, len(js)) + js
+    head = _FILE_HDR.pack(FILE_MAGIC, FORMAT_VERSION, len(js)) + js
+    return head + _CRC.pack(zlib.crc32(head))
 
 
 def _encode_record(seq: int, sample: int, host_ns: int, payload: bytes | memoryview) -> bytes:
@@ -97,27 +110,122 @@ class Record:
     offset: int
 
 
-def read_file_header(path: Path) -> tuple[dict, int]:
-    """The JSON header of a stream file and the offset of its first record."""
+def _session_of(path: Path) -> Path:
+    return path.parent.parent
+
+
+def check_header_info(info: Any, where: Path) -> dict:
+    """Check a stream header's fields (``kind``, ``dtype``, ``columns``, ``rate_hz``,
+    ``bin_width_samples``); raise :class:`DamagedHeaderError` naming the field otherwise."""
+    def bad(field: str, what: str, got: Any) -> DamagedHeaderError:
+        return DamagedHeaderError(f"{where}: stream header field {field!r} must be {what}; got {got!r:.80}; run "
+                                  f"`cortexlink recover {_session_of(where)}` to rebuild it from the manifest")
+
+    if not isinstance(info, dict):
+        raise bad("(header)", "a JSON object", info)
+    kind = info.get("kind")
+    if kind not in ("array", "json"):
+        raise bad("kind", "'array' or 'json'", kind)
+    if kind == "array":
+        dt = info.get("dtype")
+        try:
+            ok = isinstance(dt, str) and np.dtype(dt).kind in "biuf" and np.dtype(dt).itemsize > 0
+        except TypeError:
+            ok = False
+        if not ok:
+            raise bad("dtype", "a numeric numpy dtype such as '<i2' or '<f4'", dt)
+        cols = info.get("columns")
+        if not isinstance(cols, list) or not cols or not all(isinstance(c, str) for c in cols):
+            raise bad("columns", "a non-empty list of column names", cols)
+    rate = info.get("rate_hz")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0
+                             or rate == float("inf")):
+        raise bad("rate_hz", "a positive number or null", rate)
+    bw = info.get("bin_width_samples")
+    if bw is not None and (isinstance(bw, bool) or not isinstance(bw, int) or bw < 1):
+        raise bad("bin_width_samples", "a positive whole number", bw)
+    return info
+
+
+@dataclasses.dataclass(frozen=True)
+class HeaderCheck:
+    """What :func:`inspect_header` found: ``info`` and ``first_offset`` (None where unknown),
+    ``version``, ``problem`` (None when the header is intact) and ``foreign`` (the file does not
+    even start with the stream magic)."""
+
+    info: dict | None
+    first_offset: int | None
+    version: int | None
+    problem: str | None
+    foreign: bool = False
+
+
+def inspect_header(path: Path) -> HeaderCheck:
+    """Read and check a stream file's header without raising for damage (see :class:`HeaderCheck`)."""
     with open(path, "rb") as f:
         head = f.read(_FILE_HDR.size)
         if len(head) < _FILE_HDR.size:
-            raise CorruptSessionError(f"{path}: file is {len(head)} bytes, shorter than a stream header; "
-                                      "truncated before anything was recorded")
+            return HeaderCheck(None, None, None, f"file is {len(head)} bytes, shorter than a stream header; "
+                               "truncated before anything was recorded")
         magic, version, n = _FILE_HDR.unpack(head)
         if magic != FILE_MAGIC:
-            raise CorruptSessionError(f"{path}: not a cortexlink stream file (magic {magic!r}, expected {FILE_MAGIC!r})")
-        if version > FORMAT_VERSION:
-            raise CorruptSessionError(f"{path}: stream format version {version} is newer than this cortexlink "
-                                      f"reads ({FORMAT_VERSION}); upgrade cortexlink")
+            return HeaderCheck(None, None, None, f"not a cortexlink stream file (magic {magic!r}, expected "
+                               f"{FILE_MAGIC!r})", foreign=True)
+        if version not in READABLE_VERSIONS:
+            if FORMAT_VERSION < version < 256 and not _is_v2_with_version_damaged(f, head, n):
+                return HeaderCheck(None, None, version, f"stream format version {version} is newer than this "
+                                   f"cortexlink reads ({FORMAT_VERSION}); upgrade cortexlink")
+            return HeaderCheck(None, None, version, f"stream header damaged (format version field {version})")
+        if n > MAX_PAYLOAD:
+            return HeaderCheck(None, None, version, f"stream header damaged (implausible header length {n})")
         body = f.read(n)
         if len(body) < n:
-            raise CorruptSessionError(f"{path}: stream header truncated ({len(body)} of {n} bytes)")
-        try:
-            info = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CorruptSessionError(f"{path}: stream header is not valid JSON ({exc})") from None
-    return info, _FILE_HDR.size + n
+            return HeaderCheck(None, None, version, f"stream header truncated ({len(body)} of {n} bytes)")
+        first = _FILE_HDR.size + n
+        if version >= 2:
+            tail = f.read(_CRC.size)
+            first += _CRC.size
+            if len(tail) < _CRC.size:
+                return HeaderCheck(None, None, version, "stream header truncated (its checksum is missing)")
+            if _CRC.unpack(tail)[0] != zlib.crc32(head + body):
+                return HeaderCheck(None, first, version, "stream header damaged (checksum mismatch)")
+    try:
+        info = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return HeaderCheck(None, first, version, f"stream header is not valid JSON ({exc})")
+    try:
+        check_header_info(info, path)
+    except DamagedHeaderError as exc:
+        return HeaderCheck(None, first, version, str(exc).split(": ", 1)[1].split("; run `")[0])
+    return HeaderCheck(info, first, version, None)
+
+
+def _is_v2_with_version_damaged(f: Any, head: bytes, n: int) -> bool:
+    """Whether a header of an unknown version checks out as a format-2 header once its version
+    field is read as 2 (then the version field is damaged, not newer)."""
+    if n > MAX_PAYLOAD:
+        return False
+    body = f.read(n + _CRC.size)
+    if len(body) < n + _CRC.size:
+        return False
+    fixed = _FILE_HDR.pack(FILE_MAGIC, 2, n)
+    return _CRC.unpack_from(body, n)[0] == zlib.crc32(fixed + body[:n])
+
+
+def read_file_header(path: Path) -> tuple[dict, int]:
+    """The JSON header of a stream file and the offset of its first record.
+
+    Raises :class:`CorruptSessionError` (:class:`DamagedHeaderError` when the file is a stream
+    file whose header is damaged) naming the file and what to do.
+    """
+    h = inspect_header(path)
+    if h.problem is None:
+        assert h.info is not None and h.first_offset is not None
+        return h.info, h.first_offset
+    if h.foreign or "newer than" in h.problem or h.problem.startswith("file is"):
+        raise CorruptSessionError(f"{path}: {h.problem}")
+    raise DamagedHeaderError(f"{path}: {h.problem}; the records after it may be intact - run `cortexlink recover "
+                             f"{_session_of(path)}` to rebuild the header from the manifest")
 
 
 def _decode(info: dict, payload: bytes) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 
 from cortexlink.core.errors import ValidationError
 from cortexlink.io.session_log.format import CorruptSessionError, Record, read_file_header, scan_stream
+from cortexlink.io.session_log.manifest import read_manifest
 
 logger = logging.getLogger("cortexlink.io.session_log")
 
@@ -30,18 +30,7 @@ class SessionReader:
     def __init__(self, path: str | os.PathLike, *, salvage: bool = False) -> None:
         self.path = Path(path)
         self.salvage = salvage
-        mpath = self.path / "manifest.json"
-        if not self.path.is_dir():
-            raise CorruptSessionError(f"{self.path}: not a folder; a cortexlink session is a folder with manifest.json")
-        if not mpath.is_file():
-            raise CorruptSessionError(f"{self.path}: no manifest.json; not a cortexlink session folder")
-        try:
-            self.manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CorruptSessionError(f"{mpath}: not valid JSON ({exc}); run `cortexlink recover {self.path}`") from None
-        if self.manifest.get("format") != "cortexlink-session":
-            raise CorruptSessionError(f"{mpath}: not a cortexlink session manifest (format "
-                                      f"{self.manifest.get('format')!r})")
+        self.manifest = read_manifest(self.path)      # fields checked: errors name the field
         self.fs_hz = self.manifest.get("fs_hz")
         cm = self.manifest.get("channel_map")
         from cortexlink.core.types import ChannelMap

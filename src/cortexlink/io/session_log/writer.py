@@ -21,11 +21,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from cortexlink.core.errors import CortexlinkError, ValidationError
-from cortexlink.io._common import _PSEUDONYM_CHARS, check_participant_id
+from cortexlink.io._common import _PSEUDONYM_CHARS, check_participant_id, sha256_file
 from cortexlink.io.session_log.format import (
     FORMAT_VERSION, InsufficientDiskSpace, REC_HEADER_BYTES, RecorderOverflow, _atomic_write_json, _encode_file_header,
     _encode_record, _json_default,
 )
+from cortexlink.io.session_log.lock import SessionLock
 from cortexlink.io.session_log.repair import _register, finalize
 
 logger = logging.getLogger("cortexlink.io.session_log")
@@ -162,6 +163,9 @@ class SessionRecorder:
                 raise InsufficientDiskSpace(f"recording {what} needs about {need / 1e9:.2f} GB; {self.path} has "
                                             f"{free / 1e9:.2f} GB free")
         self.session_id = session_id or f"{participant_id}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        self.participant_id = participant_id
+        # held while recording: `recover` refuses while it is held; the kernel drops it if we die
+        self._lock = SessionLock(self.path, "recording").acquire()
         self.manifest: dict = {
             "format": "cortexlink-session", "format_version": FORMAT_VERSION, "session_id": self.session_id,
             "participant_id": participant_id, "state": "recording",
@@ -173,7 +177,11 @@ class SessionRecorder:
             "writer": {"max_queue_bytes": self.max_queue_bytes, "on_full": self.on_full,
                        "fsync_interval_s": self.fsync_interval_s},
         }
-        _atomic_write_json(self.path / "manifest.json", self.manifest)
+        try:
+            _atomic_write_json(self.path / "manifest.json", self.manifest)
+        except BaseException:
+            self._lock.release()
+            raise
         self._streams: dict[str, _Stream] = {}
         self._q: deque = deque()
         self._q_bytes = 0
@@ -208,17 +216,19 @@ class SessionRecorder:
         if kind not in ("array", "json"):
             raise ValidationError(f"kind must be 'array' or 'json'; got {kind!r}")
         hdr = {"name": name, "kind": kind, "rate_hz": rate_hz if rate_hz is not None else self.fs_hz,
-               "session_id": self.session_id, **info}
+               "session_id": self.session_id, "participant_id": self.participant_id, **info}
         if kind == "array":
             if columns is None:
                 raise ValidationError(f"array stream {name!r} needs its column names (columns=...)")
             hdr["dtype"] = np.dtype(dtype).str
             hdr["columns"] = [str(c) for c in columns]
+        hdr = json.loads(json.dumps(hdr, default=_json_default))     # as the file and the manifest hold it
         st = _Stream(name=name, info=hdr, path=self.path / "streams" / f"{name}.clog")
         with self._cv:
             self._streams[name] = st
-            self.manifest["streams"][name] = {k: v for k, v in hdr.items() if k != "columns"} | {
-                "n_columns": len(hdr.get("columns", ()))}
+            # the manifest keeps a copy of the header: `recover` rebuilds a damaged header from it
+            self.manifest["streams"][name] = {k: v for k, v in hdr.items() if k not in ("columns", "channel_map")} | {
+                "n_columns": len(hdr.get("columns", ())), "header": hdr}
         _atomic_write_json(self.path / "manifest.json", self.manifest)
 
     def set_source(self, channel_map: Any, fs_hz: float, **info: Any) -> None:
@@ -316,7 +326,8 @@ class SessionRecorder:
             cols = (list(self.channel_map.channel_ids) if self.channel_map is not None
                     else [f"ch{i:04d}" for i in range(chunk.n_channels)])
             self.declare("raw", kind="array", dtype=chunk.data.dtype, columns=cols, rate_hz=chunk.fs_hz,
-                         units="counts" if chunk.data.dtype.kind in "iu" else "uV")
+                         units="counts" if chunk.data.dtype.kind in "iu" else "uV",
+                         channel_map=self.channel_map.to_dict() if self.channel_map is not None else None)
         return self.write_array("raw", chunk.start_sample, chunk.data, host_time_ns=chunk.host_time_ns)
 
     def write_features(self, bf: Any, name: str = "features") -> bool:
@@ -345,10 +356,29 @@ class SessionRecorder:
     def event(self, kind: str, sample: int = -1, **fields: Any) -> bool:
         """Append an event (``kind``, source ``sample``, any JSON-able fields) to stream ``events``.
 
-        Events bypass the queue's byte budget (they are never dropped for lack of room)."""
+        Events bypass the queue's byte budget (they are never dropped for lack of room). A
+        ``decoder`` event whose ``file`` is in the session folder records that file's SHA-256 (in
+        the event and the manifest's ``decoders``), so a damaged decoder is found even after a crash."""
+        if kind == "decoder" and isinstance(fields.get("file"), str):
+            fields = self._note_decoder(fields)
         body = {"kind": str(kind), "sample": int(sample), "wall_utc": time.time(), **fields}
         payload = json.dumps(body, default=_json_default).encode("utf-8")
         return self._put("events", int(sample), time.monotonic_ns(), payload, 1, force=True)
+
+    def _note_decoder(self, fields: dict) -> dict:
+        rel = fields["file"]
+        p = self.path / rel
+        try:
+            if not p.resolve().is_relative_to(self.path.resolve()) or not p.is_file():
+                return fields
+            meta = {"file": rel, "sha256": sha256_file(p), "bytes": p.stat().st_size}
+        except OSError:
+            return fields
+        with self._cv:
+            self.manifest.setdefault("decoders", {})[rel] = meta
+            snapshot = json.loads(json.dumps(self.manifest, default=_json_default))
+        _atomic_write_json(self.path / "manifest.json", snapshot)
+        return {**fields, "sha256": meta["sha256"]}
 
     def save_decoder(self, decoder: Any, name: str, sample: int) -> Path:
         """Save a decoder as it goes live (for replay) and record a ``decoder`` event."""
@@ -556,6 +586,8 @@ class SessionRecorder:
             summary = {**self.manifest, **extra, "state": "stopped", "finalize_error": str(exc)}
             self.manifest = summary
             return summary
+        finally:
+            self._lock.release()
         self.manifest = summary
         _register(self.path, self._catalogue)
         return summary
