@@ -1,6 +1,7 @@
 """What the session log and the catalogue share: the pseudonymous participant-id rule and file
-checksums. Kept apart so that the catalogue never imports the session log (the session log
-imports the catalogue, inside a function, to register a session)."""
+checksums. Kept apart from both: the session log imports the catalogue (inside a function, to
+register a session) and the catalogue only the session log's leaf modules (``manifest``,
+``verify``), which never import the catalogue."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ def _session_info(reader: Any, raw: bool) -> dict:
             if size != mst["bytes"]:
                 raise CorruptSessionError(
                     f"{p}: {size} bytes, but {mpath} says {mst['bytes']} (the file was truncated or changed after "
-                    f"the session closed); run `cortexlink verify {path}`")
+                    f"the session closed); run `cortexlink sessions verify {path}`")
         if headers[name].get("kind") == "array":
             ncol = len(headers[name].get("columns") or ())
             if "n_columns" in mst and int(mst["n_columns"]) != ncol:
