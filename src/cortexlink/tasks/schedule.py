@@ -72,7 +72,7 @@ def _number(prefix: str, path: str, value: Any) -> float:
     if value <= 0:
         raise _err(prefix, path, f"must be > 0; got {brief(value)}")
     if value > MAX_BLOCK_SECONDS:
-        raise _err(prefix, path, f"must be at most {MAX_BLOCK_SECONDS:g} s (24 h); got {brief(value)}")
+        raise _err(prefix, path, f"must be at most {MAX_BLOCK_SECONDS:g} s (24 h); got {value:g}")
     return float(value)
 
 
