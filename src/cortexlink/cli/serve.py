@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "to 127.0.0.1 unless --host is given (then --token is required).")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: 127.0.0.1; anything but a loopback address needs --token)")
-    p.add_argument("--port", type=int, default=8765, help="TCP port (default: 8765; 0 picks a free one)")
+    p.add_argument("--port", type=int, default=8765, help="TCP port, 0..65535 (default: 8765; 0 picks a free one)")
     p.add_argument("--token", default=os.environ.get("CORTEXLINK_TOKEN"),
                    help="shared secret every request must carry (default: $CORTEXLINK_TOKEN); required off loopback")
     p.add_argument("--graph", default=None,
@@ -42,7 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "died) instead of starting one; Ctrl+C then detaches and leaves the graph running")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
     p.add_argument("--record-dir", type=Path, default=Path("runs") / "recordings",
-                   help="parent folder of recordings started from the UI (default: runs/recordings)")
+                   help="parent folder of recordings started from the UI (default: runs/recordings; not a system "
+                        "folder nor inside a recorded session)")
     p.add_argument("--participant-id", default="sim-0001", help="pseudonymous participant code for recordings")
     p.add_argument("--speed", type=float, default=1.0,
                    help="pace of the simulated implant relative to the wall clock (default: 1.0)")
@@ -56,9 +56,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cortexlink.core.errors import ConfigError
+    from cortexlink.core.outpath import check_output_dir
+    from cortexlink.core.validation import check_range
     from cortexlink.web.controller import OperatorController
     from cortexlink.web.server import OperatorServer, is_loopback
 
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be a TCP port in 0..65535 (0 picks a free one); got {args.port}")
+    check_range("--stream-hz", args.stream_hz, 1.0, 120.0)
+    if not args.attach:
+        check_output_dir(args.record_dir, what="--record-dir", create=False)
     if not is_loopback(args.host) and not args.token:
         raise ConfigError(f"--host {args.host} is not a loopback address: --token (or $CORTEXLINK_TOKEN) is required")
     if args.attach and (args.redis is None or args.redis == "auto"):
@@ -100,18 +107,13 @@ def run(args: argparse.Namespace) -> int:
         except Exception:  # noqa: BLE001 - no browser is fine
             pass
 
-    def _term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, _term)
-    try:
+    try:                # SIGINT, SIGTERM, SIGHUP: KeyboardInterrupt once (cli.main, runtime.signals)
         while ctl.running:
             time.sleep(0.25)
         print(f"cortexlink serve: the session ended (state {ctl.state})", file=sys.stderr)
     except KeyboardInterrupt:
         print("cortexlink serve: " + ("detaching (the graph runs on)…" if args.attach else "stopping…"), file=sys.stderr)
     finally:
-        signal.signal(signal.SIGTERM, old)
         server.stop()
         ctl.stop()
     return 0 if ctl.state != "error" else 1

@@ -22,7 +22,12 @@ from cortexlink.core.errors import ValidationError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["replay", "ReplayResult"]
+__all__ = ["replay", "ReplayResult", "WARMUP_S"]
+
+#: A recording begun mid-session (e.g. from the operator UI) starts its raw data where the live
+#: filters already had a history: its first bins differ while the replayed filters warm up, and
+#: are not compared (measured: 5 bins of 20 ms; the rows after them are bit-identical).
+WARMUP_S = 0.25
 
 
 class ReplayResult(dict):
@@ -71,10 +76,12 @@ def replay(path: str | Path, *, realtime: bool = False, speed: float = 1.0, prog
         Imported recordings go through a default extractor (nothing to compare with).
     realtime : bool
         Pace chunks to the wall clock (times ``speed``) instead of as fast as possible.
+    speed : float
+        With ``realtime``: the pace, a number > 0 (2: twice real time).
     compare : bool
         Compare with the recorded features and decoder outputs.
     seconds : float, optional
-        Replay only the first ``seconds`` of the recording.
+        Replay only the first ``seconds`` of the recording (a number > 0).
     format : str, optional
         Importer format (see :data:`cortexlink.io.importers.FORMATS`) to force.
     chunk_ms : float
@@ -86,8 +93,13 @@ def replay(path: str | Path, *, realtime: bool = False, speed: float = 1.0, prog
     """
     from tqdm.auto import tqdm
 
+    from cortexlink.core.validation import check_positive
     from cortexlink.dsp import FeatureExtractor
 
+    speed = check_positive("speed", speed)
+    if seconds is not None:
+        seconds = check_positive("seconds", seconds)
+    chunk_ms = check_positive("chunk_ms", chunk_ms)
     path = Path(path)
     kind, src = _source(path, format)
     if kind == "import":
@@ -119,16 +131,32 @@ def replay(path: str | Path, *, realtime: bool = False, speed: float = 1.0, prog
     if "features" in dsp:
         dsp["features"] = tuple(dsp["features"])
     fx = FeatureExtractor(cmap, fs, **dsp)
+    recal: list[dict] = []
+    notes: list[str] = []
+    mid_session = False
+    if kind == "session":
+        recal, mid_session = _recorded_calibration(src, fx, notes)
     stop = None if seconds is None else int(round(seconds * fs))
     feats_s, feats = [], []
     t0 = time.perf_counter()
     n_samples = 0
     bar = tqdm(total=n_total, desc="replay", unit="chunk", disable=not progress)
     try:
+        pending = None
+        first = end = None
         for ch in _paced(chunks, fs, realtime, speed):
             if stop is not None and ch.start_sample >= stop:
                 break
+            first = ch.start_sample if first is None else first
+            end = ch.end_sample
+            if recal and ch.start_sample >= recal[0]["armed_at_sample"]:
+                pending = recal.pop(0)                  # the operator's recalibration, where the live dsp began it
+                fx.recalibrate()
+                cal_before = fx.calibration_ if fx.is_calibrated else None
             bf = fx.step(ch)
+            if pending is not None and fx.is_calibrated and fx.calibration_ is not cal_before:
+                fx.set_calibration(_calibration(pending, fx.n_channels))   # the live figures, exactly
+                pending = None
             n_samples += ch.n_samples
             if bf.n_bins:
                 feats_s.append(np.asarray(bf.bin_start_samples))
@@ -141,17 +169,23 @@ def replay(path: str | Path, *, realtime: bool = False, speed: float = 1.0, prog
     F = np.concatenate(feats) if feats else np.zeros((0, len(fx.feature_names)), np.float32)
     out = ReplayResult(features={"samples": F_s, "data": F, "names": fx.feature_names},
                        samples=n_samples, seconds=n_samples / fs, wall_s=wall,
-                       speed_x=(n_samples / fs) / wall if wall > 0 else float("inf"), compare={})
+                       speed_x=(n_samples / fs) / wall if wall > 0 else float("inf"), compare={}, notes=notes)
     if kind == "session":
-        out["decoder"] = _replay_decoders(src, F_s, F, fx.bin_width_samples)
+        W = fx.bin_width_samples
+        out["decoder"] = _replay_decoders(src, F_s, F, W)
+        out["raw_samples"] = [first, end]
         if compare:
+            # a recording begun mid-session: its first bins differ while the replayed filters warm up
+            lo = first + int(round(WARMUP_S * fs)) if (mid_session and first is not None) else None
+            hi = None if (stop is not None or end is None) else end       # the raw data end here
             rs, rf = src.read_array("features", stop_sample=stop)
-            out["compare"]["features"] = _compare(rs, rf, F_s, F)
+            out["compare"]["features"] = _compare(rs, rf, F_s, F, lo=lo, hi=None if hi is None else hi - W + 1)
             if out["decoder"] is not None and "decoder" in src.streams:
                 ds, dr = src.read_array("decoder", stop_sample=None if stop is None else stop + 1)
                 rec_cols = src.columns("decoder")   # compare the replayed columns by name
                 keep = [rec_cols.index(c) for c in out["decoder"]["columns"] if c in rec_cols]
-                out["compare"]["decoder"] = _compare(ds, dr[:, keep], out["decoder"]["samples"], out["decoder"]["data"])
+                out["compare"]["decoder"] = _compare(ds, dr[:, keep], out["decoder"]["samples"], out["decoder"]["data"],
+                                                     lo=None if lo is None else lo + W, hi=None if hi is None else hi + 1)
     elif kind == "nwb" and compare and nwb.get("features") is not None:
         ns, nd, _names, _w = nwb["features"]
         if stop is not None:
@@ -164,27 +198,112 @@ def replay(path: str | Path, *, realtime: bool = False, speed: float = 1.0, prog
     return out
 
 
-def _compare(rec_s: np.ndarray, rec: np.ndarray, new_s: np.ndarray, new: np.ndarray) -> dict:
-    """Rows of ``new`` at the sample indices of ``rec``: how many match exactly (NaN == NaN)."""
+def _calibration(d: dict, n: int) -> Any:
+    """A :class:`~cortexlink.dsp.Calibration` from what the dsp node published (``<dsp>/calibration``)."""
+    from cortexlink.dsp import Calibration
+
+    def arr(key: str) -> np.ndarray:
+        v = d.get(key)
+        if not isinstance(v, list) or len(v) != n:
+            raise ValidationError(f"the recorded dsp calibration's {key} must list {n} values")
+        return np.asarray([np.nan if x is None else x for x in v], np.float64)
+
+    def mask(key: str) -> np.ndarray:
+        m = np.zeros(n, bool)
+        idx = np.asarray(d.get(key) or [], np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise ValidationError(f"the recorded dsp calibration's {key} names channels outside 0..{n - 1}")
+        m[idx] = True
+        return m
+
+    return Calibration(noise_rms_uv=arr("noise_rms_uv"), thresholds_uv=arr("thresholds_uv"), bad=mask("bad"),
+                       flat=mask("flat"), saturated=mask("saturated"), nonfinite=mask("nonfinite"),
+                       n_samples=int(d.get("n_samples") or 0))
+
+
+def _recorded_calibration(src: Any, fx: Any, notes: list[str]) -> tuple[list[dict], bool]:
+    """Put the calibration in force when the recording began (a recording started mid-session, e.g.
+    from the operator UI) into ``fx``; return the later recalibrations to replay (each where the
+    live dsp began it) and whether the recording began mid-session. A recording without one
+    calibrates on its first ``calibration_s``, as the live session did when it recorded from its
+    start."""
+    cal0 = src.manifest.get("dsp_calibration")
+    if not isinstance(cal0, dict):
+        return [], False
+    if cal0.get("has_lrr_matrix"):
+        notes.append("recorded mid-session with the 'lrr' reference, whose matrix is not recorded: replay "
+                     "calibrates itself and its features may differ")
+        return [], True
+    try:
+        fx.set_calibration(_calibration(cal0, fx.n_channels))
+        later = [e for e in src.events("dsp_calibration")
+                 if int(e.get("version") or 0) > int(cal0.get("version") or 0)
+                 and isinstance(e.get("armed_at_sample"), int)]
+        for e in later:
+            _calibration(e, fx.n_channels)
+    except (ValidationError, TypeError, ValueError) as exc:
+        raise ValidationError(f"{src.path / 'manifest.json'}: {exc}; `cortexlink sessions verify {src.path}` "
+                              "checks the recording") from None
+    notes.append(f"recorded mid-session: the live dsp calibration (version {cal0.get('version')}) was used"
+                 + (f", and {len(later)} recalibration(s) replayed" if later else ""))
+    return sorted(later, key=lambda e: e["armed_at_sample"]), True
+
+
+def _compare(rec_s: np.ndarray, rec: np.ndarray, new_s: np.ndarray, new: np.ndarray, *, lo: int | None = None,
+             hi: int | None = None) -> dict:
+    """Rows of ``new`` at the sample indices of ``rec``: how many match exactly (NaN == NaN).
+
+    Recorded rows before ``lo`` (the filters' warm-up of a recording begun mid-session) and from
+    ``hi`` on (past the end of the raw data, e.g. after ``recover`` cut it) cannot be reproduced:
+    they are counted (``rows_warmup``, ``rows_after_raw_end``), not compared."""
+    n_rec = int(rec_s.size)
+    keep = np.ones(n_rec, bool)
+    n_warm = n_after = 0
+    if lo is not None:
+        n_warm = int((rec_s < lo).sum())
+        keep &= rec_s >= lo
+    if hi is not None:
+        n_after = int((keep & (rec_s >= hi)).sum())
+        keep &= rec_s < hi
+    rec_s, rec = rec_s[keep], rec[keep]
+    extra = {"rows_warmup": n_warm, "rows_after_raw_end": n_after}
     common, ir, inew = np.intersect1d(rec_s, new_s, return_indices=True)
     a = np.asarray(rec[ir], dtype=np.float64)
     b = np.asarray(new[inew], dtype=np.float64)
     if a.shape[1:] != b.shape[1:]:
-        return {"rows_recorded": int(rec_s.size), "rows_compared": 0, "equal": False,
+        return {"rows_recorded": n_rec, "rows_compared": 0, "equal": False, **extra,
                 "reason": f"column count differs: recorded {a.shape[1:]}, replayed {b.shape[1:]}"}
     both_nan = np.isnan(a) & np.isnan(b)
     diff = np.where(both_nan, 0.0, np.abs(a - b))
     diff = np.where(np.isnan(diff), np.inf, diff)
     row_eq = np.all(diff == 0.0, axis=1) if a.size else np.zeros(0, bool)
-    return {"rows_recorded": int(rec_s.size), "rows_compared": int(common.size), "rows_equal": int(row_eq.sum()),
-            "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+    return {"rows_recorded": n_rec, "rows_compared": int(common.size), "rows_equal": int(row_eq.sum()),
+            "max_abs_diff": float(diff.max()) if diff.size else 0.0, **extra,
             "equal": bool(common.size == rec_s.size and row_eq.all())}
+
+
+def _load_decoder(folder: Path, rel: str, block: str) -> Any:
+    """A recorded decoder file; a missing or damaged one is a clear error naming it."""
+    from cortexlink.core.errors import CortexlinkError
+    from cortexlink.decoders import load
+    from cortexlink.io.session_log import CorruptSessionError
+
+    path = folder / rel
+    hint = f"`cortexlink sessions verify {folder}` checks every file of the recording"
+    if not path.is_file():
+        raise CorruptSessionError(f"{path}: the decoder file that block {block!r} used is missing; {hint}")
+    try:
+        return load(path)
+    except CortexlinkError as exc:
+        raise CorruptSessionError(f"{path}: the decoder file that block {block!r} used cannot be loaded ({exc}); "
+                                  f"{hint}") from None
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, zlib.error, EOFError, KeyError...: a damaged file
+        raise CorruptSessionError(f"{path}: the decoder file that block {block!r} used is damaged "
+                                  f"({type(exc).__name__}: {exc}); {hint}") from None
 
 
 def _replay_decoders(src: Any, F_s: np.ndarray, F: np.ndarray, width: int) -> dict | None:
     """Step the recorded decoders over the closed-loop blocks' bins as the live session did."""
-    from cortexlink.decoders import load
-
     events = src.events()
     starts = [e for e in events if e["kind"] == "block_start"]
     ends = {e["name"]: e["sample"] for e in events if e["kind"] == "block_end"}
@@ -204,7 +323,7 @@ def _replay_decoders(src: Any, F_s: np.ndarray, F: np.ndarray, width: int) -> di
             if rel is None:
                 return None
             if rel not in cache:
-                cache[rel] = load(src.path / rel)
+                cache[rel] = _load_decoder(src.path, rel, b["name"])
             return cache[rel]
 
         dec = get(b["decoder_file"])

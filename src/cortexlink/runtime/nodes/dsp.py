@@ -43,7 +43,10 @@ class DspNode(Node):
     at set-up (``dsp``: :meth:`~cortexlink.dsp.FeatureExtractor.get_params` without the channel
     map; ``names``; ``bin_width_samples``). Each time the noise calibration completes, its
     figures are published under ``<name>/noise`` (``version``, ``noise_rms_uv``, ``bad``: channel
-    indices). With the ``operator`` input (``operator.commands``), the command
+    indices) and, exactly, under ``<name>/calibration`` (``version``, ``noise_rms_uv``,
+    ``thresholds_uv``, ``bad``/``flat``/``saturated``/``nonfinite`` indices, ``n_samples``,
+    ``armed_at_sample``: the first sample of a recalibration's window, None for the first), which
+    a recorder stores so that replay reproduces the live features. With the ``operator`` input (``operator.commands``), the command
     ``recalibrate_noise`` re-estimates noise RMS, thresholds and bad channels from the next
     ``calibration_s`` of data (the decoder columns stay as they are). The decoder columns are fixed when the extractor's calibration completes and published under
     ``<name>/features`` (names, bad channels). Deadline: a chunk that completes no bin must be
@@ -120,6 +123,8 @@ class DspNode(Node):
             "kinds": list(self.kinds), "raster_channels": len(tx)})
         self._cal_obj = None
         self._noise_version = 0
+        self._armed_at: int | None = None              # where the calibration in progress began (None: at the start)
+        self._next_sample: int | None = None
         if not hasattr(self, "g"):                         # a restart recalibrates but keeps counting bins
             self.g = 0
             self.chunk_stats = LatencyStats(1 << 20)
@@ -141,17 +146,28 @@ class DspNode(Node):
 
     def _publish_noise(self) -> None:
         fx = self.fx
-        self._cal_obj = fx.calibration_
+        cal = self._cal_obj = fx.calibration_
         self._noise_version += 1
         rms = np.round(np.asarray(fx.noise_rms_uv_, float), 2)
         self.ctx.bus.set_info(f"{self.name}/noise", {
             "version": self._noise_version, "noise_rms_uv": [v if np.isfinite(v) else None for v in rms.tolist()],
             "bad": [int(i) for i in np.flatnonzero(fx.bad_channels_)]})
 
+        def exact(a: np.ndarray) -> list:
+            return [float(v) if np.isfinite(v) else None for v in np.asarray(a, np.float64).tolist()]
+
+        # the exact figures (a recording started later stores them, so that replay reproduces the features)
+        self.ctx.bus.set_info(f"{self.name}/calibration", {
+            "version": self._noise_version, "armed_at_sample": self._armed_at,
+            "noise_rms_uv": exact(cal.noise_rms_uv), "thresholds_uv": exact(cal.thresholds_uv),
+            **{k: [int(i) for i in np.flatnonzero(getattr(cal, k))] for k in ("bad", "flat", "saturated", "nonfinite")},
+            "n_samples": int(cal.n_samples), "has_lrr_matrix": cal.lrr_matrix is not None})
+
     def _operator(self, cmd: dict) -> None:
         if not isinstance(cmd, dict) or cmd.get("cmd") != "recalibrate_noise":
             return
         self.fx.recalibrate()
+        self._armed_at = self._next_sample           # the window starts with the next chunk
         self.reply(cmd, {"recalibrating_s": float(self.fx.calibration_s)})
 
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
@@ -161,6 +177,7 @@ class DspNode(Node):
             self._operator(m.payload)
         for m in inbox.get("raw", ()):
             bf = self.fx.step(m.payload)
+            self._next_sample = m.payload.end_sample
             if self.cols is None and self.fx.is_calibrated:
                 self._fix_columns()
             if self.fx.is_calibrated and self.fx.calibration_ is not self._cal_obj:

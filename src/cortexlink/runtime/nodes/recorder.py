@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,11 +44,18 @@ class RecorderNode(Node):
     ``record_start {name}`` opens ``<record_dir>/<name>`` (``record_dir`` default:
     ``<run out dir>/recordings``, else ``runs/recordings``); ``record_stop`` closes it. Its status
     is published under ``<name>/status`` (``active``, ``dir``, ``seconds``, ``bytes``,
-    ``dropped``, ``last``: the last closed recording).
+    ``dropped``, ``last``: the last closed recording, with its ``state`` and ``stopped_reason``).
+
+    A recording whose writer stops by itself (disk full, a write error) raises a
+    ``recording_stopped`` fault (severity ``warning``: the loop goes on) with the folder and the
+    reason; an owned recording is then closed (in a thread, so that its checksums do not hold up
+    the loop) and the status says ``active: false`` with the reason under ``last``.
 
     Row streams use :data:`~cortexlink.io.session_log.STREAM_COLUMNS`. The manifest gets the
-    source (channel map, rate) and the extractor's parameters (``dsp``) so that ``cortexlink
-    replay`` rebuilds the extractor; a closed-loop block's ``block_start`` event names the decoder
+    source (channel map, rate), the extractor's parameters (``dsp``) and the calibration in force
+    when the recording began (``dsp_calibration``: the dsp's ``<dsp>/calibration``; each later one
+    becomes a ``dsp_calibration`` event) so that ``cortexlink replay`` rebuilds the extractor as it
+    was; a closed-loop block's ``block_start`` event names the decoder
     files that were live (the decoder node's ``save_dir``; files outside the folder are copied into
     ``decoders/``) and the decoder's feature columns, so that replay steps them again.
     """
@@ -93,6 +101,8 @@ class RecorderNode(Node):
             self._bin_width = int(self._sf["bin_width_samples"])
         self.n_written = 0
         self.rec = None
+        self._stop_reported = False
+        self._closer: threading.Thread | None = None
         self.path = None
         self.last: dict | None = None
         self.idle = "operator" in self.subs
@@ -133,10 +143,17 @@ class RecorderNode(Node):
 
     def _attach(self, rec: Any) -> None:
         self.rec = rec
+        self._stop_reported = False
         self.path = str(rec.path)
+        self._cal_version = 0
+        self._next_cal_check = 0.0
         if self._sf is not None:
             sf = self._sf
-            rec.set_source(self._cmap, self._fs, dsp=sf["dsp"], loop={
+            cal = self.ctx.bus.get_info(f"{self._dsp}/calibration")
+            self._cal_version = int(cal["version"]) if cal else 0
+            # the calibration in force (thresholds, bad channels): replay uses it instead of calibrating on
+            # the recording's first seconds, which a recording started mid-session does not share
+            rec.set_source(self._cmap, self._fs, dsp=sf["dsp"], dsp_calibration=cal, loop={
                 "dt_s": self.ctx.bin_ms / 1000.0, "feature_kinds": sf.get("kinds"),
                 "samples_per_bin": sf["bin_width_samples"]})
         self._feature_cols: list[str] | None = None
@@ -162,8 +179,40 @@ class RecorderNode(Node):
     def _close(self) -> dict:
         rec, self.rec = self.rec, None
         manifest = rec.close()
-        self.last = {"dir": self.path, "state": manifest.get("state"), "streams": sorted(manifest.get("streams", {}))}
+        self.last = {"dir": self.path, "state": manifest.get("state"), "streams": sorted(manifest.get("streams", {})),
+                     "stopped_reason": manifest.get("stopped_reason")}
         return self.last
+
+    def _check_stopped(self) -> bool:
+        """The writer stopped by itself (disk full, a write error): raise a fault once, and close the
+        recording (in a thread: its checksums must not hold up the loop); its status says why."""
+        rec = self.rec
+        reason = getattr(rec, "stopped_reason", None)
+        if not reason or self._stop_reported:
+            return False
+        self._stop_reported = True
+        path = self.path
+        self.fault("recording_stopped", severity="warning", dir=path, reason=reason,
+                   message=f"recording to {path} stopped: {reason}; everything written before it is intact "
+                           "(free some space and start a new recording)")
+        if not self.owned:
+            return False                                # the caller closes it and reports
+        self.rec = None
+        self.last = {"dir": path, "state": "stopping", "stopped_reason": reason}
+
+        def close() -> None:
+            try:
+                m = rec.close()
+                self.last = {"dir": path, "state": m.get("state"), "streams": sorted(m.get("streams", {})),
+                             "stopped_reason": reason}
+            except Exception as exc:  # noqa: BLE001 - reported in the status, the loop goes on
+                self.last = {"dir": path, "state": "stopped", "stopped_reason": f"{reason}; close failed: {exc}"}
+
+        self._closer = threading.Thread(target=close, name=f"cortexlink-{self.name}-close", daemon=True)
+        self._closer.start()
+        if self.idle:
+            self._status()
+        return True
 
     def _operator(self, cmd: dict) -> None:
         name = cmd.get("cmd") if isinstance(cmd, dict) else None
@@ -171,7 +220,9 @@ class RecorderNode(Node):
             return
         if name == "record_stop":
             if self.rec is None:
-                self.reply(cmd, error="not recording", status=409)
+                why = (self.last or {}).get("stopped_reason")
+                self.reply(cmd, error="not recording" + (f" (the last recording stopped: {why})" if why else ""),
+                           status=409)
             else:
                 self.reply(cmd, {"recording": False, **self._close()})
             self._status()
@@ -181,7 +232,15 @@ class RecorderNode(Node):
             return
         import datetime as _dt
 
-        out = self.record_dir / (cmd.get("name") or _dt.datetime.now().strftime("rec-%Y%m%d-%H%M%S"))
+        from cortexlink.core.outpath import check_name
+
+        try:
+            name = check_name(cmd.get("name") or _dt.datetime.now().strftime("rec-%Y%m%d-%H%M%S"),
+                              what="recording name")
+        except ConfigError as exc:
+            self.reply(cmd, error=str(exc), status=409)
+            return
+        out = self.record_dir / name
         if out.exists():
             self.reply(cmd, error=f"recording folder {out} already exists; choose another name", status=409)
             return
@@ -237,12 +296,25 @@ class RecorderNode(Node):
 
         for m in inbox.get("operator", ()):
             self._operator(m.payload)
+        if self.rec is not None and self._check_stopped():
+            return
+        if self._closer is not None and not self._closer.is_alive():
+            self._closer = None
+            if self.idle:
+                self._status()                          # the stopped recording's final state
         rec = self.rec
         if self.idle and (rec is None or time.monotonic() >= self._next_status):
             if rec is not None:
                 self._status()
         if rec is None:
             return
+        if self._sf is not None and time.monotonic() >= self._next_cal_check:
+            self._next_cal_check = time.monotonic() + 0.2
+            cal = self.ctx.bus.get_info(f"{self._dsp}/calibration")
+            if cal and int(cal["version"]) > self._cal_version:      # a (re)calibration completed
+                self._cal_version = int(cal["version"])
+                a = cal.get("armed_at_sample")
+                rec.event("dsp_calibration", sample=-1 if a is None else int(a), **cal)
         for m in inbox.get("raw", ()):
             if self.params["raw"]:
                 rec.write_raw(m.payload)
@@ -322,6 +394,9 @@ class RecorderNode(Node):
             self.n_written += 1
 
     def teardown(self) -> None:
+        closer = getattr(self, "_closer", None)
+        if closer is not None:
+            closer.join(60.0)
         rec = getattr(self, "rec", None)
         if rec is not None:
             if self.owned:

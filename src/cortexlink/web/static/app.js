@@ -156,6 +156,7 @@
     } else {
       rows.push(['status', 'not recording']);
       if (r.last) rows.push(['last', r.last.dir + ' (' + r.last.state + ')']);
+      if (r.last && r.last.stopped_reason) rows.push(['stopped', r.last.stopped_reason]);
     }
     for (const [k, v] of rows) {
       const a = document.createElement('span'); a.textContent = k;
