@@ -1,4 +1,10 @@
-"""Run folder of a closed-loop session: config, traces, events, PGN, figures and an HTML report."""
+"""Run folder of a closed-loop session: config, traces, events, PGN, figures and an HTML report.
+
+Every figure of a session may be missing or empty — a Webgrid block without a selection has no
+accuracy, a block that ended at once has no bins, a chess block no moves — and the report says
+"n/a" for it (or leaves the figure out) rather than failing: a run that finished always gets its
+run folder.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,22 @@ import html
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["write_run_folder", "summary_table"]
+__all__ = ["write_run_folder", "summary_table", "fmt"]
+
+
+def fmt(value: Any, spec: str = ".2f", missing: str = "n/a") -> str:
+    """``value`` formatted with ``spec``, or ``missing`` when it is None, not a number or not finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return missing
+    if not np.isfinite(value):
+        return missing
+    return format(float(value), spec)
 
 
 def _fig():
@@ -56,7 +72,7 @@ def _plot_trajectories(traces: list, tasks: dict, path: Path) -> Path | None:
 def _plot_bps(traces: list, tasks: dict, path: Path) -> Path | None:
     from cortexlink.tasks.webgrid import bitrate_over_time
 
-    wg = [t for t in traces if t.task == "webgrid"]
+    wg = [t for t in traces if t.task == "webgrid" and tasks.get(t.name) is not None]
     if not wg:
         return None
     plt = _fig()
@@ -65,7 +81,7 @@ def _plot_bps(traces: list, tasks: dict, path: Path) -> Path | None:
         task = tasks[tr.name]
         t, bps = bitrate_over_time(tr.events, task.n_targets_total, window_s=30.0, step_s=1.0)
         t0 = tr.t_s[0] - tr.dt_s if tr.n_bins else 0.0
-        ax.plot(np.asarray(t) - t0, bps, label=f"{tr.name} ({tr.mode}): {tr.metrics.get('bps', float('nan')):.2f} bps")
+        ax.plot(np.asarray(t) - t0, bps, label=f"{tr.name} ({tr.mode}): {fmt((tr.metrics or {}).get('bps'))} bps")
     ax.set_xlabel("time in block (s)")
     ax.set_ylabel("bits per second (30 s window)")
     ax.set_title("Webgrid bitrate over time")
@@ -80,10 +96,10 @@ def _plot_bps(traces: list, tasks: dict, path: Path) -> Path | None:
 def _plot_raster(traces: list, path: Path) -> Path | None:
     tr = next((t for t in traces if t.tx_raster is not None and t.mode == "closed"), None)
     tr = tr or next((t for t in traces if t.tx_raster is not None), None)
-    if tr is None or tr.tx_raster.size == 0:
+    n = 0 if tr is None else min(tr.n_bins, int(10.0 / tr.dt_s))
+    if tr is None or tr.tx_raster.size == 0 or n == 0:
         return None
     plt = _fig()
-    n = min(tr.n_bins, int(10.0 / tr.dt_s))
     r = tr.tx_raster[:n].T.astype(float)
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(9, 5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ext = (0, n * tr.dt_s, r.shape[0], 0)
@@ -104,37 +120,41 @@ def _plot_raster(traces: list, path: Path) -> Path | None:
 
 
 def summary_table(summary: dict) -> list[tuple[str, str]]:
-    """The headline figures of a session as (label, value) rows."""
+    """The headline figures of a session as (label, value) rows ("n/a" for a figure the session
+    did not produce, e.g. the accuracy of a Webgrid block without a selection)."""
     rows: list[tuple[str, str]] = [("decoder", str(summary.get("decoder"))),
                                    ("channels", str(summary.get("channels")))]
     lat = []
-    for b in summary["blocks"]:
-        m = b.get("metrics", {})
+    for b in summary.get("blocks") or []:
+        m = b.get("metrics") or {}
+        name = b.get("name", "?")
         if b.get("mode") == "open":
             continue                    # calibration: the cursor moved by itself
         if b.get("task") == "webgrid":
-            rows.append((f"{b['name']}: bits per second", f"{m.get('bps', float('nan')):.2f}"))
-            rows.append((f"{b['name']}: net targets per minute", f"{m.get('ntpm', float('nan')):.1f}"))
-            rows.append((f"{b['name']}: selection accuracy", f"{m.get('accuracy', float('nan')):.3f}"))
+            rows.append((f"{name}: bits per second", fmt(m.get("bps"))))
+            rows.append((f"{name}: net targets per minute", fmt(m.get("ntpm"), ".1f")))
+            rows.append((f"{name}: selection accuracy", fmt(m.get("accuracy"), ".3f")))
         elif b.get("task") == "chess":
             spm = m.get("seconds_per_move")
             mean = spm.get("mean") if isinstance(spm, dict) else spm
-            rows.append((f"{b['name']}: moves", str(m.get("n_moves"))))
+            rows.append((f"{name}: moves", str(m.get("n_moves", "n/a"))))
             if mean is not None:
-                rows.append((f"{b['name']}: seconds per move", f"{float(mean):.1f}"))
-            rows.append((f"{b['name']}: wrong selections", str(m.get("wrong_selections"))))
-        elif b.get("task") == "centre_out" and b.get("mode") != "open":
+                rows.append((f"{name}: seconds per move", fmt(mean, ".1f")))
+            rows.append((f"{name}: wrong selections", str(m.get("wrong_selections", "n/a"))))
+        elif b.get("task") == "centre_out":
             sr = m.get("success_rate")
             if sr is not None:
-                rows.append((f"{b['name']}: centre-out success", f"{sr:.3f}"))
-        if "decode_latency_us" in b:
-            lat.append(b["decode_latency_us"])
-        if "loop_latency_us" in b and b.get("mode") == "closed":
-            rows.append((f"{b['name']}: chunk → cursor latency p50/p99 (µs)",
-                         f"{b['loop_latency_us']['p50']:.0f} / {b['loop_latency_us']['p99']:.0f}"))
+                rows.append((f"{name}: centre-out success", fmt(sr, ".3f")))
+        if isinstance(b.get("decode_latency_us"), dict):
+            lat.append(b["decode_latency_us"].get("p99"))
+        loop = b.get("loop_latency_us")
+        if isinstance(loop, dict) and b.get("mode") == "closed":
+            rows.append((f"{name}: chunk → cursor latency p50/p99 (µs)",
+                         f"{fmt(loop.get('p50'), '.0f')} / {fmt(loop.get('p99'), '.0f')}"))
+    lat = [x for x in lat if fmt(x) != "n/a"]
     if lat:
-        rows.append(("decode step latency p99 (µs, worst block)", f"{max(x['p99'] for x in lat):.1f}"))
-    rows.append(("wall time (s)", f"{summary.get('wall_s', float('nan')):.1f}"))
+        rows.append(("decode step latency p99 (µs, worst block)", fmt(max(lat), ".1f")))
+    rows.append(("wall time (s)", fmt(summary.get("wall_s"), ".1f")))
     return rows
 
 
@@ -169,7 +189,7 @@ def write_run_folder(result: dict, out: str | Path) -> Path:
                 figs.append((f"Chess ({name}): final position", p))
     (out / "summary.json").write_text(json.dumps(result["summary"], indent=2) + "\n")
     rows = summary_table(result["summary"])
-    body = ["<h1>cortexlink session: " + html.escape(str(result["summary"]["session"])) + "</h1>",
+    body = ["<h1>cortexlink session: " + html.escape(str(result["summary"].get("session", ""))) + "</h1>",
             "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
             + "</table>"]
     for title, p in figs:
