@@ -19,9 +19,15 @@ def _cli(*args, fsize=None, timeout=300):
     def limit():
         if fsize is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-    env = {**os.environ, "CORTEXLINK_CATALOGUE": "none"}
+    env = dict(os.environ)
     return subprocess.run([sys.executable, "-m", "cortexlink.cli.main", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=env, preexec_fn=limit)
+
+
+@pytest.fixture(autouse=True)
+def _catalogue(tmp_path, monkeypatch):
+    """Sessions these tests record are registered in a catalogue of their own, never the user's."""
+    monkeypatch.setenv("CORTEXLINK_CATALOGUE", str(tmp_path / "catalogue.sqlite"))
 
 
 def _clean(proc, *needles):

@@ -258,7 +258,7 @@ def test_damaged_stream_is_refused_naming_the_file_then_exported_after_recover(t
     b[len(b) - 15 * rec_bytes + 100] ^= 0xFF              # a payload byte of record 25
     p.write_bytes(bytes(b))
     out = tmp_path / "s.nwb"
-    with pytest.raises(CorruptSessionError, match=r"raw\.clog: damaged at byte \d+: checksum mismatch"):
+    with pytest.raises(CorruptSessionError, match=r"does not verify: .*raw\.clog: SHA-256 does not match the manifest"):
         export_nwb(tmp_path / "s", out)
     assert not out.exists() and not list(tmp_path.glob("*.part.nwb"))
     summary = export_nwb(tmp_path / "s", tmp_path / "salvaged.nwb", salvage=True)
@@ -274,10 +274,10 @@ def test_truncated_stream_is_refused(tmp_path):
     p = tmp_path / "s" / "streams" / "raw.clog"
     with open(p, "r+b") as f:
         f.truncate(p.stat().st_size - 1000)
-    with pytest.raises(CorruptSessionError, match=r"raw\.clog: \d+ bytes, but .*manifest\.json says \d+"):
+    with pytest.raises(CorruptSessionError, match=r"does not verify: .*raw\.clog: size \d+ bytes, the manifest says \d+"):
         export_nwb(tmp_path / "s", tmp_path / "s.nwb")
     _edit_manifest(tmp_path / "s", lambda m: (m.update(state="recording"), m.pop("files")))   # a crashed session
-    with pytest.raises(CorruptSessionError, match=r"raw\.clog: damaged at byte \d+: torn record"):
+    with pytest.raises(CorruptSessionError, match=r"no checksums \(state 'recording'\); the session was not closed"):
         export_nwb(tmp_path / "s", tmp_path / "s.nwb")
 
 
@@ -289,7 +289,7 @@ def test_foreign_input_is_refused(tmp_path):
         export_nwb(tmp_path / "file.txt", tmp_path / "x.nwb")
     _synthetic(tmp_path / "s")
     (tmp_path / "s" / "streams" / "cursor.clog").write_bytes(b"PK\x03\x04 a zip file, not a stream")
-    with pytest.raises(CorruptSessionError, match=r"cursor\.clog: not a cortexlink stream file"):
+    with pytest.raises(CorruptSessionError, match=r"does not verify: .*cursor\.clog: size 29 bytes, the manifest says"):
         export_nwb(tmp_path / "s", tmp_path / "x.nwb")
     with pytest.raises(NWBFileError, match=r"file\.txt: not an HDF5 file"):
         read_nwb_streams(tmp_path / "file.txt")

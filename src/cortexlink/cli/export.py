@@ -25,8 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-seconds", type=float, default=1.0,
                    help="seconds of raw data per write, the only raw buffer held in memory (default: 1)")
     p.add_argument("--salvage", action="store_true",
-                   help="skip damaged records (their samples become zeros listed in invalid_times) instead of "
-                        "refusing the session; `cortexlink recover` repairs the folder itself")
+                   help="export a session that does not verify: skip damaged records (their samples become zeros "
+                        "listed in invalid_times) instead of refusing it; without it every checksum is verified "
+                        "first (`cortexlink sessions verify`); `cortexlink recover` repairs the folder itself")
     p.add_argument("--validate", action="store_true",
                    help="afterwards run pynwb's validator and nwbinspector and report their findings")
     p.add_argument("--json", action="store_true", help="print the summary as JSON only")

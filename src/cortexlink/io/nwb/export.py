@@ -52,7 +52,10 @@ def export_nwb(session_dir: str | os.PathLike, nwb_path: str | os.PathLike, *, r
         (:func:`cortexlink.core.outpath.check_output_file`).
     salvage : bool
         Skip damaged records (their samples become zeros listed in ``invalid_times``) instead of
-        refusing the session; ``cortexlink recover`` does the same on the folder itself.
+        refusing the session; ``cortexlink recover`` does the same on the folder itself. Without
+        it the session must verify first (:func:`~cortexlink.io.session_log.require_verified`:
+        every file's SHA-256, stream headers and record CRCs), so a damaged or unrecovered session
+        is refused before anything is written.
 
     Returns
     -------
@@ -67,12 +70,15 @@ def export_nwb(session_dir: str | os.PathLike, nwb_path: str | os.PathLike, *, r
     ConfigError
         ``nwb_path`` may not be written (see ``overwrite``).
     CorruptSessionError
-        Not a session folder, a foreign or damaged stream file (the message names the file).
+        Not a session folder, a session that does not verify (not closed or recovered, a checksum
+        that does not match), a foreign or damaged stream file (the message names the file).
+    SessionBusy
+        The session is being recorded.
     ValidationError
         Metadata disagreeing with the data (channel count, ids, rates, units), or bad arguments.
     """
     from cortexlink.core.validation import check_positive
-    from cortexlink.io.session_log import InsufficientDiskSpace, SessionReader
+    from cortexlink.io.session_log import InsufficientDiskSpace, SessionReader, require_verified
 
     t0 = time.perf_counter()
     compression = _check_compression(compression)
@@ -80,6 +86,8 @@ def export_nwb(session_dir: str | os.PathLike, nwb_path: str | os.PathLike, *, r
     session_dir = Path(session_dir)
     out = check_output_file(nwb_path, what="NWB file", overwrite=overwrite, ours=written_by_export,
                             ours_is="an NWB file written by cortexlink export", create_parent=False)
+    if not salvage:
+        require_verified(session_dir)        # every checksum, before anything is written
     reader = SessionReader(session_dir, salvage=salvage)
     m = reader.manifest
     info = _session_info(reader, raw)
