@@ -191,7 +191,13 @@ def _recover_locked(path: Path, catalogue: Any) -> dict:
             if st["damaged_regions"]:
                 actions.append(f"{p.stem}: cut {st['cut_bytes']} damaged bytes in {st['damaged_regions']} "
                                f"region(s) (kept in corrupt/); {st['records']} intact records kept")
-        if ok and (st["header"] != "intact" or st["damaged_regions"]):
+            had = (manifest.get("streams") or {}).get(p.stem, {}).get("records")
+            if isinstance(had, int) and st["records"] < had and old_files.get(rel):
+                # a file cut short (at a record boundary or not): what is left is intact, the rest is lost
+                st["records_lost"] = had - st["records"]
+                actions.append(f"{p.stem}: {had - st['records']} record(s) fewer than the manifest recorded at "
+                               "close; they are lost (the file was cut short)")
+        if ok and (st["header"] != "intact" or st["damaged_regions"] or st.get("records_lost")):
             repaired.add(rel)
         report[p.stem] = st
     for name in sorted(set(manifest.get("streams") or {}) - set(report)):
