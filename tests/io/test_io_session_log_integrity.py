@@ -290,6 +290,24 @@ def test_a_foreign_file_in_place_of_a_stream_is_moved_aside_and_stays_named(tmp_
     assert not v["ok"] and any("raw.clog: missing (moved to corrupt/" in x for x in v["problems"])
 
 
+def test_a_stream_lost_after_a_crash_stays_named(tmp_path):
+    s = tmp_path / "s"
+    _session(s)
+    m = json.loads((s / "manifest.json").read_text())
+    m["state"] = "recording"                              # as a crash leaves it: no checksums
+    m.pop("files")
+    (s / "manifest.json").write_text(json.dumps(m))
+    (s / "streams" / "raw.clog").write_bytes(b"\x00" * 300)
+    rep = recover(s)
+    assert "moved_aside" in rep["streams"]["raw"]
+    v = verify_session(s)
+    assert not v["ok"] and v["problems"] == [f"{s / 'streams' / 'raw.clog'}: missing (moved to corrupt/ by recover "
+                                             "(not a cortexlink stream file (magic b'\\x00\\x00\\x00\\x00', "
+                                             "expected b'CLOG')))"]
+    empty = SessionRecorder(tmp_path / "e", catalogue=False).close()   # a stream declared, never written
+    assert "file_missing" not in empty["streams"]["events"] and verify_session(tmp_path / "e")["ok"]
+
+
 def test_require_verified_returns_the_report_of_a_sound_session(tmp_path):
     _session(tmp_path / "s")
     assert require_verified(tmp_path / "s")["ok"]

@@ -85,7 +85,8 @@ def finalize(path: str | os.PathLike, *, state: str, extra: dict | None = None, 
     for name, st in streams.items():
         if not (path / "streams" / f"{name}.clog").exists() and isinstance(st, dict):
             moved = (extra or {}).get("recovery", {}).get("streams", {}).get(name, {}).get("moved_aside")
-            st["file_missing"] = f"moved to corrupt/ by recover ({moved})" if moved else True
+            if moved or st.get("records") or st.get("file_missing"):     # not a stream declared, never written
+                st["file_missing"] = f"moved to corrupt/ by recover ({moved})" if moved else st.get("file_missing", True)
     files = {}
     for p in sorted(path.rglob("*")):
         if (p.is_file() and p.name not in ("manifest.json", LOCK_NAME) and not p.name.endswith((".tmp", ".rebuild",

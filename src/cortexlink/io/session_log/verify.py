@@ -68,6 +68,11 @@ def verify_session(path: str | os.PathLike, *, check_lock: bool = True) -> dict:
             pr += f" ({why})"
         if pr:
             problems.append(pr)
+    for name, st in mstreams.items():
+        rel = f"streams/{name}.clog"
+        if st.get("file_missing") and rel not in files and not (path / rel).exists():
+            why = st["file_missing"] if isinstance(st["file_missing"], str) else "its file is gone"
+            problems.append(f"{path / rel}: missing ({why})")
     for rel, meta in (manifest.get("decoders") or {}).items():
         f = meta.get("file", rel)
         if (files.get(f) or {}).get("sha256") == meta["sha256"]:
