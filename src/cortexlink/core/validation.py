@@ -40,9 +40,10 @@ def check_range(name: str, value: Any, lo: float | None = None, hi: float | None
 def check_keys(name: str, mapping: Any, allowed: Iterable[str]) -> None:
     """Raise ConfigError naming ``name`` when ``mapping`` has keys outside ``allowed``."""
     allowed = set(allowed)
-    unknown = sorted(set(mapping) - allowed)
+    unknown = sorted((k for k in mapping if k not in allowed), key=str)     # keys of any type (YAML: 1, null)
     if unknown:
-        raise ConfigError(f"{name} has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        shown = ", ".join(repr(k)[:40] for k in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+        raise ConfigError(f"{name} has unknown key(s) [{shown}]; allowed: {sorted(allowed, key=str)}")
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:

@@ -255,7 +255,8 @@ def read_yaml_file(path: str | Path, *, what: str = "YAML file", max_bytes: int 
         :func:`load_yaml`.
     """
     p = Path(path)
-    label = f"{what} {brief(str(p))[1:-1]}"
+    name = str(p)
+    label = f"{what} {name if len(name) <= 200 else name[:90] + '...' + name[-90:]}"
     try:
         found = p.is_file()
     except (OSError, ValueError):            # a name too long, a NUL byte in it
