@@ -142,6 +142,7 @@ class _Serve:
         self.cmd = [sys.executable, "-m", "cortexlink.cli.main", "serve", "--port", "0", "--no-browser", "--graph",
                     "operator", "--channels", "16", "--record-dir", str(work / "recordings"), *extra]
         self.work = work
+        self.token = extra[extra.index("--token") + 1] if "--token" in extra else None
 
     def __enter__(self) -> "_Serve":
         import re
@@ -185,9 +186,12 @@ class _Serve:
                 self.proc.wait(timeout=10)
 
     def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None,
-                timeout_s: float = 10.0) -> tuple[int | None, bytes]:
-        """One HTTP/1.0 request over a socket: ``(status, body)`` (status None: no answer)."""
+                timeout_s: float = 10.0, auth: bool = True) -> tuple[int | None, bytes]:
+        """One HTTP/1.0 request over a socket: ``(status, body)`` (status None: no answer); with the
+        server's token unless ``auth`` is false."""
         h = {"Host": f"127.0.0.1:{self.port}", **(headers or {})}
+        if auth and self.token:
+            h.setdefault("X-Cortexlink-Token", self.token)
         if body or method == "POST":
             h.setdefault("Content-Length", str(len(body)))
         head = f"{method} {path} HTTP/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n"
@@ -321,9 +325,9 @@ def ui_missing_token_off_loopback(work: Path) -> Outcome:
                 env={"CORTEXLINK_TOKEN": ""})
     cli_ok = p.returncode == 2 and clean_message(p, "--token", "required")
     with _Serve(work, "--token", "s3cret-token-for-faults") as srv:
-        st, body = srv.request("GET", "/api/state")
+        st, body = srv.request("GET", "/api/state", auth=False)
         err = json.loads(body).get("error", "") if st == 401 else ""
-        st_ok, _ = srv.request("GET", "/api/health", headers={"X-Cortexlink-Token": "s3cret-token-for-faults"})
+        st_ok, _ = srv.request("GET", "/api/health")
     ok_msg = cli_ok and "token" in err
     return Outcome(survived=cli_ok and st == 401 and st_ok == 200, exit_code=p.returncode, message_ok=ok_msg,
                    detail=f"{describe(p)}; without the token: HTTP {st} {err[:80]}; with it: HTTP {st_ok}")
