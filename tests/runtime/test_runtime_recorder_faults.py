@@ -114,6 +114,9 @@ def test_a_recording_started_mid_session_replays_as_the_live_session(tmp_path):
             assert time.monotonic() < t_end, "the dsp did not calibrate"
             time.sleep(0.05)
         time.sleep(0.3)
+        rep = runner.wait_reply(runner.send_command({"cmd": "record_start", "name": "../escaped"}), 20)
+        assert rep["status"] == 409 and "recording name must not contain path separators" in rep["error"], rep
+        assert not (tmp_path.parent / "escaped").exists()
         cmd("record_start", name="ui")
         time.sleep(0.8)
         cmd("recalibrate_noise")

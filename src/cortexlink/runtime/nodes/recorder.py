@@ -132,8 +132,10 @@ class RecorderNode(Node):
         self._open(out)
 
     def _open(self, out: Path) -> None:
+        from cortexlink.core.outpath import check_output_dir
         from cortexlink.io.session_log import SessionRecorder
 
+        check_output_dir(out, what="recording folder", create=False, new=True)   # see core.outpath
         p = self.params
         graph = {k: v for k, v in self.ctx.graph.items() if not k.startswith("_")}
         rec = SessionRecorder(out, channel_map=self._cmap, fs_hz=self._fs, config={"graph": graph},
