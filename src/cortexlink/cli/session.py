@@ -22,7 +22,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_record_option(r)
     add_redis_option(r)
     r.set_defaults(func=_run)
-    c = ssub.add_parser("check", help="validate a session file and print it with defaults filled in")
+    c = ssub.add_parser("check", help="validate a session file and print it with defaults filled in",
+                        description="Makes every check `session run` makes (the decoders' own parameter "
+                                    "checks too) and prints the session with its defaults filled in. Session "
+                                    "files are at most 1 MB of UTF-8 YAML, nested at most 64 levels, without "
+                                    "alias bombs; a block lasts at most 24 h.")
     c.add_argument("file", type=Path, help="session YAML")
     c.set_defaults(func=_check)
     e = ssub.add_parser("example", help="print the built-in demo session as YAML")
