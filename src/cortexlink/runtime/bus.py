@@ -113,7 +113,7 @@ class Subscription:
     """
 
     __slots__ = ("topic", "name", "maxlen", "policy", "threaded", "_q", "n_received", "n_dropped",
-                 "overflowed", "last_seq", "on_drain", "_cond")
+                 "overflowed", "last_seq", "on_drain", "_cond", "resume_after")
 
     def __init__(self, topic: str, name: str, maxlen: int = 256, policy: str = "drop_oldest", *,
                  threaded: bool = False) -> None:
@@ -133,6 +133,9 @@ class Subscription:
         self.last_seq = -1
         self.on_drain: Callable[[int], None] | None = None
         self._cond = threading.Condition() if threaded else None
+        #: Messages with ``seq`` up to this are skipped (already applied before a process restart;
+        #: see :mod:`cortexlink.runtime.journal`).
+        self.resume_after = -1
 
     def __len__(self) -> int:
         return len(self._q)
@@ -152,6 +155,8 @@ class Subscription:
         return self._offer(msg, block_timeout_s)
 
     def _offer(self, msg: Message, block_timeout_s: float) -> bool:
+        if msg.seq <= self.resume_after:
+            return False
         q = self._q
         if len(q) >= self.maxlen:
             if self.policy == "drop_oldest":
@@ -263,11 +268,12 @@ class Bus:
 
     # -- topics ---------------------------------------------------------------------------
     def subscribe(self, topic: str, name: str, *, maxlen: int = 256, policy: str = "drop_oldest",
-                  threaded: bool = False, lazy: bool = False) -> Subscription:
+                  threaded: bool = False, lazy: bool = False, from_start: bool = False) -> Subscription:
         """A new bounded subscription of consumer ``name`` to ``topic``.
 
         ``lazy``: not urgent (e.g. collecting fault events); a Redis bus reads such topics only
-        when :meth:`pump` is called with ``lazy=True``.
+        when :meth:`pump` is called with ``lazy=True``. ``from_start``: a Redis bus of a restarted
+        process reads this topic from the start of its stream (in-process: no effect).
         """
         sub = Subscription(topic, name, maxlen, policy, threaded=threaded)
         self._subs[topic].append(sub)

@@ -109,6 +109,9 @@ class PortSpec:
     message : str, tuple of str or None
         The kind(s) of message (:data:`cortexlink.runtime.messages.MESSAGE_KINDS`) the port takes;
         None takes any. The graph checks it against the producer's output when it loads.
+    replay : bool
+        After its process was restarted, the node is given again what this input received
+        before (it skips what it had applied: :mod:`cortexlink.runtime.journal`).
     doc : str
     """
 
@@ -117,6 +120,7 @@ class PortSpec:
     required: bool = False
     feedback: bool = False
     message: Any = None
+    replay: bool = False
     doc: str = ""
 
 
@@ -228,13 +232,17 @@ class NodeContext:
         In-process handles the caller of the run gave (e.g. an open
         :class:`~cortexlink.io.session_log.SessionRecorder`, progress callbacks), by name; only
         nodes of the main process see them.
+    journal : callable
+        ``journal(node)``: that node's :class:`~cortexlink.runtime.journal.Journal`, or None
+        where none is kept (the main process, one process).
     """
 
     def __init__(self, *, bus: Any, graph: dict, realtime: bool, now_ns: Callable[[], int],
                  fault: Callable[..., None], request_stop: Callable[[str], None],
                  health: Callable[[], dict], out_dir: Any = None, stats_from_sample: int = 0,
                  deadline_ns: int = 1_000_000, process: str = "main", objects: dict | None = None,
-                 reply: Callable[[dict], None] | None = None) -> None:
+                 reply: Callable[[dict], None] | None = None, fail: Callable[..., None] | None = None,
+                 journal: Callable[[str], Any] | None = None) -> None:
         self.bus = bus
         self.graph = graph
         self.realtime = realtime
@@ -249,6 +257,21 @@ class NodeContext:
         self.process = process
         self.objects: dict[str, Any] = dict(objects or {})
         self._reply = reply
+        self._fail = fail
+        self._journal = journal
+
+    def journal(self, node: str) -> Any:
+        """``node``'s journal, or None where none is kept (see :mod:`cortexlink.runtime.journal`)."""
+        return None if self._journal is None else self._journal(node)
+
+    def fail_run(self, kind: str, *, node: str, message: str, **fields: Any) -> None:
+        """End the run on a failure it cannot go on after (e.g. a scheduled fit that failed): the
+        cursor is halted, then the run stops and its result names ``message`` (in the main
+        process; elsewhere it only asks the run to stop)."""
+        if self._fail is not None:
+            self._fail(kind, node=node, message=message, **fields)
+        else:
+            self._request_stop(f"{kind}: {message}")
 
     def reply(self, payload: dict) -> None:
         """Answer an operator command on ``operator.replies`` (see :meth:`Node.reply`)."""

@@ -170,6 +170,7 @@ class RedisStreamsBus(Bus):
         self._pos: dict[str, bytes] = {}        # topic -> last stream id read by this process
         self._last_seq: dict[str, int] = {}
         self._start_at_end = start_at_end
+        self._from_start: set[str] = set()
         self._block_edges: dict[str, list[tuple[str, int]]] = collections.defaultdict(list)
         self._acked: dict[tuple[str, str], int] = {}
         self._shared: set[str] = set()
@@ -240,8 +241,12 @@ class RedisStreamsBus(Bus):
             self._acked[(topic, consumer)] = -1
 
     def subscribe(self, topic: str, name: str, *, maxlen: int = 256, policy: str = "drop_oldest",
-                  threaded: bool = False, lazy: bool = False) -> Subscription:
+                  threaded: bool = False, lazy: bool = False, from_start: bool = False) -> Subscription:
+        """``from_start``: read the topic's stream from its beginning even in a restarted process
+        (``start_at_end``): a ``replay`` input (see :mod:`cortexlink.runtime.journal`)."""
         sub = super().subscribe(topic, name, maxlen=maxlen, policy=policy, threaded=threaded, lazy=lazy)
+        if from_start:
+            self._from_start.add(topic)
         if topic not in self._produced and policy == "block":
             key = self._ack_key(topic, name)
             sub.on_drain = lambda seq, _k=key: self._ack(_k, seq)
@@ -340,8 +345,8 @@ class RedisStreamsBus(Bus):
         for t in topics:
             pos = self._pos.get(t)
             if pos is None:
-                pos = b"$" if self._start_at_end else b"0-0"
-                if self._start_at_end:
+                pos = b"$" if self._start_at_end and t not in self._from_start else b"0-0"
+                if pos == b"$":
                     last = self._r.xrevrange(self.stream_key(t), count=1)
                     pos = last[0][0] if last else b"0-0"
                 self._pos[t] = pos
@@ -483,6 +488,27 @@ class RedisStreamsBus(Bus):
             link.send(b"HGETALL", self.prefix + "state", on_reply=states)
             link.send(b"HGETALL", self.prefix + "hb", on_reply=beats)
         return self._health
+
+    # -- journals (runtime.journal) -------------------------------------------------------------
+    @_guarded()
+    def journal_append(self, key: str, fields: dict[bytes, Any]) -> None:
+        args: list[Any] = [b"XADD", key, b"*"]
+        for k, v in fields.items():
+            args.append(k)
+            args.append(v)
+        self.link.send(*args)
+
+    @_guarded(default=lambda self, key: [])
+    def journal_read(self, key: str) -> list[dict[bytes, bytes]]:
+        self.sync()
+        out: list[dict[bytes, bytes]] = []
+        start = b"-"
+        while True:
+            got = self._r.xrange(key, min=start, count=1000)
+            out.extend(dict(f) for _, f in got)
+            if len(got) < 1000:
+                return out
+            start = b"(" + got[-1][0]
 
     @_guarded()
     def request_stop(self, reason: str = "") -> None:

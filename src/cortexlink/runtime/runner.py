@@ -68,6 +68,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["GraphRunner", "RunResult", "run_graph", "run_worker"]
 
 HOUSEKEEPING_NS = 100_000_000       # states, drop accounting, stop checks
+#: Smallest queue of a node's input from ``operator.commands`` (commands are never dropped).
+OPERATOR_MAXLEN = 100_000
 
 
 def _quiet_gc() -> None:
@@ -237,16 +239,18 @@ class GraphRunner(_Processes, _Lifecycle):
             if fs is not None:
                 break
         dl_ms = g["deadline_ms"] if g["deadline_ms"] is not None else (chunk if chunk is not None else g["bin_ms"])
+        redis = isinstance(self.bus, RedisStreamsBus)
         self.deadline_ns = int(dl_ms * 1e6)
         self.stats_from_sample = int(round(g["stats_after_s"] * (fs or 30000.0)))
         self.ctx = NodeContext(bus=self.bus, graph=g, realtime=self.realtime, now_ns=self._now, fault=self._fault,
                                request_stop=self._request_stop, health=self._health, out_dir=self.out_dir,
                                stats_from_sample=self.stats_from_sample, deadline_ns=self.deadline_ns, process=proc,
-                               objects=self.objects if self.role == "main" else None, reply=self._reply)
+                               objects=self.objects if self.role == "main" else None, reply=self._reply,
+                               fail=self._fail_run if self.role == "main" else None,
+                               journal=self._journal if self.role == "worker" and redis else None)
         self.supervisor = Supervisor(self._fault, self._now, on_give_up=self._node_given_up)
         self.slots: list[_Slot] = []
         self.by_name: dict[str, _Slot] = {}
-        redis = isinstance(self.bus, RedisStreamsBus)
         for name in self.local:
             spec = g["nodes"][name]
             cls = node_class(spec["kind"])
@@ -254,7 +258,12 @@ class GraphRunner(_Processes, _Lifecycle):
             node.critical = spec["critical"]
             slot = _Slot(name, node, RestartPolicy.from_dict(spec["restart"]))
             for port, e in spec["inputs"].items():
-                sub = self.bus.subscribe(e["from"], f"{name}.{port}", maxlen=e["maxlen"], policy=e["policy"])
+                ps = cls.INPUTS.get(port)
+                # an operator command is never dropped: a burst (hundreds of mouse moves) must not push
+                # an E-STOP or a record_start out of a node's queue
+                mx = max(e["maxlen"], OPERATOR_MAXLEN) if e["from"] == OPERATOR_TOPIC else e["maxlen"]
+                sub = self.bus.subscribe(e["from"], f"{name}.{port}", maxlen=mx, policy=e["policy"],
+                                         from_start=bool(ps is not None and ps.replay and self._start_at_end))
                 node.subs[port] = sub
                 slot.ports.append((port, sub))
                 slot.reported_drops[port] = 0
@@ -277,7 +286,7 @@ class GraphRunner(_Processes, _Lifecycle):
                     self.bus.advertise(topic, remote=False)
         if redis:
             self.bus.advertise_shared(FAULTS_TOPIC, maxlen=10000)
-            self.bus.advertise_shared(OPERATOR_TOPIC, maxlen=1000)
+            self.bus.advertise_shared(OPERATOR_TOPIC, maxlen=OPERATOR_MAXLEN)
             self.bus.advertise_shared(REPLIES_TOPIC, maxlen=1000)
         if self.role == "main":
             self._reply_sub = self.bus.subscribe(REPLIES_TOPIC, "runtime.replies", maxlen=1024, policy="drop_oldest")
@@ -286,6 +295,11 @@ class GraphRunner(_Processes, _Lifecycle):
         self._remote_nodes = [n for n in g["nodes"] if n not in self.by_name]
         self._gate_remote = any(s["kind"] == "cursor" and n not in self.by_name for n, s in g["nodes"].items())
         self._gate_local = any(g["nodes"][n]["kind"] == "cursor" for n in self.by_name)
+
+    def _journal(self, node: str) -> Any:
+        from cortexlink.runtime.journal import Journal
+
+        return Journal(self.bus, node)
 
     # ------------------------------------------------------------------ stepping
     def _step(self, slot: _Slot, inbox: dict, now: int) -> None:

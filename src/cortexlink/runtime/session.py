@@ -384,6 +384,10 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
         for b in cfg["blocks"][len(done):]:
             on_block(b, None)
     wall = time.perf_counter() - t_wall
+    fail = rr.get("failure")
+    if fail:
+        raise CortexlinkError(f"session {cfg['name']!r} ended on a failure ({fail['kind']}, node {fail['node']}): "
+                              f"{fail['message']}")
     failed = [n for n, i in rr["nodes"].items() if i.get("state") == "failed" or i.get("n_failures")]
     if failed:
         first = [f.get("message") for f in rr["faults"] if f.get("kind") == "node_failed"][:3]

@@ -90,10 +90,11 @@ class Supervisor:
         node.n_failures += 1
         node.error = f"{type(exc).__name__}: {exc}"
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=6))
-        logger.error("node %s failed: %s\n%s", node.name, node.error, tb)
+        logger.error("node %s failed: %s", node.name, node.error)
+        logger.debug("node %s failed:\n%s", node.name, tb)     # -vv; also in the fault event (summary.json)
         self._emit("node_failed", node=node.name, severity="halt" if node.critical else "warning",
                    message=f"node {node.name} failed: {node.error}", sample=sample, error=node.error,
-                   n_failures=node.n_failures)
+                   n_failures=node.n_failures, traceback=tb)
         try:
             node.teardown()
         except Exception as texc:  # teardown of a broken node may fail too; that is logged, not fatal

@@ -18,6 +18,8 @@ fault ``kind``            raised when                                           
                           first one (0 disables)
 ``bus_down``              the process's message bus is broken (its Redis server   never: the run
                           was lost; the health entry :data:`BUS_HEALTH`)          ends
+``fit_failed``            a scheduled fit or refit failed (:meth:`Watchdog.latch`) never: the run
+                                                                                  ends
 ========================  ======================================================  ==================
 
 With the defaults (``stall_ms=5``, checks every tick of 1 ms) the cursor stops well within one
@@ -40,7 +42,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Watchdog", "WatchdogConfig", "HALT_KINDS", "BUS_HEALTH"]
 
-HALT_KINDS = ("source_stall", "node_down", "decoder_nan", "decoder_out_of_range", "pipeline_stall", "bus_down")
+HALT_KINDS = ("source_stall", "node_down", "decoder_nan", "decoder_out_of_range", "pipeline_stall", "bus_down",
+              "fit_failed")
 #: The health entry (not a node: node names hold no '.') that reports a broken bus:
 #: ``{"state": "failed", "bus": True, "error": ...}``.
 BUS_HEALTH = "runtime.bus"
@@ -125,6 +128,10 @@ class Watchdog:
     def _clear(self, kind: str, node: str, sample: int) -> None:
         if self.active.pop((kind, node), None) is not None:
             self._emit(kind, node=node, severity="clear", message=f"{kind} on {node} cleared", sample=sample)
+
+    def latch(self, kind: str, node: str, message: str, sample: int = -1, **fields: Any) -> bool:
+        """Raise a halt nothing clears (the run is ending on it); True if it is new."""
+        return self._raise(kind, node, message, sample, **fields)
 
     # -- periodic -----------------------------------------------------------------------
     def check_health(self, now_ns: int, health: dict, sample: int = -1) -> bool:

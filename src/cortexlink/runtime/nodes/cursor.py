@@ -319,6 +319,8 @@ class CursorNode(OperatorMixin, Node):
         g = m.payload.bin
         if self.interactive:
             self._jobs(m.payload)
+        elif m.payload.n_jobs > self._jobs_seen:
+            self._scheduled_job_done(m.payload.n_jobs, m.sample)
             blk = self.block
             if blk is None or blk.mode != "closed" or self.mouse:
                 self.watchdog.output_seen(now_ns, m.sample)     # the pipeline runs; its output is not used
@@ -328,6 +330,18 @@ class CursorNode(OperatorMixin, Node):
         self._bin_step(m, now_ns)
         self.last_bin = g
         self.publish_slow()
+
+    def _scheduled_job_done(self, n_jobs: int, sample: int) -> None:
+        """A fit or refit of the schedule finished; one that failed ends the run (the cursor is
+        held first): the blocks after it would run on no decoder, or wait for one forever."""
+        self._jobs_seen = n_jobs
+        job = self.ctx.bus.get_info(f"{self._decoder_node}/job") or {}
+        if job.get("ok", True) or job.get("operator"):
+            return
+        msg = f"the scheduled {job.get('job', 'fit')} of decoder {self._decoder_node} failed: {job.get('error')}"
+        self.watchdog.latch("fit_failed", self._decoder_node, msg, sample, error=job.get("error"))
+        self._publish_gate(sample)
+        self.ctx.fail_run("fit_failed", node=self._decoder_node, message=msg, error=job.get("error"))
 
     def _bin_step(self, m: Message, now_ns: int) -> None:
         p = m.payload

@@ -61,6 +61,16 @@ class DecoderNode(Node):
     reported instead of failing the node (a fit without click intents leaves the click decoder
     out, with a note), and each finished job counts ``n_jobs`` in the ``intent`` messages and
     is described under ``<name>/job`` (``{"job", "ok", "error" | "n_bins", "seconds", "version"}``).
+    A scheduled fit or refit that fails is reported the same way (with ``"operator": false``) and
+    the cursor ends the run on it, naming the error, instead of waiting for a decoder that never
+    comes.
+
+    In a child process the node journals what it must not lose (:mod:`cortexlink.runtime.journal`):
+    every control message it applied, the bins of the block in progress, each fitted model and its
+    job count. If the process dies and is restarted, the node comes back with its calibration and
+    closed-loop bins, the block in progress and the fitted decoder, applies the control messages
+    it missed (a block that ended, a fit asked for meanwhile) and reports a ``decoder_recovered``
+    event; only the bins that arrived while the process was down are lost.
     """
 
     kind = "decoder"
@@ -68,7 +78,8 @@ class DecoderNode(Node):
         "features": PortSpec(maxlen=256, policy="drop_oldest", required=True, message="features"),
         "labels": PortSpec(maxlen=1024, policy="drop_oldest", message="participant_intent",
                            doc="participant intent (training labels)"),
-        "control": PortSpec(maxlen=64, policy="fail", feedback=True, message="control", doc="block begin/end, fit, refit"),
+        "control": PortSpec(maxlen=64, policy="fail", feedback=True, message="control", replay=True,
+                            doc="block begin/end, fit, refit"),
     }
     OUTPUTS = {"intent": "decoded_intent"}
     PARAMS = {
@@ -147,9 +158,16 @@ class DecoderNode(Node):
         self.decode_stats = LatencyStats(1 << 18)
         self.n_jobs = 0
         self._job: str | None = None
+        self._operator_job = False
+        self.journal = self.ctx.journal(self.name)
+        if self.journal is not None:
+            from cortexlink.runtime.nodes._journaled import recover
+
+            recover(self)
 
     # -- control --------------------------------------------------------------------------
-    def _control(self, c: Control) -> None:
+    def _block_control(self, c: Control) -> None:
+        """``begin`` / ``end`` (also when the journal is read back after a restart)."""
         cmd = c.cmd
         if cmd == "begin":
             self.mode = c.mode
@@ -166,20 +184,24 @@ class DecoderNode(Node):
                 self.calib.append(b)
             elif b is not None and b["kind"] == "closed_loop":
                 self.closed[b["name"]] = b
+
+    def _control(self, c: Control, closed: dict | None = None) -> None:
+        cmd = c.cmd
+        if cmd in ("begin", "end"):
+            self._block_control(c)
         elif cmd in ("fit", "refit"):
             job = c.job
             if self._thread is not None:
                 self._thread.join()
                 self._swap()
-            self._job = cmd if job else None
+            self._job = str(cmd)
+            self._operator_job = bool(job)
             try:
                 if cmd == "fit":
                     self._start(self._fit, job)
                 else:
-                    self._start(self._refit, c, dict(self.closed))
+                    self._start(self._refit, c, dict(self.closed if closed is None else closed))
             except Exception as exc:
-                if not job:
-                    raise
                 self._job_done(False, error=f"{type(exc).__name__}: {exc}")
             self.closed = {}
 
@@ -205,10 +227,8 @@ class DecoderNode(Node):
         if new is None:
             return
         if new[0] == "error":
-            if self._job is not None:
-                self._job_done(False, error=f"{type(new[1]).__name__}: {new[1]}")
-                return
-            raise new[1]
+            self._job_done(False, error=f"{type(new[1]).__name__}: {new[1]}")
+            return
         self.decoder, self.click_dec, info = new[1], new[2], new[3]
         self.fitted = True
         self.version += 1
@@ -228,13 +248,17 @@ class DecoderNode(Node):
         self._models[str(self.version)] = entry
         self.ctx.bus.set_info(f"{self.name}/models", dict(self._models))
         logger.info("%s: decoder v%d ready (%s)", self.name, self.version, info)
+        if self.journal is not None:
+            from cortexlink.runtime.nodes._journaled import journal_model
+
+            journal_model(self, info)
         if self._job is not None:
             self._job_done(True, info)
 
     def _job_done(self, ok: bool, info: dict | None = None, error: str | None = None) -> None:
         from cortexlink.core.jsonutil import jsonable
 
-        out: dict[str, Any] = {"job": self._job, "ok": ok, "version": self.version}
+        out: dict[str, Any] = {"job": self._job, "ok": ok, "version": self.version, "operator": self._operator_job}
         if error is not None:
             out["error"] = error
             logger.warning("%s: %s failed: %s", self.name, self._job, error)
@@ -246,14 +270,19 @@ class DecoderNode(Node):
         self._job = None
         self.n_jobs += 1
         self.ctx.bus.set_info(f"{self.name}/job", jsonable(out, finite=True))
+        if self.journal is not None:
+            self.journal.append("job", n_jobs=self.n_jobs)
 
     def _fit(self, note: bool = False, *, in_place: bool) -> None:
         from cortexlink.decoders.fitting import fit_decoders
 
-        blocks = [_trace(features=np.asarray(b["x"], np.float32).reshape(len(b["x"]), -1),
-                         intended_velocity=np.asarray(b["v"], float).reshape(-1, 2),
-                         click_intent=np.asarray(b["c"], float))
-                  for b in self.calib if b["x"]]
+        blocks = []
+        for b in self.calib:
+            keep = [i for i, x in enumerate(b["x"]) if x is not None]     # bins with features (not a dsp warm-up)
+            if keep:
+                blocks.append(_trace(features=np.asarray([b["x"][i] for i in keep], np.float32).reshape(len(keep), -1),
+                                     intended_velocity=np.asarray([b["v"][i] for i in keep], float).reshape(-1, 2),
+                                     click_intent=np.asarray([b["c"][i] for i in keep], float)))
         if not blocks:
             raise ConfigError(f"{self.name}: 'fit' but no calibration bins were collected")
         p = self.params
@@ -307,6 +336,10 @@ class DecoderNode(Node):
             self._thread = None
             self._swap()
         for m in inbox.get("control", ()):
+            if self.journal is not None:
+                from cortexlink.runtime.wire import encode_message
+
+                self.journal.append("control", encode_message(m))     # before applying it
             self._control(m.payload)
         for m in inbox.get("labels", ()):
             p = m.payload
@@ -358,6 +391,10 @@ class DecoderNode(Node):
             blk["v"].append(_NAN2 if lab is None else tuple(lab[0]))
             blk["c"].append(0.0 if lab is None else lab[1])
             blk["dec"].append(v)
+            if self.journal is not None:
+                from cortexlink.runtime.nodes._journaled import journal_bin
+
+                journal_bin(self, blk)
         # ready: this output may drive the cursor — fitted, and in closed mode (over Redis a block's
         # start reaches the decoder a little after the cursor: until then the cursor holds still
         # instead of taking the undecoded bins for NaN output)

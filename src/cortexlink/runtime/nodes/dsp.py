@@ -51,7 +51,9 @@ class DspNode(Node):
     ``calibration_s`` of data (the decoder columns stay as they are). The decoder columns are fixed when the extractor's calibration completes and published under
     ``<name>/features`` (names, bad channels). Deadline: a chunk that completes no bin must be
     processed within ``deadline_ms`` of entering the graph (else ``n_missed``); one that completes
-    a bin is checked at the cursor.
+    a bin is checked at the cursor. In a child process restarted after a crash, the node puts back
+    the calibration its previous process published (same thresholds, bad channels and decoder
+    columns, so the decoder's features do not change under it; not with ``reference: lrr``).
     """
 
     kind = "dsp"
@@ -128,6 +130,10 @@ class DspNode(Node):
         if not hasattr(self, "g"):                         # a restart recalibrates but keeps counting bins
             self.g = 0
             self.chunk_stats = LatencyStats(1 << 20)
+            if self.ctx.journal(self.name) is not None:      # a child process: restarted after a crash?
+                from cortexlink.runtime.nodes._journaled import restore_dsp_calibration
+
+                restore_dsp_calibration(self)
 
     def _fix_columns(self) -> None:
         bad = np.asarray(self.fx.bad_channels_, bool)
