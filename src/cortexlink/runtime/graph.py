@@ -54,6 +54,7 @@ from typing import Any
 
 from cortexlink.core.errors import ConfigError
 from cortexlink.core.validation import check_keys
+from cortexlink.core.yamlfile import brief
 from cortexlink.runtime.bus import POLICIES
 from cortexlink.runtime.messages import accepts
 from cortexlink.runtime.node import check_params, node_class
@@ -92,7 +93,7 @@ def check_cpus(path: str, cpus: Any) -> list[int] | None:
         return None
     if (not isinstance(cpus, (list, tuple)) or not cpus
             or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in cpus) or len(set(cpus)) != len(cpus)):
-        raise ConfigError(f"{path} must be a non-empty list of distinct CPU numbers (integers >= 0); got {cpus!r}")
+        raise ConfigError(f"{path} must be a non-empty list of distinct CPU numbers (integers >= 0); got {brief(cpus)}")
     return sorted(cpus)
 
 
@@ -101,7 +102,7 @@ def builtin_graph(name: str) -> Path:
     from importlib import resources
 
     if name not in BUILTIN_GRAPHS:
-        raise ConfigError(f"built-in graph must be one of {list(BUILTIN_GRAPHS)}; got {name!r}")
+        raise ConfigError(f"built-in graph must be one of {list(BUILTIN_GRAPHS)}; got {brief(name)}")
     return Path(str(resources.files("cortexlink.runtime").joinpath("graphs", f"{name}.yaml")))
 
 
@@ -109,14 +110,14 @@ def _num(path: str, v: Any, *, positive: bool = True, allow_zero: bool = False, 
     if v is None and nullable:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
-        raise ConfigError(f"{path} must be a number; got {v!r}")
+        raise ConfigError(f"{path} must be a number; got {brief(v)}")
     if positive and (v < 0 or (v == 0 and not allow_zero)):
-        raise ConfigError(f"{path} must be {'>= 0' if allow_zero else '> 0'}; got {v!r}")
+        raise ConfigError(f"{path} must be {'>= 0' if allow_zero else '> 0'}; got {brief(v)}")
     return float(v)
 
 
 def _read(source: Any) -> dict:
-    from cortexlink.core.yamlfile import brief, load_yaml, read_yaml_file
+    from cortexlink.core.yamlfile import load_yaml, read_yaml_file
 
     if isinstance(source, dict):
         return copy.deepcopy(source)
@@ -139,6 +140,15 @@ def _read(source: Any) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"graph must be a mapping at the top level; got {type(raw).__name__}")
     return raw
+
+
+def _section(path: str, value: Any) -> dict:
+    """A mapping section of the graph (empty when absent), or a ConfigError naming it."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} must be a mapping; got {brief(value)}")
+    return dict(value)
 
 
 def load_graph(source: str | Path | dict) -> dict:
@@ -164,41 +174,43 @@ def load_graph(source: str | Path | dict) -> dict:
     g["bin_ms"] = _num("bin_ms", raw.get("bin_ms", 20.0))
     clock = raw.get("clock", "realtime")
     if clock not in CLOCKS:
-        raise ConfigError(f"clock must be one of {list(CLOCKS)}; got {clock!r}")
+        raise ConfigError(f"clock must be one of {list(CLOCKS)}; got {brief(clock)}")
     g["clock"] = clock
     g["seconds"] = _num("seconds", raw.get("seconds"), nullable=True)
     g["stats_after_s"] = _num("stats_after_s", raw.get("stats_after_s", 0.0), allow_zero=True)
     g["deadline_ms"] = _num("deadline_ms", raw.get("deadline_ms"), nullable=True)
     bus = raw.get("bus") or {}
     if not isinstance(bus, dict) or set(bus) - {"kind", "url", "stream_maxlen", "server_cpus", "socket"}:
-        raise ConfigError(f"bus must be a mapping with kind, url, stream_maxlen, server_cpus, socket; got {bus!r}")
+        raise ConfigError(f"bus must be a mapping with kind, url, stream_maxlen, server_cpus, socket; got {brief(bus)}")
     if bus.get("kind", "inprocess") not in ("inprocess", "redis"):
-        raise ConfigError(f"bus.kind must be 'inprocess' or 'redis'; got {bus.get('kind')!r}")
+        raise ConfigError(f"bus.kind must be 'inprocess' or 'redis'; got {brief(bus.get('kind'))}")
     if bus.get("socket", "unix") not in BUS_SOCKETS:
-        raise ConfigError(f"bus.socket must be one of {list(BUS_SOCKETS)}; got {bus.get('socket')!r}")
+        raise ConfigError(f"bus.socket must be one of {list(BUS_SOCKETS)}; got {brief(bus.get('socket'))}")
     g["bus"] = {"kind": bus.get("kind", "inprocess"), "url": bus.get("url"),
                 "stream_maxlen": int(bus.get("stream_maxlen", 10000)),
                 "server_cpus": check_cpus("bus.server_cpus", bus.get("server_cpus")),
                 "socket": bus.get("socket", "unix")}
-    g["watchdog"] = dict(raw.get("watchdog") or {})
+    g["watchdog"] = _section("watchdog", raw.get("watchdog"))
     WatchdogConfig.from_dict(g["watchdog"], "watchdog")
-    g["restart"] = dict(raw.get("restart") or {})
+    g["restart"] = _section("restart", raw.get("restart"))
     RestartPolicy.from_dict(g["restart"], "restart")
 
     nodes_raw = raw.get("nodes")
     if not isinstance(nodes_raw, dict) or not nodes_raw:
-        raise ConfigError(f"nodes must be a non-empty mapping of node name -> node; got {nodes_raw!r}")
+        raise ConfigError(f"nodes must be a non-empty mapping of node name -> node; got {brief(nodes_raw)}")
     nodes: dict[str, dict] = {}
     for name, spec in nodes_raw.items():
         path = f"nodes.{name}"
         if not isinstance(name, str) or not _NAME.match(name) or name in ("runtime", "operator"):
             raise ConfigError(f"{path}: a node name must start with a letter and hold only letters, digits, '_' "
-                              f"or '-' (and not be 'runtime' or 'operator'); got {name!r}")
+                              f"or '-' (and not be 'runtime' or 'operator'); got {brief(name)}")
         if not isinstance(spec, dict):
             raise ConfigError(f"{path} must be a mapping; got {type(spec).__name__}")
         check_keys(path, spec, _NODE)
         if "kind" not in spec:
             raise ConfigError(f"{path}.kind is required")
+        if not isinstance(spec["kind"], str):
+            raise ConfigError(f"{path}.kind must be a node kind's name; got {brief(spec['kind'])}")
         try:
             cls = node_class(spec["kind"])
         except ConfigError as exc:
@@ -207,18 +219,18 @@ def load_graph(source: str | Path | dict) -> dict:
         inject = check_params(f"{path}.inject", cls.INJECT, spec.get("inject"))
         where = spec.get("where", "main")
         if where not in PLACEMENTS:
-            raise ConfigError(f"{path}.where must be one of {list(PLACEMENTS)}; got {where!r}")
+            raise ConfigError(f"{path}.where must be one of {list(PLACEMENTS)}; got {brief(where)}")
         if inject.get("exit_at_steps") and where != "subprocess":
             raise ConfigError(f"{path}.inject.exit_at_steps ends the node's whole process: use it on a node with "
-                              f"where: subprocess (this one runs {where!r})")
+                              f"where: subprocess (this one runs {brief(where)})")
         group = spec.get("group", name)
         if not isinstance(group, str) or not _NAME.match(group):
-            raise ConfigError(f"{path}.group must be a name (letters, digits, '_', '-'); got {group!r}")
+            raise ConfigError(f"{path}.group must be a name (letters, digits, '_', '-'); got {brief(group)}")
         crit = spec.get("critical", cls.CRITICAL)
         if not isinstance(crit, bool):
-            raise ConfigError(f"{path}.critical must be true or false; got {crit!r}")
+            raise ConfigError(f"{path}.critical must be true or false; got {brief(crit)}")
         cpus = check_cpus(f"{path}.cpus", spec.get("cpus"))
-        restart = dict(spec.get("restart") or {})
+        restart = _section(f"{path}.restart", spec.get("restart"))
         RestartPolicy.from_dict({**g["restart"], **restart}, f"{path}.restart")
         nodes[name] = {"kind": spec["kind"], "params": params, "inputs": spec.get("inputs") or {},
                        "where": where, "group": group if where == "subprocess" else (name if where == "external" else "main"),
@@ -230,43 +242,43 @@ def load_graph(source: str | Path | dict) -> dict:
         cls = node_class(n["kind"])
         ins = n["inputs"]
         if not isinstance(ins, dict):
-            raise ConfigError(f"nodes.{name}.inputs must be a mapping port -> 'node.port'; got {ins!r}")
+            raise ConfigError(f"nodes.{name}.inputs must be a mapping port -> 'node.port'; got {brief(ins)}")
         out: dict[str, dict] = {}
         for port, src in ins.items():
             path = f"nodes.{name}.inputs.{port}"
             if port not in cls.INPUTS:
-                raise ConfigError(f"{path}: {n['kind']} has no input {port!r}; inputs: {sorted(cls.INPUTS)}")
+                raise ConfigError(f"{path}: {n['kind']} has no input {brief(port)}; inputs: {sorted(cls.INPUTS)}")
             spec = cls.INPUTS[port]
             if isinstance(src, str):
                 src = {"from": src}
             if not isinstance(src, dict) or "from" not in src or set(src) - {"from", "maxlen", "policy", "feedback"}:
-                raise ConfigError(f"{path} must be 'node.port' or {{from: node.port, maxlen: N, policy: P}}; got {src!r}")
+                raise ConfigError(f"{path} must be 'node.port' or {{from: node.port, maxlen: N, policy: P}}; got {brief(src)}")
             frm = src["from"]
             if not isinstance(frm, str) or "." not in frm:
-                raise ConfigError(f"{path}.from must be 'node.port'; got {frm!r}")
+                raise ConfigError(f"{path}.from must be 'node.port'; got {brief(frm)}")
             pn, pp = frm.split(".", 1)
             if frm not in BUILTIN_TOPICS:
                 if pn not in nodes:
-                    raise ConfigError(f"{path}.from names node {pn!r}, which is not in the graph; nodes: {sorted(nodes)}")
+                    raise ConfigError(f"{path}.from names node {brief(pn)}, which is not in the graph; nodes: {sorted(nodes)}")
                 pcls = node_class(nodes[pn]["kind"])
                 if pp not in pcls.OUTPUTS:
-                    raise ConfigError(f"{path}.from: {pn} ({nodes[pn]['kind']}) has no output {pp!r}; "
+                    raise ConfigError(f"{path}.from: {pn} ({nodes[pn]['kind']}) has no output {brief(pp)}; "
                                       f"outputs: {list(pcls.OUTPUTS)}")
                 sent = pcls.OUTPUTS.get(pp) if isinstance(pcls.OUTPUTS, dict) else None
             else:
                 sent = _BUILTIN_KINDS.get(frm)
             if not accepts(spec.message, sent):
-                raise ConfigError(f"{path}: a {n['kind']} node's {port!r} input takes {spec.message!r} messages, "
-                                  f"but {frm} sends {sent!r}")
+                raise ConfigError(f"{path}: a {n['kind']} node's {brief(port)} input takes {spec.message!r} messages, "
+                                  f"but {frm} sends {brief(sent)}")
             maxlen = src.get("maxlen", spec.maxlen)
             if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1:
-                raise ConfigError(f"{path}.maxlen must be an integer >= 1; got {maxlen!r}")
+                raise ConfigError(f"{path}.maxlen must be an integer >= 1; got {brief(maxlen)}")
             policy = src.get("policy", spec.policy)
             if policy not in POLICIES:
-                raise ConfigError(f"{path}.policy must be one of {list(POLICIES)}; got {policy!r}")
+                raise ConfigError(f"{path}.policy must be one of {list(POLICIES)}; got {brief(policy)}")
             fb = src.get("feedback", spec.feedback)
             if not isinstance(fb, bool):
-                raise ConfigError(f"{path}.feedback must be true or false; got {fb!r}")
+                raise ConfigError(f"{path}.feedback must be true or false; got {brief(fb)}")
             out[port] = {"from": frm, "maxlen": maxlen, "policy": policy, "feedback": fb}
         if "faults" in cls.INPUTS and "faults" not in out:
             spec = cls.INPUTS["faults"]

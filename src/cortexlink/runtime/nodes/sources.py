@@ -113,13 +113,13 @@ class SimSource(_ClockedSource):
         if params["preset"] not in PRESETS:
             raise ConfigError(f"nodes.{name}.params.preset must be one of {sorted(PRESETS)}; got {params['preset']!r}")
         fields = set(ImplantConfig.__dataclass_fields__)
-        unknown = sorted(set(params["config"]) - fields - {"seed"})
+        unknown = sorted(str(k) for k in params["config"] if k not in fields | {"seed"})
         if unknown:
             raise ConfigError(f"nodes.{name}.params.config has unknown field(s) {unknown}; "
                               f"ImplantConfig fields: {sorted(fields)}")
         try:
             PRESETS[params["preset"]].replace(**params["config"])
-        except (ConfigError, TypeError) as exc:
+        except (ConfigError, TypeError, ValueError) as exc:
             raise ConfigError(f"nodes.{name}.params.config is invalid: {exc}") from exc
         fs = cls.implant_fs(params)
         chunk = _samples(name, "chunk_ms", params["chunk_ms"], fs)
