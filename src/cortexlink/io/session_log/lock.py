@@ -11,6 +11,7 @@ one JSON line naming the holder (pid, host, purpose, since) for the error messag
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import time
@@ -24,6 +25,7 @@ except ImportError:  # pragma: no cover - not on POSIX
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".lock"
+logger = logging.getLogger("cortexlink.io.session_log")
 
 
 def _describe(info: dict) -> str:
@@ -89,6 +91,11 @@ class SessionLock:
                     "crashed" if what == "recording" else "wait for it to finish")
             raise SessionBusy(f"{self.folder}: {verb} by live {_describe(info)} (it holds {self.path}); "
                               f"{hint}") from None
+        except OSError as exc:       # a file system without flock (some network mounts): go on unlocked
+            os.close(fd)
+            logger.warning(
+                "%s: cannot lock (%s); recover will not know whether a writer is live", self.path, exc)
+            return self
         except BaseException:
             os.close(fd)
             raise

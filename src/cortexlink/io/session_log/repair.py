@@ -139,9 +139,10 @@ def recover(path: str | os.PathLike, *, catalogue: Any = None) -> dict:
     lock = SessionLock(path, "recover")
     try:
         lock.acquire()
-    except PermissionError as exc:
-        raise CorruptSessionError(f"{path}: cannot write in the folder ({exc.strerror}); recover must rewrite the "
-                                  "manifest - run it as a user who may write there") from None
+    except OSError as exc:
+        raise CorruptSessionError(f"{path}: cannot write in the folder ({exc.strerror or exc}); recover must rewrite "
+                                  "the manifest - run it where the folder is writable, as a user who may write "
+                                  "there") from None
     try:
         return _recover_locked(path, catalogue)
     finally:
@@ -326,6 +327,6 @@ def _repair_stream(p: Path, session: Path) -> dict:
             os.fsync(dst.fileno())
         os.replace(tmp, p)
     cut = sum(min(d["length"], size - d["offset"]) for d in damage)
-    logger.warning("%s: removed %d damaged region(s), %d bytes (kept in %s); %d intact records kept",
+    logger.info("%s: removed %d damaged region(s), %d bytes (kept in %s); %d intact records kept",
                    p, len(damage), cut, dest, len(good))
     return {"records": len(good), "rows": rows, "cut_bytes": cut, "damaged_regions": len(damage)}
