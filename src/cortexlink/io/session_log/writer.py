@@ -164,8 +164,6 @@ class SessionRecorder:
                                             f"{free / 1e9:.2f} GB free")
         self.session_id = session_id or f"{participant_id}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         self.participant_id = participant_id
-        # held while recording: `recover` refuses while it is held; the kernel drops it if we die
-        self._lock = SessionLock(self.path, "recording").acquire()
         self.manifest: dict = {
             "format": "cortexlink-session", "format_version": FORMAT_VERSION, "session_id": self.session_id,
             "participant_id": participant_id, "state": "recording",
@@ -177,11 +175,6 @@ class SessionRecorder:
             "writer": {"max_queue_bytes": self.max_queue_bytes, "on_full": self.on_full,
                        "fsync_interval_s": self.fsync_interval_s},
         }
-        try:
-            _atomic_write_json(self.path / "manifest.json", self.manifest)
-        except BaseException:
-            self._lock.release()
-            raise
         self._streams: dict[str, _Stream] = {}
         self._q: deque = deque()
         self._q_bytes = 0
@@ -192,7 +185,14 @@ class SessionRecorder:
         self._low_disk_alarmed = False
         self._max_queue_seen = 0
         self._dropped_total = 0
-        self.declare("events", kind="json")
+        # held while recording: `recover` refuses while it is held; the kernel drops it if we die
+        self._lock = SessionLock(self.path, "recording").acquire()
+        try:
+            _atomic_write_json(self.path / "manifest.json", self.manifest)
+            self.declare("events", kind="json")
+        except BaseException:
+            self._lock.release()
+            raise
         self._thread = threading.Thread(target=self._writer, name=f"cortexlink-recorder-{self.session_id}",
                                         daemon=True)
         self._thread.start()
