@@ -23,7 +23,9 @@ Block kinds are those of :mod:`cortexlink.tasks.schedule`. With ``decoder.kind: 
 cursor follows the participant's intent exactly (the ceiling) and no implant runs.
 
 :func:`load_session` validates a file or dict and raises :class:`~cortexlink.ConfigError`
-naming the field (``session.blocks[3].task``); :func:`session_to_graph` compiles it into the
+naming the field (``session.blocks[3].task``) — files are read by the bounded loader of
+:mod:`cortexlink.core.yamlfile` (at most 1 MB, no alias bombs), and the decoders' own parameter
+checks run here, so that ``session check`` refuses what ``session run`` would; :func:`session_to_graph` compiles it into the
 runtime graph (participant, implant, dsp, decoder, cursor, and trace or recorder nodes);
 :func:`run_session` runs that graph, in this process by default or with the dsp and decoder in
 a child process over Redis (``redis="auto"``), and returns the traces, the tasks and a summary.
