@@ -174,3 +174,21 @@ def test_a_restarted_source_goes_on_from_where_it_stopped():
     assert src["n_failures"] == 1 and src["n_restarts"] == 1
     assert dsp["n_failures"] == 0 and dsp["n_in"] == src["n_out"] == 999     # one tick lost to the failure
     assert [e["kind"] for e in res["faults"]] == ["node_failed", "node_restarted"]
+
+
+def test_repeated_drops_of_an_edge_are_reported_at_most_every_few_seconds_with_exact_counts():
+    from cortexlink.runtime.lifecycle import DROP_REPORT_S
+
+    # a non-critical consumer stopped for good at its 5th step: its input overflows every chunk
+    # from then on, for the rest of the run (realtime: about 2.5 s of housekeeping every 100 ms)
+    g = {"name": "drop-flood", "clock": "realtime", "seconds": 2.5, "nodes": {
+        "src": {"kind": "sim_source", "params": {"config": {"n_channels": 8}, "chunk_ms": 5}},
+        "sink": {"kind": "sink", "inputs": {"data": {"from": "src.raw", "maxlen": 4}}, "critical": False,
+                 "inject": {"fail_at_steps": [5]}, "restart": {"max_restarts": 0}},
+    }}
+    res = run_graph(g)
+    assert res["failure"] is None and res["nodes"]["sink"]["gave_up"]
+    events = [e for e in res["faults"] if e["kind"] == "dropped"]
+    edge = res["edges"]["src.raw->sink.data"]
+    assert edge["n_dropped"] > 100 and sum(e["n"] for e in events) == edge["n_dropped"]    # every drop counted
+    assert 1 <= len(events) <= 2 + int(res["wall_s"] // DROP_REPORT_S)                      # not ten a second

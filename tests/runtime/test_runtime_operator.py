@@ -238,3 +238,42 @@ def test_fit_refit_noise_and_recording_from_commands(live, tmp_path):
     assert verify(tmp_path / "recs" / "rec1")["ok"]
     rep = lv.cmd("record_start", name="rec1")
     assert rep["status"] == 409 and "already exists" in rep["error"]
+
+
+def _send_all(lv, cmds):
+    """Queue ``cmds`` at once (the scheduler publishes them in one pass) and collect every reply."""
+    ids = [lv.runner.send_command(c) for c in cmds]
+    return [lv.runner.wait_reply(i, 20) for i in ids]
+
+
+def test_calibrate_then_stop_in_the_same_bin_apply_in_order_and_the_recording_has_both_block_events(live, tmp_path):
+    from cortexlink.io.session_log import SessionReader
+
+    lv = live(recorder_dir=tmp_path)
+    lv.ok("record_start", name="one-bin")
+    lv.ok("mouse", enabled=True)
+    pairs = [({"cmd": "calibrate", "seconds": 5.0}, "calibration"), ({"cmd": "start", "task": "webgrid"}, "webgrid"),
+             ({"cmd": "start", "task": "chess"}, "chess")]
+    for begin, _ in pairs:
+        reps = _send_all(lv, [begin, {"cmd": "stop"}])
+        assert all(r is not None and r["ok"] for r in reps), reps
+        assert reps[1]["result"]["stopped"]["n_bins"] == 0 and reps[1]["result"]["stopped"]["reason"] == "operator"
+    lv.wait(lambda: lv.cursor.block is None, 5, "no block running")
+    lv.ok("record_stop")
+    lv.wait(lambda: (tmp_path / "one-bin" / "manifest.json").is_file(), 30, "the recording closed")
+    ev = SessionReader(tmp_path / "one-bin").events()
+    starts = [e["name"] for e in ev if e["kind"] == "block_start"]
+    ends = [e["name"] for e in ev if e["kind"] == "block_end"]
+    assert starts == ends == ["01-calibration", "02-webgrid", "03-chess"]
+
+
+def test_a_burst_of_commands_drops_none_and_the_estop_in_it_holds_the_next_bin(live):
+    lv = live()
+    lv.ok("mouse", enabled=True)
+    burst = [{"cmd": "mouse_move", "x": 0.1 * (i % 5), "y": 0.0} for i in range(400)]
+    burst.insert(200, {"cmd": "estop"})
+    reps = _send_all(lv, burst)                      # more than a node's default queue (256) in one pass
+    assert all(r is not None and r["ok"] for r in reps)
+    est = reps[200]["result"]
+    lv.wait(lambda: lv.cursor.estop_bin is not None, 10, "the first held bin")
+    assert lv.cursor.estop_bin == est["received_after_bin"] + 1

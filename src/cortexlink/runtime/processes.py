@@ -199,7 +199,7 @@ class _Processes:
                            "--run-id %s", external, self.url, self.run_id)
         want = [n for n in g["nodes"] if g["_placement"][n] != "main"]
         deadline = time.monotonic() + self.startup_timeout_s
-        while True:
+        while self._stop is None:            # a stop signal during start-up: on to the loop and the summary
             states = self.bus.states()
             bad = [n for n in want if states.get(n, {}).get("state") in ("failed", "stopped")]
             missing = [n for n in want if states.get(n, {}).get("state") != "running"]

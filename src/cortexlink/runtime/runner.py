@@ -353,14 +353,16 @@ class GraphRunner(_Processes, _Lifecycle):
         t_wall = time.perf_counter()
         try:
             self._prepare()
-            self._build()
-            self._pin()
-            self._setup_nodes()
-            if self.role == "main" and isinstance(self.bus, RedisStreamsBus) and self._remote_nodes:
-                self._start_workers()
-            if self.realtime:
-                _quiet_gc()
-            with stopper(self.request_stop):      # SIGINT/SIGTERM/SIGHUP: a clean stop (runtime.signals)
+            # from here a SIGINT/SIGTERM/SIGHUP asks for a clean stop (runtime.signals): set-up ends,
+            # the loop makes one pass and the run finishes with its result
+            with stopper(self.request_stop):
+                self._build()
+                self._pin()
+                self._setup_nodes()
+                if self.role == "main" and isinstance(self.bus, RedisStreamsBus) and self._remote_nodes:
+                    self._start_workers()
+                if self.realtime:
+                    _quiet_gc()
                 try:
                     self._loop()
                 except KeyboardInterrupt:
