@@ -371,3 +371,26 @@ def test_signals_stop_run_redis_auto_cleanly_summary_written_nothing_left(redis_
     assert summary["stop_reason"].endswith("received") and summary["failure"] is None
     assert summary["processes"]["pipeline"]["returncode"] is not None
     assert all(_gone(p) for p in kids) and not os.path.exists(folder)
+
+
+def test_sigterm_of_session_run_writes_what_ran_and_exits_143(tmp_path):
+    sess = tmp_path / "long.yaml"
+    sess.write_text("name: long\nimplant: {n_channels: 24}\ndecoder: {kind: kalman}\nclick_decoder: {enabled: false}\n"
+                    "blocks:\n  - {kind: calibration, task: centre_out, seconds: 3000}\n  - {kind: fit}\n")
+    err = open(tmp_path / "stderr.txt", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "cortexlink.cli.main", "session", "run", str(sess), "--out",
+                             str(tmp_path / "runs"), "--no-progress"], stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        _wait(lambda: list((tmp_path / "runs").glob("*/")) or proc.poll() is not None, 60, "the run folder")
+        time.sleep(2.0)                                   # into the loop (3000 s of calibration: far from done)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        err.close()
+    text = (tmp_path / "stderr.txt").read_text()
+    assert rc == 143 and "Traceback" not in text and "was stopped (SIGTERM received)" in text
+    summary = json.loads(next((tmp_path / "runs").glob("*/summary.json")).read_text())
+    assert summary["completed"] is False and summary["runtime"]["stop_reason"] == "SIGTERM received"

@@ -94,7 +94,7 @@ def run_and_report(cfg: dict, out_parent: Path, *, progress: bool = True, record
                    redis: str | None = None) -> int:
     """Run a validated session on the runtime graph, write its run folder and print the summary table."""
     from cortexlink.core.outpath import check_name, new_run_folder
-    from cortexlink.runtime.session import run_session
+    from cortexlink.runtime.session import SessionStopped, run_session
     from cortexlink.tasks.report import summary_table, write_run_folder
 
     ch = cfg["implant"].get("n_channels")
@@ -112,6 +112,12 @@ def run_and_report(cfg: dict, out_parent: Path, *, progress: bool = True, record
                                    expected_bytes=need, raw=record == "raw", catalogue=default_catalogue_path())
     try:
         result = run_session(cfg, progress=progress, recorder=recorder, record_raw=record == "raw", redis=redis)
+    except SessionStopped as exc:               # a failure or a stop signal: what ran goes to summary.json
+        import json
+
+        (run_dir / "summary.json").write_text(json.dumps({"session": cfg["name"], "completed": False, "stopped": str(exc),
+                                                          "runtime": exc.run}, indent=1, default=str) + "\n")
+        raise SessionStopped(f"{exc}; what ran: {run_dir / 'summary.json'}", exc.run) from None
     finally:
         if recorder is not None:
             recorder.close()

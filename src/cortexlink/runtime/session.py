@@ -46,7 +46,17 @@ from cortexlink.core.validation import check_choice, check_keys
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_session", "session_to_graph", "loop_nodes", "run_session", "DEFAULT_SESSION", "SessionResult"]
+__all__ = ["load_session", "session_to_graph", "loop_nodes", "run_session", "DEFAULT_SESSION", "SessionResult",
+           "SessionStopped"]
+
+
+class SessionStopped(CortexlinkError):
+    """A session that ended before its schedule did (a failure, a node that failed, a stop signal);
+    ``run`` is the runtime's result of what did run (JSON-able, for a summary)."""
+
+    def __init__(self, message: str, run: dict) -> None:
+        super().__init__(message)
+        self.run = run
 
 #: The session ``cortexlink demo`` runs: 1024 channels, calibration, ReFIT-Kalman, two minutes of
 #: Webgrid, ten moves of chess.
@@ -388,16 +398,19 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
     wall = time.perf_counter() - t_wall
     fail = rr.get("failure")
     if fail:
-        raise CortexlinkError(f"session {cfg['name']!r} ended on a failure ({fail['kind']}, node {fail['node']}): "
-                              f"{fail['message']}")
+        raise SessionStopped(f"session {cfg['name']!r} ended on a failure ({fail['kind']}, node {fail['node']}): "
+                             f"{fail['message']}", rr)
     failed = [n for n, i in rr["nodes"].items() if i.get("state") == "failed" or i.get("n_failures")]
     if failed:
         first = [f.get("message") for f in rr["faults"] if f.get("kind") == "node_failed"][:3]
-        raise CortexlinkError(f"session {cfg['name']!r}: node(s) {failed} failed, so its figures would be wrong; "
-                              f"first failures: {first}")
+        raise SessionStopped(f"session {cfg['name']!r}: node(s) {failed} failed, so its figures would be wrong; "
+                             f"first failures: {first}", rr)
+    if str(rr["stop_reason"]).endswith(" received"):          # SIGINT/SIGTERM/SIGHUP (runtime.signals)
+        raise SessionStopped(f"session {cfg['name']!r} was stopped ({rr['stop_reason']}) after {rr['seconds']:.1f} s, "
+                             f"before its schedule finished", rr)
     if rr["stop_reason"] != "cursor: schedule finished":
-        raise CortexlinkError(f"session {cfg['name']!r} stopped before its schedule finished ({rr['stop_reason']}); "
-                              f"faults: {rr['fault_counts']}")
+        raise SessionStopped(f"session {cfg['name']!r} stopped before its schedule finished ({rr['stop_reason']}); "
+                             f"faults: {rr['fault_counts']}", rr)
     trace_node = runner.by_name["trace"].node
     cursor = runner.by_name["cursor"].node
     traces = {t.name: t for t in trace_node.traces}
