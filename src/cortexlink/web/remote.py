@@ -251,6 +251,19 @@ class RemoteGraph:
             except subprocess.TimeoutExpired:
                 logger.warning("the graph process did not stop within %g s; terminating it", timeout_s)
                 self._kill()
+            self._remove_dir()
+
+    def _remove_dir(self) -> None:
+        """The graph file and log folder: removed after a clean end, kept (and named) after a failure."""
+        if self._dir is None or self.proc is None or self.proc.poll() is None:
+            return
+        if self.proc.returncode in (0, 129, 130, 143):
+            import shutil
+
+            shutil.rmtree(self._dir, ignore_errors=True)
+        else:
+            logger.warning("the graph process exited with code %s; its log: %s", self.proc.returncode, self.log)
+        self._dir = None
 
     def _kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
