@@ -468,3 +468,16 @@ def test_shipped_operator_graph_is_the_demo_sessions_and_graphs_are_checked():
                         "blocks": [{"kind": "evaluation", "task": "webgrid", "seconds": 30}]})
     found = check_operator_graph(g)
     assert found["dsp"] is None and found["recorder"] is None and "implant" not in g["nodes"]
+
+
+def test_a_graph_that_ends_on_a_failure_leaves_the_controller_in_error_naming_it(make_controller, web_graph):
+    g = web_graph()
+    g["nodes"]["dsp"]["inject"] = {"fail_at_steps": list(range(2000, 2020))}   # after start-up, on and on
+    ctl = make_controller(g)
+    t_end = time.monotonic() + 90
+    while ctl.running and time.monotonic() < t_end:
+        time.sleep(0.05)
+    assert not ctl.running
+    ctl.stop()
+    assert ctl.state == "error" and ctl.failure["kind"] == "node_stopped" and ctl.failure["node"] == "dsp"
+    assert ctl.snapshots.get().fast["state"] == "error"

@@ -39,8 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Commands that run until their work is done or they are stopped: SIGINT, SIGTERM and SIGHUP
-#: stop them cleanly (cortexlink.runtime.signals), and they then exit with 128 + the signal.
+#: stop them cleanly (cortexlink.runtime.signals), and they then exit with 128 + the signal —
+#: but for ``serve``, a server whose normal end is a signal: its own status (0 after a clean stop).
 LONG_RUNNING = frozenset({"run", "session", "demo", "record", "serve", "replay"})
+_ENDS_ON_A_SIGNAL = frozenset({"serve"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
     if sig.exit_code is not None:
         print(f"cortexlink: stopped by {sig.name}", file=sys.stderr)
-        return sig.exit_code
+        return rc if args.command in _ENDS_ON_A_SIGNAL and rc != 130 else sig.exit_code
     return rc
 
 

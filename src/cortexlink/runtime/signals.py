@@ -17,7 +17,8 @@ Further signals while that stop runs are counted and ignored, so a burst (a supe
 TERM again, a user pressing Ctrl+C repeatedly) cannot interrupt the clean-up half way; only a
 signal :data:`ESCALATE_AFTER_S` or more after the first one, when the stop seems stuck, raises
 :class:`KeyboardInterrupt` once more. The command then exits with ``128 + signal number``
-(130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP).
+(130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP); ``serve``, a server whose normal end is a
+signal, exits 0 after a clean stop.
 """
 
 from __future__ import annotations

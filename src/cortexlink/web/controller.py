@@ -258,9 +258,16 @@ class OperatorController:
         return self._thread is not None and self._thread.is_alive()
 
     @property
+    def failure(self) -> dict | None:
+        """What ended an in-process graph that could not go on (a critical node given up on: the
+        run result's ``failure``), else None."""
+        return (self.result or {}).get("failure")
+
+    @property
     def state(self) -> str:
-        """``created``, ``starting``, ``idle``, ``calibrating``, ``closed_loop``, ``stopped`` or ``error``."""
-        if self._error is not None or self._state == "error":
+        """``created``, ``starting``, ``idle``, ``calibrating``, ``closed_loop``, ``stopped`` or ``error``
+        (the graph failed, or ended on a :attr:`failure`)."""
+        if self._error is not None or self._state == "error" or self.failure:
             return "error"
         if self._state in ("created", "starting"):
             return self._state
@@ -369,7 +376,7 @@ class OperatorController:
         if snap is None:
             return
         fast = dict(snap.fast)
-        fast["state"] = "error" if self._error is not None else "stopped"
+        fast["state"] = "error" if self._error is not None or self.failure else "stopped"
         fast["seq"] = snap.seq + 1
         self.snapshots.set(Snapshot(snap.seq + 1, fast, snap.slow, snap.meta))
 
