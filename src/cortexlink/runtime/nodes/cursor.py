@@ -319,11 +319,11 @@ class CursorNode(OperatorMixin, Node):
         g = m.payload.bin
         if self.interactive:
             self._jobs(m.payload)
-        elif m.payload.n_jobs > self._jobs_seen:
-            self._scheduled_job_done(m.payload.n_jobs, m.sample)
             blk = self.block
             if blk is None or blk.mode != "closed" or self.mouse:
                 self.watchdog.output_seen(now_ns, m.sample)     # the pipeline runs; its output is not used
+        elif m.payload.n_jobs > self._jobs_seen:
+            self._scheduled_job_done(m.payload.n_jobs, m.sample)
         if self.estop and self.estop_bin is None:
             self.estop_bin = g                     # the first bin held by the E-STOP
         self._loop_us = None
