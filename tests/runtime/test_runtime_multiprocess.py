@@ -142,3 +142,14 @@ def test_auto_server_is_reached_over_a_unix_socket_unless_the_graph_says_tcp(red
     assert res["nodes"]["sink"]["n_in"] >= 0.9 * res["nodes"]["src"]["n_out"] - 50
     if socket is None:   # the private server's directory (and its socket) are gone after the run
         assert not os.path.exists(res["redis"]["url"][len("unix://"):])
+
+
+def test_a_critical_node_given_up_on_in_a_child_process_ends_the_run(redis_server, tmp_path):
+    g = _crash_graph(60.0, critical=True)
+    g["nodes"]["dsp"]["inject"] = {"fail_at_steps": list(range(100, 110))}      # raises; its process lives on
+    g["nodes"]["dsp"]["restart"] = {"max_restarts": 2, "window_s": 60}
+    res = run_graph(g, redis_url=redis_server.url, out_dir=tmp_path)
+    f = res["failure"]
+    assert f["kind"] == "node_stopped" and f["node"] == "dsp" and "InjectedFault" in f["message"]
+    assert res["seconds"] < 60.0 and res["processes"]["dsp"]["restarts"] == 0
+    assert res["nodes"]["dsp"]["gave_up"] and res["nodes"]["dsp"]["n_failures"] == 3
