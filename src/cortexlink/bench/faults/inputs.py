@@ -295,22 +295,20 @@ def ui_stalled_streams_then_browser(work: Path) -> Outcome:
 @case("inputs", timeout_s=150)
 def ui_wrong_host(work: Path) -> Outcome:
     """A request whose Host is not a loopback name (DNS rebinding): 403"""
-    with _Serve(work) as srv:
-        st, body = srv.request("POST", "/api/control", b'{"cmd": "estop"}', {**_JSON, "Host": "evil.example:80"})
-        o = _answered(srv, st, body, 403, "not a loopback name")
-        st2, state = srv.request("GET", "/api/state")
-        estop = json.loads(state)["fast"]["estop"] if st2 == 200 else None
-        o.survived = o.survived and estop is False
-        o.detail += f"; E-STOP applied: {estop}"
-        return o
+    return _estop_refused(work, {"Host": "evil.example:80"}, "not a loopback name")
 
 
 @case("inputs", timeout_s=150)
 def ui_wrong_origin(work: Path) -> Outcome:
     """A cross-origin POST (another site's page): 403 and the command is not applied"""
+    return _estop_refused(work, {"Origin": "http://evil.example"}, "cross-origin")
+
+
+def _estop_refused(work: Path, headers: dict, needle: str) -> Outcome:
+    """An E-STOP sent with ``headers`` is answered 403 naming ``needle`` and not applied."""
     with _Serve(work) as srv:
-        st, body = srv.request("POST", "/api/control", b'{"cmd": "estop"}', {**_JSON, "Origin": "http://evil.example"})
-        o = _answered(srv, st, body, 403, "cross-origin")
+        st, body = srv.request("POST", "/api/control", b'{"cmd": "estop"}', {**_JSON, **headers})
+        o = _answered(srv, st, body, 403, needle)
         st2, state = srv.request("GET", "/api/state")
         estop = json.loads(state)["fast"]["estop"] if st2 == 200 else None
         o.survived = o.survived and estop is False
