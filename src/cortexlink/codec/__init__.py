@@ -1,0 +1,58 @@
+"""Lossless, bit-exact, causal streaming codec for int16 multichannel samples.
+
+A chunk (samples x channels, int16) is encoded as soon as it arrives into one *frame*; a frame
+decodes given the stream's state after the previous frame, or on its own when it is a
+*resynchronisation point* (every ``resync_frames`` frames, the first included), so a lost frame
+costs at most the frames up to the next resynchronisation point.
+
+Coding (per channel, in integer arithmetic, identical in encoder and decoder)
+----------------------------------------------------------------------------
+- Prediction: three fixed predictors over the last samples — order 1 ``x[n-1]``, order 2
+  ``2x[n-1] - x[n-2]``, order 3 ``3x[n-1] - 3x[n-2] + x[n-3]`` (each clamped to the int16
+  range) — and the one with the smallest decayed sum of absolute residuals so far
+  (``cost -= cost >> 4; cost += |e|``, ties to the lower order) predicts the next sample.
+- Residual ``e = x - prediction`` is mapped to ``u = 2e`` (e >= 0) or ``-2e - 1`` and coded with
+  an adaptive Golomb-Rice code: ``k`` is the smallest value with ``N << k >= A`` (``A`` the sum
+  of ``u``, ``N`` the count, both halved when ``N`` reaches 32; at the start ``A = 16, N = 1``).
+  The code is ``u >> k`` one-bits, a zero bit, then the ``k`` low bits of ``u``; when
+  ``u >> k >= 24`` it is 24 one-bits, a zero bit and ``u`` in 18 bits instead.
+- Samples are coded time-major (sample 0 of every channel, then sample 1, …); bits are packed
+  most significant first, and the payload is padded with zero bits to a whole byte.
+- At a resynchronisation point every channel's state starts afresh: history 0, costs 0,
+  ``A = 16, N = 1``.
+
+Frame layout (little-endian), 24-byte header then the payload
+-------------------------------------------------------------
+====== ===== ==========================================================================
+offset bytes field
+====== ===== ==========================================================================
+0      4     magic ``b"CXLC"``
+4      1     format version (1)
+5      1     flags: bit 0 = resynchronisation point; other bits 0
+6      2     channel count (1..65535)
+8      4     sample count of the frame
+12     4     frame index in the stream (0, 1, 2, … modulo 2**32)
+16     4     payload length in bytes
+20     4     CRC-32 (zlib) of header bytes 0..19 followed by the payload
+====== ===== ==========================================================================
+
+A stream is frames concatenated. The decoder refuses a frame whose CRC, length or payload is
+wrong, and a non-resynchronisation frame whose index does not follow the last one it decoded,
+with :class:`cortexlink.core.errors.ValidationError`.
+
+Examples
+--------
+>>> import numpy as np
+>>> from cortexlink.codec import Encoder, Decoder, encode_array, decode_array
+>>> x = (np.arange(300, dtype=np.int16) % 50).reshape(100, 3)
+>>> enc, dec = Encoder(3), Decoder()
+>>> y = np.concatenate([dec.decode(enc.encode(x[i:i + 30])) for i in range(0, 100, 30)])
+>>> bool((y == x).all()), bool((decode_array(encode_array(x)) == x).all())
+(True, True)
+"""
+
+from .stream import (HEADER_SIZE, MAGIC, VERSION, Decoder, Encoder, FrameHeader, decode_array,
+                     encode_array, iter_frames, read_header)
+
+__all__ = ["Encoder", "Decoder", "encode_array", "decode_array", "iter_frames", "read_header",
+           "FrameHeader", "MAGIC", "VERSION", "HEADER_SIZE"]

@@ -1,0 +1,335 @@
+"""Frames, the streaming :class:`Encoder` and :class:`Decoder`, and whole-array helpers.
+
+See the package docstring (:mod:`cortexlink.codec`) for the byte layout.
+"""
+
+from __future__ import annotations
+
+import numbers
+import struct
+import zlib
+from typing import Iterator
+
+import numpy as np
+
+from cortexlink.core.errors import ConfigError, ValidationError
+
+from . import _kernels
+
+MAGIC = b"CXLC"
+VERSION = 1
+FLAG_RESYNC = 0x01
+FLAG_TABLES = 0x02
+_EMPTY_TABLES = np.zeros(0, np.int32)
+#: magic, version, flags, channels, samples, frame index, payload length, CRC-32.
+HEADER = struct.Struct("<4sBBHIIII")
+HEADER_SIZE = HEADER.size
+MAX_CHANNELS = 65535
+#: Largest frame accepted (samples x channels): bounds the decoder's allocation.
+MAX_FRAME_VALUES = 1 << 28
+
+
+def _crc(header_wo_crc: bytes, payload: bytes | memoryview) -> int:
+    return zlib.crc32(payload, zlib.crc32(header_wo_crc)) & 0xFFFFFFFF
+
+
+def _varints(values: list[int]) -> bytes:
+    out = bytearray()
+    for v in values:
+        while v >= 0x80:
+            out.append((v & 0x7F) | 0x80)
+            v >>= 7
+        out.append(v)
+    return bytes(out)
+
+
+def _value_tables(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, bytes] | None:
+    """Per-channel sorted tables of the values a frame uses, for channels whose values are sparse
+    (at most a quarter as many distinct values as samples, spread over at least twice as many
+    codes): ``(tables, offsets, table section)``, or ``None`` when no channel gains."""
+    n, nc = data.shape
+    if n < 64:
+        return None
+    tabs, any_table = [], False
+    for c in range(nc):
+        u = np.unique(data[:, c])
+        if 4 * u.size <= n and int(u[-1]) - int(u[0]) + 1 >= 2 * u.size:
+            tabs.append(u.astype(np.int32))
+            any_table = True
+        else:
+            tabs.append(_EMPTY_TABLES)
+    if not any_table:
+        return None
+    offsets = np.zeros(nc + 1, np.int64)
+    offsets[1:] = np.cumsum([t.size for t in tabs])
+    section = []
+    for t in tabs:
+        section.append(t.size)
+        if t.size:
+            section.append(int(t[0]) + 32768)
+            section.extend(np.diff(t).tolist())
+    return np.concatenate(tabs), offsets, _varints(section)
+
+
+def _read_tables(payload: memoryview, nc: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Parse a table section: ``(tables, offsets, bytes used)``; raise on a malformed one."""
+    pos, size = 0, len(payload)
+
+    def varint() -> int:
+        nonlocal pos
+        v = shift = 0
+        while True:
+            if pos >= size or shift > 28:
+                raise ValidationError("codec frame: malformed value-table section (corrupt frame)")
+            b = payload[pos]
+            pos += 1
+            v |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return v
+
+    tabs, offsets = [], np.zeros(nc + 1, np.int64)
+    for c in range(nc):
+        t = varint()
+        if t > 65536:
+            raise ValidationError("codec frame: value table larger than the int16 range (corrupt frame)")
+        vals = []
+        if t:
+            v = varint() - 32768
+            vals.append(v)
+            for _ in range(t - 1):
+                v += varint()
+                vals.append(v)
+            if vals[0] < -32768 or v > 32767 or any(b <= a for a, b in zip(vals, vals[1:])):
+                raise ValidationError("codec frame: value table out of order or range (corrupt frame)")
+        tabs.append(np.asarray(vals, np.int32))
+        offsets[c + 1] = offsets[c] + t
+    return (np.concatenate(tabs) if offsets[-1] else _EMPTY_TABLES), offsets, pos
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
+        raise ConfigError(f"{name} must be an integer in [{lo}, {hi}]; got {value!r}")
+    return int(value)
+
+
+class Encoder:
+    """Streaming encoder of int16 multichannel samples: one :meth:`encode` call, one frame.
+
+    Parameters
+    ----------
+    n_channels : int
+        Channels of every chunk (1..65535).
+    resync_frames : int
+        Every this many frames (the first included) the state is reset and the frame is flagged
+        as a resynchronisation point, so a decoder that lost a frame is back at the next one
+        (default 32; 1 makes every frame decodable on its own).
+    value_tables : bool
+        Code channels whose values in a frame are few and sparse (e.g. a 10-bit ADC scaled into
+        int16) as indices into a table of those values sent with the frame (default True).
+
+    Raises
+    ------
+    ConfigError
+        For a channel count or interval out of range.
+    """
+
+    def __init__(self, n_channels: int, *, resync_frames: int = 32, value_tables: bool = True) -> None:
+        self.n_channels = _check_int("n_channels", n_channels, 1, MAX_CHANNELS)
+        self.resync_frames = _check_int("resync_frames", resync_frames, 1, 1 << 30)
+        if not isinstance(value_tables, bool):
+            raise ConfigError(f"value_tables must be True or False; got {value_tables!r}")
+        self.value_tables = value_tables
+        self._no_tables = np.zeros(self.n_channels + 1, np.int64)
+        self.frame_index = 0
+        self._state = _kernels.init_state(self.n_channels)
+
+    def _check(self, chunk: object) -> np.ndarray:
+        if not isinstance(chunk, np.ndarray):
+            raise ValidationError(f"chunk must be a numpy array of int16; got {type(chunk).__name__}")
+        if chunk.dtype != np.int16:
+            raise ValidationError(f"chunk must be int16 (samples x channels); got dtype {chunk.dtype}")
+        if chunk.ndim != 2:
+            raise ValidationError(f"chunk must be 2-D (samples x channels); got shape {chunk.shape}")
+        if chunk.shape[1] != self.n_channels:
+            raise ValidationError(f"chunk has {chunk.shape[1]} channels; the encoder was made for "
+                                  f"{self.n_channels}")
+        if chunk.shape[0] * chunk.shape[1] > MAX_FRAME_VALUES or chunk.shape[0] > 0xFFFFFFFF:
+            raise ValidationError(f"chunk too large for one frame ({chunk.shape}); split it")
+        return np.ascontiguousarray(chunk)
+
+    def encode(self, chunk: np.ndarray) -> bytes:
+        """Encode ``chunk`` (samples x channels, int16) as one frame and return its bytes."""
+        data = self._check(chunk)
+        resync = self.frame_index % self.resync_frames == 0
+        if resync:
+            self._state = _kernels.init_state(self.n_channels)
+        n = data.shape[0]
+        tables = _value_tables(data) if self.value_tables else None
+        tabs, offs, section = tables if tables is not None else (_EMPTY_TABLES, self._no_tables, b"")
+        out = np.empty(n * self.n_channels * _kernels.WORST_BITS // 8 + 16, np.uint8)
+        used = _kernels.encode_kernel(data, *self._state, tabs, offs, out) if n else 0
+        payload = section + out[:used].tobytes()
+        flags = (FLAG_RESYNC if resync else 0) | (FLAG_TABLES if tables is not None else 0)
+        head = HEADER.pack(MAGIC, VERSION, flags, self.n_channels, n,
+                           self.frame_index & 0xFFFFFFFF, len(payload), 0)[:-4]
+        self.frame_index += 1
+        return head + struct.pack("<I", _crc(head, payload)) + payload
+
+
+class FrameHeader:
+    """A parsed frame header (see the package docstring)."""
+
+    __slots__ = ("version", "resync", "tables", "n_channels", "n_samples", "frame_index", "payload_len", "crc")
+
+    def __init__(self, version: int, resync: bool, tables: bool, n_channels: int, n_samples: int,
+                 frame_index: int, payload_len: int, crc: int) -> None:
+        self.version, self.resync, self.tables, self.n_channels = version, resync, tables, n_channels
+        self.n_samples, self.frame_index, self.payload_len, self.crc = n_samples, frame_index, payload_len, crc
+
+    @property
+    def frame_size(self) -> int:
+        return HEADER_SIZE + self.payload_len
+
+
+def read_header(buf: bytes | bytearray | memoryview, offset: int = 0) -> FrameHeader:
+    """Parse the frame header at ``offset`` of ``buf``.
+
+    Raises
+    ------
+    ValidationError
+        If the bytes are too short, the magic or version is wrong, or the counts are out of range.
+    """
+    if len(buf) - offset < HEADER_SIZE:
+        raise ValidationError(f"truncated frame: {len(buf) - offset} bytes, a header needs {HEADER_SIZE}")
+    magic, version, flags, nc, ns, idx, plen, crc = HEADER.unpack_from(buf, offset)
+    if magic != MAGIC:
+        raise ValidationError(f"not a cortexlink codec frame (magic {magic!r}, expected {MAGIC!r})")
+    if version != VERSION:
+        raise ValidationError(f"codec frame version {version} is not supported (this reader: {VERSION})")
+    if flags & ~(FLAG_RESYNC | FLAG_TABLES):
+        raise ValidationError(f"codec frame has unknown flags 0x{flags:02x}")
+    if nc < 1:
+        raise ValidationError("codec frame declares 0 channels")
+    if ns * nc > MAX_FRAME_VALUES:
+        raise ValidationError(f"codec frame declares {ns} x {nc} samples, over the limit")
+    return FrameHeader(version, bool(flags & FLAG_RESYNC), bool(flags & FLAG_TABLES), nc, ns, idx, plen, crc)
+
+
+def iter_frames(buf: bytes | bytearray | memoryview) -> Iterator[memoryview]:
+    """Split a byte stream of concatenated frames into frames (headers checked, CRCs not).
+
+    Raises
+    ------
+    ValidationError
+        For a bad header or a frame cut short by the end of ``buf``.
+    """
+    mv = memoryview(buf)
+    pos = 0
+    while pos < len(mv):
+        h = read_header(mv, pos)
+        end = pos + h.frame_size
+        if end > len(mv):
+            raise ValidationError(f"truncated frame at byte {pos}: needs {h.frame_size} bytes, "
+                                  f"{len(mv) - pos} left")
+        yield mv[pos:end]
+        pos = end
+
+
+class Decoder:
+    """Streaming decoder: frames in the order they were encoded, one :meth:`decode` call each.
+
+    After a lost frame, frames that are not resynchronisation points are refused (their state
+    is unknown) until the next resynchronisation point, which decodes on its own.
+    """
+
+    def __init__(self) -> None:
+        self.n_channels: int | None = None
+        self._state: tuple | None = None
+        self._next_index: int | None = None
+
+    @property
+    def synchronised(self) -> bool:
+        """True when the next frame in sequence can be decoded."""
+        return self._state is not None
+
+    def decode(self, frame: bytes | bytearray | memoryview) -> np.ndarray:
+        """Decode one frame; return its samples (samples x channels, int16).
+
+        Raises
+        ------
+        ValidationError
+            For a damaged frame (header, length, CRC, payload), or a frame that depends on one
+            this decoder did not see (out of sequence before a resynchronisation point). The
+            decoder's state is left as it was, except that it loses synchronisation.
+        """
+        mv = memoryview(frame).cast("B") if not isinstance(frame, (bytes, bytearray)) else memoryview(frame)
+        h = read_header(mv)
+        if len(mv) != h.frame_size:
+            raise ValidationError(f"frame is {len(mv)} bytes; its header says {h.frame_size}")
+        payload = mv[HEADER_SIZE:]
+        if _crc(bytes(mv[:HEADER_SIZE - 4]), payload) != h.crc:
+            self._state = None
+            raise ValidationError(f"codec frame {h.frame_index}: CRC-32 mismatch (the frame is corrupt)")
+        if h.resync:
+            state = _kernels.init_state(h.n_channels)
+        else:
+            if self._state is None:
+                raise ValidationError(f"codec frame {h.frame_index} depends on earlier frames this decoder "
+                                      f"does not have; waiting for a resynchronisation point")
+            if h.frame_index != self._next_index:
+                self._state = None
+                raise ValidationError(f"codec frame {h.frame_index} out of sequence (expected "
+                                      f"{self._next_index}): a frame was lost; waiting for a "
+                                      f"resynchronisation point")
+            if h.n_channels != self.n_channels:
+                self._state = None
+                raise ValidationError(f"codec frame {h.frame_index} has {h.n_channels} channels; the "
+                                      f"stream has {self.n_channels}")
+            state = tuple(a.copy() for a in self._state)
+        out = np.empty((h.n_samples, h.n_channels), np.int16)
+        tabs, offs, skip = _EMPTY_TABLES, np.zeros(h.n_channels + 1, np.int64), 0
+        if h.tables:
+            try:
+                tabs, offs, skip = _read_tables(payload, h.n_channels)
+            except ValidationError:
+                self._state = None
+                raise
+        if h.n_samples:
+            used = _kernels.decode_kernel(np.frombuffer(payload[skip:], np.uint8), out, *state, tabs, offs)
+            if used != h.payload_len - skip:
+                self._state = None
+                raise ValidationError(f"codec frame {h.frame_index}: payload does not decode to "
+                                      f"{h.n_samples} x {h.n_channels} samples (corrupt frame)")
+        elif h.payload_len:
+            self._state = None
+            raise ValidationError(f"codec frame {h.frame_index}: payload in a frame of 0 samples")
+        self._state = state
+        self.n_channels = h.n_channels
+        self._next_index = (h.frame_index + 1) & 0xFFFFFFFF
+        return out
+
+
+def encode_array(data: np.ndarray, *, chunk_samples: int = 4096, resync_frames: int = 32,
+                 value_tables: bool = True) -> bytes:
+    """Encode a whole array (samples x channels, int16; 1-D is one channel) as a stream of frames
+    of ``chunk_samples`` samples each (at least one frame)."""
+    if isinstance(data, np.ndarray) and data.ndim == 1:
+        data = data[:, None]
+    if not isinstance(data, np.ndarray) or data.ndim != 2:
+        raise ValidationError(f"data must be a 2-D int16 array (samples x channels); got "
+                              f"{getattr(data, 'shape', type(data).__name__)}")
+    chunk_samples = _check_int("chunk_samples", chunk_samples, 1, 1 << 30)
+    enc = Encoder(data.shape[1], resync_frames=resync_frames, value_tables=value_tables)
+    n = data.shape[0]
+    parts = [enc.encode(data[i:i + chunk_samples]) for i in range(0, n, chunk_samples)] if n else [enc.encode(data)]
+    return b"".join(parts)
+
+
+def decode_array(buf: bytes | bytearray | memoryview) -> np.ndarray:
+    """Decode a stream of frames (as :func:`encode_array` writes) into one array (samples x channels)."""
+    dec = Decoder()
+    parts = [dec.decode(f) for f in iter_frames(buf)]
+    if not parts:
+        raise ValidationError("empty codec stream: no frame")
+    return np.concatenate(parts, axis=0)
