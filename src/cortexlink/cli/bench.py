@@ -160,6 +160,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     fa.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     fa.set_defaults(func=_run_faults)
 
+    co = bsub.add_parser("codec", help="lossless compression of raw samples: ratio, MB/s, 1 ms chunk latency",
+                         description="Compresses the N1 broadband WAV files (--data, default "
+                                     "../shared/data/n1_broadband if present) and simulated 1,024-channel "
+                                     "data at 30 kHz with cortexlink's codec and with zlib, xz, bz2 and zstd, "
+                                     "in one run on the same data; reports the ratio (original WAV bytes / "
+                                     "compressed bytes for files, raw bytes / compressed for simulated data), "
+                                     "encode and decode MB/s on one thread, the time to encode a 1 ms chunk "
+                                     "(p50/p99), and whether every decoded sample is equal.")
+    co.add_argument("--data", type=Path, default=None,
+                    help="folder of mono int16 WAV files (default: ../shared/data/n1_broadband if present)")
+    co.add_argument("--no-data", action="store_true", help="simulated data only, even if the N1 folder is present")
+    co.add_argument("--channels", type=int, default=1024, help="simulated channels (default: 1024)")
+    co.add_argument("--seconds", type=float, default=2.0, help="seconds of simulated data (default: 2)")
+    co.add_argument("--seed", type=int, default=0, help="simulator seed (default: 0)")
+    co.add_argument("--codecs", nargs="+", default=None, metavar="CODEC",
+                    help="subset of cortexlink zlib-9 xz-9 bz2-9 zstd-3 zstd-19 (default: all)")
+    co.add_argument("--json", action="store_true", help="print the result as JSON only")
+    co.add_argument("--out", type=Path, default=None, help=OUT_HELP)
+    co.set_defaults(func=_run_codec)
+
 
 def _check_out(args: argparse.Namespace) -> None:
     """Refuse an --out or --dir this command may not write, before the benchmark runs (see core.outpath)."""
@@ -273,6 +293,16 @@ def _run_latency(args: argparse.Namespace) -> int:
                          redis_socket=args.redis_socket,
                          progress=not args.json)
     return _emit(result, args, latency.print_summary)
+
+
+def _run_codec(args: argparse.Namespace) -> int:
+    _check_out(args)
+    from cortexlink.bench import codec
+
+    result = codec.run(data=args.data, use_default_data=not args.no_data, channels=args.channels,
+                       seconds=args.seconds, seed=args.seed, codecs=args.codecs,
+                       progress=not args.json and sys.stderr.isatty())
+    return _emit(result, args, codec.print_summary)
 
 
 def _run_faults(args: argparse.Namespace) -> int:

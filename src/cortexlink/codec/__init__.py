@@ -7,12 +7,19 @@ costs at most the frames up to the next resynchronisation point.
 
 Coding (per channel, in integer arithmetic, identical in encoder and decoder)
 ----------------------------------------------------------------------------
+- Working domain: a channel is coded as its values, or — when the frame carries a *value table*
+  for it (flag bit 1; chosen by the encoder when a frame of >= 64 samples uses at most a quarter
+  as many distinct values as samples, spread over at least twice as many codes, as a 10-bit ADC
+  scaled into int16 does) — as indices into the sorted table of the values it uses in the frame.
+  The history carried from the previous frame enters the table's domain as the index of the
+  nearest table entry (ties to the lower one).
 - Prediction: three fixed predictors over the last samples — order 1 ``x[n-1]``, order 2
-  ``2x[n-1] - x[n-2]``, order 3 ``3x[n-1] - 3x[n-2] + x[n-3]`` (each clamped to the int16
-  range) — and the one with the smallest decayed sum of absolute residuals so far
-  (``cost -= cost >> 4; cost += |e|``, ties to the lower order) predicts the next sample.
-- Residual ``e = x - prediction`` is mapped to ``u = 2e`` (e >= 0) or ``-2e - 1`` and coded with
-  an adaptive Golomb-Rice code: ``k`` is the smallest value with ``N << k >= A`` (``A`` the sum
+  ``2x[n-1] - x[n-2]``, order 3 ``3x[n-1] - 3x[n-2] + x[n-3]`` (each clamped to the working
+  domain: int16, or ``0..len(table)-1``) — and the one with the smallest decayed sum of
+  absolute residuals so far (``cost -= cost >> 4; cost += |e|``, with predictions clamped to
+  int16 here; ties to the lower order) predicts the next sample.
+- Residual ``e = w - prediction`` (``w`` the value or the table index) is mapped to ``u = 2e``
+  (e >= 0) or ``-2e - 1`` and coded with an adaptive Golomb-Rice code: ``k`` is the smallest value with ``N << k >= A`` (``A`` the sum
   of ``u``, ``N`` the count, both halved when ``N`` reaches 32; at the start ``A = 16, N = 1``).
   The code is ``u >> k`` one-bits, a zero bit, then the ``k`` low bits of ``u``; when
   ``u >> k >= 24`` it is 24 one-bits, a zero bit and ``u`` in 18 bits instead.
@@ -21,6 +28,10 @@ Coding (per channel, in integer arithmetic, identical in encoder and decoder)
 - At a resynchronisation point every channel's state starts afresh: history 0, costs 0,
   ``A = 16, N = 1``.
 
+Payload: when flag bit 1 is set, a value-table section comes first — per channel, LEB128
+varints: the table's length ``T`` (0: no table), then if ``T > 0`` its first value + 32768 and
+the ``T - 1`` gaps between successive values (each >= 1) — then the coded bits.
+
 Frame layout (little-endian), 24-byte header then the payload
 -------------------------------------------------------------
 ====== ===== ==========================================================================
@@ -28,7 +39,7 @@ offset bytes field
 ====== ===== ==========================================================================
 0      4     magic ``b"CXLC"``
 4      1     format version (1)
-5      1     flags: bit 0 = resynchronisation point; other bits 0
+5      1     flags: bit 0 = resynchronisation point, bit 1 = value tables; others 0
 6      2     channel count (1..65535)
 8      4     sample count of the frame
 12     4     frame index in the stream (0, 1, 2, … modulo 2**32)
