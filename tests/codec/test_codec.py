@@ -36,18 +36,30 @@ def _neural_like(n: int, c: int, seed: int = 0) -> np.ndarray:
     ("lattice", (np.round(np.random.default_rng(2).integers(-100, 100, (3000, 2)) * 64.1)).astype(np.int16)),
 ])
 @pytest.mark.parametrize("chunk", [1, 30, 4096])
-def test_round_trip_is_bit_exact(name, x, chunk):
-    y = _roundtrip(x, chunk)
+@pytest.mark.parametrize("entropy", ["range", "rice"])
+def test_round_trip_is_bit_exact(name, x, chunk, entropy):
+    y = _roundtrip(x, chunk, entropy=entropy)
     assert y.dtype == np.int16 and y.shape == x.shape
     np.testing.assert_array_equal(y, x)
-    np.testing.assert_array_equal(decode_array(encode_array(x, chunk_samples=chunk)), x)
+    np.testing.assert_array_equal(decode_array(encode_array(x, chunk_samples=chunk, entropy=entropy)), x)
 
 
-def test_round_trip_1024_channels():
+def test_worst_case_residuals_fit_the_range_coders_buffer():
+    # a long run of small residuals makes the models sure, then full-scale jumps cost most
+    x = np.zeros((6000, 3), np.int16)
+    x[3000::2] = 32767
+    x[3001::2] = -32768
+    x[5000:] = np.random.default_rng(4).integers(-32768, 32768, (1000, 3))
+    for chunk in (1, 2000, 6000):
+        np.testing.assert_array_equal(_roundtrip(x, chunk), x)
+
+
+@pytest.mark.parametrize("entropy", ["range", "rice"])
+def test_round_trip_1024_channels(entropy):
     x = _neural_like(60, 1024, seed=3)
     x[:, 5] = 32767
     x[:, 6] = -32768
-    np.testing.assert_array_equal(_roundtrip(x, 30), x)
+    np.testing.assert_array_equal(_roundtrip(x, 30, entropy=entropy), x)
 
 
 def test_full_range_ramp_round_trips():
@@ -57,12 +69,13 @@ def test_full_range_ramp_round_trips():
 
 
 @pytest.mark.parametrize("resync", [1, 3, 1000])
-def test_chunking_does_not_change_the_samples(resync):
+@pytest.mark.parametrize("entropy", ["range", "rice"])
+def test_chunking_does_not_change_the_samples(resync, entropy):
     x = _neural_like(3000, 4, seed=5)
-    ref = _roundtrip(x, 3000, resync_frames=resync)
+    ref = _roundtrip(x, 3000, resync_frames=resync, entropy=entropy)
     rng = np.random.default_rng(0)
     cuts = np.sort(rng.choice(np.arange(1, 3000), 40, replace=False))
-    enc, dec = Encoder(4, resync_frames=resync), Decoder()
+    enc, dec = Encoder(4, resync_frames=resync, entropy=entropy), Decoder()
     parts = [dec.decode(enc.encode(p)) for p in np.split(x, cuts)]
     np.testing.assert_array_equal(np.concatenate(parts), ref)
     np.testing.assert_array_equal(ref, x)
@@ -83,9 +96,10 @@ def test_frame_header_describes_the_frame():
     assert [bytes(f) for f in iter_frames(b"".join(frames))] == frames
 
 
-def test_corrupt_frame_is_refused_by_its_crc():
+@pytest.mark.parametrize("entropy", ["range", "rice"])
+def test_corrupt_frame_is_refused_by_its_crc(entropy):
     x = _neural_like(400, 4)
-    enc, dec = Encoder(4), Decoder()
+    enc, dec = Encoder(4, entropy=entropy), Decoder()
     frame = bytearray(enc.encode(x))
     for pos in (HEADER_SIZE + 5, len(frame) - 1, 13):
         bad = bytearray(frame)
@@ -151,7 +165,8 @@ def test_bad_input_is_refused(chunk, msg):
 
 
 @pytest.mark.parametrize("kw", [{"n_channels": 0}, {"n_channels": 70000}, {"n_channels": 2.5},
-                                {"n_channels": 2, "resync_frames": 0}, {"n_channels": 2, "value_tables": 1}])
+                                {"n_channels": 2, "resync_frames": 0}, {"n_channels": 2, "value_tables": 1},
+                                {"n_channels": 2, "entropy": "huffman"}])
 def test_bad_parameters_are_refused(kw):
     with pytest.raises(ConfigError):
         Encoder(**kw)
@@ -168,6 +183,32 @@ def _read_wav(path) -> np.ndarray:
     with wave.open(str(path)) as w:
         assert w.getnchannels() == 1 and w.getsampwidth() == 2
         return np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.int16)
+
+
+def test_corrupt_payload_with_a_matching_crc_is_refused_not_crashed():
+    """Damage the CRC cannot see (the CRC rewritten): the decoder refuses or returns int16, never crashes."""
+    import struct
+    import zlib
+
+    x = _neural_like(500, 3)
+    rng = np.random.default_rng(9)
+    for entropy in ("range", "rice"):
+        frame = Encoder(3, entropy=entropy).encode(x)
+        for _ in range(100):
+            bad = bytearray(frame)
+            for pos in rng.integers(HEADER_SIZE, len(bad), 3):
+                bad[pos] = rng.integers(0, 256)
+            bad[20:24] = struct.pack("<I", zlib.crc32(bytes(bad[HEADER_SIZE:]), zlib.crc32(bytes(bad[:20]))))
+            try:
+                y = Decoder().decode(bytes(bad))
+            except ValidationError:
+                continue
+            assert y.shape == x.shape and y.dtype == np.int16
+
+
+def test_range_coder_compresses_better_than_rice():
+    x = _neural_like(20000, 2, seed=11)
+    assert len(encode_array(x, entropy="range")) < len(encode_array(x, entropy="rice"))
 
 
 def test_real_n1_files_round_trip(shared_data):

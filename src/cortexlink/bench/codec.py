@@ -106,6 +106,10 @@ def _peer(name: str) -> tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]
     raise ConfigError(f"unknown codec {name!r}; codecs are {', '.join(CODECS)}")
 
 
+def _sig(v: float) -> float:
+    return float(f"{v:.4g}")
+
+
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t0 = time.perf_counter()
     out = fn()
@@ -151,9 +155,9 @@ def _measure(name: str, dataset: dict) -> dict:
         for d, a in zip(decoded, arrays))
     packed = sum(len(b) for b in blobs)
     return {"codec": name, "dataset": dataset["name"], "ratio": round(dataset["original_bytes"] / packed, 4),
-            "compressed_bytes": packed, "encode_mb_s": round(raw / t_enc / 1e6, 2),
-            "decode_mb_s": round(raw / t_dec / 1e6, 2), "chunk_latency_p50_ms": round(p50, 4),
-            "chunk_latency_p99_ms": round(p99, 4), "lossless": bool(lossless)}
+            "compressed_bytes": packed, "encode_mb_s": _sig(raw / t_enc / 1e6),
+            "decode_mb_s": _sig(raw / t_dec / 1e6), "chunk_latency_p50_ms": _sig(p50),
+            "chunk_latency_p99_ms": _sig(p99), "lossless": bool(lossless)}
 
 
 # ----------------------------------------------------------------------------- datasets

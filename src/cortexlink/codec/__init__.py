@@ -19,14 +19,24 @@ Coding (per channel, in integer arithmetic, identical in encoder and decoder)
   absolute residuals so far (``cost -= cost >> 4; cost += |e|``, with predictions clamped to
   int16 here; ties to the lower order) predicts the next sample.
 - Residual ``e = w - prediction`` (``w`` the value or the table index) is mapped to ``u = 2e``
-  (e >= 0) or ``-2e - 1`` and coded with an adaptive Golomb-Rice code: ``k`` is the smallest value with ``N << k >= A`` (``A`` the sum
-  of ``u``, ``N`` the count, both halved when ``N`` reaches 32; at the start ``A = 16, N = 1``).
-  The code is ``u >> k`` one-bits, a zero bit, then the ``k`` low bits of ``u``; when
-  ``u >> k >= 24`` it is 24 one-bits, a zero bit and ``u`` in 18 bits instead.
-- Samples are coded time-major (sample 0 of every channel, then sample 1, …); bits are packed
-  most significant first, and the payload is padded with zero bits to a whole byte.
+  (e >= 0) or ``-2e - 1``. Its adaptive Rice parameter is the smallest ``k`` with
+  ``N << k >= A`` (``A`` the sum of ``u``, ``N`` the count, both halved when ``N`` reaches 32;
+  at the start ``A = 16, N = 1``); ``q = u >> k``.
+- Entropy coding, one of two (flag bit 2):
+
+  * *range* (bit set, the default): ``q`` in unary, bit ``i`` modelled in context ``(k, i)``,
+    then the ``k`` low bits of ``u`` most significant first, modelled in context
+    ``(k, min(q, 2), position)``; ``q >= 24``: 24 one-bits then ``u`` in 18 equiprobable bits.
+    Models are 11-bit probabilities (start 1/2, moved 1/32 of the way after each bit), shared by
+    the stream's channels; the coder is an adaptive binary range coder (LZMA's: 32-bit range,
+    byte-wise normalisation below 2**24, 5 flush bytes). See ``_range``.
+  * *Rice* (bit clear): ``q`` one-bits, a zero bit, then the ``k`` low bits of ``u``; when
+    ``q >= 24``, 24 one-bits, a zero bit and ``u`` in 18 bits. Bits packed most significant
+    first, the payload padded with zero bits to a whole byte.
+
+- Samples are coded time-major (sample 0 of every channel, then sample 1, …).
 - At a resynchronisation point every channel's state starts afresh: history 0, costs 0,
-  ``A = 16, N = 1``.
+  ``A = 16, N = 1``, every model at 1/2.
 
 Payload: when flag bit 1 is set, a value-table section comes first — per channel, LEB128
 varints: the table's length ``T`` (0: no table), then if ``T > 0`` its first value + 32768 and
@@ -39,7 +49,7 @@ offset bytes field
 ====== ===== ==========================================================================
 0      4     magic ``b"CXLC"``
 4      1     format version (1)
-5      1     flags: bit 0 = resynchronisation point, bit 1 = value tables; others 0
+5      1     flags: bit 0 resynchronisation point, bit 1 value tables, bit 2 range coded
 6      2     channel count (1..65535)
 8      4     sample count of the frame
 12     4     frame index in the stream (0, 1, 2, … modulo 2**32)

@@ -14,12 +14,14 @@ import numpy as np
 
 from cortexlink.core.errors import ConfigError, ValidationError
 
-from . import _kernels
+from . import _kernels, _range
 
 MAGIC = b"CXLC"
 VERSION = 1
 FLAG_RESYNC = 0x01
 FLAG_TABLES = 0x02
+FLAG_RANGE = 0x04
+ENTROPY_CODERS = ("range", "rice")
 _EMPTY_TABLES = np.zeros(0, np.int32)
 #: magic, version, flags, channels, samples, frame index, payload length, CRC-32.
 HEADER = struct.Struct("<4sBBHIIII")
@@ -107,6 +109,12 @@ def _read_tables(payload: memoryview, nc: int) -> tuple[np.ndarray, np.ndarray, 
     return (np.concatenate(tabs) if offsets[-1] else _EMPTY_TABLES), offsets, pos
 
 
+def _fresh_state(n_channels: int) -> tuple:
+    """Every channel's predictor and Rice statistics, and the stream's bit models, as at a
+    resynchronisation point."""
+    return _kernels.init_state(n_channels) + _range.init_models()
+
+
 def _check_int(name: str, value: object, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
         raise ConfigError(f"{name} must be an integer in [{lo}, {hi}]; got {value!r}")
@@ -127,6 +135,9 @@ class Encoder:
     value_tables : bool
         Code channels whose values in a frame are few and sparse (e.g. a 10-bit ADC scaled into
         int16) as indices into a table of those values sent with the frame (default True).
+    entropy : str
+        ``"range"`` (default): context-modelled adaptive binary range coding; ``"rice"``: adaptive
+        Golomb-Rice codes (faster, larger).
 
     Raises
     ------
@@ -134,15 +145,19 @@ class Encoder:
         For a channel count or interval out of range.
     """
 
-    def __init__(self, n_channels: int, *, resync_frames: int = 32, value_tables: bool = True) -> None:
+    def __init__(self, n_channels: int, *, resync_frames: int = 32, value_tables: bool = True,
+                 entropy: str = "range") -> None:
         self.n_channels = _check_int("n_channels", n_channels, 1, MAX_CHANNELS)
         self.resync_frames = _check_int("resync_frames", resync_frames, 1, 1 << 30)
         if not isinstance(value_tables, bool):
             raise ConfigError(f"value_tables must be True or False; got {value_tables!r}")
         self.value_tables = value_tables
+        if entropy not in ENTROPY_CODERS:
+            raise ConfigError(f"entropy must be one of {', '.join(ENTROPY_CODERS)}; got {entropy!r}")
+        self.entropy = entropy
         self._no_tables = np.zeros(self.n_channels + 1, np.int64)
         self.frame_index = 0
-        self._state = _kernels.init_state(self.n_channels)
+        self._state = _fresh_state(self.n_channels)
 
     def _check(self, chunk: object) -> np.ndarray:
         if not isinstance(chunk, np.ndarray):
@@ -163,14 +178,26 @@ class Encoder:
         data = self._check(chunk)
         resync = self.frame_index % self.resync_frames == 0
         if resync:
-            self._state = _kernels.init_state(self.n_channels)
+            self._state = _fresh_state(self.n_channels)
         n = data.shape[0]
         tables = _value_tables(data) if self.value_tables else None
         tabs, offs, section = tables if tables is not None else (_EMPTY_TABLES, self._no_tables, b"")
-        out = np.empty(n * self.n_channels * _kernels.WORST_BITS // 8 + 16, np.uint8)
-        used = _kernels.encode_kernel(data, *self._state, tabs, offs, out) if n else 0
+        if self.entropy == "rice":
+            out = np.empty(n * self.n_channels * _kernels.WORST_BITS // 8 + 16, np.uint8)
+            used = _kernels.encode_kernel(data, *self._state[:3], tabs, offs, out) if n else 0
+        else:
+            used = -1
+            for per_sample in (_range.TYPICAL_BYTES_PER_SAMPLE, _range.WORST_BYTES_PER_SAMPLE):
+                out = np.empty(n * self.n_channels * per_sample + 4 * _range.WORST_BYTES_PER_SAMPLE, np.uint8)
+                state = tuple(a.copy() for a in self._state) if per_sample != _range.WORST_BYTES_PER_SAMPLE \
+                    else self._state
+                used = _range.encode_range(data, *state, tabs, offs, out) if n else 0
+                if used >= 0:
+                    self._state = state
+                    break
         payload = section + out[:used].tobytes()
-        flags = (FLAG_RESYNC if resync else 0) | (FLAG_TABLES if tables is not None else 0)
+        flags = ((FLAG_RESYNC if resync else 0) | (FLAG_TABLES if tables is not None else 0)
+                 | (FLAG_RANGE if self.entropy == "range" else 0))
         head = HEADER.pack(MAGIC, VERSION, flags, self.n_channels, n,
                            self.frame_index & 0xFFFFFFFF, len(payload), 0)[:-4]
         self.frame_index += 1
@@ -180,11 +207,12 @@ class Encoder:
 class FrameHeader:
     """A parsed frame header (see the package docstring)."""
 
-    __slots__ = ("version", "resync", "tables", "n_channels", "n_samples", "frame_index", "payload_len", "crc")
+    __slots__ = ("version", "resync", "tables", "range_coded", "n_channels", "n_samples", "frame_index", "payload_len", "crc")
 
-    def __init__(self, version: int, resync: bool, tables: bool, n_channels: int, n_samples: int,
-                 frame_index: int, payload_len: int, crc: int) -> None:
+    def __init__(self, version: int, resync: bool, tables: bool, range_coded: bool, n_channels: int,
+                 n_samples: int, frame_index: int, payload_len: int, crc: int) -> None:
         self.version, self.resync, self.tables, self.n_channels = version, resync, tables, n_channels
+        self.range_coded = range_coded
         self.n_samples, self.frame_index, self.payload_len, self.crc = n_samples, frame_index, payload_len, crc
 
     @property
@@ -207,13 +235,14 @@ def read_header(buf: bytes | bytearray | memoryview, offset: int = 0) -> FrameHe
         raise ValidationError(f"not a cortexlink codec frame (magic {magic!r}, expected {MAGIC!r})")
     if version != VERSION:
         raise ValidationError(f"codec frame version {version} is not supported (this reader: {VERSION})")
-    if flags & ~(FLAG_RESYNC | FLAG_TABLES):
+    if flags & ~(FLAG_RESYNC | FLAG_TABLES | FLAG_RANGE):
         raise ValidationError(f"codec frame has unknown flags 0x{flags:02x}")
     if nc < 1:
         raise ValidationError("codec frame declares 0 channels")
     if ns * nc > MAX_FRAME_VALUES:
         raise ValidationError(f"codec frame declares {ns} x {nc} samples, over the limit")
-    return FrameHeader(version, bool(flags & FLAG_RESYNC), bool(flags & FLAG_TABLES), nc, ns, idx, plen, crc)
+    return FrameHeader(version, bool(flags & FLAG_RESYNC), bool(flags & FLAG_TABLES), bool(flags & FLAG_RANGE),
+                       nc, ns, idx, plen, crc)
 
 
 def iter_frames(buf: bytes | bytearray | memoryview) -> Iterator[memoryview]:
@@ -272,7 +301,7 @@ class Decoder:
             self._state = None
             raise ValidationError(f"codec frame {h.frame_index}: CRC-32 mismatch (the frame is corrupt)")
         if h.resync:
-            state = _kernels.init_state(h.n_channels)
+            state = _fresh_state(h.n_channels)
         else:
             if self._state is None:
                 raise ValidationError(f"codec frame {h.frame_index} depends on earlier frames this decoder "
@@ -296,7 +325,11 @@ class Decoder:
                 self._state = None
                 raise
         if h.n_samples:
-            used = _kernels.decode_kernel(np.frombuffer(payload[skip:], np.uint8), out, *state, tabs, offs)
+            body = np.frombuffer(payload[skip:], np.uint8)
+            if h.range_coded:
+                used = _range.decode_range(body, out, *state, tabs, offs)
+            else:
+                used = _kernels.decode_kernel(body, out, *state[:3], tabs, offs)
             if used != h.payload_len - skip:
                 self._state = None
                 raise ValidationError(f"codec frame {h.frame_index}: payload does not decode to "
@@ -311,7 +344,7 @@ class Decoder:
 
 
 def encode_array(data: np.ndarray, *, chunk_samples: int = 4096, resync_frames: int = 32,
-                 value_tables: bool = True) -> bytes:
+                 value_tables: bool = True, entropy: str = "range") -> bytes:
     """Encode a whole array (samples x channels, int16; 1-D is one channel) as a stream of frames
     of ``chunk_samples`` samples each (at least one frame)."""
     if isinstance(data, np.ndarray) and data.ndim == 1:
@@ -320,7 +353,7 @@ def encode_array(data: np.ndarray, *, chunk_samples: int = 4096, resync_frames: 
         raise ValidationError(f"data must be a 2-D int16 array (samples x channels); got "
                               f"{getattr(data, 'shape', type(data).__name__)}")
     chunk_samples = _check_int("chunk_samples", chunk_samples, 1, 1 << 30)
-    enc = Encoder(data.shape[1], resync_frames=resync_frames, value_tables=value_tables)
+    enc = Encoder(data.shape[1], resync_frames=resync_frames, value_tables=value_tables, entropy=entropy)
     n = data.shape[0]
     parts = [enc.encode(data[i:i + chunk_samples]) for i in range(0, n, chunk_samples)] if n else [enc.encode(data)]
     return b"".join(parts)
