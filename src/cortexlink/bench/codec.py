@@ -16,6 +16,9 @@ is given or found, and simulated 1,024-channel data at 30 kHz (:class:`cortexlin
   chunk on its own, which is what they can do with a chunk as it arrives.
 - ``lossless``: every sample decoded and compared.
 
+``cortexlink`` is the codec's default (context-modelled range coding); ``cortexlink-rice`` the
+same prediction with adaptive Golomb-Rice codes (faster, larger).
+
 cortexlink encodes the N1 files in frames of 1 s (a resynchronisation point every 8 frames) and
 the simulated data in 1 ms frames (one 1 ms chunk per frame, as it streams); the peers compress
 each file (or the whole simulated array) in one call.
@@ -39,7 +42,7 @@ from cortexlink.core.errors import ConfigError, ValidationError
 
 from .dsp import machine_info
 
-CODECS = ("cortexlink", "zlib-9", "xz-9", "bz2-9", "zstd-3", "zstd-19")
+CODECS = ("cortexlink", "cortexlink-rice", "zlib-9", "xz-9", "bz2-9", "zstd-3", "zstd-19")
 N1_FRAME_S = 1.0
 N1_RESYNC_FRAMES = 8
 SIM_RESYNC_FRAMES = 100
@@ -134,12 +137,13 @@ def _measure(name: str, dataset: dict) -> dict:
     arrays: list[np.ndarray] = dataset["arrays"]
     raw = sum(a.nbytes for a in arrays)
     stream, chunk = dataset["latency_stream"], dataset["chunk_samples"]
-    if name == "cortexlink":
+    if name in ("cortexlink", "cortexlink-rice"):
         frame, resync = dataset["frame_samples"], dataset["resync_frames"]
-        blobs, t_enc = _timed(lambda: [codec.encode_array(a, chunk_samples=frame, resync_frames=resync)
-                                       for a in arrays])
+        entropy = "rice" if name == "cortexlink-rice" else "range"
+        blobs, t_enc = _timed(lambda: [codec.encode_array(a, chunk_samples=frame, resync_frames=resync,
+                                                          entropy=entropy) for a in arrays])
         decoded, t_dec = _timed(lambda: [codec.decode_array(b) for b in blobs])
-        enc = codec.Encoder(stream.shape[1], resync_frames=resync)
+        enc = codec.Encoder(stream.shape[1], resync_frames=resync, entropy=entropy)
         p50, p99 = _latencies(enc.encode, stream, chunk)
     else:
         peer = _peer(name)
@@ -204,7 +208,9 @@ def run(*, data: Path | None = None, use_default_data: bool = True, channels: in
     datasets.append(sim_dataset(channels, seconds, seed))
     from cortexlink import codec
 
-    codec.decode_array(codec.encode_array(np.zeros((256, 2), np.int16)))   # load the compiled kernels
+    for entropy in ("range", "rice"):   # load the compiled kernels before anything is timed
+        codec.decode_array(codec.encode_array(np.arange(512, dtype=np.int16).reshape(256, 2) * 64,
+                                              entropy=entropy))
     results, skipped = [], []
     for ds in datasets:
         for name in codecs:

@@ -175,7 +175,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     co.add_argument("--seconds", type=float, default=2.0, help="seconds of simulated data (default: 2)")
     co.add_argument("--seed", type=int, default=0, help="simulator seed (default: 0)")
     co.add_argument("--codecs", nargs="+", default=None, metavar="CODEC",
-                    help="subset of cortexlink zlib-9 xz-9 bz2-9 zstd-3 zstd-19 (default: all)")
+                    help="subset of cortexlink cortexlink-rice zlib-9 xz-9 bz2-9 zstd-3 zstd-19 (default: all)")
     co.add_argument("--json", action="store_true", help="print the result as JSON only")
     co.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     co.set_defaults(func=_run_codec)

@@ -3,7 +3,8 @@ coded bit by bit with an adaptive binary range coder (compiled).
 
 A residual ``u`` (mapped to >= 0) with the channel's Rice parameter ``k`` becomes the quotient
 ``q = u >> k`` in unary (bit ``i`` of it modelled in context ``(k, i)``) and the ``k`` low bits,
-most significant first (modelled in context ``(k, min(q, 2), position)``); ``q >= 24`` escapes to
+most significant first (the top three modelled in context ``(k, min(q, 2), position)``, the rest
+in equiprobable groups of up to 8 bits); ``q >= 24`` escapes to
 ``u`` in 18 equiprobable bits. Probabilities are 11-bit, adapted by 1/32 of the error after each
 bit, shared by the channels of a stream and reset at resynchronisation points. The range coder
 is the carry-less-cache design of LZMA's: 32-bit range, normalised a byte at a time below 2**24;
@@ -21,6 +22,9 @@ from ._kernels import (ESCAPE_Q, MAX_K, RAW_BITS, _choose, _nearest, _predict, _
 PROB_BITS = 11
 PROB_ONE = 1 << PROB_BITS
 ADAPT = 5
+#: Low bits of ``u`` below the top ``MODELLED_LOW_BITS`` are coded as equiprobable groups of up to
+#: 8 bits in one step (they are close to uniform; modelling them costs time, not bits).
+MODELLED_LOW_BITS = 3
 TOP = 1 << 24
 #: Bytes one sample may take at worst: 40 modelled bits of about 6 bits each at the least likely
 #: probability (31/2048). The encoder is first given ``TYPICAL_BYTES_PER_SAMPLE`` and, when a
@@ -37,61 +41,76 @@ def init_models() -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True, inline="always")
-def _shift_low(st, out):
-    low = st[0]
+def _shift_low(low, cache, csize, pos, out):
     if low < 0xFF000000 or low >= 0x100000000:
         carry = low >> 32
-        temp = st[2]
+        temp = cache
         while True:
-            out[st[4]] = np.uint8((temp + carry) & 0xFF)
-            st[4] += 1
+            out[pos] = np.uint8((temp + carry) & 0xFF)
+            pos += 1
             temp = 0xFF
-            st[3] -= 1
-            if st[3] == 0:
+            csize -= 1
+            if csize == 0:
                 break
-        st[2] = (low >> 24) & 0xFF
-    st[3] += 1
-    st[0] = (low & 0x00FFFFFF) << 8
+        cache = (low >> 24) & 0xFF
+    csize += 1
+    low = (low & 0x00FFFFFF) << 8
+    return low, cache, csize, pos
 
 
 @njit(cache=True, inline="always")
-def _enc_bit(st, out, probs, i, j, bit):
+def _enc_bit(low, rng, cache, csize, pos, out, probs, i, j, bit):
     p = probs[i, j]
-    bound = (st[1] >> PROB_BITS) * p
+    bound = (rng >> PROB_BITS) * p
     if bit == 0:
-        st[1] = bound
+        rng = bound
         probs[i, j] = p + ((PROB_ONE - p) >> ADAPT)
     else:
-        st[0] += bound
-        st[1] -= bound
+        low += bound
+        rng -= bound
         probs[i, j] = p - (p >> ADAPT)
-    while st[1] < TOP:
-        st[1] <<= 8
-        _shift_low(st, out)
+    while rng < TOP:
+        rng <<= 8
+        low, cache, csize, pos = _shift_low(low, cache, csize, pos, out)
+    return low, rng, cache, csize, pos
 
 
 @njit(cache=True, inline="always")
-def _enc_direct(st, out, bit):
-    st[1] >>= 1
+def _enc_direct(low, rng, cache, csize, pos, out, bit):
+    rng >>= 1
     if bit:
-        st[0] += st[1]
-    while st[1] < TOP:
-        st[1] <<= 8
-        _shift_low(st, out)
+        low += rng
+    while rng < TOP:
+        rng <<= 8
+        low, cache, csize, pos = _shift_low(low, cache, csize, pos, out)
+    return low, rng, cache, csize, pos
+
+
+@njit(cache=True, inline="always")
+def _enc_group(low, rng, cache, csize, pos, out, value, nb):
+    """``nb`` (<= 8) equiprobable bits in one step: the range split into 2**nb equal parts."""
+    rng >>= nb
+    low += value * rng
+    while rng < TOP:
+        rng <<= 8
+        low, cache, csize, pos = _shift_low(low, cache, csize, pos, out)
+    return low, rng, cache, csize, pos
 
 
 @njit(cache=True)
 def encode_range(data, hist, cost, acc, pu, pl, tables, toff, out):
-    """Encode ``data`` (samples x channels, int16), time-major, into ``out``; return bytes used.
-    Prediction and value tables as :func:`cortexlink.codec._kernels.encode_kernel`."""
+    """Encode ``data`` (samples x channels, int16), time-major, into ``out``; return bytes used,
+    or -1 when ``out`` is too small. Prediction and value tables as
+    :func:`cortexlink.codec._kernels.encode_kernel`."""
     n, nc = data.shape
     limit = out.shape[0] - 2 * WORST_BYTES_PER_SAMPLE - 8
     wh = _working_history(hist, tables, toff)
     pl2 = pl.reshape((MAX_K + 1) * 3, MAX_K)
-    # st: low, range, cache, cache_size, output position
-    st = np.zeros(5, np.int64)
-    st[1] = 0xFFFFFFFF
-    st[3] = 1
+    low = np.int64(0)
+    rng = np.int64(0xFFFFFFFF)
+    cache = np.int64(0)
+    csize = np.int64(1)
+    pos = np.int64(0)
     for t in range(n):
         for c in range(nc):
             x = np.int64(data[t, c])
@@ -113,66 +132,91 @@ def encode_range(data, hist, cost, acc, pu, pl, tables, toff, out):
             q = u >> k
             if q >= ESCAPE_Q:
                 for i in range(ESCAPE_Q):
-                    _enc_bit(st, out, pu, k, i, 1)
+                    low, rng, cache, csize, pos = _enc_bit(low, rng, cache, csize, pos, out, pu, k, i, 1)
                 for j in range(RAW_BITS - 1, -1, -1):
-                    _enc_direct(st, out, (u >> j) & 1)
+                    low, rng, cache, csize, pos = _enc_direct(low, rng, cache, csize, pos, out, (u >> j) & 1)
             else:
                 for i in range(q):
-                    _enc_bit(st, out, pu, k, i, 1)
-                _enc_bit(st, out, pu, k, q, 0)
+                    low, rng, cache, csize, pos = _enc_bit(low, rng, cache, csize, pos, out, pu, k, i, 1)
+                low, rng, cache, csize, pos = _enc_bit(low, rng, cache, csize, pos, out, pu, k, q, 0)
                 row = k * 3 + min(q, 2)
-                for j in range(k):
-                    _enc_bit(st, out, pl2, row, j, (u >> (k - 1 - j)) & 1)
+                nm = min(k, MODELLED_LOW_BITS)
+                for j in range(nm):
+                    low, rng, cache, csize, pos = _enc_bit(low, rng, cache, csize, pos, out, pl2, row, j,
+                                                           (u >> (k - 1 - j)) & 1)
+                rest = k - nm
+                while rest > 0:
+                    nb = min(rest, 8)
+                    rest -= nb
+                    low, rng, cache, csize, pos = _enc_group(low, rng, cache, csize, pos, out,
+                                                             (u >> rest) & ((1 << nb) - 1), nb)
             _update(wh, hist, cost, acc, c, w, x, u)
-            if st[4] > limit:
+            if pos > limit:
                 return -1
     for _ in range(5):
-        _shift_low(st, out)
-    return st[4]
+        low, cache, csize, pos = _shift_low(low, cache, csize, pos, out)
+    return pos
 
 
 @njit(cache=True, inline="always")
-def _next_byte(payload, ds):
-    # ds: range, code, position, bytes read past the end
-    if ds[2] < payload.shape[0]:
-        v = np.int64(payload[ds[2]])
-    else:
-        v = np.int64(0)
-        ds[3] += 1
-    ds[2] += 1
-    return v
-
-
-@njit(cache=True, inline="always")
-def _dec_bit(payload, ds, probs, i, j):
+def _dec_bit(payload, size, rng, code, pos, over, probs, i, j):
     p = probs[i, j]
-    bound = (ds[0] >> PROB_BITS) * p
-    if ds[1] < bound:
-        ds[0] = bound
+    bound = (rng >> PROB_BITS) * p
+    if code < bound:
+        rng = bound
         probs[i, j] = p + ((PROB_ONE - p) >> ADAPT)
         bit = 0
     else:
-        ds[1] -= bound
-        ds[0] -= bound
+        code -= bound
+        rng -= bound
         probs[i, j] = p - (p >> ADAPT)
         bit = 1
-    while ds[0] < TOP:
-        ds[0] = (ds[0] << 8) & 0xFFFFFFFF
-        ds[1] = ((ds[1] << 8) | _next_byte(payload, ds)) & 0xFFFFFFFF
-    return bit
+    while rng < TOP:
+        rng = (rng << 8) & 0xFFFFFFFF
+        if pos < size:
+            code = ((code << 8) | np.int64(payload[pos])) & 0xFFFFFFFF
+        else:
+            code = (code << 8) & 0xFFFFFFFF
+            over += 1
+        pos += 1
+    return bit, rng, code, pos, over
 
 
 @njit(cache=True, inline="always")
-def _dec_direct(payload, ds):
-    ds[0] >>= 1
+def _dec_direct(payload, size, rng, code, pos, over):
+    rng >>= 1
     bit = 0
-    if ds[1] >= ds[0]:
-        ds[1] -= ds[0]
+    if code >= rng:
+        code -= rng
         bit = 1
-    while ds[0] < TOP:
-        ds[0] = (ds[0] << 8) & 0xFFFFFFFF
-        ds[1] = ((ds[1] << 8) | _next_byte(payload, ds)) & 0xFFFFFFFF
-    return bit
+    while rng < TOP:
+        rng = (rng << 8) & 0xFFFFFFFF
+        if pos < size:
+            code = ((code << 8) | np.int64(payload[pos])) & 0xFFFFFFFF
+        else:
+            code = (code << 8) & 0xFFFFFFFF
+            over += 1
+        pos += 1
+    return bit, rng, code, pos, over
+
+
+@njit(cache=True, inline="always")
+def _dec_group(payload, size, rng, code, pos, over, nb):
+    rng >>= nb
+    v = code // rng
+    if v >= (1 << nb):
+        v = (1 << nb) - 1
+        over += 1
+    code -= v * rng
+    while rng < TOP:
+        rng = (rng << 8) & 0xFFFFFFFF
+        if pos < size:
+            code = ((code << 8) | np.int64(payload[pos])) & 0xFFFFFFFF
+        else:
+            code = (code << 8) & 0xFFFFFFFF
+            over += 1
+        pos += 1
+    return v, rng, code, pos, over
 
 
 @njit(cache=True)
@@ -180,29 +224,48 @@ def decode_range(payload, out, hist, cost, acc, pu, pl, tables, toff):
     """Decode ``out.shape`` samples from ``payload``; return the payload bytes read, or -1 for a
     payload that ends early or decodes to a value out of range."""
     n, nc = out.shape
+    size = payload.shape[0]
     wh = _working_history(hist, tables, toff)
     pl2 = pl.reshape((MAX_K + 1) * 3, MAX_K)
-    ds = np.zeros(4, np.int64)
-    ds[0] = 0xFFFFFFFF
+    rng = np.int64(0xFFFFFFFF)
+    code = np.int64(0)
+    pos = np.int64(0)
+    over = np.int64(0)
     for _ in range(5):
-        ds[1] = ((ds[1] << 8) | _next_byte(payload, ds)) & 0xFFFFFFFF
+        if pos < size:
+            code = ((code << 8) | np.int64(payload[pos])) & 0xFFFFFFFF
+        else:
+            over += 1
+        pos += 1
     for t in range(n):
         for c in range(nc):
             k = _rice_k(acc, c)
             q = 0
-            while q < ESCAPE_Q and _dec_bit(payload, ds, pu, k, q) == 1:
+            while q < ESCAPE_Q:
+                bit, rng, code, pos, over = _dec_bit(payload, size, rng, code, pos, over, pu, k, q)
+                if bit == 0:
+                    break
                 q += 1
             if q == ESCAPE_Q:
                 u = np.int64(0)
                 for j in range(RAW_BITS):
-                    u = (u << 1) | _dec_direct(payload, ds)
+                    bit, rng, code, pos, over = _dec_direct(payload, size, rng, code, pos, over)
+                    u = (u << 1) | bit
             else:
                 row = k * 3 + min(q, 2)
                 low = np.int64(0)
-                for j in range(k):
-                    low = (low << 1) | _dec_bit(payload, ds, pl2, row, j)
+                nm = min(k, MODELLED_LOW_BITS)
+                for j in range(nm):
+                    bit, rng, code, pos, over = _dec_bit(payload, size, rng, code, pos, over, pl2, row, j)
+                    low = (low << 1) | bit
+                rest = k - nm
+                while rest > 0:
+                    nb = min(rest, 8)
+                    rest -= nb
+                    v, rng, code, pos, over = _dec_group(payload, size, rng, code, pos, over, nb)
+                    low = (low << nb) | v
                 u = (np.int64(q) << k) | low
-            if ds[3] > 0:
+            if over > 0:
                 return -1
             e = (u >> 1) if (u & 1) == 0 else -((u + 1) >> 1)
             a = toff[c]
@@ -220,4 +283,4 @@ def decode_range(payload, out, hist, cost, acc, pu, pl, tables, toff):
             x = w if a == b else np.int64(tables[a + w])
             out[t, c] = x
             _update(wh, hist, cost, acc, c, w, x, u)
-    return ds[2]
+    return pos
