@@ -52,16 +52,15 @@ def _value_tables(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, bytes] | No
     n, nc = data.shape
     if n < 64:
         return None
-    tabs, any_table = [], False
-    for c in range(nc):
-        u = np.unique(data[:, c])
-        if 4 * u.size <= n and int(u[-1]) - int(u[0]) + 1 >= 2 * u.size:
-            tabs.append(u.astype(np.int32))
-            any_table = True
-        else:
-            tabs.append(_EMPTY_TABLES)
-    if not any_table:
+    srt = np.sort(data, axis=0)
+    new = np.ones((n, nc), bool)
+    new[1:] = srt[1:] != srt[:-1]
+    distinct = new.sum(axis=0)
+    span = srt[-1].astype(np.int64) - srt[0].astype(np.int64) + 1
+    use = (4 * distinct <= n) & (span >= 2 * distinct)
+    if not use.any():
         return None
+    tabs = [srt[new[:, c], c].astype(np.int32) if use[c] else _EMPTY_TABLES for c in range(nc)]
     offsets = np.zeros(nc + 1, np.int64)
     offsets[1:] = np.cumsum([t.size for t in tabs])
     section = []
