@@ -234,11 +234,11 @@ def print_summary(result: dict, file: Any = None) -> None:
     print(f"machine: {m['cpu']} ({m['cores']} cores); one thread per codec", file=out)
     for ds in result["datasets"]:
         print(f"\n{ds['name']}: {ds['seconds']} s of samples at {ds['fs_hz']:g} Hz", file=out)
-        print(f"  {'codec':<12}{'ratio':>8}{'enc MB/s':>10}{'dec MB/s':>10}{'1ms p50 ms':>12}"
+        print(f"  {'codec':<16}{'ratio':>8}{'enc MB/s':>10}{'dec MB/s':>10}{'1ms p50 ms':>12}"
               f"{'p99 ms':>9}  lossless", file=out)
         for r in result["results"]:
             if r["dataset"] == ds["name"]:
-                print(f"  {r['codec']:<12}{r['ratio']:>8.3f}{r['encode_mb_s']:>10.1f}{r['decode_mb_s']:>10.1f}"
+                print(f"  {r['codec']:<16}{r['ratio']:>8.3f}{r['encode_mb_s']:>10.1f}{r['decode_mb_s']:>10.1f}"
                       f"{r['chunk_latency_p50_ms']:>12.4f}{r['chunk_latency_p99_ms']:>9.4f}  {r['lossless']}",
                       file=out)
     for s in result.get("skipped", []):
