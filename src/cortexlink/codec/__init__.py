@@ -27,7 +27,8 @@ Coding (per channel, in integer arithmetic, identical in encoder and decoder)
   * *range* (bit set, the default): ``q`` in unary, bit ``i`` modelled in context ``(k, i)``,
     then the top ``min(k, 3)`` of the ``k`` low bits of ``u``, most significant first, modelled
     in context ``(k, min(q, 2), position)``, and the remaining low bits as equiprobable groups of
-    up to 8 bits (the range divided into ``2**nb`` equal parts); ``q >= 24``: 24 one-bits then ``u`` in 18 equiprobable bits.
+    up to 8 bits (the range divided into ``2**nb`` equal parts); ``q >= 24``: 24 one-bits then
+    ``u`` in 18 equiprobable bits.
     Models are 11-bit probabilities (start 1/2, moved 1/32 of the way after each bit), shared by
     the stream's channels; the coder is an adaptive binary range coder (LZMA's: 32-bit range,
     byte-wise normalisation below 2**24, 5 flush bytes). See ``_range``.

@@ -206,7 +206,8 @@ class Encoder:
 class FrameHeader:
     """A parsed frame header (see the package docstring)."""
 
-    __slots__ = ("version", "resync", "tables", "range_coded", "n_channels", "n_samples", "frame_index", "payload_len", "crc")
+    __slots__ = ("version", "resync", "tables", "range_coded", "n_channels", "n_samples", "frame_index",
+                 "payload_len", "crc")
 
     def __init__(self, version: int, resync: bool, tables: bool, range_coded: bool, n_channels: int,
                  n_samples: int, frame_index: int, payload_len: int, crc: int) -> None:
