@@ -277,3 +277,24 @@ def test_a_burst_of_commands_drops_none_and_the_estop_in_it_holds_the_next_bin(l
     est = reps[200]["result"]
     lv.wait(lambda: lv.cursor.estop_bin is not None, 10, "the first held bin")
     assert lv.cursor.estop_bin == est["received_after_bin"] + 1
+
+
+def test_between_blocks_and_in_mouse_mode_the_watchdog_sees_the_pipeline_running(live):
+    """Regression: after a closed-loop block, the decoder's output drives nothing (between blocks,
+    mouse mode) but still shows the pipeline runs — no pipeline_stall may hold the cursor."""
+    lv = live()
+    lv.ok("calibrate", seconds=3)
+    lv.wait(lambda: lv.cursor.n_calibration_blocks == 1, 30, "the calibration block to end")
+    lv.ok("fit")
+    lv.wait(lambda: lv.cursor.job is None, 60, "the fit")
+    assert lv.ok("start", task="centre_out", seconds=2)["mode"] == "closed"
+    lv.wait(lambda: lv.cursor.block is None, 30, "the closed-loop block to end")
+    lv.ok("mouse", enabled=True)
+    timeout_ms = lv.cursor.watchdog.config.output_timeout_ms
+    b0 = lv.cursor.last_bin
+    # well past the output timeout (in bins of 20 ms) with no block: the loop runs unhalted
+    lv.wait(lambda: lv.cursor.last_bin > b0 + 3 * timeout_ms / 20 + 10 and not lv.cursor.watchdog.halted, 30,
+            "bins between blocks without a halt")
+    assert lv.ok("start", task="centre_out", seconds=600)["mode"] == "closed"
+    lv.ok("mouse_move", x=0.5, y=0.0)
+    lv.wait(lambda: lv.rows() and lv.rows()[-1]["cursor_xy"][0] > 0.3, 30, "the cursor to follow the pointer")
