@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_parser(sub)
     from cortexlink.cli import run  # real-time runtime (issue 6)
     run.add_parser(sub)
+    from cortexlink.cli import compress  # WAV <-> .clz with the lossless codec (issue 20)
+    compress.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,94 @@
+"""``cortexlink compress IN OUT`` / ``cortexlink decompress IN OUT``: 16-bit PCM WAV files (or
+folders of them) to ``.clz`` files of the lossless codec and back (:mod:`cortexlink.codec.files`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("compress", help="losslessly compress a WAV file or a folder of WAV files to .clz",
+                       description="Compress a 16-bit PCM WAV file (mono or multichannel) into a .clz file with "
+                                   "cortexlink's lossless codec, or every *.wav of a folder (not recursive) into "
+                                   "a folder of .clz files. `cortexlink decompress` gives back the same file, "
+                                   "byte for byte.")
+    c.add_argument("input", type=Path, metavar="IN", help="a WAV file, or a folder of *.wav files")
+    c.add_argument("output", type=Path, metavar="OUT", help="the .clz file, or the folder of .clz files, to write")
+    c.add_argument("--resync-frames", type=int, default=32, metavar="N",
+                   help="a resynchronisation point every N codec frames of 1 s (default: 32)")
+    c.add_argument("--entropy", choices=["range", "rice"], default="range",
+                   help="entropy coder: range (default, smaller) or rice (faster)")
+    _common(c, "a .clz file compress wrote")
+    c.set_defaults(func=_run_compress)
+
+    d = sub.add_parser("decompress", help="restore WAV files from .clz files",
+                       description="Decompress a .clz file into the WAV file it was made from (byte-identical), "
+                                   "or every *.clz of a folder into a folder of .wav files. A damaged .clz file "
+                                   "(CRC-32 mismatch) is refused.")
+    d.add_argument("input", type=Path, metavar="IN", help="a .clz file, or a folder of *.clz files")
+    d.add_argument("output", type=Path, metavar="OUT", help="the WAV file, or the folder of WAV files, to write")
+    _common(d, "a WAV file")
+    d.set_defaults(func=_run_decompress)
+
+
+def _common(p: argparse.ArgumentParser, replaced: str) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace OUT (or files in it) if it exists and is {replaced}; without it an existing "
+                        "OUT is refused")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON only")
+
+
+class _Bar:
+    """A tqdm bar over a folder's files on stderr, only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.bar = enabled, None
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="file", file=sys.stderr, leave=False)
+        self.bar.set_postfix_str(name, refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _report(args: argparse.Namespace, run) -> int:
+    bar = _Bar(sys.stderr.isatty())
+    try:
+        summary = run(bar)
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        ratio = f"{summary['ratio']:.3f}x" if summary["ratio"] else "n/a"
+        print(f"cortexlink {summary['mode']}: {summary['files']} file(s), {summary['original_bytes']:,} original "
+              f"bytes, {summary['compressed_bytes']:,} compressed bytes, ratio {ratio} ({summary['input']} -> "
+              f"{summary['output']}, {summary['seconds']:.2f} s)")
+    sys.stdout.flush()
+    return 0
+
+
+def _run_compress(args: argparse.Namespace) -> int:
+    from cortexlink.codec.files import compress_path
+
+    return _report(args, lambda bar: compress_path(args.input, args.output, overwrite=args.overwrite,
+                                                   resync_frames=args.resync_frames, entropy=args.entropy,
+                                                   progress=bar))
+
+
+def _run_decompress(args: argparse.Namespace) -> int:
+    from cortexlink.codec.files import decompress_path
+
+    return _report(args, lambda bar: decompress_path(args.input, args.output, overwrite=args.overwrite,
+                                                     progress=bar))

@@ -1,0 +1,280 @@
+"""WAV files and folders of WAV files to ``.clz`` files and back (``cortexlink compress`` /
+``cortexlink decompress``).
+
+A ``.clz`` file holds one int16 PCM WAV file (mono or multichannel): a small header, the WAV's
+bytes around its samples kept verbatim, then the samples as a stream of :mod:`cortexlink.codec`
+frames (one frame per second of samples). Decompressing writes back the original file byte for
+byte — its header, any other chunk (``LIST``, ``fact``, a pad byte, trailing chunks), and its
+samples — for any WAV the standard library's :mod:`wave` reads as 16-bit PCM, not only the
+standard 44-byte-header ones.
+
+Container layout (little-endian), 36-byte header, then ``head``, ``tail`` and the frames
+-----------------------------------------------------------------------------------------
+====== ===== ===========================================================================
+offset bytes field
+====== ===== ===========================================================================
+0      4     magic ``b"CXLZ"``
+4      1     container version (1)
+5      1     flags (0; reserved)
+6      2     channel count (1..65535)
+8      4     sample rate in Hz
+12     8     sample count per channel
+20     4     samples per codec frame
+24     4     ``H``: length of ``head``, the WAV's bytes before its first sample (RIFF and
+             ``fmt`` headers, every chunk before ``data``, and ``data``'s own 8-byte header)
+28     4     ``T``: length of ``tail``, the WAV's bytes after its last sample (pad byte, an
+             incomplete last frame's bytes, chunks after ``data``)
+32     4     CRC-32 (zlib) of bytes 0..31 followed by ``head`` and ``tail``
+36     H     ``head``
+36+H   T     ``tail``
+36+H+T …     codec frames (see :mod:`cortexlink.codec`: each with its own CRC-32), together
+             holding exactly the sample count x channel count samples
+====== ===== ===========================================================================
+
+Every refusal is a :class:`~cortexlink.core.errors.ConfigError` (paths: a missing input, an
+output that exists without ``overwrite``, see :mod:`cortexlink.core.outpath`) or a
+:class:`~cortexlink.core.errors.ValidationError` (data: not a WAV, not 16-bit PCM, a damaged
+``.clz``).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+import wave
+import zlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cortexlink.core.errors import ConfigError, ValidationError
+from cortexlink.core.outpath import check_output_dir, check_output_file
+
+from .stream import Decoder, Encoder, iter_frames
+
+__all__ = ["CLZ_MAGIC", "CLZ_VERSION", "compress_file", "decompress_file", "compress_path",
+           "decompress_path", "read_wav", "is_clz_file", "is_wav_file"]
+
+CLZ_MAGIC = b"CXLZ"
+CLZ_VERSION = 1
+_HEAD = struct.Struct("<4sBBHIQIII")
+CLZ_HEADER_SIZE = _HEAD.size + 4
+#: Called after each file of a folder: ``progress(done, total, name)``.
+Progress = Callable[[int, int, str], None]
+
+
+def is_clz_file(path: Path) -> bool:
+    """``path`` starts with the ``.clz`` magic (a file ``compress`` wrote, so it may be replaced)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == CLZ_MAGIC
+    except OSError:
+        return False
+
+
+def is_wav_file(path: Path) -> bool:
+    """``path`` starts as a RIFF/WAVE file (what ``decompress`` writes, so it may be replaced)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+        return head[:4] == b"RIFF" and head[8:12] == b"WAVE"
+    except OSError:
+        return False
+
+
+def _read_input(path: Path, what: str) -> bytes:
+    if not path.exists():
+        raise ConfigError(f"{what} {path} does not exist; give an existing file or folder")
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} is not a regular file")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def read_wav(raw: bytes, name: str = "WAV") -> tuple[int, int, np.ndarray, bytes, bytes]:
+    """Parse the bytes of a 16-bit PCM WAV file: ``(rate, channels, samples (n x channels int16),
+    head, tail)`` where ``head + samples' bytes + tail == raw``.
+
+    Raises
+    ------
+    ValidationError
+        Not a WAV file, not 16-bit integer PCM (8-, 24-, 32-bit, float, compressed), or a data
+        chunk cut short by the end of the file.
+    """
+    import io
+
+    f = io.BytesIO(raw)
+    try:
+        with wave.open(f, "rb") as w:
+            rate, nch, width, nframes = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
+            start = f.tell()
+    except (wave.Error, EOFError, struct.error) as exc:
+        raise ValidationError(f"{name} is not a WAV file cortexlink can read ({exc}); compress takes "
+                              "16-bit integer PCM WAV files") from None
+    if width != 2:
+        raise ValidationError(f"{name} holds {8 * width}-bit samples; compress takes 16-bit integer PCM "
+                              "WAV files only (int16)")
+    if raw[start - 8:start - 4] != b"data":
+        raise ValidationError(f"{name}: could not locate its data chunk")
+    declared = struct.unpack_from("<I", raw, start - 4)[0]
+    if start + declared > len(raw):
+        raise ValidationError(f"{name}: its data chunk declares {declared} bytes but the file ends "
+                              f"{len(raw) - start} bytes after it starts (a truncated WAV)")
+    end = start + nframes * nch * 2
+    samples = np.frombuffer(raw, "<i2", count=nframes * nch, offset=start).reshape(nframes, nch)
+    return rate, nch, samples.astype(np.int16, copy=False), raw[:start], raw[end:]
+
+
+def _encode(raw: bytes, name: str, *, resync_frames: int, entropy: str) -> bytes:
+    rate, nch, samples, head, tail = read_wav(raw, name)
+    frame = max(1, min(rate, 1 << 20))
+    enc = Encoder(nch, resync_frames=resync_frames, entropy=entropy)
+    n = samples.shape[0]
+    frames = [enc.encode(samples[i:i + frame]) for i in range(0, n, frame)] if n else [enc.encode(samples)]
+    fixed = _HEAD.pack(CLZ_MAGIC, CLZ_VERSION, 0, nch, rate, n, frame, len(head), len(tail))
+    crc = zlib.crc32(tail, zlib.crc32(head, zlib.crc32(fixed))) & 0xFFFFFFFF
+    return b"".join([fixed, struct.pack("<I", crc), head, tail, *frames])
+
+
+def _decode(buf: bytes, name: str) -> bytes:
+    if len(buf) < CLZ_HEADER_SIZE or buf[:4] != CLZ_MAGIC:
+        raise ValidationError(f"{name} is not a .clz file (no {CLZ_MAGIC!r} header); decompress takes files "
+                              "written by cortexlink compress")
+    magic, version, flags, nch, rate, n, frame, hlen, tlen = _HEAD.unpack_from(buf)
+    if version != CLZ_VERSION:
+        raise ValidationError(f"{name}: .clz version {version} is not supported (this reader: {CLZ_VERSION})")
+    (crc,) = struct.unpack_from("<I", buf, _HEAD.size)
+    pos = CLZ_HEADER_SIZE
+    if pos + hlen + tlen > len(buf):
+        raise ValidationError(f"{name}: truncated .clz file (its header needs {pos + hlen + tlen} bytes)")
+    head, tail = buf[pos:pos + hlen], buf[pos + hlen:pos + hlen + tlen]
+    if zlib.crc32(tail, zlib.crc32(head, zlib.crc32(buf[:_HEAD.size]))) & 0xFFFFFFFF != crc:
+        raise ValidationError(f"{name}: CRC-32 mismatch in the .clz header (the file is corrupt)")
+    if flags != 0 or nch < 1:
+        raise ValidationError(f"{name}: .clz header has flags 0x{flags:02x} and {nch} channels (corrupt)")
+    dec, parts = Decoder(), []
+    try:
+        for fr in iter_frames(memoryview(buf)[pos + hlen + tlen:]):
+            parts.append(dec.decode(fr))
+    except ValidationError as exc:
+        raise ValidationError(f"{name}: {exc}") from None
+    got = sum(p.shape[0] for p in parts)
+    if not parts or any(p.shape[1] != nch for p in parts) or got != n:
+        raise ValidationError(f"{name}: the frames hold {got} samples of the {n} x {nch} its header declares "
+                              "(corrupt or truncated .clz file)")
+    data = np.concatenate(parts, axis=0).astype("<i2", copy=False)
+    return head + data.tobytes() + tail
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise ConfigError(f"cannot write {path} ({exc.strerror or exc})") from None
+
+
+def compress_file(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
+                  resync_frames: int = 32, entropy: str = "range") -> dict:
+    """Compress one 16-bit PCM WAV file into a ``.clz`` file; return ``{files, original_bytes,
+    compressed_bytes, ratio}``. ``resync_frames`` and ``entropy`` go to the :class:`Encoder`."""
+    Encoder(1, resync_frames=resync_frames, entropy=entropy)  # options checked before any work
+    src, dst = Path(src), Path(dst)
+    raw = _read_input(src, "input")
+    dst = check_output_file(dst, what="output", overwrite=overwrite, ours=is_clz_file,
+                            ours_is="a .clz file written by cortexlink compress")
+    out = _encode(raw, str(src), resync_frames=resync_frames, entropy=entropy)
+    _write(dst, out)
+    return _summary(1, len(raw), len(out))
+
+
+def decompress_file(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> dict:
+    """Decompress one ``.clz`` file into the WAV file it was made from (byte-identical)."""
+    src, dst = Path(src), Path(dst)
+    buf = _read_input(src, "input")
+    dst = check_output_file(dst, what="output", overwrite=overwrite, ours=is_wav_file,
+                            ours_is="a WAV file")
+    wav = _decode(buf, str(src))
+    _write(dst, wav)
+    return _summary(1, len(wav), len(buf))
+
+
+def _summary(files: int, original: int, compressed: int) -> dict:
+    return {"files": files, "original_bytes": original, "compressed_bytes": compressed,
+            "ratio": round(original / compressed, 4) if compressed else None}
+
+
+def _folder(src: Path, dst: Path, suffix: str, new_suffix: str, overwrite: bool, one: Callable,
+            progress: Progress | None) -> dict:
+    try:
+        names = sorted(p for p in src.iterdir() if p.suffix.lower() == suffix and p.is_file())
+    except OSError as exc:
+        raise ConfigError(f"input folder {src}: cannot be read ({exc.strerror or exc})") from None
+    if not names:
+        raise ValidationError(f"input folder {src} holds no *{suffix} file")
+    if dst.exists() and not dst.is_dir():
+        raise ConfigError(f"output {dst} exists and is not a folder; the input is a folder, so give a folder")
+    if not overwrite and dst.is_dir() and any(dst.iterdir()):
+        raise ConfigError(f"output folder {dst} exists and is not empty; choose a new folder (or pass "
+                          f"--overwrite to replace the {new_suffix} files in it)")
+    dst = check_output_dir(dst, what="output folder", create=False)
+    targets = [dst / (p.stem + new_suffix) for p in names]
+    if len({t.name for t in targets}) != len(targets):
+        raise ConfigError(f"input folder {src}: two files map to the same output name")
+    ours = is_clz_file if new_suffix == ".clz" else is_wav_file
+    for t in targets:  # refuse before anything is written
+        if t.exists() or t.is_symlink():
+            check_output_file(t, what="output", overwrite=overwrite, ours=ours, create_parent=False)
+    check_output_dir(dst, what="output folder", create=True)
+    total = _summary(0, 0, 0)
+    for i, (p, t) in enumerate(zip(names, targets)):
+        s = one(p, t)
+        total["files"] += 1
+        total["original_bytes"] += s["original_bytes"]
+        total["compressed_bytes"] += s["compressed_bytes"]
+        if progress is not None:
+            progress(i + 1, len(names), p.name)
+    return _summary(total["files"], total["original_bytes"], total["compressed_bytes"])
+
+
+def compress_path(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
+                  resync_frames: int = 32, entropy: str = "range", progress: Progress | None = None) -> dict:
+    """Compress a WAV file to a ``.clz`` file, or every ``*.wav`` of a folder (not recursive) to
+    ``.clz`` files of the same stem in the folder ``dst``; return the summary ``{mode, input,
+    output, files, original_bytes, compressed_bytes, ratio, seconds}``."""
+    t0 = time.perf_counter()
+    src = Path(src)
+    if src.is_dir():
+        Encoder(1, resync_frames=resync_frames, entropy=entropy)
+        s = _folder(src, Path(dst), ".wav", ".clz", overwrite,
+                    lambda p, t: compress_file(p, t, overwrite=overwrite, resync_frames=resync_frames,
+                                               entropy=entropy), progress)
+    else:
+        s = compress_file(src, dst, overwrite=overwrite, resync_frames=resync_frames, entropy=entropy)
+    return {"mode": "compress", "input": str(src), "output": str(dst), **s,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def decompress_path(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
+                    progress: Progress | None = None) -> dict:
+    """Decompress a ``.clz`` file to a WAV file, or every ``*.clz`` of a folder to ``.wav`` files
+    in the folder ``dst``; the summary as :func:`compress_path`'s (original bytes: the WAVs')."""
+    t0 = time.perf_counter()
+    src = Path(src)
+    if src.is_dir():
+        s = _folder(src, Path(dst), ".clz", ".wav", overwrite,
+                    lambda p, t: decompress_file(p, t, overwrite=overwrite), progress)
+    else:
+        s = decompress_file(src, dst, overwrite=overwrite)
+    return {"mode": "decompress", "input": str(src), "output": str(dst), **s,
+            "seconds": round(time.perf_counter() - t0, 3)}
