@@ -112,6 +112,25 @@ def _nearest(tables, a, b, x):
     return lo - a
 
 
+@njit(cache=True, inline="always")
+def _residual(x, tables, toff, wh, cost, acc, c):
+    """What the encoders code for sample ``x`` of channel ``c``: its value or table index ``w``,
+    the zig-zag residual ``u`` of ``w`` against the channel's prediction, and the Rice parameter."""
+    a = toff[c]
+    b = toff[c + 1]
+    if a == b:
+        w = x
+        lo = -32768
+        hi = 32767
+    else:
+        w = _nearest(tables, a, b, x)
+        lo = 0
+        hi = b - a - 1
+    e = w - _predict(wh[c, 0], wh[c, 1], wh[c, 2], _choose(cost, c), lo, hi)
+    u = (e << 1) if e >= 0 else ((-e) << 1) - 1
+    return w, u, _rice_k(acc, c)
+
+
 @njit(cache=True)
 def _working_history(hist, tables, toff):
     """The history in each channel's working domain: values, or indices into its value table."""
@@ -139,21 +158,7 @@ def encode_kernel(data, hist, cost, acc, tables, toff, out):
     for t in range(n):
         for c in range(nc):
             x = np.int64(data[t, c])
-            a = toff[c]
-            b = toff[c + 1]
-            if a == b:
-                w = x
-                lo = -32768
-                hi = 32767
-            else:
-                w = _nearest(tables, a, b, x)
-                lo = 0
-                hi = b - a - 1
-            o = _choose(cost, c)
-            p = _predict(wh[c, 0], wh[c, 1], wh[c, 2], o, lo, hi)
-            e = w - p
-            u = (e << 1) if e >= 0 else ((-e) << 1) - 1
-            k = _rice_k(acc, c)
+            w, u, k = _residual(x, tables, toff, wh, cost, acc, c)
             q = u >> k
             if q < ESCAPE_Q:
                 # q ones, a zero, then k low bits: at most 24 + 1 + 16 bits, fits with < 8 pending

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._kernels import (ESCAPE_Q, MAX_K, RAW_BITS, _choose, _nearest, _predict, _rice_k, _update,
+from ._kernels import (ESCAPE_Q, MAX_K, RAW_BITS, _choose, _predict, _residual, _rice_k, _update,
                        _working_history)
 
 PROB_BITS = 11
@@ -114,21 +114,7 @@ def encode_range(data, hist, cost, acc, pu, pl, tables, toff, out):
     for t in range(n):
         for c in range(nc):
             x = np.int64(data[t, c])
-            a = toff[c]
-            b = toff[c + 1]
-            if a == b:
-                w = x
-                lo = -32768
-                hi = 32767
-            else:
-                w = _nearest(tables, a, b, x)
-                lo = 0
-                hi = b - a - 1
-            o = _choose(cost, c)
-            p = _predict(wh[c, 0], wh[c, 1], wh[c, 2], o, lo, hi)
-            e = w - p
-            u = (e << 1) if e >= 0 else ((-e) << 1) - 1
-            k = _rice_k(acc, c)
+            w, u, k = _residual(x, tables, toff, wh, cost, acc, c)
             q = u >> k
             if q >= ESCAPE_Q:
                 for i in range(ESCAPE_Q):
