@@ -3,7 +3,6 @@ in bounded memory; `session check` refuses what `session run` would; defaults fi
 
 import copy
 import resource
-import time
 
 import numpy as np
 import pytest
@@ -27,11 +26,10 @@ def test_alias_bomb_in_the_name_is_refused_at_once(tmp_path, capsys):
     p = tmp_path / "bomb.yaml"
     p.write_text(text.replace("a: &a", "x: &a", 1).replace("*a", "*a") + "name: *i\nblocks: []\n")
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.monotonic()
     assert main(["session", "check", str(p)]) == 2
     err = capsys.readouterr().err
     assert "anchors and aliases expand it" in err and len(err) < 500
-    assert time.monotonic() - t0 < 30 and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 200_000
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 200_000     # KiB: nothing expanded
 
 
 def test_a_name_that_is_not_short_text_is_refused_briefly():
@@ -46,10 +44,8 @@ def test_huge_and_binary_files_are_refused(tmp_path):
     with open(p, "wb") as fh:
         fh.write(b"name: huge\n")
         fh.truncate(50_000_000)
-    t0 = time.monotonic()
     with pytest.raises(ConfigError, match=r"session file .*huge.yaml is 50,000,000 bytes; at most 1,000,000"):
         load_session(p)
-    assert time.monotonic() - t0 < 10
     p.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     with pytest.raises(ConfigError, match=r"session file .* (is not UTF-8 text|holds a character|is not valid YAML)"):
         load_session(p)
