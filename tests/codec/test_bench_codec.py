@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import wave
 
 import numpy as np
@@ -53,3 +54,40 @@ def test_bench_codec_refuses_bad_arguments(tmp_path, capsys):
     assert "no .wav files" in capsys.readouterr().err
     with pytest.raises(Exception, match="channels"):
         bench_codec.run(channels=0, use_default_data=False)
+
+
+def test_flac_and_blosc2_peers_are_lossless_beyond_flac_channel_limit():
+    """12 channels: FLAC codes them as two FLAC streams (8 + 4 channels), still lossless."""
+    pytest.importorskip("soundfile")
+    pytest.importorskip("blosc2")
+    result = bench_codec.run(use_default_data=False, channels=12, seconds=0.02,
+                             codecs=["flac-8", "blosc2-zstd-shuffle", "blosc2-zstd-delta-bitshuffle"])
+    assert not result["skipped"]
+    assert {r["codec"] for r in result["results"]} == {"flac-8", "blosc2-zstd-shuffle",
+                                                       "blosc2-zstd-delta-bitshuffle"}
+    for r in result["results"]:
+        assert r["lossless"] is True and r["ratio"] > 1, r
+    comp, decomp = bench_codec._peer("flac-8", 30000.0)
+    x = np.random.default_rng(3).integers(-32768, 32768, size=(500, 12)).astype(np.int16)
+    blob = comp(x)
+    assert struct.unpack_from("<I", blob)[0] < len(blob)      # two length-prefixed FLAC streams
+    assert np.array_equal(decomp(blob, x.shape), x)
+
+
+def test_a_peer_whose_package_is_missing_is_skipped_with_the_reason(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_blosc2(name, *args, **kwargs):
+        if name in ("blosc2", "soundfile"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_blosc2)
+    result = bench_codec.run(use_default_data=False, channels=2, seconds=0.01,
+                             codecs=["zlib-9", "flac-8", "blosc2-zstd-shuffle"])
+    assert [r["codec"] for r in result["results"]] == ["zlib-9"]
+    reasons = {s["codec"]: s["skipped"] for s in result["skipped"]}
+    assert "soundfile is not installed" in reasons["flac-8"]
+    assert "python-blosc2 is not installed" in reasons["blosc2-zstd-shuffle"]

@@ -19,6 +19,18 @@ is given or found, and simulated 1,024-channel data at 30 kHz (:class:`cortexlin
 ``cortexlink`` is the codec's default (context-modelled range coding); ``cortexlink-rice`` the
 same prediction with adaptive Golomb-Rice codes (faster, larger).
 
+Peers: zlib, xz and bz2 at their best level, zstd at levels 3 and 19 (``zstandard``); FLAC at its
+best compression level (``flac-8``: libFLAC through ``soundfile``/libsndfile, whose
+``compression_level=1.0`` is FLAC's level 8; FLAC streams hold at most 8 channels, so wider
+data is coded as one FLAC stream per 8 channels, each prefixed by its 4-byte length, counted in
+the size); python-blosc2 with zstd at clevel 9 and its best plain filter for int16 on these data
+(``blosc2-zstd-shuffle``: byte shuffle; bit shuffle alone was smaller on neither dataset) and with
+its delta filter (``blosc2-zstd-delta-bitshuffle``: blosc's delta is an XOR, of each value with
+the one before in the first block and with the first block's in later ones; with bit shuffle,
+its best pairing on the N1 files). A peer whose package is missing is listed under ``skipped``
+with the reason. The latency loop times up to ``LATENCY_CHUNKS`` chunks but stops after
+``LATENCY_BUDGET_S`` seconds once ``LATENCY_MIN_CHUNKS`` are timed (``latency_chunks``: how many).
+
 cortexlink encodes the N1 files in frames of 1 s (a resynchronisation point every 8 frames) and
 the simulated data in 1 ms frames (one 1 ms chunk per frame, as it streams); the peers compress
 each file (or the whole simulated array) in one call.
@@ -27,8 +39,10 @@ each file (or the whole simulated array) in one call.
 from __future__ import annotations
 
 import bz2
+import io
 import lzma
 import os
+import struct
 import sys
 import time
 import wave
@@ -42,11 +56,18 @@ from cortexlink.core.errors import ConfigError, ValidationError
 
 from .dsp import machine_info
 
-CODECS = ("cortexlink", "cortexlink-rice", "zlib-9", "xz-9", "bz2-9", "zstd-3", "zstd-19")
+CODECS = ("cortexlink", "cortexlink-rice", "zlib-9", "xz-9", "bz2-9", "zstd-3", "zstd-19", "flac-8",
+          "blosc2-zstd-shuffle", "blosc2-zstd-delta-bitshuffle")
+#: FLAC's format allows at most 8 channels: wider arrays are coded as FLAC streams of 8 channels.
+FLAC_MAX_CHANNELS = 8
 N1_FRAME_S = 1.0
 N1_RESYNC_FRAMES = 8
 SIM_RESYNC_FRAMES = 100
 LATENCY_CHUNKS = 2000
+#: The latency loop stops after this many seconds (at least LATENCY_MIN_CHUNKS chunks): a slow peer
+#: (FLAC at 1,024 channels: 128 FLAC streams per chunk) would otherwise take minutes.
+LATENCY_BUDGET_S = 5.0
+LATENCY_MIN_CHUNKS = 100
 
 
 def default_n1_folder() -> Path | None:
@@ -90,14 +111,20 @@ def read_wav_folder(folder: Path) -> tuple[list[np.ndarray], list[int], float]:
 
 # ----------------------------------------------------------------------------- codecs
 
-def _peer(name: str) -> tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]] | str:
-    """(compress, decompress) of a general-purpose peer, or why it is not available."""
+def _bytes_peer(comp: Callable[[bytes], bytes], decomp: Callable[[bytes], bytes]) -> tuple[Callable, Callable]:
+    return ((lambda a: comp(a.tobytes())),
+            (lambda b, shape: np.frombuffer(decomp(b), np.int16).reshape(shape)))
+
+
+def _peer(name: str, fs_hz: float) -> tuple[Callable[[np.ndarray], bytes], Callable[[bytes, tuple], np.ndarray]] | str:
+    """(compress an int16 array, decompress to an array of a shape) of a peer, or why it is not
+    available."""
     if name == "zlib-9":
-        return (lambda b: zlib.compress(b, 9)), zlib.decompress
+        return _bytes_peer(lambda b: zlib.compress(b, 9), zlib.decompress)
     if name == "xz-9":
-        return (lambda b: lzma.compress(b, preset=9)), lzma.decompress
+        return _bytes_peer(lambda b: lzma.compress(b, preset=9), lzma.decompress)
     if name == "bz2-9":
-        return (lambda b: bz2.compress(b, 9)), bz2.decompress
+        return _bytes_peer(lambda b: bz2.compress(b, 9), bz2.decompress)
     if name.startswith("zstd-"):
         try:
             import zstandard
@@ -105,8 +132,62 @@ def _peer(name: str) -> tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]
             return "zstandard is not installed (pip install 'cortexlink[bench]')"
         c = zstandard.ZstdCompressor(level=int(name.split("-")[1]), threads=0)
         d = zstandard.ZstdDecompressor()
-        return c.compress, d.decompress
+        return _bytes_peer(c.compress, d.decompress)
+    if name == "flac-8":
+        return _flac(fs_hz)
+    if name.startswith("blosc2-"):
+        return _blosc2(name)
     raise ConfigError(f"unknown codec {name!r}; codecs are {', '.join(CODECS)}")
+
+
+def _flac(fs_hz: float) -> tuple[Callable, Callable] | str:
+    try:
+        import soundfile
+    except (ImportError, OSError) as exc:   # OSError: the wheel's libsndfile could not be loaded
+        return (f"soundfile (>= 0.13) is not installed or its libsndfile is missing ({exc}; "
+                "pip install 'cortexlink[bench]')")
+    if "FLAC" not in soundfile.available_formats():
+        return f"this libsndfile ({soundfile.__libsndfile_version__}) has no FLAC support"
+    rate = int(round(fs_hz))
+
+    def one(x: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        soundfile.write(buf, x, rate, format="FLAC", subtype="PCM_16", compression_level=1.0)
+        return buf.getvalue()
+
+    def comp(a: np.ndarray) -> bytes:
+        a = a.reshape(a.shape[0], -1)
+        if a.shape[1] <= FLAC_MAX_CHANNELS:
+            return one(a)
+        parts = [one(np.ascontiguousarray(a[:, c:c + FLAC_MAX_CHANNELS]))
+                 for c in range(0, a.shape[1], FLAC_MAX_CHANNELS)]
+        return b"".join(struct.pack("<I", len(p)) + p for p in parts)
+
+    def decomp(blob: bytes, shape: tuple) -> np.ndarray:
+        nc = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+        if nc <= FLAC_MAX_CHANNELS:
+            return soundfile.read(io.BytesIO(blob), dtype="int16", always_2d=True)[0].reshape(shape)
+        out, pos = [], 0
+        while pos < len(blob):
+            (size,) = struct.unpack_from("<I", blob, pos)
+            out.append(soundfile.read(io.BytesIO(blob[pos + 4:pos + 4 + size]), dtype="int16", always_2d=True)[0])
+            pos += 4 + size
+        return np.concatenate(out, axis=1).reshape(shape)
+
+    return comp, decomp
+
+
+def _blosc2(name: str) -> tuple[Callable, Callable] | str:
+    try:
+        import blosc2
+    except ImportError:
+        return "python-blosc2 is not installed (pip install 'cortexlink[bench]')"
+    f = blosc2.Filter
+    filters = [f.DELTA, f.BITSHUFFLE] if name.endswith("delta-bitshuffle") else [f.SHUFFLE]
+    cparams = {"codec": blosc2.Codec.ZSTD, "clevel": 9, "typesize": 2, "filters": filters,
+               "filters_meta": [0] * len(filters), "nthreads": 1}
+    return ((lambda a: blosc2.compress2(a.tobytes(), **cparams)),
+            (lambda b, shape: np.frombuffer(blosc2.decompress2(b, nthreads=1), np.int16).reshape(shape)))
 
 
 def _sig(v: float) -> float:
@@ -119,15 +200,21 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
-def _latencies(encode_chunk: Callable[[np.ndarray], bytes], stream: np.ndarray, chunk: int) -> tuple[float, float]:
-    times = []
+def _latencies(encode_chunk: Callable[[np.ndarray], bytes], stream: np.ndarray,
+               chunk: int) -> tuple[float, float, int]:
+    """p50 and p99 of the time to encode one chunk, and how many chunks were timed."""
+    times: list[float] = []
+    start = time.perf_counter()
     for i in range(0, min(stream.shape[0] - chunk + 1, LATENCY_CHUNKS * chunk), chunk):
         part = stream[i:i + chunk]
         t0 = time.perf_counter()
         encode_chunk(part)
-        times.append(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        times.append(t1 - t0)
+        if len(times) >= LATENCY_MIN_CHUNKS and t1 - start > LATENCY_BUDGET_S:
+            break
     ms = np.asarray(times) * 1e3
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), len(times)
 
 
 def _measure(name: str, dataset: dict) -> dict:
@@ -144,16 +231,15 @@ def _measure(name: str, dataset: dict) -> dict:
                                                           entropy=entropy) for a in arrays])
         decoded, t_dec = _timed(lambda: [codec.decode_array(b) for b in blobs])
         enc = codec.Encoder(stream.shape[1], resync_frames=resync, entropy=entropy)
-        p50, p99 = _latencies(enc.encode, stream, chunk)
+        p50, p99, n_lat = _latencies(enc.encode, stream, chunk)
     else:
-        peer = _peer(name)
+        peer = _peer(name, dataset["fs_hz"])
         if isinstance(peer, str):
             return {"codec": name, "dataset": dataset["name"], "skipped": peer}
         comp, decomp = peer
-        blobs, t_enc = _timed(lambda: [comp(a.tobytes()) for a in arrays])
-        out, t_dec = _timed(lambda: [decomp(b) for b in blobs])
-        decoded = [np.frombuffer(o, np.int16).reshape(a.shape) for o, a in zip(out, arrays)]
-        p50, p99 = _latencies(lambda part: comp(part.tobytes()), stream, chunk)
+        blobs, t_enc = _timed(lambda: [comp(a) for a in arrays])
+        decoded, t_dec = _timed(lambda: [decomp(b, a.shape) for b, a in zip(blobs, arrays)])
+        p50, p99, n_lat = _latencies(comp, stream, chunk)
     lossless = len(decoded) == len(arrays) and all(
         d.dtype == np.int16 and d.size == a.size and np.array_equal(d.reshape(a.shape), a)
         for d, a in zip(decoded, arrays))
@@ -161,7 +247,7 @@ def _measure(name: str, dataset: dict) -> dict:
     return {"codec": name, "dataset": dataset["name"], "ratio": round(dataset["original_bytes"] / packed, 4),
             "compressed_bytes": packed, "encode_mb_s": _sig(raw / t_enc / 1e6),
             "decode_mb_s": _sig(raw / t_dec / 1e6), "chunk_latency_p50_ms": _sig(p50),
-            "chunk_latency_p99_ms": _sig(p99), "lossless": bool(lossless)}
+            "chunk_latency_p99_ms": _sig(p99), "latency_chunks": n_lat, "lossless": bool(lossless)}
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -234,11 +320,11 @@ def print_summary(result: dict, file: Any = None) -> None:
     print(f"machine: {m['cpu']} ({m['cores']} cores); one thread per codec", file=out)
     for ds in result["datasets"]:
         print(f"\n{ds['name']}: {ds['seconds']} s of samples at {ds['fs_hz']:g} Hz", file=out)
-        print(f"  {'codec':<16}{'ratio':>8}{'enc MB/s':>10}{'dec MB/s':>10}{'1ms p50 ms':>12}"
+        print(f"  {'codec':<30}{'ratio':>8}{'enc MB/s':>10}{'dec MB/s':>10}{'1ms p50 ms':>12}"
               f"{'p99 ms':>9}  lossless", file=out)
         for r in result["results"]:
             if r["dataset"] == ds["name"]:
-                print(f"  {r['codec']:<16}{r['ratio']:>8.3f}{r['encode_mb_s']:>10.1f}{r['decode_mb_s']:>10.1f}"
+                print(f"  {r['codec']:<30}{r['ratio']:>8.3f}{r['encode_mb_s']:>10.1f}{r['decode_mb_s']:>10.1f}"
                       f"{r['chunk_latency_p50_ms']:>12.4f}{r['chunk_latency_p99_ms']:>9.4f}  {r['lossless']}",
                       file=out)
     for s in result.get("skipped", []):

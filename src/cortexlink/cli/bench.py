@@ -163,7 +163,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     co = bsub.add_parser("codec", help="lossless compression of raw samples: ratio, MB/s, 1 ms chunk latency",
                          description="Compresses the N1 broadband WAV files (--data, default "
                                      "../shared/data/n1_broadband if present) and simulated 1,024-channel "
-                                     "data at 30 kHz with cortexlink's codec and with zlib, xz, bz2 and zstd, "
+                                     "data at 30 kHz with cortexlink's codec and with zlib, xz, bz2, zstd, FLAC "
+                                     "and blosc2, "
                                      "in one run on the same data; reports the ratio (original WAV bytes / "
                                      "compressed bytes for files, raw bytes / compressed for simulated data), "
                                      "encode and decode MB/s on one thread, the time to encode a 1 ms chunk "
@@ -175,7 +176,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     co.add_argument("--seconds", type=float, default=2.0, help="seconds of simulated data (default: 2)")
     co.add_argument("--seed", type=int, default=0, help="simulator seed (default: 0)")
     co.add_argument("--codecs", nargs="+", default=None, metavar="CODEC",
-                    help="subset of cortexlink cortexlink-rice zlib-9 xz-9 bz2-9 zstd-3 zstd-19 (default: all)")
+                    help="subset of cortexlink cortexlink-rice zlib-9 xz-9 bz2-9 zstd-3 zstd-19 flac-8 "
+                         "blosc2-zstd-shuffle blosc2-zstd-delta-bitshuffle (default: all)")
     co.add_argument("--json", action="store_true", help="print the result as JSON only")
     co.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     co.set_defaults(func=_run_codec)
