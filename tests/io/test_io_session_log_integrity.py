@@ -391,7 +391,11 @@ def test_the_header_checksum_covers_magic_version_length_and_json(tmp_path):
         q = tmp_path / f"v{version}.clog"
         q.write_bytes(data[:4] + struct.pack("<H", version % 65536) + data[6:])
         assert "damaged" in inspect_header(q).problem
-    newer = data[:4] + struct.pack("<H", 3) + data[6:h.first_offset - 4]
+    v3 = data[:4] + struct.pack("<H", 3) + data[6:h.first_offset - 4]      # format 3 is a compressed stream's
+    q = tmp_path / "v3-no-codec.clog"
+    q.write_bytes(v3 + struct.pack("<I", zlib.crc32(v3)) + data[h.first_offset:])
+    assert inspect_header(q).problem == "stream header damaged (format 3 without a codec field)"
+    newer = data[:4] + struct.pack("<H", 4) + data[6:h.first_offset - 4]
     newer += struct.pack("<I", zlib.crc32(newer)) + data[h.first_offset:]
     q = tmp_path / "newer.clog"
     q.write_bytes(newer)

@@ -18,12 +18,14 @@ import numpy as np
 
 from cortexlink.core.errors import CortexlinkError, ValidationError
 from cortexlink.core.jsonutil import json_default
+from cortexlink.io.session_log.rawcodec import CODEC_STREAM_VERSION, PayloadDecoder, codec_problem
 
 
 FORMAT_VERSION = 2
-#: Stream format versions this code reads: 1 (header without a checksum) and 2 (header followed by
-#: the CRC-32 of the magic, version, length and JSON).
-READABLE_VERSIONS = (1, 2)
+#: Stream format versions this code reads: 1 (header without a checksum), 2 (header followed by
+#: the CRC-32 of the magic, version, length and JSON) and 3 (as 2; the records hold frames of the
+#: lossless codec, named by the header's ``codec`` field: see :mod:`.rawcodec`).
+READABLE_VERSIONS = (1, 2, CODEC_STREAM_VERSION)
 FILE_MAGIC = b"CLOG"
 REC_MAGIC = b"REC0"
 _FILE_HDR = struct.Struct("<4sHI")          # magic, version, json length
@@ -88,7 +90,8 @@ def _json_default(o: Any) -> Any:
 
 def _encode_file_header(info: dict) -> bytes:
     js = json.dumps(info, default=_json_default).encode("utf-8")
-    head = _FILE_HDR.pack(FILE_MAGIC, FORMAT_VERSION, len(js)) + js
+    version = CODEC_STREAM_VERSION if "codec" in info else FORMAT_VERSION
+    head = _FILE_HDR.pack(FILE_MAGIC, version, len(js)) + js
     return head + _CRC.pack(zlib.crc32(head))
 
 
@@ -101,13 +104,15 @@ def _encode_record(seq: int, sample: int, host_ns: int, payload: bytes | memoryv
 @dataclasses.dataclass(frozen=True)
 class Record:
     """One record of a stream: ``seq``, ``sample`` (first row), ``host_time_ns``, ``data``
-    (ndarray rows or a dict), ``offset`` in the file."""
+    (ndarray rows or a dict), ``offset`` in the file, ``payload_bytes`` (its length there; -1
+    where unknown)."""
 
     seq: int
     sample: int
     host_time_ns: int
     data: Any
     offset: int
+    payload_bytes: int = -1
 
 
 def _session_of(path: Path) -> Path:
@@ -137,6 +142,8 @@ def check_header_info(info: Any, where: Path) -> dict:
         cols = info.get("columns")
         if not isinstance(cols, list) or not cols or not all(isinstance(c, str) for c in cols):
             raise bad("columns", "a non-empty list of column names", cols)
+    if "codec" in info and (problem := codec_problem(info)) is not None:
+        raise bad(*problem)
     rate = info.get("rate_hz")
     if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0
                              or rate == float("inf")):
@@ -172,9 +179,9 @@ def inspect_header(path: Path) -> HeaderCheck:
             return HeaderCheck(None, None, None, f"not a cortexlink stream file (magic {magic!r}, expected "
                                f"{FILE_MAGIC!r})", foreign=True)
         if version not in READABLE_VERSIONS:
-            if FORMAT_VERSION < version < 256 and not _is_v2_with_version_damaged(f, head, n):
+            if max(READABLE_VERSIONS) < version < 256 and not _is_v2_with_version_damaged(f, head, n):
                 return HeaderCheck(None, None, version, f"stream format version {version} is newer than this "
-                                   f"cortexlink reads ({FORMAT_VERSION}); upgrade cortexlink")
+                                   f"cortexlink reads ({max(READABLE_VERSIONS)}); upgrade cortexlink")
             return HeaderCheck(None, None, version, f"stream header damaged (format version field {version})")
         if n > MAX_PAYLOAD:
             return HeaderCheck(None, None, version, f"stream header damaged (implausible header length {n})")
@@ -195,21 +202,24 @@ def inspect_header(path: Path) -> HeaderCheck:
         return HeaderCheck(None, first, version, f"stream header is not valid JSON ({exc})")
     try:
         check_header_info(info, path)
+        if (version == CODEC_STREAM_VERSION) != ("codec" in info):   # format 3 iff compressed records
+            return HeaderCheck(None, first, version, f"stream header damaged (format {version} "
+                               f"{'without' if version == CODEC_STREAM_VERSION else 'with'} a codec field)")
     except DamagedHeaderError as exc:
         return HeaderCheck(None, first, version, str(exc).split(": ", 1)[1].split("; run `")[0])
     return HeaderCheck(info, first, version, None)
 
 
 def _is_v2_with_version_damaged(f: Any, head: bytes, n: int) -> bool:
-    """Whether a header of an unknown version checks out as a format-2 header once its version
-    field is read as 2 (then the version field is damaged, not newer)."""
+    """Whether a header of an unknown version checks out as a format-2 (or 3) header once its
+    version field is read as 2 (or 3): then the version field is damaged, not newer."""
     if n > MAX_PAYLOAD:
         return False
     body = f.read(n + _CRC.size)
     if len(body) < n + _CRC.size:
         return False
-    fixed = _FILE_HDR.pack(FILE_MAGIC, 2, n)
-    return _CRC.unpack_from(body, n)[0] == zlib.crc32(fixed + body[:n])
+    return any(_CRC.unpack_from(body, n)[0] == zlib.crc32(_FILE_HDR.pack(FILE_MAGIC, v, n) + body[:n])
+               for v in (2, CODEC_STREAM_VERSION))
 
 
 def read_file_header(path: Path) -> tuple[dict, int]:
@@ -228,9 +238,11 @@ def read_file_header(path: Path) -> tuple[dict, int]:
                              f"{_session_of(path)}` to rebuild the header from the manifest")
 
 
-def _decode(info: dict, payload: bytes) -> Any:
+def _decode(info: dict, payload: bytes, codec: PayloadDecoder | None = None) -> Any:
     if info["kind"] == "json":
         return json.loads(payload.decode("utf-8"))
+    if codec is not None:
+        return codec.decode(payload)
     dt = np.dtype(info["dtype"])
     ncol = len(info["columns"])
     row_bytes = dt.itemsize * ncol
@@ -245,10 +257,14 @@ def scan_stream(path: Path, *, salvage: bool = False) -> Iterator[tuple[str, Any
     Yields ``("record", Record)`` for each intact record and, where the file is damaged,
     ``("damage", {"offset", "length", "reason"})``. Without ``salvage`` the first damage raises
     :class:`CorruptSessionError` naming the file, the offset and what is wrong; with it, the scan
-    resynchronises on the next intact record (so every intact part is kept).
+    resynchronises on the next intact record (so every intact part is kept). In a compressed
+    stream (header field ``codec``) the records that depend on a damaged one (up to the next
+    resynchronisation point) belong to its damaged region.
     """
     info, off = read_file_header(path)
+    codec = PayloadDecoder(info) if "codec" in info else None
     size = path.stat().st_size
+    pending: dict | None = None                  # the last damaged region, while it may grow
     with open(path, "rb") as f:
         f.seek(off)
         pos = off
@@ -256,6 +272,7 @@ def scan_stream(path: Path, *, salvage: bool = False) -> Iterator[tuple[str, Any
             f.seek(pos)
             hdr = f.read(REC_HEADER_BYTES)
             reason = None
+            n = 0
             if len(hdr) < REC_HEADER_BYTES:
                 reason = f"torn record header ({len(hdr)} of {REC_HEADER_BYTES} bytes) at the end"
             else:
@@ -273,21 +290,37 @@ def scan_stream(path: Path, *, salvage: bool = False) -> Iterator[tuple[str, Any
                         reason = "checksum mismatch"
                     else:
                         try:
-                            data = _decode(info, payload)
+                            data = _decode(info, payload, codec)
                         except (ValueError, UnicodeDecodeError) as exc:
                             reason = f"payload does not decode ({exc})"
                         else:
-                            yield "record", Record(seq, sample, host_ns, data, pos)
+                            if pending is not None:
+                                yield "damage", pending
+                                pending = None
+                            yield "record", Record(seq, sample, host_ns, data, pos, n)
                             pos += REC_HEADER_BYTES + n
                             continue
             if not salvage:
                 raise CorruptSessionError(f"{path}: damaged at byte {pos}: {reason}; run `cortexlink recover "
                                           f"{path.parent.parent}` to salvage every intact record")
+            if codec is not None and codec.dependent and pending is not None \
+                    and pending["offset"] + pending["length"] == pos:
+                # an intact record that depends on the damaged one before it: the same region
+                k = pending.get("dependent_records", 0) + 1
+                pending.update(length=pending["length"] + REC_HEADER_BYTES + n, dependent_records=k,
+                               reason=f"{pending['reason'].split('; and ')[0]}; and {k} intact record(s) after it "
+                               "that depend on it (compressed, before the next resynchronisation point)")
+                pos += REC_HEADER_BYTES + n
+                continue
+            if pending is not None:
+                yield "damage", pending
             nxt = _find_next(f, pos + 1, size)
-            yield "damage", {"offset": pos, "length": (nxt if nxt is not None else size) - pos, "reason": reason}
+            pending = {"offset": pos, "length": (nxt if nxt is not None else size) - pos, "reason": reason}
             if nxt is None:
-                return
+                break
             pos = nxt
+    if pending is not None:
+        yield "damage", pending
 
 
 def _find_next(f: Any, start: int, size: int, block: int = 1 << 20) -> int | None:

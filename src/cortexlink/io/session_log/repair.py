@@ -293,9 +293,7 @@ def _repair_stream(p: Path, session: Path) -> dict:
     rows = 0
     for kind, item in scan_stream(p, salvage=True):
         if kind == "record":
-            rec_len = REC_HEADER_BYTES + (item.data.nbytes if isinstance(item.data, np.ndarray)
-                                          else len(json.dumps(item.data)))
-            good.append((item.offset, rec_len))
+            good.append((item.offset, REC_HEADER_BYTES + item.payload_bytes))
             rows += item.data.shape[0] if isinstance(item.data, np.ndarray) else 1
         else:
             damage.append(item)

@@ -9,9 +9,7 @@ import errno
 import json
 import logging
 import os
-import platform
 import shutil
-import subprocess
 import threading
 import time
 from collections import deque
@@ -27,31 +25,14 @@ from cortexlink.io.session_log.format import (
     _encode_record, _json_default,
 )
 from cortexlink.io.session_log.lock import SessionLock
+from cortexlink.io.session_log.provenance import provenance
+from cortexlink.io.session_log.rawcodec import DEFAULT_RESYNC_RECORDS, check_raw_codec, codec_header, make_encoder
 from cortexlink.io.session_log.repair import _register, finalize
 
 logger = logging.getLogger("cortexlink.io.session_log")
 
 
 ON_FULL = ("drop", "block", "fail")
-
-
-def _git_hash() -> str | None:
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                             timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    h = out.stdout.strip()
-    return h if out.returncode == 0 and len(h) == 40 else None
-
-
-def provenance() -> dict:
-    """Package version, git hash, Python, platform and host of the recording process."""
-    from cortexlink import __version__
-    return {"cortexlink_version": __version__, "git_hash": _git_hash(), "python": platform.python_version(),
-            "numpy": np.__version__, "platform": platform.platform(), "host": platform.node(),
-            "pid": os.getpid()}
 
 
 def estimate_bytes(n_channels: int, fs_hz: float, seconds: float, *, raw: bool = True,
@@ -81,6 +62,7 @@ class _Stream:
     dropped_rows: int = 0
     dropped_ranges: list = dataclasses.field(default_factory=list)
     good_offset: int = 0
+    encoder: Any = None                  # a compressed stream's codec encoder (writer thread only)
 
 
 class SessionRecorder:
@@ -121,6 +103,10 @@ class SessionRecorder:
     catalogue : path or False, optional
         SQLite catalogue to register the session in on close (None: the default catalogue
         from ``CORTEXLINK_CATALOGUE`` when that variable is set; False: none).
+    raw_codec, raw_codec_resync_records : {"none", "rice", "range"}, int
+        Raw records as int16 rows (``"none"``, default) or one lossless codec frame each, with a
+        resynchronisation point every ``raw_codec_resync_records`` (100) records; encoded on the
+        writer thread, decoded transparently by readers (see :mod:`.rawcodec`). int16 raw only.
     """
 
     def __init__(self, out_dir: str | os.PathLike, *, channel_map: Any = None, fs_hz: float | None = None,
@@ -128,8 +114,11 @@ class SessionRecorder:
                  session_id: str | None = None, expected_seconds: float | None = None, raw: bool = True,
                  max_queue_bytes: int = 512 << 20, on_full: str = "drop", block_timeout_s: float = 0.1,
                  fsync_interval_s: float = 0.25, low_disk_bytes: int | None = None,
-                 catalogue: Any = None, expected_bytes: int | None = None) -> None:
+                 catalogue: Any = None, expected_bytes: int | None = None, raw_codec: str = "none",
+                 raw_codec_resync_records: int = DEFAULT_RESYNC_RECORDS) -> None:
         from cortexlink.core.validation import check_choice, check_positive
+
+        self.raw_codec, self.raw_codec_resync_records = check_raw_codec(raw_codec, raw_codec_resync_records)
 
         self.on_full = check_choice("on_full", on_full, ON_FULL)
         self.max_queue_bytes = int(check_positive("max_queue_bytes", max_queue_bytes, integer=True))
@@ -173,7 +162,7 @@ class SessionRecorder:
             "expected_seconds": expected_seconds, "config": config or {}, "seeds": seeds or {},
             "provenance": provenance(), "streams": {},
             "writer": {"max_queue_bytes": self.max_queue_bytes, "on_full": self.on_full,
-                       "fsync_interval_s": self.fsync_interval_s},
+                       "fsync_interval_s": self.fsync_interval_s, "raw_codec": self.raw_codec},
         }
         self._streams: dict[str, _Stream] = {}
         self._q: deque = deque()
@@ -193,8 +182,7 @@ class SessionRecorder:
         except BaseException:
             self._lock.release()
             raise
-        self._thread = threading.Thread(target=self._writer, name=f"cortexlink-recorder-{self.session_id}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._writer, name=f"cortexlink-recorder-{self.session_id}", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------ streams
@@ -321,13 +309,20 @@ class SessionRecorder:
         return self._put(name, int(sample), int(host_time_ns), a, a.shape[0])
 
     def write_raw(self, chunk: Any) -> bool:
-        """Append a :class:`~cortexlink.core.types.Chunk` of raw samples to stream ``raw``."""
+        """Append a :class:`~cortexlink.core.types.Chunk` of raw samples to stream ``raw`` (compressed
+        on the writer thread with ``raw_codec``, which needs int16 samples: ValidationError else)."""
         if "raw" not in self._streams:
             cols = (list(self.channel_map.channel_ids) if self.channel_map is not None
                     else [f"ch{i:04d}" for i in range(chunk.n_channels)])
+            extra = {}
+            if self.raw_codec != "none":
+                if chunk.data.dtype != np.int16:
+                    raise ValidationError(f"raw_codec={self.raw_codec!r} stores int16 samples; the raw chunks are "
+                                          f"{chunk.data.dtype} (use raw_codec='none')")
+                extra["codec"] = codec_header(self.raw_codec, self.raw_codec_resync_records)
             self.declare("raw", kind="array", dtype=chunk.data.dtype, columns=cols, rate_hz=chunk.fs_hz,
                          units="counts" if chunk.data.dtype.kind in "iu" else "uV",
-                         channel_map=self.channel_map.to_dict() if self.channel_map is not None else None)
+                         channel_map=self.channel_map.to_dict() if self.channel_map is not None else None, **extra)
         return self.write_array("raw", chunk.start_sample, chunk.data, host_time_ns=chunk.host_time_ns)
 
     def write_features(self, bf: Any, name: str = "features") -> bool:
@@ -395,6 +390,8 @@ class SessionRecorder:
         if st.file.tell() == 0:
             st.file.write(_encode_file_header(st.info))
         st.good_offset = st.file.tell()
+        if "codec" in st.info:
+            st.encoder = make_encoder(st.info)
 
     def _writer(self) -> None:
         try:
@@ -454,8 +451,11 @@ class SessionRecorder:
                 if st.file is None:
                     self._open(st)
                 parts: list = []
+                sizes: list = []
                 for _n, sample, host_ns, payload, _r in items:
-                    buf = payload.data.cast("B") if isinstance(payload, np.ndarray) else payload
+                    buf = (st.encoder.encode(payload) if st.encoder is not None else
+                           payload.data.cast("B") if isinstance(payload, np.ndarray) else payload)
+                    sizes.append(len(buf))
                     parts.append(_encode_record(st.seq, sample, host_ns, buf))
                     parts.append(buf)
                     st.seq += 1
@@ -464,10 +464,10 @@ class SessionRecorder:
                 st.seq = seq0
                 self._fail_on_oserror(exc, st, items)
                 return
-            for _n, sample, _h, payload, n_rows in items:
+            for (_n, sample, _h, payload, n_rows), nbytes in zip(items, sizes):
                 st.n_records += 1
                 st.n_rows += n_rows
-                st.bytes += (payload.nbytes if isinstance(payload, np.ndarray) else len(payload)) + REC_HEADER_BYTES
+                st.bytes += nbytes + REC_HEADER_BYTES
                 if st.first_sample is None:
                     st.first_sample = sample
                 st.last_sample = sample

@@ -1,0 +1,123 @@
+"""Compressed raw streams: each record's payload is one frame of the lossless codec
+(:mod:`cortexlink.codec`) instead of the rows' raw bytes.
+
+A stream written so has a format-3 header whose JSON carries ``"codec": {"name": "cortexlink",
+"entropy": "rice" | "range", "resync_records": N}`` (``dtype`` is ``"<i2"``). Readers decode it
+transparently: :func:`~cortexlink.io.session_log.scan_stream` yields the same int16 rows as an
+uncompressed stream would.
+
+Why a resynchronisation point every ``N`` records and not every record: a record of a live
+recording is a 1 ms chunk (30 samples). Restarting the codec's adaptive state for each one costs
+~12 % of the compression (Rice: 1.69x instead of 1.91x at 1,024 simulated channels) and about
+three times the encoding time (resetting the state dominates a 30-sample frame), which would no
+longer keep up with 1,024 channels in real time. With ``N`` records per resynchronisation point:
+
+* crash safety is unchanged: a crash can only tear the tail, and every record before it
+  decodes, since it depends only on earlier records (``recover`` cuts the torn tail and keeps
+  every intact record);
+* damage in the middle of the file (a record whose CRC fails) also makes the intact records
+  after it undecodable up to the next resynchronisation point (at most ``N - 1``); they are
+  reported as damage ("depends on a damaged record") and ``recover`` moves them to ``corrupt/``
+  with the damaged one, their bytes kept; the record at the next resynchronisation point decodes
+  on its own;
+* a reader that wants samples from the middle decodes from the resynchronisation point before
+  them (at most ``N - 1`` extra records).
+
+``resync_records=1`` makes every record decodable on its own (the most robust, the largest and
+slowest).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cortexlink.core.errors import ConfigError
+
+#: the values of ``raw_codec``: "none" stores the rows' bytes as they are
+RAW_CODECS = ("none", "rice", "range")
+#: the default interval between resynchronisation points, in records (~0.1 s of 1 ms chunks)
+DEFAULT_RESYNC_RECORDS = 100
+#: stream format version of a file whose records hold codec frames (older readers refuse it
+#: instead of misreading compressed bytes as samples)
+CODEC_STREAM_VERSION = 3
+
+
+def check_raw_codec(raw_codec: Any, resync_records: Any) -> tuple[str, int]:
+    """Validate ``raw_codec`` and ``raw_codec_resync_records``; raise :class:`ConfigError` naming them."""
+    if raw_codec not in RAW_CODECS:
+        raise ConfigError(f"raw_codec must be one of {', '.join(RAW_CODECS)}; got {raw_codec!r}")
+    if isinstance(resync_records, bool) or not isinstance(resync_records, (int, np.integer)) \
+            or not 1 <= resync_records <= 1 << 30:
+        raise ConfigError(f"raw_codec_resync_records must be a whole number in [1, {1 << 30}]; got {resync_records!r}")
+    return str(raw_codec), int(resync_records)
+
+
+def codec_header(raw_codec: str, resync_records: int) -> dict:
+    """The ``codec`` field of a compressed stream's header."""
+    return {"name": "cortexlink", "entropy": raw_codec, "resync_records": int(resync_records)}
+
+
+def codec_problem(info: dict) -> tuple[str, str, Any] | None:
+    """For a header with a ``codec`` field: ``(field, what it must be, what it is)`` when it is
+    not one this code decodes, else None."""
+    c = info.get("codec")
+    if not isinstance(c, dict):
+        return "codec", "an object with name, entropy and resync_records", c
+    if c.get("name") != "cortexlink":
+        return "codec.name", "'cortexlink'", c.get("name")
+    if c.get("entropy") not in RAW_CODECS[1:]:
+        return "codec.entropy", "'rice' or 'range'", c.get("entropy")
+    r = c.get("resync_records")
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        return "codec.resync_records", "a positive whole number", r
+    if info.get("kind") != "array" or info.get("dtype") != "<i2":
+        return "dtype", "'<i2' (the codec stores int16 samples)", info.get("dtype")
+    return None
+
+
+def make_encoder(info: dict) -> Any:
+    """A codec encoder for the records of the stream with header ``info``."""
+    from cortexlink.codec import Encoder
+
+    c = info["codec"]
+    return Encoder(len(info["columns"]), resync_frames=int(c["resync_records"]), entropy=c["entropy"])
+
+
+class PayloadDecoder:
+    """Decodes a compressed stream's record payloads in file order (state carried between them).
+
+    :meth:`decode` raises ``ValueError`` (a :class:`~cortexlink.core.errors.ValidationError`)
+    for a frame that is damaged, has the wrong width, or depends on a record it did not decode;
+    :attr:`dependent` then says whether it was the last (an intact record whose predecessor is
+    lost).
+    """
+
+    def __init__(self, info: dict) -> None:
+        from cortexlink.codec import Decoder
+
+        self._dec = Decoder()
+        self._ncol = len(info["columns"])
+        self.dependent = False
+        self._next: int | None = None          # frame index that follows the last one decoded
+
+    def decode(self, payload: bytes) -> np.ndarray:
+        from cortexlink.codec import read_header
+
+        self.dependent = False
+        h = read_header(payload)
+        self.dependent = not h.resync and (not self._dec.synchronised or h.frame_index != self._next)
+        try:
+            out = self._dec.decode(payload)
+        except ValueError as exc:
+            self._next = None
+            if self.dependent:
+                raise ValueError(f"depends on a damaged or missing record before it; lost up to the next "
+                                 f"resynchronisation point ({exc})") from None
+            raise
+        if out.shape[1] != self._ncol:
+            self._next = None
+            raise ValueError(f"codec frame of {out.shape[1]} channels in a stream of {self._ncol} columns")
+        self._next = (h.frame_index + 1) & 0xFFFFFFFF
+        return out

@@ -1,0 +1,229 @@
+"""A session log whose raw stream is stored compressed (``raw_codec``): transparent reading, crash
+safety (torn tails, SIGKILL), damage found and salvaged, old files unchanged, bad options refused."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cortexlink.core.errors import ConfigError, ValidationError
+from cortexlink.core.types import ChannelMap, Chunk
+from cortexlink.io.session_log import (
+    REC_HEADER_BYTES, CorruptSessionError, SessionReader, SessionRecorder, inspect_header, read_manifest, recover,
+    scan_stream, verify_session,
+)
+
+FS = 30000.0
+
+
+def _signal(n: int, n_ch: int, seed: int = 0) -> np.ndarray:
+    """Correlated int16 samples (a random walk plus noise), as broadband data compresses."""
+    rng = np.random.default_rng(seed)
+    walk = np.cumsum(rng.normal(0, 20, (n, n_ch)), axis=0)
+    return np.clip(walk + rng.normal(0, 5, (n, n_ch)), -32768, 32767).astype(np.int16)
+
+
+def _record(path: Path, x: np.ndarray, sizes: list[int], codec: str = "rice", resync: int = 4) -> list[Chunk]:
+    rec = SessionRecorder(path, channel_map=ChannelMap.grid(x.shape[1]), fs_hz=FS, catalogue=False,
+                          participant_id="P-1", raw_codec=codec, raw_codec_resync_records=resync)
+    chunks, pos, i = [], 0, 0
+    while pos < x.shape[0]:
+        n = sizes[i % len(sizes)]
+        c = Chunk(x[pos:pos + n], FS, pos, 1000 + i, i)
+        rec.write_raw(c)
+        chunks.append(c)
+        pos += n
+        i += 1
+    rec.event("block_start", sample=0, name="b1")
+    rec.close()
+    return chunks
+
+
+def _offsets(p: Path) -> list[tuple[int, int]]:
+    """(offset, record length) of every record of a stream file."""
+    return [(r.offset, REC_HEADER_BYTES + r.payload_bytes) for k, r in scan_stream(p) if k == "record"]
+
+
+@pytest.mark.parametrize("codec", ["rice", "range"])
+@pytest.mark.parametrize("sizes", [[1], [7], [30, 1, 300]])
+def test_a_compressed_raw_stream_reads_back_identical_samples_and_chunks(tmp_path, codec, sizes):
+    x = _signal(600, 5)
+    chunks = _record(tmp_path / "s", x, sizes, codec)
+    r = SessionReader(tmp_path / "s")
+    samples, data = r.read_array("raw")
+    np.testing.assert_array_equal(data, x)
+    np.testing.assert_array_equal(samples, np.arange(600))
+    got = list(r.iter_chunks())
+    assert [(c.start_sample, c.seq, c.host_time_ns, c.n_samples) for c in got] == \
+        [(c.start_sample, c.seq, c.host_time_ns, c.n_samples) for c in chunks]
+    assert all(g.data.dtype == np.int16 and np.array_equal(g.data, c.data) for g, c in zip(got, chunks))
+    np.testing.assert_array_equal(r.read_array("raw", 100, 250)[1], x[100:250])
+    h = inspect_header(tmp_path / "s" / "streams" / "raw.clog")
+    assert h.version == 3 and h.info["codec"] == {"name": "cortexlink", "entropy": codec, "resync_records": 4}
+    assert inspect_header(tmp_path / "s" / "streams" / "events.clog").version == 2
+    assert verify_session(tmp_path / "s")["ok"]
+    m = read_manifest(tmp_path / "s")
+    assert m["writer"]["raw_codec"] == codec and m["streams"]["raw"]["rows"] == 600
+
+
+def test_compression_shrinks_the_raw_stream_and_the_default_writes_the_old_format(tmp_path):
+    x = _signal(3000, 16)
+    _record(tmp_path / "c", x, [30], "rice")
+    _record(tmp_path / "u", x, [30], "none")
+    pc, pu = (tmp_path / d / "streams" / "raw.clog" for d in "cu")
+    assert pc.stat().st_size < 0.7 * pu.stat().st_size
+    h = inspect_header(pu)
+    assert h.version == 2 and "codec" not in h.info            # an uncompressed file is as before
+    rec = SessionRecorder(tmp_path / "d", channel_map=ChannelMap.grid(16), fs_hz=FS, catalogue=False,
+                          raw_codec="rice")
+    for i in range(0, 3000, 30):
+        rec.write_raw(Chunk(x[i:i + 30], FS, i, 0, i))
+    rec.close()
+    pd = tmp_path / "d" / "streams" / "raw.clog"
+    assert rec.stats()["streams"]["raw"]["bytes"] == pd.stat().st_size - _offsets(pd)[0][0]   # bytes written
+    np.testing.assert_array_equal(SessionReader(tmp_path / "u").read_array("raw")[1], x)
+
+
+@pytest.mark.parametrize("cut", ["header", "payload", "last_byte"])
+def test_recover_after_a_torn_compressed_record_keeps_every_intact_record(tmp_path, cut):
+    x = _signal(30 * 11, 6)
+    _record(tmp_path / "s", x, [30], "range", resync=4)
+    p = tmp_path / "s" / "streams" / "raw.clog"
+    offs = _offsets(p)
+    off, n = offs[-1]
+    keep = {"header": off + 10, "payload": off + REC_HEADER_BYTES + (n - REC_HEADER_BYTES) // 2,
+            "last_byte": off + n - 1}[cut]
+    with open(p, "r+b") as f:
+        f.truncate(keep)
+    with pytest.raises(CorruptSessionError, match=r"raw\.clog.*torn record"):
+        SessionReader(tmp_path / "s").read_array("raw")
+    rep = recover(tmp_path / "s")
+    assert rep["streams"]["raw"]["records"] == 10 and rep["streams"]["raw"]["damaged_regions"] == 1
+    np.testing.assert_array_equal(SessionReader(tmp_path / "s").read_array("raw")[1], x[:300])
+    assert verify_session(tmp_path / "s")["ok"]
+
+
+def test_a_corrupted_compressed_record_is_found_and_salvaged_from_the_next_resync_point(tmp_path):
+    x = _signal(30 * 12, 6)
+    _record(tmp_path / "s", x, [30], "rice", resync=4)          # resync points: records 0, 4, 8
+    p = tmp_path / "s" / "streams" / "raw.clog"
+    offs = _offsets(p)
+    off, n = offs[5]
+    b = bytearray(p.read_bytes())
+    b[off + n - 3] ^= 0x10                                       # a payload byte of record 5
+    p.write_bytes(bytes(b))
+    v = verify_session(tmp_path / "s")
+    assert not v["ok"] and any(f"damaged at byte {off} (checksum mismatch; and 2 intact record(s)" in q
+                               for q in v["problems"])
+    with pytest.raises(CorruptSessionError, match=f"damaged at byte {off}: checksum mismatch"):
+        SessionReader(tmp_path / "s").read_array("raw")
+    damage = [d for k, d in scan_stream(p, salvage=True) if k == "damage"]
+    assert damage == [{"offset": off, "length": offs[8][0] - off, "dependent_records": 2,
+                       "reason": damage[0]["reason"]}]                       # records 5, 6 and 7: one region
+    s, data = SessionReader(tmp_path / "s", salvage=True).read_array("raw")
+    keep = np.r_[0:150, 240:360]
+    np.testing.assert_array_equal(s, keep)
+    np.testing.assert_array_equal(data, x[keep])
+    rep = recover(tmp_path / "s")
+    assert rep["streams"]["raw"]["records"] == 9 and rep["streams"]["raw"]["damaged_regions"] == 1
+    assert (tmp_path / "s" / "corrupt" / f"raw.{off}.bin").stat().st_size == offs[8][0] - off
+    np.testing.assert_array_equal(SessionReader(tmp_path / "s").read_array("raw")[1], x[keep])
+    assert verify_session(tmp_path / "s")["ok"]
+
+
+def test_a_record_that_lost_its_predecessor_is_not_decoded_from_a_wrong_state(tmp_path):
+    """Cut a whole intact record out of the middle: the next one is intact (its CRC holds) but its
+    state is gone; it must be reported, never decoded from the wrong predecessor."""
+    x = _signal(30 * 8, 3)
+    _record(tmp_path / "s", x, [30], "rice", resync=8)
+    p = tmp_path / "s" / "streams" / "raw.clog"
+    offs = _offsets(p)
+    b = p.read_bytes()
+    p.write_bytes(b[:offs[2][0]] + b[offs[3][0]:])
+    with pytest.raises(CorruptSessionError, match="depends on a damaged or missing record"):
+        SessionReader(tmp_path / "s").read_array("raw")
+    s, data = SessionReader(tmp_path / "s", salvage=True).read_array("raw")
+    np.testing.assert_array_equal(data, x[:60])
+
+
+def test_a_damaged_compressed_header_is_rebuilt_from_the_manifest(tmp_path):
+    x = _signal(300, 4)
+    _record(tmp_path / "s", x, [30], "range")
+    p = tmp_path / "s" / "streams" / "raw.clog"
+    with open(p, "r+b") as f:
+        f.seek(20)
+        f.write(b"\xff")
+    rep = recover(tmp_path / "s")
+    assert rep["streams"]["raw"]["header"].startswith("rebuilt from the manifest")
+    assert inspect_header(p).version == 3
+    np.testing.assert_array_equal(SessionReader(tmp_path / "s").read_array("raw")[1], x)
+
+
+_CRASH = textwrap.dedent("""
+    import sys, numpy as np
+    from cortexlink.core.types import ChannelMap, Chunk
+    from cortexlink.io.session_log import SessionRecorder
+    rec = SessionRecorder(sys.argv[1], channel_map=ChannelMap.grid(8), fs_hz=30000.0, catalogue=False,
+                          raw_codec="rice", raw_codec_resync_records=5, fsync_interval_s=0.01)
+    rng = np.random.default_rng(1)
+    said = False
+    for i in range(10 ** 9):
+        rec.write_raw(Chunk(np.cumsum(rng.integers(-50, 50, (30, 8)), axis=0).astype(np.int16), 30000.0,
+                            30 * i, 0, i))
+        if i >= 200 and not said and rec.stats()["streams"]["raw"]["records"] >= 100:
+            said = print("written", flush=True) or True
+""")
+
+
+def test_a_compressed_recording_killed_mid_write_is_recovered(tmp_path):
+    s = tmp_path / "s"
+    proc = subprocess.Popen([sys.executable, "-c", _CRASH, str(s)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "written"
+    finally:
+        proc.kill()                                          # SIGKILL while the writer writes
+        proc.communicate(timeout=30)
+    rep = recover(s)
+    n = rep["streams"]["raw"]["records"]
+    assert n >= 1 and rep["streams"]["raw"]["damaged_regions"] <= 1      # at most a torn tail
+    samples, data = SessionReader(s).read_array("raw")
+    np.testing.assert_array_equal(samples, np.arange(30 * n))
+    rng = np.random.default_rng(1)
+    want = np.concatenate([np.cumsum(rng.integers(-50, 50, (30, 8)), axis=0).astype(np.int16) for _ in range(n)])
+    np.testing.assert_array_equal(data, want)
+    assert verify_session(s)["ok"]
+
+
+def test_bad_codec_options_are_refused_by_name(tmp_path):
+    with pytest.raises(ConfigError, match=r"raw_codec must be one of none, rice, range; got 'zip'"):
+        SessionRecorder(tmp_path / "a", catalogue=False, raw_codec="zip")
+    for bad in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="raw_codec_resync_records must be a whole number"):
+            SessionRecorder(tmp_path / "b", catalogue=False, raw_codec="rice", raw_codec_resync_records=bad)
+    rec = SessionRecorder(tmp_path / "c", channel_map=ChannelMap.grid(2), fs_hz=FS, catalogue=False,
+                          raw_codec="rice")
+    with pytest.raises(ValidationError, match=r"raw_codec='rice' stores int16 samples; the raw chunks are float32"):
+        rec.write_raw(Chunk(np.zeros((4, 2), np.float32), FS, 0, 0, 0))
+    rec.close()
+
+
+def test_a_codec_header_with_a_bad_field_is_named(tmp_path):
+    x = _signal(60, 2)
+    _record(tmp_path / "s", x, [30], "rice")
+    p = tmp_path / "s" / "streams" / "raw.clog"
+    b = p.read_bytes()
+    h = inspect_header(p)
+    body = b[10:h.first_offset - 4].replace(b'"entropy": "rice"', b'"entropy": "lzma"')
+    import zlib
+    head = b[:4] + struct.pack("<HI", 3, len(body)) + body
+    q = tmp_path / "bad.clog"
+    q.write_bytes(head + struct.pack("<I", zlib.crc32(head)) + b[h.first_offset:])
+    assert "'codec.entropy' must be 'rice' or 'range'" in inspect_header(q).problem
+    shutil.rmtree(tmp_path / "s")
