@@ -1,5 +1,7 @@
 """``cortexlink compress IN OUT`` / ``cortexlink decompress IN OUT``: 16-bit PCM WAV files (or
-folders of them) to ``.clz`` files of the lossless codec and back (:mod:`cortexlink.codec.files`)."""
+folders of them), raw int16 files with a JSON sidecar, and session folders to ``.clz`` files of
+the lossless codec and back (:mod:`cortexlink.codec.files`, :mod:`cortexlink.codec.rawfiles`,
+:mod:`cortexlink.codec.folders`)."""
 
 from __future__ import annotations
 
@@ -10,13 +12,20 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    c = sub.add_parser("compress", help="losslessly compress a WAV file or a folder of WAV files to .clz",
+    c = sub.add_parser("compress", help="losslessly compress WAV / raw files, WAV folders or session folders",
                        description="Compress a 16-bit PCM WAV file (mono or multichannel) into a .clz file with "
-                                   "cortexlink's lossless codec, or every *.wav of a folder (not recursive) into "
-                                   "a folder of .clz files. `cortexlink decompress` gives back the same file, "
-                                   "byte for byte.")
-    c.add_argument("input", type=Path, metavar="IN", help="a WAV file, or a folder of *.wav files")
-    c.add_argument("output", type=Path, metavar="OUT", help="the .clz file, or the folder of .clz files, to write")
+                                   "cortexlink's lossless codec; or a raw file of interleaved little-endian int16 "
+                                   "samples (samples x channels) described by a JSON sidecar of the same name "
+                                   "ending in .json, e.g. rec.bin + rec.json = {\"channels\": 384, "
+                                   "\"rate_hz\": 30000, \"dtype\": \"int16\"} (both kept in the .clz); or "
+                                   "a cortexlink session folder (manifest.json, streams/) into one archive file "
+                                   "(the raw stream's samples coded by the codec, every other file LZMA or "
+                                   "stored); or every *.wav of another folder (not recursive) into a folder of "
+                                   ".clz files. `cortexlink decompress` gives back the same files, byte for byte.")
+    c.add_argument("input", type=Path, metavar="IN",
+                   help="a WAV file, a raw file with its .json sidecar, a session folder, or a folder of *.wav files")
+    c.add_argument("output", type=Path, metavar="OUT",
+                   help="the .clz file (or session archive), or the folder of .clz files, to write")
     c.add_argument("--resync-frames", type=int, default=32, metavar="N",
                    help="a resynchronisation point every N codec frames of 1 s (default: 32)")
     c.add_argument("--entropy", choices=["range", "rice"], default="range",
@@ -24,12 +33,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _common(c, "a .clz file compress wrote")
     c.set_defaults(func=_run_compress)
 
-    d = sub.add_parser("decompress", help="restore WAV files from .clz files",
-                       description="Decompress a .clz file into the WAV file it was made from (byte-identical), "
-                                   "or every *.clz of a folder into a folder of .wav files. A damaged .clz file "
-                                   "(CRC-32 mismatch) is refused.")
-    d.add_argument("input", type=Path, metavar="IN", help="a .clz file, or a folder of *.clz files")
-    d.add_argument("output", type=Path, metavar="OUT", help="the WAV file, or the folder of WAV files, to write")
+    d = sub.add_parser("decompress", help="restore WAV / raw files or session folders from .clz files",
+                       description="Decompress a .clz file into the WAV file it was made from, or into the raw "
+                                   "file OUT and its sidecar (OUT with the suffix .json); a session archive into "
+                                   "the folder OUT (new or empty); or every *.clz of a folder into a folder of "
+                                   ".wav files. Every file comes back byte-identical; a damaged file (CRC-32 "
+                                   "mismatch) is refused.")
+    d.add_argument("input", type=Path, metavar="IN", help="a .clz file or session archive, or a folder of *.clz files")
+    d.add_argument("output", type=Path, metavar="OUT",
+                   help="the WAV or raw file, the session folder, or the folder of WAV files, to write")
     _common(d, "a WAV file")
     d.set_defaults(func=_run_decompress)
 

@@ -1,5 +1,5 @@
-"""WAV files and folders of WAV files to ``.clz`` files and back (``cortexlink compress`` /
-``cortexlink decompress``).
+"""WAV files, raw files with a JSON sidecar, folders of WAV files and session folders to
+``.clz`` files and back (``cortexlink compress`` / ``cortexlink decompress``).
 
 A ``.clz`` file holds one int16 PCM WAV file (mono or multichannel): a small header, the WAV's
 bytes around its samples kept verbatim, then the samples as a stream of :mod:`cortexlink.codec`
@@ -8,6 +8,13 @@ byte — its header, any other chunk (``LIST``, ``fact``, a pad byte, trailing c
 samples — for any WAV the standard library's :mod:`wave` reads as 16-bit PCM, not only the
 standard 44-byte-header ones.
 
+Or (flag bit 0) it holds a raw int16 file and its sidecar (:mod:`cortexlink.codec.rawfiles`):
+``head`` is the sidecar's bytes, ``tail`` the raw file's incomplete last sample's bytes (usually
+none); decompressing ``x.clz`` to ``rec.bin`` writes ``rec.bin`` and its sidecar ``rec.json``.
+
+A session folder (``manifest.json`` and ``streams/``) is compressed into one archive file of
+another layout (:mod:`cortexlink.codec.folders`) and decompressed into a folder again.
+
 Container layout (little-endian), 36-byte header, then ``head``, ``tail`` and the frames
 -----------------------------------------------------------------------------------------
 ====== ===== ===========================================================================
@@ -15,15 +22,17 @@ offset bytes field
 ====== ===== ===========================================================================
 0      4     magic ``b"CXLZ"``
 4      1     container version (1)
-5      1     flags (0; reserved)
+5      1     flags: bit 0 a raw file and its sidecar (else a WAV file); others reserved (0)
 6      2     channel count (1..65535)
 8      4     sample rate in Hz
 12     8     sample count per channel
 20     4     samples per codec frame
 24     4     ``H``: length of ``head``, the WAV's bytes before its first sample (RIFF and
-             ``fmt`` headers, every chunk before ``data``, and ``data``'s own 8-byte header)
+             ``fmt`` headers, every chunk before ``data``, and ``data``'s own 8-byte header);
+             for a raw file, its sidecar's bytes
 28     4     ``T``: length of ``tail``, the WAV's bytes after its last sample (pad byte, an
-             incomplete last frame's bytes, chunks after ``data``)
+             incomplete last frame's bytes, chunks after ``data``); for a raw file, the bytes
+             of an incomplete last sample
 32     4     CRC-32 (zlib) of bytes 0..31 followed by ``head`` and ``tail``
 36     H     ``head``
 36+H   T     ``tail``
@@ -33,8 +42,8 @@ offset bytes field
 
 Every refusal is a :class:`~cortexlink.core.errors.ConfigError` (paths: a missing input, an
 output that exists without ``overwrite``, see :mod:`cortexlink.core.outpath`) or a
-:class:`~cortexlink.core.errors.ValidationError` (data: not a WAV, not 16-bit PCM, a damaged
-``.clz``).
+:class:`~cortexlink.core.errors.ValidationError` (data: not a WAV, not 16-bit PCM, a raw file
+without a valid sidecar, a damaged ``.clz``).
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ import numpy as np
 from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.outpath import check_output_dir, check_output_file
 
+from . import folders, rawfiles
 from .stream import Decoder, Encoder, iter_frames
 
 __all__ = ["CLZ_MAGIC", "CLZ_VERSION", "compress_file", "decompress_file", "compress_path",
@@ -59,6 +69,7 @@ __all__ = ["CLZ_MAGIC", "CLZ_VERSION", "compress_file", "decompress_file", "comp
 
 CLZ_MAGIC = b"CXLZ"
 CLZ_VERSION = 1
+CLZ_FLAG_RAW = 0x01
 _HEAD = struct.Struct("<4sBBHIQIII")
 CLZ_HEADER_SIZE = _HEAD.size + 4
 #: Called after each file of a folder: ``progress(done, total, name)``.
@@ -129,21 +140,35 @@ def read_wav(raw: bytes, name: str = "WAV") -> tuple[int, int, np.ndarray, bytes
     return rate, nch, samples.astype(np.int16, copy=False), raw[:start], raw[end:]
 
 
-def _encode(raw: bytes, name: str, *, resync_frames: int, entropy: str) -> bytes:
-    rate, nch, samples, head, tail = read_wav(raw, name)
-    frame = max(1, min(rate, 1 << 20))
+def _encode(raw: bytes, name: str, *, resync_frames: int, entropy: str, sidecar: bytes | None = None) -> bytes:
+    """A WAV file's bytes (``sidecar`` None) or a raw file's bytes and its sidecar's, as a .clz file."""
+    if sidecar is None:
+        rate, nch, samples, head, tail = read_wav(raw, name)
+        flags = 0
+    else:
+        nch, rate_hz = rawfiles.parse_sidecar(sidecar, f"sidecar of {name}")
+        rate = int(round(rate_hz))
+        samples, tail = rawfiles.split_raw(raw, nch)
+        head, flags = sidecar, CLZ_FLAG_RAW
+    frame = max(1, min(rate, 1 << 20, max(1, (1 << 24) // nch)))
     enc = Encoder(nch, resync_frames=resync_frames, entropy=entropy)
     n = samples.shape[0]
     frames = [enc.encode(samples[i:i + frame]) for i in range(0, n, frame)] if n else [enc.encode(samples)]
-    fixed = _HEAD.pack(CLZ_MAGIC, CLZ_VERSION, 0, nch, rate, n, frame, len(head), len(tail))
+    fixed = _HEAD.pack(CLZ_MAGIC, CLZ_VERSION, flags, nch, rate, n, frame, len(head), len(tail))
     crc = zlib.crc32(tail, zlib.crc32(head, zlib.crc32(fixed))) & 0xFFFFFFFF
     return b"".join([fixed, struct.pack("<I", crc), head, tail, *frames])
 
 
-def _decode(buf: bytes, name: str) -> bytes:
+def _clz_flags(buf: bytes, name: str) -> int:
     if len(buf) < CLZ_HEADER_SIZE or buf[:4] != CLZ_MAGIC:
         raise ValidationError(f"{name} is not a .clz file (no {CLZ_MAGIC!r} header); decompress takes files "
                               "written by cortexlink compress")
+    return buf[5]
+
+
+def _decode(buf: bytes, name: str) -> tuple[bytes, bytes | None]:
+    """A .clz file's bytes: ``(WAV file, None)`` or ``(raw file, its sidecar)``."""
+    _clz_flags(buf, name)
     magic, version, flags, nch, rate, n, frame, hlen, tlen = _HEAD.unpack_from(buf)
     if version != CLZ_VERSION:
         raise ValidationError(f"{name}: .clz version {version} is not supported (this reader: {CLZ_VERSION})")
@@ -154,7 +179,7 @@ def _decode(buf: bytes, name: str) -> bytes:
     head, tail = buf[pos:pos + hlen], buf[pos + hlen:pos + hlen + tlen]
     if zlib.crc32(tail, zlib.crc32(head, zlib.crc32(buf[:_HEAD.size]))) & 0xFFFFFFFF != crc:
         raise ValidationError(f"{name}: CRC-32 mismatch in the .clz header (the file is corrupt)")
-    if flags != 0 or nch < 1:
+    if flags & ~CLZ_FLAG_RAW or nch < 1:
         raise ValidationError(f"{name}: .clz header has flags 0x{flags:02x} and {nch} channels (corrupt)")
     dec, parts = Decoder(), []
     try:
@@ -166,45 +191,72 @@ def _decode(buf: bytes, name: str) -> bytes:
     if not parts or any(p.shape[1] != nch for p in parts) or got != n:
         raise ValidationError(f"{name}: the frames hold {got} samples of the {n} x {nch} its header declares "
                               "(corrupt or truncated .clz file)")
-    data = np.concatenate(parts, axis=0).astype("<i2", copy=False)
-    return head + data.tobytes() + tail
+    data = np.concatenate(parts, axis=0).astype("<i2", copy=False).tobytes()
+    if flags & CLZ_FLAG_RAW:
+        return data + tail, head
+    return head + data + tail, None
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise ConfigError(f"cannot write {path} ({exc.strerror or exc})") from None
+_write = folders.write_atomic
 
 
 def compress_file(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
                   resync_frames: int = 32, entropy: str = "range") -> dict:
-    """Compress one 16-bit PCM WAV file into a ``.clz`` file; return ``{files, original_bytes,
-    compressed_bytes, ratio}``. ``resync_frames`` and ``entropy`` go to the :class:`Encoder`."""
+    """Compress one 16-bit PCM WAV file, or one raw int16 file with its sidecar ``<stem>.json``
+    (see :mod:`cortexlink.codec.rawfiles`), into a ``.clz`` file; return ``{files, original_bytes,
+    compressed_bytes, ratio}`` (original bytes: the WAV's, or the raw file's and its sidecar's).
+    ``resync_frames`` and ``entropy`` go to the :class:`Encoder`."""
     Encoder(1, resync_frames=resync_frames, entropy=entropy)  # options checked before any work
     src, dst = Path(src), Path(dst)
     raw = _read_input(src, "input")
+    sidecar = None
+    if not (raw[:4] == b"RIFF" and raw[8:12] == b"WAVE"):
+        side = rawfiles.sidecar_path(src)
+        if src.suffix.lower() == rawfiles.SIDECAR_SUFFIX:
+            raise ValidationError(f"input {src} is a .json file; give the raw sample file its sidecar describes "
+                                  "(or a WAV file)")
+        if not side.is_file():
+            raise ValidationError(f"input {src} is not a WAV file, and has no sidecar {side} to read it as raw "
+                                  'int16 samples; write one such as {"channels": 384, "rate_hz": 30000, '
+                                  '"dtype": "int16"}')
+        sidecar = _read_input(side, "sidecar")
+        rawfiles.parse_sidecar(sidecar, f"sidecar {side}")
     dst = check_output_file(dst, what="output", overwrite=overwrite, ours=is_clz_file,
                             ours_is="a .clz file written by cortexlink compress")
-    out = _encode(raw, str(src), resync_frames=resync_frames, entropy=entropy)
+    out = _encode(raw, str(src), resync_frames=resync_frames, entropy=entropy, sidecar=sidecar)
     _write(dst, out)
-    return _summary(1, len(raw), len(out))
+    return _summary(1, len(raw) + len(sidecar or b""), len(out))
+
+
+def _is_raw_with_sidecar(path: Path) -> bool:
+    try:
+        rawfiles.parse_sidecar(rawfiles.sidecar_path(path).read_bytes())
+        return path.is_file()
+    except (OSError, ValidationError):
+        return False
 
 
 def decompress_file(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> dict:
-    """Decompress one ``.clz`` file into the WAV file it was made from (byte-identical)."""
+    """Decompress one ``.clz`` file into the WAV file it was made from, or into the raw file
+    ``dst`` and its sidecar ``dst`` with the suffix ``.json`` (byte-identical)."""
     src, dst = Path(src), Path(dst)
     buf = _read_input(src, "input")
+    if _clz_flags(buf, str(src)) & CLZ_FLAG_RAW:
+        side = rawfiles.sidecar_path(dst)
+        if dst.suffix.lower() == rawfiles.SIDECAR_SUFFIX:
+            raise ConfigError(f"output {dst}: {src} holds a raw file and its sidecar; give the raw file's path "
+                              "(not ending in .json): its sidecar is written beside it")
+        dst = check_output_file(dst, what="output", overwrite=overwrite, ours=_is_raw_with_sidecar,
+                                ours_is="a raw file with a sidecar")
+        check_output_file(side, what="output sidecar", overwrite=overwrite, ours=lambda p: dst.exists(),
+                          ours_is="the sidecar of the raw file being replaced")
+        data, sidecar = _decode(buf, str(src))
+        _write(dst, data)
+        _write(side, sidecar)
+        return _summary(1, len(data) + len(sidecar), len(buf))
     dst = check_output_file(dst, what="output", overwrite=overwrite, ours=is_wav_file,
                             ours_is="a WAV file")
-    wav = _decode(buf, str(src))
+    wav, _ = _decode(buf, str(src))
     _write(dst, wav)
     return _summary(1, len(wav), len(buf))
 
@@ -249,12 +301,16 @@ def _folder(src: Path, dst: Path, suffix: str, new_suffix: str, overwrite: bool,
 
 def compress_path(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
                   resync_frames: int = 32, entropy: str = "range", progress: Progress | None = None) -> dict:
-    """Compress a WAV file to a ``.clz`` file, or every ``*.wav`` of a folder (not recursive) to
-    ``.clz`` files of the same stem in the folder ``dst``; return the summary ``{mode, input,
+    """Compress a WAV file (or a raw file with its sidecar) to a ``.clz`` file, a session folder
+    to one archive file (:mod:`cortexlink.codec.folders`), or every ``*.wav`` of another folder
+    (not recursive) to ``.clz`` files of the same stem in the folder ``dst``; return the summary ``{mode, input,
     output, files, original_bytes, compressed_bytes, ratio, seconds}``."""
     t0 = time.perf_counter()
     src = Path(src)
-    if src.is_dir():
+    if src.is_dir() and folders.is_session_folder(src):
+        s = folders.compress_session(src, Path(dst), overwrite=overwrite, resync_frames=resync_frames,
+                                     entropy=entropy)
+    elif src.is_dir():
         Encoder(1, resync_frames=resync_frames, entropy=entropy)
         s = _folder(src, Path(dst), ".wav", ".clz", overwrite,
                     lambda p, t: compress_file(p, t, overwrite=overwrite, resync_frames=resync_frames,
@@ -267,11 +323,14 @@ def compress_path(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: 
 
 def decompress_path(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
                     progress: Progress | None = None) -> dict:
-    """Decompress a ``.clz`` file to a WAV file, or every ``*.clz`` of a folder to ``.wav`` files
-    in the folder ``dst``; the summary as :func:`compress_path`'s (original bytes: the WAVs')."""
+    """Decompress a ``.clz`` file to a WAV file (or a raw file and its sidecar), a session archive
+    to the folder ``dst`` (new or empty), or every ``*.clz`` of a folder to ``.wav`` files in the
+    folder ``dst``; the summary as :func:`compress_path`'s (original bytes: the WAVs')."""
     t0 = time.perf_counter()
     src = Path(src)
-    if src.is_dir():
+    if src.is_file() and folders.is_archive_file(src):
+        s = folders.decompress_session(src, Path(dst))
+    elif src.is_dir():
         s = _folder(src, Path(dst), ".clz", ".wav", overwrite,
                     lambda p, t: decompress_file(p, t, overwrite=overwrite), progress)
     else:
