@@ -29,6 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="default", help="implant preset (default: default)")
     p.add_argument("--participant", default="sim-0001", help="pseudonymous participant code (default: sim-0001)")
     p.add_argument("--no-raw", action="store_true", help="do not record raw samples (features and behaviour only)")
+    p.add_argument("--raw-codec", choices=("none", "rice", "range"), default="none",
+                   help="store raw samples compressed with the lossless codec: 'rice' (fast; ~1.9x on simulated "
+                        "1,024 channels) or 'range' (smaller, slower); read back transparently (default: none)")
     p.add_argument("--realtime", action="store_true", help="pace the session to the wall clock")
     p.add_argument("--on-full", choices=("drop", "block", "fail"), default="drop",
                    help="what happens when the writer queue is full (default: drop, counted and recorded)")
@@ -143,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         cat = default_catalogue_path()
     rec = SessionRecorder(args.out, fs_hz=30000.0, config=cfg, seeds={"seed": args.seed},
                           participant_id=args.participant, expected_seconds=planned_s, expected_bytes=need,
-                          raw=not args.no_raw, on_full=args.on_full, catalogue=cat)
+                          raw=not args.no_raw, on_full=args.on_full, catalogue=cat, raw_codec=args.raw_codec)
     try:
         res = sess.run_session(cfg, progress=sys.stderr.isatty(), recorder=rec, realtime=args.realtime,
                                record_raw=not args.no_raw, on_bin=_Status(rec, args.status_interval))

@@ -24,7 +24,12 @@ Stream file format (little-endian), designed so that a crash can only damage the
   ``int64`` sample (source sample index of the first row), ``int64`` host monotonic time (ns),
   ``uint32`` CRC-32 of the 32 preceding header bytes and the payload; then the payload: the
   rows of an array stream as raw bytes (C order, ``n_rows x n_columns``) or one UTF-8 JSON
-  object.
+  object;
+* a raw stream recorded with ``raw_codec="rice"`` or ``"range"`` has a format-3 header (the
+  same as format 2, plus a ``codec`` field) and each record's payload is one frame of the
+  lossless codec (:mod:`cortexlink.codec`), with a resynchronisation point every
+  ``resync_records`` records; readers, ``verify`` and ``recover`` decode it transparently (see
+  :mod:`~cortexlink.io.session_log.rawcodec` for the crash-safety argument).
 
 Writing never blocks the caller: :class:`SessionRecorder` puts items on a bounded queue (a byte
 budget) drained by one writer thread, which appends, flushes each batch to the operating system

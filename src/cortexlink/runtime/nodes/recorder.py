@@ -33,6 +33,13 @@ class RecorderNode(Node):
         Record raw chunks (when ``raw`` is connected).
     on_full : {"drop", "block", "fail"}
         The recorder queue's policy (drops are counted in its manifest).
+    raw_codec : {"none", "rice", "range"}
+        Store each raw chunk as one frame of the lossless codec (``rice``: fast, ``range``:
+        smaller, slower) instead of its int16 bytes (``none``, the default); readers, ``recover``,
+        replay and NWB export decode it transparently.
+    raw_codec_resync_records : int
+        With a codec, a resynchronisation point every this many raw chunks (default 100; a
+        damaged record costs at most the chunks up to the next one).
 
     Inputs (all optional): ``raw`` (chunks), ``features`` (the dsp's; with its ``full_rows`` every
     feature of every channel is kept, else the decoder columns), ``intent`` (decoder output, in the
@@ -79,6 +86,8 @@ class RecorderNode(Node):
         "participant_id": Param("str", "sim-0001"),
         "raw": Param("bool", True),
         "on_full": Param("str", "drop", choices=("drop", "block", "fail")),
+        "raw_codec": Param("str", "none", choices=("none", "rice", "range")),
+        "raw_codec_resync_records": Param("int", 100, lo=1),
         "record_dir": Param("str", None, nullable=True),
     }
 
@@ -140,7 +149,8 @@ class RecorderNode(Node):
         graph = {k: v for k, v in self.ctx.graph.items() if not k.startswith("_")}
         rec = SessionRecorder(out, channel_map=self._cmap, fs_hz=self._fs, config={"graph": graph},
                               participant_id=p["participant_id"], raw=p["raw"] and self._has_raw,
-                              on_full=p["on_full"], catalogue=False)
+                              on_full=p["on_full"], catalogue=False, raw_codec=p["raw_codec"],
+                              raw_codec_resync_records=p["raw_codec_resync_records"])
         self._attach(rec)
 
     def _attach(self, rec: Any) -> None:
