@@ -180,8 +180,10 @@ def load_graph(source: str | Path | dict) -> dict:
     g["stats_after_s"] = _num("stats_after_s", raw.get("stats_after_s", 0.0), allow_zero=True)
     g["deadline_ms"] = _num("deadline_ms", raw.get("deadline_ms"), nullable=True)
     bus = raw.get("bus") or {}
-    if not isinstance(bus, dict) or set(bus) - {"kind", "url", "stream_maxlen", "server_cpus", "socket"}:
-        raise ConfigError(f"bus must be a mapping with kind, url, stream_maxlen, server_cpus, socket; got {brief(bus)}")
+    if not isinstance(bus, dict) or set(bus) - {"kind", "url", "stream_maxlen", "server_cpus", "socket", "chunk_codec",
+                                                "chunk_codec_resync"}:
+        raise ConfigError(f"bus must be a mapping with kind, url, stream_maxlen, server_cpus, socket, chunk_codec, "
+                          f"chunk_codec_resync; got {brief(bus)}")
     if bus.get("kind", "inprocess") not in ("inprocess", "redis"):
         raise ConfigError(f"bus.kind must be 'inprocess' or 'redis'; got {brief(bus.get('kind'))}")
     if bus.get("socket", "unix") not in BUS_SOCKETS:
@@ -190,6 +192,9 @@ def load_graph(source: str | Path | dict) -> dict:
                 "stream_maxlen": int(bus.get("stream_maxlen", 10000)),
                 "server_cpus": check_cpus("bus.server_cpus", bus.get("server_cpus")),
                 "socket": bus.get("socket", "unix")}
+    from cortexlink.runtime.chunk_codec import DEFAULT_RESYNC_FRAMES, check_chunk_codec
+    g["bus"]["chunk_codec"], g["bus"]["chunk_codec_resync"] = check_chunk_codec(
+        bus.get("chunk_codec", "none"), bus.get("chunk_codec_resync", DEFAULT_RESYNC_FRAMES))
     g["watchdog"] = _section("watchdog", raw.get("watchdog"))
     WatchdogConfig.from_dict(g["watchdog"], "watchdog")
     g["restart"] = _section("restart", raw.get("restart"))

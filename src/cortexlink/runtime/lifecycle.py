@@ -287,7 +287,8 @@ class _Lifecycle:
                     infos[n] = states.get(n, {"state": "unknown"})
                 for _ in range(3):
                     self.bus.pump(0.0)
-                res["redis"] = {"url": self.url, "xadd": self.bus.n_xadd, "xread": self.bus.n_xread}
+                res["redis"] = {"url": self.url, "xadd": self.bus.n_xadd, "xread": self.bus.n_xread,
+                                "chunk_codec": self.bus.codecs.stats()}     # this process's chunks
             self.faults.extend(m.payload for m in self._collector.drain())
             self.faults.sort(key=lambda e: (e.get("mono_ns", 0)))
         res["wall_s"] = wall_s

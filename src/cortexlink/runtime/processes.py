@@ -38,6 +38,15 @@ def _client_kw() -> dict:
     return {**_CLIENT_KW, "retry": Retry(NoBackoff(), 0)}
 
 
+def _codec_kw(g: dict) -> dict:
+    """The Redis bus's chunk codec options from the graph's ``bus`` section."""
+    from cortexlink.runtime.chunk_codec import DEFAULT_RESYNC_FRAMES
+
+    bus = g.get("bus") or {}
+    return {"chunk_codec": bus.get("chunk_codec", "none"),
+            "chunk_codec_resync": bus.get("chunk_codec_resync", DEFAULT_RESYNC_FRAMES)}
+
+
 def _start_affinity() -> frozenset[int] | None:
     if not hasattr(os, "sched_getaffinity"):
         return None
@@ -117,7 +126,8 @@ class _Processes:
         except Exception:  # CONFIG may be disabled on managed servers
             logger.debug("CONFIG GET hz failed", exc_info=True)
         self.run_id = self.run_id or uuid.uuid4().hex[:12]
-        self.bus = RedisStreamsBus(self._client, self.run_id, stream_maxlen=g["bus"]["stream_maxlen"])
+        self.bus = RedisStreamsBus(self._client, self.run_id, stream_maxlen=g["bus"]["stream_maxlen"],
+                                   **_codec_kw(g))
         self._client.set(self.bus.prefix + "graph", json.dumps(g))
         self._client.set("cl:current_run", self.run_id)
 
@@ -147,7 +157,7 @@ class _Processes:
             g = json.loads(raw)
         self.graph = g
         self.bus = RedisStreamsBus(self._client, self.run_id, stream_maxlen=g["bus"]["stream_maxlen"],
-                                   start_at_end=self._start_at_end)
+                                   start_at_end=self._start_at_end, **_codec_kw(g))
 
     # ------------------------------------------------------------------ processes
     def _spawn(self, group: str, names: list[str], restart: bool = False) -> None:

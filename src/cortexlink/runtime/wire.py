@@ -1,6 +1,10 @@
 """The wire format of bus messages over Redis Streams: stream fields of a :class:`Message`
 (integers as text, arrays as raw bytes with dtype and shape, other dict values as JSON; no
-pickle) and the Redis protocol packing of commands that carry large arrays without a copy."""
+pickle) and the Redis protocol packing of commands that carry large arrays without a copy.
+
+Message kinds (field ``k``): ``n`` none, ``c`` chunk (samples as raw bytes), ``z`` chunk whose
+samples are one frame of the lossless codec (the bus's ``chunk_codec`` option; see
+:mod:`cortexlink.runtime.chunk_codec`), ``a`` array, ``t`` typed payload, ``d`` dict."""
 
 from __future__ import annotations
 
@@ -64,13 +68,21 @@ def _get_dict(f: dict[bytes, bytes]) -> dict:
     return payload
 
 
-def encode_message(msg: Message) -> dict[bytes, Any]:
+def encode_message(msg: Message, frame: bytes | None = None) -> dict[bytes, Any]:
     """Redis stream fields of ``msg``: integers as text, arrays as raw bytes with dtype and
-    shape, other dict values as JSON (no pickle)."""
+    shape, other dict values as JSON (no pickle). ``frame``: a chunk's samples as one codec
+    frame (kind ``z``) instead of raw bytes."""
     p = msg.payload
     f: dict[bytes, Any] = {b"q": msg.seq, b"s": msg.sample, b"e": msg.t_enter_ns, b"p": msg.t_pub_ns}
     if p is None:
         f[b"k"] = b"n"
+    elif frame is not None and isinstance(p, Chunk):
+        f[b"k"] = b"z"
+        f[b"x"] = frame
+        f[b"fs"] = repr(float(p.fs_hz))
+        f[b"ss"] = p.start_sample
+        f[b"cs"] = p.seq
+        f[b"ht"] = p.host_time_ns
     elif isinstance(p, Chunk):
         a = p.data
         f[b"k"] = b"c"
@@ -106,12 +118,16 @@ def _array(buf: bytes, dtype: str, shape: Iterable[int]) -> np.ndarray:
     return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
-def decode_message(topic: str, f: dict[bytes, bytes]) -> Message:
-    """Inverse of :func:`encode_message` (arrays are read-only views of the received bytes)."""
+def decode_message(topic: str, f: dict[bytes, bytes], data: np.ndarray | None = None) -> Message:
+    """Inverse of :func:`encode_message` (arrays are read-only views of the received bytes). A
+    compressed chunk (kind ``z``) needs its decoded samples as ``data`` (the topic's decoder
+    holds the state between frames: :class:`~cortexlink.runtime.chunk_codec.ChunkCodecs`)."""
     kind = f[b"k"]
-    if kind == b"c":
-        shape = f[b"sh"].split(b",")
-        data = _array(f[b"x"], f[b"dt"].decode(), shape)
+    if kind == b"c" or kind == b"z":
+        if kind == b"c":
+            data = _array(f[b"x"], f[b"dt"].decode(), f[b"sh"].split(b","))
+        elif data is None:
+            raise ValueError(f"topic {topic}: a compressed chunk (kind z) needs its decoded samples (data=)")
         payload: Any = Chunk(data, float(f[b"fs"]), int(f[b"ss"]), int(f[b"ht"]), int(f[b"cs"]))
     elif kind == b"a":
         shape = [s for s in f[b"sh"].split(b",") if s]
