@@ -172,12 +172,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     co.add_argument("--data", type=Path, default=None,
                     help="folder of mono int16 WAV files (default: ../shared/data/n1_broadband if present)")
     co.add_argument("--no-data", action="store_true", help="simulated data only, even if the N1 folder is present")
-    co.add_argument("--channels", type=int, default=1024, help="simulated channels (default: 1024)")
-    co.add_argument("--seconds", type=float, default=2.0, help="seconds of simulated data (default: 2)")
+    co.add_argument("--channels", type=int, default=None,
+                    help="simulated channels (default: 1024; with --near-lossless 256)")
+    co.add_argument("--seconds", type=float, default=None,
+                    help="seconds of simulated data (default: 2; with --near-lossless 5)")
     co.add_argument("--seed", type=int, default=0, help="simulator seed (default: 0)")
     co.add_argument("--codecs", nargs="+", default=None, metavar="CODEC",
                     help="subset of cortexlink cortexlink-rice zlib-9 xz-9 bz2-9 zstd-3 zstd-19 flac-8 "
                          "blosc2-zstd-shuffle blosc2-zstd-delta-bitshuffle (default: all)")
+    co.add_argument("--near-lossless", action="store_true",
+                    help="instead: the near-lossless curve, bits per sample against spike detection recall "
+                         "(simulated, bounds in µV) and threshold-crossing agreement (N1, bounds in file counts); "
+                         "with --out, also a PNG of the curve beside the JSON")
+    co.add_argument("--errors-uv", type=float, nargs="+", default=None, metavar="UV",
+                    help="--near-lossless: error bounds on simulated data, µV (default: 0 1 2 5 10 20 50)")
+    co.add_argument("--n1-errors", type=float, nargs="+", default=None, metavar="COUNTS",
+                    help="--near-lossless: error bounds on the N1 files, in file counts (default: "
+                         "0 32 64 128 320 640 1280; one ADC step is ~64 counts)")
     co.add_argument("--json", action="store_true", help="print the result as JSON only")
     co.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     co.set_defaults(func=_run_codec)
@@ -301,8 +312,25 @@ def _run_codec(args: argparse.Namespace) -> int:
     _check_out(args)
     from cortexlink.bench import codec
 
-    result = codec.run(data=args.data, use_default_data=not args.no_data, channels=args.channels,
-                       seconds=args.seconds, seed=args.seed, codecs=args.codecs,
+    if args.near_lossless:
+        from cortexlink.bench import codec_curve
+        from cortexlink.core.errors import ConfigError
+
+        if args.out is not None and args.out.suffix.lower() == ".png":
+            raise ConfigError(f"--out {args.out}: give the JSON file's path; the plot is written beside it (.png)")
+
+        result = codec_curve.run(data=args.data, use_default_data=not args.no_data,
+                                 errors_uv=args.errors_uv or codec_curve.SIM_ERRORS_UV,
+                                 n1_errors_counts=args.n1_errors or codec_curve.N1_ERRORS_COUNTS,
+                                 channels=256 if args.channels is None else args.channels,
+                                 seconds=5.0 if args.seconds is None else args.seconds, seed=args.seed,
+                                 progress=not args.json and sys.stderr.isatty())
+        if args.out:
+            result["plot"] = str(codec_curve.plot(result, args.out.with_suffix(".png")))
+        return _emit(result, args, codec_curve.print_summary)
+    result = codec.run(data=args.data, use_default_data=not args.no_data,
+                       channels=1024 if args.channels is None else args.channels,
+                       seconds=2.0 if args.seconds is None else args.seconds, seed=args.seed, codecs=args.codecs,
                        progress=not args.json and sys.stderr.isatty())
     return _emit(result, args, codec.print_summary)
 
