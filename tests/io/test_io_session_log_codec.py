@@ -282,3 +282,14 @@ def test_the_recorder_node_takes_raw_codec(tmp_path):
     bad = session_to_graph(cfg, recorder={"raw_codec": "gzip"})
     with pytest.raises(ConfigError, match="raw_codec"):
         GraphRunner(bad, out_dir=tmp_path / "bad").run()
+
+
+def test_bench_record_measures_the_codec_peers(tmp_path):
+    from cortexlink.bench.record import run_one
+
+    plain = run_one("cortexlink", 8, 0.1, tmp_path)
+    rice = run_one("cortexlink-rice", 8, 0.1, tmp_path)
+    assert plain["samples_recorded"] == rice["samples_recorded"] == 3000
+    assert 0.9 < plain["ratio"] < 1.0 < rice["ratio"] and rice["bytes_on_disk"] < plain["bytes_on_disk"]
+    with pytest.raises(ValueError, match="peer must be one of cortexlink, cortexlink-rice"):
+        run_one("gzip", 8, 0.1, tmp_path)

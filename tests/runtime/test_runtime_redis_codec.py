@@ -187,3 +187,13 @@ def test_a_two_process_graph_sends_its_raw_chunks_compressed(redis_server, tmp_p
     assert nodes["dsp"]["state"] == "stopped" and nodes["dsp"]["n_failures"] == 0
     assert nodes["dsp"]["n_in"] + nodes["dsp"]["n_dropped"] >= n_chunks - 50   # in flight at the stop
     assert nodes["dsp"]["n_in"] > 0 and nodes["dsp"]["summary"]["fx"]["n_samples"] == 30 * nodes["dsp"]["n_in"]
+
+
+def test_bench_redis_chunks_measures_every_codec_and_checks_every_chunk(redis_executable):
+    from cortexlink.bench.redis_roundtrip import run_bus_chunks
+
+    res = run_bus_chunks(("none", "rice"), n_channels=8, n_chunks=20, unix_socket=False)
+    none, rice = res["results"]
+    assert none["codec"] == "none" and none["bytes_per_chunk"] == 8 * 30 * 2 == res["raw_bytes_per_chunk"]
+    assert rice["identical"] and none["identical"] and rice["dropped"] == rice["lost"] == 0
+    assert rice["bytes_per_chunk"] < none["bytes_per_chunk"] and rice["round_trip"]["n"] == 20

@@ -6,7 +6,10 @@ of a session would, for ``seconds``. Reported: items and samples dropped (target
 writer's peak queue, MB/s reaching the disk, the time each ``write_raw`` call took on the
 real-time thread (p50/p99/max) and real-time deadlines the producer missed. The peer,
 ``h5py_inline``, appends the same chunks to a chunked HDF5 dataset on the real-time thread
-itself (what a script without a writer thread does), measured the same way.
+itself (what a script without a writer thread does), measured the same way. ``cortexlink-rice``
+and ``cortexlink-range`` are the session recorder with ``raw_codec`` (each raw record one frame of
+the lossless codec, encoded on the writer thread); ``ratio`` is the input bytes over the raw
+stream's bytes on disk.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 FS = 30000.0
+#: the writers measured: the session recorder (raw as int16 rows, or compressed) and HDF5 inline
+PEERS = ("cortexlink", "cortexlink-rice", "cortexlink-range", "h5py_inline")
 
 
 def _data(n_ch: int, seconds: float = 2.0, seed: int = 0) -> np.ndarray:
@@ -70,11 +75,12 @@ def run_one(peer: str, n_ch: int, seconds: float, out_dir: Path, chunk_ms: float
     target = out_dir / f"{peer}-{n_ch}"
     res: dict[str, Any] = {"peer": peer, "channels": n_ch, "seconds": seconds, "chunk_ms": chunk_ms,
                            "input_mb_s": n_ch * FS * 2 / 1e6}
-    if peer == "cortexlink":
+    if peer in PEERS[:3]:
         from cortexlink.io.session_log import SessionRecorder
 
+        codec = peer.partition("-")[2] or "none"
         rec = SessionRecorder(target, channel_map=ChannelMap.grid(n_ch), fs_hz=FS, catalogue=False,
-                              expected_seconds=seconds)
+                              expected_seconds=seconds, raw_codec=codec)
         prod = _produce(rec.write_raw, data, seconds, chunk)
         t_close = time.perf_counter()
         st = rec.stats()
@@ -106,9 +112,11 @@ def run_one(peer: str, n_ch: int, seconds: float, out_dir: Path, chunk_ms: float
         res.update({"dropped_items": 0, "dropped_samples": 0, "max_queue_mb": 0.0,
                     "bytes_on_disk": (target / "raw.h5").stat().st_size, "samples_recorded": n_rec})
     else:
-        raise ValueError(f"peer must be 'cortexlink' or 'h5py_inline'; got {peer!r}")
+        raise ValueError(f"peer must be one of {', '.join(PEERS)}; got {peer!r}")
     wall = res["wall_s"] + res["close_s"]
     res["written_mb_s"] = res["bytes_on_disk"] / 1e6 / wall if wall > 0 else 0.0
+    res["ratio"] = res["samples_recorded"] * n_ch * 2 / res["bytes_on_disk"] if res["bytes_on_disk"] else 0.0
+    res["recorded_mb_s"] = res["samples_recorded"] * n_ch * 2 / 1e6 / wall if wall > 0 else 0.0
     shutil.rmtree(target, ignore_errors=True)
     return res
 

@@ -72,11 +72,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                      "the time write calls take on the real-time thread and missed deadlines.")
     rc.add_argument("--channels", type=int, nargs="+", default=[1024, 4096], help="channel counts (default: 1024 4096)")
     rc.add_argument("--seconds", type=float, default=20.0, help="seconds recorded per run (default: 20)")
-    rc.add_argument("--peers", nargs="+", default=["cortexlink", "h5py_inline"], help="writers to run")
+    rc.add_argument("--peers", nargs="+", default=["cortexlink", "h5py_inline"],
+                    choices=["cortexlink", "cortexlink-rice", "cortexlink-range", "h5py_inline"],
+                    help="writers to run (cortexlink-rice/-range: raw stored with the lossless codec; "
+                         "default: cortexlink h5py_inline)")
     rc.add_argument("--dir", default=None, help="folder on the disk to measure (default: a temporary folder)")
     rc.add_argument("--json", action="store_true", help="print the result as JSON only")
     rc.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     rc.set_defaults(func=_run_record)
+
+    rz = bsub.add_parser("redis-chunks", help="raw chunks over the Redis bus with and without the lossless codec",
+                         description="Sends simulated int16 chunks (default 1,024 channels x 30 samples, 1 ms at "
+                                     "30 kHz) from one Redis bus to a second one on a private redis-server, one "
+                                     "chunk at a time, with each chunk_codec: bytes per chunk in the stream, the "
+                                     "round trip (publish, encode, XADD, XREAD, decode) p50/p99 and the MB/s one "
+                                     "publisher/reader pair sustains; every chunk is compared with the one sent.")
+    rz.add_argument("--codecs", nargs="+", default=["none", "rice", "range"], choices=["none", "rice", "range"],
+                    help="chunk codecs to measure (default: none rice range)")
+    rz.add_argument("--channels", type=int, default=1024, help="channels per chunk (default: 1024)")
+    rz.add_argument("--chunks", type=int, default=2000, help="chunks sent per codec (default: 2000)")
+    rz.add_argument("--resync", type=int, default=32, help="chunks between resynchronisation points (default: 32)")
+    rz.add_argument("--json", action="store_true", help="print the result as JSON only")
+    rz.add_argument("--out", type=Path, default=None, help=OUT_HELP)
+    rz.set_defaults(func=_run_redis_chunks)
 
     ui = bsub.add_parser("ui", help="real-time loop latency with and without browsers on the operator UI",
                          description="Runs the operator UI's graph in closed loop (Webgrid, paced to "
@@ -261,13 +279,34 @@ def _run_closed_loop(args: argparse.Namespace) -> int:
 
 
 def _print_record(result: dict) -> None:
-    print(f"{'peer':12s} {'ch':>5s} {'in MB/s':>8s} {'disk MB/s':>9s} {'dropped':>8s} {'queue MB':>8s} "
-          f"{'call p50 us':>11s} {'p99 us':>8s} {'max us':>9s} {'missed':>7s}")
+    print(f"{'peer':16s} {'ch':>5s} {'in MB/s':>8s} {'disk MB/s':>9s} {'ratio':>6s} {'dropped':>8s} {'queue MB':>8s} "
+          f"{'close s':>7s} {'call p50 us':>11s} {'p99 us':>8s} {'max us':>9s} {'missed':>7s}")
     for r in result["results"]:
         w = r["write_call"]
-        print(f"{r['peer']:12s} {r['channels']:5d} {r['input_mb_s']:8.1f} {r['written_mb_s']:9.1f} "
-              f"{r['dropped_items']:8d} {r['max_queue_mb']:8.1f} {w['p50_us']:11.1f} {w['p99_us']:8.1f} "
-              f"{w['max_us']:9.1f} {r['missed']:7d}")
+        print(f"{r['peer']:16s} {r['channels']:5d} {r['input_mb_s']:8.1f} {r['written_mb_s']:9.1f} {r['ratio']:6.2f} "
+              f"{r['dropped_items']:8d} {r['max_queue_mb']:8.1f} {r['close_s']:7.2f} {w['p50_us']:11.1f} "
+              f"{w['p99_us']:8.1f} {w['max_us']:9.1f} {r['missed']:7d}")
+
+
+def _print_redis_chunks(result: dict) -> None:
+    print(f"{'codec':6s} {'bytes/chunk':>11s} {'ratio':>6s} {'rtt p50 us':>10s} {'p99 us':>8s} {'MB/s':>7s} "
+          f"{'identical':>9s}")
+    for r in result["results"]:
+        rt = r["round_trip"]
+        print(f"{r['codec']:6s} {r['bytes_per_chunk']:11.0f} {r['ratio']:6.3f} {rt['p50_us']:10.0f} {rt['p99_us']:8.0f} "
+              f"{r['mb_s']:7.1f} {str(r['identical']):>9s}")
+
+
+def _run_redis_chunks(args: argparse.Namespace) -> int:
+    _check_out(args)
+    from cortexlink.bench.redis_roundtrip import run_bus_chunks
+    from cortexlink.core.validation import check_positive
+
+    for name in ("channels", "chunks", "resync"):
+        check_positive(name, getattr(args, name), integer=True)
+    result = run_bus_chunks(tuple(args.codecs), n_channels=args.channels, n_chunks=args.chunks,
+                            resync_frames=args.resync)
+    return _emit(result, args, _print_redis_chunks)
 
 
 def _run_record(args: argparse.Namespace) -> int:
