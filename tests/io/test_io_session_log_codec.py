@@ -149,6 +149,11 @@ def test_a_record_that_lost_its_predecessor_is_not_decoded_from_a_wrong_state(tm
     p.write_bytes(b[:offs[2][0]] + b[offs[3][0]:])
     with pytest.raises(CorruptSessionError, match="depends on a damaged or missing record"):
         SessionReader(tmp_path / "s").read_array("raw")
+    v = verify_session(tmp_path / "s")                  # checks the frames' chain without decoding them
+    assert any(f"damaged at byte {offs[2][0]} (payload does not decode (depends on a damaged or missing record" in q
+               for q in v["problems"]), v["problems"]
+    skim = [k for k, _ in scan_stream(p, salvage=True, decode=False)]
+    assert skim == [k for k, _ in scan_stream(p, salvage=True)] == ["record"] * 2 + ["damage"]
     s, data = SessionReader(tmp_path / "s", salvage=True).read_array("raw")
     np.testing.assert_array_equal(data, x[:60])
 

@@ -238,11 +238,11 @@ def read_file_header(path: Path) -> tuple[dict, int]:
                              f"{_session_of(path)}` to rebuild the header from the manifest")
 
 
-def _decode(info: dict, payload: bytes, codec: PayloadDecoder | None = None) -> Any:
+def _decode(info: dict, payload: bytes, codec: PayloadDecoder | None = None, decode: bool = True) -> Any:
     if info["kind"] == "json":
         return json.loads(payload.decode("utf-8"))
     if codec is not None:
-        return codec.decode(payload)
+        return codec.decode(payload) if decode else codec.skim(payload)
     dt = np.dtype(info["dtype"])
     ncol = len(info["columns"])
     row_bytes = dt.itemsize * ncol
@@ -251,7 +251,7 @@ def _decode(info: dict, payload: bytes, codec: PayloadDecoder | None = None) -> 
     return np.frombuffer(payload, dtype=dt).reshape(-1, ncol)
 
 
-def scan_stream(path: Path, *, salvage: bool = False) -> Iterator[tuple[str, Any]]:
+def scan_stream(path: Path, *, salvage: bool = False, decode: bool = True) -> Iterator[tuple[str, Any]]:
     """Walk a stream file record by record.
 
     Yields ``("record", Record)`` for each intact record and, where the file is damaged,
@@ -259,7 +259,9 @@ def scan_stream(path: Path, *, salvage: bool = False) -> Iterator[tuple[str, Any
     :class:`CorruptSessionError` naming the file, the offset and what is wrong; with it, the scan
     resynchronises on the next intact record (so every intact part is kept). In a compressed
     stream (header field ``codec``) the records that depend on a damaged one (up to the next
-    resynchronisation point) belong to its damaged region.
+    resynchronisation point) belong to its damaged region. ``decode=False`` (counting, checksums):
+    a compressed record's frame is checked (CRC, header, the chain of frame indices) but not
+    decoded, and its ``data`` only has the right shape (zero-strided zeros).
     """
     info, off = read_file_header(path)
     codec = PayloadDecoder(info) if "codec" in info else None
@@ -290,7 +292,7 @@ def scan_stream(path: Path, *, salvage: bool = False) -> Iterator[tuple[str, Any
                         reason = "checksum mismatch"
                     else:
                         try:
-                            data = _decode(info, payload, codec)
+                            data = _decode(info, payload, codec, decode)
                         except (ValueError, UnicodeDecodeError) as exc:
                             reason = f"payload does not decode ({exc})"
                         else:

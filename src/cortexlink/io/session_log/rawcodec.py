@@ -102,6 +102,23 @@ class PayloadDecoder:
         self.dependent = False
         self._next: int | None = None          # frame index that follows the last one decoded
 
+    def skim(self, payload: bytes) -> np.ndarray:
+        """What :meth:`decode` checks without decoding (frame header, width, length, the chain of
+        frame indices since the last resynchronisation point): a zero-strided read-only array of
+        the frame's shape (for counting rows; its values are not the samples)."""
+        from cortexlink.codec import HEADER_SIZE, read_header
+
+        h = read_header(payload)
+        self.dependent = not h.resync and h.frame_index != self._next
+        if self.dependent or h.n_channels != self._ncol or HEADER_SIZE + h.payload_len != len(payload):
+            self._next = None
+            raise ValueError("depends on a damaged or missing record before it; lost up to the next "
+                             "resynchronisation point" if self.dependent else
+                             f"codec frame of {h.n_channels} channels and {HEADER_SIZE + h.payload_len} bytes in a "
+                             f"record of {len(payload)} bytes of a stream of {self._ncol} columns")
+        self._next = (h.frame_index + 1) & 0xFFFFFFFF
+        return np.broadcast_to(np.zeros((), np.int16), (h.n_samples, self._ncol))
+
     def decode(self, payload: bytes) -> np.ndarray:
         from cortexlink.codec import read_header
 

@@ -52,7 +52,7 @@ def _stream_summary(path: Path) -> dict:
     info = h.info
     n_rec = n_rows = 0
     first = last = None
-    for kind, item in scan_stream(path, salvage=True):
+    for kind, item in scan_stream(path, salvage=True, decode=False):    # counts: no need to decode samples
         if kind == "record":
             n_rec += 1
             n_rows += item.data.shape[0] if isinstance(item.data, np.ndarray) else 1

@@ -92,7 +92,7 @@ def verify_session(path: str | os.PathLike, *, check_lock: bool = True) -> dict:
         if copy is not None and h.version and h.version >= 2 and copy != h.info:
             problems.append(f"{p}: the stream header differs from the manifest's copy of it")
         try:
-            for kind, item in scan_stream(p, salvage=True):
+            for kind, item in scan_stream(p, salvage=True, decode=False):     # CRCs and the frames' chain
                 if kind == "damage":
                     problems.append(f"{p}: damaged at byte {item['offset']} ({item['reason']})")
         except CorruptSessionError as exc:
