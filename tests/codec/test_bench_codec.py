@@ -89,5 +89,5 @@ def test_a_peer_whose_package_is_missing_is_skipped_with_the_reason(monkeypatch)
                              codecs=["zlib-9", "flac-8", "blosc2-zstd-shuffle"])
     assert [r["codec"] for r in result["results"]] == ["zlib-9"]
     reasons = {s["codec"]: s["skipped"] for s in result["skipped"]}
-    assert "soundfile is not installed" in reasons["flac-8"]
+    assert "soundfile (>= 0.13) is not installed" in reasons["flac-8"]
     assert "python-blosc2 is not installed" in reasons["blosc2-zstd-shuffle"]
