@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cortexlink.codec import Decoder, Encoder, decode_array, encode_array, iter_frames, read_header
-from cortexlink.codec.stream import HEADER_SIZE
+from cortexlink.codec.stream import ENTROPY_CODERS, HEADER_SIZE
 from cortexlink.core.errors import ConfigError, ValidationError
 
 
@@ -36,7 +36,7 @@ def _neural_like(n: int, c: int, seed: int = 0) -> np.ndarray:
     ("lattice", (np.round(np.random.default_rng(2).integers(-100, 100, (3000, 2)) * 64.1)).astype(np.int16)),
 ])
 @pytest.mark.parametrize("chunk", [1, 30, 4096])
-@pytest.mark.parametrize("entropy", ["range", "rice"])
+@pytest.mark.parametrize("entropy", ENTROPY_CODERS)
 def test_round_trip_is_bit_exact(name, x, chunk, entropy):
     y = _roundtrip(x, chunk, entropy=entropy)
     assert y.dtype == np.int16 and y.shape == x.shape
@@ -51,10 +51,11 @@ def test_worst_case_residuals_fit_the_range_coders_buffer():
     x[3001::2] = -32768
     x[5000:] = np.random.default_rng(4).integers(-32768, 32768, (1000, 3))
     for chunk in (1, 2000, 6000):
-        np.testing.assert_array_equal(_roundtrip(x, chunk), x)
+        for entropy in ENTROPY_CODERS:
+            np.testing.assert_array_equal(_roundtrip(x, chunk, entropy=entropy), x)
 
 
-@pytest.mark.parametrize("entropy", ["range", "rice"])
+@pytest.mark.parametrize("entropy", ENTROPY_CODERS)
 def test_round_trip_1024_channels(entropy):
     x = _neural_like(60, 1024, seed=3)
     x[:, 5] = 32767
@@ -69,7 +70,7 @@ def test_full_range_ramp_round_trips():
 
 
 @pytest.mark.parametrize("resync", [1, 3, 1000])
-@pytest.mark.parametrize("entropy", ["range", "rice"])
+@pytest.mark.parametrize("entropy", ENTROPY_CODERS)
 def test_chunking_does_not_change_the_samples(resync, entropy):
     x = _neural_like(3000, 4, seed=5)
     ref = _roundtrip(x, 3000, resync_frames=resync, entropy=entropy)
@@ -96,7 +97,7 @@ def test_frame_header_describes_the_frame():
     assert [bytes(f) for f in iter_frames(b"".join(frames))] == frames
 
 
-@pytest.mark.parametrize("entropy", ["range", "rice"])
+@pytest.mark.parametrize("entropy", ENTROPY_CODERS)
 def test_corrupt_frame_is_refused_by_its_crc(entropy):
     x = _neural_like(400, 4)
     enc, dec = Encoder(4, entropy=entropy), Decoder()
@@ -192,7 +193,7 @@ def test_corrupt_payload_with_a_matching_crc_is_refused_not_crashed():
 
     x = _neural_like(500, 3)
     rng = np.random.default_rng(9)
-    for entropy in ("range", "rice"):
+    for entropy in ENTROPY_CODERS:
         frame = Encoder(3, entropy=entropy).encode(x)
         for _ in range(100):
             bad = bytearray(frame)
@@ -206,9 +207,24 @@ def test_corrupt_payload_with_a_matching_crc_is_refused_not_crashed():
             assert y.shape == x.shape and y.dtype == np.int16
 
 
-def test_range_coder_compresses_better_than_rice():
+def test_range_coder_compresses_better_than_rice_and_lms_better_than_both():
     x = _neural_like(20000, 2, seed=11)
-    assert len(encode_array(x, entropy="range")) < len(encode_array(x, entropy="rice"))
+    sizes = {e: len(encode_array(x, entropy=e)) for e in ("rice", "range", "lms")}
+    assert sizes["lms"] < sizes["range"] < sizes["rice"]
+
+
+def test_lms_learns_a_predictable_signal():
+    """An AR(2) process: first differences are correlated, so the LMS filter (and not the fixed
+    first-difference predictor) must shrink the residuals well below the range coder's."""
+    rng = np.random.default_rng(5)
+    e = rng.normal(0, 40, 40000)
+    x = np.zeros(40000)
+    for t in range(2, 40000):
+        x[t] = 1.6 * x[t - 1] - 0.8 * x[t - 2] + e[t]
+    x = np.clip(x, -32768, 32767).astype(np.int16)[:, None]
+    lms, rng_coded = len(encode_array(x, entropy="lms")), len(encode_array(x, entropy="range"))
+    assert lms < 0.95 * rng_coded
+    np.testing.assert_array_equal(decode_array(encode_array(x, entropy="lms")), x)
 
 
 def test_real_n1_files_round_trip(shared_data):
@@ -221,6 +237,9 @@ def test_real_n1_files_round_trip(shared_data):
         x = _read_wav(f)
         buf = encode_array(x, chunk_samples=19531)
         np.testing.assert_array_equal(decode_array(buf)[:, 0], x)
+        lms = encode_array(x, chunk_samples=19531, entropy="lms")
+        np.testing.assert_array_equal(decode_array(lms)[:, 0], x)
+        assert len(lms) < len(buf)
         np.testing.assert_array_equal(_roundtrip(x[:2000, None], 20), x[:2000, None])
         wav_bytes += f.stat().st_size
         packed += len(buf)
@@ -235,10 +254,101 @@ def test_round_trip_property():
 
     @settings(max_examples=60, deadline=None)
     @given(x=arrays(np.int16, st.tuples(st.integers(1, 300), st.integers(1, 5))),
-           chunk=st.integers(1, 310), resync=st.integers(1, 5), entropy=st.sampled_from(["range", "rice"]),
+           chunk=st.integers(1, 310), resync=st.integers(1, 5), entropy=st.sampled_from(ENTROPY_CODERS),
            step=st.sampled_from([1, 3, 64]))
     def check(x, chunk, resync, entropy, step):
         x = (x.astype(np.int64) // step * step).astype(np.int16)   # sparse values exercise the tables
         np.testing.assert_array_equal(_roundtrip(x, chunk, resync_frames=resync, entropy=entropy), x)
 
     check()
+
+
+def _lattice(n: int, c: int, seed: int, spread: int = 20) -> np.ndarray:
+    """Samples on an ADC ladder (codes x 64.06); any 500 of them use every one of the 41 codes."""
+    codes = np.random.default_rng(seed).integers(-spread, spread + 1, (n, c))
+    return np.round(codes * 64.06 + 31).astype(np.int16)
+
+
+@pytest.mark.parametrize("entropy", ENTROPY_CODERS)
+def test_value_tables_are_carried_between_frames(entropy):
+    """The first frame sends each sparse channel's table; later frames send only new values, and
+    none when there are none; a resynchronisation point sends them afresh."""
+    x = _lattice(4000, 3, seed=6)
+    x[3000:, 1] += 7                      # channel 1 takes new values in the last frame
+    enc, dec = Encoder(3, resync_frames=3, entropy=entropy), Decoder()
+    frames = [enc.encode(x[i:i + 1000]) for i in range(0, 4000, 1000)]
+    heads = [read_header(f) for f in frames]
+    assert [h.tables for h in heads] == ["carried", "", "", "carried"]
+    assert heads[3].resync
+    y = np.concatenate([dec.decode(f) for f in frames])
+    np.testing.assert_array_equal(y, x)
+    # a frame that adds values lists only those, for the channel that has them
+    from cortexlink.codec import _tables
+
+    enc2 = Encoder(3, resync_frames=100, entropy=entropy)
+    enc2.encode(x[:1000])
+    f1 = enc2.encode(x[2000:4000])
+    updates, _ = _tables.decode_section(memoryview(f1)[HEADER_SIZE:], 3)
+    assert [c for c, _ in updates] == [1]
+    np.testing.assert_array_equal(updates[0][1], np.setdiff1d(x[2000:4000, 1], x[:1000, 1]))
+
+
+def test_table_section_codes_an_adc_ladder_in_about_a_bit_per_value():
+    from cortexlink.codec import _tables
+
+    ladder = np.round(np.arange(-400, 400) * 64.06 + 31).astype(np.int32)
+    section = _tables.encode_section([(0, ladder)])
+    assert len(section) < 800 / 8 * 1.6 + 12
+    updates, used = _tables.decode_section(memoryview(section), 1)
+    assert used == len(section) and updates[0][0] == 0
+    np.testing.assert_array_equal(updates[0][1], ladder)
+
+
+def test_frames_with_per_frame_tables_still_decode():
+    """Frames of the earlier format (each frame its own value tables) decode as before."""
+    import struct
+    import zlib
+
+    from cortexlink.codec import _kernels, _tables
+    from cortexlink.codec.stream import FLAG_RESYNC, FLAG_TABLES, MAGIC, VERSION
+
+    x = _lattice(500, 2, seed=8)
+    tabs = [np.unique(x[:, c]).astype(np.int32) for c in range(2)]
+    section = bytearray()
+    for t in tabs:
+        section += _tables._varints([t.size, int(t[0]) + 32768] + np.diff(t).tolist())
+    flat, offs = _tables.flatten(tabs)
+    state = _kernels.init_state(2)
+    out = np.zeros(500 * 2 * _kernels.WORST_BITS // 8 + 16, np.uint8)
+    used = _kernels.encode_kernel(x, *state, flat, offs, out)
+    payload = bytes(section) + out[:used].tobytes()
+    head = struct.pack("<4sBBHIIII", MAGIC, VERSION, FLAG_RESYNC | FLAG_TABLES, 2, 500, 0, len(payload), 0)[:-4]
+    frame = head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+    assert read_header(frame).tables == "frame"
+    np.testing.assert_array_equal(Decoder().decode(frame), x)
+
+
+def test_a_table_update_that_repeats_known_values_is_refused():
+    import struct
+    import zlib
+
+    from cortexlink.codec import _tables
+
+    x = _lattice(1000, 1, seed=9)
+    enc, dec = Encoder(1, resync_frames=10), Decoder()
+    dec.decode(enc.encode(x[:500]))
+    good = enc.encode(x[500:])
+    h = read_header(good)
+    known = np.unique(x[:500, 0])[:2].astype(np.int32)
+    section = _tables.encode_section([(0, known)])
+    body = bytes(good[HEADER_SIZE:])
+    if h.tables == "carried":
+        _, skip = _tables.decode_section(memoryview(body), 1)
+        body = body[skip:]
+    payload = section + body
+    head = bytearray(good[:HEADER_SIZE - 4])
+    head[5] |= 0x02 | 0x10
+    head[16:20] = struct.pack("<I", len(payload))
+    bad = bytes(head) + struct.pack("<I", zlib.crc32(payload, zlib.crc32(bytes(head)))) + payload
+    with pytest.raises(ValidationError, match="repeats known values"):
+        dec.decode(bad)

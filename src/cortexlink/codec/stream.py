@@ -14,15 +14,17 @@ import numpy as np
 
 from cortexlink.core.errors import ConfigError, ValidationError
 
-from . import _kernels, _range
+from . import _kernels, _lms, _range, _tables
 
 MAGIC = b"CXLC"
 VERSION = 1
 FLAG_RESYNC = 0x01
 FLAG_TABLES = 0x02
 FLAG_RANGE = 0x04
-ENTROPY_CODERS = ("range", "rice")
-_EMPTY_TABLES = np.zeros(0, np.int32)
+FLAG_LMS = 0x08
+FLAG_TABLE_DELTA = 0x10
+_KNOWN_FLAGS = FLAG_RESYNC | FLAG_TABLES | FLAG_RANGE | FLAG_LMS | FLAG_TABLE_DELTA
+ENTROPY_CODERS = ("range", "rice", "lms")
 #: magic, version, flags, channels, samples, frame index, payload length, CRC-32.
 HEADER = struct.Struct("<4sBBHIIII")
 HEADER_SIZE = HEADER.size
@@ -35,83 +37,10 @@ def _crc(header_wo_crc: bytes, payload: bytes | memoryview) -> int:
     return zlib.crc32(payload, zlib.crc32(header_wo_crc)) & 0xFFFFFFFF
 
 
-def _varints(values: list[int]) -> bytes:
-    out = bytearray()
-    for v in values:
-        while v >= 0x80:
-            out.append((v & 0x7F) | 0x80)
-            v >>= 7
-        out.append(v)
-    return bytes(out)
-
-
-def _value_tables(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, bytes] | None:
-    """Per-channel sorted tables of the values a frame uses, for channels whose values are sparse
-    (at most a quarter as many distinct values as samples, spread over at least twice as many
-    codes): ``(tables, offsets, table section)``, or ``None`` when no channel gains."""
-    n, nc = data.shape
-    if n < 64:
-        return None
-    srt = np.sort(data, axis=0)
-    new = np.ones((n, nc), bool)
-    new[1:] = srt[1:] != srt[:-1]
-    distinct = new.sum(axis=0)
-    span = srt[-1].astype(np.int64) - srt[0].astype(np.int64) + 1
-    use = (4 * distinct <= n) & (span >= 2 * distinct)
-    if not use.any():
-        return None
-    tabs = [srt[new[:, c], c].astype(np.int32) if use[c] else _EMPTY_TABLES for c in range(nc)]
-    offsets = np.zeros(nc + 1, np.int64)
-    offsets[1:] = np.cumsum([t.size for t in tabs])
-    section = []
-    for t in tabs:
-        section.append(t.size)
-        if t.size:
-            section.append(int(t[0]) + 32768)
-            section.extend(np.diff(t).tolist())
-    return np.concatenate(tabs), offsets, _varints(section)
-
-
-def _read_tables(payload: memoryview, nc: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Parse a table section: ``(tables, offsets, bytes used)``; raise on a malformed one."""
-    pos, size = 0, len(payload)
-
-    def varint() -> int:
-        nonlocal pos
-        v = shift = 0
-        while True:
-            if pos >= size or shift > 28:
-                raise ValidationError("codec frame: malformed value-table section (corrupt frame)")
-            b = payload[pos]
-            pos += 1
-            v |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                return v
-
-    tabs, offsets = [], np.zeros(nc + 1, np.int64)
-    for c in range(nc):
-        t = varint()
-        if t > 65536:
-            raise ValidationError("codec frame: value table larger than the int16 range (corrupt frame)")
-        vals = []
-        if t:
-            v = varint() - 32768
-            vals.append(v)
-            for _ in range(t - 1):
-                v += varint()
-                vals.append(v)
-            if vals[0] < -32768 or v > 32767 or any(b <= a for a, b in zip(vals, vals[1:])):
-                raise ValidationError("codec frame: value table out of order or range (corrupt frame)")
-        tabs.append(np.asarray(vals, np.int32))
-        offsets[c + 1] = offsets[c] + t
-    return (np.concatenate(tabs) if offsets[-1] else _EMPTY_TABLES), offsets, pos
-
-
 def _fresh_state(n_channels: int) -> tuple:
-    """Every channel's predictor and Rice statistics, and the stream's bit models, as at a
-    resynchronisation point."""
-    return _kernels.init_state(n_channels) + _range.init_models()
+    """Every channel's predictor and Rice statistics, LMS filter, and the stream's bit models, as
+    at a resynchronisation point: ``(hist, cost, acc, pu, pl, hd, lw, mag, prob, count)``."""
+    return _kernels.init_state(n_channels) + _range.init_models() + _lms.init_lms_state(n_channels)
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> int:
@@ -132,11 +61,14 @@ class Encoder:
         as a resynchronisation point, so a decoder that lost a frame is back at the next one
         (default 32; 1 makes every frame decodable on its own).
     value_tables : bool
-        Code channels whose values in a frame are few and sparse (e.g. a 10-bit ADC scaled into
-        int16) as indices into a table of those values sent with the frame (default True).
+        Code channels whose values are few and sparse (e.g. a 10-bit ADC scaled into int16) as
+        indices into a table of those values, sent once per resynchronisation interval with only
+        new values added later (default True).
     entropy : str
-        ``"range"`` (default): context-modelled adaptive binary range coding; ``"rice"``: adaptive
-        Golomb-Rice codes (faster, larger).
+        ``"range"`` (default): fixed predictors and context-modelled adaptive binary range coding;
+        ``"lms"``: adaptive LMS prediction and a fully modelled range coder (smallest, about a
+        third of the range coder's speed); ``"rice"``: fixed predictors and adaptive Golomb-Rice
+        codes (fastest, largest).
 
     Raises
     ------
@@ -154,9 +86,10 @@ class Encoder:
         if entropy not in ENTROPY_CODERS:
             raise ConfigError(f"entropy must be one of {', '.join(ENTROPY_CODERS)}; got {entropy!r}")
         self.entropy = entropy
-        self._no_tables = np.zeros(self.n_channels + 1, np.int64)
         self.frame_index = 0
         self._state = _fresh_state(self.n_channels)
+        self._carried: list = [None] * self.n_channels
+        self._flat = _tables.flatten(self._carried)
 
     def _check(self, chunk: object) -> np.ndarray:
         if not isinstance(chunk, np.ndarray):
@@ -178,25 +111,35 @@ class Encoder:
         resync = self.frame_index % self.resync_frames == 0
         if resync:
             self._state = _fresh_state(self.n_channels)
+            self._carried = [None] * self.n_channels
+            self._flat = _tables.flatten(self._carried)
         n = data.shape[0]
-        tables = _value_tables(data) if self.value_tables else None
-        tabs, offs, section = tables if tables is not None else (_EMPTY_TABLES, self._no_tables, b"")
+        updates = _tables.choose_new(data, self._carried) if self.value_tables else []
+        section = b""
+        if updates:
+            self._carried = _tables.merge(self._carried, updates)
+            self._flat = _tables.flatten(self._carried)
+            section = _tables.encode_section(updates)
+        tabs, offs = self._flat
         if self.entropy == "rice":
             out = np.empty(n * self.n_channels * _kernels.WORST_BITS // 8 + 16, np.uint8)
             used = _kernels.encode_kernel(data, *self._state[:3], tabs, offs, out) if n else 0
         else:
+            mod = _range if self.entropy == "range" else _lms
+            kernel = _range.encode_range if self.entropy == "range" else _lms.encode_lms
             used = -1
-            for per_sample in (_range.TYPICAL_BYTES_PER_SAMPLE, _range.WORST_BYTES_PER_SAMPLE):
-                out = np.empty(n * self.n_channels * per_sample + 4 * _range.WORST_BYTES_PER_SAMPLE, np.uint8)
-                state = tuple(a.copy() for a in self._state) if per_sample != _range.WORST_BYTES_PER_SAMPLE \
+            for per_sample in (mod.TYPICAL_BYTES_PER_SAMPLE, mod.WORST_BYTES_PER_SAMPLE):
+                out = np.empty(n * self.n_channels * per_sample + 4 * mod.WORST_BYTES_PER_SAMPLE, np.uint8)
+                state = tuple(a.copy() for a in self._state) if per_sample != mod.WORST_BYTES_PER_SAMPLE \
                     else self._state
-                used = _range.encode_range(data, *state, tabs, offs, out) if n else 0
+                args = state[:5] if self.entropy == "range" else (state[0],) + state[5:]
+                used = kernel(data, *args, tabs, offs, out) if n else 0
                 if used >= 0:
                     self._state = state
                     break
         payload = section + out[:used].tobytes()
-        flags = ((FLAG_RESYNC if resync else 0) | (FLAG_TABLES if tables is not None else 0)
-                 | (FLAG_RANGE if self.entropy == "range" else 0))
+        flags = ((FLAG_RESYNC if resync else 0) | (FLAG_TABLES | FLAG_TABLE_DELTA if updates else 0)
+                 | (FLAG_RANGE if self.entropy == "range" else 0) | (FLAG_LMS if self.entropy == "lms" else 0))
         head = HEADER.pack(MAGIC, VERSION, flags, self.n_channels, n,
                            self.frame_index & 0xFFFFFFFF, len(payload), 0)[:-4]
         self.frame_index += 1
@@ -204,15 +147,17 @@ class Encoder:
 
 
 class FrameHeader:
-    """A parsed frame header (see the package docstring)."""
+    """A parsed frame header (see the package docstring): ``tables`` is ``""`` (no table section),
+    ``"carried"`` (new values for the stream's tables) or ``"frame"`` (this frame's own tables, the
+    earlier format); ``coder`` is ``"rice"``, ``"range"`` or ``"lms"``."""
 
-    __slots__ = ("version", "resync", "tables", "range_coded", "n_channels", "n_samples", "frame_index",
+    __slots__ = ("version", "resync", "tables", "coder", "n_channels", "n_samples", "frame_index",
                  "payload_len", "crc")
 
-    def __init__(self, version: int, resync: bool, tables: bool, range_coded: bool, n_channels: int,
+    def __init__(self, version: int, resync: bool, tables: str, coder: str, n_channels: int,
                  n_samples: int, frame_index: int, payload_len: int, crc: int) -> None:
         self.version, self.resync, self.tables, self.n_channels = version, resync, tables, n_channels
-        self.range_coded = range_coded
+        self.coder = coder
         self.n_samples, self.frame_index, self.payload_len, self.crc = n_samples, frame_index, payload_len, crc
 
     @property
@@ -235,14 +180,16 @@ def read_header(buf: bytes | bytearray | memoryview, offset: int = 0) -> FrameHe
         raise ValidationError(f"not a cortexlink codec frame (magic {magic!r}, expected {MAGIC!r})")
     if version != VERSION:
         raise ValidationError(f"codec frame version {version} is not supported (this reader: {VERSION})")
-    if flags & ~(FLAG_RESYNC | FLAG_TABLES | FLAG_RANGE):
+    if flags & ~_KNOWN_FLAGS or (flags & FLAG_RANGE and flags & FLAG_LMS) \
+            or (flags & FLAG_TABLE_DELTA and not flags & FLAG_TABLES):
         raise ValidationError(f"codec frame has unknown flags 0x{flags:02x}")
     if nc < 1:
         raise ValidationError("codec frame declares 0 channels")
     if ns * nc > MAX_FRAME_VALUES:
         raise ValidationError(f"codec frame declares {ns} x {nc} samples, over the limit")
-    return FrameHeader(version, bool(flags & FLAG_RESYNC), bool(flags & FLAG_TABLES), bool(flags & FLAG_RANGE),
-                       nc, ns, idx, plen, crc)
+    coder = "range" if flags & FLAG_RANGE else ("lms" if flags & FLAG_LMS else "rice")
+    tables = "carried" if flags & FLAG_TABLE_DELTA else ("frame" if flags & FLAG_TABLES else "")
+    return FrameHeader(version, bool(flags & FLAG_RESYNC), tables, coder, nc, ns, idx, plen, crc)
 
 
 def iter_frames(buf: bytes | bytearray | memoryview) -> Iterator[memoryview]:
@@ -275,6 +222,8 @@ class Decoder:
     def __init__(self) -> None:
         self.n_channels: int | None = None
         self._state: tuple | None = None
+        self._carried: list = []
+        self._flat: tuple | None = None
         self._next_index: int | None = None
 
     @property
@@ -302,6 +251,7 @@ class Decoder:
             raise ValidationError(f"codec frame {h.frame_index}: CRC-32 mismatch (the frame is corrupt)")
         if h.resync:
             state = _fresh_state(h.n_channels)
+            carried = [None] * h.n_channels
         else:
             if self._state is None:
                 raise ValidationError(f"codec frame {h.frame_index} depends on earlier frames this decoder "
@@ -316,18 +266,31 @@ class Decoder:
                 raise ValidationError(f"codec frame {h.frame_index} has {h.n_channels} channels; the "
                                       f"stream has {self.n_channels}")
             state = tuple(a.copy() for a in self._state)
+            carried = self._carried
         out = np.empty((h.n_samples, h.n_channels), np.int16)
-        tabs, offs, skip = _EMPTY_TABLES, np.zeros(h.n_channels + 1, np.int64), 0
-        if h.tables:
-            try:
-                tabs, offs, skip = _read_tables(payload, h.n_channels)
-            except ValidationError:
-                self._state = None
-                raise
+        skip = 0
+        try:
+            if h.tables == "frame":
+                tabs, offs, skip = _tables.read_per_frame(payload, h.n_channels)
+            else:
+                flat = self._flat
+                if h.tables == "carried":
+                    updates, skip = _tables.decode_section(payload, h.n_channels)
+                    _tables.check_new(carried, updates)
+                    carried = _tables.merge(carried, updates)
+                    flat = _tables.flatten(carried)
+                elif h.resync or flat is None:
+                    flat = _tables.flatten(carried)
+                tabs, offs = flat
+        except ValidationError:
+            self._state = None
+            raise
         if h.n_samples:
             body = np.frombuffer(payload[skip:], np.uint8)
-            if h.range_coded:
-                used = _range.decode_range(body, out, *state, tabs, offs)
+            if h.coder == "range":
+                used = _range.decode_range(body, out, *state[:5], tabs, offs)
+            elif h.coder == "lms":
+                used = _lms.decode_lms(body, out, state[0], *state[5:], tabs, offs)
             else:
                 used = _kernels.decode_kernel(body, out, *state[:3], tabs, offs)
             if used != h.payload_len - skip:
@@ -338,6 +301,9 @@ class Decoder:
             self._state = None
             raise ValidationError(f"codec frame {h.frame_index}: payload in a frame of 0 samples")
         self._state = state
+        self._carried = carried
+        if h.tables != "frame":
+            self._flat = (tabs, offs)
         self.n_channels = h.n_channels
         self._next_index = (h.frame_index + 1) & 0xFFFFFFFF
         return out
