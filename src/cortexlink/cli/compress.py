@@ -28,8 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the .clz file (or session archive), or the folder of .clz files, to write")
     c.add_argument("--resync-frames", type=int, default=32, metavar="N",
                    help="a resynchronisation point every N codec frames of 1 s (default: 32)")
-    c.add_argument("--entropy", choices=["range", "rice"], default="range",
-                   help="entropy coder: range (default, smaller) or rice (faster)")
+    c.add_argument("--entropy", choices=["range", "rice", "lms"], default="range",
+                   help="entropy coder: range (default), rice (faster, larger) or lms (LMS prediction, smaller, "
+                        "slower)")
     _common(c, "a .clz file compress wrote")
     c.set_defaults(func=_run_compress)
 
