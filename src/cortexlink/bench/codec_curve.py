@@ -254,12 +254,14 @@ def plot(result: dict, path: Path) -> Path:
             ax.plot(bps, [r["precision"] for r in c["rows"]], "^--", label="precision")
             labels = [f"{r['max_error_uv']:g} µV" for r in c["rows"]]
             ax.set_title(f"simulated {c['channels']} ch: bound in µV")
-        for b, lab in zip(bps, labels):
-            ax.annotate(lab, (b, 0.0), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
+        first = ax.lines[0].get_ydata()
+        for b, y, lab in zip(bps, first, labels):
+            ax.annotate(lab, (b, 0.0 if y is None else y), textcoords="offset points", xytext=(0, -12),
+                        ha="center", fontsize=7)
         ax.set_xlabel("bits per sample")
         ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="center right", fontsize=8)
     fig.suptitle("cortexlink near-lossless codec: bits per sample vs what the BCI still detects")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
