@@ -20,7 +20,7 @@ ALLOWED = {
     "tasks": {"core"},
     "io": {"core", "dsp", "decoders", "codec"},
     "quality": {"core", "dsp", "io"},
-    "runtime": {"core", "dsp", "decoders", "sim", "tasks", "io"},
+    "runtime": {"core", "codec", "dsp", "decoders", "sim", "tasks", "io"},
     "bench": {"core", "codec", "dsp", "decoders", "sim", "tasks", "io", "runtime", "web"},
     "web": {"core", "dsp", "decoders", "sim", "tasks", "io", "runtime"},
     "cli": {"core", "codec", "dsp", "decoders", "sim", "tasks", "io", "quality", "runtime", "bench", "web"},
