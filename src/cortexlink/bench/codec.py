@@ -16,8 +16,11 @@ is given or found, and simulated 1,024-channel data at 30 kHz (:class:`cortexlin
   chunk on its own, which is what they can do with a chunk as it arrives.
 - ``lossless``: every sample decoded and compared.
 
-``cortexlink`` is the codec's default (context-modelled range coding); ``cortexlink-rice`` the
-same prediction with adaptive Golomb-Rice codes (faster, larger).
+``cortexlink`` is the codec's default (fixed predictors, context-modelled range coding);
+``cortexlink-rice`` the same prediction with adaptive Golomb-Rice codes (faster, larger);
+``cortexlink-lms`` LMS prediction with a fully modelled range coder (smallest, slowest);
+``cortexlink-lms-8s`` the same in 8 s frames (storage: one frame per N1 file, fewer frame
+headers and table sections; the latency row still streams 1 ms chunks).
 
 Peers: zlib, xz and bz2 at their best level, zstd at levels 3 and 19 (``zstandard``); FLAC at its
 best compression level (``flac-8``: libFLAC through ``soundfile``/libsndfile, whose
@@ -56,11 +59,17 @@ from cortexlink.core.errors import ConfigError, ValidationError
 
 from .dsp import machine_info
 
-CODECS = ("cortexlink", "cortexlink-rice", "zlib-9", "xz-9", "bz2-9", "zstd-3", "zstd-19", "flac-8",
+CODECS = ("cortexlink", "cortexlink-rice", "cortexlink-lms", "cortexlink-lms-8s", "zlib-9", "xz-9", "bz2-9",
+          "zstd-3", "zstd-19", "flac-8",
           "blosc2-zstd-shuffle", "blosc2-zstd-delta-bitshuffle")
 #: FLAC's format allows at most 8 channels: wider arrays are coded as FLAC streams of 8 channels.
 FLAC_MAX_CHANNELS = 8
 N1_FRAME_S = 1.0
+#: Frames of the storage variant ``cortexlink-lms-8s`` (longer than an N1 file: one frame per file).
+STORAGE_FRAME_S = 8.0
+#: cortexlink's variants: entropy coder, and frame length in seconds (None: the dataset's).
+CORTEXLINK_VARIANTS = {"cortexlink": ("range", None), "cortexlink-rice": ("rice", None),
+                       "cortexlink-lms": ("lms", None), "cortexlink-lms-8s": ("lms", STORAGE_FRAME_S)}
 N1_RESYNC_FRAMES = 8
 SIM_RESYNC_FRAMES = 100
 LATENCY_CHUNKS = 2000
@@ -224,9 +233,11 @@ def _measure(name: str, dataset: dict) -> dict:
     arrays: list[np.ndarray] = dataset["arrays"]
     raw = sum(a.nbytes for a in arrays)
     stream, chunk = dataset["latency_stream"], dataset["chunk_samples"]
-    if name in ("cortexlink", "cortexlink-rice"):
+    if name in CORTEXLINK_VARIANTS:
+        entropy, frame_s = CORTEXLINK_VARIANTS[name]
         frame, resync = dataset["frame_samples"], dataset["resync_frames"]
-        entropy = "rice" if name == "cortexlink-rice" else "range"
+        if frame_s is not None:
+            frame = int(round(frame_s * dataset["fs_hz"]))
         blobs, t_enc = _timed(lambda: [codec.encode_array(a, chunk_samples=frame, resync_frames=resync,
                                                           entropy=entropy) for a in arrays])
         decoded, t_dec = _timed(lambda: [codec.decode_array(b) for b in blobs])
@@ -294,7 +305,7 @@ def run(*, data: Path | None = None, use_default_data: bool = True, channels: in
     datasets.append(sim_dataset(channels, seconds, seed))
     from cortexlink import codec
 
-    for entropy in ("range", "rice"):   # load the compiled kernels before anything is timed
+    for entropy in ("range", "rice", "lms"):   # load the compiled kernels before anything is timed
         codec.decode_array(codec.encode_array(np.arange(512, dtype=np.int16).reshape(256, 2) * 64,
                                               entropy=entropy))
     results, skipped = [], []
