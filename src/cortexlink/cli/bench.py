@@ -196,8 +196,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="seconds of simulated data (default: 2; with --near-lossless 5)")
     co.add_argument("--seed", type=int, default=0, help="simulator seed (default: 0)")
     co.add_argument("--codecs", nargs="+", default=None, metavar="CODEC",
-                    help="subset of cortexlink cortexlink-rice zlib-9 xz-9 bz2-9 zstd-3 zstd-19 flac-8 "
-                         "blosc2-zstd-shuffle blosc2-zstd-delta-bitshuffle (default: all)")
+                    help="subset of cortexlink cortexlink-rice cortexlink-lms cortexlink-lms-8s zlib-9 xz-9 "
+                         "bz2-9 zstd-3 zstd-19 flac-8 blosc2-zstd-shuffle blosc2-zstd-delta-bitshuffle "
+                         "(default: all)")
     co.add_argument("--near-lossless", action="store_true",
                     help="instead: the near-lossless curve, bits per sample against spike detection recall "
                          "(simulated, bounds in µV) and threshold-crossing agreement (N1, bounds in file counts); "
