@@ -30,7 +30,7 @@ Coding (per channel, in integer arithmetic, identical in encoder and decoder)
   * *lms* (bit 3 set): the strongest. Instead of the fixed predictors, a 16-tap sign-sign LMS
     filter over the last first differences plus a level tap, and every bit of the residual's
     binarisation modelled with adaptive 22-bit probabilities in the context of the channel's
-    scale; see ``_lms`` for the exact arithmetic. ~3.5x on the Neuralink N1 files, a third of
+    scale; see ``_lms`` for the exact arithmetic. ~3.5x on the Neuralink N1 files, about half
     the range coder's speed.
   * *range* (bit 2 set, the default): ``q`` in unary, bit ``i`` modelled in context ``(k, i)``,
     then the top ``min(k, 3)`` of the ``k`` low bits of ``u``, most significant first, modelled

@@ -37,6 +37,8 @@ from ._range import TOP, _enc_group, _shift_low
 LMS_ORDER = 16
 #: The LMS step in Q16 (~0.0005).
 LMS_MU = 32
+#: Weights are held within +-W_LIMIT (Q16: +-256), so no stream, however long, overflows them.
+W_LIMIT = np.int32(1 << 24)
 #: The level tap's running mean forgets by 1/2**MEAN_SHIFT per sample.
 MEAN_SHIFT = 5
 MODELLED_BITS = 3
@@ -60,8 +62,8 @@ def init_lms_state(n_channels: int) -> tuple:
     """Fresh per-channel LMS state and shared models (as at a resynchronisation point):
     ``(hd, lw, mag, prob, count)``; ``mag[c]`` = (sum of |e|, count, running mean of ``w`` in Q8,
     whether the mean has started)."""
-    hd = np.zeros((n_channels, LMS_ORDER + 1), np.int64)
-    lw = np.zeros((n_channels, LMS_ORDER + 1), np.int64)
+    hd = np.zeros((n_channels, LMS_ORDER + 1), np.int32)
+    lw = np.zeros((n_channels, LMS_ORDER + 1), np.int32)
     mag = np.zeros((n_channels, 4), np.int64)
     mag[:, 0] = 4
     mag[:, 1] = 1
@@ -84,7 +86,7 @@ def _context(mag, c):
 def _lms_sum(hd, lw, c):
     s = np.int64(0)
     for j in range(LMS_ORDER + 1):
-        s += lw[c, j] * hd[c, j]
+        s += np.int64(lw[c, j]) * np.int64(hd[c, j])
     return s
 
 
@@ -92,13 +94,11 @@ def _lms_sum(hd, lw, c):
 def _lms_update(hd, lw, mag, c, d, s, e, w):
     err = (d << 16) - s
     if err != 0:
-        step = LMS_MU if err > 0 else -LMS_MU
+        step = np.int32(LMS_MU if err > 0 else -LMS_MU)
         for j in range(LMS_ORDER + 1):
             h = hd[c, j]
-            if h > 0:
-                lw[c, j] += step
-            elif h < 0:
-                lw[c, j] -= step
+            v = lw[c, j] + step * (np.int32(h > 0) - np.int32(h < 0))
+            lw[c, j] = min(max(v, -W_LIMIT), W_LIMIT)
     for j in range(LMS_ORDER - 1, 0, -1):
         hd[c, j] = hd[c, j - 1]
     hd[c, 0] = d

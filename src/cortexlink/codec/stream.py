@@ -66,8 +66,8 @@ class Encoder:
         new values added later (default True).
     entropy : str
         ``"range"`` (default): fixed predictors and context-modelled adaptive binary range coding;
-        ``"lms"``: adaptive LMS prediction and a fully modelled range coder (smallest, about a
-        third of the range coder's speed); ``"rice"``: fixed predictors and adaptive Golomb-Rice
+        ``"lms"``: adaptive LMS prediction and a fully modelled range coder (smallest, about half
+        the range coder's speed); ``"rice"``: fixed predictors and adaptive Golomb-Rice
         codes (fastest, largest).
 
     Raises
