@@ -298,3 +298,20 @@ def test_bench_record_measures_the_codec_peers(tmp_path):
     assert 0.9 < plain["ratio"] < 1.0 < rice["ratio"] and rice["bytes_on_disk"] < plain["bytes_on_disk"]
     with pytest.raises(ValueError, match="peer must be one of cortexlink, cortexlink-rice"):
         run_one("gzip", 8, 0.1, tmp_path)
+
+
+def test_session_run_record_raw_rice(tmp_path):
+    import yaml
+
+    from cortexlink.cli.main import main
+
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump({"name": "codec", "seed": 0, "implant": {"preset": "default", "n_channels": 8},
+                                 "decoder": {"kind": "kalman"},
+                                 "blocks": [{"kind": "calibration", "task": "centre_out", "seconds": 0.5}]}))
+    assert main(["session", "run", str(f), "--out", str(tmp_path / "runs"), "--record", "raw-rice",
+                 "--no-progress"]) == 0
+    (rec,) = (tmp_path / "runs").glob("*/recording")
+    r = SessionReader(rec)
+    assert r.stream_info("raw")["codec"]["entropy"] == "rice" and r.read_array("raw")[0].size >= 15000
+    assert verify_session(rec)["ok"]

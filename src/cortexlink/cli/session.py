@@ -78,10 +78,11 @@ def _example(args: argparse.Namespace) -> int:
 
 
 def add_record_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--record", choices=("none", "behaviour", "raw"), default="none",
+    p.add_argument("--record", choices=("none", "behaviour", "raw", "raw-rice", "raw-range"), default="none",
                    help="record the session into RUN_FOLDER/recording: 'behaviour' = features, cursor, decoder "
                         "outputs, intent and events; 'raw' = also every raw sample (1024 ch: ~61 MB per second; "
-                        "free space is checked first). Default: none")
+                        "free space is checked first); 'raw-rice' / 'raw-range' = raw stored with the lossless "
+                        "codec (~1.9x smaller, read back transparently). Default: none")
 
 
 def add_redis_option(p: argparse.ArgumentParser) -> None:
@@ -107,11 +108,14 @@ def run_and_report(cfg: dict, out_parent: Path, *, progress: bool = True, record
         from cortexlink.io.session_log import SessionRecorder, estimate_bytes
 
         secs = sum(b.get("seconds") or b.get("max_seconds") or 0.0 for b in cfg["blocks"])
-        need = estimate_bytes(int(ch or 0), 30000.0, secs, raw=record == "raw")
+        raw = record.startswith("raw")
+        need = estimate_bytes(int(ch or 0), 30000.0, secs, raw=raw)
         recorder = SessionRecorder(run_dir / "recording", config=cfg, seeds={"seed": cfg["seed"]},
-                                   expected_bytes=need, raw=record == "raw", catalogue=default_catalogue_path())
+                                   expected_bytes=need, raw=raw, catalogue=default_catalogue_path(),
+                                   raw_codec=record.partition("-")[2] or "none")
     try:
-        result = run_session(cfg, progress=progress, recorder=recorder, record_raw=record == "raw", redis=redis)
+        result = run_session(cfg, progress=progress, recorder=recorder, record_raw=record.startswith("raw"),
+                             redis=redis)
     except SessionStopped as exc:               # a failure or a stop signal: what ran goes to summary.json
         import json
 
