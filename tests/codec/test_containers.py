@@ -2,9 +2,11 @@
 session folders (every file byte-identical, the raw stream's samples coded by the codec); and
 their refusals."""
 
+import io
 import json
 import os
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -149,15 +151,30 @@ def test_session_with_torn_raw_tail_and_codec_coded_raw_stream(tmp_path):
     assert _walk_bytes(tmp_path / "cback") == before
 
 
-def test_int16_stream_layout_finds_records_and_stops_at_damage(tmp_path):
+def test_int16_stream_records_found_and_stop_at_damage(tmp_path):
     src = _session(tmp_path / "s", n_ch=3, n_chunks=5)
-    buf = (src / "streams" / "raw.clog").read_bytes()
-    nch, hlen, offsets = folders._int16_stream_layout(buf)
+    buf = memoryview((src / "streams" / "raw.clog").read_bytes())
+    nch, hlen = folders._int16_stream_info(buf)
+    offsets = [off for off, _ in folders._records(buf, nch, hlen)]
     assert nch == 3 and len(offsets) == 5 and offsets[0] == hlen
-    assert folders._int16_stream_layout((src / "manifest.json").read_bytes()) is None
-    assert folders._int16_stream_layout((src / "streams" / "cursor.clog").read_bytes()) is None   # float rows
-    cut = buf[:offsets[3]] + b"REC1" + buf[offsets[3] + 4:]
-    assert folders._int16_stream_layout(cut)[2] == offsets[:3]
+    assert folders._int16_stream_info(memoryview((src / "manifest.json").read_bytes())) is None
+    assert folders._int16_stream_info(memoryview((src / "streams" / "cursor.clog").read_bytes())) is None
+    cut = memoryview(bytes(buf[:offsets[3]]) + b"REC1" + bytes(buf[offsets[3] + 4:]))
+    assert [off for off, _ in folders._records(cut, nch, hlen)] == offsets[:3]
+
+
+def test_session_archive_streams_in_frames_and_large_files(tmp_path, monkeypatch):
+    """Small blocks and frames: a raw stream coded in many frames (of two records each), every
+    file read and written in many blocks, a file past the in-memory size LZMA'd as it streams."""
+    monkeypatch.setattr(folders, "_BLOCK", 1000)
+    monkeypatch.setattr(folders, "_SMALL", 3000)
+    monkeypatch.setattr(folders, "_MAX_FRAME_VALUES", 6 * 47)
+    src = _session(tmp_path / "s", n_ch=6, n_chunks=30)
+    (src / "notes.txt").write_bytes(b"note " * 2000)
+    before = _walk_bytes(src)
+    compress_path(src, tmp_path / "s.clzs")
+    decompress_path(tmp_path / "s.clzs", tmp_path / "back")
+    assert _walk_bytes(tmp_path / "back") == before
 
 
 def test_session_archive_refusals(tmp_path):
@@ -187,9 +204,11 @@ def test_session_archive_refusals(tmp_path):
 
 
 def test_session_archive_refuses_a_path_that_leaves_the_folder_and_symlinks(tmp_path):
-    evil = folders._entry(folders.KIND_STORED, "../escape", b"x", b"x")
+    f = io.BytesIO()
     top = folders._TOP.pack(folders.ARCHIVE_MAGIC, 1, b"\0\0\0", 1)
-    (tmp_path / "evil.clzs").write_bytes(top + struct.pack("<I", __import__("zlib").crc32(top)) + evil)
+    f.write(top + struct.pack("<I", zlib.crc32(top)))
+    folders._write_entry(f, folders.KIND_STORED, "../escape", 1, zlib.crc32(b"x"), lambda sink: sink.write(b"x"))
+    (tmp_path / "evil.clzs").write_bytes(f.getvalue())
     with pytest.raises(ValidationError, match="would leave the output folder"):
         decompress_path(tmp_path / "evil.clzs", tmp_path / "out")
     assert not (tmp_path / "escape").exists()

@@ -7,12 +7,14 @@ sorted order. An uncompressed int16 array stream (``streams/raw.clog``: stream f
 header whose JSON says ``kind: "array"`` and dtype int16) is split into its *skeleton* — the file
 header, every record's 36-byte header, and any bytes after the last whole record (a torn tail) —
 compressed with LZMA, and its records' samples, concatenated, coded with the lossless codec
-(:func:`cortexlink.codec.encode_array`, frames of about one second). Putting the records back
+(:class:`cortexlink.codec.Encoder`, frames of about one second). Putting the records back
 together needs only the payload lengths in their headers, so the file comes back byte for byte
 whatever its records hold (a record with a bad CRC included). Any other file is stored
-LZMA-compressed, or as it is when LZMA does not make it smaller (e.g. a raw stream already coded
-by the codec, stream format 3). File modes and times are not kept; symbolic links and special
-files are refused.
+LZMA-compressed (preset 6; preset 1, as it streams, above 64 MB), or as it is when LZMA does not
+make a file of up to 64 MB smaller (e.g. a raw stream already coded by the codec, stream format
+3). File modes and times are not kept; symbolic links and special files are refused. Files are
+read through a memory map and written as they are coded, so memory use does not grow with the
+session's length (about one codec frame, plus the LZMA skeleton: ~36 bytes a record).
 
 Archive layout (little-endian)
 ------------------------------
@@ -36,38 +38,41 @@ then the entries, each a 32-byte header, its path, its payload:
 12     8     ``L``: payload length
 20     4     CRC-32 of the file's bytes (0 for a folder)
 24     4     reserved (0)
-28     4     CRC-32 of bytes 0..27, the path and the payload
+28     4     CRC-32 of the payload followed by bytes 0..27 and the path
 32     P     path relative to the session folder, UTF-8, ``/``-separated
 32+P   L     payload
 ====== ===== ==========================================================================
 
-Payload of kind 3: ``uint32`` channel count, ``uint32`` length ``S`` of the LZMA-compressed
-skeleton, the skeleton, then the codec stream (frames, each with its own CRC). The skeleton,
-decompressed: ``uint32`` file-header length, ``uint32`` record count, the file header, the
-record headers, then the trailing bytes.
+Payload of kind 3: the codec stream (``C`` bytes of frames, each with its own CRC), the
+LZMA-compressed skeleton, then ``uint32`` channel count and ``uint64`` ``C``. The skeleton,
+decompressed: the file header, the record headers, the trailing bytes, then ``uint64`` length of
+the trailing bytes, ``uint32`` file-header length, ``uint64`` record count.
 
 Decompressing refuses (:class:`~cortexlink.core.errors.ValidationError`) a damaged archive (any
-CRC, a truncated entry, a path that would leave the output folder), and writes into a temporary
-folder beside the output that is renamed into place only once every file checked out.
+CRC, checked before anything is decoded; a truncated entry; a path that would leave the output
+folder), and writes into a temporary folder beside the output that is renamed into place only
+once every file checked out (size and CRC-32 of its bytes).
 """
 
 from __future__ import annotations
 
 import json
 import lzma
+import mmap
 import os
 import shutil
 import stat
 import struct
 import zlib
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
 from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.outpath import check_output_dir, check_output_file
 
-from .stream import decode_array, encode_array
+from .stream import Decoder, Encoder, iter_frames
 
 __all__ = ["ARCHIVE_MAGIC", "ARCHIVE_VERSION", "is_session_folder", "is_archive_file", "compress_session",
            "decompress_session"]
@@ -81,6 +86,12 @@ KIND_DIR, KIND_STORED, KIND_LZMA, KIND_SAMPLES = 0, 1, 2, 3
 _CLOG_HEAD = struct.Struct("<4sHI")
 _REC_HEAD_BYTES = 36
 _MAX_FRAME_VALUES = 1 << 24
+#: Files are read through a memory map and written in blocks of this size: a session of any
+#: length needs memory for one codec frame (~1 s of samples), not the whole file.
+_BLOCK = 1 << 24
+#: Files up to this size are LZMA-compressed at preset 6 in memory, and stored when that is not
+#: smaller; larger ones are LZMA-compressed as they stream, at preset 1.
+_SMALL = 64 << 20
 
 
 def is_session_folder(path: Path) -> bool:
@@ -112,11 +123,54 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise ConfigError(f"cannot write {path} ({exc.strerror or exc})") from None
 
 
+# ----------------------------------------------------------------------------- reading in blocks
+
+class _Mapped:
+    """A file's bytes, memory-mapped (an empty file: ``b""``); ``close()`` when done."""
+
+    def __init__(self, path: Path) -> None:
+        self._f = open(path, "rb")
+        size = os.fstat(self._f.fileno()).st_size
+        self._mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        self.buf = memoryview(self._mm) if self._mm is not None else memoryview(b"")
+
+    def close(self) -> None:
+        self.buf.release()
+        if self._mm is not None:
+            self._mm.close()
+        self._f.close()
+
+
+def _blocks(buf: memoryview, start: int = 0, end: int | None = None):
+    end = len(buf) if end is None else end
+    for a in range(start, end, _BLOCK):
+        yield buf[a:min(a + _BLOCK, end)]
+
+
+def _crc_of(buf: memoryview, start: int = 0, end: int | None = None, crc: int = 0) -> int:
+    for b in _blocks(buf, start, end):
+        crc = zlib.crc32(b, crc)
+    return crc & 0xFFFFFFFF
+
+
+class _Sink:
+    """The payload being written: its length and running CRC-32."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f, self.n, self.crc = f, 0, 0
+
+    def write(self, b: bytes | memoryview) -> None:
+        if len(b):
+            self.f.write(b)
+            self.crc = zlib.crc32(b, self.crc)
+            self.n += len(b)
+
+
 # ----------------------------------------------------------------------------- int16 streams
 
-def _int16_stream_layout(buf: bytes) -> tuple[int, int, list[int]] | None:
-    """``(channels, header length, record offsets)`` of an uncompressed int16 array stream file
-    (format 1 or 2), or ``None`` when ``buf`` is not one."""
+def _int16_stream_info(buf: memoryview) -> tuple[int, int] | None:
+    """``(channels, header length)`` of an uncompressed int16 array stream file (format 1 or 2),
+    or ``None`` when ``buf`` is not one."""
     if len(buf) < _CLOG_HEAD.size:
         return None
     magic, version, jlen = _CLOG_HEAD.unpack_from(buf)
@@ -126,75 +180,111 @@ def _int16_stream_layout(buf: bytes) -> tuple[int, int, list[int]] | None:
     if hlen > len(buf):
         return None
     try:
-        info = json.loads(buf[_CLOG_HEAD.size:_CLOG_HEAD.size + jlen].decode("utf-8"))
+        info = json.loads(bytes(buf[_CLOG_HEAD.size:_CLOG_HEAD.size + jlen]).decode("utf-8"))
         ok = (isinstance(info, dict) and info.get("kind") == "array" and "codec" not in info
               and np.dtype(info.get("dtype")) == np.dtype("<i2") and isinstance(info.get("columns"), list))
     except (UnicodeDecodeError, ValueError, TypeError):
         return None
     if not ok or not 1 <= len(info["columns"]) <= 65535:
         return None
-    nch = len(info["columns"])
-    offsets, pos = [], hlen
+    return len(info["columns"]), hlen
+
+
+def _records(buf: memoryview, nch: int, hlen: int) -> Iterator[tuple[int, int]]:
+    """``(offset, payload length)`` of each whole record from ``hlen`` on, up to the first that is
+    not one (a torn tail, a damaged header): those bytes are the file's tail."""
+    pos = hlen
     while pos + _REC_HEAD_BYTES <= len(buf) and buf[pos:pos + 4] == b"REC0":
         (plen,) = struct.unpack_from("<I", buf, pos + 4)
         if plen % (2 * nch) or pos + _REC_HEAD_BYTES + plen > len(buf):
-            break
-        offsets.append(pos)
+            return
+        yield pos, plen
         pos += _REC_HEAD_BYTES + plen
-    return nch, hlen, offsets
 
 
-def _pack_int16_stream(buf: bytes, nch: int, hlen: int, offsets: list[int], rate: int, *,
-                       resync_frames: int, entropy: str) -> bytes:
-    heads, samples = [buf[:hlen]], []
+def _pack_int16_stream(buf: memoryview, nch: int, hlen: int, rate: int, sink: _Sink, *, resync_frames: int,
+                       entropy: str) -> None:
+    """Payload of kind 3: codec frames, the LZMA skeleton, then ``uint32`` channels and ``uint64``
+    length of the frames. The skeleton: the file header, the record headers, the tail, then
+    ``uint64`` tail length, ``uint32`` header length, ``uint64`` record count."""
+    enc = Encoder(nch, resync_frames=resync_frames, entropy=entropy)
+    frame_rows = max(1, min(rate, _MAX_FRAME_VALUES // nch))
+    skel, skel_parts = lzma.LZMACompressor(preset=6), []
+    skel_parts.append(skel.compress(buf[:hlen]))
+    pending: list[np.ndarray] = []
+    rows = n_rec = 0
     end = hlen
-    for off in offsets:
-        (plen,) = struct.unpack_from("<I", buf, off + 4)
-        heads.append(buf[off:off + _REC_HEAD_BYTES])
-        samples.append(np.frombuffer(buf, "<i2", count=plen // 2, offset=off + _REC_HEAD_BYTES))
+
+    def flush() -> None:
+        nonlocal rows
+        block = np.concatenate(pending).reshape(-1, nch)
+        pending.clear()
+        sink.write(enc.encode(block))
+        rows = 0
+
+    for off, plen in _records(buf, nch, hlen):
+        skel_parts.append(skel.compress(buf[off:off + _REC_HEAD_BYTES]))
+        pending.append(np.frombuffer(buf, "<i2", count=plen // 2, offset=off + _REC_HEAD_BYTES).astype(np.int16))
+        rows += plen // (2 * nch)
+        n_rec += 1
         end = off + _REC_HEAD_BYTES + plen
-    skeleton = struct.pack("<II", hlen, len(offsets)) + b"".join(heads) + buf[end:]
-    packed_skeleton = lzma.compress(skeleton, preset=6)
-    data = (np.concatenate(samples) if samples else np.zeros(0, np.int16)).astype(np.int16).reshape(-1, nch)
-    frame = max(1, min(rate, _MAX_FRAME_VALUES // nch))
-    codes = encode_array(data, chunk_samples=frame, resync_frames=resync_frames, entropy=entropy)
-    return struct.pack("<II", nch, len(packed_skeleton)) + packed_skeleton + codes
+        if rows >= frame_rows:
+            flush()
+    if pending:
+        flush()
+    coded = sink.n
+    tail = buf[end:]
+    skel_parts.append(skel.compress(tail))
+    skel_parts.append(skel.compress(struct.pack("<QIQ", len(tail), hlen, n_rec)))
+    skel_parts.append(skel.flush())
+    for p in skel_parts:
+        sink.write(p)
+    sink.write(struct.pack("<IQ", nch, coded))
 
 
-def _unpack_int16_stream(payload: bytes, name: str) -> bytes:
+def _unpack_int16_stream(payload: memoryview, out: _Sink, name: str) -> None:
+    bad = f"archive entry {name}: damaged samples or skeleton"
+    if len(payload) < 12:
+        raise ValidationError(f"{bad} (payload of {len(payload)} bytes)")
+    nch, coded = struct.unpack_from("<IQ", payload, len(payload) - 12)
     try:
-        nch, slen = struct.unpack_from("<II", payload)
-        skeleton = lzma.decompress(payload[8:8 + slen])
-        hlen, n_rec = struct.unpack_from("<II", skeleton)
-        data = decode_array(memoryview(payload)[8 + slen:])
-    except (struct.error, lzma.LZMAError, ValidationError) as exc:
-        raise ValidationError(f"archive entry {name}: damaged samples or skeleton ({exc})") from None
-    if data.shape[1] != nch or len(skeleton) < 8 + hlen + n_rec * _REC_HEAD_BYTES:
-        raise ValidationError(f"archive entry {name}: skeleton and samples do not match (damaged archive)")
-    flat = data.astype("<i2", copy=False).tobytes()
-    out, pos, used = [skeleton[8:8 + hlen]], 8 + hlen, 0
-    for _ in range(n_rec):
-        head = skeleton[pos:pos + _REC_HEAD_BYTES]
-        (plen,) = struct.unpack_from("<I", head, 4)
-        out += [head, flat[used:used + plen]]
-        used += plen
-        pos += _REC_HEAD_BYTES
-    if used != len(flat):
-        raise ValidationError(f"archive entry {name}: {len(flat)} sample bytes for records of {used} "
-                              "(damaged archive)")
-    out.append(skeleton[pos:])
-    return b"".join(out)
+        skeleton = lzma.decompress(payload[coded:len(payload) - 12]) if coded <= len(payload) - 12 else b""
+    except lzma.LZMAError as exc:
+        raise ValidationError(f"{bad} ({exc})") from None
+    if len(skeleton) < 20:
+        raise ValidationError(f"{bad} (skeleton of {len(skeleton)} bytes)")
+    tlen, hlen, n_rec = struct.unpack_from("<QIQ", skeleton, len(skeleton) - 20)
+    if len(skeleton) != 20 + hlen + n_rec * _REC_HEAD_BYTES + tlen:
+        raise ValidationError(f"{bad} (skeleton sizes do not add up)")
+    dec = Decoder()
+    frames = iter_frames(payload[:coded])
+    avail, rpos = b"", 0
+    out.write(skeleton[:hlen])
+    pos = hlen
+    try:
+        for _ in range(n_rec):
+            head = skeleton[pos:pos + _REC_HEAD_BYTES]
+            pos += _REC_HEAD_BYTES
+            (plen,) = struct.unpack_from("<I", head, 4)
+            while len(avail) - rpos < plen:
+                fr = next(frames, None)
+                if fr is None:
+                    raise ValidationError(f"{bad} (the frames end before the records)")
+                block = dec.decode(fr)
+                if block.shape[1] != nch:
+                    raise ValidationError(f"{bad} ({block.shape[1]} channels, {nch} expected)")
+                avail, rpos = avail[rpos:] + block.astype("<i2", copy=False).tobytes(), 0
+            out.write(head)
+            out.write(avail[rpos:rpos + plen])
+            rpos += plen
+        if rpos != len(avail) or next(frames, None) is not None:
+            raise ValidationError(f"{bad} (samples left after the last record)")
+    except ValidationError as exc:
+        raise ValidationError(str(exc) if str(exc).startswith(bad) else f"{bad} ({exc})") from None
+    out.write(skeleton[pos:pos + tlen])
 
 
 # ----------------------------------------------------------------------------- archive
-
-def _entry(kind: int, rel: str, original: bytes | None, payload: bytes) -> bytes:
-    path = rel.encode("utf-8")
-    size = 0 if original is None else len(original)
-    crc_file = 0 if original is None else zlib.crc32(original) & 0xFFFFFFFF
-    head = _ENTRY.pack(kind, 0, len(path), size, len(payload), crc_file, 0)
-    return head + _CRC.pack(zlib.crc32(payload, zlib.crc32(path, zlib.crc32(head))) & 0xFFFFFFFF) + path + payload
-
 
 def _session_rate(src: Path) -> int:
     try:
@@ -224,42 +314,83 @@ def _walk(src: Path) -> list[tuple[str, Path]]:
     return sorted(out)
 
 
+def _write_entry(f: BinaryIO, kind: int, rel: str, size: int, crc_file: int, produce: Callable[[_Sink], None]) -> int:
+    """Write one entry (header patched once the payload is written); return its payload length."""
+    path = rel.encode("utf-8")
+    start = f.tell()
+    f.write(b"\0" * (_ENTRY.size + 4) + path)
+    sink = _Sink(f)
+    produce(sink)
+    head = _ENTRY.pack(kind, 0, len(path), size, sink.n, crc_file, 0)
+    crc = zlib.crc32(path, zlib.crc32(head, sink.crc)) & 0xFFFFFFFF
+    end = f.tell()
+    f.seek(start)
+    f.write(head + _CRC.pack(crc))
+    f.seek(end)
+    return sink.n
+
+
+def _lzma_stream(buf: memoryview, sink: _Sink) -> None:
+    c = lzma.LZMACompressor(preset=1)
+    for b in _blocks(buf):
+        sink.write(c.compress(b))
+    sink.write(c.flush())
+
+
 def compress_session(src: Path, dst: Path, *, overwrite: bool = False, resync_frames: int = 32,
                      entropy: str = "range") -> dict:
     """Archive the session folder ``src`` into the file ``dst``; return ``{files, original_bytes,
     compressed_bytes, ratio, coded_streams}`` (files: regular files; original bytes: theirs)."""
-    encode_array(np.zeros((1, 1), np.int16), resync_frames=resync_frames, entropy=entropy)  # check options
+    Encoder(1, resync_frames=resync_frames, entropy=entropy)  # options checked before any work
     src, dst = Path(src), Path(dst)
     if not is_session_folder(src):
         raise ValidationError(f"{src} is not a session folder (manifest.json and streams/)")
     dst = check_output_file(dst, what="output", overwrite=overwrite, ours=is_archive_file,
                             ours_is="a session archive written by cortexlink compress")
     rate = _session_rate(src)
-    parts, n_files, original, coded = [], 0, 0, []
-    for rel, p in _walk(src):
-        if p.is_dir():
-            parts.append(_entry(KIND_DIR, rel, None, b""))
-            continue
-        try:
-            buf = p.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"session folder {src}: {rel} cannot be read ({exc.strerror or exc})") from None
-        n_files += 1
-        original += len(buf)
-        layout = _int16_stream_layout(buf) if p.suffix == ".clog" else None
-        if layout is not None:
-            payload = _pack_int16_stream(buf, *layout, rate, resync_frames=resync_frames, entropy=entropy)
-            parts.append(_entry(KIND_SAMPLES, rel, buf, payload))
-            coded.append(rel)
-            continue
-        packed = lzma.compress(buf, preset=6)
-        kind, payload = (KIND_LZMA, packed) if len(packed) < len(buf) else (KIND_STORED, buf)
-        parts.append(_entry(kind, rel, buf, payload))
-    top = _TOP.pack(ARCHIVE_MAGIC, ARCHIVE_VERSION, b"\0\0\0", len(parts))
-    out = top + _CRC.pack(zlib.crc32(top) & 0xFFFFFFFF) + b"".join(parts)
-    write_atomic(dst, out)
-    return {"files": n_files, "original_bytes": original, "compressed_bytes": len(out),
-            "ratio": round(original / len(out), 4) if out else None, "coded_streams": coded}
+    entries = _walk(src)
+    n_files, original, coded = 0, 0, []
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            top = _TOP.pack(ARCHIVE_MAGIC, ARCHIVE_VERSION, b"\0\0\0", len(entries))
+            f.write(top + _CRC.pack(zlib.crc32(top) & 0xFFFFFFFF))
+            for rel, p in entries:
+                if p.is_dir():
+                    _write_entry(f, KIND_DIR, rel, 0, 0, lambda sink: None)
+                    continue
+                try:
+                    m = _Mapped(p)
+                except OSError as exc:
+                    raise ConfigError(f"session folder {src}: {rel} cannot be read ({exc.strerror or exc})") from None
+                try:
+                    buf = m.buf
+                    n_files += 1
+                    original += len(buf)
+                    info = _int16_stream_info(buf) if p.suffix == ".clog" else None
+                    if info is not None:
+                        _write_entry(f, KIND_SAMPLES, rel, len(buf), _crc_of(buf), lambda sink: _pack_int16_stream(
+                            buf, *info, rate, sink, resync_frames=resync_frames, entropy=entropy))
+                        coded.append(rel)
+                        continue
+                    if len(buf) > _SMALL:      # LZMA as it streams, at a faster preset
+                        _write_entry(f, KIND_LZMA, rel, len(buf), _crc_of(buf),
+                                     lambda sink: _lzma_stream(buf, sink))
+                        continue
+                    packed = lzma.compress(buf, preset=6)
+                    kind, data = (KIND_LZMA, packed) if len(packed) < len(buf) else (KIND_STORED, buf)
+                    _write_entry(f, kind, rel, len(buf), _crc_of(buf), lambda sink: sink.write(data))
+                finally:
+                    m.close()
+        os.replace(tmp, dst)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {dst} ({exc.strerror or exc})") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    size = dst.stat().st_size
+    return {"files": n_files, "original_bytes": original, "compressed_bytes": size,
+            "ratio": round(original / size, 4) if size else None, "coded_streams": coded}
 
 
 def _safe_rel(rel: str, name: str) -> PurePosixPath:
@@ -270,8 +401,9 @@ def _safe_rel(rel: str, name: str) -> PurePosixPath:
     return p
 
 
-def _read_entries(buf: bytes, name: str) -> list[tuple[int, str, bytes | None]]:
-    """Every entry as ``(kind, path, file bytes or None for a folder)``, each checked."""
+def _read_entries(buf: memoryview, name: str) -> list[tuple[int, str, int, int, int, int]]:
+    """Every entry as ``(kind, path, size, file CRC, payload offset, payload length)``, each
+    entry's CRC checked (before anything is decoded)."""
     if len(buf) < _TOP.size + 4 or buf[:4] != ARCHIVE_MAGIC:
         raise ValidationError(f"{name} is not a session archive (no {ARCHIVE_MAGIC!r} header)")
     magic, version, _, count = _TOP.unpack_from(buf)
@@ -288,64 +420,79 @@ def _read_entries(buf: bytes, name: str) -> list[tuple[int, str, bytes | None]]:
         start = pos + _ENTRY.size + 4
         if start + plen + length > len(buf):
             raise ValidationError(f"{name}: truncated archive (entry {i} of {count} cut short)")
-        path_b, payload = buf[start:start + plen], buf[start + plen:start + plen + length]
-        if zlib.crc32(payload, zlib.crc32(path_b, zlib.crc32(buf[pos:pos + _ENTRY.size]))) & 0xFFFFFFFF != crc:
+        path_b = bytes(buf[start:start + plen])
+        payload_crc = _crc_of(buf, start + plen, start + plen + length)
+        if zlib.crc32(path_b, zlib.crc32(buf[pos:pos + _ENTRY.size], payload_crc)) & 0xFFFFFFFF != crc:
             raise ValidationError(f"{name}: CRC-32 mismatch in archive entry {i} (the file is corrupt)")
         rel = path_b.decode("utf-8", errors="replace")
         _safe_rel(rel, name)
-        if kind == KIND_DIR:
-            data = None
-        elif kind == KIND_STORED:
-            data = payload
-        elif kind == KIND_LZMA:
-            try:
-                data = lzma.decompress(payload)
-            except lzma.LZMAError as exc:
-                raise ValidationError(f"{name}: archive entry {rel}: damaged ({exc})") from None
-        elif kind == KIND_SAMPLES:
-            data = _unpack_int16_stream(payload, rel)
-        else:
+        if kind not in (KIND_DIR, KIND_STORED, KIND_LZMA, KIND_SAMPLES):
             raise ValidationError(f"{name}: archive entry {rel} has unknown kind {kind} (corrupt or newer archive)")
-        if data is not None and (len(data) != size or zlib.crc32(data) & 0xFFFFFFFF != crc_file):
-            raise ValidationError(f"{name}: archive entry {rel} does not restore its original bytes (CRC-32 or "
-                                  "size mismatch: the archive is corrupt)")
-        out.append((kind, rel, data))
+        out.append((kind, rel, size, crc_file, start + plen, length))
         pos = start + plen + length
     if pos != len(buf):
         raise ValidationError(f"{name}: {len(buf) - pos} unexpected bytes after the last archive entry")
     return out
 
 
+def _restore(kind: int, payload: memoryview, sink: _Sink, rel: str, name: str) -> None:
+    if kind == KIND_STORED:
+        for b in _blocks(payload):
+            sink.write(b)
+    elif kind == KIND_LZMA:
+        d = lzma.LZMADecompressor()
+        try:
+            for b in _blocks(payload):
+                sink.write(d.decompress(b, max_length=_BLOCK))
+                while not d.eof and not d.needs_input:
+                    sink.write(d.decompress(b"", max_length=_BLOCK))
+        except lzma.LZMAError as exc:
+            raise ValidationError(f"{name}: archive entry {rel}: damaged ({exc})") from None
+        if not d.eof or d.unused_data:
+            raise ValidationError(f"{name}: archive entry {rel}: damaged (LZMA stream cut short or followed by "
+                                  "other bytes)")
+    else:
+        _unpack_int16_stream(payload, sink, rel)
+
+
 def decompress_session(src: Path, dst: Path) -> dict:
     """Restore the session folder archived in ``src`` into the folder ``dst`` (which must not
     exist, or be empty); return the summary as :func:`compress_session`'s."""
     src, dst = Path(src), Path(dst)
+    check_output_dir(dst, what="output folder", create=False, new=True)
     try:
-        buf = src.read_bytes()
+        m = _Mapped(src)
     except OSError as exc:
         raise ConfigError(f"input {src}: cannot be read ({exc.strerror or exc})") from None
-    check_output_dir(dst, what="output folder", create=False, new=True)
-    entries = _read_entries(buf, str(src))
     parent = Path(os.path.abspath(dst)).parent
-    parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".{dst.name}.{os.getpid()}.partial"
+    n_files = original = 0
     try:
+        entries = _read_entries(m.buf, str(src))
+        parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
-        n_files = original = 0
-        for kind, rel, data in entries:
+        for kind, rel, size, crc_file, start, length in entries:
             target = tmp.joinpath(*PurePosixPath(rel).parts)
-            if data is None:
+            if kind == KIND_DIR:
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+            with open(target, "wb") as f:
+                sink = _Sink(f)
+                _restore(kind, m.buf[start:start + length], sink, rel, str(src))
+            if sink.n != size or sink.crc & 0xFFFFFFFF != crc_file:
+                raise ValidationError(f"{src}: archive entry {rel} does not restore its original bytes (CRC-32 "
+                                      "or size mismatch: the archive is corrupt)")
             n_files += 1
-            original += len(data)
+            original += size
         if dst.is_dir():
             dst.rmdir()          # empty (checked above)
         os.replace(tmp, dst)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise ConfigError(f"cannot write the output folder {dst} ({exc.strerror or exc})") from None
-    return {"files": n_files, "original_bytes": original, "compressed_bytes": len(buf),
-            "ratio": round(original / len(buf), 4) if buf else None}
+    finally:
+        m.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    size = src.stat().st_size
+    return {"files": n_files, "original_bytes": original, "compressed_bytes": size,
+            "ratio": round(original / size, 4) if size else None}
