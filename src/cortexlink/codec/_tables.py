@@ -50,14 +50,17 @@ class _Reader:
                 return v
 
 
-def choose_new(data: np.ndarray, carried: list[np.ndarray | None]) -> list[tuple[int, np.ndarray]]:
+def choose_new(data: np.ndarray, carried: list[np.ndarray | None],
+               with_table: list[int] | None = None) -> list[tuple[int, np.ndarray]]:
     """The values to add to each channel's carried table for frame ``data`` (samples x channels):
     every value a channel with a table uses and its table lacks; for a channel without one, all
     its values when they are few and spread out (at most a quarter as many distinct values as
-    samples, over at least twice as many codes, in a frame of >= 64 samples)."""
+    samples, over at least twice as many codes, in a frame of >= 64 samples). ``with_table``: the
+    channels that have a table, when the caller keeps that list (saves a pass over channels)."""
     n, nc = data.shape
     updates = []
-    with_table = [c for c in range(nc) if carried[c] is not None]
+    if with_table is None:
+        with_table = [c for c in range(nc) if carried[c] is not None]
     for c in with_table:
         vals = np.unique(data[:, c]).astype(np.int32)
         new = vals[~np.isin(vals, carried[c], assume_unique=True)]

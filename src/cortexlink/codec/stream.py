@@ -89,6 +89,7 @@ class Encoder:
         self.frame_index = 0
         self._state = _fresh_state(self.n_channels)
         self._carried: list = [None] * self.n_channels
+        self._with_table: list[int] = []
         self._flat = _tables.flatten(self._carried)
 
     def _check(self, chunk: object) -> np.ndarray:
@@ -112,12 +113,14 @@ class Encoder:
         if resync:
             self._state = _fresh_state(self.n_channels)
             self._carried = [None] * self.n_channels
+            self._with_table = []
             self._flat = _tables.flatten(self._carried)
         n = data.shape[0]
-        updates = _tables.choose_new(data, self._carried) if self.value_tables else []
+        updates = _tables.choose_new(data, self._carried, self._with_table) if self.value_tables else []
         section = b""
         if updates:
             self._carried = _tables.merge(self._carried, updates)
+            self._with_table = [c for c in range(self.n_channels) if self._carried[c] is not None]
             self._flat = _tables.flatten(self._carried)
             section = _tables.encode_section(updates)
         tabs, offs = self._flat
