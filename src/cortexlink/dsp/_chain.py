@@ -7,6 +7,8 @@ the extractor and uses its attributes.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from cortexlink.dsp._state import _BIN_FILL, _CAL_LEFT, _CAL_PHASE, _CAL_ROW, _N_EV, _N_NEED_INIT, _N_OUT
@@ -94,10 +96,7 @@ class _ChainMixin:
 
     # ---- numba backend
     def _event_buffers(self) -> None:
-        C = self.n_channels
-        from cortexlink.dsp._kernels import TILE
-
-        need = max((TILE + 2) * C, 4096)
+        need = max((self._scratch[0].shape[0] + 2) * self.n_channels, 4096)
         if self._ev is None or self._ev_cap < need:
             self._ev_cap = need
             self._ev = (np.zeros(need, np.int32), np.zeros(need, np.int64), np.zeros(need, np.int64),
@@ -110,21 +109,49 @@ class _ChainMixin:
             self._emit(ch[:k].copy(), cr[:k].copy(), tr[:k].copy(), val[:k].copy())
             self._st.ist[_N_EV] = 0
 
-    def _kernel_call(self, data, pos, stop, start, mode, gain, offset, V, v0, out_tx, out_sbp):
+    def _setup_numba(self) -> None:
+        """Pick the one-thread or the parallel kernel (``n_threads``) and its scratch buffers."""
+        import numba
+
         from cortexlink.dsp import _kernels as K
 
+        n = self.n_channels
+        want = self.config.n_threads or (os.cpu_count() or 1)
+        # one part of whole groups of channels per thread, run on at most numba's pool of threads
+        self.n_threads_ = max(1, min(want, -(-n // K.GROUP)))
+        self._pool_threads = max(1, min(self.n_threads_, numba.config.NUMBA_NUM_THREADS))
+        if self.n_threads_ > 1:
+            # each part's share of the tile rows stays within ~256 KiB (a core's L2)
+            tile = int(min(K.TILE_PAR, max(K.TILE, (1 << 16) * self.n_threads_ // n)))
+            self._kernel = K.chain_parallel
+            self._scratch = K.scratch(n, tile, self.n_threads_)
+        else:
+            self._kernel = K.chain
+            self._scratch = K.scratch(n)
+
+    def _kernel_call(self, data, pos, stop, start, mode, gain, offset, V, v0, out_tx, out_sbp):
         st = self._st
         cal = self._cal_rows if self._cal_rows is not None else _EMPTY2
         if self.keep_events:
             ev = self._ev
         else:
             ev = _EMPTY_EV
-        return K.chain(data, pos, stop, start, mode, gain, offset, self._coef, self._zi, st.z,
-                       st.need_init, st.nonfinite, self._refmask, V, v0, self._thr_k, st.armed,
-                       st.dead, self._dead_n, st.tx_acc, st.sbp_acc, self.bin_width_samples,
-                       out_tx, out_sbp, cal, self._cal_stride if self._cal_rows is not None else 1,
-                       self.keep_events, self._trough_n, st.pend_left, st.pend_cross, st.pend_idx,
-                       st.pend_val, ev[0], ev[1], ev[2], ev[3], st.ist, *self._scratch)
+        args = (data, pos, stop, start, mode, gain, offset, self._coef, self._zi, st.z,
+                st.need_init, st.nonfinite, self._refmask, V, v0, self._thr_k, st.armed,
+                st.dead, self._dead_n, st.tx_acc, st.sbp_acc, self.bin_width_samples,
+                out_tx, out_sbp, cal, self._cal_stride if self._cal_rows is not None else 1,
+                self.keep_events, self._trough_n, st.pend_left, st.pend_cross, st.pend_idx,
+                st.pend_val, ev[0], ev[1], ev[2], ev[3], st.ist, *self._scratch)
+        if self.n_threads_ == 1:
+            return self._kernel(*args)
+        import numba
+
+        before = numba.get_num_threads()  # the setting is per calling thread: put it back
+        numba.set_num_threads(self._pool_threads)
+        try:
+            return self._kernel(*args)
+        finally:
+            numba.set_num_threads(before)
 
     def _run_numba(self, data, pos, stop, start, gain, offset, out_tx, out_sbp) -> None:
         if self.keep_events:

@@ -102,6 +102,11 @@ class FeatureConfig(ConfigMixin):
         Fraction of samples at one extreme value that makes a channel saturated, in (0, 1].
     lrr_ridge : float
         Ridge regularisation of the LRR fit, relative to the mean channel variance, >= 0.
+    n_threads : int
+        Threads of the numba backend: 1 (default) runs the chain on the calling thread; N > 1
+        splits the channels into N parts processed in parallel (numba threads, the GIL
+        released), with features, masks and events identical to one thread's; 0 means one
+        per CPU core. The numpy backend ignores it.
 
     Examples
     --------
@@ -129,6 +134,7 @@ class FeatureConfig(ConfigMixin):
     flat_rms_uv: float = 0.5
     saturation_frac: float = 0.002
     lrr_ridge: float = 1e-3
+    n_threads: int = 1
 
     def __post_init__(self) -> None:
         s = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
@@ -161,6 +167,10 @@ class FeatureConfig(ConfigMixin):
             raise ConfigError(f"saturation_frac must be in (0, 1]; got {self.saturation_frac!r}")
         s("saturation_frac", sat)
         s("lrr_ridge", check_positive("lrr_ridge", self.lrr_ridge, allow_zero=True))
+        nt = self.n_threads
+        if isinstance(nt, bool) or not isinstance(nt, numbers.Integral) or not 0 <= nt <= 1024:
+            raise ConfigError(f"n_threads must be an integer in [0, 1024] (0: one per CPU core); got {nt!r}")
+        s("n_threads", int(nt))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None, path: str = "FeatureConfig") -> "FeatureConfig":

@@ -151,11 +151,18 @@ class FeatureExtractor(_ChainMixin, _AssemblyMixin):
         Fraction of samples at one extreme value that makes a channel saturated.
     lrr_ridge : float
         Ridge regularisation of the LRR fit, relative to the mean channel variance.
+    n_threads : int
+        Threads of the numba backend (1: the calling thread; 0: one per core); the channels
+        are split among them and the output is identical to one thread's.
 
     Attributes
     ----------
     config : FeatureConfig
         The parameters (each field is also an attribute of the same name).
+    n_threads_ : int
+        Parts the channels are split into: ``n_threads`` capped by the channel groups (one
+        per 256 channels); 1 for the numpy backend. They run on as many threads, at most
+        numba's pool (``NUMBA_NUM_THREADS``, by default the number of cores).
     noise_rms_uv_, thresholds_uv_ : ndarray (n_channels,)
         From the current calibration.
     bad_channels_ : ndarray (n_channels,), bool
@@ -212,6 +219,7 @@ class FeatureExtractor(_ChainMixin, _AssemblyMixin):
         self.flat_rms_uv = config.flat_rms_uv
         self.saturation_frac = config.saturation_frac
         self.lrr_ridge = config.lrr_ridge
+        self.n_threads = config.n_threads
         # the checks that need fs_hz
         w = self.bin_ms * self.fs_hz / 1000.0
         if abs(w - round(w)) > 1e-6 * max(w, 1.0) or round(w) < 1:
@@ -253,10 +261,9 @@ class FeatureExtractor(_ChainMixin, _AssemblyMixin):
         self._feature_names = tuple(f"{cid}/{k}" for k in kinds for cid in channel_map.channel_ids)
         self._empty_out: BinnedFeatures | None = None   # shared result of chunks that complete no bin
         self._kind_codes: np.ndarray | None = None       # feature kinds as codes for the assemble kernel
+        self.n_threads_ = 1
         if self.backend == "numba":
-            from cortexlink.dsp import _kernels  # fail early if numba is missing
-
-            self._scratch = _kernels.scratch(n)
+            self._setup_numba()  # fails early if numba is missing
         self._log = _RateLimitedLog(logger)
         self._calib: Calibration | None = None
         self.reset()
