@@ -212,12 +212,13 @@ def inspect_header(path: Path) -> HeaderCheck:
 
 def _is_v2_with_version_damaged(f: Any, head: bytes, n: int) -> bool:
     """Whether a header of an unknown version checks out as a format-2 (or 3) header once its
-    version field is read as 2 (or 3): then the version field is damaged, not newer."""
+    version field is read as 2 (or 3), or is cut short by the end of the file: then it is
+    damaged, not newer."""
     if n > MAX_PAYLOAD:
         return False
     body = f.read(n + _CRC.size)
     if len(body) < n + _CRC.size:
-        return False
+        return True
     return any(_CRC.unpack_from(body, n)[0] == zlib.crc32(_FILE_HDR.pack(FILE_MAGIC, v, n) + body[:n])
                for v in (2, CODEC_STREAM_VERSION))
 

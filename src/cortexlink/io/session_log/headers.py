@@ -89,8 +89,11 @@ def rebuild_header(p: Path, header: dict, corrupt: Path) -> dict | None:
         dst.flush()
         os.fsync(dst.fileno())
     try:
+        # records that do not decode with ``header``; in a compressed stream not those that only
+        # depend on a record lost with the damaged header (they say nothing about the header)
         undecodable = sum(1 for kind, item in scan_stream(tmp, salvage=True)
-                          if kind == "damage" and "does not decode" in item["reason"])
+                          if kind == "damage" and "does not decode" in item["reason"]
+                          and "depends on a damaged or missing record" not in item["reason"])
     except Exception:                                    # noqa: BLE001 - any failure: keep the original
         undecodable = -1
     if undecodable:
