@@ -66,7 +66,14 @@ def test_a_compressed_raw_stream_reads_back_identical_samples_and_chunks(tmp_pat
     assert [(c.start_sample, c.seq, c.host_time_ns, c.n_samples) for c in got] == \
         [(c.start_sample, c.seq, c.host_time_ns, c.n_samples) for c in chunks]
     assert all(g.data.dtype == np.int16 and np.array_equal(g.data, c.data) for g, c in zip(got, chunks))
-    np.testing.assert_array_equal(r.read_array("raw", 100, 250)[1], x[100:250])
+    for lo, hi in ((100, 250), (0, 1), (599, None), (None, 31), (333, 334), (250, 250)):
+        s_, d_ = r.read_array("raw", lo, hi)                  # decodes only what it returns and its chain
+        np.testing.assert_array_equal(d_, x[lo:hi])
+        np.testing.assert_array_equal(s_, np.arange(600)[lo:hi])
+    recs = list(r.records("raw", want=lambda s, n: s >= 300))
+    wanted = [rc for rc in recs if rc.sample >= 300]
+    assert all(rc.data.strides == (0, 0) and not rc.data.any() for rc in recs if rc.sample < 300)   # not decoded
+    np.testing.assert_array_equal(np.concatenate([rc.data for rc in wanted]), x[wanted[0].sample:])
     h = inspect_header(tmp_path / "s" / "streams" / "raw.clog")
     assert h.version == 3 and h.info["codec"] == {"name": "cortexlink", "entropy": codec, "resync_records": 4}
     assert inspect_header(tmp_path / "s" / "streams" / "events.clog").version == 2

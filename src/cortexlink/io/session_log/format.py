@@ -239,11 +239,16 @@ def read_file_header(path: Path) -> tuple[dict, int]:
                              f"{_session_of(path)}` to rebuild the header from the manifest")
 
 
-def _decode(info: dict, payload: bytes, codec: PayloadDecoder | None = None, decode: bool = True) -> Any:
+def _decode(info: dict, payload: bytes, codec: PayloadDecoder | None = None, decode: Any = True,
+            sample: int = 0) -> Any:
     if info["kind"] == "json":
         return json.loads(payload.decode("utf-8"))
     if codec is not None:
-        return codec.decode(payload) if decode else codec.skim(payload)
+        if decode is True:
+            return codec.decode(payload)
+        if decode is False:
+            return codec.skim(payload)
+        return codec.feed(payload, lambda n: decode(sample, n))
     dt = np.dtype(info["dtype"])
     ncol = len(info["columns"])
     row_bytes = dt.itemsize * ncol
@@ -252,7 +257,7 @@ def _decode(info: dict, payload: bytes, codec: PayloadDecoder | None = None, dec
     return np.frombuffer(payload, dtype=dt).reshape(-1, ncol)
 
 
-def scan_stream(path: Path, *, salvage: bool = False, decode: bool = True) -> Iterator[tuple[str, Any]]:
+def scan_stream(path: Path, *, salvage: bool = False, decode: Any = True) -> Iterator[tuple[str, Any]]:
     """Walk a stream file record by record.
 
     Yields ``("record", Record)`` for each intact record and, where the file is damaged,
@@ -262,7 +267,8 @@ def scan_stream(path: Path, *, salvage: bool = False, decode: bool = True) -> It
     stream (header field ``codec``) the records that depend on a damaged one (up to the next
     resynchronisation point) belong to its damaged region. ``decode=False`` (counting, checksums):
     a compressed record's frame is checked (CRC, header, the chain of frame indices) but not
-    decoded, and its ``data`` only has the right shape (zero-strided zeros).
+    decoded, and its ``data`` only has the right shape (zero-strided zeros); a callable
+    ``decode(sample, n_rows)`` says which records to decode (those it refuses: as with False).
     """
     info, off = read_file_header(path)
     codec = PayloadDecoder(info) if "codec" in info else None
@@ -293,7 +299,7 @@ def scan_stream(path: Path, *, salvage: bool = False, decode: bool = True) -> It
                         reason = "checksum mismatch"
                     else:
                         try:
-                            data = _decode(info, payload, codec, decode)
+                            data = _decode(info, payload, codec, decode, sample)
                         except (ValueError, UnicodeDecodeError) as exc:
                             reason = f"payload does not decode ({exc})"
                         else:

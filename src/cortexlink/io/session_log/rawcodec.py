@@ -21,7 +21,8 @@ longer keep up with 1,024 channels in real time. With ``N`` records per resynchr
   with the damaged one, their bytes kept; the record at the next resynchronisation point decodes
   on its own;
 * a reader that wants samples from the middle decodes from the resynchronisation point before
-  them (at most ``N - 1`` extra records).
+  them (at most ``N - 1`` extra records; ``SessionReader.read_array(name, start, stop)`` decodes
+  only the records it returns and those they depend on, and checks the others' frames).
 
 ``resync_records=1`` makes every record decodable on its own (the most robust, the largest and
 slowest).
@@ -100,7 +101,8 @@ class PayloadDecoder:
         self._dec = Decoder()
         self._ncol = len(info["columns"])
         self.dependent = False
-        self._next: int | None = None          # frame index that follows the last one decoded
+        self._next: int | None = None          # frame index that follows the last one checked
+        self._chain: list = []                 # frames checked but not decoded since the last resync point
 
     def skim(self, payload: bytes) -> np.ndarray:
         """What :meth:`decode` checks without decoding (frame header, width, length, the chain of
@@ -112,12 +114,27 @@ class PayloadDecoder:
         self.dependent = not h.resync and h.frame_index != self._next
         if self.dependent or h.n_channels != self._ncol or HEADER_SIZE + h.payload_len != len(payload):
             self._next = None
+            self._chain = []
             raise ValueError("depends on a damaged or missing record before it; lost up to the next "
                              "resynchronisation point" if self.dependent else
                              f"codec frame of {h.n_channels} channels and {HEADER_SIZE + h.payload_len} bytes in a "
                              f"record of {len(payload)} bytes of a stream of {self._ncol} columns")
         self._next = (h.frame_index + 1) & 0xFFFFFFFF
+        self._chain = [payload] if h.resync else self._chain + [payload]
         return np.broadcast_to(np.zeros((), np.int16), (h.n_samples, self._ncol))
+
+    def feed(self, payload: bytes, need: Any) -> np.ndarray:
+        """Decode the frame if ``need(n_rows)`` says its samples are wanted (first decoding the
+        frames before it that were only checked, back to their resynchronisation point), else
+        :meth:`skim` it."""
+        from cortexlink.codec import read_header
+
+        if not need(read_header(payload).n_samples):
+            return self.skim(payload)
+        chain, self._chain = self._chain, []
+        for frame in chain:                     # they checked out: they decode
+            self._dec.decode(frame)
+        return self.decode(payload)
 
     def decode(self, payload: bytes) -> np.ndarray:
         from cortexlink.codec import read_header
@@ -125,6 +142,7 @@ class PayloadDecoder:
         self.dependent = False
         h = read_header(payload)
         self.dependent = not h.resync and (not self._dec.synchronised or h.frame_index != self._next)
+        self._chain = []
         try:
             out = self._dec.decode(payload)
         except ValueError as exc:

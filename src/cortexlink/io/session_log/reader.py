@@ -63,10 +63,12 @@ class SessionReader:
             raise ValidationError(f"{self.path}: no stream {name!r}; streams: {self.streams}")
         return p
 
-    def records(self, name: str) -> Iterator[Record]:
-        """Intact records of stream ``name`` in file order."""
+    def records(self, name: str, *, want: Any = None) -> Iterator[Record]:
+        """Intact records of stream ``name`` in file order. ``want(sample, n_rows)``: in a
+        compressed stream, only the records it accepts (and those they depend on) are decoded; the
+        others' ``data`` only has the right shape."""
         p = self._stream_path(name)
-        for kind, item in scan_stream(p, salvage=self.salvage):
+        for kind, item in scan_stream(p, salvage=self.salvage, decode=True if want is None else want):
             if kind == "record":
                 yield item
             else:
@@ -85,7 +87,13 @@ class SessionReader:
             raise ValidationError(f"stream {name!r} is a {info['kind']} stream; use events()/records()")
         step = int(info.get("bin_width_samples", 1))
         samples, rows = [], []
-        for r in self.records(name):
+        lo = -(1 << 62) if start_sample is None else start_sample
+        hi = 1 << 62 if stop_sample is None else stop_sample
+
+        def overlaps(sample: int, n_rows: int) -> bool:     # any of its rows in [lo, hi)
+            return n_rows > 0 and sample < hi and sample + step * (n_rows - 1) >= lo
+        ranged = start_sample is not None or stop_sample is not None
+        for r in self.records(name, want=overlaps if ranged else None):
             s = r.sample + step * np.arange(r.data.shape[0], dtype=np.int64)
             if start_sample is not None or stop_sample is not None:
                 keep = np.ones(s.size, bool)
