@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 import pytest
 
-from cortexlink.codec import folders
+from cortexlink.codec import _fileio, folders
 from cortexlink.codec.files import compress_path, decompress_path
 from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.types import ChannelMap, Chunk
@@ -167,6 +167,7 @@ def test_session_archive_streams_in_frames_and_large_files(tmp_path, monkeypatch
     """Small blocks and frames: a raw stream coded in many frames (of two records each), every
     file read and written in many blocks, a file past the in-memory size LZMA'd as it streams."""
     monkeypatch.setattr(folders, "_BLOCK", 1000)
+    monkeypatch.setattr(_fileio, "BLOCK", 700)
     monkeypatch.setattr(folders, "_SMALL", 3000)
     monkeypatch.setattr(folders, "_MAX_FRAME_VALUES", 6 * 47)
     src = _session(tmp_path / "s", n_ch=6, n_chunks=30)
@@ -233,3 +234,22 @@ def test_cli_session_folder_and_raw_round_trip_and_refusal(tmp_path, capsys):
     assert main(["compress", str(tmp_path / "lonely.bin"), str(tmp_path / "l.clz")]) == 2
     err = capsys.readouterr().err
     assert "has no sidecar" in err and "Traceback" not in err
+
+
+def test_wav_whose_header_is_longer_than_the_parsed_prefix(tmp_path, monkeypatch):
+    """The WAV header is parsed from the file's first bytes; a longer header (a big chunk before
+    ``data``) falls back to the whole file, and the file still comes back byte for byte."""
+    from cortexlink.codec import files
+
+    x = (np.arange(6000, dtype=np.int16) * 7).reshape(3000, 2)
+    body = x.astype("<i2").tobytes()
+    junk = b"JUNK" + struct.pack("<I", 400) + b"\x05" * 400
+    fmt = b"fmt " + struct.pack("<IHHIIHH", 16, 1, 2, 19531, 19531 * 4, 4, 16)
+    riff = b"WAVE" + fmt + junk + b"data" + struct.pack("<I", len(body)) + body
+    (tmp_path / "a.wav").write_bytes(b"RIFF" + struct.pack("<I", len(riff)) + riff)
+    monkeypatch.setattr(files, "_WAV_PREFIX", 64)
+    s = compress_path(tmp_path / "a.wav", tmp_path / "a.clz")
+    assert s["original_bytes"] == (tmp_path / "a.wav").stat().st_size
+    decompress_path(tmp_path / "a.clz", tmp_path / "b.wav")
+    assert (tmp_path / "b.wav").read_bytes() == (tmp_path / "a.wav").read_bytes()
+    assert np.array_equal(files.read_wav((tmp_path / "a.wav").read_bytes())[2], x)

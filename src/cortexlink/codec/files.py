@@ -15,6 +15,10 @@ none); decompressing ``x.clz`` to ``rec.bin`` writes ``rec.bin`` and its sidecar
 A session folder (``manifest.json`` and ``streams/``) is compressed into one archive file of
 another layout (:mod:`cortexlink.codec.folders`) and decompressed into a folder again.
 
+Inputs are read through a memory map and outputs written frame by frame into a temporary file
+beside the target, renamed into place once complete (:mod:`cortexlink.codec._fileio`): a file's
+size is not bounded by memory, and a failure leaves no partial output.
+
 Container layout (little-endian), 36-byte header, then ``head``, ``tail`` and the frames
 -----------------------------------------------------------------------------------------
 ====== ===== ===========================================================================
@@ -54,7 +58,7 @@ import time
 import wave
 import zlib
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import numpy as np
 
@@ -62,6 +66,7 @@ from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.outpath import check_output_dir, check_output_file
 
 from . import folders, rawfiles
+from ._fileio import AtomicOutput, MappedFile, Sink, blocks, crc_of, write_atomic
 from .stream import Decoder, Encoder, iter_frames
 
 __all__ = ["CLZ_MAGIC", "CLZ_VERSION", "compress_file", "decompress_file", "compress_path",
@@ -70,6 +75,8 @@ __all__ = ["CLZ_MAGIC", "CLZ_VERSION", "compress_file", "decompress_file", "comp
 CLZ_MAGIC = b"CXLZ"
 CLZ_VERSION = 1
 CLZ_FLAG_RAW = 0x01
+#: The WAV header is parsed from the file's first MiB (the whole file if its header is longer).
+_WAV_PREFIX = 1 << 20
 _HEAD = struct.Struct("<4sBBHIQIII")
 CLZ_HEADER_SIZE = _HEAD.size + 4
 #: Called after each file of a folder: ``progress(done, total, name)``.
@@ -95,20 +102,52 @@ def is_wav_file(path: Path) -> bool:
         return False
 
 
-def _read_input(path: Path, what: str) -> bytes:
+def _check_input(path: Path, what: str) -> None:
     if not path.exists():
         raise ConfigError(f"{what} {path} does not exist; give an existing file or folder")
     if not path.is_file():
         raise ConfigError(f"{what} {path} is not a regular file")
+
+
+def _read_input(path: Path, what: str) -> bytes:
+    _check_input(path, what)
     try:
         return path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from None
 
 
-def read_wav(raw: bytes, name: str = "WAV") -> tuple[int, int, np.ndarray, bytes, bytes]:
+def _map_input(path: Path, what: str) -> MappedFile:
+    _check_input(path, what)
+    try:
+        return MappedFile(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{what} {path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _wav_params(part: bytes | memoryview) -> tuple[int, int, int, int, int]:
+    import io
+
+    f = io.BytesIO(bytes(part))
+    with wave.open(f, "rb") as w:
+        return w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes(), f.tell()
+
+
+def _wav_header(raw: bytes | memoryview) -> tuple[int, int, int, int, int]:
+    """``(rate, channels, sample width, frames, data offset)`` by :mod:`wave`, reading only the
+    bytes before the samples (the first MiB, or the whole file when its header is longer)."""
+    try:
+        return _wav_params(raw[:_WAV_PREFIX])
+    except (wave.Error, EOFError, struct.error):
+        if len(raw) <= _WAV_PREFIX:
+            raise
+    return _wav_params(raw)
+
+
+def read_wav(raw: bytes | memoryview, name: str = "WAV") -> tuple[int, int, np.ndarray, bytes, bytes | memoryview]:
     """Parse the bytes of a 16-bit PCM WAV file: ``(rate, channels, samples (n x channels int16),
-    head, tail)`` where ``head + samples' bytes + tail == raw``.
+    head, tail)`` where ``head + samples' bytes + tail == raw`` (samples and tail are views of
+    ``raw``).
 
     Raises
     ------
@@ -116,20 +155,15 @@ def read_wav(raw: bytes, name: str = "WAV") -> tuple[int, int, np.ndarray, bytes
         Not a WAV file, not 16-bit integer PCM (8-, 24-, 32-bit, float, compressed), or a data
         chunk cut short by the end of the file.
     """
-    import io
-
-    f = io.BytesIO(raw)
     try:
-        with wave.open(f, "rb") as w:
-            rate, nch, width, nframes = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
-            start = f.tell()
+        rate, nch, width, nframes, start = _wav_header(raw)
     except (wave.Error, EOFError, struct.error) as exc:
         raise ValidationError(f"{name} is not a WAV file cortexlink can read ({exc}); compress takes "
                               "16-bit integer PCM WAV files") from None
     if width != 2:
         raise ValidationError(f"{name} holds {8 * width}-bit samples; compress takes 16-bit integer PCM "
                               "WAV files only (int16)")
-    if raw[start - 8:start - 4] != b"data":
+    if bytes(raw[start - 8:start - 4]) != b"data":
         raise ValidationError(f"{name}: could not locate its data chunk")
     declared = struct.unpack_from("<I", raw, start - 4)[0]
     if start + declared > len(raw):
@@ -137,11 +171,13 @@ def read_wav(raw: bytes, name: str = "WAV") -> tuple[int, int, np.ndarray, bytes
                               f"{len(raw) - start} bytes after it starts (a truncated WAV)")
     end = start + nframes * nch * 2
     samples = np.frombuffer(raw, "<i2", count=nframes * nch, offset=start).reshape(nframes, nch)
-    return rate, nch, samples.astype(np.int16, copy=False), raw[:start], raw[end:]
+    return rate, nch, samples.astype(np.int16, copy=False), bytes(raw[:start]), raw[end:]
 
 
-def _encode(raw: bytes, name: str, *, resync_frames: int, entropy: str, sidecar: bytes | None = None) -> bytes:
-    """A WAV file's bytes (``sidecar`` None) or a raw file's bytes and its sidecar's, as a .clz file."""
+def _encode(raw: bytes | memoryview, name: str, out: BinaryIO, *, resync_frames: int, entropy: str,
+            sidecar: bytes | None = None) -> int:
+    """Write a WAV file's bytes (``sidecar`` None), or a raw file's bytes and its sidecar's, as a
+    .clz file to ``out``, frame by frame; return the bytes written."""
     if sidecar is None:
         rate, nch, samples, head, tail = read_wav(raw, name)
         flags = 0
@@ -153,21 +189,28 @@ def _encode(raw: bytes, name: str, *, resync_frames: int, entropy: str, sidecar:
     frame = max(1, min(rate, 1 << 20, max(1, (1 << 24) // nch)))
     enc = Encoder(nch, resync_frames=resync_frames, entropy=entropy)
     n = samples.shape[0]
-    frames = [enc.encode(samples[i:i + frame]) for i in range(0, n, frame)] if n else [enc.encode(samples)]
     fixed = _HEAD.pack(CLZ_MAGIC, CLZ_VERSION, flags, nch, rate, n, frame, len(head), len(tail))
-    crc = zlib.crc32(tail, zlib.crc32(head, zlib.crc32(fixed))) & 0xFFFFFFFF
-    return b"".join([fixed, struct.pack("<I", crc), head, tail, *frames])
+    crc = crc_of(memoryview(tail), crc=zlib.crc32(head, zlib.crc32(fixed)))
+    sink = Sink(out)
+    for part in (fixed, struct.pack("<I", crc), head):
+        sink.write(part)
+    for b in blocks(memoryview(tail)):
+        sink.write(b)
+    for i in range(0, n, frame) if n else [0]:
+        sink.write(enc.encode(samples[i:i + frame]))
+    return sink.n
 
 
-def _clz_flags(buf: bytes, name: str) -> int:
-    if len(buf) < CLZ_HEADER_SIZE or buf[:4] != CLZ_MAGIC:
+def _clz_flags(buf: bytes | memoryview, name: str) -> int:
+    if len(buf) < CLZ_HEADER_SIZE or bytes(buf[:4]) != CLZ_MAGIC:
         raise ValidationError(f"{name} is not a .clz file (no {CLZ_MAGIC!r} header); decompress takes files "
                               "written by cortexlink compress")
     return buf[5]
 
 
-def _decode(buf: bytes, name: str) -> tuple[bytes, bytes | None]:
-    """A .clz file's bytes: ``(WAV file, None)`` or ``(raw file, its sidecar)``."""
+def _decode(buf: bytes | memoryview, name: str, out: BinaryIO) -> tuple[int, bytes | None]:
+    """Write the file a .clz file holds to ``out`` as its frames decode; return ``(bytes
+    written, None)`` for a WAV file, ``(bytes written, sidecar)`` for a raw file."""
     _clz_flags(buf, name)
     magic, version, flags, nch, rate, n, frame, hlen, tlen = _HEAD.unpack_from(buf)
     if version != CLZ_VERSION:
@@ -176,28 +219,33 @@ def _decode(buf: bytes, name: str) -> tuple[bytes, bytes | None]:
     pos = CLZ_HEADER_SIZE
     if pos + hlen + tlen > len(buf):
         raise ValidationError(f"{name}: truncated .clz file (its header needs {pos + hlen + tlen} bytes)")
-    head, tail = buf[pos:pos + hlen], buf[pos + hlen:pos + hlen + tlen]
-    if zlib.crc32(tail, zlib.crc32(head, zlib.crc32(buf[:_HEAD.size]))) & 0xFFFFFFFF != crc:
+    head, tail = bytes(buf[pos:pos + hlen]), memoryview(buf)[pos + hlen:pos + hlen + tlen]
+    if crc_of(tail, crc=zlib.crc32(head, zlib.crc32(buf[:_HEAD.size]))) != crc:
         raise ValidationError(f"{name}: CRC-32 mismatch in the .clz header (the file is corrupt)")
     if flags & ~CLZ_FLAG_RAW or nch < 1:
         raise ValidationError(f"{name}: .clz header has flags 0x{flags:02x} and {nch} channels (corrupt)")
-    dec, parts = Decoder(), []
+    raw = bool(flags & CLZ_FLAG_RAW)
+    sink = Sink(out)
+    if not raw:
+        sink.write(head)
+    dec, got, n_frames = Decoder(), 0, 0
     try:
         for fr in iter_frames(memoryview(buf)[pos + hlen + tlen:]):
-            parts.append(dec.decode(fr))
+            part = dec.decode(fr)
+            n_frames += 1
+            if part.shape[1] != nch or got + part.shape[0] > n:
+                got = -1
+                break
+            got += part.shape[0]
+            sink.write(part.astype("<i2", copy=False).tobytes())
     except ValidationError as exc:
         raise ValidationError(f"{name}: {exc}") from None
-    got = sum(p.shape[0] for p in parts)
-    if not parts or any(p.shape[1] != nch for p in parts) or got != n:
-        raise ValidationError(f"{name}: the frames hold {got} samples of the {n} x {nch} its header declares "
+    if not n_frames or got != n:
+        raise ValidationError(f"{name}: the frames do not hold the {n} x {nch} samples its header declares "
                               "(corrupt or truncated .clz file)")
-    data = np.concatenate(parts, axis=0).astype("<i2", copy=False).tobytes()
-    if flags & CLZ_FLAG_RAW:
-        return data + tail, head
-    return head + data + tail, None
-
-
-_write = folders.write_atomic
+    for b in blocks(tail):
+        sink.write(b)
+    return sink.n, (head if raw else None)
 
 
 def compress_file(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
@@ -205,27 +253,32 @@ def compress_file(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: 
     """Compress one 16-bit PCM WAV file, or one raw int16 file with its sidecar ``<stem>.json``
     (see :mod:`cortexlink.codec.rawfiles`), into a ``.clz`` file; return ``{files, original_bytes,
     compressed_bytes, ratio}`` (original bytes: the WAV's, or the raw file's and its sidecar's).
-    ``resync_frames`` and ``entropy`` go to the :class:`Encoder`."""
+    ``resync_frames`` and ``entropy`` go to the :class:`Encoder`. The input is read through a
+    memory map and the output written frame by frame."""
     Encoder(1, resync_frames=resync_frames, entropy=entropy)  # options checked before any work
     src, dst = Path(src), Path(dst)
-    raw = _read_input(src, "input")
-    sidecar = None
-    if not (raw[:4] == b"RIFF" and raw[8:12] == b"WAVE"):
-        side = rawfiles.sidecar_path(src)
-        if src.suffix.lower() == rawfiles.SIDECAR_SUFFIX:
-            raise ValidationError(f"input {src} is a .json file; give the raw sample file its sidecar describes "
-                                  "(or a WAV file)")
-        if not side.is_file():
-            raise ValidationError(f"input {src} is not a WAV file, and has no sidecar {side} to read it as raw "
-                                  'int16 samples; write one such as {"channels": 384, "rate_hz": 30000, '
-                                  '"dtype": "int16"}')
-        sidecar = _read_input(side, "sidecar")
-        rawfiles.parse_sidecar(sidecar, f"sidecar {side}")
-    dst = check_output_file(dst, what="output", overwrite=overwrite, ours=is_clz_file,
-                            ours_is="a .clz file written by cortexlink compress")
-    out = _encode(raw, str(src), resync_frames=resync_frames, entropy=entropy, sidecar=sidecar)
-    _write(dst, out)
-    return _summary(1, len(raw) + len(sidecar or b""), len(out))
+    with _map_input(src, "input") as m:
+        raw = m.buf
+        sidecar = None
+        if not (bytes(raw[:4]) == b"RIFF" and bytes(raw[8:12]) == b"WAVE"):
+            side = rawfiles.sidecar_path(src)
+            if src.suffix.lower() == rawfiles.SIDECAR_SUFFIX:
+                raise ValidationError(f"input {src} is a .json file; give the raw sample file its sidecar "
+                                      "describes (or a WAV file)")
+            if not side.is_file():
+                raise ValidationError(f"input {src} is not a WAV file, and has no sidecar {side} to read it as "
+                                      'raw int16 samples; write one such as {"channels": 384, "rate_hz": 30000, '
+                                      '"dtype": "int16"}')
+            sidecar = _read_input(side, "sidecar")
+            rawfiles.parse_sidecar(sidecar, f"sidecar {side}")
+        else:
+            read_wav(raw, str(src))          # refuse a bad WAV before the output is checked
+        dst = check_output_file(dst, what="output", overwrite=overwrite, ours=is_clz_file,
+                                ours_is="a .clz file written by cortexlink compress")
+        with AtomicOutput(dst) as f:
+            written = _encode(raw, str(src), f, resync_frames=resync_frames, entropy=entropy, sidecar=sidecar)
+        original = len(raw) + len(sidecar or b"")
+    return _summary(1, original, written)
 
 
 def _is_raw_with_sidecar(path: Path) -> bool:
@@ -238,27 +291,28 @@ def _is_raw_with_sidecar(path: Path) -> bool:
 
 def decompress_file(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> dict:
     """Decompress one ``.clz`` file into the WAV file it was made from, or into the raw file
-    ``dst`` and its sidecar ``dst`` with the suffix ``.json`` (byte-identical)."""
+    ``dst`` and its sidecar ``dst`` with the suffix ``.json`` (byte-identical), frame by frame."""
     src, dst = Path(src), Path(dst)
-    buf = _read_input(src, "input")
-    if _clz_flags(buf, str(src)) & CLZ_FLAG_RAW:
-        side = rawfiles.sidecar_path(dst)
-        if dst.suffix.lower() == rawfiles.SIDECAR_SUFFIX:
-            raise ConfigError(f"output {dst}: {src} holds a raw file and its sidecar; give the raw file's path "
-                              "(not ending in .json): its sidecar is written beside it")
-        dst = check_output_file(dst, what="output", overwrite=overwrite, ours=_is_raw_with_sidecar,
-                                ours_is="a raw file with a sidecar")
-        check_output_file(side, what="output sidecar", overwrite=overwrite, ours=lambda p: dst.exists(),
-                          ours_is="the sidecar of the raw file being replaced")
-        data, sidecar = _decode(buf, str(src))
-        _write(dst, data)
-        _write(side, sidecar)
-        return _summary(1, len(data) + len(sidecar), len(buf))
-    dst = check_output_file(dst, what="output", overwrite=overwrite, ours=is_wav_file,
-                            ours_is="a WAV file")
-    wav, _ = _decode(buf, str(src))
-    _write(dst, wav)
-    return _summary(1, len(wav), len(buf))
+    with _map_input(src, "input") as m:
+        buf = m.buf
+        if _clz_flags(buf, str(src)) & CLZ_FLAG_RAW:
+            side = rawfiles.sidecar_path(dst)
+            if dst.suffix.lower() == rawfiles.SIDECAR_SUFFIX:
+                raise ConfigError(f"output {dst}: {src} holds a raw file and its sidecar; give the raw file's "
+                                  "path (not ending in .json): its sidecar is written beside it")
+            dst = check_output_file(dst, what="output", overwrite=overwrite, ours=_is_raw_with_sidecar,
+                                    ours_is="a raw file with a sidecar")
+            check_output_file(side, what="output sidecar", overwrite=overwrite, ours=lambda p: dst.exists(),
+                              ours_is="the sidecar of the raw file being replaced")
+            with AtomicOutput(dst) as f:
+                written, sidecar = _decode(buf, str(src), f)
+            write_atomic(side, sidecar)
+            return _summary(1, written + len(sidecar), len(buf))
+        dst = check_output_file(dst, what="output", overwrite=overwrite, ours=is_wav_file,
+                                ours_is="a WAV file")
+        with AtomicOutput(dst) as f:
+            written, _ = _decode(buf, str(src), f)
+        return _summary(1, written, len(buf))
 
 
 def _summary(files: int, original: int, compressed: int) -> dict:

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import json
 import lzma
-import mmap
 import os
 import shutil
 import stat
@@ -72,6 +71,7 @@ import numpy as np
 from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.outpath import check_output_dir, check_output_file
 
+from ._fileio import AtomicOutput, MappedFile, Sink, blocks, crc_of
 from .stream import Decoder, Encoder, iter_frames
 
 __all__ = ["ARCHIVE_MAGIC", "ARCHIVE_VERSION", "is_session_folder", "is_archive_file", "compress_session",
@@ -86,9 +86,7 @@ KIND_DIR, KIND_STORED, KIND_LZMA, KIND_SAMPLES = 0, 1, 2, 3
 _CLOG_HEAD = struct.Struct("<4sHI")
 _REC_HEAD_BYTES = 36
 _MAX_FRAME_VALUES = 1 << 24
-#: Files are read through a memory map and written in blocks of this size: a session of any
-#: length needs memory for one codec frame (~1 s of samples), not the whole file.
-_BLOCK = 1 << 24
+_BLOCK = 1 << 24  # LZMA output bound per call (the blocks read are _fileio.BLOCK)
 #: Files up to this size are LZMA-compressed at preset 6 in memory, and stored when that is not
 #: smaller; larger ones are LZMA-compressed as they stream, at preset 1.
 _SMALL = 64 << 20
@@ -106,64 +104,6 @@ def is_archive_file(path: Path) -> bool:
             return f.read(4) == ARCHIVE_MAGIC
     except OSError:
         return False
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise ConfigError(f"cannot write {path} ({exc.strerror or exc})") from None
-
-
-# ----------------------------------------------------------------------------- reading in blocks
-
-class _Mapped:
-    """A file's bytes, memory-mapped (an empty file: ``b""``); ``close()`` when done."""
-
-    def __init__(self, path: Path) -> None:
-        self._f = open(path, "rb")
-        size = os.fstat(self._f.fileno()).st_size
-        self._mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
-        self.buf = memoryview(self._mm) if self._mm is not None else memoryview(b"")
-
-    def close(self) -> None:
-        self.buf.release()
-        if self._mm is not None:
-            self._mm.close()
-        self._f.close()
-
-
-def _blocks(buf: memoryview, start: int = 0, end: int | None = None):
-    end = len(buf) if end is None else end
-    for a in range(start, end, _BLOCK):
-        yield buf[a:min(a + _BLOCK, end)]
-
-
-def _crc_of(buf: memoryview, start: int = 0, end: int | None = None, crc: int = 0) -> int:
-    for b in _blocks(buf, start, end):
-        crc = zlib.crc32(b, crc)
-    return crc & 0xFFFFFFFF
-
-
-class _Sink:
-    """The payload being written: its length and running CRC-32."""
-
-    def __init__(self, f: BinaryIO) -> None:
-        self.f, self.n, self.crc = f, 0, 0
-
-    def write(self, b: bytes | memoryview) -> None:
-        if len(b):
-            self.f.write(b)
-            self.crc = zlib.crc32(b, self.crc)
-            self.n += len(b)
 
 
 # ----------------------------------------------------------------------------- int16 streams
@@ -202,7 +142,7 @@ def _records(buf: memoryview, nch: int, hlen: int) -> Iterator[tuple[int, int]]:
         pos += _REC_HEAD_BYTES + plen
 
 
-def _pack_int16_stream(buf: memoryview, nch: int, hlen: int, rate: int, sink: _Sink, *, resync_frames: int,
+def _pack_int16_stream(buf: memoryview, nch: int, hlen: int, rate: int, sink: Sink, *, resync_frames: int,
                        entropy: str) -> None:
     """Payload of kind 3: codec frames, the LZMA skeleton, then ``uint32`` channels and ``uint64``
     length of the frames. The skeleton: the file header, the record headers, the tail, then
@@ -242,7 +182,7 @@ def _pack_int16_stream(buf: memoryview, nch: int, hlen: int, rate: int, sink: _S
     sink.write(struct.pack("<IQ", nch, coded))
 
 
-def _unpack_int16_stream(payload: memoryview, out: _Sink, name: str) -> None:
+def _unpack_int16_stream(payload: memoryview, out: Sink, name: str) -> None:
     bad = f"archive entry {name}: damaged samples or skeleton"
     if len(payload) < 12:
         raise ValidationError(f"{bad} (payload of {len(payload)} bytes)")
@@ -314,12 +254,12 @@ def _walk(src: Path) -> list[tuple[str, Path]]:
     return sorted(out)
 
 
-def _write_entry(f: BinaryIO, kind: int, rel: str, size: int, crc_file: int, produce: Callable[[_Sink], None]) -> int:
+def _write_entry(f: BinaryIO, kind: int, rel: str, size: int, crc_file: int, produce: Callable[[Sink], None]) -> int:
     """Write one entry (header patched once the payload is written); return its payload length."""
     path = rel.encode("utf-8")
     start = f.tell()
     f.write(b"\0" * (_ENTRY.size + 4) + path)
-    sink = _Sink(f)
+    sink = Sink(f)
     produce(sink)
     head = _ENTRY.pack(kind, 0, len(path), size, sink.n, crc_file, 0)
     crc = zlib.crc32(path, zlib.crc32(head, sink.crc)) & 0xFFFFFFFF
@@ -330,11 +270,27 @@ def _write_entry(f: BinaryIO, kind: int, rel: str, size: int, crc_file: int, pro
     return sink.n
 
 
-def _lzma_stream(buf: memoryview, sink: _Sink) -> None:
+def _lzma_stream(buf: memoryview, sink: Sink) -> None:
     c = lzma.LZMACompressor(preset=1)
-    for b in _blocks(buf):
+    for b in blocks(buf):
         sink.write(c.compress(b))
     sink.write(c.flush())
+
+
+def _add_file(f: BinaryIO, rel: str, buf: memoryview, rate: int, resync_frames: int, entropy: str) -> bool:
+    """Write the entry of one file; return whether its samples were coded by the codec."""
+    info = _int16_stream_info(buf) if rel.endswith(".clog") else None
+    if info is not None:
+        _write_entry(f, KIND_SAMPLES, rel, len(buf), crc_of(buf), lambda sink: _pack_int16_stream(
+            buf, *info, rate, sink, resync_frames=resync_frames, entropy=entropy))
+        return True
+    if len(buf) > _SMALL:      # LZMA as it streams, at a faster preset
+        _write_entry(f, KIND_LZMA, rel, len(buf), crc_of(buf), lambda sink: _lzma_stream(buf, sink))
+        return False
+    packed = lzma.compress(buf, preset=6)
+    kind, data = (KIND_LZMA, packed) if len(packed) < len(buf) else (KIND_STORED, buf)
+    _write_entry(f, kind, rel, len(buf), crc_of(buf), lambda sink: sink.write(data))
+    return False
 
 
 def compress_session(src: Path, dst: Path, *, overwrite: bool = False, resync_frames: int = 32,
@@ -350,44 +306,22 @@ def compress_session(src: Path, dst: Path, *, overwrite: bool = False, resync_fr
     rate = _session_rate(src)
     entries = _walk(src)
     n_files, original, coded = 0, 0, []
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            top = _TOP.pack(ARCHIVE_MAGIC, ARCHIVE_VERSION, b"\0\0\0", len(entries))
-            f.write(top + _CRC.pack(zlib.crc32(top) & 0xFFFFFFFF))
-            for rel, p in entries:
-                if p.is_dir():
-                    _write_entry(f, KIND_DIR, rel, 0, 0, lambda sink: None)
-                    continue
-                try:
-                    m = _Mapped(p)
-                except OSError as exc:
-                    raise ConfigError(f"session folder {src}: {rel} cannot be read ({exc.strerror or exc})") from None
-                try:
-                    buf = m.buf
-                    n_files += 1
-                    original += len(buf)
-                    info = _int16_stream_info(buf) if p.suffix == ".clog" else None
-                    if info is not None:
-                        _write_entry(f, KIND_SAMPLES, rel, len(buf), _crc_of(buf), lambda sink: _pack_int16_stream(
-                            buf, *info, rate, sink, resync_frames=resync_frames, entropy=entropy))
-                        coded.append(rel)
-                        continue
-                    if len(buf) > _SMALL:      # LZMA as it streams, at a faster preset
-                        _write_entry(f, KIND_LZMA, rel, len(buf), _crc_of(buf),
-                                     lambda sink: _lzma_stream(buf, sink))
-                        continue
-                    packed = lzma.compress(buf, preset=6)
-                    kind, data = (KIND_LZMA, packed) if len(packed) < len(buf) else (KIND_STORED, buf)
-                    _write_entry(f, kind, rel, len(buf), _crc_of(buf), lambda sink: sink.write(data))
-                finally:
-                    m.close()
-        os.replace(tmp, dst)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {dst} ({exc.strerror or exc})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with AtomicOutput(dst) as f:
+        top = _TOP.pack(ARCHIVE_MAGIC, ARCHIVE_VERSION, b"\0\0\0", len(entries))
+        f.write(top + _CRC.pack(zlib.crc32(top) & 0xFFFFFFFF))
+        for rel, p in entries:
+            if p.is_dir():
+                _write_entry(f, KIND_DIR, rel, 0, 0, lambda sink: None)
+                continue
+            try:
+                m = MappedFile(p)
+            except OSError as exc:
+                raise ConfigError(f"session folder {src}: {rel} cannot be read ({exc.strerror or exc})") from None
+            with m:
+                n_files += 1
+                original += len(m.buf)
+                if _add_file(f, rel, m.buf, rate, resync_frames, entropy):
+                    coded.append(rel)
     size = dst.stat().st_size
     return {"files": n_files, "original_bytes": original, "compressed_bytes": size,
             "ratio": round(original / size, 4) if size else None, "coded_streams": coded}
@@ -421,7 +355,7 @@ def _read_entries(buf: memoryview, name: str) -> list[tuple[int, str, int, int, 
         if start + plen + length > len(buf):
             raise ValidationError(f"{name}: truncated archive (entry {i} of {count} cut short)")
         path_b = bytes(buf[start:start + plen])
-        payload_crc = _crc_of(buf, start + plen, start + plen + length)
+        payload_crc = crc_of(buf, start + plen, start + plen + length)
         if zlib.crc32(path_b, zlib.crc32(buf[pos:pos + _ENTRY.size], payload_crc)) & 0xFFFFFFFF != crc:
             raise ValidationError(f"{name}: CRC-32 mismatch in archive entry {i} (the file is corrupt)")
         rel = path_b.decode("utf-8", errors="replace")
@@ -435,14 +369,14 @@ def _read_entries(buf: memoryview, name: str) -> list[tuple[int, str, int, int, 
     return out
 
 
-def _restore(kind: int, payload: memoryview, sink: _Sink, rel: str, name: str) -> None:
+def _restore(kind: int, payload: memoryview, sink: Sink, rel: str, name: str) -> None:
     if kind == KIND_STORED:
-        for b in _blocks(payload):
+        for b in blocks(payload):
             sink.write(b)
     elif kind == KIND_LZMA:
         d = lzma.LZMADecompressor()
         try:
-            for b in _blocks(payload):
+            for b in blocks(payload):
                 sink.write(d.decompress(b, max_length=_BLOCK))
                 while not d.eof and not d.needs_input:
                     sink.write(d.decompress(b"", max_length=_BLOCK))
@@ -461,7 +395,7 @@ def decompress_session(src: Path, dst: Path) -> dict:
     src, dst = Path(src), Path(dst)
     check_output_dir(dst, what="output folder", create=False, new=True)
     try:
-        m = _Mapped(src)
+        m = MappedFile(src)
     except OSError as exc:
         raise ConfigError(f"input {src}: cannot be read ({exc.strerror or exc})") from None
     parent = Path(os.path.abspath(dst)).parent
@@ -478,7 +412,7 @@ def decompress_session(src: Path, dst: Path) -> dict:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "wb") as f:
-                sink = _Sink(f)
+                sink = Sink(f)
                 _restore(kind, m.buf[start:start + length], sink, rel, str(src))
             if sink.n != size or sink.crc & 0xFFFFFFFF != crc_file:
                 raise ValidationError(f"{src}: archive entry {rel} does not restore its original bytes (CRC-32 "
