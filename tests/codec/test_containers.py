@@ -253,3 +253,16 @@ def test_wav_whose_header_is_longer_than_the_parsed_prefix(tmp_path, monkeypatch
     decompress_path(tmp_path / "a.clz", tmp_path / "b.wav")
     assert (tmp_path / "b.wav").read_bytes() == (tmp_path / "a.wav").read_bytes()
     assert np.array_equal(files.read_wav((tmp_path / "a.wav").read_bytes())[2], x)
+
+
+def test_folder_decompress_gives_a_raw_clz_back_as_bin_and_json(tmp_path):
+    x = np.arange(200, dtype=np.int16).reshape(100, 2)
+    src = _raw(tmp_path, x, name="probe.dat")
+    (tmp_path / "clz").mkdir()
+    compress_path(src, tmp_path / "clz" / "probe.clz")
+    s = decompress_path(tmp_path / "clz", tmp_path / "back")
+    assert s["files"] == 1
+    assert (tmp_path / "back" / "probe.bin").read_bytes() == src.read_bytes()
+    assert (tmp_path / "back" / "probe.json").read_bytes() == src.with_suffix(".json").read_bytes()
+    assert not (tmp_path / "back" / "probe.wav").exists()
+    decompress_path(tmp_path / "clz", tmp_path / "back", overwrite=True)     # its own output: replaced

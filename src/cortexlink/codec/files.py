@@ -281,6 +281,16 @@ def compress_file(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: 
     return _summary(1, original, written)
 
 
+def _holds_raw(path: Path) -> bool:
+    """``path`` is a .clz file holding a raw file and its sidecar."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+        return head[:4] == CLZ_MAGIC and bool(head[5] & CLZ_FLAG_RAW)
+    except OSError:
+        return False
+
+
 def _is_raw_with_sidecar(path: Path) -> bool:
     try:
         rawfiles.parse_sidecar(rawfiles.sidecar_path(path).read_bytes())
@@ -334,10 +344,11 @@ def _folder(src: Path, dst: Path, suffix: str, new_suffix: str, overwrite: bool,
         raise ConfigError(f"output folder {dst} exists and is not empty; choose a new folder (or pass "
                           f"--overwrite to replace the {new_suffix} files in it)")
     dst = check_output_dir(dst, what="output folder", create=False)
-    targets = [dst / (p.stem + new_suffix) for p in names]
-    if len({t.name for t in targets}) != len(targets):
+    # a .clz holding a raw file (compressed on its own) comes back as <stem>.bin and <stem>.json
+    targets = [dst / (p.stem + (".bin" if new_suffix == ".wav" and _holds_raw(p) else new_suffix)) for p in names]
+    if len({t.stem for t in targets}) != len(targets):
         raise ConfigError(f"input folder {src}: two files map to the same output name")
-    ours = is_clz_file if new_suffix == ".clz" else is_wav_file
+    ours = is_clz_file if new_suffix == ".clz" else (lambda q: is_wav_file(q) or _is_raw_with_sidecar(q))
     for t in targets:  # refuse before anything is written
         if t.exists() or t.is_symlink():
             check_output_file(t, what="output", overwrite=overwrite, ours=ours, create_parent=False)
