@@ -444,34 +444,34 @@ class SessionRecorder:
         by_stream: dict[str, list] = {}
         for item in batch:
             by_stream.setdefault(item[0], []).append(item)
-        for name, items in by_stream.items():
+        for name, all_items in by_stream.items():
             st = self._streams[name]
-            seq0 = st.seq
-            try:
-                if st.file is None:
-                    self._open(st)
-                parts: list = []
-                sizes: list = []
-                for _n, sample, host_ns, payload, _r in items:
-                    buf = (st.encoder.encode(payload) if st.encoder is not None else
-                           payload.data.cast("B") if isinstance(payload, np.ndarray) else payload)
-                    sizes.append(len(buf))
-                    parts.append(_encode_record(st.seq, sample, host_ns, buf))
-                    parts.append(buf)
-                    st.seq += 1
-                self._write_all(st, parts)
-            except OSError as exc:
-                st.seq = seq0
-                self._fail_on_oserror(exc, st, items)
-                return
-            for (_n, sample, _h, payload, n_rows), nbytes in zip(items, sizes):
-                st.n_records += 1
-                st.n_rows += n_rows
-                st.bytes += nbytes + REC_HEADER_BYTES
-                if st.first_sample is None:
-                    st.first_sample = sample
-                st.last_sample = sample
-            dirty.add(name)
+            for i in range(0, len(all_items), 64):     # 64 records a write: encoding never holds back much
+                items, seq0 = all_items[i:i + 64], st.seq
+                try:
+                    if st.file is None:
+                        self._open(st)
+                    parts, sizes = [], []
+                    for _n, sample, host_ns, payload, _r in items:
+                        buf = (st.encoder.encode(payload) if st.encoder is not None else
+                               payload.data.cast("B") if isinstance(payload, np.ndarray) else payload)
+                        sizes.append(len(buf))
+                        parts.append(_encode_record(st.seq, sample, host_ns, buf))
+                        parts.append(buf)
+                        st.seq += 1
+                    self._write_all(st, parts)
+                except OSError as exc:
+                    st.seq = seq0
+                    self._fail_on_oserror(exc, st, all_items[i:])
+                    return
+                for (_n, sample, _h, payload, n_rows), nbytes in zip(items, sizes):
+                    st.n_records += 1
+                    st.n_rows += n_rows
+                    st.bytes += nbytes + REC_HEADER_BYTES
+                    if st.first_sample is None:
+                        st.first_sample = sample
+                    st.last_sample = sample
+                dirty.add(name)
 
     def _write_all(self, st: _Stream, parts: list) -> None:
         f = st.file
