@@ -53,7 +53,7 @@ def _offsets(p: Path) -> list[tuple[int, int]]:
     return [(r.offset, REC_HEADER_BYTES + r.payload_bytes) for k, r in scan_stream(p) if k == "record"]
 
 
-@pytest.mark.parametrize("codec", ["rice", "range"])
+@pytest.mark.parametrize("codec", ["rice", "range", "lms"])
 @pytest.mark.parametrize("sizes", [[1], [7], [30, 1, 300]])
 def test_a_compressed_raw_stream_reads_back_identical_samples_and_chunks(tmp_path, codec, sizes):
     x = _signal(600, 5)
@@ -216,7 +216,7 @@ def test_a_compressed_recording_killed_mid_write_is_recovered(tmp_path):
 
 
 def test_bad_codec_options_are_refused_by_name(tmp_path):
-    with pytest.raises(ConfigError, match=r"raw_codec must be one of none, rice, range; got 'zip'"):
+    with pytest.raises(ConfigError, match=r"raw_codec must be one of none, rice, range, lms; got 'zip'"):
         SessionRecorder(tmp_path / "a", catalogue=False, raw_codec="zip")
     for bad in (0, 1.5, True):
         with pytest.raises(ConfigError, match="raw_codec_resync_records must be a whole number"):
@@ -239,7 +239,7 @@ def test_a_codec_header_with_a_bad_field_is_named(tmp_path):
     head = b[:4] + struct.pack("<HI", 3, len(body)) + body
     q = tmp_path / "bad.clog"
     q.write_bytes(head + struct.pack("<I", zlib.crc32(head)) + b[h.first_offset:])
-    assert "'codec.entropy' must be 'rice' or 'range'" in inspect_header(q).problem
+    assert "'codec.entropy' must be 'rice', 'range' or 'lms'" in inspect_header(q).problem
     shutil.rmtree(tmp_path / "s")
 
 

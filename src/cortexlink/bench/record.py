@@ -6,8 +6,8 @@ of a session would, for ``seconds``. Reported: items and samples dropped (target
 writer's peak queue, MB/s reaching the disk, the time each ``write_raw`` call took on the
 real-time thread (p50/p99/max) and real-time deadlines the producer missed. The peer,
 ``h5py_inline``, appends the same chunks to a chunked HDF5 dataset on the real-time thread
-itself (what a script without a writer thread does), measured the same way. ``cortexlink-rice``
-and ``cortexlink-range`` are the session recorder with ``raw_codec`` (each raw record one frame of
+itself (what a script without a writer thread does), measured the same way. ``cortexlink-rice``,
+``cortexlink-range`` and ``cortexlink-lms`` are the session recorder with ``raw_codec`` (each raw record one frame of
 the lossless codec, encoded on the writer thread); ``ratio`` is the input bytes over the raw
 stream's bytes on disk.
 """
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 FS = 30000.0
 #: the writers measured: the session recorder (raw as int16 rows, or compressed) and HDF5 inline
-PEERS = ("cortexlink", "cortexlink-rice", "cortexlink-range", "h5py_inline")
+PEERS = ("cortexlink", "cortexlink-rice", "cortexlink-range", "cortexlink-lms", "h5py_inline")
 
 
 def _data(n_ch: int, seconds: float = 2.0, seed: int = 0) -> np.ndarray:
@@ -75,7 +75,7 @@ def run_one(peer: str, n_ch: int, seconds: float, out_dir: Path, chunk_ms: float
     target = out_dir / f"{peer}-{n_ch}"
     res: dict[str, Any] = {"peer": peer, "channels": n_ch, "seconds": seconds, "chunk_ms": chunk_ms,
                            "input_mb_s": n_ch * FS * 2 / 1e6}
-    if peer in PEERS[:3]:
+    if peer in PEERS[:4]:
         from cortexlink.io.session_log import SessionRecorder
 
         codec = peer.partition("-")[2] or "none"

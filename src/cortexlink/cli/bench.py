@@ -73,8 +73,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rc.add_argument("--channels", type=int, nargs="+", default=[1024, 4096], help="channel counts (default: 1024 4096)")
     rc.add_argument("--seconds", type=float, default=20.0, help="seconds recorded per run (default: 20)")
     rc.add_argument("--peers", nargs="+", default=["cortexlink", "h5py_inline"],
-                    choices=["cortexlink", "cortexlink-rice", "cortexlink-range", "h5py_inline"],
-                    help="writers to run (cortexlink-rice/-range: raw stored with the lossless codec; "
+                    choices=["cortexlink", "cortexlink-rice", "cortexlink-range", "cortexlink-lms", "h5py_inline"],
+                    help="writers to run (cortexlink-rice/-range/-lms: raw stored with the lossless codec; "
                          "default: cortexlink h5py_inline)")
     rc.add_argument("--dir", default=None, help="folder on the disk to measure (default: a temporary folder)")
     rc.add_argument("--json", action="store_true", help="print the result as JSON only")

@@ -2,7 +2,7 @@
 (:mod:`cortexlink.codec`) instead of the rows' raw bytes.
 
 A stream written so has a format-3 header whose JSON carries ``"codec": {"name": "cortexlink",
-"entropy": "rice" | "range", "resync_records": N}`` (``dtype`` is ``"<i2"``). Readers decode it
+"entropy": "rice" | "range" | "lms", "resync_records": N}`` (``dtype`` is ``"<i2"``). Readers decode it
 transparently: :func:`~cortexlink.io.session_log.scan_stream` yields the same int16 rows as an
 uncompressed stream would.
 
@@ -37,7 +37,7 @@ import numpy as np
 from cortexlink.core.errors import ConfigError
 
 #: the values of ``raw_codec``: "none" stores the rows' bytes as they are
-RAW_CODECS = ("none", "rice", "range")
+RAW_CODECS = ("none", "rice", "range", "lms")
 #: the default interval between resynchronisation points, in records (~0.1 s of 1 ms chunks)
 DEFAULT_RESYNC_RECORDS = 100
 #: stream format version of a file whose records hold codec frames (older readers refuse it
@@ -69,7 +69,7 @@ def codec_problem(info: dict) -> tuple[str, str, Any] | None:
     if c.get("name") != "cortexlink":
         return "codec.name", "'cortexlink'", c.get("name")
     if c.get("entropy") not in RAW_CODECS[1:]:
-        return "codec.entropy", "'rice' or 'range'", c.get("entropy")
+        return "codec.entropy", "'rice', 'range' or 'lms'", c.get("entropy")
     r = c.get("resync_records")
     if isinstance(r, bool) or not isinstance(r, int) or r < 1:
         return "codec.resync_records", "a positive whole number", r

@@ -33,9 +33,9 @@ class RecorderNode(Node):
         Record raw chunks (when ``raw`` is connected).
     on_full : {"drop", "block", "fail"}
         The recorder queue's policy (drops are counted in its manifest).
-    raw_codec : {"none", "rice", "range"}
+    raw_codec : {"none", "rice", "range", "lms"}
         Store each raw chunk as one frame of the lossless codec (``rice``: fast, ``range``:
-        smaller, slower) instead of its int16 bytes (``none``, the default); readers, ``recover``,
+        smaller, slower, ``lms``: smallest, slowest) instead of its int16 bytes (``none``, the default); readers, ``recover``,
         replay and NWB export decode it transparently.
     raw_codec_resync_records : int
         With a codec, a resynchronisation point every this many raw chunks (default 100; a
@@ -86,7 +86,7 @@ class RecorderNode(Node):
         "participant_id": Param("str", "sim-0001"),
         "raw": Param("bool", True),
         "on_full": Param("str", "drop", choices=("drop", "block", "fail")),
-        "raw_codec": Param("str", "none", choices=("none", "rice", "range")),
+        "raw_codec": Param("str", "none", choices=("none", "rice", "range", "lms")),
         "raw_codec_resync_records": Param("int", 100, lo=1),
         "record_dir": Param("str", None, nullable=True),
     }
