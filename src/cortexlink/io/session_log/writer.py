@@ -105,7 +105,7 @@ class SessionRecorder:
         from ``CORTEXLINK_CATALOGUE`` when that variable is set; False: none).
     raw_codec, raw_codec_resync_records : {"none", "rice", "range", "lms"}, int
         Raw records as int16 rows (``"none"``, default) or one lossless codec frame each, with a
-        resynchronisation point every ``raw_codec_resync_records`` (100) records; encoded on the
+        resynchronisation point every ``raw_codec_resync_records`` (30) records; encoded on the
         writer thread, decoded transparently by readers (see :mod:`.rawcodec`). int16 raw only.
     """
 

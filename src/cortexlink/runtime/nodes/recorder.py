@@ -38,7 +38,7 @@ class RecorderNode(Node):
         smaller, slower, ``lms``: smallest, slowest) instead of its int16 bytes (``none``, the default); readers, ``recover``,
         replay and NWB export decode it transparently.
     raw_codec_resync_records : int
-        With a codec, a resynchronisation point every this many raw chunks (default 100; a
+        With a codec, a resynchronisation point every this many raw chunks (default 30; a
         damaged record costs at most the chunks up to the next one).
 
     Inputs (all optional): ``raw`` (chunks), ``features`` (the dsp's; with its ``full_rows`` every
@@ -87,7 +87,7 @@ class RecorderNode(Node):
         "raw": Param("bool", True),
         "on_full": Param("str", "drop", choices=("drop", "block", "fail")),
         "raw_codec": Param("str", "none", choices=("none", "rice", "range", "lms")),
-        "raw_codec_resync_records": Param("int", 100, lo=1),
+        "raw_codec_resync_records": Param("int", 30, lo=1),
         "record_dir": Param("str", None, nullable=True),
     }
 
