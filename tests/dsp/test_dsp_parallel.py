@@ -127,3 +127,22 @@ def test_n_threads_zero_means_every_core_and_bad_values_are_refused(signal):
     for bad in (-1, 1.5, True, "2"):
         with pytest.raises(ConfigError, match="n_threads must be an integer in \\[0, 1024\\]"):
             FeatureConfig(n_threads=bad)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_compiled_rail_statistics_equal_the_array_code(dtype):
+    from cortexlink.dsp.calibration import RailStats
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(-5, 6, (400, 9)).astype(dtype)       # few values: extremes hit often
+    x[:, 3] = 7                                           # flat channel
+    if dtype == np.float32:
+        x[10:20, 4] = np.nan
+        x[5, 5] = -np.inf
+        x[:, 6] = np.nan                                  # never finite
+    a, b = RailStats(9), RailStats(9)
+    for i in range(0, 400, 37):                           # blocks vs one compiled pass per block
+        a.update(x[i:i + 37])
+        K.rails(x[i:i + 37], b.mn, b.mx, b.n_mn, b.n_mx, b.n_finite)
+    for f in ("mn", "mx", "n_mn", "n_mx", "n_finite"):
+        np.testing.assert_array_equal(getattr(b, f), getattr(a, f))

@@ -22,6 +22,8 @@ def _chunks(n_samples: int, step: int):
 
 
 def run_cortexlink(data, spec):
+    import hashlib
+
     from cortexlink.core.types import ChannelMap, Chunk
     from cortexlink.dsp import FeatureExtractor
 
@@ -29,12 +31,13 @@ def run_cortexlink(data, spec):
     fs = spec["fs_hz"]
     cm = ChannelMap.grid(n_ch, gain_uv=spec["gain_uv"])
     step = max(1, int(round(spec["chunk_ms"] * fs / 1000.0)))
+    n_threads = int(spec.get("n_threads", 1))
+    # 20 ms bins rounded to whole samples (recordings at e.g. 19531 Hz have no exact 20 ms bin)
+    bin_n = max(1, round(20.0 * fs / 1000.0))
 
     def make():
-        # 20 ms bins rounded to whole samples (recordings at e.g. 19531 Hz have no exact 20 ms bin)
-        bin_ms = max(1, round(20.0 * fs / 1000.0)) * 1000.0 / fs
-        return FeatureExtractor(cm, fs_hz=fs, bin_ms=bin_ms, calibration_s=spec["calibration_s"],
-                                keep_events=True)
+        return FeatureExtractor(cm, fs_hz=fs, bin_ms=bin_n * 1000.0 / fs, calibration_s=spec["calibration_s"],
+                                keep_events=True, n_threads=n_threads)
 
     # Warm-up (numba compilation, caches) on a copy of the first 0.2 s, then a fresh extractor.
     warm = make()
@@ -43,15 +46,44 @@ def run_cortexlink(data, spec):
         warm.step(Chunk(np.ascontiguousarray(data[a:b]), fs, a))
     fx = make()
     pieces = [(a, np.ascontiguousarray(data[a:b])) for a, b in _chunks(n_samples, step)]
-    t0 = time.perf_counter()
-    n_bins = 0
-    for a, piece in pieces:
-        n_bins += fx.step(Chunk(piece, fs, a)).n_bins
-    elapsed = time.perf_counter() - t0
+    outs = []
+    step_s = np.empty(len(pieces))
+    clock = time.perf_counter
+    t0 = clock()
+    for i, (a, piece) in enumerate(pieces):
+        t = clock()
+        outs.append(fx.step(Chunk(piece, fs, a)))
+        step_s[i] = clock() - t
+    elapsed = clock() - t0
     ev = fx.events_
     ev_samples, ev_channels = ev.sample_idx, ev.channel_idx
-    extra = {"n_bins": n_bins, "bad_channels": [int(i) for i in np.flatnonzero(fx.bad_channels_)],
-             "chunk_samples": step}
+    # steady state: the steps after the calibration window (rounded up to whole bins) closed
+    cal_end = -(-int(round(spec["calibration_s"] * fs)) // bin_n) * bin_n
+    starts = np.array([a for a, _ in pieces])
+    steady = starts >= cal_end
+    n_steady = int(sum(p.shape[0] for (_, p), s in zip(pieces, steady) if s))
+    h = hashlib.sha256()
+    for o in outs:
+        h.update(np.ascontiguousarray(o.data).tobytes())
+        h.update(o.bin_start_samples.tobytes())
+    steady_s = float(step_s[steady].sum())
+    extra = {"n_bins": int(sum(o.n_bins for o in outs)),
+             "bad_channels": [int(i) for i in np.flatnonzero(fx.bad_channels_)],
+             "chunk_samples": step, "n_threads": n_threads, "n_parts": int(fx.n_threads_),
+             "steady_seconds": n_steady / fs, "steady_elapsed_s": steady_s,
+             "realtime_channels_steady": n_steady * n_ch / steady_s / 30000.0 if steady_s > 0 else None,
+             "step_ms": {"p50": float(np.percentile(step_s[steady], 50) * 1e3) if steady.any() else None,
+                         "p99": float(np.percentile(step_s[steady], 99) * 1e3) if steady.any() else None,
+                         "max_steady": float(step_s[steady].max() * 1e3) if steady.any() else None,
+                         "max": float(step_s.max() * 1e3)},
+             "features_sha256": h.hexdigest()}
+    if fx.n_threads_ > 1:
+        import os
+
+        import numba
+
+        extra["threading_layer"] = numba.threading_layer()
+        extra["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
     return elapsed, np.asarray(ev_samples), np.asarray(ev_channels), extra
 
 

@@ -115,13 +115,14 @@ def score_detection(ev_samples: np.ndarray, ev_channels: np.ndarray, truth_sampl
 
 
 def _run_worker(impl: str, data_path: Path, workdir: Path, fs_hz: float, gain_uv: float,
-                chunk_ms: float, tag: str) -> tuple[dict, np.ndarray, np.ndarray]:
+                chunk_ms: float, tag: str, n_threads: int = 1) -> tuple[dict, np.ndarray, np.ndarray]:
     spec = {"impl": impl, "data_path": str(data_path), "fs_hz": fs_hz, "gain_uv": gain_uv,
             "chunk_ms": chunk_ms, "ref_chunk_ms": 100.0, "calibration_s": CALIBRATION_S,
-            "events_path": str(workdir / f"{impl}_{tag}_events.npz")}
+            "events_path": str(workdir / f"{impl}_{tag}_events.npz"), "n_threads": n_threads}
     spec_path = workdir / f"{impl}_{tag}.json"
     spec_path.write_text(json.dumps(spec))
-    env = {**os.environ, **SINGLE_THREAD_ENV}
+    # BLAS and OpenMP stay single-threaded; numba's pool gets exactly the cores measured
+    env = {**os.environ, **SINGLE_THREAD_ENV, "NUMBA_NUM_THREADS": str(n_threads)}
     proc = subprocess.run([sys.executable, "-m", "cortexlink.bench._dsp_worker", str(spec_path)],
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -139,24 +140,77 @@ def _check_peers(peers: Sequence[str]) -> list[str]:
     return list(peers)
 
 
+def check_cores(cores: Sequence[int | str] | None) -> list[int]:
+    """Core counts for ``--cores``: positive integers or ``"all"`` (this machine's cores), sorted,
+    with 1 (the baseline of the speed-up) always included."""
+    if not cores:
+        return []
+    n_cpu = os.cpu_count() or 1
+    out = set()
+    for c in cores:
+        if isinstance(c, str) and c.strip().lower() == "all":
+            out.add(n_cpu)
+            continue
+        try:
+            k = int(c)
+        except (TypeError, ValueError):
+            k = 0
+        if isinstance(c, bool) or k < 1 or str(c).strip() != str(k):
+            raise ConfigError(f"cores must be positive integers or 'all'; got {c!r}")
+        out.add(k)
+    return sorted(out | {1})
+
+
+def sweep_cores(n_cpu: int | None = None) -> list[int]:
+    """1, 2, 4, ... up to and including every core of the machine."""
+    n_cpu = n_cpu or os.cpu_count() or 1
+    ks = [1]
+    while ks[-1] * 2 < n_cpu:
+        ks.append(ks[-1] * 2)
+    return sorted(set(ks) | {n_cpu})
+
+
+def _cores_entry(res: dict, base: dict | None, same: bool | None) -> dict:
+    keys = ("realtime_channels", "realtime_channels_steady", "elapsed_s", "steady_elapsed_s", "n_parts",
+            "step_ms", "features_sha256")
+    e = {k: res[k] for k in keys if k in res}
+    if base and "realtime_channels" in res and "realtime_channels" in base:
+        e["speedup"] = res["realtime_channels"] / base["realtime_channels"]
+        if res.get("realtime_channels_steady") and base.get("realtime_channels_steady"):
+            e["speedup_steady"] = res["realtime_channels_steady"] / base["realtime_channels_steady"]
+    if same is not None:
+        e["identical_to_1_core"] = same
+    return e
+
+
 def _progress(total: int, enabled: bool, desc: str):
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, disable=not enabled, file=sys.stderr, leave=False)
 
 
 def run(channels: Sequence[int] = (1024, 4096), seconds: float = 2.0, chunk_ms: float = 1.0, seed: int = 0,
-        peers: Sequence[str] = PEERS, progress: bool = True) -> dict:
-    """Simulate ``seconds`` of data at each channel count and measure every peer on it."""
+        peers: Sequence[str] = PEERS, progress: bool = True, cores: Sequence[int | str] | None = None) -> dict:
+    """Simulate ``seconds`` of data at each channel count and measure every peer on it.
+
+    With ``cores`` (e.g. ``[1, 2, "all"]``), cortexlink also runs once per core count with the
+    channels split over that many threads (``FeatureExtractor(n_threads=k)``); ``result["cores"]``
+    holds, per channel count and core count, real-time channels, the speed-up over one core and
+    whether features and events are identical to the one-core run.
+    """
     from cortexlink.sim import SimulatedImplant
 
     peers = _check_peers(peers)
+    core_counts = check_cores(cores)
     if seconds <= CALIBRATION_S:
         raise ConfigError(f"seconds must be > the {CALIBRATION_S} s calibration window; got {seconds}")
     result: dict = {"benchmark": "dsp", "machine": machine_info(), "seconds": seconds, "chunk_ms": chunk_ms,
                     "seed": seed, "calibration_s": CALIBRATION_S, "tolerance_ms": TOLERANCE_S * 1e3,
                     "implementations": {p: {} for p in peers}, "detection": {}, "detection_by_channels": {},
                     "ratios": {}, "simulator": {}}
-    bar = _progress(len(channels) * (len(peers) + 1), progress, "bench dsp")
+    if core_counts:
+        result["cores"] = {}
+        result["core_counts"] = core_counts
+    bar = _progress(len(channels) * (len(peers) + 1 + max(len(core_counts) - 1, 0)), progress, "bench dsp")
     with tempfile.TemporaryDirectory(prefix="cortexlink-bench-") as tmp:
         workdir = Path(tmp)
         for n_ch in channels:
@@ -187,6 +241,9 @@ def run(channels: Sequence[int] = (1024, 4096), seconds: float = 2.0, chunk_ms: 
                     result["detection_by_channels"].setdefault(impl, {})[str(n_ch)] = det
                     result["detection"].setdefault(impl, det)
                 bar.update(1)
+            if core_counts:
+                _run_cores(result, core_counts, n_ch, data_path, workdir, fs, float(implant.channel_map.gain_uv[0]),
+                           chunk_ms, bar)
             ours = result["implementations"].get("cortexlink", {}).get(str(n_ch), {})
             ratios = {}
             for peer in peers:
@@ -197,6 +254,37 @@ def run(channels: Sequence[int] = (1024, 4096), seconds: float = 2.0, chunk_ms: 
             os.remove(data_path)
     bar.close()
     return result
+
+
+def _run_cores(result: dict, core_counts: list[int], n_ch: int, data_path: Path, workdir: Path, fs: float,
+               gain_uv: float, chunk_ms: float, bar) -> None:
+    """cortexlink at each core count on the same data; the one-core run is the baseline."""
+    by_k: dict[str, dict] = {}
+    base = result["implementations"].get("cortexlink", {}).get(str(n_ch))
+    base_ev = None
+    if base is not None and "error" not in base:
+        ev = np.load(workdir / f"cortexlink_{n_ch}_events.npz")
+        base_ev = (ev["samples"], ev["channels"])
+    for k in core_counts:
+        if k == 1 and base is not None:
+            res = base
+            ev_s, ev_c = base_ev if base_ev else (None, None)
+        else:
+            bar.set_description(f"cortexlink {n_ch} ch on {k} cores")
+            res, ev_s, ev_c = _run_worker("cortexlink", data_path, workdir, fs, gain_uv, chunk_ms,
+                                          f"{n_ch}_k{k}", n_threads=k)
+            bar.update(1)
+            if k == 1:
+                base, base_ev = res, (ev_s, ev_c)
+        if "error" in res:
+            by_k[str(k)] = res
+            continue
+        same = None
+        if k != 1 and base is not None and "error" not in base and base_ev is not None:
+            same = bool(res.get("features_sha256") == base.get("features_sha256")
+                        and np.array_equal(ev_s, base_ev[0]) and np.array_equal(ev_c, base_ev[1]))
+        by_k[str(k)] = _cores_entry(res, base, same)
+    result["cores"][str(n_ch)] = by_k
 
 
 def load_wav_folder(folder: Path, max_files: int | None = None) -> tuple[np.ndarray, float, list[str]]:
@@ -266,17 +354,35 @@ def print_summary(result: dict) -> None:
     print(f"machine: {result['machine']['cpu']} ({result['machine']['cores']} cores), one core per implementation")
     impls = result["implementations"]
     if result["benchmark"] == "dsp":
-        print(f"{'implementation':<18}{'channels':>9}{'Msamples/s':>12}{'RT channels':>13}{'peak RSS MB':>13}")
+        print(f"{'implementation':<18}{'channels':>9}{'Msamples/s':>12}{'RT channels':>13}{'steady RT ch':>14}"
+              f"{'peak RSS MB':>13}")
         for name, by_ch in impls.items():
             for ch, r in by_ch.items():
                 if "error" in r:
                     print(f"{name:<18}{ch:>9}  error: {r['error'][:60]}")
                 else:
+                    steady = r.get("realtime_channels_steady")
+                    steady = f"{steady:>14.0f}" if steady else f"{'-':>14}"
                     print(f"{name:<18}{ch:>9}{r['samples_per_s'] / 1e6:>12.1f}{r['realtime_channels']:>13.0f}"
-                          f"{r['peak_rss_mb']:>13.0f}")
+                          f"{steady}{r['peak_rss_mb']:>13.0f}")
         for ch, ratios in result["ratios"].items():
             for k, v in ratios.items():
                 print(f"  {ch} ch: {k} = {v:.1f}x")
+        if result.get("cores"):
+            print("cortexlink with its channels split over cores (steady: after the calibration window; "
+                  "speed-up of steady RT channels over 1 core):")
+            print(f"{'channels':>9}{'cores':>7}{'RT channels':>13}{'steady RT ch':>14}{'speed-up':>10}"
+                  f"{'p99 step ms':>13}  identical")
+            for ch, by_k in result["cores"].items():
+                for k, e in by_k.items():
+                    if "error" in e:
+                        print(f"{ch:>9}{k:>7}  error: {e['error'][:60]}")
+                        continue
+                    sp = e.get("speedup_steady", 1.0)
+                    p99 = (e.get("step_ms") or {}).get("p99")
+                    print(f"{ch:>9}{k:>7}{e['realtime_channels']:>13.0f}{e.get('realtime_channels_steady') or 0:>14.0f}"
+                          f"{sp:>9.2f}x{p99 if p99 is not None else float('nan'):>13.3f}  "
+                          f"{'-' if e.get('identical_to_1_core') is None else e['identical_to_1_core']}")
         print("detection vs ground truth (tolerance %.1f ms):" % result["tolerance_ms"])
         for name, d in result["detection"].items():
             print(f"  {name:<18} recall SNR>=5 {d['recall_snr_ge_5']:.3f}  recall SNR 3-5 {d['recall_snr_3_5']:.3f}"

@@ -32,6 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="implementations to run (default: all three)")
     d.add_argument("--data", type=Path, default=None,
                    help="folder of real recordings (e.g. ../shared/data/n1_broadband, one WAV per electrode)")
+    d.add_argument("--cores", nargs="+", default=None, metavar="N",
+                   help="also run cortexlink with its channels split over N cores (numba threads) for each N "
+                        "(integers or 'all'; 1 is always added as the baseline): real-time channels, speed-up "
+                        "over 1 core and whether the output is identical, per channel count")
+    d.add_argument("--cores-sweep", action="store_true",
+                   help="--cores 1 2 4 ... all: every power of two up to and including all cores")
     d.add_argument("--json", action="store_true", help="print the result as JSON only")
     d.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     d.set_defaults(func=_run_dsp)
@@ -256,8 +262,11 @@ def _run_dsp(args: argparse.Namespace) -> int:
     if args.data is not None:
         result = dsp.run_real(args.data, chunk_ms=args.chunk_ms, peers=args.peers, progress=not args.json)
     else:
+        cores = list(args.cores or [])
+        if args.cores_sweep:
+            cores += dsp.sweep_cores()
         result = dsp.run(channels=args.channels, seconds=args.seconds, chunk_ms=args.chunk_ms,
-                         seed=args.seed, peers=args.peers, progress=not args.json)
+                         seed=args.seed, peers=args.peers, progress=not args.json, cores=cores or None)
     return _emit(result, args, dsp.print_summary)
 
 

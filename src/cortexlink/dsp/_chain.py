@@ -74,7 +74,13 @@ class _ChainMixin:
             collecting = ist[_CAL_LEFT] > 0
             if collecting:
                 stop = min(n, pos + int(ist[_CAL_LEFT]))
-                self._rails.update(data[pos:stop])
+                if self.backend == "numba":
+                    from cortexlink.dsp import _kernels as K
+
+                    r = self._rails
+                    K.rails(data[pos:stop], r.mn, r.mx, r.n_mn, r.n_mx, r.n_finite)
+                else:
+                    self._rails.update(data[pos:stop])
             if self.backend == "numba":
                 self._run_numba(data, pos, stop, start, gain, offset, out_tx, out_sbp)
                 if self.lfp_band_hz is not None:
@@ -121,10 +127,8 @@ class _ChainMixin:
         self.n_threads_ = max(1, min(want, -(-n // K.GROUP)))
         self._pool_threads = max(1, min(self.n_threads_, numba.config.NUMBA_NUM_THREADS))
         if self.n_threads_ > 1:
-            # each part's share of the tile rows stays within ~256 KiB (a core's L2)
-            tile = int(min(K.TILE_PAR, max(K.TILE, (1 << 16) * self.n_threads_ // n)))
             self._kernel = K.chain_parallel
-            self._scratch = K.scratch(n, tile, self.n_threads_)
+            self._scratch = K.scratch(n, K.TILE_PAR, self.n_threads_)
         else:
             self._kernel = K.chain
             self._scratch = K.scratch(n)

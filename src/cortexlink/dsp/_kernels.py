@@ -49,7 +49,9 @@ BLOCK = 4096
 #: samples per tile of the one-thread kernel: its filtered rows (TILE x n_channels float32)
 #: stay in L2 between the filter and the feature pass
 TILE = 8
-#: samples per tile of the parallel kernel (each thread holds only its share of the rows)
+#: samples per tile of the parallel kernel: a whole 1 ms chunk at 30 kHz, so that the
+#: threads meet twice per chunk (after the filter, after the features); each thread's share
+#: of the rows is C / threads columns
 TILE_PAR = 32
 
 
@@ -477,6 +479,28 @@ def chain_parallel(raw, pos, stop, seg_start, mode, gain, offset, sos, zi, z, ne
         ist[BIN_FILL] = (bf0 + nt) % W
         ist[N_OUT] = k0 + (bf0 + nt) // W
     return stop
+
+
+@njit(cache=True)
+def rails(raw, mn, mx, n_mn, n_mx, n_finite):  # pragma: no cover - compiled
+    """:meth:`cortexlink.dsp.calibration.RailStats.update` in one pass: per channel, the
+    extremes of the finite raw samples and how many samples hit each (same result)."""
+    for t in range(raw.shape[0]):
+        r = raw[t]
+        for c in range(r.shape[0]):
+            x = np.float64(r[c])
+            if abs(x) < np.inf:
+                n_finite[c] += 1
+                if x > mx[c]:
+                    mx[c] = x
+                    n_mx[c] = 1
+                elif x == mx[c]:
+                    n_mx[c] += 1
+                if x < mn[c]:
+                    mn[c] = x
+                    n_mn[c] = 1
+                elif x == mn[c]:
+                    n_mn[c] += 1
 
 
 @njit(cache=True)
