@@ -78,14 +78,14 @@ class _AssemblyMixin:
         C = self.n_channels
         kinds = self.features
         if self.backend == "numba":
-            from cortexlink.dsp import _kernels as K
+            from cortexlink.dsp import _side_kernels as SK
 
             codes = self._kind_codes
             if codes is None:
                 codes = self._kind_codes = np.array([0 if k == "tx" else 1 for k in kinds], np.int8)
             data = np.empty((nb, C * len(kinds)), np.float32)
             vmask = np.empty(data.shape, bool)
-            K.assemble(starts, tx, sbp, codes, self._good, bool(forced), int(self._cal_mask_until), data, vmask)
+            SK.assemble(starts, tx, sbp, codes, self._good, bool(forced), int(self._cal_mask_until), data, vmask)
             return BinnedFeatures._trusted(data, starts, self.bin_width_samples, self.fs_hz,
                                            self._feature_names, vmask)
         gc = self._good_cols

@@ -75,10 +75,10 @@ class _ChainMixin:
             if collecting:
                 stop = min(n, pos + int(ist[_CAL_LEFT]))
                 if self.backend == "numba":
-                    from cortexlink.dsp import _kernels as K
+                    from cortexlink.dsp import _side_kernels as SK
 
                     r = self._rails
-                    K.rails(data[pos:stop], r.mn, r.mx, r.n_mn, r.n_mx, r.n_finite)
+                    SK.rails(data[pos:stop], r.mn, r.mx, r.n_mn, r.n_mx, r.n_finite)
                 else:
                     self._rails.update(data[pos:stop])
             if self.backend == "numba":
@@ -178,10 +178,10 @@ class _ChainMixin:
                 self._drain_events()
 
     def _run_lfp_numba(self, data, pos, stop, gain, offset, out_lfp) -> None:
-        from cortexlink.dsp import _kernels as K
+        from cortexlink.dsp import _side_kernels as SK
 
         L = self._st.lfp
-        K.lfp(data, pos, stop, gain, offset, self.lfp_decim, self._lcoef, self._lzi, L.z, L.need_init,
+        SK.lfp(data, pos, stop, gain, offset, self.lfp_decim, self._lcoef, self._lzi, L.z, L.need_init,
               L.acc, L.pacc, self.bin_width_samples, out_lfp, L.ist, L.xb)
 
     # ---- numpy backend
