@@ -68,6 +68,7 @@ BUILTIN_NODES: dict[str, str] = {
     "lsl_source": "cortexlink.runtime.nodes.sources:LSLSource",
     "bin_clock": "cortexlink.runtime.nodes.sources:BinClock",
     "dsp": "cortexlink.runtime.nodes.dsp:DspNode",
+    "raw_link": "cortexlink.runtime.nodes.link:RawLinkNode",
     "decoder": "cortexlink.runtime.nodes.decoder:DecoderNode",
     "participant": "cortexlink.runtime.nodes.participant:ParticipantNode",
     "cursor": "cortexlink.runtime.nodes.cursor:CursorNode",

@@ -7,7 +7,9 @@ order::
     seed: 0
     implant: {preset: default, n_channels: 1024}     # a cortexlink.sim preset + ImplantConfig overrides
     participant: {}                                   # ParticipantConfig overrides
-    loop: {dt_s: 0.02}                                # also feature_kinds: [sbp] / [tx, sbp]
+    loop: {dt_s: 0.02}                                # also feature_kinds: [sbp] / [tx, sbp], and
+                                                      # link: {codec: rice, max_error_uv: 0} (raw
+                                                      # chunks through the codec before the dsp)
     effector: {gain: 1.0, smoothing: 0.0}             # CursorEffector: gain, EMA smoothing, refractory_s
     decoder: {kind: refit_kalman, params: {}}         # wiener | kalman | refit_kalman | gru | perfect
     click_decoder: {enabled: true, params: {}}
@@ -138,6 +140,25 @@ def _implant(imp: dict, presets: dict) -> dict:
     return {"preset": preset, **imp}
 
 
+def _link(link: Any) -> dict:
+    """``session.loop.link`` checked: the ``raw_link`` node's codec, error bound and resync interval."""
+    from cortexlink.core.yamlfile import brief
+    from cortexlink.runtime.nodes.link import LINK_CODECS
+
+    link = dict(_mapping("loop.link", link, {"codec", "max_error_uv", "resync_frames"}))
+    codec = link.setdefault("codec", "rice")
+    if codec not in LINK_CODECS:
+        raise _where("loop.link.codec", f"must be one of {list(LINK_CODECS)}; got {brief(codec)}")
+    err = link.setdefault("max_error_uv", 0.0)
+    if isinstance(err, bool) or not isinstance(err, (int, float)) or not np.isfinite(err) or err < 0:
+        raise _where("loop.link.max_error_uv", f"must be a number >= 0 (µV; 0: lossless); got {brief(err)}")
+    link["max_error_uv"] = float(err)
+    rs = link.setdefault("resync_frames", 100)
+    if isinstance(rs, bool) or not isinstance(rs, int) or rs < 1:
+        raise _where("loop.link.resync_frames", f"must be an integer >= 1; got {brief(rs)}")
+    return link
+
+
 def load_session(source: str | Path | dict | None = None) -> dict:
     """Read and validate a session (YAML path, YAML text or dict); fill defaults.
 
@@ -173,7 +194,7 @@ def load_session(source: str | Path | dict | None = None) -> dict:
         raise _where("participant", f"is invalid: {exc}") from exc
     out["participant"] = part
 
-    loop = dict(_mapping("loop", cfg.get("loop", {}) or {}, {"dt_s", "feature_kinds"}))
+    loop = dict(_mapping("loop", cfg.get("loop", {}) or {}, {"dt_s", "feature_kinds", "link"}))
     dt = loop.get("dt_s", 0.02)
     if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not np.isfinite(dt) or not 0 < dt <= 1.0:
         raise _where("loop.dt_s", f"must be a number in (0, 1] seconds; got {brief(dt)}")
@@ -181,6 +202,8 @@ def load_session(source: str | Path | dict | None = None) -> dict:
     fk = loop.get("feature_kinds")
     if fk is not None and (not isinstance(fk, list) or not fk or any(k not in ("tx", "sbp") for k in fk)):
         raise _where("loop.feature_kinds", f"must be a non-empty list drawn from ['tx', 'sbp']; got {brief(fk)}")
+    if loop.get("link") is not None:
+        loop["link"] = _link(loop["link"])
     out["loop"] = loop
 
     eff = dict(_mapping("effector", cfg.get("effector", {}) or {}, {"gain", "smoothing", "refractory_s"}))
@@ -240,8 +263,12 @@ def loop_nodes(cfg: dict, *, chunk_ms: float, placement: str = "main") -> dict[s
         nodes["implant"] = {"kind": "sim_source", "params": {"preset": preset, "seed": cfg["seed"], "config": imp,
                                                              "chunk_ms": chunk_ms},
                             "inputs": {"intent": "participant.intent"}}
+        raw = "implant.raw"
+        if cfg["loop"].get("link"):
+            nodes["link"] = {"kind": "raw_link", "params": dict(cfg["loop"]["link"]), "inputs": {"raw": raw}}
+            raw = "link.raw"
         nodes["dsp"] = {"kind": "dsp", "params": {"feature_kinds": cfg["loop"].get("feature_kinds")},
-                        "inputs": {"raw": "implant.raw"}, **sub}
+                        "inputs": {"raw": raw}, **sub}
         nodes["decoder"] = {"kind": "decoder", "params": {"decoder": dec_kind,
                                                           "decoder_params": cfg["decoder"]["params"],
                                                           "click": cfg["click_decoder"]["enabled"],
@@ -428,6 +455,8 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
         feat = trace_node.feature_info or {}
         summary["n_features"] = len(feat.get("names", ()))
         summary["bad_channels"] = len(feat.get("bad_channels", ()))
+        if "link" in rr["nodes"]:                              # the raw link's bytes and error
+            summary["link"] = rr["nodes"]["link"].get("summary")
     results = {r["name"]: r for r in cursor.results}
     for b in cfg["blocks"]:
         info: dict[str, Any] = {"name": b["name"], "kind": b["kind"]}

@@ -9,6 +9,8 @@ kind              does                                        inputs            
                   in chunks, optionally looped
 ``lsl_source``    an LSL stream (:class:`~cortexlink.io.lsl.    --                         ``raw``
                   LSLInlet`)
+``raw_link``      raw chunks through the codec (lossless or     ``raw``                    ``raw``
+                  near-lossless) and back, as a link would
 ``dsp``           :class:`~cortexlink.dsp.FeatureExtractor`,    ``raw``, ``operator``      ``features``
                   one message per bin, decoder columns selected
 ``decoder``       a velocity decoder (+ click decoder), loaded  ``features``, ``labels``,  ``intent``
@@ -60,7 +62,8 @@ cursor, dsp, recorder) and are answered on ``operator.replies``; see
 One module per family: :mod:`~cortexlink.runtime.nodes.sources`, :mod:`~cortexlink.runtime.nodes.dsp`,
 :mod:`~cortexlink.runtime.nodes.decoder`, :mod:`~cortexlink.runtime.nodes.participant`,
 :mod:`~cortexlink.runtime.nodes.cursor`, :mod:`~cortexlink.runtime.nodes.recorder`,
-:mod:`~cortexlink.runtime.nodes.outputs`, :mod:`~cortexlink.runtime.nodes.trace`. Importing this package registers every built-in kind;
+:mod:`~cortexlink.runtime.nodes.outputs`, :mod:`~cortexlink.runtime.nodes.trace`,
+:mod:`~cortexlink.runtime.nodes.link`. Importing this package registers every built-in kind;
 :func:`cortexlink.runtime.node.node_class` imports only the module of the kind it is asked for.
 """
 
@@ -68,6 +71,7 @@ from __future__ import annotations
 
 from cortexlink.runtime.nodes.sources import BinClock, SimSource, ReplaySource, LSLSource, stream_info
 from cortexlink.runtime.nodes.dsp import DspNode
+from cortexlink.runtime.nodes.link import RawLinkNode
 from cortexlink.runtime.nodes.decoder import DecoderNode
 from cortexlink.runtime.nodes.participant import ParticipantNode
 from cortexlink.runtime.nodes.cursor import CursorNode
@@ -77,4 +81,4 @@ from cortexlink.runtime.nodes.trace import TraceNode
 
 __all__ = ["SimSource", "ReplaySource", "LSLSource", "DspNode", "DecoderNode", "ParticipantNode",
            "CursorNode", "RecorderNode", "UiFeedNode", "LSLOutletNode", "SinkNode", "TraceNode", "BinClock",
-           "stream_info"]
+           "RawLinkNode", "stream_info"]
