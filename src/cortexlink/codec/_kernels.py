@@ -94,7 +94,7 @@ def _update(wh, hist, cost, acc, c, w, x, u):
         acc[c, 1] >>= 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _nearest(tables, a, b, x):
     """Index (relative to ``a``) of the entry of the sorted ``tables[a:b]`` nearest to ``x``."""
     lo = a
@@ -131,7 +131,7 @@ def _residual(x, tables, toff, wh, cost, acc, c):
     return w, u, _rice_k(acc, c)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _working_history(hist, tables, toff):
     """The history in each channel's working domain: values, or indices into its value table."""
     nc = hist.shape[0]
@@ -144,7 +144,7 @@ def _working_history(hist, tables, toff):
     return wh
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def encode_kernel(data, hist, cost, acc, tables, toff, out):
     """Encode ``data`` (samples x channels, int16), time-major, into ``out``; return bytes used.
 
@@ -188,7 +188,7 @@ def encode_kernel(data, hist, cost, acc, tables, toff, out):
     return pos
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def decode_kernel(payload, out, hist, cost, acc, tables, toff):
     """Decode ``out.shape`` samples from ``payload`` into ``out`` (int16, samples x channels).
 

@@ -191,7 +191,7 @@ def _prediction(wh, hd, lw, c, lo, hi):
     return p, s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def encode_lms(data, hist, hd, lw, mag, prob, count, tables, toff, out):
     """Encode ``data`` (samples x channels, int16), time-major, into ``out``; return bytes used,
     or -1 when ``out`` is too small. Value tables as :func:`cortexlink.codec._kernels.encode_kernel`;
@@ -254,7 +254,7 @@ def encode_lms(data, hist, hd, lw, mag, prob, count, tables, toff, out):
     return pos
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def decode_lms(payload, out, hist, hd, lw, mag, prob, count, tables, toff):
     """Decode ``out.shape`` samples from ``payload``; return the payload bytes read, or -1 for a
     payload that ends early or decodes to a value out of range."""

@@ -97,7 +97,7 @@ def _enc_group(low, rng, cache, csize, pos, out, value, nb):
     return low, rng, cache, csize, pos
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def encode_range(data, hist, cost, acc, pu, pl, tables, toff, out):
     """Encode ``data`` (samples x channels, int16), time-major, into ``out``; return bytes used,
     or -1 when ``out`` is too small. Prediction and value tables as
@@ -205,7 +205,7 @@ def _dec_group(payload, size, rng, code, pos, over, nb):
     return v, rng, code, pos, over
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def decode_range(payload, out, hist, cost, acc, pu, pl, tables, toff):
     """Decode ``out.shape`` samples from ``payload``; return the payload bytes read, or -1 for a
     payload that ends early or decodes to a value out of range."""
