@@ -73,3 +73,33 @@ def test_cli_near_lossless_json_and_plot(tmp_path, capsys):
     assert "errors_uv must be a non-empty list of numbers >= 0" in capsys.readouterr().err
     assert main(["bench", "codec", "--near-lossless", "--no-data", "--out", str(tmp_path / "x.png")]) == 2
     assert "the plot is written beside it" in capsys.readouterr().err
+
+
+def test_closed_loop_curve_runs_the_session_through_the_link(tmp_path):
+    """Each bound is one session whose raw chunks cross a near-lossless link node: the bits per
+    sample fall as the bound grows, every sample stays within its bound, Webgrid is scored."""
+    from cortexlink.bench import codec_curve
+    from cortexlink.bench.codec_loop import loop_curve
+    from cortexlink.sim import SimulatedImplant
+
+    session = {"name": "loopcurve", "seed": 3,
+               "implant": {"preset": "tiny", "n_channels": 24, "n_dead": 0, "n_saturating": 0},
+               "decoder": {"kind": "kalman"}, "click_decoder": {"enabled": False},
+               "blocks": [{"kind": "calibration", "task": "webgrid", "seconds": 6, "task_params": {"n": 8}},
+                          {"kind": "fit"},
+                          {"kind": "evaluation", "task": "webgrid", "seconds": 3, "task_params": {"n": 8}}]}
+    c = loop_curve([0.0, 30.0], session=session)
+    assert c["channels"] == 24 and c["webgrid_s"] == 3.0
+    lossless, near = c["rows"]
+    assert lossless["max_abs_error_counts"] == 0
+    gain = abs(SimulatedImplant.from_preset("tiny", n_channels=24, seed=3).channel_map.gain_uv).min()
+    assert 0 < near["max_abs_error_counts"] * gain <= 30.0 + 1e-9
+    assert near["bits_per_sample"] < lossless["bits_per_sample"]
+    assert all(isinstance(r["webgrid_bps"], float) and r["webgrid_bps"] >= 0 for r in c["rows"])
+    import io
+
+    buf = io.StringIO()
+    codec_curve.print_summary({"curves": [c]}, file=buf)
+    assert "closed_loop_sim_24ch" in buf.getvalue() and "not measured" not in buf.getvalue()
+    png = codec_curve.plot({"curves": [c]}, tmp_path / "loop.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"

@@ -20,8 +20,8 @@ For each bound, the data are coded, decoded, checked against the bound sample by
   codec`` does.
 
 ``bits_per_sample`` = 8 x coded bytes / (samples x channels), frame and near-lossless prefixes
-included. Closed-loop Webgrid bps is not measured: :func:`cortexlink.runtime.run_session` has no
-hook to pass the raw chunks through a codec between the implant and the dsp node.
+included. With ``closed_loop=True`` also closed-loop Webgrid bps with the raw chunks through a
+near-lossless link node in the session's graph (:mod:`cortexlink.bench.codec_loop`).
 """
 
 from __future__ import annotations
@@ -176,8 +176,10 @@ def n1_curve(folder: Path, errors_counts: Sequence[float] = N1_ERRORS_COUNTS, *,
 
 def run(*, data: Path | None = None, use_default_data: bool = True, errors_uv: Sequence[float] = SIM_ERRORS_UV,
         n1_errors_counts: Sequence[float] = N1_ERRORS_COUNTS, channels: int = 256, seconds: float = 5.0,
-        seed: int = 0, progress: bool = False) -> dict:
-    """The near-lossless curve on simulated data and, when found, the N1 files."""
+        seed: int = 0, closed_loop: bool = False, loop_errors_uv: Sequence[float] | None = None,
+        progress: bool = False) -> dict:
+    """The near-lossless curve on simulated data and, when found, the N1 files; with
+    ``closed_loop``, closed-loop Webgrid bps per bound in ``loop_errors_uv``."""
     from .codec import default_n1_folder
 
     folder = data if data is not None else (default_n1_folder() if use_default_data else None)
@@ -185,13 +187,19 @@ def run(*, data: Path | None = None, use_default_data: bool = True, errors_uv: S
     curves = [sim]
     if folder is not None:
         curves.append(n1_curve(Path(folder), n1_errors_counts, progress=progress))
-    return {"bench": "codec-near-lossless", "machine": machine_info(),
-            "settings": {"errors_uv": list(errors_uv), "n1_errors_counts": list(n1_errors_counts),
-                         "channels": channels, "seconds": seconds, "seed": seed,
-                         "tolerance_ms": TOLERANCE_S * 1e3, "calibration_s": CALIBRATION_S},
-            "curves": curves,
-            "not_measured": {"closed_loop_webgrid_bps": "runtime.run_session has no hook to pass raw chunks "
-                                                        "through a codec between the implant and the dsp node"}}
+    out = {"bench": "codec-near-lossless", "machine": machine_info(),
+           "settings": {"errors_uv": list(errors_uv), "n1_errors_counts": list(n1_errors_counts),
+                        "channels": channels, "seconds": seconds, "seed": seed,
+                        "tolerance_ms": TOLERANCE_S * 1e3, "calibration_s": CALIBRATION_S},
+           "curves": curves}
+    if closed_loop:
+        from .codec_loop import LOOP_ERRORS_UV, loop_curve
+
+        loop_errors = list(_check_errors("loop_errors_uv", loop_errors_uv or LOOP_ERRORS_UV))
+        curves.append(loop_curve(loop_errors, seed=seed, progress=progress))
+    else:
+        out["not_measured"] = {"closed_loop_webgrid_bps": "run with --closed-loop (a demo session per bound)"}
+    return out
 
 
 def print_summary(result: dict, file: Any = None) -> None:
@@ -199,7 +207,12 @@ def print_summary(result: dict, file: Any = None) -> None:
     out = file if file is not None else sys.stdout
     for c in result["curves"]:
         print(f"\n{c['dataset']}", file=out)
-        if c["dataset"] == "n1_broadband":
+        if c["dataset"].startswith("closed_loop"):
+            print(f"  {'max µV':>8}{'bits/smp':>10}{'max |e|':>9}{'bps':>8}{'accuracy':>10}", file=out)
+            for r in c["rows"]:
+                print(f"  {r['max_error_uv']:>8g}{_f(r['bits_per_sample']):>10}{r['max_abs_error_counts']!s:>9}"
+                      f"{_f(r['webgrid_bps']):>8}{_f(r['webgrid_accuracy']):>10}", file=out)
+        elif c["dataset"] == "n1_broadband":
             print(f"  {'max err':>8}{'bits/smp':>10}{'ratio':>8}{'max |e|':>9}{'xings':>8}{'count err':>11}"
                   f"{'x recall':>10}{'x prec':>8}", file=out)
             for r in c["rows"]:
@@ -213,8 +226,9 @@ def print_summary(result: dict, file: Any = None) -> None:
                 print(f"  {r['max_error_uv']:>8g}{r['bits_per_sample']:>10.3f}{r['ratio']:>8.3f}"
                       f"{r['max_abs_error_uv']:>11.3f}{_f(r['recall_snr_ge_5']):>10}{_f(r['recall_snr_3_5']):>10}"
                       f"{_f(r['precision']):>10}", file=out)
-    print("\nnot measured: closed-loop Webgrid bps (" + result["not_measured"]["closed_loop_webgrid_bps"] + ")",
-          file=out)
+    if "not_measured" in result:
+        print("\nnot measured: closed-loop Webgrid bps (" + result["not_measured"]["closed_loop_webgrid_bps"] + ")",
+              file=out)
 
 
 def _f(v: float | None) -> str:
@@ -242,7 +256,12 @@ def plot(result: dict, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4.2), squeeze=False)
     for ax, c in zip(axes[0], curves):
         bps = [r["bits_per_sample"] for r in c["rows"]]
-        if c["dataset"] == "n1_broadband":
+        if c["dataset"].startswith("closed_loop"):
+            ax.plot(bps, [r["webgrid_bps"] for r in c["rows"]], "o-", label="Webgrid bps")
+            labels = [f"{r['max_error_uv']:g} µV" for r in c["rows"]]
+            ax.set_title(f"closed loop, simulated {c['channels']} ch")
+            ax.set_ylabel("bits per second")
+        elif c["dataset"] == "n1_broadband":
             ax.plot(bps, [r["crossing_recall"] for r in c["rows"]], "o-", label="crossings found again")
             ax.plot(bps, [1 - r["crossing_count_rel_error"] for r in c["rows"]], "s--",
                     label="1 - crossing count error")
@@ -259,7 +278,10 @@ def plot(result: dict, path: Path) -> Path:
             ax.annotate(lab, (b, 0.0 if y is None else y), textcoords="offset points", xytext=(0, -12),
                         ha="center", fontsize=7)
         ax.set_xlabel("bits per sample")
-        ax.set_ylim(0, 1.05)
+        if c["dataset"].startswith("closed_loop"):
+            ax.set_ylim(bottom=0)
+        else:
+            ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
         ax.legend(loc="center right", fontsize=8)
     fig.suptitle("cortexlink near-lossless codec: bits per sample vs what the BCI still detects")

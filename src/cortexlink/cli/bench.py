@@ -214,6 +214,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     co.add_argument("--n1-errors", type=float, nargs="+", default=None, metavar="COUNTS",
                     help="--near-lossless: error bounds on the N1 files, in file counts (default: "
                          "0 32 64 128 320 640 1280; one ADC step is ~64 counts)")
+    co.add_argument("--closed-loop", action="store_true",
+                    help="--near-lossless: also closed-loop Webgrid bps with the raw chunks through a near-lossless "
+                         "link (one demo session per bound on 512 channels, 60 s of Webgrid; ~2-4 min each)")
+    co.add_argument("--loop-errors-uv", type=float, nargs="+", default=None, metavar="UV",
+                    help="--closed-loop: error bounds, µV (default: 0 10 20 50)")
     co.add_argument("--json", action="store_true", help="print the result as JSON only")
     co.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     co.set_defaults(func=_run_codec)
@@ -373,6 +378,7 @@ def _run_codec(args: argparse.Namespace) -> int:
                                  n1_errors_counts=args.n1_errors or codec_curve.N1_ERRORS_COUNTS,
                                  channels=256 if args.channels is None else args.channels,
                                  seconds=5.0 if args.seconds is None else args.seconds, seed=args.seed,
+                                 closed_loop=args.closed_loop, loop_errors_uv=args.loop_errors_uv,
                                  progress=not args.json and sys.stderr.isatty())
         if args.out:
             result["plot"] = str(codec_curve.plot(result, args.out.with_suffix(".png")))
