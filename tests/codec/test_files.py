@@ -58,7 +58,7 @@ def _clean(proc, *needles):
 
 @pytest.mark.parametrize("nch", [1, 4])
 @pytest.mark.parametrize("kind", ["random", "sparse"])
-@pytest.mark.parametrize("entropy", ["range", "rice"])
+@pytest.mark.parametrize("entropy", ["range", "rice", "lms"])
 def test_file_round_trip_is_byte_identical(tmp_path, nch, kind, entropy):
     x = (_random if kind == "random" else _sparse)(50_000, nch)
     src = tmp_path / "a.wav"
@@ -231,3 +231,38 @@ def test_refusals_cli(tmp_path):
     assert p.returncode == 2 and not (tmp_path / "bad.wav").exists()
     p = _cli("compress", tmp_path / "a.wav", tmp_path / "z.clz", "--entropy", "huffman")
     assert p.returncode == 2 and "Traceback" not in p.stderr
+
+
+def test_a_canonical_wav_head_is_rebuilt_not_stored_and_frames_can_be_longer(tmp_path):
+    from cortexlink.codec.files import CLZ_FLAG_STD_HEAD, std_wav_head
+
+    x = _sparse(50_000, 2)
+    src = tmp_path / "a.wav"
+    _wav(src, x, rate=20000)
+    assert src.read_bytes()[:44] == std_wav_head(20000, 2, 50_000)
+    compress_file(src, tmp_path / "a.clz")
+    clz = (tmp_path / "a.clz").read_bytes()
+    assert clz[5] == CLZ_FLAG_STD_HEAD and struct.unpack_from("<I", clz, 24)[0] == 0    # no head stored
+    assert struct.unpack_from("<I", clz, 20)[0] == 20000                                 # 1 s frames
+    compress_file(src, tmp_path / "b.clz", frame_s=2.0, entropy="lms")
+    assert struct.unpack_from("<I", (tmp_path / "b.clz").read_bytes(), 20)[0] == 40000
+    for name in ("a", "b"):
+        decompress_file(tmp_path / f"{name}.clz", tmp_path / f"{name}.out.wav")
+        assert (tmp_path / f"{name}.out.wav").read_bytes() == src.read_bytes()
+    # a WAV with another chunk keeps its head verbatim (flag clear)
+    odd = bytearray(src.read_bytes())
+    odd[16:20] = struct.pack("<I", 18)                     # a fmt chunk of 18 bytes (cbSize 0)
+    odd[36:36] = b"\x00\x00"
+    struct.pack_into("<I", odd, 4, len(odd) - 8)
+    (tmp_path / "c.wav").write_bytes(bytes(odd))
+    compress_file(tmp_path / "c.wav", tmp_path / "c.clz")
+    assert (tmp_path / "c.clz").read_bytes()[5] == 0
+    decompress_file(tmp_path / "c.clz", tmp_path / "c.out.wav")
+    assert (tmp_path / "c.out.wav").read_bytes() == bytes(odd)
+
+
+@pytest.mark.parametrize("frame_s", [0, -1, 61, True, "8"])
+def test_bad_frame_length_is_refused(tmp_path, frame_s):
+    _wav(tmp_path / "a.wav", _sparse(100, 1))
+    with pytest.raises(ConfigError, match="frame_s must be a number of seconds"):
+        compress_file(tmp_path / "a.wav", tmp_path / "a.clz", frame_s=frame_s)

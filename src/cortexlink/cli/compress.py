@@ -27,7 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("output", type=Path, metavar="OUT",
                    help="the .clz file (or session archive), or the folder of .clz files, to write")
     c.add_argument("--resync-frames", type=int, default=32, metavar="N",
-                   help="a resynchronisation point every N codec frames of 1 s (default: 32)")
+                   help="a resynchronisation point every N codec frames (default: 32)")
+    c.add_argument("--frame-s", type=float, default=1.0, metavar="S",
+                   help="seconds per codec frame of a WAV or raw file (default: 1; e.g. 8 for storage: fewer "
+                        "frame headers; session folders use ~1 s)")
     c.add_argument("--entropy", choices=["range", "rice", "lms"], default="range",
                    help="entropy coder: range (default), rice (faster, larger) or lms (LMS prediction, smaller, "
                         "slower)")
@@ -97,7 +100,7 @@ def _run_compress(args: argparse.Namespace) -> int:
 
     return _report(args, lambda bar: compress_path(args.input, args.output, overwrite=args.overwrite,
                                                    resync_frames=args.resync_frames, entropy=args.entropy,
-                                                   progress=bar))
+                                                   frame_s=args.frame_s, progress=bar))
 
 
 def _run_decompress(args: argparse.Namespace) -> int:

@@ -3,7 +3,7 @@
 
 A ``.clz`` file holds one int16 PCM WAV file (mono or multichannel): a small header, the WAV's
 bytes around its samples kept verbatim, then the samples as a stream of :mod:`cortexlink.codec`
-frames (one frame per second of samples). Decompressing writes back the original file byte for
+frames (by default one frame per second of samples). Decompressing writes back the original file byte for
 byte — its header, any other chunk (``LIST``, ``fact``, a pad byte, trailing chunks), and its
 samples — for any WAV the standard library's :mod:`wave` reads as 16-bit PCM, not only the
 standard 44-byte-header ones.
@@ -26,7 +26,8 @@ offset bytes field
 ====== ===== ===========================================================================
 0      4     magic ``b"CXLZ"``
 4      1     container version (1)
-5      1     flags: bit 0 a raw file and its sidecar (else a WAV file); others reserved (0)
+5      1     flags: bit 0 a raw file and its sidecar (else a WAV file); bit 1 the WAV's head is
+             the canonical 44-byte one, rebuilt from the fields below (``H`` is 0); others 0
 6      2     channel count (1..65535)
 8      4     sample rate in Hz
 12     8     sample count per channel
@@ -75,6 +76,9 @@ __all__ = ["CLZ_MAGIC", "CLZ_VERSION", "compress_file", "decompress_file", "comp
 CLZ_MAGIC = b"CXLZ"
 CLZ_VERSION = 1
 CLZ_FLAG_RAW = 0x01
+#: The WAV's head is the canonical 44-byte one (RIFF, a 16-byte PCM ``fmt``, ``data``), rebuilt
+#: from the channel count, rate and sample count instead of stored.
+CLZ_FLAG_STD_HEAD = 0x02
 #: The WAV header is parsed from the file's first MiB (the whole file if its header is longer).
 _WAV_PREFIX = 1 << 20
 _HEAD = struct.Struct("<4sBBHIQIII")
@@ -174,19 +178,30 @@ def read_wav(raw: bytes | memoryview, name: str = "WAV") -> tuple[int, int, np.n
     return rate, nch, samples.astype(np.int16, copy=False), bytes(raw[:start]), raw[end:]
 
 
+def std_wav_head(rate: int, nch: int, n: int) -> bytes | None:
+    """The canonical 44-byte header of a 16-bit PCM WAV file, or None when its sizes overflow."""
+    data = n * nch * 2
+    if data + 36 > 0xFFFFFFFF or rate * nch * 2 > 0xFFFFFFFF:
+        return None
+    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + data, b"WAVE", b"fmt ", 16, 1, nch, rate,
+                       rate * nch * 2, nch * 2, 16, b"data", data)
+
+
 def _encode(raw: bytes | memoryview, name: str, out: BinaryIO, *, resync_frames: int, entropy: str,
-            sidecar: bytes | None = None) -> int:
+            sidecar: bytes | None = None, frame_s: float = 1.0) -> int:
     """Write a WAV file's bytes (``sidecar`` None), or a raw file's bytes and its sidecar's, as a
     .clz file to ``out``, frame by frame; return the bytes written."""
     if sidecar is None:
         rate, nch, samples, head, tail = read_wav(raw, name)
         flags = 0
+        if not len(tail) and bytes(head) == std_wav_head(rate, nch, samples.shape[0]):
+            head, flags = b"", CLZ_FLAG_STD_HEAD
     else:
         nch, rate_hz = rawfiles.parse_sidecar(sidecar, f"sidecar of {name}")
         rate = int(round(rate_hz))
         samples, tail = rawfiles.split_raw(raw, nch)
         head, flags = sidecar, CLZ_FLAG_RAW
-    frame = max(1, min(rate, 1 << 20, max(1, (1 << 24) // nch)))
+    frame = max(1, min(int(round(frame_s * rate)), 1 << 22, max(1, (1 << 24) // nch)))
     enc = Encoder(nch, resync_frames=resync_frames, entropy=entropy)
     n = samples.shape[0]
     fixed = _HEAD.pack(CLZ_MAGIC, CLZ_VERSION, flags, nch, rate, n, frame, len(head), len(tail))
@@ -222,9 +237,12 @@ def _decode(buf: bytes | memoryview, name: str, out: BinaryIO) -> tuple[int, byt
     head, tail = bytes(buf[pos:pos + hlen]), memoryview(buf)[pos + hlen:pos + hlen + tlen]
     if crc_of(tail, crc=zlib.crc32(head, zlib.crc32(buf[:_HEAD.size]))) != crc:
         raise ValidationError(f"{name}: CRC-32 mismatch in the .clz header (the file is corrupt)")
-    if flags & ~CLZ_FLAG_RAW or nch < 1:
+    if flags & ~(CLZ_FLAG_RAW | CLZ_FLAG_STD_HEAD) or nch < 1 or (flags & CLZ_FLAG_STD_HEAD and (
+            flags & CLZ_FLAG_RAW or hlen or std_wav_head(rate, nch, n) is None)):
         raise ValidationError(f"{name}: .clz header has flags 0x{flags:02x} and {nch} channels (corrupt)")
     raw = bool(flags & CLZ_FLAG_RAW)
+    if flags & CLZ_FLAG_STD_HEAD:
+        head = std_wav_head(rate, nch, n)
     sink = Sink(out)
     if not raw:
         sink.write(head)
@@ -248,14 +266,22 @@ def _decode(buf: bytes | memoryview, name: str, out: BinaryIO) -> tuple[int, byt
     return sink.n, (head if raw else None)
 
 
+def _check_frame_s(frame_s: object) -> float:
+    if isinstance(frame_s, bool) or not isinstance(frame_s, (int, float)) or not 0.001 <= frame_s <= 60:
+        raise ConfigError(f"frame_s must be a number of seconds in [0.001, 60]; got {frame_s!r}")
+    return float(frame_s)
+
+
 def compress_file(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
-                  resync_frames: int = 32, entropy: str = "range") -> dict:
+                  resync_frames: int = 32, entropy: str = "range", frame_s: float = 1.0) -> dict:
     """Compress one 16-bit PCM WAV file, or one raw int16 file with its sidecar ``<stem>.json``
     (see :mod:`cortexlink.codec.rawfiles`), into a ``.clz`` file; return ``{files, original_bytes,
     compressed_bytes, ratio}`` (original bytes: the WAV's, or the raw file's and its sidecar's).
-    ``resync_frames`` and ``entropy`` go to the :class:`Encoder`. The input is read through a
-    memory map and the output written frame by frame."""
+    ``resync_frames`` and ``entropy`` go to the :class:`Encoder`; frames hold ``frame_s`` seconds
+    (at most 2**24 samples x channels; longer frames: fewer frame headers and table sections, for
+    storage). The input is read through a memory map and the output written frame by frame."""
     Encoder(1, resync_frames=resync_frames, entropy=entropy)  # options checked before any work
+    frame_s = _check_frame_s(frame_s)
     src, dst = Path(src), Path(dst)
     with _map_input(src, "input") as m:
         raw = m.buf
@@ -276,7 +302,8 @@ def compress_file(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: 
         dst = check_output_file(dst, what="output", overwrite=overwrite, ours=is_clz_file,
                                 ours_is="a .clz file written by cortexlink compress")
         with AtomicOutput(dst) as f:
-            written = _encode(raw, str(src), f, resync_frames=resync_frames, entropy=entropy, sidecar=sidecar)
+            written = _encode(raw, str(src), f, resync_frames=resync_frames, entropy=entropy, sidecar=sidecar,
+                              frame_s=frame_s)
         original = len(raw) + len(sidecar or b"")
     return _summary(1, original, written)
 
@@ -365,13 +392,15 @@ def _folder(src: Path, dst: Path, suffix: str, new_suffix: str, overwrite: bool,
 
 
 def compress_path(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
-                  resync_frames: int = 32, entropy: str = "range", progress: Progress | None = None) -> dict:
+                  resync_frames: int = 32, entropy: str = "range", frame_s: float = 1.0,
+                  progress: Progress | None = None) -> dict:
     """Compress a WAV file (or a raw file with its sidecar) to a ``.clz`` file, a session folder
     to one archive file (:mod:`cortexlink.codec.folders`), or every ``*.wav`` of another folder
     (not recursive) to ``.clz`` files of the same stem in the folder ``dst``; return the summary ``{mode, input,
     output, files, original_bytes, compressed_bytes, ratio, seconds}``."""
     t0 = time.perf_counter()
     src = Path(src)
+    frame_s = _check_frame_s(frame_s)
     if src.is_dir() and folders.is_session_folder(src):
         s = folders.compress_session(src, Path(dst), overwrite=overwrite, resync_frames=resync_frames,
                                      entropy=entropy)
@@ -379,9 +408,10 @@ def compress_path(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: 
         Encoder(1, resync_frames=resync_frames, entropy=entropy)
         s = _folder(src, Path(dst), ".wav", ".clz", overwrite,
                     lambda p, t: compress_file(p, t, overwrite=overwrite, resync_frames=resync_frames,
-                                               entropy=entropy), progress)
+                                               entropy=entropy, frame_s=frame_s), progress)
     else:
-        s = compress_file(src, dst, overwrite=overwrite, resync_frames=resync_frames, entropy=entropy)
+        s = compress_file(src, dst, overwrite=overwrite, resync_frames=resync_frames, entropy=entropy,
+                          frame_s=frame_s)
     return {"mode": "compress", "input": str(src), "output": str(dst), **s,
             "seconds": round(time.perf_counter() - t0, 3)}
 
