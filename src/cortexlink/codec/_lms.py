@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit
 
 from ._kernels import _working_history
-from ._range import TOP, _enc_group, _shift_low
+from ._range import TOP, _dec_group, _dec_normalise, _enc_group, _shift_low
 
 LMS_ORDER = 16
 #: The LMS step in Q16 (~0.0005).
@@ -160,14 +160,7 @@ def _dec16(payload, size, rng, code, pos, over, prob, count, i, j):
         rng -= bound
         bit = 1
     _adapt(prob, count, i, j, bit)
-    while rng < TOP:
-        rng = (rng << 8) & 0xFFFFFFFF
-        if pos < size:
-            code = ((code << 8) | np.int64(payload[pos])) & 0xFFFFFFFF
-        else:
-            code = (code << 8) & 0xFFFFFFFF
-            over += 1
-        pos += 1
+    rng, code, pos, over = _dec_normalise(payload, size, rng, code, pos, over)
     return bit, rng, code, pos, over
 
 
@@ -298,20 +291,7 @@ def decode_lms(payload, out, hist, hd, lw, mag, prob, count, tables, toff):
                 while rest > 0:
                     g = min(rest, 8)
                     rest -= g
-                    rng >>= g
-                    v = code // rng
-                    if v >= (1 << g):
-                        v = (1 << g) - 1
-                        over += 1
-                    code -= v * rng
-                    while rng < TOP:
-                        rng = (rng << 8) & 0xFFFFFFFF
-                        if pos < size:
-                            code = ((code << 8) | np.int64(payload[pos])) & 0xFFFFFFFF
-                        else:
-                            code = (code << 8) & 0xFFFFFFFF
-                            over += 1
-                        pos += 1
+                    v, rng, code, pos, over = _dec_group(payload, size, rng, code, pos, over, g)
                     m = (m << g) | v
                 e = -m if neg else m
             if over > 0:

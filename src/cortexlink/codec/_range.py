@@ -145,6 +145,21 @@ def encode_range(data, hist, cost, acc, pu, pl, tables, toff, out):
 
 
 @njit(cache=True, inline="always")
+def _dec_normalise(payload, size, rng, code, pos, over):
+    """Shift bytes into ``code`` while the range is below 2**24 (past the payload's end: zeros,
+    counted in ``over``)."""
+    while rng < TOP:
+        rng = (rng << 8) & 0xFFFFFFFF
+        if pos < size:
+            code = ((code << 8) | np.int64(payload[pos])) & 0xFFFFFFFF
+        else:
+            code = (code << 8) & 0xFFFFFFFF
+            over += 1
+        pos += 1
+    return rng, code, pos, over
+
+
+@njit(cache=True, inline="always")
 def _dec_bit(payload, size, rng, code, pos, over, probs, i, j):
     p = probs[i, j]
     bound = (rng >> PROB_BITS) * p
@@ -157,14 +172,7 @@ def _dec_bit(payload, size, rng, code, pos, over, probs, i, j):
         rng -= bound
         probs[i, j] = p - (p >> ADAPT)
         bit = 1
-    while rng < TOP:
-        rng = (rng << 8) & 0xFFFFFFFF
-        if pos < size:
-            code = ((code << 8) | np.int64(payload[pos])) & 0xFFFFFFFF
-        else:
-            code = (code << 8) & 0xFFFFFFFF
-            over += 1
-        pos += 1
+    rng, code, pos, over = _dec_normalise(payload, size, rng, code, pos, over)
     return bit, rng, code, pos, over
 
 
@@ -175,14 +183,7 @@ def _dec_direct(payload, size, rng, code, pos, over):
     if code >= rng:
         code -= rng
         bit = 1
-    while rng < TOP:
-        rng = (rng << 8) & 0xFFFFFFFF
-        if pos < size:
-            code = ((code << 8) | np.int64(payload[pos])) & 0xFFFFFFFF
-        else:
-            code = (code << 8) & 0xFFFFFFFF
-            over += 1
-        pos += 1
+    rng, code, pos, over = _dec_normalise(payload, size, rng, code, pos, over)
     return bit, rng, code, pos, over
 
 
@@ -194,14 +195,7 @@ def _dec_group(payload, size, rng, code, pos, over, nb):
         v = (1 << nb) - 1
         over += 1
     code -= v * rng
-    while rng < TOP:
-        rng = (rng << 8) & 0xFFFFFFFF
-        if pos < size:
-            code = ((code << 8) | np.int64(payload[pos])) & 0xFFFFFFFF
-        else:
-            code = (code << 8) & 0xFFFFFFFF
-            over += 1
-        pos += 1
+    rng, code, pos, over = _dec_normalise(payload, size, rng, code, pos, over)
     return v, rng, code, pos, over
 
 
