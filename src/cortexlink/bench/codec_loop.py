@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Sequence
 
-LOOP_ERRORS_UV = (0.0, 10.0, 20.0, 50.0)
+LOOP_ERRORS_UV = (0.0, 2.0, 5.0, 10.0, 20.0)
 LOOP_CHANNELS = 512
 LOOP_WEBGRID_S = 60.0
 

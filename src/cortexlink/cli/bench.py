@@ -218,7 +218,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="--near-lossless: also closed-loop Webgrid bps with the raw chunks through a near-lossless "
                          "link (one demo session per bound on 512 channels, 60 s of Webgrid; ~2-4 min each)")
     co.add_argument("--loop-errors-uv", type=float, nargs="+", default=None, metavar="UV",
-                    help="--closed-loop: error bounds, µV (default: 0 10 20 50)")
+                    help="--closed-loop: error bounds, µV (default: 0 2 5 10 20)")
     co.add_argument("--json", action="store_true", help="print the result as JSON only")
     co.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     co.set_defaults(func=_run_codec)
