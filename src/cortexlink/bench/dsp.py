@@ -121,8 +121,13 @@ def _run_worker(impl: str, data_path: Path, workdir: Path, fs_hz: float, gain_uv
             "events_path": str(workdir / f"{impl}_{tag}_events.npz"), "n_threads": n_threads}
     spec_path = workdir / f"{impl}_{tag}.json"
     spec_path.write_text(json.dumps(spec))
-    # BLAS and OpenMP stay single-threaded; numba's pool gets exactly the cores measured
+    # BLAS and OpenMP stay single-threaded; numba's pool gets exactly the cores measured. Its
+    # OpenMP threads wait passively between the two meetings per chunk unless OMP_WAIT_POLICY
+    # says otherwise: spinning threads on a machine whose cores other processes also use stall
+    # every meeting for a scheduler time slice (16,384 channels on a loaded 2-core VM: 13x slower).
     env = {**os.environ, **SINGLE_THREAD_ENV, "NUMBA_NUM_THREADS": str(n_threads)}
+    if n_threads > 1:
+        env.setdefault("OMP_WAIT_POLICY", "passive")
     proc = subprocess.run([sys.executable, "-m", "cortexlink.bench._dsp_worker", str(spec_path)],
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:
