@@ -60,9 +60,12 @@ class _ChainMixin:
         C = self.n_channels
         n_bins = (int(ist[_BIN_FILL]) + n) // W
         b0 = start - int(ist[_BIN_FILL])
-        out_tx = np.empty((n_bins, C), np.float32)
-        out_sbp = np.empty((n_bins, C), np.float32)
-        out_lfp = np.empty((n_bins if self.lfp_band_hz is not None else 0, C), np.float32)
+        if n_bins:
+            out_tx = np.empty((n_bins, C), np.float32)
+            out_sbp = np.empty((n_bins, C), np.float32)
+            out_lfp = np.empty((n_bins if self.lfp_band_hz is not None else 0, C), np.float32)
+        else:  # most 1 ms chunks complete no bin: nothing is written, share one empty array
+            out_tx = out_sbp = out_lfp = self._no_rows
         ist[_N_OUT] = 0
         st.lfp.ist[3] = 0
         gain = self._gain[data.dtype]
@@ -142,22 +145,26 @@ class _ChainMixin:
             ev = self._ev
         else:
             ev = _EMPTY_EV
-        args = (data, pos, stop, start, mode, gain, offset, self._coef, self._zi, st.z,
-                st.need_init, st.nonfinite, self._refmask, V, v0, self._thr_k, st.armed,
-                st.dead, self._dead_n, st.tx_acc, st.sbp_acc, self.bin_width_samples,
-                out_tx, out_sbp, cal, self._cal_stride if self._cal_rows is not None else 1,
-                self.keep_events and self._calib is not None, self._trough_n, st.pend_left, st.pend_cross, st.pend_idx,
-                st.pend_val, ev[0], ev[1], ev[2], ev[3], st.ist, *self._scratch)
-        if self.n_threads_ == 1:
-            return self._kernel(*args)
-        import numba
+        keep = self.keep_events and self._calib is not None
+        cal_stride = self._cal_stride if self._cal_rows is not None else 1
+        before = 0
+        if self.n_threads_ > 1:
+            import numba
 
-        before = numba.get_num_threads()  # the setting is per calling thread: put it back
-        numba.set_num_threads(self._pool_threads)
-        try:
-            return self._kernel(*args)
+            before = numba.get_num_threads()  # the setting is per calling thread: put it back
+            numba.set_num_threads(self._pool_threads)
+        try:  # one compiled call; arguments passed directly (no tuple in between)
+            return self._kernel(data, pos, stop, start, mode, gain, offset, self._coef, self._zi, st.z,
+                                st.need_init, st.nonfinite, self._refmask, V, v0, self._thr_k, st.armed,
+                                st.dead, self._dead_n, st.tx_acc, st.sbp_acc, self.bin_width_samples,
+                                out_tx, out_sbp, cal, cal_stride, keep, self._trough_n, st.pend_left,
+                                st.pend_cross, st.pend_idx, st.pend_val, ev[0], ev[1], ev[2], ev[3], st.ist,
+                                *self._scratch)
         finally:
-            numba.set_num_threads(before)
+            if before:
+                import numba
+
+                numba.set_num_threads(before)
 
     def _run_numba(self, data, pos, stop, start, gain, offset, out_tx, out_sbp) -> None:
         if self.keep_events:

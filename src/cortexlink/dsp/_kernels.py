@@ -366,8 +366,7 @@ def _gather_events(n_parts, C, L, ecnt, sev_ch, sev_cross, sev_trough, sev_val, 
 def chain(raw, pos, stop, seg_start, mode, gain, offset, sos, zi, z, need_init, nonfinite,
           refmask, V, v0, thr, armed, dead, dead_n, tx_acc, sbp_acc, W, out_tx, out_sbp,
           cal_buf, cal_stride, keep_events, trough_n, pend_left, pend_cross, pend_idx, pend_val,
-          ev_ch, ev_cross, ev_trough, ev_val, ist, Yt, tmean, psum, pn, dinit, ecnt, need, sev_ch,
-          sev_cross, sev_trough, sev_val):  # pragma: no cover - compiled
+          ev_ch, ev_cross, ev_trough, ev_val, ist, Yt, tmean, psum, pn, need):  # pragma: no cover - compiled
     """Run rows ``pos:stop`` of ``raw`` through the chain on one thread; return the row
     index reached (earlier than ``stop`` when the event buffer must be drained first).
 
@@ -380,8 +379,8 @@ def chain(raw, pos, stop, seg_start, mode, gain, offset, sos, zi, z, need_init, 
     each sample from the groups' sums in group order, then phase 2
     (:func:`_feature_rows`) block by block. Every per-channel recursion runs in sample
     order and every cross-channel sum in the same group order, so the result depends
-    neither on tiling nor chunking. :func:`chain_parallel` takes the same arguments
-    (``dinit``, ``ecnt`` and ``sev_*`` are its per-part counters and event segments).
+    neither on tiling nor chunking. :func:`chain_parallel` takes the same arguments and
+    its per-part counters and event segments (``dinit``, ``ecnt``, ``sev_*``).
     """
     C = Yt.shape[1]
     L = Yt.shape[0]
@@ -425,7 +424,7 @@ def chain(raw, pos, stop, seg_start, mode, gain, offset, sos, zi, z, need_init, 
 def chain_parallel(raw, pos, stop, seg_start, mode, gain, offset, sos, zi, z, need_init, nonfinite,
                    refmask, V, v0, thr, armed, dead, dead_n, tx_acc, sbp_acc, W, out_tx, out_sbp,
                    cal_buf, cal_stride, keep_events, trough_n, pend_left, pend_cross, pend_idx, pend_val,
-                   ev_ch, ev_cross, ev_trough, ev_val, ist, Yt, tmean, psum, pn, dinit, ecnt, need, sev_ch,
+                   ev_ch, ev_cross, ev_trough, ev_val, ist, Yt, tmean, psum, pn, need, dinit, ecnt, sev_ch,
                    sev_cross, sev_trough, sev_val):  # pragma: no cover - compiled
     """:func:`chain` with the channels split into ``dinit.shape[0]`` parts of whole groups,
     one per thread (``numba.set_num_threads``), each phase run on the parts in parallel
@@ -496,12 +495,15 @@ def filter_block(x, gain, offset, coef, zi, z, need_init, nonfinite, ist, out):
 def scratch(n_channels: int, tile: int = TILE, n_parts: int = 0) -> tuple[np.ndarray, ...]:
     """Scratch buffers of :func:`chain` (``n_parts=0``) or :func:`chain_parallel` (``n_parts``
     parts, at most one per group): the tile of filtered rows, per-sample means, per-group
-    reference sums and counts, per-part counters, event flags and (parallel only) the
+    reference sums and counts, event flags and (parallel only) per-part counters and the
     parts' event segments."""
     ng = -(-n_channels // GROUP)
-    seg = n_channels * tile if n_parts else 0
-    npart = min(max(n_parts, 1), ng)
-    return (np.zeros((tile, n_channels), np.float32), np.zeros(tile, np.float32),
-            np.zeros((ng, tile), np.float32), np.zeros((ng, tile), np.int32), np.zeros(npart, np.int64),
-            np.zeros(npart, np.int64), np.zeros(-(-n_channels // 8) * 8, np.uint8), np.zeros(seg, np.int32),
-            np.zeros(seg, np.int64), np.zeros(seg, np.int64), np.zeros(seg, np.float32))
+    common = (np.zeros((tile, n_channels), np.float32), np.zeros(tile, np.float32),
+              np.zeros((ng, tile), np.float32), np.zeros((ng, tile), np.int32),
+              np.zeros(-(-n_channels // 8) * 8, np.uint8))
+    if not n_parts:
+        return common
+    seg = n_channels * tile
+    npart = min(n_parts, ng)
+    return common + (np.zeros(npart, np.int64), np.zeros(npart, np.int64), np.zeros(seg, np.int32),
+                     np.zeros(seg, np.int64), np.zeros(seg, np.int64), np.zeros(seg, np.float32))

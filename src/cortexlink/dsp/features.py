@@ -263,6 +263,7 @@ class FeatureExtractor(_ChainMixin, _AssemblyMixin):
         kinds = self.features
         self._feature_names = tuple(f"{cid}/{k}" for k in kinds for cid in channel_map.channel_ids)
         self._empty_out: BinnedFeatures | None = None   # shared result of chunks that complete no bin
+        self._no_rows = np.empty((0, n), np.float32)     # their (unwritten) output rows
         self._kind_codes: np.ndarray | None = None       # feature kinds as codes for the assemble kernel
         self.n_threads_ = 1
         if self.backend == "numba":
