@@ -296,3 +296,32 @@ def storage_crash_torn_header(work: Path) -> Outcome:
     before["intent"] = []                          # its records were cut with the file: not expected back
     o = _recover_then_verify(work, s, before, needles=("intent", "header"))
     return o
+
+
+@case("storage", timeout_s=90)
+def storage_compressed_raw_torn_tail(work: Path) -> Outcome:
+    """raw.clog recorded with --raw-codec rice, cut 100 bytes short: recover cuts the torn record, every other decodes."""
+    s = _record(work, "S", 3.0, *_NO_CAT, "--raw-codec", "rice")
+    before = _streams(s)
+    p = _stream_file(s, "raw")
+    with open(p, "r+b") as f:
+        f.truncate(p.stat().st_size - 100)
+    return _recover_then_verify(work, s, before, allowed=1, needles=("raw", "cut"))
+
+
+@case("storage", timeout_s=90)
+def storage_compressed_raw_byte_flipped(work: Path) -> Outcome:
+    """One byte flipped mid-file in a --raw-codec rice raw stream: recover drops that record and those coded after it up to the next resynchronisation point (at most 30, their bytes kept), nothing else."""
+    s = _record(work, "S", 3.0, *_NO_CAT, "--raw-codec", "rice")
+    before = _streams(s)
+    p = _stream_file(s, "raw")
+    b = bytearray(p.read_bytes())
+    at = _header_end(p) + (len(b) - _header_end(p)) // 3
+    b[at] ^= 0x5A
+    p.write_bytes(bytes(b))
+    o = _recover_then_verify(work, s, before, allowed=30, needles=("raw",))
+    # the intact records coded after the damaged one cannot be decoded: lost by design (the price of
+    # coding records against each other between resynchronisation points), so counted as lost
+    o.data_lost, how = _lost(before, s, allowed=1)
+    o.detail += f"; beyond the damaged record: {how}"
+    return o
