@@ -352,3 +352,13 @@ def test_a_table_update_that_repeats_known_values_is_refused():
     bad = bytes(head) + struct.pack("<I", zlib.crc32(payload, zlib.crc32(bytes(head)))) + payload
     with pytest.raises(ValidationError, match="repeats known values"):
         dec.decode(bad)
+
+
+def test_a_frame_whose_coder_differs_from_its_streams_is_refused():
+    x = _neural_like(200, 2)
+    dec = Decoder()
+    dec.decode(Encoder(2, entropy="rice").encode(x[:100]))
+    other = Encoder(2, entropy="range", resync_frames=10)
+    other.encode(x[:100])
+    with pytest.raises(ValidationError, match="range coder; the stream has 2 and rice"):
+        dec.decode(other.encode(x[100:]))                     # frame 1, not a resync point

@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit
 
 from ._kernels import _working_history
-from ._range import TOP, _dec_group, _dec_normalise, _enc_group, _shift_low
+from ._range import TOP, _dec_group, _dec_normalise, _dec_start, _enc_group, _shift_low
 
 LMS_ORDER = 16
 #: The LMS step in Q16 (~0.0005).
@@ -254,16 +254,7 @@ def decode_lms(payload, out, hist, hd, lw, mag, prob, count, tables, toff):
     n, nc = out.shape
     size = payload.shape[0]
     wh = _working_history(hist, tables, toff)
-    rng = np.int64(0xFFFFFFFF)
-    code = np.int64(0)
-    pos = np.int64(0)
-    over = np.int64(0)
-    for _ in range(5):
-        if pos < size:
-            code = ((code << 8) | np.int64(payload[pos])) & 0xFFFFFFFF
-        else:
-            over += 1
-        pos += 1
+    rng, code, pos, over = _dec_start(payload, size)
     for t in range(n):
         for c in range(nc):
             a, b, lo, hi = _domain(tables, toff, c)

@@ -145,6 +145,23 @@ def encode_range(data, hist, cost, acc, pu, pl, tables, toff, out):
 
 
 @njit(cache=True, inline="always")
+def _dec_start(payload, size):
+    """The decoder's first state: the full range and the first 5 payload bytes in ``code``:
+    ``(rng, code, pos, over)``."""
+    rng = np.int64(0xFFFFFFFF)
+    code = np.int64(0)
+    pos = np.int64(0)
+    over = np.int64(0)
+    for _ in range(5):
+        if pos < size:
+            code = ((code << 8) | np.int64(payload[pos])) & 0xFFFFFFFF
+        else:
+            over += 1
+        pos += 1
+    return rng, code, pos, over
+
+
+@njit(cache=True, inline="always")
 def _dec_normalise(payload, size, rng, code, pos, over):
     """Shift bytes into ``code`` while the range is below 2**24 (past the payload's end: zeros,
     counted in ``over``)."""
@@ -207,16 +224,7 @@ def decode_range(payload, out, hist, cost, acc, pu, pl, tables, toff):
     size = payload.shape[0]
     wh = _working_history(hist, tables, toff)
     pl2 = pl.reshape((MAX_K + 1) * 3, MAX_K)
-    rng = np.int64(0xFFFFFFFF)
-    code = np.int64(0)
-    pos = np.int64(0)
-    over = np.int64(0)
-    for _ in range(5):
-        if pos < size:
-            code = ((code << 8) | np.int64(payload[pos])) & 0xFFFFFFFF
-        else:
-            over += 1
-        pos += 1
+    rng, code, pos, over = _dec_start(payload, size)
     for t in range(n):
         for c in range(nc):
             k = _rice_k(acc, c)

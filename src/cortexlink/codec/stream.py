@@ -37,10 +37,19 @@ def _crc(header_wo_crc: bytes, payload: bytes | memoryview) -> int:
     return zlib.crc32(payload, zlib.crc32(header_wo_crc)) & 0xFFFFFFFF
 
 
-def _fresh_state(n_channels: int) -> tuple:
-    """Every channel's predictor and Rice statistics, LMS filter, and the stream's bit models, as
-    at a resynchronisation point: ``(hist, cost, acc, pu, pl, hd, lw, mag, prob, count)``."""
-    return _kernels.init_state(n_channels) + _range.init_models() + _lms.init_lms_state(n_channels)
+def _fresh_state(n_channels: int, coder: str) -> tuple:
+    """The state ``coder``'s kernels carry from frame to frame, as at a resynchronisation point:
+    rice ``(hist, cost, acc)``; range those and the bit models ``(pu, pl)``; lms ``(hist, hd, lw,
+    mag, prob, count)``."""
+    base = _kernels.init_state(n_channels)
+    if coder == "rice":
+        return base
+    if coder == "range":
+        return base + _range.init_models()
+    return (base[0],) + _lms.init_lms_state(n_channels)
+
+
+_KERNELS = {"range": _range, "lms": _lms}
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> int:
@@ -87,7 +96,7 @@ class Encoder:
             raise ConfigError(f"entropy must be one of {', '.join(ENTROPY_CODERS)}; got {entropy!r}")
         self.entropy = entropy
         self.frame_index = 0
-        self._state = _fresh_state(self.n_channels)
+        self._state = _fresh_state(self.n_channels, entropy)
         self._carried: list = [None] * self.n_channels
         self._with_table: list[int] = []
         self._flat = _tables.flatten(self._carried)
@@ -111,7 +120,7 @@ class Encoder:
         data = self._check(chunk)
         resync = self.frame_index % self.resync_frames == 0
         if resync:
-            self._state = _fresh_state(self.n_channels)
+            self._state = _fresh_state(self.n_channels, self.entropy)
             self._carried = [None] * self.n_channels
             self._with_table = []
             self._flat = _tables.flatten(self._carried)
@@ -126,17 +135,16 @@ class Encoder:
         tabs, offs = self._flat
         if self.entropy == "rice":
             out = np.empty(n * self.n_channels * _kernels.WORST_BITS // 8 + 16, np.uint8)
-            used = _kernels.encode_kernel(data, *self._state[:3], tabs, offs, out) if n else 0
+            used = _kernels.encode_kernel(data, *self._state, tabs, offs, out) if n else 0
         else:
-            mod = _range if self.entropy == "range" else _lms
+            mod = _KERNELS[self.entropy]
             kernel = _range.encode_range if self.entropy == "range" else _lms.encode_lms
             used = -1
             for per_sample in (mod.TYPICAL_BYTES_PER_SAMPLE, mod.WORST_BYTES_PER_SAMPLE):
                 out = np.empty(n * self.n_channels * per_sample + 4 * mod.WORST_BYTES_PER_SAMPLE, np.uint8)
                 state = tuple(a.copy() for a in self._state) if per_sample != mod.WORST_BYTES_PER_SAMPLE \
                     else self._state
-                args = state[:5] if self.entropy == "range" else (state[0],) + state[5:]
-                used = kernel(data, *args, tabs, offs, out) if n else 0
+                used = kernel(data, *state, tabs, offs, out) if n else 0
                 if used >= 0:
                     self._state = state
                     break
@@ -224,6 +232,7 @@ class Decoder:
 
     def __init__(self) -> None:
         self.n_channels: int | None = None
+        self._coder: str | None = None
         self._state: tuple | None = None
         self._carried: list = []
         self._flat: tuple | None = None
@@ -253,7 +262,7 @@ class Decoder:
             self._state = None
             raise ValidationError(f"codec frame {h.frame_index}: CRC-32 mismatch (the frame is corrupt)")
         if h.resync:
-            state = _fresh_state(h.n_channels)
+            state = _fresh_state(h.n_channels, h.coder)
             carried = [None] * h.n_channels
         else:
             if self._state is None:
@@ -264,10 +273,11 @@ class Decoder:
                 raise ValidationError(f"codec frame {h.frame_index} out of sequence (expected "
                                       f"{self._next_index}): a frame was lost; waiting for a "
                                       f"resynchronisation point")
-            if h.n_channels != self.n_channels:
+            if h.n_channels != self.n_channels or h.coder != self._coder:
                 self._state = None
-                raise ValidationError(f"codec frame {h.frame_index} has {h.n_channels} channels; the "
-                                      f"stream has {self.n_channels}")
+                raise ValidationError(f"codec frame {h.frame_index} has {h.n_channels} channels and the "
+                                      f"{h.coder} coder; the stream has {self.n_channels} and {self._coder} "
+                                      f"(corrupt frame)")
             state = tuple(a.copy() for a in self._state)
             carried = self._carried
         out = np.empty((h.n_samples, h.n_channels), np.int16)
@@ -291,11 +301,11 @@ class Decoder:
         if h.n_samples:
             body = np.frombuffer(payload[skip:], np.uint8)
             if h.coder == "range":
-                used = _range.decode_range(body, out, *state[:5], tabs, offs)
+                used = _range.decode_range(body, out, *state, tabs, offs)
             elif h.coder == "lms":
-                used = _lms.decode_lms(body, out, state[0], *state[5:], tabs, offs)
+                used = _lms.decode_lms(body, out, *state, tabs, offs)
             else:
-                used = _kernels.decode_kernel(body, out, *state[:3], tabs, offs)
+                used = _kernels.decode_kernel(body, out, *state, tabs, offs)
             if used != h.payload_len - skip:
                 self._state = None
                 raise ValidationError(f"codec frame {h.frame_index}: payload does not decode to "
@@ -304,6 +314,7 @@ class Decoder:
             self._state = None
             raise ValidationError(f"codec frame {h.frame_index}: payload in a frame of 0 samples")
         self._state = state
+        self._coder = h.coder
         self._carried = carried
         if h.tables != "frame":
             self._flat = (tabs, offs)
