@@ -44,7 +44,9 @@ def _publish(bus, topic, chunks, first_seq=0):
     bus.sync()
 
 
-def _read_all(bus, sub, n_expected, tries=40):
+def _read_all(bus, sub, n_expected, tries=500):
+    """Pump until every expected chunk arrived or was counted lost (at most tries x 20 ms: a busy
+    machine may need many rounds; a complete read stops at once)."""
     got = []
     for _ in range(tries):
         bus.pump(0.02)

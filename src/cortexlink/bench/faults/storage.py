@@ -127,7 +127,10 @@ def storage_header_dtype_byte_order(work: Path) -> Outcome:
 @case("storage", timeout_s=60)
 def storage_truncated_last_record(work: Path) -> Outcome:
     """raw.clog cut 100 bytes short (a torn last record): recover cuts it, keeps every other record and says so."""
-    s = _record(work)
+    return _torn_raw_tail(work, _record(work))
+
+
+def _torn_raw_tail(work: Path, s: Path) -> Outcome:
     before = _streams(s)
     p = _stream_file(s, "raw")
     with open(p, "r+b") as f:
@@ -301,12 +304,7 @@ def storage_crash_torn_header(work: Path) -> Outcome:
 @case("storage", timeout_s=90)
 def storage_compressed_raw_torn_tail(work: Path) -> Outcome:
     """raw.clog recorded with --raw-codec rice, cut 100 bytes short: recover cuts the torn record, every other decodes."""
-    s = _record(work, "S", 3.0, *_NO_CAT, "--raw-codec", "rice")
-    before = _streams(s)
-    p = _stream_file(s, "raw")
-    with open(p, "r+b") as f:
-        f.truncate(p.stat().st_size - 100)
-    return _recover_then_verify(work, s, before, allowed=1, needles=("raw", "cut"))
+    return _torn_raw_tail(work, _record(work, "S", 3.0, *_NO_CAT, "--raw-codec", "rice"))
 
 
 @case("storage", timeout_s=90)
