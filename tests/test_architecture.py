@@ -19,9 +19,9 @@ ALLOWED = {
     "sim": {"core"},
     "tasks": {"core"},
     "io": {"core", "dsp", "decoders", "codec"},
-    "quality": {"core", "dsp", "io"},
+    "quality": {"core", "dsp", "decoders", "io"},
     "runtime": {"core", "codec", "dsp", "decoders", "sim", "tasks", "io"},
-    "bench": {"core", "codec", "dsp", "decoders", "sim", "tasks", "io", "runtime", "web"},
+    "bench": {"core", "codec", "dsp", "decoders", "sim", "tasks", "io", "quality", "runtime", "web"},
     "web": {"core", "dsp", "decoders", "sim", "tasks", "io", "runtime"},
     "cli": {"core", "codec", "dsp", "decoders", "sim", "tasks", "io", "quality", "runtime", "bench", "web"},
 }
