@@ -223,6 +223,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     co.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     co.set_defaults(func=_run_codec)
 
+    qa = bsub.add_parser("quality", help="time and peak memory of `cortexlink quality` on EEG and implant data",
+                         description="Runs the data-set quality report (every check, the baseline, figures, HTML) "
+                                     "in a fresh process per data set: the EEG Motor Movement/Imagery folder "
+                                     "(../shared/data/eeg_motor_imagery, skipped when absent) and a simulated "
+                                     "implant session recorded without raw samples (1024 channels, 10 minutes; "
+                                     "recorded once into --work, ~real time, then reused); reports wall-clock "
+                                     "seconds, peak RSS, findings and scores per data set against the goal of "
+                                     "under 60 s each.")
+    qa.add_argument("--eeg", type=Path, default=None, help="EEG folder (default: ../shared/data/eeg_motor_imagery)")
+    qa.add_argument("--no-eeg", action="store_true", help="skip the EEG folder")
+    qa.add_argument("--no-implant", action="store_true", help="skip the simulated implant session")
+    qa.add_argument("--channels", type=int, default=1024, help="simulated electrodes (default: 1024)")
+    qa.add_argument("--seconds", type=float, default=600.0,
+                    help="simulated session length in seconds (default: 600; shorter records faster)")
+    qa.add_argument("--work", type=Path, default=None,
+                    help="folder for the cached session and the reports (default: <tmp>/cortexlink-bench-quality)")
+    qa.add_argument("--permutations", type=int, default=100, help="baseline permutations (default: 100)")
+    qa.add_argument("--no-baseline", action="store_true", help="skip the fitness checks")
+    qa.add_argument("--json", action="store_true", help="print the result as JSON only")
+    qa.add_argument("--out", type=Path, default=None, help=OUT_HELP)
+    qa.set_defaults(func=_run_quality)
+
 
 def _check_out(args: argparse.Namespace) -> None:
     """Refuse an --out or --dir this command may not write, before the benchmark runs (see core.outpath)."""
@@ -417,3 +439,18 @@ def _run_faults(args: argparse.Namespace) -> int:
 
     _emit(result, args, summary)
     return 0 if not result["summary"]["failed"] else 1
+
+
+def _run_quality(args: argparse.Namespace) -> int:
+    _check_out(args)
+    from cortexlink.bench import quality
+
+    if args.work is not None:
+        from cortexlink.core.outpath import check_output_dir
+
+        check_output_dir(args.work, what="--work")
+    result = quality.run(eeg=args.eeg, use_default_eeg=not args.no_eeg, implant=not args.no_implant,
+                         channels=args.channels, seconds=args.seconds, work=args.work,
+                         baseline=not args.no_baseline, n_permutations=args.permutations, progress=not args.json)
+    rc = _emit(result, args, quality.print_summary)
+    return 1 if any("error" in r for r in result["results"]) else rc

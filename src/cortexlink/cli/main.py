@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(sub)
     from cortexlink.cli import compress  # WAV <-> .clz with the lossless codec (issue 20)
     compress.add_parser(sub)
+    from cortexlink.cli import quality  # data-set quality report (issue 16)
+    quality.add_parser(sub)
     return parser
 
 
