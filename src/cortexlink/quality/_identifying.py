@@ -5,6 +5,14 @@ MNE ``subject_info``, NWB subject fields, BIDS sidecars) and returns what it fou
 with the value masked (``"John Smith"`` -> ``"J*** S****"``): the report must not repeat the
 identifying text it warns about.
 
+What is flagged: any value of a field named for a person's name (``first_name``,
+``last_name``, ``patient_name``, a ``name`` column of ``participants.tsv``...), a birth date
+(``birthday``, ``date_of_birth``...) or a record / national-ID number (``his_id``, ``mrn``,
+``ssn``...); the EDF+ patient field's code, birth date and name sub-fields; in a non-EDF+ patient
+field, capitalised name pairs (``John Smith``, ``Smith, John``); in any other free text, e-mail
+addresses, phone and national-ID-like numbers, and dates that are not a measurement date. Fields
+about the data set's makers (authors, experimenter, institution, manufacturer) are skipped.
+
 EDF+ writes ``X`` for an unknown sub-field: ``X`` (and blanks, ``n/a``, ``unknown``) is never
 flagged. Short subject codes (``S001``, ``sub-01``: at most four letters and four digits) are
 pseudonyms, not record numbers.
@@ -30,7 +38,8 @@ _BIRTH_KEYS = {"birthday", "date_of_birth", "dob", "birth_date", "birthdate", "p
 _SKIP_KEYS = {"authors", "funding", "referencesandlinks", "howtoacknowledge", "datasetdoi", "license",
               "acknowledgements", "ethicsapprovals", "generatedby", "sourcedatasets", "experimenter",
               "investigator_technician_code", "institutionname", "institutionaldepartmentname",
-              "manufacturer", "manufacturersmodelname", "name", "bidsversion", "datasettype"}
+              "manufacturer", "manufacturersmodelname", "name", "bidsversion", "datasettype", "institution",
+              "institutionaddress", "lab"}
 _DATE_KEY = re.compile(r"date|time|start|created|meas|acquisition", re.I)
 _PSEUDONYM = re.compile(r"^(sub-)?[A-Za-z]{0,4}[-_]?\d{1,4}$")
 
@@ -181,9 +190,8 @@ def scan_header(header_text: dict[str, str], known_dates: set[date]) -> list[tup
             out.extend(found if found is not None else _free_text(k, val, known, person=True))
         elif leaf == "recording" and val.startswith("Startdate"):
             out.extend(_free_text(k, " ".join(val.split()[2:]), known, person=False))
-        else:
-            person = bool(re.search(r"subject|patient|participant", k, re.I))
-            out.extend(_free_text(k, val, known, person=person))
+        else:      # free text: a capitalised pair ("Healthy Volunteer") is too often not a name
+            out.extend(_free_text(k, val, known, person=False))
     return out
 
 

@@ -363,7 +363,8 @@ def identifying_text(ctx: DatasetContext) -> list[CheckResult]:
 # traceability
 # ---------------------------------------------------------------------------------------------
 
-_SOFTWARE_KEYS = ("software", "software_version", "writer", "generated_by", "program", "equipment", "source_software")
+_SOFTWARE_KEYS = ("software", "software_version", "writer", "generated_by", "program", "equipment", "source_software",
+                  "cortexlink_version", "source_script", "source_script_file_name")
 _CREATED_KEYS = ("created", "created_utc", "creation_date", "file_create_date", "meas_date", "started_utc")
 
 
