@@ -250,6 +250,29 @@ def test_nwb_export_opens_with_samples_in_microvolts(session_dir, tmp_path):
     assert trials and {e.label for e in trials} <= {e.label for e in s.events}
 
 
+def test_nwb_export_without_raw_opens_with_features_and_behaviour(session_dir, tmp_path):
+    from cortexlink.io.nwb import export_nwb
+
+    dst = tmp_path / "s1-features.nwb"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_nwb(session_dir, dst, raw=False)
+    (r,), findings = open_dataset(dst)
+    (s,), _ = open_dataset(session_dir)
+    assert findings == [] and r.reader is None and r.n_samples == 0 and r.kind == "implant"
+    assert ("no_raw", "no raw ElectricalSeries; checked from the binned features only") in r.problems
+    assert r.features.names == s.features.names and r.features.n_bins == s.features.n_bins
+    a = np.concatenate([b for _, b in r.features.iter_blocks()])
+    b = np.concatenate([b for _, b in s.features.iter_blocks()])
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)    # sbp µV -> V -> µV
+    (ia, va), (ib, vb) = r.features.behaviour(), s.features.behaviour()
+    np.testing.assert_array_equal(ia, ib)
+    np.testing.assert_allclose(va, vb)
+    assert r.fs_hz == 30000.0 and r.duration_s == pytest.approx(s.duration_s)
+    assert [e.label for e in r.events if e.label.startswith("target")] == \
+        [e.label for e in s.events if e.label.startswith("target")]
+
+
 # ------------------------------------------------------------------------------------------
 # failures
 
