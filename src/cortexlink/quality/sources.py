@@ -111,7 +111,7 @@ def _walk(folder: Path) -> Iterator[tuple[str, Path]]:
 
 def open_recording(path: Path, name: str) -> Recording:
     """Open one file or session folder; raises whatever its reader raises when it cannot."""
-    from cortexlink.quality import _eeg, _implant
+    from cortexlink.quality import _eeg, _implant, _nwb
 
     if path.is_dir():
         if _implant.is_session(path):
@@ -125,7 +125,7 @@ def open_recording(path: Path, name: str) -> Recording:
     if fmt == "nwb":
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            rec = _implant.open_nwb(path, name)
+            rec = _nwb.open_nwb(path, name)
         rec.problems.extend(_eeg.problems_from(list(caught)))
         return rec
     if fmt is None:
