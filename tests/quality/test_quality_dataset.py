@@ -490,3 +490,32 @@ def test_real_eeg_headers_are_not_identifying():
     assert len(recs) == 12
     res = run(checks_meta.identifying_text, ctx(recs))
     assert res.findings == [] and res.score == 1.0
+
+
+@pytest.mark.skipif(not EEG_DIR.is_dir(), reason=f"real EEG data not found at {EEG_DIR}")
+def test_real_eeg_near_duplicate_found_and_distinct_runs_not():
+    """Scanned fingerprints of two real runs of one subject are not near-duplicates; a copy of a
+    run with 0.05 µV of noise added (another hash) is, across splits."""
+    mne = pytest.importorskip("mne")
+    from cortexlink.quality.scan import summarise
+
+    def eeg(path: Path, name: str, noise_uv: float = 0.0) -> Recording:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raw = mne.io.read_raw_edf(path, preload=True, verbose="error")
+        data = raw.get_data() * 1e6
+        if noise_uv:
+            data = data + np.random.default_rng(0).normal(0, noise_uv, data.shape)
+        r = rec(name, fs=raw.info["sfreq"], n=data.shape[1], ch=raw.ch_names, subject=name[:4])
+        r.reader = lambda a, b: data[:, a:b]
+        return r
+
+    recs = [eeg(EEG_DIR / "S001R06.edf", "S001R06.edf"), eeg(EEG_DIR / "S001R10.edf", "S009R10.edf"),
+            eeg(EEG_DIR / "S001R06.edf", "S007R06.edf", noise_uv=0.05)]
+    sm = {r.name: summarise(r) for r in recs}
+    assert len({s.content_hash for s in sm.values()}) == 3
+    split = {"S001R06.edf": "train", "S009R10.edf": "test", "S007R06.edf": "test"}
+    res = run(checks_meta.near_duplicates, ctx(recs, sm, split=split))
+    assert [(f.file, f.severity) for f in res.findings] == [("S001R06.edf", "error")]
+    assert "S007R06.edf" in res.findings[0].detail and "S009R10.edf" not in res.findings[0].detail
+    assert run(checks_dataset.duplicates, ctx(recs, sm)).findings == []

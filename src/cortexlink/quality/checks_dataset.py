@@ -379,7 +379,10 @@ def label_vocabulary(ctx: DatasetContext) -> list[CheckResult]:
     bad: set[str] = set()
     scored: set[str] = set()
     vocab: dict[str, dict[str, int]] = {}
-    for task, recs in group_by_task([r for r in ctx.recordings if r.events], iu).items():
+    groups = [(f"{task}" if len(kinds) == 1 else f"{task} ({kind})", recs)
+              for kinds in [_by_kind([r for r in ctx.recordings if r.events])]
+              for kind, krecs in kinds.items() for task, recs in group_by_task(krecs, iu).items()]
+    for task, recs in groups:
         if not recs:
             continue
         scored |= {r.name for r in recs}
