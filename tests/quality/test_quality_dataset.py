@@ -462,9 +462,11 @@ def test_load_intended_use_errors_name_key_allowed_and_received(tmp_path, text, 
         checks_meta.load_intended_use(tmp_path / "missing.yaml")
 
 
-def test_a_bad_intended_use_in_the_context_is_refused():
+def test_a_bad_intended_use_in_the_context_is_refused_other_options_ignored():
     with pytest.raises(ConfigError, match="'min_subjects'"):
         checks_meta.subjects_sessions(ctx(clean_set(), intended_use={"min_subjects": "many"}))
+    res = checks_meta.subjects_sessions(ctx(clean_set(), intended_use={"min_subjects": 2, "n_permutations": 10}))
+    assert res[0].score == pytest.approx(0.5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def _end_s(rec: Recording) -> float | None:
 
 
 def _iu(ctx: DatasetContext) -> dict[str, Any]:
-    return validate_intended_use(ctx.intended_use or {})
+    return validate_intended_use(ctx.intended_use or {}, strict=False)
 
 
 def _frac(good: int, total: int) -> float | None:

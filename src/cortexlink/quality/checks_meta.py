@@ -45,7 +45,7 @@ D, I, P, T = "diversity", "independence", "deidentification", "traceability"
 
 
 def _iu(ctx: DatasetContext) -> dict[str, Any]:
-    return validate_intended_use(ctx.intended_use or {})
+    return validate_intended_use(ctx.intended_use or {}, strict=False)
 
 
 def _fmt(items: list, n: int = 8) -> str:

@@ -106,10 +106,11 @@ def _positive_int(src: str, key: str, v: Any) -> int:
     return int(v)
 
 
-def validate_intended_use(data: Any, source: str = "intended use") -> dict[str, Any]:
+def validate_intended_use(data: Any, source: str = "intended use", *, strict: bool = True) -> dict[str, Any]:
     """Check a parsed intended-use mapping and return it normalised (labels as strings, sexes as
     ``F``/``M``/``O``, numbers as floats); raise :class:`ConfigError` naming the key, what is
-    allowed and what was received."""
+    allowed and what was received. ``strict=False`` leaves out keys that are not intended-use
+    keys (options a runner adds to the context) instead of refusing them."""
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -118,6 +119,8 @@ def validate_intended_use(data: Any, source: str = "intended use") -> dict[str, 
     out: dict[str, Any] = {}
     for key, v in data.items():
         if key not in INTENDED_USE_KEYS:
+            if not strict:
+                continue
             raise ConfigError(f"{source}: unknown intended-use key {key!r}; allowed keys are "
                               f"{', '.join(INTENDED_USE_KEYS)}")
         if v is None:
