@@ -128,6 +128,14 @@ def test_fif_written_by_mne_opens_with_units_positions_and_events(tmp_path):
     np.testing.assert_allclose(y[:3], x[:3] * 1e6, rtol=1e-5, atol=1e-3)   # volts -> µV
     assert y[3].max() == 5.0                                                 # stim codes kept
     assert [(e.label, round(e.onset_s, 3)) for e in r.events] == [("left", 1.0), ("right", 2.5)]
+    gz = tmp_path / "gz" / "b_raw.fif.gz"
+    gz.parent.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw.save(gz, verbose="error")
+    (g,), _ = open_dataset(gz)
+    assert g.fmt == "fif" and g.name == "b_raw.fif.gz"
+    np.testing.assert_allclose(g.read(0, 100), y[:, :100])
 
 
 def _write_brainvision(folder: Path, x_uv: np.ndarray, fs: float) -> Path:
@@ -180,6 +188,23 @@ def test_bids_folder_gives_subject_session_and_sidecar_text(shared_data, tmp_pat
     assert any(k.endswith("_eeg.json") for k in r.header_text)
     assert "sub-07" in r.header_text["bids.participants.tsv"]
     assert {e.label for e in r.events} == {"T0", "T1", "T2"}
+
+
+def test_bids_electrode_positions_are_read(tmp_path):
+    import mne_bids
+
+    raw, _ = _raw_array()
+    raw.drop_channels(["STI"])
+    raw.set_meas_date(1e9)
+    root = tmp_path / "bids"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mne_bids.write_raw_bids(raw, mne_bids.BIDSPath(subject="02", task="rest", root=root, datatype="eeg"),
+                                allow_preload=True, format="EDF", verbose="error")
+    assert list(root.rglob("*_electrodes.tsv"))
+    (r,), findings = open_dataset(root)
+    assert findings == [] and (r.subject, r.session, r.extra["task"]) == ("02", None, "rest")
+    assert r.positions_present and r.extra["n_channels_with_position"] == 3
 
 
 # ------------------------------------------------------------------------------------------
