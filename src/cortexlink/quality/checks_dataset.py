@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from cortexlink.quality.intended_use import group_by_task, norm_channel, norm_label, validate_intended_use
+from cortexlink.quality.intended_use import (group_by_task, norm_channel, norm_label, subject_of,
+                                             validate_intended_use)
 from cortexlink.quality.model import CheckResult, DatasetContext, Finding, Recording
 
 __all__ = ["CHECKS", "missing_channels", "missing_samples", "missing_annotations", "missing_metadata",
@@ -221,7 +222,9 @@ def _meta_missing(r: Recording) -> dict[str, str]:
     if not r.positions_present:
         out["channel positions"] = "no channel positions (montage / electrode geometry) declared"
     if not (r.subject and str(r.subject).strip()):
-        out["subject descriptors"] = "no subject identifier declared"
+        sid, _ = subject_of(r)
+        out["subject descriptors"] = "no subject identifier declared" + (
+            f" in the file (its name suggests subject {sid})" if sid else "")
     if not (r.device and str(r.device).strip()):
         out["device"] = "no recording device declared"
     return out
