@@ -177,10 +177,12 @@ def open_mne(path: Path, name: str, fmt: str, *, raw: Any = None, caught: list |
                 raise ValueError(f"unknown EEG format {fmt!r}")
         annotations = None
         data_path = path          # the file named (BrainVision: the header; raw.filenames has the .eeg)
-        if fmt in ("edf", "bdf", "brainvision") or (bids and data_path.suffix.lower() in (".edf", ".bdf", ".vhdr")):
-            try:       # the file's own annotations: MNE's Raw drops those outside the data, a check wants them
-                src = data_path.with_suffix(".vmrk") if data_path.suffix.lower() == ".vhdr" else data_path
-                if src.is_file() and not bids:
+        if fmt in ("edf", "bdf", "brainvision"):
+            # the file's own annotations: MNE's Raw drops those outside the data, the event_bounds
+            # check wants them (BIDS: events.tsv as mne-bids read it, an "events_outside" problem)
+            try:
+                src = data_path.with_suffix(".vmrk") if fmt == "brainvision" else data_path
+                if src.is_file():
                     annotations = mne.read_annotations(src)
             except Exception as exc:
                 problems.append(("warning", f"annotations not read: {type(exc).__name__}: {exc}"))
@@ -234,6 +236,9 @@ def open_mne(path: Path, name: str, fmt: str, *, raw: Any = None, caught: list |
         extra.update({k: v for k, v in bids.items() if k not in ("subject", "session", "header_text", "files")})
         header_text.update(bids.get("header_text", {}))
     files = {data_path.name: data_path}
+    for fn in raw.filenames or ():          # the data file(s) MNE reads (BrainVision's .eeg, split FIF parts)
+        if fn and Path(fn).is_file():
+            files.setdefault(Path(fn).name, Path(fn))
     if data_path.suffix.lower() == ".vhdr":
         for s in (".vmrk", ".eeg"):
             p = data_path.with_suffix(s)
