@@ -521,3 +521,27 @@ def test_real_eeg_near_duplicate_found_and_distinct_runs_not():
     assert [(f.file, f.severity) for f in res.findings] == [("S001R06.edf", "error")]
     assert "S007R06.edf" in res.findings[0].detail and "S009R10.edf" not in res.findings[0].detail
     assert run(checks_dataset.duplicates, ctx(recs, sm)).findings == []
+
+
+@pytest.mark.skipif(not (EEG_DIR / ".." / "SHA256SUMS").is_file(), reason="real EEG data or its SHA256SUMS not found")
+def test_real_eeg_checksums_verified_against_the_folder_above(tmp_path):
+    recs = []
+    for path in sorted(EEG_DIR.glob("*.edf")):
+        r = rec(path.name, provenance={})
+        r.path = path
+        recs.append(r)
+    c = ctx(recs)
+    c.root = EEG_DIR
+    res = run(checks_meta.checksums, c)
+    assert (res.metrics["n_checked"], res.metrics["n_declared"], res.findings) == (12, 12, [])
+    # the same bytes under a list that declares another checksum
+    (tmp_path / "d").mkdir()
+    copy = tmp_path / "d" / "S001R03.edf"
+    copy.write_bytes((EEG_DIR / "S001R03.edf").read_bytes())
+    (tmp_path / "d" / "SHA256SUMS").write_text(f"{'f' * 64}  ./S001R03.edf\n")
+    r = rec("S001R03.edf", provenance={})
+    r.path = copy
+    c2 = ctx([r])
+    c2.root = tmp_path / "d"
+    [f] = run(checks_meta.checksums, c2).findings
+    assert f.file == "S001R03.edf" and f.severity == "error" and "SHA256SUMS" in f.detail

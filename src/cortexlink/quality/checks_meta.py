@@ -412,29 +412,53 @@ def sha256_stream(path: Path, block_bytes: int = _BLOCK) -> str:
             h.update(b)
 
 
-def _declared(path: Path, root: Path) -> dict[str, str]:
-    """Checksums declared next to a file (``<file>.sha256``) or in ``SHA256SUMS`` files of its folder
-    and the data-set root: ``{file name or relative path: hex}``."""
+_SUM_FILES = ("SHA256SUMS", "SHA256SUMS.txt", "sha256sums.txt", "checksums.sha256")
+
+
+def _read_sums(lst: Path) -> dict[str, str]:
     out: dict[str, str] = {}
-    side = path.with_name(path.name + ".sha256")
-    lists = [p for p in {path.parent / "SHA256SUMS", Path(root) / "SHA256SUMS"} if p.is_file()]
-    for lst in ([side] if side.is_file() else []) + lists:
-        for line in lst.read_text(encoding="utf-8", errors="replace").splitlines():
-            parts = line.strip().split(maxsplit=1)
-            if parts and len(parts[0]) == 64:
-                name = parts[1].lstrip("*").strip() if len(parts) > 1 else path.name
-                out[name] = parts[0].lower()
+    for line in lst.read_text(encoding="utf-8", errors="replace").splitlines():
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) == 2 and len(parts[0]) == 64:
+            name = parts[1].lstrip("*").strip()
+            out[name[2:] if name.startswith("./") else name] = parts[0].lower()
     return out
+
+
+def _declared(path: Path, root: Path, cache: dict[Path, dict[str, str]]) -> tuple[str, str] | None:
+    """The checksum declared for ``path`` and where: a ``<file>.sha256`` sidecar, else a
+    ``SHA256SUMS`` list (by the path relative to the list's folder) in the file's folder or any
+    folder above it up to one above the data-set root."""
+    side = path.with_name(path.name + ".sha256")
+    if side.is_file():
+        parts = side.read_text(encoding="utf-8", errors="replace").split()
+        if parts and len(parts[0]) == 64:
+            return parts[0].lower(), side.name
+    path, root = path.resolve(), Path(root).resolve()
+    stop = root.parent
+    for folder in path.parents:
+        for fname in _SUM_FILES:
+            lst = folder / fname
+            if lst not in cache:
+                cache[lst] = _read_sums(lst) if lst.is_file() else {}
+            want = cache[lst].get(path.relative_to(folder).as_posix())
+            if want:
+                return want, str(lst)
+        if folder == stop or folder == folder.parent:
+            return None
+    return None
 
 
 def checksums(ctx: DatasetContext) -> list[CheckResult]:
     """SHA-256 of every file (taken from the reader's ``provenance["sha256"]`` or computed streaming
     in 1 MiB blocks), returned in ``metrics["sha256"]`` for the report's recordings list; checksums
     a session folder's ``manifest.json`` declares, ``<file>.sha256`` sidecars and ``SHA256SUMS``
-    lists are verified: an error per file whose bytes do not match."""
+    lists (in the file's folder or above, up to one folder above the data-set root) are verified:
+    an error per file whose bytes do not match."""
     findings: list[Finding] = []
     digests: dict[str, Any] = {}
-    n_checked = n_bad = 0
+    cache: dict[Path, dict[str, str]] = {}
+    n_checked = n_bad = n_declared = 0
     for r in ctx.recordings:
         path = Path(r.path)
         if path.is_dir():
@@ -453,6 +477,7 @@ def checksums(ctx: DatasetContext) -> list[CheckResult]:
             for rel, meta in sorted(files.items()):
                 p = path / rel
                 n_checked += 1
+                n_declared += 1
                 if not p.is_file():
                     n_bad += 1
                     findings.append(Finding("checksums", T, "error", f"{rel}: listed in the manifest but missing",
@@ -471,16 +496,20 @@ def checksums(ctx: DatasetContext) -> list[CheckResult]:
         got = r.provenance.get("sha256") or sha256_stream(path)
         digests[r.name] = got
         n_checked += 1
-        decl = _declared(path, ctx.root)
-        want = decl.get(r.name) or decl.get(path.name) or r.provenance.get("declared_sha256")
-        if want and str(want).lower() != got:
-            n_bad += 1
-            findings.append(Finding("checksums", T, "error",
-                                    f"SHA-256 {got[:12]}... does not match the declared {str(want)[:12]}...",
-                                    file=r.name))
+        decl = _declared(path, ctx.root, cache)
+        if decl is None and r.provenance.get("declared_sha256"):
+            decl = (str(r.provenance["declared_sha256"]).lower(), "the file's provenance")
+        if decl is not None:
+            n_declared += 1
+            if decl[0] != got:
+                n_bad += 1
+                findings.append(Finding("checksums", T, "error",
+                                        f"SHA-256 {got[:12]}... does not match the {decl[0][:12]}... declared in "
+                                        f"{decl[1]}", file=r.name))
     return [CheckResult("checksums", T, (n_checked - n_bad) / n_checked if n_checked else None, findings,
-                        {"sha256": digests, "n_checked": n_checked, "n_mismatched": n_bad},
-                        f"{n_checked} files hashed, {n_bad} mismatched")]
+                        {"sha256": digests, "n_checked": n_checked, "n_declared": n_declared,
+                         "n_mismatched": n_bad},
+                        f"{n_checked} files hashed, {n_declared} against a declared checksum, {n_bad} mismatched")]
 
 
 CHECKS = [class_balance, subjects_sessions, coverage, split_leakage, near_duplicates, identifying_text,
