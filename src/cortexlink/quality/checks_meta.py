@@ -303,16 +303,19 @@ def near_duplicates(ctx: DatasetContext) -> list[CheckResult]:
         with np.errstate(invalid="ignore", divide="ignore"):
             corr = (z @ z.T) / np.outer(norms, norms)
         scale = np.linalg.norm(m, axis=1)
-        for i in range(len(items)):
-            for j in range(i + 1, len(items)):
-                (a, sa, va), (b, sb, vb) = items[i], items[j]
-                if sa == sb:
-                    continue
-                close = np.linalg.norm(va - vb) <= NEAR_DUPLICATE_REL * max(scale[i], scale[j], 1e-12)
-                same_flat = norms[i] == 0 and norms[j] == 0 and close
-                if close and (same_flat or corr[i, j] > NEAR_DUPLICATE_CORR):
-                    pair(a, sa, b, sb, f"nearly the same recording in two splits (fingerprint correlation "
-                                       f"{1.0 if same_flat else corr[i, j]:.5f})")
+        sq = scale ** 2
+        dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * (m @ m.T), 0.0))
+        close = dist <= NEAR_DUPLICATE_REL * np.maximum(np.maximum.outer(scale, scale), 1e-12)
+        flat = (norms == 0)
+        splits = np.array([s for _, s, _ in items], dtype=object)
+        cand = close & ((corr > NEAR_DUPLICATE_CORR) | np.outer(flat, flat)) & (splits[:, None] != splits[None, :])
+        for i, j in zip(*np.nonzero(np.triu(cand, 1))):
+            (a, sa, va), (b, sb, vb) = items[i], items[j]
+            if np.linalg.norm(va - vb) > NEAR_DUPLICATE_REL * max(scale[i], scale[j], 1e-12):
+                continue                   # the expansion above rounds; the direct distance decides
+            c = 1.0 if flat[i] and flat[j] else float(corr[i, j])
+            pair(a, sa, b, sb, f"nearly the same recording in two splits (fingerprint correlation {c:.5f}, "
+                               f"relative distance {np.linalg.norm(va - vb) / max(scale[i], scale[j], 1e-12):.1e})")
     seen: dict[str, tuple[Recording, str, int]] = {}
     n_trials = 0
     for r, s in recs:
