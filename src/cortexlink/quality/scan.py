@@ -41,9 +41,10 @@ mean ``/sbp`` × √(π/2) (the RMS of Gaussian noise with that mean absolute va
 measured noise); ``flat_fraction`` = 1-s windows with no crossing and a constant ``/sbp``; the
 rest are NaN.
 
-``content_hash``: SHA-256 over ``"<n_channels>x<n_samples>@<fs>"`` then the samples quantised to
-int32 steps of :data:`HASH_QUANTUM_UV`, time-major, so the same samples re-saved (another file
-name, EDF ↔ FIF) give the same hash whenever the values round the same.
+``content_hash``: SHA-256 over ``"<n_channels>x<n_samples>@<fs>"`` and each channel's SHA-256 of
+its samples quantised to int32 steps of :data:`HASH_QUANTUM_UV` (little-endian), so the same
+samples re-saved (another file name, EDF → FIF) give the same hash whenever the values round the
+same, whatever the block size.
 ``fingerprint``: per channel (sorted by channel name) log-RMS then lag-1 autocorrelation.
 
 Extras kept in ``RecordingSummary.extra`` (arrays per channel, in the recording's channel
@@ -57,7 +58,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any
 
 import numpy as np
 
@@ -96,6 +96,9 @@ SPIKE_BAND_HZ = (300.0, 5000.0)
 CROSSING_MULT = -4.5
 #: Quantum of the content hash (µV).
 HASH_QUANTUM_UV = 0.01
+#: Window medians (artefact reference, implant MAD noise) use every k-th sample so that at most
+#: about this many samples enter each median (every sample below 8 kHz).
+MEDIAN_SAMPLES = 8000
 #: Most values read per block (all channels), and per channel group processed at once.
 MAX_BLOCK_VALUES = 32_000_000
 MAX_GROUP_VALUES = 4_000_000
@@ -166,6 +169,10 @@ class _RawAcc:
         self.art_first = np.full(c, np.nan)
         nper = int(round(2 * fs)) if fs <= 2000 else int(round(fs))
         self.nperseg = max(8, nper)
+        from scipy.signal import get_window
+
+        self.win = get_window("hann", self.nperseg)
+        self.psd_scale = 1.0 / (fs * float(np.sum(self.win ** 2)))
         self.freqs = np.fft.rfftfreq(self.nperseg, 1.0 / fs)
         self.n_keep = int(np.searchsorted(self.freqs, PSD_KEEP_HZ, side="right"))
         self.freqs = self.freqs[: self.n_keep]
@@ -190,6 +197,25 @@ class _RawAcc:
         self.peak_sum = np.zeros(c)
 
 
+def _welch(x: np.ndarray, acc: _RawAcc) -> np.ndarray:
+    """Welch PSD (Hann, 50 % overlap, each segment's mean removed, one-sided density), rows × kept bins;
+    the same as ``scipy.signal.welch(..., detrend="constant")`` without its copies."""
+    from scipy import fft
+
+    nper = acc.nperseg
+    step = nper // 2
+    nseg = 1 + (x.shape[1] - nper) // step
+    frames = np.lib.stride_tricks.sliding_window_view(x, nper, axis=-1)[:, ::step][:, :nseg]
+    seg = frames * acc.win
+    seg -= frames.mean(axis=-1, keepdims=True) * acc.win
+    spec = fft.rfft(seg, axis=-1)[..., : acc.n_keep]
+    p = (spec.real ** 2 + spec.imag ** 2).mean(axis=1) * acc.psd_scale
+    p[:, 1:] *= 2.0
+    if nper % 2 == 0 and acc.n_keep == nper // 2 + 1:
+        p[:, -1] /= 2.0                      # the Nyquist bin is not doubled
+    return p
+
+
 def _windows(x: np.ndarray, w: int, last: bool) -> list[tuple[np.ndarray, int]]:
     """Split rows × samples into (rows × n_windows × w view, first sample) pieces: full windows, then
     a shorter tail window when it is at least half a window or the recording's end."""
@@ -207,7 +233,7 @@ def _windows(x: np.ndarray, w: int, last: bool) -> list[tuple[np.ndarray, int]]:
 def _group_pass(acc: _RawAcc, x: np.ndarray, sl: slice, s0: int, w: int, last: bool,
                 wstats: dict[str, np.ndarray]) -> None:
     """Update the accumulators for channels ``sl`` from their block ``x`` (rows × samples)."""
-    from scipy.signal import sosfilt, welch
+    from scipy.signal import sosfilt
 
     fs = acc.fs
     n = x.shape[1]
@@ -244,7 +270,7 @@ def _group_pass(acc: _RawAcc, x: np.ndarray, sl: slice, s0: int, w: int, last: b
         acc.sumsq[sl] += np.einsum("cwt,cwt->c", d, d)
         acc.lag1[sl] += np.einsum("cwt,cwt->c", d[..., 1:], d[..., :-1])
         wmax, wmin = xw.max(axis=-1), xw.min(axis=-1)
-        med = np.median(xw, axis=-1)
+        med = np.median(xw[..., :: max(1, xw.shape[-1] // MEDIAN_SAMPLES)], axis=-1)
         ptp.append(wmax - wmin)
         dev.append(np.maximum(wmax - med, med - wmin))
         g = np.abs(np.diff(xw, axis=-1))
@@ -254,8 +280,7 @@ def _group_pass(acc: _RawAcc, x: np.ndarray, sl: slice, s0: int, w: int, last: b
         wstats[key][sl] = np.concatenate(vals, axis=1) if vals else np.zeros((x.shape[0], 0))
     # spectrum
     if n >= acc.nperseg:
-        f, p = welch(x, fs=fs, nperseg=acc.nperseg, noverlap=acc.nperseg // 2, detrend="constant", axis=-1)
-        p = p[:, : acc.n_keep]
+        p = _welch(x, acc)
         acc.psd[sl] += p * n
         for line in acc.cands:
             r = _line_ratio(p, acc.freqs, line)
@@ -275,7 +300,8 @@ def _group_pass(acc: _RawAcc, x: np.ndarray, sl: slice, s0: int, w: int, last: b
             bp, zi = sosfilt(acc.sos, xi, axis=-1, zi=zi)
             acc.zi[:, idx, :] = zi
             for bw, _ in _windows(bp, w, last):
-                sigma = np.median(np.abs(bw), axis=-1) / _MAD          # rows × windows
+                sub = bw[..., :: max(1, bw.shape[-1] // MEDIAN_SAMPLES)]
+                sigma = np.median(np.abs(sub), axis=-1) / _MAD          # rows × windows
                 acc.noise_sum[idx] += sigma.sum(axis=1)
                 acc.noise_n[idx] += sigma.shape[1]
                 thr = (CROSSING_MULT * sigma)[..., None]
@@ -303,16 +329,27 @@ def _window_decisions(acc: _RawAcc, wstats: dict[str, np.ndarray], t_starts: np.
     _first(acc.art_first, art, t_starts)
 
 
-def _content_header(shape: tuple[int, int], rate: float) -> Any:
-    h = hashlib.sha256()
-    h.update(f"{shape[0]}x{shape[1]}@{float(rate):.6f}".encode())
-    return h
+class _Hasher:
+    """SHA-256 per channel over its quantised samples, combined with the shape and rate at the end
+    (independent of how the samples were split into blocks, and no transposed copy is needed)."""
 
+    def __init__(self, shape: tuple[int, int], rate: float) -> None:
+        self.header = f"{shape[0]}x{shape[1]}@{float(rate):.6f}".encode()
+        self.rows = [hashlib.sha256() for _ in range(shape[0])]
 
-def _quantise(block: np.ndarray) -> bytes:
-    q = np.rint(np.asarray(block, dtype=np.float64) / HASH_QUANTUM_UV)
-    q = np.where(np.isfinite(q), np.clip(q, -2**31 + 1, 2**31 - 1), -2**31)
-    return np.ascontiguousarray(q.T).astype("<i4").tobytes()
+    def update(self, block: np.ndarray) -> None:
+        """Add a rows × samples block (µV)."""
+        q = np.multiply(block, 1.0 / HASH_QUANTUM_UV, dtype=np.float64)
+        np.rint(q, out=q)
+        if q.size and not (-2.0 ** 31 <= q.min() and q.max() <= 2.0 ** 31 - 1):   # NaN fails too
+            q[~np.isfinite(q)] = -2.0 ** 31
+            np.clip(q, -2.0 ** 31, 2.0 ** 31 - 1, out=q)
+        qi = q.astype("<i4", order="C")
+        for h, row in zip(self.rows, qi):
+            h.update(row.data)
+
+    def hexdigest(self) -> str:
+        return hashlib.sha256(self.header + b"".join(h.digest() for h in self.rows)).hexdigest()
 
 
 def _fingerprint(names: list[str], level: np.ndarray, ac1: np.ndarray) -> np.ndarray:
@@ -367,14 +404,14 @@ def _summarise_raw(rec: Recording, line_hz: float | None, block_s: float) -> Rec
     n_win = max(min_win, min(n_win, MAX_BLOCK_VALUES // max(1, c * w)))
     step = n_win * w
     g = max(1, MAX_GROUP_VALUES // step)
-    hasher = _content_header((c, rec.n_samples), fs)
+    hasher = _Hasher((c, rec.n_samples), fs)
     n_read = 0
     for s0 in range(0, rec.n_samples, step):
         x = np.asarray(rec.read(s0, s0 + step), dtype=np.float64)
         if x.ndim != 2 or x.shape[0] != c or x.shape[1] == 0:
             break
         n_read += x.shape[1]
-        hasher.update(_quantise(x))
+        hasher.update(x)
         last = s0 + step >= rec.n_samples
         wstats: dict[str, np.ndarray] = {}
         nw = sum(p.shape[1] for p, _ in _windows(x[:1], w, last))
@@ -482,7 +519,7 @@ def _summarise_features(rec: Recording) -> RecordingSummary:
     n_bins, n_windows = 0, 0
     prev = None          # last sbp row of the previous block (lag-1 across blocks)
     carry = None         # bins not yet forming a whole window
-    hasher = _content_header((len(fa.names), fa.n_bins), 1.0 / fa.bin_s)
+    hasher = _Hasher((len(fa.names), fa.n_bins), 1.0 / fa.bin_s)
     has_tx, has_sbp = tx_col >= 0, sbp_col >= 0
 
     def cols(block: np.ndarray, col: np.ndarray) -> np.ndarray:
@@ -495,7 +532,7 @@ def _summarise_features(rec: Recording) -> RecordingSummary:
         block = np.asarray(block, dtype=np.float64)
         if block.ndim != 2 or block.shape[0] == 0:
             continue
-        hasher.update(_quantise(block.T))
+        hasher.update(block.T)
         t, s = cols(block, tx_col), cols(block, sbp_col)
         tx_sum += t.sum(axis=0)
         sbp_sum += s.sum(axis=0)
