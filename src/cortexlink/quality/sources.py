@@ -209,8 +209,11 @@ def _read_split_file(path: Path) -> dict[str, list[str]]:
         if not rows:
             raise ConfigError(f"split file {path}: empty; expected a header 'file,split' or 'subject,split'")
         head = [h.strip().lower() for h in rows[0]]
+        if head and head[0] == "recording":            # an accepted synonym of 'file'
+            head = ["file"] + head[1:]
         if head not in (["file", "split"], ["subject", "split"]):
-            raise ConfigError(f"split file {path}: header must be 'file,split' or 'subject,split'; got "
+            raise ConfigError(f"split file {path}: header must be 'file,split' (or 'recording,split') or "
+                              f"'subject,split'; got "
                               f"{','.join(rows[0])!r}")
         out: dict[str, list[str]] = {}
         for i, r in enumerate(rows[1:], start=2):
@@ -257,7 +260,7 @@ def load_split(path: str | Path, recordings: list[Recording]) -> dict[str, str]:
         YAML or JSON ``{train: [...], validation: [...], test: [...]}`` whose entries are
         recording names (relative to the data-set root, as in findings), glob patterns over them
         (``"S001R0[3-6].edf"``, ``"sub-01/*"``) or ``"subject:<id>"``; or a CSV with the header
-        ``file,split`` (names or patterns) or ``subject,split``.
+        ``file,split`` (names or patterns; ``recording,split`` is the same) or ``subject,split``.
     recordings : list of Recording
         The data set the names and patterns are resolved against.
 
