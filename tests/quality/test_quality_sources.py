@@ -367,7 +367,7 @@ def test_split_csv_by_file_and_by_subject(tmp_path):
     ("s.yaml", "train: {a: 1}\n", "'train' must be a list"),
     ("s.yaml", "train: [a\n", "not valid YAML"),
     ("s.json", "{", "not valid JSON"),
-    ("s.csv", "name,fold\nx,train\n", "header must be 'file,split' (or 'recording,split') or 'subject,split'; got 'name,fold'"),
+    ("s.csv", "name,fold\nx,train\n", "header must be 'file,split' \\(or 'recording,split'\\) or 'subject,split'; got 'name,fold'"),
     ("s.csv", "file,split\nS001R03.edf\n", "line 2: expected 2 columns"),
     ("s.txt", "train: []", "split file must be .yaml, .yml, .json or .csv; got 's.txt'"),
 ])
