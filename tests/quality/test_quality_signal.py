@@ -272,14 +272,15 @@ def test_implant_raw_noise_crossings_dead_saturated():
     assert res["bad_channels"].score is None            # implant electrodes are implant_noise's
 
 
-def _features_recording(tx: np.ndarray, sbp: np.ndarray, bin_s: float, block: int = 37) -> Recording:
+def _features_recording(tx: np.ndarray, sbp: np.ndarray, bin_s: float, block: int = 37,
+                        gap_after: int | None = None, gap: int = 0) -> Recording:
     n_bins, c = tx.shape
     names = [f"ch{i:04d}" for i in range(c)]
     data = np.concatenate([tx, sbp], axis=1)
 
     def blocks():
         for s in range(0, n_bins, block):
-            yield s, data[s:s + block]
+            yield s + (gap if gap_after is not None and s >= gap_after else 0), data[s:s + block]
 
     fa = FeatureAccess(bin_s=bin_s, names=[f"{n}/tx" for n in names] + [f"{n}/sbp" for n in names],
                        n_bins=n_bins, iter_blocks=blocks, behaviour=lambda: None)
@@ -294,11 +295,16 @@ def test_implant_features_rates_levels_dead_and_hot_electrodes():
     sbp = rng.normal(8.0, 0.5, (n_bins, c))
     tx[:, 3], sbp[:, 3] = 0.0, 4.0                       # dead: no crossing, constant sbp
     tx[:, 6] = rng.poisson(6.0, n_bins)                 # 300 Hz: implausible
+    tx[:, 7], sbp[:, 7] = np.nan, np.nan                # left out by the recording pipeline
+    tx[:50], sbp[:50] = np.nan, np.nan                  # no complete bin in the first second
     rec = _features_recording(tx, sbp, bin_s)
     s = scan.summarise(rec)
-    np.testing.assert_allclose(s.stats.crossing_rate_hz, tx.mean(axis=0) / bin_s)
-    np.testing.assert_allclose(s.stats.rms_uv, sbp.mean(axis=0) * np.sqrt(np.pi / 2))
-    assert s.stats.flat_fraction[3] == 1.0 and np.all(np.delete(s.stats.flat_fraction, 3) == 0.0)
+    np.testing.assert_allclose(s.stats.crossing_rate_hz[:7], tx[50:, :7].mean(axis=0) / bin_s)
+    np.testing.assert_allclose(s.stats.rms_uv[:7], sbp[50:, :7].mean(axis=0) * np.sqrt(np.pi / 2))
+    assert np.isnan(s.stats.crossing_rate_hz[7]) and np.isnan(s.stats.rms_uv[7])
+    np.testing.assert_allclose(s.extra["missing_fraction"], [50 / n_bins] * 7 + [1.0])
+    assert s.stats.flat_fraction[3] == 1.0 and np.all(s.stats.flat_fraction[[0, 1, 2, 4, 5, 6]] == 0.0)
+    assert np.isnan(s.stats.flat_fraction[7]) and s.extra["flat_first_s"][3] == 1.0
     assert np.isnan(s.stats.line_ratio).all() and s.content_hash and s.fingerprint.shape == (2 * c,)
     # the same features in other blocks: same hash and stats
     s2 = scan.summarise(_features_recording(tx, sbp, bin_s, block=500))
@@ -306,8 +312,9 @@ def test_implant_features_rates_levels_dead_and_hot_electrodes():
     np.testing.assert_allclose(s2.fingerprint, s.fingerprint)
     res = _run([rec])
     found = {f.channel: f for f in res["implant_noise"].findings}
-    assert set(found) == {"ch0003", "ch0006"}
-    assert found["ch0003"].severity == "error" and found["ch0003"].start_s == 0.0
+    assert set(found) == {"ch0003", "ch0006", "ch0007"}
+    assert found["ch0003"].severity == "error" and found["ch0003"].start_s == 1.0
+    assert "no data" in found["ch0007"].detail
     assert "implausibly high" in found["ch0006"].detail
     assert [f.channel for f in _bad(res, "flat_channels")] == ["ch0003"]
     assert res["implant_noise"].metrics["per_file"]["ses"]["level_source"].startswith("spike-band level")
@@ -324,3 +331,15 @@ def test_many_channels_are_processed_in_groups(monkeypatch):
     assert s.stats.rms_uv.shape == (c,)
     assert s.stats.flat_fraction[700] == 1.0 and np.count_nonzero(s.stats.flat_fraction) == 1
     np.testing.assert_allclose(np.delete(s.stats.rms_uv, 700), 10.0, rtol=0.05)
+
+
+def test_implant_features_times_follow_bin_indices_across_a_gap():
+    bin_s, n_bins, c = 0.02, 1000, 4
+    rng = np.random.default_rng(8)
+    tx = rng.poisson(0.3, (n_bins, c)).astype(float)
+    sbp = rng.normal(6.0, 0.4, (n_bins, c))
+    tx[500:, 0], sbp[500:, 0] = 0.0, 3.0               # electrode 0 dies at stored bin 500
+    s = scan.summarise(_features_recording(tx, sbp, bin_s, block=50, gap_after=250, gap=100))
+    assert s.extra["flat_first_s"][0] == pytest.approx((500 + 100) * bin_s)   # 100 bins missing before it
+    assert s.stats.flat_fraction[0] == pytest.approx(10 / 20)
+    assert np.isnan(s.extra["flat_first_s"][1:]).all()

@@ -59,6 +59,8 @@ SNR_WARN_DB = 2.0
 IMPLANT_DEAD_REL = 0.2
 IMPLANT_NOISY_REL = 5.0
 IMPLANT_MAX_RATE_HZ = 200.0
+#: implant_noise: an electrode whose feature bins are NaN in at least this fraction has no data.
+IMPLANT_EMPTY_FRACTION = 0.99
 
 _DEFAULTS = {k.lower(): v for k, v in dict(globals()).items()
              if k.isupper() and isinstance(v, float)}
@@ -327,6 +329,7 @@ def check_implant_noise(ctx: DatasetContext) -> list[CheckResult]:
                           else np.full(len(names), np.nan), dtype=float)
         flat = np.asarray(st.flat_fraction, dtype=float)
         clip = np.asarray(st.clip_fraction, dtype=float)
+        missing = np.asarray(s.extra.get("missing_fraction", np.zeros(len(names))), dtype=float)
         ok = imp & np.isfinite(noise)
         med = float(np.median(noise[ok])) if ok.any() else float("nan")
         dist[rec.name] = {"level_source": source, "median_level_uv": _num(med),
@@ -337,6 +340,9 @@ def check_implant_noise(ctx: DatasetContext) -> list[CheckResult]:
         for i in np.flatnonzero(imp):
             n_total += 1
             why, sev = [], "warning"
+            if missing[i] >= IMPLANT_EMPTY_FRACTION:
+                why.append(f"no data: {missing[i]:.0%} of its feature bins are NaN (left out by the recording "
+                           f"pipeline?)")
             if np.isfinite(flat[i]) and flat[i] >= t["flat_fraction_error"]:
                 why.append(f"dead: flat in {flat[i]:.0%} of its 1-s windows")
                 sev = "error"

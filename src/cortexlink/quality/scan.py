@@ -39,7 +39,7 @@ Implant sessions without raw samples (``rec.reader is None``, ``rec.features`` s
 from their features: ``crossing_rate_hz`` = mean ``/tx`` count per bin / ``bin_s``; ``rms_uv`` =
 mean ``/sbp`` × √(π/2) (the RMS of Gaussian noise with that mean absolute value: a level, not a
 measured noise); ``flat_fraction`` = 1-s windows with no crossing and a constant ``/sbp``; the
-rest are NaN.
+rest are NaN. NaN bins are left out of every statistic.
 
 ``content_hash``: SHA-256 over ``"<n_channels>x<n_samples>@<fs>"`` and each channel's SHA-256 of
 its samples quantised to int32 steps of :data:`HASH_QUANTUM_UV` (little-endian), so the same
@@ -51,7 +51,9 @@ Extras kept in ``RecordingSummary.extra`` (arrays per channel, in the recording'
 order): ``flat_first_s``, ``clip_first_s``, ``artefact_first_s``, ``line_first_s`` (first block
 whose own line ratio exceeded :data:`LINE_EVENT_RATIO`), ``max_uv``, ``min_uv``,
 ``line_ratio_by_hz`` ({50.0: array, 60.0: array}), ``line_hz_per_channel``, plus ``source`` ("raw" or "features"),
-``snr_kind``, ``n_windows``, ``block_s``.
+``snr_kind``, ``n_windows``; from features also ``missing_fraction`` (bins with no finite value:
+a feature stream holds NaN where the recording pipeline left an electrode out, or before its
+first complete bin; statistics are taken over the finite bins).
 """
 
 from __future__ import annotations
@@ -514,11 +516,12 @@ def _summarise_features(rec: Recording) -> RecordingSummary:
     names, tx_col, sbp_col = _feature_columns(rec)
     c = len(names)
     per_win = max(1, int(round(WINDOW_S / fa.bin_s)))
-    tx_sum, sbp_sum, sbp_sq, sbp_lag = np.zeros(c), np.zeros(c), np.zeros(c), np.zeros(c)
-    flat, flat_first = np.zeros(c), np.full(c, np.nan)
-    n_bins, n_windows = 0, 0
+    z = [np.zeros(c) for _ in range(9)]
+    tx_sum, tx_n, sbp_sum, sbp_sq, sbp_n, lag_sum, lag_n, flat, win_n = z
+    flat_first = np.full(c, np.nan)
+    n_bins = 0
     prev = None          # last sbp row of the previous block (lag-1 across blocks)
-    carry = None         # bins not yet forming a whole window
+    carry = None         # bins not yet forming a whole window (2 × bins × channels)
     hasher = _Hasher((len(fa.names), fa.n_bins), 1.0 / fa.bin_s)
     has_tx, has_sbp = tx_col >= 0, sbp_col >= 0
 
@@ -528,54 +531,78 @@ def _summarise_features(rec: Recording) -> RecordingSummary:
         out[:, ok] = block[:, col[ok]]
         return out
 
-    for _, block in fa.iter_blocks():
+    def judge(tx: np.ndarray, sbp: np.ndarray, starts_bin: np.ndarray) -> None:
+        """Windows (k × bins × channels): quiet = no crossing and a constant sbp (NaN bins ignored)."""
+        fin_t, fin_s = np.isfinite(tx), np.isfinite(sbp)
+        valid = (fin_t | fin_s).any(axis=1)
+        n_tx = np.where(fin_t, tx, 0.0).sum(axis=1)
+        smax = np.where(fin_s, sbp, -np.inf).max(axis=1)
+        smin = np.where(fin_s, sbp, np.inf).min(axis=1)
+        quiet = valid & (n_tx == 0) & ((smax == smin) | ~fin_s.any(axis=1))
+        flat[:] += quiet.sum(axis=0)
+        win_n[:] += valid.sum(axis=0)
+        _first(flat_first, quiet.T, starts_bin * fa.bin_s)
+
+    def flush(rest: np.ndarray | None, start_bin: int) -> None:
+        """A partial window (at least half a window) left at a gap or at the end."""
+        if rest is not None and rest.shape[1] * 2 >= per_win:
+            judge(rest[0][None], rest[1][None], np.array([start_bin]))
+
+    def add(acc_sum: np.ndarray, acc_n: np.ndarray, v: np.ndarray) -> None:
+        fin = np.isfinite(v)
+        acc_sum += np.where(fin, v, 0.0).sum(axis=0)
+        acc_n += fin.sum(axis=0)
+
+    expect, carry_bin = None, 0
+    for first_idx, block in fa.iter_blocks():
         block = np.asarray(block, dtype=np.float64)
         if block.ndim != 2 or block.shape[0] == 0:
             continue
+        first_idx = int(first_idx)
+        if expect is not None and first_idx != expect:          # a gap: windows and lags restart
+            flush(carry, carry_bin)
+            carry, prev = None, None
         hasher.update(block.T)
         t, s = cols(block, tx_col), cols(block, sbp_col)
-        tx_sum += t.sum(axis=0)
-        sbp_sum += s.sum(axis=0)
-        sbp_sq += (s * s).sum(axis=0)
+        add(tx_sum, tx_n, t)
+        add(sbp_sum, sbp_n, s)
+        add(sbp_sq, np.zeros(c), s * s)
+        add(lag_sum, lag_n, s[1:] * s[:-1])
         if prev is not None:
-            sbp_lag += prev * s[0]
-        sbp_lag += (s[1:] * s[:-1]).sum(axis=0)
+            add(lag_sum, lag_n, (prev * s[0])[None])
         prev = s[-1]
-        first_bin = n_bins
         n_bins += block.shape[0]
-        both = np.concatenate([carry, np.stack([t, s], axis=0)], axis=1) if carry is not None \
-            else np.stack([t, s], axis=0)
+        expect = first_idx + block.shape[0]
+        start_bin = first_idx if carry is None else carry_bin
+        both = np.stack([t, s], axis=0)
+        if carry is not None:
+            both = np.concatenate([carry, both], axis=1)
         k = both.shape[1] // per_win
         if k:
             win = both[:, : k * per_win].reshape(2, k, per_win, c)
-            quiet = (win[0].sum(axis=1) == 0) & (np.ptp(win[1], axis=1) == 0)   # k × c
-            flat += quiet.sum(axis=0)
-            start_bin = first_bin - (0 if carry is None else carry.shape[1])
-            _first(flat_first, quiet.T, (start_bin + per_win * np.arange(k)) * fa.bin_s)
-            n_windows += k
+            judge(win[0], win[1], start_bin + per_win * np.arange(k))
         carry = both[:, k * per_win:] if both.shape[1] > k * per_win else None
+        carry_bin = start_bin + k * per_win
     nan = np.full(c, np.nan)
     if n_bins == 0:
         return RecordingSummary(name=rec.name, stats=None, content_hash=None, fingerprint=None,
                                 extra={"source": "features"})
-    if carry is not None and carry.shape[1] * 2 >= per_win:
-        quiet = (carry[0].sum(axis=0) == 0) & (np.ptp(carry[1], axis=0) == 0)
-        flat += quiet
-        _first(flat_first, quiet[:, None], np.array([(n_bins - carry.shape[1]) * fa.bin_s]))
-        n_windows += 1
-    mean_sbp = sbp_sum / n_bins
-    var = sbp_sq / n_bins - mean_sbp ** 2
+    flush(carry, carry_bin)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ac1 = np.where(var > 0, (sbp_lag / max(1, n_bins - 1) - mean_sbp ** 2) / var, 0.0)
-    level = np.where(has_sbp, mean_sbp * math.sqrt(math.pi / 2.0), np.nan)
-    rate = np.where(has_tx, tx_sum / (n_bins * fa.bin_s), np.nan)
-    stats = ChannelStats(rms_uv=level, ptp_uv=nan.copy(), flat_fraction=flat / max(1, n_windows),
+        mean_sbp = sbp_sum / sbp_n
+        var = sbp_sq / sbp_n - mean_sbp ** 2
+        ac1 = np.where(var > 0, (lag_sum / lag_n - mean_sbp ** 2) / var, 0.0)
+        level = np.where(has_sbp & (sbp_n > 0), mean_sbp * math.sqrt(math.pi / 2.0), np.nan)
+        rate = np.where(has_tx & (tx_n > 0), tx_sum / (tx_n * fa.bin_s), np.nan)
+        flat_fraction = np.where(win_n > 0, flat / win_n, np.nan)
+    missing = 1.0 - np.maximum(np.where(has_tx, tx_n, 0), np.where(has_sbp, sbp_n, 0)) / n_bins
+    stats = ChannelStats(rms_uv=level, ptp_uv=nan.copy(), flat_fraction=flat_fraction,
                          clip_fraction=nan.copy(), line_ratio=nan.copy(), artefact_fraction=nan.copy(),
                          snr_db=nan.copy(), noise_rms_uv=nan.copy(), crossing_rate_hz=rate)
-    extra = {"source": "features", "snr_kind": None, "n_windows": n_windows, "n_bins": n_bins,
+    extra = {"source": "features", "snr_kind": None, "n_windows": int(win_n.max(initial=0)), "n_bins": n_bins,
              "channel_names": names, "flat_first_s": flat_first, "clip_first_s": nan.copy(),
              "artefact_first_s": nan.copy(), "line_first_s": nan.copy(), "line_ratio_by_hz": {},
-             "level_source": "sbp"}
+             "level_source": "sbp", "missing_fraction": missing}
     fp = _fingerprint(names, np.where(np.isfinite(level), level, 0.0), ac1)
     return RecordingSummary(name=rec.name, stats=stats, content_hash=hasher.hexdigest(),
                             fingerprint=fp, line_hz=None, extra=extra)
