@@ -343,3 +343,16 @@ def test_implant_features_times_follow_bin_indices_across_a_gap():
     assert s.extra["flat_first_s"][0] == pytest.approx((500 + 100) * bin_s)   # 100 bins missing before it
     assert s.stats.flat_fraction[0] == pytest.approx(10 / 20)
     assert np.isnan(s.extra["flat_first_s"][1:]).all()
+
+
+def test_nan_samples_are_counted_and_read_as_zero():
+    fs = 200.0
+    x = _eeg_like(fs=fs, seconds=20.0, c=4, seed=9)
+    x[1, 1000:2000] = np.nan                            # 5 s of NaN
+    s = scan.summarise(_array_recording(x, fs))
+    np.testing.assert_allclose(s.extra["missing_fraction"], [0.0, 0.25, 0.0, 0.0])
+    assert s.stats.flat_fraction[1] == pytest.approx(5 / 20) and s.extra["flat_first_s"][1] == 5.0
+    assert np.isfinite(s.stats.rms_uv).all() and np.isfinite(s.stats.line_ratio).all()
+    # below 2.5 x 50 Hz no mains can be measured: NaN, not a guess
+    low = scan.summarise(_array_recording(x[:, ::2], fs / 2))
+    assert np.isnan(low.stats.line_ratio).all() and low.line_hz is None

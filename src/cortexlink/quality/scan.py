@@ -51,7 +51,8 @@ Extras kept in ``RecordingSummary.extra`` (arrays per channel, in the recording'
 order): ``flat_first_s``, ``clip_first_s``, ``artefact_first_s``, ``line_first_s`` (first block
 whose own line ratio exceeded :data:`LINE_EVENT_RATIO`), ``max_uv``, ``min_uv``,
 ``line_ratio_by_hz`` ({50.0: array, 60.0: array}), ``line_hz_per_channel``, plus ``source`` ("raw" or "features"),
-``snr_kind``, ``n_windows``; from features also ``missing_fraction`` (bins with no finite value:
+``snr_kind``, ``n_windows``, ``missing_fraction`` (raw: NaN / inf samples, which are then read
+as 0 µV; features: bins with no finite value:
 a feature stream holds NaN where the recording pipeline left an electrode out, or before its
 first complete bin; statistics are taken over the finite bins).
 """
@@ -408,12 +409,17 @@ def _summarise_raw(rec: Recording, line_hz: float | None, block_s: float) -> Rec
     g = max(1, MAX_GROUP_VALUES // step)
     hasher = _Hasher((c, rec.n_samples), fs)
     n_read = 0
+    nonfinite = np.zeros(c)
     for s0 in range(0, rec.n_samples, step):
         x = np.asarray(rec.read(s0, s0 + step), dtype=np.float64)
         if x.ndim != 2 or x.shape[0] != c or x.shape[1] == 0:
             break
         n_read += x.shape[1]
         hasher.update(x)
+        bad = ~np.isfinite(x)
+        if bad.any():                       # NaN / inf samples: counted, then read as 0 µV
+            nonfinite += bad.sum(axis=1)
+            x = np.where(bad, 0.0, x)
         last = s0 + step >= rec.n_samples
         wstats: dict[str, np.ndarray] = {}
         nw = sum(p.shape[1] for p, _ in _windows(x[:1], w, last))
@@ -427,7 +433,9 @@ def _summarise_raw(rec: Recording, line_hz: float | None, block_s: float) -> Rec
             acc.psd_w += x.shape[1]
         starts = np.array([s0 + k * w for k in range(nw)], dtype=float) / fs
         _window_decisions(acc, wstats, starts)
-    return _finish_raw(rec, acc, hasher.hexdigest() if n_read else None, line_hz)
+    out = _finish_raw(rec, acc, hasher.hexdigest() if n_read else None, line_hz)
+    out.extra["missing_fraction"] = nonfinite / max(1, n_read)
+    return out
 
 
 def _finish_raw(rec: Recording, acc: _RawAcc, digest: str | None, line_hz: float | None) -> RecordingSummary:
