@@ -289,8 +289,8 @@ def build_case(name: str, data_dir: Path, folder: Path) -> tuple[Damage, dict[st
 
 
 def write_split(path: Path, assignment: dict[str, str]) -> Path:
-    """A split file: CSV with a header ``recording,split`` and one row per recording."""
-    lines = ["recording,split"] + [f"{name},{split}" for name, split in assignment.items()]
+    """A split file: CSV with the header ``file,split`` and one row per recording."""
+    lines = ["file,split"] + [f"{name},{split}" for name, split in assignment.items()]
     Path(path).write_text("\n".join(lines) + "\n")
     return Path(path)
 
@@ -384,14 +384,14 @@ def markdown_table(rows: list[tuple[Case, Verdict]]) -> str:
     return "\n".join(out)
 
 
-def run_case(name: str, data_dir: Path, workdir: Path, *, n_permutations: int = 10):
+def run_case(name: str, data_dir: Path, workdir: Path, *, n_permutations: int = 20):
     """Build damage ``name`` under ``workdir`` and run the report on it; returns (damage, report)."""
     from cortexlink.quality.runner import run_quality
     folder = Path(workdir) / name
     damage, kwargs = build_case(name, data_dir, folder)
     case = CASE_BY_NAME.get(name)
     baseline = name == "clean" or (case is not None and case.needs_classifier)
-    report = run_quality(folder, Path(workdir) / f"{name}_report", baseline=baseline,
+    report = run_quality(folder, Path(workdir) / f"{name}_report", baseline=baseline, figures=False,
                          n_permutations=n_permutations, **kwargs)
     return damage, report
 
