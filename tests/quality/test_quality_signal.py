@@ -356,3 +356,22 @@ def test_nan_samples_are_counted_and_read_as_zero():
     # below 2.5 x 50 Hz no mains can be measured: NaN, not a guess
     low = scan.summarise(_array_recording(x[:, ::2], fs / 2))
     assert np.isnan(low.stats.line_ratio).all() and low.line_hz is None
+
+
+def test_simulated_implant_dead_and_saturating_electrodes_are_the_ones_found():
+    from cortexlink.sim.implant import SimulatedImplant
+
+    imp = SimulatedImplant(n_channels=32, seed=3, n_dead=3, n_saturating=2)
+    x = imp.read_seconds(2.0).data.T.astype(np.float64) * imp.channel_map.gain_uv[:, None]
+    gt = imp.ground_truth()
+    rec = _array_recording(x, imp.fs_hz, name="sim", kind="implant", names=[f"e{i}" for i in range(32)])
+    s = scan.summarise(rec)
+    assert s.line_hz == imp.config.line_noise_hz                   # the simulator's mains
+    res = _run([rec])
+    dead = {f.channel for f in res["implant_noise"].findings if "dead" in f.detail}
+    saturated = {f.channel for f in res["implant_noise"].findings if "saturated" in f.detail}
+    assert dead == {f"e{i}" for i in gt.dead_channels}
+    assert saturated == {f"e{i}" for i in gt.saturating_channels}
+    assert {f.channel for f in _bad(res, "clipped_channels")} == saturated
+    good = np.setdiff1d(np.arange(32), np.r_[gt.dead_channels, gt.saturating_channels])
+    assert np.all(s.stats.crossing_rate_hz[good] < checks_signal.IMPLANT_MAX_RATE_HZ)
