@@ -244,14 +244,20 @@ def _group_pass(acc: _RawAcc, x: np.ndarray, sl: slice, s0: int, w: int, last: b
     for sign, vext, cnt, first in ((1.0, acc.vmax, acc.cmax, acc.fmax), (-1.0, acc.vmin, acc.cmin, acc.fmin)):
         bext = x.max(axis=1) if sign > 0 else x.min(axis=1)
         eq = x == bext[:, None]
-        run = eq[:, 1:] & eq[:, :-1]
-        in_run = np.zeros_like(eq)
-        in_run[:, 1:] |= run
-        in_run[:, :-1] |= run
         prev = acc.prev_last[sl]
-        in_run[:, 0] |= eq[:, 0] & (prev == bext)
-        c = in_run.sum(axis=1).astype(float)
-        t_first = (s0 + np.argmax(in_run, axis=1)) / fs
+        n_eq = np.count_nonzero(eq, axis=1)
+        c = np.zeros(x.shape[0])
+        t_first = np.full(x.shape[0], s0 / fs)
+        rows = np.flatnonzero((n_eq >= 2) | (eq[:, 0] & (prev == bext)))   # only these can hold a run
+        if rows.size:
+            e = eq[rows]
+            run = e[:, 1:] & e[:, :-1]
+            in_run = np.zeros_like(e)
+            in_run[:, 1:] |= run
+            in_run[:, :-1] |= run
+            in_run[:, 0] |= e[:, 0] & (prev[rows] == bext[rows])
+            c[rows] = in_run.sum(axis=1)
+            t_first[rows] = (s0 + np.argmax(in_run, axis=1)) / fs
         cur = vext[sl]
         new = (bext > cur) if sign > 0 else (bext < cur)
         same = bext == cur
@@ -339,15 +345,21 @@ class _Hasher:
     def __init__(self, shape: tuple[int, int], rate: float) -> None:
         self.header = f"{shape[0]}x{shape[1]}@{float(rate):.6f}".encode()
         self.rows = [hashlib.sha256() for _ in range(shape[0])]
+        self._q: np.ndarray | None = None
+        self._qi = np.empty((0, 0), dtype="<i4")
 
     def update(self, block: np.ndarray) -> None:
         """Add a rows × samples block (µV)."""
-        q = np.multiply(block, 1.0 / HASH_QUANTUM_UV, dtype=np.float64)
+        if self._q is None or self._q.shape != block.shape:     # buffers reused block after block
+            self._q = np.empty(block.shape, dtype=np.float64)
+            self._qi = np.empty(block.shape, dtype="<i4")
+        q, qi = self._q, self._qi
+        np.multiply(block, 1.0 / HASH_QUANTUM_UV, out=q)
         np.rint(q, out=q)
         if q.size and not (-2.0 ** 31 <= q.min() and q.max() <= 2.0 ** 31 - 1):   # NaN fails too
             q[~np.isfinite(q)] = -2.0 ** 31
             np.clip(q, -2.0 ** 31, 2.0 ** 31 - 1, out=q)
-        qi = q.astype("<i4", order="C")
+        np.copyto(qi, q, casting="unsafe")
         for h, row in zip(self.rows, qi):
             h.update(row.data)
 
