@@ -301,6 +301,7 @@ def test_implant_features_rates_levels_dead_and_hot_electrodes():
     s = scan.summarise(rec)
     np.testing.assert_allclose(s.stats.crossing_rate_hz[:7], tx[50:, :7].mean(axis=0) / bin_s)
     np.testing.assert_allclose(s.stats.rms_uv[:7], sbp[50:, :7].mean(axis=0) * np.sqrt(np.pi / 2))
+    np.testing.assert_allclose(s.stats.noise_rms_uv, s.stats.rms_uv)      # a spike-band noise estimate
     assert np.isnan(s.stats.crossing_rate_hz[7]) and np.isnan(s.stats.rms_uv[7])
     np.testing.assert_allclose(s.extra["missing_fraction"], [50 / n_bins] * 7 + [1.0])
     assert s.stats.flat_fraction[3] == 1.0 and np.all(s.stats.flat_fraction[[0, 1, 2, 4, 5, 6]] == 0.0)

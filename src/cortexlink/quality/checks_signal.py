@@ -322,9 +322,9 @@ def check_implant_noise(ctx: DatasetContext) -> list[CheckResult]:
             continue
         st = s.stats
         noise = np.asarray(st.noise_rms_uv if st.noise_rms_uv is not None else st.rms_uv, dtype=float)
-        source = "noise RMS"
+        source = "spike-band level (from /sbp)" if s.extra.get("level_source") == "sbp" else "noise RMS"
         if not np.isfinite(noise[imp]).any():
-            noise, source = np.asarray(st.rms_uv, dtype=float), "spike-band level (from /sbp)"
+            noise, source = np.asarray(st.rms_uv, dtype=float), "RMS"
         rate = np.asarray(st.crossing_rate_hz if st.crossing_rate_hz is not None
                           else np.full(len(names), np.nan), dtype=float)
         flat = np.asarray(st.flat_fraction, dtype=float)

@@ -36,9 +36,10 @@ What each :class:`~cortexlink.quality.model.ChannelStats` field means here:
   noise, per second.
 
 Implant sessions without raw samples (``rec.reader is None``, ``rec.features`` set) are summarised
-from their features: ``crossing_rate_hz`` = mean ``/tx`` count per bin / ``bin_s``; ``rms_uv`` =
-mean ``/sbp`` × √(π/2) (the RMS of Gaussian noise with that mean absolute value: a level, not a
-measured noise); ``flat_fraction`` = 1-s windows with no crossing and a constant ``/sbp``; the
+from their features: ``crossing_rate_hz`` = mean ``/tx`` count per bin / ``bin_s``; ``rms_uv`` and
+``noise_rms_uv`` = mean ``/sbp`` × √(π/2) (sbp is the mean |x| of the spike band, and this is the
+RMS of Gaussian noise with that mean absolute value: a spike-band noise estimate, biased upward
+on electrodes where units fire; ``extra["level_source"] == "sbp"`` says so); ``flat_fraction`` = 1-s windows with no crossing and a constant ``/sbp``; the
 rest are NaN. NaN bins are left out of every statistic.
 
 ``content_hash``: SHA-256 over ``"<n_channels>x<n_samples>@<fs>"`` and each channel's SHA-256 of
@@ -621,7 +622,7 @@ def _summarise_features(rec: Recording) -> RecordingSummary:
     missing = 1.0 - np.maximum(np.where(has_tx, tx_n, 0), np.where(has_sbp, sbp_n, 0)) / n_bins
     stats = ChannelStats(rms_uv=level, ptp_uv=nan.copy(), flat_fraction=flat_fraction,
                          clip_fraction=nan.copy(), line_ratio=nan.copy(), artefact_fraction=nan.copy(),
-                         snr_db=nan.copy(), noise_rms_uv=nan.copy(), crossing_rate_hz=rate)
+                         snr_db=nan.copy(), noise_rms_uv=level.copy(), crossing_rate_hz=rate)
     extra = {"source": "features", "snr_kind": None, "n_windows": int(win_n.max(initial=0)), "n_bins": n_bins,
              "channel_names": names, "flat_first_s": flat_first, "clip_first_s": nan.copy(),
              "artefact_first_s": nan.copy(), "line_first_s": nan.copy(), "line_ratio_by_hz": {},
