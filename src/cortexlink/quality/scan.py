@@ -109,7 +109,6 @@ MEDIAN_SAMPLES = 8000
 MAX_BLOCK_VALUES = 32_000_000
 MAX_GROUP_VALUES = 4_000_000
 
-_EEG_LIKE = {"eeg", "eog", "emg", "ecg", "seeg", "ecog", "misc", "stim"}
 _MAD = 0.6744897501960817
 
 
