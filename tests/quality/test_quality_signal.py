@@ -214,6 +214,7 @@ def test_artefacts_and_snr_on_synthetic_eeg():
     res = _run([_array_recording(x, fs, name="a.edf")])
     art = _bad(res, "artefacts")
     assert [(f.channel, f.start_s) for f in art] == [("C01", 1.0)]
+    assert res["artefacts"].metrics["mean_fraction_by_type"]["eeg"]["a.edf"] == pytest.approx(0.9 / 6, abs=0.02)
     snr = {f.channel for f in _bad(res, "snr")}
     assert "C04" in snr and not snr & {"C00", "C02", "C03", "C05"}   # (C01's spikes are broadband too)
 

@@ -253,11 +253,15 @@ def check_bad_channels(ctx: DatasetContext) -> list[CheckResult]:
 
 
 def check_artefacts(ctx: DatasetContext) -> list[CheckResult]:
-    """Amplitude / gradient artefacts: the fraction of 1-s windows of each channel that carry one."""
+    """Amplitude / gradient artefacts: the fraction of 1-s windows of each channel that carry one.
+
+    Metrics keep the mean fraction per file and per channel type, so EOG (eye movements) and EMG
+    channels, where a recording has them, are read apart from the EEG."""
     t = thresholds(ctx)
     findings: list[Finding] = []
     n_total, affected = 0, 0
     per_file: dict[str, float | None] = {}
+    by_type: dict[str, dict[str, float | None]] = {}
     for rec, s, names, ctypes in _items(ctx):
         frac = np.asarray(s.stats.artefact_fraction, dtype=float)
         use = np.flatnonzero(np.array([c in SIGNAL_TYPES for c in ctypes]) & np.isfinite(frac))
@@ -265,6 +269,9 @@ def check_artefacts(ctx: DatasetContext) -> list[CheckResult]:
             continue
         n_total += use.size
         per_file[rec.name] = _num(np.mean(frac[use]))
+        for typ in sorted({ctypes[i] for i in use}):       # EOG / EMG windows apart from EEG ones
+            sel = [i for i in use if ctypes[i] == typ]
+            by_type.setdefault(typ, {})[rec.name] = _num(np.mean(frac[sel]))
         many = [i for i in use if frac[i] >= t["artefact_fraction_warn"]]
         some = [i for i in use if t["artefact_fraction_info"] <= frac[i] < t["artefact_fraction_warn"]]
         affected += len(many) + len(some)
@@ -284,7 +291,8 @@ def check_artefacts(ctx: DatasetContext) -> list[CheckResult]:
                         f"{t['artefact_fraction_warn']:.0%} of their 1-s windows: {listed}")))
     return [CheckResult(check="artefacts", characteristic=CHARACTERISTIC, score=_score(affected, n_total),
                         findings=findings, metrics={"n_channel_files": n_total, "n_affected": affected,
-                                                    "mean_fraction_per_file": per_file},
+                                                    "mean_fraction_per_file": per_file,
+                                                    "mean_fraction_by_type": by_type},
                         summary=f"{affected} of {n_total} channel-files with artefacts in >= "
                                 f"{t['artefact_fraction_info']:.0%} of windows" if n_total
                         else "no recording with samples to examine")]
