@@ -1,0 +1,50 @@
+"""Recordings of the real EEG (EEGMMIDB subject 1) built directly with MNE, for the label and fitness tests.
+
+These tests must not wait for ``quality.sources``: each file becomes a :class:`Recording` here,
+read lazily (``preload=False``) and converted from volts to µV.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from cortexlink.quality.model import Event, Recording
+
+#: Runs of imagined opening/closing of both fists (T1) vs both feet (T2).
+IMAGINED_FISTS_FEET = (6, 10, 14)
+
+
+def edf_recording(path: Path, root: Path) -> Recording:
+    """One EDF file as a lazily read :class:`Recording` (samples in µV)."""
+    import mne
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = mne.io.read_raw_edf(path, preload=False, verbose="ERROR")
+    types = raw.get_channel_types()
+
+    def reader(start: int, stop: int) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return raw.get_data(start=start, stop=stop) * 1e6
+
+    events = [Event(float(o), float(d), str(lab)) for o, d, lab in
+              zip(raw.annotations.onset, raw.annotations.duration, raw.annotations.description)]
+    return Recording(path=path, name=path.relative_to(root).as_posix(), kind="eeg", fmt="edf",
+                     fs_hz=float(raw.info["sfreq"]), n_samples=int(raw.n_times),
+                     channel_names=list(raw.ch_names), channel_types=list(types), units=["uV"] * len(types),
+                     subject="S001", events=events, reader=reader)
+
+
+def imagined_fists_feet(shared_data: Path) -> list[Recording]:
+    """Runs 6, 10 and 14 of subject 1 (skips the test when the files are absent)."""
+    import pytest
+
+    root = shared_data / "eeg_motor_imagery"
+    paths = [root / f"S001R{r:02d}.edf" for r in IMAGINED_FISTS_FEET]
+    if not all(p.is_file() for p in paths):
+        pytest.skip(f"EEGMMIDB runs {IMAGINED_FISTS_FEET} not found under {root}")
+    return [edf_recording(p, root) for p in paths]
