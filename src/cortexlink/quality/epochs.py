@@ -33,7 +33,7 @@ from cortexlink.core.errors import ConfigError
 from cortexlink.quality.model import DatasetContext, Recording
 
 __all__ = ["DEFAULT_WINDOW_S", "DEFAULT_REST_LABELS", "MIN_EVENTS_FOR_CLASS", "trial_labels", "window_of",
-           "task_of", "groups", "extract_epochs", "bandpass_epochs", "group_epochs"]
+           "task_of", "groups", "extract_epochs", "bandpass_epochs", "trial_covariances", "group_epochs"]
 
 #: Analysis window after event onset (motor imagery: 0.5-2.5 s after the cue).
 DEFAULT_WINDOW_S: tuple[float, float] = (0.5, 2.5)
@@ -193,6 +193,13 @@ def extract_epochs(rec: Recording, labels: list[str] | set[str] | tuple[str, ...
             "n_dropped": n_dropped}
 
 
+def trial_covariances(X: np.ndarray) -> np.ndarray:
+    """Per-trial spatial covariance (trials × channels × channels) of epochs (trials × channels × samples)."""
+    X = np.asarray(X, dtype=np.float64)
+    Xc = X - X.mean(axis=2, keepdims=True)
+    return np.einsum("ncs,nds->ncd", Xc, Xc, optimize=True) / max(X.shape[2] - 1, 1)
+
+
 def bandpass_epochs(rec: Recording, labels: list[str], window_s: tuple[float, float],
                     band_hz: tuple[float, float] = (7.0, 30.0)) -> dict[str, Any]:
     """:func:`extract_epochs` band-passed (default 7-30 Hz: mu and beta rhythms for motor imagery)."""
@@ -223,8 +230,6 @@ def group_epochs(ctx: DatasetContext, band_hz: tuple[float, float] = (7.0, 30.0)
         g: dict[str, Any] = {"files": [e["file"] for e in eps], "channels_ok": ok, "labels": labels,
                              "window_s": window}
         if eps and ok:
-            from cortexlink.quality.fitness import trial_covariances
-
             g["C"] = np.concatenate([trial_covariances(e["X"]) for e in eps])
             g["y"] = np.concatenate([e["y"] for e in eps])
             g["file"] = np.concatenate([np.full(len(e["y"]), e["file"], dtype=object) for e in eps])

@@ -7,15 +7,18 @@
   from a permutation test (the same cross-validation on shuffled labels,
   :func:`sklearn.model_selection.permutation_test_score`, seeded). On the EEG Motor
   Movement/Imagery recordings of subject 1 (runs 6, 10, 14, imagined fists vs feet, 0.5-2.5 s
-  after the cue) this reaches 0.956 against a permutation chance level around 0.5.
+  after the cue) this reaches 0.956 (45 trials, 5 folds) against a permutation chance level of
+  0.49 (95th percentile 0.644, p = 0.01 with 100 permutations); published ~0.93.
 * Implant sessions with binned features and behaviour: cortexlink's Kalman velocity decoder,
-  velocity R² from blocked (contiguous) 5-fold cross-validation, against the R² of the same
+  velocity R² from blocked (contiguous) 5-fold cross-validation (features re-binned to 0.1 s,
+  standardised, PCA to at most 32 components fitted per fold, process-noise scale 1), against the R² of the same
   cross-validation with the behaviour circularly shifted against the features (which keeps both
   series' own structure and breaks only their alignment).
 
 Score per group: how far above chance, ``(score - chance_p95) / (1 - chance_p95)`` clipped to
 [0, 1]; the check's score is the mean over groups. A group whose decoder does not beat the
-permutation 95th percentile (p >= 0.05) is a warning finding.
+95th percentile of its chance distribution is a warning finding (with fewer than 19
+permutations the p-value cannot fall below 0.05, so the percentile, not the p-value, decides).
 
 Intended-use keys: ``n_permutations`` (default 100), ``window_s`` and those of
 :mod:`cortexlink.quality.epochs`.
@@ -31,12 +34,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from cortexlink.core.errors import ConfigError
-from cortexlink.quality.epochs import group_epochs
+from cortexlink.quality.epochs import group_epochs, trial_covariances
 from cortexlink.quality.model import CheckResult, DatasetContext, Finding, Recording
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["make_csp_lda", "eeg_baseline", "implant_baseline", "baseline_decoder", "CHECKS",
+__all__ = ["make_csp_lda", "trial_covariances", "CovarianceCSP", "eeg_baseline", "implant_baseline", "baseline_decoder", "CHECKS",
            "DEFAULT_N_PERMUTATIONS", "N_FOLDS", "N_CSP_COMPONENTS"]
 
 DEFAULT_N_PERMUTATIONS = 100
@@ -57,13 +60,6 @@ def n_permutations_of(intended_use: dict[str, Any] | None) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ConfigError(f"n_permutations must be an integer >= 1, got {n!r}")
     return int(n)
-
-
-def trial_covariances(X: np.ndarray) -> np.ndarray:
-    """Per-trial spatial covariance (trials × channels × channels) of epochs (trials × channels × samples)."""
-    X = np.asarray(X, dtype=np.float64)
-    Xc = X - X.mean(axis=2, keepdims=True)
-    return np.einsum("ncs,nds->ncd", Xc, Xc, optimize=True) / max(X.shape[2] - 1, 1)
 
 
 class CovarianceCSP(TransformerMixin, BaseEstimator):
@@ -195,7 +191,7 @@ def _kalman_pipeline(n_features: int, n_train: int) -> Any:
 
     k = max(1, min(IMPLANT_MAX_COMPONENTS, n_features, n_train // 10))
     return Pipeline([("scale", StandardScaler()), ("pca", PCA(n_components=k, random_state=SEED)),
-                     ("kf", KalmanFilter())])
+                     ("kf", KalmanFilter(process_noise_scale=1.0))])
 
 
 def _blocked_cv_r2(X: np.ndarray, Y: np.ndarray, n_folds: int) -> float:
@@ -268,7 +264,7 @@ def baseline_decoder(ctx: DatasetContext) -> list[CheckResult]:
         groups_out[gname] = res
         s = _above_chance(res["accuracy"], res["chance_p95"])
         scores.append(s)
-        if res["p_value"] >= 0.05:
+        if res["accuracy"] <= res["chance_p95"]:
             findings.append(Finding(
                 "baseline_decoder", "fitness", "warning",
                 f"group {gname}: cross-validated accuracy {res['accuracy']:.3f} over {res['n_trials']} trials "
@@ -286,7 +282,7 @@ def baseline_decoder(ctx: DatasetContext) -> list[CheckResult]:
                              f"{res['bin_s']:g}-s bins, blocked {res['n_folds']}-fold CV"})
         groups_out[rec.name] = res
         scores.append(_above_chance(res["r2"], res["chance_p95"]))
-        if res["p_value"] >= 0.05:
+        if res["r2"] <= res["chance_p95"]:
             findings.append(Finding(
                 "baseline_decoder", "fitness", "warning",
                 f"velocity R² {res['r2']:.3f} does not beat circularly shifted behaviour (mean "
