@@ -205,7 +205,7 @@ def _label_probability(model: Any, C: np.ndarray, y: np.ndarray) -> tuple[np.nda
     """Probability the fitted model gives each trial's own label, and its predicted label."""
     P = model.predict_proba(C)
     cls = list(model.classes_)
-    q = np.array([P[i, cls.index(lab)] if lab in cls else 0.0 for i, lab in enumerate(y)])
+    q = np.array([P[i, cls.index(lab)] if lab in cls else np.nan for i, lab in enumerate(y)])   # NaN: not learned
     return q, np.asarray(model.classes_)[np.argmax(P, axis=1)]
 
 
@@ -268,7 +268,7 @@ def reference_disagreement(C: np.ndarray, y: np.ndarray, files: np.ndarray, susp
             q, _ = _fit_predict(C, y, tr, te)
             k_conf += int(np.sum(q < CONFIDENT_Q))
             k_any += int(np.sum(q < 0.5))
-            n += int(te.sum())
+            n += int(np.isfinite(q).sum())
     return k_conf, k_any, n
 
 
@@ -294,16 +294,16 @@ def file_disagreement_tests(C: np.ndarray, y: np.ndarray, files: np.ndarray, q: 
     """
     from scipy.stats import binom
 
-    suspect = q < CONFIDENT_Q
+    suspect = q < CONFIDENT_Q                       # NaN (a label the model never learned): not judged
     rows = []
     for f in dict.fromkeys(files):
         m = files == f
-        k, n = int(suspect[m].sum()), int(m.sum())
+        k, n = int(suspect[m].sum()), int(np.isfinite(q[m]).sum())
         k_ref, k_any, n_ref = reference_disagreement(C, y, files, suspect, f)
         p0 = (k_ref + 0.5) / (n_ref + 1.0)
         rows.append({"file": str(f), "n_trials": n, "n_disagree": k, "rate": k / n if n else 0.0,
                      "expected_rate": p0, "reference_accuracy": 1.0 - k_any / n_ref if n_ref else 0.0,
-                     "p_value": float(binom.sf(k - 1, n, p0)) if k > 0 else 1.0})
+                     "p_value": float(binom.sf(k - 1, n, p0)) if k > 0 and n > 0 else 1.0})
     adj = _holm(np.array([r["p_value"] for r in rows])) if rows else []
     for r, a in zip(rows, adj):
         r["p_holm"] = float(a)
@@ -334,7 +334,7 @@ def label_disagreement(ctx: DatasetContext) -> list[CheckResult]:
         C, y, files, onsets = g["C"], g["y"], g["file"], g["onsets_s"]
         q, pred, scheme = out_of_file_predictions(C, y, files)
         dis = q < CONFIDENT_Q
-        n_assessed += len(y)
+        n_assessed += int(np.isfinite(q).sum())
         n_disagree += int(dis.sum())
         for i in np.flatnonzero(dis):
             findings.append(Finding(
@@ -360,7 +360,7 @@ def label_disagreement(ctx: DatasetContext) -> list[CheckResult]:
                 f"judge any file's labels (are several tasks with the same labels in one group? name them "
                 f"under 'tasks' in the intended use)"))
         per_group[gname] = {"scheme": scheme, "n_trials": int(len(y)), "n_disagree": int(dis.sum()),
-                            "accuracy_out_of_file": float(np.mean(pred == y)), "files": rows}
+                            "accuracy_out_of_file": float(np.mean((pred == y)[np.isfinite(q)])) if np.isfinite(q).any() else None, "files": rows}
     if not n_assessed:
         return [CheckResult("label_disagreement", "accuracy", None, findings, {"groups": {}},
                             "no group with trials of two classes: labels not assessed against the signal")]
