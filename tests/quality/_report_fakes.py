@@ -45,7 +45,7 @@ def fake_extract_epochs(rec: Recording, labels, window_s) -> dict:
     evs = [e for e in rec.events if e.label in labels]
     a, b = int(window_s[0] * fs), int(window_s[1] * fs)
     data = np.stack([rec.read(int(e.onset_s * fs) + a, int(e.onset_s * fs) + b) for e in evs])
-    return {"labels": [e.label for e in evs], "data": data, "onsets_s": [e.onset_s for e in evs]}
+    return {"y": np.asarray([e.label for e in evs]), "X": data, "onsets_s": np.asarray([e.onset_s for e in evs])}
 
 
 class Calls:
@@ -61,7 +61,7 @@ def fake_modules(recordings: list[Recording], *, open_findings=(), calls: Calls 
                  warn: bool = True) -> dict[str, types.SimpleNamespace]:
     calls = calls if calls is not None else Calls()
 
-    def open_dataset(path):
+    def open_dataset(path, progress=False):
         return list(recordings), list(open_findings)
 
     def load_split(path, recs):
@@ -81,6 +81,7 @@ def fake_modules(recordings: list[Recording], *, open_findings=(), calls: Calls 
         for r in ctx.recordings:
             s = ctx.summaries[r.name]
             calls.epochs_seen[r.name] = 0 if s.epochs is None else len(s.epochs["labels"])
+            assert s.epochs is None or s.epochs["data"] is s.epochs["X"]
         return CheckResult("event_bounds", "accuracy", float("nan"),
                            [Finding("event_bounds", "accuracy", "info", "late event", file="a.edf", start_s=3.25)])
 

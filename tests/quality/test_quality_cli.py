@@ -76,7 +76,7 @@ def test_missing_out(data, capsys):
 
 
 @pytest.mark.parametrize("case, message", [
-    ("no-path", "does not exist"), ("negative", "--permutations must be >= 0"),
+    ("no-path", "does not exist"), ("negative", "--permutations must be >= 1"),
     ("split", "--split"), ("use", "--intended-use"), ("out-file", "--out"),
 ])
 def test_bad_arguments_errors(data, tmp_path, capsys, case, message):
@@ -84,7 +84,7 @@ def test_bad_arguments_errors(data, tmp_path, capsys, case, message):
     if case == "no-path":
         argv[1] = str(tmp_path / "nowhere")
     elif case == "negative":
-        argv += ["--permutations", "-1"]
+        argv += ["--permutations", "0"]
     elif case == "split":
         argv += ["--split", str(tmp_path / "nosplit.yaml")]
     elif case == "use":

@@ -131,7 +131,7 @@ def test_unreadable_samples_and_missing_stats(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"n_permutations": -1}, "n_permutations"),
+    ({"n_permutations": 0}, "n_permutations"),
     ({"n_permutations": 2.5}, "n_permutations"),
     ({"fail_on": "fatal"}, "severity"),
     ({"line_hz": -50}, "line_hz"),

@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="skip the fitness checks (baseline decoder and its permutation chance level; the "
                         "slowest part)")
     p.add_argument("--permutations", type=int, default=100, metavar="N",
-                   help="label permutations for the baseline's chance level (default: 100; 0: none)")
+                   help="label permutations for the baseline's chance level (default: 100; at least 1)")
     p.add_argument("--line-hz", type=float, default=None, metavar="HZ",
                    help="mains frequency for the line-noise check (default: found per recording)")
     p.add_argument("--json", action="store_true",
@@ -78,8 +78,9 @@ def _run(args: argparse.Namespace) -> int:
     from cortexlink.core.errors import ConfigError
     from cortexlink.quality.runner import fails, run_quality
 
-    if args.permutations < 0:
-        raise ConfigError(f"--permutations must be >= 0; got {args.permutations}")
+    if args.permutations < 1:
+        raise ConfigError(f"--permutations must be >= 1; got {args.permutations} (use --no-baseline to skip "
+                          "the baseline and its permutations)")
     report = run_quality(args.path, args.out, split=args.split, intended_use=args.intended_use,
                          baseline=not args.no_baseline, n_permutations=args.permutations,
                          progress=not args.json and sys.stderr.isatty(), pdf=args.pdf, fail_on=args.fail_on,

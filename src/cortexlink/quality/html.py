@@ -49,7 +49,7 @@ h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
 <tr><th>software</th><td>{% for k, v in software %}{{ k }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}</td></tr>
 <tr><th>options</th><td>{% for k, v in options %}{{ k }}={{ v }}{% if not loop.last %}; {% endif %}{% endfor %}</td></tr>
 <tr><th>recordings</th><td>{{ n_recordings }}</td></tr>
-<tr><th>findings</th><td>{% for s, n in severity_counts %}<span class="sev-{{ s }}">{{ n }} {{ s }}</span>{% if not loop.last %}, {% endif %}{% endfor %}</td></tr>
+<tr><th>findings</th><td>{% for s, n in severity_counts %}<span class="{{ 'sev-' ~ s if n else 'na' }}">{{ n }} {{ s }}</span>{% if not loop.last %}, {% endif %}{% endfor %}</td></tr>
 </table>
 
 <h2>Scores</h2>

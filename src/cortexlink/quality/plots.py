@@ -120,9 +120,12 @@ def channel_quality_figure(ctx: DatasetContext, kind: str, path: Path) -> Path |
                 data = np.log10(np.where(grid > 0, grid, np.nan))
             shown_label = f"log10 {label}"
         finite = data[np.isfinite(data)]
-        vmin, vmax = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
-        if vmax <= vmin:
-            vmax = vmin + 1e-9
+        if attr.endswith("_fraction"):        # fractions: 0 is "no problem", a fixed scale from 0
+            vmin, vmax = 0.0, max(float(finite.max()) if finite.size else 0.0, 0.01)
+        else:
+            vmin, vmax = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+            if vmax <= vmin:
+                vmax = vmin + 1e-9
         masked = np.ma.masked_invalid(data)
         import matplotlib
 
@@ -216,7 +219,7 @@ def class_balance_figure(ctx: DatasetContext, path: Path) -> Path | None:
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.5 * ncol, 3.2 * nrow), squeeze=False, constrained_layout=True)
     classes = {str(c) for c in ctx.intended_use.get("classes") or []}
     for ax, t in zip(axes.ravel(), tasks):
-        labs = sorted(counts[t], key=lambda lab: (-counts[t][lab], lab))[:30]
+        labs = sorted(counts[t])[:30]
         ax.bar(range(len(labs)), [counts[t][lab] for lab in labs],
                color=["#1565c0" if (not classes or lab in classes) else "#9e9e9e" for lab in labs])
         ax.set_xticks(range(len(labs)), labs, rotation=45 if len(labs) > 6 else 0, fontsize=7)
@@ -317,8 +320,8 @@ def baseline_figure(report: Report, path: Path) -> Path | None:
     if any(h is not None for h in hi):
         ax.scatter(x + 0.2, [np.nan if h is None else h for h in hi], marker="_", s=200, c="black",
                    label="chance 95th percentile")
-    ax.set_xticks(x, [textwrap.shorten(r["name"], 24) for r in rows], rotation=30 if len(rows) > 4 else 0,
-                  fontsize=7, ha="right" if len(rows) > 4 else "center")
+    names = [r["name"] if len(r["name"]) <= 28 else r["name"][:12] + "…" + r["name"][-15:] for r in rows]
+    ax.set_xticks(x, names, rotation=30 if len(rows) > 3 else 0, fontsize=7, ha="right" if len(rows) > 3 else "center")
     ax.set_ylabel(rows[0]["metric"])
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("fitness: baseline decoder against label-permutation chance", fontsize=9)

@@ -116,21 +116,19 @@ def _progress(items: list, desc: str, enabled: bool):
     return tqdm(items, desc=desc, unit="file", file=sys.stderr, leave=False)
 
 
-def _summarise_all(recordings: list[Recording], intended_use: dict[str, Any], *, want_epochs: bool,
-                   line_hz: float | None, progress: bool) -> tuple[dict[str, RecordingSummary], list[CheckResult]]:
-    """One streaming pass per recording (and the trial windows); failures become findings."""
+def _summarise_all(recordings: list[Recording], intended_use: dict[str, Any], *, line_hz: float | None,
+                   progress: bool) -> tuple[dict[str, RecordingSummary], list[Finding]]:
+    """One streaming pass per recording, and its trial windows; failures become findings."""
     scan = _quality_module("scan")
-    epochs_mod = None
-    labels: list[str] = []
-    window_s = tuple(intended_use.get("window_s") or DEFAULT_WINDOW_S)
-    if want_epochs:
+    epochs_mod = _quality_module("epochs")
+    if hasattr(epochs_mod, "trial_labels"):
+        labels = [str(c) for c in epochs_mod.trial_labels(recordings, intended_use)]
+        window_s = tuple(epochs_mod.window_of(intended_use))
+    else:
         from cortexlink.quality.intended_use import trial_classes
 
         labels = [str(c) for c in trial_classes(recordings, intended_use)]
-        try:
-            epochs_mod = _quality_module("epochs")
-        except ImportError:
-            logger.warning("cortexlink.quality.epochs is not available: no trial windows for the label checks")
+        window_s = tuple(intended_use.get("window_s") or DEFAULT_WINDOW_S)
     summaries: dict[str, RecordingSummary] = {}
     failures: list[Finding] = []
     for rec in _progress(recordings, "quality scan", progress):
@@ -142,38 +140,48 @@ def _summarise_all(recordings: list[Recording], intended_use: dict[str, Any], *,
                                     file=rec.name, detail=f"reading the samples failed: {type(exc).__name__}: {exc}"))
             summ = RecordingSummary(name=rec.name, stats=None, content_hash=None, fingerprint=None,
                                     extra={"error": f"{type(exc).__name__}: {exc}"})
-        if epochs_mod is not None and labels and rec.events and rec.reader is not None:
+        if labels and rec.kind == "eeg" and rec.events and rec.reader is not None and rec.fs_hz:
             try:
-                summ.epochs = epochs_mod.extract_epochs(rec, labels, window_s)
+                ep = dict(epochs_mod.extract_epochs(rec, labels, window_s))
+                # RecordingSummary.epochs as the model describes it: data (trials x channels x
+                # samples, the same array as X, no copy), labels and onsets_s as plain lists
+                ep.setdefault("data", ep.get("X"))
+                ep["labels"] = [str(v) for v in ep.get("y", [])]
+                ep["onsets_s"] = [float(v) for v in ep.get("onsets_s", [])]
+                summ.epochs = ep
             except Exception as exc:  # noqa: BLE001
                 logger.error("trial windows of %s failed", rec.name, exc_info=True)
-                failures.append(Finding(check="label_disagreement", characteristic="accuracy", severity="error",
+                failures.append(Finding(check="missing_samples", characteristic="completeness", severity="error",
                                         file=rec.name,
                                         detail=f"reading the trial windows failed: {type(exc).__name__}: {exc}"))
         summaries[rec.name] = summ
-    extra: list[CheckResult] = []
-    if failures:
-        by: dict[tuple[str, str], list[Finding]] = {}
-        for f in failures:
-            by.setdefault((f.check, f.characteristic), []).append(f)
-        extra = [CheckResult(check=c, characteristic=ch, score=None, findings=fs,
-                             summary=f"{len(fs)} file(s) could not be read in full")
-                 for (c, ch), fs in by.items()]
-    return summaries, extra
+    return summaries, failures
 
 
-def _source_results(findings: list[Finding], n_readable: int) -> list[CheckResult]:
-    """The findings made while opening files, as results grouped by check (score: readable share)."""
+def _reading_results(findings: list[Finding], n_recordings: int) -> list[CheckResult]:
+    """Findings made while opening and reading the files, as results grouped by check.
+
+    Score: the share of files that could be read (a file with an ``error`` or worse counts as
+    unreadable; ``info`` notes such as a file of no known format do not); ``None`` when every
+    file could be read."""
+    err = severity_rank("error")
+    opened_names: set[str] = set()
     by: dict[tuple[str, str], list[Finding]] = {}
     for f in findings:
         by.setdefault((f.check, f.characteristic), []).append(f)
+        if f.detail.startswith("reading the"):
+            opened_names.add(f.file or "")
+    unopened = {f.file for f in findings if f.file and severity_rank(f.severity) >= err
+                and f.file not in opened_names}
+    total = n_recordings + len(unopened)
     out = []
     for (check, ch), fs in by.items():
-        files = {f.file for f in fs if f.file}
-        score = n_readable / (n_readable + len(files)) if files and (n_readable + len(files)) else None
+        bad = sorted({f.file for f in fs if f.file and severity_rank(f.severity) >= err})
+        score = (total - len(bad)) / total if bad and total else None
         out.append(CheckResult(check=check, characteristic=ch, score=score, findings=fs,
-                               summary=f"{len(fs)} finding(s) while opening the files",
-                               metrics={"stage": "open_dataset"}))
+                               summary=(f"{len(bad)} of {total} file(s) could not be read in full" if bad
+                                        else f"{len(fs)} note(s) made while opening the files"),
+                               metrics={"stage": "open_and_read", "unreadable_files": bad}))
     return out
 
 
@@ -232,8 +240,8 @@ def _check_options(path: Any, out_dir: Any, split: Any, intended_use: Any, n_per
     for what, p in (("--split", split), ("--intended-use", intended_use)):
         if p is not None and not Path(p).is_file():
             raise ConfigError(f"{what} {p} is not a file; give the path of a YAML/JSON/CSV file")
-    if isinstance(n_permutations, bool) or not isinstance(n_permutations, int) or n_permutations < 0:
-        raise ConfigError(f"n_permutations (--permutations) must be an integer >= 0; got {n_permutations!r}")
+    if isinstance(n_permutations, bool) or not isinstance(n_permutations, int) or n_permutations < 1:
+        raise ConfigError(f"n_permutations (--permutations) must be an integer >= 1; got {n_permutations!r}")
     if fail_on is not None:
         severity_rank(fail_on)
     if line_hz is not None and (not isinstance(line_hz, (int, float)) or not 0 < float(line_hz) < 1000):
@@ -306,19 +314,18 @@ def run_quality(path: str | Path, out_dir: str | Path, *, split: str | Path | No
     check_output_dir(out, what="--out")
 
     sources = _quality_module("sources")
-    recordings, open_findings = sources.open_dataset(root)
+    recordings, open_findings = sources.open_dataset(root, progress=bool(progress) and sys.stderr.isatty())
     recordings = list(recordings)
-    results: list[CheckResult] = _source_results(list(open_findings), len(recordings))
     split_map: dict[str, str] = {}
     if split is not None:
         split_map = dict(sources.load_split(Path(split), recordings) or {})
 
     show = bool(progress) and sys.stderr.isatty()
     t_scan = time.perf_counter()
-    summaries, scan_results = _summarise_all(recordings, use, want_epochs=True, line_hz=line_hz,
-                                             progress=show)
-    results += scan_results
+    summaries, failures = _summarise_all(recordings, use, line_hz=line_hz, progress=show)
+    results: list[CheckResult] = _reading_results(list(open_findings) + failures, len(recordings))
     scan_s = time.perf_counter() - t_scan
+    use = {**use, "n_permutations": int(n_permutations)}    # read by the fitness checks
     ctx = DatasetContext(root=root, recordings=recordings, summaries=summaries, split=split_map, intended_use=use)
 
     check_opts = {"n_permutations": int(n_permutations), "progress": show}
