@@ -324,6 +324,13 @@ def file_severity(row: dict[str, Any]) -> str | None:
 
 def label_disagreement(ctx: DatasetContext) -> list[CheckResult]:
     """Trials and files whose labels the cross-validated classifier contradicts (see the module doc)."""
+    from cortexlink.quality.fitness import single_threaded_blas
+
+    with single_threaded_blas():
+        return _label_disagreement(ctx)
+
+
+def _label_disagreement(ctx: DatasetContext) -> list[CheckResult]:
     findings: list[Finding] = []
     per_group: dict[str, Any] = {}
     n_assessed = n_disagree = 0

@@ -39,7 +39,7 @@ from cortexlink.quality.model import CheckResult, DatasetContext, Finding, Recor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["make_csp_lda", "trial_covariances", "CovarianceCSP", "eeg_baseline", "implant_baseline", "baseline_decoder", "CHECKS",
+__all__ = ["single_threaded_blas", "make_csp_lda", "trial_covariances", "CovarianceCSP", "eeg_baseline", "implant_baseline", "baseline_decoder", "CHECKS",
            "DEFAULT_N_PERMUTATIONS", "N_FOLDS", "N_CSP_COMPONENTS"]
 
 DEFAULT_N_PERMUTATIONS = 100
@@ -52,6 +52,14 @@ IMPLANT_MAX_COMPONENTS = 32
 #: At most this many circular shifts for the implant chance level (each costs a full CV).
 IMPLANT_MAX_SHIFTS = 50
 SEED = 0
+
+
+def single_threaded_blas() -> Any:
+    """A context in which BLAS runs on one thread: the decoders' matrices are small (64 × 64) and
+    hundreds of fits on a shared machine ran 4x slower with BLAS threads competing."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def n_permutations_of(intended_use: dict[str, Any] | None) -> int:
@@ -112,7 +120,9 @@ class CovarianceCSP(TransformerMixin, BaseEstimator):
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         W = self.filters_
-        var = np.einsum("ck,ncd,dk->nk", W, np.asarray(X, dtype=np.float64), W, optimize=True)
+        X = np.asarray(X, dtype=np.float64)
+        CW = (X.reshape(-1, X.shape[2]) @ W).reshape(X.shape[0], X.shape[1], W.shape[1])   # n × ch × k
+        var = np.einsum("nck,ck->nk", CW, W)
         return np.log(np.maximum(var, 1e-30))
 
 
@@ -141,7 +151,7 @@ def eeg_baseline(C: np.ndarray, y: np.ndarray, *, n_permutations: int = DEFAULT_
     k = int(min(n_folds, counts.min()))
     cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     pipe = make_csp_lda()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), single_threaded_blas():
         warnings.simplefilter("ignore")
         acc, perm, p = permutation_test_score(pipe, np.asarray(C, dtype=np.float64), y, cv=cv,
                                               n_permutations=int(n_permutations), random_state=seed, n_jobs=1)
@@ -222,7 +232,7 @@ def implant_baseline(rec: Recording, *, n_permutations: int = DEFAULT_N_PERMUTAT
         return None
     n_shifts = int(min(n_permutations, IMPLANT_MAX_SHIFTS))
     rng = np.random.default_rng(seed)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), single_threaded_blas():
         warnings.simplefilter("ignore")
         r2 = _blocked_cv_r2(X, Y, n_folds)
         n = len(X)
