@@ -232,12 +232,13 @@ CASES: tuple[Case, ...] = (
 CASE_BY_NAME = {c.name: c for c in CASES}
 
 
-def build_case(name: str, data_dir: Path, folder: Path) -> tuple[Damage, dict[str, Any]]:
+def build_case(name: str, data_dir: Path, folder: Path, *, seed: int = 0) -> tuple[Damage, dict[str, Any]]:
     """Write the data set of damage ``name`` into ``folder`` (created) and return the damage and
     the extra keyword arguments for ``run_quality`` (split / intended_use files).
 
     Every data set holds the three imagined fists-vs-feet runs; run 6 carries the damage
     (the duplicate case adds a renamed copy of it; the leakage case damages only the split).
+    ``seed`` draws the flipped trials.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -253,7 +254,7 @@ def build_case(name: str, data_dir: Path, folder: Path) -> tuple[Damage, dict[st
     elif name == "dropped_channel":
         damage = drop_channel(src, dst, channel)
     elif name == "flipped_labels":
-        damage = flip_labels(src, dst)
+        damage = flip_labels(src, dst, seed=seed)
     elif name == "duplicate":
         damage = duplicate(src, dst, folder / "S001R06_backup_copy.edf")
     elif name == "patient_name":
@@ -356,6 +357,13 @@ def judge(case: Case, damage: Damage, findings) -> Verdict:
         stray_ch = sorted({f.channel for f in hits if f.channel and _norm(f.channel) != _norm(damage.channel)})
         if stray_ch:
             problems.append(f"{case.check} also flags undamaged channels {stray_ch}")
+    if case.name == "flipped_labels":
+        named_trials = sorted({round(f.start_s, 1) for f in findings if f.check == case.check and f.file in damaged
+                        and f.start_s is not None
+                        and any(abs(f.start_s - o) < 0.05 for o in damage.extra["flipped_onsets_s"])})
+        if not named_trials:
+            problems.append(f"no label_disagreement finding names a flipped trial "
+                            f"(flipped at {damage.extra['flipped_onsets_s']} s)")
     if case.name == "events_past_end":
         if not any(f.start_s is not None and abs(f.start_s - damage.start_s) < 0.5 for f in on_target):
             problems.append(f"event_bounds start_s {[f.start_s for f in on_target]}, expected {damage.start_s}")
@@ -367,7 +375,11 @@ def judge(case: Case, damage: Damage, findings) -> Verdict:
     best = on_target[0] if on_target else hits[0]
     where = ", ".join(x for x in (best.file and f"`{best.file}`", best.channel and f"`{best.channel}`",
                                   best.start_s is not None and f"{best.start_s:.1f} s") if x)
-    evidence = f"{best.severity}: {where}{' — ' if where else ''}{best.detail}"
+    detail = best.detail if len(best.detail) <= 150 else best.detail[:147] + "..."
+    evidence = f"{best.severity}: {where}{' — ' if where else ''}{detail}"
+    if case.name == "flipped_labels":
+        evidence += (f" [info findings per trial name {len(named_trials)} of the "
+                     f"{len(damage.extra['flipped_onsets_s'])} flipped trials, at {named_trials} s]")
     return Verdict(not problems, evidence, problems)
 
 
@@ -378,40 +390,62 @@ def markdown_table(rows: list[tuple[Case, Verdict]]) -> str:
         caught = "yes" if v.caught else ("partly: " + "; ".join(v.problems) if v.evidence else "**no**: "
                                          + "; ".join(v.problems))
         ev = v.evidence.replace("|", "\\|").replace("\n", " ")
-        if len(ev) > 160:
-            ev = ev[:157] + "..."
         out.append(f"| {case.title} | `{case.check}` | {caught} | {ev} |")
     return "\n".join(out)
 
 
-def run_case(name: str, data_dir: Path, workdir: Path, *, n_permutations: int = 20):
+def run_case(name: str, data_dir: Path, workdir: Path, *, n_permutations: int = 20, seed: int = 0):
     """Build damage ``name`` under ``workdir`` and run the report on it; returns (damage, report)."""
     from cortexlink.quality.runner import run_quality
-    folder = Path(workdir) / name
-    damage, kwargs = build_case(name, data_dir, folder)
+    folder = Path(workdir) / (name if seed == 0 else f"{name}_seed{seed}")
+    damage, kwargs = build_case(name, data_dir, folder, seed=seed)
     case = CASE_BY_NAME.get(name)
     baseline = name == "clean" or (case is not None and case.needs_classifier)
-    report = run_quality(folder, Path(workdir) / f"{name}_report", baseline=baseline, figures=False,
+    report = run_quality(folder, Path(workdir) / f"{folder.name}_report", baseline=baseline, figures=False,
                          n_permutations=n_permutations, **kwargs)
     return damage, report
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python tests/quality/_damage.py [DATA_DIR]``: run every damage and print the README table."""
+    """``python tests/quality/_damage.py [DATA_DIR] [--flip-draws N]``: run every damage and print the
+    README's table; with ``--flip-draws N`` also how many of N random draws of flipped trials
+    (seeds 0..N-1) the label check catches."""
+    import argparse
+    import logging
     import sys
     import tempfile
-    args = sys.argv[1:] if argv is None else argv
-    data_dir = Path(args[0]) if args else Path(__file__).resolve().parents[3] / "shared" / "data" / "eeg_motor_imagery"
+    import time
+    default = Path(__file__).resolve().parents[3] / "shared" / "data" / "eeg_motor_imagery"
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("data_dir", nargs="?", type=Path, default=default)
+    ap.add_argument("--flip-draws", type=int, default=0)
+    args = ap.parse_args(argv)
+    logging.disable(logging.WARNING)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
         for case in CASES:
-            damage, report = run_case(case.name, data_dir, Path(tmp))
+            damage, report = run_case(case.name, args.data_dir, Path(tmp))
             rows.append((case, judge(case, damage, report.findings)))
-        _, clean = run_case("clean", data_dir, Path(tmp))
-        false = at_least_warning(clean.findings)
-        false = [f for f in false if f.check in TARGET_CHECKS]
-    sys.stdout.write(markdown_table(rows) + "\n\n")
-    sys.stdout.write(f"Undamaged runs 6, 10, 14: {len(false)} finding(s) >= warning from the ten checks above.\n")
+        _, clean = run_case("clean", args.data_dir, Path(tmp))
+        false = [f for f in at_least_warning(clean.findings) if f.check in TARGET_CHECKS]
+        wall_s = time.perf_counter() - t0
+        sys.stdout.write(markdown_table(rows) + "\n\n")
+        sys.stdout.write(f"Undamaged runs 6, 10, 14: {len(false)} finding(s) >= warning from the ten checks "
+                         f"above. {len(rows) + 1} reports in {wall_s:.1f} s.\n")
+        if args.flip_draws:
+            case = CASE_BY_NAME["flipped_labels"]
+            caught = trials = 0
+            for seed in range(args.flip_draws):
+                damage, report = run_case(case.name, args.data_dir, Path(tmp), seed=seed)
+                v = judge(case, damage, report.findings)
+                caught += v.caught
+                trials += sum(1 for f in report.findings if f.check == case.check and f.file in damage.files
+                              and f.start_s is not None
+                              and any(abs(f.start_s - o) < 0.05 for o in damage.extra["flipped_onsets_s"]))
+            sys.stdout.write(f"Flipped labels, {args.flip_draws} random draws of 3 of 15 trials (seeds "
+                             f"0..{args.flip_draws - 1}): file flagged >= warning in {caught}; "
+                             f"{trials} of {3 * args.flip_draws} flipped trials named.\n")
     return 0
 
 
