@@ -156,3 +156,25 @@ def test_covariance_csp_predicts_like_mne_csp(imagery):
                                              ("lda", LinearDiscriminantAnalysis())]), X.astype(float), g["y"], cv=cv)
     assert np.mean(ours == g["y"]) >= 0.85 and np.mean(theirs == g["y"]) >= 0.85
     assert np.mean(ours == theirs) >= 0.9
+
+
+def test_recorded_simulated_session_decodes_above_circular_shift_chance(tmp_path):
+    """A real cortexlink session (simulated participant, features only) opened by quality.sources."""
+    import subprocess
+    import sys
+
+    from cortexlink.quality import checks_labels, sources
+
+    out = tmp_path / "data" / "s1"
+    cmd = [sys.executable, "-m", "cortexlink.cli.main", "record", "--sim", "--channels", "16", "--seconds", "40",
+           "--no-raw", "--seed", "0", "--out", str(out), "--status-interval", "0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    recs, problems = sources.open_dataset(tmp_path / "data")
+    assert [r.kind for r in recs] == ["implant"] and recs[0].features is not None
+    ctx = _ctx(recs, n_permutations=10)
+    res = fitness.baseline_decoder(ctx)[0]
+    g = res.metrics["groups"][recs[0].name]
+    assert g["kind"] == "implant" and g["r2"] > 0.3 and g["r2"] > g["chance_p95"] and res.findings == [], g
+    timing = checks_labels.event_timing(ctx)[0]
+    assert [f for f in timing.findings if f.severity != "info"] == []

@@ -127,6 +127,9 @@ def test_event_timing_flags_negative_zero_short_and_crowded_trials():
     res = cl.event_timing(_ctx([_rec(events=ev, n_samples=160 * 130)], classes=["T1", "T2"]))[0]
     sev = {f.start_s: f.severity for f in res.findings}
     assert sev == {30.0: "error", 50.0: "warning", 70.0: "warning", 71.0: "warning"}
+    implant = dataclasses.replace(_rec(events=ev, n_samples=160 * 130), kind="implant")
+    sev = {f.start_s: f.severity for f in cl.event_timing(_ctx([implant], classes=["T1", "T2"]))[0].findings}
+    assert sev == {30.0: "error", 50.0: "warning", 71.0: "warning"}         # no analysis window there
     markers = [Event(10.0 * i, 0.0, "T1" if i % 2 else "T2") for i in range(12)]
     assert cl.event_timing(_ctx([_rec(events=markers, n_samples=160 * 130)], classes=["T1", "T2"]))[0].findings == []
 

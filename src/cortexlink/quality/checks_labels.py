@@ -12,7 +12,8 @@ Checks (characteristic ``accuracy``):
 ``event_timing``
     Negative trial durations (error); zero durations among trials that otherwise have
     durations (warning; a file whose trials are all zero-length markers is a convention, not an
-    error); trials shorter than the analysis window (warning: the window reads past the trial);
+    error); EEG trials shorter than the analysis window (warning: the window reads past the
+    trial; implant trials are decoded bin by bin, not epoched, so their length is free);
     a trial starting less than a quarter of the file's typical inter-trial interval after the
     previous one (warning).
 ``label_disagreement``
@@ -175,7 +176,7 @@ def event_timing(ctx: DatasetContext) -> list[CheckResult]:
                                   f"trial {ev.label!r} has zero duration while the file's other trials last "
                                   f"{float(np.median(durs[durs > 0])):.3f} s (median)", file=rec.name,
                                   start_s=ev.onset_s))
-            elif 0 < ev.duration_s < w_end:
+            elif 0 < ev.duration_s < w_end and rec.kind == "eeg":     # implant trials are not epoched
                 ff.append(Finding("event_timing", "accuracy", "warning",
                                   f"trial {ev.label!r} lasts {ev.duration_s:.3f} s, shorter than the analysis "
                                   f"window (up to {w_end:g} s after onset): the window reads past the trial",
