@@ -182,7 +182,10 @@ def _implant_arrays(rec: Recording) -> tuple[np.ndarray, np.ndarray] | None:
         block = np.nan_to_num(np.asarray(block, dtype=np.float32))
         idx = (first + np.arange(block.shape[0])) // f
         keep = idx < n_coarse
-        np.add.at(feats, idx[keep], block[keep])
+        idx, block = idx[keep], block[keep]
+        if len(idx):
+            starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])       # idx ascends within a block
+            feats[idx[starts]] += np.add.reduceat(block, starts, axis=0)
     ok = (bin_idx >= 0) & (bin_idx < fa.n_bins) & np.all(np.isfinite(vel), axis=1)
     vsum = np.zeros((n_coarse, vel.shape[1]))
     vn = np.zeros(n_coarse)
