@@ -347,9 +347,9 @@ def _label_disagreement(ctx: DatasetContext) -> list[CheckResult]:
         for i in np.flatnonzero(dis):
             findings.append(Finding(
                 "label_disagreement", "accuracy", "info",
-                f"trial labelled {y[i]!r}: the classifier trained on the group's other "
+                f"trial labelled {str(y[i])!r}: the classifier trained on the group's other "
                 f"{'files' if scheme == 'leave-one-file-out' else 'trials'} gives that label probability "
-                f"{q[i]:.2f} and predicts {pred[i]!r}", file=str(files[i]), start_s=float(onsets[i])))
+                f"{q[i]:.2f} and predicts {str(pred[i])!r}", file=str(files[i]), start_s=float(onsets[i])))
         rows = file_disagreement_tests(C, y, files, q) if scheme == "leave-one-file-out" else []
         for r in rows:
             sev = r["severity"] = file_severity(r)
@@ -358,8 +358,9 @@ def _label_disagreement(ctx: DatasetContext) -> list[CheckResult]:
                     "label_disagreement", "accuracy", sev,
                     f"{r['n_disagree']} of {r['n_trials']} trials ({100 * r['rate']:.0f} %) have labels the "
                     f"signal contradicts (classifier trained on the other files of {gname}), against "
-                    f"{100 * r['expected_rate']:.1f} % in those files (binomial p = {r['p_value']:.2g}, "
-                    f"Holm-corrected {r['p_holm']:.2g}): check this file's labels", file=r["file"]))
+                    f"{100 * r['expected_rate']:.1f} % in those files (one-sided binomial p = {r['p_value']:.2g}; "
+                    f"Holm-corrected over the group's {len(rows)} files: {r['p_holm']:.2g}): check this "
+                    f"file's labels", file=r["file"]))
         if rows and not any(r["reference_accuracy"] >= MIN_REFERENCE_ACCURACY for r in rows):
             findings.append(Finding(
                 "label_disagreement", "accuracy", "info",
