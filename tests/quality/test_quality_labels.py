@@ -226,3 +226,11 @@ def test_synthetic_flipped_file_is_an_error_and_a_class_only_one_file_has_is_not
     assert _warn_plus(res.findings) == []
     row = next(r for r in res.metrics["groups"]["1/all"]["files"] if r["file"] == "r2.edf")
     assert row["n_trials"] == 20 and row["n_disagree"] == 0
+
+
+def test_two_runs_of_fifteen_trials_are_too_few_to_judge_a_file(imagery):
+    """R10 and R14 alone: each judged by a model trained on the other's 15 trials -- not judged."""
+    res = cl.label_disagreement(_ctx(imagery[1:], **IU))[0]
+    assert _warn_plus(res.findings) == []
+    assert any(f.file is None and "too few to judge" in f.detail for f in res.findings)
+    assert all(r["severity"] is None for r in res.metrics["groups"]["S001/all"]["files"])

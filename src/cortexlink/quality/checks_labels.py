@@ -28,8 +28,11 @@ Checks (characteristic ``accuracy``):
     (so one file's wrong labels do not inflate the rate it is compared with). A file with at
     least 10 percentage points more disagreements than expected is an error at ``p < 0.05``,
     a warning at ``p < 0.10`` -- but only where the classifier agrees with at least 85 % of the
-    other files' labels (:data:`MIN_REFERENCE_ACCURACY`): a weaker classifier cannot tell
-    wrong labels from its own errors, and the group gets an info finding saying so. The
+    other files' labels (:data:`MIN_REFERENCE_ACCURACY`) and the other files hold at least 10
+    trials of each class to train on (:data:`MIN_TRAIN_PER_CLASS`): a weaker classifier cannot
+    tell wrong labels from its own errors (two runs of 15 trials, each judged by CSP + LDA
+    trained on the other's 7 or 8 trials per class, gave a false error), and the group gets
+    an info finding saying so. The
     p-values are not corrected over files (``p_holm`` is in the metrics): a file has only tens
     of trials, and with 15 trials per file a Holm correction over three files hides a file
     with 3 flipped labels. A group of one file is predicted by stratified cross-validation
@@ -61,6 +64,8 @@ CONFIDENT_Q = 0.2
 P_ERROR, P_WARNING = 0.05, 0.10
 #: Files are judged only where the classifier agrees with at least this fraction of the other files' labels.
 MIN_REFERENCE_ACCURACY = 0.85
+#: ... and only where the other files hold at least this many trials of each class to train on.
+MIN_TRAIN_PER_CLASS = 10
 #: ... and only if the file's disagreement rate exceeds the expected rate by at least this much.
 MIN_EXCESS = 0.10
 #: At most this many findings of one kind per file (the rest are counted in one summary finding).
@@ -302,7 +307,9 @@ def file_disagreement_tests(C: np.ndarray, y: np.ndarray, files: np.ndarray, q: 
         k, n = int(suspect[m].sum()), int(np.isfinite(q[m]).sum())
         k_ref, k_any, n_ref = reference_disagreement(C, y, files, suspect, f)
         p0 = (k_ref + 0.5) / (n_ref + 1.0)
+        _, train_counts = np.unique(y[~m], return_counts=True)
         rows.append({"file": str(f), "n_trials": n, "n_disagree": k, "rate": k / n if n else 0.0,
+                     "min_train_per_class": int(train_counts.min()) if len(train_counts) else 0,
                      "expected_rate": p0, "reference_accuracy": 1.0 - k_any / n_ref if n_ref else 0.0,
                      "p_value": float(binom.sf(k - 1, n, p0)) if k > 0 and n > 0 else 1.0})
     adj = _holm(np.array([r["p_value"] for r in rows])) if rows else []
@@ -314,7 +321,8 @@ def file_disagreement_tests(C: np.ndarray, y: np.ndarray, files: np.ndarray, q: 
 def file_severity(row: dict[str, Any]) -> str | None:
     """The severity of a file's disagreement test (``None``: no finding). See the module doc."""
     excess = row["rate"] - row["expected_rate"]
-    if excess < MIN_EXCESS or row["reference_accuracy"] < MIN_REFERENCE_ACCURACY:
+    if (excess < MIN_EXCESS or row["reference_accuracy"] < MIN_REFERENCE_ACCURACY
+            or row["min_train_per_class"] < MIN_TRAIN_PER_CLASS):
         return None
     if row["p_value"] < P_ERROR:
         return "error"
@@ -361,7 +369,12 @@ def _label_disagreement(ctx: DatasetContext) -> list[CheckResult]:
                     f"{100 * r['expected_rate']:.1f} % in those files (one-sided binomial p = {r['p_value']:.2g}; "
                     f"Holm-corrected over the group's {len(rows)} files: {r['p_holm']:.2g}): check this "
                     f"file's labels", file=r["file"]))
-        if rows and not any(r["reference_accuracy"] >= MIN_REFERENCE_ACCURACY for r in rows):
+        if rows and not any(r["min_train_per_class"] >= MIN_TRAIN_PER_CLASS for r in rows):
+            findings.append(Finding(
+                "label_disagreement", "accuracy", "info",
+                f"group {gname}: the other files hold fewer than {MIN_TRAIN_PER_CLASS} trials of some class to "
+                f"train on, too few to judge any file's labels (trials are listed, files are not judged)"))
+        elif rows and not any(r["reference_accuracy"] >= MIN_REFERENCE_ACCURACY for r in rows):
             findings.append(Finding(
                 "label_disagreement", "accuracy", "info",
                 f"group {gname}: the classifier trained on other files agrees with only "
