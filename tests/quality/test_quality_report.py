@@ -220,3 +220,26 @@ def test_real_eeg_files(shared_data, tmp_path):
     assert not failed, failed
     assert d["scores"]["signal_quality"] is not None
     assert "channel_quality_eeg" in d["figures"] and (out / d["figures"]["channel_quality_eeg"]).is_file()
+
+
+def test_simulated_implant_session(tmp_path):
+    """A short simulated session without raw samples, through the real modules: its noise and
+    crossing-rate maps are drawn on the electrode grid of the session's channel map."""
+    import subprocess
+    import sys
+
+    for mod in ("sources", "scan", "epochs", "checks_dataset", "checks_meta", "checks_signal", "checks_labels",
+                "fitness"):
+        pytest.importorskip(f"cortexlink.quality.{mod}")
+    sess = tmp_path / "sess"
+    proc = subprocess.run([sys.executable, "-m", "cortexlink.cli.main", "record", "--sim", "--channels", "16",
+                           "--seconds", "4", "--no-raw", "--out", str(sess), "--status-interval", "0", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "out"
+    rep = runner.run_quality(sess, out, n_permutations=3)
+    assert [r["kind"] for r in rep.recordings] == ["implant"] and rep.recordings[0]["channels"] == 16
+    assert not [f for f in rep.findings if f.detail.startswith("check failed")]
+    assert {"channel_quality_implant", "implant_grid"} <= set(rep.figures)
+    assert (out / rep.figures["implant_grid"]).is_file()
+    assert 'src="figures/implant_grid.png"' in (out / "report.html").read_text()

@@ -140,7 +140,8 @@ def _measure(name: str, path: Path, work: Path, *, intended_use: Path | None, ba
         return {"dataset": name, "path": str(path), "error": f"exit {proc.returncode}: "
                 f"{(proc.stderr or '').strip()[-800:]}"}
     r = json.loads(Path(spec["result"]).read_text())
-    return {"dataset": name, "path": str(path), **r, "goal_s": GOAL_S, "met_goal": r["wall_s"] < GOAL_S}
+    return {"dataset": name, "path": str(path), "intended_use": spec["intended_use"], **r, "goal_s": GOAL_S,
+            "met_goal": r["wall_s"] < GOAL_S}
 
 
 def run(*, eeg: str | os.PathLike | None = None, use_default_eeg: bool = True, implant: bool = True,

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cortexlink.quality.model import CHARACTERISTICS, DatasetContext, Report, RecordingSummary
+from cortexlink.quality.model import CHARACTERISTICS, DatasetContext, Recording, RecordingSummary, Report
 
 logger = logging.getLogger(__name__)
 
@@ -145,16 +145,38 @@ def channel_quality_figure(ctx: DatasetContext, kind: str, path: Path) -> Path |
     return _save(fig, path)
 
 
+def electrode_positions(rec: Recording) -> np.ndarray | None:
+    """Electrode positions (µm, n_channels × 2) in the recording's channel order:
+    ``rec.extra["positions_um"]``, else a session folder's channel map; ``None`` if unknown."""
+    pos = rec.extra.get("positions_um")
+    if pos is None and rec.fmt == "session" and rec.positions_present:
+        from cortexlink.io.session_log import SessionReader
+
+        try:
+            cm = SessionReader(rec.path).channel_map
+        except Exception:  # noqa: BLE001 - no grid is drawn, nothing else is lost
+            logger.info("%s: no channel map for the grid figure", rec.name, exc_info=True)
+            return None
+        if cm is None:
+            return None
+        index = {c: i for i, c in enumerate(cm.channel_ids)}
+        if not all(c in index for c in rec.channel_names):
+            return None
+        pos = np.asarray(cm.positions_um, dtype=float)[[index[c] for c in rec.channel_names]]
+    return None if pos is None else np.asarray(pos, dtype=float)
+
+
 def implant_grid_figure(ctx: DatasetContext, path: Path) -> Path | None:
-    """Noise RMS and crossing rate on the electrode grid of implant recordings with positions
-    (``Recording.extra["positions_um"]``, n_channels × 2)."""
+    """Noise RMS and crossing rate on the electrode grid of implant recordings whose positions are
+    known (:func:`electrode_positions`)."""
     recs = []
     for r in ctx.recordings:
-        pos = r.extra.get("positions_um") if r.kind == "implant" else None
         summ = ctx.summaries.get(r.name)
-        if pos is None or summ is None:
+        if r.kind != "implant" or summ is None or summ.stats is None:
             continue
-        pos = np.asarray(pos, dtype=float)
+        pos = electrode_positions(r)
+        if pos is None:
+            continue
         if pos.ndim != 2 or pos.shape[0] != r.n_channels or pos.shape[1] < 2:
             continue
         vals = [(_stat(summ, "noise_rms_uv"), "noise RMS (µV)"), (_stat(summ, "crossing_rate_hz"), "crossing rate (Hz)")]
