@@ -72,7 +72,7 @@ def fake_modules(recordings: list[Recording], *, open_findings=(), calls: Calls 
                       f"channel {HOSTILE} missing", file=ctx.recordings[0].name if ctx.recordings else None,
                       channel="C<3>")] if ctx.recordings else []
         return [CheckResult("missing_channels", "completeness", 0.5 if fs else None, fs,
-                            metrics={"nan": float("nan")})]
+                            metrics={"nan": float("nan"), "odd": {"obj": object, "arr": np.array([1.5, np.inf])}})]
 
     def sampling_rate(ctx):
         raise RuntimeError("boom <b>")

@@ -54,7 +54,8 @@ def test_report_json_schema_and_files(fake, tmp_path):
     # NaN score and NaN metric became null (strict JSON)
     eb = [c for c in d["checks"] if c["check"] == "event_bounds"][0]
     assert eb["score"] is None
-    assert [c for c in d["checks"] if c["check"] == "missing_channels"][0]["metrics"]["nan"] is None
+    mc = [c for c in d["checks"] if c["check"] == "missing_channels"][0]["metrics"]
+    assert mc["nan"] is None and mc["odd"]["arr"] == [1.5, None] and "object" in mc["odd"]["obj"]
     assert [r["name"] for r in d["recordings"]] == [r.name for r in recs]
     assert [r["split"] for r in d["recordings"]] == ["train", "test", None]
     assert calls.n_permutations == 7

@@ -30,9 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="folder for the report (created if needed; report files in it are replaced)")
     p.add_argument("--split", type=Path, default=None, metavar="FILE",
-                   help="train / validation / test membership: YAML or JSON mapping split -> list of recording "
-                        "names or 'subject:<id>' entries, or a CSV of name,split "
-                        "(see examples/quality/eegmmidb_split.yaml)")
+                   help="train / validation / test membership: YAML or JSON {train: [...], validation: [...], "
+                        "test: [...]} of recording names (relative to PATH), glob patterns or 'subject:<id>', or a "
+                        "CSV with the header file,split or subject,split (see examples/quality/eegmmidb_split.yaml)")
     p.add_argument("--intended-use", type=Path, default=None, metavar="FILE",
                    help="YAML of the intended use: classes, rest_labels, tasks, window_s, required channels, "
                         "expected subjects / sites / devices (see examples/quality/eegmmidb_intended_use.yaml)")

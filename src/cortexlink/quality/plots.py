@@ -375,10 +375,11 @@ def make_figures(report: Report, ctx: DatasetContext, folder: Path) -> dict[str,
     return out
 
 
-def _text_pages(report: Report, lines_per_page: int = 62, max_findings: int = 600) -> list[list[str]]:
-    lines = [f"cortexlink data-set quality report — {report.root}", f"created {report.created_utc} (UTC)",
-             "software: " + ", ".join(f"{k} {v}" for k, v in report.software.items()), "",
-             f"recordings: {len(report.recordings)}; findings: {len(report.findings)}", "", "scores:"]
+def _text_pages(report: Report, lines_per_page: int = 96, max_findings: int = 600) -> list[list[str]]:
+    lines = [f"cortexlink data-set quality report — {report.root}", f"created {report.created_utc} (UTC)"]
+    lines += textwrap.wrap("software: " + ", ".join(f"{k} {v}" for k, v in report.software.items()), 110,
+                           subsequent_indent="      ")
+    lines += ["", f"recordings: {len(report.recordings)}; findings: {len(report.findings)}", "", "scores:"]
     for c, s in report.scores.items():
         lines.append(f"  {c:18s} {'n/a' if s is None else f'{s:.3f}'}")
     lines += ["", "findings (severity, check, file, channel, start_s: detail):"]

@@ -210,11 +210,23 @@ def _software() -> dict[str, str]:
     return out
 
 
-def write_report_json(report: Report, path: Path) -> Path:
-    """``report.to_dict()`` as strict JSON (NaN and infinities become null)."""
+def _json_safe(v: Any) -> Any:
+    """``jsonable(v, finite=True)``; a value with no JSON form (a check's odd metric) becomes its text."""
     from cortexlink.core.jsonutil import jsonable
 
-    text = json.dumps(jsonable(report.to_dict(), finite=True), indent=2, allow_nan=False)
+    try:
+        return jsonable(v, finite=True)
+    except (TypeError, ValueError):
+        if isinstance(v, dict):
+            return {str(k): _json_safe(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple, set, frozenset)):
+            return [_json_safe(x) for x in v]
+        return str(v)
+
+
+def write_report_json(report: Report, path: Path) -> Path:
+    """``report.to_dict()`` as strict JSON (NaN and infinities become null)."""
+    text = json.dumps(_json_safe(report.to_dict()), indent=2, allow_nan=False)
     path = Path(path)
     path.write_text(text + "\n", encoding="utf-8")
     return path
