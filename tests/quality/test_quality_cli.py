@@ -121,3 +121,23 @@ def test_bench_quality_arguments(tmp_path, capsys):
     d = json.loads(capsys.readouterr().out)
     assert d["benchmark"] == "quality" and d["results"] == []
     assert main(["bench", "quality", "--no-eeg", "--channels", "0", "--json", "--work", str(tmp_path / "w")]) == 2
+
+
+def test_bench_quality_small_implant(tmp_path, capsys):
+    """bench quality on a tiny simulated session: recorded once, measured in a fresh process, cached."""
+    for mod in ("sources", "scan", "epochs", "checks_dataset", "checks_meta", "checks_signal", "checks_labels",
+                "fitness"):
+        pytest.importorskip(f"cortexlink.quality.{mod}")
+    from cortexlink.bench import quality as bq
+
+    work = tmp_path / "w"
+    assert main(["bench", "quality", "--no-eeg", "--channels", "8", "--seconds", "3", "--permutations", "3",
+                 "--json", "--work", str(work)]) == 0
+    (r,) = json.loads(capsys.readouterr().out)["results"]
+    assert "error" not in r, r
+    assert r["files"] == 1 and r["channels"] == 8 and r["cached_session"] is False
+    assert r["wall_s"] > 0 and r["peak_rss_mb"] > r["rss_before_mb"] > 0
+    assert set(r["scores"]) >= {"completeness", "fitness"}
+    assert (work / "report-sim_implant_8ch_3s" / "report.html").is_file()
+    folder, record_s = bq.implant_session(work, channels=8, seconds=3)
+    assert record_s is None and folder.name == "sim-8ch-3s-seed0"    # reused, not recorded again

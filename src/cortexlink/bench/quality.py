@@ -7,8 +7,8 @@ included):
 * the EEG Motor Movement/Imagery folder in ``../shared/data/eeg_motor_imagery`` (skipped with a
   note when absent);
 * a simulated 1024-channel, 10-minute implant session recorded without raw samples
-  (``cortexlink record --sim --channels 1024 --seconds 600 --no-raw``; about as long to record
-  as it lasts, so it is kept in the work folder and reused by the next run).
+  (``cortexlink record --sim --channels 1024 --seconds 600 --no-raw``; ~3 minutes to record on
+  the 2-core development machine, so it is kept in the work folder and reused by the next run).
 
 Reported per data set: files, channels, duration, ``wall_s`` of the whole ``run_quality`` call
 (open, scan, checks, baseline, figures, HTML), peak RSS, number of findings, the scores, and

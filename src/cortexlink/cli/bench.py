@@ -228,7 +228,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                      "in a fresh process per data set: the EEG Motor Movement/Imagery folder "
                                      "(../shared/data/eeg_motor_imagery, skipped when absent) and a simulated "
                                      "implant session recorded without raw samples (1024 channels, 10 minutes; "
-                                     "recorded once into --work, ~real time, then reused); reports wall-clock "
+                                     "recorded once into --work, ~3 min, then reused); reports wall-clock "
                                      "seconds, peak RSS, findings and scores per data set against the goal of "
                                      "under 60 s each.")
     qa.add_argument("--eeg", type=Path, default=None, help="EEG folder (default: ../shared/data/eeg_motor_imagery)")

@@ -179,7 +179,8 @@ def implant_grid_figure(ctx: DatasetContext, path: Path) -> Path | None:
             continue
         if pos.ndim != 2 or pos.shape[0] != r.n_channels or pos.shape[1] < 2:
             continue
-        vals = [(_stat(summ, "noise_rms_uv"), "noise RMS (µV)"), (_stat(summ, "crossing_rate_hz"), "crossing rate (Hz)")]
+        vals = [(_stat(summ, "noise_rms_uv"), "noise RMS (µV)"),
+                (_stat(summ, "crossing_rate_hz"), "crossing rate (Hz)")]
         vals = [(v, lab) for v, lab in vals if v is not None and v.size == r.n_channels]
         if vals:
             recs.append((r, pos, vals))
