@@ -415,7 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     import sys
     import tempfile
     import time
-    default = Path(__file__).resolve().parents[3] / "shared" / "data" / "eeg_motor_imagery"
+    import os
+    shared = os.environ.get("CORTEXLINK_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")
+    default = Path(shared) / "eeg_motor_imagery"
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("data_dir", nargs="?", type=Path, default=default)
     ap.add_argument("--flip-draws", type=int, default=0)
