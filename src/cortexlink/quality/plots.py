@@ -258,12 +258,15 @@ def split_figure(ctx: DatasetContext, path: Path) -> Path | None:
     """Files per subject (rows) and split (columns): a subject in two columns is leakage."""
     if not ctx.split:
         return None
+    from cortexlink.quality.intended_use import subject_of
+
     table: dict[str, dict[str, int]] = {}
     for rec in ctx.recordings:
         s = ctx.split_of(rec)
         if s is None:
             continue
-        subj = rec.subject if rec.subject is not None else f"({rec.name})"
+        sid, inferred = subject_of(rec)
+        subj = f"({rec.name})" if sid is None else (f"{sid} (from name)" if inferred else sid)
         table.setdefault(subj, {})
         table[subj][s] = table[subj].get(s, 0) + 1
     if not table:
