@@ -48,3 +48,28 @@ def imagined_fists_feet(shared_data: Path) -> list[Recording]:
     if not all(p.is_file() for p in paths):
         pytest.skip(f"EEGMMIDB runs {IMAGINED_FISTS_FEET} not found under {root}")
     return [edf_recording(p, root) for p in paths]
+
+
+def synthetic_mi(name: str, seed: int, *, informative: bool = True, n_trials: int = 30, fs: float = 160.0,
+                 n_ch: int = 6, extra_label: str | None = None, subject: str = "1") -> Recording:
+    """Synthetic motor-imagery EEG: T1/T2 trials every 5 s; in T2 trials a 12 Hz rhythm grows on
+    channel 0 when ``informative``; ``extra_label`` relabels the first 10 trials."""
+    rng = np.random.default_rng(seed)
+    spacing_s = 5.0
+    n = int((n_trials * spacing_s + 5) * fs)
+    data = rng.normal(0, 5, (n_ch, n))
+    labels = np.array(["T1", "T2"] * (n_trials // 2))
+    rng.shuffle(labels)
+    if extra_label:
+        labels[:10] = extra_label
+    t = np.arange(int(3 * fs)) / fs
+    events = []
+    for i, lab in enumerate(labels):
+        on = 2.0 + i * spacing_s
+        events.append(Event(on, 4.0, str(lab)))
+        if informative and lab == "T2":
+            a = int(on * fs)
+            data[0, a:a + len(t)] += 8 * np.sin(2 * np.pi * 12 * t + rng.uniform(0, 6.3))
+    return Recording(path=Path(name), name=name, kind="eeg", fmt="edf", fs_hz=fs, n_samples=n,
+                     channel_names=[f"C{i}" for i in range(n_ch)], channel_types=["eeg"] * n_ch,
+                     units=["uV"] * n_ch, subject=subject, events=events, reader=lambda a, b: data[:, a:b])

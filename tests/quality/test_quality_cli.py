@@ -136,7 +136,7 @@ def test_bench_quality_small_implant(tmp_path, capsys):
     (r,) = json.loads(capsys.readouterr().out)["results"]
     assert "error" not in r, r
     assert r["files"] == 1 and r["channels"] == 8 and r["cached_session"] is False
-    assert r["wall_s"] > 0 and r["peak_rss_mb"] > r["rss_before_mb"] > 0
+    assert r["wall_s"] > 0 and r["peak_rss_mb"] >= r["rss_before_mb"] > 0
     assert set(r["scores"]) >= {"completeness", "fitness"}
     assert (work / "report-sim_implant_8ch_3s" / "report.html").is_file()
     folder, record_s = bq.implant_session(work, channels=8, seconds=3)

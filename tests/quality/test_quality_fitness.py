@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _eeg_recordings import imagined_fists_feet
+from _eeg_recordings import imagined_fists_feet, synthetic_mi
 from cortexlink.core.errors import ConfigError
 from cortexlink.quality import fitness
 from cortexlink.quality.epochs import extract_epochs, group_epochs
-from cortexlink.quality.model import DatasetContext, Event, FeatureAccess, Recording
+from cortexlink.quality.model import DatasetContext, FeatureAccess, Recording
 
 IU = {"classes": ["T1", "T2"], "rest_labels": ["T0"], "window_s": [0.5, 2.5], "n_permutations": 30}
 
@@ -21,25 +21,8 @@ def _ctx(recs, **iu):
     return DatasetContext(root=Path("."), recordings=list(recs), summaries={}, intended_use=dict(iu))
 
 
-def _eeg(name, seed, informative, n_trials=40, fs=160.0, n_ch=8):
-    """Synthetic EEG: in T2 trials a 12 Hz rhythm on channel 0 grows (when ``informative``)."""
-    rng = np.random.default_rng(seed)
-    spacing_s = 5.0
-    n = int((n_trials * spacing_s + 5) * fs)
-    data = rng.normal(0, 5, (n_ch, n))
-    labels = np.array(["T1", "T2"] * (n_trials // 2))
-    rng.shuffle(labels)
-    events = []
-    t = np.arange(int(3 * fs)) / fs
-    for i, lab in enumerate(labels):
-        on = 2.0 + i * spacing_s
-        events.append(Event(on, 4.0, str(lab)))
-        if informative and lab == "T2":
-            a = int(on * fs)
-            data[0, a:a + len(t)] += 8 * np.sin(2 * np.pi * 12 * t + rng.uniform(0, 6.3))
-    return Recording(path=Path(name), name=name, kind="eeg", fmt="edf", fs_hz=fs, n_samples=n,
-                     channel_names=[f"C{i}" for i in range(n_ch)], channel_types=["eeg"] * n_ch,
-                     units=["uV"] * n_ch, subject="1", events=events, reader=lambda a, b: data[:, a:b])
+def _eeg(name, seed, informative):
+    return synthetic_mi(name, seed, informative=informative, n_trials=40, n_ch=8)
 
 
 def _implant(tuned, n_bins=3000, n_feat=24, bin_s=0.02, seed=0):

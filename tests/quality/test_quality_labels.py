@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _eeg_recordings import imagined_fists_feet
+from _eeg_recordings import imagined_fists_feet, synthetic_mi
 from cortexlink.core.errors import ConfigError
 from cortexlink.quality import checks_labels as cl
 from cortexlink.quality.epochs import extract_epochs, group_epochs, groups, task_of, trial_labels
@@ -191,37 +191,15 @@ def test_event_moved_past_the_end_is_caught_with_its_start(imagery):
 
 
 # ------------------------------------------------------------------------- synthetic label damage
-def _mi_rec(name, seed, n_trials=30, fs=160.0, n_ch=6, extra_label=None):
-    """Synthetic EEG whose T2 trials carry a 12 Hz rhythm on channel 0 (T1 trials do not)."""
-    rng = np.random.default_rng(seed)
-    spacing_s = 5.0
-    n = int((n_trials * spacing_s + 5) * fs)
-    data = rng.normal(0, 5, (n_ch, n))
-    labels = np.array(["T1", "T2"] * (n_trials // 2))
-    rng.shuffle(labels)
-    if extra_label:
-        labels[:10] = extra_label
-    t = np.arange(int(3 * fs)) / fs
-    events = []
-    for i, lab in enumerate(labels):
-        on = 2.0 + i * spacing_s
-        events.append(Event(on, 4.0, str(lab)))
-        if lab == "T2":
-            a = int(on * fs)
-            data[0, a:a + len(t)] += 8 * np.sin(2 * np.pi * 12 * t + rng.uniform(0, 6.3))
-    rec = _rec(name, events, n_samples=n, data=data, types=["eeg"] * n_ch)
-    return rec
-
-
 def test_synthetic_flipped_file_is_an_error_and_a_class_only_one_file_has_is_not_judged():
-    recs = [_mi_rec(f"r{i}.edf", i) for i in range(3)]
+    recs = [synthetic_mi(f"r{i}.edf", i) for i in range(3)]
     clean = cl.label_disagreement(_ctx(recs))[0]
     assert _warn_plus(clean.findings) == [] and clean.score == pytest.approx(1.0)
     flipped, onsets = _flip(recs[1])
     res = cl.label_disagreement(_ctx([recs[0], flipped, recs[2]]))[0]
     assert [(f.file, f.severity) for f in _warn_plus(res.findings)] == [("r1.edf", "error")]
     assert {f.start_s for f in res.findings if f.severity == "info"} == set(onsets)
-    odd = [recs[0], recs[1], _mi_rec("r2.edf", 2, extra_label="T3")]      # T3 only in r2: never learned
+    odd = [recs[0], recs[1], synthetic_mi("r2.edf", 2, extra_label="T3")]      # T3 only in r2: never learned
     res = cl.label_disagreement(_ctx(odd))[0]
     assert _warn_plus(res.findings) == []
     row = next(r for r in res.metrics["groups"]["1/all"]["files"] if r["file"] == "r2.edf")

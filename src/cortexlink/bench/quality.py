@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cortexlink.io.nwb._common import _peak_rss_mb
+
 __all__ = ["run", "print_summary", "default_eeg_folder", "implant_session", "GOAL_S"]
 
 #: The issue's goal for each data set (seconds of wall-clock time).
@@ -84,21 +86,6 @@ def implant_session(work: Path, *, channels: int = 1024, seconds: float = 600.0,
     target.rename(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     return folder, record_s
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process (MB): ``VmHWM`` on Linux, else ``ru_maxrss``."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
 
 def _worker(spec_path: str) -> None:

@@ -10,7 +10,6 @@ mne, mne_bids and edfio are imported inside the functions.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import warnings
@@ -19,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cortexlink.io._common import sha256_file
 from cortexlink.quality.model import Event, Recording
 
 #: Channel types the model knows; other MNE types map to these (see :func:`_channel_type`).
@@ -28,17 +28,6 @@ _FIELD_POTENTIAL = ("seeg", "ecog", "dbs")          # µV-scale field potentials
 _TRUNCATED = re.compile(r"file size|truncat|incomplete data record|file contains \d+ records", re.I)
 _EDFIO_RECORDS = re.compile(r"indicates (\d+) data records, but file contains (\d+) records")
 _OUTSIDE = re.compile(r"outside (the )?data range", re.I)
-
-
-def sha256_file(path: Path, block_bytes: int = 1 << 20) -> str:
-    """SHA-256 of a file read in ``block_bytes`` blocks (never the whole file in memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(block_bytes)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
 
 
 def problems_from(caught: list[Any]) -> list[tuple[str, str]]:

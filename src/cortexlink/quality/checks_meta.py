@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from cortexlink.io._common import sha256_file
 from cortexlink.quality._identifying import measurement_dates, scan_header, scan_name
 from cortexlink.quality.intended_use import (group_by_task, load_intended_use, norm_channel, subject_of,
                                              trial_classes, validate_intended_use)
@@ -406,13 +407,7 @@ def provenance(ctx: DatasetContext) -> list[CheckResult]:
 
 def sha256_stream(path: Path, block_bytes: int = _BLOCK) -> str:
     """SHA-256 of a file read in ``block_bytes`` blocks (1 MiB by default): memory stays bounded."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(block_bytes)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
+    return sha256_file(path, block_bytes)
 
 
 _SUM_FILES = ("SHA256SUMS", "SHA256SUMS.txt", "sha256sums.txt", "checksums.sha256")

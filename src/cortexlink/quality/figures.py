@@ -21,6 +21,24 @@ def _plt():
     return plt
 
 
+def electrode_map(fig, ax, pos: np.ndarray, values: np.ndarray, good: np.ndarray, label: str, cmap: str, *,
+                  missing_label: str = "no value", title: str | None = None, size: float = 12) -> None:
+    """Draw per-electrode ``values`` on the array at ``pos`` (µm) in ``ax``: electrodes not ``good``
+    as red crosses, a colour bar labelled ``label``."""
+    v = np.asarray(values, float)
+    good = np.asarray(good, bool)
+    sc = ax.scatter(pos[good, 0], pos[good, 1], c=v[good], s=size, marker="s", cmap=cmap)
+    if (~good).any():
+        ax.scatter(pos[~good, 0], pos[~good, 1], s=size + 8, marker="x", c="red", label=missing_label)
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_aspect("equal")
+    ax.invert_yaxis()
+    ax.set_xlabel("x (µm)")
+    ax.set_ylabel("y (µm)")
+    ax.set_title(label if title is None else title, fontsize=9 if title else None)
+    fig.colorbar(sc, ax=ax, label=label)
+
+
 def feature_overview(features: BinnedFeatures, channel_map: ChannelMap, noise_rms_uv: np.ndarray,
                      bad: np.ndarray, path: Path, *, max_channels: int = 256, title: str = "") -> Path:
     """Write a PNG: threshold-crossing raster (top) and per-channel noise / rate maps on the array.
@@ -61,19 +79,8 @@ def feature_overview(features: BinnedFeatures, channel_map: ChannelMap, noise_rm
 
     for k, (values, label, cmap) in enumerate([(noise_rms_uv, "noise RMS (µV)", "viridis"),
                                                (rate_hz, "crossing rate (Hz)", "magma")]):
-        axm = fig.add_subplot(gs[1, k])
-        v = np.asarray(values, float).copy()
-        good = ~np.asarray(bad, bool)
-        sc = axm.scatter(pos[good, 0], pos[good, 1], c=v[good], s=12, marker="s", cmap=cmap)
-        if (~good).any():
-            axm.scatter(pos[~good, 0], pos[~good, 1], s=20, marker="x", c="red", label="bad / left out")
-            axm.legend(loc="upper right", fontsize=8)
-        axm.set_aspect("equal")
-        axm.invert_yaxis()
-        axm.set_xlabel("x (µm)")
-        axm.set_ylabel("y (µm)")
-        axm.set_title(label)
-        fig.colorbar(sc, ax=axm, label=label)
+        electrode_map(fig, fig.add_subplot(gs[1, k]), pos, values, ~np.asarray(bad, bool), label, cmap,
+                      missing_label="bad / left out")
     if title:
         fig.suptitle(title)
     path = Path(path)

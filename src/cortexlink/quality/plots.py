@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cortexlink.quality.figures import _plt, electrode_map
 from cortexlink.quality.model import CHARACTERISTICS, DatasetContext, Recording, RecordingSummary, Report
 
 logger = logging.getLogger(__name__)
@@ -25,15 +26,6 @@ __all__ = ["make_figures", "write_pdf", "scores_figure", "channel_quality_figure
 MAX_MAP_ROWS = 120
 #: Implant recordings drawn on their electrode grid at most.
 MAX_GRIDS = 4
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _save(fig, path: Path) -> Path:
@@ -199,18 +191,8 @@ def implant_grid_figure(ctx: DatasetContext, path: Path) -> Path | None:
                 ax.axis("off")
                 continue
             v, lab = vals[k]
-            good = np.isfinite(v)
-            sc = ax.scatter(pos[good, 0], pos[good, 1], c=v[good], s=10, marker="s",
-                            cmap="viridis" if "noise" in lab else "magma")
-            if (~good).any():
-                ax.scatter(pos[~good, 0], pos[~good, 1], s=14, marker="x", c="red", label="no value")
-                ax.legend(loc="upper right", fontsize=7)
-            ax.set_aspect("equal")
-            ax.invert_yaxis()
-            ax.set_xlabel("x (µm)")
-            ax.set_ylabel("y (µm)")
-            ax.set_title(f"{r.name}: {lab}", fontsize=9)
-            fig.colorbar(sc, ax=ax, label=lab)
+            electrode_map(fig, ax, pos, v, np.isfinite(v), lab, "viridis" if "noise" in lab else "magma",
+                          title=f"{r.name}: {lab}", size=10)
     return _save(fig, path)
 
 
