@@ -67,6 +67,8 @@ class _BlockGenerator:
             self._alive &= ~lost
             self._lost[lost] = s0
         rates = base + self._depth * (vx * self._pd[:, 0] + vy * self._pd[:, 1]) + self._click_depth * click
+        if self._speech_a is not None:
+            rates += self._speech_M @ self._speech_a
         np.clip(rates, 0.0, cfg.max_rate_hz, out=rates)
         rates[~self._alive] = 0.0
 

@@ -20,6 +20,9 @@ from cortexlink.sim.waveforms import unit_templates
 SPIKE_BAND_HZ = (250.0, 5000.0)
 
 _STREAM_SETUP, _STREAM_BLOCK, _STREAM_STATE, _STREAM_SPIKES = 0, 1, 2, 3
+# speech tuning and day-to-day changes draw from their own streams, so an implant without them
+# (speech_dims == 0, day == 0) is exactly the implant built before they existed
+_STREAM_SPEECH, _STREAM_DAY = 4, 5
 # 1/f-like noise: Paul Kellet's economy pink filter (three one-pole sections of one white input).
 _PINK_P = np.array([0.99765, 0.96300, 0.57000])
 _PINK_K = np.array([0.0990460, 0.2965164, 1.0526913])
@@ -167,6 +170,17 @@ class _ImplantStructure:
         click_tuned = rng.random(U) < cfg.click_fraction
         click_depth = np.where(click_tuned, rng.uniform(*cfg.click_depth_hz_range, U), 0.0)
         refr_ms = rng.uniform(*cfg.refractory_ms_range, U)
+        speech = _speech_tuning(cfg, U)
+        self._units_replaced = np.zeros(U, bool)
+        if cfg.day > 0:
+            u = dict(baseline=baseline, depth=depth, ang=ang, click_tuned=click_tuned, click_depth=click_depth,
+                     snr=snr, templates=templates, amp=amp, **speech)
+            for d in range(1, cfg.day + 1):
+                _day_step(cfg, d, u, self._units_replaced, sigma[unit_channel], fs)
+            baseline, depth, ang, click_tuned, click_depth, snr, templates, amp = (
+                u[k] for k in ("baseline", "depth", "ang", "click_tuned", "click_depth", "snr", "templates", "amp"))
+            speech = {k: u[k] for k in speech}
+        self._speech_M = _ro(speech["speech_depth"][:, None] * speech["speech_W"]) if speech else None
         self._unit_channel = unit_channel
         self._templates = np.ascontiguousarray((templates * amp[:, None]).astype(np.float32))
         self._pd = np.stack([np.cos(ang), np.sin(ang)], axis=1)
@@ -204,3 +218,63 @@ class _ImplantStructure:
         self._click_blocks = int(round(cfg.click_duration_s * fs / B))
         self._drift_a = math.exp(-B / fs / cfg.drift_tau_s)
         self._loss_p = -math.expm1(-cfg.unit_loss_per_min * B / fs / 60.0)
+
+
+def _speech_tuning(cfg, n_units: int) -> dict:
+    """Speech tuning of every unit: unit-norm random vectors ``speech_W`` (U, speech_dims) and a
+    depth (Hz per unit of drive, 0 for units not tuned), from the speech stream; {} without speech."""
+    D = cfg.speech_dims
+    if D == 0:
+        return {}
+    rng = np.random.default_rng([cfg.seed, _STREAM_SPEECH])
+    tuned = rng.random(n_units) < cfg.speech_fraction
+    W = rng.standard_normal((n_units, D))
+    W /= np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-12)
+    depth = np.where(tuned, rng.uniform(*cfg.speech_depth_hz_range, n_units), 0.0)
+    return dict(speech_W=W, speech_depth=depth)
+
+
+def _rotate(W: np.ndarray, angle: float, rng: np.random.Generator) -> np.ndarray:
+    """Rows of the unit-norm ``W`` each turned by ``angle`` radians towards a random direction."""
+    g = rng.standard_normal(W.shape)
+    g -= (g * W).sum(1, keepdims=True) * W
+    g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+    return math.cos(angle) * W + math.sin(angle) * g
+
+
+def _day_step(cfg, d: int, u: dict, replaced: np.ndarray, unit_sigma: np.ndarray, fs: float) -> None:
+    """Apply day ``d``'s changes (drawn from ``(seed, _STREAM_DAY, d)``) to the unit arrays in ``u``:
+    log-baseline jitter, tuning rotation by ``day_drift`` rad, and replacement of ``day_turnover``
+    of the units (new waveform, SNR, baseline and tunings). Marks replaced units in ``replaced``."""
+    rng = np.random.default_rng([cfg.seed, _STREAM_DAY, d])
+    U = len(u["baseline"])
+    u["baseline"] = u["baseline"] * np.exp(cfg.day_drift * rng.standard_normal(U))
+    u["ang"] = u["ang"] + cfg.day_drift * rng.choice([-1.0, 1.0], U)
+    if "speech_W" in u:
+        u["speech_W"] = _rotate(u["speech_W"], cfg.day_drift, rng)
+    new = np.flatnonzero(rng.random(U) < cfg.day_turnover)
+    n = len(new)
+    replaced[new] = True
+    if n == 0:
+        return
+    templates, _ = unit_templates(rng, n, fs)
+    lo_s, hi_s = cfg.snr_range
+    snr = np.exp(rng.uniform(math.log(lo_s), math.log(hi_s), n))
+    amp = snr * unit_sigma[new] / _bandpassed_trough_fraction(templates, fs)
+    lo_b, hi_b = cfg.baseline_hz_range
+    fresh = dict(
+        templates=templates, snr=snr, amp=amp, ang=rng.uniform(0, 2 * np.pi, n),
+        baseline=np.exp(rng.uniform(math.log(lo_b), math.log(hi_b), n)),
+        depth=rng.uniform(*cfg.depth_hz_range, n))
+    ct = rng.random(n) < cfg.click_fraction
+    fresh["click_tuned"] = ct
+    fresh["click_depth"] = np.where(ct, rng.uniform(*cfg.click_depth_hz_range, n), 0.0)
+    if "speech_W" in u:
+        W = rng.standard_normal((n, cfg.speech_dims))
+        fresh["speech_W"] = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-12)
+        tuned = rng.random(n) < cfg.speech_fraction
+        fresh["speech_depth"] = np.where(tuned, rng.uniform(*cfg.speech_depth_hz_range, n), 0.0)
+    for k, v in fresh.items():
+        arr = u[k].copy()
+        arr[new] = v
+        u[k] = arr

@@ -118,6 +118,24 @@ class ImplantConfig(ConfigMixin):
         Rate of clicks in the built-in intent.
     click_duration_s : float
         Duration of each built-in click.
+    speech_dims : int
+        Dimension of the articulator vector that drives speech-tuned units (1 to 64), or 0 for no
+        speech tuning (the default). See :meth:`SimulatedImplant.set_articulators`.
+    speech_fraction : float
+        Fraction of units tuned to the articulator vector (0 to 1; used when ``speech_dims > 0``).
+    speech_depth_hz_range : (float, float)
+        Speech modulation depth of a tuned unit, uniform: Hz per unit of articulator drive along
+        the unit's (unit-norm, random) tuning vector.
+    day : int
+        Recording day (0 to 10000). Day 0 is the implant as built; day ``d`` applies ``d`` daily
+        changes drawn from ``(seed, day stream, 1..d)``, so day 3 is day 2 plus one more step.
+    day_drift : float
+        Per-day change of every unit (0 to 2): standard deviation of the log-baseline jitter, and
+        the angle (radians) by which each unit's speech tuning vector and velocity preferred
+        direction rotate (random direction).
+    day_turnover : float
+        Fraction of units replaced per day (0 to 1): a replaced unit gets a new waveform, SNR,
+        baseline and tuning (velocity, click and speech) on the same channel.
     """
 
     n_channels: int = 1024
@@ -153,6 +171,12 @@ class ImplantConfig(ConfigMixin):
     intent_tau_s: float = 0.3
     click_rate_hz: float = 0.2
     click_duration_s: float = 0.3
+    speech_dims: int = 0
+    speech_fraction: float = 0.7
+    speech_depth_hz_range: tuple[float, float] = (4.0, 20.0)
+    day: int = 0
+    day_drift: float = 0.25
+    day_turnover: float = 0.08
 
     def __post_init__(self) -> None:
         s = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
@@ -209,6 +233,12 @@ class ImplantConfig(ConfigMixin):
         s("intent_tau_s", check_range("intent_tau_s", self.intent_tau_s, 0.001, 100.0))
         s("click_rate_hz", check_range("click_rate_hz", self.click_rate_hz, 0.0, 10.0))
         s("click_duration_s", check_range("click_duration_s", self.click_duration_s, 0.0, 10.0))
+        s("speech_dims", _check_int_range("speech_dims", self.speech_dims, 0, 64))
+        s("speech_fraction", check_range("speech_fraction", self.speech_fraction, 0.0, 1.0))
+        s("speech_depth_hz_range", _check_pair("speech_depth_hz_range", self.speech_depth_hz_range, 0.0, 500.0))
+        s("day", _check_int_range("day", self.day, 0, 10000))
+        s("day_drift", check_range("day_drift", self.day_drift, 0.0, 2.0))
+        s("day_turnover", check_range("day_turnover", self.day_turnover, 0.0, 1.0))
 
     @property
     def block_size_samples(self) -> int:

@@ -15,9 +15,15 @@ Signal model (per channel, in µV, then int16 counts via ``ChannelMap.gain_uv``)
 * **Line noise** (50/60 Hz), **artefacts** (brief transients on nearly all channels),
   **dead** channels (near-zero) and **saturating** channels (offset near a rail, x20 gain).
 
-Firing: ``rate = baseline * drift + depth * (v . pd) + click_depth * click``, clipped to
-``[0, max_rate_hz]``, constant within an internal block; spikes follow an inhomogeneous Poisson
-process with an absolute refractory period (time rescaling, exact).
+Firing: ``rate = baseline * drift + depth * (v . pd) + click_depth * click + speech_depth * (w . a)``,
+clipped to ``[0, max_rate_hz]``, constant within an internal block; spikes follow an inhomogeneous
+Poisson process with an absolute refractory period (time rescaling, exact). The speech term needs
+``speech_dims > 0``: ``a`` is the articulator vector of :meth:`SimulatedImplant.set_articulators`,
+``w`` a unit-norm random tuning vector, ``speech_depth`` 0 for units not tuned to speech (one
+matrix-vector product per block).
+
+Recording days: ``day = d`` applies ``d`` daily steps of baseline jitter, tuning rotation and unit
+turnover (``day_drift``, ``day_turnover``), each drawn from its own ``(seed, day stream, k)``.
 
 Determinism: samples are produced in fixed internal blocks of ``block_size`` samples; block ``k``
 draws only from ``np.random.default_rng([seed, 1, k])`` (and hashes keyed by it), filter states
@@ -124,7 +130,8 @@ class SimulatedImplant(_ImplantStructure, _BlockGenerator):
     def reset(self) -> None:
         """Return to sample 0 with the initial state: the same seed gives the same output again.
 
-        Also clears any intent set with :meth:`set_intent`, and the ground truth.
+        Also clears any intent set with :meth:`set_intent`, the articulators of
+        :meth:`set_articulators`, and the ground truth.
         """
         cfg, C, U = self._cfg, self.n_channels, self.n_units
         rng = np.random.default_rng([cfg.seed, _STREAM_STATE])
@@ -152,6 +159,7 @@ class SimulatedImplant(_ImplantStructure, _BlockGenerator):
         self._iv = rng.standard_normal(2) * math.sqrt((1 + self._intent_a ** 2) / (1 + self._intent_a) ** 2)
         self._click_left = 0
         self._manual: tuple[float, float, float] | None = None
+        self._speech_a: np.ndarray | None = None
         # buffers
         self._extra = np.zeros((self._B + self._n_carry, C), np.float32)
         self._blk = np.zeros((self._B, C), np.int16)
@@ -229,6 +237,58 @@ class SimulatedImplant(_ImplantStructure, _BlockGenerator):
     def clear_intent(self) -> None:
         """Go back to ``intent_fn`` (or the built-in intent) from the next generated block."""
         self._manual = None
+
+    @property
+    def speech_dims(self) -> int:
+        """Dimension of the articulator vector (``config.speech_dims``; 0 = no speech tuning)."""
+        return self._cfg.speech_dims
+
+    @property
+    def speech_tuning_hz(self) -> np.ndarray | None:
+        """Read-only (n_units, speech_dims): each unit's rate change in Hz per unit of articulator
+        drive along each dimension (depth x unit-norm tuning vector; zero rows for units not tuned
+        to speech), as of :attr:`config.day <ImplantConfig>`; ``None`` when ``speech_dims == 0``."""
+        return self._speech_M
+
+    @property
+    def units_replaced(self) -> np.ndarray:
+        """Read-only bool (n_units,): units replaced by day-to-day turnover on days 1..``day``."""
+        return self._units_replaced
+
+    def set_articulators(self, articulators: Any) -> None:
+        """Set the articulator vector from the next not-yet-generated internal block on.
+
+        Each speech-tuned unit's rate changes by ``speech_tuning_hz @ articulators`` until the next
+        call, :meth:`reset` or ``set_articulators(None)``.
+
+        Parameters
+        ----------
+        articulators : array-like (speech_dims,) or None
+            The articulator state (e.g. a row of
+            :meth:`cortexlink.sim.speech.SpeakingParticipant.trajectory`); ``None`` = no speech drive.
+
+        Raises
+        ------
+        ValidationError
+            If the implant has no speech tuning (``speech_dims == 0``), or the vector is not
+            ``speech_dims`` finite numbers.
+        """
+        self._speech_a = None if articulators is None else self._check_articulators(articulators, "set_articulators")
+
+    def _check_articulators(self, articulators: Any, where: str) -> np.ndarray:
+        D = self._cfg.speech_dims
+        if D == 0:
+            raise ValidationError(f"{where}: this implant has no speech tuning (speech_dims=0); build it with "
+                                  f"speech_dims in 1..64 to drive it with articulators")
+        try:
+            a = np.array(articulators, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValidationError(f"{where}: articulators must be {D} numbers; got {articulators!r}") from None
+        if a.shape != (D,):
+            raise ValidationError(f"{where}: articulators must have shape ({D},) (speech_dims); got shape {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValidationError(f"{where}: articulators must be finite; got {a!r}")
+        return a
 
     @staticmethod
     def _check_intent(velocity: Any, click: Any, where: str) -> tuple[float, float, float]:
@@ -319,8 +379,12 @@ class SimulatedImplant(_ImplantStructure, _BlockGenerator):
             artifact_peak_uv=self._gt_art_amp.view(n_art).copy(), **self._static,
         )
 
-    def expected_rates_hz(self, velocity: Any = (0.0, 0.0), click: float = 0.0) -> np.ndarray:
+    def expected_rates_hz(self, velocity: Any = (0.0, 0.0), click: float = 0.0,
+                          articulators: Any = None) -> np.ndarray:
         """Each unit's current instantaneous rate (Hz) for a given intent (with drift and losses).
+
+        ``articulators`` (a ``speech_dims`` vector, or None) adds the speech term as
+        :meth:`set_articulators` does.
 
         This is the rate before the refractory period; the mean rate of a unit firing at ``r`` with
         refractory period ``tau`` is ``r / (1 + r * tau)``.
@@ -330,6 +394,8 @@ class SimulatedImplant(_ImplantStructure, _BlockGenerator):
         if self._cfg.drift > 0:
             base = base * np.exp(self._cfg.drift * self._drift_x - 0.5 * self._cfg.drift ** 2)
         r = base + self._depth * (vx * self._pd[:, 0] + vy * self._pd[:, 1]) + self._click_depth * c
+        if articulators is not None:
+            r = r + self._speech_M @ self._check_articulators(articulators, "expected_rates_hz")
         r = np.clip(r, 0.0, self._cfg.max_rate_hz)
         r[~self._alive] = 0.0
         return r
