@@ -27,6 +27,16 @@ MESSAGE_KINDS: dict[str, str] = {
     "bin_row": "one row of a tasks.trace.BlockTrace: a core.messages.BinRow",
     "fault": "a fault event of runtime.faults: kind, severity, node, message, sample",
     "operator_command": "an operator command of operator.commands: id, cmd and its fields",
+    "speech_cue": "speech task -> participant: a core.speech_messages.SpeechCue (bin, phase, trial, sentence, "
+                  "block, begin)",
+    "speech_intent": "speaking participant -> implant, speech task: a core.speech_messages.SpeechIntent (bin, "
+                     "trial, articulators, speaking, done)",
+    "speech_control": "speech task -> phoneme and word decoders: a core.speech_messages.SpeechControl "
+                      "(trial_begin, trial_end, fit)",
+    "phoneme_frame": "phoneme decoder -> word decoder, recorder: a core.speech_messages.PhonemeFrame (bin, trial, "
+                     "logprobs (n x 41), ready, step_us)",
+    "speech_text": "word decoder -> speech task, UI: a core.speech_messages.SpeechText (bin, trial, text, final, "
+                   "text_no_lm, finish_ms, n_best, ready)",
 }
 
 

@@ -77,6 +77,10 @@ BUILTIN_NODES: dict[str, str] = {
     "lsl_outlet": "cortexlink.runtime.nodes.outputs:LSLOutletNode",
     "sink": "cortexlink.runtime.nodes.outputs:SinkNode",
     "trace": "cortexlink.runtime.nodes.trace:TraceNode",
+    "speech_task": "cortexlink.runtime.nodes.speech:SpeechTaskNode",
+    "speaking_participant": "cortexlink.runtime.nodes.speech:SpeakingParticipantNode",
+    "phoneme_decoder": "cortexlink.runtime.nodes.speech_decoders:PhonemeDecoderNode",
+    "word_decoder": "cortexlink.runtime.nodes.speech_decoders:WordDecoderNode",
 }
 
 

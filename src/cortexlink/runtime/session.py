@@ -43,22 +43,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cortexlink.core.errors import ConfigError, CortexlinkError
+from cortexlink.core.errors import ConfigError
 from cortexlink.core.validation import check_choice, check_keys
+from cortexlink.runtime._session_common import SessionResult, SessionStopped  # re-exported
+from cortexlink.runtime._session_common import check_implant as _implant
 
 logger = logging.getLogger(__name__)
-
 __all__ = ["load_session", "session_to_graph", "loop_nodes", "run_session", "DEFAULT_SESSION", "SessionResult",
            "SessionStopped"]
 
-
-class SessionStopped(CortexlinkError):
-    """A session that ended before its schedule did (a failure, a node that failed, a stop signal);
-    ``run`` is the runtime's result of what did run (JSON-able, for a summary)."""
-
-    def __init__(self, message: str, run: dict) -> None:
-        super().__init__(message)
-        self.run = run
 
 #: The session ``cortexlink demo`` runs: 1024 channels, calibration, ReFIT-Kalman, two minutes of
 #: Webgrid, ten moves of chess.
@@ -112,32 +105,10 @@ def _read(source: Any) -> Any:
     return read_yaml_file(source, what="session file")
 
 
-def _implant(imp: dict, presets: dict) -> dict:
-    """``session.implant`` checked: a preset and ImplantConfig overrides. A channel count too small
-    for the preset's dead and saturating channels (more than half of them bad) scales those two
-    counts with it, unless the session sets them (``record --channels 4`` runs)."""
-    from cortexlink.core.yamlfile import brief
-    from cortexlink.sim import ImplantConfig
-
-    imp = dict(imp)
-    preset = imp.pop("preset", "default")
-    if not isinstance(preset, str) or preset not in presets:
-        raise _where("implant.preset", f"must be one of {sorted(presets)}; got {brief(preset)}")
-    fields = set(ImplantConfig.__dataclass_fields__)
-    unknown = sorted(str(k) for k in imp if k not in fields)
-    if unknown:
-        raise _where("implant", f"has unknown field(s) {unknown[:10]}; ImplantConfig fields: {sorted(fields)}")
-    base = presets[preset]
-    n = imp.get("n_channels")
-    if (isinstance(n, int) and not isinstance(n, bool) and n > 0 and "n_dead" not in imp
-            and "n_saturating" not in imp and 2 * (base.n_dead + base.n_saturating) > n):
-        imp["n_dead"] = base.n_dead * n // base.n_channels
-        imp["n_saturating"] = base.n_saturating * n // base.n_channels
-    try:
-        base.replace(**imp)
-    except (ConfigError, TypeError, ValueError) as exc:
-        raise _where("implant", f"is invalid: {exc}") from exc
-    return {"preset": preset, **imp}
+def _is_speech(cfg: Any) -> bool:
+    """A session dict whose blocks run the speech task (:mod:`.speech_session`)."""
+    blocks = cfg.get("blocks") if isinstance(cfg, dict) else None
+    return isinstance(blocks, list) and any(isinstance(b, dict) and b.get("task") == "speech" for b in blocks)
 
 
 def _link(link: Any) -> dict:
@@ -174,7 +145,12 @@ def load_session(source: str | Path | dict | None = None) -> dict:
     from cortexlink.tasks.cursor import CursorEffector
     from cortexlink.tasks.schedule import check_blocks
 
-    cfg = _mapping("(top level)", _read(source), _TOP_KEYS)
+    raw = _read(source)
+    if _is_speech(raw) or (isinstance(raw, dict) and raw.get("task") == "speech"):
+        from cortexlink.runtime.speech_session import load_speech_session
+
+        return load_speech_session(raw)               # a speech (brain-to-text) session
+    cfg = _mapping("(top level)", raw, _TOP_KEYS)
     name = cfg.get("name", "session")
     if isinstance(name, bool) or not isinstance(name, (str, int, float)) or not str(name) or len(str(name)) > 100:
         raise _where("name", f"must be a short text (1 to 100 characters); got {brief(name)}")
@@ -308,6 +284,10 @@ def session_to_graph(session: Any, *, clock: str = "fast", chunk_ms: float | Non
         A graph (validate and run it with :func:`~cortexlink.runtime.runner.run_graph`).
     """
     cfg = load_session(session)
+    if cfg.get("task") == "speech":
+        from cortexlink.runtime.speech_session import speech_session_to_graph
+
+        return speech_session_to_graph(cfg, clock=clock, chunk_ms=chunk_ms, recorder=recorder)
     check_choice("clock", clock, ("fast", "realtime"))
     check_choice("placement", placement, ("main", "subprocess"))
     dt_ms = cfg["loop"]["dt_s"] * 1000.0
@@ -341,12 +321,6 @@ def session_to_graph(session: Any, *, clock: str = "fast", chunk_ms: float | Non
         limit += 300.0 * sum(b["kind"] in ("fit", "refit") for b in cfg["blocks"])   # fits in a thread
     return {"name": cfg["name"], "bin_ms": dt_ms, "clock": clock, "seconds": limit,
             "bus": {"kind": "redis" if placement == "subprocess" else "inprocess"}, "nodes": nodes}
-
-
-class SessionResult(dict):
-    """``config``, ``summary`` (JSON-able figures), ``traces`` (BlockTrace per task block), ``tasks``
-    (by block name), ``decoder`` and ``click_decoder`` (as fitted last; None when the decoder ran in
-    another process), ``run`` (the runtime's result: nodes, edges, faults)."""
 
 
 def _percentiles(a: np.ndarray) -> dict | None:
@@ -390,6 +364,10 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
     from cortexlink.runtime.runner import GraphRunner
 
     cfg = load_session(source)
+    if cfg.get("task") == "speech":
+        from cortexlink.runtime.speech_session import run_speech_session
+
+        return run_speech_session(cfg, realtime=realtime, recorder=recorder, record_raw=record_raw)
     # in real time the implant delivers 1 ms chunks, as a device does (the watchdog's source-stall
     # check is in milliseconds); as fast as possible, one chunk per bin gives the same figures
     graph = session_to_graph(cfg, clock="realtime" if realtime else "fast", chunk_ms=1.0 if realtime else None,

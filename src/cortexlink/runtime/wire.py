@@ -15,6 +15,7 @@ import numpy as np
 
 from cortexlink.core.jsonutil import json_default
 from cortexlink.core.messages import BinRow, Control, CursorState, FeatureBin, Gate, ParticipantIntent
+from cortexlink.core.speech_messages import PhonemeFrame, SpeechControl, SpeechCue, SpeechIntent, SpeechText
 from cortexlink.core.types import Chunk, Intent
 from cortexlink.runtime.bus import Message
 
@@ -23,7 +24,8 @@ __all__ = ["encode_message", "decode_message", "pack_command", "WIRE_TYPES"]
 #: Typed payloads, sent as their ``to_dict()`` (arrays as raw bytes, the rest as JSON) with their type
 #: name and rebuilt with ``from_dict``.
 WIRE_TYPES: dict[str, Any] = {t.__name__: t for t in (Intent, FeatureBin, ParticipantIntent, CursorState, Control,
-                                                      Gate, BinRow)}
+                                                      Gate, BinRow, SpeechCue, SpeechIntent, SpeechControl,
+                                                      PhonemeFrame, SpeechText)}
 
 
 def _json_default(o: Any) -> Any:

@@ -18,6 +18,7 @@ import numpy as np
 
 from cortexlink.core.errors import CortexlinkError, ValidationError
 from cortexlink.core.jsonutil import json_default
+from cortexlink.core.phonemes import CLASS_NAMES
 from cortexlink.io.session_log.rawcodec import CODEC_STREAM_VERSION, PayloadDecoder, codec_problem
 
 
@@ -40,6 +41,7 @@ STREAM_COLUMNS: dict[str, tuple[str, ...]] = {
     "cursor": ("x", "y", "vx", "vy", "clicked", "halted"),   # cursor position, velocity, click, halted
     "decoder": ("vx", "vy", "click_proba", "click"),          # decoded velocity, click probability, click
     "intent": ("vx", "vy", "click"),                          # the participant's intended velocity and click
+    "phonemes": CLASS_NAMES,                                   # speech: log-probabilities of blank, 39 phonemes, SIL
 }
 
 

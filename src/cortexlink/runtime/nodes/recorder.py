@@ -45,7 +45,8 @@ class RecorderNode(Node):
     feature of every channel is kept, else the decoder columns), ``intent`` (decoder output, in the
     bins where it drives the cursor), ``bins`` (the cursor's rows: ``cursor`` and the participant's
     ``intent`` streams), ``cursor`` (cursor states, when ``bins`` is not connected), ``events``
-    (block start and end, task events), ``faults`` (``runtime.faults``, connected by default).
+    (block start and end, task events), ``phonemes`` (the speech loop's phoneme log-probabilities:
+    stream ``phonemes``, one row of 41 class log-probabilities per decoded frame), ``faults`` (``runtime.faults``, connected by default).
 
     Idle recorder: with the ``operator`` input (``operator.commands``) it records nothing until
     ``record_start {name}`` opens ``<record_dir>/<name>`` (``record_dir`` default:
@@ -76,6 +77,8 @@ class RecorderNode(Node):
         "bins": PortSpec(maxlen=1024, policy="drop_oldest", message="bin_row"),
         "cursor": PortSpec(maxlen=1024, policy="drop_oldest", message="cursor_state"),
         "events": PortSpec(maxlen=1024, policy="drop_oldest", message="events"),
+        "phonemes": PortSpec(maxlen=1024, policy="drop_oldest", message="phoneme_frame",
+                             doc="the phoneme decoder's log-probabilities (speech loop)"),
         "faults": PortSpec(maxlen=1024, policy="drop_oldest", message="fault"),
         "operator": PortSpec(maxlen=256, policy="drop_oldest", message="operator_command",
                              doc="operator commands (record_start/stop)"),
@@ -399,6 +402,11 @@ class RecorderNode(Node):
                                                float(s.clicked), float(s.halted)),
                           columns=STREAM_COLUMNS["cursor"], host_time_ns=m.t_enter_ns)
             self.n_written += 1
+        for m in inbox.get("phonemes", ()):
+            f = m.payload
+            for row in (f.logprobs if f.n_rows else ()):
+                rec.write_row("phonemes", m.sample, row, columns=STREAM_COLUMNS["phonemes"], host_time_ns=m.t_enter_ns)
+                self.n_written += 1
         for m in inbox.get("faults", ()):
             e = dict(m.payload)
             e.pop("sample", None)

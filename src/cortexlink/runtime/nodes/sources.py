@@ -83,12 +83,15 @@ class SimSource(_ClockedSource):
 
     Intent messages (``neural`` = vx, vy, click) go to ``set_intent`` when they arrive; the
     implant applies them from its next generated block, which is the next bin when they come
-    between bins (always so in one process).
+    between bins (always so in one process). Speech messages (``articulators``, None at rest) go
+    to ``set_articulators`` the same way.
     """
 
     kind = "sim_source"
     INPUTS = {"intent": PortSpec(maxlen=64, policy="drop_oldest", message="participant_intent",
-                                 doc="participant intent (neural)")}
+                                 doc="participant intent (neural)"),
+              "speech": PortSpec(maxlen=64, policy="drop_oldest", message="speech_intent",
+                                 doc="speaking participant's articulator state (implant with speech_dims)")}
     PARAMS = {
         "preset": Param("str", "default", doc="simulator preset"),
         "seed": Param("int", 0, lo=0),
@@ -123,7 +126,11 @@ class SimSource(_ClockedSource):
             raise ConfigError(f"nodes.{name}.params.config is invalid: {exc}") from exc
         fs = cls.implant_fs(params)
         chunk = _samples(name, "chunk_ms", params["chunk_ms"], fs)
-        if "intent" in graph["nodes"][name].get("inputs", {}):
+        inputs = graph["nodes"][name].get("inputs", {})
+        if "speech" in inputs and not PRESETS[params["preset"]].replace(**params["config"]).speech_dims:
+            raise ConfigError(f"nodes.{name}.params.config.speech_dims must be >= 1 when a speaking participant "
+                              "drives the implant (its speech input is connected)")
+        if "intent" in inputs or "speech" in inputs:
             b = _samples(name, "chunk_ms", graph["bin_ms"], fs)
             if b % chunk:
                 raise ConfigError(f"nodes.{name}.params.chunk_ms must divide the graph's bin_ms "
@@ -149,7 +156,8 @@ class SimSource(_ClockedSource):
             # runs before the source within a pass)
             placement = self.ctx.graph.get("_placement", {})
             wait = not self.ctx.realtime and len(set(placement.values())) > 1
-        self.wait_intent = bool(wait) and "intent" in self.subs
+        self._intent_port = "intent" if "intent" in self.subs else ("speech" if "speech" in self.subs else None)
+        self.wait_intent = bool(wait) and self._intent_port is not None
         self._intent_bin = -1
         self._wait_since: float | None = None
         self.n_intent_late = 0
@@ -161,7 +169,7 @@ class SimSource(_ClockedSource):
         if pos % self.bin_samples:
             return True
         need = pos // self.bin_samples
-        last = self.subs["intent"].peek_last()
+        last = self.subs[self._intent_port].peek_last()
         have = max(self._intent_bin, -1 if last is None else int(last.payload.bin))
         if have >= need:
             self._wait_since = None
@@ -184,6 +192,9 @@ class SimSource(_ClockedSource):
             vx, vy, c = p.neural
             self.implant.set_intent(velocity=(vx, vy), click=c)
             self._intent_bin = p.bin
+        for m in inbox.get("speech", ()):
+            self.implant.set_articulators(m.payload.articulators)
+            self._intent_bin = m.payload.bin
         if self._stalled():
             return
         chunk = self.implant.read(self.chunk_samples)
