@@ -39,11 +39,18 @@ def edf_recording(path: Path, root: Path) -> Recording:
                      subject="S001", events=events, reader=reader)
 
 
-def imagined_fists_feet(shared_data: Path) -> list[Recording]:
+def shared_data_dir() -> Path:
+    """``$CORTEXLINK_SHARED_DATA`` or ``../shared/data`` beside the repository (as tests/conftest.py's)."""
+    import os
+
+    return Path(os.environ.get("CORTEXLINK_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+
+
+def imagined_fists_feet(shared_data: Path | None = None) -> list[Recording]:
     """Runs 6, 10 and 14 of subject 1 (skips the test when the files are absent)."""
     import pytest
 
-    root = shared_data / "eeg_motor_imagery"
+    root = (shared_data_dir() if shared_data is None else shared_data) / "eeg_motor_imagery"
     paths = [root / f"S001R{r:02d}.edf" for r in IMAGINED_FISTS_FEET]
     if not all(p.is_file() for p in paths):
         pytest.skip(f"EEGMMIDB runs {IMAGINED_FISTS_FEET} not found under {root}")

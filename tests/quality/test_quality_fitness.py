@@ -104,11 +104,7 @@ def test_implant_kalman_beats_circular_shifts_and_unrelated_behaviour_is_a_warni
 # --------------------------------------------------------------------------------- real EEG data
 @pytest.fixture(scope="module")
 def imagery():
-    from conftest import SHARED_DATA
-
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real recordings not found at {SHARED_DATA}")
-    return imagined_fists_feet(SHARED_DATA)
+    return imagined_fists_feet()
 
 
 def test_imagined_fists_vs_feet_reaches_published_accuracy(imagery):

@@ -136,12 +136,8 @@ def test_event_timing_flags_negative_zero_short_and_crowded_trials():
 
 # --------------------------------------------------------------------------------- real EEG data
 @pytest.fixture(scope="module")
-def imagery(request):
-    from conftest import SHARED_DATA
-
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real recordings not found at {SHARED_DATA}")
-    return imagined_fists_feet(SHARED_DATA)
+def imagery():
+    return imagined_fists_feet()
 
 
 IU = {"classes": ["T1", "T2"], "rest_labels": ["T0"], "window_s": [0.5, 2.5]}
