@@ -245,6 +245,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     qa.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     qa.set_defaults(func=_run_quality)
 
+    sp = bsub.add_parser("speech", help="brain-to-text: phoneme and word error rates, words/min, real-time factor",
+                         description="Runs speech sessions on the runtime graph with the simulated speaking "
+                                     "participant: calibration sentences (from the 620 training Harvard sentences), "
+                                     "a CTC phoneme-decoder fit, then the 100 held-out sentences decoded live with "
+                                     "the lexicon beam search (whole CMU dictionary) with and without the n-gram "
+                                     "language model built from the Gutenberg books. Needs ../shared/data/text_corpus "
+                                     "(or CORTEXLINK_SHARED_DATA). Slow: a 256-electrode run simulates ~40 minutes "
+                                     "of speech at 30 kHz.")
+    sp.add_argument("--electrodes", type=int, nargs="+", default=[64, 128, 256, 1024],
+                    help="electrode counts (default: 64 128 256 1024)")
+    sp.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default: 0)")
+    sp.add_argument("--calibration-sentences", type=int, default=400,
+                    help="calibration sentences attempted before the fit (default: 400)")
+    sp.add_argument("--test-sentences", type=int, default=100, help="held-out sentences (default: 100)")
+    sp.add_argument("--json", action="store_true", help="print the result as JSON only")
+    sp.add_argument("--out", type=Path, default=None, help=OUT_HELP)
+    sp.set_defaults(func=_run_speech)
+
 
 def _check_out(args: argparse.Namespace) -> None:
     """Refuse an --out or --dir this command may not write, before the benchmark runs (see core.outpath)."""
@@ -453,4 +471,14 @@ def _run_quality(args: argparse.Namespace) -> int:
                          channels=args.channels, seconds=args.seconds, work=args.work,
                          baseline=not args.no_baseline, n_permutations=args.permutations, progress=not args.json)
     rc = _emit(result, args, quality.print_summary)
+    return 1 if any("error" in r for r in result["results"]) else rc
+
+
+def _run_speech(args: argparse.Namespace) -> int:
+    _check_out(args)
+    from cortexlink.bench import speech
+
+    result = speech.run(electrodes=args.electrodes, seeds=args.seeds, calibration_sentences=args.calibration_sentences,
+                        test_sentences=args.test_sentences, progress=not args.json)
+    rc = _emit(result, args, speech.print_summary)
     return 1 if any("error" in r for r in result["results"]) else rc

@@ -31,7 +31,7 @@ from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.phonemes import N_CLASSES, SIL, normalize_text
 
 __all__ = ["edit_distance", "phoneme_error_counts", "phoneme_error_rate", "word_error_counts",
-           "word_error_rate", "words_per_minute", "speech_split", "load_harvard", "HARVARD_RELPATH"]
+           "word_error_rate", "words_per_minute", "speech_split", "load_harvard", "HARVARD_RELPATH", "shared_data_path"]
 
 HARVARD_RELPATH = Path("text_corpus") / "harvard_sentences.txt"
 
@@ -252,15 +252,20 @@ def speech_split(sentences: Iterable[str], n_test: int = 100, seed: int = 0) -> 
     return train, test
 
 
-def _default_harvard() -> Path | None:
+def shared_data_path(relpath: str) -> Path | None:
+    """``relpath`` under ``$CORTEXLINK_SHARED_DATA``, else under ``../shared/data`` beside the
+    repository or the working directory; None when it is in none of them."""
     candidates = []
     env = os.environ.get("CORTEXLINK_SHARED_DATA")
     if env:
-        candidates.append(Path(env) / HARVARD_RELPATH)
+        candidates.append(Path(env) / relpath)
     repo = Path(__file__).resolve().parents[3]
-    candidates += [repo.parent / "shared" / "data" / HARVARD_RELPATH,
-                   Path.cwd().parent / "shared" / "data" / HARVARD_RELPATH]
-    return next((c for c in candidates if c.is_file()), None)
+    candidates += [repo.parent / "shared" / "data" / relpath, Path.cwd().parent / "shared" / "data" / relpath]
+    return next((c for c in candidates if c.exists()), None)
+
+
+def _default_harvard() -> Path | None:
+    return shared_data_path(HARVARD_RELPATH)
 
 
 def load_harvard(path: str | os.PathLike | None = None) -> list[str]:

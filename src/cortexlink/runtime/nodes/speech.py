@@ -329,6 +329,6 @@ class SpeakingParticipantNode(Node):
             self._traj = None
             return
         self._traj = np.asarray(self.speaker.trajectory(plan, dt_s=self.dt), np.float64)
-        self._go_k = int(round(plan.prep_s / self.dt))
-        self._end_k = int(round((plan.prep_s + plan.duration_s) / self.dt))
+        self._go_k = int(plan.go_step(self.dt))
+        self._end_k = int(plan.end_step(self.dt))
         self._k = 0

