@@ -2,12 +2,14 @@
 
 Continuous decoders (``fit(X, y)`` with X bins x features and y bins x outputs):
 :class:`WienerFilter`, :class:`KalmanFilter`, :class:`ReFITKalmanFilter`,
-:class:`GRUDecoder`. Discrete: :class:`ClickDecoder`. Features:
+:class:`GRUDecoder`. Discrete: :class:`ClickDecoder`. Speech: :class:`PhonemeDecoder` (trials of
+bins -> per-frame CTC log-probabilities over the 41 phoneme classes). Features:
 :class:`FeaturePreprocessor`. Persistence: ``decoder.save(path)`` and :func:`load`.
 Metrics and blocked cross-validation: :mod:`cortexlink.decoders.metrics`. Real data:
 :mod:`cortexlink.decoders.datasets`.
 
-``torch`` is imported only when a :class:`GRUDecoder` is fitted or loaded.
+``torch`` is imported only when a :class:`GRUDecoder` or :class:`PhonemeDecoder` is fitted or
+run offline; their ``step`` is numpy.
 """
 
 from cortexlink.decoders._base import (
@@ -19,6 +21,7 @@ from cortexlink.decoders._base import (
 from cortexlink.decoders.linear import WienerFilter
 from cortexlink.decoders.kalman import KalmanFilter, ReFITKalmanFilter, intended_velocity
 from cortexlink.decoders.gru import GRUDecoder
+from cortexlink.decoders.phoneme_ctc import PhonemeDecoder
 from cortexlink.decoders.click import ClickDecoder, ClickStep
 from cortexlink.decoders.preprocessing import FeaturePreprocessor, StreamingPipeline
 
@@ -27,6 +30,7 @@ __all__ = [
     "KalmanFilter",
     "ReFITKalmanFilter",
     "GRUDecoder",
+    "PhonemeDecoder",
     "ClickDecoder",
     "ClickStep",
     "FeaturePreprocessor",
