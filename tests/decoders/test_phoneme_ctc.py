@@ -247,3 +247,20 @@ def test_bad_use_after_fit(trained):
     with pytest.raises(ConfigError, match="n_updates must be an integer >= 1"):
         trained.adapt_day([np.zeros((10, N_FEATURES))], [np.array([1])], day=1, n_updates=0)
     trained.reset_state(0)
+
+
+def test_binned_features_trials_keep_feature_names():
+    from sklearn.base import clone
+
+    from cortexlink.core.types import BinnedFeatures
+
+    X, Y = make_trials(12, seed=17)
+    names = tuple(f"ch{i:04d}/tx" for i in range(N_FEATURES))
+    bf = [BinnedFeatures(x.astype(np.float32), np.arange(x.shape[0], dtype=np.int64) * 600, 600, 30000.0, names)
+          for x in X]
+    dec = clone(PhonemeDecoder(**dict(SMALL, hidden_size=8, n_epochs=1))).fit(bf, Y)
+    assert dec.feature_names_ == names
+    dec.check_compatible(feature_names=names)
+    other = [BinnedFeatures(b.data, b.bin_start_samples, 600, 30000.0, names[::-1]) for b in bf[:1]]
+    with pytest.raises(ValidationError, match="feature layout differs"):
+        dec.predict(other)
