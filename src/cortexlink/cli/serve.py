@@ -30,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "operator.commands (the UI never runs without a working emergency stop)")
     p.add_argument("--session", type=Path, default=None,
                    help="instead of --graph: a session YAML (implant, participant, decoder; its blocks give default "
-                        "block lengths) compiled to an interactive graph")
+                        "block lengths) compiled to an interactive graph; a speech session (blocks with task: speech) "
+                        "runs its block schedule with a Speech panel, and its E-STOP ends the trial in progress and "
+                        "holds the schedule")
     p.add_argument("--channels", type=int, default=None,
                    help="electrodes of the simulated implant (default: the graph's or session's)")
     p.add_argument("--redis", default=None, metavar="URL",

@@ -157,6 +157,8 @@ class OperatorController:
         ch = next((s["params"].get("config", {}).get("n_channels", "preset") for s in g.get("nodes", {}).values()
                    if s["kind"] == "sim_source"), None)
         dec = (g.get("nodes", {}).get(self.nodes.get("cursor"), {}).get("params") or {}).get("decoder_kind", "?")
+        if self.nodes.get("task"):
+            dec = "phoneme CTC + word beam search (speech)"
         return f"graph '{self.name}' ({'no implant' if ch is None else f'{ch} channels'}, decoder {dec})"
 
     def start(self, timeout_s: float = 120.0) -> "OperatorController":
@@ -406,4 +408,6 @@ class OperatorController:
         loop latency (bin's samples entered the graph -> cursor updated), for benchmarks."""
         if self._runner is None:
             raise ControlError("loop latency is read in-process only", 409)
+        if not self.nodes.get("cursor"):
+            raise ControlError("loop latency is the cursor's; this graph has none (a speech session)", 409)
         return self._runner.by_name[self.nodes["cursor"]].node.latency

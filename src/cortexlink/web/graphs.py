@@ -12,6 +12,14 @@ shipped graph ``operator`` (``runtime/graphs/operator.yaml``) is this graph for 
 :func:`check_operator_graph` refuses a graph the UI cannot drive safely: the UI never runs
 without a working E-STOP, so a graph needs a cursor node that reads ``operator.commands``, and
 an operator ``ui_feed`` reading that cursor's state.
+
+A speech (brain-to-text) session (:mod:`cortexlink.runtime.speech_session`) compiles to its own
+loop instead (:func:`speech_operator_graph`): ``task`` (``speech_task`` reading
+``operator.commands``: its E-STOP ends the trial in progress and holds the schedule) →
+``participant`` → ``implant`` → ``dsp`` → ``phonemes`` → ``words`` → ``task``, an idle
+``recorder`` and a ``ui`` feed reading the task's cue and the word decoder's text. Its block
+schedule runs by itself (the operator watches, stops, records); the graph keeps running after
+the schedule is done, so the last block's figures stay on the page.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from typing import Any
 from cortexlink.core.errors import ConfigError
 from cortexlink.runtime.graph import OPERATOR_TOPIC
 
-__all__ = ["operator_graph", "check_operator_graph", "resolve_graph", "OPERATOR_TOPIC"]
+__all__ = ["operator_graph", "speech_operator_graph", "check_operator_graph", "resolve_graph", "OPERATOR_TOPIC"]
 
 
 def _block_defaults(blocks: list[dict]) -> dict:
@@ -57,11 +65,14 @@ def operator_graph(session: Any = None, *, n_channels: int | None = None, record
     """
     from cortexlink.core.validation import check_positive
     from cortexlink.runtime.session import load_session, loop_nodes
+    from cortexlink.runtime.speech_session import is_speech_session
 
     cfg = load_session(session)
     if n_channels is not None:
         cfg["implant"]["n_channels"] = check_positive("n_channels", n_channels, integer=True)
         cfg = load_session(cfg)
+    if is_speech_session(cfg):
+        return speech_operator_graph(cfg, record_dir=record_dir, participant_id=participant_id, max_hz=max_hz)
     dt_ms = cfg["loop"]["dt_s"] * 1000.0
     op = OPERATOR_TOPIC
     nodes = loop_nodes(cfg, chunk_ms=chunk_ms)
@@ -83,6 +94,27 @@ def operator_graph(session: Any = None, *, n_channels: int | None = None, record
     return {"name": cfg["name"], "bin_ms": dt_ms, "clock": "realtime", "stats_after_s": 1.0,
             # the watchdog's stall limit leaves room for a busy machine running a browser too
             "watchdog": {"stall_ms": 250, "output_timeout_ms": 250}, "nodes": nodes}
+
+
+def speech_operator_graph(cfg: dict, *, record_dir: str | Path | None = None, participant_id: str = "sim-0001",
+                          max_hz: float = 60.0) -> dict:
+    """The operator graph of a validated speech session (see the module docstring)."""
+    from cortexlink.runtime.speech_session import speech_session_to_graph
+
+    op = OPERATOR_TOPIC
+    g = speech_session_to_graph(cfg, clock="realtime")
+    nodes = g["nodes"]
+    nodes["task"]["params"]["stop_when_done"] = False          # the figures stay on the page
+    nodes["task"]["inputs"]["operator"] = op
+    nodes["dsp"]["params"]["full_rows"] = True
+    nodes["dsp"]["inputs"]["operator"] = op
+    nodes["recorder"] = {"kind": "recorder", "params": {
+        "record_dir": None if record_dir is None else str(record_dir), "participant_id": participant_id},
+        "inputs": {"raw": "implant.raw", "features": "dsp.features", "phonemes": "phonemes.frames",
+                   "events": "task.events", "operator": op}}
+    nodes["ui"] = {"kind": "ui_feed", "params": {"operator": True, "max_hz": max_hz, "session": cfg["name"]},
+                   "inputs": {"speech_cue": "task.cue", "speech_text": "words.text", "activity": "dsp.features"}}
+    return {"name": cfg["name"], "bin_ms": g["bin_ms"], "clock": "realtime", "stats_after_s": 1.0, "nodes": nodes}
 
 
 def resolve_graph(graph: Any = None, *, session: Any = None, n_channels: int | None = None,
@@ -128,14 +160,16 @@ def _reads_operator(spec: dict) -> bool:
 
 def check_operator_graph(graph: Any) -> dict:
     """Validate ``graph`` (:func:`~cortexlink.runtime.graph.load_graph`) and find the nodes the UI
-    talks to: ``{"graph", "cursor", "ui", "dsp", "recorder"}`` (dsp and recorder: the nodes that
-    read ``operator.commands``, or None).
+    talks to: ``{"graph", "cursor", "task", "ui", "dsp", "recorder"}`` (``cursor`` None in a speech
+    graph, ``task`` its ``speech_task``, else None; dsp and recorder: the nodes that read
+    ``operator.commands``, or None).
 
     Raises
     ------
     ConfigError
-        No interactive cursor reading ``operator.commands`` (then the UI would have no E-STOP),
-        or no ``ui_feed`` with ``operator: true`` reading that cursor's state.
+        No interactive cursor and no speech task reading ``operator.commands`` (then the UI would
+        have no E-STOP), or no ``ui_feed`` with ``operator: true`` reading that cursor's state
+        (that speech task's cue).
     """
     from cortexlink.runtime.graph import load_graph
 
@@ -143,6 +177,9 @@ def check_operator_graph(graph: Any) -> dict:
     name = g.get("name", "graph")
     cursors = [n for n, s in g["nodes"].items() if s["kind"] == "cursor"]
     ok = [n for n in cursors if _reads_operator(g["nodes"][n])]
+    tasks = [n for n, s in g["nodes"].items() if s["kind"] == "speech_task"]
+    if not cursors and tasks:
+        return _check_speech(g, name, tasks)
     if not ok:
         raise ConfigError(f"graph {name!r} cannot be served: the operator UI needs a cursor node whose input "
                           f"'operator' reads {OPERATOR_TOPIC!r} (for the emergency stop and the controls), and "
@@ -157,6 +194,25 @@ def check_operator_graph(graph: Any) -> dict:
     if not uis:
         raise ConfigError(f"graph {name!r} cannot be served: it needs a ui_feed node with params.operator: true "
                           f"whose input 'cursor' reads {cursor}.state (what the page shows)")
+    return {"graph": g, "cursor": cursor, "task": None, "ui": uis[0], **_readers(g)}
+
+
+def _readers(g: dict) -> dict:
     dsp = next((n for n, s in g["nodes"].items() if s["kind"] == "dsp" and _reads_operator(s)), None)
     rec = next((n for n, s in g["nodes"].items() if s["kind"] == "recorder" and _reads_operator(s)), None)
-    return {"graph": g, "cursor": cursor, "ui": uis[0], "dsp": dsp, "recorder": rec}
+    return {"dsp": dsp, "recorder": rec}
+
+
+def _check_speech(g: dict, name: str, tasks: list[str]) -> dict:
+    ok = [n for n in tasks if _reads_operator(g["nodes"][n])]
+    if not ok:
+        raise ConfigError(f"graph {name!r} cannot be served: the operator UI needs its speech_task node(s) {tasks} "
+                          f"to read {OPERATOR_TOPIC!r} (input 'operator', for the emergency stop); the UI never runs "
+                          "without a working E-STOP (serve a speech session with --session to get one)")
+    task = ok[0]
+    uis = [n for n, s in g["nodes"].items() if s["kind"] == "ui_feed" and s["params"]["operator"]
+           and s["inputs"].get("speech_cue", {}).get("from") == f"{task}.cue"]
+    if not uis:
+        raise ConfigError(f"graph {name!r} cannot be served: it needs a ui_feed node with params.operator: true "
+                          f"whose input 'speech_cue' reads {task}.cue (what the page shows)")
+    return {"graph": g, "cursor": None, "task": task, "ui": uis[0], **_readers(g)}

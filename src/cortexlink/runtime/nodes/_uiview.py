@@ -18,7 +18,10 @@ process or another one reads them the same way:
 
 The cursor publishes its operator view in its ``state`` messages and under ``<cursor>/operator``
 (:mod:`cortexlink.runtime.nodes._operator`); the dsp its feature names and noise figures; the
-recorder its status. This module only gathers them: nothing here is on the real-time path of
+recorder its status. In a speech session (no cursor: the feed reads the speech task's cue and
+the word decoder's text) the speech task publishes ``<task>/operator``
+(:mod:`cortexlink.runtime.nodes._speech_operator`) and ``fast`` gets ``speech``
+(:meth:`OperatorView.speech_view`). This module only gathers them: nothing here is on the real-time path of
 another node (``ui_feed`` reads its inputs with ``drop_oldest`` edges).
 """
 
@@ -71,13 +74,15 @@ class OperatorView:
         self.name = node.name
         self.dt_s = ctx.bin_ms / 1000.0
         self.cursor = ctx.producer(node.name, "cursor")
+        self.task = ctx.producer(node.name, "speech_cue")       # a speech session: the speech task
         self.dsp = ctx.producer(node.name, "activity")
         raw = g["nodes"][self.dsp]["inputs"].get("raw") if self.dsp else None
         self.source = None if raw is None else raw["from"].split(".", 1)[0]
         self.recorder = next((n for n, s in g["nodes"].items() if s["kind"] == "recorder"
                               and "operator" in (s.get("inputs") or {})), None)
         cp = g["nodes"][self.cursor]["params"] if self.cursor else {}
-        self.decoder_kind = cp.get("decoder_kind", "?")
+        self.decoder_kind = cp.get("decoder_kind", "phoneme_ctc" if self.task else "?")
+        self._speech = _SpeechState() if self.task else None
         self.block_defaults = cp.get("block_defaults", {})
         self.session = node.params["session"] or g.get("name", "graph")
         self.slow_every_ns = int(1e9 / node.params["slow_hz"])
@@ -146,21 +151,39 @@ class OperatorView:
                                 "where": f"{ev.get('node')} ({ev.get('kind')})", "message": str(ev.get("message"))[:500]})
 
     # -- parts ------------------------------------------------------------------------------
+    def speech(self, port: str, payload: Any) -> None:
+        """One ``speech_cue`` or ``speech_text`` message (a speech session)."""
+        if self._speech is not None:
+            (self._speech.cue if port == "speech_cue" else self._speech.text)(payload)
+
+    def speech_view(self) -> tuple[dict, dict]:
+        """``(op, speech)``: the speech task's operator state and the page's speech panel."""
+        sp = self._speech
+        op = self.node.ctx.bus.get_info(f"{self.task}/operator") or {}
+        return op, sp.view(op)
+
     def fast(self, now_ns: int, health: dict) -> dict:
         st = self.state or _RESTING
         op = st.op or {}
+        speech = None
+        if self._speech is not None:
+            top, speech = self.speech_view()
+            b = self._speech.bin
+            st = CursorState(b, round(b * self.dt_s, 4), (0.0, 0.0))
+            op = {"state": top.get("state", "starting"), "estop": bool(top.get("estop")), "halted": bool(top.get("estop")),
+                  "estop_bin": top.get("estop_bin"), "estop_requested_after_bin": top.get("estop_requested_after_bin")}
         blk = op.get("block")
         self.seq += 1
         f: dict[str, Any] = {
             "seq": self.seq, "bin": st.bin, "t_s": round(st.t_s, 4),
             "state": op.get("state", "starting"), "job": op.get("job"), "estop": bool(op.get("estop")),
-            "halted": st.halted, "estop_bin": op.get("estop_bin"),
+            "halted": st.halted or bool(op.get("halted")), "estop_bin": op.get("estop_bin"),
             "estop_requested_after_bin": op.get("estop_requested_after_bin"), "mouse": bool(op.get("mouse")),
             "recording": bool(self._recording.get("active")) if hasattr(self, "_recording") else False,
             "cursor": list(st.xy), "velocity": list(st.velocity) if blk else None,
             "decoded": op.get("decoded"), "click_proba": op.get("click_proba"), "clicked": bool(op.get("clicked")),
             "block": blk, "target": None, "lit_cell": op.get("lit_cell"), "chess": op.get("chess"),
-            "target_idx": op.get("target_idx"), "raster": None}
+            "target_idx": op.get("target_idx"), "raster": None, "speech": speech}
         t = st.target
         if blk and t is not None:
             f["target"] = {"xy": [float(t.xy[0]), float(t.xy[1])], "r": float(t.radius)}
@@ -179,6 +202,8 @@ class OperatorView:
     def slow(self, health: dict) -> dict:
         bus = self.node.ctx.bus
         op = (bus.get_info(f"{self.cursor}/operator") or {}) if self.cursor else {}
+        if self._speech is not None:
+            op = self._speech.slow(bus.get_info(f"{self.task}/operator") or {})
         self._recording = (bus.get_info(f"{self.recorder}/status") or {"active": False, "last": None}) \
             if self.recorder else {"active": False, "last": None, "unavailable": True}
         a = self.loop_us[np.isfinite(self.loop_us)]
@@ -214,7 +239,7 @@ class OperatorView:
         cal_s = float((self.block_defaults.get("calibration") or {}).get("seconds") or 60.0)
         data: dict[str, Any] = {
             "version": self.meta_version, "session": self.session, "dt_s": self.dt_s, "decoder": self.decoder_kind,
-            "tasks": list(TASK_NAMES), "n_channels": 0, "raster_channels": 0, "calibration_s": min(cal_s, MAX_BLOCK_S),
+            "tasks": ["speech"] if self.task else list(TASK_NAMES), "speech": bool(self.task), "n_channels": 0, "raster_channels": 0, "calibration_s": min(cal_s, MAX_BLOCK_S),
             "block_defaults": {t: {"seconds": (self.block_defaults.get(t) or {}).get("seconds", None if t == "chess"
                                                                                       else 60.0)} for t in TASK_NAMES},
             "max_block_s": MAX_BLOCK_S, "grid": None, "noise_rms_uv": [], "bad": []}
@@ -232,3 +257,50 @@ class OperatorView:
             data["noise_rms_uv"] = noise["noise_rms_uv"]
             data["bad"] = noise["bad"]
         return data
+
+
+class _SpeechState:
+    """What the page shows of a speech session, from the task's cues and the word decoder's text."""
+
+    def __init__(self) -> None:
+        self.bin = 0
+        self.cue_d: dict = {"phase": "rest", "trial": -1, "sentence": "", "block": None}
+        self.partial: tuple[int, str] = (-1, "")
+        self.ready = False
+        self.n_final = 0
+
+    def cue(self, c: Any) -> None:
+        self.bin = int(getattr(c, "bin", self.bin))
+        trial = int(getattr(c, "trial", -1))
+        if getattr(c, "begin", False) or (trial >= 0 and trial != self.partial[0]):
+            self.partial = (trial, "")                  # a new prompt: its text starts empty
+        self.cue_d = {"phase": str(getattr(c, "phase", "rest")), "trial": trial,
+                      "sentence": str(getattr(c, "sentence", "") or ""), "block": getattr(c, "block", None)}
+
+    def text(self, t: Any) -> None:
+        self.ready = bool(getattr(t, "ready", False))
+        trial, txt = int(getattr(t, "trial", -1)), str(getattr(t, "text", "") or "")
+        if getattr(t, "final", False):
+            self.n_final += 1
+        elif trial >= 0 and txt:                        # bins with no new rows carry "" (no news)
+            self.partial = (trial, txt)
+
+    def view(self, op: dict) -> dict:
+        c = self.cue_d
+        halted = bool(op.get("estop"))
+        blk = op.get("block") or {}
+        return {"block": c["block"], "block_kind": blk.get("kind"), "trial_in_block": blk.get("n"),
+                "block_trials": blk.get("n_max"), "phase": c["phase"], "trial": c["trial"], "sentence": c["sentence"],
+                "text": "" if halted else self.partial[1], "text_trial": self.partial[0], "halted": halted,
+                "state": op.get("state", "starting"), "decoder_ready": self.ready, "final": op.get("last_final"),
+                "metrics": op.get("last_block"), "n_aborted": int(op.get("n_aborted") or 0),
+                "n_trials": int(op.get("n_trials") or 0)}
+
+    def slow(self, op: dict) -> dict:
+        lb = op.get("last_block")
+        return {"decoder": {"kind": "phoneme_ctc", "fitted": self.ready, "version": None, "n_refits": 0},
+                "counts": {"calibration_blocks": 0, "closed_loop_blocks_since_fit": 0,
+                           "blocks": int(op.get("blocks_done") or 0)},
+                "last_block": lb, "metrics": None if lb is None else lb.get("metrics"),
+                "task_info": {"task": "speech", "n_trials": op.get("n_trials"), "n_blocks": op.get("n_blocks"),
+                              "n_aborted": op.get("n_aborted"), "n_text_suppressed": op.get("n_text_suppressed")}}

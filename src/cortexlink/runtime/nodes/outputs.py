@@ -35,7 +35,10 @@ class UiFeedNode(Node):
         and the parts ``<name>/slow`` (rates, latency, metrics, jobs, recording, faults, ``slow_hz``
         times a second) and ``<name>/meta`` (electrode layout, noise, session). Needs ``cursor``
         from an interactive cursor's ``state`` and ``activity`` from a dsp's ``features`` (every
-        bin; with the dsp's ``full_rows`` for the rate map).
+        bin; with the dsp's ``full_rows`` for the rate map). A speech session's view needs
+        ``speech_cue`` from a ``speech_task``'s ``cue`` instead of ``cursor`` (and ``speech_text``
+        from the word decoder's ``text``): its ``fast`` part then has ``speech`` (prompt, cue
+        phase, partial text, last decoded sentence beside its reference, last block's metrics).
     slow_hz, latency_window_s : float
         Rate of the slow part; the loop latency percentiles are over this many recent seconds.
     session : str or None
@@ -50,7 +53,11 @@ class UiFeedNode(Node):
                               ("events", "events"), ("features", "features"))},
               "activity": PortSpec(maxlen=256, policy="drop_oldest", message="features",
                                    doc="dsp features of every bin (operator view)"),
-              "faults": PortSpec(maxlen=256, policy="drop_oldest", message="fault", doc="fault events (operator view)")}
+              "faults": PortSpec(maxlen=256, policy="drop_oldest", message="fault", doc="fault events (operator view)"),
+              "speech_cue": PortSpec(maxlen=256, policy="drop_oldest", message="speech_cue",
+                                     doc="a speech task's cue (operator view of a speech session)"),
+              "speech_text": PortSpec(maxlen=256, policy="drop_oldest", message="speech_text",
+                                      doc="the word decoder's text (operator view of a speech session)")}
     PARAMS = {"max_hz": Param("float", 30.0, gt=0.0),
               "operator": Param("bool", False),
               "slow_hz": Param("float", 5.0, gt=0.0),
@@ -63,10 +70,12 @@ class UiFeedNode(Node):
         if not params["operator"]:
             return
         ins = graph["nodes"][name]["inputs"]
-        for port, kind in (("cursor", "cursor"), ("activity", "dsp")):
+        speech = "speech_cue" in ins and "cursor" not in ins
+        for port, kind in (("speech_cue" if speech else "cursor", "speech_task" if speech else "cursor"),
+                           ("speech_text", "word_decoder"), ("activity", "dsp")):
             src = ins.get(port)
-            if src is None and port == "activity":
-                continue                                # no implant (perfect decoder)
+            if src is None and (port == "activity" or (port == "speech_text" and not speech)):
+                continue                                # no implant (perfect decoder); no speech
             prod = None if src is None else graph["nodes"].get(src["from"].split(".", 1)[0])
             if prod is None or prod["kind"] != kind:
                 raise ConfigError(f"nodes.{name}.inputs.{port} must come from a {kind} node when "
@@ -114,6 +123,9 @@ class UiFeedNode(Node):
                     view.cursor_state(m.payload)
                 if view.state is None or view.state.op is None:
                     continue
+            if port in ("speech_cue", "speech_text") and view is not None:
+                for m in msgs:
+                    view.speech(port, m.payload)
             self._latest[port] = (msgs[-1].sample, self._plain(msgs[-1].payload))
         if now_ns < self._next or not self._latest:
             return
@@ -127,7 +139,8 @@ class UiFeedNode(Node):
                 if view.meta_changed():
                     bus.set_info(f"{self.name}/meta", view.meta)
                 bus.set_info(f"{self.name}/slow", view.slow(health))
-            snap.pop("cursor", None)
+            for k in ("cursor", "speech_cue", "speech_text"):
+                snap.pop(k, None)
             snap.update(seq=view.seq + 1, fast=view.fast(now_ns, health), slow_version=view.slow_version,
                         meta_version=view.meta_version)
         self._snap = snap

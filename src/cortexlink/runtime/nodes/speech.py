@@ -22,6 +22,7 @@ from cortexlink.core.errors import ConfigError
 from cortexlink.core.speech_messages import SpeechControl, SpeechCue, SpeechIntent
 from cortexlink.runtime.bus import Message
 from cortexlink.runtime.node import Node, Param, PortSpec, register_node
+from cortexlink.runtime.nodes._speech_operator import SpeechOperatorMixin
 
 __all__ = ["SpeechTaskNode", "SpeakingParticipantNode", "speech_sentences"]
 
@@ -36,7 +37,7 @@ def speech_sentences(path: str | None, n_test: int, split_seed: int) -> tuple[li
 
 
 @register_node
-class SpeechTaskNode(Node):
+class SpeechTaskNode(SpeechOperatorMixin, Node):
     """The speech task's block schedule: prompts, go cues, trial boundaries for the decoders,
     the decoded sentences and their metrics.
 
@@ -61,6 +62,9 @@ class SpeechTaskNode(Node):
     Each trial's transitions are ``events`` (``speech_trial_begin``, ``speech_go``,
     ``speech_trial_end``, ``speech_decoded``) and ``block_start``/``block_end`` carry the block's
     metrics (phoneme and word error rates, words per minute), so a recording holds them.
+
+    With an ``operator`` input (``operator.commands``) it takes the operator's E-STOP
+    (:mod:`cortexlink.runtime.nodes._speech_operator`).
     """
 
     kind = "speech_task"
@@ -69,6 +73,8 @@ class SpeechTaskNode(Node):
                          doc="the word decoder's text, one message per bin (clocks the task)"),
         "participant": PortSpec(maxlen=1024, policy="drop_oldest", message="speech_intent",
                                 doc="the participant's state (done with a sentence)"),
+        "operator": PortSpec(maxlen=256, policy="drop_oldest", message="operator_command",
+                             doc="operator commands (estop, release)"),
     }
     OUTPUTS = {"cue": "speech_cue", "control": "speech_control", "events": "events"}
     PARAMS = {
@@ -109,6 +115,7 @@ class SpeechTaskNode(Node):
         self.trials: list[Any] = []
         self.n_repeated = 0
         self._done_bins: set[int] = set()
+        self._op_setup()
 
     # -- schedule -----------------------------------------------------------------------------
     def _take(self, split: str, n: int) -> list[str]:
@@ -160,25 +167,30 @@ class SpeechTaskNode(Node):
                 "metrics": metrics}
         self.results.append(info)
         self.emit("events", {**info, "kind": "block_end", "block_kind": info["kind"]}, sample=sample, t_enter_ns=t_enter)
+        self._op_block_end(info)
         self.block = None
 
     # -- per bin ------------------------------------------------------------------------------
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
+        self._op_commands(inbox)
         for m in inbox.get("participant", ()):
             if m.payload.done:
                 self._done_bins.add(int(m.payload.trial))
-        for m in inbox["text"]:
+        for m in inbox.get("text", ()):                   # a step may bring only commands or the participant
             self._bin(m)
 
     def _bin(self, m: Message) -> None:
         t = m.payload
         b, sample, t_enter = int(t.bin), m.sample, m.t_enter_ns
+        if self._op_hold(t, b, sample, t_enter):            # E-STOP: rest cues, no trial, no text passed on
+            return
         if t.final and self.block is not None and not self.block.train:
             r = self.block.final_text(t.trial, b, t.text, t.text_no_lm, t.finish_ms, t.n_best)
             if r is not None:
                 self.emit("events", {"kind": "speech_decoded", "trial": r.trial, "sentence": r.sentence,
                                      "text": r.text, "text_no_lm": r.text_no_lm, "finish_ms": r.finish_ms,
                                      "bin": b}, sample=sample, t_enter_ns=t_enter)
+                self._op_final(r)
         if self._warm_left > 0:
             self._warm_left -= 1
         elif self.fitting:
@@ -198,6 +210,7 @@ class SpeechTaskNode(Node):
                 self._end_block(b, sample, t_enter)
                 self._begin_next(b + 1, sample, t_enter)
         self.emit("cue", cue, sample=sample, t_enter_ns=t_enter)
+        self._op_publish()
         if self.finished and self.params["stop_when_done"]:
             self.ctx.request_stop(f"{self.name}: schedule finished")
 

@@ -75,6 +75,12 @@
   function onMeta() {
     const m = cl.meta;
     $('session-name').textContent = m.session + ' · ' + m.n_channels + ' channels · decoder ' + m.decoder;
+    cl.speechMode = !!m.speech;
+    document.body.classList.toggle('speech-mode', cl.speechMode);
+    $('speech-panel').hidden = !cl.speechMode;
+    $('estop-text').textContent = cl.speechMode
+      ? 'EMERGENCY STOP engaged: the trial in progress was ended; no new trial begins and no decoded text is passed on.'
+      : 'EMERGENCY STOP engaged: the cursor is held and clicks are suppressed.';
     $('n-bad').textContent = m.bad.length;
     $('cal-seconds').value = Math.round(m.calibration_s);
     $('raster-info').textContent = m.raster_channels ? 'first ' + m.raster_channels + ' channels' : 'no implant';
@@ -121,6 +127,19 @@
     $('perf-task').textContent = last ? 'last block: ' + last.name : (info ? info.task : '');
     if (!m) { el.innerHTML = ''; if (!cl.fast || !cl.fast.block) $('bps').textContent = '—'; return; }
     const rows = [];
+    if (cl.speechMode) {
+      const pct = (v) => (v === undefined || v === null) ? '—' : fmt(100 * v, 1) + ' %';
+      rows.push(['WER with LM', pct(m.wer_lm)], ['WER without LM', pct(m.wer_no_lm)], ['words/min', fmt(m.words_per_min, 1)],
+        ['decoded / trials', (m.n_decoded || 0) + ' / ' + m.n_trials],
+        ['latency to text', m.latency_to_text_ms ? fmt(m.latency_to_text_ms.median, 0) + ' ms' : '—']);
+      el.innerHTML = '';
+      for (const [k, v] of rows) {
+        const a = document.createElement('span'); a.textContent = k;
+        const b = document.createElement('b'); b.textContent = v;
+        el.appendChild(a); el.appendChild(b);
+      }
+      return;
+    }
     if (m.bps !== undefined) {
       $('bps').textContent = fmt(m.bps, 2);
       rows.push(['correct / incorrect', m.n_correct + ' / ' + m.n_incorrect], ['accuracy', m.accuracy === null ? '—' : fmt(100 * m.accuracy, 0) + ' %'],
@@ -174,6 +193,7 @@
   }
 
   let domDue = 0;
+  let shownEstop = false;
   function onFast(f) {
     // cursor trail
     cl.cursorTrail.push(f.cursor);
@@ -186,13 +206,15 @@
     document.body.classList.toggle('estopped', !!f.estop);
     $('estop-banner').hidden = !f.estop;
     const now = performance.now();
+    if (!!f.estop !== shownEstop) { shownEstop = !!f.estop; domDue = 0; }   // the banner and the state pill together
     if (now < domDue) return;          // text at most ~12 times a second
     domDue = now + 80;
+    if (f.speech) renderSpeech(f.speech);
     $('cursor-xy').textContent = fmt(f.cursor[0], 3) + ', ' + fmt(f.cursor[1], 3) + (f.halted ? '  (held)' : '');
     $('decoded').textContent = f.decoded ? fmt(f.decoded[0]) + ', ' + fmt(f.decoded[1]) : '—';
     $('click-p').textContent = f.click_proba === null ? '—' : fmt(f.click_proba);
     const st = f.state + (f.job ? ' · ' + f.job + '…' : '');
-    setPill('state', f.estop ? 'E-STOP · ' + st : st, f.estop ? 'bad' : (f.state === 'closed_loop' || f.state === 'calibrating' ? 'ok' : ''));
+    setPill('state', f.estop ? 'E-STOP · ' + st : st, f.estop ? 'bad' : (['closed_loop', 'calibrating', 'calibration', 'evaluation'].includes(f.state) ? 'ok' : ''));
     setPill('rec', f.recording ? '● recording' : 'not recording', f.recording ? 'rec' : '');
     const b = f.block;
     $('task-title').textContent = b ? b.task + ' · ' + b.mode + (f.mouse ? ' · mouse' : '') : (f.mouse ? 'idle · mouse' : 'idle');
@@ -203,6 +225,33 @@
     $('task').classList.toggle('task-canvas-mouse', !!f.mouse);
     updateButtons();
   }
+
+  // ------------------------------------------------------------------ speech (brain-to-text)
+  const CUE_TEXT = { rest: 'rest', prep: 'wait…', go: 'GO' };
+  function renderSpeech(sp) {
+    const cue = $('speech-cue');
+    cue.textContent = sp.halted ? 'HALTED' : (CUE_TEXT[sp.phase] || String(sp.phase));
+    cue.className = 'cue ' + (sp.halted ? 'halted' : sp.phase);
+    const prompt = $('speech-prompt');
+    const prompting = sp.trial >= 0 && sp.sentence;
+    prompt.textContent = prompting ? sp.sentence : (sp.halted ? 'emergency stop' : (STATE_TEXT[sp.state] || sp.state || '—'));
+    prompt.className = 'prompt' + (prompting ? '' : ' rest');
+    $('speech-trial').textContent = sp.trial >= 0 ? 'trial ' + sp.trial : '';
+    $('speech-block').textContent = sp.block ? sp.block + (sp.block_trials ? ' · ' + sp.trial_in_block + ' of ' + sp.block_trials + ' done' : '') : (sp.state || '');
+    $('speech-text').textContent = sp.text || '';
+    const fin = sp.final || {};
+    $('speech-ref').textContent = fin.sentence || '—';
+    $('speech-final').textContent = sp.final ? (fin.text || '(nothing)') : '—';
+    $('speech-final-nolm').textContent = sp.final ? (fin.text_no_lm || '(nothing)') : '—';
+    const lb = sp.metrics || {}, m = lb.metrics || {};
+    $('speech-metrics-block').textContent = lb.name ? lb.name + ' (' + lb.kind + ')' : '';
+    $('speech-wer').textContent = m.wer_lm === undefined || m.wer_lm === null ? '—' : fmt(100 * m.wer_lm, 1) + ' %';
+    $('speech-wer-nolm').textContent = m.wer_no_lm === undefined || m.wer_no_lm === null ? '—' : fmt(100 * m.wer_no_lm, 1) + ' %';
+    $('speech-wpm').textContent = fmt(m.words_per_min, 1);
+    $('speech-ndecoded').textContent = m.n_trials === undefined ? '—' : (m.n_decoded || 0) + ' / ' + m.n_trials;
+  }
+  const STATE_TEXT = { starting: 'starting (noise calibration)…', fitting: 'fitting the phoneme decoder…',
+    idle: 'between blocks', finished: 'schedule finished', calibration: 'rest', evaluation: 'rest' };
 
   function updateButtons() {
     const f = cl.fast, s = cl.slow;
