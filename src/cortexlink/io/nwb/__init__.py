@@ -20,6 +20,9 @@ cursor, clicks, decoder, simulated intent   ``processing/behavior``: ``CursorPos
                                             ``decoded_velocity``, ``decoded_click_probability``,
                                             ``intended_velocity_simulated``, ...
 trials (target, outcome), blocks            ``intervals/trials``, ``intervals/epochs``
+speech sessions: phoneme log-probabilities,  ``processing/behavior/phoneme_logprobs``,
+sentences, decoded text, block metrics      ``intervals/speech_trials``, ``intervals/speech_blocks``
+                                            (:mod:`cortexlink.io.nwb._speech`)
 clicks, task events                         ``events/clicks``, ``events/task_events``
 holes, gaps, dropped items                  ``intervals/invalid_times`` (with a ``reason``)
 every event and the manifest (lossless)     ``scratch/cortexlink_events``,

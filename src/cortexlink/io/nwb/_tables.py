@@ -146,7 +146,8 @@ def _blocks(events: list[dict], last_sample: int) -> list[dict]:
             continue
         end = ends.get(e.get("name"))
         metrics = (end or {}).get("metrics") or {}
-        out.append({"name": str(e.get("name")), "mode": str(e.get("mode", "")), "task": str(e.get("task", "")),
+        out.append({"name": str(e.get("name")), "mode": str(e.get("mode") or e.get("block_kind") or ""),
+                    "task": str(e.get("task", "")),
                     "start_sample": int(e["sample"]),
                     "stop_sample": int(end["sample"]) if end else int(last_sample),
                     "decoder_file": str(e.get("decoder_file") or ""),

@@ -21,6 +21,7 @@ from cortexlink.io.nwb._common import (
     _subject_meta, _time_kwargs, written_by_export,
 )
 from cortexlink.io.nwb._session import _feature_iterator_class, _raw_iterator_class, _session_info
+from cortexlink.io.nwb._speech import SPEECH_STREAMS, add_speech, has_speech
 from cortexlink.io.nwb._tables import _add_electrodes, _blocks, _event_intervals, _flat_task_fields, _trials
 
 logger = logging.getLogger("cortexlink.io.nwb")
@@ -63,7 +64,8 @@ def export_nwb(session_dir: str | os.PathLike, nwb_path: str | os.PathLike, *, r
         ``path``, ``bytes`` (file size), ``seconds``, ``mb_per_s`` (file MB written per second),
         ``raw_mb_per_s`` (raw input MB per second), ``peak_rss_mb`` (this process's high-water
         mark), ``compression``, ``raw`` (samples, channels, chunk shape, holes), ``written`` (the
-        NWB objects), ``n_trials``, ``n_invalid_times``, ``warnings``.
+        NWB objects), ``n_trials``, ``n_invalid_times``, ``warnings``, ``speech`` (a speech session:
+        ``n_speech_trials``, ``n_phoneme_rows``, ``n_speech_blocks``, see :mod:`._speech`; else None).
 
     Raises
     ------
@@ -160,12 +162,15 @@ def _write(reader: Any, info: dict, part: Path, *, raw: bool, compression: str |
         if v:
             extra[key] = [str(x) for x in v] if key == "experimenter" and isinstance(v, (list, tuple)) else (
                 [str(v)] if key == "experimenter" else str(v))
+    speech = has_speech(reader.streams, events)
     nwbfile = NWBFile(
         session_description=desc, identifier=sid, session_id=sid, session_start_time=start,
-        experiment_description=("Closed-loop intracortical brain-computer interface session: cursor control with "
+        experiment_description=("Closed-loop intracortical brain-computer interface session: attempted speech "
+                                "decoded to phonemes and text (cortexlink)" if speech else
+                                "Closed-loop intracortical brain-computer interface session: cursor control with "
                                 "decoded velocity and click (cortexlink)"),
-        keywords=["brain-computer interface", "intracortical", "cursor control", "cortexlink"]
-        + (["simulation"] if simulated else []),
+        keywords=["brain-computer interface", "intracortical", "speech" if speech else "cursor control",
+                  "cortexlink"] + (["brain-to-text"] if speech else []) + (["simulation"] if simulated else []),
         source_script="cortexlink export (cortexlink.io.nwb.export_nwb)",
         source_script_file_name="cortexlink/io/nwb/export.py",
         notes=json.dumps({"provenance": prov_public, "seeds": m.get("seeds"), "state": m.get("state")},
@@ -283,10 +288,12 @@ def _write(reader: Any, info: dict, part: Path, *, raw: bool, compression: str |
                               outcome_time=(t["outcome_sample"] / fs if t["outcome_sample"] >= 0 else np.nan),
                               success=t["success"], n_incorrect=t["n_incorrect"])
         written.append(f"intervals/trials ({len(trials)})")
+    speech_summary = add_speech(nwbfile, reader, events, fs, compression, written) if speech else None
     blocks = _blocks(events, last_sample)
     if blocks:
         nwbfile.add_epoch_column(name="block", description="block name in the session")
-        nwbfile.add_epoch_column(name="mode", description="'open' (calibration) or 'closed' (decoder in the loop)")
+        nwbfile.add_epoch_column(name="mode", description="'open' (calibration) or 'closed' (decoder in the loop); "
+                                 "speech blocks: 'calibration' or 'evaluation'")
         nwbfile.add_epoch_column(name="task", description="task of the block")
         nwbfile.add_epoch_column(name="decoder_file", description="decoder file in the session folder ('' if none)")
         nwbfile.add_epoch_column(name="click_decoder_file", description="click decoder file ('' if none)")
@@ -346,6 +353,7 @@ def _write(reader: Any, info: dict, part: Path, *, raw: bool, compression: str |
                             "missing_samples": int(sum(b - a for a, b in raw_it.holes)),
                             "duration_s": round(n / fs, 3)})
     return {"written": written, "raw": raw_summary, "n_trials": len(trials), "n_invalid_times": len(merged),
+            "speech": speech_summary,
             "invalid_times": [[a, b, w] for a, b, w in merged][:100], "fs_hz": fs, "session_id": sid,
             "probeinterface": probe_info.get("summary") if probe_info else None}
 
@@ -526,7 +534,7 @@ def _add_behavior(nwbfile: Any, reader: Any, fs: float, written: list) -> None:
                                         description=f"intent stream column {c!r}", **tk))
             written.append(f"processing/behavior/intended_*_simulated ({s.size} bins)")
     for name in streams:
-        if name in _STREAMS_KNOWN:
+        if name in _STREAMS_KNOWN or name in SPEECH_STREAMS:
             continue
         h = reader.stream_info(name)
         if h.get("kind") != "array":
