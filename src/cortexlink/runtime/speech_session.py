@@ -202,16 +202,28 @@ def run_speech_session(cfg: dict, *, realtime: bool = False, recorder: Any = Non
 
 
 def phoneme_error_rates(task: Any, ph: Any, cfg: dict) -> dict:
-    """The phoneme error rate of the evaluation trials (greedy CTC read-out of the streamed
-    log-probabilities, SIL excluded) — kept by the phoneme decoder node per trial."""
+    """Phoneme error rates (greedy CTC read-out of the streamed log-probabilities, SIL excluded, as
+    the phoneme decoder node kept them per trial): ``per`` over the evaluation blocks on held-out
+    sentences, and each evaluation block's own ``per`` added to its metrics."""
     from cortexlink.core.phonemes import sentence_phonemes
     from cortexlink.tasks.speech_metrics import phoneme_error_rate
 
-    refs, hyps = [], []
-    for trial, ids in getattr(ph, "decoded_phonemes", {}).items():
-        r = next((t for t in task.trials if t.trial == trial), None)
-        if r is None:
+    decoded = getattr(ph, "decoded_phonemes", {})
+    split = {b["name"]: b.get("split") for b in cfg["blocks"]}
+    by_block: dict[str, tuple[list, list]] = {}
+    for r in task.trials:
+        if r.trial in decoded:
+            refs, hyps = by_block.setdefault(r.block, ([], []))
+            refs.append(sentence_phonemes(r.sentence)[0])
+            hyps.append(decoded[r.trial])
+    all_refs, all_hyps = [], []
+    for res in task.results:
+        pair = by_block.get(res["name"])
+        if pair is None or "metrics" not in res:
             continue
-        refs.append(sentence_phonemes(r.sentence)[0])
-        hyps.append(ids)
-    return {"per": float(phoneme_error_rate(refs, hyps)) if refs else math.nan, "n_per_trials": len(refs)}
+        res["metrics"]["per"] = float(phoneme_error_rate(*pair))
+        if split.get(res["name"]) == "test":
+            all_refs += pair[0]
+            all_hyps += pair[1]
+    return {"per": float(phoneme_error_rate(all_refs, all_hyps)) if all_refs else math.nan,
+            "n_per_trials": len(all_refs)}

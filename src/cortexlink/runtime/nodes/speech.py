@@ -311,7 +311,7 @@ class SpeakingParticipantNode(Node):
         self.n_refused = 0
 
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
-        for m in inbox["cue"]:
+        for m in inbox.get("cue", ()):
             c = m.payload
             out = SpeechIntent(c.bin)
             if c.phase != "rest" and (c.begin or c.trial != self._trial):
