@@ -45,7 +45,7 @@ def _session(electrodes: int, seed: int, n_calibration: int, n_test: int, decode
         "implant": {"preset": "default", "n_channels": int(electrodes), "speech_dims": 16},
         "speaker": dict(speaker or {}), "loop": {"dt_s": 0.02},
         "decoder": {"params": dict(decoder_params or {})}, "language": dict(language or {}),
-        "sentences": {"n_test": int(n_test)},
+        "sentences": {"n_test": 100},          # the fixed held-out set; the first n_test of it are attempted
         "blocks": [{"name": "calibration", "kind": "calibration", "task": "speech", "sentences": int(n_calibration)},
                    {"name": "fit", "kind": "fit"},
                    {"name": "evaluation", "kind": "evaluation", "task": "speech", "sentences": int(n_test)}],

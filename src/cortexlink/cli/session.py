@@ -125,6 +125,8 @@ def run_and_report(cfg: dict, out_parent: Path, *, progress: bool = True, record
     finally:
         if recorder is not None:
             recorder.close()
+    if cfg.get("task") == "speech":
+        return _report_speech(cfg, result, run_dir, recorder is not None)
     write_run_folder(result, run_dir)
     rows = summary_table(result["summary"])
     w = max(len(k) for k, _ in rows)
@@ -133,5 +135,42 @@ def run_and_report(cfg: dict, out_parent: Path, *, progress: bool = True, record
         print(f"  {k:<{w}}  {v}")
     print(f"  {'run folder':<{w}}  {run_dir}  (report.html, summary.json, session.yaml, traces/, *.pgn"
           + (", recording/" if recorder is not None else "") + ")")
+    sys.stdout.flush()
+    return 0
+
+
+def _report_speech(cfg: dict, result: dict, run_dir: Path, recorded: bool) -> int:
+    """A speech session's run folder (summary.json, session.yaml, trials.json: every sentence with
+    its decoded text) and its summary table."""
+    import json
+
+    import yaml
+
+    from cortexlink.core.jsonutil import json_default
+
+    summ = result["summary"]
+    (run_dir / "summary.json").write_text(json.dumps(summ, indent=1, default=json_default) + "\n")
+    (run_dir / "trials.json").write_text(json.dumps(result.get("trials", []), indent=1, default=json_default) + "\n")
+    (run_dir / "session.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(cfg, default=json_default)),
+                                                         sort_keys=False))
+
+    def pct(v: object) -> str:
+        return "-" if not isinstance(v, (int, float)) or v != v else f"{100 * v:.1f} %"
+
+    print(f"\ncortexlink speech session '{cfg['name']}' — simulated participant, {summ['electrodes']} electrodes")
+    for b in summ["blocks"]:
+        m = b.get("metrics") or {}
+        if b["kind"] == "fit":
+            fits = (summ.get("phoneme_decoder") or {}).get("fit_seconds") or []
+            print(f"  {b['name']:<14} phoneme decoder fitted on {(summ.get('phoneme_decoder') or {}).get('n_train_trials')} "
+                  f"sentences" + (f" in {fits[-1]:.0f} s" if fits else ""))
+        elif b["kind"] == "calibration":
+            print(f"  {b['name']:<14} {b.get('n_trials', 0)} sentences attempted ({b.get('seconds', 0):.0f} s)")
+        else:
+            wpm = m.get("words_per_min")
+            print(f"  {b['name']:<14} {m.get('n_decoded', 0)} sentences: PER {pct(m.get('per'))}, WER {pct(m.get('wer_lm'))} "
+                  f"(no LM {pct(m.get('wer_no_lm'))})" + (f", {wpm:.0f} words/min" if isinstance(wpm, float) and wpm == wpm else ""))
+    print(f"  {'run folder':<14} {run_dir}  (summary.json, trials.json, session.yaml"
+          + (", recording/" if recorded else "") + ")")
     sys.stdout.flush()
     return 0

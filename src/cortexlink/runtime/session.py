@@ -367,6 +367,8 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
     if cfg.get("task") == "speech":
         from cortexlink.runtime.speech_session import run_speech_session
 
+        if redis:
+            raise ConfigError("a speech session runs in one process for now (no --redis)")
         return run_speech_session(cfg, realtime=realtime, recorder=recorder, record_raw=record_raw)
     # in real time the implant delivers 1 ms chunks, as a device does (the watchdog's source-stall
     # check is in milliseconds); as fast as possible, one chunk per bin gives the same figures

@@ -303,7 +303,8 @@ class RecorderNode(Node):
             cols = info.get("columns")
         self.rec.event("block_start", sample=sample, name=e["name"], mode=e.get("mode"), task=e.get("task"),
                        block_kind=e.get("block_kind"), feature_columns=cols, decoder_file=files[0],
-                       click_decoder_file=files[1])
+                       click_decoder_file=files[1],
+                       **{k: e[k] for k in ("split", "n_sentences") if k in e})   # a speech block's sentence pool
 
     # -- step -------------------------------------------------------------------------------
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
