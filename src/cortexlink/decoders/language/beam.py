@@ -104,12 +104,16 @@ class WordBeamSearch:
     prune_logprob : float
         Classes with a frame log-prob below this are not emitted on that frame (default -10.0;
         the frame's best class is always tried).
+    beam_threshold : float
+        An emission is not tried when its score would fall more than this many nats below the
+        previous frame's best score plus this frame's best log-prob (default 25.0; ``inf`` = off).
     n_best : int
         Hypotheses returned by :meth:`finish` (default 10).
     """
 
     def __init__(self, lexicon: Lexicon, lm: NgramLM | None = None, beam_size: int = 32, lm_weight: float = 1.0,
-                 word_insertion_penalty: float = 0.0, prune_logprob: float = -10.0, n_best: int = 10):
+                 word_insertion_penalty: float = 0.0, prune_logprob: float = -10.0, n_best: int = 10,
+                 beam_threshold: float = 25.0):
         if not isinstance(lexicon, Lexicon):
             raise ConfigError(f"lexicon must be a Lexicon; got {type(lexicon).__name__}")
         if lm is not None and not isinstance(lm, NgramLM):
@@ -121,6 +125,9 @@ class WordBeamSearch:
                         ("prune_logprob", prune_logprob)):
             if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not math.isfinite(v):
                 raise ConfigError(f"{name} must be a finite number; got {v!r}")
+        if isinstance(beam_threshold, bool) or not isinstance(beam_threshold, (int, float, np.floating, np.integer)) \
+                or not beam_threshold > 0:
+            raise ConfigError(f"beam_threshold must be a number > 0 (inf to switch it off); got {beam_threshold!r}")
         if lm_weight < 0:
             raise ConfigError(f"lm_weight must be >= 0; got {lm_weight!r}")
         self.lexicon = lexicon
@@ -130,6 +137,7 @@ class WordBeamSearch:
         self.word_insertion_penalty = float(word_insertion_penalty)
         self.prune_logprob = float(prune_logprob)
         self.n_best = int(n_best)
+        self.beam_threshold = float(beam_threshold)
         if lm is not None:
             self._lm_ids = [lm.word_id(w) for w in lexicon.words]
             uni = lm.unigram_logprobs()[np.asarray(self._lm_ids, np.int64)]
@@ -147,6 +155,7 @@ class WordBeamSearch:
             self._ctx0 = ()
             self._eos = -1
         self._root_kids = lexicon.children(ROOT)
+        self._K = lexicon.n_nodes * 64
         self.reset()
 
     # ----------------------------------------------------------------- state
@@ -160,7 +169,11 @@ class WordBeamSearch:
         self._h_score = [0.0]
         self._h_index: dict[tuple[int, int], int] = {}
         self._lm_cache: dict[tuple[tuple[int, ...], int], float] = {}
-        self._beams: dict[tuple[int, int, int], list[float]] = {(0, ROOT, 0): [0.0, _NEG]}
+        self._h_ctxid = [0]
+        self._ctx_ids: dict[tuple[int, ...], int] = {self._ctx0: 0}
+        self._pb: dict[int, float] = {0: 0.0}  # key 0 = (no words, root, nothing emitted)
+        self._pnb: dict[int, float] = {0: _NEG}
+        self._best = 0.0
         self.n_frames = 0
 
     def _extend(self, hid: int, wid: int) -> int:
@@ -181,6 +194,7 @@ class WordBeamSearch:
         self._h_parent.append(hid)
         self._h_word.append(wid)
         self._h_ctx.append(ctx)
+        self._h_ctxid.append(self._ctx_ids.setdefault(ctx, len(self._ctx_ids)))
         self._h_lm.append(self._h_lm[hid] + lm_lp)
         self._h_n.append(self._h_n[hid] + 1)
         self._h_score.append(self._h_score[hid] + self.lm_weight * lm_lp + self.word_insertion_penalty)
@@ -214,84 +228,106 @@ class WordBeamSearch:
         self.n_frames += rows.shape[0]
 
     def _frame(self, lp: list[float], cand: list[int]) -> None:
+        # Hypothesis keys are ints (hid * K + node * 64 + last) and values floats, so a frame
+        # allocates no objects the cyclic garbage collector tracks (its full passes cost ~100 ms).
         lex = self.lexicon
+        K = self._K
         root_kids = self._root_kids
         lp_blank = lp[BLANK]
-        new: dict[tuple[int, int, int], list[float]] = {}
-
-        def add(key, v):
-            cur = new.get(key)
-            if cur is None:
-                new[key] = [_NEG, v]
-            else:
-                cur[1] = _lae(cur[1], v)
-
-        for key, (pb, pnb) in self._beams.items():
-            hid, node, last = key
+        nb: dict[int, float] = {}
+        nn: dict[int, float] = {}
+        hs, look = self._h_score, self._lookahead
+        cut = self._best + max(lp) - self.beam_threshold
+        pnb_old = self._pnb
+        for key, pb in self._pb.items():
+            pnb = pnb_old[key]
+            hid, r = divmod(key, K)
+            node, last = divmod(r, 64)
             ptot = _lae(pb, pnb)
-            cur = new.get(key)
-            vb = ptot + lp_blank
-            vr = pnb + lp[last] if last else _NEG
-            if cur is None:
-                new[key] = [vb, vr]
-            else:
-                cur[0] = _lae(cur[0], vb)
-                cur[1] = _lae(cur[1], vr)
+            nb[key] = ptot + lp_blank  # keys are unique here: the first write to nb
+            if last and pnb != _NEG:
+                v = pnb + lp[last]
+                old = nn.get(key)
+                nn[key] = v if old is None else _lae(old, v)
             kids = lex.children(node)
             ends = lex.words_at(node) if node != ROOT else ()
+            base = hs[hid] + look[node]
             for c in cand:
-                src = pb if c == last else ptot
-                if src == _NEG:
+                v = (pb if c == last else ptot) + lp[c]
+                if v + base < cut:
                     continue
-                v = src + lp[c]
                 if c == SIL:
                     if node == ROOT:
-                        add((hid, ROOT, SIL), v)
+                        k = hid * K + SIL
+                        old = nn.get(k)
+                        nn[k] = v if old is None else _lae(old, v)
                     else:
                         for w in ends:
-                            add((self._extend(hid, w), ROOT, SIL), v)
+                            k = self._extend(hid, w) * K + SIL
+                            old = nn.get(k)
+                            nn[k] = v if old is None else _lae(old, v)
                     continue
                 ch = kids.get(c)
                 if ch is not None:
-                    add((hid, ch, c), v)
+                    k = hid * K + ch * 64 + c
+                    old = nn.get(k)
+                    nn[k] = v if old is None else _lae(old, v)
                 if ends:
                     ch0 = root_kids.get(c)
                     if ch0 is not None:
                         for w in ends:
-                            add((self._extend(hid, w), ch0, c), v)
-        self._beams = self._prune(new)
+                            k = self._extend(hid, w) * K + ch0 * 64 + c
+                            old = nn.get(k)
+                            nn[k] = v if old is None else _lae(old, v)
+        self._prune(nb, nn)
 
-    def _prune(self, new: dict) -> dict:
+    def _prune(self, nb: dict[int, float], nn: dict[int, float]) -> None:
         # Hypotheses with the same LM context, tree node and last class have the same future:
         # keep the best of each such group (recombination), then the beam_size best groups.
-        hs, look, hctx = self._h_score, self._lookahead, self._h_ctx
-        scored = [(_lae(v[0], v[1]) + hs[k[0]] + look[k[1]], k) for k, v in new.items()]
-        if len(scored) > 4 * self.beam_size:
-            scored = heapq.nlargest(4 * self.beam_size, scored)
+        K = self._K
+        hs, look, hctx = self._h_score, self._lookahead, self._h_ctxid
+        for k in nn:
+            if k not in nb:
+                nb[k] = _NEG
+        score = {k: _lae(pb, nn.get(k, _NEG)) + hs[k // K] + look[(k % K) >> 6] for k, pb in nb.items()}
+        if len(score) > 4 * self.beam_size:
+            order = heapq.nlargest(4 * self.beam_size, score, key=score.__getitem__)
         else:
-            scored.sort(reverse=True)
-        kept: dict = {}
+            order = sorted(score, key=score.__getitem__, reverse=True)
+        self._best = score[order[0]] if order else 0.0
+        pb_out: dict[int, float] = {}
+        pnb_out: dict[int, float] = {}
         seen = set()
-        for _, k in scored:
-            g = (hctx[k[0]], k[1], k[2])
+        for k in order:
+            hid, r = divmod(k, K)
+            g = hctx[hid] * K + r
             if g in seen:
                 continue
             seen.add(g)
-            kept[k] = new[k]
-            if len(kept) >= self.beam_size:
+            pb_out[k] = nb[k]
+            pnb_out[k] = nn.get(k, _NEG)
+            if len(pb_out) >= self.beam_size:
                 break
-        return kept
+        self._pb, self._pnb = pb_out, pnb_out
 
-    def _ranked(self):
-        hs, look = self._h_score, self._lookahead
-        return sorted(self._beams.items(), key=lambda kv: -(_lae(*kv[1]) + hs[kv[0][0]] + look[kv[0][1]]))
+    def _items(self):
+        """(hid, node, last, acoustic log-prob, total score) of each live hypothesis, best first."""
+        K = self._K
+        out = []
+        for k, pb in self._pb.items():
+            hid, r = divmod(k, K)
+            node, last = divmod(r, 64)
+            ac = _lae(pb, self._pnb[k])
+            out.append((hid, node, last, ac, ac + self._h_score[hid] + self._lookahead[node]))
+        out.sort(key=lambda t: -t[4])
+        return out
 
     def partial(self) -> str:
         """The best text so far: the best hypothesis' finished words, plus its current word if one ends at its node."""
-        ranked = self._ranked()
-        if not ranked:
+        items = self._items()
+        if not items:
             return ""
-        (hid, node, _), _ = ranked[0]
+        hid, node = items[0][0], items[0][1]
         if node != ROOT and self.lexicon.is_terminal[node]:
             hid = max((self._extend(hid, w) for w in self.lexicon.words_at(node)), key=lambda h: self._h_score[h])
         return " ".join(self._words(hid))
@@ -304,8 +340,7 @@ class WordBeamSearch:
         """
         done: dict[tuple[str, ...], Hypothesis] = {}
         fallback: list[tuple[int, float]] = []
-        for (hid, node, _), (pb, pnb) in self._beams.items():
-            ac = _lae(pb, pnb)
+        for hid, node, _, ac, _ in self._items():
             if node == ROOT:
                 finals = [hid]
             elif self.lexicon.is_terminal[node]:
