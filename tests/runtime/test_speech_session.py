@@ -33,7 +33,7 @@ def _session(tmp_path, **over):
     lm.write_text(_lm_text())
     cfg = {
         "name": "speech-test", "seed": 1,
-        "implant": {"preset": "default", "n_channels": 48, "speech_dims": 8, "n_dead": 0, "n_saturating": 0,
+        "implant": {"preset": "default", "n_channels": 48, "speech_dims": 16, "n_dead": 0, "n_saturating": 0,
                     "artifact_rate_hz": 0.0, "speech_fraction": 1.0, "speech_depth_hz_range": [20.0, 60.0],
                     "units_per_channel_p": [0.0, 0.3, 0.4, 0.3]},
         "speaker": {"drive": 2.0, "duration_scale": 1.2, "prep_s": 0.4},
@@ -125,8 +125,8 @@ def test_speech_session_records_phonemes_and_decoded_text(recorded):
 
     _, out = recorded
     r = SessionReader(out)
-    assert "phonemes" in r.streams() and len(r.columns("phonemes")) == 41
-    lp = r.read_array("phonemes")
+    assert "phonemes" in r.streams and len(r.columns("phonemes")) == 41
+    _, lp = r.read_array("phonemes")
     assert lp.shape[1] == 41 and lp.shape[0] > 10
     assert np.allclose(np.exp(lp).sum(axis=1), 1.0, atol=1e-3)     # rows are log-probabilities
     decoded = r.events("speech_decoded")

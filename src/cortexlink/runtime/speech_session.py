@@ -51,7 +51,7 @@ SPEECH_SESSION: dict[str, Any] = {
     ],
 }
 _TOP = {"name", "seed", "task", "implant", "speaker", "loop", "decoder", "language", "sentences", "blocks"}
-_LANG = {"lm_order", "beam", "lm_path", "corpus", "cache_dir", "no_lm"}
+_LANG = {"lm_order", "beam", "lm_path", "corpus", "cache_dir", "no_lm", "no_lm_word_insertion_penalty"}
 _SENT = {"path", "n_test", "split_seed"}
 
 

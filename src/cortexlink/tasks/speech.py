@@ -254,6 +254,15 @@ class SpeechBlock:
                "begin": bool(out and out[-1][0] == "begin")}
         return cue, out
 
+    def abort(self) -> SpeechTrialResult | None:
+        """Drop the trial in progress (an E-STOP): it is not kept in :attr:`results` and not redone;
+        the block rests for ``iti_s`` before its next sentence. Returns the aborted trial."""
+        cur = self.current
+        self.current = None
+        self.phase = "rest"
+        self._left = self._bins(self.timing["iti_s"])
+        return cur
+
     def final_text(self, trial: int, bin_idx: int, text: str, text_no_lm: str, finish_ms: float,
                    n_best: tuple = ()) -> SpeechTrialResult | None:
         """Record the word decoder's final text of ``trial``; returns its result (None if unknown)."""

@@ -54,6 +54,9 @@ graph refuses an edge between different kinds when it loads):
 * ``gate`` (cursor): a :class:`~cortexlink.core.messages.Gate` (``halted``, ``velocity`` (0, 0)
   while halted, ``faults``).
 * ``events`` (cursor) and ``faults``: plain records (``kind`` and the fields of that kind).
+* the speech loop's ``cue``, ``speech``, ``control``, ``frames`` and ``text``: the types of
+  :mod:`cortexlink.core.speech_messages` (``speech_task``, ``speaking_participant``,
+  ``phoneme_decoder``, ``word_decoder``; see :mod:`cortexlink.runtime.speech_session`).
 
 Operator commands arrive on the built-in topic ``operator.commands`` (an ``operator`` input:
 cursor, dsp, recorder) and are answered on ``operator.replies``; see
@@ -63,7 +66,8 @@ One module per family: :mod:`~cortexlink.runtime.nodes.sources`, :mod:`~cortexli
 :mod:`~cortexlink.runtime.nodes.decoder`, :mod:`~cortexlink.runtime.nodes.participant`,
 :mod:`~cortexlink.runtime.nodes.cursor`, :mod:`~cortexlink.runtime.nodes.recorder`,
 :mod:`~cortexlink.runtime.nodes.outputs`, :mod:`~cortexlink.runtime.nodes.trace`,
-:mod:`~cortexlink.runtime.nodes.link`. Importing this package registers every built-in kind;
+:mod:`~cortexlink.runtime.nodes.link`, :mod:`~cortexlink.runtime.nodes.speech` and
+:mod:`~cortexlink.runtime.nodes.speech_decoders`. Importing this package registers every built-in kind;
 :func:`cortexlink.runtime.node.node_class` imports only the module of the kind it is asked for.
 """
 
@@ -78,7 +82,10 @@ from cortexlink.runtime.nodes.cursor import CursorNode
 from cortexlink.runtime.nodes.recorder import RecorderNode
 from cortexlink.runtime.nodes.outputs import UiFeedNode, LSLOutletNode, SinkNode
 from cortexlink.runtime.nodes.trace import TraceNode
+from cortexlink.runtime.nodes.speech import SpeechTaskNode, SpeakingParticipantNode
+from cortexlink.runtime.nodes.speech_decoders import PhonemeDecoderNode, WordDecoderNode
 
 __all__ = ["SimSource", "ReplaySource", "LSLSource", "DspNode", "DecoderNode", "ParticipantNode",
            "CursorNode", "RecorderNode", "UiFeedNode", "LSLOutletNode", "SinkNode", "TraceNode", "BinClock",
-           "RawLinkNode", "stream_info"]
+           "RawLinkNode", "SpeechTaskNode", "SpeakingParticipantNode", "PhonemeDecoderNode", "WordDecoderNode",
+           "stream_info"]

@@ -131,9 +131,7 @@ class SpeechOperatorMixin:
         self.n_aborted += 1
         self._done_bins.discard(cur.trial)
         # the block goes on with its next sentence after the release, after a rest of one inter-trial interval
-        blk.current = None
-        blk.phase = "rest"
-        blk._left = blk._bins(blk.timing["iti_s"])
+        blk.abort()
 
     def _op_final(self, r: Any) -> None:
         """A decoded sentence the task recorded (shown beside its reference)."""

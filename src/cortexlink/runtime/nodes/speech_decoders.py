@@ -95,6 +95,9 @@ class PhonemeDecoderNode(Node):
         self.n_steps = 0
         self.step_us_total = 0.0
         self._width: int | None = None
+        self._fitting = False
+        self._fitted: Any = None
+        self._fit_error: str | None = None
         #: trial -> greedy CTC read-out of the streamed log-probabilities (the phoneme error rate's input)
         self.decoded_phonemes: dict[int, np.ndarray] = {}
         self._best: list[int] = []
@@ -132,23 +135,53 @@ class PhonemeDecoderNode(Node):
             self._fit()
 
     def _fit(self) -> None:
-        from cortexlink.decoders.phoneme_ctc import PhonemeDecoder
-
+        """Fit on every calibration trial so far: at once in ``clock: fast``, in a thread with
+        ``clock: realtime`` (the loop goes on; frames say ``ready: false`` until the new decoder
+        is in, and the task waits for it)."""
         if not self.train_X:
             self.fault("fit_failed", severity="critical", message=f"{self.name}: no calibration trials to fit on")
             return
+        X, y = list(self.train_X), list(self.train_y)
+        if not self.ctx.realtime:
+            self._install(self._train(X, y))
+            return
+        import threading
+
+        self._fitting = True
+
+        def work() -> None:
+            try:
+                self._fitted = self._train(X, y)
+            except Exception as exc:  # reported on the loop's thread by _features
+                self._fit_error = f"{type(exc).__name__}: {exc}"
+
+        threading.Thread(target=work, name=f"{self.name}-fit", daemon=True).start()
+
+    def _train(self, X: list, y: list) -> Any:
+        from cortexlink.decoders.phoneme_ctc import PhonemeDecoder
+
         t0 = time.perf_counter()
         dec = PhonemeDecoder(**self.params["decoder_params"])
-        dec.fit(self.train_X, self.train_y, days=[self.params["day"]] * len(self.train_X))
+        dec.fit(X, y, days=[self.params["day"]] * len(X))
+        self.fit_seconds.append(time.perf_counter() - t0)
+        return dec
+
+    def _install(self, dec: Any) -> None:
         self.decoder = dec
         self.version += 1
-        self.fit_seconds.append(time.perf_counter() - t0)
+        self._fitting = False
         if self.params["save_dir"]:
             d = Path(self.params["save_dir"])
             d.mkdir(parents=True, exist_ok=True)
             dec.save(d / f"{self.name}-v{self.version}.npz")
 
     def _features(self, m: Message) -> None:
+        if self._fitted is not None:
+            dec, self._fitted = self._fitted, None
+            self._install(dec)
+        if self._fit_error is not None:
+            err, self._fit_error, self._fitting = self._fit_error, None, False
+            self.fault("fit_failed", severity="critical", message=f"{self.name}: the phoneme decoder's fit failed: {err}")
         fb = m.payload
         x = fb.x
         if x is not None:
@@ -167,7 +200,8 @@ class PhonemeDecoderNode(Node):
             self.n_steps += 1
             self.step_us_total += us
         self.emit("frames", PhonemeFrame(int(fb.bin), self._trial if self._decoding else -1, rows,
-                                         self.decoder is not None, us), sample=m.sample, t_enter_ns=m.t_enter_ns)
+                                         self.decoder is not None and not self._fitting, us),
+                  sample=m.sample, t_enter_ns=m.t_enter_ns)
 
     def summary(self) -> dict:
         return {"n_train_trials": len(self.train_X), "version": self.version, "fit_seconds": self.fit_seconds,
@@ -196,6 +230,9 @@ class WordDecoderNode(Node):
     no_lm : bool
         Also decode each trial with the lexicon and no language model (the ``text_no_lm`` of the
         final text).
+    no_lm_word_insertion_penalty : float
+        That beam's word insertion penalty (default -6: without a language model the optional
+        silence between words lets a word split into short fragments unless each word costs).
     sentences_path, n_test, split_seed :
         The held-out sentences (as the task's), which the language model's text must not hold.
     """
@@ -214,6 +251,7 @@ class WordDecoderNode(Node):
         "lm_order": Param("int", 3, lo=1, hi=5),
         "beam": Param("dict", {}),
         "no_lm": Param("bool", True),
+        "no_lm_word_insertion_penalty": Param("float", -6.0, doc="the lexicon-only beam's insertion penalty"),
         "sentences_path": Param("str", None, nullable=True),
         "n_test": Param("int", 100, lo=1),
         "split_seed": Param("int", 0, lo=0),
@@ -234,7 +272,9 @@ class WordDecoderNode(Node):
                                  self.lexicon)
         self.setup_seconds = time.perf_counter() - t0
         self.search = WordBeamSearch(self.lexicon, self.lm, **p["beam"])
-        no_lm_beam = {k: v for k, v in p["beam"].items() if k != "lm_weight"}
+        # without an LM, optional SIL lets words split into one-phoneme fragments unless each word costs
+        no_lm_beam = {**{k: v for k, v in p["beam"].items() if k != "lm_weight"},
+                      "word_insertion_penalty": p["no_lm_word_insertion_penalty"]}
         self.search_no_lm = WordBeamSearch(self.lexicon, None, **no_lm_beam) if p["no_lm"] else None
         self._trial = -1
         self._end_pending = False
