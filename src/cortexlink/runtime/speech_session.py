@@ -30,8 +30,19 @@ from typing import Any
 from cortexlink.core.errors import ConfigError
 from cortexlink.core.validation import check_choice, check_keys
 
-__all__ = ["SPEECH_SESSION", "is_speech_session", "load_speech_session", "speech_session_to_graph",
+__all__ = ["SPEECH_SESSION", "SPEECH_DECODER_DEFAULTS", "SPEAKER_DEFAULTS", "is_speech_session", "load_speech_session", "speech_session_to_graph",
            "run_speech_session"]
+
+#: The phoneme decoder's hyperparameters in a speech session unless the session sets them: one GRU
+#: layer of 192, light augmentation, 60 epochs of batches of 8 (chosen on training-split sentences of
+#: the simulated participant at 256 electrodes: the PhonemeDecoder class defaults, made for larger
+#: data sets, left it near all-blank after 100-400 sentences).
+SPEECH_DECODER_DEFAULTS: dict[str, Any] = {"hidden_size": 192, "n_layers": 1, "dropout": 0.3, "batch_size": 8,
+                                           "n_epochs": 60, "learning_rate": 0.005, "white_noise_sd": 0.2,
+                                           "offset_sd": 0.05, "n_time_masks": 1}
+#: The speaker unless the session sets it: ``drive`` 1.5 (see the README's speech figures for where
+#: this puts the phoneme error rate against the published ones).
+SPEAKER_DEFAULTS: dict[str, Any] = {"drive": 1.5}
 
 #: The default speech session: 256 electrodes, 400 calibration sentences, 100 held out.
 SPEECH_SESSION: dict[str, Any] = {
@@ -97,6 +108,7 @@ def load_speech_session(cfg: dict) -> dict:
     sp = out["speaker"]
     if not isinstance(sp, dict):
         raise ConfigError(f"session.speaker must be a mapping; got {type(sp).__name__}")
+    sp = out["speaker"] = {**SPEAKER_DEFAULTS, **sp}
     try:
         SpeakerConfig(**{"speech_dims": dims, **sp})
     except (ConfigError, TypeError) as exc:
@@ -110,6 +122,7 @@ def load_speech_session(cfg: dict) -> dict:
     params = dec.get("params", {})
     if not isinstance(params, dict):
         raise ConfigError(f"session.decoder.params must be a mapping; got {type(params).__name__}")
+    params = {**SPEECH_DECODER_DEFAULTS, **params}
     try:
         PhonemeDecoder(**params)._check_params()
     except (ConfigError, TypeError) as exc:

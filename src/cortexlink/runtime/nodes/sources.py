@@ -84,7 +84,8 @@ class SimSource(_ClockedSource):
     Intent messages (``neural`` = vx, vy, click) go to ``set_intent`` when they arrive; the
     implant applies them from its next generated block, which is the next bin when they come
     between bins (always so in one process). Speech messages (``articulators``, None at rest) go
-    to ``set_articulators`` the same way.
+    to ``set_articulators`` the same way; an implant driven by a speaking participant alone has no
+    movement intent (velocity zero, no click).
     """
 
     kind = "sim_source"
@@ -157,6 +158,10 @@ class SimSource(_ClockedSource):
             placement = self.ctx.graph.get("_placement", {})
             wait = not self.ctx.realtime and len(set(placement.values())) > 1
         self._intent_port = "intent" if "intent" in self.subs else ("speech" if "speech" in self.subs else None)
+        if self._intent_port == "speech" and self.implant.sample_index == 0:
+            # a speaking participant alone: no hand-movement intent (the implant's built-in random
+            # velocity would otherwise modulate its velocity-tuned units)
+            self.implant.set_intent((0.0, 0.0), 0.0)
         self.wait_intent = bool(wait) and self._intent_port is not None
         self._intent_bin = -1
         self._wait_since: float | None = None
