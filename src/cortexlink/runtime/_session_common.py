@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from cortexlink.core.errors import ConfigError, CortexlinkError
 
-__all__ = ["SessionResult", "SessionStopped", "check_implant"]
+__all__ = ["SessionResult", "SessionStopped", "check_implant", "check_finished"]
 
 
 def _where(path: str, msg: str) -> ConfigError:
@@ -53,3 +53,23 @@ def check_implant(imp: dict, presets: dict) -> dict:
     except (ConfigError, TypeError, ValueError) as exc:
         raise _where("implant", f"is invalid: {exc}") from exc
     return {"preset": preset, **imp}
+
+
+def check_finished(name: str, rr: dict, finished: str) -> None:
+    """Raise :class:`SessionStopped` unless the run ``rr`` ended with its schedule (stop reason
+    ``finished``): a failure, a node that failed (its figures would be wrong), a stop signal."""
+    fail = rr.get("failure")
+    if fail:
+        raise SessionStopped(f"session {name!r} ended on a failure ({fail['kind']}, node {fail['node']}): "
+                             f"{fail['message']}", rr)
+    failed = [n for n, i in rr["nodes"].items() if i.get("state") == "failed" or i.get("n_failures")]
+    if failed:
+        first = [f.get("message") for f in rr["faults"] if f.get("kind") == "node_failed"][:3]
+        raise SessionStopped(f"session {name!r}: node(s) {failed} failed, so its figures would be wrong; "
+                             f"first failures: {first}", rr)
+    if str(rr["stop_reason"]).endswith(" received"):          # SIGINT/SIGTERM/SIGHUP (runtime.signals)
+        raise SessionStopped(f"session {name!r} was stopped ({rr['stop_reason']}) after {rr['seconds']:.1f} s, "
+                             f"before its schedule finished", rr)
+    if rr["stop_reason"] != finished:
+        raise SessionStopped(f"session {name!r} stopped before its schedule finished ({rr['stop_reason']}); "
+                             f"faults: {rr.get('fault_counts')}", rr)

@@ -46,6 +46,7 @@ import numpy as np
 from cortexlink.core.errors import ConfigError
 from cortexlink.core.validation import check_choice, check_keys
 from cortexlink.runtime._session_common import SessionResult, SessionStopped  # re-exported
+from cortexlink.runtime._session_common import check_finished
 from cortexlink.runtime._session_common import check_implant as _implant
 
 logger = logging.getLogger(__name__)
@@ -403,21 +404,7 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
         for b in cfg["blocks"][len(done):]:
             on_block(b, None)
     wall = time.perf_counter() - t_wall
-    fail = rr.get("failure")
-    if fail:
-        raise SessionStopped(f"session {cfg['name']!r} ended on a failure ({fail['kind']}, node {fail['node']}): "
-                             f"{fail['message']}", rr)
-    failed = [n for n, i in rr["nodes"].items() if i.get("state") == "failed" or i.get("n_failures")]
-    if failed:
-        first = [f.get("message") for f in rr["faults"] if f.get("kind") == "node_failed"][:3]
-        raise SessionStopped(f"session {cfg['name']!r}: node(s) {failed} failed, so its figures would be wrong; "
-                             f"first failures: {first}", rr)
-    if str(rr["stop_reason"]).endswith(" received"):          # SIGINT/SIGTERM/SIGHUP (runtime.signals)
-        raise SessionStopped(f"session {cfg['name']!r} was stopped ({rr['stop_reason']}) after {rr['seconds']:.1f} s, "
-                             f"before its schedule finished", rr)
-    if rr["stop_reason"] != "cursor: schedule finished":
-        raise SessionStopped(f"session {cfg['name']!r} stopped before its schedule finished ({rr['stop_reason']}); "
-                             f"faults: {rr['fault_counts']}", rr)
+    check_finished(cfg["name"], rr, "cursor: schedule finished")
     trace_node = runner.by_name["trace"].node
     cursor = runner.by_name["cursor"].node
     traces = {t.name: t for t in trace_node.traces}

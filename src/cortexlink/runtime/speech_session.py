@@ -179,7 +179,7 @@ def run_speech_session(cfg: dict, *, realtime: bool = False, recorder: Any = Non
     """Run a validated speech session; returns a :class:`~cortexlink.runtime.session.SessionResult`
     whose ``summary`` holds each block's metrics, the decoder's fit and the decoders' costs."""
     from cortexlink.runtime.runner import GraphRunner
-    from cortexlink.runtime._session_common import SessionResult, SessionStopped
+    from cortexlink.runtime._session_common import SessionResult, check_finished
 
     graph = speech_session_to_graph(cfg, clock="realtime" if realtime else "fast",
                                     recorder={"use": "recorder", "raw": bool(record_raw)} if recorder is not None else False)
@@ -188,16 +188,7 @@ def run_speech_session(cfg: dict, *, realtime: bool = False, recorder: Any = Non
     runner = GraphRunner(graph, objects=objects)
     rr = runner.run()
     wall = time.perf_counter() - t0
-    fail = rr.get("failure")
-    if fail:
-        raise SessionStopped(f"session {cfg['name']!r} ended on a failure ({fail['kind']}, node {fail['node']}): "
-                             f"{fail['message']}", rr)
-    failed = [n for n, i in rr["nodes"].items() if i.get("state") == "failed" or i.get("n_failures")]
-    if failed:
-        first = [f.get("message") for f in rr["faults"] if f.get("kind") == "node_failed"][:3]
-        raise SessionStopped(f"session {cfg['name']!r}: node(s) {failed} failed; first failures: {first}", rr)
-    if rr["stop_reason"] != "task: schedule finished":
-        raise SessionStopped(f"session {cfg['name']!r} stopped before its schedule finished ({rr['stop_reason']})", rr)
+    check_finished(cfg["name"], rr, "task: schedule finished")
     task = runner.by_name["task"].node
     ph = runner.by_name["phonemes"].node
     words = runner.by_name["words"].node
