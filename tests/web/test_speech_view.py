@@ -3,10 +3,11 @@ the speech panel in a real headless Chromium, a snapshot that survives missing v
 
 import copy
 import json
-import os
 import time
 
 import pytest
+
+from _browser import browser_or_skip
 
 from cortexlink.core.errors import ConfigError
 
@@ -143,17 +144,6 @@ def test_estop_over_http_halts_the_speech_task(tmp_path, web_http):
 
 
 # ---------------------------------------------------------------------------------------------- browser
-def _browser_or_skip():
-    from cortexlink.web.browser import find_browser, launch
-
-    chrome, driver, reason = find_browser()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"browser tests must run in CI: {reason}")
-        pytest.skip(f"no headless browser: {reason}")
-    return launch(width=1500, height=1000)
-
-
 def _js(d, expr):
     return d.execute_script("return " + expr)
 
@@ -165,7 +155,7 @@ def test_the_page_shows_the_prompt_and_the_decoded_text(tmp_path, artifact_dir):
     from cortexlink.web.controller import OperatorController
     from cortexlink.web.server import OperatorServer
 
-    b = _browser_or_skip()
+    b = browser_or_skip()
     d = b.driver
     ctl = OperatorController(session=_session(tmp_path), speed=4.0, record_dir=tmp_path / "rec").start()
     try:

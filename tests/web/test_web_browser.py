@@ -1,26 +1,16 @@
 """The operator page in a real headless Chromium: run a simulated session, watch it, stop it."""
 
 import math
-import os
 import time
 
 import pytest
 
-
-def _browser_or_skip():
-    from cortexlink.web.browser import find_browser, launch
-
-    chrome, driver, reason = find_browser()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"browser tests must run in CI: {reason}")
-        pytest.skip(f"no headless browser: {reason}")
-    return launch(width=1500, height=1000)
+from _browser import browser_or_skip
 
 
 @pytest.fixture
 def browser():
-    b = _browser_or_skip()
+    b = browser_or_skip()
     try:
         yield b.driver
     finally:

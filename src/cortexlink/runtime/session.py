@@ -106,12 +106,6 @@ def _read(source: Any) -> Any:
     return read_yaml_file(source, what="session file")
 
 
-def _is_speech(cfg: Any) -> bool:
-    """A session dict whose blocks run the speech task (:mod:`.speech_session`)."""
-    blocks = cfg.get("blocks") if isinstance(cfg, dict) else None
-    return isinstance(blocks, list) and any(isinstance(b, dict) and b.get("task") == "speech" for b in blocks)
-
-
 def _link(link: Any) -> dict:
     """``session.loop.link`` checked: the ``raw_link`` node's codec, error bound and resync interval."""
     from cortexlink.core.yamlfile import brief
@@ -146,10 +140,10 @@ def load_session(source: str | Path | dict | None = None) -> dict:
     from cortexlink.tasks.cursor import CursorEffector
     from cortexlink.tasks.schedule import check_blocks
 
-    raw = _read(source)
-    if _is_speech(raw) or (isinstance(raw, dict) and raw.get("task") == "speech"):
-        from cortexlink.runtime.speech_session import load_speech_session
+    from cortexlink.runtime.speech_session import is_speech_session, load_speech_session
 
+    raw = _read(source)
+    if is_speech_session(raw):
         return load_speech_session(raw)               # a speech (brain-to-text) session
     cfg = _mapping("(top level)", raw, _TOP_KEYS)
     name = cfg.get("name", "session")

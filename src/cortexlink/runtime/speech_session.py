@@ -67,10 +67,13 @@ _SENT = {"path", "n_test", "split_seed"}
 
 
 def is_speech_session(cfg: Any) -> bool:
-    """True for a session dict whose blocks run the speech task."""
-    blocks = cfg.get("blocks") if isinstance(cfg, dict) else None
-    return cfg.get("task") == "speech" if isinstance(cfg, dict) and "task" in cfg else (
-        isinstance(blocks, list) and any(isinstance(b, dict) and b.get("task") == "speech" for b in blocks))
+    """True for a session dict that says ``task: speech`` or whose blocks run the speech task."""
+    if not isinstance(cfg, dict):
+        return False
+    if "task" in cfg:
+        return cfg["task"] == "speech"
+    blocks = cfg.get("blocks")
+    return isinstance(blocks, list) and any(isinstance(b, dict) and b.get("task") == "speech" for b in blocks)
 
 
 def _mapping(path: str, v: Any, allowed: set[str]) -> dict:

@@ -129,7 +129,7 @@ class SpeechOperatorMixin:
         self.emit("events", {"kind": "speech_trial_aborted", "trial": cur.trial, "sentence": cur.sentence,
                              "bin": b, "reason": "estop"}, sample=sample, t_enter_ns=t_enter)
         self.n_aborted += 1
-        self._done_bins.discard(cur.trial)
+        self._done_trials.discard(cur.trial)
         # the block goes on with its next sentence after the release, after a rest of one inter-trial interval
         blk.abort()
 

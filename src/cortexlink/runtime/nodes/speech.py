@@ -114,7 +114,8 @@ class SpeechTaskNode(SpeechOperatorMixin, Node):
         self.results: list[dict] = []
         self.trials: list[Any] = []
         self.n_repeated = 0
-        self._done_bins: set[int] = set()
+        self._done_trials: set[int] = set()        # trials whose participant reported the sentence done
+        self._taken: set[str] = set()              # sentences given to a block so far
         self._op_setup()
 
     # -- schedule -----------------------------------------------------------------------------
@@ -128,7 +129,8 @@ class SpeechTaskNode(SpeechOperatorMixin, Node):
                 self._pos[split] = 0                        # calibration repeats the training sentences
             if self._pos[split] < len(pool):
                 s = pool[self._pos[split]]
-                self.n_repeated += int(any(t.sentence == s for t in self.trials))
+                self.n_repeated += int(s in self._taken)
+                self._taken.add(s)
                 out.append(s)
                 self._pos[split] += 1
         return out
@@ -175,7 +177,7 @@ class SpeechTaskNode(SpeechOperatorMixin, Node):
         self._op_commands(inbox)
         for m in inbox.get("participant", ()):
             if m.payload.done:
-                self._done_bins.add(int(m.payload.trial))
+                self._done_trials.add(int(m.payload.trial))
         for m in inbox.get("text", ()):                   # a step may bring only commands or the participant
             self._bin(m)
 
@@ -201,7 +203,7 @@ class SpeechTaskNode(SpeechOperatorMixin, Node):
         cue = SpeechCue(b + 1, block=None if self.block is None else self.block.name)
         if self.block is not None:
             trial = self.block.current.trial if self.block.current is not None else -1
-            done = trial in self._done_bins
+            done = trial in self._done_trials
             c, transitions = self.block.step(b, done)
             for kind, r in transitions:
                 self._transition(kind, r, b, sample, t_enter)
@@ -228,7 +230,7 @@ class SpeechTaskNode(SpeechOperatorMixin, Node):
         elif kind == "go":
             self.emit("events", {"kind": "speech_go", "trial": r.trial, "bin": b + 1}, sample=sample, t_enter_ns=t_enter)
         elif kind == "end":
-            self._done_bins.discard(r.trial)
+            self._done_trials.discard(r.trial)
             self.emit("control", SpeechControl("trial_end", r.trial, r.sentence, r.block, r.train, (), b),
                       sample=sample, t_enter_ns=t_enter)
             self.emit("events", {"kind": "speech_trial_end", "trial": r.trial, "bin": b,
