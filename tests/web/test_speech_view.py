@@ -171,8 +171,10 @@ def test_the_page_shows_the_prompt_and_the_decoded_text(tmp_path, artifact_dir):
             wait.until(lambda d: d.find_element(By.ID, "speech-prompt").text in SENTENCES)
             wait.until(lambda d: d.find_element(By.ID, "speech-cue").text == "GO")
             d.save_screenshot(str(artifact_dir / "web_ui_speech_prompt.png"))
-            shown, sent = _js(d, "[document.getElementById('speech-prompt').textContent, cl.fast.speech.sentence]")
-            assert shown == sent or not sent                  # the prompt on the page is the task's (or the trial ended)
+            # the prompt on the page is the task's (or the trial ended): the page renders the snapshot it
+            # holds on its next frame, so wait for that rather than compare one instant
+            wait.until(lambda d: _js(d, "(s => !s || document.getElementById('speech-prompt').textContent === s)"
+                                        "(cl.fast.speech.sentence)"))
             # the evaluation block: the text as it forms, then the final sentence beside its reference
             d.execute_script("cl.seenText = []; setInterval(() => { const t = document.getElementById('speech-text')"
                              ".textContent; if (t && cl.seenText[cl.seenText.length - 1] !== t) cl.seenText.push(t); }, 20);")
