@@ -20,10 +20,11 @@ ALLOWED = {
     "tasks": {"core"},
     "io": {"core", "dsp", "decoders", "codec"},
     "quality": {"core", "dsp", "decoders", "io"},
-    "runtime": {"core", "codec", "dsp", "decoders", "sim", "tasks", "io"},
-    "bench": {"core", "codec", "dsp", "decoders", "sim", "tasks", "io", "quality", "runtime", "web"},
-    "web": {"core", "dsp", "decoders", "sim", "tasks", "io", "runtime"},
-    "cli": {"core", "codec", "dsp", "decoders", "sim", "tasks", "io", "quality", "runtime", "bench", "web"},
+    "runtime": {"core", "stim", "codec", "dsp", "decoders", "sim", "tasks", "io"},
+    "stim": {"core"},
+    "bench": {"core", "stim", "codec", "dsp", "decoders", "sim", "tasks", "io", "quality", "runtime", "web"},
+    "web": {"core", "stim", "dsp", "decoders", "sim", "tasks", "io", "runtime"},
+    "cli": {"core", "stim", "codec", "dsp", "decoders", "sim", "tasks", "io", "quality", "runtime", "bench", "web"},
 }
 #: Known exceptions, each with the reason it is still there (remove the entry with the reason).
 LAYER_EXCEPTIONS: set[tuple[str, str]] = set()

@@ -1,0 +1,61 @@
+"""The pulse record shared by stimulation, the simulator and artefact removal.
+
+One stimulation pulse is one row of a structured array of dtype :data:`PULSE_DTYPE` (units in the
+field names; see :mod:`cortexlink.stim.model` for the model built on it). It lives in ``core`` so
+that the simulator (which renders stimulation artefacts) and the DSP (which blanks them) can take
+pulses without importing the stimulation layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cortexlink.core.errors import ValidationError
+
+__all__ = ["PULSE_DTYPE", "empty_pulses", "as_pulses", "pulse_end_s"]
+
+PULSE_DTYPE = np.dtype([
+    ("electrode", "<i4"),       # electrode id (the recording channel it sits on)
+    ("time_s", "<f8"),          # onset of the first phase, session clock (s)
+    ("amplitude_ua", "<f8"),    # first-phase amplitude (µA, > 0)
+    ("width_us", "<f8"),        # first-phase width (µs)
+    ("gap_us", "<f8"),          # interphase gap (µs)
+    ("amplitude2_ua", "<f8"),   # second-phase amplitude (µA, > 0)
+    ("width2_us", "<f8"),       # second-phase width (µs)
+    ("cathodic_first", "?"),    # True: cathodic phase first (the usual choice for ICMS)
+])
+
+
+def empty_pulses(n: int = 0) -> np.ndarray:
+    """A zero-filled pulse array of length ``n`` (dtype :data:`PULSE_DTYPE`)."""
+    return np.zeros(int(n), PULSE_DTYPE)
+
+
+def as_pulses(pulses: Any, *, where: str = "pulses") -> np.ndarray:
+    """Return ``pulses`` as a 1-D C-contiguous array of dtype :data:`PULSE_DTYPE` (a copy).
+
+    Accepts an array of that dtype, or any structured array with the same field names. Values
+    are not judged (see the module docstring).
+
+    Raises
+    ------
+    ValidationError
+        If ``pulses`` is not a structured array with exactly the pulse fields, or is not 1-D.
+    """
+    arr = np.asarray(pulses)
+    if arr.dtype.names is None or set(arr.dtype.names) != set(PULSE_DTYPE.names):
+        raise ValidationError(f"{where} must be a structured array with fields {list(PULSE_DTYPE.names)}; "
+                              f"got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValidationError(f"{where} must be 1-D; got shape {arr.shape}")
+    out = np.empty(arr.shape[0], PULSE_DTYPE)
+    for name in PULSE_DTYPE.names:
+        out[name] = arr[name]
+    return out
+
+
+def pulse_end_s(pulses: np.ndarray) -> np.ndarray:
+    """End of each pulse's second phase on the session clock (s)."""
+    return pulses["time_s"] + (pulses["width_us"] + pulses["gap_us"] + pulses["width2_us"]) * 1e-6
