@@ -171,6 +171,8 @@ def test_bad_input():
     enc = TouchEncoder()
     with pytest.raises(ValidationError, match=r"forces must have shape \(5,\) or \(n_samples, 5\)"):
         enc.step(np.zeros(4), 0.0, DT)
+    with pytest.raises(ValidationError, match="forces must be numbers"):
+        enc.step("heavy", 0.0, DT)
     with pytest.raises(ValidationError, match="forces must be finite"):
         enc.step([0, 0, np.nan, 0, 0], 0.0, DT)
     with pytest.raises(ValidationError, match="dt_s must be a finite number > 0"):

@@ -331,6 +331,9 @@ class CISEncoder:
         previous block ended restarts the frame clock there (filter state is kept) and counts
         in ``n_reanchors``.
 
+        ``audio_block`` is mono, full scale ±1: integer PCM must be scaled first (:func:`read_wav
+        <cortexlink.stim.audio.read_wav>` does), it is not rescaled here.
+
         Raises
         ------
         ValidationError

@@ -225,7 +225,11 @@ class TouchEncoder:
 
     def _check(self, forces: Any, dt_s: Any) -> tuple[np.ndarray, float]:
         n = self.config.n_sensors
-        f = np.asarray(forces, float) if not isinstance(forces, str) else np.asarray([np.nan])
+        try:
+            f = np.asarray(forces, float)
+        except (TypeError, ValueError):
+            raise ValidationError(f"forces must be numbers (N), shape ({n},) or (n_samples, {n}); "
+                                  f"got {type(forces).__name__}") from None
         if f.ndim == 1 and f.shape[0] == n:
             f = f[None, :]
         if f.ndim != 2 or f.shape[1] != n:
