@@ -136,6 +136,27 @@ class ImplantConfig(ConfigMixin):
     day_turnover : float
         Fraction of units replaced per day (0 to 1): a replaced unit gets a new waveform, SNR,
         baseline and tuning (velocity, click and speech) on the same channel.
+    stim_artifact_uv_per_ua : float
+        Stimulation artefact (see :meth:`SimulatedImplant.stimulate` and
+        :mod:`cortexlink.sim.stim_artifacts`): voltage seen during a pulse phase on the stimulating
+        electrode's own channel, in µV per µA of phase amplitude (0 to 1e4; 0 = no artefact).
+    stim_falloff_um : float
+        Spatial falloff of the artefact: a channel at distance ``d`` from the stimulating electrode
+        sees ``stim_falloff_um / (stim_falloff_um + d)`` of it (a point source's ~1/r far away).
+    stim_saturation_uv : float
+        A channel whose phase voltage exceeds this (µV) saturates: it sits at the int16 rail for
+        the pulse and ``stim_dead_time_ms`` after it, then recovers from the rail. The default,
+        5 mV, is the input range of Intan RHD-class amplifiers.
+    stim_dead_time_ms : float
+        Time a saturated channel stays at the rail after the pulse's end (0 to 10 ms).
+    stim_recovery_tau_ms : float
+        Median time constant of the exponential recovery to baseline after a pulse (0.05 to 20 ms).
+    stim_residual_fraction : float
+        Voltage left at the pulse's end on a channel that did not saturate, as a fraction of its
+        second-phase voltage (0 to 1); it then decays with the recovery time constant.
+    stim_spread : float
+        Log-normal sigma of the per-channel artefact gain and recovery time constant (0 to 1),
+        drawn from the seed.
     """
 
     n_channels: int = 1024
@@ -177,6 +198,13 @@ class ImplantConfig(ConfigMixin):
     day: int = 0
     day_drift: float = 0.25
     day_turnover: float = 0.08
+    stim_artifact_uv_per_ua: float = 100.0
+    stim_falloff_um: float = 100.0
+    stim_saturation_uv: float = 5000.0
+    stim_dead_time_ms: float = 0.1
+    stim_recovery_tau_ms: float = 0.5
+    stim_residual_fraction: float = 0.05
+    stim_spread: float = 0.1
 
     def __post_init__(self) -> None:
         s = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
@@ -239,6 +267,13 @@ class ImplantConfig(ConfigMixin):
         s("day", _check_int_range("day", self.day, 0, 10000))
         s("day_drift", check_range("day_drift", self.day_drift, 0.0, 2.0))
         s("day_turnover", check_range("day_turnover", self.day_turnover, 0.0, 1.0))
+        s("stim_artifact_uv_per_ua", check_range("stim_artifact_uv_per_ua", self.stim_artifact_uv_per_ua, 0.0, 1e4))
+        s("stim_falloff_um", check_range("stim_falloff_um", self.stim_falloff_um, 1.0, 1e5))
+        s("stim_saturation_uv", check_range("stim_saturation_uv", self.stim_saturation_uv, 1.0, 1e6))
+        s("stim_dead_time_ms", check_range("stim_dead_time_ms", self.stim_dead_time_ms, 0.0, 10.0))
+        s("stim_recovery_tau_ms", check_range("stim_recovery_tau_ms", self.stim_recovery_tau_ms, 0.05, 20.0))
+        s("stim_residual_fraction", check_range("stim_residual_fraction", self.stim_residual_fraction, 0.0, 1.0))
+        s("stim_spread", check_range("stim_spread", self.stim_spread, 0.0, 1.0))
 
     @property
     def block_size_samples(self) -> int:

@@ -14,6 +14,9 @@ Signal model (per channel, in µV, then int16 counts via ``ChannelMap.gain_uv``)
   generated at ~1 kHz and linearly interpolated.
 * **Line noise** (50/60 Hz), **artefacts** (brief transients on nearly all channels),
   **dead** channels (near-zero) and **saturating** channels (offset near a rail, x20 gain).
+* **Stimulation artefacts** of the pulses given to :meth:`SimulatedImplant.stimulate` (phases,
+  saturation at the rails, exponential recovery; :mod:`cortexlink.sim.stim_artifacts`), delivered
+  pulses in :attr:`SimulatedImplant.stimulation_log`.
 
 Firing: ``rate = baseline * drift + depth * (v . pd) + click_depth * click + speech_depth * (w . a)``,
 clipped to ``[0, max_rate_hz]``, constant within an internal block; spikes follow an inhomogeneous
@@ -55,6 +58,7 @@ from cortexlink.sim._implant_blocks import _BlockGenerator
 from cortexlink.sim._implant_structure import SPIKE_BAND_HZ, _PINK_K, _PINK_P, _STREAM_STATE, _ImplantStructure
 from cortexlink.sim.config import PRESETS, ImplantConfig
 from cortexlink.sim.ground_truth import GroundTruth, _Growing
+from cortexlink.sim.stim_artifacts import _StimArtifacts
 
 __all__ = ["SimulatedImplant", "GroundTruth", "SPIKE_BAND_HZ"]
 
@@ -63,7 +67,7 @@ logger = logging.getLogger(__name__)
 IntentFn = Callable[[int], Any]
 
 
-class SimulatedImplant(_ImplantStructure, _BlockGenerator):
+class SimulatedImplant(_ImplantStructure, _BlockGenerator, _StimArtifacts):
     """Seeded synthetic high-channel-count implant producing int16 :class:`~cortexlink.Chunk` s.
 
     Parameters
@@ -109,6 +113,7 @@ class SimulatedImplant(_ImplantStructure, _BlockGenerator):
         self._cfg = config
         self._intent_fn = intent_fn
         self._build_static()
+        self._build_stim()
         self.reset()
         logger.debug("SimulatedImplant: %d channels, %d units, block %d samples, seed %d",
                      self.n_channels, self.n_units, self._B, config.seed)
@@ -131,7 +136,7 @@ class SimulatedImplant(_ImplantStructure, _BlockGenerator):
         """Return to sample 0 with the initial state: the same seed gives the same output again.
 
         Also clears any intent set with :meth:`set_intent`, the articulators of
-        :meth:`set_articulators`, and the ground truth.
+        :meth:`set_articulators`, the ground truth, pending stimulation and the stimulation log.
         """
         cfg, C, U = self._cfg, self.n_channels, self.n_units
         rng = np.random.default_rng([cfg.seed, _STREAM_STATE])
@@ -175,6 +180,7 @@ class SimulatedImplant(_ImplantStructure, _BlockGenerator):
         self._gt_int = _Growing(np.float64, 3)
         self._gt_art = _Growing(np.int64)
         self._gt_art_amp = _Growing(np.float64)
+        self._reset_stim()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -335,6 +341,7 @@ class SimulatedImplant(_ImplantStructure, _BlockGenerator):
             out[filled:filled + take] = self._blk[self._blk_pos:self._blk_pos + take]
             self._blk_pos += take
             filled += take
+        self._render_stim(out, self._pos)
         chunk = Chunk(out, self._cfg.fs_hz, start_sample=self._pos, host_time_ns=time.monotonic_ns(),
                       seq=self._seq)
         self._pos += n

@@ -1,0 +1,228 @@
+"""Stimulation artefacts of a :class:`~cortexlink.sim.SimulatedImplant` (issue 18 §3).
+
+:meth:`SimulatedImplant.stimulate <_StimArtifacts.stimulate>` takes pulses (rows of
+:data:`cortexlink.core.pulses.PULSE_DTYPE`, times on the implant clock: sample =
+``round(time_s * fs_hz)``; ``electrode`` is the channel the stimulating electrode sits on) and
+every later :meth:`~cortexlink.sim.SimulatedImplant.read` adds their artefacts to the samples it
+returns.
+
+Model, per pulse and channel ``c`` (µV; parameters are fields of
+:class:`~cortexlink.sim.ImplantConfig`):
+
+* **gain** ``g_c = stim_artifact_uv_per_ua * r0 / (r0 + d_c) * j_c`` with ``d_c`` the distance
+  (channel map, µm) from channel ``c`` to the stimulating electrode, ``r0 = stim_falloff_um`` and
+  ``j_c`` a per-channel factor (log-normal, sigma ``stim_spread``, seeded); dead channels see
+  nothing;
+* **phases**: ``-g_c * amplitude_ua`` during the first phase of a cathodic-first pulse (the
+  voltage at a cathode is negative; sign flipped for anodic-first), nothing during the
+  interphase gap, ``+g_c * amplitude2_ua`` during the second phase;
+* **saturation**: a channel whose phase voltage reaches ``stim_saturation_uv`` sits at the int16
+  rail (of the phase's sign) for the whole pulse and ``stim_dead_time_ms`` after it, then
+  recovers from the rail: ``rail * exp(-t / tau_c)`` is added to the signal (clipped at the
+  rails), so it leaves the rail and settles back on the baseline;
+* **recovery** of channels that did not saturate: ``stim_residual_fraction`` of the second-phase
+  voltage is left at the pulse's end and decays as ``exp(-t / tau_c)``; ``tau_c`` is
+  ``stim_recovery_tau_ms`` times a per-channel log-normal factor (sigma ``stim_spread``).
+
+Artefacts of overlapping pulses add; a later pulse's rail hold wins over an earlier one's. Each
+artefact is cut off ``12 * max(tau_c)`` after its recovery starts (below a tenth of a count).
+
+The defaults are choices of the order reported for intracortical microstimulation recorded on the
+same or a nearby array (e.g. Weiss et al., J. Neural Eng. 2019, human bidirectional BCI; amplifier
+fast-settle/recovery figures of Intan RHS-class headstages), not fits: millivolt artefacts that
+drive channels next to the stimulating electrode into the rails, hundreds of µV on channels a few
+hundred µm away, and recovery within about 0.5-2 ms of the pulse's end.
+
+Determinism: an artefact is a function of the sample index and the pulses given, applied to the
+int16 output as it is read, so the output does not depend on the chunk sizes used to read it.
+A pulse whose artefact lies wholly in samples already read is **counted as late**
+(:attr:`~_StimArtifacts.n_late_pulses`) and dropped -- not raised, since a late command is a
+run-time fault of a closed loop, not a programming error; a pulse partly in the past renders the
+part not yet read and is logged in :attr:`~_StimArtifacts.stimulation_log`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from cortexlink.core.errors import ValidationError
+from cortexlink.core.pulses import PULSE_DTYPE, as_pulses
+from cortexlink.sim.ground_truth import _Growing
+
+__all__: list[str] = []
+
+logger = logging.getLogger(__name__)
+
+#: random stream of the per-channel artefact gains and time constants (implant streams are 0-5)
+_STREAM_STIM = 6
+_TAIL_TAUS = 12.0
+_RAIL_HI, _RAIL_LO = 32767, -32768
+
+
+class _StimArtifacts:
+    """The stimulation part of :class:`~cortexlink.sim.SimulatedImplant`: ``stimulate``,
+    ``stimulation_log``, ``n_late_pulses`` and the rendering called by ``read``."""
+
+    def _build_stim(self) -> None:
+        cfg = self._cfg
+        C, fs = cfg.n_channels, cfg.fs_hz
+        rng = np.random.default_rng([cfg.seed, _STREAM_STIM])
+        jit = np.exp(cfg.stim_spread * rng.standard_normal(C))
+        tau_ms = cfg.stim_recovery_tau_ms * np.exp(cfg.stim_spread * rng.standard_normal(C))
+        connected = np.ones(C)
+        connected[self._dead] = 0.0
+        self._stim_jit = jit * connected
+        self._stim_tau_samples = tau_ms * 1e-3 * fs
+        self._stim_dead_n = int(round(cfg.stim_dead_time_ms * 1e-3 * fs))
+        self._stim_tail_n = int(math.ceil(_TAIL_TAUS * float(self._stim_tau_samples.max())))
+        self._stim_full_uv = 32767.0 * cfg.gain_uv
+
+    def _reset_stim(self) -> None:
+        # pending pulses: the record plus its sample boundaries (k0, k1, kg, k2, k_last)
+        self._stim_pend = np.zeros(0, PULSE_DTYPE)
+        self._stim_bounds = np.zeros((0, 5), np.int64)
+        self._stim_log = _Growing(PULSE_DTYPE)
+        self._stim_late = 0
+
+    # ------------------------------------------------------------------ public
+    @property
+    def stimulation_log(self) -> np.ndarray:
+        """Read-only pulse array (:data:`~cortexlink.core.pulses.PULSE_DTYPE`) of every pulse
+        accepted by :meth:`stimulate` since :meth:`reset`, sorted by ``time_s`` (late pulses,
+        dropped, are not in it: see :attr:`n_late_pulses`)."""
+        log = self._stim_log.view()
+        out = log[np.argsort(log["time_s"], kind="stable")]
+        out.flags.writeable = False
+        return out
+
+    @property
+    def n_late_pulses(self) -> int:
+        """Pulses given to :meth:`stimulate` whose whole artefact lay in samples already read
+        (dropped, not rendered, not logged) since :meth:`reset`."""
+        return self._stim_late
+
+    def stimulate(self, pulses: Any) -> int:
+        """Deliver stimulation pulses: their artefacts appear in the samples read from now on.
+
+        Parameters
+        ----------
+        pulses : ndarray of :data:`~cortexlink.core.pulses.PULSE_DTYPE`
+            Pulses with ``time_s`` on the implant clock (sample ``round(time_s * fs_hz)``),
+            ``electrode`` a channel index in ``[0, n_channels)``, amplitudes >= 0, widths > 0 and
+            gaps >= 0, all finite. See :mod:`cortexlink.sim.stim_artifacts` for the model.
+
+        Returns
+        -------
+        int
+            Pulses accepted. A pulse whose artefact ends before :attr:`sample_index` is late:
+            counted in :attr:`n_late_pulses` and dropped. A pulse partly in the past renders the
+            samples not yet read.
+
+        Raises
+        ------
+        ValidationError
+            If ``pulses`` is not a pulse array or a value is out of range (nothing is delivered).
+        """
+        p = as_pulses(pulses, where="pulses")
+        if p.size == 0:
+            return 0
+        C = self.n_channels
+        bad = (p["electrode"] < 0) | (p["electrode"] >= C)
+        if bad.any():
+            raise ValidationError(f"pulses: electrode must be a channel index in [0, {C}); got "
+                                  f"{p['electrode'][bad][:5].tolist()}")
+        for name, lo, strict in (("time_s", 0.0, False), ("amplitude_ua", 0.0, False),
+                                 ("amplitude2_ua", 0.0, False), ("width_us", 0.0, True),
+                                 ("width2_us", 0.0, True), ("gap_us", 0.0, False)):
+            v = p[name]
+            bad = ~np.isfinite(v) | ((v <= lo) if strict else (v < lo))
+            if bad.any():
+                rule = f"> {lo:g}" if strict else f">= {lo:g}"
+                raise ValidationError(f"pulses: {name} must be finite and {rule}; got {v[bad][:5].tolist()}")
+        b = self._stim_sample_bounds(p)
+        late = b[:, 4] < self._pos
+        n_late = int(late.sum())
+        if n_late:
+            self._stim_late += n_late
+            logger.warning("stimulate: %d pulse(s) late (artefact wholly before sample %d), dropped; "
+                           "%d late so far", n_late, self._pos, self._stim_late)
+            p, b = p[~late], b[~late]
+        if p.size:
+            self._stim_log.append(p)
+            pend = np.concatenate([self._stim_pend, p])
+            bounds = np.concatenate([self._stim_bounds, b])
+            order = np.argsort(bounds[:, 0], kind="stable")
+            self._stim_pend, self._stim_bounds = pend[order], bounds[order]
+        return int(p.size)
+
+    # ------------------------------------------------------------------ rendering
+    def _stim_sample_bounds(self, p: np.ndarray) -> np.ndarray:
+        """(n, 5) int64: first sample, end of phase 1, start of phase 2, end of the pulse (all
+        exclusive ends), and the last sample its artefact touches."""
+        fs = self._cfg.fs_hz
+        k0 = np.round(p["time_s"] * fs).astype(np.int64)
+        k1 = k0 + np.maximum(1, np.round(p["width_us"] * 1e-6 * fs).astype(np.int64))
+        kg = k1 + np.round(p["gap_us"] * 1e-6 * fs).astype(np.int64)
+        k2 = kg + np.maximum(1, np.round(p["width2_us"] * 1e-6 * fs).astype(np.int64))
+        last = k2 + self._stim_dead_n + self._stim_tail_n
+        return np.stack([k0, k1, kg, k2, last], axis=1)
+
+    def _render_stim(self, out: np.ndarray, s0: int) -> None:
+        """Add the artefacts of pending pulses to ``out`` (int16 counts of samples ``s0..``)."""
+        if self._stim_pend.size == 0:
+            return
+        n = out.shape[0]
+        s1 = s0 + n
+        bounds = self._stim_bounds
+        hit = np.flatnonzero((bounds[:, 0] < s1) & (bounds[:, 4] >= s0))
+        if hit.size:
+            cfg = self._cfg
+            pos = self._map.positions_um
+            V = np.zeros(out.shape, np.float64)
+            rail = np.zeros(out.shape, np.int8)
+            t = np.arange(s0, s1)
+            for i in hit:
+                p = self._stim_pend[i]
+                k0, k1, kg, k2, _ = (int(x) for x in bounds[i])
+                d = np.linalg.norm(pos - pos[int(p["electrode"])], axis=1)
+                g = cfg.stim_artifact_uv_per_ua * cfg.stim_falloff_um / (cfg.stim_falloff_um + d) * self._stim_jit
+                pol = 1.0 if p["cathodic_first"] else -1.0
+                L1 = -pol * g * float(p["amplitude_ua"])
+                L2 = pol * g * float(p["amplitude2_ua"])
+                sat = np.maximum(np.abs(L1), np.abs(L2)) >= cfg.stim_saturation_uv
+                lin = ~sat
+                # phases (linear on channels that do not saturate)
+                for a, b, level in ((k0, k1, L1), (kg, k2, L2)):
+                    lo, hi = max(a, s0) - s0, min(b, s1) - s0
+                    if hi > lo:
+                        V[lo:hi, lin] += level[lin]
+                        r1 = np.sign(level[sat]).astype(np.int8)
+                        rail[lo:hi, sat] = r1
+                # gap and dead time of saturated channels: at the rail of the second phase
+                if sat.any():
+                    for a, b in ((k1, kg), (k2, k2 + self._stim_dead_n)):
+                        lo, hi = max(a, s0) - s0, min(b, s1) - s0
+                        if hi > lo:
+                            rail[lo:hi, sat] = np.sign(L2[sat]).astype(np.int8)
+                # recovery tails
+                t_rec = np.where(sat, k2 + self._stim_dead_n, k2)
+                start = np.where(sat, np.sign(L2) * self._stim_full_uv, cfg.stim_residual_fraction * L2)
+                lo = max(int(t_rec.min()), s0) - s0
+                if lo < n:
+                    dt = (t[lo:, None] - t_rec[None, :]).astype(np.float64)
+                    tail = start[None, :] * np.exp(-np.maximum(dt, 0.0) / self._stim_tau_samples[None, :])
+                    tail[(dt < 0) | (dt > self._stim_tail_n)] = 0.0
+                    V[lo:] += tail
+            x = np.rint(out + V / cfg.gain_uv)
+            np.clip(x, _RAIL_LO, _RAIL_HI, out=x)
+            x[rail > 0] = _RAIL_HI
+            x[rail < 0] = _RAIL_LO
+            out[:] = x.astype(np.int16)
+        # forget pulses whose artefact is over
+        done = bounds[:, 4] < s1
+        if done.any():
+            self._stim_pend, self._stim_bounds = self._stim_pend[~done], bounds[~done]
