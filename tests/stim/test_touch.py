@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cortexlink.core.errors import ConfigError, ValidationError
-from cortexlink.stim.model import StimPlan
+from cortexlink.stim.model import StimPlan, pulse_end_s
 from cortexlink.stim.touch import SimulatedHand, TouchConfig, TouchEncoder, cursor_contact_forces
 
 DT = 0.001
@@ -91,8 +91,11 @@ def test_stream_equals_offline_and_rate_continuous(block):
         np.testing.assert_allclose(got[name], whole[name], rtol=1e-9)
     np.testing.assert_allclose(got["time_s"], whole["time_s"], atol=1e-9)
     assert [p.seq for p in plans] == list(range(len(plans)))
-    for p in plans:
-        assert np.all((p.pulses["time_s"] >= p.t_start_s - 1e-12) & (p.pulses["time_s"] < p.t_end_s))
+    pulse_s = (2 * 200.0 + 50.0) * 1e-6
+    for i, p in enumerate(plans):
+        block_end = p.t_start_s + min(block, f.shape[0] - i * block) * dt
+        assert np.all((p.pulses["time_s"] >= p.t_start_s) & (p.pulses["time_s"] < block_end))
+        assert np.all(pulse_end_s(p.pulses) <= p.t_end_s) and block_end - 1e-12 <= p.t_end_s < block_end + pulse_s
 
 
 def test_constant_train_keeps_its_rate_across_20ms_bins():
@@ -181,3 +184,23 @@ def test_bad_input():
         enc.step(np.zeros(5), None, DT)
     with pytest.raises(ConfigError, match="TouchEncoder config must be a TouchConfig"):
         TouchEncoder(object())
+
+
+def test_grasp_plans_pass_the_default_interlock():
+    """A simulated grasp in 20 ms bins: every pulse fits the default ICMS limits and its window."""
+    from cortexlink.stim.interlock import SafetyInterlock
+    from cortexlink.stim.limits import SafetyLimits
+
+    lock = SafetyInterlock(SafetyLimits.default(64))
+    hand = SimulatedHand()
+    dt = 0.02
+    t = np.arange(0.0, hand.duration_s + 0.2, dt)
+    enc = TouchEncoder()
+    total = approved = 0
+    for f, t_i in zip(hand.forces(t), t):
+        plan = enc.step(f, t_i, dt)
+        d = lock.review(plan, t_i)
+        total += len(plan)
+        approved += d.n_approved
+        assert d.reasons == {}
+    assert approved == total > 300

@@ -20,9 +20,11 @@ Choices made here (each is a documented convention, not a hidden one):
   frame start); n-of-m picks the ``n_of_m`` largest envelopes of that frame.
 * A channel whose envelope is below the base level gives **no pulse** in that frame (not a
   threshold-level pulse): silence means no stimulation.
-* A pulse belongs to the block whose audio sample contains its onset, so the plan of a block
-  covers ``[t_start_s, t_start_s + len / fs_hz)`` and concatenated streaming plans equal the
-  offline :meth:`CISEncoder.encode` exactly, whatever the block size.
+* A pulse belongs to the block whose audio sample contains its onset, so concatenated streaming
+  plans equal the offline :meth:`CISEncoder.encode` exactly, whatever the block size. The plan
+  of a block covers ``[t_start_s, t_start_s + len / fs_hz)``, extended to the end of its last
+  pulse when that pulse runs past the block (by less than one pulse, 2 · width + gap), because
+  the interlock accepts only pulses that lie whole inside their plan's window.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import numpy as np
 from scipy import signal
 
 from cortexlink.core.errors import ConfigError, ValidationError
-from cortexlink.stim.model import StimPlan, biphasic, empty_pulses
+from cortexlink.stim.model import StimPlan, biphasic, empty_pulses, pulse_end_s
 
 __all__ = ["CISConfig", "CISEncoder", "band_edges_hz", "greenwood_hz", "greenwood_position"]
 
@@ -326,7 +328,8 @@ class CISEncoder:
     def step(self, audio_block: Any, t_start_s: float) -> StimPlan:
         """Encode one audio block whose first sample is at ``t_start_s`` on the session clock.
 
-        The plan covers ``[t_start_s, t_start_s + len(audio_block) / fs_hz)``. Blocks are
+        The plan covers ``[t_start_s, t_start_s + len(audio_block) / fs_hz)``, or up to the end
+        of its last pulse if that one started in the block and ends after it. Blocks are
         expected back to back; a ``t_start_s`` more than half a sample away from where the
         previous block ended restarts the frame clock there (filter state is kept) and counts
         in ``n_reanchors``.
@@ -364,6 +367,12 @@ class CISEncoder:
         pulses = self._pulses(env, s0)
         self._hist = np.concatenate([self._hist, env], axis=1)[:, -self._n_hist:]
         self._n_seen = s0 + n
+        if pulses.size:
+            # onsets come from the stream's own clock (t0 + slot); where the caller's t_start_s is a
+            # rounding error later than a pulse on the block's first sample, the pulse moves onto it
+            pulses["time_s"] = np.maximum(pulses["time_s"], t_start)
+            # a pulse that starts in the block is delivered whole: the window covers it
+            t_end = max(t_end, float(pulse_end_s(pulses).max()))
         return StimPlan(pulses, t_start, t_end, self.source, plan_seq)
 
     def _pulses(self, env: np.ndarray, s0: int) -> np.ndarray:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from cortexlink.core.errors import ConfigError, ValidationError
-from cortexlink.stim.model import StimPlan, biphasic, empty_pulses
+from cortexlink.stim.model import StimPlan, biphasic, empty_pulses, pulse_end_s
 
 __all__ = ["TouchConfig", "TouchEncoder", "SimulatedHand", "cursor_contact_forces", "FINGERS"]
 
@@ -260,7 +260,9 @@ class TouchEncoder:
         Returns
         -------
         StimPlan
-            Over ``[t_start_s, t_start_s + n_samples · dt_s)``.
+            Over ``[t_start_s, t_start_s + n_samples · dt_s)``, extended to the end of the last
+            pulse if one that starts inside runs past it (by less than 2 · width + gap): the
+            interlock accepts only pulses that lie whole inside their plan's window.
 
         Raises
         ------
@@ -303,8 +305,11 @@ class TouchEncoder:
                 phase = 1.0 - max(0.0, wait - dt) * rate
             self._phase[s] = phase
         self.last_drive = drive[-1].copy()
-        return StimPlan(self._expand(np.asarray(times), np.asarray(amps), np.asarray(sensors, int)),
-                        t0, t0 + n_samples * dt, self.source, seq)
+        pulses = self._expand(np.asarray(times), np.asarray(amps), np.asarray(sensors, int))
+        t_end = t0 + n_samples * dt
+        if pulses.size:       # a pulse that starts in the window is delivered whole: the window covers it
+            t_end = max(t_end, float(pulse_end_s(pulses).max()))
+        return StimPlan(pulses, t0, t_end, self.source, seq)
 
     def _drive(self, f: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
         """Drive and activity per sample and sensor; advances the transient filters."""
