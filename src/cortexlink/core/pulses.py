@@ -14,7 +14,7 @@ import numpy as np
 
 from cortexlink.core.errors import ValidationError
 
-__all__ = ["PULSE_DTYPE", "empty_pulses", "as_pulses", "pulse_end_s"]
+__all__ = ["PULSE_DTYPE", "empty_pulses", "as_pulses", "pulse_end_s", "pulses_to_dict", "pulses_from_dict"]
 
 PULSE_DTYPE = np.dtype([
     ("electrode", "<i4"),       # electrode id (the recording channel it sits on)
@@ -59,3 +59,31 @@ def as_pulses(pulses: Any, *, where: str = "pulses") -> np.ndarray:
 def pulse_end_s(pulses: np.ndarray) -> np.ndarray:
     """End of each pulse's second phase on the session clock (s)."""
     return pulses["time_s"] + (pulses["width_us"] + pulses["gap_us"] + pulses["width2_us"]) * 1e-6
+
+
+def pulses_to_dict(pulses: np.ndarray) -> dict[str, np.ndarray]:
+    """Pulses as one plain numeric array per field (how they travel on the bus and into files)."""
+    p = np.asarray(pulses)
+    return {name: np.ascontiguousarray(p[name]).astype(np.uint8 if name == "cathodic_first" else p.dtype[name])
+            for name in PULSE_DTYPE.names}
+
+
+def pulses_from_dict(fields: dict[str, Any]) -> np.ndarray:
+    """Inverse of :func:`pulses_to_dict`.
+
+    Raises
+    ------
+    ValidationError
+        If a field is missing or the fields differ in length.
+    """
+    missing = [n for n in PULSE_DTYPE.names if n not in fields]
+    if missing:
+        raise ValidationError(f"pulse fields missing: {missing}")
+    cols = {n: np.asarray(fields[n]).ravel() for n in PULSE_DTYPE.names}
+    lengths = {len(c) for c in cols.values()}
+    if len(lengths) != 1:
+        raise ValidationError(f"pulse fields differ in length: { {n: len(c) for n, c in cols.items()} }")
+    out = np.empty(lengths.pop(), PULSE_DTYPE)
+    for n, c in cols.items():
+        out[n] = c.astype(bool) if n == "cathodic_first" else c
+    return out

@@ -37,6 +37,14 @@ MESSAGE_KINDS: dict[str, str] = {
                      "logprobs (n x 41), ready, step_us)",
     "speech_text": "word decoder -> speech task, UI: a core.speech_messages.SpeechText (bin, trial, text, final, "
                    "text_no_lm, finish_ms, n_best, ready)",
+    "stim_plan": "stimulation encoder -> interlock: a dict (source, seq, t_start_s, t_end_s and one array per "
+                 "pulse field of core.pulses.PULSE_DTYPE; see runtime.nodes.stim.plan_message)",
+    "stim_command": "interlock (host driver) -> stimulator: a dict (frame: uint8 array, one frame of the command "
+                    "format stim.command v1; now_s)",
+    "stim_pulses": "stimulator -> dsp, recorder, UI: the pulses delivered in a chunk (now_s and one array per "
+                   "pulse field)",
+    "stim_status": "interlock -> UI, recorder: a dict (now_s, estop, policy, limits_sha256, n_plans, n_pulses, "
+                   "n_approved, n_refused, n_clamped, reasons, last_refused)",
 }
 
 

@@ -81,6 +81,9 @@ BUILTIN_NODES: dict[str, str] = {
     "speaking_participant": "cortexlink.runtime.nodes.speech:SpeakingParticipantNode",
     "phoneme_decoder": "cortexlink.runtime.nodes.speech_decoders:PhonemeDecoderNode",
     "word_decoder": "cortexlink.runtime.nodes.speech_decoders:WordDecoderNode",
+    "touch_encoder": "cortexlink.runtime.nodes.stim:TouchEncoderNode",
+    "audio_encoder": "cortexlink.runtime.nodes.stim:AudioEncoderNode",
+    "stim_interlock": "cortexlink.runtime.nodes.stim:StimInterlockNode",
 }
 
 

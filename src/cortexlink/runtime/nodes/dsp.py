@@ -38,6 +38,12 @@ class DspNode(Node):
     full_rows : bool
         Also send, per bin, ``row``: every feature of every channel (float32, NaN where invalid),
         for a recorder that keeps the whole feature stream.
+    artifacts : dict
+        With the ``stim`` input connected (the pulses the stimulator delivered): keyword
+        arguments of :class:`~cortexlink.dsp.artifacts.StimArtifactRemover` (``mode``: ``blank``,
+        ``template`` or ``blank+template``; ``blank_pre_ms``, ``blank_post_ms``…), which cleans
+        every raw chunk before the extractor so that artefacts do not become threshold crossings.
+        ``mode: none`` leaves the artefacts in (for comparison).
 
     The extractor's parameters and every feature name are published under ``<name>/stream_features``
     at set-up (``dsp``: :meth:`~cortexlink.dsp.FeatureExtractor.get_params` without the channel
@@ -58,7 +64,9 @@ class DspNode(Node):
 
     kind = "dsp"
     INPUTS = {"raw": PortSpec(maxlen=256, policy="drop_oldest", required=True, message="chunk"),
-              "operator": PortSpec(maxlen=256, policy="drop_oldest", message="operator_command", doc="operator commands (recalibrate_noise)")}
+              "operator": PortSpec(maxlen=256, policy="drop_oldest", message="operator_command", doc="operator commands (recalibrate_noise)"),
+              "stim": PortSpec(maxlen=4096, policy="drop_oldest", message="stim_pulses",
+                               doc="pulses delivered by the stimulator: their artefacts are removed before extraction")}
     OUTPUTS = {"features": "features"}
     PARAMS = {
         "extractor": Param("dict", {}),
@@ -66,6 +74,7 @@ class DspNode(Node):
         "exclude_bad": Param("bool", True),
         "raster": Param("int", 0, lo=0),
         "full_rows": Param("bool", False),
+        "artifacts": Param("dict", {"mode": "blank"}),
     }
 
     @classmethod
@@ -123,6 +132,15 @@ class DspNode(Node):
             "dsp": {k: v for k, v in self.fx.get_params().items() if k != "channel_map"},
             "names": list(names), "bin_width_samples": int(self.W), "fs_hz": float(self.fx.fs_hz),
             "kinds": list(self.kinds), "raster_channels": len(tx)})
+        self.remover = None
+        art = dict(self.params["artifacts"])
+        if "stim" in self.subs and art.get("mode", "blank") != "none":
+            from cortexlink.dsp.artifacts import StimArtifactRemover
+
+            try:
+                self.remover = StimArtifactRemover(n, info["fs_hz"], **art)
+            except (ConfigError, TypeError) as exc:
+                raise ConfigError(f"nodes.{self.name}.params.artifacts is invalid: {exc}") from exc
         self._cal_obj = None
         self._noise_version = 0
         self._armed_at: int | None = None              # where the calibration in progress began (None: at the start)
@@ -181,8 +199,14 @@ class DspNode(Node):
         deadline = self.ctx.deadline_ns
         for m in inbox.get("operator", ()):
             self._operator(m.payload)
+        if self.remover is not None:
+            from cortexlink.core.pulses import pulses_from_dict
+
+            for m in inbox.get("stim", ()):
+                self.remover.schedule(pulses_from_dict(m.payload))
         for m in inbox.get("raw", ()):
-            bf = self.fx.step(m.payload)
+            chunk = m.payload if self.remover is None else self.remover.step(m.payload)
+            bf = self.fx.step(chunk)
             self._next_sample = m.payload.end_sample
             if self.cols is None and self.fx.is_calibrated:
                 self._fix_columns()
@@ -211,5 +235,9 @@ class DspNode(Node):
                     self.n_missed += 1
 
     def summary(self) -> dict:
+        art = None if self.remover is None else {"mode": self.remover.mode,
+                                                 "blanked_samples": int(self.remover.n_blanked_samples_),
+                                                 "late_pulses": int(self.remover.n_late_pulses_)}
         return {"n_features": len(self.names), "n_bins": self.g, "chunk_latency": self.chunk_stats.summary(),
+                "artifacts": art,
                 "fx": dict(self.fx.counters_) if hasattr(self.fx, "counters_") else {}}

@@ -12,6 +12,7 @@ from cortexlink.core.errors import ConfigError
 from cortexlink.core.types import Intent
 from cortexlink.runtime.bus import Message
 from cortexlink.runtime.node import Node, Param, PortSpec, register_node
+from cortexlink.runtime.nodes._stim_device import StimDeviceMixin
 
 __all__ = ["SimSource", "ReplaySource", "LSLSource", "BinClock", "stream_info"]
 
@@ -64,7 +65,7 @@ class _ClockedSource(Node):
 
 
 @register_node
-class SimSource(_ClockedSource):
+class SimSource(StimDeviceMixin, _ClockedSource):
     """Simulated implant read in chunks of ``chunk_ms``; its intent comes from a participant.
 
     Parameters (``params``)
@@ -85,14 +86,20 @@ class SimSource(_ClockedSource):
     implant applies them from its next generated block, which is the next bin when they come
     between bins (always so in one process). Speech messages (``articulators``, None at rest) go
     to ``set_articulators`` the same way; an implant driven by a speaking participant alone has no
-    movement intent (velocity zero, no click).
+    movement intent (velocity zero, no click). With the ``stim`` input connected the source is
+    also the simulated stimulator (:mod:`cortexlink.runtime.nodes._stim_device`): it renders the
+    pulses of the command frames it receives into the signal and sends what it delivered on its
+    ``stim`` output.
     """
 
     kind = "sim_source"
     INPUTS = {"intent": PortSpec(maxlen=64, policy="drop_oldest", message="participant_intent",
                                  doc="participant intent (neural)"),
               "speech": PortSpec(maxlen=64, policy="drop_oldest", message="speech_intent",
-                                 doc="speaking participant's articulator state (implant with speech_dims)")}
+                                 doc="speaking participant's articulator state (implant with speech_dims)"),
+              "stim": PortSpec(maxlen=4096, policy="drop_oldest", message="stim_command", feedback=True,
+                               doc="stimulator command frames (the simulated stimulator renders their pulses)")}
+    OUTPUTS = {"raw": "chunk", "stim": "stim_pulses"}
     PARAMS = {
         "preset": Param("str", "default", doc="simulator preset"),
         "seed": Param("int", 0, lo=0),
@@ -163,6 +170,7 @@ class SimSource(_ClockedSource):
             # velocity would otherwise modulate its velocity-tuned units)
             self.implant.set_intent((0.0, 0.0), 0.0)
         self.wait_intent = bool(wait) and self._intent_port is not None
+        self._stim_setup()
         self._intent_bin = -1
         self._wait_since: float | None = None
         self.n_intent_late = 0
@@ -200,8 +208,10 @@ class SimSource(_ClockedSource):
         for m in inbox.get("speech", ()):
             self.implant.set_articulators(m.payload.articulators)
             self._intent_bin = m.payload.bin
+        self._stim_frames(inbox.get("stim", ()))
         if self._stalled():
             return
+        self._stim_render(self.chunk_samples)
         chunk = self.implant.read(self.chunk_samples)
         self.emit("raw", chunk, sample=chunk.start_sample, t_enter_ns=time.monotonic_ns())
 
