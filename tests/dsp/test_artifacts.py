@@ -267,3 +267,21 @@ def test_bad_chunks_and_pulses_raise():
     StimArtifactRemover(C, FS, "blank").schedule(bad)      # blanking does not need amplitudes
     with pytest.raises(ValidationError, match="data must be a 2-D numpy array"):
         rm.apply([1, 2, 3], _train(1))
+
+
+def test_pulses_scheduled_just_in_time_at_chunk_starts_are_still_learned():
+    # a stimulator that delivers each chunk's pulses right before the chunk, with pulses on the
+    # chunk's first sample: the segment's first rows (blank_pre_ms) are in the previous chunk
+    p = _train(25, period_s=0.01, start_s=0.01)
+    data, _ = _signal(p, noise_uv=2.0)
+    noise = np.random.default_rng(0).normal(0, 2.0, data.shape)
+    rm = StimArtifactRemover(C, FS, "template", n_template_pulses=10)
+    k0 = np.round(p["time_s"] * FS).astype(int)
+    outs = []
+    for s in range(0, len(data), 300):
+        rm.schedule(p[(k0 >= s) & (k0 < s + 300)])
+        outs.append(rm.step(Chunk(data[s:s + 300], FS, s)).data)
+    out = np.concatenate(outs)
+    assert rm.n_late_pulses_ == 0 and list(rm.n_template_pulses_.values()) == [10]
+    late = np.concatenate([np.arange(k, k + 150) for k in k0[11:]])
+    assert np.abs(out[late] - noise[late]).max() < 10.0

@@ -163,7 +163,10 @@ class StimArtifactRemover:
         self._learning: dict[tuple, int] = {}
         self._next: int | None = None
         self._last = np.zeros(self.n_channels)
-        self._prev_raw = np.zeros(self.n_channels)
+        # the last raw rows (enough for a segment that starts up to blank_pre_ms before the
+        # chunk in which its pulse is scheduled just in time)
+        self._hist = np.zeros((self._pre_n + 1, self.n_channels))
+        self._hist_n = 0
         self.n_blanked_samples_ = 0
         self.n_late_pulses_ = 0
         self.n_blanked_last_ = 0
@@ -308,6 +311,7 @@ class StimArtifactRemover:
                 if ev.buf is not None and ev.t0 < s0 and ev.t1 > self._next:     # incomplete segment
                     ev.buf = ev.base = None
                     self._learning[ev.key] -= 1
+            self._hist_n = 0
         self._next = s1
         if n == 0:
             self.n_blanked_last_ = 0
@@ -325,10 +329,16 @@ class StimArtifactRemover:
                 if self._template:
                     self._finalize_until(ev.t0)
                     ev.snap = self._snapshot(ev)
-                    if (ev.t0 >= s0 and self._counts.get(ev.key, 0) + self._learning.get(ev.key, 0)
+                    n_old = s0 - (ev.t0 - 1)       # rows of the segment (and its base) before the chunk
+                    if (n_old <= self._hist_n and self._counts.get(ev.key, 0) + self._learning.get(ev.key, 0)
                             < self.n_template_pulses):
                         ev.buf = np.zeros((self._pre_n + self._tmpl_n, self.n_channels))
-                        ev.base = (x[ev.t0 - s0 - 1] if ev.t0 > s0 else self._prev_raw).copy()
+                        if n_old > 0:
+                            old = self._hist[len(self._hist) - n_old:]
+                            ev.base = old[0].copy()
+                            ev.buf[:n_old - 1] = old[1:]
+                        else:
+                            ev.base = x[ev.t0 - s0 - 1].copy()
                         self._learning[ev.key] = self._learning.get(ev.key, 0) + 1
             if self._template:
                 a, b = max(ev.t0, s0), min(ev.t1, s1)
@@ -351,7 +361,13 @@ class StimArtifactRemover:
         self._events = keep
         if self._template:
             self._finalize_until(s1)
-        self._prev_raw = x[-1].copy()
+        H = len(self._hist)
+        if n >= H:
+            self._hist[:] = x[n - H:]
+        else:
+            self._hist[:H - n] = self._hist[n:]
+            self._hist[H - n:] = x
+        self._hist_n = min(H, self._hist_n + n)
         n_bl = 0
         if blank is not None and blank.any():
             if out is None:
