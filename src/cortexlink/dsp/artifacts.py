@@ -316,6 +316,12 @@ class StimArtifactRemover:
         if n == 0:
             self.n_blanked_last_ = 0
             return chunk
+        if not self._events or (self._events[0].t0 >= s1 and self._events[0].w0 >= s1):
+            self._push_history(data)                  # nothing to do in this chunk
+            self._finalize_until(s1)
+            self._last = data[-1].astype(np.float64)
+            self.n_blanked_last_ = 0
+            return chunk
         x = data.astype(np.float64)
         out = None
         blank = np.zeros(n, bool) if self._blank else None
@@ -361,13 +367,7 @@ class StimArtifactRemover:
         self._events = keep
         if self._template:
             self._finalize_until(s1)
-        H = len(self._hist)
-        if n >= H:
-            self._hist[:] = x[n - H:]
-        else:
-            self._hist[:H - n] = self._hist[n:]
-            self._hist[H - n:] = x
-        self._hist_n = min(H, self._hist_n + n)
+        self._push_history(x)
         n_bl = 0
         if blank is not None and blank.any():
             if out is None:
@@ -394,6 +394,15 @@ class StimArtifactRemover:
         else:
             res = out.astype(np.float32)
         return Chunk(res, chunk.fs_hz, s0, host_time_ns=chunk.host_time_ns, seq=chunk.seq)
+
+    def _push_history(self, x: np.ndarray) -> None:
+        H, n = len(self._hist), x.shape[0]
+        if n >= H:
+            self._hist[:] = x[n - H:]
+        else:
+            self._hist[:H - n] = self._hist[n:]
+            self._hist[H - n:] = x
+        self._hist_n = min(H, self._hist_n + n)
 
     def _record_runs(self, blank: np.ndarray, s0: int) -> None:
         d = np.diff(np.concatenate([[0], blank.astype(np.int8), [0]]))

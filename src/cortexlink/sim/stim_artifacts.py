@@ -61,6 +61,7 @@ logger = logging.getLogger(__name__)
 _STREAM_STIM = 6
 _TAIL_TAUS = 12.0
 _RAIL_HI, _RAIL_LO = 32767, -32768
+_TABLE_MAX = 1 << 24      # decay table entries (samples x channels) kept; beyond, computed per chunk
 
 
 class _StimArtifacts:
@@ -80,6 +81,13 @@ class _StimArtifacts:
         self._stim_dead_n = int(round(cfg.stim_dead_time_ms * 1e-3 * fs))
         self._stim_tail_n = int(math.ceil(_TAIL_TAUS * float(self._stim_tau_samples.max())))
         self._stim_full_uv = 32767.0 * cfg.gain_uv
+        self._stim_cache: dict = {}
+        rows = self._stim_dead_n + self._stim_tail_n + 1
+        self._stim_table = (self._stim_decay_table(rows) if rows * C <= _TABLE_MAX else None)
+
+    def _stim_decay_table(self, rows: int) -> np.ndarray:
+        self._stim_table = None
+        return self._stim_decay(0, rows)
 
     def _reset_stim(self) -> None:
         # pending pulses: the record plus its sample boundaries (k0, k1, kg, k2, k_last)
@@ -171,6 +179,39 @@ class _StimArtifacts:
         last = k2 + self._stim_dead_n + self._stim_tail_n
         return np.stack([k0, k1, kg, k2, last], axis=1)
 
+    def _stim_profile(self, electrode: int, amp1: float, amp2: float, cathodic_first: bool) -> tuple:
+        """Per-channel phase levels (µV, zero on saturating channels), rail signs (int8, zero on the
+        others) and recovery-tail start (µV, referred to the pulse's end) of one kind of pulse."""
+        key = (electrode, amp1, amp2, cathodic_first)
+        prof = self._stim_cache.get(key)
+        if prof is not None:
+            return prof
+        cfg = self._cfg
+        pos = self._map.positions_um
+        d = np.linalg.norm(pos - pos[electrode], axis=1)
+        g = cfg.stim_artifact_uv_per_ua * cfg.stim_falloff_um / (cfg.stim_falloff_um + d) * self._stim_jit
+        pol = 1.0 if cathodic_first else -1.0
+        L1, L2 = -pol * g * amp1, pol * g * amp2
+        sat = np.maximum(np.abs(L1), np.abs(L2)) >= cfg.stim_saturation_uv
+        # saturated channels leave the rail stim_dead_time_ms after the end: their tail, referred to
+        # the end, starts at rail * exp(dead / tau) (the samples before are held at the rail)
+        start = np.where(sat, np.sign(L2) * self._stim_full_uv * np.exp(self._stim_dead_n / self._stim_tau_samples),
+                         cfg.stim_residual_fraction * L2)
+        prof = (np.where(sat, 0.0, L1).astype(np.float32), np.where(sat, 0.0, L2).astype(np.float32),
+                np.where(sat, np.sign(L1), 0).astype(np.int8), np.where(sat, np.sign(L2), 0).astype(np.int8),
+                bool(sat.any()), start.astype(np.float32))
+        if len(self._stim_cache) >= 256:
+            self._stim_cache.clear()
+        self._stim_cache[key] = prof
+        return prof
+
+    def _stim_decay(self, k_lo: int, k_hi: int) -> np.ndarray:
+        """exp(-k / tau_c) for k in [k_lo, k_hi) samples after a pulse's end, (k_hi - k_lo, C)."""
+        if self._stim_table is not None:
+            return self._stim_table[k_lo:k_hi]
+        k = np.arange(k_lo, k_hi, dtype=np.float32)[:, None]
+        return np.exp(-k / self._stim_tau_samples.astype(np.float32)[None, :])
+
     def _render_stim(self, out: np.ndarray, s0: int) -> None:
         """Add the artefacts of pending pulses to ``out`` (int16 counts of samples ``s0..``)."""
         if self._stim_pend.size == 0:
@@ -180,47 +221,34 @@ class _StimArtifacts:
         bounds = self._stim_bounds
         hit = np.flatnonzero((bounds[:, 0] < s1) & (bounds[:, 4] >= s0))
         if hit.size:
-            cfg = self._cfg
-            pos = self._map.positions_um
-            V = np.zeros(out.shape, np.float64)
-            rail = np.zeros(out.shape, np.int8)
-            t = np.arange(s0, s1)
+            V = np.zeros(out.shape, np.float32)
+            rail = None
             for i in hit:
                 p = self._stim_pend[i]
-                k0, k1, kg, k2, _ = (int(x) for x in bounds[i])
-                d = np.linalg.norm(pos - pos[int(p["electrode"])], axis=1)
-                g = cfg.stim_artifact_uv_per_ua * cfg.stim_falloff_um / (cfg.stim_falloff_um + d) * self._stim_jit
-                pol = 1.0 if p["cathodic_first"] else -1.0
-                L1 = -pol * g * float(p["amplitude_ua"])
-                L2 = pol * g * float(p["amplitude2_ua"])
-                sat = np.maximum(np.abs(L1), np.abs(L2)) >= cfg.stim_saturation_uv
-                lin = ~sat
-                # phases (linear on channels that do not saturate)
+                k0, k1, kg, k2, last = (int(x) for x in bounds[i])
+                L1, L2, r1, r2, any_sat, start = self._stim_profile(
+                    int(p["electrode"]), float(p["amplitude_ua"]), float(p["amplitude2_ua"]), bool(p["cathodic_first"]))
                 for a, b, level in ((k0, k1, L1), (kg, k2, L2)):
                     lo, hi = max(a, s0) - s0, min(b, s1) - s0
                     if hi > lo:
-                        V[lo:hi, lin] += level[lin]
-                        r1 = np.sign(level[sat]).astype(np.int8)
-                        rail[lo:hi, sat] = r1
-                # gap and dead time of saturated channels: at the rail of the second phase
-                if sat.any():
-                    for a, b in ((k1, kg), (k2, k2 + self._stim_dead_n)):
+                        V[lo:hi] += level
+                lo, hi = max(k2, s0) - s0, min(last + 1, s1) - s0
+                if hi > lo:
+                    V[lo:hi] += start * self._stim_decay(s0 + lo - k2, s0 + hi - k2)
+                if any_sat:
+                    # phase 1 at its rail; gap, phase 2 and the dead time at the second phase's rail
+                    for a, b, r in ((k0, k1, r1), (k1, k2 + self._stim_dead_n, r2)):
                         lo, hi = max(a, s0) - s0, min(b, s1) - s0
                         if hi > lo:
-                            rail[lo:hi, sat] = np.sign(L2[sat]).astype(np.int8)
-                # recovery tails
-                t_rec = np.where(sat, k2 + self._stim_dead_n, k2)
-                start = np.where(sat, np.sign(L2) * self._stim_full_uv, cfg.stim_residual_fraction * L2)
-                lo = max(int(t_rec.min()), s0) - s0
-                if lo < n:
-                    dt = (t[lo:, None] - t_rec[None, :]).astype(np.float64)
-                    tail = start[None, :] * np.exp(-np.maximum(dt, 0.0) / self._stim_tau_samples[None, :])
-                    tail[(dt < 0) | (dt > self._stim_tail_n)] = 0.0
-                    V[lo:] += tail
-            x = np.rint(out + V / cfg.gain_uv)
+                            if rail is None:
+                                rail = np.zeros(out.shape, np.int8)
+                            rail[lo:hi] = np.where(r != 0, r, rail[lo:hi])
+            x = out + V * np.float32(1.0 / self._cfg.gain_uv)
+            np.rint(x, out=x)
             np.clip(x, _RAIL_LO, _RAIL_HI, out=x)
-            x[rail > 0] = _RAIL_HI
-            x[rail < 0] = _RAIL_LO
+            if rail is not None:
+                x[rail > 0] = _RAIL_HI
+                x[rail < 0] = _RAIL_LO
             out[:] = x.astype(np.int16)
         # forget pulses whose artefact is over
         done = bounds[:, 4] < s1
