@@ -19,6 +19,7 @@ import numpy as np
 from cortexlink.core.errors import CortexlinkError, ValidationError
 from cortexlink.core.jsonutil import json_default
 from cortexlink.core.phonemes import CLASS_NAMES
+from cortexlink.core.pulses import PULSE_DTYPE
 from cortexlink.io.session_log.rawcodec import CODEC_STREAM_VERSION, PayloadDecoder, codec_problem
 
 
@@ -42,6 +43,8 @@ STREAM_COLUMNS: dict[str, tuple[str, ...]] = {
     "decoder": ("vx", "vy", "click_proba", "click"),          # decoded velocity, click probability, click
     "intent": ("vx", "vy", "click"),                          # the participant's intended velocity and click
     "phonemes": CLASS_NAMES,                                   # speech: log-probabilities of blank, 39 phonemes, SIL
+    "stim_pulses": tuple(PULSE_DTYPE.names),                   # one delivered stimulation pulse per record
+    "stim_status": ("estop", "n_plans", "n_pulses", "n_approved", "n_refused", "n_clamped"),  # interlock totals
 }
 
 

@@ -46,7 +46,10 @@ class RecorderNode(Node):
     bins where it drives the cursor), ``bins`` (the cursor's rows: ``cursor`` and the participant's
     ``intent`` streams), ``cursor`` (cursor states, when ``bins`` is not connected), ``events``
     (block start and end, task events), ``phonemes`` (the speech loop's phoneme log-probabilities:
-    stream ``phonemes``, one row of 41 class log-probabilities per decoded frame), ``faults`` (``runtime.faults``, connected by default).
+    stream ``phonemes``, one row of 41 class log-probabilities per decoded frame), ``faults`` (``runtime.faults``, connected by default),
+    ``stim`` (the pulses the stimulator delivered: stream ``stim_pulses``, one record per pulse at its
+    onset sample) and ``stim_status`` (the interlock: stream ``stim_status``, E-STOP and refusal
+    events, its audit log copied into ``stim/``; see :mod:`._stim_record`).
 
     Idle recorder: with the ``operator`` input (``operator.commands``) it records nothing until
     ``record_start {name}`` opens ``<record_dir>/<name>`` (``record_dir`` default:
@@ -80,6 +83,10 @@ class RecorderNode(Node):
         "phonemes": PortSpec(maxlen=1024, policy="drop_oldest", message="phoneme_frame",
                              doc="the phoneme decoder's log-probabilities (speech loop)"),
         "faults": PortSpec(maxlen=1024, policy="drop_oldest", message="fault"),
+        "stim": PortSpec(maxlen=8192, policy="drop_oldest", message="stim_pulses",
+                         doc="the pulses the stimulator delivered (stream stim_pulses)"),
+        "stim_status": PortSpec(maxlen=1024, policy="drop_oldest", message="stim_status",
+                                doc="the interlock's status (stream stim_status, events, its audit log)"),
         "operator": PortSpec(maxlen=256, policy="drop_oldest", message="operator_command",
                              doc="operator commands (record_start/stop)"),
     }
@@ -112,6 +119,11 @@ class RecorderNode(Node):
             self._all_names = list(self._sf["names"])
             self._bin_width = int(self._sf["bin_width_samples"])
         self.n_written = 0
+        self._stim = None
+        if "stim" in self.subs or "stim_status" in self.subs:
+            from cortexlink.runtime.nodes._stim_record import StimRecord
+
+            self._stim = StimRecord(self)
         self.rec = None
         self._stop_reported = False
         self._closer: threading.Thread | None = None
@@ -176,6 +188,8 @@ class RecorderNode(Node):
         self._pending_start: dict | None = None
         self._live: dict[int, tuple] = {}
         self._t_open = time.monotonic()
+        if self._stim is not None:
+            self._stim.attach(rec)
 
     # -- operator commands (idle recorder) ----------------------------------------------------
     def _status(self) -> None:
@@ -193,6 +207,7 @@ class RecorderNode(Node):
 
     def _close(self) -> dict:
         rec, self.rec = self.rec, None
+        self._finish_stim(rec)
         manifest = rec.close()
         self.last = {"dir": self.path, "state": manifest.get("state"), "streams": sorted(manifest.get("streams", {})),
                      "stopped_reason": manifest.get("stopped_reason")}
@@ -217,6 +232,7 @@ class RecorderNode(Node):
 
         def close() -> None:
             try:
+                self._finish_stim(rec)
                 m = rec.close()
                 self.last = {"dir": path, "state": m.get("state"), "streams": sorted(m.get("streams", {})),
                              "stopped_reason": reason}
@@ -268,6 +284,10 @@ class RecorderNode(Node):
         self.reply(cmd, {"recording": True, "dir": str(out)})
 
     # -- helpers ----------------------------------------------------------------------------
+    def _finish_stim(self, rec: Any) -> None:
+        if self._stim is not None:
+            self._stim.finish(rec)
+
     def _decoder_files(self, version: int) -> tuple:
         """The recording's relative paths of decoder version ``version`` (copied in if needed)."""
         if version in self._live:
@@ -408,6 +428,9 @@ class RecorderNode(Node):
             for row in (f.logprobs if f.n_rows else ()):
                 rec.write_row("phonemes", m.sample, row, columns=STREAM_COLUMNS["phonemes"], host_time_ns=m.t_enter_ns)
                 self.n_written += 1
+        if self._stim is not None:
+            self.n_written += self._stim.pulses(rec, inbox.get("stim", ()))
+            self.n_written += self._stim.status(rec, inbox.get("stim_status", ()))
         for m in inbox.get("faults", ()):
             e = dict(m.payload)
             e.pop("sample", None)
@@ -422,6 +445,8 @@ class RecorderNode(Node):
         if rec is not None:
             if self.owned:
                 self._close()
+            else:
+                self._finish_stim(rec)              # the caller closes it
             self.rec = None
 
     def summary(self) -> dict:
