@@ -28,10 +28,11 @@ Artefacts of overlapping pulses add; a later pulse's rail hold wins over an earl
 artefact is cut off ``12 * max(tau_c)`` after its recovery starts (below a tenth of a count).
 
 The defaults are choices of the order reported for intracortical microstimulation recorded on the
-same or a nearby array (e.g. Weiss et al., J. Neural Eng. 2019, human bidirectional BCI; amplifier
-fast-settle/recovery figures of Intan RHS-class headstages), not fits: millivolt artefacts that
-drive channels next to the stimulating electrode into the rails, hundreds of µV on channels a few
-hundred µm away, and recovery within about 0.5-2 ms of the pulse's end.
+same or a nearby array (e.g. the human bidirectional BCI work of Weiss et al., J. Neural Eng.
+2019), not fits to a data set: millivolt artefacts that drive the channels next to the
+stimulating electrode into the rails (5 mV is the input range of Intan RHD-class amplifiers),
+hundreds of µV on channels a few hundred µm away, and recovery within about 0.5-2 ms of the
+pulse's end.
 
 Determinism: an artefact is a function of the sample index and the pulses given, applied to the
 int16 output as it is read, so the output does not depend on the chunk sizes used to read it.
