@@ -42,6 +42,7 @@ from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.pulses import as_pulses, pulse_end_s
 from cortexlink.core.types import Chunk
 from cortexlink.core.validation import check_choice, check_positive, check_range
+from cortexlink.dsp._ratelog import _RateLimitedLog
 
 __all__ = ["StimArtifactRemover", "REMOVAL_MODES"]
 
@@ -151,6 +152,7 @@ class StimArtifactRemover:
         self._tmpl_n = max(1, int(round(self.template_ms * 1e-3 * fs)))
         self._blank = self.mode in ("blank", "blank+template")
         self._template = self.mode in ("template", "blank+template")
+        self._log = _RateLimitedLog(logger)
         self.reset()
 
     def reset(self) -> None:
@@ -241,8 +243,8 @@ class StimArtifactRemover:
                 by_k0[ev.k0] = ev
                 self._events.append(ev)
         if n_ok < p.size:
-            logger.warning("schedule: %d pulse(s) late (window before sample %s), ignored; %d so far",
-                           p.size - n_ok, self._next, self.n_late_pulses_)
+            self._log.warning("late", "schedule: %d pulse(s) late (window before sample %s), ignored; "
+                              "%d so far", p.size - n_ok, self._next, self.n_late_pulses_)
         self._events.sort(key=lambda e: e.k0)
         if self._template:      # a template segment stops where the next pulse's segment starts
             for a, b in zip(self._events[:-1], self._events[1:]):

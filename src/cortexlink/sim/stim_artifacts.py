@@ -156,9 +156,11 @@ class _StimArtifacts:
         late = b[:, 4] < self._pos
         n_late = int(late.sum())
         if n_late:
+            before = self._stim_late
             self._stim_late += n_late
-            logger.warning("stimulate: %d pulse(s) late (artefact wholly before sample %d), dropped; "
-                           "%d late so far", n_late, self._pos, self._stim_late)
+            if before == 0 or int(math.log10(self._stim_late)) > int(math.log10(before)):   # 1, 10, 100, ...
+                logger.warning("stimulate: %d pulse(s) late (artefact wholly before sample %d), dropped; "
+                               "%d late so far", n_late, self._pos, self._stim_late)
             p, b = p[~late], b[~late]
         if p.size:
             self._stim_log.append(p)
