@@ -24,8 +24,11 @@ Model, per pulse and channel ``c`` (µV; parameters are fields of
   voltage is left at the pulse's end and decays as ``exp(-t / tau_c)``; ``tau_c`` is
   ``stim_recovery_tau_ms`` times a per-channel log-normal factor (sigma ``stim_spread``).
 
-Artefacts of overlapping pulses add; a later pulse's rail hold wins over an earlier one's. Each
-artefact is cut off ``12 * max(tau_c)`` after its recovery starts (below a tenth of a count).
+Artefacts of overlapping pulses add (float32 µV, then rounded onto the int16 counts and clipped
+at the rails); a later pulse's rail hold wins over an earlier one's. Saturation is decided per
+pulse: simultaneous pulses that each stay below ``stim_saturation_uv`` but sum past the rails are
+clipped, not held. Each artefact is cut off ``12 * max(tau_c)`` after its pulse's end plus the
+dead time (by then below a tenth of a count).
 
 The defaults are choices of the order reported for intracortical microstimulation recorded on the
 same or a nearby array (e.g. the human bidirectional BCI work of Weiss et al., J. Neural Eng.
