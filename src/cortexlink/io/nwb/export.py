@@ -22,6 +22,7 @@ from cortexlink.io.nwb._common import (
 )
 from cortexlink.io.nwb._session import _feature_iterator_class, _raw_iterator_class, _session_info
 from cortexlink.io.nwb._speech import SPEECH_STREAMS, add_speech, has_speech
+from cortexlink.io.nwb._stim import STIM_STREAMS, add_stim, has_stim
 from cortexlink.io.nwb._tables import _add_electrodes, _blocks, _event_intervals, _flat_task_fields, _trials
 
 logger = logging.getLogger("cortexlink.io.nwb")
@@ -65,7 +66,8 @@ def export_nwb(session_dir: str | os.PathLike, nwb_path: str | os.PathLike, *, r
         ``raw_mb_per_s`` (raw input MB per second), ``peak_rss_mb`` (this process's high-water
         mark), ``compression``, ``raw`` (samples, channels, chunk shape, holes), ``written`` (the
         NWB objects), ``n_trials``, ``n_invalid_times``, ``warnings``, ``speech`` (a speech session:
-        ``n_speech_trials``, ``n_phoneme_rows``, ``n_speech_blocks``, see :mod:`._speech`; else None).
+        ``n_speech_trials``, ``n_phoneme_rows``, ``n_speech_blocks``, see :mod:`._speech`; else None),
+        ``stimulation`` (``n_pulses``, ``n_decisions``, ``n_refused_pulses``, ``n_estops``: :mod:`._stim`; or None).
 
     Raises
     ------
@@ -289,6 +291,7 @@ def _write(reader: Any, info: dict, part: Path, *, raw: bool, compression: str |
                               success=t["success"], n_incorrect=t["n_incorrect"])
         written.append(f"intervals/trials ({len(trials)})")
     speech_summary = add_speech(nwbfile, reader, events, fs, compression, written) if speech else None
+    stim_summary = add_stim(nwbfile, reader, events, fs, compression, written, warn_msgs) if has_stim(reader) else None
     blocks = _blocks(events, last_sample)
     if blocks:
         nwbfile.add_epoch_column(name="block", description="block name in the session")
@@ -353,7 +356,7 @@ def _write(reader: Any, info: dict, part: Path, *, raw: bool, compression: str |
                             "missing_samples": int(sum(b - a for a, b in raw_it.holes)),
                             "duration_s": round(n / fs, 3)})
     return {"written": written, "raw": raw_summary, "n_trials": len(trials), "n_invalid_times": len(merged),
-            "speech": speech_summary,
+            "speech": speech_summary, "stimulation": stim_summary,
             "invalid_times": [[a, b, w] for a, b, w in merged][:100], "fs_hz": fs, "session_id": sid,
             "probeinterface": probe_info.get("summary") if probe_info else None}
 
@@ -534,7 +537,7 @@ def _add_behavior(nwbfile: Any, reader: Any, fs: float, written: list) -> None:
                                         description=f"intent stream column {c!r}", **tk))
             written.append(f"processing/behavior/intended_*_simulated ({s.size} bins)")
     for name in streams:
-        if name in _STREAMS_KNOWN or name in SPEECH_STREAMS:
+        if name in _STREAMS_KNOWN or name in SPEECH_STREAMS + STIM_STREAMS:
             continue
         h = reader.stream_info(name)
         if h.get("kind") != "array":
