@@ -20,6 +20,12 @@ loop instead (:func:`speech_operator_graph`): ``task`` (``speech_task`` reading
 ``recorder`` and a ``ui`` feed reading the task's cue and the word decoder's text. Its block
 schedule runs by itself (the operator watches, stops, records); the graph keeps running after
 the schedule is done, so the last block's figures stay on the page.
+
+:func:`stim_operator_graph` adds touch feedback to a cursor session's operator graph: a
+``touch_encoder`` (the cursor in its target is a fingertip force) → ``stim_interlock`` (the
+safety interlock; the cursor's E-STOP stops stimulation) → the implant as the simulated
+stimulator; the delivered pulses and the interlock's status go to the dsp (artefact removal),
+the recorder and the page's stimulation panel.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any
 from cortexlink.core.errors import ConfigError
 from cortexlink.runtime.graph import OPERATOR_TOPIC
 
-__all__ = ["operator_graph", "speech_operator_graph", "check_operator_graph", "resolve_graph", "OPERATOR_TOPIC"]
+__all__ = ["operator_graph", "speech_operator_graph", "stim_operator_graph", "check_operator_graph", "resolve_graph", "OPERATOR_TOPIC"]
 
 
 def _block_defaults(blocks: list[dict]) -> dict:
@@ -115,6 +121,33 @@ def speech_operator_graph(cfg: dict, *, record_dir: str | Path | None = None, pa
     nodes["ui"] = {"kind": "ui_feed", "params": {"operator": True, "max_hz": max_hz, "session": cfg["name"]},
                    "inputs": {"speech_cue": "task.cue", "speech_text": "words.text", "activity": "dsp.features"}}
     return {"name": cfg["name"], "bin_ms": g["bin_ms"], "clock": "realtime", "stats_after_s": 1.0, "nodes": nodes}
+
+
+def stim_operator_graph(session: Any = None, *, touch: dict | None = None, limits: dict | None = None,
+                        **kw: Any) -> dict:
+    """:func:`operator_graph` with touch feedback through the stimulation interlock (see the module
+    docstring). ``touch``: :class:`~cortexlink.stim.touch.TouchConfig` fields; ``limits``: the
+    interlock's limits (:class:`~cortexlink.stim.limits.SafetyLimits` mapping; default: the
+    default limits for every electrode of the implant); ``kw``: :func:`operator_graph`'s."""
+    g = operator_graph(session, **kw)
+    nodes = g["nodes"]
+    if "implant" not in nodes or nodes["implant"]["kind"] != "sim_source" or "dsp" not in nodes:
+        raise ConfigError("stimulation needs the simulated implant (a sim_source node 'implant' and a dsp); "
+                          f"this session's operator graph has nodes {sorted(nodes)}")
+    n_el = int(nodes["implant"]["params"].get("config", {}).get("n_channels") or 64)
+    nodes["implant"]["inputs"]["stim"] = "stim.command"
+    nodes["dsp"]["inputs"]["stim"] = "implant.stim"
+    stim_params = {"limits": limits} if limits is not None else {"n_electrodes": n_el}
+    ui = nodes.pop("ui")
+    nodes["touch"] = {"kind": "touch_encoder", "params": {"config": dict(touch or {})},
+                      "inputs": {"cursor": "cursor.state"}}
+    nodes["stim"] = {"kind": "stim_interlock", "params": stim_params,
+                     "inputs": {"touch": "touch.plan", "cursor": "cursor.state"}}
+    for n in (ui, nodes.get("recorder")):
+        if n is not None:
+            n["inputs"].update(stim="implant.stim", stim_status="stim.status")
+    nodes["ui"] = ui
+    return g
 
 
 def resolve_graph(graph: Any = None, *, session: Any = None, n_channels: int | None = None,

@@ -13,7 +13,7 @@ always served. One that disconnects only ends its own thread.
 
 Endpoints
 ---------
-``GET /``                    the operator page (``/static/app.js``, ``/static/style.css``)
+``GET /``                    the operator page (``/static/app.js``, ``stim.js``, ``style.css``)
 ``GET /api/stream``          Server-Sent Events: ``meta``, ``slow``, ``fast`` (JSON each)
 ``GET /api/state``           the latest snapshot as one JSON object
 ``GET /api/health``          ``{"ok", "state", "clients", ...}``
@@ -62,7 +62,7 @@ __all__ = ["OperatorServer", "is_loopback", "Refusal", "parse_control", "route",
 STREAM_SNDBUF = 64 * 1024
 _SIOCOUTQNSD = 0x894B           # Linux: bytes of a TCP socket's send queue not yet sent
 _STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-           "style.css": "text/css; charset=utf-8"}
+           "stim.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 

@@ -39,6 +39,9 @@ class UiFeedNode(Node):
         ``speech_cue`` from a ``speech_task``'s ``cue`` instead of ``cursor`` (and ``speech_text``
         from the word decoder's ``text``): its ``fast`` part then has ``speech`` (prompt, cue
         phase, partial text, last decoded sentence beside its reference, last block's metrics).
+        With ``stim`` (a stimulator's delivered pulses) or ``stim_status`` (a ``stim_interlock``'s
+        status) connected, the snapshot (its ``fast`` part for the operator view) gets ``stim``:
+        the newest delivered pulses and the interlock's state (:mod:`._stimview`); else None.
     slow_hz, latency_window_s : float
         Rate of the slow part; the loop latency percentiles are over this many recent seconds.
     session : str or None
@@ -57,7 +60,11 @@ class UiFeedNode(Node):
               "speech_cue": PortSpec(maxlen=256, policy="drop_oldest", message="speech_cue",
                                      doc="a speech task's cue (operator view of a speech session)"),
               "speech_text": PortSpec(maxlen=256, policy="drop_oldest", message="speech_text",
-                                      doc="the word decoder's text (operator view of a speech session)")}
+                                      doc="the word decoder's text (operator view of a speech session)"),
+              "stim": PortSpec(maxlen=4096, policy="drop_oldest", message="stim_pulses",
+                               doc="the pulses the stimulator delivered (stimulation panel)"),
+              "stim_status": PortSpec(maxlen=256, policy="drop_oldest", message="stim_status",
+                                      doc="the stimulation interlock's status (stimulation panel)")}
     PARAMS = {"max_hz": Param("float", 30.0, gt=0.0),
               "operator": Param("bool", False),
               "slow_hz": Param("float", 5.0, gt=0.0),
@@ -88,6 +95,11 @@ class UiFeedNode(Node):
         self._next = 0
         self.n_snapshots = 0
         self.view = None
+        self.stim = None
+        if "stim" in self.subs or "stim_status" in self.subs:
+            from cortexlink.runtime.nodes._stimview import StimView
+
+            self.stim = StimView()
         if self.params["operator"]:
             from cortexlink.runtime.nodes._uiview import OperatorView
 
@@ -113,6 +125,11 @@ class UiFeedNode(Node):
                     for m in msgs:
                         view.activity(m.payload)
                 continue
+            if port in ("stim", "stim_status"):
+                if self.stim is not None:
+                    for m in msgs:
+                        (self.stim.delivered if port == "stim" else self.stim.interlock)(m.payload)
+                continue
             if port == "faults":
                 if view is not None:
                     for m in msgs:
@@ -127,7 +144,7 @@ class UiFeedNode(Node):
                 for m in msgs:
                     view.speech(port, m.payload)
             self._latest[port] = (msgs[-1].sample, self._plain(msgs[-1].payload))
-        if now_ns < self._next or not self._latest:
+        if now_ns < self._next or not (self._latest or self.stim is not None):
             return
         self._next = now_ns + self._period
         health = self.ctx.health()
@@ -143,6 +160,9 @@ class UiFeedNode(Node):
                 snap.pop(k, None)
             snap.update(seq=view.seq + 1, fast=view.fast(now_ns, health), slow_version=view.slow_version,
                         meta_version=view.meta_version)
+            snap["fast"]["stim"] = None if self.stim is None else self.stim.view()
+        elif self.stim is not None:
+            snap["stim"] = self.stim.view()
         self._snap = snap
         self.ctx.bus.set_info(f"{self.name}/snapshot", snap)
         self.n_snapshots += 1

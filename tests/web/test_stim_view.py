@@ -1,0 +1,132 @@
+"""The operator page's stimulation panel: delivered pulses and the interlock's state, from a real run
+(touch feedback through the interlock into the simulated stimulator), in headless chromium."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+import pytest
+from _browser import browser_or_skip
+
+from cortexlink.core.errors import ConfigError
+
+#: a small session (the cursor loop of the other UI tests)
+SESSION = {
+    "name": "stim-web-test", "seed": 0, "implant": {"preset": "default", "n_channels": 32},
+    "decoder": {"kind": "wiener", "params": {}}, "click_decoder": {"enabled": False, "params": {}},
+    "blocks": [{"kind": "calibration", "task": "centre_out", "seconds": 60.0, "task_params": {}}],
+}
+
+
+def _limits(disabled: int) -> dict:
+    """Default limits for 32 electrodes with one disabled (its pulses are refused)."""
+    from cortexlink.stim.limits import SafetyLimits
+
+    d = SafetyLimits.default(32).to_dict()
+    d["electrodes"][disabled]["enabled"] = False
+    return json.loads(json.dumps(d))
+
+
+def test_the_stim_graph_wires_touch_through_the_interlock():
+    from cortexlink.web.graphs import check_operator_graph, stim_operator_graph
+
+    g = stim_operator_graph(copy.deepcopy(SESSION), limits=_limits(0))
+    n = g["nodes"]
+    assert n["implant"]["inputs"]["stim"] == "stim.command" and n["dsp"]["inputs"]["stim"] == "implant.stim"
+    assert n["stim"]["inputs"] == {"touch": "touch.plan", "cursor": "cursor.state"}
+    for node in ("ui", "recorder"):
+        assert n[node]["inputs"]["stim"] == "implant.stim" and n[node]["inputs"]["stim_status"] == "stim.status"
+    assert check_operator_graph(g)["ui"] == "ui"
+    g = stim_operator_graph(copy.deepcopy(SESSION))
+    assert g["nodes"]["stim"]["params"] == {"n_electrodes": 32}
+    bad = copy.deepcopy(SESSION)
+    bad["decoder"] = {"kind": "perfect", "params": {}}
+    with pytest.raises(ConfigError, match="stimulation needs the simulated implant"):
+        stim_operator_graph(bad)
+
+
+def test_the_stim_view_numbers_pulses_and_keeps_the_newest():
+    from cortexlink.runtime.nodes._stimview import SEND_PULSES, StimView
+
+    v = StimView()
+    assert v.view()["status"] is None and v.view()["pulses"]["n"] == 0
+    for k in range(3):
+        n = 200
+        v.delivered({"now_s": k * 0.1, "time_s": [k * 0.1 + i * 1e-4 for i in range(n)], "electrode": [k] * n,
+                     "amplitude_ua": [50.0] * n})
+    out = v.view()
+    assert out["n_delivered"] == 600 and out["electrodes"] == [0, 1, 2]
+    p = out["pulses"]
+    assert p["n"] == SEND_PULSES and p["n0"] == 600 - SEND_PULSES and p["e"][-1] == 2
+    v.interlock({"now_s": 0.5, "estop": "x", "policy": "refuse", "limits_sha256": "f" * 64, "n_plans": 3,
+                 "n_pulses": 700, "n_approved": 600, "n_refused": 100, "n_clamped": 0, "reasons": {"rate": 100},
+                 "last_refused": [{"electrode": 4, "time_s": 0.123456, "reason": "rate"}] * 12})
+    s = v.view()
+    assert s["now_s"] == 0.5 and s["status"]["estop"] == "x" and len(s["status"]["last_refused"]) == 10
+    json.dumps(s, allow_nan=False)
+
+
+def _js(d, expr):
+    return d.execute_script("return " + expr)
+
+
+def test_the_panel_shows_delivered_pulses_and_the_interlock(tmp_path, artifact_dir):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from cortexlink.web.controller import OperatorController
+    from cortexlink.web.graphs import stim_operator_graph
+    from cortexlink.web.server import OperatorServer
+
+    b = browser_or_skip()
+    d = b.driver
+    g = stim_operator_graph(copy.deepcopy(SESSION), limits=_limits(0), record_dir=tmp_path / "rec")
+    ctl = OperatorController(g, speed=4.0, record_dir=tmp_path / "rec").start()
+    try:
+        with OperatorServer(ctl, "127.0.0.1", 0) as srv:
+            d.get(srv.url)
+            wait = WebDriverWait(d, 90, poll_frequency=0.05)
+            wait.until(lambda d: _js(d, "window.cl && cl.nMeta > 0 && cl.fast !== null && cl.stim.shown"))
+            assert d.find_element(By.ID, "stim-panel").is_displayed()
+            ctl.command("calibrate", {"seconds": 60})
+            # the participant moves the cursor into its targets: touch pulses, electrode 0's refused
+            wait.until(lambda d: _js(d, "cl.fast.stim.n_delivered > 20 && cl.fast.stim.status.n_refused > 0"))
+            wait.until(lambda d: _js(d, "cl.stim.nDrawn") > 0)
+            st = _js(d, "cl.fast.stim")
+            assert 0 not in st["electrodes"] and set(st["electrodes"]) <= set(range(1, 10))
+            # the text is the snapshot's (the page renders the one it holds on its next frame)
+            wait.until(lambda d: _js(d, "document.getElementById('stim-approved').textContent === "
+                                        "cl.fast.stim.status.n_approved + ' / ' + cl.fast.stim.status.n_pulses"))
+            wait.until(lambda d: _js(d, "document.getElementById('stim-refused').textContent === "
+                                        "String(cl.fast.stim.status.n_refused)"))
+            assert d.find_element(By.ID, "stim-estop").text == "armed"
+            assert d.find_element(By.ID, "stim-policy").text.startswith("refuse · limits ")
+            assert "disabled_electrode" in d.find_element(By.ID, "stim-reasons").text
+            assert d.find_element(By.ID, "stim-last-refused").text.startswith("e0 at ")
+            # the raster: yellow ticks drawn on the canvas
+            lit = _js(d, "(() => { const c = document.getElementById('stim-raster'); const px = c.getContext('2d')"
+                         ".getImageData(34, 0, c.width - 34, c.height - 14).data; let n = 0; for (let i = 0; i < "
+                         "px.length; i += 4) if (px[i] > 200 && px[i + 1] > 180 && px[i + 2] < 120) n++; return n; })()")
+            assert lit > 0
+            # the delivered count follows the pulses the page received, none skipped while it kept up
+            assert _js(d, "cl.stim.lastN + 1") <= _js(d, "cl.fast.stim.n_delivered")
+            d.execute_script("document.getElementById('stim-panel').scrollIntoView()")
+            time.sleep(0.3)
+            d.save_screenshot(str(artifact_dir / "web_ui_stimulation.png"))
+            # the E-STOP halts the cursor; the interlock is E-STOPPED and the panel says so
+            d.find_element(By.ID, "estop").click()
+            wait.until(lambda d: d.find_element(By.ID, "stim-estop").text.startswith("E-STOP: "))
+            assert "bad" in d.find_element(By.ID, "stim-estop").get_attribute("class")
+            n0 = _js(d, "cl.fast.stim.n_delivered")
+            t0 = _js(d, "cl.fast.stim.now_s")
+            wait.until(lambda d: _js(d, "cl.fast.stim.now_s") > t0 + 1.0)
+            assert _js(d, "cl.fast.stim.n_delivered") == n0                   # nothing delivered while stopped
+            d.save_screenshot(str(artifact_dir / "web_ui_stimulation_estop.png"))
+            time.sleep(0.1)
+            js_errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE" and e["source"] != "network"]
+            assert js_errors == [], js_errors
+    finally:
+        ctl.stop()
+        b.quit()
