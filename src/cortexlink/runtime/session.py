@@ -7,6 +7,8 @@ order::
     seed: 0
     implant: {preset: default, n_channels: 1024}     # a cortexlink.sim preset + ImplantConfig overrides
     participant: {}                                   # ParticipantConfig overrides
+    stimulation: {touch: {}}                          # optional: feedback through the safety
+                                                      # interlock (runtime.stim_session)
     loop: {dt_s: 0.02}                                # also feature_kinds: [sbp] / [tx, sbp], and
                                                       # link: {codec: rice, max_error_uv: 0} (raw
                                                       # chunks through the codec before the dsp)
@@ -77,7 +79,8 @@ DEFAULT_SESSION: dict[str, Any] = {
     ],
 }
 
-_TOP_KEYS = {"name", "seed", "implant", "participant", "loop", "effector", "decoder", "click_decoder", "blocks"}
+_TOP_KEYS = {"name", "seed", "implant", "participant", "loop", "effector", "decoder", "click_decoder", "blocks",
+             "stimulation"}
 
 
 def _where(path: str, msg: str) -> ConfigError:
@@ -207,6 +210,14 @@ def load_session(source: str | Path | dict | None = None) -> dict:
     out["click_decoder"] = clk
 
     out["blocks"] = check_blocks(cfg.get("blocks"), decoder_kind=dec["kind"], seed=seed)
+    if cfg.get("stimulation") is not None:
+        from cortexlink.runtime.stim_session import load_stimulation
+
+        if dec["kind"] == "perfect":
+            raise _where("stimulation", "needs an implant (decoder.kind 'perfect' runs none)")
+        n_ch = int(out["implant"].get("n_channels", PRESETS[out["implant"]["preset"]].n_channels))
+        out["stimulation"] = load_stimulation(cfg["stimulation"], n_channels=n_ch,
+                                              block_names=[b["name"] for b in out["blocks"]])
     return out
 
 
@@ -297,6 +308,10 @@ def session_to_graph(session: Any, *, clock: str = "fast", chunk_ms: float | Non
     nodes["cursor"]["params"]["blocks"] = cfg["blocks"]
     if "dsp" in nodes:
         nodes["dsp"]["params"].update(raster=128 if trace else 0, full_rows=bool(recorder))
+    if cfg.get("stimulation"):
+        from cortexlink.runtime.stim_session import add_stimulation
+
+        add_stimulation(nodes, cfg["stimulation"])
     if trace:
         tr = {"kind": "trace", "params": {"progress": bool(progress)},
               "inputs": {"bins": "cursor.bins", "events": "cursor.events"}}
@@ -418,6 +433,11 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
         summary["bad_channels"] = len(feat.get("bad_channels", ()))
         if "link" in rr["nodes"]:                              # the raw link's bytes and error
             summary["link"] = rr["nodes"]["link"].get("summary")
+        if "stim" in rr["nodes"]:                              # the interlock, the device, the blanking
+            summary["stimulation"] = {
+                "interlock": rr["nodes"]["stim"].get("summary"),
+                "stimulator": (rr["nodes"]["implant"].get("summary") or {}).get("stimulator"),
+                "artifacts": (rr["nodes"]["dsp"].get("summary") or {}).get("artifacts")}
     results = {r["name"]: r for r in cursor.results}
     for b in cfg["blocks"]:
         info: dict[str, Any] = {"name": b["name"], "kind": b["kind"]}

@@ -151,16 +151,16 @@ class SafetyInterlock:
         """The E-STOP reason while stimulation is stopped, else None."""
         return self._estop
 
-    def estop(self, reason: str = "operator") -> None:
+    def estop(self, reason: str = "operator", *, now_s: float | None = None) -> None:
         """Refuse every plan from now on until :meth:`reset` (idempotent); audited."""
         if self._estop is None:
             self._estop = str(reason) or "estop"
-            self.audit.write({"kind": "estop", "reason": self._estop})
+            self.audit.write({"kind": "estop", "reason": self._estop, "now_s": now_s})
 
-    def reset(self, who: str = "operator") -> None:
-        """Release an E-STOP (an explicit operator action); audited."""
+    def reset(self, who: str = "operator", *, now_s: float | None = None) -> None:
+        """Release an E-STOP (an explicit action, named in the audit); audited."""
         if self._estop is not None:
-            self.audit.write({"kind": "estop_reset", "was": self._estop, "by": str(who)})
+            self.audit.write({"kind": "estop_reset", "was": self._estop, "by": str(who), "now_s": now_s})
         self._estop = None
 
     # ------------------------------------------------------------------ signatures

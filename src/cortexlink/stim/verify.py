@@ -60,7 +60,7 @@ def stateless_reasons(p: np.ndarray, limits: Any, t_start_s: float, t_end_s: flo
     with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
         end = pulse_end_s(p)
         mark((p["time_s"] < t_start_s) | (end > t_end_s), "outside_window")
-        mark(p["time_s"] < now_s + limits.min_lead_s, "late")
+        mark(p["time_s"] < now_s + limits.min_lead_s - 1e-9, "late")   # 1 ns: below the clock's resolution
         mark((p["gap_us"] < 0) | (p["gap_us"] > pe["max_gap_us"]), "gap")
         for w in ("width_us", "width2_us"):
             mark((p[w] < pe["min_width_us"]) | (p[w] > pe["max_width_us"]) | (p[w] <= 0), "width")

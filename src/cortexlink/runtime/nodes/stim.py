@@ -3,7 +3,7 @@
 The loop (a session's ``stimulation:`` section compiles to it)::
 
     cursor ──state──► touch_encoder ──plan──┐
-    dsp ──features──► audio_encoder ──plan──┤
+    cursor ──state──► audio_encoder ──plan──┤
                                             ▼
     cursor ──state (halted = E-STOP/watchdog)──► stim_interlock ──command (frame bytes)──► implant
                                                      │                        (the simulated stimulator:
@@ -72,6 +72,7 @@ class TouchEncoderNode(Node):
     """
 
     kind = "touch_encoder"
+    CRITICAL = False          # a failed encoder means no stimulation, not a halted cursor
     INPUTS = {"cursor": PortSpec(maxlen=256, policy="drop_oldest", required=True, message="cursor_state",
                                  doc="the cursor and its target, once per bin")}
     OUTPUTS = {"plan": "stim_plan"}
@@ -99,7 +100,8 @@ class TouchEncoderNode(Node):
         n = self.encoder.config.n_sensors
         for m in inbox.get("cursor", ()):
             s = m.payload
-            on = s.target is not None and not s.halted and (blocks is None or s.block in blocks)
+            # A halted cursor is the interlock's business (E-STOP): the encoder just encodes.
+            on = s.target is not None and (blocks is None or s.block in blocks)
             if on:
                 xy = getattr(s.target, "xy", None) or getattr(s.target, "center", None)
                 radius = float(getattr(s.target, "radius", 0.0) or 0.0)
@@ -131,14 +133,19 @@ class AudioEncoderNode(Node):
         Start the audio again at its end (otherwise silence after it).
     start_s : float
         Session time at which the audio starts.
+    blocks : list of str or None
+        Blocks in which it plays (None: every block); elsewhere — and always during the warm-up,
+        when the dsp calibrates its noise, and between blocks — the encoder hears silence.
     """
 
     kind = "audio_encoder"
-    INPUTS = {"tick": PortSpec(maxlen=256, policy="drop_oldest", required=True, message="features",
-                               doc="one message per bin (the dsp's features): the clock")}
+    CRITICAL = False
+    INPUTS = {"cursor": PortSpec(maxlen=256, policy="drop_oldest", required=True, message="cursor_state",
+                                 doc="one message per bin: the clock (its bin is the next one), the block")}
     OUTPUTS = {"plan": "stim_plan"}
     PARAMS = {"wav": Param("str", None, nullable=True), "text": Param("str", "The birch canoe slid on the smooth planks."),
-              "config": Param("dict", {}), "loop": Param("bool", True), "start_s": Param("float", 0.0, lo=0.0)}
+              "config": Param("dict", {}), "loop": Param("bool", True), "start_s": Param("float", 0.0, lo=0.0),
+              "blocks": Param("list", None, nullable=True)}
 
     @classmethod
     def validate_config(cls, name: str, params: dict, graph: dict) -> None:
@@ -178,12 +185,16 @@ class AudioEncoderNode(Node):
         return out
 
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
-        for m in inbox.get("tick", ()):
-            b = int(m.payload.bin) + 1                      # the bin about to be recorded
+        blocks = self.params["blocks"]
+        for m in inbox.get("cursor", ()):
+            s = m.payload
+            b = int(s.bin)                                  # the bin about to be recorded
             t0 = b * self.bin_s
             n0 = int(round(t0 * self.fs))
             n = int(round((t0 + self.bin_s) * self.fs)) - n0
-            if t0 < self.params["start_s"]:
+            # never during the warm-up (the dsp calibrates its noise then) or between blocks
+            on = s.block is not None and (blocks is None or s.block in blocks)
+            if t0 < self.params["start_s"] or not on:
                 block = np.zeros(n)
             else:
                 block = self._block(n)
@@ -262,27 +273,35 @@ class StimInterlockNode(Node):
         self.now_s = 0.0
         self._stamp = (0, 0)
         self.last_refused: list[dict] = []
+        self.halts: list[tuple[float, str]] = []        # (session time, "estop" | "reset")
 
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
-        for m in inbox.get("cursor", ()):
-            s = m.payload
-            self._stamp = (m.sample, m.t_enter_ns)
-            self.now_s = max(self.now_s, s.bin * self.bin_s)
-            if s.halted and self.interlock.stopped is None:
-                self.interlock.estop("cursor halted (E-STOP or watchdog)")
-                self.driver.stop(self.now_s)
-            elif not s.halted and self.interlock.stopped is not None:
-                self.interlock.reset("runtime: the cursor's halt was released")
-        for port in ("touch", "audio", "plans"):
-            for m in inbox.get(port, ()):
-                plan = plan_from_message(m.payload)
-                d = self.interlock.review(plan, self.now_s)
-                if len(d.refused):
-                    rows = [{"electrode": int(r["electrode"]), "time_s": float(r["time_s"]),
-                             "reason": str(r["reason"])} for r in d.refused[-20:]]
-                    self.last_refused = (self.last_refused + rows)[-50:]
-                if d.n_approved:
-                    self.driver.deliver(d.approved)
+        # In message order (a batch can hold several bins): each plan is judged at the session
+        # time of the cursor state it answers, the E-STOP applied from the bin it arrived in.
+        order = {"cursor": 0, "touch": 1, "audio": 2, "plans": 3}
+        msgs = sorted(((m.sample, order[port], i, port, m) for port in order for i, m in enumerate(inbox.get(port, ()))),
+                      key=lambda x: x[:3])
+        for _, _, _, port, m in msgs:
+            if port == "cursor":
+                s = m.payload
+                self._stamp = (m.sample, m.t_enter_ns)
+                self.now_s = max(self.now_s, s.bin * self.bin_s)
+                if s.halted and self.interlock.stopped is None:
+                    self.interlock.estop("cursor halted (E-STOP or watchdog)", now_s=self.now_s)
+                    self.driver.stop(self.now_s)
+                    self.halts.append((self.now_s, "estop"))
+                elif not s.halted and self.interlock.stopped is not None:
+                    self.interlock.reset("runtime: the cursor's halt was released", now_s=self.now_s)
+                    self.halts.append((self.now_s, "reset"))
+                continue
+            plan = plan_from_message(m.payload)
+            d = self.interlock.review(plan, self.now_s)
+            if len(d.refused):
+                rows = [{"electrode": int(r["electrode"]), "time_s": float(r["time_s"]),
+                         "reason": str(r["reason"])} for r in d.refused[-20:]]
+                self.last_refused = (self.last_refused + rows)[-50:]
+            if d.n_approved:
+                self.driver.deliver(d.approved)
         if inbox.get("cursor"):
             if not self._frames:
                 self.driver.keepalive(self.now_s)
