@@ -160,3 +160,22 @@ def test_estop_engaged_and_released_are_events_and_unchanged_status_is_not_rewri
     assert status_rows[1][1][0] == 1.0 and status_rows[3][1][0] == 0.0
     sr.finish(rec)
     assert sr.audit_missing.startswith("the run has no output folder")
+
+
+def test_the_recording_exports_to_nwb_with_every_pulse_and_decision(stim_run, tmp_path):
+    from pynwb import NWBHDF5IO
+
+    from cortexlink.io.nwb import export_nwb
+
+    summ = stim_run.res["nodes"]["stim"]["summary"]
+    delivered = stim_run.res["nodes"]["implant"]["summary"]["stimulator"]["pulses_delivered"]
+    out = export_nwb(stim_run.rec, tmp_path / "stim.nwb", raw=False)
+    assert out["stimulation"]["n_pulses"] == delivered and out["stimulation"]["n_decisions"] == summ["plans"]
+    with NWBHDF5IO(str(tmp_path / "stim.nwb"), "r") as io:
+        f = io.read()
+        t = f.intervals["stimulation_pulses"]
+        sent = np.concatenate([pulses_from_dict(m.payload) for m in stim_run.kept])
+        np.testing.assert_array_equal(t["start_time"][:], np.sort(sent["time_s"], kind="stable"))
+        d = f.intervals["stimulation_decisions"]
+        assert int(np.sum(d["n_refused"][:])) == summ["refused"] and int(np.sum(d["n_approved"][:])) == delivered
+        assert set(f.intervals["stimulation_refused_pulses"]["reason"][:]) == set(summ["reasons"])

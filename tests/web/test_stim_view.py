@@ -68,6 +68,37 @@ def test_the_stim_view_numbers_pulses_and_keeps_the_newest():
     json.dumps(s, allow_nan=False)
 
 
+def test_a_recording_started_from_the_ui_keeps_pulses_and_its_part_of_the_audit_log(tmp_path):
+    from cortexlink.io.session_log import SessionReader, verify_session
+    from cortexlink.stim.audit import read_audit
+    from cortexlink.web.controller import OperatorController
+    from cortexlink.web.graphs import stim_operator_graph
+
+    g = stim_operator_graph(copy.deepcopy(SESSION), limits=_limits(0), record_dir=tmp_path / "rec")
+    ctl = OperatorController(g, speed=4.0, record_dir=tmp_path / "rec").start()
+    try:
+        assert ctl.run_dir is not None and ctl.run_dir.parent == tmp_path / "operator-runs"
+        ctl.command("calibrate", {"seconds": 60})
+        ctl.wait_for(lambda s: (s.fast.get("stim") or {}).get("n_delivered", 0) > 50, 60)
+        ctl.command("record_start", {"name": "r1"})
+        ctl.wait_for(lambda s: s.fast["stim"]["n_delivered"] > 400 and s.fast["recording"], 60)
+        res = ctl.command("record_stop")
+        assert res["state"] == "closed" and {"stim_pulses", "stim_status"} <= set(res["streams"])
+    finally:
+        ctl.stop()
+    rec = tmp_path / "rec" / "r1"
+    assert verify_session(rec)["ok"]
+    m = json.loads((rec / "manifest.json").read_text())["stimulation"]
+    _, rows = SessionReader(rec).read_array("stim_pulses")
+    assert len(rows) == m["n_pulses_recorded"] > 0 and m["n_pulses_dropped"] == 0
+    run_audit = read_audit(ctl.run_dir / "stim_audit.jsonl")
+    audit = read_audit(rec / m["audit_file"])
+    # the interlock's first line (its limits), then the decisions made while recording: a tail of the run's
+    assert audit[0] == run_audit[0] and audit[0]["kind"] == "interlock_start"
+    assert 1 < len(audit) < len(run_audit) and audit[1:] == run_audit[audit[1]["n"]:audit[-1]["n"] + 1]
+    assert audit[1]["n"] > 1                                      # the decisions before record_start left out
+
+
 def _js(d, expr):
     return d.execute_script("return " + expr)
 

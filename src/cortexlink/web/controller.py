@@ -81,7 +81,10 @@ class OperatorController:
     n_channels : int, optional
         Override the simulated implant's channel count.
     record_dir : path
-        Parent folder of recordings (``record_start`` creates ``record_dir/<name>``).
+        Parent folder of recordings (``record_start`` creates ``record_dir/<name>``). A graph
+        with a ``stim_interlock`` runs with the output folder ``<record_dir's parent>/operator-runs/
+        <time>-<random>`` (:attr:`run_dir`), where the interlock keeps its audit log of every decision
+        for the whole session (each recording copies in its part); other graphs run without one.
     participant_id : str
         Pseudonymous participant code written to recordings.
     speed : float
@@ -129,6 +132,14 @@ class OperatorController:
         self.priority = check_choice("priority", priority, PRIORITIES)
         self.priority_info: dict = {"requested": self.priority, "applied": None, "error": None}
         self.poll_s = 1.0 / check_positive("poll_hz", poll_hz)
+        self.run_dir: Path | None = None
+        if self.graph is not None and any(isinstance(s, dict) and s.get("kind") == "stim_interlock"
+                                          for s in self.graph["nodes"].values()):
+            import tempfile
+
+            runs = Path(record_dir).parent / "operator-runs"
+            runs.mkdir(parents=True, exist_ok=True)
+            self.run_dir = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%dT%H%M%S-"), dir=runs))
         self.snapshots = LatestValue()
         self._link: Any = None
         self._runner: Any = None
@@ -190,7 +201,7 @@ class OperatorController:
         else:
             from cortexlink.runtime.runner import GraphRunner
 
-            self._runner = GraphRunner(self.graph, speed=self.speed)
+            self._runner = GraphRunner(self.graph, speed=self.speed, out_dir=self.run_dir)
             self._thread = threading.Thread(target=self._run_graph, name="cortexlink-graph", daemon=True)
             self._thread.start()
             if not self._runner.started.wait(timeout_s) or self._error is not None:
