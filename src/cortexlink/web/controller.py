@@ -132,14 +132,11 @@ class OperatorController:
         self.priority = check_choice("priority", priority, PRIORITIES)
         self.priority_info: dict = {"requested": self.priority, "applied": None, "error": None}
         self.poll_s = 1.0 / check_positive("poll_hz", poll_hz)
-        self.run_dir: Path | None = None
+        self.run_dir: Path | None = None              # made by start() for a graph with a stim_interlock
+        self._runs_parent = None
         if self.graph is not None and any(isinstance(s, dict) and s.get("kind") == "stim_interlock"
                                           for s in self.graph["nodes"].values()):
-            import tempfile
-
-            runs = Path(record_dir).parent / "operator-runs"
-            runs.mkdir(parents=True, exist_ok=True)
-            self.run_dir = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%dT%H%M%S-"), dir=runs))
+            self._runs_parent = Path(record_dir).parent / "operator-runs"
         self.snapshots = LatestValue()
         self._link: Any = None
         self._runner: Any = None
@@ -201,6 +198,11 @@ class OperatorController:
         else:
             from cortexlink.runtime.runner import GraphRunner
 
+            if self._runs_parent is not None and self.run_dir is None:
+                import tempfile
+
+                self._runs_parent.mkdir(parents=True, exist_ok=True)
+                self.run_dir = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%dT%H%M%S-"), dir=self._runs_parent))
             self._runner = GraphRunner(self.graph, speed=self.speed, out_dir=self.run_dir)
             self._thread = threading.Thread(target=self._run_graph, name="cortexlink-graph", daemon=True)
             self._thread.start()
