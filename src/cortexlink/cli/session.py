@@ -114,8 +114,9 @@ def run_and_report(cfg: dict, out_parent: Path, *, progress: bool = True, record
                                    expected_bytes=need, raw=raw, catalogue=default_catalogue_path(),
                                    raw_codec=record.partition("-")[2] or "none")
     try:
+        kw = {"out_dir": run_dir} if cfg.get("stimulation") else {}   # the interlock's audit log
         result = run_session(cfg, progress=progress, recorder=recorder, record_raw=record.startswith("raw"),
-                             redis=redis)
+                             redis=redis, **kw)
     except SessionStopped as exc:               # a failure or a stop signal: what ran goes to summary.json
         import json
 
@@ -134,6 +135,7 @@ def run_and_report(cfg: dict, out_parent: Path, *, progress: bool = True, record
     for k, v in rows:
         print(f"  {k:<{w}}  {v}")
     print(f"  {'run folder':<{w}}  {run_dir}  (report.html, summary.json, session.yaml, traces/, *.pgn"
+          + (", stim_audit.jsonl" if cfg.get("stimulation") else "")
           + (", recording/" if recorder is not None else "") + ")")
     sys.stdout.flush()
     return 0

@@ -324,6 +324,9 @@ def session_to_graph(session: Any, *, clock: str = "fast", chunk_ms: float | Non
             "raw": {"from": "implant.raw", **big}, "features": {"from": "dsp.features", **big},
             "intent": {"from": "decoder.intent", **big},
             "bins": {"from": "cursor.bins", **big}, "events": {"from": "cursor.events", **big}}}
+        if "stim" in nodes:                                    # delivered pulses, the interlock's status
+            nodes["recorder"]["inputs"].update(stim={"from": "implant.stim", **big},
+                                               stim_status={"from": "stim.status", **big})
     # an upper bound of the schedule's source time, so that a run whose schedule cannot finish
     # (a decoder that keeps failing, say) ends instead of running for ever
     limit = sum(b.get("seconds") or b["max_seconds"] for b in cfg["blocks"] if "max_seconds" in b) + 60.0
@@ -343,7 +346,7 @@ def _percentiles(a: np.ndarray) -> dict | None:
 def run_session(source: str | Path | dict | None = None, *, progress: bool = True,
                 on_block: Callable[[dict, Any], None] | None = None, recorder: Any = None,
                 realtime: bool = False, record_raw: bool = True, redis: str | None = None,
-                on_bin: Callable[[Any], None] | None = None) -> SessionResult:
+                on_bin: Callable[[Any], None] | None = None, out_dir: str | Path | None = None) -> SessionResult:
     """Run every block of a session on the runtime graph; return its traces, tasks and summary.
 
     Parameters
@@ -367,6 +370,9 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
         process and talk to the rest over Redis Streams. Default: everything in this process.
     on_bin : callable, optional
         Called with each bin's row of a task block (a :class:`~cortexlink.core.messages.BinRow`).
+    out_dir : path, optional
+        The run folder: nodes that write files put them there (the stimulation interlock's audit
+        log, ``stim_audit.jsonl``, which a recording also copies in).
 
     The same seed gives the same figures in one process and across processes with
     ``realtime=False`` (the graph runs in lock step).
@@ -407,7 +413,7 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
     if recorder is not None:
         objects["recorder"] = recorder
     t_wall = time.perf_counter()
-    runner = GraphRunner(graph, redis_url=redis, objects=objects)
+    runner = GraphRunner(graph, redis_url=redis, objects=objects, out_dir=out_dir)
     rr = runner.run()
     if on_block is not None:
         for b in cfg["blocks"][len(done):]:

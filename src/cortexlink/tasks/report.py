@@ -154,6 +154,17 @@ def summary_table(summary: dict) -> list[tuple[str, str]]:
     lat = [x for x in lat if fmt(x) != "n/a"]
     if lat:
         rows.append(("decode step latency p99 (µs, worst block)", fmt(max(lat), ".1f")))
+    st = summary.get("stimulation")
+    if isinstance(st, dict):
+        lock = st.get("interlock") or {}
+        dev = st.get("stimulator") or {}
+        reasons = lock.get("reasons") or {}
+        rows.append(("stimulation: pulses approved / refused / clamped",
+                     f"{lock.get('approved', 'n/a')} / {lock.get('refused', 'n/a')} / {lock.get('clamped', 'n/a')}"))
+        rows.append(("stimulation: pulses delivered", str(dev.get("pulses_delivered", "n/a"))))
+        if reasons:
+            rows.append(("stimulation: refusals by reason",
+                         ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))))
     rows.append(("wall time (s)", fmt(summary.get("wall_s"), ".1f")))
     return rows
 
