@@ -29,21 +29,33 @@ def _limits(disabled: int) -> dict:
     return json.loads(json.dumps(d))
 
 
+def _from(spec):
+    return spec["from"] if isinstance(spec, dict) else spec
+
+
 def test_the_stim_graph_wires_touch_through_the_interlock():
-    from cortexlink.web.graphs import check_operator_graph, stim_operator_graph
+    from cortexlink.web.graphs import check_operator_graph, operator_graph, stim_operator_graph
 
     g = stim_operator_graph(copy.deepcopy(SESSION), limits=_limits(0))
     n = g["nodes"]
-    assert n["implant"]["inputs"]["stim"] == "stim.command" and n["dsp"]["inputs"]["stim"] == "implant.stim"
+    assert n["implant"]["inputs"]["stim"] == "stim.command" and _from(n["dsp"]["inputs"]["stim"]) == "implant.stim"
     assert n["stim"]["inputs"] == {"touch": "touch.plan", "cursor": "cursor.state"}
+    assert n["stim"]["params"]["limits"] == _limits(0)
     for node in ("ui", "recorder"):
-        assert n[node]["inputs"]["stim"] == "implant.stim" and n[node]["inputs"]["stim_status"] == "stim.status"
+        assert _from(n[node]["inputs"]["stim"]) == "implant.stim" and n[node]["inputs"]["stim_status"] == "stim.status"
     assert check_operator_graph(g)["ui"] == "ui"
-    g = stim_operator_graph(copy.deepcopy(SESSION))
-    assert g["nodes"]["stim"]["params"] == {"n_electrodes": 32}
+    # a session's own stimulation section is what the operator graph runs (here resized to 16 channels)
+    own = {**copy.deepcopy(SESSION), "stimulation": {"touch": {"force_max_n": 3.0}, "policy": "clamp"}}
+    for g in (operator_graph(copy.deepcopy(own), n_channels=16), stim_operator_graph(copy.deepcopy(own))):
+        n = g["nodes"]
+        assert n["touch"]["params"]["force_max_n"] == 3.0 and n["stim"]["params"]["policy"] == "clamp"
+        assert n["ui"]["inputs"]["stim_status"] == "stim.status"
+        check_operator_graph(g)
+    assert operator_graph(copy.deepcopy(own), n_channels=16)["nodes"]["stim"]["params"]["n_electrodes"] == 16
+    assert "stim" not in operator_graph(copy.deepcopy(SESSION))["nodes"]["ui"]["inputs"]     # no section: no panel
     bad = copy.deepcopy(SESSION)
     bad["decoder"] = {"kind": "perfect", "params": {}}
-    with pytest.raises(ConfigError, match="stimulation needs the simulated implant"):
+    with pytest.raises(ConfigError, match="stimulation needs an implant"):
         stim_operator_graph(bad)
 
 

@@ -21,11 +21,11 @@ loop instead (:func:`speech_operator_graph`): ``task`` (``speech_task`` reading
 schedule runs by itself (the operator watches, stops, records); the graph keeps running after
 the schedule is done, so the last block's figures stay on the page.
 
-:func:`stim_operator_graph` adds touch feedback to a cursor session's operator graph: a
-``touch_encoder`` (the cursor in its target is a fingertip force) → ``stim_interlock`` (the
-safety interlock; the cursor's E-STOP stops stimulation) → the implant as the simulated
-stimulator; the delivered pulses and the interlock's status go to the dsp (artefact removal),
-the recorder and the page's stimulation panel.
+A cursor session with a ``stimulation:`` section (:mod:`cortexlink.runtime.stim_session`) gets its
+encoders, the ``stim_interlock`` (the cursor's E-STOP stops stimulation) and the implant as the
+simulated stimulator, as ``session run`` compiles them; the delivered pulses and the interlock's
+status also go to the recorder and to the ``ui`` feed (the page's stimulation panel).
+:func:`stim_operator_graph` gives a session without one touch feedback.
 """
 
 from __future__ import annotations
@@ -76,12 +76,19 @@ def operator_graph(session: Any = None, *, n_channels: int | None = None, record
     cfg = load_session(session)
     if n_channels is not None:
         cfg["implant"]["n_channels"] = check_positive("n_channels", n_channels, integer=True)
+        if cfg.get("stimulation"):
+            cfg["stimulation"].pop("n_electrodes", None)      # the default limits: every channel of the implant
         cfg = load_session(cfg)
     if is_speech_session(cfg):
         return speech_operator_graph(cfg, record_dir=record_dir, participant_id=participant_id, max_hz=max_hz)
     dt_ms = cfg["loop"]["dt_s"] * 1000.0
     op = OPERATOR_TOPIC
     nodes = loop_nodes(cfg, chunk_ms=chunk_ms)
+    stim = cfg.get("stimulation")
+    if stim:
+        from cortexlink.runtime.stim_session import add_stimulation
+
+        add_stimulation(nodes, stim)
     cursor = nodes["cursor"]
     cursor["params"]["block_defaults"] = _block_defaults(cfg["blocks"])
     cursor["inputs"]["operator"] = op
@@ -95,6 +102,9 @@ def operator_graph(session: Any = None, *, n_channels: int | None = None, record
             "inputs": {"raw": "implant.raw", "features": "dsp.features", "intent": "decoder.intent",
                        "bins": "cursor.bins", "events": "cursor.events", "operator": op}}
         ui["inputs"]["activity"] = "dsp.features"
+    if stim:
+        for n in (ui, nodes["recorder"]):
+            n["inputs"].update(stim={"from": "implant.stim", "maxlen": 1 << 14}, stim_status="stim.status")
     nodes["cursor"] = nodes.pop("cursor")          # the shipped graph's order: recorder, cursor, ui
     nodes["ui"] = ui
     return {"name": cfg["name"], "bin_ms": dt_ms, "clock": "realtime", "stats_after_s": 1.0,
@@ -125,29 +135,23 @@ def speech_operator_graph(cfg: dict, *, record_dir: str | Path | None = None, pa
 
 def stim_operator_graph(session: Any = None, *, touch: dict | None = None, limits: dict | None = None,
                         **kw: Any) -> dict:
-    """:func:`operator_graph` with touch feedback through the stimulation interlock (see the module
-    docstring). ``touch``: :class:`~cortexlink.stim.touch.TouchConfig` fields; ``limits``: the
-    interlock's limits (:class:`~cortexlink.stim.limits.SafetyLimits` mapping; default: the
-    default limits for every electrode of the implant); ``kw``: :func:`operator_graph`'s."""
-    g = operator_graph(session, **kw)
-    nodes = g["nodes"]
-    if "implant" not in nodes or nodes["implant"]["kind"] != "sim_source" or "dsp" not in nodes:
-        raise ConfigError("stimulation needs the simulated implant (a sim_source node 'implant' and a dsp); "
-                          f"this session's operator graph has nodes {sorted(nodes)}")
-    n_el = int(nodes["implant"]["params"].get("config", {}).get("n_channels") or 64)
-    nodes["implant"]["inputs"]["stim"] = "stim.command"
-    nodes["dsp"]["inputs"]["stim"] = "implant.stim"
-    stim_params = {"limits": limits} if limits is not None else {"n_electrodes": n_el}
-    ui = nodes.pop("ui")
-    nodes["touch"] = {"kind": "touch_encoder", "params": {"config": dict(touch or {})},
-                      "inputs": {"cursor": "cursor.state"}}
-    nodes["stim"] = {"kind": "stim_interlock", "params": stim_params,
-                     "inputs": {"touch": "touch.plan", "cursor": "cursor.state"}}
-    for n in (ui, nodes.get("recorder")):
-        if n is not None:
-            n["inputs"].update(stim="implant.stim", stim_status="stim.status")
-    nodes["ui"] = ui
-    return g
+    """:func:`operator_graph` of ``session`` with touch feedback: its ``stimulation:`` section, or
+    (without one, or with ``touch`` or ``limits`` given) ``{touch: {config: touch}, limits: limits}``
+    (``touch``: :class:`~cortexlink.stim.touch.TouchConfig` fields; ``limits``: a
+    :class:`~cortexlink.stim.limits.SafetyLimits` mapping, default the default limits for every
+    electrode of the implant). ``kw``: :func:`operator_graph`'s.
+
+    Raises
+    ------
+    ConfigError
+        The session runs no implant (decoder ``perfect``) or the section is invalid (naming the field).
+    """
+    from cortexlink.runtime.session import load_session
+
+    cfg = load_session(session)
+    if not cfg.get("stimulation") or touch is not None or limits is not None:
+        cfg["stimulation"] = {"touch": {"config": dict(touch or {})}, **({} if limits is None else {"limits": limits})}
+    return operator_graph(cfg, **kw)
 
 
 def resolve_graph(graph: Any = None, *, session: Any = None, n_channels: int | None = None,
