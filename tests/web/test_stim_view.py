@@ -77,6 +77,11 @@ def test_the_stim_view_numbers_pulses_and_keeps_the_newest():
                  "last_refused": [{"electrode": 4, "time_s": 0.123456, "reason": "rate"}] * 12})
     s = v.view()
     assert s["now_s"] == 0.5 and s["status"]["estop"] == "x" and len(s["status"]["last_refused"]) == 10
+    assert s["status"]["estop_since_s"] == 0.5
+    v.interlock({**v.status, "now_s": 0.7})
+    assert v.view()["status"]["estop_since_s"] == 0.5                   # since it engaged, not the newest
+    v.interlock({**v.status, "now_s": 0.8, "estop": None})
+    assert v.view()["status"]["estop_since_s"] is None
     json.dumps(s, allow_nan=False)
 
 
@@ -162,6 +167,8 @@ def test_the_panel_shows_delivered_pulses_and_the_interlock(tmp_path, artifact_d
             d.find_element(By.ID, "estop").click()
             wait.until(lambda d: d.find_element(By.ID, "stim-estop").text.startswith("E-STOP: "))
             assert "bad" in d.find_element(By.ID, "stim-estop").get_attribute("class")
+            since = _js(d, "cl.fast.stim.status.estop_since_s")
+            assert since is not None and since <= _js(d, "cl.fast.stim.now_s")
             n0 = _js(d, "cl.fast.stim.n_delivered")
             t0 = _js(d, "cl.fast.stim.now_s")
             wait.until(lambda d: _js(d, "cl.fast.stim.now_s") > t0 + 1.0)

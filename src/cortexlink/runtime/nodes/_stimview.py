@@ -14,7 +14,8 @@ output) and the interlock's newest status; :meth:`StimView.view` is the page's `
     Pulses delivered since the feed started; the electrodes that stimulated (sorted).
 ``status``
     The interlock's (None before its first message): policy, ``estop`` (the reason while
-    engaged, else None), the limits' SHA-256, the totals (plans, pulses, approved, refused,
+    engaged, else None), ``estop_since_s`` (session time of the first status that showed it
+    engaged), the limits' SHA-256, the totals (plans, pulses, approved, refused,
     clamped), refusals by reason, the last refused pulses.
 
 Nothing here is on the real-time path: the feed's inputs drop their oldest messages when it lags.
@@ -43,6 +44,7 @@ class StimView:
         self.now_s = 0.0
         self.status: dict | None = None
         self.electrodes: set[int] = set()
+        self.estop_since_s: float | None = None
 
     def delivered(self, payload: dict) -> None:
         """One ``stim_pulses`` message (the pulses the stimulator delivered in a chunk)."""
@@ -68,6 +70,10 @@ class StimView:
         now = payload.get("now_s")
         if isinstance(now, (int, float)) and math.isfinite(now):
             self.now_s = max(self.now_s, float(now))
+        if payload.get("estop") is None:
+            self.estop_since_s = None
+        elif self.estop_since_s is None:
+            self.estop_since_s = self.now_s
 
     def view(self) -> dict:
         """The page's ``stim`` part (JSON-able, no NaN)."""
@@ -76,6 +82,7 @@ class StimView:
         st = None
         if s is not None:
             st = {"policy": s.get("policy"), "estop": s.get("estop"), "limits_sha256": s.get("limits_sha256"),
+                  "estop_since_s": None if self.estop_since_s is None else round(self.estop_since_s, 4),
                   **{k: int(s.get(k) or 0) for k in ("n_plans", "n_pulses", "n_approved", "n_refused", "n_clamped")},
                   "reasons": {str(k): int(v) for k, v in (s.get("reasons") or {}).items()},
                   "last_refused": [{"electrode": int(r.get("electrode", -1)), "time_s": round(float(r.get("time_s", 0.0)), 4),

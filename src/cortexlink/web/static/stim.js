@@ -36,7 +36,10 @@
     const L = 34, rowH = (H - 14) / els.length, row = new Map(els.map((e, i) => [e, i]));
     g.fillStyle = '#0b0e13'; g.fillRect(0, 0, W, H);
     const estop = s.status && s.status.estop;
-    if (estop) { g.fillStyle = 'rgba(229,72,77,0.18)'; g.fillRect(L, 0, W - L, H - 14); }
+    if (estop) {                              // shaded from the status that first showed it engaged
+      const since = s.status.estop_since_s, xs = since === null ? L : Math.max(L, L + (W - L) * (since - t0) / WINDOW_S);
+      g.fillStyle = 'rgba(229,72,77,0.18)'; g.fillRect(xs, 0, W - xs, H - 14);
+    }
     g.font = '10px sans-serif'; g.fillStyle = '#8a97a8';
     const every = Math.max(1, Math.ceil(10 / rowH));
     els.forEach((e, i) => { if (i % every === 0) g.fillText('e' + e, 2, (i + 0.5) * rowH + 4); });
