@@ -28,7 +28,8 @@ manifest ``stimulation``
 Every pulse of every message that reaches the recorder is written (a record the writer's queue
 drops for lack of room is counted in ``n_pulses_dropped`` and the manifest's ``dropped``). The
 ``stim`` input holds 8192 messages (one per chunk with pulses); a recorder that lags further
-loses the oldest, counted on the edge (``n_dropped`` in the run's ``edges``).
+loses the oldest: counted on the edge (``n_dropped`` in the run's ``edges``) and raised as a
+``dropped`` fault, which the recorder keeps as a ``fault`` event (its ``faults`` input).
 
 The interlock writes its audit log to ``<run out dir>/stim_audit.jsonl`` (the run folder); a
 recording whose graph runs without one, or in another process, gets ``audit_file: null`` and the
