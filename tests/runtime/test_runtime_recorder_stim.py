@@ -148,18 +148,28 @@ def test_estop_engaged_and_released_are_events_and_unchanged_status_is_not_rewri
     msgs = [_status(), _status(), _status(estop="cursor halted", now_s=0.1),
             _status(estop="cursor halted", now_s=0.12, n_plans=1, n_pulses=4, n_refused=4, reasons={"estop": 4},
                     last_refused=[{"electrode": 3, "time_s": 0.12, "reason": "estop"}] * 4),
-            _status(now_s=0.2, n_plans=1, n_pulses=4, n_refused=4, reasons={"estop": 4})]
+            _status(now_s=0.2, n_plans=1, n_pulses=4, n_refused=4, reasons={"estop": 4}),
+            # refusals within a second of the last event wait and add up; the close flushes the rest
+            _status(now_s=0.5, n_plans=2, n_pulses=9, n_refused=9, reasons={"estop": 4, "frequency": 5}),
+            _status(now_s=1.3, n_plans=3, n_pulses=12, n_refused=12, reasons={"estop": 4, "frequency": 8}),
+            _status(now_s=1.5, n_plans=4, n_pulses=13, n_refused=13, reasons={"estop": 4, "frequency": 9},
+                    last_refused=[{"electrode": 5, "time_s": 1.5, "reason": "frequency"}])]
     sr.status(rec, [SimpleNamespace(payload=p, sample=i * 600, t_enter_ns=0) for i, p in enumerate(msgs)])
     kinds = [(e["kind"], e["sample"]) for e in rec.events]
     assert kinds == [("stim_interlock", 0), ("stim_estop", 1200), ("stim_refusals", 1800),
-                     ("stim_estop_released", 2400)]
+                     ("stim_estop_released", 2400), ("stim_refusals", 3600)]
+    assert rec.events[4]["n_refused"] == 8 and rec.events[4]["reasons"] == {"frequency": 8}
     assert rec.events[1]["reason"] == "cursor halted" and rec.events[2]["reasons"] == {"estop": 4}
     assert len(rec.events[2]["last_refused"]) == 4
     status_rows = [(s, r[0]) for n, s, r in rec.rows if n == "stim_status"]
-    assert [s for s, _ in status_rows] == [0, 1200, 1800, 2400]          # the repeated first status is not
+    assert [s for s, _ in status_rows] == [0, 1200, 1800, 2400, 3000, 3600, 4200]   # the repeated first is not
     assert status_rows[1][1][0] == 1.0 and status_rows[3][1][0] == 0.0
     sr.finish(rec)
     assert sr.audit_missing.startswith("the run has no output folder")
+    last = rec.events[-1]
+    assert (last["kind"], last["sample"], last["n_refused"], last["reasons"]) == ("stim_refusals", 4200, 1,
+                                                                                 {"frequency": 1})
+    assert sum(e["n_refused"] for e in rec.events if e["kind"] == "stim_refusals") == 13
 
 
 def test_the_recording_exports_to_nwb_with_every_pulse_and_decision(stim_run, tmp_path):

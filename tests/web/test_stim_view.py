@@ -106,8 +106,13 @@ def test_a_recording_started_from_the_ui_keeps_pulses_and_its_part_of_the_audit_
     rec = tmp_path / "rec" / "r1"
     assert verify_session(rec)["ok"]
     m = json.loads((rec / "manifest.json").read_text())["stimulation"]
-    _, rows = SessionReader(rec).read_array("stim_pulses")
+    r = SessionReader(rec)
+    _, rows = r.read_array("stim_pulses")
     assert len(rows) == m["n_pulses_recorded"] > 0 and m["n_pulses_dropped"] == 0
+    # refusal events count this recording's refusals only (from its first status on)
+    _, srows = r.read_array("stim_status")
+    refused = sum(e["n_refused"] for e in r.events() if e["kind"] == "stim_refusals")
+    assert refused == srows[-1, 4] - srows[0, 4] > 0
     run_audit = read_audit(ctl.run_dir / "stim_audit.jsonl")
     audit = read_audit(rec / m["audit_file"])
     # the interlock's first line (its limits), then the decisions made while recording: a tail of the run's

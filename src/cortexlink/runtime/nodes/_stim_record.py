@@ -15,8 +15,11 @@ What the :class:`~cortexlink.runtime.nodes.recorder.RecorderNode` keeps of a sti
 events
     ``stim_interlock`` (the first status: policy, limits SHA-256, the interlock node),
     ``stim_estop`` (engaged, with its reason), ``stim_estop_released``, and ``stim_refusals``
-    (refused or clamped counts grew: by how much, refusals by reason since the last one, the
-    interlock's last refused pulses).
+    (refused or clamped counts grew: by how much and by reason since the last such event, the
+    interlock's last refused pulses; at most one per :data:`REFUSAL_EVENT_S` of session time —
+    refusals go on every bin while an E-STOP holds — the rest added up into the next, or into
+    one when the recording closes; ``stim_status`` and the audit log have every bin and decision).
+    A recording started mid-run counts from its first status.
 ``stim/stim_audit.jsonl``
     The interlock's audit log (every decision, E-STOP and reset; :func:`cortexlink.stim.audit.
     read_audit` reads it), copied in when the recording closes, so the manifest's checksums cover
@@ -56,6 +59,8 @@ STIM_STATUS_COLUMNS: tuple[str, ...] = STREAM_COLUMNS["stim_status"]
 #: the audit log's place in a recording (and in the run folder, where the interlock writes it)
 AUDIT_NAME = "stim_audit.jsonl"
 AUDIT_REL = f"stim/{AUDIT_NAME}"
+#: session seconds between two ``stim_refusals`` events at most
+REFUSAL_EVENT_S = 1.0
 
 
 class StimRecord:
@@ -81,6 +86,9 @@ class StimRecord:
         self.n_messages = 0
         self.last_status: dict | None = None
         self.first_status: dict | None = None
+        self._ref_base: dict = {}                     # the status the last stim_refusals counted up to
+        self._ref_t: float | None = None
+        self._ref_pending: tuple | None = None
         self.audit_from = 0
         src = self.audit_src
         if getattr(self.node, "idle", False) and src is not None and src.is_file():
@@ -132,16 +140,14 @@ class StimRecord:
             elif s.get("estop") is None and was is not None:
                 rec.event("stim_estop_released", sample=m.sample, was=was, now_s=s.get("now_s"))
                 n += 1
-            d_ref = int(s.get("n_refused", 0)) - int((prev or {}).get("n_refused", 0))
-            d_cl = int(s.get("n_clamped", 0)) - int((prev or {}).get("n_clamped", 0))
-            if d_ref > 0 or d_cl > 0:
-                old = (prev or {}).get("reasons") or {}
-                reasons = {k: int(v) - int(old.get(k, 0)) for k, v in (s.get("reasons") or {}).items()
-                           if int(v) - int(old.get(k, 0)) > 0}
-                last = list(s.get("last_refused") or [])[-min(max(d_ref, 0), 10):] if d_ref > 0 else []
-                rec.event("stim_refusals", sample=m.sample, now_s=s.get("now_s"), n_refused=d_ref, n_clamped=d_cl,
-                          reasons=reasons, last_refused=last, total_refused=int(s.get("n_refused", 0)))
-                n += 1
+            if prev is None and getattr(self.node, "idle", False):
+                self._ref_base = s                    # started mid-run: what came before is not this recording's
+            if _grew(s, self._ref_base):
+                now = float(s.get("now_s") or 0.0)
+                if self._ref_t is None or now - self._ref_t >= REFUSAL_EVENT_S:
+                    n += self._refusals(rec, m.sample, s)
+                else:
+                    self._ref_pending = (m.sample, s)
             row = _status_row(s)
             if prev is None or row != _status_row(prev):
                 rec.write_array("stim_status", int(m.sample), np.asarray([row], np.float64),
@@ -150,8 +156,24 @@ class StimRecord:
             self.last_status = s
         return n
 
+    def _refusals(self, rec: Any, sample: int, s: dict) -> int:
+        base = self._ref_base
+        d_ref = int(s.get("n_refused", 0)) - int(base.get("n_refused", 0))
+        d_cl = int(s.get("n_clamped", 0)) - int(base.get("n_clamped", 0))
+        old = base.get("reasons") or {}
+        reasons = {k: int(v) - int(old.get(k, 0)) for k, v in (s.get("reasons") or {}).items()
+                   if int(v) - int(old.get(k, 0)) > 0}
+        last = list(s.get("last_refused") or [])[-min(d_ref, 10):] if d_ref > 0 else []
+        rec.event("stim_refusals", sample=sample, now_s=s.get("now_s"), n_refused=d_ref, n_clamped=d_cl,
+                  reasons=reasons, last_refused=last, total_refused=int(s.get("n_refused", 0)))
+        self._ref_base, self._ref_t, self._ref_pending = s, float(s.get("now_s") or 0.0), None
+        return 1
+
     def finish(self, rec: Any) -> None:
-        """Before the recording closes: copy the audit log in, and complete the manifest entry."""
+        """Before the recording closes: the refusals not yet in an event, the audit log copied in,
+        and the manifest entry completed."""
+        if self._ref_pending is not None:
+            self._refusals(rec, *self._ref_pending)
         self.audit_rel, self.audit_missing, self.audit_lines = None, None, 0
         src = self.audit_src
         if self.interlock is None:
@@ -199,6 +221,10 @@ class StimRecord:
             rec.set_source(rec.channel_map, fs, stimulation=info)
         except (OSError, ValueError) as exc:
             logger.warning("recorder %s: could not write the stimulation entry of the manifest: %s", rec.path, exc)
+
+
+def _grew(s: dict, base: dict) -> bool:
+    return any(int(s.get(k, 0) or 0) > int(base.get(k, 0) or 0) for k in ("n_refused", "n_clamped"))
 
 
 def _status_row(s: dict) -> list[float]:
