@@ -13,7 +13,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Write a recorded session folder as one NWB 2 file (pynwb): electrodes with "
                                    "geometry, the raw ElectricalSeries streamed in compressed chunks, threshold "
                                    "crossings and spike-band power, cursor, clicks, decoder outputs, trials, "
-                                   "blocks, gaps as invalid_times and a de-identified subject.")
+                                   "blocks, gaps as invalid_times and a de-identified subject; a speech "
+                                   "session's trials and phoneme log-probabilities; a stimulation session's "
+                                   "delivered pulses and the safety interlock's decisions.")
     p.add_argument("session", type=Path, metavar="DIR", help="session folder (manifest.json + streams/)")
     p.add_argument("--to", dest="to", type=Path, required=True, metavar="FILE.nwb", help="NWB file to write")
     p.add_argument("--no-raw", action="store_true", help="leave the raw samples out (features, behaviour, events only)")
