@@ -23,6 +23,14 @@ trials (target, outcome), blocks            ``intervals/trials``, ``intervals/ep
 speech sessions: phoneme log-probabilities,  ``processing/behavior/phoneme_logprobs``,
 sentences, decoded text, block metrics      ``intervals/speech_trials``, ``intervals/speech_blocks``
                                             (:mod:`cortexlink.io.nwb._speech`)
+stimulation: delivered pulses, interlock    ``intervals/stimulation_pulses``,
+decisions, refused pulses, E-STOPs, totals, ``intervals/stimulation_decisions``,
+the audit log and limits                    ``intervals/stimulation_refused_pulses``,
+                                            ``intervals/stimulation_estops``,
+                                            ``processing/misc/interlock_totals``,
+                                            ``scratch/cortexlink_stim_audit``,
+                                            ``scratch/cortexlink_stim_limits``
+                                            (:mod:`cortexlink.io.nwb._stim`)
 clicks, task events                         ``events/clicks``, ``events/task_events``
 holes, gaps, dropped items                  ``intervals/invalid_times`` (with a ``reason``)
 every event and the manifest (lossless)     ``scratch/cortexlink_events``,
