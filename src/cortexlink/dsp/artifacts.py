@@ -112,6 +112,8 @@ class StimArtifactRemover:
         Samples (rows) blanked since :meth:`reset`.
     n_late_pulses_ : int
         Scheduled pulses whose window lay wholly in samples already processed (ignored).
+    blank_mask_last_ : ndarray of bool or None
+        Which rows of the last chunk given to :meth:`step` were blanked (None: none were).
     n_blanked_last_ : int
         Samples (rows) blanked in the chunk last given to :meth:`step` (the per-chunk count).
     blanked_intervals_ : ndarray (n, 2) int64
@@ -172,6 +174,7 @@ class StimArtifactRemover:
         self.n_blanked_samples_ = 0
         self.n_late_pulses_ = 0
         self.n_blanked_last_ = 0
+        self.blank_mask_last_ = None
         self._intervals: list[list[int]] = []
 
     @property
@@ -317,12 +320,14 @@ class StimArtifactRemover:
         self._next = s1
         if n == 0:
             self.n_blanked_last_ = 0
+            self.blank_mask_last_ = None
             return chunk
         if not self._events or (self._events[0].t0 >= s1 and self._events[0].w0 >= s1):
             self._push_history(data)                  # nothing to do in this chunk
             self._finalize_until(s1)
             self._last = data[-1].astype(np.float64)
             self.n_blanked_last_ = 0
+            self.blank_mask_last_ = None
             return chunk
         x = data.astype(np.float64)
         out = None
@@ -389,6 +394,7 @@ class StimArtifactRemover:
             self._last = src[clean[-1]].copy()
         self.n_blanked_samples_ += n_bl
         self.n_blanked_last_ = n_bl
+        self.blank_mask_last_ = blank if n_bl else None
         if out is None:
             return chunk
         if data.dtype == np.int16:

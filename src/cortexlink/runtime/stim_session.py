@@ -9,8 +9,11 @@
                                       # (default: every channel of the implant)
       policy: refuse                  # override the file's policy (refuse | clamp)
       touch: {force_max_n: 5.0, config: {}}          # touch feedback: the cursor in its target
+                                      # (config: TouchConfig; here sync_hz and freq_max_hz default
+                                      # to 100 so that all electrodes pulse together)
       auditory: {text: "The birch canoe…", config: {rate_hz: 300}}   # or wav: file.wav
-      artifacts: {mode: blank+template}  # removal before the dsp (blank | template | none)
+      artifacts: {mode: blank+template}  # removal before the dsp (blank | template | none);
+                                      # compensate: true scales rates to the unblanked time
       blocks: [closed-loop, webgrid]  # blocks with stimulation (default: every block)
 
 :func:`load_stimulation` validates it (every error names ``session.stimulation.<field>``) and
@@ -32,7 +35,8 @@ __all__ = ["load_stimulation", "add_stimulation", "STIM_KEYS"]
 STIM_KEYS = {"limits", "limits_file", "n_electrodes", "policy", "touch", "auditory", "artifacts", "blocks"}
 _TOUCH_KEYS = {"config", "force_max_n"}
 _AUDIO_KEYS = {"wav", "text", "config", "loop", "start_s"}
-_ART_KEYS = {"mode", "blank_pre_ms", "blank_post_ms", "template_ms", "n_template_pulses", "scale_by_amplitude"}
+_ART_KEYS = {"mode", "blank_pre_ms", "blank_post_ms", "template_ms", "n_template_pulses", "scale_by_amplitude",
+             "compensate"}
 
 
 def _err(path: str, msg: str) -> ConfigError:
@@ -80,7 +84,7 @@ def load_stimulation(raw: Any, *, n_channels: int, block_names: list[str]) -> di
     if "touch" in raw:
         touch = _section("touch", raw["touch"], _TOUCH_KEYS)
         try:
-            cfg = TouchConfig(**(touch.get("config") or {}))
+            cfg = TouchConfig(**{"sync_hz": 100.0, "freq_max_hz": 100.0, **(touch.get("config") or {})})
         except (ConfigError, TypeError) as exc:
             raise _err("touch.config", f"is invalid: {exc}") from None
         bad = [e for e in cfg.electrodes if e >= n_channels]
@@ -103,11 +107,13 @@ def load_stimulation(raw: Any, *, n_channels: int, block_names: list[str]) -> di
         raise ConfigError("session.stimulation needs an encoder: touch and/or auditory")
     art = _section("artifacts", raw.get("artifacts", {"mode": "blank+template"}), _ART_KEYS)
     art.setdefault("mode", "blank+template")
+    if not isinstance(art.get("compensate", False), bool):
+        raise _err("artifacts.compensate", f"must be true or false; got {art['compensate']!r}")
     if art["mode"] != "none":
         from cortexlink.dsp.artifacts import StimArtifactRemover
 
         try:
-            StimArtifactRemover(1, 30000.0, **art)
+            StimArtifactRemover(1, 30000.0, **{k: v for k, v in art.items() if k != "compensate"})
         except (ConfigError, TypeError) as exc:
             raise _err("artifacts", f"is invalid: {exc}") from None
     out["artifacts"] = art
@@ -129,8 +135,12 @@ def add_stimulation(nodes: dict, stim: dict) -> None:
     plans: dict[str, str] = {}
     if "touch" in stim:
         t = stim["touch"]
+        # Pulses on a common 100 Hz grid unless the session says otherwise: one blanking window per
+        # tick instead of one per electrode's pulse (asynchronous trains on 10 electrodes blank
+        # nearly all the time and the decoder loses the signal; measured with bench stim).
+        cfg = {"sync_hz": 100.0, "freq_max_hz": 100.0, **(t.get("config") or {})}
         nodes["touch"] = {"kind": "touch_encoder",
-                          "params": {"config": t.get("config") or {}, "force_max_n": t.get("force_max_n", 5.0),
+                          "params": {"config": cfg, "force_max_n": t.get("force_max_n", 5.0),
                                      "blocks": stim["blocks"]},
                           "inputs": {"cursor": "cursor.state"}}
         plans["touch"] = "touch.plan"

@@ -102,6 +102,13 @@ class TouchConfig:
         Which pulse parameters the drive modulates; the other stays at its minimum.
     cathodic_first : bool
         Polarity of the first phase.
+    sync_hz : float or None
+        When given, every pulse onset moves to the next tick of one grid at ``sync_hz`` on the
+        session clock (each sensor at most one pulse per tick), so that all electrodes pulse
+        together: the recording then loses one blanking window per tick instead of one per
+        electrode's pulse (asynchronous trains on 10 electrodes at 100 Hz blank nearly all the
+        time). Rates are kept on average; rates above ``sync_hz`` are cut to it. ``freq_max_hz``
+        and ``sync_hz`` ≤ 300 Hz.
 
     Raises
     ------
@@ -126,6 +133,7 @@ class TouchConfig:
     min_drive: float = 0.1
     modulate: str = "both"
     cathodic_first: bool = True
+    sync_hz: float | None = None
 
     def __post_init__(self) -> None:
         groups = self.sensor_electrodes
@@ -171,6 +179,11 @@ class TouchConfig:
             raise ConfigError(f"TouchConfig.modulate must be one of {list(_MODULATE)}; got {self.modulate!r}")
         if not isinstance(self.cathodic_first, (bool, np.bool_)):
             raise ConfigError(f"TouchConfig.cathodic_first must be true or false; got {self.cathodic_first!r}")
+        if self.sync_hz is not None:
+            sync = _num("sync_hz", self.sync_hz, high=300.0)
+            if (2 * width + gap) * 1e-6 >= 1.0 / sync:
+                raise ConfigError(f"TouchConfig: a pulse (2 × width_us + gap_us = {2 * width + gap:g} µs) must be "
+                                  f"shorter than the period at sync_hz={self.sync_hz!r}")
 
     @property
     def n_sensors(self) -> int:
@@ -221,6 +234,7 @@ class TouchEncoder:
         self._off = np.zeros(n)
         self._phase = np.ones(n)           # cycles since the last pulse; 1 = fire at the next active sample
         self.last_drive = np.zeros(n)      # drive per sensor at the last sample (for displays)
+        self._last_tick: dict[int, float] = {}   # with sync_hz: the last grid tick each sensor used
         self.seq = 0
 
     def _check(self, forces: Any, dt_s: Any) -> tuple[np.ndarray, float]:
@@ -305,11 +319,34 @@ class TouchEncoder:
                 phase = 1.0 - max(0.0, wait - dt) * rate
             self._phase[s] = phase
         self.last_drive = drive[-1].copy()
-        pulses = self._expand(np.asarray(times), np.asarray(amps), np.asarray(sensors, int))
+        times_a, amps_a, sensors_a = np.asarray(times), np.asarray(amps), np.asarray(sensors, int)
+        if cfg.sync_hz is not None and times_a.size:
+            times_a, amps_a, sensors_a = self._sync(times_a, amps_a, sensors_a)
+        pulses = self._expand(times_a, amps_a, sensors_a)
         t_end = t0 + n_samples * dt
         if pulses.size:       # a pulse that starts in the window is delivered whole: the window covers it
             t_end = max(t_end, float(pulse_end_s(pulses).max()))
         return StimPlan(pulses, t0, t_end, self.source, seq)
+
+    def _sync(self, times: np.ndarray, amps: np.ndarray, sensors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Onsets moved to the next tick of the common grid, one pulse per sensor and tick. A tick
+        past the block stays in this plan (whose window then reaches it); the next block will not
+        use that tick again for the sensor."""
+        sync = float(self.config.sync_hz)
+        k = np.ceil(times * sync - 1e-6)
+        last = self._last_tick
+        keep = np.ones(times.size, bool)
+        for s in np.unique(sensors):
+            m = np.flatnonzero(sensors == s)
+            ticks = k[m]
+            # a sensor never pulses twice on one tick, nor on a tick it already used last block
+            dup = np.concatenate([[ticks[0] <= last.get(int(s), -np.inf)], ticks[1:] <= np.maximum.accumulate(ticks)[:-1]])
+            keep[m[dup]] = False
+            if (~dup).any():
+                last[int(s)] = float(ticks[~dup].max())
+        self._last_tick = last
+        t = k / sync
+        return t[keep], amps[keep], sensors[keep]
 
     def _drive(self, f: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
         """Drive and activity per sample and sensor; advances the transient filters."""

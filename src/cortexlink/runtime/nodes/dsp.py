@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,13 @@ class DspNode(Node):
         arguments of :class:`~cortexlink.dsp.artifacts.StimArtifactRemover` (``mode``: ``blank``,
         ``template`` or ``blank+template``; ``blank_pre_ms``, ``blank_post_ms``…), which cleans
         every raw chunk before the extractor so that artefacts do not become threshold crossings.
-        ``mode: none`` leaves the artefacts in (for comparison).
+        ``mode: none`` leaves the artefacts in (for comparison). With ``compensate: true`` a
+        bin's threshold crossings and spike-band power are scaled to rates over the samples that
+        were not blanked (W / (W − blanked), at most 10x). Off by default: with the remover's
+        zero-order-hold fill the hold's edges themselves add crossings and band power (measured:
+        10 electrodes pulsing together at 100 Hz, 20 % of the time blanked, gave 1.12x the
+        crossings and 0.91x the band power of the same recording without stimulation), so the
+        scaling over-corrects.
 
     The extractor's parameters and every feature name are published under ``<name>/stream_features``
     at set-up (``dsp``: :meth:`~cortexlink.dsp.FeatureExtractor.get_params` without the channel
@@ -134,6 +141,8 @@ class DspNode(Node):
             "kinds": list(self.kinds), "raster_channels": len(tx)})
         self.remover = None
         art = dict(self.params["artifacts"])
+        self.compensate = bool(art.pop("compensate", False))
+        self._blanked_per_bin: dict[int, int] = {}
         if "stim" in self.subs and art.get("mode", "blank") != "none":
             from cortexlink.dsp.artifacts import StimArtifactRemover
 
@@ -205,7 +214,7 @@ class DspNode(Node):
             for m in inbox.get("stim", ()):
                 self.remover.schedule(pulses_from_dict(m.payload))
         for m in inbox.get("raw", ()):
-            chunk = m.payload if self.remover is None else self.remover.step(m.payload)
+            chunk = m.payload if self.remover is None else self._clean(m.payload)
             bf = self.fx.step(chunk)
             self._next_sample = m.payload.end_sample
             if self.cols is None and self.fx.is_calibrated:
@@ -214,10 +223,12 @@ class DspNode(Node):
                 self._publish_noise()
             for i in range(bf.n_bins):
                 x = None
+                start = int(bf.bin_start_samples[i])
                 if self.cols is not None:
                     x = bf.data[i][self.cols]
+                    if self._blanked_per_bin:
+                        self._compensate(x, start)
                     x.flags.writeable = False
-                start = int(bf.bin_start_samples[i])
                 valid = x is not None and bool(bf.valid[i].any())
                 raster = row = None
                 if self.raster_cols is not None:
@@ -233,6 +244,28 @@ class DspNode(Node):
                 self.chunk_stats.add(lat)
                 if bf.n_bins == 0 and lat > deadline:
                     self.n_missed += 1
+
+    def _clean(self, chunk: Any) -> Any:
+        """Artefact removal; note how many samples of each bin were blanked (for compensation)."""
+        out = self.remover.step(chunk)
+        mask = self.remover.blank_mask_last_
+        if self.compensate and mask is not None:
+            rows = np.flatnonzero(mask) + chunk.start_sample
+            bins, counts = np.unique(rows // self.W, return_counts=True)
+            for b, c in zip(bins.tolist(), counts.tolist()):
+                self._blanked_per_bin[b] = self._blanked_per_bin.get(b, 0) + c
+        return out
+
+    def _compensate(self, x: np.ndarray, start: int) -> None:
+        """Scale the bin's crossings and spike-band power to rates over its unblanked samples."""
+        b = start // self.W
+        for old in [k for k in self._blanked_per_bin if k < b]:
+            del self._blanked_per_bin[old]
+        blanked = self._blanked_per_bin.pop(b, 0)
+        if blanked:
+            rate = np.asarray([i for i, nm in enumerate(self.names) if nm.rsplit("/", 1)[-1] in ("tx", "sbp")],
+                              dtype=np.intp)
+            x[rate] *= self.W / max(self.W - blanked, self.W / 10.0)
 
     def summary(self) -> dict:
         art = None if self.remover is None else {"mode": self.remover.mode,
