@@ -65,7 +65,8 @@ class Frame:
 
 
 def _field(values: np.ndarray, scale: float, name: str) -> np.ndarray:
-    v = np.floor(np.asarray(values, float) * scale)
+    with np.errstate(over="ignore", invalid="ignore"):
+        v = np.floor(np.asarray(values, float) * scale)
     if not np.all(np.isfinite(v)) or np.any(v < 0) or np.any(v > _U32):
         raise ValidationError(f"command frame: {name} out of the format's range (0..{_U32:.0f} after scaling)")
     return v.astype(np.uint32)
@@ -89,7 +90,8 @@ def encode_frame(pulses: np.ndarray, t_start_s: float, t_end_s: float, seq: int,
     if np.any(p["electrode"] < 0) or np.any(p["electrode"] > 65535):
         raise ValidationError("command frame: electrode ids must be in 0..65535")
     w = np.zeros(len(p), _WIRE)
-    w["t_ns"] = np.round(p["time_s"] * 1e9).astype(np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        w["t_ns"] = np.round(p["time_s"] * 1e9).astype(np.int64)
     w["electrode"] = p["electrode"]
     w["cathodic_first"] = p["cathodic_first"]
     w["amp1_na"] = _field(p["amplitude_ua"], 1e3, "amplitude_ua")

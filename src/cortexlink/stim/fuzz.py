@@ -34,15 +34,17 @@ _PLAN_S = 0.02
 
 
 def fuzz_limits(policy: str = "refuse") -> SafetyLimits:
-    """The limits the fuzz run uses: 32 electrodes (two disabled, one small and one in Pt), tight
-    hour and net-charge caps so that those limits are reached within the run."""
+    """The limits the fuzz run uses: 32 electrodes (two disabled, one small and one in Pt), a tight
+    net-charge cap, and a tight hourly cap on four electrodes (20-23) so that it is reached within
+    the run while the others keep being approved (so the cross-pulse checks stay exercised)."""
     return SafetyLimits.from_dict({
         "version": 1, "participant": "fuzz", "policy": policy,
         "electrodes": [{"ids": [0, 31], "area_um2": 2000.0, "material": "SIROF"},
                        {"id": 7, "enabled": False}, {"id": 19, "enabled": False},
                        {"id": 3, "area_um2": 400.0}, {"id": 11, "material": "Pt"}],
-        "limits": {"max_pulses_per_hour": 3000, "max_net_charge_nc": 1.0},
-        "electrode_limits": {5: {"max_amplitude_ua": 40.0, "max_frequency_hz": 100.0}},
+        "limits": {"max_net_charge_nc": 1.0},
+        "electrode_limits": {5: {"max_amplitude_ua": 40.0, "max_frequency_hz": 100.0},
+                             **{e: {"max_pulses_per_hour": 300} for e in (20, 21, 22, 23)}},
         "net_charge_window_s": 0.5, "max_simultaneous_current_ua": 600.0,
     })
 
