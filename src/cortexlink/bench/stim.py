@@ -16,6 +16,10 @@ Four parts, each measured in the same run:
 ``auditory``
     STOI of the CIS resynthesis by channel count and rate on spoken sentences (espeak-ng);
     skipped with the reason when espeak-ng is absent.
+``closed_loop_touch`` (with ``--closed-loop``)
+    Closed-loop centre-out with touch feedback through the whole stack (session on the runtime
+    graph, 64 channels, Wiener): no stimulation; touch in every block (the decoder calibrated
+    with it); touch only in the closed-loop block; asynchronous touch trains.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["run", "print_summary", "interlock_cost"]
+__all__ = ["run", "print_summary", "interlock_cost", "closed_loop_touch"]
 
 _SENTENCES = ("The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.",
               "It's easy to tell the depth of a well.")
@@ -80,6 +84,53 @@ def interlock_cost(seconds: float = 20.0, *, bin_s: float = 0.02) -> dict:
     return out
 
 
+_TOUCH_SESSION = {
+    "name": "bench-touch", "implant": {"preset": "default", "n_channels": 64},
+    "decoder": {"kind": "wiener"}, "click_decoder": {"enabled": False},
+    "blocks": [{"name": "calibration", "kind": "calibration", "task": "centre_out", "seconds": 20},
+               {"name": "fit", "kind": "fit"},
+               {"name": "closed-loop", "kind": "closed_loop", "task": "centre_out", "seconds": 30}],
+}
+_TOUCH = {"config": {"sensor_electrodes": [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]}}
+TOUCH_VARIANTS = {
+    "none": None,
+    "touch_every_block": {"touch": _TOUCH},
+    "touch_closed_loop_only": {"touch": _TOUCH, "blocks": ["closed-loop"]},
+    "touch_asynchronous": {"touch": {"config": {**_TOUCH["config"], "sync_hz": None, "freq_max_hz": 200.0}}},
+}
+
+
+def closed_loop_touch(seeds: Sequence[int] = (0, 1, 2), progress: Any = None) -> list[dict]:
+    """Closed-loop centre-out success and time to target per touch-feedback variant and seed."""
+    import copy
+
+    from cortexlink.runtime.session import run_session
+
+    rows = []
+    for seed in seeds:
+        for name, stim in TOUCH_VARIANTS.items():
+            cfg = copy.deepcopy(_TOUCH_SESSION)
+            cfg["seed"] = int(seed)
+            if stim is not None:
+                cfg["stimulation"] = copy.deepcopy(stim)
+            row: dict[str, Any] = {"variant": name, "seed": int(seed)}
+            try:
+                summ = run_session(cfg, progress=False)["summary"]
+                blk = next(b for b in summ["blocks"] if b["name"] == "closed-loop")
+                m = blk.get("metrics") or {}
+                st = (summ.get("stimulation") or {})
+                row.update(success_rate=m.get("success_rate"), n_trials=m.get("n_trials"),
+                           mean_time_to_target_s=m.get("mean_time_to_target_s"),
+                           pulses_delivered=(st.get("stimulator") or {}).get("pulses_delivered"),
+                           blanked_samples=(st.get("artifacts") or {}).get("blanked_samples"))
+            except Exception as exc:                      # a failed run is a row, not a lost table
+                row["error"] = f"{type(exc).__name__}: {exc}"
+            rows.append(row)
+            if progress is not None:
+                progress.update(1)
+    return rows
+
+
 def _auditory(channels: Sequence[int], rates: Sequence[float], progress: Any) -> dict:
     from cortexlink.stim.audio import find_espeak, speak
     from cortexlink.stim.vocoder import cis_intelligibility_table
@@ -102,7 +153,8 @@ def _auditory(channels: Sequence[int], rates: Sequence[float], progress: Any) ->
 
 def run(*, n_plans: int = 100_000, seed: int = 0, artifact_channels: int = 64, artifact_seconds: float = 10.0,
         channels: Sequence[int] = (4, 8, 12, 16, 22), rates: Sequence[float] = (300, 900),
-        auditory: bool = True, progress: bool = True) -> dict:
+        auditory: bool = True, closed_loop: bool = False, seeds: Sequence[int] = (0, 1, 2),
+        progress: bool = True) -> dict:
     """Run every part; returns ``{"benchmark": "stim", "machine", "interlock", "interlock_cost",
     "artifacts", "auditory"}``."""
     from cortexlink.bench.dsp import machine_info
@@ -138,8 +190,18 @@ def run(*, n_plans: int = 100_000, seed: int = 0, artifact_channels: int = 64, a
         aud = _auditory(channels, rates, pbar)
         if pbar is not None:
             pbar.close()
-    return {"benchmark": "stim", "machine": machine_info(), "interlock": fuzz, "interlock_cost": cost,
-            "artifacts": art, "auditory": aud}
+    out = {"benchmark": "stim", "machine": machine_info(), "interlock": fuzz, "interlock_cost": cost,
+           "artifacts": art, "auditory": aud}
+    if closed_loop:
+        cbar = None
+        if progress:
+            from tqdm import tqdm
+
+            cbar = tqdm(total=len(seeds) * len(TOUCH_VARIANTS), desc="closed loop with touch", unit="session")
+        out["closed_loop_touch"] = closed_loop_touch(seeds, cbar)
+        if cbar is not None:
+            cbar.close()
+    return out
 
 
 def print_summary(r: dict) -> None:
@@ -160,6 +222,10 @@ def print_summary(r: dict) -> None:
     for mode, m in (a.get("modes") or {}).items():
         print(f"  {mode:>15}: {m.get('false_crossings_per_s', float('nan')):7.2f} false/s, "
               f"spikes lost {100 * m.get('true_spikes_lost_fraction', float('nan')):.1f} %")
+    for row in r.get("closed_loop_touch") or []:
+        print(f"  closed loop, {row.get('variant')}, seed {row.get('seed')}: success {row.get('success_rate', 'n/a')}, "
+              f"{row.get('n_trials', 'n/a')} trials, mean time to target {row.get('mean_time_to_target_s', 'n/a')} s"
+              + (f" — {row['error']}" if row.get("error") else ""))
     au = r.get("auditory") or {}
     if "table" in au:
         for row in au["table"]:

@@ -277,6 +277,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--artifact-channels", type=int, default=64, help="channels of the artefact run (default: 64)")
     st.add_argument("--artifact-seconds", type=float, default=10.0, help="seconds of stimulation (default: 10)")
     st.add_argument("--no-auditory", action="store_true", help="skip the CIS intelligibility table")
+    st.add_argument("--closed-loop", action="store_true",
+                    help="also closed-loop centre-out with touch feedback through the whole stack (4 variants "
+                         "x --seeds; ~40 s a session here)")
+    st.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of --closed-loop (default: 0 1 2)")
     st.add_argument("--json", action="store_true", help="print the result as JSON only")
     st.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     st.set_defaults(func=_run_stim)
@@ -509,6 +513,7 @@ def _run_stim(args: argparse.Namespace) -> int:
     if args.plans < 1:
         raise SystemExit("cortexlink bench stim: --plans must be >= 1")
     result = stim.run(n_plans=args.plans, seed=args.seed, artifact_channels=args.artifact_channels,
-                      artifact_seconds=args.artifact_seconds, auditory=not args.no_auditory, progress=not args.json)
+                      artifact_seconds=args.artifact_seconds, auditory=not args.no_auditory,
+                      closed_loop=args.closed_loop, seeds=args.seeds, progress=not args.json)
     rc = _emit(result, args, stim.print_summary)
     return 1 if result["interlock"]["unsafe_pulses_emitted"] else rc
