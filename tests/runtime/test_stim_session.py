@@ -140,3 +140,16 @@ def test_perfect_decoder_cannot_stimulate():
     s["decoder"] = {"kind": "perfect"}
     with pytest.raises(ConfigError, match="needs an implant"):
         load_session(s)
+
+
+def test_example_session_and_limits_file_load(monkeypatch):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)                      # the example names its limits file from the repo root
+    cfg = load_session(root / "examples" / "stim" / "touch_feedback.yaml")
+    assert cfg["stimulation"]["limits_file"] == "examples/stim/limits.yaml"
+    from cortexlink.runtime.nodes.stim import StimInterlockNode
+
+    lim = StimInterlockNode.build_limits(cfg["stimulation"])
+    assert lim.participant == "SIM01" and not lim.enabled[12] and lim.per_electrode["max_amplitude_ua"][20] == 60.0
