@@ -38,6 +38,7 @@ import numpy as np
 from scipy import signal
 
 from cortexlink.core.errors import ConfigError, ValidationError
+from cortexlink.stim._checks import number, per_item
 from cortexlink.stim.model import StimPlan, biphasic, empty_pulses, pulse_end_s
 
 __all__ = ["CISConfig", "CISEncoder", "band_edges_hz", "greenwood_hz", "greenwood_position"]
@@ -70,31 +71,12 @@ def band_edges_hz(n_channels: int, f_lo_hz: float, f_hi_hz: float, spacing: str 
     return edges
 
 
-def _number(name: str, value: Any, *, low: float = 0.0, inclusive: bool = False,
-            high: float = math.inf) -> float:
-    ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-          and math.isfinite(float(value)))
-    if ok:
-        v = float(value)
-        ok = (v >= low if inclusive else v > low) and v <= high
-    if not ok:
-        rel = ">=" if inclusive else ">"
-        rng = f"{rel} {low:g}" + (f" and <= {high:g}" if math.isfinite(high) else "")
-        raise ConfigError(f"CISConfig.{name} must be a finite number {rng}; got {value!r}")
-    return float(value)
+def _number(name: str, value: Any, **kw: Any) -> float:
+    return number("CISConfig", name, value, **kw)
 
 
 def _per_channel(name: str, value: Any, n: int) -> np.ndarray:
-    try:
-        arr = np.asarray(value, float)
-    except (TypeError, ValueError):
-        raise ConfigError(f"CISConfig.{name} must be a number or {n} numbers (µA); got {value!r}") from None
-    if arr.ndim == 0:
-        arr = np.full(n, float(arr))
-    if arr.shape != (n,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise ConfigError(f"CISConfig.{name} must be a finite number > 0 or {n} such numbers "
-                          f"(one per channel, µA); got {value!r}")
-    return arr
+    return per_item("CISConfig", name, value, n, "channel")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from cortexlink.core.errors import ConfigError, ValidationError
+from cortexlink.stim._checks import number, per_item
 from cortexlink.stim.model import StimPlan, biphasic, empty_pulses, pulse_end_s
 
 __all__ = ["TouchConfig", "TouchEncoder", "SimulatedHand", "cursor_contact_forces", "FINGERS"]
@@ -41,30 +42,12 @@ _MODULATE = ("both", "amplitude", "frequency")
 _EPS_S = 1e-9          # a pulse this close to a sample's end is delivered at the next sample's start
 
 
-def _num(name: str, value: Any, *, low: float = 0.0, inclusive: bool = False, high: float = math.inf,
-         owner: str = "TouchConfig") -> float:
-    ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-          and math.isfinite(float(value)))
-    if ok:
-        v = float(value)
-        ok = (v >= low if inclusive else v > low) and v <= high
-    if not ok:
-        rng = (">= " if inclusive else "> ") + f"{low:g}" + (f" and <= {high:g}" if math.isfinite(high) else "")
-        raise ConfigError(f"{owner}.{name} must be a finite number {rng}; got {value!r}")
-    return float(value)
+def _num(name: str, value: Any, *, owner: str = "TouchConfig", **kw: Any) -> float:
+    return number(owner, name, value, **kw)
 
 
 def _per_sensor(name: str, value: Any, n: int) -> np.ndarray:
-    try:
-        arr = np.asarray(value, float)
-    except (TypeError, ValueError):
-        arr = np.asarray([np.nan])
-    if arr.ndim == 0:
-        arr = np.full(n, float(arr))
-    if arr.shape != (n,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise ConfigError(f"TouchConfig.{name} must be a finite number > 0 or {n} such numbers "
-                          f"(one per sensor, µA); got {value!r}")
-    return arr
+    return per_item("TouchConfig", name, value, n, "sensor")
 
 
 def _default_map() -> tuple[tuple[int, ...], ...]:
