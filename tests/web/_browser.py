@@ -16,3 +16,12 @@ def browser_or_skip():
             pytest.fail(f"browser tests must run in CI: {reason}")
         pytest.skip(f"no headless browser: {reason}")
     return launch(width=1500, height=1000)
+
+
+def assert_no_js_errors(driver) -> None:
+    """The page logged no error of its own (network errors of a stopped server are not its fault)."""
+    import time
+
+    time.sleep(0.1)
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and e["source"] != "network"]
+    assert errors == [], errors

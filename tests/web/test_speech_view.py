@@ -3,11 +3,10 @@ the speech panel in a real headless Chromium, a snapshot that survives missing v
 
 import copy
 import json
-import time
 
 import pytest
 
-from _browser import browser_or_skip
+from _browser import assert_no_js_errors, browser_or_skip
 
 from cortexlink.core.errors import ConfigError
 
@@ -199,9 +198,7 @@ def test_the_page_shows_the_prompt_and_the_decoded_text(tmp_path, artifact_dir):
             assert "no new trial begins" in d.find_element(By.ID, "estop-text").text
             assert d.find_element(By.ID, "state").text.startswith("E-STOP")
             d.save_screenshot(str(artifact_dir / "web_ui_speech_estop.png"))
-            time.sleep(0.1)
-            js_errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE" and e["source"] != "network"]
-            assert js_errors == [], js_errors
+            assert_no_js_errors(d)
     finally:
         ctl.stop()
         b.quit()

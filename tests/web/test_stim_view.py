@@ -8,7 +8,7 @@ import json
 import time
 
 import pytest
-from _browser import browser_or_skip
+from _browser import assert_no_js_errors, browser_or_skip
 
 from cortexlink.core.errors import ConfigError
 
@@ -179,9 +179,7 @@ def test_the_panel_shows_delivered_pulses_and_the_interlock(tmp_path, artifact_d
             wait.until(lambda d: _js(d, "cl.fast.stim.now_s") > t0 + 1.0)
             assert _js(d, "cl.fast.stim.n_delivered") == n0                   # nothing delivered while stopped
             d.save_screenshot(str(artifact_dir / "web_ui_stimulation_estop.png"))
-            time.sleep(0.1)
-            js_errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE" and e["source"] != "network"]
-            assert js_errors == [], js_errors
+            assert_no_js_errors(d)
     finally:
         ctl.stop()
         b.quit()
