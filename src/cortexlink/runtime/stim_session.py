@@ -136,8 +136,8 @@ def add_stimulation(nodes: dict, stim: dict) -> None:
     if "touch" in stim:
         t = stim["touch"]
         # Pulses on a common 100 Hz grid unless the session says otherwise: one blanking window per
-        # tick instead of one per electrode's pulse (asynchronous trains on 10 electrodes blank
-        # nearly all the time and the decoder loses the signal; measured with bench stim).
+        # tick instead of one per electrode's pulse (0.72-0.79x the samples blanked of asynchronous
+        # trains in `bench stim --closed-loop`).
         cfg = {"sync_hz": 100.0, "freq_max_hz": 100.0, **(t.get("config") or {})}
         nodes["touch"] = {"kind": "touch_encoder",
                           "params": {"config": cfg, "force_max_n": t.get("force_max_n", 5.0),

@@ -89,8 +89,9 @@ class TouchConfig:
         When given, every pulse onset moves to the next tick of one grid at ``sync_hz`` on the
         session clock (each sensor at most one pulse per tick), so that all electrodes pulse
         together: the recording then loses one blanking window per tick instead of one per
-        electrode's pulse (asynchronous trains on 10 electrodes at 100 Hz blank nearly all the
-        time). Rates are kept on average; rates above ``sync_hz`` are cut to it. ``freq_max_hz``
+        electrode's pulse (10 electrodes pulsing at once at 100 Hz blank about 20 % of the time;
+        the same trains offset from each other blank far more). Rates are kept on average; rates
+        above ``sync_hz`` are cut to it. ``freq_max_hz``
         and ``sync_hz`` ≤ 300 Hz.
 
     Raises
