@@ -106,13 +106,20 @@ class _BlockGenerator:
                 self._gt_art_amp.append(np.asarray(peaks_art)[order])
 
         # single-unit spikes
-        n = K.spike_block(rates / fs, self._refr, self._hazard, self._t_free, self._n_spk, self._spike_key,
-                          s0, B, self._onsets, self._units)
+        if self._real:
+            scales = self._realism_spikes(extra, rates, s0)
+            n = len(scales)
+        else:
+            n = K.spike_block(rates / fs, self._refr, self._hazard, self._t_free, self._n_spk, self._spike_key,
+                              s0, B, self._onsets, self._units)
+            if n:
+                K.add_spikes(extra, self._onsets, self._units, n, s0, self._unit_channel, self._templates)
         if n:
-            K.add_spikes(extra, self._onsets, self._units, n, s0, self._unit_channel, self._templates)
             order = np.argsort(self._onsets[:n], kind="stable")
             self._gt_spk.append(self._onsets[:n][order] + self._pre)
             self._gt_unit.append(self._units[:n][order])
+            if self._real:
+                self._gt_scale.append(scales[order])
 
         if cfg.line_noise_hz is not None and cfg.line_noise_uv > 0:
             ph = np.mod(cfg.line_noise_hz * t_abs / fs, 1.0)

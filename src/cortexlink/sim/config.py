@@ -157,6 +157,33 @@ class ImplantConfig(ConfigMixin):
     stim_spread : float
         Log-normal sigma of the per-channel artefact gain and recovery time constant (0 to 1),
         drawn from the seed.
+    footprint_um : float
+        Spatial decay length (µm, 0 to 1000) of a single unit's waveform over the electrodes
+        (:mod:`cortexlink.sim._sorting_realism`): each unit sits at a position near its channel and
+        an electrode ``d`` µm further from it than that channel sees ``exp(-d / footprint_um)`` of
+        the waveform (down to 5 %). 0 (the default) puts each unit on its own channel only.
+    probe_drift_um : float
+        Peak amplitude (µm, 0 to 1000) of a slow rigid drift of every unit along the probe's y axis,
+        ``probe_drift_um * sin(2 pi t / probe_drift_period_s + phase)``: footprints shift between
+        electrodes. Needs ``footprint_um > 0``. 0 = no positional drift.
+    probe_drift_period_s : float
+        Period of that drift (1 s to 1e6 s; default 1200 s, tens of minutes).
+    amplitude_jitter : float
+        Log-normal sigma of each spike's amplitude around its unit's template (0 to 1).
+    burst_fraction : float
+        Fraction of units that fire in bursts (0 to 1): after each spike such a unit fires again
+        after an inter-spike interval in ``burst_isi_ms_range`` with probability
+        ``1 - 1 / burst_mean_spikes``.
+    burst_isi_ms_range : (float, float)
+        Inter-spike intervals inside a burst, uniform (ms; at least the unit's refractory period).
+    burst_mean_spikes : float
+        Mean number of spikes in a burst (1 to 20).
+    burst_attenuation : float
+        Amplitude lost per preceding spike at zero interval (0 to 0.9): the waveform of a spike is
+        scaled by ``1 - D``, with ``D`` built up by ``burst_attenuation`` at each spike and decaying
+        with ``burst_recovery_ms``, so spikes late in a burst are smaller (any unit, any short ISI).
+    burst_recovery_ms : float
+        Recovery time constant of that attenuation (0.1 to 1000 ms).
     """
 
     n_channels: int = 1024
@@ -205,6 +232,15 @@ class ImplantConfig(ConfigMixin):
     stim_recovery_tau_ms: float = 0.5
     stim_residual_fraction: float = 0.05
     stim_spread: float = 0.1
+    footprint_um: float = 0.0
+    probe_drift_um: float = 0.0
+    probe_drift_period_s: float = 1200.0
+    amplitude_jitter: float = 0.0
+    burst_fraction: float = 0.0
+    burst_isi_ms_range: tuple[float, float] = (3.0, 8.0)
+    burst_mean_spikes: float = 3.0
+    burst_attenuation: float = 0.0
+    burst_recovery_ms: float = 20.0
 
     def __post_init__(self) -> None:
         s = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
@@ -274,6 +310,18 @@ class ImplantConfig(ConfigMixin):
         s("stim_recovery_tau_ms", check_range("stim_recovery_tau_ms", self.stim_recovery_tau_ms, 0.05, 20.0))
         s("stim_residual_fraction", check_range("stim_residual_fraction", self.stim_residual_fraction, 0.0, 1.0))
         s("stim_spread", check_range("stim_spread", self.stim_spread, 0.0, 1.0))
+        s("footprint_um", check_range("footprint_um", self.footprint_um, 0.0, 1000.0))
+        s("probe_drift_um", check_range("probe_drift_um", self.probe_drift_um, 0.0, 1000.0))
+        if self.probe_drift_um > 0 and self.footprint_um == 0:
+            raise ConfigError(f"probe_drift_um needs footprint_um > 0 (units on one channel cannot move along "
+                              f"the probe); got probe_drift_um={self.probe_drift_um!r}, footprint_um=0")
+        s("probe_drift_period_s", check_range("probe_drift_period_s", self.probe_drift_period_s, 1.0, 1e6))
+        s("amplitude_jitter", check_range("amplitude_jitter", self.amplitude_jitter, 0.0, 1.0))
+        s("burst_fraction", check_range("burst_fraction", self.burst_fraction, 0.0, 1.0))
+        s("burst_isi_ms_range", _check_pair("burst_isi_ms_range", self.burst_isi_ms_range, 0.5, 100.0))
+        s("burst_mean_spikes", check_range("burst_mean_spikes", self.burst_mean_spikes, 1.0, 20.0))
+        s("burst_attenuation", check_range("burst_attenuation", self.burst_attenuation, 0.0, 0.9))
+        s("burst_recovery_ms", check_range("burst_recovery_ms", self.burst_recovery_ms, 0.1, 1000.0))
 
     @property
     def block_size_samples(self) -> int:
@@ -304,4 +352,17 @@ PRESETS: dict[str, ImplantConfig] = {
     ),
     "dense4096": ImplantConfig(n_channels=4096, n_dead=12, n_saturating=6),
     "tiny": ImplantConfig(n_channels=16, n_dead=1, n_saturating=1),
+    # For spike sorting (cortexlink bench sort): a dense 25 µm grid where each unit is seen on its
+    # neighbours (30 µm decay), bursts, per-spike amplitude variability and, in "probe384_drift",
+    # a 20 µm rigid drift along the probe over 20 minutes.
+    "probe384": ImplantConfig(
+        n_channels=384, pitch_um=25.0, n_dead=2, n_saturating=0, units_per_channel_p=(0.7, 0.3),
+        footprint_um=30.0, amplitude_jitter=0.1, burst_fraction=0.2, burst_attenuation=0.2,
+        artifact_rate_hz=0.0,
+    ),
+    "probe384_drift": ImplantConfig(
+        n_channels=384, pitch_um=25.0, n_dead=2, n_saturating=0, units_per_channel_p=(0.7, 0.3),
+        footprint_um=30.0, amplitude_jitter=0.1, burst_fraction=0.2, burst_attenuation=0.2,
+        artifact_rate_hz=0.0, probe_drift_um=20.0, probe_drift_period_s=1200.0,
+    ),
 }

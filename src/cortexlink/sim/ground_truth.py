@@ -94,6 +94,18 @@ class GroundTruth:
         Signed peak amplitude of each artefact before per-channel spatial weighting.
     block_size : int
         Internal block size in samples.
+    spike_amplitude_scale : ndarray (n_spikes,), float32
+        Factor on each spike's waveform (burst attenuation x amplitude jitter; all 1 without them).
+    unit_position_um : ndarray (n_units, 2)
+        Rest position of each unit (at its channel's electrode without a footprint).
+    unit_bursting : ndarray (n_units,), bool
+        Units that fire in bursts.
+    footprint_channels : ndarray (n_units, n_candidates), int32
+        Channels each unit may be seen on (-1 = none), its own channel first.
+    footprint_gains : ndarray (n_units, n_candidates), float32
+        Gain of each unit on those channels at rest (1 on its own channel; 0 = not seen).
+    probe_drift_um, probe_drift_period_s, probe_drift_phase : float
+        The rigid drift along y: see :meth:`drift_offset_um`.
     """
 
     n_samples: int
@@ -122,6 +134,14 @@ class GroundTruth:
     artifact_samples: np.ndarray
     artifact_peak_uv: np.ndarray
     block_size: int
+    spike_amplitude_scale: np.ndarray = dataclasses.field(default_factory=lambda: np.ones(0, np.float32))
+    unit_position_um: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2)))
+    unit_bursting: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, bool))
+    footprint_channels: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 1), np.int32))
+    footprint_gains: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 1), np.float32))
+    probe_drift_um: float = 0.0
+    probe_drift_period_s: float = 1200.0
+    probe_drift_phase: float = 0.0
 
     @property
     def n_units(self) -> int:
@@ -141,3 +161,12 @@ class GroundTruth:
         idx = np.searchsorted(self.intent_samples, np.asarray(samples), side="right") - 1
         idx = np.clip(idx, 0, max(len(self.intent_samples) - 1, 0))
         return self.intent_velocity[idx], self.intent_click[idx]
+
+    def drift_offset_um(self, samples: Any) -> np.ndarray:
+        """Displacement (µm, along y) of every unit at the given sample indices (0 without drift)."""
+        t_s = np.asarray(samples, np.float64) / self.fs_hz
+        return self.probe_drift_um * np.sin(2 * np.pi * t_s / self.probe_drift_period_s + self.probe_drift_phase)
+
+    def unit_position_at(self, sample: int) -> np.ndarray:
+        """(n_units, 2) positions of the units (µm) at ``sample``, drift included."""
+        return self.unit_position_um + np.array([0.0, float(self.drift_offset_um(sample))])

@@ -25,6 +25,11 @@ Poisson process with an absolute refractory period (time rescaling, exact). The 
 ``w`` a unit-norm random tuning vector, ``speech_depth`` 0 for units not tuned to speech (one
 matrix-vector product per block).
 
+Sorting realism (off by default; :mod:`cortexlink.sim._sorting_realism`): spatial footprints
+over neighbouring electrodes (``footprint_um``), rigid positional drift along the probe
+(``probe_drift_um``), bursts with ISI-dependent amplitude attenuation (``burst_*``) and per-spike
+amplitude variability (``amplitude_jitter``).
+
 Recording days: ``day = d`` applies ``d`` daily steps of baseline jitter, tuning rotation and unit
 turnover (``day_drift``, ``day_turnover``), each drawn from its own ``(seed, day stream, k)``.
 
@@ -56,6 +61,7 @@ from cortexlink.core.validation import check_positive
 from cortexlink.sim import _kernels as K
 from cortexlink.sim._implant_blocks import _BlockGenerator
 from cortexlink.sim._implant_structure import SPIKE_BAND_HZ, _PINK_K, _PINK_P, _STREAM_STATE, _ImplantStructure
+from cortexlink.sim._sorting_realism import _SortingRealism
 from cortexlink.sim.config import PRESETS, ImplantConfig
 from cortexlink.sim.ground_truth import GroundTruth, _Growing
 from cortexlink.sim.stim_artifacts import _StimArtifacts
@@ -67,7 +73,7 @@ logger = logging.getLogger(__name__)
 IntentFn = Callable[[int], Any]
 
 
-class SimulatedImplant(_ImplantStructure, _BlockGenerator, _StimArtifacts):
+class SimulatedImplant(_ImplantStructure, _SortingRealism, _BlockGenerator, _StimArtifacts):
     """Seeded synthetic high-channel-count implant producing int16 :class:`~cortexlink.Chunk` s.
 
     Parameters
@@ -113,6 +119,7 @@ class SimulatedImplant(_ImplantStructure, _BlockGenerator, _StimArtifacts):
         self._cfg = config
         self._intent_fn = intent_fn
         self._build_static()
+        self._build_realism()
         self._build_stim()
         self.reset()
         logger.debug("SimulatedImplant: %d channels, %d units, block %d samples, seed %d",
@@ -180,6 +187,7 @@ class SimulatedImplant(_ImplantStructure, _BlockGenerator, _StimArtifacts):
         self._gt_int = _Growing(np.float64, 3)
         self._gt_art = _Growing(np.int64)
         self._gt_art_amp = _Growing(np.float64)
+        self._reset_realism()
         self._reset_stim()
 
     # ------------------------------------------------------------------ properties
@@ -383,7 +391,9 @@ class SimulatedImplant(_ImplantStructure, _BlockGenerator, _StimArtifacts):
             unit_lost_sample=np.where((self._lost >= 0) & (self._lost < until), self._lost, -1),
             intent_samples=isamp[:n_int].copy(), intent_velocity=intents[:, :2].copy(),
             intent_click=intents[:, 2].copy(), artifact_samples=art[:n_art].copy(),
-            artifact_peak_uv=self._gt_art_amp.view(n_art).copy(), **self._static,
+            artifact_peak_uv=self._gt_art_amp.view(n_art).copy(),
+            spike_amplitude_scale=(self._gt_scale.view(n_spk).copy() if self._real
+                                   else np.ones(n_spk, np.float32)), **self._static,
         )
 
     def expected_rates_hz(self, velocity: Any = (0.0, 0.0), click: float = 0.0,
