@@ -187,8 +187,8 @@ def test_the_page_shows_the_prompt_and_the_decoded_text(tmp_path, artifact_dir):
             assert seen, "the page never showed partial decoded text"
             wait.until(lambda d: _js(d, "cl.fast.speech.metrics !== null && cl.fast.speech.metrics.kind === 'evaluation'"))
             m = _js(d, "cl.fast.speech.metrics.metrics")
-            wer = d.find_element(By.ID, "speech-wer").text
-            assert wer == f"{100 * m['wer_lm']:.1f} %"
+            # the page shows the block's metrics on its next frame: wait for them rather than read one instant
+            wait.until(lambda d: d.find_element(By.ID, "speech-wer").text == f"{100 * m['wer_lm']:.1f} %")
             assert d.find_element(By.ID, "speech-ndecoded").text == f"{m['n_decoded']} / {m['n_trials']}"
             d.save_screenshot(str(artifact_dir / "web_ui_speech_decoded.png"))
             # the E-STOP button halts the task and the page says so

@@ -57,6 +57,9 @@ graph refuses an edge between different kinds when it loads):
 * the speech loop's ``cue``, ``speech``, ``control``, ``frames`` and ``text``: the types of
   :mod:`cortexlink.core.speech_messages` (``speech_task``, ``speaking_participant``,
   ``phoneme_decoder``, ``word_decoder``; see :mod:`cortexlink.runtime.speech_session`).
+* stimulation's ``plan`` (encoders → ``stim_interlock``), ``command`` (interlock → ``sim_source``:
+  command frames), ``stim`` (``sim_source``: the pulses delivered) and ``status`` (the interlock):
+  dicts of plain arrays (:mod:`cortexlink.runtime.messages`, :mod:`cortexlink.runtime.nodes.stim`).
 
 Operator commands arrive on the built-in topic ``operator.commands`` (an ``operator`` input:
 cursor, dsp, recorder) and are answered on ``operator.replies``; see
@@ -66,8 +69,8 @@ One module per family: :mod:`~cortexlink.runtime.nodes.sources`, :mod:`~cortexli
 :mod:`~cortexlink.runtime.nodes.decoder`, :mod:`~cortexlink.runtime.nodes.participant`,
 :mod:`~cortexlink.runtime.nodes.cursor`, :mod:`~cortexlink.runtime.nodes.recorder`,
 :mod:`~cortexlink.runtime.nodes.outputs`, :mod:`~cortexlink.runtime.nodes.trace`,
-:mod:`~cortexlink.runtime.nodes.link`, :mod:`~cortexlink.runtime.nodes.speech` and
-:mod:`~cortexlink.runtime.nodes.speech_decoders`. Importing this package registers every built-in kind;
+:mod:`~cortexlink.runtime.nodes.link`, :mod:`~cortexlink.runtime.nodes.speech`,
+:mod:`~cortexlink.runtime.nodes.speech_decoders` and :mod:`~cortexlink.runtime.nodes.stim`. Importing this package registers every built-in kind;
 :func:`cortexlink.runtime.node.node_class` imports only the module of the kind it is asked for.
 """
 
@@ -84,8 +87,9 @@ from cortexlink.runtime.nodes.outputs import UiFeedNode, LSLOutletNode, SinkNode
 from cortexlink.runtime.nodes.trace import TraceNode
 from cortexlink.runtime.nodes.speech import SpeechTaskNode, SpeakingParticipantNode
 from cortexlink.runtime.nodes.speech_decoders import PhonemeDecoderNode, WordDecoderNode
+from cortexlink.runtime.nodes.stim import AudioEncoderNode, StimInterlockNode, TouchEncoderNode
 
 __all__ = ["SimSource", "ReplaySource", "LSLSource", "DspNode", "DecoderNode", "ParticipantNode",
            "CursorNode", "RecorderNode", "UiFeedNode", "LSLOutletNode", "SinkNode", "TraceNode", "BinClock",
            "RawLinkNode", "SpeechTaskNode", "SpeakingParticipantNode", "PhonemeDecoderNode", "WordDecoderNode",
-           "stream_info"]
+           "TouchEncoderNode", "AudioEncoderNode", "StimInterlockNode", "stream_info"]
