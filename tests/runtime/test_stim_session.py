@@ -153,3 +153,21 @@ def test_example_session_and_limits_file_load(monkeypatch):
 
     lim = StimInterlockNode.build_limits(cfg["stimulation"])
     assert lim.participant == "SIM01" and not lim.enabled[12] and lim.per_electrode["max_amplitude_ua"][20] == 60.0
+
+
+def test_a_recording_made_through_stimulation_replays_exactly(tmp_path):
+    from cortexlink.io.replay import replay
+    from cortexlink.io.session_log import SessionRecorder
+
+    s = copy.deepcopy(SESSION)
+    s["stimulation"].pop("auditory")
+    s["blocks"] = [{"name": "calibration", "kind": "calibration", "task": "centre_out", "seconds": 5}]
+    rec = SessionRecorder(tmp_path / "rec", config=load_session(s), raw=True)
+    try:
+        out = run_session(s, progress=False, recorder=rec, out_dir=tmp_path)
+    finally:
+        rec.close()
+    assert out["summary"]["stimulation"]["stimulator"]["pulses_delivered"] > 100
+    r = replay(tmp_path / "rec")
+    assert r["compare"]["features"]["equal"] and r["compare"]["features"]["rows_compared"] > 200
+    assert any("delivered pulses fed to the artefact removal" in n for n in r["notes"])

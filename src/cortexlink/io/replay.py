@@ -137,6 +137,7 @@ def replay(path: str | Path, *, realtime: bool = False, speed: float = 1.0, prog
     if kind == "session":
         recal, mid_session = _recorded_calibration(src, fx, notes)
     stop = None if seconds is None else int(round(seconds * fs))
+    clean = _stim_cleaner(src, cmap.n_channels, fs, notes) if kind == "session" else None
     feats_s, feats = [], []
     t0 = time.perf_counter()
     n_samples = 0
@@ -153,7 +154,7 @@ def replay(path: str | Path, *, realtime: bool = False, speed: float = 1.0, prog
                 pending = recal.pop(0)                  # the operator's recalibration, where the live dsp began it
                 fx.recalibrate()
                 cal_before = fx.calibration_ if fx.is_calibrated else None
-            bf = fx.step(ch)
+            bf = fx.step(ch if clean is None else clean(ch))
             if pending is not None and fx.is_calibrated and fx.calibration_ is not cal_before:
                 fx.set_calibration(_calibration(pending, fx.n_channels))   # the live figures, exactly
                 pending = None
@@ -340,3 +341,39 @@ def _replay_decoders(src: Any, F_s: np.ndarray, F: np.ndarray, width: int) -> di
             out.append((v[0], v[1], p))
     return {"samples": np.asarray(out_s, np.int64), "data": np.asarray(out, np.float64).reshape(-1, 3),
             "columns": ["vx", "vy", "click_proba"]}
+
+
+def _stim_cleaner(src: Any, n_channels: int, fs: float, notes: list[str]) -> Any:
+    """For a recording made through stimulation: the live dsp's artefact removal, fed the recorded
+    delivered pulses as their chunks come (None when the recording has none)."""
+    art = src.manifest.get("stim_artifacts")
+    if not art or "stim_pulses" not in src.streams:
+        return None
+    params = {k: v for k, v in art.items() if k != "compensate"}
+    if params.get("mode", "blank") == "none":
+        return None
+    from cortexlink.core.pulses import PULSE_DTYPE
+    from cortexlink.dsp.artifacts import StimArtifactRemover
+
+    _, rows = src.read_array("stim_pulses")
+    cols = src.columns("stim_pulses")
+    pulses = np.zeros(len(rows), PULSE_DTYPE)
+    for name in PULSE_DTYPE.names:
+        pulses[name] = rows[:, cols.index(name)] if name != "cathodic_first" else rows[:, cols.index(name)] > 0.5
+    pulses = pulses[np.argsort(pulses["time_s"], kind="stable")]
+    remover = StimArtifactRemover(n_channels, fs, **params)
+    pos = [0]
+    if art.get("compensate"):
+        notes.append("the live dsp scaled features for blanked samples (artifacts.compensate); replay does not")
+    notes.append(f"stimulation: {len(pulses)} delivered pulses fed to the artefact removal ({params.get('mode')})")
+
+    def clean(ch: Any) -> Any:
+        # as the live dsp was told: each pulse with the chunk it was delivered in (the simulated
+        # stimulator hands over the pulses of [chunk start, chunk end) before the chunk is read)
+        i = int(np.searchsorted(pulses["time_s"], ch.end_sample / fs, side="left"))
+        if i > pos[0]:
+            remover.schedule(pulses[pos[0]:i])
+            pos[0] = i
+        return remover.step(ch)
+
+    return clean

@@ -306,6 +306,7 @@ class TouchEncoder:
         times_a, amps_a, sensors_a = np.asarray(times), np.asarray(amps), np.asarray(sensors, int)
         if cfg.sync_hz is not None and times_a.size:
             times_a, amps_a, sensors_a = self._sync(times_a, amps_a, sensors_a)
+            times_a = np.maximum(times_a, t0)        # a tick a rounding error before the block is its start
         pulses = self._expand(times_a, amps_a, sensors_a)
         t_end = t0 + n_samples * dt
         if pulses.size:       # a pulse that starts in the window is delivered whole: the window covers it

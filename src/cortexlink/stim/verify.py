@@ -59,7 +59,7 @@ def stateless_reasons(p: np.ndarray, limits: Any, t_start_s: float, t_end_s: flo
     pe = {k: v[es] for k, v in limits.per_electrode.items()}
     with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
         end = pulse_end_s(p)
-        mark((p["time_s"] < t_start_s) | (end > t_end_s), "outside_window")
+        mark((p["time_s"] < t_start_s - 1e-9) | (end > t_end_s + 1e-9), "outside_window")   # 1 ns: clock resolution
         mark(p["time_s"] < now_s + limits.min_lead_s - 1e-9, "late")   # 1 ns: below the clock's resolution
         mark((p["gap_us"] < 0) | (p["gap_us"] > pe["max_gap_us"]), "gap")
         for w in ("width_us", "width2_us"):

@@ -138,7 +138,7 @@ class DspNode(Node):
         self.ctx.bus.set_info(f"{self.name}/stream_features", {
             "dsp": {k: v for k, v in self.fx.get_params().items() if k != "channel_map"},
             "names": list(names), "bin_width_samples": int(self.W), "fs_hz": float(self.fx.fs_hz),
-            "kinds": list(self.kinds), "raster_channels": len(tx)})
+            "kinds": list(self.kinds), "raster_channels": len(tx), "artifacts": self._artifacts_info()})
         self.remover = None
         art = dict(self.params["artifacts"])
         self.compensate = bool(art.pop("compensate", False))
@@ -244,6 +244,12 @@ class DspNode(Node):
                 self.chunk_stats.add(lat)
                 if bf.n_bins == 0 and lat > deadline:
                     self.n_missed += 1
+
+    def _artifacts_info(self) -> dict | None:
+        """The artefact removal in force (None: none), for the recording's manifest and replay."""
+        if "stim" not in self.subs:
+            return None
+        return {**dict(self.params["artifacts"]), "compensate": bool(self.params["artifacts"].get("compensate", False))}
 
     def _clean(self, chunk: Any) -> Any:
         """Artefact removal; note how many samples of each bin were blanked (for compensation)."""

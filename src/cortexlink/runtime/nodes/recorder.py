@@ -180,9 +180,10 @@ class RecorderNode(Node):
             self._cal_version = int(cal["version"]) if cal else 0
             # the calibration in force (thresholds, bad channels): replay uses it instead of calibrating on
             # the recording's first seconds, which a recording started mid-session does not share
+            extra = {"stim_artifacts": sf["artifacts"]} if sf.get("artifacts") else {}
             rec.set_source(self._cmap, self._fs, dsp=sf["dsp"], dsp_calibration=cal, loop={
                 "dt_s": self.ctx.bin_ms / 1000.0, "feature_kinds": sf.get("kinds"),
-                "samples_per_bin": sf["bin_width_samples"]})
+                "samples_per_bin": sf["bin_width_samples"]}, **extra)
         self._feature_cols: list[str] | None = None
         self._declared = False
         self._pending_start: dict | None = None
