@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_parser(sub)
     from cortexlink.cli import quality  # data-set quality report (issue 16)
     quality.add_parser(sub)
+    from cortexlink.cli import sort  # spike sorting (issue 15)
+    sort.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,103 @@
+"""The SortingAnalyzer of a sorting and its quality metrics, with SpikeInterface's names.
+
+:func:`analyze` builds a sparse SortingAnalyzer (binary folder, chunked, never the whole
+recording in memory) on the preprocessed recording and computes the extensions the metrics,
+the NWB file and the report need: random spikes, waveforms, templates, noise levels, spike
+amplitudes, unit and spike locations, correlograms, ISI histograms and principal components.
+:func:`quality_metrics` then computes :data:`METRICS` (SpikeInterface's standard metrics)
+and returns one row per unit, columns named as SpikeInterface names them (``snr``,
+``isi_violations_ratio``, ``presence_ratio``, ``amplitude_cutoff``, ``firing_rate``,
+``amplitude_median``, ``drift_ptp``, ``silhouette``, ``nn_hit_rate``, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["METRICS", "PCA_METRICS", "analyze", "quality_metrics", "unit_summary", "JOB_KWARGS"]
+
+#: The SpikeInterface quality metrics cortexlink computes (PCA-based ones in :data:`PCA_METRICS`).
+METRICS: tuple[str, ...] = ("num_spikes", "firing_rate", "presence_ratio", "snr", "isi_violation", "rp_violation",
+                            "amplitude_cutoff", "amplitude_median", "amplitude_cv", "drift", "sd_ratio")
+PCA_METRICS: tuple[str, ...] = ("nearest_neighbor", "silhouette", "d_prime", "mahalanobis")
+
+JOB_KWARGS: dict[str, Any] = {"n_jobs": 1, "chunk_duration": "1s", "progress_bar": False}
+
+
+def analyze(sorting: Any, recording: Any, folder: str | Path, *, n_jobs: int = 1, progress: bool = False,
+            max_spikes_per_unit: int = 500, seed: int = 0) -> Any:
+    """A SortingAnalyzer of ``sorting`` on ``recording`` (already filtered and referenced),
+    saved as a binary folder, with the extensions :func:`quality_metrics` and the report need.
+
+    Parameters
+    ----------
+    sorting, recording : spikeinterface objects
+    folder : path
+        The analyzer folder (replaced).
+    n_jobs, progress : chunked computation: worker processes, progress bars
+    max_spikes_per_unit : int
+        Spikes per unit drawn for waveforms, templates and principal components.
+    seed : int
+        For the random spike selection.
+    """
+    import spikeinterface.core as si
+
+    job = dict(JOB_KWARGS, n_jobs=n_jobs, progress_bar=progress)
+    sorting = sorting.remove_empty_units()
+    an = si.create_sorting_analyzer(sorting, recording, format="binary_folder", folder=Path(folder), sparse=True,
+                                    overwrite=True, seed=seed, job_kwargs=job)
+    steps: list[tuple[str, dict]] = [
+        ("random_spikes", {"method": "uniform", "max_spikes_per_unit": max_spikes_per_unit, "seed": seed}),
+        ("noise_levels", {}), ("waveforms", {"ms_before": 1.0, "ms_after": 2.0}),
+        ("templates", {"operators": ["average", "std"]}), ("spike_amplitudes", {}), ("unit_locations", {}),
+        ("spike_locations", {}), ("correlograms", {"window_ms": 50.0, "bin_ms": 1.0}),
+        ("isi_histograms", {"window_ms": 50.0, "bin_ms": 1.0}),
+    ]
+    if sorting.get_num_units() > 0:
+        steps.append(("principal_components", {"n_components": 3, "mode": "by_channel_global"}))
+    for name, params in steps:
+        logger.info("analyzer: %s", name)
+        an.compute(name, **params, **(job if name in _CHUNKED else {}))
+    return an
+
+
+_CHUNKED = {"noise_levels", "waveforms", "spike_amplitudes", "spike_locations", "principal_components"}
+
+
+def quality_metrics(analyzer: Any, *, pca: bool = True, n_jobs: int = 1, progress: bool = False) -> Any:
+    """SpikeInterface's quality metrics of every unit (a pandas DataFrame indexed by unit id).
+
+    Metrics SpikeInterface cannot compute for a unit (too few spikes, a single unit for the
+    PCA metrics, too short a recording for drift) are NaN, not dropped.
+    """
+    names = list(METRICS) + (list(PCA_METRICS) if pca and analyzer.has_extension("principal_components")
+                             and analyzer.sorting.get_num_units() > 1 else [])
+    dur = analyzer.get_total_duration()
+    params = {"drift": {"interval_s": max(1.0, min(60.0, dur / 10.0)), "min_spikes_per_interval": 10},
+              "presence_ratio": {"bin_duration_s": max(1.0, min(60.0, dur / 20.0))}}
+    ext = analyzer.compute("quality_metrics", metric_names=names, metric_params=params,
+                           **(dict(JOB_KWARGS, n_jobs=n_jobs, progress_bar=progress) if pca else {}))
+    df = ext.get_data()
+    return df.astype(float)
+
+
+def unit_summary(analyzer: Any) -> dict[str, Any]:
+    """Per unit: main channel, position (µm), mean waveform on the main channel (µV) and the
+    template on every channel (samples x channels, µV), in ``analyzer.unit_ids`` order."""
+    tmpl = analyzer.get_extension("templates")
+    avg = tmpl.get_data(operator="average")               # units x samples x channels (dense)
+    sd = tmpl.get_data(operator="std")
+    loc = analyzer.get_extension("unit_locations").get_data()
+    main = np.argmax(np.max(np.abs(avg), axis=1), axis=1) if avg.size else np.zeros(0, int)
+    ch_ids = np.asarray(analyzer.channel_ids)
+    return {"unit_ids": list(analyzer.unit_ids), "main_channel_idx": main, "main_channel_id": ch_ids[main],
+            "location_um": np.asarray(loc)[:, :2] if len(loc) else np.zeros((0, 2)), "templates_uv": avg,
+            "main_waveform_uv": avg[np.arange(len(main)), :, main] if avg.size else np.zeros((0, 0)),
+            "main_waveform_sd_uv": sd[np.arange(len(main)), :, main] if sd.size else np.zeros((0, 0)),
+            "ms_before": float(tmpl.params.get("ms_before", 1.0)), "fs_hz": float(analyzer.sampling_frequency)}
