@@ -165,3 +165,13 @@ def test_bad_config_refused(field, value, match):
 def test_drift_needs_a_footprint():
     with pytest.raises(ConfigError, match="probe_drift_um needs footprint_um > 0"):
         ImplantConfig(probe_drift_um=10.0)
+
+
+def test_probe_columns_lay_out_a_shank():
+    imp = SimulatedImplant(n_channels=12, probe_columns=2, pitch_um=20.0, seed=0)
+    pos = imp.channel_map.positions_um
+    assert sorted(set(pos[:, 0])) == [0.0, 20.0] and pos[:, 1].max() == 100.0
+    assert np.array_equal(SimulatedImplant(n_channels=12, seed=0).channel_map.positions_um,
+                          imp.channel_map.positions_um) is False
+    with pytest.raises(ConfigError, match="probe_columns"):
+        ImplantConfig(probe_columns=0)

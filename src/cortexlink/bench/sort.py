@@ -274,6 +274,8 @@ def run(*, datasets: Sequence[str] = ("sim", "sim_drift"), sorters: Sequence[str
                     if curation:
                         score["curation"] = _curation(pair, sorting, score, root / f"curation_{sorter}_{name}")
                 results.append(result_row(sorter, name, ch, sec, score, out))
+                if tmp is None:  # a kept work folder also holds the rows so far (a long run cut short)
+                    (root / "partial.json").write_text(json.dumps(dict(datasets=data_sets, results=results)))
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -67,7 +67,14 @@ class _ImplantStructure:
         rng = np.random.default_rng([cfg.seed, _STREAM_SETUP])
         C, fs = cfg.n_channels, cfg.fs_hz
         self._B = B = cfg.block_size_samples
-        self._map = ChannelMap.grid(C, pitch_um=cfg.pitch_um, gain_uv=cfg.gain_uv)
+        if cfg.probe_columns is None:
+            self._map = ChannelMap.grid(C, pitch_um=cfg.pitch_um, gain_uv=cfg.gain_uv)
+        else:  # a shank: probe_columns electrodes across, rows along y (a Neuropixels-like layout)
+            idx = np.arange(C)
+            cols = min(cfg.probe_columns, C)
+            self._map = ChannelMap([f"ch{i:04d}" for i in range(C)],
+                                   np.stack([(idx % cols) * cfg.pitch_um, (idx // cols) * cfg.pitch_um], axis=1),
+                                   gain_uv=cfg.gain_uv)
         pos = self._map.positions_um
         span = np.ptp(pos, axis=0) if C > 1 else np.zeros(2)
         self._extent_um = max(float(np.max(span)), cfg.pitch_um)

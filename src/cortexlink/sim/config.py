@@ -62,6 +62,9 @@ class ImplantConfig(ConfigMixin):
         +-6.39 mV).
     pitch_um : float
         Electrode pitch of the square grid channel map.
+    probe_columns : int or None
+        None (the default): electrodes on a square-ish grid. An integer (1 to 64): a shank of that
+        many columns, rows along y, both ``pitch_um`` apart (a Neuropixels-like layout for sorting).
     units_per_channel_p : tuple of float
         Probability of 0, 1, 2, ... single units on a channel (sums to 1; at most 8 entries).
     snr_range : (float, float)
@@ -192,6 +195,7 @@ class ImplantConfig(ConfigMixin):
     block_size: int | None = None
     gain_uv: float = 0.195
     pitch_um: float = 50.0
+    probe_columns: int | None = None
     units_per_channel_p: tuple[float, ...] = (0.25, 0.35, 0.25, 0.15)
     snr_range: tuple[float, float] = (2.0, 20.0)
     noise_uv: float = 7.0
@@ -253,6 +257,8 @@ class ImplantConfig(ConfigMixin):
             s("block_size", _check_int_range("block_size", self.block_size, 8, 65536))
         s("gain_uv", check_range("gain_uv", self.gain_uv, 1e-3, 100.0))
         s("pitch_um", check_positive("pitch_um", self.pitch_um))
+        if self.probe_columns is not None:
+            s("probe_columns", _check_int_range("probe_columns", self.probe_columns, 1, 64))
         p = self.units_per_channel_p
         try:
             p = tuple(float(v) for v in p)
@@ -352,17 +358,17 @@ PRESETS: dict[str, ImplantConfig] = {
     ),
     "dense4096": ImplantConfig(n_channels=4096, n_dead=12, n_saturating=6),
     "tiny": ImplantConfig(n_channels=16, n_dead=1, n_saturating=1),
-    # For spike sorting (cortexlink bench sort): a dense 25 µm grid where each unit is seen on its
+    # For spike sorting (cortexlink bench sort): a 4-column shank at 25 µm where each unit is seen on its
     # neighbours (30 µm decay), bursts, per-spike amplitude variability and, in "probe384_drift",
     # a 20 µm rigid drift along the probe over 20 minutes.
     "probe384": ImplantConfig(
-        n_channels=384, pitch_um=25.0, n_dead=2, n_saturating=0, units_per_channel_p=(0.7, 0.3),
-        footprint_um=30.0, amplitude_jitter=0.1, burst_fraction=0.2, burst_attenuation=0.2,
-        artifact_rate_hz=0.0,
+        n_channels=384, pitch_um=25.0, probe_columns=4, n_dead=2, n_saturating=0,
+        units_per_channel_p=(0.7, 0.3), footprint_um=30.0, amplitude_jitter=0.1, burst_fraction=0.2,
+        burst_attenuation=0.2, artifact_rate_hz=0.0,
     ),
     "probe384_drift": ImplantConfig(
-        n_channels=384, pitch_um=25.0, n_dead=2, n_saturating=0, units_per_channel_p=(0.7, 0.3),
-        footprint_um=30.0, amplitude_jitter=0.1, burst_fraction=0.2, burst_attenuation=0.2,
-        artifact_rate_hz=0.0, probe_drift_um=20.0, probe_drift_period_s=1200.0,
+        n_channels=384, pitch_um=25.0, probe_columns=4, n_dead=2, n_saturating=0,
+        units_per_channel_p=(0.7, 0.3), footprint_um=30.0, amplitude_jitter=0.1, burst_fraction=0.2,
+        burst_attenuation=0.2, artifact_rate_hz=0.0, probe_drift_um=20.0, probe_drift_period_s=1200.0,
     ),
 }
