@@ -52,6 +52,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="BLAS/OpenMP threads per process (default 1: more oversubscribes a busy machine)")
     p.add_argument("--no-pca-metrics", action="store_true",
                    help="skip the PCA metrics (silhouette, nn_hit_rate, d_prime, isolation_distance, l_ratio)")
+    p.add_argument("--species", default=None,
+                   help="the subject's species for units.nwb (e.g. 'Homo sapiens'; default: from the session, "
+                        "else left empty)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--keep-cache", action="store_true",
                    help="keep DIR/cache (a session's decoded raw samples) and DIR/sorter (the sorter's work folder)")
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
                              format=args.format, stream=args.stream, motion=args.motion, n_jobs=args.n_jobs,
                              threads=args.threads, progress=progress, overwrite=args.overwrite,
                              allow_truncated=args.allow_truncated, keep_cache=args.keep_cache,
-                             report=not args.no_report, pca_metrics=not args.no_pca_metrics)
+                             report=not args.no_report, pca_metrics=not args.no_pca_metrics, species=args.species)
     if args.json:
         print(json.dumps(summary, indent=1, default=str))
         return 0

@@ -39,7 +39,8 @@ _DESCRIPTIONS = {
 def write_units_nwb(path: str | Path, *, sorting: Any, summary: dict, metrics: Any, labels: dict,
                     channel_ids: list, positions_um: np.ndarray, fs_hz: float, t0_s: float = 0.0,
                     session_description: str = "spike sorting by cortexlink sort", identifier: str | None = None,
-                    start_time: _dt.datetime | None = None, sorter: str = "", source: str = "") -> Path:
+                    start_time: _dt.datetime | None = None, sorter: str = "", source: str = "",
+                    subject_id: str | None = None, species: str | None = None) -> Path:
     """Write the units of a sorting to a new NWB file at ``path``.
 
     Parameters
@@ -51,14 +52,22 @@ def write_units_nwb(path: str | Path, *, sorting: Any, summary: dict, metrics: A
     channel_ids, positions_um : the sorted channels and their positions (µm)
     fs_hz : sampling rate
     t0_s : time of the recording's first sample (s) in the source's clock
+    subject_id : the participant's pseudonymous code (NWB Subject), "unknown" when not known
+    species : the subject's species (e.g. "Homo sapiens"); left empty when not known. Sex "U" and
+        age "P0D/" (any age): de-identified, as ``cortexlink export`` writes them.
     """
     from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.file import Subject
     from pynwb.misc import Units
 
     start = start_time or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     nwb = NWBFile(session_description=session_description, identifier=identifier or str(uuid.uuid4()),
                   session_start_time=start, source_script="cortexlink sort", source_script_file_name="cortexlink",
-                  notes=f"sorter: {sorter}; source: {source}")
+                  notes=f"sorter: {sorter}; source: {source}", keywords=["spike sorting", sorter or "sorting"],
+                  experiment_description=f"single units sorted from {source} with {sorter}",
+                  subject=Subject(subject_id=str(subject_id or "unknown"), species=species, sex="U", age="P0D/",
+                                  description="the participant of the source recording (pseudonymous code; "
+                                              "sex and age not stored)"))
     dev = nwb.create_device(name="implant", description="recording device (from the source's channel map)")
     grp = nwb.create_electrode_group(name="array", description="all sorted channels", location="unknown", device=dev)
     for col, desc in (("channel_id", "channel id in the source recording"), ("rel_x", "x position (µm)"),

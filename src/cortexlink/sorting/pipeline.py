@@ -74,7 +74,7 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
                    rules: Any = None, format: str | None = None, stream: str | None = None,
                    motion: bool = False, n_jobs: int = 1, progress: bool = False, overwrite: bool = False,
                    allow_truncated: bool = False, keep_cache: bool = False, report: bool = True,
-                   pca_metrics: bool = True, threads: int | None = 1) -> dict:
+                   pca_metrics: bool = True, threads: int | None = 1, species: str | None = None) -> dict:
     """Sort ``source`` into ``out`` (see the module docstring); return the summary.
 
     Parameters
@@ -101,24 +101,52 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
         busy machine: see :func:`~cortexlink.sorting.sorters.limit_threads`).
     pca_metrics : bool
         Also compute the PCA metrics (silhouette, nn_hit_rate, d_prime, ...).
+    species : str, optional
+        The subject's species for the NWB file (a simulated session: "Homo sapiens", as
+        ``cortexlink export`` writes it).
 
     Returns
     -------
     dict
         The contents of ``summary.json``.
     """
-    from cortexlink.sorting.curation import CurationRules, label_units
-    from cortexlink.sorting.metrics import analyze, quality_metrics, unit_summary
-    from cortexlink.sorting.nwb import write_units_nwb
-    from cortexlink.sorting.recording import describe, to_si_recording
-    from cortexlink.sorting.sorters import default_sorter, limit_threads, preprocess_recording, run_sorter
+    from cortexlink.sorting.curation import CurationRules
+    from cortexlink.sorting.sorters import default_sorter, library_warnings
 
     rules = rules if rules is not None else CurationRules()
     if not isinstance(rules, CurationRules):
         raise ConfigError(f"rules must be a CurationRules; got {type(rules).__name__}")
     sorter = sorter or default_sorter()
+    existed = Path(out).exists()
     out = _prepare_out(Path(out), overwrite)
     timings: dict[str, float] = {}
+    caught: list[str] = []
+    try:
+        with library_warnings(caught):
+            summary = _run(source, out, sorter, params, rules, format, stream, motion, n_jobs, progress,
+                           allow_truncated, report, pca_metrics, threads, species, timings, caught)
+    except BaseException:
+        if not existed and all(p.name in _OURS for p in out.iterdir()):
+            shutil.rmtree(out, ignore_errors=True)          # a failed sort leaves no half-written folder
+        raise
+    summary["library_warnings"] = caught
+    if not keep_cache:
+        for name in ("cache", "sorter"):
+            if (out / name).exists():
+                shutil.rmtree(out / name)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def _run(source: Any, out: Path, sorter: str, params: dict | None, rules: Any, format: str | None,
+         stream: str | None, motion: bool, n_jobs: int, progress: bool, allow_truncated: bool, report: bool,
+         pca_metrics: bool, threads: int | None, species: str | None, timings: dict, caught: list) -> dict:
+    from cortexlink.sorting.curation import label_units
+    from cortexlink.sorting.metrics import analyze, quality_metrics, unit_summary
+    from cortexlink.sorting.nwb import write_units_nwb
+    from cortexlink.sorting.recording import describe, to_si_recording
+    from cortexlink.sorting.sorters import limit_threads, preprocess_recording, run_sorter
+
     t = time.perf_counter()
     rec = to_si_recording(source, format=format, stream=stream, cache_dir=out / "cache",
                           allow_truncated=allow_truncated, progress=progress)
@@ -126,7 +154,7 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
     timings["load_s"] = time.perf_counter() - t
     t = time.perf_counter()
     sorting = run_sorter(rec, sorter, out / "sorter", params=params, preprocess=True, motion=motion, n_jobs=n_jobs,
-                         progress=progress, threads=threads)
+                         progress=progress, threads=threads, warnings_sink=caught)
     timings["sort_s"] = time.perf_counter() - t
     sorting = sorting.save(folder=out / "sorting", format="numpy_folder", overwrite=True)
     t = time.perf_counter()
@@ -142,7 +170,8 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
     t0 = float(src_meta.get("first_sample", 0)) / info["fs_hz"]
     write_units_nwb(out / "units.nwb", sorting=an.sorting, summary=summ, metrics=qm, labels=labels,
                     channel_ids=[str(c) for c in rec.channel_ids], positions_um=rec.get_channel_locations(),
-                    fs_hz=info["fs_hz"], t0_s=t0, sorter=sorter, source=str(src_meta.get("path", source)))
+                    fs_hz=info["fs_hz"], t0_s=t0, sorter=sorter, source=str(src_meta.get("path", source)),
+                    subject_id=src_meta.get("participant_id"), species=species or src_meta.get("species"))
     table = qm.copy()
     table["label"] = [labels[u][0] for u in table.index]
     table["label_reason"] = [labels[u][1] for u in table.index]
@@ -167,9 +196,4 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
     timings["total_s"] = sum(v for k, v in timings.items() if k != "total_s")
     summary["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
     summary["peak_rss_mb"] = peak_rss_mb()
-    if not keep_cache:
-        for name in ("cache", "sorter"):
-            if (out / name).exists():
-                shutil.rmtree(out / name)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary

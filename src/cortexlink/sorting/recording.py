@@ -77,9 +77,11 @@ class CortexlinkRecordingExtractor(BaseRecording):
 
     def __init__(self, path: str, format: str | None = None, stream: str | None = None,
                  allow_truncated: bool = False) -> None:
-        from cortexlink.io.importers import open_recording
+        from cortexlink.io.importers import detect_format, open_recording
 
-        rec = open_recording(path, format, stream=stream)
+        fmt = format or detect_format(path)
+        kw = {"allow_truncated": True} if fmt == "raw" and allow_truncated else {}   # raw refuses otherwise
+        rec = open_recording(path, fmt, stream=stream, **kw)
         _check_truncated(rec, allow_truncated)
         cm = rec.channel_map
         BaseRecording.__init__(self, sampling_frequency=float(rec.fs_hz),
@@ -160,9 +162,19 @@ def _session_to_binary(folder: Path, cache_dir: Path, allow_truncated: bool, pro
                                    gain_to_uV=gain, offset_to_uV=offset, is_filtered=False)
     meta = {"format": "cortexlink-session", "path": str(folder), "fs_hz": fs, "first_sample": int(first),
             "n_samples": int(end - first), "n_samples_missing": int(n_gap), "state": state,
-            "session_id": reader.manifest.get("session_id"), "cache": str(out)}
+            "session_id": reader.manifest.get("session_id"), "participant_id": reader.manifest.get("participant_id"),
+            "species": _species(reader.manifest),
+            "cache": str(out)}
     (cache_dir / "raw.json").write_text(json.dumps(meta, indent=1))
     return rec, cm, meta
+
+
+def _species(manifest: dict) -> str | None:
+    """The participant's species as ``cortexlink export`` reads it from a session manifest (a
+    simulated session: "Homo sapiens", the simulator models a human BCI user)."""
+    from cortexlink.io.nwb._common import SIMULATED_SPECIES, _is_simulated, _subject_meta
+
+    return _subject_meta(manifest).get("species") or (SIMULATED_SPECIES if _is_simulated(manifest) else None)
 
 
 def _finish(rec: Any, cm: Any, meta: dict) -> Any:

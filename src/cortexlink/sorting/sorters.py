@@ -14,14 +14,16 @@ import contextlib
 import importlib.util
 import logging
 import shutil
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from cortexlink.core.errors import ConfigError, ValidationError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SORTERS", "available_sorters", "default_sorter", "run_sorter", "preprocess_recording", "limit_threads"]
+__all__ = ["SORTERS", "available_sorters", "default_sorter", "run_sorter", "preprocess_recording", "limit_threads",
+           "library_warnings"]
 
 #: Sorters cortexlink runs, best first: Kilosort4 when installed (GPU or CPU, never required),
 #: then SpikeInterface's own spykingcircus2 and tridesclous2, then mountainsort5.
@@ -43,6 +45,24 @@ _OWN_MOTION: dict[str, str] = {"spykingcircus2": "apply_motion_correction", "tri
 _DEFAULTS: dict[str, dict[str, Any]] = {"mountainsort5": {"filter": False}}
 
 JOB_KWARGS: dict[str, Any] = {"n_jobs": 1, "chunk_duration": "1s", "progress_bar": False}
+
+
+@contextlib.contextmanager
+def library_warnings(sink: list[str] | None = None) -> Iterator[list[str]]:
+    """Collect the warnings SpikeInterface, the sorters and their libraries raise inside the
+    block: logged once each (logger ``cortexlink.sorting``) and appended to ``sink`` (distinct
+    messages), never raised nor printed (a sorter must not fail on a deprecation notice)."""
+    sink = [] if sink is None else sink
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield sink
+        finally:
+            for w in caught:
+                msg = f"{w.category.__name__}: {w.message}"
+                if msg not in sink:
+                    sink.append(msg)
+                    logger.info("library warning: %s", msg)
 
 
 def limit_threads(threads: int | None) -> Any:
@@ -129,7 +149,7 @@ def preprocess_recording(recording: Any, *, motion: bool = False, n_jobs: int = 
 
 def run_sorter(recording: Any, sorter: str, folder: str | Path, *, params: dict | None = None,
                preprocess: bool = True, motion: bool = False, n_jobs: int = 1, progress: bool = True,
-               threads: int | None = 1) -> Any:
+               threads: int | None = 1, warnings_sink: list[str] | None = None) -> Any:
     """Sort ``recording`` with ``sorter`` in ``folder`` and return the SpikeInterface sorting.
 
     Parameters
@@ -153,6 +173,8 @@ def run_sorter(recording: Any, sorter: str, folder: str | Path, *, params: dict 
         SpikeInterface progress bars.
     threads : int or None
         BLAS/OpenMP threads per process (:func:`limit_threads`; None: the libraries' default).
+    warnings_sink : list, optional
+        Receives the libraries' warnings (:func:`library_warnings`).
 
     Returns
     -------
@@ -203,7 +225,8 @@ def run_sorter(recording: Any, sorter: str, folder: str | Path, *, params: dict 
                 sorter, folder)
     log = folder.parent / f"{folder.name}_stdout.log"
     try:                       # some sorters print as they go: into a log file, never our stdout
-        with open(log, "w") as f, contextlib.redirect_stdout(f), limit_threads(threads):
+        with open(log, "w") as f, contextlib.redirect_stdout(f), limit_threads(threads), \
+                library_warnings(warnings_sink):
             sorting = ss.run_sorter(sorter, rec, folder=str(folder), remove_existing_folder=True, verbose=False,
                                     raise_error=True, **kw)
     finally:
