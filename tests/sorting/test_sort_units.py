@@ -47,6 +47,13 @@ def test_session_folder_raw_stream_decoded_to_binary(tmp_path):
     np.testing.assert_allclose(rec.get_channel_locations(), r.channel_map.positions_um[:, :2])
     with pytest.raises(ValidationError, match="cache_dir"):
         to_si_recording(sess)
+    # the same session exported to NWB reads back to the same µV samples and positions
+    nwb = tmp_path / "s.nwb"
+    assert main(["export", str(sess), "--to", str(nwb)]) == 0
+    rn = to_si_recording(nwb)
+    assert rn.get_num_samples() == rec.get_num_samples()
+    np.testing.assert_allclose(rn.get_traces(start_frame=0, end_frame=500), uv[:500], rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(rn.get_channel_locations(), rec.get_channel_locations())
 
 
 def test_bad_inputs_are_refused_naming_the_file(tmp_path):
