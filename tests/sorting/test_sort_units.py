@@ -133,3 +133,24 @@ def test_curation_rules_from_yaml_and_bad_rules(tmp_path):
         CurationRules().with_overrides(["snr_min"])
     with pytest.raises(ConfigError, match="must be a number"):
         CurationRules().with_overrides(["snr_min=high"])
+
+
+def test_a_sort_that_finds_no_units_still_writes_valid_outputs(tmp_path, monkeypatch):
+    import json
+
+    import pynwb
+    from spikeinterface.core import NumpySorting
+
+    import cortexlink.sorting.sorters as sorters
+    from cortexlink.sorting.pipeline import sort_recording
+
+    def no_units(recording, sorter, folder, **kw):
+        return NumpySorting.from_samples_and_labels([np.zeros(0, int)], [np.zeros(0, int)], 30000.0, unit_ids=[])
+
+    monkeypatch.setattr(sorters, "run_sorter", no_units)
+    path, _gt, _ = write_raw(tmp_path, n_channels=8, seconds=1.0)
+    s = sort_recording(path, tmp_path / "out", sorter=default_sorter(), pca_metrics=False)
+    assert s["n_units"] == 0 and s["n_units_by_label"] == {"good": 0, "mua": 0, "noise": 0}
+    assert not pynwb.validate(path=str(tmp_path / "out" / "units.nwb"))
+    assert "no units found" in (tmp_path / "out" / "report.html").read_text()
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_units"] == 0

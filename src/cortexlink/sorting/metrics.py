@@ -50,8 +50,12 @@ def analyze(sorting: Any, recording: Any, folder: str | Path, *, n_jobs: int = 1
 
     job = dict(JOB_KWARGS, n_jobs=n_jobs, progress_bar=progress)
     sorting = sorting.remove_empty_units()
-    an = si.create_sorting_analyzer(sorting, recording, format="binary_folder", folder=Path(folder), sparse=True,
-                                    overwrite=True, seed=seed, job_kwargs=job)
+    empty = sorting.get_num_units() == 0
+    an = si.create_sorting_analyzer(sorting, recording, format="binary_folder", folder=Path(folder),
+                                    sparse=not empty, overwrite=True, seed=seed, job_kwargs=job)
+    if empty:                   # nothing was found: an analyzer without extensions, metrics empty
+        logger.warning("the sorter found no units")
+        return an
     steps: list[tuple[str, dict]] = [
         ("random_spikes", {"method": "uniform", "max_spikes_per_unit": max_spikes_per_unit, "seed": seed}),
         ("noise_levels", {}), ("waveforms", {"ms_before": 1.0, "ms_after": 2.0}),
@@ -76,6 +80,11 @@ def quality_metrics(analyzer: Any, *, pca: bool = True, n_jobs: int = 1, progres
     Metrics SpikeInterface cannot compute for a unit (too few spikes, a single unit for the
     PCA metrics, too short a recording for drift) are NaN, not dropped.
     """
+    if analyzer.sorting.get_num_units() == 0:
+        import pandas as pd
+        cols = ["num_spikes", "firing_rate", "presence_ratio", "snr", "isi_violations_ratio", "isi_violations_count",
+                "amplitude_cutoff", "amplitude_median", "drift_ptp", "silhouette", "nn_hit_rate"]
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in cols})
     names = list(METRICS) + (list(PCA_METRICS) if pca and analyzer.has_extension("principal_components")
                              and analyzer.sorting.get_num_units() > 1 else [])
     dur = analyzer.get_total_duration()
@@ -90,6 +99,11 @@ def quality_metrics(analyzer: Any, *, pca: bool = True, n_jobs: int = 1, progres
 def unit_summary(analyzer: Any) -> dict[str, Any]:
     """Per unit: main channel, position (µm), mean waveform on the main channel (µV) and the
     template on every channel (samples x channels, µV), in ``analyzer.unit_ids`` order."""
+    if analyzer.sorting.get_num_units() == 0:
+        z = np.zeros((0, 0))
+        return {"unit_ids": [], "main_channel_idx": np.zeros(0, int), "main_channel_id": np.zeros(0, str),
+                "location_um": np.zeros((0, 2)), "templates_uv": np.zeros((0, 0, 0)), "main_waveform_uv": z,
+                "main_waveform_sd_uv": z, "ms_before": 1.0, "fs_hz": float(analyzer.sampling_frequency)}
     tmpl = analyzer.get_extension("templates")
     avg = tmpl.get_data(operator="average")               # units x samples x channels (dense)
     sd = tmpl.get_data(operator="std")

@@ -79,7 +79,7 @@ def write_units_nwb(path: str | Path, *, sorting: Any, summary: dict, metrics: A
                           rel_x=float(x), rel_y=float(y))
     nwb.units = Units(name="units", description="units sorted by cortexlink sort", waveform_rate=float(fs_hz),
                       waveform_unit="volts", resolution=1.0 / float(fs_hz), electrode_table=nwb.electrodes)
-    cols = [c for c in metrics.columns]
+    cols = [c for c in metrics.columns] if len(summary["unit_ids"]) else []   # no units: an empty table
     for c in cols:
         nwb.add_unit_column(name=str(c), description=_DESCRIPTIONS.get(str(c), f"SpikeInterface metric {c}"))
     for name, desc in (("label", "curation label: good, mua or noise"),
@@ -87,6 +87,8 @@ def write_units_nwb(path: str | Path, *, sorting: Any, summary: dict, metrics: A
                        ("sorter_unit_id", "the unit's id in the sorter's output"),
                        ("main_channel", "channel id with the largest template"),
                        ("x_um", "estimated unit x position (µm)"), ("y_um", "estimated unit y position (µm)")):
+        if not len(summary["unit_ids"]):
+            break
         nwb.add_unit_column(name=name, description=desc)
     tmpl = summary["main_waveform_uv"]
     analyzer_sd = summary.get("main_waveform_sd_uv")

@@ -36,7 +36,7 @@ def _drift_map(an: Any, path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 4))
     spikes = an.sorting.to_spike_vector()
-    if len(spikes) and an.has_extension("spike_locations"):
+    if len(spikes) and an.has_extension("spike_locations") and an.has_extension("spike_amplitudes"):
         loc = an.get_extension("spike_locations").get_data()
         amp = np.abs(an.get_extension("spike_amplitudes").get_data())
         t = spikes["sample_index"] / an.sampling_frequency
@@ -127,12 +127,12 @@ def write_report(out: str | Path, analyzer: Any, table: Any, summary: dict, *, p
     figs.mkdir(parents=True, exist_ok=True)
     _drift_map(analyzer, figs / "drift_map.png")
     _metric_hists(table, summary.get("curation_rules", {}), figs / "metrics.png")
-    tmpl = analyzer.get_extension("templates")
-    ext = {"avg": tmpl.get_data(operator="average"), "sd": tmpl.get_data(operator="std"), "nbefore": tmpl.nbefore,
+    ids = list(analyzer.unit_ids)
+    tmpl = analyzer.get_extension("templates") if ids else None
+    ext = {} if tmpl is None else {"avg": tmpl.get_data(operator="average"), "sd": tmpl.get_data(operator="std"), "nbefore": tmpl.nbefore,
            "amps": analyzer.get_extension("spike_amplitudes").get_data(outputs="by_unit")[0]}
     order = {"good": 0, "mua": 1, "noise": 2}
-    ids = list(analyzer.unit_ids)
-    units = sorted(range(len(ids)), key=lambda i: (order.get(table.loc[ids[i], "label"], 3), i))
+    units = [] if not ids else sorted(range(len(ids)), key=lambda i: (order.get(table.loc[ids[i], "label"], 3), i))
     rows = []
     for i in tqdm(units, desc="report", unit="unit", disable=not progress):
         uid = ids[i]
