@@ -90,6 +90,7 @@ def _unit_figure(an: Any, uid: Any, i: int, label: str, path: Path, ext: dict) -
         axes[0].plot(t_ms, avg[:, ch] + off, color=_COLORS[label], lw=1.2 if ch == main else 0.8)
     axes[0].set_title(f"unit {uid} ({label}): waveform, 4 nearest channels", fontsize=9)
     axes[0].set_xlabel("ms")
+    axes[0].set_ylabel("µV (channels offset)")
     st = an.sorting.get_unit_spike_train(uid, segment_index=0) / fs
     isi_ms = np.diff(st) * 1000.0
     axes[1].hist(isi_ms[isi_ms < 50], bins=np.arange(0, 50.5, 1.0), color="#4c72b0")
