@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "DIR/metrics.csv, DIR/report.html (drift map, metric histograms, per-unit waveform, ISI "
                     "histogram and amplitude over time; figures in DIR/report/) and DIR/summary.json (sorter, "
                     "parameters, units by label, timings, peak memory). The recording is filtered (300-6000 Hz) "
-                    "and common-median referenced, and read in 1 s chunks throughout: memory stays bounded. "
+                    "and common-median referenced (8 channels or more), and read in 1 s chunks throughout: memory stays bounded. "
                     "Units are labelled good / mua / noise by thresholds on SpikeInterface's metrics (defaults: "
                     "snr >= 4, isi_violations_ratio <= 0.5, presence_ratio >= 0.8, firing_rate >= 0.1 Hz, "
                     "amplitude_cutoff <= 0.1; snr < 2 or fewer than 10 spikes: noise).",

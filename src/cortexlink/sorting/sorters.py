@@ -135,11 +135,14 @@ def preprocess_recording(recording: Any, *, motion: bool = False, n_jobs: int = 
                          folder: str | Path | None = None) -> Any:
     """Bandpass 300-6000 Hz and common median reference (SpikeInterface's, lazy), then, with
     ``motion``, SpikeInterface's ``correct_motion`` (preset ``dredge_fast``; its estimate kept
-    in ``folder`` when given)."""
+    in ``folder`` when given). Below 8 channels (a tetrode) there is no common reference: the
+    median of 4 wires is largely the spike itself (measured on the locust hybrid: mountainsort5's
+    matched units 0.93 / 0.83 accuracy with it, 0.996 / 0.996 without)."""
     import spikeinterface.preprocessing as spre
 
     rec = spre.bandpass_filter(recording, freq_min=300.0, freq_max=6000.0, dtype="float32")
-    rec = spre.common_reference(rec, reference="global", operator="median")
+    if rec.get_num_channels() >= 8:
+        rec = spre.common_reference(rec, reference="global", operator="median")
     if motion:
         kw = dict(JOB_KWARGS, n_jobs=n_jobs, progress_bar=progress)
         rec = spre.correct_motion(rec, preset="dredge_fast", folder=None if folder is None else Path(folder),
