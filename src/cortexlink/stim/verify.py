@@ -93,7 +93,7 @@ def _pulse_fault(row: Any, limits: Any, t_start_s: float | None, t_end_s: float 
     lim = dict(limits.defaults)
     lim.update(limits.overrides.get(e, {}))
     end = t + (w1 + gap + w2) / 1e6
-    if t_start_s is not None and (t < t_start_s or end > t_end_s):
+    if t_start_s is not None and (t < t_start_s - 1e-9 or end > t_end_s + 1e-9):   # 1 ns: clock resolution
         return "outside_window"
     if not 0 <= gap <= lim["max_gap_us"]:
         return "gap"
