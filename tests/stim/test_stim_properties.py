@@ -1,4 +1,7 @@
-"""Property-based and fuzz tests of the interlock: whatever goes in, nothing unsafe comes out."""
+"""Property-based and fuzz tests of the interlock: whatever goes in, nothing unsafe comes out.
+
+The hypothesis tests are derandomized (the same examples every run, so a CI run cannot fail by
+the luck of the draw); exploration of new plans is the job of `cortexlink bench stim`'s fuzz run."""
 
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ def _plan(rows, t0, t1):
     return StimPlan(p, t0, t1, "hypothesis", 0)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(plans=st.lists(st.tuples(st.lists(PULSE, max_size=12), st.floats(-0.1, 0.2) | ANY_FLOAT,
                                 st.floats(-0.1, 0.3) | ANY_FLOAT), min_size=1, max_size=6),
        policy=st.sampled_from(["refuse", "clamp"]))
@@ -49,7 +52,7 @@ def test_nothing_unsafe_is_ever_approved(plans, policy):
     assert find_unsafe(stream, limits) == []
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(rows=st.lists(PULSE, max_size=10))
 def test_command_frame_round_trip_never_adds_charge(rows):
     p = np.zeros(len(rows), PULSE_DTYPE)
