@@ -41,7 +41,7 @@ import numpy as np
 from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.pulses import as_pulses, pulse_end_s
 from cortexlink.core.types import Chunk
-from cortexlink.core.validation import check_choice, check_positive, check_range
+from cortexlink.core.validation import check_choice, check_chunk, check_positive, check_range
 from cortexlink.dsp._ratelog import _RateLimitedLog
 
 __all__ = ["StimArtifactRemover", "REMOVAL_MODES"]
@@ -297,15 +297,7 @@ class StimArtifactRemover:
         ValidationError
             Wrong type, dtype, channel count or sampling rate; overlapping chunk.
         """
-        if not isinstance(chunk, Chunk):
-            raise ValidationError(f"chunk must be a cortexlink.Chunk; got {type(chunk).__name__}")
-        data = chunk.data
-        if data.dtype != np.int16 and data.dtype != np.float32:
-            raise ValidationError(f"chunk.data must have dtype int16 (counts) or float32 (µV); got {data.dtype}")
-        if data.shape[1] != self.n_channels:
-            raise ValidationError(f"chunk.data must have {self.n_channels} channels; got {data.shape[1]}")
-        if chunk.fs_hz != self.fs_hz:
-            raise ValidationError(f"chunk.fs_hz must equal fs_hz={self.fs_hz:g}; got {chunk.fs_hz:g}")
+        data = check_chunk(chunk, self.n_channels, self.fs_hz)
         s0, n = chunk.start_sample, data.shape[0]
         s1 = s0 + n
         if self._next is not None and s0 < self._next:

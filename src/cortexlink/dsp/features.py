@@ -21,7 +21,7 @@ import numpy as np
 
 from cortexlink.core.errors import ConfigError, GapError, NotFittedError, ValidationError
 from cortexlink.core.types import BinnedFeatures, ChannelMap, Chunk
-from cortexlink.core.validation import check_positive
+from cortexlink.core.validation import check_chunk, check_positive
 from cortexlink.dsp._assembly import _AssemblyMixin
 from cortexlink.dsp._chain import _ChainMixin
 from cortexlink.dsp._ratelog import _RateLimitedLog
@@ -516,16 +516,7 @@ class FeatureExtractor(_ChainMixin, _AssemblyMixin):
         GapError
             A gap with ``on_gap="raise"``.
         """
-        if not isinstance(chunk, Chunk):
-            raise ValidationError(f"chunk must be a cortexlink.Chunk; got {type(chunk).__name__}")
-        data = chunk.data
-        if data.dtype != np.int16 and data.dtype != np.float32:
-            raise ValidationError(f"chunk.data must have dtype int16 (counts) or float32 (µV); got {data.dtype}")
-        if data.shape[1] != self.n_channels:
-            raise ValidationError(f"chunk.data must have {self.n_channels} channels (columns, from the "
-                                  f"ChannelMap); got {data.shape[1]}")
-        if chunk.fs_hz != self.fs_hz:
-            raise ValidationError(f"chunk.fs_hz must equal fs_hz={self.fs_hz:g}; got {chunk.fs_hz:g}")
+        data = check_chunk(chunk, self.n_channels, self.fs_hz)
         if not data.flags.c_contiguous:
             data = np.ascontiguousarray(data)
         if data.flags.writeable:

@@ -34,6 +34,10 @@ __all__ = ["load_stimulation", "add_stimulation", "STIM_KEYS"]
 
 STIM_KEYS = {"limits", "limits_file", "n_electrodes", "policy", "touch", "auditory", "artifacts", "blocks"}
 _TOUCH_KEYS = {"config", "force_max_n"}
+#: Touch pulses on a common 100 Hz grid unless the session says otherwise: one blanking window per
+#: tick instead of one per electrode's pulse (0.72-0.79x the samples blanked of asynchronous trains
+#: in `bench stim --closed-loop`).
+TOUCH_DEFAULTS = {"sync_hz": 100.0, "freq_max_hz": 100.0}
 _AUDIO_KEYS = {"wav", "text", "config", "loop", "start_s"}
 _ART_KEYS = {"mode", "blank_pre_ms", "blank_post_ms", "template_ms", "n_template_pulses", "scale_by_amplitude",
              "compensate"}
@@ -84,7 +88,7 @@ def load_stimulation(raw: Any, *, n_channels: int, block_names: list[str]) -> di
     if "touch" in raw:
         touch = _section("touch", raw["touch"], _TOUCH_KEYS)
         try:
-            cfg = TouchConfig(**{"sync_hz": 100.0, "freq_max_hz": 100.0, **(touch.get("config") or {})})
+            cfg = TouchConfig(**{**TOUCH_DEFAULTS, **(touch.get("config") or {})})
         except (ConfigError, TypeError) as exc:
             raise _err("touch.config", f"is invalid: {exc}") from None
         bad = [e for e in cfg.electrodes if e >= n_channels]
@@ -135,10 +139,7 @@ def add_stimulation(nodes: dict, stim: dict) -> None:
     plans: dict[str, str] = {}
     if "touch" in stim:
         t = stim["touch"]
-        # Pulses on a common 100 Hz grid unless the session says otherwise: one blanking window per
-        # tick instead of one per electrode's pulse (0.72-0.79x the samples blanked of asynchronous
-        # trains in `bench stim --closed-loop`).
-        cfg = {"sync_hz": 100.0, "freq_max_hz": 100.0, **(t.get("config") or {})}
+        cfg = {**TOUCH_DEFAULTS, **(t.get("config") or {})}
         nodes["touch"] = {"kind": "touch_encoder",
                           "params": {"config": cfg, "force_max_n": t.get("force_max_n", 5.0),
                                      "blocks": stim["blocks"]},

@@ -126,7 +126,7 @@ def fuzz_interlock(n_plans: int = 100_000, *, seed: int = 0,
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {"plans_tried": 0, "pulses_checked": 0, "pulses_approved": 0,
                            "pulses_clamped": 0, "pulses_refused": 0, "reasons": {},
-                           "unsafe_pulses_emitted": 0, "driver_refusals": 0, "by_policy": {}}
+                           "unsafe_pulses_emitted": 0, "by_policy": {}}
     review_s = 0.0
     half = (int(n_plans) + 1) // 2
     for policy, count in (("refuse", half), ("clamp", int(n_plans) - half)):

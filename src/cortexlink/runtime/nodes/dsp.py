@@ -143,6 +143,7 @@ class DspNode(Node):
         art = dict(self.params["artifacts"])
         self.compensate = bool(art.pop("compensate", False))
         self._blanked_per_bin: dict[int, int] = {}
+        self._rate_cols: tuple | None = None          # (names, the tx/sbp columns among them)
         if "stim" in self.subs and art.get("mode", "blank") != "none":
             from cortexlink.dsp.artifacts import StimArtifactRemover
 
@@ -269,9 +270,10 @@ class DspNode(Node):
             del self._blanked_per_bin[old]
         blanked = self._blanked_per_bin.pop(b, 0)
         if blanked:
-            rate = np.asarray([i for i, nm in enumerate(self.names) if nm.rsplit("/", 1)[-1] in ("tx", "sbp")],
-                              dtype=np.intp)
-            x[rate] *= self.W / max(self.W - blanked, self.W / 10.0)
+            if self._rate_cols is None or len(self._rate_cols[0]) != len(self.names):
+                rate = [i for i, nm in enumerate(self.names) if nm.rsplit("/", 1)[-1] in ("tx", "sbp")]
+                self._rate_cols = (self.names, np.asarray(rate, dtype=np.intp))
+            x[self._rate_cols[1]] *= self.W / max(self.W - blanked, self.W / 10.0)
 
     def summary(self) -> dict:
         art = None if self.remover is None else {"mode": self.remover.mode,
