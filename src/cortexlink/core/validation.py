@@ -85,26 +85,3 @@ def check_array(
         raise ValidationError(f"{name} must hold only finite values; got {int(np.sum(~np.isfinite(arr)))} NaN/Inf")
     return arr
 
-
-def check_chunk(chunk: Any, n_channels: int, fs_hz: float) -> np.ndarray:
-    """The samples of a raw :class:`~cortexlink.core.types.Chunk` for a stage built for
-    ``n_channels`` channels at ``fs_hz``: int16 counts or float32 µV.
-
-    Raises
-    ------
-    ValidationError
-        For something that is not a Chunk, another dtype, channel count or sampling rate.
-    """
-    from cortexlink.core.types import Chunk      # core.types imports this module
-
-    if not isinstance(chunk, Chunk):
-        raise ValidationError(f"chunk must be a cortexlink.Chunk; got {type(chunk).__name__}")
-    data = chunk.data
-    if data.dtype != np.int16 and data.dtype != np.float32:
-        raise ValidationError(f"chunk.data must have dtype int16 (counts) or float32 (µV); got {data.dtype}")
-    if data.shape[1] != n_channels:
-        raise ValidationError(f"chunk.data must have {n_channels} channels (columns, from the "
-                              f"ChannelMap); got {data.shape[1]}")
-    if chunk.fs_hz != fs_hz:
-        raise ValidationError(f"chunk.fs_hz must equal fs_hz={fs_hz:g}; got {chunk.fs_hz:g}")
-    return data

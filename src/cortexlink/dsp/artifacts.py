@@ -40,8 +40,8 @@ import numpy as np
 
 from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.pulses import as_pulses, pulse_end_s
-from cortexlink.core.types import Chunk
-from cortexlink.core.validation import check_choice, check_chunk, check_positive, check_range
+from cortexlink.core.types import Chunk, check_chunk
+from cortexlink.core.validation import check_choice, check_positive, check_range
 from cortexlink.dsp._ratelog import _RateLimitedLog
 
 __all__ = ["StimArtifactRemover", "REMOVAL_MODES"]

@@ -20,8 +20,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from cortexlink.core.errors import ConfigError, GapError, NotFittedError, ValidationError
-from cortexlink.core.types import BinnedFeatures, ChannelMap, Chunk
-from cortexlink.core.validation import check_chunk, check_positive
+from cortexlink.core.types import BinnedFeatures, ChannelMap, Chunk, check_chunk
+from cortexlink.core.validation import check_positive
 from cortexlink.dsp._assembly import _AssemblyMixin
 from cortexlink.dsp._chain import _ChainMixin
 from cortexlink.dsp._ratelog import _RateLimitedLog
