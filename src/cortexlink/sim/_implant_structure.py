@@ -179,11 +179,12 @@ class _ImplantStructure:
         refr_ms = rng.uniform(*cfg.refractory_ms_range, U)
         speech = _speech_tuning(cfg, U)
         self._units_replaced = np.zeros(U, bool)
+        self._unit_born_day = np.zeros(U, np.int64)
         if cfg.day > 0:
             u = dict(baseline=baseline, depth=depth, ang=ang, click_tuned=click_tuned, click_depth=click_depth,
                      snr=snr, templates=templates, amp=amp, **speech)
             for d in range(1, cfg.day + 1):
-                _day_step(cfg, d, u, self._units_replaced, sigma[unit_channel], fs)
+                _day_step(cfg, d, u, self._units_replaced, sigma[unit_channel], fs, self._unit_born_day)
             baseline, depth, ang, click_tuned, click_depth, snr, templates, amp = (
                 u[k] for k in ("baseline", "depth", "ang", "click_tuned", "click_depth", "snr", "templates", "amp"))
             speech = {k: u[k] for k in speech}
@@ -201,7 +202,7 @@ class _ImplantStructure:
             unit_templates_uv=_ro(self._templates), template_trough_idx=self._pre,
             unit_preferred_direction=_ro(self._pd), unit_baseline_hz=_ro(baseline), unit_depth_hz=_ro(depth),
             unit_click_tuned=_ro(click_tuned), unit_click_depth_hz=_ro(click_depth),
-            unit_refractory_ms=_ro(refr_ms), channel_noise_uv=_ro(sigma), dead_channels=_ro(self._dead),
+            unit_refractory_ms=_ro(refr_ms), unit_born_day=_ro(self._unit_born_day), channel_noise_uv=_ro(sigma), dead_channels=_ro(self._dead),
             saturating_channels=_ro(self._sat), block_size=B, fs_hz=fs,
         )
 
@@ -249,10 +250,12 @@ def _rotate(W: np.ndarray, angle: float, rng: np.random.Generator) -> np.ndarray
     return math.cos(angle) * W + math.sin(angle) * g
 
 
-def _day_step(cfg, d: int, u: dict, replaced: np.ndarray, unit_sigma: np.ndarray, fs: float) -> None:
+def _day_step(cfg, d: int, u: dict, replaced: np.ndarray, unit_sigma: np.ndarray, fs: float,
+              born: np.ndarray | None = None) -> None:
     """Apply day ``d``'s changes (drawn from ``(seed, _STREAM_DAY, d)``) to the unit arrays in ``u``:
     log-baseline jitter, tuning rotation by ``day_drift`` rad, and replacement of ``day_turnover``
-    of the units (new waveform, SNR, baseline and tunings). Marks replaced units in ``replaced``."""
+    of the units (new waveform, SNR, baseline and tunings). Marks replaced units in ``replaced``
+    and sets their birth day to ``d`` in ``born`` (when given)."""
     rng = np.random.default_rng([cfg.seed, _STREAM_DAY, d])
     U = len(u["baseline"])
     u["baseline"] = u["baseline"] * np.exp(cfg.day_drift * rng.standard_normal(U))
@@ -262,6 +265,8 @@ def _day_step(cfg, d: int, u: dict, replaced: np.ndarray, unit_sigma: np.ndarray
     new = np.flatnonzero(rng.random(U) < cfg.day_turnover)
     n = len(new)
     replaced[new] = True
+    if born is not None:
+        born[new] = d
     if n == 0:
         return
     templates, _ = unit_templates(rng, n, fs)

@@ -10,6 +10,9 @@ bursting and per-spike amplitude variability (the :class:`~cortexlink.sim.Implan
 * **Drift** -- every unit moves rigidly along the probe's y axis by
   ``probe_drift_um * sin(2 pi t / probe_drift_period_s + phase)`` (block-wise constant); the
   footprint follows (gains recomputed each block over the electrodes within reach).
+* **Day shift** -- on recording day ``d`` every unit is also displaced along y by a random walk
+  over days with step ``day_shift_um`` (:func:`day_shift_total_um`; the probe settling between
+  sessions), added to the within-session drift.
 * **Bursts** -- a bursting unit fires again after an interval drawn from ``burst_isi_ms_range``
   with probability ``1 - 1 / burst_mean_spikes`` after each of its spikes (a geometric burst
   length), on top of its Poisson rate.
@@ -30,6 +33,7 @@ import numba
 import numpy as np
 
 from cortexlink.sim import _kernels as K
+from cortexlink.sim._implant_structure import _STREAM_DAY
 from cortexlink.sim.ground_truth import _Growing, _ro
 
 #: Stream of the sorting-realism structure (positions, bursting units, drift phase).
@@ -134,6 +138,16 @@ def footprint_gains(pos: np.ndarray, unit_pos: np.ndarray, unit_channel: np.ndar
     return g.astype(np.float32)
 
 
+def day_shift_total_um(cfg) -> float:
+    """The rigid displacement (µm, along y) of every unit relative to the probe on day
+    ``cfg.day``: a random walk whose day-``d`` step is ``day_shift_um`` x a standard normal drawn
+    from its own stream ``(seed, day stream, d, 1)`` (0 on day 0 and when ``day_shift_um == 0``)."""
+    if cfg.day_shift_um == 0 or cfg.day == 0:
+        return 0.0
+    steps = [np.random.default_rng([cfg.seed, _STREAM_DAY, d, 1]).standard_normal() for d in range(1, cfg.day + 1)]
+    return float(cfg.day_shift_um * np.sum(steps))
+
+
 class _SortingRealism:
     """Mixin of :class:`~cortexlink.sim.SimulatedImplant`: the structure, state and per-block
     spikes of the sorting-realism model (module docstring)."""
@@ -153,8 +167,10 @@ class _SortingRealism:
         self._burst_p = np.where(bursting, 1.0 - 1.0 / cfg.burst_mean_spikes, 0.0)
         fs = cfg.fs_hz
         self._isi_lo, self._isi_hi = (v * 1e-3 * fs for v in cfg.burst_isi_ms_range)
+        self._day_shift_um = day_shift_total_um(cfg)
         if cfg.footprint_um > 0 and U:
-            reach = cfg.footprint_um * math.log(1.0 / FOOTPRINT_CUTOFF) + cfg.pitch_um + cfg.probe_drift_um
+            reach = (cfg.footprint_um * math.log(1.0 / FOOTPRINT_CUTOFF) + cfg.pitch_um + cfg.probe_drift_um
+                     + abs(self._day_shift_um))
             d = np.linalg.norm(pos[None, :, :] - self._unit_pos[:, None, :], axis=2)
             m = min(_MAX_FOOTPRINT_CHANNELS, pos.shape[0])
             near = np.argsort(d, axis=1, kind="stable")[:, :m]
@@ -172,14 +188,16 @@ class _SortingRealism:
             unit_position_um=_ro(self._unit_pos), unit_bursting=_ro(bursting),
             footprint_channels=_ro(self._fp_ch), footprint_gains=_ro(self._fp_gain),
             probe_drift_um=cfg.probe_drift_um, probe_drift_period_s=cfg.probe_drift_period_s,
-            probe_drift_phase=self._drift_phase)
+            probe_drift_phase=self._drift_phase, day_shift_total_um=self._day_shift_um)
 
     def _drift_offset_um(self, sample: int) -> float:
+        """Displacement (µm, along y) of every unit at ``sample``: the day's shift plus the
+        within-session drift."""
         cfg = self._cfg
         if cfg.probe_drift_um == 0:
-            return 0.0
-        return cfg.probe_drift_um * math.sin(2 * math.pi * sample / cfg.fs_hz / cfg.probe_drift_period_s
-                                             + self._drift_phase)
+            return self._day_shift_um
+        return self._day_shift_um + cfg.probe_drift_um * math.sin(
+            2 * math.pi * sample / cfg.fs_hz / cfg.probe_drift_period_s + self._drift_phase)
 
     def _gains_at(self, sample: int) -> np.ndarray:
         cfg = self._cfg

@@ -138,7 +138,16 @@ class ImplantConfig(ConfigMixin):
         direction rotate (random direction).
     day_turnover : float
         Fraction of units replaced per day (0 to 1): a replaced unit gets a new waveform, SNR,
-        baseline and tuning (velocity, click and speech) on the same channel.
+        baseline and tuning (velocity, click and speech) on the same channel. The day each unit
+        now in a slot appeared is :attr:`GroundTruth.unit_born_day <cortexlink.sim.GroundTruth>`
+        (0 = built with the implant): unit ``i`` of day ``a`` is the same neuron as unit ``i`` of
+        day ``b > a`` exactly when ``born_day(day=b)[i] <= a``.
+    day_shift_um : float
+        Day-to-day rigid shift of the probe along its long (y) axis (µm, 0 to 200): every unit is
+        displaced by a random walk over days whose step on each day is ``day_shift_um`` x a
+        standard normal (its own random stream; 0 on day 0), added to the within-session drift.
+        The day's total is ``GroundTruth.day_shift_total_um``. Needs ``footprint_um > 0``; 0 (the
+        default) leaves every output as it was.
     stim_artifact_uv_per_ua : float
         Stimulation artefact (see :meth:`SimulatedImplant.stimulate` and
         :mod:`cortexlink.sim.stim_artifacts`): voltage seen during a pulse phase on the stimulating
@@ -245,6 +254,7 @@ class ImplantConfig(ConfigMixin):
     burst_mean_spikes: float = 3.0
     burst_attenuation: float = 0.0
     burst_recovery_ms: float = 20.0
+    day_shift_um: float = 0.0
 
     def __post_init__(self) -> None:
         s = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
@@ -328,6 +338,10 @@ class ImplantConfig(ConfigMixin):
         s("burst_mean_spikes", check_range("burst_mean_spikes", self.burst_mean_spikes, 1.0, 20.0))
         s("burst_attenuation", check_range("burst_attenuation", self.burst_attenuation, 0.0, 0.9))
         s("burst_recovery_ms", check_range("burst_recovery_ms", self.burst_recovery_ms, 0.1, 1000.0))
+        s("day_shift_um", check_range("day_shift_um", self.day_shift_um, 0.0, 200.0))
+        if self.day_shift_um > 0 and self.footprint_um == 0:
+            raise ConfigError(f"day_shift_um needs footprint_um > 0 (units on one channel cannot move along the "
+                              f"probe); got day_shift_um={self.day_shift_um!r}, footprint_um=0")
 
     @property
     def block_size_samples(self) -> int:

@@ -106,6 +106,13 @@ class GroundTruth:
         Gain of each unit on those channels at rest (1 on its own channel; 0 = not seen).
     probe_drift_um, probe_drift_period_s, probe_drift_phase : float
         The rigid drift along y: see :meth:`drift_offset_um`.
+    unit_born_day : ndarray (n_units,), int64
+        The recording day on which the unit now in each slot appeared (0 = built with the
+        implant; day-to-day turnover sets it to the day of the replacement). Unit ``i`` here
+        (day ``b``) is the same neuron as unit ``i`` on day ``a < b`` iff ``unit_born_day[i] <= a``.
+    day_shift_total_um : float
+        The day's rigid displacement of every unit along y (``ImplantConfig.day_shift_um``), part
+        of :meth:`drift_offset_um`.
     """
 
     n_samples: int
@@ -142,6 +149,8 @@ class GroundTruth:
     probe_drift_um: float = 0.0
     probe_drift_period_s: float = 1200.0
     probe_drift_phase: float = 0.0
+    unit_born_day: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    day_shift_total_um: float = 0.0
 
     @property
     def n_units(self) -> int:
@@ -163,9 +172,11 @@ class GroundTruth:
         return self.intent_velocity[idx], self.intent_click[idx]
 
     def drift_offset_um(self, samples: Any) -> np.ndarray:
-        """Displacement (µm, along y) of every unit at the given sample indices (0 without drift)."""
+        """Displacement (µm, along y) of every unit at the given sample indices: the day's shift
+        plus the within-session drift (0 without either)."""
         t_s = np.asarray(samples, np.float64) / self.fs_hz
-        return self.probe_drift_um * np.sin(2 * np.pi * t_s / self.probe_drift_period_s + self.probe_drift_phase)
+        return self.day_shift_total_um + self.probe_drift_um * np.sin(
+            2 * np.pi * t_s / self.probe_drift_period_s + self.probe_drift_phase)
 
     def unit_position_at(self, sample: int) -> np.ndarray:
         """(n_units, 2) positions of the units (µm) at ``sample``, drift included."""

@@ -31,7 +31,8 @@ over neighbouring electrodes (``footprint_um``), rigid positional drift along th
 amplitude variability (``amplitude_jitter``).
 
 Recording days: ``day = d`` applies ``d`` daily steps of baseline jitter, tuning rotation and unit
-turnover (``day_drift``, ``day_turnover``), each drawn from its own ``(seed, day stream, k)``.
+turnover (``day_drift``, ``day_turnover``), each drawn from its own ``(seed, day stream, k)``;
+``day_shift_um`` adds a day-to-day rigid shift of the units along the probe (a random walk).
 
 Determinism: samples are produced in fixed internal blocks of ``block_size`` samples; block ``k``
 draws only from ``np.random.default_rng([seed, 1, k])`` (and hashes keyed by it), filter states
@@ -268,6 +269,17 @@ class SimulatedImplant(_ImplantStructure, _SortingRealism, _BlockGenerator, _Sti
     def units_replaced(self) -> np.ndarray:
         """Read-only bool (n_units,): units replaced by day-to-day turnover on days 1..``day``."""
         return self._units_replaced
+
+    @property
+    def unit_born_day(self) -> np.ndarray:
+        """Read-only int (n_units,): the day on which the unit now in each slot appeared (0 = built
+        with the implant); also ``ground_truth().unit_born_day``."""
+        return self._static["unit_born_day"]
+
+    @property
+    def day_shift_total_um(self) -> float:
+        """The day's rigid displacement (µm, along y) of every unit (``config.day_shift_um``)."""
+        return float(self._static["day_shift_total_um"])
 
     def set_articulators(self, articulators: Any) -> None:
         """Set the articulator vector from the next not-yet-generated internal block on.
