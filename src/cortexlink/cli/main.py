@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_parser(sub)
     from cortexlink.cli import sort  # spike sorting (issue 15)
     sort.add_parser(sub)
+    from cortexlink.cli import units  # units across sessions (issue 15 §3)
+    units.add_parser(sub)
     return parser
 
 
