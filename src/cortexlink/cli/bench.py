@@ -285,6 +285,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     st.set_defaults(func=_run_stim)
     _add_sort_parser(bsub)
+    _add_units_track_parser(bsub)
 
 
 def _check_out(args: argparse.Namespace) -> None:
@@ -569,3 +570,16 @@ def _run_sort(args: argparse.Namespace) -> int:
                       data_dir=args.data, work_dir=args.work_dir, progress=not args.json)
     rc = _emit(result, args, sort.print_summary)
     return 1 if any(r.get("error") for r in result["results"]) else rc
+
+
+def _add_units_track_parser(bsub: argparse._SubParsersAction) -> None:
+    from cortexlink.cli._bench_units_track import add_parser as add_units_track
+
+    add_units_track(bsub, OUT_HELP, _run_units_track)
+
+
+def _run_units_track(args: argparse.Namespace) -> int:
+    _check_out(args)
+    from cortexlink.cli._bench_units_track import run as run_units_track
+
+    return run_units_track(args, _emit)
