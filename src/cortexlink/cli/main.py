@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     sort.add_parser(sub)
     from cortexlink.cli import units  # units across sessions (issue 15 §3)
     units.add_parser(sub)
+    from cortexlink.cli import dataset  # a data set from many sessions, on Ray (issue 15 §4)
+    dataset.add_parser(sub)
     return parser
 
 

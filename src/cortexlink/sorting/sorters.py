@@ -26,8 +26,11 @@ __all__ = ["SORTERS", "available_sorters", "default_sorter", "run_sorter", "prep
            "library_warnings"]
 
 #: Sorters cortexlink runs, best first: Kilosort4 when installed (GPU or CPU, never required),
-#: then SpikeInterface's own spykingcircus2 and tridesclous2, then mountainsort5.
-SORTERS: tuple[str, ...] = ("kilosort4", "spykingcircus2", "tridesclous2", "mountainsort5")
+#: then SpikeInterface's own spykingcircus2 and tridesclous2, then mountainsort5; last
+#: SpikeInterface's internal ``simple`` (detection + SVD + HDBSCAN, no template matching: fast,
+#: finds few units) and ``lupin`` (spykingcircus2's successor components), never the default
+#: while another one runs.
+SORTERS: tuple[str, ...] = ("kilosort4", "spykingcircus2", "tridesclous2", "mountainsort5", "simple", "lupin")
 
 #: The Python packages each sorter needs (import names) and what to install for them.
 _NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -35,10 +38,13 @@ _NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
     "spykingcircus2": (("numba", "numba"), ("hdbscan", "hdbscan"), ("sklearn", "scikit-learn")),
     "tridesclous2": (("numba", "numba"), ("hdbscan", "hdbscan"), ("sklearn", "scikit-learn")),
     "mountainsort5": (("mountainsort5", "mountainsort5"), ("isosplit6", "isosplit6")),
+    "simple": (("numba", "numba"), ("hdbscan", "hdbscan"), ("sklearn", "scikit-learn")),
+    "lupin": (("numba", "numba"), ("hdbscan", "hdbscan"), ("sklearn", "scikit-learn"), ("torch", "torch")),
 }
 
 #: Sorters that correct drift themselves (the parameter that switches it on).
-_OWN_MOTION: dict[str, str] = {"spykingcircus2": "apply_motion_correction", "tridesclous2": "apply_motion_correction"}
+_OWN_MOTION: dict[str, str] = {"spykingcircus2": "apply_motion_correction", "tridesclous2": "apply_motion_correction",
+                                "lupin": "apply_motion_correction"}
 
 #: Parameters cortexlink sets unless the caller overrides them: mountainsort5 would filter again
 #: what :func:`preprocess_recording` already filtered.
