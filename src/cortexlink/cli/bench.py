@@ -286,6 +286,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     st.set_defaults(func=_run_stim)
     _add_sort_parser(bsub)
     _add_units_track_parser(bsub)
+    _add_dataset_parser(bsub)
 
 
 def _check_out(args: argparse.Namespace) -> None:
@@ -583,3 +584,16 @@ def _run_units_track(args: argparse.Namespace) -> int:
     from cortexlink.cli._bench_units_track import run as run_units_track
 
     return run_units_track(args, _emit)
+
+
+def _add_dataset_parser(bsub: argparse._SubParsersAction) -> None:
+    from cortexlink.cli._bench_dataset import add_parser as add_dataset
+
+    add_dataset(bsub, OUT_HELP, _run_dataset)
+
+
+def _run_dataset(args: argparse.Namespace) -> int:
+    _check_out(args)
+    from cortexlink.cli._bench_dataset import run as run_dataset
+
+    return run_dataset(args, _emit)
