@@ -21,12 +21,16 @@ Score: a predicted match is two units (days a < b) carrying the same tracked id;
 when both stand for the same simulated neuron: the same slot ``i`` with
 ``unit_born_day(day=b)[i] <= a``. A true pair is such a neuron present (as a unit) on both days.
 Precision and recall over all day pairs and over consecutive days, and at several confidence
-thresholds (tracking rerun with ``min_confidence`` = the threshold). ``shift_error_um``: the
+thresholds (tracking rerun with ``min_confidence`` = the threshold); for a sorter also
+``precision_of_mapped_units``, the precision among matches of two units that each stand for a
+true neuron (a sorted unit that matches none is a neuron the score cannot name). A kept
+``work_dir`` is reused: a day already sorted there by the same sorter is not sorted again. ``shift_error_um``: the
 median |estimated - true| shift between consecutive days.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -112,8 +116,16 @@ def _sorted_session_units(pair: Any, name: str, participant: str, day: int, sort
 
     out = folder / f"sorted_{name}"
     t0 = time.perf_counter()
-    sort_recording(pair.recording, out, sorter=sorter, report=False, pca_metrics=False, progress=progress)
-    wall = time.perf_counter() - t0
+    try:                    # a kept --work-dir: a finished sort of the same (seeded) day is reused
+        done = json.loads((out / "summary.json").read_text())
+        wall = float(done["timings_s"]["total_s"])
+        reused = done.get("sorter") == sorter
+    except (OSError, ValueError, KeyError, TypeError):
+        reused = False
+    if not reused:
+        sort_recording(pair.recording, out, sorter=sorter, report=False, pca_metrics=False, progress=progress,
+                       overwrite=out.exists())
+        wall = time.perf_counter() - t0
     su = load_session_units(out)
     su.session, su.participant, su.order_key = name, participant, float(day)
     sorting = si.load(out / "sorting")
@@ -121,20 +133,19 @@ def _sorted_session_units(pair: Any, name: str, participant: str, day: int, sort
     n_well = 0
     if len(sorting.unit_ids):
         cmp = sc.compare_sorter_to_ground_truth(pair.gt_sorting, sorting, exhaustive_gt=True)
-        best = cmp.get_best_unit_match1(), cmp.agreement_scores
-        match = cmp.hungarian_match_12
-        for gt_id, s_id in match.items():
+        for gt_id, s_id in cmp.hungarian_match_12.items():     # true unit -> its sorted unit (-1: none)
             if s_id == -1 or str(s_id) not in su.unit_ids:
                 continue
-            if float(best[1].loc[gt_id, s_id]) >= _WELL:
+            if float(cmp.agreement_scores.loc[gt_id, s_id]) >= _WELL:
                 slot[su.unit_ids.index(str(s_id))] = int(gt_id)
                 n_well += 1
     return su, slot, dict(sort_wall_s=round(wall, 1), n_sorted_units=int(len(sorting.unit_ids)),
                           n_well_matched_kept=n_well)
 
 
-def _pairs(table: Any, sessions: list, truths: list[dict], *, consecutive: bool) -> tuple[int, int, int]:
-    """(true pairs, predicted pairs, correct predicted pairs) over the day pairs."""
+def _pairs(table: Any, sessions: list, truths: list[dict], *, consecutive: bool) -> tuple[int, int, int, int]:
+    """(true pairs, predicted pairs, correct predicted pairs, predicted pairs of two units that
+    each stand for a true neuron) over the day pairs."""
     slot_of = {}
     for s, t in zip(sessions, truths):
         for u, sl in zip(s.unit_ids, t["unit_slot"]):
@@ -148,7 +159,7 @@ def _pairs(table: Any, sessions: list, truths: list[dict], *, consecutive: bool)
             sa = {int(x) for x in truths[a]["unit_slot"] if x >= 0}
             sb = {int(x) for x in truths[b]["unit_slot"] if x >= 0}
             n_true += sum(1 for i in sa & sb if truths[b]["born_day"][i] <= a)
-    n_pred = n_ok = 0
+    n_pred = n_ok = n_mapped = 0
     for _, g in table.groupby("tracked_id"):
         members = sorted((days[s], slot_of[(s, str(u))]) for s, u in zip(g["session"], g["unit_id"]))
         for i in range(len(members)):
@@ -157,8 +168,9 @@ def _pairs(table: Any, sessions: list, truths: list[dict], *, consecutive: bool)
                 if consecutive and b != a + 1:
                     continue
                 n_pred += 1
+                n_mapped += int(sa >= 0 and sb >= 0)
                 n_ok += int(sa >= 0 and sa == sb and truths[b]["born_day"][sa] <= a)
-    return n_true, n_pred, n_ok
+    return n_true, n_pred, n_ok, n_mapped
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -168,8 +180,8 @@ def _ratio(num: int, den: int) -> float | None:
 def score_tracking(table: Any, sessions: list, truths: list[dict]) -> dict:
     """Precision and recall of the matches in ``table`` (all day pairs and consecutive days) and
     the median shift error; see the module docstring."""
-    nt, npred, nok = _pairs(table, sessions, truths, consecutive=False)
-    ct, cpred, cok = _pairs(table, sessions, truths, consecutive=True)
+    nt, npred, nok, nmap = _pairs(table, sessions, truths, consecutive=False)
+    ct, cpred, cok, _ = _pairs(table, sessions, truths, consecutive=True)
     err = []
     idx = {s.session: i for i, s in enumerate(sessions)}
     for d in table.attrs.get("shifts", []):
@@ -177,7 +189,8 @@ def score_tracking(table: Any, sessions: list, truths: list[dict]) -> dict:
         if b == a + 1:
             err.append(abs(d["shift_um"] - (truths[b]["shift_um"] - truths[a]["shift_um"])))
     return dict(n_true_pairs=nt, n_pred_pairs=npred, n_correct_pairs=nok, precision=_ratio(nok, npred),
-                recall=_ratio(nok, nt), n_true_pairs_consecutive=ct, n_pred_pairs_consecutive=cpred,
+                recall=_ratio(nok, nt), precision_of_mapped_units=_ratio(nok, nmap),
+                n_true_pairs_consecutive=ct, n_pred_pairs_consecutive=cpred,
                 precision_consecutive=_ratio(cok, cpred), recall_consecutive=_ratio(cok, ct),
                 shift_error_um=round(float(np.median(err)), 2) if err else None,
                 shift_error_max_um=round(float(np.max(err)), 2) if err else None)

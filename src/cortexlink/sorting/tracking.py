@@ -9,7 +9,7 @@ Method (drift-aware; :mod:`cortexlink.sorting._tracking_match` has the details):
 
 1. Sessions of one participant are put in order (``order_key``: the recording's start, or a day;
    the given order when any is missing). Different participants are tracked separately and never
-   matched.
+   matched (sessions whose participant is unknown, None, are taken as one participant).
 2. For each session and the one before it, the rigid shift of the probe along its long axis is
    estimated first: the shift within ±``max_shift_um`` that best aligns the units' peak-to-peak
    footprints over the electrodes (position and amplitude together).
