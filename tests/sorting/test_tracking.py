@@ -133,6 +133,11 @@ def test_bad_input_is_refused(tmp_path, days):
         track_units(sessions, min_confidence=1.5)
     with pytest.raises(ConfigError, match="max_gap_sessions must be an integer >= 1; got 0"):
         track_units(sessions, max_gap_sessions=0)
+    s0 = sessions[0]
+    other = SessionUnits("other_probe", s0.participant, None, s0.unit_ids, s0.templates_uv[:, :, :16],
+                         s0.channel_positions_um[:16], s0.unit_positions_um, s0.firing_rate_hz, s0.labels)
+    with pytest.raises(ConfigError, match="different electrode positions"):
+        track_units([s0, other])
     with pytest.raises(ConfigError, match="templates_uv must be"):
         SessionUnits("s", None, None, ["a"], np.zeros((2, 5, 3)), np.zeros((3, 2)), np.zeros((1, 2)), [1.0], ["good"])
 
@@ -196,6 +201,17 @@ def test_write_tracking_outputs(days, tracked, tmp_path):
     data = json.loads((tmp_path / "out" / "tracking.json").read_text())
     assert data["n_units"] == len(tracked) == len(data["units"])
     assert [d["session"] for d in data["sessions"]] == [s.session for s in sessions]
+    assert data["sessions"][2]["cumulative_shift_um"] == pytest.approx(
+        data["sessions"][1]["shift_vs_previous_um"] + data["sessions"][2]["shift_vs_previous_um"], abs=0.02)
+    # a session without units is listed (0 units) and the next one is matched across it
+    s0, s1 = sessions[0], sessions[1]
+    empty = SessionUnits("empty", s0.participant, 0.5, [], np.zeros((0,) + s0.templates_uv.shape[1:]),
+                         s0.channel_positions_um, np.zeros((0, 2)), [], [])
+    table = track_units([s0, empty, s1])
+    assert (table.loc[table["session"] == s1.session, "matched_session"] == s0.session).sum() >= 0.6 * s1.n_units
+    gap = write_tracking(tmp_path / "gap", table, [s0, empty, s1])["sessions"]
+    assert [(d["session"], d["n_units"]) for d in gap] == [(s0.session, s0.n_units), ("empty", 0),
+                                                           (s1.session, s1.n_units)]
     assert data["sessions"][0]["shift_vs_previous_um"] is None and data["sessions"][1]["shift_vs_previous_um"] is not None
     assert sum(d["n_new"] for d in data["sessions"]) == summary["n_tracked_ids"]
     assert "tracking.png" in (tmp_path / "out" / "tracking.html").read_text()

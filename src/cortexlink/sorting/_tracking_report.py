@@ -39,27 +39,30 @@ def _clean(v: Any) -> Any:
 
 
 def _per_session(table: Any, sessions: list, shifts: list[dict]) -> list[dict]:
-    """Per session (table order): units, matched, new, and the shift against the previous
-    session of the same participant (NaN: the first)."""
-    out = []
-    order: dict[Any, list[str]] = {}
-    for s in table["session"].drop_duplicates():
-        part = table.loc[table["session"] == s, "participant"].iloc[0]
-        order.setdefault(part, []).append(s)
-    by_pair = {(d["session_a"], d["session_b"]): d["shift_um"] for d in shifts}
+    """Per session (in the order tracked): units, matched, new, the shift against the previous
+    session of the same participant (None: the first, or not compared) and the cumulative shift
+    (through the nearest earlier session it was compared with)."""
+    order = table.attrs.get("sessions") or [
+        dict(session=s, participant=table.loc[table["session"] == s, "participant"].iloc[0])
+        for s in table["session"].drop_duplicates()]
+    by_pair = {(d["session_a"], d["session_b"]): (d.get("gap", 1), d["shift_um"]) for d in shifts}
     known = {s.session: s for s in sessions}
-    for part, names in order.items():
-        cum = 0.0
-        for k, s in enumerate(names):
-            t = table[table["session"] == s]
-            shift = by_pair.get((names[k - 1], s)) if k else None
-            cum = cum + shift if shift is not None and math.isfinite(shift) else cum
-            su = known.get(s)
-            out.append(dict(session=s, participant=_clean(part),
-                            order_key=_clean(su.order_key) if su is not None else None,
-                            n_units=int(len(t)), n_matched=int(t["matched_session"].notna().sum()),
-                            n_new=int(t["matched_session"].isna().sum()),
-                            shift_vs_previous_um=_clean(shift), cumulative_shift_um=round(cum, 2) if k else 0.0))
+    out, prev, cum_at = [], {}, {}
+    for o in order:
+        s, part = o["session"], o["participant"]
+        t = table[table["session"] == s]
+        before = prev.get(part)
+        shift = by_pair.get((before, s), (None, None))[1] if before is not None else None
+        links = sorted((g, a, v) for (a, b), (g, v) in by_pair.items() if b == s and a in cum_at)
+        cum = round(cum_at[links[0][1]] + links[0][2], 2) if links else 0.0
+        cum_at[s] = cum
+        prev[part] = s
+        su = known.get(s)
+        out.append(dict(session=s, participant=_clean(part),
+                        order_key=_clean(su.order_key) if su is not None else None,
+                        n_units=int(len(t)), n_matched=int(t["matched_session"].notna().sum()),
+                        n_new=int(t["matched_session"].isna().sum()),
+                        shift_vs_previous_um=_clean(shift), cumulative_shift_um=cum))
     return out
 
 

@@ -224,7 +224,8 @@ def track_units(sessions: Sequence[SessionUnits], *, max_shift_um: float = 100.0
         ``confidence`` of the match that gave the id (NaN for a unit seen first),
         ``matched_session`` / ``matched_unit`` (None when new), ``shift_um`` (the estimated shift
         of the session against the one it was matched to; NaN when new). ``table.attrs["shifts"]``
-        lists every session pair compared and its shift.
+        lists every session pair compared and its shift, ``table.attrs["sessions"]`` every session
+        (those without units too) in the order tracked.
     """
     import pandas as pd
 
@@ -249,14 +250,18 @@ def track_units(sessions: Sequence[SessionUnits], *, max_shift_um: float = 100.0
     rows: list[dict] = []
     shifts: list[dict] = []
     counter = [0]
+    order: list[dict] = []
     with bar(len(sessions), "tracking units", progress) as pb:
         for part, group in groups.items():
-            _track_group([s for _, s in _ordered(group)], part, rows, shifts, counter,
-                         float(max_shift_um), float(min_confidence), max_gap_sessions, pb)
+            ordered = [s for _, s in _ordered(group)]
+            order += [dict(participant=part, session=s.session) for s in ordered]
+            _track_group(ordered, part, rows, shifts, counter, float(max_shift_um), float(min_confidence),
+                         max_gap_sessions, pb)
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     table["confidence"] = table["confidence"].astype(float)
     table["shift_um"] = table["shift_um"].astype(float)
     table.attrs["shifts"] = shifts
+    table.attrs["sessions"] = order
     table.attrs["params"] = dict(max_shift_um=float(max_shift_um), min_confidence=float(min_confidence),
                                  max_gap_sessions=max_gap_sessions)
     return table
@@ -274,7 +279,8 @@ def _compare(a: SessionUnits, b: SessionUnits, ia_keep: np.ndarray, ib_keep: np.
 
     from cortexlink.sorting import _tracking_match as T
 
-    if not np.allclose(a.channel_positions_um, b.channel_positions_um):
+    if a.channel_positions_um.shape != b.channel_positions_um.shape or \
+            not np.allclose(a.channel_positions_um, b.channel_positions_um):
         raise ConfigError(f"sessions {a.session!r} and {b.session!r} have different electrode positions; tracking "
                           f"compares sessions recorded on the same probe")
     pos = a.channel_positions_um
