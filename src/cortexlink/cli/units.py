@@ -53,7 +53,11 @@ def run_track(args: argparse.Namespace) -> int:
         raise ConfigError(f"units track needs two or more SORT_DIR folders; got {len(args.sort_dirs)}")
     labels = tuple(s.strip() for s in args.labels.split(",") if s.strip())
     progress = sys.stderr.isatty()
-    sessions = [load_session_units(d, labels=labels) for d in args.sort_dirs]
+    from tqdm import tqdm
+
+    sessions = [load_session_units(d, labels=labels)
+                for d in tqdm(args.sort_dirs, desc="loading sorted sessions", unit="session", file=sys.stderr,
+                              disable=not progress)]
     out = check_output_dir(args.out, what="--out", create=False, new=True)
     table = track_units(sessions, max_shift_um=args.max_shift_um, min_confidence=args.min_confidence,
                         max_gap_sessions=args.max_gap_sessions, progress=progress)
