@@ -13,9 +13,10 @@ Units per day come from
 * ``ground_truth`` (the default): the true spike trains (:func:`~cortexlink.bench.sort_truth.gt_to_sorting`)
   with a SortingAnalyzer on the preprocessed recording: tracking alone, without sorting errors;
 * a sorter (``sorter=NAME``): :func:`cortexlink.sorting.pipeline.sort_recording`'s output
-  (good and mua units), read with :func:`~cortexlink.sorting.tracking.load_session_units`; each
-  sorted unit stands for the true unit SpikeInterface's comparison matches it to with accuracy >=
-  0.8 (others stand for no neuron).
+  (its good and mua units, or ``labels``), read with
+  :func:`~cortexlink.sorting.tracking.load_session_units`; each sorted unit stands for the true
+  unit SpikeInterface's comparison matches it to with accuracy >= 0.8 (others stand for no
+  neuron).
 
 Score: a predicted match is two units (days a < b) carrying the same tracked id; it is correct
 when both stand for the same simulated neuron: the same slot ``i`` with
@@ -74,7 +75,8 @@ def _gt_session_units(pair: Any, session: str, participant: str, day: int) -> An
 def simulate_sessions(*, days: int = 5, channels: int = 64, seconds: float = 60.0, day_turnover: float = 0.15,
                       day_shift_um: float = 10.0, seed: int = 0, folder: str | Path, sorter: str | None = None,
                       participant: str = "sim-P1", progress: bool = False,
-                      implant_overrides: dict | None = None) -> tuple[list, list[dict]]:
+                      implant_overrides: dict | None = None,
+                      labels: Sequence[str] = ("good", "mua")) -> tuple[list, list[dict]]:
     """Record the simulated participant on each day (the ``probe384`` preset with
     ``implant_overrides``) and return ``(sessions, truths)``:
     SessionUnits per day and, per day, ``born_day`` (per slot), ``shift_um`` (the day's total),
@@ -97,7 +99,7 @@ def simulate_sessions(*, days: int = 5, channels: int = 64, seconds: float = 60.
             su = _gt_session_units(pair, name, participant, d)
             slot = np.array([int(u) for u in su.unit_ids])
         else:
-            su, slot, extra = _sorted_session_units(pair, name, participant, d, sorter, folder, progress)
+            su, slot, extra = _sorted_session_units(pair, name, participant, d, sorter, folder, progress, labels)
             truth.update(extra)
         truth["unit_slot"] = slot
         sessions.append(su)
@@ -107,7 +109,7 @@ def simulate_sessions(*, days: int = 5, channels: int = 64, seconds: float = 60.
 
 
 def _sorted_session_units(pair: Any, name: str, participant: str, day: int, sorter: str, folder: Path,
-                          progress: bool) -> tuple[Any, np.ndarray, dict]:
+                          progress: bool, labels: Sequence[str]) -> tuple[Any, np.ndarray, dict]:
     import spikeinterface.comparison as sc
     import spikeinterface.core as si
 
@@ -126,7 +128,7 @@ def _sorted_session_units(pair: Any, name: str, participant: str, day: int, sort
         sort_recording(pair.recording, out, sorter=sorter, report=False, pca_metrics=False, progress=progress,
                        overwrite=out.exists())
         wall = time.perf_counter() - t0
-    su = load_session_units(out)
+    su = load_session_units(out, labels=labels)
     su.session, su.participant, su.order_key = name, participant, float(day)
     sorting = si.load(out / "sorting")
     slot = np.full(su.n_units, -1)
@@ -199,7 +201,7 @@ def score_tracking(table: Any, sessions: list, truths: list[dict]) -> dict:
 def run(*, days: int = 5, channels: int = 64, seconds: float = 60.0, day_turnover: float = 0.15,
         day_shift_um: float = 10.0, seed: int = 0, sorter: str | None = None, min_confidence: float = 0.5,
         max_shift_um: float = 100.0, thresholds: Sequence[float] = THRESHOLDS, work_dir: str | Path | None = None,
-        progress: bool = False) -> dict:
+        labels: Sequence[str] = ("good", "mua"), progress: bool = False) -> dict:
     """Simulate, track and score (module docstring); one ``results[]`` row for the ground-truth
     units, and one for ``sorter`` when given."""
     from cortexlink.sorting.tracking import track_units
@@ -221,7 +223,7 @@ def run(*, days: int = 5, channels: int = 64, seconds: float = 60.0, day_turnove
             sessions, truths = simulate_sessions(days=days, channels=channels, seconds=seconds,
                                                  day_turnover=day_turnover, day_shift_um=day_shift_um, seed=seed,
                                                  folder=root / source, sorter=None if source == "ground_truth"
-                                                 else source, progress=progress)
+                                                 else source, progress=progress, labels=labels)
             t_units = time.perf_counter() - t0
             t0 = time.perf_counter()
             table = track_units(sessions, max_shift_um=max_shift_um, min_confidence=min_confidence)
@@ -231,6 +233,8 @@ def run(*, days: int = 5, channels: int = 64, seconds: float = 60.0, day_turnove
                                        n_units_per_day=[s.n_units for s in sessions])
             row.update(score_tracking(table, sessions, truths))
             row["min_confidence"] = min_confidence
+            if source != "ground_truth":
+                row["labels"] = list(labels)
             row["by_threshold"] = []
             for thr in thresholds:
                 t = track_units(sessions, max_shift_um=max_shift_um, min_confidence=float(thr))

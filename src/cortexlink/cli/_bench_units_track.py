@@ -29,6 +29,8 @@ def add_parser(bsub: argparse._SubParsersAction, out_help: str, func: Callable) 
                     help="step (µm, SD) of the day-to-day random walk of the probe along its axis (default: 10)")
     ut.add_argument("--sorter", default=None, metavar="NAME",
                     help="also track the units this sorter finds (cortexlink sort; minutes a day)")
+    ut.add_argument("--labels", default="good,mua",
+                    help="curation labels of the sorter's units that are tracked (default: good,mua)")
     ut.add_argument("--min-confidence", type=float, default=0.5, help="tracking's match threshold (default: 0.5)")
     ut.add_argument("--max-shift-um", type=float, default=100.0, help="tracking's shift search range (default: 100)")
     ut.add_argument("--seed", type=int, default=0, help="simulator seed (default: 0)")
@@ -47,8 +49,9 @@ def run(args: argparse.Namespace, emit: Callable) -> int:
 
     if not args.json:
         logging.getLogger("cortexlink.bench.units_track").setLevel(logging.INFO)
+    labels = tuple(x.strip() for x in args.labels.split(",") if x.strip())
     result = units_track.run(days=args.days, channels=args.channels, seconds=args.seconds,
                              day_turnover=args.day_turnover, day_shift_um=args.day_shift_um, seed=args.seed,
                              sorter=args.sorter, min_confidence=args.min_confidence, max_shift_um=args.max_shift_um,
-                             work_dir=args.work_dir, progress=not args.json)
+                             work_dir=args.work_dir, labels=labels, progress=not args.json)
     return emit(result, args, units_track.print_summary)

@@ -12,7 +12,9 @@ Method (drift-aware; :mod:`cortexlink.sorting._tracking_match` has the details):
    matched (sessions whose participant is unknown, None, are taken as one participant).
 2. For each session and the one before it, the rigid shift of the probe along its long axis is
    estimated first: the shift within ±``max_shift_um`` that best aligns the units' peak-to-peak
-   footprints over the electrodes (position and amplitude together).
+   footprints over the electrodes (position and amplitude together), from the units labelled
+   ``good`` when both sessions have three or more (a sorter's small extra units sit still on the
+   probe and pull the estimate towards 0), else from all.
 3. At that shift every pair of units whose footprints overlap is compared by waveform shape
    (template correlation on the channels where either is seen), amplitude (log ratio of the
    template norms), position (distance after the shift) and firing rate (log ratio); a calibrated
@@ -47,6 +49,7 @@ __all__ = ["SessionUnits", "load_session_units", "session_units_from_analyzer", 
 TABLE_COLUMNS = ("session", "participant", "unit_id", "tracked_id", "confidence", "matched_session",
                  "matched_unit", "shift_um")
 _LABELS = ("good", "mua", "noise")
+_MIN_GOOD_FOR_SHIFT = 3
 
 
 @dataclass
@@ -285,6 +288,11 @@ def _compare(a: SessionUnits, b: SessionUnits, ia_keep: np.ndarray, ib_keep: np.
                           f"compares sessions recorded on the same probe")
     pos = a.channel_positions_um
     fa, fb = T.footprints(a.templates_uv), T.footprints(b.templates_uv)
+    # the shift from the units curated good when both sessions have a few: a sorter's small extra
+    # units (electrode noise, multi-unit hash) sit still on the probe and pull the estimate to 0
+    ga, gb = (np.array([lab == "good" for lab in s.labels], bool) for s in (a, b))
+    if ga.sum() >= _MIN_GOOD_FOR_SHIFT and gb.sum() >= _MIN_GOOD_FOR_SHIFT:
+        fa, fb = fa[ga], fb[gb]
     shift, _, _, _ = T.estimate_shift(fa, fb, pos, max_shift_um)
     aa = {k: v[ia_keep] for k, v in _arrays(a).items()}
     bb = {k: v[ib_keep] for k, v in _arrays(b).items()}
