@@ -199,3 +199,17 @@ def test_inputs_and_refusals(tmp_path):
         build_dataset(found, tmp_path / "o2", max_failures=0)
     with pytest.raises(ConfigError, match="session_id"):
         SessionInput("../x", None, None, "p", "f")
+
+
+def test_cli_refusals(tmp_path, capsys):
+    from cortexlink.cli.main import main
+
+    assert main(["dataset", "build", "--out", str(tmp_path / "o")]) == 2
+    assert "needs INPUT paths or --catalogue" in capsys.readouterr().err
+    assert main(["dataset", "build", str(tmp_path / "nope.nwb"), "--out", str(tmp_path / "o")]) == 2
+    assert "nope.nwb" in capsys.readouterr().err
+    assert main(["dataset", "build", "--participant", "P1", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "--participant needs --catalogue" in capsys.readouterr().err
+    assert main(["dataset", "build", "--catalogue", str(tmp_path / "none.db"), "--out", str(tmp_path / "o")]) == 2
+    assert "no such catalogue" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
