@@ -19,8 +19,9 @@ Method (drift-aware; :mod:`cortexlink.sorting._tracking_match` has the details):
    (template correlation on the channels where either is seen), amplitude (log ratio of the
    template norms), position (distance after the shift) and firing rate (log ratio); a calibrated
    logistic turns these into the probability that the two are one neuron (the confidence).
-4. Units are paired one to one (``scipy.optimize.linear_sum_assignment`` on ``-log`` confidence);
-   a pair below ``min_confidence`` is not a match. The shift is then refined as the median
+4. Units are paired one to one (``scipy.optimize.linear_sum_assignment``) to maximise the sum
+   of ``log(confidence / min_confidence)`` over the matches: a pair below ``min_confidence`` is
+   never a match, and leaving a unit unmatched costs nothing. The shift is then refined as the median
    vertical offset of the confident pairs' positions when there are three or more.
 5. A unit still unmatched may continue an id last seen up to ``max_gap_sessions`` sessions back
    (compared the same way with that session). Everything left gets a new id: turnover comes out
@@ -300,13 +301,16 @@ def _compare(a: SessionUnits, b: SessionUnits, ia_keep: np.ndarray, ib_keep: np.
     if len(ia) == 0:
         return [], shift
     conf = T.confidence(X)
-    cost = np.full((len(ia_keep), len(ib_keep)), 1e6)
-    cost[ia, ib] = -np.log(np.maximum(conf, 1e-300))
+    # each match gains log(confidence / min_confidence); a pair that would lose (and every pair
+    # that is not a candidate) costs 0, the same as leaving both units unmatched, so the
+    # assignment never pays for one good match with forced bad ones elsewhere
+    cost = np.zeros((len(ia_keep), len(ib_keep)))
+    cost[ia, ib] = np.minimum(0.0, math.log(min_confidence) - np.log(np.maximum(conf, 1e-300)))
     r, c = linear_sum_assignment(cost)
     cmat = np.zeros(cost.shape)
     cmat[ia, ib] = conf
     pairs = [(int(ia_keep[i]), int(ib_keep[j]), float(cmat[i, j])) for i, j in zip(r, c)
-             if cost[i, j] < 1e6 and cmat[i, j] >= min_confidence]
+             if cost[i, j] < 0.0 and cmat[i, j] >= min_confidence]
     if len(pairs) >= 3:       # refine: the median vertical offset of the confident pairs' positions
         dy = [b.unit_positions_um[j, 1] - a.unit_positions_um[i, 1] for i, j, _ in pairs]
         refined = float(np.median(dy))
