@@ -64,7 +64,12 @@ def track(out: Path, recs: list[dict]) -> tuple[Any, dict]:
     if not units:
         return None, {"available": True, "n_tracked_units": 0}
     table = track_units(units)
-    table["participant"] = [None if str(p).startswith("~") else p for p in table["participant"]]
+    def real(p: Any) -> Any:          # the stand-in participant of a session without one is None again
+        return None if str(p).startswith("~") else p
+
+    table["participant"] = [real(p) for p in table["participant"]]
+    table.attrs["sessions"] = [{**o, "participant": real(o.get("participant"))}
+                               for o in table.attrs.get("sessions", [])]
     tdir = out / "tracking"
     if tdir.exists():
         shutil.rmtree(tdir)
