@@ -193,6 +193,18 @@ def test_cli_end_to_end_on_two_sort_folders(days, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
     assert main(["units", "track", str(dirs[0]), str(tmp_path), "--out", str(tmp_path / "t2")]) == 2
     assert "is not a folder `cortexlink sort` wrote" in capsys.readouterr().err
+    # in a data set, sessions without a participant are tracked each on its own and written as None
+    from cortexlink.sorting.datacard import track
+
+    ds = tmp_path / "ds"
+    (ds / "sessions").mkdir(parents=True)
+    for d in dirs:
+        (ds / "sessions" / d.name).symlink_to(d, target_is_directory=True)
+    table, info = track(ds, [{"session_id": d.name, "participant": None, "day": float(k)} for k, d in enumerate(dirs)])
+    assert info["available"] and table["matched_session"].isna().all()          # never matched to each other
+    assert table["participant"].isna().all()
+    listed = json.loads((ds / "tracking" / "tracking.json").read_text())["sessions"]
+    assert [o["participant"] for o in listed] == [None, None], listed
 
 
 def test_write_tracking_outputs(days, tracked, tmp_path):
