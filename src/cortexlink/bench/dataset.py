@@ -127,7 +127,7 @@ def run(*, sessions: int = 20, channels: int = 256, seconds: float = 300.0, work
             shutil.rmtree(root, ignore_errors=True)
     tp = {r["workers"]: r["sessions_per_hour"] for r in results if r["sessions_per_hour"]}
     scaling = None
-    if len(tp) >= 2 and min(tp) in tp:
+    if len(tp) >= 2:
         scaling = {f"{w}_vs_{min(tp)}": round(tp[w] / tp[min(tp)], 3) for w in sorted(tp) if w != min(tp)}
     return {"bench": "dataset", "config": {"sessions": sessions, "channels": channels, "seconds": seconds,
                                            "participants": participants, "sorter": sorter, "seed": seed,

@@ -118,9 +118,7 @@ def sort_session(inp: Any, out: str, sorter: str, params: dict | None, rules: di
     done = is_done(out_p, sid, inp.fingerprint, cfg_hash)
     if done is not None:
         return dict(done, status="skipped")
-    for k, v in THREAD_ENV.items():
-        os.environ.setdefault(k, v)
-    _limit_numba()
+    _limit_numba()      # BLAS: THREAD_ENV in the workers' runtime_env and sort_recording(threads=1)
     work = out_p / "work"
     work.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:8]

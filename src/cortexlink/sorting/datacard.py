@@ -7,7 +7,6 @@ per participant, one NWB file per session with a ``tracked_id`` column, the unit
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import math
@@ -20,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cortexlink.io._common import sha256_file
 from cortexlink.sorting._dataset_tasks import read_done
 
 logger = logging.getLogger(__name__)
@@ -111,14 +111,6 @@ def _export_nwb(src: Path, dst: Path, by_unit: dict[str, tuple[str, float]]) -> 
 
 
 # ---------------------------------------------------------------------------------- checksums
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 _NOT_SUMMED = {"SHA256SUMS", ".build.lock"}
 
 
@@ -130,7 +122,7 @@ def write_sha256sums(out: Path) -> int:
         rel = p.relative_to(out)
         if not p.is_file() or rel.parts[0] == "work" or str(rel) in _NOT_SUMMED:
             continue
-        lines.append(f"{_sha256(p)}  {rel.as_posix()}")
+        lines.append(f"{sha256_file(p)}  {rel.as_posix()}")
     (out / "SHA256SUMS").write_text("\n".join(lines) + "\n")
     return len(lines)
 
@@ -142,7 +134,7 @@ def verify_sha256sums(out: str | Path) -> list[str]:
     for ln in (out / "SHA256SUMS").read_text().splitlines():
         digest, _, rel = ln.partition("  ")
         p = out / rel
-        if not p.is_file() or _sha256(p) != digest:
+        if not p.is_file() or sha256_file(p) != digest:
             bad.append(rel)
     return bad
 
