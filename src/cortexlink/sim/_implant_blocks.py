@@ -10,7 +10,8 @@ import numpy as np
 
 from cortexlink.core.errors import ValidationError
 from cortexlink.sim import _kernels as K
-from cortexlink.sim._implant_structure import _ARTIFACT_MS, _PINK_K, _PINK_P, _STREAM_BLOCK
+from cortexlink.sim._implant_structure import (_ARTIFACT_MS, _PINK_K, _PINK_P, _STREAM_BLOCK, _STREAM_GAIN,
+                                               _STREAM_SHARED)
 from cortexlink.sim.waveforms import artifact_shape
 
 
@@ -46,6 +47,23 @@ class _BlockGenerator:
         v = self._iv * self._intent_scale * (1.0 - 0.8 * click)  # slow down while clicking
         return float(v[0]), float(v[1]), click
 
+    def _step_shared_noise(self, k: int) -> tuple[float, float]:
+        """Advance the shared intent noise to block ``k`` (its own stream; nothing drawn when off)."""
+        sd = self._cfg.shared_noise
+        if sd > 0:
+            a = self._shared_a
+            n = np.random.default_rng([self._cfg.seed, _STREAM_SHARED, k]).standard_normal(2)
+            self._shared_eps = a * self._shared_eps + math.sqrt(1 - a * a) * sd * n
+        self._gt_shared.append(self._shared_eps[None, :])
+        return float(self._shared_eps[0]), float(self._shared_eps[1])
+
+    def _step_gain(self, k: int) -> np.ndarray:
+        """Advance every unit's log-gain to block ``k`` and return the gains (mean 1)."""
+        a, s = self._gain_a, self._cfg.overdispersion
+        n = np.random.default_rng([self._cfg.seed, _STREAM_GAIN, k]).standard_normal(self.n_units)
+        self._gain_x = a * self._gain_x + math.sqrt(1 - a * a) * n
+        return np.exp(s * self._gain_x - 0.5 * s * s)
+
     # ------------------------------------------------------------------ generation
     def _generate_block(self) -> None:
         cfg, B, C, D = self._cfg, self._B, self.n_channels, self._D
@@ -66,9 +84,13 @@ class _BlockGenerator:
             lost = self._alive & (rng.random(U) < self._loss_p)
             self._alive &= ~lost
             self._lost[lost] = s0
-        rates = base + self._depth * (vx * self._pd[:, 0] + vy * self._pd[:, 1]) + self._click_depth * click
+        ex, ey = self._step_shared_noise(k)
+        rates = (base + self._depth * ((vx + ex) * self._pd[:, 0] + (vy + ey) * self._pd[:, 1])
+                 + self._click_depth * click)
         if self._speech_a is not None:
             rates += self._speech_M @ self._speech_a
+        if cfg.overdispersion > 0:
+            rates *= self._step_gain(k)
         np.clip(rates, 0.0, cfg.max_rate_hz, out=rates)
         rates[~self._alive] = 0.0
 

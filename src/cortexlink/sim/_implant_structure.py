@@ -23,6 +23,9 @@ _STREAM_SETUP, _STREAM_BLOCK, _STREAM_STATE, _STREAM_SPIKES = 0, 1, 2, 3
 # speech tuning and day-to-day changes draw from their own streams, so an implant without them
 # (speech_dims == 0, day == 0) is exactly the implant built before they existed
 _STREAM_SPEECH, _STREAM_DAY = 4, 5
+# (6: stimulation artefacts, sorting realism.) Shared intent noise and per-unit gain noise have
+# their own streams too: with shared_noise == overdispersion == 0 nothing is drawn from them.
+_STREAM_SHARED, _STREAM_GAIN = 7, 8
 # 1/f-like noise: Paul Kellet's economy pink filter (three one-pole sections of one white input).
 _PINK_P = np.array([0.99765, 0.96300, 0.57000])
 _PINK_K = np.array([0.0990460, 0.2965164, 1.0526913])
@@ -226,6 +229,9 @@ class _ImplantStructure:
         self._click_blocks = int(round(cfg.click_duration_s * fs / B))
         self._drift_a = math.exp(-B / fs / cfg.drift_tau_s)
         self._loss_p = -math.expm1(-cfg.unit_loss_per_min * B / fs / 60.0)
+        # shared (information-limiting) intent noise and private gain noise: AR(1) at block rate
+        self._shared_a = math.exp(-B / fs / cfg.shared_noise_tau_s)
+        self._gain_a = math.exp(-B / fs / cfg.overdispersion_tau_s)
 
 
 def _speech_tuning(cfg, n_units: int) -> dict:

@@ -148,6 +148,30 @@ class ImplantConfig(ConfigMixin):
         standard normal (its own random stream; 0 on day 0), added to the within-session drift.
         The day's total is ``GroundTruth.day_shift_total_um``. Needs ``footprint_um > 0``; 0 (the
         default) leaves every output as it was.
+    shared_noise : float
+        Information-limiting shared variability (0 to 10; 0, the default, leaves every output as it
+        was): standard deviation, per component, in the units of the intended velocity (the units
+        of :meth:`SimulatedImplant.set_intent`), of a 2-D noise ``eps`` added to the velocity intent
+        that *every* unit encodes: velocity-tuned rates follow ``depth * ((v + eps) . pd)``. As
+        ``eps`` lies in the encoded subspace no decoder can remove it, so velocity R² saturates near
+        ``var(v) / (var(v) + shared_noise**2)`` however many channels are added ("differential
+        correlations": Moreno-Bote et al. 2014 Nat Neurosci 17:1410; Kanitscheider et al. 2015
+        PNAS 112:E6973). An Ornstein-Uhlenbeck process with time constant ``shared_noise_tau_s``,
+        one step per internal block from its own random stream. The noise each block saw is
+        :meth:`SimulatedImplant.shared_noise_at`.
+    shared_noise_tau_s : float
+        Correlation time of ``shared_noise`` (0.001 to 100 s; default 0.1 s).
+    overdispersion : float
+        Private, per-unit multiplicative gain noise (0 to 2; 0, the default, leaves every output as
+        it was): each unit's rate is multiplied by ``exp(overdispersion * x - overdispersion**2 / 2)``
+        (mean 1), ``x`` a unit-variance Ornstein-Uhlenbeck process of its own with time constant
+        ``overdispersion_tau_s``, one step per block from its own random stream. Spike counts become
+        super-Poisson, as in cortex (Fano factor ~1.5 in 100 ms windows before a stimulus:
+        Churchland et al. 2010 Nat Neurosci 13:369; gain fluctuations: Goris et al. 2014 Nat
+        Neurosci 17:858): for a count window longer than the time constant the Fano factor is
+        about ``1 + mean_count * (exp(overdispersion**2) - 1)``.
+    overdispersion_tau_s : float
+        Correlation time of each unit's gain (0.001 to 1000 s; default 0.5 s).
     stim_artifact_uv_per_ua : float
         Stimulation artefact (see :meth:`SimulatedImplant.stimulate` and
         :mod:`cortexlink.sim.stim_artifacts`): voltage seen during a pulse phase on the stimulating
@@ -255,6 +279,10 @@ class ImplantConfig(ConfigMixin):
     burst_attenuation: float = 0.0
     burst_recovery_ms: float = 20.0
     day_shift_um: float = 0.0
+    shared_noise: float = 0.0
+    shared_noise_tau_s: float = 0.1
+    overdispersion: float = 0.0
+    overdispersion_tau_s: float = 0.5
 
     def __post_init__(self) -> None:
         s = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
@@ -342,6 +370,10 @@ class ImplantConfig(ConfigMixin):
         if self.day_shift_um > 0 and self.footprint_um == 0:
             raise ConfigError(f"day_shift_um needs footprint_um > 0 (units on one channel cannot move along the "
                               f"probe); got day_shift_um={self.day_shift_um!r}, footprint_um=0")
+        s("shared_noise", check_range("shared_noise", self.shared_noise, 0.0, 10.0))
+        s("shared_noise_tau_s", check_range("shared_noise_tau_s", self.shared_noise_tau_s, 0.001, 100.0))
+        s("overdispersion", check_range("overdispersion", self.overdispersion, 0.0, 2.0))
+        s("overdispersion_tau_s", check_range("overdispersion_tau_s", self.overdispersion_tau_s, 0.001, 1000.0))
 
     @property
     def block_size_samples(self) -> int:
@@ -369,6 +401,13 @@ PRESETS: dict[str, ImplantConfig] = {
         n_channels=96, pitch_um=400.0, units_per_channel_p=(0.1, 0.7, 0.17, 0.03), snr_range=(2.5, 25.0),
         noise_uv=6.0, mua_fraction=0.25, lfp_uv=80.0, n_dead=2, n_saturating=1,
         baseline_hz_range=(3.0, 30.0), depth_hz_range=(1.0, 6.0),
+    ),
+    # One family across channel counts (use with any n_channels: 96, 256, 1024, 4096): the same
+    # per-unit statistics at every count, plus shared (information-limiting) and private (gain) noise.
+    # CALIBRATION PENDING
+    "cortex": ImplantConfig(
+        units_per_channel_p=(0.25, 0.35, 0.25, 0.15), depth_hz_range=(2.0, 18.0),
+        shared_noise=0.14, shared_noise_tau_s=0.1, overdispersion=0.5, overdispersion_tau_s=0.5,
     ),
     "dense4096": ImplantConfig(n_channels=4096, n_dead=12, n_saturating=6),
     "tiny": ImplantConfig(n_channels=16, n_dead=1, n_saturating=1),

@@ -61,7 +61,8 @@ from cortexlink.core.types import ChannelMap, Chunk
 from cortexlink.core.validation import check_positive
 from cortexlink.sim import _kernels as K
 from cortexlink.sim._implant_blocks import _BlockGenerator
-from cortexlink.sim._implant_structure import SPIKE_BAND_HZ, _PINK_K, _PINK_P, _STREAM_STATE, _ImplantStructure
+from cortexlink.sim._implant_structure import (SPIKE_BAND_HZ, _PINK_K, _PINK_P, _STREAM_GAIN, _STREAM_SHARED,
+                                               _STREAM_STATE, _ImplantStructure)
 from cortexlink.sim._sorting_realism import _SortingRealism
 from cortexlink.sim.config import PRESETS, ImplantConfig
 from cortexlink.sim.ground_truth import GroundTruth, _Growing
@@ -188,6 +189,14 @@ class SimulatedImplant(_ImplantStructure, _SortingRealism, _BlockGenerator, _Sti
         self._gt_int = _Growing(np.float64, 3)
         self._gt_art = _Growing(np.int64)
         self._gt_art_amp = _Growing(np.float64)
+        # shared intent noise and private gain noise start stationary, each from its own stream
+        self._shared_eps = np.zeros(2)
+        if cfg.shared_noise > 0:
+            self._shared_eps = cfg.shared_noise * np.random.default_rng([cfg.seed, _STREAM_SHARED]).standard_normal(2)
+        self._gain_x = np.zeros(U)
+        if cfg.overdispersion > 0:
+            self._gain_x = np.random.default_rng([cfg.seed, _STREAM_GAIN]).standard_normal(U)
+        self._gt_shared = _Growing(np.float64, 2)
         self._reset_realism()
         self._reset_stim()
 
@@ -415,19 +424,43 @@ class SimulatedImplant(_ImplantStructure, _SortingRealism, _BlockGenerator, _Sti
         ``articulators`` (a ``speech_dims`` vector, or None) adds the speech term as
         :meth:`set_articulators` does.
 
+        With ``shared_noise`` or ``overdispersion`` on, the rate includes their current state (the
+        shared intent noise and each unit's gain of the last generated block).
+
         This is the rate before the refractory period; the mean rate of a unit firing at ``r`` with
         refractory period ``tau`` is ``r / (1 + r * tau)``.
         """
         vx, vy, c = self._check_intent(velocity, click, "expected_rates_hz")
+        cfg = self._cfg
         base = self._baseline
-        if self._cfg.drift > 0:
-            base = base * np.exp(self._cfg.drift * self._drift_x - 0.5 * self._cfg.drift ** 2)
-        r = base + self._depth * (vx * self._pd[:, 0] + vy * self._pd[:, 1]) + self._click_depth * c
+        if cfg.drift > 0:
+            base = base * np.exp(cfg.drift * self._drift_x - 0.5 * cfg.drift ** 2)
+        ex, ey = self._shared_eps
+        r = base + self._depth * ((vx + ex) * self._pd[:, 0] + (vy + ey) * self._pd[:, 1]) + self._click_depth * c
         if articulators is not None:
             r = r + self._speech_M @ self._check_articulators(articulators, "expected_rates_hz")
+        if cfg.overdispersion > 0:
+            r = r * np.exp(cfg.overdispersion * self._gain_x - 0.5 * cfg.overdispersion ** 2)
         r = np.clip(r, 0.0, self._cfg.max_rate_hz)
         r[~self._alive] = 0.0
         return r
+
+    def shared_noise_at(self, samples: Any) -> np.ndarray:
+        """(n, 2) shared intent noise (``config.shared_noise``) in force at each given sample index.
+
+        Every unit encoded ``intent + shared noise`` (the intent "seen by cortex"); zeros when
+        ``shared_noise == 0``. Samples must lie in blocks generated so far (< :attr:`n_generated`).
+
+        Raises
+        ------
+        ValidationError
+            For a sample outside ``[0, n_generated)``.
+        """
+        idx = np.asarray(samples)
+        if idx.size and (not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= self.n_generated):
+            raise ValidationError(f"samples must be integer sample indices in [0, {self.n_generated}) (generated "
+                                  f"so far); got values in [{idx.min()!r}, {idx.max()!r}]")
+        return self._gt_shared.view()[idx // self._B].copy()
 
     def __repr__(self) -> str:
         return (f"SimulatedImplant(n_channels={self.n_channels}, n_units={self.n_units}, "
