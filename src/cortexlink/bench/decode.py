@@ -79,44 +79,51 @@ def monkey_datasets(folder: Path) -> dict[str, dict]:
 
 
 def simulated_dataset(n_channels: int, seconds: float, seed: int = 0, *, kinds: Sequence[str] | None = None,
-                      progress: bool = False) -> dict:
+                      progress: bool = False, preset: str | None = None, intent_fn: Any = None) -> dict:
     """Simulate an implant, extract 20 ms features and pair them with the true intent.
 
     Parameters
     ----------
     n_channels : int
-        96 uses the ``monkey_m1_utah96`` preset (calibrated against the real monkey data);
-        other counts the default preset.
+        Without ``preset``: 96 uses the ``monkey_m1_utah96`` preset (calibrated against the real
+        monkey data), other counts the default preset.
     seconds : float
         Length of the recording.
     seed : int
         Simulator seed.
     kinds : sequence of {"tx", "sbp"}, optional
-        Feature kinds given to the decoders (default: both at <= 128 channels, "sbp" above).
+        Feature kinds given to the decoders (default: both at <= 128 channels, "sbp" above; both at
+        every count when ``preset`` is given).
+    preset : str, optional
+        A :data:`cortexlink.sim.PRESETS` name, built with ``n_channels`` channels.
+    intent_fn : callable, optional
+        The implant's ``intent_fn`` (e.g. :class:`cortexlink.sim.reach_intent.CentreOutIntent`);
+        default its built-in random-walk intent.
 
     Returns
     -------
     dict
         ``X_train, y_train, X_test, y_test`` (first 80% / last 20% of the valid bins),
         ``click_train, click_test`` (click intent per bin), ``feature_names``,
-        ``channel_map`` (with the extractor's bad channels marked), ``n_bad_channels``.
+        ``channel_map`` (with the extractor's bad channels marked), ``n_bad_channels``, ``n_units``,
+        ``y_seen_test`` (the test intent plus the implant's shared noise: what its units encoded).
     """
     from cortexlink.core.types import BinnedFeatures
     from cortexlink.dsp import FeatureExtractor
     from cortexlink.sim import SimulatedImplant
 
-    if n_channels == 96:
-        imp = SimulatedImplant.from_preset(SIM96_PRESET, seed=seed)
-    else:
-        imp = SimulatedImplant(n_channels=n_channels, seed=seed)
+    if preset is None:
+        preset = SIM96_PRESET if n_channels == 96 else "default"
+        if kinds is None:
+            kinds = ("tx", "sbp") if n_channels <= 128 else ("sbp",)
+    imp = SimulatedImplant.from_preset(preset, seed=seed, n_channels=n_channels, intent_fn=intent_fn)
     fx = FeatureExtractor(imp.channel_map, imp.fs_hz)
     parts = []
     n_chunks = int(math.ceil(seconds))
     for _ in _bar(range(n_chunks), progress, f"simulate {n_channels} ch"):
         parts.append(fx.step(imp.read_seconds(1.0)))
     bf = BinnedFeatures.concat(parts)
-    if kinds is None:
-        kinds = ("tx", "sbp") if n_channels <= 128 else ("sbp",)
+    kinds = ("tx", "sbp") if kinds is None else kinds
     cols = [i for i, n in enumerate(bf.feature_names) if n.rsplit("/", 1)[-1] in kinds]
     bad = fx.bad_channels_
     bad_ids = {imp.channel_map.channel_ids[i] for i in np.flatnonzero(bad)}
@@ -127,16 +134,16 @@ def simulated_dataset(n_channels: int, seconds: float, seed: int = 0, *, kinds: 
     mid = bf.bin_start_samples[rows] + bf.bin_width_samples // 2
     gt = imp.ground_truth()
     vel, click = gt.intent_at(mid)
+    seen = vel + imp.shared_noise_at(mid)
     n = X.shape[0]
     n_tr = int(round(0.8 * n))
     return {"X_train": X[:n_tr], "y_train": vel[:n_tr], "X_test": X[n_tr:], "y_test": vel[n_tr:],
-            "click_train": click[:n_tr], "click_test": click[n_tr:],
+            "click_train": click[:n_tr], "click_test": click[n_tr:], "y_seen_test": seen[n_tr:],
             "feature_names": tuple(bf.feature_names[i] for i in cols), "channel_map": fx.channel_map_,
-            "n_features": len(cols), "n_bad_channels": int(bad.sum()), "kinds": list(kinds),
+            "n_features": len(cols), "n_bad_channels": int(bad.sum()), "kinds": list(kinds), "n_units": imp.n_units,
             "split": "time-ordered: first 80% of valid bins train, last 20% test",
             "bin_ms": bf.bin_width_s * 1000.0, "seconds": float(n_chunks), "seed": seed,
-            "source": f"cortexlink.sim ({SIM96_PRESET if n_channels == 96 else 'default'} preset) "
-                      f"+ cortexlink.dsp.FeatureExtractor"}
+            "source": f"cortexlink.sim ({preset} preset) + cortexlink.dsp.FeatureExtractor"}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -362,7 +369,9 @@ def _gru_fit_target(progress: bool) -> dict:
 
 def run_decode_bench(datasets: Sequence[str] | None = None, n_steps: int = 10000, progress: bool = True, *,
                      data: str | os.PathLike | None = None, sim_seconds: dict[int, float] | None = None,
-                     seed: int = 0, gru_fit_target: bool = True) -> dict:
+                     seed: int = 0, gru_fit_target: bool = True, sim_presets: Sequence[str] | None = None,
+                     sim_channels: Sequence[int] | None = None, sim_seeds: Sequence[int] | None = None,
+                     sim_preset_seconds: float | None = None, sim_decoders: Sequence[str] | None = None) -> dict:
     """Run every decoder on every dataset, with the neural-decoding peers; return JSON-able figures.
 
     Parameters
@@ -382,6 +391,11 @@ def run_decode_bench(datasets: Sequence[str] | None = None, n_steps: int = 10000
         Simulator seed.
     gru_fit_target : bool
         Also time ``GRUDecoder()`` on 30,000 bins x 1024 features.
+    sim_presets : sequence of str, optional
+        Also score these simulator presets at each of ``sim_channels`` (default 96, 256, 1024) and
+        ``sim_seeds`` (default 0, 1) on a centre-out intent, ``sim_preset_seconds`` (default 120)
+        each, with ``sim_decoders`` (default KalmanFilter): ``result["sim_presets"]``
+        (:func:`cortexlink.bench.decode_sim.score_sim_presets`).
 
     Returns
     -------
@@ -399,6 +413,13 @@ def run_decode_bench(datasets: Sequence[str] | None = None, n_steps: int = 10000
     if unknown:
         raise ConfigError(f"datasets must be drawn from {DATASETS}; got {unknown}")
     sim_seconds = {**SIM_SECONDS, **(sim_seconds or {})}
+    if sim_presets is not None:
+        from cortexlink.bench import decode_sim
+
+        sp = (sim_presets, sim_channels or decode_sim.SIM_CHANNELS, sim_seeds or decode_sim.SIM_SEEDS,
+              decode_sim.SIM_PRESET_SECONDS if sim_preset_seconds is None else sim_preset_seconds,
+              sim_decoders or decode_sim.SIM_DECODERS)
+        decode_sim._check(*sp)              # refuse bad input before anything runs
     folder = Path(data) if data is not None else _default_monkey_folder()
     nd, nd_reason, nd_version = _import_neural_decoding()
     import torch  # noqa: F401 - loaded before timing so _single_thread can pin it
@@ -451,6 +472,8 @@ def run_decode_bench(datasets: Sequence[str] | None = None, n_steps: int = 10000
             entry["peers"] = _run_peers(ds, nd, nd_reason, nd_version)
             entry["wall_s"] = time.perf_counter() - t_ds
             result["datasets"][dname] = entry
+        if sim_presets is not None:
+            result["sim_presets"] = decode_sim.score_sim_presets(*sp, progress=progress)
         if gru_fit_target:
             logger.info("bench decode: GRU fit-time target")
             result["gru_fit_30000x1024"] = _gru_fit_target(progress)
@@ -539,6 +562,10 @@ def print_summary(result: dict, file: Any = None) -> None:
             print(f"  {name[:34]:<34}{d['r2_vx']:>7.3f}{d['r2_vy']:>7.3f}{d['fit_s']:>8.2f}{lat}", file=out)
     for name, why in result.get("skipped", {}).items():
         print(f"\n{name}: skipped ({why})", file=out)
+    if "sim_presets" in result:
+        from cortexlink.bench.decode_sim import print_sim_presets
+
+        print_sim_presets(result["sim_presets"], file=out)
     print("\ntargets:", file=out)
     for k, v in result["targets"].items():
         if k == "ours_vs_neural_decoding":
