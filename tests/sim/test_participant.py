@@ -51,7 +51,8 @@ def test_default_config_is_valid_and_documented():
     ("feedback_gain_per_s", 0.0), ("max_speed_units_s", float("nan")), ("motor_tau_s", 2.0), ("motor_noise", True),
     ("motor_noise_tau_s", -0.1), ("motor_noise_floor_units_s", "0.1"), ("forward_model_weight", 1.5),
     ("confidence", 0.0), ("hold_s", -0.1), ("click_duration_s", 0.0), ("reclick_delay_s", 9.0),
-    ("adaptation_tau_s", -1.0),
+    ("adaptation_tau_s", -1.0), ("click_lookahead_s", 1.5), ("observation", "imagine"), ("lapse_rate_hz", -0.1),
+    ("lapse_s", 0.0),
 ])
 def test_bad_config_value_raises_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
@@ -298,3 +299,77 @@ def test_without_visual_confirmation_it_clicks_after_hold_on_its_estimate(closed
     (k,) = np.flatnonzero(np.diff(np.r_[0.0, click]) > 0)
     first_in = np.flatnonzero([i.on_target_belief for i in intents])[0]
     assert k == first_in + round(0.1 / DT) - 1                              # after hold_s believed inside
+
+
+# ------------------------------------------------------------------ observation (open loop)
+def _autopilot_run(p, n_bins, target, speed=2.0, start=(-0.5, 0.0)):
+    """An autopilot moves the cursor to ``target`` while ``p`` observes it: its velocities, the
+    participant's intents and the cursor positions shown."""
+    from cortexlink.tasks.cursor import autopilot_velocity
+
+    eff = CursorEffector(dt_s=p.dt_s, refractory_s=0.0)
+    eff.reset(start)
+    vel, intents, xy = [], [], []
+    for k in range(n_bins):
+        xy.append(eff.xy)
+        it = p.step(k * p.dt_s, eff.xy, target)
+        v = autopilot_velocity(target, eff.xy, speed)
+        eff.step(v, False)
+        vel.append(v)
+        intents.append(it)
+    return np.array(vel), intents, np.array(xy)
+
+
+def test_an_observing_participant_intends_the_motion_it_sees_late_and_clicks_on_what_it_sees():
+    target = Target((0.5, 0.0), 0.05)
+    p = SimulatedParticipant(seed=0, lapse_rate_hz=0.0, **QUIET)
+    p.observing, p.adapt = True, False
+    vel, intents, xy = _autopilot_run(p, 120, target)
+    iv = np.array([i.velocity for i in intents])
+    # its intent is the cursor's velocity, late by about its visual delay (+ perception and motor lags)
+    lags = range(0, 25)
+    err = [np.mean(np.abs(iv[k:, 0] - vel[:len(vel) - k, 0])) for k in lags]
+    best = int(np.argmin(err))
+    assert 0.17 / DT <= best <= 0.35 / DT and err[best] < 0.3 * err[0]
+    assert iv[:, 0].max() <= 1.05 * vel[:, 0].max()       # no faster than the cursor it watches
+    clicks = [k for k, i in enumerate(intents) if i.click >= 0.5]
+    lag = int(round(0.17 / DT))
+    inside = np.hypot(*(xy - np.array(target.xy)).T) <= 0.7 * target.radius
+    first_in = int(np.flatnonzero(inside)[0])
+    assert clicks and clicks[0] >= first_in + lag - 1     # it clicks once it has *seen* the cursor inside
+    assert inside[clicks[0] - lag]
+    # the former policy, planning its own reach, runs ahead of the cursor and stops before it
+    q = SimulatedParticipant(seed=0, lapse_rate_hz=0.0, observation="self", **QUIET)
+    q.observing, q.adapt = True, False
+    _, own, _ = _autopilot_run(q, 120, target)
+    assert np.array([i.velocity for i in own])[:, 0].max() > 1.2 * vel[:, 0].max()
+
+
+def test_attention_lapses_only_while_observing():
+    target = Target((0.5, 0.0), 0.05)
+    p = SimulatedParticipant(seed=3, lapse_rate_hz=2.0, lapse_s=0.3, **QUIET)
+    p.observing, p.adapt = True, False
+    vel, intents, _ = _autopilot_run(p, 100, target, start=(-0.9, 0.0), speed=0.5)
+    moving = np.hypot(*vel.T) > 0.2
+    iv = np.hypot(*np.array([i.velocity for i in intents]).T)
+    lapsed = moving & (iv < 1e-9)
+    assert lapsed[20:].sum() >= 5                            # spells of no intent while the cursor moves
+    q = SimulatedParticipant(seed=3, lapse_rate_hz=2.0, lapse_s=0.3, **QUIET)      # not observing: no lapses
+    speeds = [np.hypot(*q.step(k * DT, (0.0, 0.0), Target((0.5, 0.0), 0.05)).velocity) for k in range(40)]
+    assert min(speeds[15:30]) > 0.5
+
+
+def test_click_lookahead_waits_for_a_drifting_cursor_to_settle():
+    target = Target((0.0, 0.0), 0.05)
+    clicks = {}
+    for la in (0.0, 0.3):
+        p = SimulatedParticipant(seed=0, click_lookahead_s=la, reaction_time_s=0.0, lapse_rate_hz=0.0, **QUIET)
+        p.observing = True
+        first = None
+        for k in range(100):     # a cursor drifts through the target at 0.3 units/s (one radius in 0.17 s)
+            xy = (-0.3 + 0.3 * DT * k, 0.0)
+            if p.step(k * DT, xy, target).click >= 0.5 and first is None:
+                first = k
+        clicks[la] = first
+    assert clicks[0.0] is not None                          # position alone: it clicks on the way through
+    assert clicks[0.3] is None                              # looking ahead: the cursor would leave; no click

@@ -75,11 +75,16 @@ import numpy as np
 from cortexlink.core.config import ConfigMixin
 from cortexlink.core.errors import ConfigError
 from cortexlink.core.types import Target
-from cortexlink.core.validation import check_positive, check_range
+from cortexlink.core.validation import check_choice, check_positive, check_range
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ParticipantConfig", "ParticipantIntent", "SimulatedParticipant"]
+__all__ = ["ParticipantConfig", "ParticipantIntent", "SimulatedParticipant", "OBSERVATION_POLICIES"]
+
+#: What the participant intends in open-loop blocks (:attr:`ParticipantConfig.observation`).
+OBSERVATION_POLICIES = ("track", "self")
+#: Time constant over which it perceives the cursor's velocity from its delayed view, seconds.
+VELOCITY_PERCEPTION_TAU_S = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,8 +158,36 @@ class ParticipantConfig(ConfigMixin):
         noisy decoder the efference-copy estimate says "there" while the cursor has drifted off;
         the delayed view catches that. Default True.
     hold_s : float
-        Time it holds still inside the target before clicking, seconds (0 to 5). Default 0.1
-        (the stop before a click; with shorter holds the cursor is often still drifting).
+        Time it holds still inside the target before clicking, seconds (0 to 5). Default 0 (the
+        stop before a click comes from ``visual_confirmation`` and ``click_lookahead_s``: it
+        clicks once it sees the cursor inside and not about to leave).
+    click_lookahead_s : float
+        It clicks only if the cursor, carried on for this long at the velocity it sees and did not
+        command (drift: the seen velocity minus what its own delayed commands explain; all the
+        seen velocity while it observes an autopilot), would still be inside ``confidence`` x
+        the radius: it waits for a drifting cursor to settle and clicks at once on one that
+        stopped, seconds (0 to 1; 0 = position only).
+        People judge where a moving pointer is heading and time their clicks to it; a click takes
+        ~0.1-0.2 s from decision to button (a reaction time). Default 0.15.
+    observation : {"track", "self"}
+        What it intends in an open-loop block, where an autopilot moves the cursor and the
+        participant is asked to imagine moving it (set :attr:`SimulatedParticipant.observing`).
+        ``"track"`` (default): it follows the cursor it sees, intending the velocity it perceives
+        (its delayed view, smoothed over ~50 ms) through its motor lag; its estimate of where the
+        cursor is now extrapolates the seen motion over its visual delay, and it clicks on what it
+        sees. Motor cortex during observed movement is modulated by the movement seen, lagging
+        it (Tkach, Reimer & Hatsopoulos 2007, J Neurosci 27:13241). ``"self"``: it plans its own
+        reach as if it moved the cursor (the former model; its intent is then faster than the
+        autopilot and stops while the cursor still moves).
+    lapse_rate_hz : float
+        Rate at which attention lapses begin during observation (open-loop) blocks, per second
+        (0 to 10). During a lapse its intent is zero and it does not click: the calibration
+        labels a lab records (the cursor) then say "moving" while cortex says "rest".
+        Mind-wandering takes ~5-15 % of time in sustained, monotonous tasks (Smallwood &
+        Schooler 2015, Annu Rev Psychol 66:487); default 0.1 per second with ``lapse_s`` 0.5
+        (~5 % of the time).
+    lapse_s : float
+        Mean duration of an attention lapse, seconds (exponential), 0.01 to 10. Default 0.5.
     click_duration_s : float
         How long the click intent stays at 1, seconds (0.001 to 5). A mouse button press lasts
         ~0.1 s. Default 0.1.
@@ -189,6 +222,10 @@ class ParticipantConfig(ConfigMixin):
     click_duration_s: float = 0.1
     reclick_delay_s: float = 0.25
     adaptation_tau_s: float = 5.0
+    click_lookahead_s: float = 0.15
+    observation: str = "track"
+    lapse_rate_hz: float = 0.1
+    lapse_s: float = 0.5
 
     def __post_init__(self) -> None:
         s = lambda k, lo, hi: object.__setattr__(self, k, check_range(k, getattr(self, k), lo, hi))  # noqa: E731
@@ -207,6 +244,10 @@ class ParticipantConfig(ConfigMixin):
         s("click_duration_s", 0.001, 5.0)
         s("reclick_delay_s", 0.0, 5.0)
         s("adaptation_tau_s", 0.0, 1000.0)
+        s("click_lookahead_s", 0.0, 1.0)
+        s("lapse_rate_hz", 0.0, 10.0)
+        s("lapse_s", 0.01, 10.0)
+        check_choice("observation", self.observation, OBSERVATION_POLICIES)
         if not isinstance(self.visual_confirmation, (bool, np.bool_)):
             raise ConfigError(f"visual_confirmation must be True or False; got {self.visual_confirmation!r}")
 
@@ -263,9 +304,10 @@ class SimulatedParticipant:
     Call :meth:`step` once per bin with the cursor as it is displayed *before* the bin's movement
     is applied. A target counts as new when its position, radius or selection mode changes.
     Diagnostics of the last step: :attr:`seen_xy` (the delayed view), :attr:`estimated_xy` (delayed
-    view plus forward model), :attr:`goal` (the target acted on) and :attr:`command_map` (the
-    learnt command -> cursor map). Set :attr:`adapt` to False while an autopilot, not the
-    participant, moves the cursor (open-loop calibration).
+    view plus forward model, or plus the seen motion while observing), :attr:`seen_velocity`,
+    :attr:`goal` (the target acted on) and :attr:`command_map` (the learnt command -> cursor map).
+    While an autopilot, not the participant, moves the cursor (open-loop calibration) set
+    :attr:`adapt` to False and :attr:`observing` to True.
     """
 
     def __init__(self, config: ParticipantConfig | None = None, *, seed: int = 0, dt_s: float = 0.02,
@@ -290,6 +332,9 @@ class SimulatedParticipant:
         #: with an autopilot): otherwise it learns the autopilot's speed as its own gain.
         #: :meth:`reset` leaves it as it is.
         self.adapt = True
+        #: Whether it is watching an autopilot move the cursor (an open-loop block): then it
+        #: follows ``config.observation`` and has attention lapses. :meth:`reset` leaves it as it is.
+        self.observing = False
         self.reset()
 
     def reset(self) -> None:
@@ -317,6 +362,12 @@ class SimulatedParticipant:
         self._sxy = np.zeros((2, 2))
         self._map = np.eye(2)
         self._map_inv = np.eye(2)
+        self._v_seen = np.zeros(2)       # perceived cursor velocity (from the delayed view)
+        self._v_cmd_seen = np.zeros(2)   # its own commanded velocity at the time of that view
+        self._prev_view: np.ndarray | None = None
+        self._prev_e_view = np.zeros(2)
+        self._lapse_left = 0             # bins of attention lapse left
+        self.seen_velocity = np.zeros(2)
 
     @property
     def command_map(self) -> np.ndarray:
@@ -390,8 +441,24 @@ class SimulatedParticipant:
         seen = self._delayed(self._seen)
         e_seen = self._delayed(self._efference)   # commanded displacement the view already shows
         self._adapt(seen, e_seen)
-        est = seen + cfg.forward_model_weight * (self._map @ (self._E - e_seen))
-        self.seen_xy, self.estimated_xy = seen, est
+        if self._prev_view is not None:
+            a = 1.0 - math.exp(-self.dt_s / VELOCITY_PERCEPTION_TAU_S)
+            self._v_seen = self._v_seen + a * ((seen - self._prev_view) / self.dt_s - self._v_seen)
+            self._v_cmd_seen = self._v_cmd_seen + a * ((e_seen - self._prev_e_view) / self.dt_s - self._v_cmd_seen)
+        self._prev_view, self._prev_e_view = seen.copy(), e_seen.copy()
+        track = self.observing and cfg.observation == "track"
+        if track:      # it does not move this cursor: where it is now is the seen motion carried on
+            est = seen + cfg.visual_delay_s * self._v_seen
+        else:
+            est = seen + cfg.forward_model_weight * (self._map @ (self._E - e_seen))
+        self.seen_xy, self.estimated_xy, self.seen_velocity = seen, est, self._v_seen.copy()
+        lapsed = False
+        if self.observing and cfg.lapse_rate_hz > 0:
+            if self._lapse_left == 0 and self._rng.random() < cfg.lapse_rate_hz * self.dt_s:
+                self._lapse_left = max(1, int(round(self._rng.exponential(cfg.lapse_s) / self.dt_s)))
+            if self._lapse_left > 0:
+                self._lapse_left -= 1
+                lapsed = True
 
         # --- targets: act on a new one after the reaction time
         key = _target_key(target)
@@ -418,7 +485,11 @@ class SimulatedParticipant:
             dist = float(np.hypot(err[0], err[1]))
             inside = dist <= cfg.confidence * goal.radius
             left = dist > goal.radius
-            if inside:
+            if lapsed:
+                v_des = np.zeros(2)     # not attending
+            elif track:
+                v_des = self._v_seen.copy()   # intends the motion it sees
+            elif inside:
                 v_des = np.zeros(2)     # hold still on the target
             else:
                 speed = min(cfg.feedback_gain_per_s * dist, cfg.max_speed_units_s)
@@ -437,10 +508,16 @@ class SimulatedParticipant:
                 and self._k - self._release_k >= cfg.reclick_delay_s / self.dt_s - 1e-9):
             self._clicked = False
             self._release_k = None
-        confirmed = inside
-        if cfg.visual_confirmation and goal is not None:
-            confirmed = inside and float(np.hypot(goal.xy[0] - seen[0], goal.xy[1] - seen[1])) \
-                <= cfg.confidence * goal.radius
+        confirmed = inside and not lapsed
+        if confirmed and (cfg.visual_confirmation or track):
+            r_ok = cfg.confidence * goal.radius
+            if track:       # all the motion it sees is the autopilot's
+                ahead = seen + cfg.click_lookahead_s * self._v_seen
+            else:           # its own commands are in `est`; what it did not command goes on drifting
+                drift = self._v_seen - self._map @ self._v_cmd_seen
+                ahead = est + cfg.click_lookahead_s * drift
+            confirmed = (float(np.hypot(goal.xy[0] - seen[0], goal.xy[1] - seen[1])) <= r_ok
+                         and float(np.hypot(goal.xy[0] - ahead[0], goal.xy[1] - ahead[1])) <= r_ok)
         if goal is not None and goal.click and confirmed and self._switch_k is None:
             if not self._clicked:
                 self._hold_bins += 1

@@ -23,7 +23,9 @@ class ParticipantNode(Node):
         :class:`~cortexlink.sim.ParticipantConfig` overrides.
 
     Between blocks (``state.block`` is None) it rests: intent zero, its model is not stepped. At a
-    block's first bin it is reset and its adaptation is switched off in open-loop blocks.
+    block's first bin it is reset; in open-loop blocks its adaptation is switched off and it
+    observes (:attr:`~cortexlink.sim.SimulatedParticipant.observing`: it follows the cursor the
+    autopilot moves, with attention lapses).
     """
 
     kind = "participant"
@@ -59,6 +61,7 @@ class ParticipantNode(Node):
                 if s.begin:
                     self.participant.reset()
                     self.participant.adapt = bool(self._adapt_default) and s.mode != "open"
+                    self.participant.observing = s.mode == "open"
                 it = self.participant.step(s.t_s, np.array(s.xy, dtype=float), s.target)
                 vx, vy, c = self.participant.neural_intent(it)
                 out = ParticipantIntent(s.bin, (float(it.velocity[0]), float(it.velocity[1])), float(it.click),
