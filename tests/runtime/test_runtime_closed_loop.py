@@ -22,7 +22,10 @@ def test_closed_loop_graph_calibrates_then_controls_the_cursor_like_run_session(
     assert ev["mode"] == "closed" and ev["n_bins"] == 400
     assert ev["metrics"]["n_success"] > 0                          # the decoded cursor reaches targets
     fit = res["nodes"]["decoder"]["summary"]["fits"][0]
-    assert fit["n_bins"] == 500 and fit["n_click_bins"] > 0
+    # lab labels (direction to the target at the cursor's speed) lag the features by a lag chosen from the data
+    assert fit["labels"] == "target" and 0 <= fit["label_lag_bins"] <= 20
+    assert fit["n_bins"] == 500 - fit["label_lag_bins"] and fit["n_click_bins"] > 0
+    assert fit["speed_gain"] is None or fit["speed_gain"]["s0_units_s"] > 0
     assert ev["loop_latency_ms"]["n"] == 400
     # same session, same seed, same figures (clock: fast, one process)
     ref = run_session(SESSION, progress=False)

@@ -242,7 +242,8 @@ def test_the_decoder_journal_reads_back_blocks_bins_model_and_skips_applied_cont
         ctx = NodeContext(bus=bus, graph=graph, realtime=False, now_ns=lambda: 0, fault=lambda *a, **k: None,
                           request_stop=lambda r: None, health=dict, journal=lambda n: journal)
         node = DecoderNode("decoder", {"decoder": "kalman", "decoder_params": {}, "path": None, "click": False,
-                                       "click_params": {}, "click_path": None, "save_dir": None, "fit_in_thread": False},
+                                       "click_params": {}, "click_path": None, "save_dir": None, "fit_in_thread": False,
+                                       "labels": "intent", "label_lag_s": 0.0, "speed_gain": 0.5},
                            ctx)
         node.subs = {"control": bus.subscribe("cursor.control", "decoder.control", maxlen=64, policy="fail"),
                      "features": bus.subscribe("dsp.features", "decoder.features")}
@@ -279,6 +280,7 @@ def test_the_decoder_journal_reads_back_blocks_bins_model_and_skips_applied_cont
     a.decoder.reset_state()                                  # a restart resets the filter, as a block start does
     xs = rng.normal(size=4)
     np.testing.assert_allclose(b.decoder.step(xs), a.decoder.step(xs))
+    assert b.speed_gain == a.speed_gain and a.speed_gain.s0_units_s == 0.5    # the output's gain came back too
 
 
 # -- stop signals ------------------------------------------------------------------------------------

@@ -243,7 +243,8 @@ class Control:
         ``begin``: the block's first bin.
     blocks : tuple of dict
         ``refit``: the closed-loop blocks since the last fit (name, bins, cursor_xy, target_xy,
-        on_target, dt_s), the decoder's refit set.
+        on_target, dt_s), the decoder's refit set. ``fit``: every calibration block's kinematics
+        (name, bins, cursor_xy, cursor_velocity, target_xy, dt_s), the labels a lab has.
     job : bool
         An operator's fit or refit: its failure is reported, not fatal.
     """

@@ -23,7 +23,7 @@ import numpy as np
 from cortexlink.core.errors import ConfigError
 from cortexlink.core.validation import check_choice
 
-__all__ = ["DECODER_KINDS", "make_decoder", "make_click_decoder", "training_set", "refit_set", "FitResult", "fit_decoders",
+__all__ = ["DECODER_KINDS", "make_decoder", "make_click_decoder", "training_set", "lagged_training_set", "refit_set", "FitResult", "fit_decoders",
            "refit_decoder"]
 
 #: Velocity decoder kinds a session or graph may name (``perfect``: the cursor follows the
@@ -83,36 +83,65 @@ def _check_names(cls_name: str, params: dict, valid: Any) -> None:
         raise ConfigError(f"unknown parameter(s) {unknown[:10]} for {cls_name}; valid: {sorted(valid)}")
 
 
-def training_set(blocks: Sequence[Any], labels: str = "intent") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def training_set(blocks: Sequence[Any], labels: str = "intent", lag_bins: int | str = 0
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decoder training data from open-loop blocks: features, velocity labels, click labels.
+
+    See :func:`lagged_training_set` for the parameters; this returns its first three items.
+    """
+    return lagged_training_set(blocks, labels, lag_bins)[:3]
+
+
+def lagged_training_set(blocks: Sequence[Any], labels: str = "intent", lag_bins: int | str = 0
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Decoder training data from open-loop blocks: features, velocity labels, click labels, and
+    the label lag used (bins).
 
     Parameters
     ----------
     blocks : sequence of blocks (see the module docstring)
-    labels : {"intent", "cursor"}
-        ``"intent"`` (default): the simulated participant's true intended velocity. This is an
-        oracle no real calibration has; it is the default because with ``"cursor"`` (what a lab
-        observes: the velocity of the cursor that moved by itself) closed-loop Webgrid on the
-        current simulator falls to ~0 bps for Kalman and ReFIT alike (open work, see README).
+    labels : {"target", "cursor", "intent"}
+        Velocity labels (:mod:`cortexlink.decoders.labels`): ``"target"`` (direction to the target
+        at the cursor's speed) and ``"cursor"`` (the cursor's velocity) are what a lab records;
+        ``"intent"`` (default here, for callers with traces of their own) is the simulated
+        participant's true intent, an oracle.
+    lag_bins : int or "auto"
+        Features of bin ``t`` are paired with labels of bin ``t - lag_bins`` (cortex follows a
+        cursor it watches late); ``"auto"`` chooses it with
+        :func:`~cortexlink.decoders.labels.best_label_lag` (blocks then need ``dt_s``).
 
-    Click labels are the participant's click intent (>= 0.5). Bins with any non-finite
-    feature or label are dropped.
+    Click labels are the participant's click intent (>= 0.5), unlagged. Bins with any
+    non-finite feature or label are dropped.
 
     Raises
     ------
     ConfigError
-        If no block holds features.
+        If no block holds features, or the labels need kinematics the blocks lack.
     """
-    check_choice("labels", labels, ("cursor", "intent"))
-    key = "cursor_velocity" if labels == "cursor" else "intended_velocity"
+    from cortexlink.decoders.labels import best_label_lag, label_velocity
+
     used = [b for b in blocks if b.features is not None and len(b.features)]
     if not used:
         raise ConfigError("no calibration bins to fit on: run a calibration block (with the implant) first")
-    X = np.concatenate([b.features for b in used])
-    y = np.concatenate([getattr(b, key) for b in used])
-    c = np.concatenate([b.click_intent for b in used])
+    ys = [label_velocity(b, labels) for b in used]
+    if isinstance(lag_bins, str):
+        check_choice("lag_bins", lag_bins, ("auto",))
+        lag_bins, _ = best_label_lag([b.features for b in used], ys, float(getattr(used[0], "dt_s", 0.02)))
+    if isinstance(lag_bins, bool) or not isinstance(lag_bins, (int, np.integer)) or lag_bins < 0:
+        raise ConfigError(f"lag_bins must be an integer >= 0 or 'auto'; got {lag_bins!r}")
+    X, y, c = [], [], []
+    for b, yb in zip(used, ys):
+        k = int(lag_bins)
+        if len(b.features) <= k:
+            continue
+        X.append(b.features[k:])
+        y.append(yb[:len(yb) - k])
+        c.append(np.asarray(b.click_intent)[k:] if k else np.asarray(b.click_intent))
+    if not X:
+        raise ConfigError(f"no calibration bins left after a label lag of {lag_bins} bins")
+    X, y, c = np.concatenate(X), np.concatenate(y), np.concatenate(c)
     ok = np.all(np.isfinite(X), axis=1) & np.all(np.isfinite(y), axis=1)
-    return X[ok].astype(np.float64), y[ok], (c[ok] >= 0.5).astype(int)
+    return X[ok].astype(np.float64), y[ok], (c[ok] >= 0.5).astype(int), int(lag_bins)
 
 
 def refit_set(blocks: Sequence[Any], exclude_after_target_s: float = 0.3
@@ -149,10 +178,12 @@ class FitResult:
     decoder: Any
     click_decoder: Any
     info: dict
+    speed_gain: Any = None
 
 
 def fit_decoders(kind: str, params: dict | None, blocks: Sequence[Any], *, feature_names: Sequence[str] | None = None,
-                 click: bool = True, click_params: dict | None = None, on_no_click: str = "raise") -> FitResult:
+                 click: bool = True, click_params: dict | None = None, on_no_click: str = "raise",
+                 labels: str = "intent", lag_bins: int | str = 0, speed_gain: Any = None) -> FitResult:
     """Fit a new velocity decoder (and click decoder) on calibration blocks.
 
     Parameters
@@ -166,16 +197,31 @@ def fit_decoders(kind: str, params: dict | None, blocks: Sequence[Any], *, featu
     on_no_click : {"raise", "note"}
         When ``click`` is true and the calibration holds no click intent: raise a
         :class:`~cortexlink.ConfigError`, or fit no click decoder and say so in ``info["note"]``.
+    labels, lag_bins : the velocity labels and their lag (:func:`lagged_training_set`)
+    speed_gain : None, "auto" or float
+        A :class:`~cortexlink.decoders.speed_gain.SpeedGain` for the decoder's output
+        (``FitResult.speed_gain``): ``"auto"`` sets its ``s0`` from the rest noise measured on
+        held-out calibration bins, a number is ``s0`` in screen units/s, None is none.
     """
+    from cortexlink.decoders.speed_gain import SpeedGain, auto_speed_gain
+
     check_choice("on_no_click", on_no_click, ("raise", "note"))
     t0 = time.perf_counter()
-    X, y, c = training_set(blocks)
+    X, y, c, lag = lagged_training_set(blocks, labels, lag_bins)
     dec = make_decoder(kind, params)
     if dec is None:
         raise ConfigError("decoder 'perfect' has nothing to fit")
     dec.fit(X, y, feature_names=None if feature_names is None else tuple(feature_names))
     info: dict[str, Any] = {"cmd": "fit", "n_bins": int(X.shape[0]), "n_features": int(X.shape[1]),
-                            "n_click_bins": int(c.sum())}
+                            "n_click_bins": int(c.sum()), "labels": labels, "label_lag_bins": lag}
+    gain = None
+    if speed_gain == "auto":
+        gain = auto_speed_gain(lambda: make_decoder(kind, params), X, y)
+        if gain is None:
+            info["note_speed_gain"] = "speed gain 'auto': too few rest bins to measure the rest noise; no gain"
+    elif speed_gain is not None:
+        gain = speed_gain if isinstance(speed_gain, SpeedGain) else SpeedGain(speed_gain)
+    info["speed_gain"] = None if gain is None else gain.to_dict()
     click_dec = None
     if click:
         if c.size == 0 or c.min() == c.max():
@@ -187,7 +233,7 @@ def fit_decoders(kind: str, params: dict | None, blocks: Sequence[Any], *, featu
         else:
             click_dec = make_click_decoder(click_params).fit(X, c)
     info["fit_s"] = time.perf_counter() - t0
-    return FitResult(dec, click_dec, info)
+    return FitResult(dec, click_dec, info, gain)
 
 
 def refit_decoder(decoder: Any, blocks: Sequence[Any], *, in_place: bool = True) -> FitResult:

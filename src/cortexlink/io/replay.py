@@ -304,7 +304,10 @@ def _load_decoder(folder: Path, rel: str, block: str) -> Any:
 
 
 def _replay_decoders(src: Any, F_s: np.ndarray, F: np.ndarray, width: int) -> dict | None:
-    """Step the recorded decoders over the closed-loop blocks' bins as the live session did."""
+    """Step the recorded decoders over the closed-loop blocks' bins as the live session did (with
+    the speed gain each block's decoder went live with)."""
+    from cortexlink.decoders.speed_gain import SpeedGain
+
     events = src.events()
     starts = [e for e in events if e["kind"] == "block_start"]
     ends = {e["name"]: e["sample"] for e in events if e["kind"] == "block_end"}
@@ -329,6 +332,8 @@ def _replay_decoders(src: Any, F_s: np.ndarray, F: np.ndarray, width: int) -> di
 
         dec = get(b["decoder_file"])
         clk = get(b.get("click_decoder_file"))
+        sg = b.get("speed_gain")
+        gain = None if not sg else SpeedGain(float(sg["s0_units_s"]), sg.get("rest_speed_units_s"))
         dec.reset_state()
         if clk is not None:
             clk.reset_state()
@@ -336,6 +341,8 @@ def _replay_decoders(src: Any, F_s: np.ndarray, F: np.ndarray, width: int) -> di
             i = index.get(int(s) - width)
             x = np.asarray(F[i, cols], dtype=np.float64) if i is not None else np.full(cols.size, np.nan)
             v = np.asarray(dec.step(x), dtype=float).reshape(-1)[:2]
+            if gain is not None:
+                v = gain(v)
             p = float(clk.step(x).proba) if clk is not None else float("nan")
             out_s.append(int(s))
             out.append((v[0], v[1], p))

@@ -14,6 +14,8 @@ order::
                                                       # chunks through the codec before the dsp)
     effector: {gain: 1.0, smoothing: 0.0}             # CursorEffector: gain, EMA smoothing, refractory_s
     decoder: {kind: refit_kalman, params: {}}         # wiener | kalman | refit_kalman | gru | perfect
+      # also: labels (target | cursor | intent), label_lag_s (null: from the data),
+      # speed_gain (null | auto | half-gain speed in units/s)
     click_decoder: {enabled: true, params: {}}
     blocks:
       - {kind: calibration, task: centre_out, seconds: 60}
@@ -128,6 +130,33 @@ def _link(link: Any) -> dict:
     return link
 
 
+#: Peak speed of the open-loop calibration cursor (screen units/s), near the speeds the participant
+#: reaches on its own (its cap is ``max_speed_units_s`` 3.5), so that the calibration covers the
+#: neural activity of closed-loop movements: at 1.0 the click decoder, never trained on fast
+#: movement, clicked falsely during fast closed-loop reaches (Kalman, 256 channels, seed 0: wrong
+#: clicks at 2.3 units/s, 5 per minute; at 2.5-3.0 none at speed).
+AUTOPILOT_SPEED = 2.5
+
+#: Decoder settings of a session passed to its decoder node as they are (see
+#: :class:`~cortexlink.runtime.nodes.decoder.DecoderNode`).
+DECODER_FIT_OPTIONS = ("labels", "label_lag_s", "speed_gain")
+
+
+def _decoder_fit_options(dec: dict) -> None:
+    """Check ``decoder.labels``, ``decoder.label_lag_s`` and ``decoder.speed_gain`` (in place)."""
+    from cortexlink.core.yamlfile import brief
+    from cortexlink.decoders.labels import LABELS
+    from cortexlink.decoders.speed_gain import check_speed_gain
+
+    if "labels" in dec and dec["labels"] not in LABELS:
+        raise _where("decoder.labels", f"must be one of {list(LABELS)}; got {brief(dec['labels'])}")
+    lag = dec.get("label_lag_s")
+    if lag is not None and (isinstance(lag, bool) or not isinstance(lag, (int, float)) or not 0 <= lag <= 1):
+        raise _where("decoder.label_lag_s", f"must be null (from the data) or seconds in [0, 1]; got {brief(lag)}")
+    if "speed_gain" in dec:
+        dec["speed_gain"] = check_speed_gain("session.decoder.speed_gain", dec["speed_gain"])
+
+
 def load_session(source: str | Path | dict | None = None) -> dict:
     """Read and validate a session (YAML path, YAML text or dict); fill defaults.
 
@@ -168,7 +197,7 @@ def load_session(source: str | Path | dict | None = None) -> dict:
         raise _where("participant", f"is invalid: {exc}") from exc
     out["participant"] = part
 
-    loop = dict(_mapping("loop", cfg.get("loop", {}) or {}, {"dt_s", "feature_kinds", "link"}))
+    loop = dict(_mapping("loop", cfg.get("loop", {}) or {}, {"dt_s", "feature_kinds", "link", "autopilot_speed"}))
     dt = loop.get("dt_s", 0.02)
     if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not np.isfinite(dt) or not 0 < dt <= 1.0:
         raise _where("loop.dt_s", f"must be a number in (0, 1] seconds; got {brief(dt)}")
@@ -178,6 +207,10 @@ def load_session(source: str | Path | dict | None = None) -> dict:
         raise _where("loop.feature_kinds", f"must be a non-empty list drawn from ['tx', 'sbp']; got {brief(fk)}")
     if loop.get("link") is not None:
         loop["link"] = _link(loop["link"])
+    ap = loop.get("autopilot_speed", AUTOPILOT_SPEED)
+    if isinstance(ap, bool) or not isinstance(ap, (int, float)) or not np.isfinite(ap) or not 0 < ap <= 100:
+        raise _where("loop.autopilot_speed", f"must be a speed in (0, 100] screen units/s; got {brief(ap)}")
+    loop["autopilot_speed"] = float(ap)
     out["loop"] = loop
 
     eff = dict(_mapping("effector", cfg.get("effector", {}) or {}, {"gain", "smoothing", "refractory_s"}))
@@ -187,7 +220,8 @@ def load_session(source: str | Path | dict | None = None) -> dict:
         raise _where("effector", f"is invalid: {exc}") from exc
     out["effector"] = eff
 
-    dec = dict(_mapping("decoder", cfg.get("decoder", {"kind": "refit_kalman"}), {"kind", "params"}))
+    dec = dict(_mapping("decoder", cfg.get("decoder", {"kind": "refit_kalman"}),
+                        {"kind", "params", "labels", "label_lag_s", "speed_gain"}))
     dec.setdefault("kind", "refit_kalman")
     if not isinstance(dec["kind"], str) or dec["kind"] not in DECODER_KINDS:
         raise _where("decoder.kind", f"must be one of {list(DECODER_KINDS)}; got {brief(dec.get('kind'))}")
@@ -196,6 +230,7 @@ def load_session(source: str | Path | dict | None = None) -> dict:
         make_decoder(dec["kind"], dec["params"])
     except (ConfigError, TypeError, ValueError) as exc:
         raise _where("decoder.params", f"is invalid for {dec['kind']}: {exc}") from exc
+    _decoder_fit_options(dec)
     out["decoder"] = dec
 
     clk = dict(_mapping("click_decoder", cfg.get("click_decoder", {}) or {}, {"enabled", "params"}))
@@ -233,7 +268,8 @@ def loop_nodes(cfg: dict, *, chunk_ms: float, placement: str = "main") -> dict[s
                         "inputs": {"cursor": "cursor.state"}},
     }
     cursor = {"kind": "cursor", "params": {"seed": cfg["seed"], "effector": cfg.get("effector", {}),
-                                           "decoder_kind": dec_kind},
+                                           "decoder_kind": dec_kind,
+                                           "autopilot_speed": cfg["loop"].get("autopilot_speed", AUTOPILOT_SPEED)},
               "inputs": {"intent": "decoder.intent", "participant": "participant.intent"}}
     if dec_kind == "perfect":
         nodes["clock"] = {"kind": "bin_clock", "inputs": {"after": "participant.intent"}}
@@ -254,7 +290,9 @@ def loop_nodes(cfg: dict, *, chunk_ms: float, placement: str = "main") -> dict[s
         nodes["decoder"] = {"kind": "decoder", "params": {"decoder": dec_kind,
                                                           "decoder_params": cfg["decoder"]["params"],
                                                           "click": cfg["click_decoder"]["enabled"],
-                                                          "click_params": cfg["click_decoder"]["params"]},
+                                                          "click_params": cfg["click_decoder"]["params"],
+                                                          **{k: cfg["decoder"][k] for k in DECODER_FIT_OPTIONS
+                                                             if k in cfg["decoder"]}},
                             "inputs": {"features": "dsp.features", "labels": "participant.intent",
                                        "control": "cursor.control"}, **sub}
     nodes["cursor"] = cursor
@@ -423,6 +461,10 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
     trace_node = runner.by_name["trace"].node
     cursor = runner.by_name["cursor"].node
     traces = {t.name: t for t in trace_node.traces}
+    from cortexlink.sim.participant import ParticipantConfig
+    from cortexlink.tasks.loop_metrics import control_metrics
+
+    delay_s = ParticipantConfig().replace(**cfg.get("participant", {})).visual_delay_s
     dec_slot = runner.by_name.get("decoder")
     dec_node = dec_slot.node if dec_slot is not None else None
     fits = list((rr["nodes"].get("decoder") or {}).get("summary", {}).get("fits", []))
@@ -453,10 +495,13 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
                 info["note"] = r["note"]
             elif fits:
                 f = fits.pop(0)
-                info.update({k: f[k] for k in ("n_bins", "n_features", "n_click_bins", "fit_s") if k in f})
+                info.update({k: f[k] for k in ("n_bins", "n_features", "n_click_bins", "fit_s", "labels",
+                                               "label_lag_bins", "speed_gain") if k in f})
         elif b["name"] in traces:
             tr = traces[b["name"]]
             info.update({"task": b["task"], "mode": tr.mode, "seconds": tr.n_bins * tr.dt_s, "metrics": tr.metrics})
+            if tr.mode != "open":
+                info["control"] = control_metrics(tr, delay_s)
             for key in ("decode_latency_us", "loop_latency_us"):
                 p = _percentiles(getattr(tr, key))
                 if p is not None:

@@ -202,7 +202,8 @@ class OperatorMixin:
             raise CommandRefused("fit: decoder 'perfect' has nothing to fit")
         if not self.n_calibration_blocks:
             raise CommandRefused("fit: no calibration block yet; run 'calibrate' first")
-        self.emit("control", Control("fit", f"fit-{self.n_blocks}", job=True), sample=sample, t_enter_ns=0)
+        self.emit("control", Control("fit", f"fit-{self.n_blocks}", blocks=tuple(self.calibration_kinematics), job=True),
+                  sample=sample, t_enter_ns=0)
         self._closed_since_fit = []
         self.job = "fit"
         return {"job": "fit", "n_calibration_blocks": self.n_calibration_blocks}

@@ -37,6 +37,7 @@ class _Block:
         self.events: list = []
         self.bins: list[int] = []
         self.cursor_xy: list = []
+        self.cursor_velocity: list = []
         self.target_xy: list = []
         self.on_target: list = []
         self.latency = LatencyStats(1 << 17)
@@ -64,7 +65,8 @@ class CursorNode(OperatorMixin, Node):
     effector : dict
         ``gain``, ``smoothing``, ``refractory_s``.
     autopilot_speed : float
-        Peak speed of the open-loop calibration cursor.
+        Peak speed of the open-loop calibration cursor, screen units/s (default 2.5, see
+        :data:`cortexlink.runtime.session.AUTOPILOT_SPEED`).
     decoder_kind : str
         The decoder's kind (validation of ``fit``/``refit`` blocks). ``perfect``: the cursor
         follows the participant's intent (the ceiling); the ``intent`` input then only clocks the
@@ -104,7 +106,7 @@ class CursorNode(OperatorMixin, Node):
         "blocks": Param("list", []),
         "seed": Param("int", 0, lo=0),
         "effector": Param("dict", {}),
-        "autopilot_speed": Param("float", 1.0, gt=0.0),
+        "autopilot_speed": Param("float", 2.5, gt=0.0),
         "decoder_kind": Param("str", "refit_kalman"),
         "stop_when_done": Param("bool", True),
         "block_defaults": Param("dict", {}),
@@ -157,6 +159,8 @@ class CursorNode(OperatorMixin, Node):
         self.t_s = 0.0
         self._part: dict[int, dict] = {}
         self._closed_since_fit: list[dict] = []
+        #: Every calibration block's kinematics (what a lab records; sent with each ``fit``).
+        self.calibration_kinematics: list[dict] = []
         self.results: list[dict] = []
         #: Per finished block: bins, cursor_xy, target_xy, on_target, events (in-process inspection).
         self.traces: list[dict] = []
@@ -206,7 +210,8 @@ class CursorNode(OperatorMixin, Node):
                 continue
             if kind in ("fit", "refit"):
                 self._i += 1
-                msg = Control(kind, b["name"], blocks=tuple(self._closed_since_fit) if kind == "refit" else ())
+                msg = Control(kind, b["name"], blocks=tuple(self._closed_since_fit) if kind == "refit"
+                              else tuple(self.calibration_kinematics))
                 self.emit("control", msg, sample=sample, t_enter_ns=t_enter)
                 self._closed_since_fit = []
                 self.results.append({"name": b["name"], "kind": kind})
@@ -263,6 +268,10 @@ class CursorNode(OperatorMixin, Node):
                             "on_target": np.asarray(blk.on_target, bool), "events": blk.events})
         if blk.kind == "calibration" and blk.n > 0:
             self.n_calibration_blocks += 1
+            self.calibration_kinematics.append({
+                "name": blk.name, "bins": np.asarray(blk.bins, np.int64), "cursor_xy": np.asarray(blk.cursor_xy),
+                "cursor_velocity": np.asarray(blk.cursor_velocity), "target_xy": np.asarray(blk.target_xy),
+                "dt_s": self.dt})
         if blk.kind == "closed_loop" and n_mouse:
             info["note"] = "mouse mode was used: not kept for ReFIT"
         elif blk.kind == "closed_loop" and blk.mode == "closed" and blk.n > 0:
@@ -440,6 +449,8 @@ class CursorNode(OperatorMixin, Node):
                                      "data": e.data}, sample=m.sample, t_enter_ns=m.t_enter_ns)
             blk.bins.append(g)
             blk.cursor_xy.append((float(xy[0]), float(xy[1])))
+            va = self.effector.velocity
+            blk.cursor_velocity.append((float(va[0]), float(va[1])))
             if target is not None:
                 txy = (float(target.xy[0]), float(target.xy[1]))
                 on = bool(float(np.hypot(*(np.asarray(xy) - np.asarray(target.xy)))) <= target.radius)

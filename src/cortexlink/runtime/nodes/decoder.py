@@ -26,6 +26,25 @@ def _trace(**arrays: Any) -> SimpleNamespace:
     return SimpleNamespace(**arrays)
 
 
+def _kinematics(kin: dict | None, bins: list, labels: str, node: str) -> dict:
+    """The cursor's kinematics (``cursor_velocity``, ``cursor_xy``, ``target_xy``) on ``bins``,
+    from the calibration block's record the cursor sent with ``fit`` (NaN where a bin is missing)."""
+    if kin is None:
+        if labels == "intent":
+            return {}
+        raise ConfigError(f"nodes.{node}: labels {labels!r} need the calibration's cursor kinematics, and the fit "
+                          "command carried none for this block (use labels: intent, or a cursor node's fit)")
+    where = {int(b): i for i, b in enumerate(np.asarray(kin["bins"], np.int64).tolist())}
+    idx = np.array([where.get(int(b), -1) for b in bins], np.int64)
+    out = {}
+    for key in ("cursor_velocity", "cursor_xy", "target_xy"):
+        src = np.asarray(kin[key], float).reshape(-1, 2)
+        arr = np.full((len(bins), 2), np.nan)
+        arr[idx >= 0] = src[idx[idx >= 0]]
+        out[key] = arr
+    return out
+
+
 @register_node
 class DecoderNode(Node):
     """Velocity (and click) decoding, one ``intent`` per ``features`` message.
@@ -51,6 +70,18 @@ class DecoderNode(Node):
     fit_in_thread : bool or None
         Fit in a background thread (the loop keeps running; the cursor is held until the new
         decoder is ready). Default: in ``clock: realtime`` runs.
+    labels : {"target", "cursor", "intent"}
+        Calibration velocity labels (:mod:`cortexlink.decoders.labels`): ``target`` (default:
+        the direction to the target at the cursor's speed) and ``cursor`` come from the cursor's
+        record, sent with the ``fit`` command; ``intent`` is the simulated participant's true
+        intent (an oracle, for an upper bound).
+    label_lag_s : float or None
+        Lag of the labels behind the features, seconds; None (default) chooses it from the data.
+    speed_gain : None, "auto" or float
+        A speed-dependent gain on the decoded velocity
+        (:class:`~cortexlink.decoders.speed_gain.SpeedGain`): ``auto`` sets its half-gain speed
+        from the rest noise measured at each fit (the default), a number sets it (screen units/s),
+        null turns it off.
 
     Without a ``control`` input the node decodes every bin (once a decoder is loaded). With one,
     it follows the cursor's blocks: ``open`` blocks collect training data (features + the
@@ -91,6 +122,9 @@ class DecoderNode(Node):
         "click_path": Param("str", None, nullable=True),
         "save_dir": Param("str", None, nullable=True),
         "fit_in_thread": Param("bool", None, nullable=True),
+        "labels": Param("str", "target", choices=("target", "cursor", "intent")),
+        "label_lag_s": Param("float", None, nullable=True, lo=0.0, hi=1.0),
+        "speed_gain": Param("any", "auto", nullable=True),
     }
     INJECT = {**Node.INJECT,
               "nan_at_bins": Param("list", [], doc="bins whose velocity output is NaN (with a click onset)"),
@@ -109,6 +143,9 @@ class DecoderNode(Node):
             make_click_decoder(params["click_params"])
         except (ConfigError, TypeError) as exc:
             raise ConfigError(f"nodes.{name}.params.click_params is invalid: {exc}") from exc
+        from cortexlink.decoders.speed_gain import check_speed_gain
+
+        check_speed_gain(f"nodes.{name}.params.speed_gain", params["speed_gain"])
         for key in ("path", "click_path"):
             if params[key] is not None and not Path(params[key]).is_file():
                 raise ConfigError(f"nodes.{name}.params.{key} {params[key]} does not exist")
@@ -131,6 +168,7 @@ class DecoderNode(Node):
         self._set_up = True
         self.decoder = make_decoder(p["decoder"], p["decoder_params"])
         self.click_dec = None
+        self.speed_gain = None
         self.version = 0
         self.fitted = False
         if p["path"]:
@@ -198,7 +236,7 @@ class DecoderNode(Node):
             self._operator_job = bool(job)
             try:
                 if cmd == "fit":
-                    self._start(self._fit, job)
+                    self._start(self._fit, job, c.blocks)
                 else:
                     self._start(self._refit, c, dict(self.closed if closed is None else closed))
             except Exception as exc:
@@ -229,17 +267,19 @@ class DecoderNode(Node):
         if new[0] == "error":
             self._job_done(False, error=f"{type(new[1]).__name__}: {new[1]}")
             return
-        self.decoder, self.click_dec, info = new[1], new[2], new[3]
+        self.decoder, self.click_dec, info, self.speed_gain = new[1], new[2], new[3], new[4]
         self.fitted = True
         self.version += 1
         self._after_fit(info)
 
     def _after_fit(self, info: dict) -> None:
+        info["speed_gain"] = None if self.speed_gain is None else self.speed_gain.to_dict()
         self.fit_info.append(info)
         sd = self.params["save_dir"]
         entry: dict[str, Any] = {"classes": {"decoder_file": type(self.decoder).__name__,
                                              "click_file": None if self.click_dec is None else type(self.click_dec).__name__},
-                                 "sample": self._last_sample, "decoder_file": None, "click_file": None}
+                                 "sample": self._last_sample, "decoder_file": None, "click_file": None,
+                                 "speed_gain": info["speed_gain"]}
         if sd:
             Path(sd).mkdir(parents=True, exist_ok=True)
             entry["decoder_file"] = str(self.decoder.save(Path(sd) / f"{self.name}-v{self.version}.npz"))
@@ -273,33 +313,39 @@ class DecoderNode(Node):
         if self.journal is not None:
             self.journal.append("job", n_jobs=self.n_jobs)
 
-    def _fit(self, note: bool = False, *, in_place: bool) -> None:
+    def _fit(self, note: bool = False, kinematics: tuple = (), *, in_place: bool) -> None:
         from cortexlink.decoders.fitting import fit_decoders
 
+        kin = {k["name"]: k for k in kinematics}
+        p = self.params
         blocks = []
         for b in self.calib:
             keep = [i for i, x in enumerate(b["x"]) if x is not None]     # bins with features (not a dsp warm-up)
-            if keep:
-                blocks.append(_trace(features=np.asarray([b["x"][i] for i in keep], np.float32).reshape(len(keep), -1),
-                                     intended_velocity=np.asarray([b["v"][i] for i in keep], float).reshape(-1, 2),
-                                     click_intent=np.asarray([b["c"][i] for i in keep], float)))
+            if not keep:
+                continue
+            bins = [b["bins"][i] for i in keep]
+            blocks.append(_trace(features=np.asarray([b["x"][i] for i in keep], np.float32).reshape(len(keep), -1),
+                                 intended_velocity=np.asarray([b["v"][i] for i in keep], float).reshape(-1, 2),
+                                 click_intent=np.asarray([b["c"][i] for i in keep], float), dt_s=self.ctx.bin_ms / 1000.0,
+                                 **_kinematics(kin.get(b["name"]), bins, p["labels"], self.name)))
         if not blocks:
             raise ConfigError(f"{self.name}: 'fit' but no calibration bins were collected")
-        p = self.params
+        lag = "auto" if p["label_lag_s"] is None else int(round(p["label_lag_s"] * 1000.0 / self.ctx.bin_ms))
         try:
             res = fit_decoders(p["decoder"], p["decoder_params"], blocks, feature_names=self.names,
                                click=p["click"], click_params=p["click_params"],
-                               on_no_click="note" if note else "raise")
+                               on_no_click="note" if note else "raise", labels=p["labels"], lag_bins=lag,
+                               speed_gain=p["speed_gain"])
         except ConfigError as exc:
             raise ConfigError(f"nodes.{self.name}: {exc}") from exc
         click = res.click_decoder if p["click"] else self.click_dec
         if in_place:
-            self.decoder, self.click_dec = res.decoder, click
+            self.decoder, self.click_dec, self.speed_gain = res.decoder, click, res.speed_gain
             self.fitted = True
             self.version += 1
             self._after_fit(res.info)
         else:
-            self._new = ("ok", res.decoder, click, res.info)
+            self._new = ("ok", res.decoder, click, res.info, res.speed_gain)
 
     def _refit(self, c: Control, closed: dict, *, in_place: bool) -> None:
         from cortexlink.decoders.fitting import refit_decoder
@@ -328,7 +374,7 @@ class DecoderNode(Node):
             self.version += 1
             self._after_fit(res.info)
         else:
-            self._new = ("ok", res.decoder, self.click_dec, res.info)
+            self._new = ("ok", res.decoder, self.click_dec, res.info, self.speed_gain)
 
     # -- bins -----------------------------------------------------------------------------
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
@@ -373,7 +419,9 @@ class DecoderNode(Node):
         if (have_x if self.has_control else valid) and self.mode == "closed" and self.fitted:
             t0 = time.perf_counter_ns()
             xd = np.asarray(x, dtype=np.float64)
-            out = np.asarray(self.decoder.step(xd), dtype=float).reshape(-1)
+            out = np.asarray(self.decoder.step(xd), dtype=float).reshape(-1)[:2]
+            if self.speed_gain is not None:
+                out = self.speed_gain(out)
             v = (float(out[0]), float(out[1]))
             if self.click_dec is not None:
                 cs = self.click_dec.step(xd)

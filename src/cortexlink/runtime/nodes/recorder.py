@@ -316,6 +316,13 @@ class RecorderNode(Node):
         self._live[version] = tuple(files)
         return self._live[version]
 
+    def _speed_gain(self, version: int | None) -> dict | None:
+        """The speed gain decoder version ``version`` went live with (None: none)."""
+        if version is None or not self._dec:
+            return None
+        info = self.ctx.bus.get_info(f"{self._dec}/models") or {}
+        return (info.get(str(version)) or {}).get("speed_gain")
+
     def _write_start(self, e: dict, sample: int, version: int | None) -> None:
         files = (None, None) if version is None else self._decoder_files(version)
         cols = None
@@ -324,7 +331,7 @@ class RecorderNode(Node):
             cols = info.get("columns")
         self.rec.event("block_start", sample=sample, name=e["name"], mode=e.get("mode"), task=e.get("task"),
                        block_kind=e.get("block_kind"), feature_columns=cols, decoder_file=files[0],
-                       click_decoder_file=files[1],
+                       click_decoder_file=files[1], speed_gain=self._speed_gain(version),
                        **{k: e[k] for k in ("split", "n_sentences") if k in e})   # a speech block's sentence pool
 
     # -- step -------------------------------------------------------------------------------

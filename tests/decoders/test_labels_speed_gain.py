@@ -1,0 +1,90 @@
+"""Lab calibration labels (direction to target, cursor velocity), their lag, and the speed gain."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from cortexlink import ConfigError
+from cortexlink.decoders.fitting import fit_decoders, lagged_training_set
+from cortexlink.decoders.labels import best_label_lag, label_velocity
+from cortexlink.decoders.speed_gain import SpeedGain, auto_speed_gain, check_speed_gain, rest_speed
+
+
+def _block(n=400, lag=6, seed=0, noise=0.3):
+    """A calibration block whose features encode the cursor velocity ``lag`` bins late."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) * 0.02
+    cv = np.stack([np.sin(2 * np.pi * 0.7 * t), np.cos(2 * np.pi * 0.45 * t)], axis=1)
+    cv[(t % 2.0) > 1.6] = 0.0                                # still spells (the cursor waits for a click)
+    late = np.vstack([np.zeros((lag, 2)), cv[:n - lag]])
+    W = rng.normal(size=(2, 30))
+    X = late @ W + noise * rng.normal(size=(n, 30))
+    xy = np.cumsum(cv, axis=0) * 0.02
+    return SimpleNamespace(features=X.astype(np.float32), intended_velocity=late, cursor_velocity=cv,
+                           cursor_xy=xy, target_xy=xy + cv * 0.5, click_intent=((t % 2.0) > 1.8).astype(float),
+                           dt_s=0.02)
+
+
+def test_labels_from_the_cursor_record():
+    b = _block()
+    np.testing.assert_array_equal(label_velocity(b, "cursor"), b.cursor_velocity)
+    np.testing.assert_array_equal(label_velocity(b, "intent"), b.intended_velocity)
+    tgt = label_velocity(b, "target")
+    # the direction to the target at the cursor's speed; zero where the cursor is still
+    np.testing.assert_allclose(np.hypot(*tgt.T), np.hypot(*b.cursor_velocity.T), atol=1e-12)
+    d = b.target_xy - b.cursor_xy
+    moving = np.hypot(*d.T) > 1e-6
+    cos = np.sum(tgt[moving] * d[moving], 1) / (np.hypot(*tgt[moving].T) * np.hypot(*d[moving].T) + 1e-300)
+    assert np.all(cos[np.hypot(*tgt[moving].T) > 0] > 0.999)
+    no_kin = SimpleNamespace(features=b.features, intended_velocity=b.intended_velocity, click_intent=b.click_intent)
+    with pytest.raises(ConfigError, match="cursor kinematics"):
+        label_velocity(no_kin, "target")
+    with pytest.raises(ConfigError, match="labels"):
+        label_velocity(b, "oracle")
+
+
+def test_the_label_lag_is_found_from_the_data_and_drops_that_many_bins():
+    b = _block(lag=6)
+    lag, r2 = best_label_lag([b.features], [b.cursor_velocity], 0.02)
+    assert lag == 6 and r2[6] > r2[0] + 0.2
+    X, y, c, k = lagged_training_set([b], "cursor", "auto")
+    assert k == 6 and len(X) == len(b.features) - 6
+    np.testing.assert_array_equal(y, b.cursor_velocity[:-6])
+    X0, _, _, k0 = lagged_training_set([b], "intent", 0)
+    assert k0 == 0 and len(X0) == len(b.features)
+    with pytest.raises(ConfigError, match="lag_bins"):
+        lagged_training_set([b], "cursor", -1)
+
+
+def test_speed_gain_shrinks_slow_velocities_and_keeps_fast_ones():
+    g = SpeedGain(0.2)
+    np.testing.assert_allclose(g(np.array([0.2, 0.0])), [0.1, 0.0])                  # half at s0
+    fast, slow = g(np.array([0.0, 2.0])), g(np.array([0.02, 0.0]))
+    assert fast[1] == pytest.approx(2.0 * 4 / 4.04) and slow[0] == pytest.approx(0.02 * 0.0004 / 0.0404)
+    np.testing.assert_array_equal(g(np.zeros(2)), np.zeros(2))
+    assert g(np.ones((5, 2))).shape == (5, 2)
+    for bad in (0.0, -1.0, float("nan"), True, "fast"):
+        with pytest.raises(ConfigError, match="s0_units_s"):
+            SpeedGain(bad)
+    assert check_speed_gain("p", None) is None and check_speed_gain("p", "auto") == "auto"
+    assert check_speed_gain("p", 1) == 1.0
+    with pytest.raises(ConfigError, match="p must be null, 'auto' or a speed"):
+        check_speed_gain("p", "on")
+
+
+def test_auto_speed_gain_is_set_from_the_held_out_rest_noise():
+    from cortexlink.decoders import WienerFilter
+
+    quiet, noisy = _block(n=1500, lag=0, noise=0.1), _block(n=1500, lag=0, noise=1.5)
+    r_q = rest_speed(lambda: WienerFilter(n_lags=1), quiet.features.astype(float), quiet.cursor_velocity)
+    r_n = rest_speed(lambda: WienerFilter(n_lags=1), noisy.features.astype(float), noisy.cursor_velocity)
+    assert 0 < r_q < r_n                                    # more noise, more decoded speed at rest
+    g = auto_speed_gain(lambda: WienerFilter(n_lags=1), noisy.features.astype(float), noisy.cursor_velocity, k=2.0)
+    assert g.rest_speed_units_s == pytest.approx(r_n) and g.s0_units_s == pytest.approx(2 * r_n)
+    assert rest_speed(lambda: WienerFilter(), quiet.features[:40].astype(float), quiet.cursor_velocity[:40]) is None
+    res = fit_decoders("kalman", {}, [noisy], click=False, labels="target", lag_bins="auto", speed_gain="auto")
+    assert res.speed_gain is not None and res.info["speed_gain"] == res.speed_gain.to_dict()
+    assert res.info["labels"] == "target" and res.info["label_lag_bins"] == 0
+    assert fit_decoders("kalman", {}, [noisy], click=False, speed_gain=None).speed_gain is None
+    assert fit_decoders("kalman", {}, [noisy], click=False, speed_gain=0.3).speed_gain.s0_units_s == 0.3
