@@ -109,6 +109,18 @@ def test_bad_arguments():
         load_session(_session(blocks))
     with pytest.raises(ConfigError, match="decoder.kind must be one of"):
         load_session(_session(ok, decoder="dream"))
+    s = _session(ok)
+    for key, value, msg in (("labels", "truth", "decoder.labels must be one of"),
+                            ("label_lag_s", 2.0, "decoder.label_lag_s must be null"),
+                            ("speed_gain", -1, "speed_gain must be null, 'auto' or a speed")):
+        with pytest.raises(ConfigError, match=msg):
+            load_session({**s, "decoder": {**s["decoder"], key: value}})
+    with pytest.raises(ConfigError, match="loop.autopilot_speed must be a speed"):
+        load_session({**s, "loop": {"autopilot_speed": 0}})
+    g = session_to_graph({**s, "decoder": {**s["decoder"], "labels": "cursor", "speed_gain": 0.4},
+                          "loop": {"autopilot_speed": 1.5}})
+    assert g["nodes"]["decoder"]["params"]["labels"] == "cursor" and g["nodes"]["decoder"]["params"]["speed_gain"] == 0.4
+    assert g["nodes"]["cursor"]["params"]["autopilot_speed"] == 1.5
 
 
 def test_halt_holds_the_cursor_at_once_even_with_smoothing():
@@ -134,8 +146,28 @@ def test_bench_closed_loop_json():
     assert {(x["decoder"], x["seed"]) for x in rows} == {(d, s) for d in ("perfect", "kalman", "refit_kalman")
                                                         for s in (0, 1)}
     for x in rows:
-        assert {"decoder", "channels", "seed", "bps", "ntpm", "accuracy"} <= set(x) and x["channels"] == 32
-    s = r["summary"]["perfect/32"]
+        assert {"decoder", "channels", "grid", "labels", "variant", "seed", "bps", "ntpm", "accuracy",
+                "control"} <= set(x) and x["channels"] == 32 and x["grid"] == 8 and x["variant"] == "default"
+        assert x["labels"] == ("none" if x["decoder"] == "perfect" else "target")
+        assert {"decoded_speed_at_rest", "drift_over_delay_halfwidths", "click_detected_fraction"} <= set(x["control"])
+    s = r["summary"]["perfect/32/8/default"]
     assert s["n_seeds"] == 2 and s["bps_min"] <= s["bps_mean"] <= s["bps_max"]
     with pytest.raises(ConfigError, match="decoders must be drawn from"):
         run(channels=[32], decoders=["lstm"], progress=False)
+    with pytest.raises(ConfigError, match="variants must be drawn from"):
+        run(channels=[32], decoders=["kalman"], variants=["faster"], progress=False)
+
+
+def test_bench_closed_loop_variants_change_one_thing_each():
+    from cortexlink.bench.closed_loop import SENSITIVITY, VARIANTS, session
+    from cortexlink.sim.participant import ParticipantConfig
+
+    base = session("kalman", 96, 0)
+    assert base["decoder"] == {"kind": "kalman"} and base["participant"] == {} and base["loop"] == {}
+    assert session("kalman", 96, 0, variant="oracle_labels")["decoder"]["labels"] == "intent"
+    assert session("kalman", 96, 0, variant="no_speed_gain")["decoder"]["speed_gain"] is None
+    d = ParticipantConfig().visual_delay_s
+    assert session("kalman", 96, 0, variant="delay+20")["participant"] == {"visual_delay_s": pytest.approx(1.2 * d)}
+    assert session("perfect", 96, 0, variant="no_speed_gain")["decoder"] == {"kind": "perfect"}   # nothing to fit
+    assert set(SENSITIVITY) <= set(VARIANTS)
+    assert session("kalman", 256, 0, preset="cortex")["implant"] == {"preset": "cortex", "n_channels": 256}

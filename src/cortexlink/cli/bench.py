@@ -63,17 +63,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     dec.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     dec.set_defaults(func=_run_decode)
 
-    cl = bsub.add_parser("closed-loop", help="Webgrid bits per second per decoder, channel count and seed",
-                         description="Closed-loop Webgrid (30x30, click to select) with a simulated participant: "
-                                     "each decoder (Wiener, Kalman, ReFIT-Kalman, GRU) is calibrated open loop and "
-                                     "evaluated closed loop at each channel count and seed, beside the perfect-"
-                                     "decoder ceiling (cursor = intent).")
+    cl = bsub.add_parser("closed-loop", help="Webgrid bits per second per decoder, channel count, grid and seed",
+                         description="Closed-loop Webgrid (click to select) with a simulated participant: each "
+                                     "decoder (Wiener, Kalman, ReFIT-Kalman, GRU) is calibrated open loop on the "
+                                     "labels a lab records (direction to the target at the cursor's speed, lag "
+                                     "from the data), given a speed gain set from its measured rest noise, and "
+                                     "evaluated closed loop at each channel count, grid and seed, beside the "
+                                     "perfect-decoder ceiling (cursor = intent). Variants change one thing each "
+                                     "(ablations, or the participant's delay, feedback gain and motor noise +-20%%).")
     cl.add_argument("--channels", type=int, nargs="+", default=[96, 256, 1024], help="channel counts (default: 96 256 1024)")
     cl.add_argument("--decoders", nargs="+", default=["perfect", "wiener", "kalman", "refit_kalman", "gru"],
                     help="decoders (default: perfect wiener kalman refit_kalman gru)")
     cl.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
     cl.add_argument("--eval-s", type=float, default=60.0, help="seconds of each evaluation block (default: 60)")
     cl.add_argument("--calibration-s", type=float, default=60.0, help="seconds of open-loop calibration (default: 60)")
+    cl.add_argument("--grids", type=int, nargs="+", default=[30], help="Webgrid sizes N (NxN; default: 30)")
+    cl.add_argument("--variants", nargs="+", default=["default"],
+                    help="configurations: default, no_speed_gain, oracle_labels, cursor_labels, slow_autopilot, "
+                         "observe_as_self, delay+20, delay-20, gain+20, gain-20, noise+20, noise-20 (default: default)")
+    cl.add_argument("--sensitivity", action="store_true",
+                    help="add the participant's delay, feedback gain and motor noise +-20%% variants")
+    cl.add_argument("--preset", default=None,
+                    help="implant preset at every channel count (e.g. cortex: one family whose decoding saturates "
+                         "like cortex); default: monkey_m1_utah96 at 96 ch, default otherwise")
     cl.add_argument("--json", action="store_true", help="print the result as JSON only")
     cl.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     cl.set_defaults(func=_run_closed_loop)
@@ -364,8 +376,10 @@ def _run_closed_loop(args: argparse.Namespace) -> int:
     _check_out(args)
     from cortexlink.bench import closed_loop
 
+    variants = list(dict.fromkeys(list(args.variants) + (list(closed_loop.SENSITIVITY) if args.sensitivity else [])))
     result = closed_loop.run(channels=args.channels, decoders=args.decoders, seeds=args.seeds,
-                             eval_s=args.eval_s, calibration_s=args.calibration_s, progress=not args.json)
+                             eval_s=args.eval_s, calibration_s=args.calibration_s, grids=args.grids,
+                             variants=variants, preset=args.preset, progress=not args.json)
     return _emit(result, args, closed_loop.print_summary)
 
 
