@@ -24,16 +24,16 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import math
 import os
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from cortexlink.bench.decode_sim import SIM96_PRESET, _bar, simulated_dataset
 from cortexlink.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,6 @@ __all__ = ["run_decode_bench", "simulated_dataset", "monkey_datasets", "step_lat
 
 DATASETS = ("chewie", "mihi", "sim96", "sim1024")
 SIM_SECONDS = {96: 300.0, 1024: 120.0}
-SIM96_PRESET = "monkey_m1_utah96"
 WIENER_LAGS = 5          # WienerFilter's default; the peer gets the same lag-stacked design
 
 
@@ -78,83 +77,7 @@ def monkey_datasets(folder: Path) -> dict[str, dict]:
     return out
 
 
-def simulated_dataset(n_channels: int, seconds: float, seed: int = 0, *, kinds: Sequence[str] | None = None,
-                      progress: bool = False, preset: str | None = None, intent_fn: Any = None) -> dict:
-    """Simulate an implant, extract 20 ms features and pair them with the true intent.
-
-    Parameters
-    ----------
-    n_channels : int
-        Without ``preset``: 96 uses the ``monkey_m1_utah96`` preset (calibrated against the real
-        monkey data), other counts the default preset.
-    seconds : float
-        Length of the recording.
-    seed : int
-        Simulator seed.
-    kinds : sequence of {"tx", "sbp"}, optional
-        Feature kinds given to the decoders (default: both at <= 128 channels, "sbp" above; both at
-        every count when ``preset`` is given).
-    preset : str, optional
-        A :data:`cortexlink.sim.PRESETS` name, built with ``n_channels`` channels.
-    intent_fn : callable, optional
-        The implant's ``intent_fn`` (e.g. :class:`cortexlink.sim.reach_intent.CentreOutIntent`);
-        default its built-in random-walk intent.
-
-    Returns
-    -------
-    dict
-        ``X_train, y_train, X_test, y_test`` (first 80% / last 20% of the valid bins),
-        ``click_train, click_test`` (click intent per bin), ``feature_names``,
-        ``channel_map`` (with the extractor's bad channels marked), ``n_bad_channels``, ``n_units``,
-        ``y_seen_test`` (the test intent plus the implant's shared noise: what its units encoded).
-    """
-    from cortexlink.core.types import BinnedFeatures
-    from cortexlink.dsp import FeatureExtractor
-    from cortexlink.sim import SimulatedImplant
-
-    if preset is None:
-        preset = SIM96_PRESET if n_channels == 96 else "default"
-        if kinds is None:
-            kinds = ("tx", "sbp") if n_channels <= 128 else ("sbp",)
-    imp = SimulatedImplant.from_preset(preset, seed=seed, n_channels=n_channels, intent_fn=intent_fn)
-    fx = FeatureExtractor(imp.channel_map, imp.fs_hz)
-    parts = []
-    n_chunks = int(math.ceil(seconds))
-    for _ in _bar(range(n_chunks), progress, f"simulate {n_channels} ch"):
-        parts.append(fx.step(imp.read_seconds(1.0)))
-    bf = BinnedFeatures.concat(parts)
-    kinds = ("tx", "sbp") if kinds is None else kinds
-    cols = [i for i, n in enumerate(bf.feature_names) if n.rsplit("/", 1)[-1] in kinds]
-    bad = fx.bad_channels_
-    bad_ids = {imp.channel_map.channel_ids[i] for i in np.flatnonzero(bad)}
-    cols = [i for i in cols if bf.feature_names[i].split("/", 1)[0] not in bad_ids]
-    X = np.asarray(bf.data[:, cols], dtype=np.float64)
-    rows = np.all(bf.valid[:, cols], axis=1) & np.all(np.isfinite(X), axis=1)
-    X = X[rows]
-    mid = bf.bin_start_samples[rows] + bf.bin_width_samples // 2
-    gt = imp.ground_truth()
-    vel, click = gt.intent_at(mid)
-    seen = vel + imp.shared_noise_at(mid)
-    n = X.shape[0]
-    n_tr = int(round(0.8 * n))
-    return {"X_train": X[:n_tr], "y_train": vel[:n_tr], "X_test": X[n_tr:], "y_test": vel[n_tr:],
-            "click_train": click[:n_tr], "click_test": click[n_tr:], "y_seen_test": seen[n_tr:],
-            "feature_names": tuple(bf.feature_names[i] for i in cols), "channel_map": fx.channel_map_,
-            "n_features": len(cols), "n_bad_channels": int(bad.sum()), "kinds": list(kinds), "n_units": imp.n_units,
-            "split": "time-ordered: first 80% of valid bins train, last 20% test",
-            "bin_ms": bf.bin_width_s * 1000.0, "seconds": float(n_chunks), "seed": seed,
-            "source": f"cortexlink.sim ({preset} preset) + cortexlink.dsp.FeatureExtractor"}
-
-
 # ----------------------------------------------------------------------------- helpers
-
-def _bar(it: Iterable, enabled: bool, desc: str):
-    if not enabled:
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc=desc, file=sys.stderr, leave=False)
-
 
 @contextlib.contextmanager
 def _single_thread():

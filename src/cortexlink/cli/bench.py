@@ -42,26 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     d.set_defaults(func=_run_dsp)
 
-    dec = bsub.add_parser("decode", help="decoder accuracy, fit time and step latency",
-                          description="Runs every decoder on the real monkey M1 centre-out data and on "
-                                      "simulated data (96 and 1024 channels), with the neural-decoding "
-                                      "package's Wiener and Kalman filters side by side.")
-    dec.add_argument("--data", type=Path, default=None, help="monkey_m1_center_out folder (default: ../shared/data/monkey_m1_center_out if present)")
-    dec.add_argument("--n-steps", type=int, default=10000, help="streaming steps timed per decoder (default: 10000)")
-    dec.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
-                     help="subset of chewie mihi sim96 sim1024 (default: all; none with --sim-preset)")
-    dec.add_argument("--sim-preset", nargs="+", default=None, metavar="PRESET", help="also score these simulator "
-                     "presets on a centre-out intent at each --sim-channels and --sim-seeds (rows sim:PRESET/CHANNELS)")
-    dec.add_argument("--sim-channels", nargs="+", type=int, default=None, metavar="N", help="default: 96 256 1024")
-    dec.add_argument("--sim-seeds", nargs="+", type=int, default=None, metavar="SEED", help="default: 0 1")
-    dec.add_argument("--sim-seconds", type=float, default=None, metavar="S", help="simulated per row (default: 120)")
-    dec.add_argument("--sim-decoders", nargs="+", default=None, metavar="NAME",
-                     help="KalmanFilter WienerFilter (default: KalmanFilter)")
-    dec.add_argument("--no-gru-fit-target", action="store_true",
-                     help="skip timing GRUDecoder on 30,000 bins x 1024 features (~1 minute)")
-    dec.add_argument("--json", action="store_true", help="print the result as JSON only")
-    dec.add_argument("--out", type=Path, default=None, help=OUT_HELP)
-    dec.set_defaults(func=_run_decode)
+    from cortexlink.cli._bench_decode import add_parser as add_decode
+
+    add_decode(bsub, OUT_HELP, _run_decode)
 
     cl = bsub.add_parser("closed-loop", help="Webgrid bits per second per decoder, channel count, grid and seed",
                          description="Closed-loop Webgrid (click to select) with a simulated participant: each "
@@ -361,15 +344,9 @@ def _run_dsp(args: argparse.Namespace) -> int:
 
 def _run_decode(args: argparse.Namespace) -> int:
     _check_out(args)
-    from cortexlink.bench import decode
+    from cortexlink.cli._bench_decode import run as run_decode
 
-    only_sim = args.sim_preset is not None and args.datasets is None
-    result = decode.run_decode_bench(datasets=[] if only_sim else args.datasets, data=args.data, n_steps=args.n_steps,
-                                     progress=not args.json, gru_fit_target=not (args.no_gru_fit_target or only_sim),
-                                     sim_presets=args.sim_preset, sim_channels=args.sim_channels,
-                                     sim_seeds=args.sim_seeds, sim_preset_seconds=args.sim_seconds,
-                                     sim_decoders=args.sim_decoders)
-    return _emit(result, args, decode.print_summary)
+    return run_decode(args, _emit)
 
 
 def _run_closed_loop(args: argparse.Namespace) -> int:
