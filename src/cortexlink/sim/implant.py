@@ -25,6 +25,13 @@ Poisson process with an absolute refractory period (time rescaling, exact). The 
 ``w`` a unit-norm random tuning vector, ``speech_depth`` 0 for units not tuned to speech (one
 matrix-vector product per block).
 
+Shared and private variability (off by default; :class:`~cortexlink.sim.ImplantConfig`'s
+``shared_noise`` and ``overdispersion``): every unit encodes ``v + eps`` instead of ``v``, ``eps``
+one 2-D Ornstein-Uhlenbeck noise for the whole implant (information-limiting: decoders saturate
+below R² = 1 however many channels; :meth:`SimulatedImplant.shared_noise_at`), and each unit's
+rate is multiplied by a log-normal gain of its own that drifts over ``overdispersion_tau_s``
+(super-Poisson counts). Each draws from its own random stream, one step per block.
+
 Sorting realism (off by default; :mod:`cortexlink.sim._sorting_realism`): spatial footprints
 over neighbouring electrodes (``footprint_um``), rigid positional drift along the probe
 (``probe_drift_um``), bursts with ISI-dependent amplitude attenuation (``burst_*``) and per-spike
