@@ -1,5 +1,7 @@
 """The closed-loop session on the runtime: participant, implant, dsp, decoder and cursor as nodes."""
 
+import numpy as np
+
 from cortexlink.runtime.session import session_to_graph
 from cortexlink.runtime.runner import GraphRunner, run_graph
 from cortexlink.runtime.session import run_session
@@ -59,3 +61,19 @@ def test_a_session_file_becomes_a_graph(tmp_path):
     g = session_to_graph(path)
     assert g["nodes"]["cursor"]["params"]["blocks"][0]["seconds"] == 10.0
     assert g["nodes"]["implant"]["params"]["config"] == {"n_channels": 48}
+
+
+def test_click_freeze_holds_the_cursor_while_a_click_builds_up():
+    """freeze_proba 0 holds the cursor on every decoded bin (the click decoder's probability is
+    always >= 0); without it the same decoder moves the cursor."""
+    blocks = SESSION["blocks"][:2] + [{"kind": "evaluation", "task": "centre_out", "seconds": 3.0,
+                                       "task_params": {"click": True}}]
+    runs = {}
+    for fz in (None, 0.0):
+        s = {**SESSION, "blocks": blocks, "click_decoder": {"enabled": True, "freeze_proba": fz}}
+        runner = GraphRunner(session_to_graph(s))
+        res = runner.run()
+        xy = runner.by_name["cursor"].node.traces[-1]["cursor_xy"]
+        runs[fz] = (res["nodes"]["decoder"]["summary"]["n_frozen_bins"], np.ptp(xy, axis=0).max())
+    assert runs[None][0] == 0 and runs[None][1] > 0.01
+    assert runs[0.0][0] == 150 and runs[0.0][1] == 0.0

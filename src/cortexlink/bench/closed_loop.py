@@ -8,7 +8,8 @@ Each (decoder, channel count, grid, seed, variant) is one session run on the run
    ``seed + 1000``); the decoder and the click decoder are fitted on it with the labels a lab
    records (``labels``, default ``target``: the direction to the target at the cursor's speed,
    with the lag chosen from the data) and a speed gain whose dead zone is set from the rest
-   noise measured on held-out calibration bins;
+   noise measured on held-out calibration bins; the cursor holds still while a click builds up
+   (the click decoder's probability >= 0.3);
 2. for ReFIT-Kalman: a closed-loop block (grid seed ``seed + 2000``), then the ReFIT refit;
 3. a Webgrid evaluation block (grid seed ``seed``, the same for every decoder), closed loop.
 
@@ -18,7 +19,8 @@ intent, click = click intent) runs the evaluation block without the implant: the
 the participant's own control.
 
 *Variants* (:data:`VARIANTS`) change one thing in the default configuration: an ablation row
-(``no_speed_gain``, ``oracle_labels``, ``cursor_labels``, ``slow_autopilot``) or the
+(``no_speed_gain``, ``no_click_freeze``, ``oracle_labels``, ``cursor_labels``, ``slow_autopilot``,
+``observe_as_self``) or the
 participant's delay, feedback gain or motor noise by +-20 % (``delay+20`` ...). Each row carries
 the control metrics of :func:`cortexlink.tasks.loop_metrics.control_metrics` (decoded speed at
 rest, drift over the visual delay in cell half-widths, wrong clicks' speed and distance, click
@@ -53,6 +55,7 @@ VARIANTS: dict[str, list[tuple[tuple[str, ...], Any]]] = {
     "cursor_labels": [(("decoder", "labels"), "cursor")],
     "slow_autopilot": [(("loop", "autopilot_speed"), 1.0)],
     "observe_as_self": [(_P + ("observation",), "self")],
+    "no_click_freeze": [(("click_decoder", "freeze_proba"), None)],
     "delay+20": [(_P + ("visual_delay_s",), ("*", 1.2))],
     "delay-20": [(_P + ("visual_delay_s",), ("*", 0.8))],
     "gain+20": [(_P + ("feedback_gain_per_s",), ("*", 1.2))],
@@ -102,7 +105,7 @@ def session(decoder: str, channels: int, seed: int, *, calibration_s: float = 60
          "participant": {}, "loop": {}}
     defaults = ParticipantConfig()
     for path, value in VARIANTS[variant]:
-        if decoder == "perfect" and path[0] in ("decoder", "loop"):
+        if decoder == "perfect" and path[0] in ("decoder", "loop", "click_decoder"):
             continue                      # nothing fitted: the variant changes nothing
         if isinstance(value, tuple) and value and value[0] == "*":
             value = getattr(defaults, path[-1]) * value[1]
@@ -169,7 +172,7 @@ def run(channels: Sequence[int] = CHANNELS, decoders: Sequence[str] = DECODERS, 
         "results": [], "summary": {}}
     cells = [(seed, dec, ch, g, v) for seed in seeds for v in variants for g in grids for dec in decoders
              for ch in (channels if dec != "perfect" else channels[:1])
-             if not (dec == "perfect" and any(p[0] in ("decoder", "loop") for p, _ in VARIANTS[v]))]
+             if not (dec == "perfect" and any(p[0] in ("decoder", "loop", "click_decoder") for p, _ in VARIANTS[v]))]
     t_all = time.perf_counter()
     with tqdm(total=len(cells), desc="bench closed-loop", unit="session", disable=not progress) as bar:
         for seed, dec, ch, g, v in cells:

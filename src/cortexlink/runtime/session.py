@@ -16,7 +16,8 @@ order::
     decoder: {kind: refit_kalman, params: {}}         # wiener | kalman | refit_kalman | gru | perfect
       # also: labels (target | cursor | intent), label_lag_s (null: from the data),
       # speed_gain (null | auto | half-gain speed in units/s)
-    click_decoder: {enabled: true, params: {}}
+    click_decoder: {enabled: true, params: {}}        # also: freeze_proba (hold the cursor while a click
+                                                      # builds up; default 0.3, null: never)
     blocks:
       - {kind: calibration, task: centre_out, seconds: 60}
       - {kind: fit}
@@ -233,7 +234,10 @@ def load_session(source: str | Path | dict | None = None) -> dict:
     _decoder_fit_options(dec)
     out["decoder"] = dec
 
-    clk = dict(_mapping("click_decoder", cfg.get("click_decoder", {}) or {}, {"enabled", "params"}))
+    clk = dict(_mapping("click_decoder", cfg.get("click_decoder", {}) or {}, {"enabled", "params", "freeze_proba"}))
+    fz = clk.get("freeze_proba")
+    if fz is not None and (isinstance(fz, bool) or not isinstance(fz, (int, float)) or not 0 <= fz <= 1):
+        raise _where("click_decoder.freeze_proba", f"must be null (never) or a probability in [0, 1]; got {brief(fz)}")
     if not isinstance(clk.get("enabled", True), bool):
         raise _where("click_decoder.enabled", f"must be true or false; got {brief(clk.get('enabled'))}")
     clk.setdefault("enabled", True)
@@ -292,7 +296,9 @@ def loop_nodes(cfg: dict, *, chunk_ms: float, placement: str = "main") -> dict[s
                                                           "click": cfg["click_decoder"]["enabled"],
                                                           "click_params": cfg["click_decoder"]["params"],
                                                           **{k: cfg["decoder"][k] for k in DECODER_FIT_OPTIONS
-                                                             if k in cfg["decoder"]}},
+                                                             if k in cfg["decoder"]},
+                                                          **({"click_freeze_proba": cfg["click_decoder"]["freeze_proba"]}
+                                                             if "freeze_proba" in cfg["click_decoder"] else {})},
                             "inputs": {"features": "dsp.features", "labels": "participant.intent",
                                        "control": "cursor.control"}, **sub}
     nodes["cursor"] = cursor
