@@ -316,7 +316,7 @@ def run_decode_bench(datasets: Sequence[str] | None = None, n_steps: int = 10000
         Also time ``GRUDecoder()`` on 30,000 bins x 1024 features.
     sim_presets : sequence of str, optional
         Also score these simulator presets at each of ``sim_channels`` (default 96, 256, 1024) and
-        ``sim_seeds`` (default 0, 1) on a centre-out intent, ``sim_preset_seconds`` (default 120)
+        ``sim_seeds`` (default 0-3) on a centre-out intent, ``sim_preset_seconds`` (default 120)
         each, with ``sim_decoders`` (default KalmanFilter): ``result["sim_presets"]``
         (:func:`cortexlink.bench.decode_sim.score_sim_presets`).
 

@@ -24,7 +24,7 @@ def add_parser(bsub: argparse._SubParsersAction, out_help: str, func: Callable) 
     dec.add_argument("--sim-preset", nargs="+", default=None, metavar="PRESET", help="also score these simulator "
                      "presets on a centre-out intent at each --sim-channels and --sim-seeds (rows sim:PRESET/CHANNELS)")
     dec.add_argument("--sim-channels", nargs="+", type=int, default=None, metavar="N", help="default: 96 256 1024")
-    dec.add_argument("--sim-seeds", nargs="+", type=int, default=None, metavar="SEED", help="default: 0 1")
+    dec.add_argument("--sim-seeds", nargs="+", type=int, default=None, metavar="SEED", help="default: 0 1 2 3")
     dec.add_argument("--sim-seconds", type=float, default=None, metavar="S", help="simulated per row (default: 120)")
     dec.add_argument("--sim-decoders", nargs="+", default=None, metavar="NAME",
                      help="KalmanFilter WienerFilter (default: KalmanFilter)")
