@@ -67,3 +67,23 @@ def test_bad_input_is_refused(kw, msg):
 def test_run_decode_bench_refuses_a_bad_preset_before_running():
     with pytest.raises(ConfigError, match="sim presets must be one or more of"):
         run_decode_bench(datasets=[], sim_presets=["nope"], progress=False, gru_fit_target=False)
+
+
+def test_cli_sim_preset_rows_only(capsys):
+    from cortexlink.cli.main import main
+
+    rc = main(["bench", "decode", "--sim-preset", "tiny", "--sim-channels", "8", "--sim-seeds", "0", "1",
+               "--sim-seconds", "10", "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["datasets"] == {} and "gru_fit_30000x1024" not in res    # only the preset rows were asked for
+    assert [(r["dataset"], r["seed"], r["decoder"]) for r in res["sim_presets"]["rows"]] == [
+        ("sim:tiny/8", 0, "KalmanFilter"), ("sim:tiny/8", 1, "KalmanFilter")]
+
+
+def test_cli_refuses_an_unknown_preset(capsys):
+    from cortexlink.cli.main import main
+
+    rc = main(["bench", "decode", "--sim-preset", "nope", "--json"])
+    assert rc != 0
+    assert "sim presets must be one or more of" in capsys.readouterr().err
