@@ -305,7 +305,7 @@ def _load_decoder(folder: Path, rel: str, block: str) -> Any:
 
 def _replay_decoders(src: Any, F_s: np.ndarray, F: np.ndarray, width: int) -> dict | None:
     """Step the recorded decoders over the closed-loop blocks' bins as the live session did (with
-    the speed gain each block's decoder went live with)."""
+    the speed gain and click freeze each block's decoder went live with)."""
     from cortexlink.decoders.speed_gain import SpeedGain
 
     events = src.events()
@@ -334,6 +334,7 @@ def _replay_decoders(src: Any, F_s: np.ndarray, F: np.ndarray, width: int) -> di
         clk = get(b.get("click_decoder_file"))
         sg = b.get("speed_gain")
         gain = None if not sg else SpeedGain(float(sg["s0_units_s"]), sg.get("rest_speed_units_s"))
+        freeze = b.get("click_freeze_proba")
         dec.reset_state()
         if clk is not None:
             clk.reset_state()
@@ -343,7 +344,12 @@ def _replay_decoders(src: Any, F_s: np.ndarray, F: np.ndarray, width: int) -> di
             v = np.asarray(dec.step(x), dtype=float).reshape(-1)[:2]
             if gain is not None:
                 v = gain(v)
-            p = float(clk.step(x).proba) if clk is not None else float("nan")
+            p = float("nan")
+            if clk is not None:
+                cs = clk.step(x)
+                p = float(cs.proba)
+                if freeze is not None and (cs.state == 1 or p >= freeze):
+                    v = np.zeros(2)
             out_s.append(int(s))
             out.append((v[0], v[1], p))
     return {"samples": np.asarray(out_s, np.int64), "data": np.asarray(out, np.float64).reshape(-1, 3),

@@ -293,7 +293,8 @@ class DecoderNode(Node):
         entry: dict[str, Any] = {"classes": {"decoder_file": type(self.decoder).__name__,
                                              "click_file": None if self.click_dec is None else type(self.click_dec).__name__},
                                  "sample": self._last_sample, "decoder_file": None, "click_file": None,
-                                 "speed_gain": info["speed_gain"]}
+                                 "speed_gain": info["speed_gain"],
+                                 "click_freeze_proba": self.params["click_freeze_proba"]}
         if sd:
             Path(sd).mkdir(parents=True, exist_ok=True)
             entry["decoder_file"] = str(self.decoder.save(Path(sd) / f"{self.name}-v{self.version}.npz"))

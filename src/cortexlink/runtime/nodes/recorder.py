@@ -316,12 +316,13 @@ class RecorderNode(Node):
         self._live[version] = tuple(files)
         return self._live[version]
 
-    def _speed_gain(self, version: int | None) -> dict | None:
-        """The speed gain decoder version ``version`` went live with (None: none)."""
+    def _output_stage(self, version: int | None) -> dict:
+        """What decoder version ``version`` did to its output: ``speed_gain`` and
+        ``click_freeze_proba`` (None: nothing), for replay."""
         if version is None or not self._dec:
-            return None
-        info = self.ctx.bus.get_info(f"{self._dec}/models") or {}
-        return (info.get(str(version)) or {}).get("speed_gain")
+            return {"speed_gain": None, "click_freeze_proba": None}
+        v = (self.ctx.bus.get_info(f"{self._dec}/models") or {}).get(str(version)) or {}
+        return {"speed_gain": v.get("speed_gain"), "click_freeze_proba": v.get("click_freeze_proba")}
 
     def _write_start(self, e: dict, sample: int, version: int | None) -> None:
         files = (None, None) if version is None else self._decoder_files(version)
@@ -331,7 +332,7 @@ class RecorderNode(Node):
             cols = info.get("columns")
         self.rec.event("block_start", sample=sample, name=e["name"], mode=e.get("mode"), task=e.get("task"),
                        block_kind=e.get("block_kind"), feature_columns=cols, decoder_file=files[0],
-                       click_decoder_file=files[1], speed_gain=self._speed_gain(version),
+                       click_decoder_file=files[1], **self._output_stage(version),
                        **{k: e[k] for k in ("split", "n_sentences") if k in e})   # a speech block's sentence pool
 
     # -- step -------------------------------------------------------------------------------
