@@ -170,4 +170,5 @@ def test_bench_closed_loop_variants_change_one_thing_each():
     assert session("kalman", 96, 0, variant="delay+20")["participant"] == {"visual_delay_s": pytest.approx(1.2 * d)}
     assert session("perfect", 96, 0, variant="no_speed_gain")["decoder"] == {"kind": "perfect"}   # nothing to fit
     assert set(SENSITIVITY) <= set(VARIANTS)
-    assert session("kalman", 256, 0, preset="cortex")["implant"] == {"preset": "cortex", "n_channels": 256}
+    assert session("kalman", 256, 0)["implant"] == {"preset": "cortex", "n_channels": 256}
+    assert session("kalman", 96, 0, preset=None)["implant"] == {"preset": "monkey_m1_utah96"}

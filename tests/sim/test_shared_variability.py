@@ -162,6 +162,24 @@ def test_shared_noise_at_is_stationary_with_the_configured_sd():
         imp.shared_noise_at([-1])
 
 
+def test_signal_dependent_shared_noise_grows_with_the_intended_speed():
+    kw = dict(n_channels=2, n_dead=0, n_saturating=0, seed=9, block_size=64, shared_noise_speed=0.3,
+              shared_noise_tau_s=0.002)
+    still = SimulatedImplant(**kw)
+    still.set_intent(velocity=(0.0, 0.0))
+    still.read(64 * 500)
+    assert np.all(still.shared_noise_at(still.ground_truth().intent_samples) == 0.0)   # rest: no shared noise
+    moving = SimulatedImplant(**kw)
+    moving.set_intent(velocity=(2.0, 0.0))
+    moving.read(64 * 4000)
+    eps = moving.shared_noise_at(moving.ground_truth().intent_samples)
+    np.testing.assert_allclose(eps.std(0), 0.3 * 2.0, rtol=0.1)
+    with pytest.raises(ConfigError, match="shared_noise_speed"):
+        ImplantConfig(shared_noise_speed=-1.0)
+    assert ImplantConfig().shared_noise_speed == 0.0
+    assert PRESETS["cortex"].shared_noise_speed > PRESETS["cortex"].shared_noise     # mostly signal-dependent
+
+
 def _fano(overdispersion: float) -> float:
     imp = SimulatedImplant(n_channels=8, n_dead=0, n_saturating=0, units_per_channel_p=(0.0, 1.0), seed=6,
                            drift=0.0, baseline_hz_range=(30.0, 30.0), depth_hz_range=(0.0, 0.0),

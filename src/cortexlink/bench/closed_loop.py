@@ -40,7 +40,7 @@ from cortexlink.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run", "print_summary", "session", "DECODERS", "CHANNELS", "VARIANTS", "SENSITIVITY"]
+__all__ = ["run", "print_summary", "session", "DECODERS", "CHANNELS", "VARIANTS", "SENSITIVITY", "PRESET"]
 
 DECODERS = ("perfect", "wiener", "kalman", "refit_kalman", "gru")
 CHANNELS = (96, 256, 1024)
@@ -65,6 +65,9 @@ VARIANTS: dict[str, list[tuple[tuple[str, ...], Any]]] = {
 }
 #: The +-20 % variants (``--sensitivity``).
 SENSITIVITY = ("delay+20", "delay-20", "gain+20", "gain-20", "noise+20", "noise-20")
+#: The implant preset family at every channel count: ``cortex`` (one set of unit statistics, shared
+#: information-limiting variability and overdispersed counts; see :data:`cortexlink.sim.PRESETS`).
+PRESET = "cortex"
 
 
 def _labels_of(s: dict) -> str:
@@ -74,11 +77,12 @@ def _labels_of(s: dict) -> str:
 
 
 def session(decoder: str, channels: int, seed: int, *, calibration_s: float = 60.0, refit_s: float = 40.0,
-            eval_s: float = 60.0, grid: int = 30, variant: str = "default", preset: str | None = None) -> dict:
+            eval_s: float = 60.0, grid: int = 30, variant: str = "default", preset: str | None = PRESET) -> dict:
     """The session one benchmark cell runs (a dict for :func:`~cortexlink.runtime.session.run_session`).
 
-    ``preset``: the implant preset at every channel count (``n_channels`` set to ``channels``);
-    None: ``monkey_m1_utah96`` at 96 channels and ``default`` otherwise.
+    ``preset``: the implant preset at every channel count (``n_channels`` set to ``channels``;
+    default :data:`PRESET`); None: the former pair, ``monkey_m1_utah96`` at 96 channels and
+    ``default`` otherwise.
     """
     from cortexlink.bench.decode import SIM96_PRESET
     from cortexlink.sim.participant import ParticipantConfig
@@ -148,7 +152,7 @@ def _check(channels: Sequence[int], decoders: Sequence[str], seeds: Sequence[int
 
 def run(channels: Sequence[int] = CHANNELS, decoders: Sequence[str] = DECODERS, seeds: Sequence[int] = (0, 1, 2),
         *, calibration_s: float = 60.0, refit_s: float = 40.0, eval_s: float = 60.0, grid: int = 30,
-        grids: Sequence[int] | None = None, variants: Sequence[str] = ("default",), preset: str | None = None,
+        grids: Sequence[int] | None = None, variants: Sequence[str] = ("default",), preset: str | None = PRESET,
         progress: bool = True) -> dict:
     """Run the closed-loop benchmark; return JSON-able results (see the module docstring).
 
@@ -218,7 +222,7 @@ def print_summary(result: dict) -> None:
     m = result["machine"]
     s = result["settings"]
     print(f"machine: {m['cpu']} ({m['cores']} cores); {len(s['seeds'])} seeds; {s['eval_s']:.0f} s evaluation blocks; "
-          f"preset {s.get('preset') or 'default (monkey_m1_utah96 at 96 ch)'}")
+          f"preset {s.get('preset') or 'legacy (monkey_m1_utah96 at 96 ch, default otherwise)'}")
     chans = s["channels"]
     for g in s.get("grids", [s.get("grid", 30)]):
         for v in s.get("variants", ["default"]):

@@ -66,9 +66,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          "observe_as_self, delay+20, delay-20, gain+20, gain-20, noise+20, noise-20 (default: default)")
     cl.add_argument("--sensitivity", action="store_true",
                     help="add the participant's delay, feedback gain and motor noise +-20%% variants")
-    cl.add_argument("--preset", default=None,
-                    help="implant preset at every channel count (e.g. cortex: one family whose decoding saturates "
-                         "like cortex); default: monkey_m1_utah96 at 96 ch, default otherwise")
+    cl.add_argument("--preset", default="cortex",
+                    help="implant preset at every channel count (default: cortex, one family whose decoding "
+                         "saturates like cortex); legacy: monkey_m1_utah96 at 96 ch and default otherwise")
     cl.add_argument("--json", action="store_true", help="print the result as JSON only")
     cl.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     cl.set_defaults(func=_run_closed_loop)
@@ -356,7 +356,8 @@ def _run_closed_loop(args: argparse.Namespace) -> int:
     variants = list(dict.fromkeys(list(args.variants) + (list(closed_loop.SENSITIVITY) if args.sensitivity else [])))
     result = closed_loop.run(channels=args.channels, decoders=args.decoders, seeds=args.seeds,
                              eval_s=args.eval_s, calibration_s=args.calibration_s, grids=args.grids,
-                             variants=variants, preset=args.preset, progress=not args.json)
+                             variants=variants, preset=None if args.preset == "legacy" else args.preset,
+                             progress=not args.json)
     return _emit(result, args, closed_loop.print_summary)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from cortexlink.core.errors import ValidationError
 from cortexlink.sim import _kernels as K
 from cortexlink.sim._implant_structure import (_ARTIFACT_MS, _PINK_K, _PINK_P, _STREAM_BLOCK, _STREAM_GAIN,
-                                               _STREAM_SHARED)
+                                               _STREAM_SHARED, _STREAM_SHARED_SPEED)
 from cortexlink.sim.waveforms import artifact_shape
 
 
@@ -47,15 +47,24 @@ class _BlockGenerator:
         v = self._iv * self._intent_scale * (1.0 - 0.8 * click)  # slow down while clicking
         return float(v[0]), float(v[1]), click
 
-    def _step_shared_noise(self, k: int) -> tuple[float, float]:
-        """Advance the shared intent noise to block ``k`` (its own stream; nothing drawn when off)."""
+    def _step_shared_noise(self, k: int, speed: float) -> tuple[float, float]:
+        """Advance the shared intent noise to block ``k`` whose intended speed is ``speed`` (their own
+        streams; nothing drawn when off): the constant part plus ``shared_noise_speed * speed``
+        times a unit OU process."""
         sd = self._cfg.shared_noise
         if sd > 0:
             a = self._shared_a
             n = np.random.default_rng([self._cfg.seed, _STREAM_SHARED, k]).standard_normal(2)
             self._shared_eps = a * self._shared_eps + math.sqrt(1 - a * a) * sd * n
-        self._gt_shared.append(self._shared_eps[None, :])
-        return float(self._shared_eps[0]), float(self._shared_eps[1])
+        eps = self._shared_eps
+        f = self._cfg.shared_noise_speed
+        if f > 0:
+            a = self._shared_a
+            n = np.random.default_rng([self._cfg.seed, _STREAM_SHARED_SPEED, k]).standard_normal(2)
+            self._shared_z = a * self._shared_z + math.sqrt(1 - a * a) * n
+            eps = eps + f * speed * self._shared_z
+        self._gt_shared.append(eps[None, :])
+        return float(eps[0]), float(eps[1])
 
     def _step_gain(self, k: int) -> np.ndarray:
         """Advance every unit's log-gain to block ``k`` and return the gains (mean 1)."""
@@ -84,7 +93,7 @@ class _BlockGenerator:
             lost = self._alive & (rng.random(U) < self._loss_p)
             self._alive &= ~lost
             self._lost[lost] = s0
-        ex, ey = self._step_shared_noise(k)
+        ex, ey = self._step_shared_noise(k, math.hypot(vx, vy))
         rates = (base + self._depth * ((vx + ex) * self._pd[:, 0] + (vy + ey) * self._pd[:, 1])
                  + self._click_depth * click)
         if self._speech_a is not None:

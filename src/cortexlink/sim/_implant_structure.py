@@ -25,7 +25,7 @@ _STREAM_SETUP, _STREAM_BLOCK, _STREAM_STATE, _STREAM_SPIKES = 0, 1, 2, 3
 _STREAM_SPEECH, _STREAM_DAY = 4, 5
 # (6: stimulation artefacts, sorting realism.) Shared intent noise and per-unit gain noise have
 # their own streams too: with shared_noise == overdispersion == 0 nothing is drawn from them.
-_STREAM_SHARED, _STREAM_GAIN = 7, 8
+_STREAM_SHARED, _STREAM_GAIN, _STREAM_SHARED_SPEED = 7, 8, 9
 # 1/f-like noise: Paul Kellet's economy pink filter (three one-pole sections of one white input).
 _PINK_P = np.array([0.99765, 0.96300, 0.57000])
 _PINK_K = np.array([0.0990460, 0.2965164, 1.0526913])

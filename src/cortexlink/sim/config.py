@@ -160,7 +160,14 @@ class ImplantConfig(ConfigMixin):
         one step per internal block from its own random stream. The noise each block saw is
         :meth:`SimulatedImplant.shared_noise_at`.
     shared_noise_tau_s : float
-        Correlation time of ``shared_noise`` (0.001 to 100 s; default 0.1 s).
+        Correlation time of ``shared_noise`` and ``shared_noise_speed`` (0.001 to 100 s; default
+        0.1 s).
+    shared_noise_speed : float
+        Signal-dependent part of the shared noise (0 to 10; 0, the default, leaves every output as
+        it was): a second 2-D noise, ``shared_noise_speed * |v|`` times a unit Ornstein-Uhlenbeck
+        process of its own stream (same time constant), added to ``eps``. Variability that grows
+        with the movement, as motor noise does (Harris & Wolpert 1998 Nature 394:780): it caps R²
+        over movements like ``shared_noise`` while leaving a resting intent nearly still.
     overdispersion : float
         Private, per-unit multiplicative gain noise (0 to 2; 0, the default, leaves every output as
         it was): each unit's rate is multiplied by ``exp(overdispersion * x - overdispersion**2 / 2)``
@@ -281,6 +288,7 @@ class ImplantConfig(ConfigMixin):
     day_shift_um: float = 0.0
     shared_noise: float = 0.0
     shared_noise_tau_s: float = 0.1
+    shared_noise_speed: float = 0.0
     overdispersion: float = 0.0
     overdispersion_tau_s: float = 0.5
 
@@ -372,6 +380,7 @@ class ImplantConfig(ConfigMixin):
                               f"probe); got day_shift_um={self.day_shift_um!r}, footprint_um=0")
         s("shared_noise", check_range("shared_noise", self.shared_noise, 0.0, 10.0))
         s("shared_noise_tau_s", check_range("shared_noise_tau_s", self.shared_noise_tau_s, 0.001, 100.0))
+        s("shared_noise_speed", check_range("shared_noise_speed", self.shared_noise_speed, 0.0, 10.0))
         s("overdispersion", check_range("overdispersion", self.overdispersion, 0.0, 2.0))
         s("overdispersion_tau_s", check_range("overdispersion_tau_s", self.overdispersion_tau_s, 0.001, 1000.0))
 
@@ -408,20 +417,27 @@ PRESETS: dict[str, ImplantConfig] = {
     # statistics are the same at every count, only the number of electrodes changes. The electrode
     # model (30 kHz, 50 µm pitch, noise, MUA, LFP, line noise, artefacts, faulty channels) is
     # `default`'s. Calibrated, with the default KalmanFilter on the dsp's default features (tx + sbp,
-    # 20 ms bins) and a centre-out intent (sim.reach_intent.CentreOutIntent), 120 s per row, seeds
-    # 0-7: offline velocity R² 0.56 ± 0.07 at 96 ch (real M1 Utah arrays ~0.5-0.65; this repository's
-    # Kalman on the monkey_m1_center_out recordings 0.52 Chewie, 0.74 Mihi), 0.69 ± 0.04 at 256 ch,
-    # 0.79 ± 0.02 at 1024 ch, under the 0.88 ceiling the shared noise leaves.
-    # Reproduce: cortexlink bench decode --sim-preset cortex --sim-seeds 0 1 2 3 4 5 6 7.
+    # 20 ms bins) and a centre-out intent (sim.reach_intent.CentreOutIntent), 120 s per row. With the
+    # constant shared noise alone (0.135; seeds 0-7): R² 0.56 ± 0.07 at 96 ch (real M1 Utah arrays
+    # ~0.5-0.65; this repository's Kalman on the monkey_m1_center_out recordings 0.52 Chewie, 0.74
+    # Mihi), 0.69 ± 0.04 at 256 ch, 0.79 ± 0.02 at 1024 ch. With the noise made mostly
+    # signal-dependent (below; seeds 0-1): 0.565/0.671 at 96 ch, 0.667/0.752 at 256, 0.797/0.830 at
+    # 1024 (those seeds gave 0.586/0.688 and 0.779/0.828 with the constant noise), under a ceiling
+    # of 0.85-0.88.
+    # Reproduce: cortexlink bench decode --sim-preset cortex --sim-seeds 0 1.
     # - units_per_channel_p, snr_range, baseline_hz_range, click units: `default`'s (1.3 units per
     #   electrode, SNR 2-20, baselines 2-30 Hz, 15 % click-tuned units), unchanged.
     # - depth_hz_range 2-21 Hz per unit speed: calibrated (with the two noises) to the R² above;
     #   M1 cosine tuning spans a few to a few tens of Hz (Georgopoulos et al. 1982 J Neurosci 2:1527).
-    # - shared_noise 0.135 (intent units; the centre-out intent's per-axis SD is ~0.36):
-    #   information-limiting noise (Moreno-Bote et al. 2014 Nat Neurosci 17:1410); its size is
-    #   calibrated so R² saturates below 0.85 however many channels (the R² ceiling of the intent
-    #   cortex encoded is 0.85-0.90 over seeds 0-7). shared_noise_tau_s 0.1 s: chosen, not measured
-    #   (slower than a 20 ms bin, faster than a 0.3-0.8 s reach).
+    # - shared_noise 0.03 + shared_noise_speed 0.28 x the intended speed (intent units; the
+    #   centre-out intent's per-axis SD is ~0.36): information-limiting noise (Moreno-Bote et al.
+    #   2014 Nat Neurosci 17:1410) sized so R² saturates near 0.8 however many channels. Mostly
+    #   signal-dependent, like motor variability (Harris & Wolpert 1998): a constant 0.135 gives the
+    #   same offline R² but makes a resting intent drift at ~0.14 units/s (~0.8 Webgrid 30x30
+    #   half-cells over the participant's visual delay), which would cap closed-loop Webgrid near
+    #   3 bps at any channel count (Kalman, 1024 ch, seed 0: 2.78 bps), far below the 8-9.5 bps
+    #   people reach with 1,024 electrodes. shared_noise_tau_s 0.1 s: chosen, not measured (slower
+    #   than a 20 ms bin, faster than a 0.3-0.8 s reach).
     # - overdispersion 0.5, overdispersion_tau_s 0.5 s: Fano factor up to 1 + 0.28 x the mean count
     #   for windows much shorter than 0.5 s; measured 1.36 (median, units over 10 Hz, 100 ms
     #   windows, intent held at 0; 0.94 without it), near the ~1.5 of pre-stimulus M1/PMd counts
@@ -429,7 +445,8 @@ PRESETS: dict[str, ImplantConfig] = {
     #   2014 Nat Neurosci 17:858.
     "cortex": ImplantConfig(
         units_per_channel_p=(0.25, 0.35, 0.25, 0.15), depth_hz_range=(2.0, 21.0),
-        shared_noise=0.135, shared_noise_tau_s=0.1, overdispersion=0.5, overdispersion_tau_s=0.5,
+        shared_noise=0.03, shared_noise_speed=0.28, shared_noise_tau_s=0.1, overdispersion=0.5,
+        overdispersion_tau_s=0.5,
     ),
     "dense4096": ImplantConfig(n_channels=4096, n_dead=12, n_saturating=6),
     "tiny": ImplantConfig(n_channels=16, n_dead=1, n_saturating=1),

@@ -69,6 +69,7 @@ from cortexlink.core.validation import check_positive
 from cortexlink.sim import _kernels as K
 from cortexlink.sim._implant_blocks import _BlockGenerator
 from cortexlink.sim._implant_structure import (SPIKE_BAND_HZ, _PINK_K, _PINK_P, _STREAM_GAIN, _STREAM_SHARED,
+                                               _STREAM_SHARED_SPEED,
                                                _STREAM_STATE, _ImplantStructure)
 from cortexlink.sim._sorting_realism import _SortingRealism
 from cortexlink.sim.config import PRESETS, ImplantConfig
@@ -200,6 +201,9 @@ class SimulatedImplant(_ImplantStructure, _SortingRealism, _BlockGenerator, _Sti
         self._shared_eps = np.zeros(2)
         if cfg.shared_noise > 0:
             self._shared_eps = cfg.shared_noise * np.random.default_rng([cfg.seed, _STREAM_SHARED]).standard_normal(2)
+        self._shared_z = np.zeros(2)
+        if cfg.shared_noise_speed > 0:
+            self._shared_z = np.random.default_rng([cfg.seed, _STREAM_SHARED_SPEED]).standard_normal(2)
         self._gain_x = np.zeros(U)
         if cfg.overdispersion > 0:
             self._gain_x = np.random.default_rng([cfg.seed, _STREAM_GAIN]).standard_normal(U)
@@ -442,7 +446,7 @@ class SimulatedImplant(_ImplantStructure, _SortingRealism, _BlockGenerator, _Sti
         base = self._baseline
         if cfg.drift > 0:
             base = base * np.exp(cfg.drift * self._drift_x - 0.5 * cfg.drift ** 2)
-        ex, ey = self._shared_eps
+        ex, ey = self._shared_eps + self._cfg.shared_noise_speed * math.hypot(vx, vy) * self._shared_z
         r = base + self._depth * ((vx + ex) * self._pd[:, 0] + (vy + ey) * self._pd[:, 1]) + self._click_depth * c
         if articulators is not None:
             r = r + self._speech_M @ self._check_articulators(articulators, "expected_rates_hz")
