@@ -59,10 +59,8 @@ __all__ = ["load_session", "session_to_graph", "loop_nodes", "run_session", "DEF
            "SessionStopped"]
 
 
-#: The session ``cortexlink demo`` runs: 1024 channels, Webgrid calibration (lab labels, speed gain
-#: and click freeze by default), ReFIT-Kalman after 40 s of closed-loop Webgrid, two minutes of
-#: Webgrid, ten moves of chess. Calibrating on Webgrid rather than centre-out: 6.87 vs 6.30 bps on
-#: the two-minute Webgrid block (seed 0).
+#: The session ``cortexlink demo`` runs: 1024 channels, calibration, ReFIT-Kalman, two minutes of
+#: Webgrid, ten moves of chess.
 DEFAULT_SESSION: dict[str, Any] = {
     "name": "demo",
     "seed": 0,
@@ -72,11 +70,11 @@ DEFAULT_SESSION: dict[str, Any] = {
     "decoder": {"kind": "refit_kalman", "params": {}},
     "click_decoder": {"enabled": True, "params": {}},
     "blocks": [
-        {"name": "calibration", "kind": "calibration", "task": "webgrid", "seconds": 60.0,
-         "task_params": {"n": 30, "seed": 1000}},
+        {"name": "calibration", "kind": "calibration", "task": "centre_out", "seconds": 60.0,
+         "task_params": {"click": True}},
         {"name": "fit", "kind": "fit"},
-        {"name": "closed-loop", "kind": "closed_loop", "task": "webgrid", "seconds": 40.0,
-         "task_params": {"n": 30, "seed": 2000}},
+        {"name": "closed-loop", "kind": "closed_loop", "task": "centre_out", "seconds": 40.0,
+         "task_params": {"click": True}},
         {"name": "refit", "kind": "refit"},
         {"name": "webgrid", "kind": "evaluation", "task": "webgrid", "seconds": 120.0, "task_params": {"n": 30}},
         {"name": "chess", "kind": "evaluation", "task": "chess", "task_params": {"max_moves": 10},
