@@ -243,7 +243,8 @@ def test_the_decoder_journal_reads_back_blocks_bins_model_and_skips_applied_cont
                           request_stop=lambda r: None, health=dict, journal=lambda n: journal)
         node = DecoderNode("decoder", {"decoder": "kalman", "decoder_params": {}, "path": None, "click": False,
                                        "click_params": {}, "click_path": None, "save_dir": None, "fit_in_thread": False,
-                                       "labels": "intent", "label_lag_s": 0.0, "speed_gain": 0.5},
+                                       "labels": "intent", "label_lag_s": 0.0, "speed_gain": 0.5,
+                                       "click_freeze_proba": None},
                            ctx)
         node.subs = {"control": bus.subscribe("cursor.control", "decoder.control", maxlen=64, policy="fail"),
                      "features": bus.subscribe("dsp.features", "decoder.features")}
