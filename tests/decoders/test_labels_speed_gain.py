@@ -26,6 +26,13 @@ def _block(n=400, lag=6, seed=0, noise=0.3):
                            dt_s=0.02)
 
 
+def test_the_decoder_node_offers_the_labels_the_fit_knows():
+    from cortexlink.decoders.labels import LABELS
+    from cortexlink.runtime.nodes.decoder import DecoderNode
+
+    assert DecoderNode.PARAMS["labels"].choices == LABELS and DecoderNode.PARAMS["labels"].default == LABELS[0]
+
+
 def test_labels_from_the_cursor_record():
     b = _block()
     np.testing.assert_array_equal(label_velocity(b, "cursor"), b.cursor_velocity)
@@ -69,6 +76,7 @@ def test_speed_gain_shrinks_slow_velocities_and_keeps_fast_ones():
             SpeedGain(bad)
     assert check_speed_gain("p", None) is None and check_speed_gain("p", "auto") == "auto"
     assert check_speed_gain("p", 1) == 1.0
+    assert SpeedGain.from_dict(g.to_dict()) == g and SpeedGain.from_dict(None) is None
     with pytest.raises(ConfigError, match="p must be null, 'auto' or a speed"):
         check_speed_gain("p", "on")
 
@@ -88,3 +96,21 @@ def test_auto_speed_gain_is_set_from_the_held_out_rest_noise():
     assert res.info["labels"] == "target" and res.info["label_lag_bins"] == 0
     assert fit_decoders("kalman", {}, [noisy], click=False, speed_gain=None).speed_gain is None
     assert fit_decoders("kalman", {}, [noisy], click=False, speed_gain=0.3).speed_gain.s0_units_s == 0.3
+
+
+def test_output_stage_gains_then_freezes_while_a_click_builds_up():
+    from cortexlink.decoders import ClickStep
+    from cortexlink.decoders.speed_gain import output_stage
+
+    g = SpeedGain(0.2)
+    v, frozen = output_stage([0.2, 0.0], g)
+    np.testing.assert_allclose(v, [0.1, 0.0])
+    assert not frozen
+    rest = ClickStep(state=0, proba=0.1, onset=False, valid=True)
+    building = ClickStep(state=0, proba=0.4, onset=False, valid=True)
+    clicking = ClickStep(state=1, proba=0.2, onset=False, valid=True)
+    assert not output_stage([1.0, 0.0], None, rest, 0.3)[1]
+    for cs in (building, clicking):
+        v, frozen = output_stage([1.0, 0.0], g, cs, 0.3)
+        assert frozen and np.array_equal(v, np.zeros(2))
+    assert not output_stage([1.0, 0.0], None, clicking, None)[1]          # freeze off

@@ -110,13 +110,15 @@ def test_bad_arguments():
     with pytest.raises(ConfigError, match="decoder.kind must be one of"):
         load_session(_session(ok, decoder="dream"))
     s = _session(ok)
-    for key, value, msg in (("labels", "truth", "decoder.labels must be one of"),
-                            ("label_lag_s", 2.0, "decoder.label_lag_s must be null"),
+    for key, value, msg in (("labels", "truth", "session.decoder.labels must be one of"),
+                            ("label_lag_s", 2.0, r"session.decoder.label_lag_s must be in \[0.0, 1.0\]"),
                             ("speed_gain", -1, "speed_gain must be null, 'auto' or a speed")):
         with pytest.raises(ConfigError, match=msg):
             load_session({**s, "decoder": {**s["decoder"], key: value}})
-    with pytest.raises(ConfigError, match="loop.autopilot_speed must be a speed"):
+    with pytest.raises(ConfigError, match="session.loop.autopilot_speed must be > 0"):
         load_session({**s, "loop": {"autopilot_speed": 0}})
+    with pytest.raises(ConfigError, match=r"session.click_decoder.freeze_proba must be in \[0.0, 1.0\]"):
+        load_session({**s, "click_decoder": {"freeze_proba": 1.5}})
     g = session_to_graph({**s, "decoder": {**s["decoder"], "labels": "cursor", "speed_gain": 0.4},
                           "loop": {"autopilot_speed": 1.5}})
     assert g["nodes"]["decoder"]["params"]["labels"] == "cursor" and g["nodes"]["decoder"]["params"]["speed_gain"] == 0.4

@@ -70,6 +70,16 @@ SENSITIVITY = ("delay+20", "delay-20", "gain+20", "gain-20", "noise+20", "noise-
 PRESET = "cortex"
 
 
+#: Session sections that only matter to a fitted decoder: variants changing them do not apply to
+#: the perfect decoder.
+_DECODER_SECTIONS = ("decoder", "loop", "click_decoder")
+
+
+def _decoder_only(variant: str) -> bool:
+    """The variant changes only what a perfect decoder does not have."""
+    return any(path[0] in _DECODER_SECTIONS for path, _ in VARIANTS[variant])
+
+
 def _labels_of(s: dict) -> str:
     if s["decoder"]["kind"] == "perfect":
         return "none"
@@ -109,7 +119,7 @@ def session(decoder: str, channels: int, seed: int, *, calibration_s: float = 60
          "participant": {}, "loop": {}}
     defaults = ParticipantConfig()
     for path, value in VARIANTS[variant]:
-        if decoder == "perfect" and path[0] in ("decoder", "loop", "click_decoder"):
+        if decoder == "perfect" and path[0] in _DECODER_SECTIONS:
             continue                      # nothing fitted: the variant changes nothing
         if isinstance(value, tuple) and value and value[0] == "*":
             value = getattr(defaults, path[-1]) * value[1]
@@ -176,7 +186,7 @@ def run(channels: Sequence[int] = CHANNELS, decoders: Sequence[str] = DECODERS, 
         "results": [], "summary": {}}
     cells = [(seed, dec, ch, g, v) for seed in seeds for v in variants for g in grids for dec in decoders
              for ch in (channels if dec != "perfect" else channels[:1])
-             if not (dec == "perfect" and any(p[0] in ("decoder", "loop", "click_decoder") for p, _ in VARIANTS[v]))]
+             if not (dec == "perfect" and _decoder_only(v))]
     t_all = time.perf_counter()
     with tqdm(total=len(cells), desc="bench closed-loop", unit="session", disable=not progress) as bar:
         for seed, dec, ch, g, v in cells:

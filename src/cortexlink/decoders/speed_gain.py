@@ -20,7 +20,8 @@ import numpy as np
 
 from cortexlink.core.errors import ConfigError
 
-__all__ = ["SpeedGain", "rest_speed", "auto_speed_gain", "check_speed_gain", "SPEED_GAIN_K", "HOLDOUT_FRACTION"]
+__all__ = ["SpeedGain", "rest_speed", "auto_speed_gain", "check_speed_gain", "output_stage", "SPEED_GAIN_K",
+           "HOLDOUT_FRACTION"]
 
 #: ``s0`` in units of the measured median decoded speed at rest. Chosen on the closed-loop bench
 #: (Kalman, Webgrid 30 x 30, seed 1 at 1,024 channels: k = 0.7 / 1.0 / 1.5 gave 6.2 / 5.9 / 4.4 bps;
@@ -59,6 +60,26 @@ class SpeedGain:
 
     def to_dict(self) -> dict:
         return {"s0_units_s": float(self.s0_units_s), "rest_speed_units_s": self.rest_speed_units_s}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "SpeedGain | None":
+        """The gain :meth:`to_dict` wrote (None for None or an empty mapping)."""
+        return cls(float(d["s0_units_s"]), d.get("rest_speed_units_s")) if d else None
+
+
+def output_stage(v: Any, gain: SpeedGain | None, click_step: Any = None,
+                 freeze_proba: float | None = None) -> tuple[np.ndarray, bool]:
+    """The decoded velocity as it drives the cursor, the one rule of the live decoder node and of
+    replay: ``gain`` applied, then held at zero while the click decoder's step ``click_step``
+    (a :class:`~cortexlink.decoders.ClickStep`, or None) is in its click state or its
+    probability is at least ``freeze_proba``. Returns ``(velocity, frozen)``."""
+    v = np.asarray(v, dtype=np.float64)
+    if gain is not None:
+        v = gain(v)
+    if click_step is not None and freeze_proba is not None and (
+            click_step.state == 1 or click_step.proba >= freeze_proba):
+        return np.zeros(2), True
+    return v, False
 
 
 def rest_speed(make: Any, X: np.ndarray, y: np.ndarray, *, holdout: float = HOLDOUT_FRACTION,

@@ -306,7 +306,7 @@ def _load_decoder(folder: Path, rel: str, block: str) -> Any:
 def _replay_decoders(src: Any, F_s: np.ndarray, F: np.ndarray, width: int) -> dict | None:
     """Step the recorded decoders over the closed-loop blocks' bins as the live session did (with
     the speed gain and click freeze each block's decoder went live with)."""
-    from cortexlink.decoders.speed_gain import SpeedGain
+    from cortexlink.decoders.speed_gain import SpeedGain, output_stage
 
     events = src.events()
     starts = [e for e in events if e["kind"] == "block_start"]
@@ -332,8 +332,7 @@ def _replay_decoders(src: Any, F_s: np.ndarray, F: np.ndarray, width: int) -> di
 
         dec = get(b["decoder_file"])
         clk = get(b.get("click_decoder_file"))
-        sg = b.get("speed_gain")
-        gain = None if not sg else SpeedGain(float(sg["s0_units_s"]), sg.get("rest_speed_units_s"))
+        gain = SpeedGain.from_dict(b.get("speed_gain"))
         freeze = b.get("click_freeze_proba")
         dec.reset_state()
         if clk is not None:
@@ -341,15 +340,9 @@ def _replay_decoders(src: Any, F_s: np.ndarray, F: np.ndarray, width: int) -> di
         for s in dec_s[(dec_s > lo) & (dec_s <= hi)]:
             i = index.get(int(s) - width)
             x = np.asarray(F[i, cols], dtype=np.float64) if i is not None else np.full(cols.size, np.nan)
-            v = np.asarray(dec.step(x), dtype=float).reshape(-1)[:2]
-            if gain is not None:
-                v = gain(v)
-            p = float("nan")
-            if clk is not None:
-                cs = clk.step(x)
-                p = float(cs.proba)
-                if freeze is not None and (cs.state == 1 or p >= freeze):
-                    v = np.zeros(2)
+            cs = clk.step(x) if clk is not None else None
+            v, _ = output_stage(np.asarray(dec.step(x), dtype=float).reshape(-1)[:2], gain, cs, freeze)
+            p = float(cs.proba) if cs is not None else float("nan")
             out_s.append(int(s))
             out.append((v[0], v[1], p))
     return {"samples": np.asarray(out_s, np.int64), "data": np.asarray(out, np.float64).reshape(-1, 3),

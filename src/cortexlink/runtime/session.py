@@ -131,29 +131,25 @@ def _link(link: Any) -> dict:
     return link
 
 
-#: Peak speed of the open-loop calibration cursor (screen units/s), near the speeds the participant
-#: reaches on its own (its cap is ``max_speed_units_s`` 3.5), so that the calibration covers the
-#: neural activity of closed-loop movements: at 1.0 the click decoder, never trained on fast
-#: movement, clicked falsely during fast closed-loop reaches (Kalman, 256 channels, seed 0: wrong
-#: clicks at 2.3 units/s, 5 per minute; at 2.5-3.0 none at speed).
-AUTOPILOT_SPEED = 2.5
-
 #: Decoder settings of a session passed to its decoder node as they are (see
 #: :class:`~cortexlink.runtime.nodes.decoder.DecoderNode`).
 DECODER_FIT_OPTIONS = ("labels", "label_lag_s", "speed_gain")
 
 
-def _decoder_fit_options(dec: dict) -> None:
-    """Check ``decoder.labels``, ``decoder.label_lag_s`` and ``decoder.speed_gain`` (in place)."""
-    from cortexlink.core.yamlfile import brief
-    from cortexlink.decoders.labels import LABELS
-    from cortexlink.decoders.speed_gain import check_speed_gain
+def _node_param(node_cls: Any, key: str, path: str, value: Any) -> Any:
+    """``value`` checked as the node's parameter ``key`` would be, errors naming ``session.path``."""
+    return node_cls.PARAMS[key].check(f"session.{path}", value)
 
-    if "labels" in dec and dec["labels"] not in LABELS:
-        raise _where("decoder.labels", f"must be one of {list(LABELS)}; got {brief(dec['labels'])}")
-    lag = dec.get("label_lag_s")
-    if lag is not None and (isinstance(lag, bool) or not isinstance(lag, (int, float)) or not 0 <= lag <= 1):
-        raise _where("decoder.label_lag_s", f"must be null (from the data) or seconds in [0, 1]; got {brief(lag)}")
+
+def _decoder_fit_options(dec: dict) -> None:
+    """Check ``decoder.labels``, ``decoder.label_lag_s`` and ``decoder.speed_gain`` (in place), as
+    the decoder node will."""
+    from cortexlink.decoders.speed_gain import check_speed_gain
+    from cortexlink.runtime.nodes.decoder import DecoderNode
+
+    for key in ("labels", "label_lag_s"):
+        if key in dec:
+            dec[key] = _node_param(DecoderNode, key, f"decoder.{key}", dec[key])
     if "speed_gain" in dec:
         dec["speed_gain"] = check_speed_gain("session.decoder.speed_gain", dec["speed_gain"])
 
@@ -170,7 +166,7 @@ def load_session(source: str | Path | dict | None = None) -> dict:
     from cortexlink.decoders.fitting import DECODER_KINDS, make_click_decoder, make_decoder
     from cortexlink.sim import PRESETS
     from cortexlink.sim.participant import ParticipantConfig
-    from cortexlink.tasks.cursor import CursorEffector
+    from cortexlink.tasks.cursor import AUTOPILOT_SPEED, CursorEffector
     from cortexlink.tasks.schedule import check_blocks
 
     from cortexlink.runtime.speech_session import is_speech_session, load_speech_session
@@ -208,10 +204,10 @@ def load_session(source: str | Path | dict | None = None) -> dict:
         raise _where("loop.feature_kinds", f"must be a non-empty list drawn from ['tx', 'sbp']; got {brief(fk)}")
     if loop.get("link") is not None:
         loop["link"] = _link(loop["link"])
-    ap = loop.get("autopilot_speed", AUTOPILOT_SPEED)
-    if isinstance(ap, bool) or not isinstance(ap, (int, float)) or not np.isfinite(ap) or not 0 < ap <= 100:
-        raise _where("loop.autopilot_speed", f"must be a speed in (0, 100] screen units/s; got {brief(ap)}")
-    loop["autopilot_speed"] = float(ap)
+    from cortexlink.runtime.nodes.cursor import CursorNode
+
+    loop["autopilot_speed"] = _node_param(CursorNode, "autopilot_speed", "loop.autopilot_speed",
+                                          loop.get("autopilot_speed", AUTOPILOT_SPEED))
     out["loop"] = loop
 
     eff = dict(_mapping("effector", cfg.get("effector", {}) or {}, {"gain", "smoothing", "refractory_s"}))
@@ -235,9 +231,11 @@ def load_session(source: str | Path | dict | None = None) -> dict:
     out["decoder"] = dec
 
     clk = dict(_mapping("click_decoder", cfg.get("click_decoder", {}) or {}, {"enabled", "params", "freeze_proba"}))
-    fz = clk.get("freeze_proba")
-    if fz is not None and (isinstance(fz, bool) or not isinstance(fz, (int, float)) or not 0 <= fz <= 1):
-        raise _where("click_decoder.freeze_proba", f"must be null (never) or a probability in [0, 1]; got {brief(fz)}")
+    if "freeze_proba" in clk:
+        from cortexlink.runtime.nodes.decoder import DecoderNode
+
+        clk["freeze_proba"] = _node_param(DecoderNode, "click_freeze_proba", "click_decoder.freeze_proba",
+                                          clk["freeze_proba"])
     if not isinstance(clk.get("enabled", True), bool):
         raise _where("click_decoder.enabled", f"must be true or false; got {brief(clk.get('enabled'))}")
     clk.setdefault("enabled", True)
@@ -273,7 +271,7 @@ def loop_nodes(cfg: dict, *, chunk_ms: float, placement: str = "main") -> dict[s
     }
     cursor = {"kind": "cursor", "params": {"seed": cfg["seed"], "effector": cfg.get("effector", {}),
                                            "decoder_kind": dec_kind,
-                                           "autopilot_speed": cfg["loop"].get("autopilot_speed", AUTOPILOT_SPEED)},
+                                           **{k: cfg["loop"][k] for k in ("autopilot_speed",) if k in cfg["loop"]}},
               "inputs": {"intent": "decoder.intent", "participant": "participant.intent"}}
     if dec_kind == "perfect":
         nodes["clock"] = {"kind": "bin_clock", "inputs": {"after": "participant.intent"}}

@@ -327,6 +327,7 @@ class SimulatedParticipant:
         self._buf_len = int(math.ceil(self._lag_bins)) + 2
         self._motor_a = 1.0 - math.exp(-self.dt_s / config.motor_tau_s) if config.motor_tau_s > 0 else 1.0
         self._noise_rho = math.exp(-self.dt_s / config.motor_noise_tau_s) if config.motor_noise_tau_s > 0 else 0.0
+        self._perceive_a = 1.0 - math.exp(-self.dt_s / VELOCITY_PERCEPTION_TAU_S)
         #: Whether the internal model of the cursor adapts (see ``adaptation_tau_s``). Set it to
         #: False while the participant is not the one moving the cursor (open-loop calibration
         #: with an autopilot): otherwise it learns the autopilot's speed as its own gain.
@@ -367,7 +368,11 @@ class SimulatedParticipant:
         self._prev_view: np.ndarray | None = None
         self._prev_e_view = np.zeros(2)
         self._lapse_left = 0             # bins of attention lapse left
-        self.seen_velocity = np.zeros(2)
+
+    @property
+    def seen_velocity(self) -> np.ndarray:
+        """The cursor velocity it perceives from its delayed view (units/s; a copy)."""
+        return self._v_seen.copy()
 
     @property
     def command_map(self) -> np.ndarray:
@@ -442,7 +447,7 @@ class SimulatedParticipant:
         e_seen = self._delayed(self._efference)   # commanded displacement the view already shows
         self._adapt(seen, e_seen)
         if self._prev_view is not None:
-            a = 1.0 - math.exp(-self.dt_s / VELOCITY_PERCEPTION_TAU_S)
+            a = self._perceive_a
             self._v_seen = self._v_seen + a * ((seen - self._prev_view) / self.dt_s - self._v_seen)
             self._v_cmd_seen = self._v_cmd_seen + a * ((e_seen - self._prev_e_view) / self.dt_s - self._v_cmd_seen)
         self._prev_view, self._prev_e_view = seen.copy(), e_seen.copy()
@@ -451,7 +456,7 @@ class SimulatedParticipant:
             est = seen + cfg.visual_delay_s * self._v_seen
         else:
             est = seen + cfg.forward_model_weight * (self._map @ (self._E - e_seen))
-        self.seen_xy, self.estimated_xy, self.seen_velocity = seen, est, self._v_seen.copy()
+        self.seen_xy, self.estimated_xy = seen, est
         lapsed = False
         if self.observing and cfg.lapse_rate_hz > 0:
             if self._lapse_left == 0 and self._rng.random() < cfg.lapse_rate_hz * self.dt_s:

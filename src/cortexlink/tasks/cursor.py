@@ -14,7 +14,14 @@ from cortexlink.core.validation import check_positive, check_range
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CursorEffector", "autopilot_velocity", "cursor_command", "MODES"]
+__all__ = ["CursorEffector", "autopilot_velocity", "cursor_command", "MODES", "AUTOPILOT_SPEED"]
+
+#: Peak speed of the open-loop calibration cursor (screen units/s), near the speeds the participant
+#: reaches on its own (its cap is ``max_speed_units_s`` 3.5), so that the calibration covers the
+#: neural activity of closed-loop movements: at 1.0 the click decoder, never trained on fast
+#: movement, clicked falsely during fast closed-loop reaches (Kalman, 256 channels, seed 0: wrong
+#: clicks at 2.3 units/s, 5 per minute; at 2.5-3.0 none at speed).
+AUTOPILOT_SPEED = 2.5
 
 #: Loop modes of a block (:class:`~cortexlink.core.types.LoopMode`): ``open`` (calibration: the
 #: cursor moves to the target by itself while the participant intends along), ``closed`` (the

@@ -93,11 +93,9 @@ def recover(node: Any) -> None:
         node.version = int(v["version"])
         node.fitted = True
         node.fit_info.append(v.get("info") or {})
-        sg = (v.get("info") or {}).get("speed_gain")
-        if sg:
-            from cortexlink.decoders.speed_gain import SpeedGain
+        from cortexlink.decoders.speed_gain import SpeedGain
 
-            node.speed_gain = SpeedGain(float(sg["s0_units_s"]), sg.get("rest_speed_units_s"))
+        node.speed_gain = SpeedGain.from_dict((v.get("info") or {}).get("speed_gain"))
         node._models = dict(v.get("models") or {})
     sub = node.subs.get("control")
     if sub is not None:

@@ -16,7 +16,7 @@ from cortexlink.runtime.node import Node, Param, PortSpec, register_node
 from cortexlink.runtime.nodes._common import _NAN2, logger
 from cortexlink.runtime.nodes._operator import OperatorMixin, finite_or_none
 from cortexlink.runtime.stats import LatencyStats
-from cortexlink.tasks.cursor import cursor_command
+from cortexlink.tasks.cursor import AUTOPILOT_SPEED, cursor_command
 from cortexlink.tasks.schedule import TASK_BLOCKS
 
 __all__ = ["CursorNode"]
@@ -65,8 +65,8 @@ class CursorNode(OperatorMixin, Node):
     effector : dict
         ``gain``, ``smoothing``, ``refractory_s``.
     autopilot_speed : float
-        Peak speed of the open-loop calibration cursor, screen units/s (default 2.5, see
-        :data:`cortexlink.runtime.session.AUTOPILOT_SPEED`).
+        Peak speed of the open-loop calibration cursor, screen units/s (default
+        :data:`cortexlink.tasks.cursor.AUTOPILOT_SPEED`).
     decoder_kind : str
         The decoder's kind (validation of ``fit``/``refit`` blocks). ``perfect``: the cursor
         follows the participant's intent (the ceiling); the ``intent`` input then only clocks the
@@ -106,7 +106,7 @@ class CursorNode(OperatorMixin, Node):
         "blocks": Param("list", []),
         "seed": Param("int", 0, lo=0),
         "effector": Param("dict", {}),
-        "autopilot_speed": Param("float", 2.5, gt=0.0),
+        "autopilot_speed": Param("float", AUTOPILOT_SPEED, gt=0.0),
         "decoder_kind": Param("str", "refit_kalman"),
         "stop_when_done": Param("bool", True),
         "block_defaults": Param("dict", {}),
