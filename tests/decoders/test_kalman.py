@@ -94,3 +94,55 @@ def test_refit_validates_shapes(linear_data):
         dec.refit(Xtr[:100], np.zeros((100, 3)), np.zeros((100, 3)), np.zeros((100, 3)), np.zeros(100, bool))
     with pytest.raises(ValidationError, match=r"expecting 20 features"):
         dec.refit(Xtr[:100, :5], np.zeros((100, 2)), np.zeros((100, 2)), np.zeros((100, 2)), np.zeros(100, bool))
+
+
+def _slow_labels(n=1500, seed=0):
+    """Smooth labels (an autopilot's kinematics) and features that encode them with noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) * 0.02
+    y = np.stack([np.sin(2 * np.pi * 0.3 * t), np.cos(2 * np.pi * 0.2 * t)], axis=1)
+    X = y @ rng.normal(size=(2, 40)) + rng.normal(size=(n, 40))
+    return X, y
+
+
+def test_velocity_prior_sets_the_dynamics_and_not_the_observation_model():
+    X, y = _slow_labels()
+    kf = KalmanFilter(velocity_tau_bins=3.0).fit(X, y)
+    a = np.exp(-1.0 / 3.0)
+    np.testing.assert_allclose(kf.A_, a * np.eye(2))
+    np.testing.assert_allclose(kf.W_, (1 - a * a) * np.cov(y, rowvar=False, bias=True), rtol=1e-6)
+    np.testing.assert_allclose(kf.b_, (1 - a) * y.mean(axis=0))
+    assert kf.noise_scale_scores_ is None and kf.process_noise_scale_ == 1.0   # "auto" is 1 with a prior
+    fitted = KalmanFilter(process_noise_scale=1.0).fit(X, y)
+    np.testing.assert_allclose(kf.C_, fitted.C_)                                 # same observation model
+    # fitted to smooth labels the filter leans on its dynamics; the short prior trusts the features
+    assert np.abs(np.linalg.eigvals(fitted.M_)).max() > np.abs(np.linalg.eigvals(kf.M_)).max() + 0.2
+    # a step in the features: the short prior reaches half the new value sooner
+    step = np.vstack([np.repeat(X.mean(0, keepdims=True), 20, 0),
+                      np.repeat((np.array([[1.0, 0.0]]) @ np.linalg.lstsq(y, X - X.mean(0), rcond=None)[0])
+                                + X.mean(0), 40, 0)])
+    def t_half(dec):
+        out = dec.predict(step)[20:, 0]
+        return int(np.argmax(out >= 0.5 * out[-1]))
+    assert t_half(kf) < t_half(fitted)
+    r = ReFITKalmanFilter(velocity_tau_bins=2.0).fit(X, y)
+    np.testing.assert_allclose(r.A_, np.exp(-0.5) * np.eye(2))
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "slow", float("nan")])
+def test_velocity_prior_bad_values_are_refused(bad):
+    from cortexlink import ConfigError
+
+    X, y = _slow_labels(200)
+    with pytest.raises(ConfigError, match="velocity_tau_bins"):
+        KalmanFilter(velocity_tau_bins=bad).fit(X, y)
+
+
+def test_velocity_prior_survives_save_and_load(tmp_path):
+    from cortexlink.decoders import load
+
+    X, y = _slow_labels(300)
+    kf = KalmanFilter(velocity_tau_bins=4.0).fit(X, y)
+    back = load(kf.save(tmp_path / "kf.npz"))
+    assert back.velocity_tau_bins == 4.0
+    np.testing.assert_allclose(back.predict(X), kf.predict(X))

@@ -114,3 +114,34 @@ def test_output_stage_gains_then_freezes_while_a_click_builds_up():
         v, frozen = output_stage([1.0, 0.0], g, cs, 0.3)
         assert frozen and np.array_equal(v, np.zeros(2))
     assert not output_stage([1.0, 0.0], None, clicking, None)[1]          # freeze off
+
+
+def test_fit_decoders_turns_the_velocity_prior_time_into_bins():
+    b = _block()
+    res = fit_decoders("kalman", {}, [b], click=False, labels="cursor", velocity_tau_s=0.06)
+    assert res.decoder.velocity_tau_bins == pytest.approx(3.0) and res.info["velocity_tau_bins"] == pytest.approx(3.0)
+    np.testing.assert_allclose(res.decoder.A_, np.exp(-1 / 3.0) * np.eye(2))
+    # the decoder's own params win; other kinds and None leave the dynamics fitted
+    res = fit_decoders("refit_kalman", {"velocity_tau_bins": 5.0}, [b], click=False, labels="cursor",
+                       velocity_tau_s=0.06)
+    assert res.decoder.velocity_tau_bins == 5.0
+    assert fit_decoders("kalman", {}, [b], click=False, labels="cursor").decoder.velocity_tau_bins is None
+    assert "velocity_tau_bins" not in fit_decoders("wiener", {}, [b], click=False, labels="cursor",
+                                                   velocity_tau_s=0.06).decoder.get_params()
+    with pytest.raises(ConfigError, match="velocity_tau_s"):
+        fit_decoders("kalman", {}, [b], click=False, labels="cursor", velocity_tau_s=-0.1)
+
+
+def test_session_checks_the_velocity_prior_and_the_bench_ablates_it():
+    from cortexlink.bench.closed_loop import session
+    from cortexlink.runtime.nodes.decoder import VELOCITY_TAU_S, DecoderNode
+    from cortexlink.runtime.session import load_session
+
+    assert DecoderNode.PARAMS["velocity_tau_s"].default == VELOCITY_TAU_S
+    s = session("kalman", 96, 0, variant="fitted_dynamics")
+    assert s["decoder"]["velocity_tau_s"] is None
+    assert "velocity_tau_s" not in session("kalman", 96, 0)["decoder"]        # the node's default
+    bad = session("kalman", 96, 0)
+    bad["decoder"]["velocity_tau_s"] = -1
+    with pytest.raises(ConfigError, match="session.decoder.velocity_tau_s"):
+        load_session(bad)

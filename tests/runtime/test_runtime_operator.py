@@ -16,7 +16,7 @@ from cortexlink.runtime.graph import load_graph
 from cortexlink.runtime.runner import GraphRunner
 
 
-def _graph(*, decoder="refit_kalman", recorder_dir=None, blocks=None):
+def _graph(*, decoder="refit_kalman", recorder_dir=None, blocks=None, block_defaults=None):
     nodes = {
         "participant": {"kind": "participant", "params": {"seed": 0}, "inputs": {"cursor": "cursor.state"}},
         "implant": {"kind": "sim_source", "params": {"preset": "default", "seed": 0, "config": {"n_channels": 24},
@@ -25,7 +25,8 @@ def _graph(*, decoder="refit_kalman", recorder_dir=None, blocks=None):
                 "inputs": {"raw": "implant.raw", "operator": "operator.commands"}},
         "decoder": {"kind": "decoder", "params": {"decoder": decoder},
                     "inputs": {"features": "dsp.features", "labels": "participant.intent", "control": "cursor.control"}},
-        "cursor": {"kind": "cursor", "params": {"seed": 0, "decoder_kind": decoder, "blocks": blocks or []},
+        "cursor": {"kind": "cursor", "params": {"seed": 0, "decoder_kind": decoder, "blocks": blocks or [],
+                                                "block_defaults": block_defaults or {}},
                    "inputs": {"intent": "decoder.intent", "participant": "participant.intent",
                               "operator": "operator.commands"}},
         "rows": {"kind": "sink", "params": {"keep": 100000}, "inputs": {"data": {"from": "cursor.bins", "maxlen": 100000}}},
@@ -125,6 +126,7 @@ def test_commands_refused_in_the_wrong_state_say_why(live):
         ("mouse_move", {"x": 0, "y": 0}, 409, "mouse_move needs mouse mode"),
         ("mouse_click", {}, 409, "mouse_click needs mouse mode"),
         ("start", {"task": "webgrid", "task_params": {"n": 1}}, 400, "invalid task_params for webgrid"),
+        ("calibrate", {"task": "chess"}, 400, "calibrate.task must be one of ['centre_out', 'webgrid']"),
     ]:
         rep = lv.cmd(cmd, **fields)
         assert not rep["ok"] and rep["status"] == status and msg in rep["error"], (cmd, rep)
@@ -298,3 +300,23 @@ def test_between_blocks_and_in_mouse_mode_the_watchdog_sees_the_pipeline_running
     assert lv.ok("start", task="centre_out", seconds=600)["mode"] == "closed"
     lv.ok("mouse_move", x=0.5, y=0.0)
     lv.wait(lambda: lv.rows() and lv.rows()[-1]["cursor_xy"][0] > 0.3, 30, "the cursor to follow the pointer")
+
+
+def test_calibrate_runs_the_sessions_calibration_task_or_the_one_asked_for(live):
+    lv = live(block_defaults={"calibration": {"task": "webgrid", "seconds": 30, "task_params": {"n": 6}}})
+    assert lv.ok("calibrate", seconds=2)["block"] == "01-calibration"
+    assert lv.cursor.block.task.name == "webgrid" and lv.cursor.block.spec["task_params"] == {"n": 6}
+    lv.ok("stop")
+    lv.ok("calibrate", seconds=2, task="centre_out")             # the command's task wins; its own defaults
+    assert lv.cursor.block.task.name == "centre_out" and lv.cursor.block.spec["task_params"] == {"click": True}
+    lv.ok("stop")
+
+
+def test_block_defaults_calibration_task_is_checked():
+    from cortexlink.web.graphs import _block_defaults
+
+    bad = _graph(block_defaults={"calibration": {"task": "chess"}})
+    with pytest.raises(ConfigError, match="block_defaults.calibration.task must be 'centre_out' or 'webgrid'"):
+        load_graph(bad)
+    d = _block_defaults([{"kind": "calibration", "task": "webgrid", "seconds": 60, "task_params": {"n": 30}}])
+    assert d["calibration"] == {"task": "webgrid", "seconds": 60, "task_params": {"n": 30}}

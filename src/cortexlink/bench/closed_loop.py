@@ -19,7 +19,7 @@ intent, click = click intent) runs the evaluation block without the implant: the
 the participant's own control.
 
 *Variants* (:data:`VARIANTS`) change one thing in the default configuration: an ablation row
-(``no_speed_gain``, ``no_click_freeze``, ``oracle_labels``, ``cursor_labels``, ``slow_autopilot``,
+(``no_speed_gain``, ``fitted_dynamics``, ``no_click_freeze``, ``oracle_labels``, ``cursor_labels``, ``slow_autopilot``,
 ``observe_as_self``) or the
 participant's delay, feedback gain or motor noise by +-20 % (``delay+20`` ...). Each row carries
 the control metrics of :func:`cortexlink.tasks.loop_metrics.control_metrics` (decoded speed at
@@ -51,6 +51,7 @@ _P = ("participant",)
 VARIANTS: dict[str, list[tuple[tuple[str, ...], Any]]] = {
     "default": [],
     "no_speed_gain": [(("decoder", "speed_gain"), None)],
+    "fitted_dynamics": [(("decoder", "velocity_tau_s"), None)],
     "oracle_labels": [(("decoder", "labels"), "intent")],
     "cursor_labels": [(("decoder", "labels"), "cursor")],
     "slow_autopilot": [(("loop", "autopilot_speed"), 1.0)],
@@ -204,6 +205,7 @@ def run(channels: Sequence[int] = CHANNELS, decoders: Sequence[str] = DECODERS, 
                 fit = blocks["fit"]
                 result["results"].append(_row(s, dec, ch, g, seed, v, ev["metrics"], ev, {
                     "fit_s": fit.get("fit_s"), "label_lag_bins": fit.get("label_lag_bins"),
+                    "velocity_tau_bins": fit.get("velocity_tau_bins"),
                     "speed_gain": fit.get("speed_gain"), "decode_p99_us": lat.get("p99"),
                     "n_features": res["summary"].get("n_features")}))
             bar.update(1)

@@ -50,10 +50,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          description="Closed-loop Webgrid (click to select) with a simulated participant: each "
                                      "decoder (Wiener, Kalman, ReFIT-Kalman, GRU) is calibrated open loop on the "
                                      "labels a lab records (direction to the target at the cursor's speed, lag "
-                                     "from the data), given a speed gain set from its measured rest noise, and "
+                                     "from the data), given a speed gain set from its measured rest noise (Kalman kinds: "
+                                     "a 60 ms velocity prior instead of the autopilot's dynamics), and "
                                      "evaluated closed loop at each channel count, grid and seed, beside the "
                                      "perfect-decoder ceiling (cursor = intent). Variants change one thing each "
-                                     "(ablations, or the participant's delay, feedback gain and motor noise +-20%%).")
+                                     "(ablations, or the participant's delay, feedback gain and motor noise +-20%).")
     cl.add_argument("--channels", type=int, nargs="+", default=[96, 256, 1024], help="channel counts (default: 96 256 1024)")
     cl.add_argument("--decoders", nargs="+", default=["perfect", "wiener", "kalman", "refit_kalman", "gru"],
                     help="decoders (default: perfect wiener kalman refit_kalman gru)")
@@ -62,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cl.add_argument("--calibration-s", type=float, default=60.0, help="seconds of open-loop calibration (default: 60)")
     cl.add_argument("--grids", type=int, nargs="+", default=[30], help="Webgrid sizes N (NxN; default: 30)")
     cl.add_argument("--variants", nargs="+", default=["default"],
-                    help="configurations: default, no_speed_gain, oracle_labels, cursor_labels, slow_autopilot, no_click_freeze, "
+                    help="configurations: default, no_speed_gain, fitted_dynamics, oracle_labels, cursor_labels, slow_autopilot, no_click_freeze, "
                          "observe_as_self, delay+20, delay-20, gain+20, gain-20, noise+20, noise-20 (default: default)")
     cl.add_argument("--sensitivity", action="store_true",
                     help="add the participant's delay, feedback gain and motor noise +-20%% variants")

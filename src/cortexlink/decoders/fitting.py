@@ -191,7 +191,8 @@ class FitResult:
 
 def fit_decoders(kind: str, params: dict | None, blocks: Sequence[Any], *, feature_names: Sequence[str] | None = None,
                  click: bool = True, click_params: dict | None = None, on_no_click: str = "raise",
-                 labels: str = "intent", lag_bins: int | str = 0, speed_gain: Any = None) -> FitResult:
+                 labels: str = "intent", lag_bins: int | str = 0, speed_gain: Any = None,
+                 velocity_tau_s: float | None = None) -> FitResult:
     """Fit a new velocity decoder (and click decoder) on calibration blocks.
 
     Parameters
@@ -210,18 +211,29 @@ def fit_decoders(kind: str, params: dict | None, blocks: Sequence[Any], *, featu
         A :class:`~cortexlink.decoders.speed_gain.SpeedGain` for the decoder's output
         (``FitResult.speed_gain``): ``"auto"`` sets its ``s0`` from the rest noise measured on
         held-out calibration bins, a number is ``s0`` in screen units/s, None is none.
+    velocity_tau_s : float or None
+        For Kalman kinds whose ``params`` do not name ``velocity_tau_bins``: the correlation
+        time of the velocity prior in seconds (``velocity_tau_bins = velocity_tau_s / dt_s`` of
+        the blocks; see :class:`~cortexlink.decoders.KalmanFilter`). None: dynamics fitted to
+        the labels. Other kinds ignore it.
     """
     from cortexlink.decoders.speed_gain import SpeedGain, auto_speed_gain
 
     check_choice("on_no_click", on_no_click, ("raise", "note"))
     t0 = time.perf_counter()
     X, y, c, lag = lagged_training_set(blocks, labels, lag_bins)
+    params = dict(params or {})
+    if velocity_tau_s is not None and kind in ("kalman", "refit_kalman") and "velocity_tau_bins" not in params:
+        if not (isinstance(velocity_tau_s, (int, float)) and velocity_tau_s > 0):
+            raise ConfigError(f"velocity_tau_s must be null or a time > 0 (seconds); got {velocity_tau_s!r}")
+        params["velocity_tau_bins"] = float(velocity_tau_s) / float(blocks[0].dt_s)
     dec = make_decoder(kind, params)
     if dec is None:
         raise ConfigError("decoder 'perfect' has nothing to fit")
     dec.fit(X, y, feature_names=None if feature_names is None else tuple(feature_names))
     info: dict[str, Any] = {"cmd": "fit", "n_bins": int(X.shape[0]), "n_features": int(X.shape[1]),
-                            "n_click_bins": int(c.sum()), "labels": labels, "label_lag_bins": lag}
+                            "n_click_bins": int(c.sum()), "labels": labels, "label_lag_bins": lag,
+                            "velocity_tau_bins": params.get("velocity_tau_bins")}
     gain = None
     if speed_gain == "auto":
         gain = auto_speed_gain(lambda: make_decoder(kind, params), X, y)

@@ -114,7 +114,17 @@ class KalmanFilter(DecoderMixin, RegressorMixin, BaseEstimator):
         Multiplies the learned process noise ``W`` (> 1 trusts the neural data more,
         like neural-decoding's ``1/C``). "auto": chosen from ``NOISE_SCALE_GRID`` by the
         R² of a model fitted on the first 80% of the bins and run on the last 20%
-        (time-ordered hold-out), then refitted on all bins.
+        (time-ordered hold-out), then refitted on all bins (with ``velocity_tau_bins``,
+        "auto" is 1).
+    velocity_tau_bins : float > 0 or None, default=None
+        None: the dynamics ``A``, ``b``, ``W`` are fitted to the training labels. A number:
+        the prior on the outputs is a first-order process with this correlation time (bins):
+        ``A = a I`` with ``a = exp(-1 / tau)``, ``W = (1 - a**2) cov(y)``, ``b = (1 - a) mean(y)``,
+        and the observation model is fitted as usual. For closed loops calibrated on an
+        autopilot's smooth kinematics: fitted dynamics then describe the autopilot, whose slow
+        changes make the filter smooth heavily, while the person steering corrects within a
+        reaction time; the filter's gain then follows the measured observation noise (less
+        smoothing with more channels).
     max_iter : int, default=10000
         Iterations allowed for the steady-state Riccati recursion.
     tol : float, default=1e-10
@@ -146,12 +156,14 @@ class KalmanFilter(DecoderMixin, RegressorMixin, BaseEstimator):
     _min_samples = 3
 
     def __init__(self, steady_state: bool = True, obs_shrinkage: float | str = "auto",
-                 process_noise_scale: float | str = "auto", max_iter: int = 10000, tol: float = 1e-10) -> None:
+                 process_noise_scale: float | str = "auto", max_iter: int = 10000, tol: float = 1e-10,
+                 velocity_tau_bins: float | None = None) -> None:
         self.steady_state = steady_state
         self.obs_shrinkage = obs_shrinkage
         self.process_noise_scale = process_noise_scale
         self.max_iter = max_iter
         self.tol = tol
+        self.velocity_tau_bins = velocity_tau_bins
 
     # ---------------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -170,6 +182,8 @@ class KalmanFilter(DecoderMixin, RegressorMixin, BaseEstimator):
             as_float_param("process_noise_scale", self.process_noise_scale, 0.0, lo_open=True)
         as_int_param("max_iter", self.max_iter, 1)
         as_float_param("tol", self.tol, 0.0, lo_open=True)
+        if self.velocity_tau_bins is not None:
+            as_float_param("velocity_tau_bins", self.velocity_tau_bins, 0.0, lo_open=True)
 
     def fit(self, X: Any, y: Any, *, feature_names: Sequence[str] | None = None,
             channel_map: ChannelMap | None = None) -> "KalmanFilter":
@@ -194,7 +208,7 @@ class KalmanFilter(DecoderMixin, RegressorMixin, BaseEstimator):
         self.noise_scale_scores_ = None
         if self.process_noise_scale == "auto":
             scale = 1.0
-            if X.shape[0] >= 50:
+            if X.shape[0] >= 50 and self.velocity_tau_bins is None:
                 scale, self.noise_scale_scores_ = self._select_noise_scale(X, Y)
         else:
             scale = float(self.process_noise_scale)
@@ -203,12 +217,18 @@ class KalmanFilter(DecoderMixin, RegressorMixin, BaseEstimator):
 
     def _fit_dynamics(self, Y: np.ndarray, scale: float) -> None:
         m = Y.shape[1]
-        B, b = _lstsq_intercept(Y[:-1], Y[1:])
-        self.A_ = B.T
-        self.b_ = b
-        Rw = Y[1:] - (Y[:-1] @ B + b)
-        W = np.atleast_2d(np.cov(Rw, rowvar=False, bias=True)) * scale
         P0 = np.atleast_2d(np.cov(Y, rowvar=False, bias=True))
+        if self.velocity_tau_bins is None:
+            B, b = _lstsq_intercept(Y[:-1], Y[1:])
+            self.A_ = B.T
+            self.b_ = b
+            Rw = Y[1:] - (Y[:-1] @ B + b)
+            W = np.atleast_2d(np.cov(Rw, rowvar=False, bias=True)) * scale
+        else:                                   # a first-order prior with a set correlation time
+            a = math.exp(-1.0 / float(self.velocity_tau_bins))
+            self.A_ = a * np.eye(m)
+            self.b_ = (1.0 - a) * Y.mean(axis=0)
+            W = (1.0 - a * a) * P0 * scale
         y_scale = float(np.trace(P0)) / m if np.trace(P0) > 0 else 1.0
         W[np.diag_indices(m)] += 1e-9 * y_scale + 1e-300
         P0[np.diag_indices(m)] += 1e-9 * y_scale + 1e-300
@@ -464,7 +484,7 @@ class ReFITKalmanFilter(KalmanFilter):
     refit_dynamics : bool, default=False
         Also re-learn ``A``, ``b``, ``W`` from the intention (Gilja et al. keep the
         dynamics of the initial fit).
-    steady_state, obs_shrinkage, process_noise_scale, max_iter, tol :
+    steady_state, obs_shrinkage, process_noise_scale, max_iter, tol, velocity_tau_bins :
         As in :class:`KalmanFilter`.
 
     Attributes
@@ -477,9 +497,10 @@ class ReFITKalmanFilter(KalmanFilter):
 
     def __init__(self, steady_state: bool = True, obs_shrinkage: float | str = "auto",
                  process_noise_scale: float | str = "auto", max_iter: int = 10000, tol: float = 1e-10,
-                 refit_dynamics: bool = False) -> None:
+                 refit_dynamics: bool = False, velocity_tau_bins: float | None = None) -> None:
         super().__init__(steady_state=steady_state, obs_shrinkage=obs_shrinkage,
-                         process_noise_scale=process_noise_scale, max_iter=max_iter, tol=tol)
+                         process_noise_scale=process_noise_scale, max_iter=max_iter, tol=tol,
+                         velocity_tau_bins=velocity_tau_bins)
         self.refit_dynamics = refit_dynamics
 
     def fit(self, X: Any, y: Any, *, feature_names: Sequence[str] | None = None,

@@ -44,7 +44,8 @@ def _block_defaults(blocks: list[dict]) -> dict:
     out: dict[str, dict] = {}
     for b in blocks:
         if b["kind"] == "calibration" and "calibration" not in out:
-            out["calibration"] = {"seconds": b.get("seconds"), "task_params": b.get("task_params") or {}}
+            out["calibration"] = {"task": b.get("task", "centre_out"), "seconds": b.get("seconds"),
+                                  "task_params": b.get("task_params") or {}}
         elif b["kind"] in ("closed_loop", "evaluation") and b.get("task") not in out:
             out[b["task"]] = {"seconds": b.get("seconds"), "max_seconds": b.get("max_seconds"),
                               "task_params": b.get("task_params") or {}}

@@ -7,7 +7,8 @@ before its ``intent`` input) and answered on ``operator.replies``; a command tha
 possible in the current state is answered with status 409 and the reason.
 
 ========================  ===================================================================
-``calibrate``             open-loop centre-out block (``seconds``); its bins train the decoder
+``calibrate``             open-loop block (``seconds``; ``task`` centre_out or webgrid, default
+                          the session's calibration task); its bins train the decoder
 ``start``                 a task block (``task``, ``seconds``, ``task_params``): closed loop
                           once fitted, ``perfect`` with the perfect decoder, open loop under
                           the operator's mouse before a fit
@@ -38,6 +39,8 @@ CURSOR_COMMANDS = frozenset({"calibrate", "start", "stop", "fit", "refit", "esto
 _ALWAYS = frozenset({"estop", "release", "mouse", "mouse_move", "mouse_click"})
 MAX_BLOCK_S = 600.0
 TASK_NAMES = ("centre_out", "webgrid", "chess")
+#: Tasks an open-loop calibration block can run (the autopilot moves the cursor to their targets).
+CALIBRATION_TASKS = ("centre_out", "webgrid")
 _DEFAULT_SECONDS = {"centre_out": 60.0, "webgrid": 60.0, "chess": None}
 #: How often (bins) the slower operator view (metrics, task info, counts) is published.
 SLOW_EVERY = 10
@@ -166,9 +169,17 @@ class OperatorMixin:
             raise CommandRefused("calibrate: decoder 'perfect' needs no calibration (the session has no implant)")
         self._busy("calibrate")
         d = self._defaults("calibration")
+        task_name = cmd.get("task") or d.get("task") or "centre_out"
+        if task_name not in CALIBRATION_TASKS:
+            raise CommandRefused(f"calibrate.task must be one of {list(CALIBRATION_TASKS)}; got {task_name!r}", 400)
         secs = float(cmd.get("seconds") or min(float(d.get("seconds") or 60.0), MAX_BLOCK_S))
-        params = dict(d.get("task_params") or {"click": True})
-        task = self._make_task("centre_out", params, cmd)
+        if cmd.get("task_params") is not None:
+            params = dict(cmd["task_params"])
+        elif d.get("task", "centre_out") == task_name and d.get("task_params") is not None:
+            params = dict(d["task_params"])
+        else:
+            params = {"click": True} if task_name == "centre_out" else {}
+        task = self._make_task(task_name, params, cmd)
         blk = self._begin_op("calibration", task, params, "open", secs, sample)
         return {"block": blk.name, "seconds": secs}
 

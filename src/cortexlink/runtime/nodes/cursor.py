@@ -75,7 +75,8 @@ class CursorNode(OperatorMixin, Node):
         End the run when the schedule is finished.
     block_defaults : dict
         Interactive mode: default ``seconds``, ``max_seconds`` and ``task_params`` of the blocks
-        the operator starts, by ``calibration``, ``centre_out``, ``webgrid``, ``chess``.
+        the operator starts, by ``calibration``, ``centre_out``, ``webgrid``, ``chess``
+        (``calibration`` also ``task``: centre_out, the default, or webgrid).
 
     Interactive mode (no ``blocks``, the ``operator`` input connected to ``operator.commands``):
     the operator begins and ends blocks, fits and refits, and drives the E-STOP and mouse mode
@@ -124,7 +125,12 @@ class CursorNode(OperatorMixin, Node):
         for k, v in params["block_defaults"].items():
             if not isinstance(v, dict):
                 raise ConfigError(f"{path}.block_defaults.{k} must be a mapping; got {v!r}")
-            check_keys(f"{path}.block_defaults.{k}", v, ("seconds", "max_seconds", "task_params"))
+            check_keys(f"{path}.block_defaults.{k}", v,
+                       ("seconds", "max_seconds", "task_params") + (("task",) if k == "calibration" else ()))
+        cal_task = (params["block_defaults"].get("calibration") or {}).get("task", "centre_out")
+        if cal_task not in ("centre_out", "webgrid"):
+            raise ConfigError(f"{path}.block_defaults.calibration.task must be 'centre_out' or 'webgrid'; "
+                              f"got {cal_task!r}")
         try:
             CursorEffector(dt_s=graph["bin_ms"] / 1000.0, **eff)
         except (ConfigError, TypeError) as exc:

@@ -52,6 +52,13 @@ def _kinematics(kin: dict | None, bins: list, labels: str, node: str) -> dict:
 #: now: ``cortexlink bench closed-loop --channels 256 --decoders kalman --variants default
 #: no_click_freeze`` (3.11 vs 2.78 bps, seeds 0-2).
 CLICK_FREEZE_PROBA = 0.3
+#: Default ``velocity_tau_s``: the Kalman filter's velocity prior decorrelates in 60 ms, about the
+#: time a person steering a cursor takes to start a correction, instead of the autopilot's slow
+#: kinematics the calibration labels carry (whose fitted dynamics made the filter smooth for an
+#: offline R², a slow cursor). Webgrid 30 x 30, ``cortex`` preset, Kalman, seeds 0-2, fitted
+#: dynamics vs 40 / 60 / 100 ms: 96 ch 1.85 vs 1.63 / 2.67 / 2.02 bps; 1,024 ch 4.20 vs
+#: 5.34 / 5.23 / 5.12 (``bench closed-loop --variants fitted_dynamics`` is the ablation row).
+VELOCITY_TAU_S = 0.06
 
 
 @register_node
@@ -91,6 +98,10 @@ class DecoderNode(Node):
         (:class:`~cortexlink.decoders.speed_gain.SpeedGain`): ``auto`` sets its half-gain speed
         from the rest noise measured at each fit (the default), a number sets it (screen units/s),
         null turns it off.
+    velocity_tau_s : float or None
+        Kalman kinds: the correlation time of the filter's velocity prior, seconds (default
+        :data:`VELOCITY_TAU_S`; :func:`~cortexlink.decoders.fitting.fit_decoders`); None fits the
+        dynamics to the calibration labels (an autopilot's smooth kinematics: a slow cursor).
     click_freeze_proba : float or None
         Hold the cursor still (velocity zero) while the click decoder's filtered probability is
         at least this or its click state is on: the cursor does not drift off the target while
@@ -140,6 +151,7 @@ class DecoderNode(Node):
         "labels": Param("str", "target", choices=("target", "cursor", "intent")),
         "label_lag_s": Param("float", None, nullable=True, lo=0.0, hi=1.0),
         "speed_gain": Param("any", "auto", nullable=True),
+        "velocity_tau_s": Param("float", VELOCITY_TAU_S, nullable=True, lo=0.001, hi=10.0),
         "click_freeze_proba": Param("float", CLICK_FREEZE_PROBA, nullable=True, lo=0.0, hi=1.0),
     }
     INJECT = {**Node.INJECT,
@@ -355,7 +367,7 @@ class DecoderNode(Node):
             res = fit_decoders(p["decoder"], p["decoder_params"], blocks, feature_names=self.names,
                                click=p["click"], click_params=p["click_params"],
                                on_no_click="note" if note else "raise", labels=p["labels"], lag_bins=lag,
-                               speed_gain=p["speed_gain"])
+                               speed_gain=p["speed_gain"], velocity_tau_s=p["velocity_tau_s"])
         except ConfigError as exc:
             raise ConfigError(f"nodes.{self.name}: {exc}") from exc
         click = res.click_decoder if p["click"] else self.click_dec
