@@ -116,4 +116,4 @@ def test_session_example_check_and_bad_file(tmp_path, capsys):
     assert "refit_kalman" in capsys.readouterr().out
     p.write_text(text.replace("task: webgrid", "task: pong"))
     assert main(["session", "check", str(p)]) == 2
-    assert "session.blocks[4].task must be one of" in capsys.readouterr().err
+    assert "session.blocks[0].task must be one of" in capsys.readouterr().err      # the calibration

@@ -22,7 +22,7 @@ import numpy as np
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run a complete closed-loop session on a simulated implant (the main job)",
                        description="Runs a complete closed-loop session: a simulated participant with a "
-                                   "simulated 1024-channel implant calibrates (open loop, centre-out), a "
+                                   "simulated 1024-channel implant calibrates (open loop, on Webgrid), a "
                                    "ReFIT-Kalman decoder is fitted, used in closed loop and refitted, then the "
                                    "participant plays two minutes of Webgrid (bits per second) and ten moves of "
                                    "chess. Prints a summary table and writes a run folder (session.yaml, "
