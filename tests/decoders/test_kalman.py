@@ -146,3 +146,30 @@ def test_velocity_prior_survives_save_and_load(tmp_path):
     back = load(kf.save(tmp_path / "kf.npz"))
     assert back.velocity_tau_bins == 4.0
     np.testing.assert_allclose(back.predict(X), kf.predict(X))
+
+
+def test_refit_with_the_calibration_bins_fits_both_together(linear_data):
+    Xtr, ytr, _, _ = linear_data
+    rng = np.random.default_rng(5)
+    cl = slice(0, 300)
+    decoded = ytr[cl] + 0.1 * rng.standard_normal((300, 2))
+    cursor = rng.uniform(-1, 1, (300, 2))
+    target = cursor + decoded
+    on = np.zeros(300, bool)
+    alone = ReFITKalmanFilter(process_noise_scale=1.0).fit(Xtr[300:], ytr[300:])
+    both = ReFITKalmanFilter(process_noise_scale=1.0).fit(Xtr[300:], ytr[300:])
+    alone.refit(Xtr[cl], decoded, cursor, target, on)
+    both.refit(Xtr[cl], decoded, cursor, target, on, X_prior=Xtr[300:], y_prior=ytr[300:])
+    # the observation model is the one fitted on the stacked bins: the calibration's plus the closed loop's
+    ref = KalmanFilter(process_noise_scale=1.0).fit(Xtr[300:], ytr[300:])
+    ref._fit_observation(np.vstack([Xtr[300:], Xtr[cl]]), np.vstack([ytr[300:], intended_velocity(decoded, cursor, target, on)]))
+    np.testing.assert_allclose(both.C_, ref.C_, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(alone.C_, both.C_)
+    with pytest.raises(ValidationError, match="X_prior and y_prior go together"):
+        both.refit(Xtr[cl], decoded, cursor, target, on, X_prior=Xtr[300:])
+    with pytest.raises(ValidationError, match=r"X_prior / y_prior must be \(n, 20\) / \(n, 2\)"):
+        both.refit(Xtr[cl], decoded, cursor, target, on, X_prior=Xtr[300:, :5], y_prior=ytr[300:])
+    bad = Xtr[300:].copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValidationError, match="X_prior"):
+        both.refit(Xtr[cl], decoded, cursor, target, on, X_prior=bad, y_prior=ytr[300:])

@@ -145,3 +145,25 @@ def test_session_checks_the_velocity_prior_and_the_bench_ablates_it():
     bad["decoder"]["velocity_tau_s"] = -1
     with pytest.raises(ConfigError, match="session.decoder.velocity_tau_s"):
         load_session(bad)
+
+
+def test_refit_with_calibration_is_a_checked_session_option_and_an_ablation():
+    from cortexlink.bench.closed_loop import session
+    from cortexlink.decoders.fitting import refit_decoder
+    from cortexlink.runtime.session import load_session
+
+    s = session("refit_kalman", 96, 0, variant="refit_closed_loop_only")
+    assert s["decoder"]["refit_with_calibration"] is False
+    bad = session("refit_kalman", 96, 0)
+    bad["decoder"]["refit_with_calibration"] = "sometimes"
+    with pytest.raises(ConfigError, match="session.decoder.refit_with_calibration"):
+        load_session(bad)
+    # the fit hands its training set on; a refit with it says how many calibration bins it used
+    b = _block()
+    res = fit_decoders("refit_kalman", {}, [b], click=False, labels="cursor")
+    X, y = res.training
+    assert X.shape == (len(y), b.features.shape[1]) and y.shape[1] == 2
+    cl = SimpleNamespace(features=b.features, decoded_velocity=b.cursor_velocity, cursor_xy=b.cursor_xy,
+                         target_xy=b.target_xy, on_target=np.zeros(len(b.features), bool), dt_s=0.02)
+    assert refit_decoder(res.decoder, [cl], prior=res.training).info["n_prior_bins"] == len(X)
+    assert refit_decoder(res.decoder, [cl]).info["n_prior_bins"] == 0

@@ -86,6 +86,7 @@ def test_quick_session_runs_and_writes_a_run_folder(tmp_path):
     s = res["summary"]
     assert [b["kind"] for b in s["blocks"]] == ["calibration", "fit", "closed_loop", "refit", "evaluation"]
     assert s["blocks"][1]["n_bins"] > 500 and s["blocks"][3]["n_bins"] > 100
+    assert s["blocks"][3]["n_prior_bins"] == s["blocks"][1]["n_bins"]      # ReFIT refits on the calibration too
     assert res["decoder"].n_refits_ == 1
     ev = res["traces"][-1]
     assert ev.mode == "closed" and ev.n_bins == 300

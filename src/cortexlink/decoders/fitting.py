@@ -187,6 +187,8 @@ class FitResult:
     click_decoder: Any
     info: dict
     speed_gain: Any = None
+    #: The training set a fit used, ``(X, y)`` (None for a refit): a later ReFIT refits on it too.
+    training: Any = None
 
 
 def fit_decoders(kind: str, params: dict | None, blocks: Sequence[Any], *, feature_names: Sequence[str] | None = None,
@@ -253,18 +255,23 @@ def fit_decoders(kind: str, params: dict | None, blocks: Sequence[Any], *, featu
         else:
             click_dec = make_click_decoder(click_params).fit(X, c)
     info["fit_s"] = time.perf_counter() - t0
-    return FitResult(dec, click_dec, info, gain)
+    return FitResult(dec, click_dec, info, gain, (X, y))
 
 
-def refit_decoder(decoder: Any, blocks: Sequence[Any], *, in_place: bool = True) -> FitResult:
+def refit_decoder(decoder: Any, blocks: Sequence[Any], *, in_place: bool = True, prior: Any = None) -> FitResult:
     """ReFIT: re-estimate a ReFIT-Kalman decoder from closed-loop blocks (see :func:`refit_set`).
 
     ``in_place=False`` refits a copy (a decoder may keep running while its successor is fitted).
+    ``prior``: the calibration's ``(X, y)`` (:attr:`FitResult.training`), refitted together with
+    the closed-loop bins (``X_prior``/``y_prior`` of
+    :meth:`~cortexlink.decoders.ReFITKalmanFilter.refit`); None: the closed-loop bins alone.
     """
     if not hasattr(decoder, "refit"):
         raise ConfigError(f"refit needs decoder kind 'refit_kalman'; got {type(decoder).__name__}")
     t0 = time.perf_counter()
     Xr, dv, cur, tgt, ont = refit_set(blocks)
     dec = decoder if in_place else copy.deepcopy(decoder)
-    dec.refit(Xr, dv, cur, tgt, ont)
-    return FitResult(dec, None, {"cmd": "refit", "n_bins": int(Xr.shape[0]), "fit_s": time.perf_counter() - t0})
+    Xp, yp = prior if prior is not None else (None, None)
+    dec.refit(Xr, dv, cur, tgt, ont, X_prior=Xp, y_prior=yp)
+    return FitResult(dec, None, {"cmd": "refit", "n_bins": int(Xr.shape[0]),
+                                 "n_prior_bins": 0 if Xp is None else int(len(Xp)), "fit_s": time.perf_counter() - t0})

@@ -16,7 +16,8 @@ order::
     decoder: {kind: refit_kalman, params: {}}         # wiener | kalman | refit_kalman | gru | perfect
       # also: labels (target | cursor | intent), label_lag_s (null: from the data),
       # speed_gain (null | auto | half-gain speed in units/s), velocity_tau_s (Kalman
-      # kinds: the velocity prior's correlation time, default 0.06 s; null: fitted to the labels)
+      # kinds: the velocity prior's correlation time, default 0.06 s; null: fitted to the labels),
+      # refit_with_calibration (ReFIT refits on the calibration bins too; default true)
     click_decoder: {enabled: true, params: {}}        # also: freeze_proba (hold the cursor while a click
                                                       # builds up; default 0.3, null: never)
     blocks:
@@ -136,7 +137,7 @@ def _link(link: Any) -> dict:
 
 #: Decoder settings of a session passed to its decoder node as they are (see
 #: :class:`~cortexlink.runtime.nodes.decoder.DecoderNode`).
-DECODER_FIT_OPTIONS = ("labels", "label_lag_s", "speed_gain", "velocity_tau_s")
+DECODER_FIT_OPTIONS = ("labels", "label_lag_s", "speed_gain", "velocity_tau_s", "refit_with_calibration")
 
 
 def _node_param(node_cls: Any, key: str, path: str, value: Any) -> Any:
@@ -150,7 +151,7 @@ def _decoder_fit_options(dec: dict) -> None:
     from cortexlink.decoders.speed_gain import check_speed_gain
     from cortexlink.runtime.nodes.decoder import DecoderNode
 
-    for key in ("labels", "label_lag_s", "velocity_tau_s"):
+    for key in ("labels", "label_lag_s", "velocity_tau_s", "refit_with_calibration"):
         if key in dec:
             dec[key] = _node_param(DecoderNode, key, f"decoder.{key}", dec[key])
     if "speed_gain" in dec:
@@ -221,7 +222,8 @@ def load_session(source: str | Path | dict | None = None) -> dict:
     out["effector"] = eff
 
     dec = dict(_mapping("decoder", cfg.get("decoder", {"kind": "refit_kalman"}),
-                        {"kind", "params", "labels", "label_lag_s", "speed_gain", "velocity_tau_s"}))
+                        {"kind", "params", "labels", "label_lag_s", "speed_gain", "velocity_tau_s",
+                         "refit_with_calibration"}))
     dec.setdefault("kind", "refit_kalman")
     if not isinstance(dec["kind"], str) or dec["kind"] not in DECODER_KINDS:
         raise _where("decoder.kind", f"must be one of {list(DECODER_KINDS)}; got {brief(dec.get('kind'))}")
@@ -503,7 +505,8 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
             elif fits:
                 f = fits.pop(0)
                 info.update({k: f[k] for k in ("n_bins", "n_features", "n_click_bins", "fit_s", "labels",
-                                               "label_lag_bins", "velocity_tau_bins", "speed_gain") if k in f})
+                                               "label_lag_bins", "velocity_tau_bins", "speed_gain", "n_prior_bins")
+                            if k in f})
         elif b["name"] in traces:
             tr = traces[b["name"]]
             info.update({"task": b["task"], "mode": tr.mode, "seconds": tr.n_bins * tr.dt_s, "metrics": tr.metrics})

@@ -102,6 +102,12 @@ class DecoderNode(Node):
         Kalman kinds: the correlation time of the filter's velocity prior, seconds (default
         :data:`VELOCITY_TAU_S`; :func:`~cortexlink.decoders.fitting.fit_decoders`); None fits the
         dynamics to the calibration labels (an autopilot's smooth kinematics: a slow cursor).
+    refit_with_calibration : bool
+        ReFIT refits the observation model on the last fit's calibration bins (features and
+        labels, kept in memory) together with the closed-loop bins and their re-estimated
+        intention (default True; after a restart, whose journal restores the decoder but not the
+        training set, on the closed-loop bins alone). False: the closed-loop bins alone, as Gilja
+        et al. 2012.
     click_freeze_proba : float or None
         Hold the cursor still (velocity zero) while the click decoder's filtered probability is
         at least this or its click state is on: the cursor does not drift off the target while
@@ -152,6 +158,7 @@ class DecoderNode(Node):
         "label_lag_s": Param("float", None, nullable=True, lo=0.0, hi=1.0),
         "speed_gain": Param("any", "auto", nullable=True),
         "velocity_tau_s": Param("float", VELOCITY_TAU_S, nullable=True, lo=0.001, hi=10.0),
+        "refit_with_calibration": Param("bool", True),
         "click_freeze_proba": Param("float", CLICK_FREEZE_PROBA, nullable=True, lo=0.0, hi=1.0),
     }
     INJECT = {**Node.INJECT,
@@ -187,6 +194,7 @@ class DecoderNode(Node):
         self._output_stage = output_stage
         self._thread = None
         self._new = None
+        self._training = None          # the last fit's (X, y): ReFIT refits on them and the closed loop
         if getattr(self, "_set_up", False):
             # a restart keeps the fitted decoders, the training data and the block (their state is
             # reset, as at a block start)
@@ -298,7 +306,7 @@ class DecoderNode(Node):
         if new[0] == "error":
             self._job_done(False, error=f"{type(new[1]).__name__}: {new[1]}")
             return
-        self.decoder, self.click_dec, info, self.speed_gain = new[1], new[2], new[3], new[4]
+        self.decoder, self.click_dec, info, self.speed_gain, self._training = new[1], new[2], new[3], new[4], new[5]
         self.fitted = True
         self.version += 1
         self._after_fit(info)
@@ -373,11 +381,12 @@ class DecoderNode(Node):
         click = res.click_decoder if p["click"] else self.click_dec
         if in_place:
             self.decoder, self.click_dec, self.speed_gain = res.decoder, click, res.speed_gain
+            self._training = res.training
             self.fitted = True
             self.version += 1
             self._after_fit(res.info)
         else:
-            self._new = ("ok", res.decoder, click, res.info, res.speed_gain)
+            self._new = ("ok", res.decoder, click, res.info, res.speed_gain, res.training)
 
     def _refit(self, c: Control, closed: dict, *, in_place: bool) -> None:
         from cortexlink.decoders.fitting import refit_decoder
@@ -401,12 +410,13 @@ class DecoderNode(Node):
                                  cursor_xy=np.asarray(blk["cursor_xy"], float).reshape(n, 2),
                                  target_xy=np.asarray(blk["target_xy"], float).reshape(n, 2),
                                  on_target=np.asarray(blk["on_target"], bool).reshape(n), dt_s=float(blk["dt_s"])))
-        res = refit_decoder(self.decoder, blocks, in_place=in_place)
+        prior = self._training if self.params["refit_with_calibration"] else None
+        res = refit_decoder(self.decoder, blocks, in_place=in_place, prior=prior)
         if in_place:
             self.version += 1
             self._after_fit(res.info)
         else:
-            self._new = ("ok", res.decoder, self.click_dec, res.info, self.speed_gain)
+            self._new = ("ok", res.decoder, self.click_dec, res.info, self.speed_gain, self._training)
 
     # -- bins -----------------------------------------------------------------------------
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
