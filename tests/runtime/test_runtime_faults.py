@@ -241,11 +241,11 @@ def test_the_decoder_journal_reads_back_blocks_bins_model_and_skips_applied_cont
         bus.set_info("dsp/features", {"names": [f"f{i}" for i in range(4)]})
         ctx = NodeContext(bus=bus, graph=graph, realtime=False, now_ns=lambda: 0, fault=lambda *a, **k: None,
                           request_stop=lambda r: None, health=dict, journal=lambda n: journal)
-        node = DecoderNode("decoder", {"decoder": "kalman", "decoder_params": {}, "path": None, "click": False,
-                                       "click_params": {}, "click_path": None, "save_dir": None, "fit_in_thread": False,
-                                       "labels": "intent", "label_lag_s": 0.0, "speed_gain": 0.5,
-                                       "click_freeze_proba": None},
-                           ctx)
+        params = {k: p.default for k, p in DecoderNode.PARAMS.items()}    # every parameter, new ones too
+        params.update({"decoder": "kalman", "decoder_params": {}, "path": None, "click": False, "click_params": {},
+                       "click_path": None, "save_dir": None, "fit_in_thread": False, "labels": "intent",
+                       "label_lag_s": 0.0, "speed_gain": 0.5, "click_freeze_proba": None})
+        node = DecoderNode("decoder", params, ctx)
         node.subs = {"control": bus.subscribe("cursor.control", "decoder.control", maxlen=64, policy="fail"),
                      "features": bus.subscribe("dsp.features", "decoder.features")}
         node.setup()
