@@ -106,3 +106,37 @@ def test_bad_reset_position_raises():
         eff.reset((np.nan, 0.0))
     with pytest.raises(ConfigError, match="xy"):
         eff.reset((1.0, 2.0, 3.0))
+
+
+def test_dwell_fallback_clicks_once_per_stop_and_rearms_after_moving_off():
+    from types import SimpleNamespace
+
+    from cortexlink.tasks.cursor import cursor_command
+
+    eff = CursorEffector(dt_s=0.02, refractory_s=0.0, dwell_s=0.1)        # 5 bins
+    r = 0.05
+    out = [eff.step((0.0, 0.0), dwell_radius=r)[1] for _ in range(12)]
+    assert out.index(True) == 4 and sum(out) == 1 and eff.n_dwell_clicks == 1   # once, not every 5 bins
+    eff.step((10.0, 0.0), dwell_radius=r)                                 # moves 0.2 > r: re-armed
+    out = [eff.step((0.0, 0.0), dwell_radius=r)[1] for _ in range(6)]
+    assert out.index(True) == 4 and eff.n_dwell_clicks == 2
+    # slow drift inside the radius still counts as a stop; no radius (no target) never clicks
+    eff.step((10.0, 0.0), dwell_radius=r)
+    assert sum(eff.step((0.2, 0.0), dwell_radius=r)[1] for _ in range(6)) == 1
+    assert not any(eff.step((0.0, 0.0), dwell_radius=None)[1] for _ in range(20))
+    # a decoded click disarms it: no dwell click on the same stop
+    eff.step((10.0, 0.0), dwell_radius=r)
+    assert eff.step((0.0, 0.0), click=True, dwell_radius=r)[1]
+    assert not any(eff.step((0.0, 0.0), dwell_radius=r)[1] for _ in range(20))
+    # a halt disarms it too, and without dwell_s nothing is added
+    tgt = SimpleNamespace(xy=(0.5, 0.5), radius=r)
+    eff.step((10.0, 0.0), dwell_radius=r)
+    cursor_command(eff, "closed", target=tgt, decoded_velocity=(0.0, 0.0), halt=True)
+    assert not any(cursor_command(eff, "closed", target=tgt, decoded_velocity=(0.0, 0.0))[1] for _ in range(20))
+    plain = CursorEffector(dt_s=0.02)
+    assert not any(plain.step((0.0, 0.0), dwell_radius=r)[1] for _ in range(100))
+    # open loop (the autopilot) never dwell-clicks
+    eff2 = CursorEffector(dt_s=0.02, dwell_s=0.1)
+    assert not any(cursor_command(eff2, "open", target=SimpleNamespace(xy=(0.0, 0.0), radius=r))[1] for _ in range(20))
+    with pytest.raises(ConfigError, match="dwell_s"):
+        CursorEffector(dwell_s=-1.0)

@@ -19,7 +19,7 @@ intent, click = click intent) runs the evaluation block without the implant: the
 the participant's own control.
 
 *Variants* (:data:`VARIANTS`) change one thing in the default configuration: an ablation row
-(``no_speed_gain``, ``fitted_dynamics``, ``refit_closed_loop_only``, ``no_click_freeze``, ``oracle_labels``, ``cursor_labels``, ``slow_autopilot``,
+(``no_speed_gain``, ``fitted_dynamics``, ``refit_closed_loop_only``, ``no_click_freeze``, ``dwell_fallback``, ``oracle_labels``, ``cursor_labels``, ``slow_autopilot``,
 ``observe_as_self``) or the
 participant's delay, feedback gain or motor noise by +-20 % (``delay+20`` ...). Each row carries
 the control metrics of :func:`cortexlink.tasks.loop_metrics.control_metrics` (decoded speed at
@@ -58,6 +58,7 @@ VARIANTS: dict[str, list[tuple[tuple[str, ...], Any]]] = {
     "slow_autopilot": [(("loop", "autopilot_speed"), 1.0)],
     "observe_as_self": [(_P + ("observation",), "self")],
     "no_click_freeze": [(("click_decoder", "freeze_proba"), None)],
+    "dwell_fallback": [(("effector", "dwell_s"), 0.8)],
     "delay+20": [(_P + ("visual_delay_s",), ("*", 1.2))],
     "delay-20": [(_P + ("visual_delay_s",), ("*", 0.8))],
     "gain+20": [(_P + ("feedback_gain_per_s",), ("*", 1.2))],
@@ -74,7 +75,7 @@ PRESET = "cortex"
 
 #: Session sections that only matter to a fitted decoder: variants changing them do not apply to
 #: the perfect decoder.
-_DECODER_SECTIONS = ("decoder", "loop", "click_decoder")
+_DECODER_SECTIONS = ("decoder", "loop", "click_decoder", "effector")
 
 
 def _decoder_only(variant: str) -> bool:

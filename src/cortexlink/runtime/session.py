@@ -12,7 +12,8 @@ order::
     loop: {dt_s: 0.02}                                # also feature_kinds: [sbp] / [tx, sbp], and
                                                       # link: {codec: rice, max_error_uv: 0} (raw
                                                       # chunks through the codec before the dsp)
-    effector: {gain: 1.0, smoothing: 0.0}             # CursorEffector: gain, EMA smoothing, refractory_s
+    effector: {gain: 1.0, smoothing: 0.0}             # CursorEffector: gain, EMA smoothing, refractory_s,
+                                                      # dwell_s (dwell-to-select fallback; default off)
     decoder: {kind: refit_kalman, params: {}}         # wiener | kalman | refit_kalman | gru | perfect
       # also: labels (target | cursor | intent), label_lag_s (null: from the data),
       # speed_gain (null | auto | half-gain speed in units/s), velocity_tau_s (Kalman
@@ -214,7 +215,7 @@ def load_session(source: str | Path | dict | None = None) -> dict:
                                           loop.get("autopilot_speed", AUTOPILOT_SPEED))
     out["loop"] = loop
 
-    eff = dict(_mapping("effector", cfg.get("effector", {}) or {}, {"gain", "smoothing", "refractory_s"}))
+    eff = dict(_mapping("effector", cfg.get("effector", {}) or {}, {"gain", "smoothing", "refractory_s", "dwell_s"}))
     try:
         CursorEffector(dt_s=loop["dt_s"], **eff)
     except (ConfigError, TypeError, ValueError) as exc:

@@ -54,6 +54,12 @@ class CursorEffector:
         Duration of one bin in seconds.
     refractory_s : float
         Minimum time between two accepted clicks, seconds (>= 0; 0 accepts every click).
+    dwell_s : float or None
+        Dwell fallback (None or 0: off): a click is also made when the cursor has stayed within
+        ``dwell_radius`` of where it stopped for this long, seconds (> 0). One dwell click per
+        stop: it re-arms once the cursor leaves that radius, and a click (decoded or dwell)
+        disarms it, and so does :meth:`stop` (a halt). A participant whose click is missed
+        still selects by holding still, as dwell-to-select interfaces let people do.
 
     Attributes
     ----------
@@ -65,7 +71,7 @@ class CursorEffector:
     """
 
     def __init__(self, gain: float = 1.0, smoothing: float = 0.0, bounds: float = 1.0, dt_s: float = 0.02,
-                 refractory_s: float = 0.3) -> None:
+                 refractory_s: float = 0.3, dwell_s: float | None = None) -> None:
         self.gain = check_positive("gain", gain)
         self.smoothing = check_range("smoothing", smoothing, 0.0, 1.0)
         if self.smoothing >= 1.0:
@@ -73,6 +79,7 @@ class CursorEffector:
         self.bounds = check_positive("bounds", bounds)
         self.dt_s = check_positive("dt_s", dt_s)
         self.refractory_s = check_positive("refractory_s", refractory_s, allow_zero=True)
+        self.dwell_s = None if dwell_s is None or dwell_s == 0 else check_positive("dwell_s", dwell_s)
         self.reset()
 
     def reset(self, xy: Any = (0.0, 0.0)) -> None:
@@ -97,6 +104,10 @@ class CursorEffector:
         self.n_clicks = 0
         self.n_clicks_suppressed = 0
         self.n_nonfinite_held = 0
+        self.n_dwell_clicks = 0
+        self._anchor = self._xy.copy()
+        self._dwell_t = 0.0
+        self._dwell_armed = True
 
     @property
     def xy(self) -> np.ndarray:
@@ -111,8 +122,9 @@ class CursorEffector:
         cursor at once (with smoothing > 0 the remembered velocity would otherwise decay)."""
         self._v_ema = np.zeros(2)
         self._v_applied = np.zeros(2)
+        self._dwell_armed = False      # no dwell selection where a halt left the cursor
 
-    def step(self, velocity: Any, click: bool = False) -> tuple[np.ndarray, bool]:
+    def step(self, velocity: Any, click: bool = False, dwell_radius: float | None = None) -> tuple[np.ndarray, bool]:
         """Advance one bin.
 
         Parameters
@@ -122,6 +134,9 @@ class CursorEffector:
             for this bin and leaves the smoothing memory unchanged.
         click : bool
             True on a bin where the (decoded) click fired.
+        dwell_radius : float, optional
+            With ``dwell_s``: the radius the cursor must stay within (screen units; the current
+            target's radius). None: no dwell on this bin (the timer restarts).
 
         Returns
         -------
@@ -143,16 +158,38 @@ class CursorEffector:
                                self.n_nonfinite_held)
         clicked = False
         t_s = self.n_steps * self.dt_s
+        if self.dwell_s is not None:
+            click = self._dwell(dwell_radius) or click
         if click:
             # a small epsilon so that a click exactly refractory_s later (in whole bins) is accepted
             if t_s - self._last_click_t_s >= self.refractory_s - 1e-9:
                 clicked = True
                 self._last_click_t_s = t_s
                 self.n_clicks += 1
+                self._dwell_armed = False          # one selection per stop
             else:
                 self.n_clicks_suppressed += 1
         self.n_steps += 1
         return self._xy.copy(), clicked
+
+
+    def _dwell(self, radius: float | None) -> bool:
+        """Advance the dwell timer after a move; True when it fires (counted in n_dwell_clicks)."""
+        if radius is None or not radius > 0:      # no target now: the timer waits
+            self._anchor = self._xy.copy()
+            self._dwell_t = 0.0
+            return False
+        if float(np.hypot(*(self._xy - self._anchor))) > radius:     # moved on: a new stop may select
+            self._anchor = self._xy.copy()
+            self._dwell_t = 0.0
+            self._dwell_armed = True
+            return False
+        self._dwell_t += self.dt_s
+        if self._dwell_armed and self._dwell_t >= self.dwell_s - 1e-9:
+            self._dwell_armed = False
+            self.n_dwell_clicks += 1
+            return True
+        return False
 
 
 def autopilot_velocity(target: Any, xy: Any, max_speed: float) -> np.ndarray:
@@ -213,5 +250,6 @@ def cursor_command(effector: CursorEffector, mode: str, *, target: Any = None, d
         vel = np.zeros(2)
         click = False
         effector.stop()
-    xy, clicked = effector.step(vel, bool(click))
+    dwell_r = float(target.radius) if (mode == "closed" and target is not None and not halt) else None
+    xy, clicked = effector.step(vel, bool(click), dwell_radius=dwell_r)
     return xy, clicked, vel

@@ -120,7 +120,7 @@ class CursorNode(OperatorMixin, Node):
 
         path = f"nodes.{name}.params"
         eff = params["effector"]
-        check_keys(f"{path}.effector", eff, ("gain", "smoothing", "refractory_s"))
+        check_keys(f"{path}.effector", eff, ("gain", "smoothing", "refractory_s", "dwell_s"))
         check_keys(f"{path}.block_defaults", params["block_defaults"], ("calibration", "centre_out", "webgrid", "chess"))
         for k, v in params["block_defaults"].items():
             if not isinstance(v, dict):
