@@ -169,6 +169,8 @@ def test_refit_with_the_calibration_bins_fits_both_together(linear_data):
         both.refit(Xtr[cl], decoded, cursor, target, on, X_prior=Xtr[300:])
     with pytest.raises(ValidationError, match=r"X_prior / y_prior must be \(n, 20\) / \(n, 2\)"):
         both.refit(Xtr[cl], decoded, cursor, target, on, X_prior=Xtr[300:, :5], y_prior=ytr[300:])
+    with pytest.raises(ValidationError, match="X_prior / y_prior must be"):                  # transposed labels
+        both.refit(Xtr[cl], decoded, cursor, target, on, X_prior=Xtr[:3], y_prior=ytr[:3].T)
     bad = Xtr[300:].copy()
     bad[0, 0] = np.nan
     with pytest.raises(ValidationError, match="X_prior"):

@@ -128,8 +128,9 @@ def test_fit_decoders_turns_the_velocity_prior_time_into_bins():
     assert fit_decoders("kalman", {}, [b], click=False, labels="cursor").decoder.velocity_tau_bins is None
     assert "velocity_tau_bins" not in fit_decoders("wiener", {}, [b], click=False, labels="cursor",
                                                    velocity_tau_s=0.06).decoder.get_params()
-    with pytest.raises(ConfigError, match="velocity_tau_s"):
-        fit_decoders("kalman", {}, [b], click=False, labels="cursor", velocity_tau_s=-0.1)
+    for bad in (-0.1, True, float("inf")):
+        with pytest.raises(ConfigError, match="velocity_tau_s"):
+            fit_decoders("kalman", {}, [b], click=False, labels="cursor", velocity_tau_s=bad)
 
 
 def test_session_checks_the_velocity_prior_and_the_bench_ablates_it():

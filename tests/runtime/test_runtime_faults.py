@@ -282,6 +282,14 @@ def test_the_decoder_journal_reads_back_blocks_bins_model_and_skips_applied_cont
     xs = rng.normal(size=4)
     np.testing.assert_allclose(b.decoder.step(xs), a.decoder.step(xs))
     assert b.speed_gain == a.speed_gain and a.speed_gain.s0_units_s == 0.5    # the output's gain came back too
+    # what ReFIT refits on besides the closed loop (the fit's calibration) comes back too, and an
+    # in-process restart (the supervisor calls setup again) keeps it
+    (Xa, ya), (Xb, yb) = a._refit_prior(), b._refit_prior()
+    assert Xa.shape == (60, 4)
+    np.testing.assert_array_equal(Xa, Xb)
+    np.testing.assert_array_equal(ya, yb)
+    a.setup()
+    np.testing.assert_array_equal(a._refit_prior()[0], Xa)
 
 
 # -- stop signals ------------------------------------------------------------------------------------

@@ -316,7 +316,7 @@ def test_block_defaults_calibration_task_is_checked():
     from cortexlink.web.graphs import _block_defaults
 
     bad = _graph(block_defaults={"calibration": {"task": "chess"}})
-    with pytest.raises(ConfigError, match="block_defaults.calibration.task must be 'centre_out' or 'webgrid'"):
+    with pytest.raises(ConfigError, match=r"block_defaults.calibration.task must be one of \['centre_out', 'webgrid'\]"):
         load_graph(bad)
     d = _block_defaults([{"kind": "calibration", "task": "webgrid", "seconds": 60, "task_params": {"n": 30}}])
     assert d["calibration"] == {"task": "webgrid", "seconds": 60, "task_params": {"n": 30}}

@@ -30,8 +30,10 @@ def test_default_session_is_valid_and_matches_the_issue():
     web = cfg["blocks"][4]
     assert web["task"] == "webgrid" and web["seconds"] == 120 and web["task_params"]["n"] == 30
     assert cfg["blocks"][5]["task_params"]["max_moves"] == 10
-    # calibrated on the grid it is evaluated on (the operator UI's calibrate follows it)
-    assert DEFAULT_SESSION["blocks"][0]["task"] == "webgrid" and cfg["blocks"][0]["task_params"] == {"n": 30}
+    # calibrated on the grid it is evaluated on, not on the same targets (the operator UI's calibrate
+    # follows it)
+    assert DEFAULT_SESSION["blocks"][0]["task"] == "webgrid" and cfg["blocks"][0]["task_params"]["n"] == 30
+    assert cfg["blocks"][0]["task_params"]["seed"] != cfg["blocks"][4]["task_params"].get("seed", cfg["seed"])
 
 
 @pytest.mark.parametrize("mutate, match", [

@@ -140,3 +140,15 @@ def test_dwell_fallback_clicks_once_per_stop_and_rearms_after_moving_off():
     assert not any(cursor_command(eff2, "open", target=SimpleNamespace(xy=(0.0, 0.0), radius=r))[1] for _ in range(20))
     with pytest.raises(ConfigError, match="dwell_s"):
         CursorEffector(dwell_s=-1.0)
+
+
+def test_dwell_needs_a_bin_and_counts_only_accepted_dwell_clicks():
+    with pytest.raises(ConfigError, match="dwell_s must be at least one bin"):
+        CursorEffector(dt_s=0.02, dwell_s=0.005)
+    eff = CursorEffector(dt_s=0.02, refractory_s=0.3, dwell_s=0.04)              # 2 bins; refractory 15
+    assert eff.step((0.0, 0.0), click=True, dwell_radius=0.05)[1]                 # a decoded click
+    eff.step((10.0, 0.0), dwell_radius=0.05)                                      # moves on: re-armed
+    out = [eff.step((0.0, 0.0), dwell_radius=0.05)[1] for _ in range(20)]
+    # due after 2 bins but inside the refractory period: it stays armed and lands once it is over
+    assert sum(out) == 1 and out.index(True) == 13 and eff.n_dwell_clicks == 1
+    assert eff.n_clicks == 2

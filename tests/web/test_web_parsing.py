@@ -28,6 +28,11 @@ def _refused(body: bytes, headers=None, **kw) -> Refusal:
 def test_a_valid_command_is_read():
     assert _parse(b'{"cmd": "calibrate", "seconds": 12}') == ("calibrate", {"seconds": 12.0})
     assert _parse(b'{"cmd": "start", "task": "webgrid", "task_params": {"n": 4}}')[0] == "start"
+    # a calibration block of the session's task, or of the one asked for (an autopilot task only)
+    assert _parse(b'{"cmd": "calibrate", "task": "webgrid", "task_params": {"n": 9}}') == (
+        "calibrate", {"task": "webgrid", "task_params": {"n": 9}})
+    r = _refused(b'{"cmd": "calibrate", "task": "chess"}')
+    assert r.status == 400 and "calibrate.task must be one of ['centre_out', 'webgrid']" in r.message
 
 
 def test_deeply_nested_json_is_refused_before_parsing():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from typing import Any, Sequence
 
@@ -226,9 +227,10 @@ def fit_decoders(kind: str, params: dict | None, blocks: Sequence[Any], *, featu
     X, y, c, lag = lagged_training_set(blocks, labels, lag_bins)
     params = dict(params or {})
     if velocity_tau_s is not None and kind in ("kalman", "refit_kalman") and "velocity_tau_bins" not in params:
-        if not (isinstance(velocity_tau_s, (int, float)) and velocity_tau_s > 0):
-            raise ConfigError(f"velocity_tau_s must be null or a time > 0 (seconds); got {velocity_tau_s!r}")
-        params["velocity_tau_bins"] = float(velocity_tau_s) / float(blocks[0].dt_s)
+        if (isinstance(velocity_tau_s, bool) or not isinstance(velocity_tau_s, (int, float))
+                or not math.isfinite(velocity_tau_s) or velocity_tau_s <= 0):
+            raise ConfigError(f"velocity_tau_s must be null or a finite time > 0 (seconds); got {velocity_tau_s!r}")
+        params["velocity_tau_bins"] = float(velocity_tau_s) / float(getattr(blocks[0], "dt_s", 0.02))
     dec = make_decoder(kind, params)
     if dec is None:
         raise ConfigError("decoder 'perfect' has nothing to fit")

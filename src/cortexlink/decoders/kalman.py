@@ -567,7 +567,9 @@ class ReFITKalmanFilter(KalmanFilter):
             raise ValidationError("X_prior and y_prior go together (the calibration's features and labels)")
         if X_prior is not None:
             Xp = np.asarray(X_prior, dtype=np.float64)
-            yp = np.asarray(y_prior, dtype=np.float64).reshape(len(Xp), -1) if np.size(y_prior) else np.zeros((0, 0))
+            yp = np.asarray(y_prior, dtype=np.float64)
+            if yp.ndim == 1 and self.n_outputs_ == 1:
+                yp = yp[:, None]
             if Xp.ndim != 2 or Xp.shape[1] != X.shape[1] or yp.shape != (Xp.shape[0], self.n_outputs_):
                 raise ValidationError(f"X_prior / y_prior must be (n, {X.shape[1]}) / (n, {self.n_outputs_}); "
                                       f"got {Xp.shape} / {np.shape(y_prior)}")

@@ -80,6 +80,8 @@ class CursorEffector:
         self.dt_s = check_positive("dt_s", dt_s)
         self.refractory_s = check_positive("refractory_s", refractory_s, allow_zero=True)
         self.dwell_s = None if dwell_s is None or dwell_s == 0 else check_positive("dwell_s", dwell_s)
+        if self.dwell_s is not None and self.dwell_s < self.dt_s - 1e-12:
+            raise ConfigError(f"dwell_s must be at least one bin ({self.dt_s} s) or 0/None (off); got {dwell_s!r}")
         self.reset()
 
     def reset(self, xy: Any = (0.0, 0.0)) -> None:
@@ -158,14 +160,15 @@ class CursorEffector:
                                self.n_nonfinite_held)
         clicked = False
         t_s = self.n_steps * self.dt_s
-        if self.dwell_s is not None:
-            click = self._dwell(dwell_radius) or click
+        dwell = self.dwell_s is not None and self._dwell(dwell_radius) and not click
+        click = click or dwell
         if click:
             # a small epsilon so that a click exactly refractory_s later (in whole bins) is accepted
             if t_s - self._last_click_t_s >= self.refractory_s - 1e-9:
                 clicked = True
                 self._last_click_t_s = t_s
                 self.n_clicks += 1
+                self.n_dwell_clicks += dwell
                 self._dwell_armed = False          # one selection per stop
             else:
                 self.n_clicks_suppressed += 1
@@ -174,7 +177,8 @@ class CursorEffector:
 
 
     def _dwell(self, radius: float | None) -> bool:
-        """Advance the dwell timer after a move; True when it fires (counted in n_dwell_clicks)."""
+        """Advance the dwell timer after a move; True while it is due (armed and held long enough;
+        the click, once accepted, disarms it)."""
         if radius is None or not radius > 0:      # no target now: the timer waits
             self._anchor = self._xy.copy()
             self._dwell_t = 0.0
@@ -185,11 +189,7 @@ class CursorEffector:
             self._dwell_armed = True
             return False
         self._dwell_t += self.dt_s
-        if self._dwell_armed and self._dwell_t >= self.dwell_s - 1e-9:
-            self._dwell_armed = False
-            self.n_dwell_clicks += 1
-            return True
-        return False
+        return self._dwell_armed and self._dwell_t >= self.dwell_s - 1e-9
 
 
 def autopilot_velocity(target: Any, xy: Any, max_speed: float) -> np.ndarray:

@@ -72,7 +72,7 @@ def _plot_trajectories(traces: list, tasks: dict, path: Path) -> Path | None:
 def _plot_bps(traces: list, tasks: dict, path: Path) -> Path | None:
     from cortexlink.tasks.webgrid import bitrate_over_time
 
-    wg = [t for t in traces if t.task == "webgrid" and tasks.get(t.name) is not None]
+    wg = [t for t in traces if t.task == "webgrid" and t.mode != "open" and tasks.get(t.name) is not None]
     if not wg:
         return None
     plt = _fig()

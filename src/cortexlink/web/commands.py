@@ -21,12 +21,14 @@ __all__ = ["ControlError", "COMMANDS", "validate_command", "MAX_BLOCK_S", "TASK_
            "set_thread_priority"]
 
 TASK_NAMES = ("centre_out", "webgrid", "chess")
+#: Tasks a calibration block can run (an autopilot moves the cursor to their targets).
+CALIBRATION_TASKS = ("centre_out", "webgrid")
 #: Longest block a command may ask for (per-bin features of a block are kept in memory for ReFIT).
 MAX_BLOCK_S = 600.0
 
 #: Fields each command takes and their kinds (see :func:`validate_command`).
 COMMANDS: dict[str, dict[str, str]] = {
-    "calibrate": {"seconds": "seconds"},
+    "calibrate": {"seconds": "seconds", "task": "calibration_task", "task_params": "mapping"},
     "fit": {},
     "start": {"task": "task", "seconds": "seconds", "task_params": "mapping"},
     "stop": {},
@@ -93,9 +95,10 @@ def validate_command(obj: Any) -> tuple[str, dict]:
             if not _is_number(v) or not 0 < float(v) <= MAX_BLOCK_S:
                 raise ControlError(f"{cmd}.{k} must be {_KIND_TEXT[kind]}; got {v!r}")
             args[k] = float(v)
-        elif kind == "task":
-            if v not in TASK_NAMES:
-                raise ControlError(f"{cmd}.{k} must be one of {list(TASK_NAMES)}; got {v!r}")
+        elif kind in ("task", "calibration_task"):
+            names = TASK_NAMES if kind == "task" else CALIBRATION_TASKS
+            if v not in names:
+                raise ControlError(f"{cmd}.{k} must be one of {list(names)}; got {v!r}")
         elif kind == "mapping":
             if not isinstance(v, dict) or len(v) > 32:
                 raise ControlError(f"{cmd}.{k} must be {_KIND_TEXT[kind]}; got {_json_type(v)} {v!r}"[:300])

@@ -14,8 +14,9 @@ thread, or — with ``redis=`` — in a child process it talks to only over Redi
   latest-value holder (:attr:`OperatorController.snapshots`) for the web server.
 
 ========================  ===================================================================
-``calibrate``             open-loop centre-out block (the cursor moves by itself, the
-                          participant intends along); its bins train the decoders
+``calibrate``             open-loop block (the cursor moves by itself, the participant
+                          intends along) of the session's calibration task, or ``task``
+                          (centre_out or webgrid); its bins train the decoders
 ``fit``                   fit the velocity (and click) decoder on every calibration block so far
 ``start``                 closed-loop block of ``centre_out``, ``webgrid`` or ``chess``
 ``stop``                  end the running block

@@ -63,6 +63,7 @@ def recover(node: Any) -> None:
     pending = None
     last_seq = -1
     model = None
+    fit_kin = None
     for kind, v, f in entries:
         if kind == "control":
             m = decode_message(f"{node.name}.control", f)
@@ -73,6 +74,8 @@ def recover(node: Any) -> None:
             else:
                 pending = (c, dict(node.closed))
                 node.closed = {}
+                if c.cmd == "fit":
+                    fit_kin = tuple(c.blocks or ())
         elif kind == "bin":
             blk = node.block
             if blk is not None and blk["name"] == v["block"]:
@@ -97,6 +100,9 @@ def recover(node: Any) -> None:
 
         node.speed_gain = SpeedGain.from_dict((v.get("info") or {}).get("speed_gain"))
         node._models = dict(v.get("models") or {})
+        if fit_kin is not None:          # what ReFIT refits on besides the closed loop (the fit's calibration)
+            node._fit_src = (fit_kin, (v.get("info") or {}).get("label_lag_bins"),
+                             tuple(k["name"] for k in fit_kin) or None)
     sub = node.subs.get("control")
     if sub is not None:
         sub.resume_after = last_seq

@@ -14,7 +14,7 @@ from cortexlink.core.validation import check_keys
 from cortexlink.runtime.bus import Message
 from cortexlink.runtime.node import Node, Param, PortSpec, register_node
 from cortexlink.runtime.nodes._common import _NAN2, logger
-from cortexlink.runtime.nodes._operator import OperatorMixin, finite_or_none
+from cortexlink.runtime.nodes._operator import CALIBRATION_TASKS, OperatorMixin, finite_or_none
 from cortexlink.runtime.stats import LatencyStats
 from cortexlink.tasks.cursor import AUTOPILOT_SPEED, cursor_command
 from cortexlink.tasks.schedule import TASK_BLOCKS
@@ -128,8 +128,8 @@ class CursorNode(OperatorMixin, Node):
             check_keys(f"{path}.block_defaults.{k}", v,
                        ("seconds", "max_seconds", "task_params") + (("task",) if k == "calibration" else ()))
         cal_task = (params["block_defaults"].get("calibration") or {}).get("task", "centre_out")
-        if cal_task not in ("centre_out", "webgrid"):
-            raise ConfigError(f"{path}.block_defaults.calibration.task must be 'centre_out' or 'webgrid'; "
+        if cal_task not in CALIBRATION_TASKS:
+            raise ConfigError(f"{path}.block_defaults.calibration.task must be one of {list(CALIBRATION_TASKS)}; "
                               f"got {cal_task!r}")
         try:
             CursorEffector(dt_s=graph["bin_ms"] / 1000.0, **eff)

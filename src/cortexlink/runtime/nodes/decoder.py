@@ -103,11 +103,10 @@ class DecoderNode(Node):
         :data:`VELOCITY_TAU_S`; :func:`~cortexlink.decoders.fitting.fit_decoders`); None fits the
         dynamics to the calibration labels (an autopilot's smooth kinematics: a slow cursor).
     refit_with_calibration : bool
-        ReFIT refits the observation model on the last fit's calibration bins (features and
-        labels, kept in memory) together with the closed-loop bins and their re-estimated
-        intention (default True; after a restart, whose journal restores the decoder but not the
-        training set, on the closed-loop bins alone). False: the closed-loop bins alone, as Gilja
-        et al. 2012.
+        ReFIT refits the observation model on the last fit's calibration bins (rebuilt from the
+        kept calibration blocks with the fit's labels and lag, also after a restart or a
+        recovery from the journal) together with the closed-loop bins and their re-estimated
+        intention (default True). False: the closed-loop bins alone, as Gilja et al. 2012.
     click_freeze_proba : float or None
         Hold the cursor still (velocity zero) while the click decoder's filtered probability is
         at least this or its click state is on: the cursor does not drift off the target while
@@ -194,7 +193,6 @@ class DecoderNode(Node):
         self._output_stage = output_stage
         self._thread = None
         self._new = None
-        self._training = None          # the last fit's (X, y): ReFIT refits on them and the closed loop
         if getattr(self, "_set_up", False):
             # a restart keeps the fitted decoders, the training data and the block (their state is
             # reset, as at a block start)
@@ -204,6 +202,9 @@ class DecoderNode(Node):
                 self.click_dec.reset_state()
             return
         self._set_up = True
+        #: What the last fit was trained on (calibration kinematics, label lag in bins, block names):
+        #: ReFIT rebuilds that training set from ``calib`` and refits on it and the closed loop.
+        self._fit_src: tuple | None = None
         self.decoder = make_decoder(p["decoder"], p["decoder_params"])
         self.click_dec = None
         self.speed_gain = None
@@ -306,7 +307,9 @@ class DecoderNode(Node):
         if new[0] == "error":
             self._job_done(False, error=f"{type(new[1]).__name__}: {new[1]}")
             return
-        self.decoder, self.click_dec, info, self.speed_gain, self._training = new[1], new[2], new[3], new[4], new[5]
+        self.decoder, self.click_dec, info, self.speed_gain = new[1], new[2], new[3], new[4]
+        if new[5] is not None:
+            self._fit_src = new[5]
         self.fitted = True
         self.version += 1
         self._after_fit(info)
@@ -353,21 +356,28 @@ class DecoderNode(Node):
         if self.journal is not None:
             self.journal.append("job", n_jobs=self.n_jobs)
 
-    def _fit(self, note: bool = False, kinematics: tuple = (), *, in_place: bool) -> None:
-        from cortexlink.decoders.fitting import fit_decoders
-
+    def _calibration_blocks(self, kinematics: tuple, names: tuple | None = None) -> tuple[list, tuple]:
+        """The calibration blocks (those in ``names``, or all) as traces with their labels'
+        kinematics; and the names of the blocks that had bins."""
         kin = {k["name"]: k for k in kinematics}
-        p = self.params
-        blocks = []
+        blocks, used = [], []
         for b in self.calib:
             keep = [i for i, x in enumerate(b["x"]) if x is not None]     # bins with features (not a dsp warm-up)
-            if not keep:
+            if not keep or (names is not None and b["name"] not in names):
                 continue
             bins = [b["bins"][i] for i in keep]
             blocks.append(_trace(features=np.asarray([b["x"][i] for i in keep], np.float32).reshape(len(keep), -1),
                                  intended_velocity=np.asarray([b["v"][i] for i in keep], float).reshape(-1, 2),
                                  click_intent=np.asarray([b["c"][i] for i in keep], float), dt_s=self.ctx.bin_ms / 1000.0,
-                                 **_kinematics(kin.get(b["name"]), bins, p["labels"], self.name)))
+                                 **_kinematics(kin.get(b["name"]), bins, self.params["labels"], self.name)))
+            used.append(b["name"])
+        return blocks, tuple(used)
+
+    def _fit(self, note: bool = False, kinematics: tuple = (), *, in_place: bool) -> None:
+        from cortexlink.decoders.fitting import fit_decoders
+
+        p = self.params
+        blocks, used = self._calibration_blocks(kinematics)
         if not blocks:
             raise ConfigError(f"{self.name}: 'fit' but no calibration bins were collected")
         lag = "auto" if p["label_lag_s"] is None else int(round(p["label_lag_s"] * 1000.0 / self.ctx.bin_ms))
@@ -379,14 +389,34 @@ class DecoderNode(Node):
         except ConfigError as exc:
             raise ConfigError(f"nodes.{self.name}: {exc}") from exc
         click = res.click_decoder if p["click"] else self.click_dec
+        src = (tuple(kinematics), res.info.get("label_lag_bins"), used)
         if in_place:
             self.decoder, self.click_dec, self.speed_gain = res.decoder, click, res.speed_gain
-            self._training = res.training
+            self._fit_src = src
             self.fitted = True
             self.version += 1
             self._after_fit(res.info)
         else:
-            self._new = ("ok", res.decoder, click, res.info, res.speed_gain, res.training)
+            self._new = ("ok", res.decoder, click, res.info, res.speed_gain, src)
+
+    def _refit_prior(self) -> tuple | None:
+        """The last fit's training set ``(X, y)``, rebuilt from ``calib`` (None when
+        ``refit_with_calibration`` is off or nothing is known of the fit; said in the log)."""
+        from cortexlink.decoders.fitting import lagged_training_set
+
+        if not self.params["refit_with_calibration"]:
+            return None
+        if self._fit_src is None:
+            logger.warning("%s: refit on the closed-loop bins alone (the fit's calibration is not known here)",
+                           self.name)
+            return None
+        kinematics, lag, names = self._fit_src
+        blocks, _ = self._calibration_blocks(kinematics, names)
+        if not blocks:
+            logger.warning("%s: refit on the closed-loop bins alone (no calibration bins kept)", self.name)
+            return None
+        X, y, _, _ = lagged_training_set(blocks, self.params["labels"], "auto" if lag is None else int(lag))
+        return X, y
 
     def _refit(self, c: Control, closed: dict, *, in_place: bool) -> None:
         from cortexlink.decoders.fitting import refit_decoder
@@ -410,13 +440,12 @@ class DecoderNode(Node):
                                  cursor_xy=np.asarray(blk["cursor_xy"], float).reshape(n, 2),
                                  target_xy=np.asarray(blk["target_xy"], float).reshape(n, 2),
                                  on_target=np.asarray(blk["on_target"], bool).reshape(n), dt_s=float(blk["dt_s"])))
-        prior = self._training if self.params["refit_with_calibration"] else None
-        res = refit_decoder(self.decoder, blocks, in_place=in_place, prior=prior)
+        res = refit_decoder(self.decoder, blocks, in_place=in_place, prior=self._refit_prior())
         if in_place:
             self.version += 1
             self._after_fit(res.info)
         else:
-            self._new = ("ok", res.decoder, self.click_dec, res.info, self.speed_gain, self._training)
+            self._new = ("ok", res.decoder, self.click_dec, res.info, self.speed_gain, None)
 
     # -- bins -----------------------------------------------------------------------------
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
