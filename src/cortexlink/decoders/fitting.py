@@ -188,8 +188,6 @@ class FitResult:
     click_decoder: Any
     info: dict
     speed_gain: Any = None
-    #: The training set a fit used, ``(X, y)`` (None for a refit): a later ReFIT refits on it too.
-    training: Any = None
 
 
 def fit_decoders(kind: str, params: dict | None, blocks: Sequence[Any], *, feature_names: Sequence[str] | None = None,
@@ -257,15 +255,15 @@ def fit_decoders(kind: str, params: dict | None, blocks: Sequence[Any], *, featu
         else:
             click_dec = make_click_decoder(click_params).fit(X, c)
     info["fit_s"] = time.perf_counter() - t0
-    return FitResult(dec, click_dec, info, gain, (X, y))
+    return FitResult(dec, click_dec, info, gain)
 
 
 def refit_decoder(decoder: Any, blocks: Sequence[Any], *, in_place: bool = True, prior: Any = None) -> FitResult:
     """ReFIT: re-estimate a ReFIT-Kalman decoder from closed-loop blocks (see :func:`refit_set`).
 
     ``in_place=False`` refits a copy (a decoder may keep running while its successor is fitted).
-    ``prior``: the calibration's ``(X, y)`` (:attr:`FitResult.training`), refitted together with
-    the closed-loop bins (``X_prior``/``y_prior`` of
+    ``prior``: the calibration's ``(X, y)`` (:func:`lagged_training_set` of the fit's blocks,
+    labels and lag), refitted together with the closed-loop bins (``X_prior``/``y_prior`` of
     :meth:`~cortexlink.decoders.ReFITKalmanFilter.refit`); None: the closed-loop bins alone.
     """
     if not hasattr(decoder, "refit"):

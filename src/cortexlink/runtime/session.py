@@ -153,8 +153,8 @@ def _decoder_fit_options(dec: dict) -> None:
     from cortexlink.decoders.speed_gain import check_speed_gain
     from cortexlink.runtime.nodes.decoder import DecoderNode
 
-    for key in ("labels", "label_lag_s", "velocity_tau_s", "refit_with_calibration"):
-        if key in dec:
+    for key in DECODER_FIT_OPTIONS:
+        if key in dec and key != "speed_gain":
             dec[key] = _node_param(DecoderNode, key, f"decoder.{key}", dec[key])
     if "speed_gain" in dec:
         dec["speed_gain"] = check_speed_gain("session.decoder.speed_gain", dec["speed_gain"])
@@ -224,8 +224,7 @@ def load_session(source: str | Path | dict | None = None) -> dict:
     out["effector"] = eff
 
     dec = dict(_mapping("decoder", cfg.get("decoder", {"kind": "refit_kalman"}),
-                        {"kind", "params", "labels", "label_lag_s", "speed_gain", "velocity_tau_s",
-                         "refit_with_calibration"}))
+                        {"kind", "params", *DECODER_FIT_OPTIONS}))
     dec.setdefault("kind", "refit_kalman")
     if not isinstance(dec["kind"], str) or dec["kind"] not in DECODER_KINDS:
         raise _where("decoder.kind", f"must be one of {list(DECODER_KINDS)}; got {brief(dec.get('kind'))}")

@@ -175,7 +175,6 @@ class CursorEffector:
         self.n_steps += 1
         return self._xy.copy(), clicked
 
-
     def _dwell(self, radius: float | None) -> bool:
         """Advance the dwell timer after a move; True while it is due (armed and held long enough;
         the click, once accepted, disarms it)."""

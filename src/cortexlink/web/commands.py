@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from cortexlink.core.errors import CortexlinkError
+from cortexlink.runtime.nodes._operator import CALIBRATION_TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -21,8 +22,6 @@ __all__ = ["ControlError", "COMMANDS", "validate_command", "MAX_BLOCK_S", "TASK_
            "set_thread_priority"]
 
 TASK_NAMES = ("centre_out", "webgrid", "chess")
-#: Tasks a calibration block can run (an autopilot moves the cursor to their targets).
-CALIBRATION_TASKS = ("centre_out", "webgrid")
 #: Longest block a command may ask for (per-bin features of a block are kept in memory for ReFIT).
 MAX_BLOCK_S = 600.0
 
