@@ -136,3 +136,112 @@ def lfp(raw, pos, stop, gain, offset, decim, sos, zi, z, need_init, acc, pacc, W
             bf = 0
         ist[L_BIN_FILL] = bf
     return stop
+
+
+
+@njit(cache=True, inline="always")
+def _select(a, n, k):  # pragma: no cover - compiled
+    """Reorder ``a[:n]`` so that ``a[k]`` is its k-th smallest value (quickselect, Hoare
+    partition with a median-of-three pivot) and return it; ``a[:k]`` then holds no value
+    above it."""
+    lo = 0
+    hi = n - 1
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        p = a[mid]
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < p:
+                i += 1
+            while a[j] > p:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
+#: radix of the first selection pass over a column's bit patterns (top bits of a float32)
+_RADIX_SHIFT = 20
+
+
+@njit(cache=True)
+def abs_median_columns(x, skip, out):  # pragma: no cover - compiled
+    """``out[c] = median(|x[:, c]|)`` for every column not flagged in ``skip`` (flag the
+    columns holding NaN) — the value ``np.median(np.abs(x), axis=0)`` gives for float32
+    ``x``, bit for bit (the mean of the two middle values in float32 for an even row
+    count).
+
+    Columns are copied 32 at a time into contiguous buffers (the rows stay contiguous
+    reads). The bit patterns of non-negative floats sort like the floats, so one
+    branch-free histogram of their top bits finds the bin holding the middle rank; only
+    that bin's few values are then selected exactly (quickselect). ~5x faster than a
+    quickselect over the whole column, whose comparisons the CPU cannot predict."""
+    n, n_ch = x.shape
+    block = 128
+    buf = np.empty((block, max(n, 1)), np.float32)
+    cand = np.empty(max(n, 1), np.uint32)
+    pair = np.empty(2, np.float32)
+    pair_bits = pair.view(np.uint32)
+    hist = np.zeros((0x7F800000 >> _RADIX_SHIFT) + 2, np.int32)
+    two = np.float32(2.0)
+    for c0 in range(0, n_ch, block):
+        w = min(block, n_ch - c0)
+        for t in range(n):
+            r = x[t]
+            for j in range(w):
+                buf[j, t] = abs(r[c0 + j])
+        for j in range(w):
+            c = c0 + j
+            if skip[c] or n == 0:
+                continue
+            u = buf[j].view(np.uint32)
+            kmin = np.int64(u[0] >> _RADIX_SHIFT)
+            for i in range(n):
+                key = np.int64(u[i] >> _RADIX_SHIFT)
+                hist[key] += 1
+                kmin = min(kmin, key)
+            k = n >> 1
+            below = 0
+            b = kmin
+            while below + hist[b] <= k:
+                below += hist[b]
+                b += 1
+            m = 0
+            lower_max = np.uint32(0)
+            for i in range(n):
+                v = u[i]
+                key = np.int64(v >> _RADIX_SHIFT)
+                hist[key] = 0
+                if key == b:
+                    cand[m] = v
+                    m += 1
+                elif key < b and v > lower_max:
+                    lower_max = v
+            pair_bits[1] = _select(cand, m, k - below)
+            if n & 1:
+                out[c] = pair[1]
+                continue
+            if k - 1 >= below:
+                lower = cand[0]
+                for i in range(1, k - below):
+                    if cand[i] > lower:
+                        lower = cand[i]
+                pair_bits[0] = lower
+            else:
+                pair_bits[0] = lower_max
+            out[c] = np.float32(pair[0] + pair[1]) / two

@@ -105,15 +105,20 @@ class RailStats:
 
 def _robust_rms(x: np.ndarray) -> np.ndarray:
     """``nanmedian(|x|, axis=0) / 0.6745``; NaN for all-NaN columns (without a warning)."""
-    a = np.abs(x.astype(np.float32, copy=False))
-    nan_cols = np.isnan(a).any(axis=0)
-    # np.median is vectorised over columns; nanmedian loops over them in Python, so it is
-    # only used for the (usually few) columns that hold NaN.
-    out = np.median(a, axis=0)
+    from cortexlink.dsp._side_kernels import abs_median_columns
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    nan_cols = np.isnan(x).any(axis=0)
+    # A compiled quickselect per column (bit-identical to np.median(np.abs(x), axis=0),
+    # whose strided partition took ~0.5 s per call at 16,384 channels x 1,000 rows); the
+    # (usually few) columns that hold NaN go to np.nanmedian.
+    out = np.full(x.shape[1], np.nan, np.float32)
+    if x.shape[0]:
+        abs_median_columns(x, nan_cols, out)
     if nan_cols.any():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            out[nan_cols] = np.nanmedian(a[:, nan_cols], axis=0)
+            out[nan_cols] = np.nanmedian(np.abs(x[:, nan_cols]), axis=0)
     return out.astype(np.float64) / MAD_SCALE
 
 
