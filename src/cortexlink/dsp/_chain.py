@@ -81,7 +81,8 @@ class _ChainMixin:
                     from cortexlink.dsp import _side_kernels as SK
 
                     r = self._rails
-                    SK.rails(data[pos:stop], r.mn, r.mx, r.n_mn, r.n_mx, r.n_finite)
+                    rails = SK.rails_int if data.dtype.kind in "iu" else SK.rails
+                    rails(data[pos:stop], r.mn, r.mx, r.n_mn, r.n_mx, r.n_finite)
                 else:
                     self._rails.update(data[pos:stop])
             if self.backend == "numba":

@@ -1,11 +1,12 @@
-"""The calibration's robust RMS: a compiled column median, bit-identical to numpy's."""
+"""The calibration's compiled kernels: the robust RMS (a column median bit-identical to numpy's)
+and the rail statistics of integer samples (equal to :class:`RailStats`)."""
 
 import warnings
 
 import numpy as np
 import pytest
 
-from cortexlink.dsp.calibration import MAD_SCALE, _robust_rms
+from cortexlink.dsp.calibration import MAD_SCALE, RailStats, _robust_rms
 
 
 def _numpy_robust_rms(x):
@@ -59,3 +60,24 @@ def test_robust_rms_takes_float64_and_non_contiguous_input():
 
 def test_robust_rms_of_no_rows_is_nan():
     assert np.isnan(_robust_rms(np.zeros((0, 3), np.float32))).all()
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32])
+def test_integer_rail_statistics_equal_the_reference(dtype):
+    from cortexlink.dsp import _side_kernels as SK
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 40, (400, 70)).astype(dtype)
+    x[:, 3] = 7                                        # flat
+    x[::5, 4] = np.iinfo(np.int16).max                 # clipped at the top rail
+    x[1::3, 5] = np.iinfo(np.int16).min                # and at the bottom
+    x[200:, 6] = x[200:, 6] + 500                      # the extreme moves up half-way
+    ref, fast, scalar = RailStats(70), RailStats(70), RailStats(70)
+    for a, b in [(0, 1), (1, 31), (31, 31), (31, 200), (200, 229), (229, 400)]:
+        ref.update(x[a:b])
+        SK.rails_int(x[a:b], fast.mn, fast.mx, fast.n_mn, fast.n_mx, fast.n_finite)
+        SK.rails(x[a:b], scalar.mn, scalar.mx, scalar.n_mn, scalar.n_mx, scalar.n_finite)
+    for k in ("mn", "mx", "n_mn", "n_mx", "n_finite"):
+        np.testing.assert_array_equal(getattr(fast, k), getattr(ref, k), err_msg=k)
+        np.testing.assert_array_equal(getattr(scalar, k), getattr(ref, k), err_msg=k)
+    assert fast.n_mx[4] == 80 and fast.n_mn[5] == 133 and fast.n_finite[0] == 400
