@@ -124,7 +124,9 @@ class _ChainMixin:
         import numba
 
         from cortexlink.dsp import _kernels as K
+        from cortexlink.dsp._side_kernels import warm_calibration
 
+        warm_calibration()
         n = self.n_channels
         want = self.config.n_threads or (os.cpu_count() or 1)
         # one part of whole groups of channels per thread, run on at most numba's pool of threads
