@@ -362,3 +362,43 @@ def test_a_frame_whose_coder_differs_from_its_streams_is_refused():
     other.encode(x[:100])
     with pytest.raises(ValidationError, match="range coder; the stream has 2 and rice"):
         dec.decode(other.encode(x[100:]))                     # frame 1, not a resync point
+
+
+@pytest.mark.parametrize("entropy", ENTROPY_CODERS)
+def test_decode_into_a_preallocated_buffer(entropy):
+    x = _neural_like(300, 6, seed=4)
+    enc, dec = Encoder(6, resync_frames=4, entropy=entropy), Decoder()
+    buf = np.full_like(x, 7)
+    for a in range(0, 300, 30):
+        got = dec.decode(enc.encode(x[a:a + 30]), out=buf[a:a + 30])
+        assert np.shares_memory(got, buf)
+    np.testing.assert_array_equal(buf, x)
+
+
+def test_a_wrong_out_buffer_is_refused_and_the_stream_goes_on():
+    x = _neural_like(90, 4, seed=5)
+    enc, dec = Encoder(4, resync_frames=100), Decoder()
+    f0, f1, f2 = (enc.encode(x[a:a + 30]) for a in (0, 30, 60))
+    dec.decode(f0)
+    for bad in (np.zeros((30, 3), np.int16), np.zeros((30, 4), np.int32), np.zeros((4, 30), np.int16).T,
+                np.zeros((31, 4), np.int16), [[0] * 4] * 30):
+        with pytest.raises(ValidationError, match="out must be"):
+            dec.decode(f1, out=bad)
+    assert dec.synchronised
+    np.testing.assert_array_equal(np.concatenate([dec.decode(f1), dec.decode(f2)]), x[30:])
+
+
+@pytest.mark.parametrize("entropy", ENTROPY_CODERS)
+def test_a_payload_cut_short_is_refused(entropy):
+    """A frame whose payload lost its last bytes (header and CRC made consistent again) is refused."""
+    import struct
+    import zlib
+
+    x = np.random.default_rng(6).integers(-32768, 32768, (200, 5)).astype(np.int16)   # escapes too
+    frame = Encoder(5, entropy=entropy).encode(x)
+    for cut in (1, 2, 9):
+        bad = bytearray(frame[:-cut])
+        bad[16:20] = struct.pack("<I", len(bad) - HEADER_SIZE)
+        bad[20:24] = struct.pack("<I", zlib.crc32(bytes(bad[HEADER_SIZE:]), zlib.crc32(bytes(bad[:20]))))
+        with pytest.raises(ValidationError, match="does not decode"):
+            Decoder().decode(bytes(bad))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import leading_zeros
 
 #: Quotients at or above this are escaped: ``ESCAPE_Q`` one-bits, a zero, then the value raw.
 ESCAPE_Q = 24
@@ -22,6 +23,8 @@ RESET_N = 32
 #: Predictor costs decay by 1/2**COST_SHIFT per sample.
 COST_SHIFT = 4
 MAX_K = 16
+#: Leading one-bits of a byte (most significant first), for the decoder's unary quotients.
+_LEADING_ONES = np.array([8 - len(bin(255 - b)) + 2 if b < 255 else 8 for b in range(256)], np.int64)
 #: Worst case bytes per sample of a payload (escape, zero, raw value) plus slack.
 WORST_BITS = ESCAPE_Q + 1 + RAW_BITS
 
@@ -63,12 +66,16 @@ def _choose(cost, c):
 
 @njit(cache=True, inline="always")
 def _rice_k(acc, c):
+    """The smallest ``k <= MAX_K`` with ``N << k >= A``, from the operands' bit lengths (the
+    same value as counting ``k`` up, without the loop)."""
     a = acc[c, 0]
     n = acc[c, 1]
-    k = 0
-    while (n << k) < a and k < MAX_K:
+    if n >= a:
+        return 0
+    k = np.int64(leading_zeros(np.uint64(n))) - np.int64(leading_zeros(np.uint64(a)))
+    if (n << k) < a:
         k += 1
-    return k
+    return min(k, MAX_K)
 
 
 @njit(cache=True, inline="always")
@@ -202,34 +209,54 @@ def decode_kernel(payload, out, hist, cost, acc, tables, toff):
     nbits = 0
     for t in range(n):
         for c in range(nc):
-            # unary quotient
+            # keep at least 56 bits buffered while bytes remain (the stream's bits most
+            # significant first; bits above ``nbits`` are stale and masked off when read)
+            while nbits <= 56 and pos < size:
+                bitbuf = (bitbuf << np.uint64(8)) | np.uint64(payload[pos])
+                pos += 1
+                nbits += 8
+            # unary quotient: leading one-bits, 8 at a time through a table
             q = 0
             while True:
-                if nbits == 0:
-                    if pos >= size:
-                        return -1
+                if nbits >= 8:
+                    top = np.int64((bitbuf >> np.uint64(nbits - 8)) & np.uint64(0xFF))
+                    ones = _LEADING_ONES[top]
+                    q += ones
+                    if ones < 8:
+                        nbits -= ones + 1
+                        break
+                    nbits -= 8
+                elif nbits > 0:
+                    nbits -= 1
+                    if (bitbuf >> np.uint64(nbits)) & np.uint64(1):
+                        q += 1
+                    else:
+                        break
+                elif pos < size:
                     bitbuf = np.uint64(payload[pos])
                     pos += 1
                     nbits = 8
-                nbits -= 1
-                if (bitbuf >> np.uint64(nbits)) & np.uint64(1):
-                    q += 1
-                    if q > ESCAPE_Q:
-                        return -1
+                    continue
                 else:
-                    break
+                    return -1
+                if q > ESCAPE_Q:
+                    return -1
+                if nbits < 8 and pos < size:
+                    bitbuf = (bitbuf << np.uint64(8)) | np.uint64(payload[pos])
+                    pos += 1
+                    nbits += 8
+            if q > ESCAPE_Q:
+                return -1
             k = _rice_k(acc, c)
             width = RAW_BITS if q == ESCAPE_Q else k
             while nbits < width:
                 if pos >= size:
                     return -1
-                bitbuf = ((bitbuf & ((np.uint64(1) << np.uint64(nbits)) - np.uint64(1))) << np.uint64(8)) \
-                    | np.uint64(payload[pos])
+                bitbuf = (bitbuf << np.uint64(8)) | np.uint64(payload[pos])
                 pos += 1
                 nbits += 8
             nbits -= width
             low = np.int64((bitbuf >> np.uint64(nbits)) & ((np.uint64(1) << np.uint64(width)) - np.uint64(1)))
-            bitbuf = bitbuf & ((np.uint64(1) << np.uint64(nbits)) - np.uint64(1))
             u = low if q == ESCAPE_Q else (np.int64(q) << k) | low
             e = (u >> 1) if (u & 1) == 0 else -((u + 1) >> 1)
             a = toff[c]

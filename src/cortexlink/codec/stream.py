@@ -243,20 +243,30 @@ class Decoder:
         """True when the next frame in sequence can be decoded."""
         return self._state is not None
 
-    def decode(self, frame: bytes | bytearray | memoryview) -> np.ndarray:
+    def decode(self, frame: bytes | bytearray | memoryview, out: np.ndarray | None = None) -> np.ndarray:
         """Decode one frame; return its samples (samples x channels, int16).
+
+        ``out``: an int16, C-contiguous, writeable array of the frame's shape to decode into (and
+        return) instead of a new one — a stream decoded into one preallocated buffer.
 
         Raises
         ------
         ValidationError
             For a damaged frame (header, length, CRC, payload), or a frame that depends on one
             this decoder did not see (out of sequence before a resynchronisation point). The
-            decoder's state is left as it was, except that it loses synchronisation.
+            decoder's state is left as it was, except that it loses synchronisation. Also for an
+            ``out`` of another shape or kind (the decoder's state is then unchanged).
         """
         mv = memoryview(frame).cast("B") if not isinstance(frame, (bytes, bytearray)) else memoryview(frame)
         h = read_header(mv)
         if len(mv) != h.frame_size:
             raise ValidationError(f"frame is {len(mv)} bytes; its header says {h.frame_size}")
+        if out is not None and not (isinstance(out, np.ndarray) and out.dtype == np.int16
+                                    and out.shape == (h.n_samples, h.n_channels)
+                                    and out.flags.c_contiguous and out.flags.writeable):
+            raise ValidationError(f"out must be a writeable, C-contiguous int16 array of shape "
+                                  f"({h.n_samples}, {h.n_channels}) for frame {h.frame_index}; got "
+                                  f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
         payload = mv[HEADER_SIZE:]
         if _crc(bytes(mv[:HEADER_SIZE - 4]), payload) != h.crc:
             self._state = None
@@ -280,7 +290,8 @@ class Decoder:
                                       f"(corrupt frame)")
             state = tuple(a.copy() for a in self._state)
             carried = self._carried
-        out = np.empty((h.n_samples, h.n_channels), np.int16)
+        if out is None:
+            out = np.empty((h.n_samples, h.n_channels), np.int16)
         skip = 0
         try:
             if h.tables == "frame":
@@ -342,7 +353,16 @@ def encode_array(data: np.ndarray, *, chunk_samples: int = 4096, resync_frames: 
 def decode_array(buf: bytes | bytearray | memoryview) -> np.ndarray:
     """Decode a stream of frames (as :func:`encode_array` writes) into one array (samples x channels)."""
     dec = Decoder()
-    parts = [dec.decode(f) for f in iter_frames(buf)]
-    if not parts:
+    frames = list(iter_frames(buf))
+    if not frames:
         raise ValidationError("empty codec stream: no frame")
-    return np.concatenate(parts, axis=0)
+    heads = [read_header(f) for f in frames]
+    if any(h.n_channels != heads[0].n_channels for h in heads):
+        return np.concatenate([dec.decode(f) for f in frames], axis=0)
+    # one output array, each frame decoded into its rows (no per-frame arrays, no concatenation)
+    out = np.empty((sum(h.n_samples for h in heads), heads[0].n_channels), np.int16)
+    row = 0
+    for f, h in zip(frames, heads):
+        dec.decode(f, out=out[row:row + h.n_samples])
+        row += h.n_samples
+    return out
