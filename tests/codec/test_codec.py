@@ -402,3 +402,83 @@ def test_a_payload_cut_short_is_refused(entropy):
         bad[20:24] = struct.pack("<I", zlib.crc32(bytes(bad[HEADER_SIZE:]), zlib.crc32(bytes(bad[:20]))))
         with pytest.raises(ValidationError, match="does not decode"):
             Decoder().decode(bytes(bad))
+
+
+def _cmap(n: int):
+    from cortexlink.core.types import ChannelMap
+
+    rng = np.random.default_rng(n)
+    return ChannelMap([f"e{i}" for i in range(n)], rng.uniform(0, 500, (n, 2)), gain_uv=rng.uniform(0.1, 1, n),
+                      offset_uv=rng.normal(0, 5, n), bad=rng.random(n) < 0.3)
+
+
+def _same_map(a, b):
+    assert a.channel_ids == b.channel_ids
+    for k in ("positions_um", "gain_uv", "offset_uv", "bad"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+
+
+@pytest.mark.parametrize("entropy", ENTROPY_CODERS)
+def test_channel_map_frame_round_trips(entropy):
+    from cortexlink.codec import read_channel_map
+
+    cm, x = _cmap(5), _neural_like(200, 5, seed=7)
+    buf = encode_array(x, chunk_samples=30, entropy=entropy, channel_map=cm)
+    assert read_header(buf).is_map and read_header(buf).n_samples == 0
+    _same_map(read_channel_map(buf), cm)
+    np.testing.assert_array_equal(decode_array(buf), x)
+    assert read_channel_map(encode_array(x)) is None                       # a stream without one
+
+
+def test_channel_map_frame_takes_no_part_in_the_sample_stream():
+    cm, x = _cmap(4), _neural_like(120, 4, seed=8)
+    enc, dec = Encoder(4, resync_frames=100, channel_map=cm), Decoder()
+    frames = [enc.encode(x[a:a + 30]) for a in range(0, 120, 30)]
+    stream = [frames[0], enc.map_frame(), frames[1], frames[2], enc.map_frame(), frames[3]]
+    out = [dec.decode(f) for f in stream]
+    assert [o.shape for o in out] == [(30, 4), (0, 4), (30, 4), (30, 4), (0, 4), (30, 4)]
+    np.testing.assert_array_equal(np.concatenate(out), x)
+    _same_map(dec.channel_map, cm)
+    # a lost map frame costs nothing; a damaged one is refused and the stream goes on
+    dec2 = Decoder()
+    dec2.decode(frames[0])
+    bad = bytearray(enc.map_frame())
+    bad[-3] ^= 0x55
+    with pytest.raises(ValidationError, match="channel-map frame.*CRC"):
+        dec2.decode(bytes(bad))
+    assert dec2.synchronised and dec2.channel_map is None
+    np.testing.assert_array_equal(dec2.decode(frames[1]), x[30:60])
+
+
+def test_bad_channel_maps_are_refused():
+    import struct
+    import zlib
+
+    from cortexlink.codec.stream import FLAG_MAP, HEADER, MAGIC, VERSION
+
+    with pytest.raises(ConfigError, match="channel_map has 3 channels"):
+        Encoder(4, channel_map=_cmap(3))
+    with pytest.raises(ConfigError, match="must be a ChannelMap"):
+        Encoder(4, channel_map={"channel_ids": ["a"]})
+    with pytest.raises(ConfigError, match="no channel_map"):
+        Encoder(4).map_frame()
+
+    def frame(payload: bytes, nc: int = 2, ns: int = 0, flags: int = FLAG_MAP) -> bytes:
+        head = HEADER.pack(MAGIC, VERSION, flags, nc, ns, 0, len(payload), 0)[:-4]
+        return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head)) & 0xFFFFFFFF) + payload
+
+    with pytest.raises(ValidationError, match="no valid channel map"):
+        Decoder().decode(frame(b"not json"))
+    with pytest.raises(ValidationError, match="no valid channel map"):
+        Decoder().decode(frame(b'{"channel_ids": ["a", "a"]}'))
+    three = Encoder(3, channel_map=_cmap(3)).map_frame()[HEADER_SIZE:]
+    with pytest.raises(ValidationError, match="maps 3 channels in a frame of 2"):
+        Decoder().decode(frame(three, nc=2))
+    with pytest.raises(ValidationError, match="channel-map frame with flags"):
+        read_header(frame(b"{}", flags=FLAG_MAP | 0x01))
+    with pytest.raises(ValidationError, match="channel-map frame with flags"):
+        read_header(frame(b"{}", ns=5))
+    dec = Decoder()                                                      # the stream's channel count
+    dec.decode(Encoder(2).encode(np.zeros((3, 2), np.int16)))
+    with pytest.raises(ValidationError, match="the stream has 2"):
+        dec.decode(Encoder(3, channel_map=_cmap(3)).map_frame())

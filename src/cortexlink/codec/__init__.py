@@ -61,7 +61,7 @@ offset bytes field
 0      4     magic ``b"CXLC"``
 4      1     format version (1)
 5      1     flags: bit 0 resynchronisation point, bit 1 value-table section, bit 2 range
-             coded, bit 3 LMS coded, bit 4 carried tables
+             coded, bit 3 LMS coded, bit 4 carried tables, bit 5 channel-map frame
 6      2     channel count (1..65535)
 8      4     sample count of the frame
 12     4     frame index in the stream (0, 1, 2, … modulo 2**32)
@@ -69,7 +69,14 @@ offset bytes field
 20     4     CRC-32 (zlib) of header bytes 0..19 followed by the payload
 ====== ===== ==========================================================================
 
-A stream is frames concatenated. The decoder refuses a frame whose CRC, length or payload is
+A stream is frames concatenated. A *channel-map frame* (flag bit 5 alone, 0 samples, frame index
+= that of the next data frame) carries the stream's channel map as its payload: the UTF-8 JSON
+object of :meth:`cortexlink.core.types.ChannelMap.to_dict` (``channel_ids``, ``positions_um``,
+``gain_uv``, ``offset_uv``, ``bad``; one entry per channel, in the frames' channel order), under
+the same CRC-32. It takes no part in the sample state or the frame sequence: an encoder writes
+it first (``Encoder(..., channel_map=...).map_frame()``, ``encode_array(..., channel_map=...)``)
+and may repeat it; a decoder accepts it at any time, keeps it as ``Decoder.channel_map`` and
+returns no samples for it; :func:`read_channel_map` finds it in a stream. The decoder refuses a frame whose CRC, length or payload is
 wrong, and a non-resynchronisation frame whose index does not follow the last one it decoded,
 with :class:`cortexlink.core.errors.ValidationError`.
 
@@ -85,7 +92,7 @@ Examples
 """
 
 from .stream import (HEADER_SIZE, MAGIC, VERSION, Decoder, Encoder, FrameHeader, decode_array,
-                     encode_array, iter_frames, read_header)
+                     encode_array, iter_frames, read_channel_map, read_header)
 
 __all__ = ["Encoder", "Decoder", "encode_array", "decode_array", "iter_frames", "read_header",
-           "FrameHeader", "MAGIC", "VERSION", "HEADER_SIZE"]
+           "read_channel_map", "FrameHeader", "MAGIC", "VERSION", "HEADER_SIZE"]

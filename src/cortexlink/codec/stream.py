@@ -5,6 +5,7 @@ See the package docstring (:mod:`cortexlink.codec`) for the byte layout.
 
 from __future__ import annotations
 
+import json
 import numbers
 import struct
 import zlib
@@ -23,7 +24,11 @@ FLAG_TABLES = 0x02
 FLAG_RANGE = 0x04
 FLAG_LMS = 0x08
 FLAG_TABLE_DELTA = 0x10
-_KNOWN_FLAGS = FLAG_RESYNC | FLAG_TABLES | FLAG_RANGE | FLAG_LMS | FLAG_TABLE_DELTA
+#: A channel-map frame: no samples; the payload is the stream's channel map as UTF-8 JSON.
+FLAG_MAP = 0x20
+_KNOWN_FLAGS = FLAG_RESYNC | FLAG_TABLES | FLAG_RANGE | FLAG_LMS | FLAG_TABLE_DELTA | FLAG_MAP
+#: Largest channel-map payload accepted (bytes).
+MAX_MAP_BYTES = 1 << 24
 ENTROPY_CODERS = ("range", "rice", "lms")
 #: magic, version, flags, channels, samples, frame index, payload length, CRC-32.
 HEADER = struct.Struct("<4sBBHIIII")
@@ -78,15 +83,19 @@ class Encoder:
         ``"lms"``: adaptive LMS prediction and a fully modelled range coder (smallest, about half
         the range coder's speed); ``"rice"``: fixed predictors and adaptive Golomb-Rice
         codes (fastest, largest).
+    channel_map : ChannelMap, optional
+        The electrodes the channels are (ids, positions, gains, offsets, bad): :meth:`map_frame`
+        then writes it as a channel-map frame, which a stream should start with (and may repeat,
+        e.g. before resynchronisation points) so that it describes itself.
 
     Raises
     ------
     ConfigError
-        For a channel count or interval out of range.
+        For a channel count or interval out of range, or a channel map of another size.
     """
 
     def __init__(self, n_channels: int, *, resync_frames: int = 32, value_tables: bool = True,
-                 entropy: str = "range") -> None:
+                 entropy: str = "range", channel_map: object = None) -> None:
         self.n_channels = _check_int("n_channels", n_channels, 1, MAX_CHANNELS)
         self.resync_frames = _check_int("resync_frames", resync_frames, 1, 1 << 30)
         if not isinstance(value_tables, bool):
@@ -95,6 +104,15 @@ class Encoder:
         if entropy not in ENTROPY_CODERS:
             raise ConfigError(f"entropy must be one of {', '.join(ENTROPY_CODERS)}; got {entropy!r}")
         self.entropy = entropy
+        if channel_map is not None:
+            from cortexlink.core.types import ChannelMap
+
+            if not isinstance(channel_map, ChannelMap):
+                raise ConfigError(f"channel_map must be a ChannelMap; got {type(channel_map).__name__}")
+            if channel_map.n_channels != self.n_channels:
+                raise ConfigError(f"channel_map has {channel_map.n_channels} channels; the encoder "
+                                  f"{self.n_channels}")
+        self.channel_map = channel_map
         self.frame_index = 0
         self._state = _fresh_state(self.n_channels, entropy)
         self._carried: list = [None] * self.n_channels
@@ -157,18 +175,38 @@ class Encoder:
         return head + struct.pack("<I", _crc(head, payload)) + payload
 
 
+    def map_frame(self) -> bytes:
+        """A channel-map frame (flag bit 5, 0 samples, the map as UTF-8 JSON, CRC-32): it takes no
+        part in the sample state or the frame sequence (it carries the index of the next data
+        frame and a decoder accepts it at any time), so losing one costs nothing but the map.
+
+        Raises
+        ------
+        ConfigError
+            If the encoder has no ``channel_map``.
+        """
+        if self.channel_map is None:
+            raise ConfigError("this encoder has no channel_map to write")
+        payload = json.dumps(self.channel_map.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+        head = HEADER.pack(MAGIC, VERSION, FLAG_MAP, self.n_channels, 0,
+                           self.frame_index & 0xFFFFFFFF, len(payload), 0)[:-4]
+        return head + struct.pack("<I", _crc(head, payload)) + payload
+
+
 class FrameHeader:
     """A parsed frame header (see the package docstring): ``tables`` is ``""`` (no table section),
     ``"carried"`` (new values for the stream's tables) or ``"frame"`` (this frame's own tables, the
-    earlier format); ``coder`` is ``"rice"``, ``"range"`` or ``"lms"``."""
+    earlier format); ``coder`` is ``"rice"``, ``"range"`` or ``"lms"``; ``is_map``: a channel-map
+    frame (no samples)."""
 
     __slots__ = ("version", "resync", "tables", "coder", "n_channels", "n_samples", "frame_index",
-                 "payload_len", "crc")
+                 "payload_len", "crc", "is_map")
 
     def __init__(self, version: int, resync: bool, tables: str, coder: str, n_channels: int,
-                 n_samples: int, frame_index: int, payload_len: int, crc: int) -> None:
+                 n_samples: int, frame_index: int, payload_len: int, crc: int, is_map: bool = False) -> None:
         self.version, self.resync, self.tables, self.n_channels = version, resync, tables, n_channels
         self.coder = coder
+        self.is_map = is_map
         self.n_samples, self.frame_index, self.payload_len, self.crc = n_samples, frame_index, payload_len, crc
 
     @property
@@ -194,13 +232,18 @@ def read_header(buf: bytes | bytearray | memoryview, offset: int = 0) -> FrameHe
     if flags & ~_KNOWN_FLAGS or (flags & FLAG_RANGE and flags & FLAG_LMS) \
             or (flags & FLAG_TABLE_DELTA and not flags & FLAG_TABLES):
         raise ValidationError(f"codec frame has unknown flags 0x{flags:02x}")
+    if flags & FLAG_MAP and (flags != FLAG_MAP or ns != 0 or plen > MAX_MAP_BYTES):
+        raise ValidationError(f"codec channel-map frame with flags 0x{flags:02x}, {ns} samples and a "
+                              f"{plen}-byte payload (a map frame has no other flag, no samples, at most "
+                              f"{MAX_MAP_BYTES} bytes)")
     if nc < 1:
         raise ValidationError("codec frame declares 0 channels")
     if ns * nc > MAX_FRAME_VALUES:
         raise ValidationError(f"codec frame declares {ns} x {nc} samples, over the limit")
     coder = "range" if flags & FLAG_RANGE else ("lms" if flags & FLAG_LMS else "rice")
     tables = "carried" if flags & FLAG_TABLE_DELTA else ("frame" if flags & FLAG_TABLES else "")
-    return FrameHeader(version, bool(flags & FLAG_RESYNC), tables, coder, nc, ns, idx, plen, crc)
+    return FrameHeader(version, bool(flags & FLAG_RESYNC), tables, coder, nc, ns, idx, plen, crc,
+                       bool(flags & FLAG_MAP))
 
 
 def iter_frames(buf: bytes | bytearray | memoryview) -> Iterator[memoryview]:
@@ -237,6 +280,9 @@ class Decoder:
         self._carried: list = []
         self._flat: tuple | None = None
         self._next_index: int | None = None
+        #: The stream's channel map (a :class:`~cortexlink.core.types.ChannelMap`), from its last
+        #: channel-map frame; None until one arrives.
+        self.channel_map = None
 
     @property
     def synchronised(self) -> bool:
@@ -268,6 +314,8 @@ class Decoder:
                                   f"({h.n_samples}, {h.n_channels}) for frame {h.frame_index}; got "
                                   f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
         payload = mv[HEADER_SIZE:]
+        if h.is_map:
+            return self._read_map(h, payload, out)
         if _crc(bytes(mv[:HEADER_SIZE - 4]), payload) != h.crc:
             self._state = None
             raise ValidationError(f"codec frame {h.frame_index}: CRC-32 mismatch (the frame is corrupt)")
@@ -334,19 +382,60 @@ class Decoder:
         return out
 
 
+    def _read_map(self, h: FrameHeader, payload: memoryview, out: np.ndarray | None) -> np.ndarray:
+        """A channel-map frame: checked and kept in :attr:`channel_map`; the sample state and the
+        frame sequence are not touched (a damaged map frame is refused, the stream goes on)."""
+        from cortexlink.core.errors import CortexlinkError
+        from cortexlink.core.types import ChannelMap
+
+        head = HEADER.pack(MAGIC, h.version, FLAG_MAP, h.n_channels, 0, h.frame_index, h.payload_len, 0)[:-4]
+        if _crc(head, payload) != h.crc:
+            raise ValidationError(f"codec channel-map frame (before frame {h.frame_index}): CRC-32 mismatch "
+                                  f"(the frame is corrupt)")
+        try:
+            cmap = ChannelMap.from_dict(json.loads(bytes(payload).decode("utf-8")))
+        except (UnicodeDecodeError, ValueError, TypeError, KeyError, CortexlinkError) as exc:
+            raise ValidationError(f"codec channel-map frame (before frame {h.frame_index}) holds no valid "
+                                  f"channel map: {exc}") from None
+        if cmap.n_channels != h.n_channels or (self.n_channels is not None and h.n_channels != self.n_channels):
+            raise ValidationError(f"codec channel-map frame maps {cmap.n_channels} channels in a frame of "
+                                  f"{h.n_channels}; the stream has {self.n_channels}")
+        self.channel_map = cmap
+        return out if out is not None else np.empty((0, h.n_channels), np.int16)
+
+
+def read_channel_map(buf: bytes | bytearray | memoryview):
+    """The channel map of a stream of frames (its first channel-map frame), or None if it has none.
+
+    Raises
+    ------
+    ValidationError
+        For a bad frame header, or a channel-map frame that is damaged or holds no valid map.
+    """
+    dec = Decoder()
+    for f in iter_frames(buf):
+        if read_header(f).is_map:
+            dec.decode(f)
+            return dec.channel_map
+    return None
+
+
 def encode_array(data: np.ndarray, *, chunk_samples: int = 4096, resync_frames: int = 32,
-                 value_tables: bool = True, entropy: str = "range") -> bytes:
+                 value_tables: bool = True, entropy: str = "range", channel_map: object = None) -> bytes:
     """Encode a whole array (samples x channels, int16; 1-D is one channel) as a stream of frames
-    of ``chunk_samples`` samples each (at least one frame)."""
+    of ``chunk_samples`` samples each (at least one frame), after a channel-map frame when
+    ``channel_map`` is given (:func:`read_channel_map` reads it back)."""
     if isinstance(data, np.ndarray) and data.ndim == 1:
         data = data[:, None]
     if not isinstance(data, np.ndarray) or data.ndim != 2:
         raise ValidationError(f"data must be a 2-D int16 array (samples x channels); got "
                               f"{getattr(data, 'shape', type(data).__name__)}")
     chunk_samples = _check_int("chunk_samples", chunk_samples, 1, 1 << 30)
-    enc = Encoder(data.shape[1], resync_frames=resync_frames, value_tables=value_tables, entropy=entropy)
+    enc = Encoder(data.shape[1], resync_frames=resync_frames, value_tables=value_tables, entropy=entropy,
+                  channel_map=channel_map)
     n = data.shape[0]
-    parts = [enc.encode(data[i:i + chunk_samples]) for i in range(0, n, chunk_samples)] if n else [enc.encode(data)]
+    parts = [enc.map_frame()] if channel_map is not None else []
+    parts += [enc.encode(data[i:i + chunk_samples]) for i in range(0, n, chunk_samples)] if n else [enc.encode(data)]
     return b"".join(parts)
 
 
