@@ -482,3 +482,81 @@ def test_bad_channel_maps_are_refused():
     dec.decode(Encoder(2).encode(np.zeros((3, 2), np.int16)))
     with pytest.raises(ValidationError, match="the stream has 2"):
         dec.decode(Encoder(3, channel_map=_cmap(3)).map_frame())
+
+
+def _rice_cases():
+    rng = np.random.default_rng(11)
+    yield "full_range", rng.integers(-32768, 32768, (300, 7)).astype(np.int16), 30     # escapes
+    yield "rails", np.tile(np.array([[-32768], [32767], [32767], [-32768]], np.int16), (40, 3)), 7
+    yield "lattice", (np.round(rng.integers(-100, 100, (2000, 5)) * 64.1)).astype(np.int16), 500   # tables
+    yield "neural", _neural_like(600, 33, seed=12), 30
+    yield "one_sample_frames", rng.integers(-300, 300, (40, 4)).astype(np.int16), 1
+    yield "two_sample_frames", (np.round(rng.integers(-50, 50, (300, 3)) * 64.1)).astype(np.int16), 2
+
+
+@pytest.mark.parametrize("name, x, frame", list(_rice_cases()))
+def test_channel_parallel_rice_kernels_equal_the_reference(name, x, frame):
+    """The Rice coder's channel-parallel kernels write the reference kernels' bytes and states,
+    and read them back to the same samples and states."""
+    from cortexlink.codec import _kernels as K
+    from cortexlink.codec import _rice as R
+    from cortexlink.codec import _tables
+
+    nc = x.shape[1]
+    updates = _tables.choose_new(x, [None] * nc, [])
+    tabs, offs = _tables.flatten(_tables.merge([None] * nc, updates) if updates else [None] * nc)
+    s_ref, s_new, d_ref, d_new = (K.init_state(nc) for _ in range(4))
+    for a in range(0, x.shape[0], frame):
+        d = np.ascontiguousarray(x[a:a + frame])
+        o_ref, o_new = np.zeros(d.size * 8 + 64, np.uint8), np.zeros(d.size * 8 + 64, np.uint8)
+        n_ref = K.encode_kernel(d, *s_ref, tabs, offs, o_ref)
+        n_new = R.encode_rice(d, *s_new, tabs, offs, o_new)
+        assert n_new == n_ref and np.array_equal(o_new[:n_new], o_ref[:n_ref])
+        for p, q in zip(s_ref, s_new):
+            np.testing.assert_array_equal(q, p)
+        y_ref, y_new = np.empty_like(d), np.empty_like(d)
+        payload = o_ref[:n_ref].copy()
+        assert K.decode_kernel(payload, y_ref, *d_ref, tabs, offs) == n_ref
+        assert R.decode_rice(payload, y_new, *d_new, tabs, offs) == n_ref
+        np.testing.assert_array_equal(y_new, d)
+        for p, q in zip(d_ref, d_new):
+            np.testing.assert_array_equal(q, p)
+
+
+@pytest.mark.parametrize("extra", [1, 3, 9])
+@pytest.mark.parametrize("entropy", ENTROPY_CODERS)
+def test_bytes_after_the_coded_samples_are_refused(entropy, extra):
+    """A payload with bytes beyond its samples' bits (header and CRC made consistent) is refused."""
+    import struct
+    import zlib
+
+    x = _neural_like(100, 4, seed=13)
+    frame = Encoder(4, entropy=entropy).encode(x)
+    bad = bytearray(frame + b"\x00" * extra)
+    bad[16:20] = struct.pack("<I", len(bad) - HEADER_SIZE)
+    bad[20:24] = struct.pack("<I", zlib.crc32(bytes(bad[HEADER_SIZE:]), zlib.crc32(bytes(bad[:20]))))
+    with pytest.raises(ValidationError, match="does not decode"):
+        Decoder().decode(bytes(bad))
+
+
+def test_rice_parameter_from_bit_lengths_equals_counting_up():
+    from numba import njit
+
+    from cortexlink.codec._kernels import MAX_K, _rice_k
+
+    @njit
+    def mismatches(A, N):
+        acc = np.zeros((1, 2), np.int64)
+        bad = 0
+        for i in range(A.size):
+            acc[0, 0], acc[0, 1] = A[i], N[i]
+            k = 0
+            while (N[i] << k) < A[i] and k < MAX_K:
+                k += 1
+            bad += _rice_k(acc, 0) != k
+        return bad
+
+    rng = np.random.default_rng(14)
+    A = np.concatenate([rng.integers(0, 1 << 24, 200_000), np.arange(5000)]).astype(np.int64)
+    N = np.concatenate([rng.integers(1, 32, 200_000), np.tile(np.arange(1, 33), 157)[:5000]]).astype(np.int64)
+    assert mismatches(A, N) == 0

@@ -1,4 +1,7 @@
-"""The codec's compiled inner loops: per-channel predictor selection and adaptive Rice coding.
+"""The codec's per-sample reference loops: per-channel predictor selection and adaptive Rice coding.
+
+The Rice coder runs the channel-parallel kernels of :mod:`cortexlink.codec._rice`, which code
+exactly these kernels' stream (tested); the range coder shares the helpers here.
 
 Encoder and decoder run the same integer arithmetic in the same order, so their states agree
 bit for bit. State per channel (arrays the caller owns and carries from frame to frame):
@@ -23,8 +26,6 @@ RESET_N = 32
 #: Predictor costs decay by 1/2**COST_SHIFT per sample.
 COST_SHIFT = 4
 MAX_K = 16
-#: Leading one-bits of a byte (most significant first), for the decoder's unary quotients.
-_LEADING_ONES = np.array([8 - len(bin(255 - b)) + 2 if b < 255 else 8 for b in range(256)], np.int64)
 #: Worst case bytes per sample of a payload (escape, zero, raw value) plus slack.
 WORST_BITS = ESCAPE_Q + 1 + RAW_BITS
 
@@ -209,54 +210,34 @@ def decode_kernel(payload, out, hist, cost, acc, tables, toff):
     nbits = 0
     for t in range(n):
         for c in range(nc):
-            # keep at least 56 bits buffered while bytes remain (the stream's bits most
-            # significant first; bits above ``nbits`` are stale and masked off when read)
-            while nbits <= 56 and pos < size:
-                bitbuf = (bitbuf << np.uint64(8)) | np.uint64(payload[pos])
-                pos += 1
-                nbits += 8
-            # unary quotient: leading one-bits, 8 at a time through a table
+            # unary quotient
             q = 0
             while True:
-                if nbits >= 8:
-                    top = np.int64((bitbuf >> np.uint64(nbits - 8)) & np.uint64(0xFF))
-                    ones = _LEADING_ONES[top]
-                    q += ones
-                    if ones < 8:
-                        nbits -= ones + 1
-                        break
-                    nbits -= 8
-                elif nbits > 0:
-                    nbits -= 1
-                    if (bitbuf >> np.uint64(nbits)) & np.uint64(1):
-                        q += 1
-                    else:
-                        break
-                elif pos < size:
+                if nbits == 0:
+                    if pos >= size:
+                        return -1
                     bitbuf = np.uint64(payload[pos])
                     pos += 1
                     nbits = 8
-                    continue
+                nbits -= 1
+                if (bitbuf >> np.uint64(nbits)) & np.uint64(1):
+                    q += 1
+                    if q > ESCAPE_Q:
+                        return -1
                 else:
-                    return -1
-                if q > ESCAPE_Q:
-                    return -1
-                if nbits < 8 and pos < size:
-                    bitbuf = (bitbuf << np.uint64(8)) | np.uint64(payload[pos])
-                    pos += 1
-                    nbits += 8
-            if q > ESCAPE_Q:
-                return -1
+                    break
             k = _rice_k(acc, c)
             width = RAW_BITS if q == ESCAPE_Q else k
             while nbits < width:
                 if pos >= size:
                     return -1
-                bitbuf = (bitbuf << np.uint64(8)) | np.uint64(payload[pos])
+                bitbuf = ((bitbuf & ((np.uint64(1) << np.uint64(nbits)) - np.uint64(1))) << np.uint64(8)) \
+                    | np.uint64(payload[pos])
                 pos += 1
                 nbits += 8
             nbits -= width
             low = np.int64((bitbuf >> np.uint64(nbits)) & ((np.uint64(1) << np.uint64(width)) - np.uint64(1)))
+            bitbuf = bitbuf & ((np.uint64(1) << np.uint64(nbits)) - np.uint64(1))
             u = low if q == ESCAPE_Q else (np.int64(q) << k) | low
             e = (u >> 1) if (u & 1) == 0 else -((u + 1) >> 1)
             a = toff[c]

@@ -15,7 +15,7 @@ import numpy as np
 
 from cortexlink.core.errors import ConfigError, ValidationError
 
-from . import _kernels, _lms, _range, _tables
+from . import _kernels, _lms, _range, _rice, _tables
 
 MAGIC = b"CXLC"
 VERSION = 1
@@ -153,7 +153,7 @@ class Encoder:
         tabs, offs = self._flat
         if self.entropy == "rice":
             out = np.empty(n * self.n_channels * _kernels.WORST_BITS // 8 + 16, np.uint8)
-            used = _kernels.encode_kernel(data, *self._state, tabs, offs, out) if n else 0
+            used = _rice.encode_rice(data, *self._state, tabs, offs, out) if n else 0
         else:
             mod = _KERNELS[self.entropy]
             kernel = _range.encode_range if self.entropy == "range" else _lms.encode_lms
@@ -364,7 +364,7 @@ class Decoder:
             elif h.coder == "lms":
                 used = _lms.decode_lms(body, out, *state, tabs, offs)
             else:
-                used = _kernels.decode_kernel(body, out, *state, tabs, offs)
+                used = _rice.decode_rice(body, out, *state, tabs, offs)
             if used != h.payload_len - skip:
                 self._state = None
                 raise ValidationError(f"codec frame {h.frame_index}: payload does not decode to "
