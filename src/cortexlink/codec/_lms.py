@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import leading_zeros
 
 from ._kernels import _working_history
 from ._range import TOP, _dec_group, _dec_normalise, _dec_start, _enc_group, _shift_low
@@ -74,12 +75,11 @@ def init_lms_state(n_channels: int) -> tuple:
 
 @njit(cache=True, inline="always")
 def _context(mag, c):
+    """The channel's scale class: the bit length of its mean ``|e|``, at most ``N_CTX - 1``."""
     m = mag[c, 0] // mag[c, 1]
-    k = 0
-    while m > 0 and k < N_CTX - 1:
-        m >>= 1
-        k += 1
-    return k
+    if m <= 0:
+        return 0
+    return min(64 - np.int64(leading_zeros(np.uint64(m))), N_CTX - 1)
 
 
 @njit(cache=True, inline="always")
@@ -214,11 +214,7 @@ def encode_lms(data, hist, hd, lw, mag, prob, count, tables, toff, out):
                 low, rng, cache, csize, pos = _enc16(low, rng, cache, csize, pos, out, prob, count, k, 1,
                                                      1 if e < 0 else 0)
                 m = e if e > 0 else -e
-                nb = 0
-                v = m
-                while v > 1:
-                    v >>= 1
-                    nb += 1
+                nb = 63 - np.int64(leading_zeros(np.uint64(m)))      # floor(log2 m), m >= 1
                 for i in range(nb):
                     low, rng, cache, csize, pos = _enc16(low, rng, cache, csize, pos, out, prob, count, k,
                                                          2 + i, 1)
