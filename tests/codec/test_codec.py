@@ -560,3 +560,72 @@ def test_rice_parameter_from_bit_lengths_equals_counting_up():
     A = np.concatenate([rng.integers(0, 1 << 24, 200_000), np.arange(5000)]).astype(np.int64)
     N = np.concatenate([rng.integers(1, 32, 200_000), np.tile(np.arange(1, 33), 157)[:5000]]).astype(np.int64)
     assert mismatches(A, N) == 0
+
+
+def _raw_frame(payload: bytes, nc: int = 2, ns: int = 0, flags: int | None = None, idx: int = 0) -> bytes:
+    import struct
+    import zlib
+
+    from cortexlink.codec.stream import FLAG_MAP, HEADER, MAGIC, VERSION
+
+    flags = FLAG_MAP if flags is None else flags
+    head = HEADER.pack(MAGIC, VERSION, flags, nc, ns, idx, len(payload), 0)[:-4]
+    return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head)) & 0xFFFFFFFF) + payload
+
+
+@pytest.mark.parametrize("payload", [
+    b"[" * 100_000 + b"]" * 100_000,                                               # nesting
+    b'{"channel_ids": ["a", "b"], "gain_uv": 1' + b"0" * 400 + b"}",                # an int beyond float
+    b'{"channel_ids": ["a", "b"], "offset_uv": NaN}',                               # a non-JSON constant
+    b'{"channel_ids": ["a", "b"], "positions_um": [[Infinity, 0], [0, 0]]}',
+    b"\xff\xfe",
+    b"[1, 2]",
+])
+def test_crafted_channel_map_payloads_are_refused_cleanly(payload):
+    with pytest.raises(ValidationError, match="no valid channel map"):
+        Decoder().decode(_raw_frame(payload))
+
+
+def test_a_map_with_non_finite_values_is_not_written():
+    from cortexlink.core.types import ChannelMap
+
+    cm = ChannelMap(["a", "b"], [[0, 0], [np.nan, 1]])
+    with pytest.raises(ConfigError, match="finite"):
+        Encoder(2, channel_map=cm)
+
+
+def test_decode_array_does_not_trust_declared_sizes():
+    """Headers that declare far more samples than their stream could hold are decoded (and refused)
+    frame by frame, not allocated up front."""
+    from cortexlink.codec.stream import FLAG_RESYNC
+
+    crafted = b"".join(_raw_frame(b"", nc=1, ns=1 << 20, flags=FLAG_RESYNC, idx=i) for i in range(1000))
+    with pytest.raises(ValidationError, match="does not decode"):
+        decode_array(crafted)
+    mixed = encode_array(np.zeros((10, 1), np.int16)) + encode_array(np.zeros((10, 2), np.int16))
+    with pytest.raises(ValidationError, match=r"frames of \[1, 2\] channels"):
+        decode_array(mixed)
+    zeros = np.zeros((300_000, 4), np.int16)                         # compresses > 64x: the slow path
+    buf = encode_array(zeros, entropy="range")
+    assert 2 * zeros.size > 64 * len(buf)
+    np.testing.assert_array_equal(decode_array(buf), zeros)
+
+
+def test_read_channel_map_skips_a_damaged_copy_and_a_new_width_forgets_the_map():
+    from cortexlink.codec import read_channel_map
+
+    cm = _cmap(3)
+    enc = Encoder(3, channel_map=cm)
+    good = enc.map_frame()
+    bad = bytearray(good)
+    bad[-2] ^= 0x40
+    stream = bytes(bad) + good + enc.encode(np.zeros((5, 3), np.int16))
+    _same_map(read_channel_map(stream), cm)
+    with pytest.raises(ValidationError, match="CRC"):
+        read_channel_map(bytes(bad) + enc.encode(np.zeros((5, 3), np.int16)))
+    dec = Decoder()
+    dec.decode(good)
+    dec.decode(Encoder(3).encode(np.zeros((4, 3), np.int16)))
+    assert dec.channel_map is not None
+    dec.decode(Encoder(5).encode(np.zeros((4, 5), np.int16)))          # a resync point of another width
+    assert dec.channel_map is None

@@ -11,10 +11,10 @@ is given or found, and simulated 1,024-channel data at 30 kHz (:class:`cortexlin
 - ``encode_mb_s`` / ``decode_mb_s``: raw sample megabytes (10**6) per second, one thread, over the
   whole dataset. Before anything is timed, cortexlink's compiled kernels are loaded (a one-off
   per process, as a peer's library is loaded before it runs) and the process touches memory of
-  three times the largest dataset once: on a virtual machine whose memory the host backs lazily,
-  the first touch of a page is slow (~35 µs a page on the development VM: 0.46 s for a first
-  123 MB output array, 0.014 s for the next), and would otherwise fall on whichever codec runs
-  first.
+  three times the largest dataset once (at most 1 GiB): on a virtual machine whose memory the
+  host backs lazily, the first touch of a page is slow (~35 µs a page on the development VM:
+  0.46 s for a first 123 MB output array, 0.014 s for the next), and would otherwise fall on
+  whichever codec runs first.
 - ``chunk_latency_p50_ms`` / ``chunk_latency_p99_ms``: time to encode one 1 ms chunk (all channels
   of the stream; for N1 the files' first seconds side by side as one multichannel stream).
   cortexlink's encoder streams (its state carries from chunk to chunk); the peers compress each
@@ -314,7 +314,7 @@ def run(*, data: Path | None = None, use_default_data: bool = True, channels: in
         codec.decode_array(codec.encode_array(np.arange(512, dtype=np.int16).reshape(256, 2) * 64,
                                               entropy=entropy))
     biggest = max(sum(a.nbytes for a in ds["arrays"]) for ds in datasets)
-    touched = np.ones(3 * biggest, np.uint8)     # fault the pages in once (see the module doc)
+    touched = np.ones(min(3 * biggest, 1 << 30), np.uint8)    # fault pages in once (see the module doc)
     del touched
     results, skipped = [], []
     for ds in datasets:

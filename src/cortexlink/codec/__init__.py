@@ -75,8 +75,10 @@ object of :meth:`cortexlink.core.types.ChannelMap.to_dict` (``channel_ids``, ``p
 ``gain_uv``, ``offset_uv``, ``bad``; one entry per channel, in the frames' channel order), under
 the same CRC-32. It takes no part in the sample state or the frame sequence: an encoder writes
 it first (``Encoder(..., channel_map=...).map_frame()``, ``encode_array(..., channel_map=...)``)
-and may repeat it; a decoder accepts it at any time, keeps it as ``Decoder.channel_map`` and
-returns no samples for it; :func:`read_channel_map` finds it in a stream. The decoder refuses a frame whose CRC, length or payload is
+and may repeat it; a :class:`Decoder` accepts it at any time, keeps it as ``Decoder.channel_map``
+and returns no samples for it; :func:`read_channel_map` finds it in a stream. (The containers
+that hold one codec frame per record — the session log's ``raw_codec`` stream, the near-lossless
+prefix, ``.clz`` files — write no channel-map frames: they keep the map in their own headers.) The decoder refuses a frame whose CRC, length or payload is
 wrong, and a non-resynchronisation frame whose index does not follow the last one it decoded,
 with :class:`cortexlink.core.errors.ValidationError`.
 

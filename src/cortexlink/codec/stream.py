@@ -112,6 +112,10 @@ class Encoder:
             if channel_map.n_channels != self.n_channels:
                 raise ConfigError(f"channel_map has {channel_map.n_channels} channels; the encoder "
                                   f"{self.n_channels}")
+            if not all(np.isfinite(a).all() for a in (channel_map.positions_um, channel_map.gain_uv,
+                                                      channel_map.offset_uv)):
+                raise ConfigError("channel_map must hold finite positions, gains and offsets to be "
+                                  "written into a stream")
         self.channel_map = channel_map
         self.frame_index = 0
         self._state = _fresh_state(self.n_channels, entropy)
@@ -187,7 +191,8 @@ class Encoder:
         """
         if self.channel_map is None:
             raise ConfigError("this encoder has no channel_map to write")
-        payload = json.dumps(self.channel_map.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+        payload = json.dumps(self.channel_map.to_dict(), separators=(",", ":"), sort_keys=True,
+                             allow_nan=False).encode()
         head = HEADER.pack(MAGIC, VERSION, FLAG_MAP, self.n_channels, 0,
                            self.frame_index & 0xFFFFFFFF, len(payload), 0)[:-4]
         return head + struct.pack("<I", _crc(head, payload)) + payload
@@ -320,6 +325,8 @@ class Decoder:
             self._state = None
             raise ValidationError(f"codec frame {h.frame_index}: CRC-32 mismatch (the frame is corrupt)")
         if h.resync:
+            if self.channel_map is not None and self.channel_map.n_channels != h.n_channels:
+                self.channel_map = None          # a new stream of another width: its map is not known
             state = _fresh_state(h.n_channels, h.coder)
             carried = [None] * h.n_channels
         else:
@@ -392,9 +399,13 @@ class Decoder:
         if _crc(head, payload) != h.crc:
             raise ValidationError(f"codec channel-map frame (before frame {h.frame_index}): CRC-32 mismatch "
                                   f"(the frame is corrupt)")
+        def no_constants(name: str) -> None:
+            raise ValueError(f"{name} is not a number a channel map may hold")
+
         try:
-            cmap = ChannelMap.from_dict(json.loads(bytes(payload).decode("utf-8")))
-        except (UnicodeDecodeError, ValueError, TypeError, KeyError, CortexlinkError) as exc:
+            cmap = ChannelMap.from_dict(json.loads(bytes(payload).decode("utf-8"), parse_constant=no_constants))
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError, OverflowError,
+                CortexlinkError) as exc:
             raise ValidationError(f"codec channel-map frame (before frame {h.frame_index}) holds no valid "
                                   f"channel map: {exc}") from None
         if cmap.n_channels != h.n_channels or (self.n_channels is not None and h.n_channels != self.n_channels):
@@ -410,13 +421,21 @@ def read_channel_map(buf: bytes | bytearray | memoryview):
     Raises
     ------
     ValidationError
-        For a bad frame header, or a channel-map frame that is damaged or holds no valid map.
+        For a bad frame header, or when every channel-map frame is damaged or holds no valid map
+        (a damaged copy is skipped when a later one is intact).
     """
     dec = Decoder()
+    first_error = None
     for f in iter_frames(buf):
         if read_header(f).is_map:
-            dec.decode(f)
+            try:
+                dec.decode(f)
+            except ValidationError as exc:     # a damaged copy: try the next one
+                first_error = first_error or exc
+                continue
             return dec.channel_map
+    if first_error is not None:
+        raise first_error
     return None
 
 
@@ -446,10 +465,17 @@ def decode_array(buf: bytes | bytearray | memoryview) -> np.ndarray:
     if not frames:
         raise ValidationError("empty codec stream: no frame")
     heads = [read_header(f) for f in frames]
-    if any(h.n_channels != heads[0].n_channels for h in heads):
+    widths = sorted({h.n_channels for h in heads})
+    if len(widths) > 1:
+        raise ValidationError(f"codec stream holds frames of {widths} channels; decode_array returns one "
+                              f"array (decode such a stream frame by frame with a Decoder)")
+    total = sum(h.n_samples for h in heads)
+    if 2 * total * widths[0] > max(64 * len(buf), 1 << 24):
+        # more than 64x the stream's size declared: decode (and check) frame by frame rather than
+        # trusting the headers with one large allocation
         return np.concatenate([dec.decode(f) for f in frames], axis=0)
     # one output array, each frame decoded into its rows (no per-frame arrays, no concatenation)
-    out = np.empty((sum(h.n_samples for h in heads), heads[0].n_channels), np.int16)
+    out = np.empty((total, widths[0]), np.int16)
     row = 0
     for f, h in zip(frames, heads):
         dec.decode(f, out=out[row:row + h.n_samples])

@@ -224,7 +224,7 @@ def abs_median_columns(x, skip, out):  # pragma: no cover - compiled
     ``x``, bit for bit (the mean of the two middle values in float32 for an even row
     count).
 
-    Columns are copied 32 at a time into contiguous buffers (the rows stay contiguous
+    Columns are copied 128 at a time into contiguous buffers (the rows stay contiguous
     reads). The bit patterns of non-negative floats sort like the floats, so one
     branch-free histogram of their top bits finds the bin holding the middle rank; only
     that bin's few values are then selected exactly (quickselect). ~5x faster than a
