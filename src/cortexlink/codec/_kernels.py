@@ -152,6 +152,35 @@ def _working_history(hist, tables, toff):
     return wh
 
 
+@njit(cache=True, inline="always")
+def _put_rice(u, k, bitbuf, nbits, pos, out):
+    """Append the Rice code of ``u`` with parameter ``k`` to the bit buffer (most significant
+    first) and write its whole bytes to ``out``; return the new ``(bitbuf, nbits, pos)``.
+    ``nbits < 8`` on entry and on return."""
+    q = u >> k
+    if q < ESCAPE_Q:
+        # q ones, a zero, then k low bits: at most 24 + 1 + 16 bits, fits with < 8 pending
+        code = ((np.uint64(1) << np.uint64(q)) - np.uint64(1)) << np.uint64(1)
+        code = (code << np.uint64(k)) | np.uint64(u & ((1 << k) - 1))
+        bitbuf = (bitbuf << np.uint64(q + 1 + k)) | code
+        nbits += q + 1 + k
+    else:
+        code = ((np.uint64(1) << np.uint64(ESCAPE_Q)) - np.uint64(1)) << np.uint64(1)
+        bitbuf = (bitbuf << np.uint64(ESCAPE_Q + 1)) | code
+        nbits += ESCAPE_Q + 1
+        while nbits >= 8:
+            nbits -= 8
+            out[pos] = np.uint8((bitbuf >> np.uint64(nbits)) & np.uint64(0xFF))
+            pos += 1
+        bitbuf = (bitbuf << np.uint64(RAW_BITS)) | np.uint64(u)
+        nbits += RAW_BITS
+    while nbits >= 8:
+        nbits -= 8
+        out[pos] = np.uint8((bitbuf >> np.uint64(nbits)) & np.uint64(0xFF))
+        pos += 1
+    return bitbuf, nbits, pos
+
+
 @njit(cache=True, nogil=True)
 def encode_kernel(data, hist, cost, acc, tables, toff, out):
     """Encode ``data`` (samples x channels, int16), time-major, into ``out``; return bytes used.
@@ -167,28 +196,7 @@ def encode_kernel(data, hist, cost, acc, tables, toff, out):
         for c in range(nc):
             x = np.int64(data[t, c])
             w, u, k = _residual(x, tables, toff, wh, cost, acc, c)
-            q = u >> k
-            if q < ESCAPE_Q:
-                # q ones, a zero, then k low bits: at most 24 + 1 + 16 bits, fits with < 8 pending
-                code = ((np.uint64(1) << np.uint64(q)) - np.uint64(1)) << np.uint64(1)
-                code = (code << np.uint64(k)) | np.uint64(u & ((1 << k) - 1))
-                length = q + 1 + k
-                bitbuf = (bitbuf << np.uint64(length)) | code
-                nbits += length
-            else:
-                code = ((np.uint64(1) << np.uint64(ESCAPE_Q)) - np.uint64(1)) << np.uint64(1)
-                bitbuf = (bitbuf << np.uint64(ESCAPE_Q + 1)) | code
-                nbits += ESCAPE_Q + 1
-                while nbits >= 8:
-                    nbits -= 8
-                    out[pos] = np.uint8((bitbuf >> np.uint64(nbits)) & np.uint64(0xFF))
-                    pos += 1
-                bitbuf = (bitbuf << np.uint64(RAW_BITS)) | np.uint64(u)
-                nbits += RAW_BITS
-            while nbits >= 8:
-                nbits -= 8
-                out[pos] = np.uint8((bitbuf >> np.uint64(nbits)) & np.uint64(0xFF))
-                pos += 1
+            bitbuf, nbits, pos = _put_rice(u, k, bitbuf, nbits, pos, out)
             _update(wh, hist, cost, acc, c, w, x, u)
     if nbits > 0:
         out[pos] = np.uint8((bitbuf << np.uint64(8 - nbits)) & np.uint64(0xFF))
