@@ -167,3 +167,73 @@ def test_refit_with_calibration_is_a_checked_session_option_and_an_ablation():
                          target_xy=b.target_xy, on_target=np.zeros(len(b.features), bool), dt_s=0.02)
     assert refit_decoder(res.decoder, [cl], prior=(X, y)).info["n_prior_bins"] == len(X) > 0
     assert refit_decoder(res.decoder, [cl]).info["n_prior_bins"] == 0
+
+
+def _closed_loop_block(lag: int, n: int = 3000, seed: int = 0):
+    """A synthetic closed-loop block whose features encode the intention toward the target from the
+    cursor position ``lag`` bins earlier (the participant's delayed view), not the current one."""
+    from cortexlink.decoders.kalman import intended_velocity
+
+    rng = np.random.default_rng(seed)
+    tgt = np.repeat(rng.uniform(-1, 1, (n // 100, 2)), 100, axis=0)[:n]
+    cur = np.zeros((n, 2))
+    v = np.zeros((n, 2))
+    for t in range(1, n):                       # the cursor chases the target from its delayed view
+        seen = cur[max(t - 1 - lag, 0)]
+        d = tgt[t] - seen
+        v[t] = 1.5 * d / max(np.linalg.norm(d), 0.05) + rng.normal(0, 0.3, 2)
+        cur[t] = cur[t - 1] + 0.02 * v[t]
+    on = np.linalg.norm(tgt - cur, axis=1) < 0.03
+    idx = np.maximum(np.arange(n) - lag, 0)
+    intent = intended_velocity(v, cur[idx], tgt, on[idx])
+    W = rng.normal(0, 1, (2, 40))
+    X = intent @ W + rng.normal(0, 0.5, (n, 40))
+    return SimpleNamespace(features=X, decoded_velocity=v, cursor_xy=cur, target_xy=tgt, on_target=on, dt_s=0.02)
+
+
+def test_refit_set_takes_the_cursor_from_lag_bins_earlier_and_drops_the_first():
+    from cortexlink.decoders.fitting import refit_set
+
+    b = _closed_loop_block(0, n=400)
+    X0, _, c0, _, _ = refit_set([b], exclude_after_target_s=0.0)
+    X5, _, c5, t5, _ = refit_set([b], exclude_after_target_s=0.0, lag_bins=5)
+    assert len(X0) == 400 and len(X5) == 395
+    np.testing.assert_array_equal(c5, b.cursor_xy[:-5])
+    np.testing.assert_array_equal(t5, b.target_xy[5:])
+    X9, _, c9, _, _ = refit_set([b], exclude_after_target_s=0.0, lag_bins=5, skip_bins=9)
+    assert len(X9) == 391 and np.array_equal(c9, b.cursor_xy[4:-5])
+    with pytest.raises(ConfigError, match="skip_bins"):
+        refit_set([b], lag_bins=5, skip_bins=2)
+
+
+@pytest.mark.parametrize("lag", [0, 4, 9])
+def test_the_intention_lag_is_found_from_closed_loop_data(lag):
+    from cortexlink.decoders.fitting import refit_intent_lag
+
+    found, r2 = refit_intent_lag([_closed_loop_block(lag, seed=lag)])
+    assert found == lag and len(r2) == 21 and r2[lag] == max(r2)
+
+
+def test_refit_intent_lag_is_a_checked_option_and_an_ablation():
+    from cortexlink.bench.closed_loop import session
+    from cortexlink.decoders.fitting import check_intent_lag, fit_decoders, refit_decoder
+    from cortexlink.runtime.nodes.decoder import DecoderNode
+    from cortexlink.runtime.session import load_session
+
+    assert DecoderNode.PARAMS["refit_intent_lag_s"].default == "auto"
+    assert session("refit_kalman", 96, 0, variant="refit_current_cursor")["decoder"]["refit_intent_lag_s"] is None
+    for bad_value in (-0.1, 2.0, "soon", True):
+        bad = session("refit_kalman", 96, 0)
+        bad["decoder"]["refit_intent_lag_s"] = bad_value
+        with pytest.raises(ConfigError, match="session.decoder.refit_intent_lag_s"):
+            load_session(bad)
+    assert check_intent_lag("x", 0.16) == 0.16 and check_intent_lag("x", None) is None
+    b = _closed_loop_block(6, n=1500)
+    res = fit_decoders("refit_kalman", {}, [SimpleNamespace(
+        features=b.features, cursor_velocity=b.decoded_velocity, intent_velocity=b.decoded_velocity,
+        cursor_xy=b.cursor_xy, target_xy=b.target_xy, click_intent=np.zeros(1500, bool), dt_s=0.02)],
+        click=False, labels="cursor")
+    assert refit_decoder(res.decoder, [b], intent_lag="auto").info["intent_lag_bins"] == 6
+    assert refit_decoder(res.decoder, [b], intent_lag=3).info["intent_lag_bins"] == 3
+    with pytest.raises(ConfigError, match="intent_lag"):
+        refit_decoder(res.decoder, [b], intent_lag=-1)

@@ -19,7 +19,7 @@ intent, click = click intent) runs the evaluation block without the implant: the
 the participant's own control.
 
 *Variants* (:data:`VARIANTS`) change one thing in the default configuration: an ablation row
-(``no_speed_gain``, ``fitted_dynamics``, ``refit_closed_loop_only``, ``no_click_freeze``, ``dwell_fallback``, ``oracle_labels``, ``cursor_labels``, ``slow_autopilot``,
+(``no_speed_gain``, ``fitted_dynamics``, ``refit_closed_loop_only``, ``refit_current_cursor``, ``no_click_freeze``, ``dwell_fallback``, ``oracle_labels``, ``cursor_labels``, ``slow_autopilot``,
 ``observe_as_self``) or the
 participant's delay, feedback gain or motor noise by +-20 % (``delay+20`` ...). Each row carries
 the control metrics of :func:`cortexlink.tasks.loop_metrics.control_metrics` (decoded speed at
@@ -53,6 +53,7 @@ VARIANTS: dict[str, list[tuple[tuple[str, ...], Any]]] = {
     "no_speed_gain": [(("decoder", "speed_gain"), None)],
     "fitted_dynamics": [(("decoder", "velocity_tau_s"), None)],
     "refit_closed_loop_only": [(("decoder", "refit_with_calibration"), False)],
+    "refit_current_cursor": [(("decoder", "refit_intent_lag_s"), None)],
     "oracle_labels": [(("decoder", "labels"), "intent")],
     "cursor_labels": [(("decoder", "labels"), "cursor")],
     "slow_autopilot": [(("loop", "autopilot_speed"), 1.0)],

@@ -23,9 +23,10 @@ import numpy as np
 
 from cortexlink.core.errors import ConfigError
 from cortexlink.core.validation import check_choice
+from cortexlink.decoders.labels import MAX_LAG_S
 
 __all__ = ["DECODER_KINDS", "make_decoder", "make_click_decoder", "training_set", "lagged_training_set", "refit_set", "FitResult", "fit_decoders",
-           "refit_decoder"]
+           "refit_decoder", "refit_intent_lag", "check_intent_lag"]
 
 #: Velocity decoder kinds a session or graph may name (``perfect``: the cursor follows the
 #: participant's intent; nothing is fitted).
@@ -153,15 +154,23 @@ def lagged_training_set(blocks: Sequence[Any], labels: str = "intent", lag_bins:
     return X[ok].astype(np.float64), y[ok], (c[ok] >= 0.5).astype(int), int(lag_bins)
 
 
-def refit_set(blocks: Sequence[Any], exclude_after_target_s: float = 0.3
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def refit_set(blocks: Sequence[Any], exclude_after_target_s: float = 0.3, *, lag_bins: int = 0,
+              skip_bins: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """ReFIT data from closed-loop blocks: ``X, decoded_velocity, cursor_xy, target_xy, on_target``.
 
     Bins without a target, with non-finite features or without a decoded velocity are dropped,
     and so are the first ``exclude_after_target_s`` after each new target: the participant has
     not reacted to it yet, so "toward the target" is not its intention there.
+
+    ``lag_bins``: the cursor position and on-target flag of each bin are those of ``lag_bins``
+    earlier in its block — where the participant saw the cursor when it formed the intention the
+    bin's features carry (its visual delay and the cortical lag); the first ``skip_bins``
+    (default ``lag_bins``) of each block are dropped.
     """
-    parts = []
+    skip = lag_bins if skip_bins is None else skip_bins
+    if skip < lag_bins:
+        raise ConfigError(f"skip_bins must be at least lag_bins ({lag_bins}); got {skip}")
+    parts, curs, ons = [], [], []
     for b in blocks:
         n = len(b.target_xy)
         ok = (np.all(np.isfinite(b.features), axis=1) & np.all(np.isfinite(b.target_xy), axis=1)
@@ -171,13 +180,45 @@ def refit_set(blocks: Sequence[Any], exclude_after_target_s: float = 0.3
         recent = np.zeros(n, bool)
         for o in np.flatnonzero(changed):
             recent[o:o + n_ex] = True
+        ok[:skip] = False
         parts.append(ok & ~recent)
+        idx = np.maximum(np.arange(n) - lag_bins, 0)
+        curs.append(np.asarray(b.cursor_xy)[idx])
+        ons.append(np.asarray(b.on_target)[idx])
 
     def cat(name: str) -> np.ndarray:
         return np.concatenate([getattr(b, name)[k] for b, k in zip(blocks, parts)])
 
-    return (cat("features").astype(np.float64), cat("decoded_velocity"), cat("cursor_xy"), cat("target_xy"),
-            cat("on_target"))
+    return (cat("features").astype(np.float64), cat("decoded_velocity"),
+            np.concatenate([c[k] for c, k in zip(curs, parts)]), cat("target_xy"),
+            np.concatenate([o[k] for o, k in zip(ons, parts)]))
+
+
+def refit_intent_lag(blocks: Sequence[Any], max_lag_s: float = MAX_LAG_S) -> tuple[int, list[float]]:
+    """The cursor lag (bins) at which ReFIT's intention labels are best explained by the features:
+    for each candidate lag the labels are re-estimated from where the cursor was that many bins
+    earlier (:func:`refit_set`, :func:`~cortexlink.decoders.kalman.intended_velocity`), on the
+    same bins for every candidate, and scored by in-sample ridge R² (:func:`~cortexlink.decoders.
+    labels.ridge_r2`) — the calibration's lag choice applied to the closed loop, from recorded
+    data only. Returns ``(lag, r2 per lag)``; 0 when there are too few bins to tell."""
+    from cortexlink.decoders.kalman import intended_velocity
+    from cortexlink.decoders.labels import ridge_r2
+
+    dt = min((b.dt_s for b in blocks), default=0.0)
+    n_lag = int(round(max_lag_s / dt)) if dt > 0 else 0
+    if n_lag == 0:
+        return 0, [float("nan")]
+    X = None
+    Ys = []
+    for lag in range(n_lag + 1):
+        Xr, dv, cur, tgt, ont = refit_set(blocks, lag_bins=lag, skip_bins=n_lag)
+        X = Xr
+        Ys.append(intended_velocity(dv, cur, tgt, ont) if len(Xr) else np.zeros((0, 2)))
+    if X is None or len(X) < 50:
+        return 0, [float("nan")] * (n_lag + 1)
+    r2 = ridge_r2(X, Ys)
+    finite = [v if np.isfinite(v) else -np.inf for v in r2]
+    return int(np.argmax(finite)), r2
 
 
 @dataclasses.dataclass
@@ -258,20 +299,45 @@ def fit_decoders(kind: str, params: dict | None, blocks: Sequence[Any], *, featu
     return FitResult(dec, click_dec, info, gain)
 
 
-def refit_decoder(decoder: Any, blocks: Sequence[Any], *, in_place: bool = True, prior: Any = None) -> FitResult:
+def check_intent_lag(path: str, value: Any) -> Any:
+    """A ReFIT intention lag setting: None (the current cursor), ``"auto"`` or seconds in [0, 1].
+
+    Raises
+    ------
+    ConfigError
+        Naming ``path``, for anything else.
+    """
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(f"{path} must be null, 'auto' or seconds in [0, 1]; got {value!r}")
+    return float(value)
+
+
+def refit_decoder(decoder: Any, blocks: Sequence[Any], *, in_place: bool = True, prior: Any = None,
+                  intent_lag: Any = 0) -> FitResult:
     """ReFIT: re-estimate a ReFIT-Kalman decoder from closed-loop blocks (see :func:`refit_set`).
 
     ``in_place=False`` refits a copy (a decoder may keep running while its successor is fitted).
     ``prior``: the calibration's ``(X, y)`` (:func:`lagged_training_set` of the fit's blocks,
     labels and lag), refitted together with the closed-loop bins (``X_prior``/``y_prior`` of
     :meth:`~cortexlink.decoders.ReFITKalmanFilter.refit`); None: the closed-loop bins alone.
+    ``intent_lag``: bins by which the intention is re-estimated from an earlier cursor position
+    (:func:`refit_set`); ``"auto"`` chooses it from the data (:func:`refit_intent_lag`); 0 is
+    Gilja et al.'s current cursor.
     """
     if not hasattr(decoder, "refit"):
         raise ConfigError(f"refit needs decoder kind 'refit_kalman'; got {type(decoder).__name__}")
     t0 = time.perf_counter()
-    Xr, dv, cur, tgt, ont = refit_set(blocks)
+    if intent_lag == "auto":
+        lag, _ = refit_intent_lag(blocks)
+    elif isinstance(intent_lag, (int, np.integer)) and not isinstance(intent_lag, bool) and 0 <= intent_lag <= 1000:
+        lag = int(intent_lag)
+    else:
+        raise ConfigError(f"intent_lag must be 'auto' or a whole number of bins in [0, 1000]; got {intent_lag!r}")
+    Xr, dv, cur, tgt, ont = refit_set(blocks, lag_bins=lag)
     dec = decoder if in_place else copy.deepcopy(decoder)
     Xp, yp = prior if prior is not None else (None, None)
     dec.refit(Xr, dv, cur, tgt, ont, X_prior=Xp, y_prior=yp)
-    return FitResult(dec, None, {"cmd": "refit", "n_bins": int(Xr.shape[0]),
+    return FitResult(dec, None, {"cmd": "refit", "n_bins": int(Xr.shape[0]), "intent_lag_bins": lag,
                                  "n_prior_bins": 0 if Xp is None else int(len(Xp)), "fit_s": time.perf_counter() - t0})

@@ -32,7 +32,7 @@ import numpy as np
 from cortexlink.core.errors import ConfigError
 from cortexlink.core.validation import check_choice
 
-__all__ = ["LABELS", "label_velocity", "best_label_lag", "MAX_LAG_S"]
+__all__ = ["LABELS", "label_velocity", "best_label_lag", "ridge_r2", "MAX_LAG_S"]
 
 #: Calibration label kinds (see the module docstring); the first is the default.
 LABELS = ("target", "cursor", "intent")
@@ -72,6 +72,31 @@ def label_velocity(block: Any, labels: str) -> np.ndarray:
     return out
 
 
+def ridge_r2(X: np.ndarray, Ys: Sequence[np.ndarray], ridge: float = 1.0) -> list[float]:
+    """In-sample ridge R² of each candidate label set ``Ys[k]`` (rows of ``X``) from the features
+    ``X``, all on the rows where ``X`` and every candidate are finite: features z-scored, reduced
+    by one SVD, ``ridge`` relative to the mean squared singular value. NaN for every candidate
+    when fewer than 50 rows are left."""
+    ok = np.all(np.isfinite(X), axis=1)
+    for yk in Ys:
+        ok &= np.all(np.isfinite(yk), axis=1)
+    if ok.sum() < 50:
+        return [float("nan")] * len(Ys)
+    Xc = X[ok]
+    mu, sd = Xc.mean(0), Xc.std(0)
+    Z = (Xc - mu) / np.where(sd > 0, sd, 1.0)
+    U, s, _ = np.linalg.svd(Z, full_matrices=False)
+    lam = ridge * float(np.mean(s ** 2)) / max(len(s), 1)
+    shrink = s ** 2 / (s ** 2 + lam)
+    r2 = []
+    for yk in Ys:
+        t = yk[ok] - yk[ok].mean(0)
+        fit = U @ (shrink[:, None] * (U.T @ t))
+        den = float(np.sum(t ** 2))
+        r2.append(1.0 - float(np.sum((t - fit) ** 2)) / den if den > 0 else float("nan"))
+    return r2
+
+
 def best_label_lag(X_blocks: Sequence[np.ndarray], y_blocks: Sequence[np.ndarray], dt_s: float,
                    max_lag_s: float = MAX_LAG_S, ridge: float = 1.0) -> tuple[int, list[float]]:
     """The lag (bins) at which features best explain the labels: features of bin ``t`` go with
@@ -92,22 +117,6 @@ def best_label_lag(X_blocks: Sequence[np.ndarray], y_blocks: Sequence[np.ndarray
         return 0, [float("nan")]
     Xc = np.concatenate(rows).astype(np.float64)
     Y = [np.concatenate([yb[k] for yb in ys]) for k in range(n_lag + 1)]
-    ok = np.all(np.isfinite(Xc), axis=1)
-    for yk in Y:
-        ok &= np.all(np.isfinite(yk), axis=1)
-    if ok.sum() < 50:
-        return 0, [float("nan")] * (n_lag + 1)
-    Xc = Xc[ok]
-    mu, sd = Xc.mean(0), Xc.std(0)
-    Z = (Xc - mu) / np.where(sd > 0, sd, 1.0)
-    U, s, _ = np.linalg.svd(Z, full_matrices=False)
-    lam = ridge * float(np.mean(s ** 2)) / max(len(s), 1)
-    shrink = s ** 2 / (s ** 2 + lam)
-    r2 = []
-    for yk in Y:
-        t = yk[ok] - yk[ok].mean(0)
-        fit = U @ (shrink[:, None] * (U.T @ t))
-        den = float(np.sum(t ** 2))
-        r2.append(1.0 - float(np.sum((t - fit) ** 2)) / den if den > 0 else float("nan"))
+    r2 = ridge_r2(Xc, Y, ridge)
     finite = [v if np.isfinite(v) else -np.inf for v in r2]
     return int(np.argmax(finite)), r2

@@ -18,7 +18,8 @@ order::
       # also: labels (target | cursor | intent), label_lag_s (null: from the data),
       # speed_gain (null | auto | half-gain speed in units/s), velocity_tau_s (Kalman
       # kinds: the velocity prior's correlation time, default 0.06 s; null: fitted to the labels),
-      # refit_with_calibration (ReFIT refits on the calibration bins too; default true)
+      # refit_with_calibration (ReFIT refits on the calibration bins too; default true),
+      # refit_intent_lag_s (ReFIT's intention from the cursor this long before: auto | s | null)
     click_decoder: {enabled: true, params: {}}        # also: freeze_proba (hold the cursor while a click
                                                       # builds up; default 0.3, null: never)
     blocks:
@@ -139,7 +140,8 @@ def _link(link: Any) -> dict:
 
 #: Decoder settings of a session passed to its decoder node as they are (see
 #: :class:`~cortexlink.runtime.nodes.decoder.DecoderNode`).
-DECODER_FIT_OPTIONS = ("labels", "label_lag_s", "speed_gain", "velocity_tau_s", "refit_with_calibration")
+DECODER_FIT_OPTIONS = ("labels", "label_lag_s", "speed_gain", "velocity_tau_s", "refit_with_calibration",
+                       "refit_intent_lag_s")
 
 
 def _node_param(node_cls: Any, key: str, path: str, value: Any) -> Any:
@@ -153,11 +155,15 @@ def _decoder_fit_options(dec: dict) -> None:
     from cortexlink.decoders.speed_gain import check_speed_gain
     from cortexlink.runtime.nodes.decoder import DecoderNode
 
+    from cortexlink.decoders.fitting import check_intent_lag
+
     for key in DECODER_FIT_OPTIONS:
-        if key in dec and key != "speed_gain":
+        if key in dec and key not in ("speed_gain", "refit_intent_lag_s"):
             dec[key] = _node_param(DecoderNode, key, f"decoder.{key}", dec[key])
     if "speed_gain" in dec:
         dec["speed_gain"] = check_speed_gain("session.decoder.speed_gain", dec["speed_gain"])
+    if "refit_intent_lag_s" in dec:
+        dec["refit_intent_lag_s"] = check_intent_lag("session.decoder.refit_intent_lag_s", dec["refit_intent_lag_s"])
 
 
 def load_session(source: str | Path | dict | None = None) -> dict:

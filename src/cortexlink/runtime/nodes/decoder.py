@@ -107,6 +107,12 @@ class DecoderNode(Node):
         kept calibration blocks with the fit's labels and lag, also after a restart or a
         recovery from the journal) together with the closed-loop bins and their re-estimated
         intention (default True). False: the closed-loop bins alone, as Gilja et al. 2012.
+    refit_intent_lag_s : "auto", float or None
+        ReFIT re-estimates the intention of each closed-loop bin from where the cursor was this
+        long before (the participant's visual delay and cortical lag: the features of a bin carry
+        an intention formed on an earlier view): ``auto`` (default) chooses the lag from the
+        closed-loop data by ridge R², as the calibration's label lag is chosen; a number sets it
+        (0 to 1 s); None is Gilja et al.'s current cursor position.
     click_freeze_proba : float or None
         Hold the cursor still (velocity zero) while the click decoder's filtered probability is
         at least this or its click state is on: the cursor does not drift off the target while
@@ -158,6 +164,7 @@ class DecoderNode(Node):
         "speed_gain": Param("any", "auto", nullable=True),
         "velocity_tau_s": Param("float", VELOCITY_TAU_S, nullable=True, lo=0.001, hi=10.0),
         "refit_with_calibration": Param("bool", True),
+        "refit_intent_lag_s": Param("any", "auto", nullable=True),
         "click_freeze_proba": Param("float", CLICK_FREEZE_PROBA, nullable=True, lo=0.0, hi=1.0),
     }
     INJECT = {**Node.INJECT,
@@ -180,6 +187,9 @@ class DecoderNode(Node):
         from cortexlink.decoders.speed_gain import check_speed_gain
 
         check_speed_gain(f"nodes.{name}.params.speed_gain", params["speed_gain"])
+        from cortexlink.decoders.fitting import check_intent_lag
+
+        check_intent_lag(f"nodes.{name}.params.refit_intent_lag_s", params["refit_intent_lag_s"])
         for key in ("path", "click_path"):
             if params[key] is not None and not Path(params[key]).is_file():
                 raise ConfigError(f"nodes.{name}.params.{key} {params[key]} does not exist")
@@ -440,7 +450,11 @@ class DecoderNode(Node):
                                  cursor_xy=np.asarray(blk["cursor_xy"], float).reshape(n, 2),
                                  target_xy=np.asarray(blk["target_xy"], float).reshape(n, 2),
                                  on_target=np.asarray(blk["on_target"], bool).reshape(n), dt_s=float(blk["dt_s"])))
-        res = refit_decoder(self.decoder, blocks, in_place=in_place, prior=self._refit_prior())
+        lag = self.params["refit_intent_lag_s"]
+        if lag is not None and lag != "auto":
+            lag = int(round(float(lag) / min(b.dt_s for b in blocks))) if blocks else 0
+        res = refit_decoder(self.decoder, blocks, in_place=in_place, prior=self._refit_prior(),
+                            intent_lag=0 if lag is None else lag)
         if in_place:
             self.version += 1
             self._after_fit(res.info)
