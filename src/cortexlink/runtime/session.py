@@ -512,7 +512,8 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
             elif fits:
                 f = fits.pop(0)
                 info.update({k: f[k] for k in ("n_bins", "n_features", "n_click_bins", "fit_s", "labels",
-                                               "label_lag_bins", "velocity_tau_bins", "speed_gain", "n_prior_bins")
+                                               "label_lag_bins", "velocity_tau_bins", "speed_gain", "n_prior_bins",
+                                               "intent_lag_bins")
                             if k in f})
         elif b["name"] in traces:
             tr = traces[b["name"]]
