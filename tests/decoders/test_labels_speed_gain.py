@@ -194,14 +194,17 @@ def _closed_loop_block(lag: int, n: int = 3000, seed: int = 0):
 def test_refit_set_takes_the_cursor_from_lag_bins_earlier_and_drops_the_first():
     from cortexlink.decoders.fitting import refit_set
 
-    b = _closed_loop_block(0, n=400)
+    b = _closed_loop_block(0, n=400)             # a new target every 100 bins
     X0, _, c0, _, _ = refit_set([b], exclude_after_target_s=0.0)
-    X5, _, c5, t5, _ = refit_set([b], exclude_after_target_s=0.0, lag_bins=5)
-    assert len(X0) == 400 and len(X5) == 395
-    np.testing.assert_array_equal(c5, b.cursor_xy[:-5])
-    np.testing.assert_array_equal(t5, b.target_xy[5:])
-    X9, _, c9, _, _ = refit_set([b], exclude_after_target_s=0.0, lag_bins=5, skip_bins=9)
-    assert len(X9) == 391 and np.array_equal(c9, b.cursor_xy[4:-5])
+    assert len(X0) == 400
+    for lag, skip in ((5, None), (5, 9), (20, None)):
+        X, _, c, t, _ = refit_set([b], exclude_after_target_s=0.0, lag_bins=lag, skip_bins=skip)
+        keep = np.array([i for i in range(400) if i % 100 >= (lag if skip is None else skip)])
+        assert len(X) == len(keep)
+        np.testing.assert_array_equal(X, b.features[keep])
+        np.testing.assert_array_equal(c, b.cursor_xy[keep - lag])      # seen lag bins earlier
+        np.testing.assert_array_equal(t, b.target_xy[keep])            # ... for the same target
+        assert np.all(b.target_xy[keep - lag] == t)
     with pytest.raises(ConfigError, match="skip_bins"):
         refit_set([b], lag_bins=5, skip_bins=2)
 

@@ -165,7 +165,8 @@ def refit_set(blocks: Sequence[Any], exclude_after_target_s: float = 0.3, *, lag
     ``lag_bins``: the cursor position and on-target flag of each bin are those of ``lag_bins``
     earlier in its block — where the participant saw the cursor when it formed the intention the
     bin's features carry (its visual delay and the cortical lag); the first ``skip_bins``
-    (default ``lag_bins``) of each block are dropped.
+    (default ``lag_bins``) of each block and of each target are dropped (a cursor seen for the
+    previous target says nothing of the intention for this one).
     """
     skip = lag_bins if skip_bins is None else skip_bins
     if skip < lag_bins:
@@ -180,9 +181,12 @@ def refit_set(blocks: Sequence[Any], exclude_after_target_s: float = 0.3, *, lag
         recent = np.zeros(n, bool)
         for o in np.flatnonzero(changed):
             recent[o:o + n_ex] = True
-        ok[:skip] = False
-        parts.append(ok & ~recent)
+        # the first ``skip`` bins of the block, and of each target (a cursor seen for an earlier
+        # target says nothing of the intention for this one; the same bins for every lag <= skip)
+        since = np.arange(n) - np.maximum.accumulate(np.where(changed, np.arange(n), 0))
+        ok &= since >= skip
         idx = np.maximum(np.arange(n) - lag_bins, 0)
+        parts.append(ok & ~recent)
         curs.append(np.asarray(b.cursor_xy)[idx])
         ons.append(np.asarray(b.on_target)[idx])
 
