@@ -66,17 +66,21 @@ def _choose(cost, c):
 
 
 @njit(cache=True, inline="always")
-def _rice_k(acc, c):
-    """The smallest ``k <= MAX_K`` with ``N << k >= A``, from the operands' bit lengths (the
-    same value as counting ``k`` up, without the loop)."""
-    a = acc[c, 0]
-    n = acc[c, 1]
+def _k_of(a, n):
+    """The smallest ``k <= MAX_K`` with ``n << k >= a`` (``a``: the sum of mapped residuals,
+    ``n``: their count), from the operands' bit lengths — the same value as counting ``k`` up."""
     if n >= a:
-        return 0
+        return np.int64(0)
     k = np.int64(leading_zeros(np.uint64(n))) - np.int64(leading_zeros(np.uint64(a)))
     if (n << k) < a:
         k += 1
     return min(k, MAX_K)
+
+
+@njit(cache=True, inline="always")
+def _rice_k(acc, c):
+    """Channel ``c``'s Rice parameter from its statistics ``acc[c] = (A, N)``."""
+    return _k_of(np.int64(acc[c, 0]), np.int64(acc[c, 1]))
 
 
 @njit(cache=True, inline="always")

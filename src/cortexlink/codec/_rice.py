@@ -24,23 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from numba.cpython.unsafe.numbers import leading_zeros
 
-from ._kernels import COST_SHIFT, ESCAPE_Q, MAX_K, RAW_BITS, RESET_N, _nearest, _put_rice, _working_history
+from ._kernels import COST_SHIFT, ESCAPE_Q, RAW_BITS, RESET_N, _k_of, _nearest, _put_rice, _working_history
 
 #: Leading one-bits of a byte (most significant first), for the decoder's unary quotients.
-_LEADING_ONES = np.array([8 - len(bin(255 - b)) + 2 if b < 255 else 8 for b in range(256)], np.int64)
-
-
-@njit(cache=True, inline="always")
-def _k_of(a, n):
-    """The smallest ``k <= MAX_K`` with ``n << k >= a`` (``_kernels._rice_k`` on int64 operands)."""
-    if n >= a:
-        return np.int64(0)
-    k = np.int64(leading_zeros(np.uint64(n))) - np.int64(leading_zeros(np.uint64(a)))
-    if (n << k) < a:
-        k += 1
-    return min(k, MAX_K)
+_LEADING_ONES = np.array([8 - (255 - b).bit_length() for b in range(256)], np.int64)
 
 
 @njit(cache=True, inline="always")

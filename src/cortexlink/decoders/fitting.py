@@ -154,6 +154,27 @@ def lagged_training_set(blocks: Sequence[Any], labels: str = "intent", lag_bins:
     return X[ok].astype(np.float64), y[ok], (c[ok] >= 0.5).astype(int), int(lag_bins)
 
 
+def _refit_rows(blocks: Sequence[Any], exclude_after_target_s: float, skip: int) -> list[np.ndarray]:
+    """Per block, the bins ReFIT may use (see :func:`refit_set`): a target, finite features and a
+    decoded velocity, at least ``exclude_after_target_s`` and ``skip`` bins into the block's
+    target (so ``row - lag`` is a bin of the same target for every lag up to ``skip``)."""
+    rows = []
+    for b in blocks:
+        n = len(b.target_xy)
+        ok = (np.all(np.isfinite(b.features), axis=1) & np.all(np.isfinite(b.target_xy), axis=1)
+              & np.all(np.isfinite(b.decoded_velocity), axis=1))
+        changed = np.r_[True, np.any(b.target_xy[1:] != b.target_xy[:-1], axis=1)] if n else np.zeros(0, bool)
+        since = np.arange(n) - np.maximum.accumulate(np.where(changed, np.arange(n), 0))
+        n_ex = int(round(exclude_after_target_s / b.dt_s))
+        rows.append(np.flatnonzero(ok & (since >= max(n_ex, skip))))
+    return rows
+
+
+def _gather(blocks: Sequence[Any], name: str, rows: list[np.ndarray], lag: int = 0) -> np.ndarray:
+    """Attribute ``name`` of every block at its ``rows - lag``, concatenated."""
+    return np.concatenate([np.asarray(getattr(b, name))[r - lag] for b, r in zip(blocks, rows)])
+
+
 def refit_set(blocks: Sequence[Any], exclude_after_target_s: float = 0.3, *, lag_bins: int = 0,
               skip_bins: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """ReFIT data from closed-loop blocks: ``X, decoded_velocity, cursor_xy, target_xy, on_target``.
@@ -171,34 +192,14 @@ def refit_set(blocks: Sequence[Any], exclude_after_target_s: float = 0.3, *, lag
     skip = lag_bins if skip_bins is None else skip_bins
     if skip < lag_bins:
         raise ConfigError(f"skip_bins must be at least lag_bins ({lag_bins}); got {skip}")
-    parts, curs, ons = [], [], []
-    for b in blocks:
-        n = len(b.target_xy)
-        ok = (np.all(np.isfinite(b.features), axis=1) & np.all(np.isfinite(b.target_xy), axis=1)
-              & np.all(np.isfinite(b.decoded_velocity), axis=1))
-        changed = np.r_[True, np.any(b.target_xy[1:] != b.target_xy[:-1], axis=1)] if n else np.zeros(0, bool)
-        n_ex = int(round(exclude_after_target_s / b.dt_s))
-        recent = np.zeros(n, bool)
-        for o in np.flatnonzero(changed):
-            recent[o:o + n_ex] = True
-        # the first ``skip`` bins of the block, and of each target (a cursor seen for an earlier
-        # target says nothing of the intention for this one; the same bins for every lag <= skip)
-        since = np.arange(n) - np.maximum.accumulate(np.where(changed, np.arange(n), 0))
-        ok &= since >= skip
-        idx = np.maximum(np.arange(n) - lag_bins, 0)
-        parts.append(ok & ~recent)
-        curs.append(np.asarray(b.cursor_xy)[idx])
-        ons.append(np.asarray(b.on_target)[idx])
-
-    def cat(name: str) -> np.ndarray:
-        return np.concatenate([getattr(b, name)[k] for b, k in zip(blocks, parts)])
-
-    return (cat("features").astype(np.float64), cat("decoded_velocity"),
-            np.concatenate([c[k] for c, k in zip(curs, parts)]), cat("target_xy"),
-            np.concatenate([o[k] for o, k in zip(ons, parts)]))
+    rows = _refit_rows(blocks, exclude_after_target_s, skip)
+    return (_gather(blocks, "features", rows).astype(np.float64), _gather(blocks, "decoded_velocity", rows),
+            _gather(blocks, "cursor_xy", rows, lag_bins), _gather(blocks, "target_xy", rows),
+            _gather(blocks, "on_target", rows, lag_bins))
 
 
-def refit_intent_lag(blocks: Sequence[Any], max_lag_s: float = MAX_LAG_S) -> tuple[int, list[float]]:
+def refit_intent_lag(blocks: Sequence[Any], max_lag_s: float = MAX_LAG_S,
+                     exclude_after_target_s: float = 0.3) -> tuple[int, list[float]]:
     """The cursor lag (bins) at which ReFIT's intention labels are best explained by the features:
     for each candidate lag the labels are re-estimated from where the cursor was that many bins
     earlier (:func:`refit_set`, :func:`~cortexlink.decoders.kalman.intended_velocity`), on the
@@ -212,14 +213,13 @@ def refit_intent_lag(blocks: Sequence[Any], max_lag_s: float = MAX_LAG_S) -> tup
     n_lag = int(round(max_lag_s / dt)) if dt > 0 else 0
     if n_lag == 0:
         return 0, [float("nan")]
-    X = None
-    Ys = []
-    for lag in range(n_lag + 1):
-        Xr, dv, cur, tgt, ont = refit_set(blocks, lag_bins=lag, skip_bins=n_lag)
-        X = Xr
-        Ys.append(intended_velocity(dv, cur, tgt, ont) if len(Xr) else np.zeros((0, 2)))
-    if X is None or len(X) < 50:
+    rows = _refit_rows(blocks, exclude_after_target_s, n_lag)
+    if sum(r.size for r in rows) < 50:
         return 0, [float("nan")] * (n_lag + 1)
+    X = _gather(blocks, "features", rows).astype(np.float64)
+    dv, tgt = _gather(blocks, "decoded_velocity", rows), _gather(blocks, "target_xy", rows)
+    Ys = [intended_velocity(dv, _gather(blocks, "cursor_xy", rows, lag), tgt, _gather(blocks, "on_target", rows, lag))
+          for lag in range(n_lag + 1)]
     r2 = ridge_r2(X, Ys)
     finite = [v if np.isfinite(v) else -np.inf for v in r2]
     return int(np.argmax(finite)), r2
