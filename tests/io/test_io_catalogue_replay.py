@@ -31,6 +31,7 @@ def recorded(tmp_path_factory):
     return d, db, json.loads(r.stdout)
 
 
+@pytest.mark.req("SR-32")
 def test_record_writes_every_stream(recorded):
     d, _db, out = recorded
     assert out["state"] == "closed"
@@ -49,6 +50,7 @@ def test_record_writes_every_stream(recorded):
     np.testing.assert_array_equal(s, np.arange(s.size))      # contiguous from sample 0, warm-up included
 
 
+@pytest.mark.req("SR-32")
 def test_replay_reproduces_features_and_decoder_outputs(recorded):
     d, _db, _ = recorded
     r = replay(d / "s1")
@@ -71,11 +73,13 @@ def test_replay_realtime_is_paced(recorded):
     assert r["wall_s"] >= 2.0 / 8.0 * 0.9
 
 
+@pytest.mark.req("SR-52")
 def test_replay_bad_input(tmp_path):
     with pytest.raises(ValidationError, match=r"x\.txt: replay takes a session folder .* an \.nwb file"):
         replay(tmp_path / "x.txt")
 
 
+@pytest.mark.req("SR-41")
 def test_catalogue_list_show_verify(recorded, tmp_path):
     d, db, out = recorded
     ls = _cli("sessions", "--db", str(db), "list", "--json")
@@ -157,3 +161,26 @@ def test_replay_of_the_exported_nwb_equals_the_live_session(recorded, tmp_path):
     assert c["equal"] and c["rows_compared"] == c["rows_recorded"] > 300
     cli = _cli("replay", str(tmp_path / "s1.nwb"), "--json")
     assert cli.returncode == 0 and json.loads(cli.stdout)["compare"]["features"]["equal"]
+
+
+@pytest.mark.req("SR-32")
+def test_each_decoder_that_went_live_is_in_the_recording_with_its_sha256(recorded):
+    """The manifest's ``decoders`` and each ``decoder`` event carry the SHA-256 of the file in
+    ``decoders/`` (computed here from the bytes), and that file loads as the class that went live."""
+    import hashlib
+
+    from cortexlink.decoders import load
+    from cortexlink.io.session_log import verify_session
+
+    d, _db, _ = recorded
+    rdr = SessionReader(d / "s1")
+    files = sorted((d / "s1" / "decoders").glob("*.npz"))
+    live = [e for e in rdr.events() if e["kind"] == "decoder"]
+    assert files and sorted(e["file"] for e in live) == sorted(f"decoders/{p.name}" for p in files)
+    for e in live:
+        p = d / "s1" / e["file"]
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        assert e["sha256"] == digest
+        assert rdr.manifest["decoders"][e["file"]] == {"file": e["file"], "sha256": digest, "bytes": p.stat().st_size}
+        assert type(load(p)).__name__ == e["decoder_class"]
+    assert verify_session(d / "s1")["ok"]
