@@ -83,6 +83,7 @@ def test_every_delivered_pulse_is_recorded_at_its_onset_sample(stim_run):
     assert set(np.unique(sent["electrode"])) <= set(range(1, 10))   # electrode 0 refused, never delivered
 
 
+@pytest.mark.req("SR-23")
 def test_interlock_status_events_audit_and_manifest(stim_run):
     from cortexlink.io.session_log import SessionReader, verify_session
     from cortexlink.stim.audit import read_audit
@@ -189,3 +190,26 @@ def test_the_recording_exports_to_nwb_with_every_pulse_and_decision(stim_run, tm
         d = f.intervals["stimulation_decisions"]
         assert int(np.sum(d["n_refused"][:])) == summ["refused"] and int(np.sum(d["n_approved"][:])) == delivered
         assert set(f.intervals["stimulation_refused_pulses"]["reason"][:]) == set(summ["reasons"])
+
+
+@pytest.mark.req("SR-23")
+def test_a_changed_or_shortened_audit_log_in_a_recording_fails_verification(stim_run, tmp_path):
+    """The audit log copied into a recording is covered by the manifest's SHA-256: a decision
+    rewritten, or a line removed, is found by ``verify_session`` naming the file."""
+    import shutil
+
+    from cortexlink.io.session_log import verify_session
+
+    audit_rel = json.loads((stim_run.rec / "manifest.json").read_text())["stimulation"]["audit_file"]
+    lines = (stim_run.rec / audit_rel).read_bytes().splitlines(keepends=True)
+    i = next(k for k, ln in enumerate(lines) if json.loads(ln).get("refused", 0) > 0)
+    forged = json.loads(lines[i])
+    forged.update(approved=forged["approved"] + forged["refused"], refused=0, reasons={})
+    for name, body in (("rewritten", lines[:i] + [(json.dumps(forged) + "\n").encode()] + lines[i + 1:]),
+                       ("shortened", lines[:i] + lines[i + 1:])):
+        rec = tmp_path / name
+        shutil.copytree(stim_run.rec, rec)
+        assert verify_session(rec)["ok"]
+        (rec / audit_rel).write_bytes(b"".join(body))
+        v = verify_session(rec)
+        assert not v["ok"] and any("stim_audit.jsonl" in p for p in v["problems"]), v["problems"]
