@@ -77,6 +77,7 @@ def _pipeline_graph(replay, seconds=120.0):
 
 
 # -- a lost Redis server -----------------------------------------------------------------------------
+@pytest.mark.req("SR-06")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_a_lost_redis_server_halts_the_cursor_and_ends_the_run_with_its_failure(redis_executable, replay, tmp_path, sig):
     srv = _rs.RedisServer(executable=redis_executable).start()
@@ -99,6 +100,7 @@ def test_a_lost_redis_server_halts_the_cursor_and_ends_the_run_with_its_failure(
     assert proc["returncode"] is not None and proc["restarts"] == 0
 
 
+@pytest.mark.req("SR-06")
 def test_a_restarted_redis_server_is_not_reconnected_the_run_ends_cleanly(redis_executable, replay, tmp_path):
     srv = _rs.RedisServer(executable=redis_executable).start()
     again = None
@@ -173,6 +175,7 @@ def _session_graph(cal_s=5.0, cl_s=3.0, click=True, split=True):
             }}
 
 
+@pytest.mark.req("SR-05")
 @pytest.mark.parametrize("block", ["calibration", "closed-loop"])
 def test_a_child_killed_mid_block_comes_back_with_its_bins_and_decoder_and_the_session_finishes(
         redis_server, tmp_path, block):
@@ -201,6 +204,7 @@ def test_a_child_killed_mid_block_comes_back_with_its_bins_and_decoder_and_the_s
     assert blocks["closed-loop"]["n_bins"] == 150
 
 
+@pytest.mark.req("SR-31")
 def test_a_scheduled_fit_that_fails_ends_the_run_naming_it_instead_of_waiting_forever(tmp_path):
     # calibration without click intent, click decoder asked for: the fit fails; in real time the cursor
     # waited for a decoder version that never came
@@ -293,6 +297,7 @@ def test_the_decoder_journal_reads_back_blocks_bins_model_and_skips_applied_cont
 
 
 # -- stop signals ------------------------------------------------------------------------------------
+@pytest.mark.req("SR-12")
 def test_a_stop_signal_asks_the_running_graph_to_stop_once_and_a_burst_is_absorbed():
     from cortexlink.runtime.signals import stop_on_signals, stopper
 
@@ -354,6 +359,7 @@ def _gone(pid):
     return stat[stat.rindex(")") + 2] == "Z"
 
 
+@pytest.mark.req("SR-12")
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the process tree from /proc")
 @pytest.mark.parametrize("burst", [[signal.SIGTERM], [signal.SIGTERM, signal.SIGINT, signal.SIGHUP] * 15])
 def test_signals_stop_run_redis_auto_cleanly_summary_written_nothing_left(redis_executable, replay, tmp_path, burst):
@@ -384,6 +390,7 @@ def test_signals_stop_run_redis_auto_cleanly_summary_written_nothing_left(redis_
     assert all(_gone(p) for p in kids) and not os.path.exists(folder)
 
 
+@pytest.mark.req("SR-12")
 def test_sigterm_of_session_run_writes_what_ran_and_exits_143(tmp_path):
     sess = tmp_path / "long.yaml"
     sess.write_text("name: long\nimplant: {n_channels: 24}\ndecoder: {kind: kalman}\nclick_decoder: {enabled: false}\n"

@@ -95,6 +95,7 @@ def _sup_graph(replay, *, critical):
             }}
 
 
+@pytest.mark.req("SR-04")
 def test_supervisor_restarts_then_stops_a_failing_non_critical_node_while_the_run_and_recording_go_on(replay, tmp_path):
     res = run_graph(_sup_graph(replay, critical=False), out_dir=tmp_path)
     dec = res["nodes"]["decoder"]
@@ -113,6 +114,7 @@ def test_supervisor_restarts_then_stops_a_failing_non_critical_node_while_the_ru
     assert {"node_failed", "node_restarted", "node_stopped"} <= {e["fault_kind"] for e in faults}
 
 
+@pytest.mark.req("SR-04")
 def test_a_critical_node_given_up_on_halts_the_cursor_then_ends_the_run_naming_it(replay, tmp_path):
     runner = GraphRunner(_sup_graph(replay, critical=True), out_dir=tmp_path)
     res = runner.run()
@@ -164,6 +166,7 @@ def test_dropped_messages_are_counted_and_recorded_as_events():
     assert snap["nodes"]["dsp"]["state"] == "running"
 
 
+@pytest.mark.req("SR-04")
 def test_a_restarted_source_goes_on_from_where_it_stopped():
     g = {"name": "src-restart", "clock": "fast", "seconds": 1.0, "nodes": {
         "src": {"kind": "sim_source", "params": {"config": {"n_channels": 8}}, "inject": {"fail_at_steps": [300]}},

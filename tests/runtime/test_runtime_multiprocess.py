@@ -59,6 +59,7 @@ def _crash_graph(seconds, critical):
             }}
 
 
+@pytest.mark.req("SR-05")
 def test_a_crashed_child_process_is_restarted_then_given_up_while_the_run_goes_on(redis_server, tmp_path):
     # a non-critical node: the run goes on without it (8 s leave room for a slow start of the
     # restarted process on a loaded machine)
@@ -74,6 +75,7 @@ def test_a_crashed_child_process_is_restarted_then_given_up_while_the_run_goes_o
     assert "injected crash" in (tmp_path / "logs" / "dsp.log").read_text()
 
 
+@pytest.mark.req("SR-05")
 def test_a_critical_node_whose_process_keeps_dying_ends_the_run(redis_server, tmp_path):
     res = run_graph(_crash_graph(60.0, critical=True), redis_url=redis_server.url, out_dir=tmp_path)
     f = res["failure"]
@@ -144,6 +146,7 @@ def test_auto_server_is_reached_over_a_unix_socket_unless_the_graph_says_tcp(red
         assert not os.path.exists(res["redis"]["url"][len("unix://"):])
 
 
+@pytest.mark.req("SR-04")
 def test_a_critical_node_given_up_on_in_a_child_process_ends_the_run(redis_server, tmp_path):
     g = _crash_graph(60.0, critical=True)
     g["nodes"]["dsp"]["inject"] = {"fail_at_steps": list(range(100, 110))}      # raises; its process lives on

@@ -154,6 +154,7 @@ def test_refit_needs_refit_kalman_and_a_schedule_takes_only_estop(live):
     assert lv2.ok("estop")["estop"] is True
 
 
+@pytest.mark.req("SR-10")
 def test_estop_holds_the_cursor_from_the_next_bin_until_released(live):
     lv = live()
     assert lv.ok("estop")["estop"] is True                       # works when nothing runs, too
@@ -184,6 +185,7 @@ def test_estop_holds_the_cursor_from_the_next_bin_until_released(live):
             "the cursor to move again after release")
 
 
+@pytest.mark.req("SR-07")
 def test_mouse_mode_drives_the_cursor_and_estop_suppresses_its_clicks(live):
     lv = live()
     assert lv.ok("mouse", enabled=True) == {"mouse": True}
@@ -269,6 +271,7 @@ def test_calibrate_then_stop_in_the_same_bin_apply_in_order_and_the_recording_ha
     assert starts == ends == ["01-calibration", "02-webgrid", "03-chess"]
 
 
+@pytest.mark.req("SR-10")
 def test_a_burst_of_commands_drops_none_and_the_estop_in_it_holds_the_next_bin(live):
     lv = live()
     lv.ok("mouse", enabled=True)

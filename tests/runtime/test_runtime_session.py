@@ -113,6 +113,7 @@ def test_same_seed_same_session():
     np.testing.assert_array_equal(a.cursor_xy, b.cursor_xy)
 
 
+@pytest.mark.req("SR-31")
 def test_a_calibration_without_click_intent_cannot_fit_a_click_decoder():
     cfg = load_session(QUICK)
     cfg["blocks"][0] = {"kind": "calibration", "task": "centre_out", "seconds": 10.0, "task_params": {"click": False}}

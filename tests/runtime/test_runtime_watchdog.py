@@ -57,6 +57,7 @@ def test_a_fault_free_run_moves_the_cursor_and_raises_nothing(replay):
     assert len(moving) > 50 and not any(s["halted"] for s in states)
 
 
+@pytest.mark.req("SR-01")
 def test_source_stall_halts_within_one_bin(replay):
     res, states, gates = _run(_graph(replay, source_inject={"stall_at_s": 1.5, "stall_for_s": 0.3}))
     halt = _events(res, "source_stall", "halt")
@@ -68,6 +69,7 @@ def test_source_stall_halts_within_one_bin(replay):
     assert res["nodes"]["cursor"]["summary"]["n_updates"] > 0
 
 
+@pytest.mark.req("SR-04")
 def test_node_exception_halts_at_once_and_the_supervisor_restarts_it(replay):
     res, states, gates = _run(_graph(replay, decoder_inject={"fail_at_steps": [60]},
                                      restart={"max_restarts": 3, "backoff_ms": 100}))
@@ -81,6 +83,7 @@ def test_node_exception_halts_at_once_and_the_supervisor_restarts_it(replay):
     assert res["nodes"]["decoder"]["state"] == "stopped" and gates[-1]["halted"] is False
 
 
+@pytest.mark.req("SR-02", "SR-07")
 @pytest.mark.parametrize("inject, kind", [("nan_at_bins", "decoder_nan"),
                                           ("out_of_range_at_bins", "decoder_out_of_range")])
 def test_bad_decoder_output_gives_zero_velocity_and_no_click_in_that_bin(replay, inject, kind):

@@ -41,6 +41,7 @@ def plain_run():
     return _run(SESSION)
 
 
+@pytest.mark.req("SR-21")
 def test_session_stimulation_runs_through_the_interlock(plain_run):
     runner, rr = plain_run
     lock = runner.by_name["stim"].node.interlock
@@ -73,6 +74,7 @@ def test_run_session_summary_has_stimulation():
     assert len(st["interlock"]["limits"]["sha256"]) == 64
 
 
+@pytest.mark.req("SR-11")
 def test_halts_stop_stimulation_within_one_bin():
     # Decoder output out of range in two stretches of the closed-loop block: the watchdog halts
     # the cursor, then releases it. The auditory encoder keeps planning all along.
