@@ -26,6 +26,7 @@ def _one(lock, pulses, now=0.0, t0=0.0, t1=0.05):
     return lock.review(StimPlan(pulses, t0, t1, "test", 1), now_s=now)
 
 
+@pytest.mark.req("SR-20", "SR-23")
 @pytest.mark.parametrize("pulse, reason", [
     (biphasic(0, 0.01, np.nan, 100.0), "nonfinite"),
     (biphasic(0, np.inf, 50.0, 100.0), "nonfinite"),
@@ -56,6 +57,7 @@ def test_each_fault_is_refused_with_its_reason(pulse, reason):
     assert lock.audit.recent[-1]["reasons"] == {reason: 1}
 
 
+@pytest.mark.req("SR-20")
 def test_shannon_k_and_balance():
     # Shannon: k = log10(Q^2/A): 20 nC on 2000 µm² gives k = 1.30; on a 500 µm² electrode with a
     # density limit raised out of the way, 20 nC gives k = 1.90 > 1.75.
@@ -77,6 +79,7 @@ def test_safe_plan_passes_whole_and_matches_independent_checker():
     assert find_unsafe(d.approved.pulses, lim) == []
 
 
+@pytest.mark.req("SR-20")
 def test_frequency_overlap_and_history_across_plans():
     lock = SafetyInterlock(_limits())
     # 400 Hz on one electrode: every other pulse refused (300 Hz limit).
@@ -88,12 +91,14 @@ def test_frequency_overlap_and_history_across_plans():
     assert d2.reasons == {"frequency": 1}
 
 
+@pytest.mark.req("SR-20")
 def test_simultaneous_current_cap():
     lock = SafetyInterlock(_limits(max_simultaneous_current_ua=150.0))
     d = _one(lock, biphasic([0, 1, 3, 5], 0.01, 60.0, 100.0))
     assert d.n_approved == 2 and d.reasons == {"simultaneous_current": 2}
 
 
+@pytest.mark.req("SR-20")
 def test_hourly_count_and_net_charge():
     lock = SafetyInterlock(_limits(limits={"max_pulses_per_hour": 5}))
     d = _one(lock, pulse_train(0, 0.001, 100.0, 8, 40.0, 100.0), t1=0.2)
@@ -105,6 +110,7 @@ def test_hourly_count_and_net_charge():
     assert d.n_approved == 2 and d.reasons == {"net_charge": 6}
 
 
+@pytest.mark.req("SR-11", "SR-23")
 def test_late_and_window_and_estop():
     lim = _limits()
     lock = SafetyInterlock(lim)
@@ -121,6 +127,7 @@ def test_late_and_window_and_estop():
     assert "estop" in kinds and "estop_reset" in kinds
 
 
+@pytest.mark.req("SR-20")
 def test_clamp_policy_repairs_only_what_it_may():
     lim = _limits(policy="clamp")
     lock = SafetyInterlock(lim)
@@ -136,6 +143,7 @@ def test_clamp_policy_repairs_only_what_it_may():
     assert np.all(a["amplitude_ua"] * a["width_us"] <= 20_000.0 + 1e-6)
 
 
+@pytest.mark.req("SR-23")
 def test_audit_file_records_every_decision(tmp_path):
     path = tmp_path / "run" / "stim_audit.jsonl"
     with AuditLog(path) as audit:

@@ -32,6 +32,7 @@ def _plan(rows, t0, t1):
     return StimPlan(p, t0, t1, "hypothesis", 0)
 
 
+@pytest.mark.req("SR-20", "SR-24")
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(plans=st.lists(st.tuples(st.lists(PULSE, max_size=12), st.floats(-0.1, 0.2) | ANY_FLOAT,
                                 st.floats(-0.1, 0.3) | ANY_FLOAT), min_size=1, max_size=6),
@@ -70,6 +71,7 @@ def test_command_frame_round_trip_never_adds_charge(rows):
     assert np.all(np.abs(f.pulses["time_s"] - p["time_s"]) <= 1e-9 + 1e-15 * np.abs(p["time_s"]))
 
 
+@pytest.mark.req("SR-22")
 def test_corrupted_frames_are_dropped_whole():
     frame = bytearray(encode_frame(biphasic([0, 1], 0.01, 40.0, 100.0), 0.0, 0.02, 0))
     dev = SimulatedStimulator()
@@ -83,6 +85,7 @@ def test_corrupted_frames_are_dropped_whole():
         decode_frame(b"XXXX" + bytes(frame[4:]))
 
 
+@pytest.mark.req("SR-21", "SR-23")
 def test_driver_sends_only_its_own_interlocks_approvals():
     limits = fuzz_limits()
     lock, other = SafetyInterlock(limits), SafetyInterlock(limits)
@@ -105,6 +108,7 @@ def test_driver_sends_only_its_own_interlocks_approvals():
     assert len(refusals) == 3
 
 
+@pytest.mark.req("SR-11", "SR-22")
 def test_stop_and_watchdog_and_no_repeats():
     limits = fuzz_limits()
     lock = SafetyInterlock(limits)
@@ -130,6 +134,7 @@ def test_stop_and_watchdog_and_no_repeats():
     assert stop_frame(3, 0.0)[6] & 1
 
 
+@pytest.mark.req("SR-20", "SR-24")
 def test_fuzz_campaign_small():
     r = fuzz_interlock(1500, seed=3)
     assert r["plans_tried"] == 1500 and r["pulses_checked"] > 10_000
