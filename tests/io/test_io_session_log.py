@@ -61,6 +61,7 @@ def test_round_trip_and_checksums(tmp_path):
     assert v["files"] == len(list((tmp_path / "s" / "streams").glob("*.clog")))
 
 
+@pytest.mark.req("SR-41")
 def test_verify_detects_a_changed_byte(tmp_path):
     rec, _ = _record(tmp_path / "s")
     rec.close()
@@ -74,6 +75,7 @@ def test_verify_detects_a_changed_byte(tmp_path):
     assert any("checksum mismatch" in x for x in v["problems"])
 
 
+@pytest.mark.req("SR-40", "SR-41")
 def test_torn_tail_is_named_then_recovered(tmp_path):
     rec, raw = _record(tmp_path / "s", n_chunks=20)
     rec.close()
@@ -93,6 +95,7 @@ def test_torn_tail_is_named_then_recovered(tmp_path):
     assert list((tmp_path / "s" / "corrupt").iterdir())
 
 
+@pytest.mark.req("SR-41")
 def test_damage_in_the_middle_keeps_every_intact_record(tmp_path):
     rec, raw = _record(tmp_path / "s", n_chunks=20)
     rec.close()
@@ -115,6 +118,7 @@ def test_damage_in_the_middle_keeps_every_intact_record(tmp_path):
     assert verify(tmp_path / "s")["ok"]
 
 
+@pytest.mark.req("SR-41", "SR-52")
 def test_foreign_and_missing_files_are_named(tmp_path):
     with pytest.raises(CorruptSessionError, match="no manifest.json"):
         SessionReader(tmp_path)
@@ -137,6 +141,7 @@ def test_foreign_and_missing_files_are_named(tmp_path):
     assert SessionReader(tmp_path / "s").read_array("cursor")[1].shape == (2, 2)
 
 
+@pytest.mark.req("SR-41", "SR-52")
 def test_metadata_that_disagrees_with_the_data_is_refused(tmp_path):
     rec, _ = _record(tmp_path / "s", n_ch=8, n_chunks=3)
     rec.close()
@@ -159,6 +164,7 @@ def test_metadata_that_disagrees_with_the_data_is_refused(tmp_path):
     rec2.close()
 
 
+@pytest.mark.req("SR-44")
 def test_queue_full_drops_are_counted_and_recorded(tmp_path):
     n_ch = 256
     rec = SessionRecorder(tmp_path / "s", channel_map=ChannelMap.grid(n_ch), fs_hz=FS, catalogue=False,
@@ -212,6 +218,7 @@ def test_low_disk_alarm_event(tmp_path):
     assert len(ev) == 1 and ev[0]["free_bytes"] < ev[0]["threshold_bytes"]
 
 
+@pytest.mark.req("SR-44")
 def test_full_disk_stops_cleanly_with_everything_before_intact(tmp_path):
     """A real full disk: a 1 MiB tmpfs (needs root and mount); written data must stay readable."""
     mnt = tmp_path / "small"
@@ -243,6 +250,7 @@ def test_full_disk_stops_cleanly_with_everything_before_intact(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
+@pytest.mark.req("SR-44")
 def test_write_error_on_one_stream_stops_recording_cleanly(tmp_path):
     """ENOSPC from the kernel: the raw stream file is /dev/full."""
     if not Path("/dev/full").exists():
@@ -267,6 +275,7 @@ def test_write_error_on_one_stream_stops_recording_cleanly(tmp_path):
     assert [e["kind"] for e in SessionReader(tmp_path / "s").events()][0] == "before"
 
 
+@pytest.mark.req("SR-60")
 def test_participant_id_must_be_pseudonymous(tmp_path):
     with pytest.raises(ValidationError, match="pseudonymous"):
         SessionRecorder(tmp_path / "s", participant_id="Jane Doe", catalogue=False)
@@ -281,6 +290,7 @@ def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
                           timeout=300, **kw)
 
 
+@pytest.mark.req("SR-40")
 def test_sigkill_mid_session_loses_at_most_the_last_second(tmp_path):
     """Kill a real-time recording with SIGKILL; recover; compare with an uninterrupted run."""
     env = {**os.environ, "CORTEXLINK_CATALOGUE": str(tmp_path / "cat.sqlite")}

@@ -53,6 +53,7 @@ def _offsets(p: Path) -> list[tuple[int, int]]:
     return [(r.offset, REC_HEADER_BYTES + r.payload_bytes) for k, r in scan_stream(p) if k == "record"]
 
 
+@pytest.mark.req("SR-42")
 @pytest.mark.parametrize("codec", ["rice", "range", "lms"])
 @pytest.mark.parametrize("sizes", [[1], [7], [30, 1, 300]])
 def test_a_compressed_raw_stream_reads_back_identical_samples_and_chunks(tmp_path, codec, sizes):
@@ -100,6 +101,7 @@ def test_compression_shrinks_the_raw_stream_and_the_default_writes_the_old_forma
     np.testing.assert_array_equal(SessionReader(tmp_path / "u").read_array("raw")[1], x)
 
 
+@pytest.mark.req("SR-40")
 @pytest.mark.parametrize("cut", ["header", "payload", "last_byte"])
 def test_recover_after_a_torn_compressed_record_keeps_every_intact_record(tmp_path, cut):
     x = _signal(30 * 11, 6)
@@ -119,6 +121,7 @@ def test_recover_after_a_torn_compressed_record_keeps_every_intact_record(tmp_pa
     assert verify_session(tmp_path / "s")["ok"]
 
 
+@pytest.mark.req("SR-41", "SR-42")
 def test_a_corrupted_compressed_record_is_found_and_salvaged_from_the_next_resync_point(tmp_path):
     x = _signal(30 * 12, 6)
     _record(tmp_path / "s", x, [30], "rice", resync=4)          # resync points: records 0, 4, 8
@@ -147,6 +150,7 @@ def test_a_corrupted_compressed_record_is_found_and_salvaged_from_the_next_resyn
     assert verify_session(tmp_path / "s")["ok"]
 
 
+@pytest.mark.req("SR-41", "SR-42")
 def test_a_record_that_lost_its_predecessor_is_not_decoded_from_a_wrong_state(tmp_path):
     """Cut a whole intact record out of the middle: the next one is intact (its CRC holds) but its
     state is gone; it must be reported, never decoded from the wrong predecessor."""
@@ -196,6 +200,7 @@ _CRASH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.req("SR-40", "SR-42")
 def test_a_compressed_recording_killed_mid_write_is_recovered(tmp_path):
     s = tmp_path / "s"
     proc = subprocess.Popen([sys.executable, "-c", _CRASH, str(s)], stdout=subprocess.PIPE, text=True)
@@ -228,6 +233,7 @@ def test_bad_codec_options_are_refused_by_name(tmp_path):
     rec.close()
 
 
+@pytest.mark.req("SR-41")
 def test_a_codec_header_with_a_bad_field_is_named(tmp_path):
     x = _signal(60, 2)
     _record(tmp_path / "s", x, [30], "rice")
@@ -346,6 +352,7 @@ _damage = st.lists(st.one_of(
     st.tuples(st.just("append"), st.binary(min_size=1, max_size=200), st.just(0))), min_size=1, max_size=3)
 
 
+@pytest.mark.req("SR-40", "SR-41", "SR-42")
 @settings(max_examples=int(os.environ.get("CORTEXLINK_PROPERTY_EXAMPLES", "40")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=_damage)

@@ -53,6 +53,7 @@ def _patch(p: Path, offset: int, data: bytes) -> None:
         f.write(data)
 
 
+@pytest.mark.req("SR-41")
 def test_a_changed_header_byte_is_found_and_recover_rebuilds_it(tmp_path):
     s = tmp_path / "s"
     raw = _session(s)
@@ -72,6 +73,7 @@ def test_a_changed_header_byte_is_found_and_recover_rebuilds_it(tmp_path):
     assert any(x.name.startswith("raw.header.") for x in (s / "corrupt").iterdir())   # the old bytes are kept
 
 
+@pytest.mark.req("SR-41")
 def test_a_byte_order_flip_in_the_header_is_refused_then_undone(tmp_path):
     s = tmp_path / "s"
     raw = _session(s)
@@ -123,6 +125,7 @@ def test_format_1_files_are_still_read_and_recovered(tmp_path):
     assert inspect_header(p).version == 2 and verify_session(s)["ok"]
 
 
+@pytest.mark.req("SR-41")
 def test_a_header_that_cannot_be_rebuilt_is_kept_and_named(tmp_path):
     s = tmp_path / "s"
     _session(s)
@@ -145,6 +148,7 @@ def test_a_header_that_cannot_be_rebuilt_is_kept_and_named(tmp_path):
     assert "streams/custom.clog" not in rep["manifest"]["files"]      # no checksum blessed on it
 
 
+@pytest.mark.req("SR-41")
 def test_recover_does_not_bless_a_damaged_decoder(tmp_path):
     s = tmp_path / "s"
     _session(s)
@@ -188,6 +192,7 @@ _CRASH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.req("SR-32", "SR-40", "SR-41")
 def test_a_crashed_session_with_a_damaged_decoder_keeps_its_recorded_checksum(tmp_path):
     s = tmp_path / "s"
     r = subprocess.run([sys.executable, "-c", _CRASH, str(s), "kill"], capture_output=True, text=True, timeout=60)
@@ -203,6 +208,7 @@ def test_a_crashed_session_with_a_damaged_decoder_keeps_its_recorded_checksum(tm
     assert not v["ok"] and any("dec-v1.npz" in x for x in v["problems"])
 
 
+@pytest.mark.req("SR-40", "SR-43")
 def test_recover_refuses_a_live_recording_and_works_after_a_crash(tmp_path):
     s = tmp_path / "s"
     proc = subprocess.Popen([sys.executable, "-c", _CRASH, str(s), "wait"], stdin=subprocess.PIPE,
@@ -228,6 +234,7 @@ def test_recover_refuses_a_live_recording_and_works_after_a_crash(tmp_path):
     assert not (s / ".lock").exists()
 
 
+@pytest.mark.req("SR-43")
 def test_an_open_recorder_holds_the_lock_in_process_too(tmp_path):
     rec = SessionRecorder(tmp_path / "s", catalogue=False)
     with pytest.raises(SessionBusy, match="being recorded"):
@@ -238,6 +245,7 @@ def test_an_open_recorder_holds_the_lock_in_process_too(tmp_path):
     assert recover(tmp_path / "s")["changed"] is False and not (tmp_path / "s" / ".lock").exists()
 
 
+@pytest.mark.req("SR-41", "SR-52")
 @pytest.mark.parametrize("field, value", [
     ("fs_hz", "fast"), ("channel_map", [1, 2]), ("streams", []), ("session_id", 7),
     ("streams.raw.bytes", "big"), ("streams.raw.header", "x"), ("files.streams/raw.clog.sha256", 5),
@@ -278,6 +286,7 @@ def test_a_lost_manifest_is_rebuilt_from_the_stream_headers(tmp_path):
     assert verify_session(s)["ok"]
 
 
+@pytest.mark.req("SR-41")
 def test_a_foreign_file_in_place_of_a_stream_is_moved_aside_and_stays_named(tmp_path):
     s = tmp_path / "s"
     _session(s)
@@ -290,6 +299,7 @@ def test_a_foreign_file_in_place_of_a_stream_is_moved_aside_and_stays_named(tmp_
     assert not v["ok"] and any("raw.clog: missing (moved to corrupt/" in x for x in v["problems"])
 
 
+@pytest.mark.req("SR-41")
 def test_a_stream_lost_after_a_crash_stays_named(tmp_path):
     s = tmp_path / "s"
     _session(s)
@@ -356,6 +366,7 @@ def test_an_old_catalogue_gains_the_copy_column(tmp_path):
         assert cat.show(sid)["copy_of"] is None
 
 
+@pytest.mark.req("SR-41")
 def test_sessions_verify_checks_an_uncatalogued_folder_and_its_record_checksums(tmp_path):
     s = tmp_path / "s"
     _session(s)
@@ -377,6 +388,7 @@ def test_sessions_verify_checks_an_uncatalogued_folder_and_its_record_checksums(
         assert not res["ok"] and any("checksum mismatch" in x for x in res["problems"])
 
 
+@pytest.mark.req("SR-41")
 def test_the_header_checksum_covers_magic_version_length_and_json(tmp_path):
     _session(tmp_path / "s")
     p = tmp_path / "s" / "streams" / "cursor.clog"

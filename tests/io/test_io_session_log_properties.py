@@ -91,6 +91,7 @@ def _apply(folder: Path, ops: list) -> dict[str, set[int]]:
     return touched
 
 
+@pytest.mark.req("SR-40", "SR-41")
 @settings(max_examples=int(os.environ.get("CORTEXLINK_PROPERTY_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=damage)
 def test_damage_never_loses_an_intact_record_and_recover_and_verify_agree(pristine, ops):
