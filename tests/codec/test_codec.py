@@ -24,6 +24,7 @@ def _neural_like(n: int, c: int, seed: int = 0) -> np.ndarray:
     return np.clip(walk + rng.normal(0, 200, (n, c)), -32768, 32767).astype(np.int16)
 
 
+@pytest.mark.req("SR-42")
 @pytest.mark.parametrize("name, x", [
     ("random", np.random.default_rng(1).integers(-32768, 32768, (500, 7)).astype(np.int16)),
     ("constant", np.full((300, 5), -1234, np.int16)),
@@ -44,6 +45,7 @@ def test_round_trip_is_bit_exact(name, x, chunk, entropy):
     np.testing.assert_array_equal(decode_array(encode_array(x, chunk_samples=chunk, entropy=entropy)), x)
 
 
+@pytest.mark.req("SR-42")
 def test_worst_case_residuals_fit_the_range_coders_buffer():
     # a long run of small residuals makes the models sure, then full-scale jumps cost most
     x = np.zeros((6000, 3), np.int16)
@@ -55,6 +57,7 @@ def test_worst_case_residuals_fit_the_range_coders_buffer():
             np.testing.assert_array_equal(_roundtrip(x, chunk, entropy=entropy), x)
 
 
+@pytest.mark.req("SR-42")
 @pytest.mark.parametrize("entropy", ENTROPY_CODERS)
 def test_round_trip_1024_channels(entropy):
     x = _neural_like(60, 1024, seed=3)
@@ -63,12 +66,14 @@ def test_round_trip_1024_channels(entropy):
     np.testing.assert_array_equal(_roundtrip(x, 30, entropy=entropy), x)
 
 
+@pytest.mark.req("SR-42")
 def test_full_range_ramp_round_trips():
     x = np.arange(-32768, 32768, dtype=np.int64).astype(np.int16).reshape(-1, 2)
     np.testing.assert_array_equal(_roundtrip(x, 1000), x)
     np.testing.assert_array_equal(_roundtrip(x[::-1].copy(), 777), x[::-1])
 
 
+@pytest.mark.req("SR-42")
 @pytest.mark.parametrize("resync", [1, 3, 1000])
 @pytest.mark.parametrize("entropy", ENTROPY_CODERS)
 def test_chunking_does_not_change_the_samples(resync, entropy):
@@ -97,6 +102,7 @@ def test_frame_header_describes_the_frame():
     assert [bytes(f) for f in iter_frames(b"".join(frames))] == frames
 
 
+@pytest.mark.req("SR-42")
 @pytest.mark.parametrize("entropy", ENTROPY_CODERS)
 def test_corrupt_frame_is_refused_by_its_crc(entropy):
     x = _neural_like(400, 4)
@@ -110,6 +116,7 @@ def test_corrupt_frame_is_refused_by_its_crc(entropy):
     np.testing.assert_array_equal(dec.decode(bytes(frame)), x)
 
 
+@pytest.mark.req("SR-42")
 def test_bad_frames_are_refused():
     dec = Decoder()
     frame = Encoder(2).encode(np.zeros((5, 2), np.int16))
@@ -127,6 +134,7 @@ def test_bad_frames_are_refused():
         decode_array(b"")
 
 
+@pytest.mark.req("SR-42")
 def test_lost_frame_costs_until_the_next_resync_point():
     x = _neural_like(1000, 3, seed=7)
     enc = Encoder(3, resync_frames=4)
@@ -142,6 +150,7 @@ def test_lost_frame_costs_until_the_next_resync_point():
         np.testing.assert_array_equal(dec.decode(frames[i]), x[i * 100:(i + 1) * 100])
 
 
+@pytest.mark.req("SR-42")
 def test_decoder_joining_mid_stream_waits_for_a_resync_point():
     x = _neural_like(600, 2, seed=8)
     enc = Encoder(2, resync_frames=3)
@@ -227,6 +236,7 @@ def test_lms_learns_a_predictable_signal():
     np.testing.assert_array_equal(decode_array(encode_array(x, entropy="lms")), x)
 
 
+@pytest.mark.req("SR-42")
 def test_real_n1_files_round_trip(shared_data):
     folder = shared_data / "n1_broadband"
     files = sorted(folder.glob("*.wav"))
@@ -246,6 +256,7 @@ def test_real_n1_files_round_trip(shared_data):
     assert wav_bytes / packed > 2.0
 
 
+@pytest.mark.req("SR-42")
 def test_round_trip_property():
     """Any int16 array, any chunking, either coder: the samples come back exactly."""
     from hypothesis import given, settings
@@ -269,6 +280,7 @@ def _lattice(n: int, c: int, seed: int, spread: int = 20) -> np.ndarray:
     return np.round(codes * 64.06 + 31).astype(np.int16)
 
 
+@pytest.mark.req("SR-42")
 @pytest.mark.parametrize("entropy", ENTROPY_CODERS)
 def test_value_tables_are_carried_between_frames(entropy):
     """The first frame sends each sparse channel's table; later frames send only new values, and
@@ -328,6 +340,7 @@ def test_frames_with_per_frame_tables_still_decode():
     np.testing.assert_array_equal(Decoder().decode(frame), x)
 
 
+@pytest.mark.req("SR-42")
 def test_a_table_update_that_repeats_known_values_is_refused():
     import struct
     import zlib
@@ -354,6 +367,7 @@ def test_a_table_update_that_repeats_known_values_is_refused():
         dec.decode(bad)
 
 
+@pytest.mark.req("SR-42")
 def test_a_frame_whose_coder_differs_from_its_streams_is_refused():
     x = _neural_like(200, 2)
     dec = Decoder()
@@ -364,6 +378,7 @@ def test_a_frame_whose_coder_differs_from_its_streams_is_refused():
         dec.decode(other.encode(x[100:]))                     # frame 1, not a resync point
 
 
+@pytest.mark.req("SR-42")
 @pytest.mark.parametrize("entropy", ENTROPY_CODERS)
 def test_decode_into_a_preallocated_buffer(entropy):
     x = _neural_like(300, 6, seed=4)
@@ -388,6 +403,7 @@ def test_a_wrong_out_buffer_is_refused_and_the_stream_goes_on():
     np.testing.assert_array_equal(np.concatenate([dec.decode(f1), dec.decode(f2)]), x[30:])
 
 
+@pytest.mark.req("SR-42")
 @pytest.mark.parametrize("entropy", ENTROPY_CODERS)
 def test_a_payload_cut_short_is_refused(entropy):
     """A frame whose payload lost its last bytes (header and CRC made consistent again) is refused."""
@@ -430,6 +446,7 @@ def test_channel_map_frame_round_trips(entropy):
     assert read_channel_map(encode_array(x)) is None                       # a stream without one
 
 
+@pytest.mark.req("SR-42")
 def test_channel_map_frame_takes_no_part_in_the_sample_stream():
     cm, x = _cmap(4), _neural_like(120, 4, seed=8)
     enc, dec = Encoder(4, resync_frames=100, channel_map=cm), Decoder()
@@ -494,6 +511,7 @@ def _rice_cases():
     yield "two_sample_frames", (np.round(rng.integers(-50, 50, (300, 3)) * 64.1)).astype(np.int16), 2
 
 
+@pytest.mark.req("SR-42")
 @pytest.mark.parametrize("name, x, frame", list(_rice_cases()))
 def test_channel_parallel_rice_kernels_equal_the_reference(name, x, frame):
     """The Rice coder's channel-parallel kernels write the reference kernels' bytes and states,
@@ -523,6 +541,7 @@ def test_channel_parallel_rice_kernels_equal_the_reference(name, x, frame):
             np.testing.assert_array_equal(q, p)
 
 
+@pytest.mark.req("SR-42")
 @pytest.mark.parametrize("extra", [1, 3, 9])
 @pytest.mark.parametrize("entropy", ENTROPY_CODERS)
 def test_bytes_after_the_coded_samples_are_refused(entropy, extra):
@@ -594,6 +613,7 @@ def test_a_map_with_non_finite_values_is_not_written():
         Encoder(2, channel_map=cm)
 
 
+@pytest.mark.req("SR-42")
 def test_decode_array_does_not_trust_declared_sizes():
     """Headers that declare far more samples than their stream could hold are decoded (and refused)
     frame by frame, not allocated up front."""

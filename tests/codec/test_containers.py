@@ -36,6 +36,7 @@ def _walk_bytes(root):
 
 # ----------------------------------------------------------------------------- raw + sidecar
 
+@pytest.mark.req("SR-42")
 @pytest.mark.parametrize("nch,extra", [(1, b""), (5, b""), (3, b"\x01\x02\x03")])
 def test_raw_file_and_sidecar_round_trip_byte_identical(tmp_path, nch, extra):
     rng = np.random.default_rng(nch)
@@ -115,6 +116,7 @@ def _session(path, n_ch=6, n_chunks=40, raw_codec="none"):
     return path
 
 
+@pytest.mark.req("SR-42")
 def test_session_folder_round_trip_every_file_byte_identical(tmp_path):
     src = _session(tmp_path / "s")
     (src / "decoders").mkdir(exist_ok=True)

@@ -56,6 +56,7 @@ def _clean(proc, *needles):
         assert n in text, text
 
 
+@pytest.mark.req("SR-42")
 @pytest.mark.parametrize("nch", [1, 4])
 @pytest.mark.parametrize("kind", ["random", "sparse"])
 @pytest.mark.parametrize("entropy", ["range", "rice", "lms"])
@@ -74,6 +75,7 @@ def test_file_round_trip_is_byte_identical(tmp_path, nch, kind, entropy):
     assert (tmp_path / "b.wav").read_bytes() == src.read_bytes()  # standard 44-byte header: whole file
 
 
+@pytest.mark.req("SR-42")
 def test_extra_chunks_and_odd_tail_come_back_byte_identical(tmp_path):
     """A WAV with a LIST chunk before ``data`` and a chunk after it (non-PCM metadata) is kept verbatim."""
     x = _sparse(1001, 3)

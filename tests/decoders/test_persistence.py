@@ -81,6 +81,7 @@ def saved(tmp_path, linear_data):
     return dec.save(tmp_path / "k.npz")
 
 
+@pytest.mark.req("SR-30")
 def test_load_rejects_other_feature_layout(saved):
     with pytest.raises(IncompatibleDecoderError, match=r"expects 20 features, data has 19"):
         load(saved, expect_feature_names=NAMES[:19])
@@ -95,6 +96,7 @@ def test_load_rejects_other_feature_layout(saved):
     assert isinstance(IncompatibleDecoderError("x"), ValidationError)
 
 
+@pytest.mark.req("SR-30")
 def test_load_rejects_other_channel_map(saved):
     with pytest.raises(IncompatibleDecoderError, match=r"fitted on 20 channels.*data has 96"):
         load(saved, expect_channel_map=ChannelMap.grid(96))
@@ -110,6 +112,7 @@ def test_predict_rejects_binned_features_with_other_names(saved, linear_data):
         dec.predict(other)
 
 
+@pytest.mark.req("SR-30")
 def test_load_rejects_newer_schema_and_foreign_files(tmp_path, saved):
     with np.load(saved, allow_pickle=False) as npz:
         files = {k: npz[k] for k in npz.files}

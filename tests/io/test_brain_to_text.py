@@ -130,6 +130,7 @@ def _break(tmp_path, edit, name="data_train.hdf5"):
     return f
 
 
+@pytest.mark.req("SR-52")
 @pytest.mark.parametrize("edit, match", [
     (lambda g: g.__delitem__("input_features"), "'input_features' is missing"),
     (lambda g: g.__delitem__("seq_class_ids"), "'seq_class_ids' is missing .*'train' file must be labelled"),
@@ -160,6 +161,7 @@ def test_unlabelled_allowed_in_test_files_or_when_asked(tmp_path):
         read_brain_to_text(f2, require_labels=True)
 
 
+@pytest.mark.req("SR-52")
 def test_bad_paths_and_mixed_files(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         read_brain_to_text(tmp_path / "nope")

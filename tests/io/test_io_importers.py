@@ -131,6 +131,7 @@ def test_spikeglx_file_path_reads_that_file_among_runs(tmp_path):
         assert rec.metadata["files"][0].endswith("second_g0_t0.imec0.ap.bin")
 
 
+@pytest.mark.req("SR-52")
 @pytest.mark.parametrize("edit, match", [
     ({"nSavedChans": "10"}, "snsChanMap lists 9 channels but nSavedChans is 10"),
     ({"imSampRate": "0"}, "imSampRate must be a finite number > 0; got '0'"),
@@ -144,6 +145,7 @@ def test_spikeglx_meta_disagreeing_with_data_is_refused(tmp_path, edit, match):
         open_recording(bin_path)
 
 
+@pytest.mark.req("SR-52")
 def test_spikeglx_foreign_meta_is_refused(tmp_path):
     folder = tmp_path / "s"
     folder.mkdir()
@@ -209,6 +211,7 @@ def test_openephys_segments_and_a_damaged_neighbour(tmp_path, caplog):
         assert_salvaged(rec, d2[:80], caplog, n_expected=90)
 
 
+@pytest.mark.req("SR-52")
 @pytest.mark.parametrize("kw, match", [
     ({"num_channels": 7}, r"num_channels \(7\) disagrees with the 5 entries of channels"),
     ({"fs_hz": -1.0}, "sample_rate must be a finite number > 0; got -1.0"),
@@ -221,6 +224,7 @@ def test_openephys_metadata_disagreeing_is_refused(tmp_path, kw, match):
         open_recording(tmp_path / "oe")
 
 
+@pytest.mark.req("SR-52")
 def test_openephys_foreign_oebin_is_refused(tmp_path):
     rec_dir = write_openephys_binary(tmp_path / "oe", ramp(20, 2))
     (rec_dir / "structure.oebin").write_bytes(png_bytes())
@@ -283,6 +287,7 @@ def test_intan_truncated_mid_block_salvages_complete_blocks(tmp_path, caplog):
         assert "data block 2" in rec.metadata["truncation"]
 
 
+@pytest.mark.req("SR-52")
 def test_intan_bad_input(tmp_path):
     (tmp_path / "png.rhd").write_bytes(png_bytes())
     with pytest.raises(ValidationError, match=r"png\.rhd: not an Intan RHD file: it is a PNG image"):
@@ -375,6 +380,7 @@ def test_blackrock_unclosed_packet_and_corrupt_header(tmp_path, caplog):
         assert rec.metadata["truncated"] is True and "starts with 0x7f" in rec.metadata["truncation"]
 
 
+@pytest.mark.req("SR-52")
 @pytest.mark.parametrize("kw, match", [
     ({"bytes_in_headers": 314 + 66 * 2}, r"bytes_in_headers \(446\) disagrees with channel_count \(3\)"),
     ({"period": 0}, r"period \(rate = 30000 Hz / period\) must be >= 1; got 0"),
@@ -387,6 +393,7 @@ def test_blackrock_header_disagreeing_is_refused(tmp_path, kw, match):
         open_recording(path)
 
 
+@pytest.mark.req("SR-52")
 def test_blackrock_foreign_file_is_refused(tmp_path):
     (tmp_path / "img.ns5").write_bytes(png_bytes())
     with pytest.raises(ValidationError, match=r"img\.ns5: not a Blackrock NSx file: it is a PNG image; an NSx file "
@@ -455,6 +462,7 @@ def _replace_dataset(group, name, values):
         group[name].attrs[k] = v
 
 
+@pytest.mark.req("SR-52")
 @pytest.mark.parametrize("edit, match", [
     (lambda es: es["starting_time"].attrs.__setitem__("rate", -5.0), "rate"),
     (lambda es: es["data"].attrs.__setitem__("unit", "furlongs"), "unit must be a voltage unit .*; got 'furlongs'"),
@@ -470,6 +478,7 @@ def test_nwb_metadata_disagreeing_is_refused(nwb_file, edit, match):
     assert "x.nwb" in str(e.value)
 
 
+@pytest.mark.req("SR-52")
 def test_nwb_truncated_and_foreign_are_refused(tmp_path, nwb_file):
     path = nwb_file[0]
     cut(path, path.stat().st_size // 2)
@@ -591,6 +600,7 @@ def test_raw_minimal_schema_gain_units_header(tmp_path):
         assert rec.n_channels == 1 and rec.n_samples == 300
 
 
+@pytest.mark.req("SR-52")
 @pytest.mark.parametrize("sidecar, match", [
     ({"dtype": "int16", "n_channels": 7, "fs_hz": 1000.0},
      r"size \(2400 bytes\) must be a multiple of n_channels x itemsize = 7 x 2 = 14 bytes; got 171 samples and 6 "
@@ -615,6 +625,7 @@ def test_raw_sidecar_disagreeing_is_refused(tmp_path, sidecar, match):
     assert "x.json" in str(e.value) or "x.raw" in str(e.value)
 
 
+@pytest.mark.req("SR-52")
 def test_raw_truncated_refused_unless_allowed(tmp_path, caplog):
     d = ramp(300, 4)
     path = write_raw(tmp_path / "x.raw", d, {"dtype": "int16", "n_channels": 4, "fs_hz": 1000.0})
@@ -628,6 +639,7 @@ def test_raw_truncated_refused_unless_allowed(tmp_path, caplog):
         assert_salvaged(rec, d[:289], caplog)
 
 
+@pytest.mark.req("SR-52")
 def test_raw_without_sidecar_or_with_broken_sidecar(tmp_path):
     path = tmp_path / "x.raw"
     ramp(10, 2).tofile(path)
@@ -658,6 +670,7 @@ def test_raw_real_locust_tetrode(shared_data):
 # detection, options and the Recording API
 
 
+@pytest.mark.req("SR-52")
 def test_detection_of_unknown_input_names_path_and_formats(tmp_path):
     (tmp_path / "notes.txt").write_text("session notes\n")
     with pytest.raises(ValidationError) as e:

@@ -95,6 +95,7 @@ def _edit_manifest(path: Path, fn) -> None:
 
 
 # ------------------------------------------------------------------------------------ round trip
+@pytest.mark.req("SR-50", "SR-60")
 def test_sim_session_round_trip(sim_session, sim_nwb):
     out, summary = sim_nwb
     r = SessionReader(sim_session)
@@ -154,6 +155,7 @@ def test_sim_session_round_trip(sim_session, sim_nwb):
         assert r.manifest["provenance"]["cortexlink_version"] in f.session_description
 
 
+@pytest.mark.req("SR-50")
 def test_read_back_for_replay(sim_session, sim_nwb):
     out, _ = sim_nwb
     r = SessionReader(sim_session)
@@ -178,6 +180,7 @@ def test_read_back_for_replay(sim_session, sim_nwb):
     assert chunks[0].fs_hz == FS and chunks[0].data.dtype == np.int16
 
 
+@pytest.mark.req("SR-50")
 def test_validator_clean_and_no_critical_inspector_findings(sim_nwb):
     out, _ = sim_nwb
     found = check_nwb(out)
@@ -189,6 +192,7 @@ def test_validator_clean_and_no_critical_inspector_findings(sim_nwb):
 
 
 # ------------------------------------------------------------------------------------ holes and gaps
+@pytest.mark.req("SR-50")
 def test_hole_is_zero_filled_listed_in_invalid_times_and_skipped_on_replay(tmp_path):
     allc = _synthetic(tmp_path / "s", skip=(10, 11, 25), gap_event=True)
     out = tmp_path / "s.nwb"
@@ -238,6 +242,7 @@ def test_no_raw_export_and_overwrite(tmp_path):
     assert not list(tmp_path.glob("*.part.nwb"))
 
 
+@pytest.mark.req("SR-50")
 def test_per_channel_gain_uses_channel_conversion(tmp_path):
     gains = np.linspace(0.1, 0.8, 8)
     allc = _synthetic(tmp_path / "s", gain_uv=gains)
@@ -250,6 +255,7 @@ def test_per_channel_gain_uses_channel_conversion(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ bad input
+@pytest.mark.req("SR-41", "SR-52")
 def test_damaged_stream_is_refused_naming_the_file_then_exported_after_recover(tmp_path):
     _synthetic(tmp_path / "s")
     p = tmp_path / "s" / "streams" / "raw.clog"
@@ -269,6 +275,7 @@ def test_damaged_stream_is_refused_naming_the_file_then_exported_after_recover(t
     assert read_nwb_streams(out)["invalid_times"][0][:2] == (25 * BIN, 26 * BIN)
 
 
+@pytest.mark.req("SR-41", "SR-52")
 def test_truncated_stream_is_refused(tmp_path):
     _synthetic(tmp_path / "s")
     p = tmp_path / "s" / "streams" / "raw.clog"
@@ -281,6 +288,7 @@ def test_truncated_stream_is_refused(tmp_path):
         export_nwb(tmp_path / "s", tmp_path / "s.nwb")
 
 
+@pytest.mark.req("SR-52")
 def test_foreign_input_is_refused(tmp_path):
     with pytest.raises(CorruptSessionError, match="no manifest.json; not a cortexlink session"):
         export_nwb(tmp_path, tmp_path / "x.nwb")
@@ -300,6 +308,7 @@ def test_foreign_input_is_refused(tmp_path):
         read_nwb_streams(tmp_path / "plain.h5")
 
 
+@pytest.mark.req("SR-52")
 def test_metadata_disagreeing_with_the_data_is_refused(tmp_path):
     _synthetic(tmp_path / "a")
 

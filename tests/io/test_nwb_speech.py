@@ -102,6 +102,7 @@ def exported(tmp_path_factory) -> tuple[Path, dict, dict]:
     return out, export_nwb(d / "session", out, raw=False), truth
 
 
+@pytest.mark.req("SR-50")
 def test_speech_trials_table_reads_back(exported):
     from pynwb import NWBHDF5IO
 
@@ -180,6 +181,7 @@ def test_speech_blocks_metrics_and_epochs(exported):
         assert e["metric_wer_no_lm"][1] == 0.5
 
 
+@pytest.mark.req("SR-50")
 def test_speech_export_passes_the_validator_and_nwbinspector(exported):
     out, _, _ = exported
     found = check_nwb(out)
@@ -206,6 +208,7 @@ def test_speech_trials_from_events():
     assert has_speech([], ev) and has_speech(["phonemes"], []) and not has_speech(["cursor"], [{"kind": "task"}])
 
 
+@pytest.mark.req("SR-52")
 @pytest.mark.parametrize("field, value, match", [
     ("sentence", None, "field 'sentence' must be a string"),
     ("trial", "4", "field 'trial' must be an integer"),
@@ -218,6 +221,7 @@ def test_malformed_speech_event_is_refused_naming_the_field(field, value, match)
     assert "event 0 ('speech_trial_begin')" in str(ei.value)
 
 
+@pytest.mark.req("SR-52")
 def test_phoneme_stream_with_wrong_columns_is_refused(tmp_path):
     _record(tmp_path / "s", n_columns=40)
     with pytest.raises(ValidationError, match="40 columns; a phoneme stream has 41"):
@@ -225,6 +229,7 @@ def test_phoneme_stream_with_wrong_columns_is_refused(tmp_path):
     assert not (tmp_path / "s.nwb").exists() and not (tmp_path / "s.part.nwb").exists()
 
 
+@pytest.mark.req("SR-52")
 def test_phoneme_rows_out_of_order_are_refused(tmp_path):
     _record(tmp_path / "s", shuffle_rows=True)
     with pytest.raises(ValidationError, match="phonemes.clog: row 1 .* before row 0"):

@@ -143,6 +143,7 @@ def test_decisions_refused_pulses_estops_and_audit(exported):
     assert m["stimulation"]["limits_sha256"] == truth["sha"] and m["stimulation"]["audit_file"] in m["files"]
 
 
+@pytest.mark.req("SR-50")
 def test_stim_export_passes_the_validator_and_nwbinspector(exported):
     out = exported[0]
     found = check_nwb(out)
@@ -153,6 +154,7 @@ def test_stim_export_passes_the_validator_and_nwbinspector(exported):
     assert [(m["check"], m["object"]) for m in mine] in ([], [("check_single_row", "TimeIntervals/stimulation_estops")])
 
 
+@pytest.mark.req("SR-52")
 def test_a_damaged_audit_log_is_refused_naming_the_line(exported, tmp_path):
     from cortexlink.io.nwb._stim import _read_audit
     from cortexlink.io.session_log import SessionReader
