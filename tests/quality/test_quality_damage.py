@@ -43,6 +43,7 @@ def reports(tmp_path_factory):
     return get
 
 
+@pytest.mark.req("SR-51")
 @pytest.mark.parametrize("case", D.CASES, ids=[c.name for c in D.CASES])
 def test_damage_is_caught_where_it_is(reports, case):
     damage, report = reports(case.name)

@@ -87,6 +87,7 @@ def test_clean_data_set_gives_no_warning(check):
 # ---------------------------------------------------------------------------------------------
 # completeness
 
+@pytest.mark.req("SR-51")
 def test_missing_channels_names_file_and_each_channel():
     recs = clean_set()
     recs[2] = rec("S01R02.edf", ch=[c for c in CH if c not in ("C3", "C5")])
@@ -134,6 +135,7 @@ def test_missing_samples_unreadable_file():
     assert "not an EDF file" in res.findings[0].detail
 
 
+@pytest.mark.req("SR-51")
 def test_missing_annotations_no_events_and_empty_labels():
     recs = clean_set()
     recs[0] = rec("S01R00.edf", labels=())
@@ -146,6 +148,7 @@ def test_missing_annotations_no_events_and_empty_labels():
     assert res.score == pytest.approx(0.5)
 
 
+@pytest.mark.req("SR-51")
 def test_missing_metadata_per_item_and_severity():
     recs = clean_set()
     recs[0] = rec("S01R00.edf", fs=None)
@@ -165,6 +168,7 @@ def test_missing_metadata_per_item_and_severity():
 # ---------------------------------------------------------------------------------------------
 # consistency
 
+@pytest.mark.req("SR-51")
 def test_sampling_rate_names_file_and_both_rates():
     recs = clean_set()
     recs[2] = rec("S01R02.edf", fs=128.0, n=12800)
@@ -174,6 +178,7 @@ def test_sampling_rate_names_file_and_both_rates():
     assert "128 Hz" in f.detail and "160 Hz" in f.detail
 
 
+@pytest.mark.req("SR-51")
 def test_units_mixed_across_files():
     recs = clean_set()
     recs[1] = rec("S01R01.edf", units=["V"] * 8)
@@ -183,6 +188,7 @@ def test_units_mixed_across_files():
     assert "V" in res.findings[0].detail and "µV" in res.findings[0].detail
 
 
+@pytest.mark.req("SR-51")
 def test_channel_set_names_and_order():
     recs = clean_set()
     recs[1] = rec("S01R01.edf", ch=CH[:7] + ["X9"])
@@ -194,6 +200,7 @@ def test_channel_set_names_and_order():
     assert by_file["S01R02.edf"].severity == "warning" and by_file["S01R02.edf"].channel == "C1"
 
 
+@pytest.mark.req("SR-51")
 def test_label_vocabulary_variants_and_missing_labels():
     recs = clean_set()
     recs[1] = rec("S01R01.edf", labels=("T0", "t1 ", "T2") * 10)
@@ -230,6 +237,7 @@ def test_duplicates_by_content_hash_and_by_file_bytes():
 # ---------------------------------------------------------------------------------------------
 # diversity
 
+@pytest.mark.req("SR-51")
 def test_class_balance_imbalanced_and_min_trials():
     recs = [rec("a.edf", labels=("T1",) * 30 + ("T2",) * 10 + ("T0",) * 50)]
     res = run(checks_meta.class_balance, ctx(recs, intended_use={"rest_labels": ["T0"], "min_trials_per_class": 20}))
@@ -335,6 +343,7 @@ ANONYMOUS = {"subject_info.his_id": "X", "subject_info.sex": "0", "subject_info.
              "edf.patient": "X X X X", "edf.recording": "Startdate 12-AUG-2009 X X BCI2000"}
 
 
+@pytest.mark.req("SR-61")
 def test_identifying_text_patient_name_and_birth_date_masked():
     recs = [rec("S001R03.edf", header_text=dict(ANONYMOUS), provenance={"meas_date": "2009-08-12T16:15:00+00:00"}),
             rec("S001R04.edf", header_text=dict(IDENTIFIED), provenance={"meas_date": "2009-08-12T16:15:00+00:00"})]
@@ -352,6 +361,7 @@ def test_identifying_text_patient_name_and_birth_date_masked():
     assert res.score == pytest.approx(0.5)
 
 
+@pytest.mark.req("SR-61")
 def test_identifying_text_free_text_and_file_name():
     recs = [rec("a.edf", header_text={"description": "contact jane.doe@example.org, +44 20 7946 0958",
                                       "bids.participants.tsv": "participant_id\tage\tsex\nsub-01\t34\tF",

@@ -99,6 +99,7 @@ def test_band_pass_keeps_mu_and_removes_slow_drift():
 
 
 # ---------------------------------------------------------------------------------- event checks
+@pytest.mark.req("SR-51")
 def test_event_bounds_names_each_event_outside_with_start():
     ev = [Event(1.0, 1, "T1"), Event(-2.0, 1, "T2"), Event(12.0, 1, "T1"), Event(9.5, 1.0, "T2")]
     res = cl.event_bounds(_ctx([_rec(events=ev)]))[0]                 # 1600 samples = 10 s
@@ -110,6 +111,7 @@ def test_event_bounds_names_each_event_outside_with_start():
     assert res.score == pytest.approx(0.25)
 
 
+@pytest.mark.req("SR-51")
 def test_event_overlap_same_onset_is_error_partial_is_warning():
     ev = [Event(1.0, 2, "T1"), Event(1.0, 2, "T2"), Event(5.0, 2, "T1"), Event(6.0, 2, "T2"),
           Event(3.0, 1, "T0")] + [Event(20 + i, 0.5, "T1" if i % 2 else "T2") for i in range(18)]
@@ -118,6 +120,7 @@ def test_event_overlap_same_onset_is_error_partial_is_warning():
     assert sev == {1.0: "error", 6.0: "warning"}
 
 
+@pytest.mark.req("SR-51")
 def test_event_timing_flags_negative_zero_short_and_crowded_trials():
     ev = [Event(10.0 * i, 4.0, "T1" if i % 2 else "T2") for i in range(12)]
     ev[3] = Event(30.0, -1.0, "T1")
@@ -164,6 +167,7 @@ def test_real_imagery_runs_are_clean_of_label_findings(imagery):
     assert g["C"].shape == (45, 64, 64) and sorted(set(g["y"])) == ["T1", "T2"]
 
 
+@pytest.mark.req("SR-51")
 @pytest.mark.parametrize("target", [0, 2])
 def test_flipped_labels_in_one_file_are_an_error_naming_it(imagery, target):
     recs = list(imagery)
@@ -177,6 +181,7 @@ def test_flipped_labels_in_one_file_are_an_error_naming_it(imagery, target):
     assert row["n_disagree"] >= 3 and row["p_value"] < cl.P_ERROR
 
 
+@pytest.mark.req("SR-51")
 def test_event_moved_past_the_end_is_caught_with_its_start(imagery):
     rec = imagery[0]
     moved = rec.duration_s + 10.0
@@ -187,6 +192,7 @@ def test_event_moved_past_the_end_is_caught_with_its_start(imagery):
 
 
 # ------------------------------------------------------------------------- synthetic label damage
+@pytest.mark.req("SR-51")
 def test_synthetic_flipped_file_is_an_error_and_a_class_only_one_file_has_is_not_judged():
     recs = [synthetic_mi(f"r{i}.edf", i) for i in range(3)]
     clean = cl.label_disagreement(_ctx(recs))[0]

@@ -93,6 +93,7 @@ def test_real_eeg_has_no_flat_clipped_or_line_noise_findings(real_results):
     assert max(res["line_noise"].metrics["max_per_file"].values()) < checks_signal.LINE_RATIO_WARN
 
 
+@pytest.mark.req("SR-51")
 @needs_eeg
 def test_real_eeg_clipped_channel_is_caught_with_file_channel_and_start():
     path = sorted(EEG_DIR.glob("*.edf"))[3]
@@ -190,6 +191,7 @@ def test_streaming_is_independent_of_block_and_group_size(monkeypatch):
     np.testing.assert_allclose(ref.stats.rms_uv, np.sqrt((dev ** 2).mean(axis=1)), rtol=1e-9)
 
 
+@pytest.mark.req("SR-51")
 def test_flat_and_bad_channels_on_synthetic_eeg():
     fs = 200.0
     x = _eeg_like(fs=fs, seconds=40.0, c=10, seed=3)
@@ -245,6 +247,7 @@ def test_recording_without_samples_or_features_gives_no_stats():
 
 # --- implant -----------------------------------------------------------------------------------------
 
+@pytest.mark.req("SR-51")
 def test_implant_raw_noise_crossings_dead_saturated():
     fs, seconds, c = 30000.0, 3.0, 16
     rng = np.random.default_rng(11)
@@ -289,6 +292,7 @@ def _features_recording(tx: np.ndarray, sbp: np.ndarray, bin_s: float, block: in
                      channel_names=names, channel_types=["implant"] * c, units=["uV"] * c, features=fa)
 
 
+@pytest.mark.req("SR-51")
 def test_implant_features_rates_levels_dead_and_hot_electrodes():
     bin_s, n_bins, c = 0.02, 1500, 8
     rng = np.random.default_rng(2)
@@ -360,6 +364,7 @@ def test_nan_samples_are_counted_and_read_as_zero():
     assert np.isnan(low.stats.line_ratio).all() and low.line_hz is None
 
 
+@pytest.mark.req("SR-51")
 def test_simulated_implant_dead_and_saturating_electrodes_are_the_ones_found():
     from cortexlink.sim.implant import SimulatedImplant
 

@@ -138,6 +138,7 @@ BAD_REQUESTS = [
 ]
 
 
+@pytest.mark.req("SR-71")
 def test_bad_control_requests_get_4xx_json_and_the_session_carries_on(served, web_http):
     ctl, srv, base = served
     bins_before = ctl.n_bins
@@ -195,6 +196,7 @@ def test_commands_refused_in_the_wrong_state(served, web_http):
 
 
 # ---------------------------------------------------------------------------------------- emergency stop
+@pytest.mark.req("SR-10")
 def test_estop_holds_the_cursor_from_the_next_bin_until_released(make_controller, web_graph, web_http):
     from cortexlink.web.server import OperatorServer
 
@@ -240,6 +242,7 @@ def test_estop_holds_the_cursor_from_the_next_bin_until_released(make_controller
 
 
 # ---------------------------------------------------------------------------------------- tokens and origins
+@pytest.mark.req("SR-70")
 def test_binding_off_loopback_needs_a_token(make_controller):
     from cortexlink.web.server import OperatorServer, is_loopback
 
@@ -256,6 +259,7 @@ def test_binding_off_loopback_needs_a_token(make_controller):
     assert not is_loopback("0.0.0.0") and not is_loopback("example.org")
 
 
+@pytest.mark.req("SR-70")
 def test_with_a_token_every_request_needs_it(make_controller, web_http):
     from cortexlink.web.server import OperatorServer
 
@@ -281,6 +285,7 @@ def test_with_a_token_every_request_needs_it(make_controller, web_http):
             assert "fast" in _read_sse(s, want=("fast",))
 
 
+@pytest.mark.req("SR-71")
 def test_foreign_host_and_origin_are_refused(served, web_http):
     ctl, srv, base = served
     st, _, res = web_http("GET", base + "/api/health", headers={"Host": "evil.example:80"})
@@ -380,6 +385,7 @@ def test_stopped_session_refuses_commands_but_estop_still_answers(make_controlle
 
 
 # ---------------------------------------------------------------------------------------- the CLI
+@pytest.mark.req("SR-70")
 def test_cli_serve_refuses_bad_setups(capsys):
     from cortexlink.cli.main import main
 
@@ -470,6 +476,7 @@ def test_shipped_operator_graph_is_the_demo_sessions_and_graphs_are_checked():
     assert found["dsp"] is None and found["recorder"] is None and "implant" not in g["nodes"]
 
 
+@pytest.mark.req("SR-04")
 def test_a_graph_that_ends_on_a_failure_leaves_the_controller_in_error_naming_it(make_controller, web_graph):
     g = web_graph()
     g["nodes"]["dsp"]["inject"] = {"fail_at_steps": list(range(2000, 2020))}   # after start-up, on and on

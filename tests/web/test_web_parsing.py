@@ -35,6 +35,7 @@ def test_a_valid_command_is_read():
     assert r.status == 400 and "calibrate.task must be one of ['centre_out', 'webgrid']" in r.message
 
 
+@pytest.mark.req("SR-71")
 def test_deeply_nested_json_is_refused_before_parsing():
     for body in (b"[" * 20000 + b"]" * 20000, b'{"a":' * 5000 + b"1" + b"}" * 5000, b"[" * 60000):
         r = _refused(body)
@@ -46,6 +47,7 @@ def test_deeply_nested_json_is_refused_before_parsing():
     assert "unknown command" in _refused(b'{"cmd": "[[[[[[[[[[[[[[[[[[[[[[[["}').message
 
 
+@pytest.mark.req("SR-71")
 def test_transport_mistakes_get_their_status():
     assert _refused(b"{}", {"Content-Type": "text/plain"}).status == 415
     assert _refused(b"{}", {"Origin": "http://evil.example", "Host": "127.0.0.1:1"}).status == 403
@@ -106,6 +108,7 @@ def _outcome(headers, body, token_set=False):
     return 200
 
 
+@pytest.mark.req("SR-71")
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=2000) | _json_values.map(lambda v: json.dumps(v).encode())
        | _commands.map(lambda v: json.dumps(v).encode()))
@@ -113,6 +116,7 @@ def test_any_body_is_a_command_or_a_4xx_refusal(body):
     _outcome({**JSON_HEADERS, "Content-Length": str(len(body))}, body)
 
 
+@pytest.mark.req("SR-71")
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(["Content-Type", "Content-Length", "Origin", "Host", "X-Other"]),
                        _header_text, max_size=5), st.binary(max_size=300), st.booleans())
