@@ -21,6 +21,7 @@ def _js(d, expr):
     return d.execute_script("return " + expr)
 
 
+@pytest.mark.req("SR-10")
 def test_operator_runs_a_session_sees_it_and_stops_it(make_controller, browser, artifact_dir):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By

@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -140,6 +141,7 @@ def _status(resp: bytes):
     return int(resp.split(b"\r\n", 1)[0].split(b" ")[1])
 
 
+@pytest.mark.req("SR-71")
 def test_deep_json_and_huge_numbers_get_400(served):
     ctl, srv, base = served
     for body in (b"[" * 20000 + b"]" * 20000, b'{"cmd": "calibrate", "seconds": ' + b"9" * 4400 + b"}"):
@@ -162,6 +164,7 @@ _headers = st.lists(st.tuples(st.sampled_from(["Content-Type", "Content-Length",
                               st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=30)), max_size=5)
 
 
+@pytest.mark.req("SR-71")
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(method=_methods, path=_paths, headers=_headers, body=st.binary(max_size=200))

@@ -90,6 +90,7 @@ def _js(d, expr):
     return d.execute_script("return " + expr)
 
 
+@pytest.mark.req("SR-10")
 def test_estop_across_processes_and_the_graph_outlives_its_ui(tmp_path, browser, redis_available, web_graph, web_http,
                                                              artifact_dir):
     import yaml
