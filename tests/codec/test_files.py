@@ -115,7 +115,7 @@ def test_folder_round_trip_functions(tmp_path):
     assert s["original_bytes"] == sum((src / n).stat().st_size for n in arrays)
     d = decompress_path(tmp_path / "clz", tmp_path / "out")
     assert d["files"] == 3 and d["original_bytes"] == s["original_bytes"]
-    for name, x in arrays.items():
+    for name in arrays:
         assert (tmp_path / "out" / name).read_bytes() == (src / name).read_bytes()
 
 

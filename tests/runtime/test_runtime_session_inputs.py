@@ -100,7 +100,7 @@ def test_session_check_refuses_click_params(params, match, tmp_path, capsys):
     p = tmp_path / "s.yaml"
     p.write_text(yaml.safe_dump(cfg))
     assert main(["session", "check", str(p)]) == 2
-    assert f"session.click_decoder.params is invalid: " in capsys.readouterr().err
+    assert "session.click_decoder.params is invalid: " in capsys.readouterr().err
     with pytest.raises(ConfigError, match=match):
         load_session(cfg)
 

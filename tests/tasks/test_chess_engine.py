@@ -27,7 +27,7 @@ def random_positions() -> list[chess.Board]:
     """Positions reached by seeded random play (openings to late middlegames, some with checks)."""
     rng = np.random.default_rng(7)
     boards = []
-    for game in range(4):
+    for _game in range(4):
         board = chess.Board()
         for _ in range(int(rng.integers(6, 60))):
             moves = list(board.legal_moves)

@@ -104,7 +104,7 @@ def test_with_every_slot_taken_by_readers_a_new_client_takes_the_oldest_slot(mak
         for i in range(2):
             threads.append(threading.Thread(target=reader, args=(i,), daemon=True))
             threads[-1].start()
-            _wait(lambda: srv.n_clients == i + 1, 20, f"reader {i} to be counted")
+            _wait(lambda n=i + 1: srv.n_clients == n, 20, f"reader {i} to be counted")
         assert _read_events(srv.port) >= {"fast"}                   # a third is served
         _wait(lambda: 0 in closed, 20, "the oldest stream to be closed")
         assert 1 not in closed

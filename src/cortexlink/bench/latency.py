@@ -153,12 +153,13 @@ def latency_graph(data: str, decoder: str, *, bus: str, seconds: float, warmup_s
     def pin(proc: str) -> dict:
         return {"cpus": cpus[proc]} if cpus.get(proc) else {}
 
-    if bus != "redis":
-        sub = (lambda grp: pin("main"))
-    elif redis_layout == "split":
-        sub = (lambda grp: {"where": "subprocess", "group": grp, **pin(grp)})
-    else:
-        sub = (lambda grp: {"where": "subprocess", "group": "pipeline", **pin("pipeline")})
+    def sub(grp: str) -> dict:
+        if bus != "redis":
+            return pin("main")
+        if redis_layout == "split":
+            return {"where": "subprocess", "group": grp, **pin(grp)}
+        return {"where": "subprocess", "group": "pipeline", **pin("pipeline")}
+
     bus_spec: dict[str, Any] = {"kind": bus}
     if bus == "redis":
         bus_spec["socket"] = redis_socket
@@ -306,9 +307,12 @@ def print_summary(result: dict) -> None:
           f"warm-up; 1 ms chunks, 20 ms bins; {s['graph']}")
     print(f"{'condition':<16}{'channels':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'max ms':>9}{'missed':>8}"
           f"{'bins':>7}{'steal %':>9}   hop p50/p99 ms (BRAND: {result['brand_reference']['hop_ms']} ms)")
+
+    def f(v: float | None) -> str:
+        return f"{v:.3f}" if v is not None else "-"
+
     for r in result["results"]:
         hops = "  ".join(f"{k} {h['p50_ms']:.3f}/{h['p99_ms']:.3f}" for k, h in r["hops"].items() if h)
-        f = (lambda v: f"{v:.3f}" if v is not None else "-")
         cond = r["bus"] if r["bus"] == "inprocess" else r.get("layout", r["bus"])
         print(f"{cond:<16}{r['channels']:>9}{f(r['p50_ms']):>9}{f(r['p99_ms']):>9}{f(r['p999_ms']):>10}"
               f"{f(r['max_ms']):>9}{r['missed']:>8}{r['n_bins'] or 0:>7}{f(r.get('steal_pct')):>9}   {hops}")

@@ -139,7 +139,7 @@ def _auditory(channels: Sequence[int], rates: Sequence[float], progress: Any) ->
         return {"skipped": "espeak-ng not found (apt-get install espeak-ng): no spoken test audio"}
     fs = 16000.0
     rows: dict[tuple[int, float], list[dict]] = {}
-    for k, sentence in enumerate(_SENTENCES):
+    for sentence in _SENTENCES:
         audio = speak(sentence, fs)
         for r in cis_intelligibility_table(audio, fs, channels, rates):
             rows.setdefault((r["n_channels"], r["rate_hz"]), []).append(r)

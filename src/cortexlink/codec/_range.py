@@ -236,7 +236,7 @@ def decode_range(payload, out, hist, cost, acc, pu, pl, tables, toff):
                 q += 1
             if q == ESCAPE_Q:
                 u = np.int64(0)
-                for j in range(RAW_BITS):
+                for _j in range(RAW_BITS):
                     bit, rng, code, pos, over = _dec_direct(payload, size, rng, code, pos, over)
                     u = (u << 1) | bit
             else:

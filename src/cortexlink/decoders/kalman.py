@@ -298,7 +298,7 @@ class KalmanFilter(DecoderMixin, RegressorMixin, BaseEstimator):
         P = self.P0_
         tol, n_iter = float(self.tol), 0
         G = P
-        for n_iter in range(1, int(self.max_iter) + 1):
+        for n_iter in range(1, int(self.max_iter) + 1):  # noqa: B007 - the count is read after the loop
             P_m = A @ P @ A.T + W
             G, P_new = self._posterior(P_m)
             delta = np.max(np.abs(P_new - P)) / max(np.max(np.abs(P_new)), 1e-300)

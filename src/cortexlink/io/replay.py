@@ -317,21 +317,21 @@ def _replay_decoders(src: Any, F_s: np.ndarray, F: np.ndarray, width: int) -> di
     index = {int(s): i for i, s in enumerate(F_s)}
     out_s, out = [], []
     cache: dict[str, Any] = {}
+
+    def get(rel: str | None, block: str) -> Any:
+        if rel is None:
+            return None
+        if rel not in cache:
+            cache[rel] = _load_decoder(src.path, rel, block)
+        return cache[rel]
+
     for b in starts:
         if b.get("mode") != "closed" or not b.get("decoder_file"):
             continue
         lo, hi = b["sample"], ends.get(b["name"], np.iinfo(np.int64).max)
         cols = np.asarray(b["feature_columns"], dtype=np.intp)
-
-        def get(rel: str | None) -> Any:
-            if rel is None:
-                return None
-            if rel not in cache:
-                cache[rel] = _load_decoder(src.path, rel, b["name"])
-            return cache[rel]
-
-        dec = get(b["decoder_file"])
-        clk = get(b.get("click_decoder_file"))
+        dec = get(b["decoder_file"], b["name"])
+        clk = get(b.get("click_decoder_file"), b["name"])
         gain = SpeedGain.from_dict(b.get("speed_gain"))
         freeze = b.get("click_freeze_proba")
         dec.reset_state()

@@ -392,7 +392,7 @@ def write_pdf(report: Report, ctx: DatasetContext, path: Path) -> Path:
             fig.text(0.05, 0.97, "\n".join(page), va="top", ha="left", family="monospace", fontsize=6.5)
             pdf.savefig(fig)
             plt.close(fig)
-        for name, rel in report.figures.items():
+        for rel in report.figures.values():
             png = path.parent / rel
             if not png.is_file():
                 continue

@@ -230,7 +230,7 @@ class GraphRunner(_Processes, _Lifecycle):
         self._vnow = 0
         fs = None
         chunk = None
-        for n, s in g["nodes"].items():
+        for s in g["nodes"].values():
             if s["kind"] == "sim_source":
                 fs = node_class("sim_source").implant_fs(s["params"])
                 chunk = s["params"]["chunk_ms"]

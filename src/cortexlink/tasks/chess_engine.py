@@ -115,7 +115,7 @@ def _build_tables() -> tuple[dict[bool, dict[int, list[int]]], dict[bool, list[i
     king_mg: dict[bool, list[int]] = {}
     king_eg: dict[bool, list[int]] = {}
     for color, sign in ((chess.WHITE, 1), (chess.BLACK, -1)):
-        def rank_of(sq: int) -> int:
+        def rank_of(sq: int, color: bool = color) -> int:
             r = chess.square_rank(sq)
             return r if color == chess.WHITE else 7 - r
 
