@@ -88,6 +88,33 @@ class OperatorMixin:
         self._slow_n = 0
         self.n_refits = 0
         self._loop_us: float | None = None
+        self._estop_journal = self.ctx.journal(self.name) if "operator" in self.subs else None
+        if self._estop_journal is not None:
+            self._estop_restore()
+
+    def _estop_restore(self) -> None:
+        """In a child process (a journal is kept): the E-STOP latch as the operator last set it,
+        so that a restart of this process releases nothing (SR-10). The last ``estop`` or
+        ``release`` on ``operator.commands`` decides, also one sent while the process was down
+        (a restarted process reads only what comes after its start); where the stream no longer
+        holds one (it is trimmed), the last one this node applied, from its journal."""
+        from cortexlink.runtime.wire import decode_message
+
+        engaged = None
+        for kind, values, _ in self._estop_journal.read():
+            if kind == "estop":
+                engaged = bool(values.get("engaged"))
+        sub = self.subs["operator"]
+        for fields in self.ctx.bus.journal_read(self.ctx.bus.stream_key(sub.topic)):
+            cmd = decode_message(sub.topic, fields).payload
+            name = cmd.get("cmd") if isinstance(cmd, dict) else None
+            if name in ("estop", "release"):
+                engaged = name == "estop"
+        if engaged:
+            self.estop = True
+            self.estop_requested_after_bin = -1
+            self._log_warning("EMERGENCY STOP still engaged after a restart of this process: the cursor is held "
+                              "until it is released")
 
     @property
     def fitted(self) -> bool:
@@ -127,6 +154,8 @@ class OperatorMixin:
             self.estop_requested_after_bin = received
             self.estop_bin = None
             self._log_warning("EMERGENCY STOP engaged after bin %d", received)
+        if self._estop_journal is not None:
+            self._estop_journal.append("estop", engaged=True, bin=received)
         return {"estop": True, "received_after_bin": received}
 
     def _cmd_release(self, cmd: dict, sample: int) -> dict:
@@ -134,6 +163,8 @@ class OperatorMixin:
         self.estop = False
         if was:
             self._log_warning("emergency stop released after bin %d", self.last_bin)
+        if self._estop_journal is not None:
+            self._estop_journal.append("estop", engaged=False, bin=self.last_bin)
         return {"estop": False, "was_engaged": was}
 
     def _cmd_mouse(self, cmd: dict, sample: int) -> dict:
