@@ -42,7 +42,7 @@ def _pair(v: Any) -> tuple[float, float]:
     return (float(v[0]), float(v[1]))
 
 
-def _keys(cls: type, d: Any, required: tuple[str, ...]) -> dict:
+def _keys(cls: type, d: Any, required: tuple[str, ...]) -> dict[str, Any]:
     """``d`` as a dict after checking it has only ``cls``'s fields and at least ``required``."""
     fields = [f.name for f in dataclasses.fields(cls)]
     if not isinstance(d, dict):
@@ -64,7 +64,7 @@ def _mode(v: Any) -> LoopMode | None:
         raise ValidationError(f"mode must be one of {[m.value for m in LoopMode]} or None; got {v!r}") from None
 
 
-def target_to_dict(t: Target | None) -> dict | None:
+def target_to_dict(t: Target | None) -> dict[str, Any] | None:
     """A task target as plain values (None stays None)."""
     if t is None:
         return None
@@ -72,7 +72,7 @@ def target_to_dict(t: Target | None) -> dict | None:
             "dwell_s": float(getattr(t, "dwell_s", 0.0))}
 
 
-def target_from_dict(d: dict | None) -> Target | None:
+def target_from_dict(d: dict[str, Any] | None) -> Target | None:
     """Inverse of :func:`target_to_dict`."""
     if d is None:
         return None
@@ -113,7 +113,7 @@ class FeatureBin:
                 "raster": self.raster, "row": self.row}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FeatureBin":
+    def from_dict(cls, d: dict[str, Any]) -> "FeatureBin":
         d = _keys(cls, d, ("bin", "bin_start", "x", "valid"))
         arr = {k: (None if d.get(k) is None else np.asarray(d[k])) for k in ("x", "raster", "row")}
         return cls(int(d["bin"]), int(d["bin_start"]), valid=bool(d["valid"]), **arr)
@@ -147,7 +147,7 @@ class ParticipantIntent:
                 "neural": [float(v) for v in self.neural], "active": bool(self.active)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ParticipantIntent":
+    def from_dict(cls, d: dict[str, Any]) -> "ParticipantIntent":
         d = _keys(cls, d, ("bin",))
         n = d.get("neural", (0.0, 0.0, 0.0))
         return cls(int(d["bin"]), _pair(d.get("velocity", (0.0, 0.0))), float(d.get("click", 0.0)),
@@ -196,7 +196,7 @@ class CursorState:
     begin: bool = False
     target: Target | None = None
     done: bool = False
-    op: dict | None = None
+    op: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"bin": int(self.bin), "t_s": float(self.t_s), "xy": list(_pair(self.xy)),
@@ -206,7 +206,7 @@ class CursorState:
                 "op": self.op}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CursorState":
+    def from_dict(cls, d: dict[str, Any]) -> "CursorState":
         d = _keys(cls, d, ("bin", "t_s", "xy"))
         return cls(int(d["bin"]), float(d["t_s"]), _pair(d["xy"]), _pair(d.get("velocity", (0.0, 0.0))),
                    bool(d.get("clicked", False)), bool(d.get("halted", False)), d.get("block"), _mode(d.get("mode")),
@@ -254,7 +254,7 @@ class Control:
     kind: str | None = None
     mode: LoopMode | None = None
     bin: int | None = None
-    blocks: tuple = ()
+    blocks: tuple[dict[str, Any], ...] = ()
     job: bool = False
 
     def __post_init__(self) -> None:
@@ -272,7 +272,7 @@ class Control:
                 "blocks": list(self.blocks), "job": bool(self.job)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Control":
+    def from_dict(cls, d: dict[str, Any]) -> "Control":
         d = _keys(cls, d, ("cmd", "name"))
         return cls(d["cmd"], str(d["name"]), d.get("kind"), d.get("mode"),
                    None if d.get("bin") is None else int(d["bin"]), tuple(d.get("blocks") or ()),
@@ -297,14 +297,14 @@ class Gate:
     halted: bool
     velocity: tuple[float, float] | None = None
     click_suppressed: bool = False
-    faults: tuple = ()
+    faults: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"halted": bool(self.halted), "velocity": None if self.velocity is None else list(_pair(self.velocity)),
                 "click_suppressed": bool(self.click_suppressed), "faults": [dict(f) for f in self.faults]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Gate":
+    def from_dict(cls, d: dict[str, Any]) -> "Gate":
         d = _keys(cls, d, ("halted",))
         v = d.get("velocity")
         return cls(bool(d["halted"]), None if v is None else _pair(v), bool(d.get("click_suppressed", False)),
@@ -348,8 +348,8 @@ class BinRow:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BinRow":
+    def from_dict(cls, d: dict[str, Any]) -> "BinRow":
         d = _keys(cls, d, ("block", "n", "bin", "sample", "t_s", "cursor_xy", "cursor_velocity"))
-        pairs = {k: _pair(d[k]) for k in ("cursor_xy", "cursor_velocity", "intended_velocity", "decoded_velocity",
-                                          "target_xy") if k in d}
+        pairs: dict[str, Any] = {k: _pair(d[k]) for k in ("cursor_xy", "cursor_velocity", "intended_velocity",
+                                                          "decoded_velocity", "target_xy") if k in d}
         return cls(**{**d, **pairs})

@@ -75,12 +75,12 @@ def _is_session_dir(d: Path) -> bool:
     try:
         with open(d / "manifest.json", "rb") as f:
             head = f.read(1 << 16)
-        return json.loads(head).get("format") == "cortexlink-session"
+        return bool(json.loads(head).get("format") == "cortexlink-session")
     except (OSError, ValueError, AttributeError):
         return False
 
 
-def session_folder_of(path: str | os.PathLike) -> Path | None:
+def session_folder_of(path: str | os.PathLike[str]) -> Path | None:
     """The recorded session folder that ``path`` is, or lies inside (resolved), or None."""
     for form in _forms(Path(path)):
         for d in (form, *form.parents):
@@ -137,7 +137,7 @@ def _mkdir(d: Path, what: str, shown: Path) -> None:
                           "you can write to") from None
 
 
-def check_output_file(path: str | os.PathLike, *, what: str = "output file", overwrite: bool = False,
+def check_output_file(path: str | os.PathLike[str], *, what: str = "output file", overwrite: bool = False,
                       ours: Callable[[Path], bool] | None = None, ours_is: str = "written by cortexlink",
                       create_parent: bool = True) -> Path:
     """Check that ``path`` may be written as one file; return it as a :class:`~pathlib.Path`.
@@ -196,7 +196,7 @@ def check_output_file(path: str | os.PathLike, *, what: str = "output file", ove
     return p
 
 
-def check_output_dir(path: str | os.PathLike, *, what: str = "output folder", create: bool = True,
+def check_output_dir(path: str | os.PathLike[str], *, what: str = "output folder", create: bool = True,
                      new: bool = False) -> Path:
     """Check that ``path`` may be written as a folder (a run folder's parent, a recording);
     return it as a :class:`~pathlib.Path`.
@@ -261,7 +261,7 @@ def check_name(name: Any, *, what: str = "name") -> str:
     return name
 
 
-def new_run_folder(parent: str | os.PathLike, leaf: str, *, what: str = "--out") -> Path:
+def new_run_folder(parent: str | os.PathLike[str], leaf: str, *, what: str = "--out") -> Path:
     """Create the run folder ``parent/leaf`` (e.g. ``runs/20250101-120000-demo``): ``parent`` is
     checked with :func:`check_output_dir`, ``leaf`` with :func:`check_name`, and the folder must
     stay inside ``parent`` once symbolic links are resolved; returns it."""
@@ -285,7 +285,7 @@ def is_json_object_file(path: Path, limit: int = 256 << 20) -> bool:
         return False
 
 
-def space_for(folder: str | os.PathLike) -> tuple[int, int | None]:
+def space_for(folder: str | os.PathLike[str]) -> tuple[int, int | None]:
     """``(free_bytes, file_limit_bytes)``: the free space of the file system that ``folder`` (or
     its nearest existing parent) is on, and the largest file this process may write
     (``RLIMIT_FSIZE``, e.g. ``ulimit -f``; None when unlimited)."""

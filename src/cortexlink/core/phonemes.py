@@ -166,4 +166,5 @@ def collapse_ctc(best_path: Sequence[int] | np.ndarray) -> np.ndarray:
     keep = np.ones(a.size, bool)
     keep[1:] = a[1:] != a[:-1]
     a = a[keep]
-    return a[a != BLANK].astype(np.int32)
+    out: np.ndarray = a[a != BLANK].astype(np.int32)
+    return out

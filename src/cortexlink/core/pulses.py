@@ -14,7 +14,8 @@ import numpy as np
 
 from cortexlink.core.errors import ValidationError
 
-__all__ = ["PULSE_DTYPE", "empty_pulses", "as_pulses", "pulse_end_s", "pulses_to_dict", "pulses_from_dict"]
+__all__ = ["PULSE_DTYPE", "PULSE_FIELDS", "empty_pulses", "as_pulses", "pulse_end_s", "pulses_to_dict",
+           "pulses_from_dict"]
 
 PULSE_DTYPE = np.dtype([
     ("electrode", "<i4"),       # electrode id (the recording channel it sits on)
@@ -26,6 +27,8 @@ PULSE_DTYPE = np.dtype([
     ("width2_us", "<f8"),       # second-phase width (µs)
     ("cathodic_first", "?"),    # True: cathodic phase first (the usual choice for ICMS)
 ])
+#: The field names of :data:`PULSE_DTYPE`, in order.
+PULSE_FIELDS: tuple[str, ...] = PULSE_DTYPE.names or ()
 
 
 def empty_pulses(n: int = 0) -> np.ndarray:
@@ -45,27 +48,28 @@ def as_pulses(pulses: Any, *, where: str = "pulses") -> np.ndarray:
         If ``pulses`` is not a structured array with exactly the pulse fields, or is not 1-D.
     """
     arr = np.asarray(pulses)
-    if arr.dtype.names is None or set(arr.dtype.names) != set(PULSE_DTYPE.names):
-        raise ValidationError(f"{where} must be a structured array with fields {list(PULSE_DTYPE.names)}; "
+    if arr.dtype.names is None or set(arr.dtype.names) != set(PULSE_FIELDS):
+        raise ValidationError(f"{where} must be a structured array with fields {list(PULSE_FIELDS)}; "
                               f"got dtype {arr.dtype}")
     if arr.ndim != 1:
         raise ValidationError(f"{where} must be 1-D; got shape {arr.shape}")
     out = np.empty(arr.shape[0], PULSE_DTYPE)
-    for name in PULSE_DTYPE.names:
+    for name in PULSE_FIELDS:
         out[name] = arr[name]
     return out
 
 
 def pulse_end_s(pulses: np.ndarray) -> np.ndarray:
     """End of each pulse's second phase on the session clock (s)."""
-    return pulses["time_s"] + (pulses["width_us"] + pulses["gap_us"] + pulses["width2_us"]) * 1e-6
+    end: np.ndarray = pulses["time_s"] + (pulses["width_us"] + pulses["gap_us"] + pulses["width2_us"]) * 1e-6
+    return end
 
 
 def pulses_to_dict(pulses: np.ndarray) -> dict[str, np.ndarray]:
     """Pulses as one plain numeric array per field (how they travel on the bus and into files)."""
     p = np.asarray(pulses)
     return {name: np.ascontiguousarray(p[name]).astype(np.uint8 if name == "cathodic_first" else p.dtype[name])
-            for name in PULSE_DTYPE.names}
+            for name in PULSE_FIELDS}
 
 
 def pulses_from_dict(fields: dict[str, Any]) -> np.ndarray:
@@ -76,10 +80,10 @@ def pulses_from_dict(fields: dict[str, Any]) -> np.ndarray:
     ValidationError
         If a field is missing or the fields differ in length.
     """
-    missing = [n for n in PULSE_DTYPE.names if n not in fields]
+    missing = [n for n in PULSE_FIELDS if n not in fields]
     if missing:
         raise ValidationError(f"pulse fields missing: {missing}")
-    cols = {n: np.asarray(fields[n]).ravel() for n in PULSE_DTYPE.names}
+    cols = {n: np.asarray(fields[n]).ravel() for n in PULSE_FIELDS}
     lengths = {len(c) for c in cols.values()}
     if len(lengths) != 1:
         raise ValidationError(f"pulse fields differ in length: { {n: len(c) for n, c in cols.items()} }")

@@ -34,7 +34,7 @@ CUE_PHASES = ("rest", "prep", "go")
 SPEECH_CONTROLS = ("trial_begin", "trial_end", "fit")
 
 
-def _keys(cls: type, d: Any, required: tuple[str, ...]) -> dict:
+def _keys(cls: type, d: Any, required: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(d, dict):
         raise ValidationError(f"{cls.__name__}.from_dict needs a dict; got {type(d).__name__}")
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -80,7 +80,7 @@ class SpeechCue:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SpeechCue":
+    def from_dict(cls, d: dict[str, Any]) -> "SpeechCue":
         d = _keys(cls, d, ("bin",))
         return cls(int(d["bin"]), str(d.get("phase", "rest")), int(d.get("trial", -1)), str(d.get("sentence", "")),
                    d.get("block"), bool(d.get("begin", False)))
@@ -114,7 +114,7 @@ class SpeechIntent:
                 "speaking": bool(self.speaking), "done": bool(self.done)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SpeechIntent":
+    def from_dict(cls, d: dict[str, Any]) -> "SpeechIntent":
         d = _keys(cls, d, ("bin",))
         a = d.get("articulators")
         return cls(int(d["bin"]), int(d.get("trial", -1)), None if a is None else np.asarray(a, np.float64),
@@ -148,7 +148,7 @@ class SpeechControl:
     sentence: str = ""
     block: str = ""
     train: bool = False
-    phonemes: tuple = ()
+    phonemes: tuple[int, ...] = ()
     bin: int = 0
 
     def __post_init__(self) -> None:
@@ -162,7 +162,7 @@ class SpeechControl:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SpeechControl":
+    def from_dict(cls, d: dict[str, Any]) -> "SpeechControl":
         d = _keys(cls, d, ("cmd",))
         return cls(str(d["cmd"]), int(d.get("trial", -1)), str(d.get("sentence", "")), str(d.get("block", "")),
                    bool(d.get("train", False)), tuple(d.get("phonemes") or ()), int(d.get("bin", 0)))
@@ -201,7 +201,7 @@ class PhonemeFrame:
                 "step_us": float(self.step_us)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PhonemeFrame":
+    def from_dict(cls, d: dict[str, Any]) -> "PhonemeFrame":
         d = _keys(cls, d, ("bin",))
         lp = d.get("logprobs")
         return cls(int(d["bin"]), int(d.get("trial", -1)), None if lp is None else np.asarray(lp, np.float32),
@@ -236,7 +236,7 @@ class SpeechText:
     final: bool = False
     text_no_lm: str = ""
     finish_ms: float = 0.0
-    n_best: tuple = ()
+    n_best: tuple[str, ...] = ()
     ready: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -245,7 +245,7 @@ class SpeechText:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SpeechText":
+    def from_dict(cls, d: dict[str, Any]) -> "SpeechText":
         d = _keys(cls, d, ("bin",))
         return cls(int(d["bin"]), int(d.get("trial", -1)), str(d.get("text", "")), bool(d.get("final", False)),
                    str(d.get("text_no_lm", "")), float(d.get("finish_ms", 0.0)), tuple(d.get("n_best") or ()),

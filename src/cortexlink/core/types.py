@@ -126,13 +126,13 @@ class ChannelMap:
         return (samples.astype(np.float32) * self._gain.astype(np.float32)
                 + self._offset.astype(np.float32))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"channel_ids": list(self._ids), "positions_um": self._pos.tolist(),
                 "gain_uv": self._gain.tolist(), "offset_uv": self._offset.tolist(),
                 "bad": self._bad.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ChannelMap":
+    def from_dict(cls, d: dict[str, Any]) -> "ChannelMap":
         return cls(d["channel_ids"], d["positions_um"], d["gain_uv"], d["offset_uv"], d["bad"])
 
     def __eq__(self, other: object) -> bool:
@@ -182,11 +182,11 @@ class Chunk:
 
     @property
     def n_samples(self) -> int:
-        return self.data.shape[0]
+        return int(self.data.shape[0])
 
     @property
     def n_channels(self) -> int:
-        return self.data.shape[1]
+        return int(self.data.shape[1])
 
     @property
     def end_sample(self) -> int:
@@ -266,11 +266,11 @@ class BinnedFeatures:
 
     @property
     def n_bins(self) -> int:
-        return self.data.shape[0]
+        return int(self.data.shape[0])
 
     @property
     def n_features(self) -> int:
-        return self.data.shape[1]
+        return int(self.data.shape[1])
 
     @property
     def bin_width_s(self) -> float:
@@ -286,6 +286,7 @@ class BinnedFeatures:
         if not cols:
             kinds = sorted({n.rsplit("/", 1)[-1] for n in self.feature_names})
             raise ValidationError(f"kind must be one of {kinds}; got {kind!r}")
+        assert self.valid is not None    # __post_init__ always sets it (narrowing for mypy)  # nosec B101
         return BinnedFeatures(self.data[:, cols], self.bin_start_samples, self.bin_width_samples,
                               self.fs_hz, tuple(self.feature_names[i] for i in cols),
                               self.valid[:, cols], self.gaps)
@@ -371,7 +372,7 @@ class Intent:
                 "version": int(self.version), "decode_us": float(self.decode_us), "n_jobs": int(self.n_jobs)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Intent":
+    def from_dict(cls, d: dict[str, Any]) -> "Intent":
         """Inverse of :meth:`to_dict`; unknown or missing keys are a :class:`ValidationError`."""
         fields = [f.name for f in dataclasses.fields(cls)]
         if not isinstance(d, dict) or set(d) - set(fields) or "bin" not in d or "velocity" not in d:

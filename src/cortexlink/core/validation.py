@@ -30,7 +30,8 @@ def check_positive(name: str, value: Any, *, integer: bool = False, allow_zero: 
 
 def check_range(name: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
     """Return ``float(value)`` if ``lo <= value <= hi`` (bounds optional), else raise ConfigError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+    is_real = isinstance(value, numbers.Real)
+    if isinstance(value, bool) or not is_real or not np.isfinite(value):
         raise ConfigError(f"{name} must be a finite number; got {value!r}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ConfigError(f"{name} must be in [{lo}, {hi}]; got {value!r}")
@@ -73,7 +74,8 @@ def check_array(
     if ndim is not None and arr.ndim != ndim:
         raise ValidationError(f"{name} must have {ndim} dimensions; got {arr.ndim} (shape {arr.shape})")
     if dtype is not None:
-        allowed = [np.dtype(d) for d in (dtype if isinstance(dtype, (list, tuple, set)) else [dtype])]
+        choices: Iterable[Any] = dtype if isinstance(dtype, (list, tuple, set)) else [dtype]
+        allowed = [np.dtype(d) for d in choices]
         if arr.dtype not in allowed:
             names = ", ".join(str(d) for d in allowed)
             raise ValidationError(f"{name} must have dtype {names}; got {arr.dtype}")

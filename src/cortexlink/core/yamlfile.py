@@ -83,7 +83,7 @@ def _loader_class() -> type:
     except ImportError:                      # PyYAML built without libyaml
         base: type = yaml.SafeLoader
     else:
-        class _CBase(CParser, Composer, SafeConstructor, Resolver):  # type: ignore[misc, valid-type]
+        class _CBase(CParser, Composer, SafeConstructor, Resolver):
             def __init__(self, stream: str) -> None:
                 CParser.__init__(self, stream)
                 Composer.__init__(self)
@@ -96,7 +96,7 @@ def _loader_class() -> type:
 
         base = _CBase
 
-    class _Loader(base):  # type: ignore[misc, valid-type]
+    class _Loader(base):  # type: ignore[misc]  # a base chosen at run time (libyaml or not) is not static
         _depth = 0
 
         def compose_node(self, parent: Any, index: Any) -> Any:

@@ -49,7 +49,7 @@ class Journal:
         self._bus.journal_append(self.key, f)
         self.n_appended += 1
 
-    def read(self) -> list[tuple[str, dict, dict[bytes, bytes]]]:
+    def read(self) -> list[tuple[str, dict[str, Any], dict[bytes, bytes]]]:
         """Every record so far, oldest first: ``(kind, values, fields)``."""
         out = []
         for f in self._bus.journal_read(self.key):

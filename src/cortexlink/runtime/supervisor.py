@@ -49,7 +49,7 @@ class RestartPolicy:
     backoff_ms: float = 0.0
 
     @classmethod
-    def from_dict(cls, d: dict | None, path: str = "restart") -> "RestartPolicy":
+    def from_dict(cls, d: dict[str, Any] | None, path: str = "restart") -> "RestartPolicy":
         d = dict(d or {})
         check_keys(path, d, (f.name for f in dataclasses.fields(cls)))
         mr = d.get("max_restarts", cls.max_restarts)
@@ -80,7 +80,7 @@ class Supervisor:
         self._emit = emit
         self._now = now_ns
         self._on_give_up = on_give_up
-        self._failures: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+        self._failures: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self._pending: dict[str, int] = {}     # node -> time its restart is due
 
     def failed(self, node: Any, policy: RestartPolicy, exc: BaseException, sample: int = -1) -> None:

@@ -78,7 +78,7 @@ class WatchdogConfig:
         check_positive("watchdog.check_interval_ms", self.check_interval_ms)
 
     @classmethod
-    def from_dict(cls, d: dict | None, path: str = "watchdog") -> "WatchdogConfig":
+    def from_dict(cls, d: dict[str, Any] | None, path: str = "watchdog") -> "WatchdogConfig":
         d = dict(d or {})
         check_keys(path, d, (f.name for f in dataclasses.fields(cls)))
         try:
@@ -104,7 +104,7 @@ class Watchdog:
         self.config = config
         self._emit = emit
         self.gate = gate
-        self.active: dict[tuple[str, str], dict] = {}
+        self.active: dict[tuple[str, str], dict[str, Any]] = {}
         self._last_n: dict[str, int] = {}
         self._last_change: dict[str, int] = {}
         self._last_output_ns: int | None = None
@@ -134,7 +134,7 @@ class Watchdog:
         return self._raise(kind, node, message, sample, **fields)
 
     # -- periodic -----------------------------------------------------------------------
-    def check_health(self, now_ns: int, health: dict, sample: int = -1) -> bool:
+    def check_health(self, now_ns: int, health: dict[str, Any], sample: int = -1) -> bool:
         """Evaluate node states and source progress; return True if a new fault was raised."""
         self.n_checks += 1
         new = False

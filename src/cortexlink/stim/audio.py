@@ -40,10 +40,11 @@ def resample(audio: Any, fs_in_hz: float, fs_out_hz: float) -> np.ndarray:
     if fs_in_hz == fs_out_hz:
         return x.copy()
     ratio = Fraction(fs_out_hz / fs_in_hz).limit_denominator(10_000)
-    return signal.resample_poly(x, ratio.numerator, ratio.denominator)
+    out: np.ndarray = signal.resample_poly(x, ratio.numerator, ratio.denominator)
+    return out
 
 
-def read_wav(path: str | os.PathLike, fs_hz: float | None = None) -> tuple[np.ndarray, float]:
+def read_wav(path: str | os.PathLike[str], fs_hz: float | None = None) -> tuple[np.ndarray, float]:
     """Read a WAV file as mono float64 (full scale ±1), resampled to ``fs_hz`` if given.
 
     Integer PCM is scaled by its full scale (int16: 32768), unsigned 8-bit is centred, several

@@ -40,12 +40,12 @@ class AuditLog:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a", encoding="utf-8")
-        self.recent: collections.deque = collections.deque(maxlen=int(keep))
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=int(keep))
         self.n = 0
-        self.reasons: collections.Counter = collections.Counter()
+        self.reasons: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
 
-    def write(self, record: dict) -> dict:
+    def write(self, record: dict[str, Any]) -> dict[str, Any]:
         """Append one record (adds ``n`` and ``utc``); returns it."""
         with self._lock:
             rec = {"n": self.n, "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(), **record}
@@ -56,7 +56,7 @@ class AuditLog:
                 self._fh.flush()
             return rec
 
-    def decision(self, d: Any, plan: Any, now_s: float, limits: Any) -> dict:
+    def decision(self, d: Any, plan: Any, now_s: float, limits: Any) -> dict[str, Any]:
         """Write the record of one interlock decision."""
         reasons = d.reasons
         self.reasons.update(reasons)
@@ -84,7 +84,7 @@ class AuditLog:
         self.close()
 
 
-def read_audit(path: str | Path) -> list[dict]:
+def read_audit(path: str | Path) -> list[dict[str, Any]]:
     """Read an audit log back; a torn last line (a crash while writing) is skipped."""
     out = []
     with open(path, encoding="utf-8") as fh:

@@ -243,7 +243,8 @@ class CISConfig:
         ch = np.asarray(channel, int)
         t, c = self.thresholds_ua[ch], self.comforts_ua[ch]
         x = np.clip((np.asarray(amplitude_ua, float) - t) / (c - t), 0.0, 1.0)
-        return 10.0 ** ((self.base_level_db + x * (self.saturation_db - self.base_level_db)) / 20.0)
+        env: np.ndarray = 10.0 ** ((self.base_level_db + x * (self.saturation_db - self.base_level_db)) / 20.0)
+        return env
 
 
 class CISEncoder:
@@ -287,13 +288,14 @@ class CISEncoder:
     def envelopes(self, audio_block: Any) -> np.ndarray:
         """Advance the filters over a block and return its envelopes, shape (n_channels, n_samples)."""
         x = np.asarray(audio_block, float)
-        out = np.empty((self.config.n_channels, x.shape[0]))
+        out: np.ndarray = np.empty((self.config.n_channels, x.shape[0]))
         for i, sos in enumerate(self._band_sos):
             out[i], self._zi_band[i] = signal.sosfilt(sos, x, zi=self._zi_band[i])
         np.abs(out, out=out)
         out, self._zi_env = signal.sosfilt(self._env_sos, out, axis=-1, zi=self._zi_env)
         out *= _RECT_GAIN
-        return np.maximum(out, 0.0, out=out)
+        np.maximum(out, 0.0, out=out)
+        return out
 
     def _check_block(self, audio_block: Any) -> np.ndarray:
         x = np.asarray(audio_block)

@@ -117,8 +117,13 @@ def random_plan(rng: np.random.Generator, now_s: float, seq: int, attack: str,
     return StimPlan(p, t0, t1, "fuzz", seq)
 
 
+def _device_link(device: SimulatedStimulator, clock: dict[str, float]) -> Callable[[bytes], None]:
+    """The driver's transport: each frame reaches ``device`` at the fuzz clock's current time."""
+    return lambda frame: device.receive(frame, clock["now"])
+
+
 def fuzz_interlock(n_plans: int = 100_000, *, seed: int = 0,
-                   progress: Callable[[int, int], Any] | None = None) -> dict:
+                   progress: Callable[[int, int], Any] | None = None) -> dict[str, Any]:
     """Run the fuzz campaign; returns counts, refusals by reason and the cost per plan.
 
     ``progress(done, total)`` is called every 1,000 plans when given.
@@ -134,7 +139,7 @@ def fuzz_interlock(n_plans: int = 100_000, *, seed: int = 0,
         lock = SafetyInterlock(limits)
         device = SimulatedStimulator(watchdog_s=1.0)
         clock = {"now": 0.0}
-        driver = StimulatorDriver(lock, lambda f: device.receive(f, clock["now"]))
+        driver = StimulatorDriver(lock, _device_link(device, clock))
         previous = None
         for k in range(count):
             now = k * _PLAN_S

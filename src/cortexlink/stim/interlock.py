@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from cortexlink.core.errors import ValidationError
-from cortexlink.core.pulses import PULSE_DTYPE, empty_pulses, pulse_end_s
+from cortexlink.core.pulses import PULSE_DTYPE, PULSE_FIELDS, empty_pulses, pulse_end_s
 from cortexlink.stim.audit import AuditLog
 from cortexlink.stim.limits import SafetyLimits
 from cortexlink.stim.model import StimPlan
@@ -271,7 +271,7 @@ class SafetyInterlock:
                       hb[k:k + 1], nb[k:k + 1])
         return accepted
 
-    def _all_fit(self, start, end, e, cur, net) -> bool:
+    def _all_fit(self, start: np.ndarray, end: np.ndarray, e: np.ndarray, cur: np.ndarray, net: np.ndarray) -> bool:
         """Exact joint check of every candidate with the history (the common, all-safe case)."""
         L = self.limits
         pe = L.per_electrode
@@ -317,7 +317,8 @@ class SafetyInterlock:
             return "net_charge"
         return ""
 
-    def _add(self, start, end, e, cur, net, hb, nb) -> None:
+    def _add(self, start: np.ndarray, end: np.ndarray, e: np.ndarray, cur: np.ndarray, net: np.ndarray,
+             hb: np.ndarray, nb: np.ndarray) -> None:
         hs = np.concatenate([self._h_start, start])
         order = np.argsort(hs, kind="stable")
         self._h_start = hs[order]
@@ -358,7 +359,7 @@ class SafetyInterlock:
                           self.limits.sha256, b"")
         ap = dataclasses.replace(ap, signature=self._sign(ap.payload()))
         ref = np.empty(len(refused), REFUSED_DTYPE)
-        for name in PULSE_DTYPE.names:
+        for name in PULSE_FIELDS:
             ref[name] = refused[name]
         ref["reason"] = reasons
         d = Decision(self._seq, ap, ref, n_clamped, plan_reason)

@@ -111,7 +111,7 @@ class SafetyLimits:
         For any invalid entry (see the module docstring).
     """
 
-    def __init__(self, spec: dict) -> None:
+    def __init__(self, spec: dict[str, Any]) -> None:
         if not isinstance(spec, dict):
             raise ConfigError(f"stimulation limits must be a mapping; got {type(spec).__name__}")
         unknown = sorted(str(k) for k in set(spec) - _TOP_KEYS)
@@ -132,7 +132,7 @@ class SafetyLimits:
             if k not in LIMIT_DEFAULTS:
                 raise ConfigError(f"stimulation limits: unknown limit {k!r}; allowed: {sorted(LIMIT_DEFAULTS)}")
             base[k] = _check_limit("limits", k, v)
-        overrides: dict[int, dict] = {}
+        overrides: dict[int, dict[str, Any]] = {}
         for eid, entry in (spec.get("electrode_limits") or {}).items():
             try:
                 e = int(eid)
@@ -191,9 +191,9 @@ class SafetyLimits:
                 if isinstance(eid, bool) or not isinstance(eid, int) or not 0 <= eid <= MAX_ELECTRODE_ID:
                     raise ConfigError(f"stimulation limits: {where} id must be an integer in [0, {MAX_ELECTRODE_ID}]; got {brief(eid)}")
                 prev = out.get(eid)
-                fields = {"area_um2": prev.area_um2 if prev else None,
-                          "material": prev.material if prev else "SIROF",
-                          "enabled": prev.enabled if prev else True}
+                fields: dict[str, Any] = {"area_um2": prev.area_um2 if prev else None,
+                                          "material": prev.material if prev else "SIROF",
+                                          "enabled": prev.enabled if prev else True}
                 fields.update({k: entry[k] for k in ("area_um2", "material", "enabled") if k in entry})
                 if fields["area_um2"] is None:
                     raise ConfigError(f"stimulation limits: {where} must give area_um2 for electrode {eid}")
@@ -235,7 +235,7 @@ class SafetyLimits:
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def from_dict(cls, spec: dict) -> "SafetyLimits":
+    def from_dict(cls, spec: dict[str, Any]) -> "SafetyLimits":
         """Validate a limits mapping (the YAML's content)."""
         return cls(spec)
 
@@ -266,7 +266,7 @@ class SafetyLimits:
                     "limits": limits, **glob})
 
     # ------------------------------------------------------------------ views
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Canonical plain form (what :attr:`sha256` hashes): electrodes listed one by one."""
         return {
             "version": 1, "participant": self.participant, "policy": self.policy,
@@ -286,7 +286,7 @@ class SafetyLimits:
         d["electrode_limits"] = {int(k): v for k, v in d["electrode_limits"].items()}
         return SafetyLimits(d)
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """A short description for manifests and the operator UI."""
         return {"participant": self.participant, "policy": self.policy, "sha256": self.sha256,
                 "electrodes": int(self.known.sum()), "enabled": int(self.enabled.sum()),

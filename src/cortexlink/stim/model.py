@@ -128,7 +128,8 @@ def pulse_train(electrode: int, start_s: float, rate_hz: float, n_pulses: int, a
 
 def charge_nc(amplitude_ua: Any, width_us: Any) -> np.ndarray:
     """Charge of one phase in nC (µA × µs / 1000)."""
-    return np.asarray(amplitude_ua, float) * np.asarray(width_us, float) * 1e-3
+    q: np.ndarray = np.asarray(amplitude_ua, float) * np.asarray(width_us, float) * 1e-3
+    return q
 
 
 def charge_density_uc_cm2(charge_per_phase_nc: Any, area_um2: Any) -> np.ndarray:
@@ -145,7 +146,8 @@ def shannon_k(charge_per_phase_nc: Any, area_um2: Any) -> np.ndarray:
     q_uc = np.asarray(charge_per_phase_nc, float) * 1e-3
     d = charge_density_uc_cm2(charge_per_phase_nc, area_um2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log10(d) + np.log10(q_uc)
+        k: np.ndarray = np.log10(d) + np.log10(q_uc)
+    return k
 
 
 @dataclasses.dataclass

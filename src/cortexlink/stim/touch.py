@@ -184,7 +184,8 @@ class TouchConfig:
         d = np.asarray(drive, float) if self.modulate != "frequency" else np.zeros(np.shape(drive))
         t = _per_sensor("threshold_ua", self.threshold_ua, self.n_sensors)
         m = _per_sensor("max_ua", self.max_ua, self.n_sensors)
-        return t + (m - t) * d
+        amp: np.ndarray = t + (m - t) * d
+        return amp
 
     def frequency_hz(self, drive: Any) -> np.ndarray:
         """Pulse rate (Hz) for drives in [0, 1]."""
@@ -305,7 +306,7 @@ class TouchEncoder:
         self.last_drive = drive[-1].copy()
         times_a, amps_a, sensors_a = np.asarray(times), np.asarray(amps), np.asarray(sensors, int)
         if cfg.sync_hz is not None and times_a.size:
-            times_a, amps_a, sensors_a = self._sync(times_a, amps_a, sensors_a)
+            times_a, amps_a, sensors_a = self._sync(times_a, amps_a, sensors_a, cfg.sync_hz)
             times_a = np.maximum(times_a, t0)        # a tick a rounding error before the block is its start
         pulses = self._expand(times_a, amps_a, sensors_a)
         t_end = t0 + n_samples * dt
@@ -313,11 +314,12 @@ class TouchEncoder:
             t_end = max(t_end, float(pulse_end_s(pulses).max()))
         return StimPlan(pulses, t0, t_end, self.source, seq)
 
-    def _sync(self, times: np.ndarray, amps: np.ndarray, sensors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _sync(self, times: np.ndarray, amps: np.ndarray, sensors: np.ndarray,
+              sync_hz: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Onsets moved to the next tick of the common grid, one pulse per sensor and tick. A tick
         past the block stays in this plan (whose window then reaches it); the next block will not
         use that tick again for the sensor."""
-        sync = float(self.config.sync_hz)
+        sync = float(sync_hz)
         k = np.ceil(times * sync - 1e-6)
         last = self._last_tick
         keep = np.ones(times.size, bool)
@@ -420,7 +422,8 @@ class SimulatedHand:
         tc = t - (self.contact_s + lag)                          # time since this finger's contact
         up = np.clip(tc / self.ramp_s, 0.0, 1.0)
         down = np.clip((tc - self.ramp_s - self.hold_s) / self.release_s, 0.0, 1.0)
-        return np.asarray(self.peak_force_n)[None, :] * up * (1.0 - down)
+        f: np.ndarray = np.asarray(self.peak_force_n)[None, :] * up * (1.0 - down)
+        return f
 
 
 def cursor_contact_forces(cursor_xy: Any, targets_xy: Any, radius: float, force_max_n: float = 5.0) -> np.ndarray:
@@ -443,4 +446,5 @@ def cursor_contact_forces(cursor_xy: Any, targets_xy: Any, radius: float, force_
     _num("radius", radius, owner="cursor_contact_forces")
     _num("force_max_n", force_max_n, owner="cursor_contact_forces")
     depth = 1.0 - np.hypot(*(tg - c).T) / radius
-    return force_max_n * np.clip(depth, 0.0, 1.0)
+    f: np.ndarray = force_max_n * np.clip(depth, 0.0, 1.0)
+    return f

@@ -93,7 +93,8 @@ def _pulse_fault(row: Any, limits: Any, t_start_s: float | None, t_end_s: float 
     lim = dict(limits.defaults)
     lim.update(limits.overrides.get(e, {}))
     end = t + (w1 + gap + w2) / 1e6
-    if t_start_s is not None and (t < t_start_s - 1e-9 or end > t_end_s + 1e-9):   # 1 ns: clock resolution
+    if ((t_start_s is not None and t < t_start_s - 1e-9)
+            or (t_end_s is not None and end > t_end_s + 1e-9)):      # 1 ns: clock resolution
         return "outside_window"
     if not 0 <= gap <= lim["max_gap_us"]:
         return "gap"
@@ -124,12 +125,12 @@ def find_unsafe(pulses: np.ndarray, limits: Any, *, t_start_s: float | None = No
                 t_end_s: float | None = None) -> list[tuple[int, str]]:
     """Every limit, exactly, over a whole delivered pulse stream: ``[(index, reason), …]``.
 
-    Per pulse as :func:`stateless_reasons` (without the plan-window and lead checks unless a window
-    is given); across the stream: pulses on one electrode closer than ``1 / max_frequency_hz`` or
-    overlapping; the summed current of pulses active at any instant above
-    ``max_simultaneous_current_ua``; more than ``max_pulses_per_hour`` in any hour-long window; the
-    |net charge| of any ``net_charge_window_s`` window above ``max_net_charge_nc``. An empty
-    list means the stream is safe.
+    Per pulse as :func:`stateless_reasons`, without the lead check and with the plan-window check
+    against whichever of ``t_start_s`` / ``t_end_s`` is given (neither: no window check); across
+    the stream: pulses on one electrode closer than ``1 / max_frequency_hz`` or overlapping; the
+    summed current of pulses active at any instant above ``max_simultaneous_current_ua``; more than
+    ``max_pulses_per_hour`` in any hour-long window; the |net charge| of any ``net_charge_window_s``
+    window above ``max_net_charge_nc``. An empty list means the stream is safe.
     """
     p = np.asarray(pulses)
     if p.dtype != PULSE_DTYPE:
@@ -143,8 +144,8 @@ def find_unsafe(pulses: np.ndarray, limits: Any, *, t_start_s: float | None = No
         return bad
     order = sorted(range(len(p)), key=lambda i: (float(p["time_s"][i]), i))
     last: dict[int, tuple[float, float]] = {}
-    hour: dict[int, deque] = {}
-    net_win: dict[int, deque] = {}
+    hour: dict[int, deque[float]] = {}
+    net_win: dict[int, deque[tuple[float, float]]] = {}
     net_sum: dict[int, float] = {}
     win = limits.net_charge_window_s
     active: list[tuple[float, float]] = []        # (end, current) of pulses under way

@@ -51,6 +51,7 @@ def channel_envelopes(plan_or_electrodogram: Any, config: CISConfig, fs_hz: floa
     n_samples = int(round(duration_s * fs_hz))
     n_frames = int(math.ceil(duration_s * config.rate_hz)) + 1
     frames = np.zeros((config.n_channels, n_frames))
+    assert config.electrodes is not None     # CISConfig fills it in (narrowing for mypy)  # nosec B101
     enc_map = {int(e): i for i, e in enumerate(config.electrodes)}
     ch = np.asarray([enc_map.get(int(e), -1) for e in pulses["electrode"]], int)
     k = np.floor((pulses["time_s"] - t0) * config.rate_hz + 1e-9).astype(np.int64)

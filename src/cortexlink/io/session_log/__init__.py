@@ -59,7 +59,8 @@ from cortexlink.io.session_log.manifest import check_manifest, read_manifest  # 
 from cortexlink.io.session_log.reader import SessionReader
 from cortexlink.io.session_log.repair import finalize, recover  # noqa: F401
 from cortexlink.io.session_log.verify import require_verified, verify, verify_session  # noqa: F401
-from cortexlink.io.session_log.writer import ON_FULL, SessionRecorder, estimate_bytes, provenance  # noqa: F401
+from cortexlink.io.session_log.provenance import provenance  # noqa: F401
+from cortexlink.io.session_log.writer import ON_FULL, SessionRecorder, estimate_bytes  # noqa: F401
 
 __all__ = ["SessionRecorder", "SessionReader", "Record", "recover", "verify", "verify_session", "require_verified",
            "read_manifest", "RecorderOverflow", "InsufficientDiskSpace", "CorruptSessionError", "DamagedHeaderError",

@@ -19,7 +19,7 @@ import numpy as np
 from cortexlink.core.errors import CortexlinkError, ValidationError
 from cortexlink.core.jsonutil import json_default
 from cortexlink.core.phonemes import CLASS_NAMES
-from cortexlink.core.pulses import PULSE_DTYPE
+from cortexlink.core.pulses import PULSE_FIELDS
 from cortexlink.io.session_log.rawcodec import CODEC_STREAM_VERSION, PayloadDecoder, codec_problem
 
 
@@ -43,7 +43,7 @@ STREAM_COLUMNS: dict[str, tuple[str, ...]] = {
     "decoder": ("vx", "vy", "click_proba", "click"),          # decoded velocity, click probability, click
     "intent": ("vx", "vy", "click"),                          # the participant's intended velocity and click
     "phonemes": CLASS_NAMES,                                   # speech: log-probabilities of blank, 39 phonemes, SIL
-    "stim_pulses": tuple(PULSE_DTYPE.names),                   # one delivered stimulation pulse per record
+    "stim_pulses": PULSE_FIELDS,                               # one delivered stimulation pulse per record
     "stim_status": ("estop", "n_plans", "n_pulses", "n_approved", "n_refused", "n_clamped"),  # interlock totals
 }
 
@@ -69,7 +69,7 @@ class SessionBusy(CortexlinkError, RuntimeError):
     """A live process holds the session folder's lock (it is being recorded)."""
 
 
-def _atomic_write_json(path: Path, obj: dict) -> None:
+def _atomic_write_json(path: Path, obj: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=1, default=_json_default)
@@ -93,7 +93,7 @@ def _json_default(o: Any) -> Any:
         return repr(o)
 
 
-def _encode_file_header(info: dict) -> bytes:
+def _encode_file_header(info: dict[str, Any]) -> bytes:
     js = json.dumps(info, default=_json_default).encode("utf-8")
     version = CODEC_STREAM_VERSION if "codec" in info else FORMAT_VERSION
     head = _FILE_HDR.pack(FILE_MAGIC, version, len(js)) + js
@@ -124,7 +124,7 @@ def _session_of(path: Path) -> Path:
     return path.parent.parent
 
 
-def check_header_info(info: Any, where: Path) -> dict:
+def check_header_info(info: Any, where: Path) -> dict[str, Any]:
     """Check a stream header's fields (``kind``, ``dtype``, ``columns``, ``rate_hz``,
     ``bin_width_samples``); raise :class:`DamagedHeaderError` naming the field otherwise."""
     def bad(field: str, what: str, got: Any) -> DamagedHeaderError:
@@ -165,7 +165,7 @@ class HeaderCheck:
     ``version``, ``problem`` (None when the header is intact) and ``foreign`` (the file does not
     even start with the stream magic)."""
 
-    info: dict | None
+    info: dict[str, Any] | None
     first_offset: int | None
     version: int | None
     problem: str | None
@@ -228,7 +228,7 @@ def _is_v2_with_version_damaged(f: Any, head: bytes, n: int) -> bool:
                for v in (2, CODEC_STREAM_VERSION))
 
 
-def read_file_header(path: Path) -> tuple[dict, int]:
+def read_file_header(path: Path) -> tuple[dict[str, Any], int]:
     """The JSON header of a stream file and the offset of its first record.
 
     Raises :class:`CorruptSessionError` (:class:`DamagedHeaderError` when the file is a stream
@@ -236,7 +236,7 @@ def read_file_header(path: Path) -> tuple[dict, int]:
     """
     h = inspect_header(path)
     if h.problem is None:
-        assert h.info is not None and h.first_offset is not None
+        assert h.info is not None and h.first_offset is not None   # both are set when problem is None  # nosec B101
         return h.info, h.first_offset
     if h.foreign or "newer than" in h.problem or h.problem.startswith("file is"):
         raise CorruptSessionError(f"{path}: {h.problem}")
@@ -244,7 +244,7 @@ def read_file_header(path: Path) -> tuple[dict, int]:
                              f"{_session_of(path)}` to rebuild the header from the manifest")
 
 
-def _decode(info: dict, payload: bytes, codec: PayloadDecoder | None = None, decode: Any = True,
+def _decode(info: dict[str, Any], payload: bytes, codec: PayloadDecoder | None = None, decode: Any = True,
             sample: int = 0) -> Any:
     if info["kind"] == "json":
         return json.loads(payload.decode("utf-8"))
@@ -278,7 +278,7 @@ def scan_stream(path: Path, *, salvage: bool = False, decode: Any = True) -> Ite
     info, off = read_file_header(path)
     codec = PayloadDecoder(info) if "codec" in info else None
     size = path.stat().st_size
-    pending: dict | None = None                  # the last damaged region, while it may grow
+    pending: dict[str, Any] | None = None                  # the last damaged region, while it may grow
     with open(path, "rb") as f:
         f.seek(off)
         pos = off
@@ -342,7 +342,7 @@ def _find_next(f: Any, start: int, size: int, block: int = 1 << 20) -> int | Non
     pos = start
     while pos < size:
         f.seek(pos)
-        buf = f.read(block + 3)
+        buf: bytes = f.read(block + 3)
         i = buf.find(REC_MAGIC)
         while i >= 0:
             cand = pos + i

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from cortexlink.io.session_log.format import (
     _FILE_HDR, FORMAT_VERSION, STREAM_COLUMNS, DamagedHeaderError, HeaderCheck, _encode_file_header, _find_next,
@@ -25,7 +26,7 @@ SUMMARY_KEYS = frozenset({"records", "rows", "first_sample", "last_sample", "byt
 _CORE = ("kind", "dtype", "rate_hz")
 
 
-def expected_header(name: str, manifest: dict, file_info: dict | None) -> dict | None:
+def expected_header(name: str, manifest: dict[str, Any], file_info: dict[str, Any] | None) -> dict[str, Any] | None:
     """The header stream ``name`` should have according to the manifest, or None when the manifest
     does not say enough (no copy of the header, and the column names cannot be known)."""
     st = (manifest.get("streams") or {}).get(name)
@@ -56,7 +57,7 @@ def expected_header(name: str, manifest: dict, file_info: dict | None) -> dict |
         return None
 
 
-def header_disagrees(h: HeaderCheck, expected: dict | None) -> str | None:
+def header_disagrees(h: HeaderCheck, expected: dict[str, Any] | None) -> str | None:
     """For an intact-looking format-1 header (no checksum of its own): the first field on which it
     disagrees with the manifest, or None."""
     if expected is None or h.info is None or (h.version or 0) >= 2:
@@ -69,7 +70,7 @@ def header_disagrees(h: HeaderCheck, expected: dict | None) -> str | None:
     return None
 
 
-def rebuild_header(p: Path, header: dict, corrupt: Path) -> dict | None:
+def rebuild_header(p: Path, header: dict[str, Any], corrupt: Path) -> dict[str, Any] | None:
     """Write ``header`` (format 2) in place of stream file ``p``'s header, keeping every byte from its
     first intact record on; the old header bytes go to ``corrupt/``. Returns ``{"kept_from",
     "saved"}`` or None (file untouched) when the records do not decode with ``header``."""
@@ -107,7 +108,7 @@ def rebuild_header(p: Path, header: dict, corrupt: Path) -> dict | None:
     return {"kept_from": start, "saved": str(saved)}
 
 
-def rebuild_manifest(path: Path) -> tuple[dict, list[str]]:
+def rebuild_manifest(path: Path) -> tuple[dict[str, Any], list[str]]:
     """A manifest rebuilt from the stream headers (session id, participant, rate, channel map,
     streams) when ``manifest.json`` is lost; returns it and what could not be rebuilt."""
     from cortexlink.io.session_log.format import CorruptSessionError, inspect_header

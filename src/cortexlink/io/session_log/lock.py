@@ -16,6 +16,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 from cortexlink.io.session_log.format import SessionBusy
 
@@ -28,7 +29,7 @@ LOCK_NAME = ".lock"
 logger = logging.getLogger("cortexlink.io.session_log")
 
 
-def _describe(info: dict) -> str:
+def _describe(info: dict[str, Any]) -> str:
     who = f"process {info.get('pid', '?')}"
     if info.get("host"):
         who += f" on {info['host']}"
@@ -37,7 +38,7 @@ def _describe(info: dict) -> str:
     return who
 
 
-def _read_info(fd: int) -> dict:
+def _read_info(fd: int) -> dict[str, Any]:
     try:
         os.lseek(fd, 0, os.SEEK_SET)
         data = os.read(fd, 4096)
@@ -58,7 +59,7 @@ class SessionLock:
         What the holder does ("recording", "recover"), named in other processes' errors.
     """
 
-    def __init__(self, folder: str | os.PathLike, purpose: str) -> None:
+    def __init__(self, folder: str | os.PathLike[str], purpose: str) -> None:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self.purpose = purpose
@@ -86,7 +87,7 @@ class SessionLock:
             info = _read_info(fd)
             os.close(fd)
             what = info.get("purpose")
-            verb = {"recording": "being recorded", "recover": "being recovered"}.get(what, "in use")
+            verb = {"recording": "being recorded", "recover": "being recovered"}.get(str(what), "in use")
             hint = ("stop that recording first; `cortexlink recover` is for a folder whose writer has stopped or "
                     "crashed" if what == "recording" else "wait for it to finish")
             raise SessionBusy(f"{self.folder}: {verb} by live {_describe(info)} (it holds {self.path}); "
@@ -131,7 +132,7 @@ class SessionLock:
         self.release()
 
 
-def lock_holder(folder: str | os.PathLike) -> dict | None:
+def lock_holder(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
     """Who holds the folder's lock (``{"pid", "host", "purpose", "since"}``), or None when no live
     process does. Never creates the lock file."""
     path = Path(folder) / LOCK_NAME

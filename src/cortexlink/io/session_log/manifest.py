@@ -70,13 +70,13 @@ def _fail(mpath: Path, field: str, what: str, got: Any) -> CorruptSessionError:
                                "manifest was damaged or edited - restore it from a copy or correct that field")
 
 
-def _check_fields(mpath: Path, prefix: str, obj: dict, spec: dict) -> None:
+def _check_fields(mpath: Path, prefix: str, obj: dict[str, Any], spec: dict[str, Any]) -> None:
     for key, (ok, what) in spec.items():
         if key in obj and not ok(obj[key]):
             raise _fail(mpath, f"{prefix}{key}", what, obj[key])
 
 
-def check_manifest(m: Any, mpath: str | os.PathLike) -> dict:
+def check_manifest(m: Any, mpath: str | os.PathLike[str]) -> dict[str, Any]:
     """Check a parsed manifest's fields; return it, or raise :class:`CorruptSessionError` naming
     the first field of the wrong type (``streams.raw.bytes``, ``channel_map``, ...)."""
     mpath = Path(mpath)
@@ -124,7 +124,7 @@ def check_manifest(m: Any, mpath: str | os.PathLike) -> dict:
     return m
 
 
-def read_manifest(folder: str | os.PathLike) -> dict:
+def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check ``<folder>/manifest.json``; :class:`CorruptSessionError` naming the problem
     (missing, not JSON, not a session manifest, a field of the wrong type) otherwise."""
     folder = Path(folder)

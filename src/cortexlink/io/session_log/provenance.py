@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +15,8 @@ import numpy as np
 def _git_hash() -> str | None:
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+        # whichever git is on PATH, fixed arguments, best effort (no git: no hash)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,  # nosec B607
                              timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
@@ -22,7 +24,7 @@ def _git_hash() -> str | None:
     return h if out.returncode == 0 and len(h) == 40 else None
 
 
-def provenance() -> dict:
+def provenance() -> dict[str, Any]:
     """Package version, git hash, Python, platform and host of the recording process."""
     from cortexlink import __version__
     return {"cortexlink_version": __version__, "git_hash": _git_hash(), "python": platform.python_version(),

@@ -56,12 +56,12 @@ def check_raw_codec(raw_codec: Any, resync_records: Any) -> tuple[str, int]:
     return str(raw_codec), int(resync_records)
 
 
-def codec_header(raw_codec: str, resync_records: int) -> dict:
+def codec_header(raw_codec: str, resync_records: int) -> dict[str, Any]:
     """The ``codec`` field of a compressed stream's header."""
     return {"name": "cortexlink", "entropy": raw_codec, "resync_records": int(resync_records)}
 
 
-def codec_problem(info: dict) -> tuple[str, str, Any] | None:
+def codec_problem(info: dict[str, Any]) -> tuple[str, str, Any] | None:
     """For a header with a ``codec`` field: ``(field, what it must be, what it is)`` when it is
     not one this code decodes, else None."""
     c = info.get("codec")
@@ -79,7 +79,7 @@ def codec_problem(info: dict) -> tuple[str, str, Any] | None:
     return None
 
 
-def make_encoder(info: dict) -> Any:
+def make_encoder(info: dict[str, Any]) -> Any:
     """A codec encoder for the records of the stream with header ``info``."""
     from cortexlink.codec import Encoder
 
@@ -96,14 +96,14 @@ class PayloadDecoder:
     lost).
     """
 
-    def __init__(self, info: dict) -> None:
+    def __init__(self, info: dict[str, Any]) -> None:
         from cortexlink.codec import Decoder
 
         self._dec = Decoder()
         self._ncol = len(info["columns"])
         self.dependent = False
         self._next: int | None = None          # frame index that follows the last one checked
-        self._chain: list = []                 # frames checked but not decoded since the last resync point
+        self._chain: list[bytes] = []                 # frames checked but not decoded since the last resync point
 
     def skim(self, payload: bytes) -> np.ndarray:
         """What :meth:`decode` checks without decoding (frame header, width, length, the chain of

@@ -27,7 +27,7 @@ class SessionReader:
         Skip damaged records (with a warning) instead of raising :class:`CorruptSessionError`.
     """
 
-    def __init__(self, path: str | os.PathLike, *, salvage: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, salvage: bool = False) -> None:
         self.path = Path(path)
         self.salvage = salvage
         self.manifest = read_manifest(self.path)      # fields checked: errors name the field
@@ -35,18 +35,18 @@ class SessionReader:
         cm = self.manifest.get("channel_map")
         from cortexlink.core.types import ChannelMap
         self.channel_map = ChannelMap.from_dict(cm) if cm else None
-        self._info: dict[str, dict] = {}
+        self._info: dict[str, dict[str, Any]] = {}
 
     @property
     def state(self) -> str:
-        return self.manifest.get("state", "unknown")
+        return str(self.manifest.get("state", "unknown"))
 
     @property
     def streams(self) -> list[str]:
         """Names of the streams with a file in the folder."""
         return sorted(p.stem for p in (self.path / "streams").glob("*.clog"))
 
-    def stream_info(self, name: str) -> dict:
+    def stream_info(self, name: str) -> dict[str, Any]:
         """The header of stream ``name`` (kind, dtype, columns, rate_hz, ...)."""
         if name not in self._info:
             p = self._stream_path(name)
@@ -114,7 +114,7 @@ class SessionReader:
     def columns(self, name: str) -> list[str]:
         return list(self.stream_info(name)["columns"])
 
-    def check_raw(self, name: str = "raw") -> dict:
+    def check_raw(self, name: str = "raw") -> dict[str, Any]:
         """Check that the raw stream agrees with the manifest (channel count, rate, units); raise
         :class:`CorruptSessionError` naming the disagreement otherwise. Returns the stream header."""
         info = self.stream_info(name)
@@ -142,13 +142,15 @@ class SessionReader:
         (after :meth:`check_raw`)."""
         from cortexlink.core.types import Chunk
         info = self.check_raw(name)
-        fs = float(info.get("rate_hz") or self.fs_hz)
+        rate = info.get("rate_hz") or self.fs_hz
+        assert rate is not None       # check_raw refuses a stream without a rate  # nosec B101
+        fs = float(rate)
         for r in self.records(name):
             yield Chunk(r.data, fs, r.sample, r.host_time_ns, r.seq)
 
-    def events(self, kind: str | None = None) -> list[dict]:
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Every event (optionally only those of ``kind``) in recorded order."""
-        out = []
+        out: list[dict[str, Any]] = []
         if "events" not in self.streams:
             return out
         for r in self.records("events"):

@@ -39,13 +39,13 @@ def _register(path: Path, catalogue: Any) -> str | None:
     from cortexlink.io.catalogue import Catalogue
     try:
         with Catalogue(catalogue) as cat:
-            return cat.registration(path)["message"]
+            return str(cat.registration(path)["message"])
     except ValidationError as exc:       # e.g. a copy of a catalogued session: the folder itself is fine
         logger.warning("%s: not registered in the catalogue: %s", path, exc)
         return f"not registered in the catalogue {catalogue}: {exc}"
 
 
-def _stream_summary(path: Path) -> dict:
+def _stream_summary(path: Path) -> dict[str, Any]:
     h = inspect_header(path)
     if h.info is None:                       # a damaged header recover could not rebuild: no counts
         return {"header_problem": h.problem, "bytes": path.stat().st_size}
@@ -64,7 +64,8 @@ def _stream_summary(path: Path) -> dict:
             "dtype": info.get("dtype"), "n_columns": len(info.get("columns", ())), "rate_hz": info.get("rate_hz")}
 
 
-def finalize(path: str | os.PathLike, *, state: str, extra: dict | None = None, keep: dict | None = None) -> dict:
+def finalize(path: str | os.PathLike[str], *, state: str, extra: dict[str, Any] | None = None,
+             keep: dict[str, Any] | None = None) -> dict[str, Any]:
     """Scan every stream, write per-stream counts and SHA-256 checksums into the manifest.
 
     ``keep`` maps a file's relative path to the ``{"bytes", "sha256"}`` entry to keep for it in
@@ -111,7 +112,7 @@ def finalize(path: str | os.PathLike, *, state: str, extra: dict | None = None, 
     return manifest
 
 
-def recover(path: str | os.PathLike, *, catalogue: Any = None) -> dict:
+def recover(path: str | os.PathLike[str], *, catalogue: Any = None) -> dict[str, Any]:
     """Make a session folder consistent after a crash or damage, never discarding an intact record.
 
     Takes the folder's lock first (:class:`SessionBusy` while a live process records into it).
@@ -149,7 +150,7 @@ def recover(path: str | os.PathLike, *, catalogue: Any = None) -> dict:
         lock.release()
 
 
-def _load_or_rebuild_manifest(path: Path, actions: list[str]) -> dict:
+def _load_or_rebuild_manifest(path: Path, actions: list[str]) -> dict[str, Any]:
     mpath = path / "manifest.json"
     if mpath.exists():
         return read_manifest(path)
@@ -169,7 +170,7 @@ def _load_or_rebuild_manifest(path: Path, actions: list[str]) -> dict:
     return m
 
 
-def _recover_locked(path: Path, catalogue: Any) -> dict:
+def _recover_locked(path: Path, catalogue: Any) -> dict[str, Any]:
     for p in sorted((path / "streams").glob("*.clog")):
         problem = inspect_header(p).problem or ""
         if "newer than" in problem:
@@ -182,7 +183,7 @@ def _recover_locked(path: Path, catalogue: Any) -> dict:
         return {"state": manifest["state"], "streams": {}, "files": {}, "actions": [], "manifest": manifest,
                 "changed": False}
     old_files = manifest.get("files") or {}
-    report: dict = {}
+    report: dict[str, Any] = {}
     repaired: set[str] = set()
     corrupt = path / "corrupt"
     for p in sorted((path / "streams").glob("*.clog")):
@@ -222,7 +223,8 @@ def _recover_locked(path: Path, catalogue: Any) -> dict:
             "manifest": manifest, "changed": True}
 
 
-def _fix_header(p: Path, manifest: dict, old: dict | None, corrupt: Path, actions: list[str]) -> tuple[dict, bool]:
+def _fix_header(p: Path, manifest: dict[str, Any], old: dict[str, Any] | None, corrupt: Path,
+                actions: list[str]) -> tuple[dict[str, Any], bool]:
     """Check stream ``p``'s header and rebuild it where damaged; ``(report, readable)``."""
     h = inspect_header(p)
     exp = expected_header(p.stem, manifest, h.info)
@@ -262,14 +264,14 @@ def _has_no_record(p: Path) -> bool:
         return _find_next(f, 0, p.stat().st_size) is None
 
 
-def _check_other_files(path: Path, manifest: dict, old_files: dict, repaired: set[str],
-                       actions: list[str]) -> tuple[dict, dict]:
+def _check_other_files(path: Path, manifest: dict[str, Any], old_files: dict[str, Any], repaired: set[str],
+                       actions: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Files whose recorded checksum no longer matches and that recover did not repair keep it."""
     expected = {rel: meta for rel, meta in old_files.items() if rel not in repaired}
     for meta in (manifest.get("decoders") or {}).values():
         expected.setdefault(meta["file"], meta)
-    keep: dict = {}
-    out: dict = {}
+    keep: dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for rel, meta in sorted(expected.items()):
         p = path / rel
         if not p.is_file():
@@ -286,10 +288,10 @@ def _check_other_files(path: Path, manifest: dict, old_files: dict, repaired: se
     return keep, out
 
 
-def _repair_stream(p: Path, session: Path) -> dict:
+def _repair_stream(p: Path, session: Path) -> dict[str, Any]:
     info, first_off = read_file_header(p)
     good: list[tuple[int, int]] = []      # (offset, length) of intact records
-    damage: list[dict] = []
+    damage: list[dict[str, Any]] = []
     rows = 0
     for kind, item in scan_stream(p, salvage=True):
         if kind == "record":

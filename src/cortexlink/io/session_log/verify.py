@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from cortexlink.io._common import sha256_file
 from cortexlink.io.session_log.format import CorruptSessionError, SessionBusy, inspect_header, scan_stream
@@ -19,7 +20,7 @@ from cortexlink.io.session_log.manifest import read_manifest
 __all__ = ["verify_session", "require_verified", "verify"]
 
 
-def _check_file(p: Path, meta: dict, what: str) -> str | None:
+def _check_file(p: Path, meta: dict[str, Any], what: str) -> str | None:
     if not p.is_file():
         return f"{p}: missing"
     size = p.stat().st_size
@@ -30,7 +31,7 @@ def _check_file(p: Path, meta: dict, what: str) -> str | None:
     return None
 
 
-def verify_session(path: str | os.PathLike, *, check_lock: bool = True) -> dict:
+def verify_session(path: str | os.PathLike[str], *, check_lock: bool = True) -> dict[str, Any]:
     """Re-check a session folder without changing it.
 
     Checks the manifest (fields of the right types), each file's size and SHA-256 against the
@@ -105,7 +106,7 @@ def verify_session(path: str | os.PathLike, *, check_lock: bool = True) -> dict:
 verify = verify_session
 
 
-def require_verified(path: str | os.PathLike) -> dict:
+def require_verified(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Verify a session folder (:func:`verify_session`) and return its report, or raise: a
     :class:`SessionBusy` while it is being recorded, else a :class:`CorruptSessionError` naming
     the first problem and what to do."""

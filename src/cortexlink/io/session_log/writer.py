@@ -31,8 +31,8 @@ from cortexlink.io.session_log.repair import _register, finalize
 
 logger = logging.getLogger("cortexlink.io.session_log")
 
-
 ON_FULL = ("drop", "block", "fail")
+_Item = tuple[str, int, int, Any, int]      # a queued record: stream, sample, host ns, payload, rows
 
 
 def estimate_bytes(n_channels: int, fs_hz: float, seconds: float, *, raw: bool = True,
@@ -49,7 +49,7 @@ def estimate_bytes(n_channels: int, fs_hz: float, seconds: float, *, raw: bool =
 @dataclasses.dataclass
 class _Stream:
     name: str
-    info: dict
+    info: dict[str, Any]
     path: Path
     file: Any = None
     seq: int = 0
@@ -60,7 +60,7 @@ class _Stream:
     last_sample: int | None = None
     dropped: int = 0
     dropped_rows: int = 0
-    dropped_ranges: list = dataclasses.field(default_factory=list)
+    dropped_ranges: list[list[int]] = dataclasses.field(default_factory=list)
     good_offset: int = 0
     encoder: Any = None                  # a compressed stream's codec encoder (writer thread only)
 
@@ -109,8 +109,8 @@ class SessionRecorder:
         writer thread, decoded transparently by readers (see :mod:`.rawcodec`). int16 raw only.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, *, channel_map: Any = None, fs_hz: float | None = None,
-                 config: dict | None = None, seeds: dict | None = None, participant_id: str = "sim-0001",
+    def __init__(self, out_dir: str | os.PathLike[str], *, channel_map: Any = None, fs_hz: float | None = None,
+                 config: dict[str, Any] | None = None, seeds: dict[str, Any] | None = None, participant_id: str = "sim-0001",
                  session_id: str | None = None, expected_seconds: float | None = None, raw: bool = True,
                  max_queue_bytes: int = 512 << 20, on_full: str = "drop", block_timeout_s: float = 0.1,
                  fsync_interval_s: float = 0.25, low_disk_bytes: int | None = None,
@@ -119,7 +119,6 @@ class SessionRecorder:
         from cortexlink.core.validation import check_choice, check_positive
 
         self.raw_codec, self.raw_codec_resync_records = check_raw_codec(raw_codec, raw_codec_resync_records)
-
         self.on_full = check_choice("on_full", on_full, ON_FULL)
         self.max_queue_bytes = int(check_positive("max_queue_bytes", max_queue_bytes, integer=True))
         self.block_timeout_s = float(check_positive("block_timeout_s", block_timeout_s, allow_zero=True))
@@ -143,7 +142,7 @@ class SessionRecorder:
         if expected_seconds is not None or expected_bytes is not None:
             if expected_bytes is not None:
                 need = int(expected_bytes)
-            else:
+            elif expected_seconds is not None:         # one of the two is given
                 need = int(rate_bps * expected_seconds) if rate_bps else estimate_bytes(0, 1.0, expected_seconds, raw=False)
             free = shutil.disk_usage(self.path).free
             if free < need:
@@ -153,7 +152,7 @@ class SessionRecorder:
                                             f"{free / 1e9:.2f} GB free")
         self.session_id = session_id or f"{participant_id}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
         self.participant_id = participant_id
-        self.manifest: dict = {
+        self.manifest: dict[str, Any] = {
             "format": "cortexlink-session", "format_version": FORMAT_VERSION, "session_id": self.session_id,
             "participant_id": participant_id, "state": "recording",
             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -165,7 +164,7 @@ class SessionRecorder:
                        "fsync_interval_s": self.fsync_interval_s, "raw_codec": self.raw_codec},
         }
         self._streams: dict[str, _Stream] = {}
-        self._q: deque = deque()
+        self._q: deque[_Item] = deque()
         self._q_bytes = 0
         self._cv = threading.Condition()
         self._closing = False
@@ -360,7 +359,7 @@ class SessionRecorder:
         payload = json.dumps(body, default=_json_default).encode("utf-8")
         return self._put("events", int(sample), time.monotonic_ns(), payload, 1, force=True)
 
-    def _note_decoder(self, fields: dict) -> dict:
+    def _note_decoder(self, fields: dict[str, Any]) -> dict[str, Any]:
         rel = fields["file"]
         p = self.path / rel
         try:
@@ -379,7 +378,7 @@ class SessionRecorder:
         """Save a decoder as it goes live (for replay) and record a ``decoder`` event."""
         d = self.path / "decoders"
         d.mkdir(exist_ok=True)
-        path = decoder.save(d / f"{name}.npz")
+        path: Path = decoder.save(d / f"{name}.npz")
         self.event("decoder", sample=sample, name=name, file=f"decoders/{path.name}",
                    decoder_class=type(decoder).__name__)
         return path
@@ -410,7 +409,7 @@ class SessionRecorder:
     def _writer_loop(self) -> None:
         last_sync = time.monotonic()
         last_disk_check = 0.0
-        dirty: set = set()
+        dirty: set[str] = set()
         while True:
             with self._cv:
                 while not self._q and not self._closing:
@@ -440,8 +439,8 @@ class SessionRecorder:
                     if not self._q:
                         return
 
-    def _write_batch(self, batch: list, dirty: set) -> None:
-        by_stream: dict[str, list] = {}
+    def _write_batch(self, batch: list[_Item], dirty: set[str]) -> None:
+        by_stream: dict[str, list[_Item]] = {}
         for item in batch:
             by_stream.setdefault(item[0], []).append(item)
         for name, all_items in by_stream.items():
@@ -451,7 +450,8 @@ class SessionRecorder:
                 try:
                     if st.file is None:
                         self._open(st)
-                    parts, sizes = [], []
+                    parts: list[bytes | memoryview] = []
+                    sizes: list[int] = []
                     for _n, sample, host_ns, payload, _r in items:
                         buf = (st.encoder.encode(payload) if st.encoder is not None else
                                payload.data.cast("B") if isinstance(payload, np.ndarray) else payload)
@@ -464,7 +464,7 @@ class SessionRecorder:
                     st.seq = seq0
                     self._fail_on_oserror(exc, st, all_items[i:])
                     return
-                for (_n, sample, _h, payload, n_rows), nbytes in zip(items, sizes):
+                for (_n, sample, _h, _p, n_rows), nbytes in zip(items, sizes):
                     st.n_records += 1
                     st.n_rows += n_rows
                     st.bytes += nbytes + REC_HEADER_BYTES
@@ -473,7 +473,7 @@ class SessionRecorder:
                     st.last_sample = sample
                 dirty.add(name)
 
-    def _write_all(self, st: _Stream, parts: list) -> None:
+    def _write_all(self, st: _Stream, parts: list[bytes | memoryview]) -> None:
         f = st.file
         try:
             n = os.writev(f.fileno(), parts) if len(parts) <= 1024 else None
@@ -503,7 +503,7 @@ class SessionRecorder:
         except OSError:                          # nothing more can be done here; recover() will cut it
             pass
 
-    def _fail_on_oserror(self, exc: OSError, st: _Stream, items: list) -> None:
+    def _fail_on_oserror(self, exc: OSError, st: _Stream, items: list[_Item]) -> None:
         reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"write error: {exc}"
         logger.error("recorder %s: %s while writing stream %r; recording stopped, everything before it "
                      "is intact", self.path, reason, st.name)
@@ -513,7 +513,7 @@ class SessionRecorder:
                 self._count_drop(st.name, sample, n_rows)
         self.manifest["stopped_reason"] = reason
 
-    def _sync(self, dirty: set) -> None:
+    def _sync(self, dirty: set[str]) -> None:
         for name in list(dirty):
             st = self._streams[name]
             if st.file is not None:
@@ -541,7 +541,7 @@ class SessionRecorder:
         """Why recording stopped early ("disk full", a write error), or None."""
         return self._failed
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """Counters per stream: records, rows, bytes, dropped; queue bytes now and at most."""
         with self._cv:
             return {"queue_bytes": self._q_bytes, "max_queue_bytes_seen": self._max_queue_seen,
@@ -550,7 +550,7 @@ class SessionRecorder:
                                     "dropped": s.dropped, "dropped_rows": s.dropped_rows}
                                 for n, s in self._streams.items()}}
 
-    def close(self, timeout_s: float = 60.0) -> dict:
+    def close(self, timeout_s: float = 60.0) -> dict[str, Any]:
         """Drain the queue, fsync, write checksums and the final manifest; returns it."""
         if self._closed:
             return self.manifest
