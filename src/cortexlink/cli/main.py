@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     units.add_parser(sub)
     from cortexlink.cli import dataset  # a data set from many sessions, on Ray (issue 15 §4)
     dataset.add_parser(sub)
+    from cortexlink.cli import evidence  # safety evidence (issue 21)
+    evidence.add_parser(sub)
     return parser
 
 
