@@ -62,6 +62,15 @@ def _cards(ev: dict[str, Any]) -> str:
     return '<div class="cards">' + "".join(f'<div class="card"><b>{_e(v)}</b>{_e(k)}</div>' for k, v in items) + "</div>"
 
 
+def _residual(h: dict[str, Any], reqs: dict[str, Any]) -> str:
+    """The residual risk holds only when every control of the hazard is verified."""
+    if not h.get("acceptable_after"):
+        return '<span class="bad">NOT acceptable</span>'
+    if all(reqs.get(c, {}).get("passed") for c in h.get("controls", [])):
+        return '<span class="ok">acceptable</span>'
+    return '<span class="bad">not shown: a control is not verified</span>'
+
+
 def _hazards(ev: dict[str, Any]) -> str:
     reqs = {r["id"]: r for r in ev.get("requirements") or []}
     rows = []
@@ -71,8 +80,7 @@ def _hazards(ev: dict[str, Any]) -> str:
             for c in h.get("controls", []))
         rows.append(f"<tr><td>{_e(h['id'])}</td><td>{_e(h['hazard'])}</td><td>{_e(h['sequence'])}</td>"
                     f"<td>{_e(h['harm'])}</td><td>{_e(h['severity'])}</td><td>{_e(h['probability_before'])}</td>"
-                    f"<td>{ctrl}</td><td>{_e(h['probability_after'])} "
-                    f"{_flag(h.get('acceptable_after'), 'acceptable', 'NOT acceptable')}</td></tr>")
+                    f"<td>{ctrl}</td><td>{_e(h['probability_after'])} {_residual(h, reqs)}</td></tr>")
     return ("<table><tr><th>id</th><th>hazard</th><th>sequence of events</th><th>harm</th><th>severity</th>"
             "<th>probability</th><th>risk controls (verification)</th><th>residual</th></tr>" + "".join(rows) + "</table>")
 
