@@ -9,10 +9,8 @@ import pickle
 import numpy as np
 import pytest
 
-pytest.importorskip("spikeinterface")
-
-from cortexlink.bench.dataset import SimulatedSession, simulated_inputs  # noqa: E402
-from cortexlink.core.errors import ConfigError  # noqa: E402
+from cortexlink.bench.dataset import SimulatedSession, simulated_inputs
+from cortexlink.core.errors import ConfigError
 
 
 def test_simulated_inputs_spread_participants_over_days():

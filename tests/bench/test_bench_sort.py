@@ -1,16 +1,15 @@
 """bench sort: ground-truth adapters, hybrid injection, the row builder and a tiny end-to-end run."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from _shared_data import SHARED_DATA, need
 
 from cortexlink.bench import sort as S
 from cortexlink.bench import sort_truth as T
 from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.sim import SimulatedImplant
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+DATA = SHARED_DATA
 SMALL = dict(n_channels=16, seed=1, pitch_um=25.0, footprint_um=30.0, amplitude_jitter=0.1, burst_fraction=0.3,
              burst_attenuation=0.2, n_dead=1, n_saturating=0, artifact_rate_hz=0.0)
 
@@ -83,9 +82,8 @@ def test_hybrid_injection_adds_exactly_the_injected_spikes(spread):
         assert np.all((pair.templates[:, pair.nbefore, :] < 0))
 
 
-@pytest.mark.skipif(not (DATA / "locust_tetrode").is_dir(), reason="../shared/data/locust_tetrode is absent")
 def test_hybrid_on_the_real_locust_tetrode():
-    rec = T.load_locust(DATA / "locust_tetrode")
+    rec = T.load_locust(need(DATA / "locust_tetrode", "the locust tetrode recording"))
     assert rec.get_num_channels() == 4 and rec.sampling_frequency == 15000.0
     short = rec.frame_slice(0, 45000)
     pair = T.hybrid_pair(short, name="locust_hybrid", n_units=2, seed=0, spread=True)

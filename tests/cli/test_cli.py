@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _shared_data import need
 
 from cortexlink.cli.main import main
 
@@ -67,9 +68,7 @@ def test_bench_dsp_rejects_unknown_peer(capsys):
 
 def test_bench_dsp_on_real_n1_recordings(shared_data, tmp_path):
     """The N1 broadband WAVs (19531 Hz, no gain) go through cortexlink and the scipy reference."""
-    folder = shared_data / "n1_broadband"
-    if not folder.is_dir():
-        pytest.skip(f"{folder} not found")
+    folder = need(shared_data / "n1_broadband", "the N1 broadband recordings")
     # a copy of 8 electrodes keeps the test quick
     sub = tmp_path / "n1"
     sub.mkdir()

@@ -58,8 +58,6 @@ def test_bench_codec_refuses_bad_arguments(tmp_path, capsys):
 
 def test_flac_and_blosc2_peers_are_lossless_beyond_flac_channel_limit():
     """12 channels: FLAC codes them as two FLAC streams (8 + 4 channels), still lossless."""
-    pytest.importorskip("soundfile")
-    pytest.importorskip("blosc2")
     result = bench_codec.run(use_default_data=False, channels=12, seconds=0.02,
                              codecs=["flac-8", "blosc2-zstd-shuffle", "blosc2-zstd-delta-bitshuffle"])
     assert not result["skipped"]

@@ -6,6 +6,7 @@ import wave
 
 import numpy as np
 import pytest
+from _shared_data import need
 
 from cortexlink.codec import Decoder, Encoder, decode_array, encode_array, iter_frames, read_header
 from cortexlink.codec.stream import ENTROPY_CODERS, HEADER_SIZE
@@ -238,10 +239,8 @@ def test_lms_learns_a_predictable_signal():
 
 @pytest.mark.req("SR-42")
 def test_real_n1_files_round_trip(shared_data):
-    folder = shared_data / "n1_broadband"
+    folder = need(shared_data / "n1_broadband", "N1 WAV files", glob="*.wav")
     files = sorted(folder.glob("*.wav"))
-    if not files:
-        pytest.skip(f"no N1 WAV files in {folder}")
     wav_bytes = packed = 0
     for f in files[:12]:
         x = _read_wav(f)

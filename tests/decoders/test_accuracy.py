@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _shared_data import need
 
 from cortexlink.decoders import GRUDecoder, KalmanFilter, WienerFilter
 from cortexlink.decoders.datasets import load_monkey_m1
@@ -30,9 +31,7 @@ def test_wiener_cv_picks_more_shrinkage_for_noisier_data(linear_data_factory):
 
 @pytest.fixture
 def chewie(shared_data):
-    path = shared_data / "monkey_m1_center_out" / "chewie_demo.mat"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
+    path = need(shared_data / "monkey_m1_center_out" / "chewie_demo.mat", "the Chewie session")
     return load_monkey_m1(path)
 
 

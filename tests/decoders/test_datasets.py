@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _shared_data import need
 import scipy.io
 
 from cortexlink import ValidationError
@@ -9,9 +10,7 @@ from cortexlink.decoders.datasets import load_monkey_m1
 
 
 def test_load_real_folder(shared_data):
-    folder = shared_data / "monkey_m1_center_out"
-    if not folder.is_dir():
-        pytest.skip(f"{folder} not found")
+    folder = need(shared_data / "monkey_m1_center_out", "the monkey M1 data set")
     sessions = load_monkey_m1(folder)
     assert set(sessions) == {"chewie", "mihi"}
     c = sessions["chewie"]

@@ -43,6 +43,7 @@ def _expected_failed(est):
     return _TEMPORAL
 
 
+@pytest.mark.sklearn_check
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed)
 def test_sklearn_compatible(estimator, check):
     check(estimator)

@@ -5,6 +5,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
+from _shared_data import need
 
 from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.decoders.language import NgramLM, build_lm, read_corpus_text, split_sentences
@@ -173,7 +174,7 @@ def test_build_refuses_held_out_sentences(tmp_path):
 
 
 def test_real_book_with_harvard_held_out(shared_data):
-    corpus = shared_data / "text_corpus"
+    corpus = need(shared_data / "text_corpus", "the text corpus")
     harvard = [s.strip() for s in (corpus / "harvard_sentences.txt").read_text(encoding="utf-8-sig").splitlines()
                if s.strip()]
     lm = build_lm(corpus / "gutenberg" / "the_great_gatsby.txt", exclude_sentences=harvard)

@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
+import torch
 
 from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.phonemes import phonemes_to_ids
 from cortexlink.decoders.language import CausalLMScorer, Hypothesis, Lexicon, WordBeamSearch, rescore
 from cortexlink.decoders.language import synthetic_ctc_logprobs
-
-torch = pytest.importorskip("torch")
 
 TRAIN = ["the wine is red", "i read a book", "the book is red"]
 TOKENS = ["<s>", "</s>", "the", "wine", "is", "red", "read", "i", "a", "book", "reed"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from _shared_data import need
 from _imp_writers import (png_bytes, ramp, spikeglx_np1_gain_uv, write_intan_rhd, write_nsx, write_nsx21, write_nwb,
                           write_openephys_binary, write_openephys_legacy, write_raw, write_spikeglx, write_wav)
 
@@ -547,7 +548,7 @@ def test_wav_truncated_salvages_and_foreign_is_refused(tmp_path, caplog):
 def test_wav_real_n1_broadband(shared_data):
     from scipy.io import wavfile
 
-    folder = shared_data / "n1_broadband"
+    folder = need(shared_data / "n1_broadband", "the N1 broadband recordings", glob="*.wav")
     files = sorted(folder.glob("*.wav"))
     with open_recording(folder) as rec:
         assert rec.format == "wav" and rec.n_channels == len(files) == 120
@@ -651,7 +652,7 @@ def test_raw_without_sidecar_or_with_broken_sidecar(tmp_path):
 
 
 def test_raw_real_locust_tetrode(shared_data):
-    path = shared_data / "locust_tetrode" / "locust_trial_01.raw"
+    path = need(shared_data / "locust_tetrode" / "locust_trial_01.raw", "the locust tetrode recording")
     ref = np.fromfile(path, dtype=np.int16).reshape(-1, 4)
     assert detect_format(path) == "raw"
     with open_recording(path) as rec:
@@ -731,7 +732,6 @@ def test_iter_chunks_reads_in_bounded_blocks(tmp_path, monkeypatch):
 
 
 def test_progress_bar_option(tmp_path):
-    pytest.importorskip("tqdm")
     path = write_raw(tmp_path / "x.raw", ramp(100, 2), {"dtype": "int16", "n_channels": 2, "fs_hz": 1000.0})
     with open_recording(path) as rec:
         assert sum(c.n_samples for c in rec.iter_chunks(30, progress=True)) == 100

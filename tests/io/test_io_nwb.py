@@ -9,14 +9,13 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pynwb
 import pytest
 
 from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.types import BinnedFeatures, ChannelMap, Chunk
 from cortexlink.io.nwb import NWBFileError, check_nwb, export_nwb, iter_nwb_chunks, read_nwb_streams
 from cortexlink.io.session_log import CorruptSessionError, SessionReader, SessionRecorder, recover
-
-pynwb = pytest.importorskip("pynwb")
 
 FS = 30000.0
 BIN = 600

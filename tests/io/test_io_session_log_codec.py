@@ -278,7 +278,6 @@ def test_cortexlink_record_raw_codec_replays_as_the_live_session(compressed_reco
 
 
 def test_nwb_export_of_a_compressed_log_holds_the_same_samples(compressed_record, tmp_path):
-    pytest.importorskip("pynwb")
     from cortexlink.io.nwb import export_nwb, iter_nwb_chunks
 
     export_nwb(compressed_record, tmp_path / "s.nwb")

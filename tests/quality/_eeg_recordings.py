@@ -47,13 +47,11 @@ def shared_data_dir() -> Path:
 
 
 def imagined_fists_feet(shared_data: Path | None = None) -> list[Recording]:
-    """Runs 6, 10 and 14 of subject 1 (skips the test when the files are absent)."""
-    import pytest
+    """Runs 6, 10 and 14 of subject 1 (skips the test when the files are absent; fails it under CI=true)."""
+    from _shared_data import need
 
     root = (shared_data_dir() if shared_data is None else shared_data) / "eeg_motor_imagery"
-    paths = [root / f"S001R{r:02d}.edf" for r in IMAGINED_FISTS_FEET]
-    if not all(p.is_file() for p in paths):
-        pytest.skip(f"EEGMMIDB runs {IMAGINED_FISTS_FEET} not found under {root}")
+    paths = [need(root / f"S001R{r:02d}.edf", f"EEGMMIDB runs {IMAGINED_FISTS_FEET}") for r in IMAGINED_FISTS_FEET]
     return [edf_recording(p, root) for p in paths]
 
 

@@ -9,20 +9,23 @@ The damaged copies are made by tests/quality/_damage.py from ../shared/data/eeg_
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import _damage as D
+from _shared_data import SHARED_DATA, need
 
-REPO = Path(__file__).resolve().parents[2]
-DATA_DIR = Path(os.environ.get("CORTEXLINK_SHARED_DATA", REPO.parent / "shared" / "data")) / "eeg_motor_imagery"
+DATA_DIR = SHARED_DATA / "eeg_motor_imagery"
 
-pytestmark = pytest.mark.skipif(
-    not all((DATA_DIR / f).is_file() for f in D.IMAGERY_RUNS),
-    reason=f"real EEG recordings (runs 6, 10, 14 of EEGMMIDB subject 1) not found in {DATA_DIR}")
+
+@pytest.fixture(scope="module", autouse=True)
+def _imagery_runs():
+    """Skips the module without runs 6, 10, 14 of EEGMMIDB subject 1 (fails it under CI=true);
+    module-scoped and autouse, so it runs before the module's report cache."""
+    for f in D.IMAGERY_RUNS:
+        need(DATA_DIR / f, "a real EEG recording (runs 6, 10, 14 of EEGMMIDB subject 1)")
 
 #: Permutations for the chance level where the baseline runs (few: the tests judge findings; >= 19
 #: so that p < 0.05 is reachable and the baseline does not warn for want of permutations).

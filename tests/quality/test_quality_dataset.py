@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _shared_data import SHARED_DATA, need
 
 from cortexlink.core.errors import ConfigError
 from cortexlink.quality import checks_dataset, checks_meta
 from cortexlink.quality.intended_use import group_by_task, subject_of, trial_classes
 from cortexlink.quality.model import DatasetContext, Event, Recording, RecordingSummary, severity_rank
 
-EEG_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "eeg_motor_imagery"
+EEG_DIR = SHARED_DATA / "eeg_motor_imagery"
 CH = [f"C{i}" for i in range(8)]
 ALL_CHECKS = checks_dataset.CHECKS + checks_meta.CHECKS
 
@@ -482,9 +483,10 @@ def test_a_bad_intended_use_in_the_context_is_refused_other_options_ignored():
 # ---------------------------------------------------------------------------------------------
 # the real EEG folder
 
-@pytest.mark.skipif(not EEG_DIR.is_dir(), reason=f"real EEG data not found at {EEG_DIR}")
 def test_real_eeg_headers_are_not_identifying():
-    mne = pytest.importorskip("mne")
+    import mne
+
+    need(EEG_DIR, "the real EEG data", glob="*.edf")
     recs = []
     for path in sorted(EEG_DIR.glob("*.edf")):
         with warnings.catch_warnings():
@@ -504,11 +506,12 @@ def test_real_eeg_headers_are_not_identifying():
     assert res.findings == [] and res.score == 1.0
 
 
-@pytest.mark.skipif(not EEG_DIR.is_dir(), reason=f"real EEG data not found at {EEG_DIR}")
 def test_real_eeg_near_duplicate_found_and_distinct_runs_not():
     """Scanned fingerprints of two real runs of one subject are not near-duplicates; a copy of a
     run with 0.05 µV of noise added (another hash) is, across splits."""
-    mne = pytest.importorskip("mne")
+    import mne
+
+    need(EEG_DIR, "the real EEG data", glob="*.edf")
     from cortexlink.quality.scan import summarise
 
     def eeg(path: Path, name: str, noise_uv: float = 0.0) -> Recording:
@@ -533,8 +536,8 @@ def test_real_eeg_near_duplicate_found_and_distinct_runs_not():
     assert run(checks_dataset.duplicates, ctx(recs, sm)).findings == []
 
 
-@pytest.mark.skipif(not (EEG_DIR / ".." / "SHA256SUMS").is_file(), reason="real EEG data or its SHA256SUMS not found")
 def test_real_eeg_checksums_verified_against_the_folder_above(tmp_path):
+    need(EEG_DIR / ".." / "SHA256SUMS", "the real EEG data's SHA256SUMS")
     recs = []
     for path in sorted(EEG_DIR.glob("*.edf")):
         r = rec(path.name, provenance={})

@@ -7,15 +7,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _shared_data import SHARED_DATA, need
 
 from cortexlink.core.errors import ConfigError
 from cortexlink.quality import checks_signal, scan
 from cortexlink.quality.model import DatasetContext, FeatureAccess, Recording, severity_rank
 
-EEG_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "eeg_motor_imagery"
-needs_eeg = pytest.mark.skipif(not sorted(EEG_DIR.glob("*.edf")), reason=f"no EDF files in {EEG_DIR}")
+EEG_DIR = SHARED_DATA / "eeg_motor_imagery"
+#: skips a test without the real EDF files (fails it under CI=true)
+needs_eeg = pytest.mark.usefixtures("_eeg_files")
 DAMAGE_CHECKS = ("flat_channels", "clipped_channels", "line_noise")
 
+
+
+@pytest.fixture
+def _eeg_files():
+    need(EEG_DIR, "the real EEG recordings", glob="*.edf")
 
 def _mne_recording(path: Path, opener=None, name: str | None = None, damage=None) -> Recording:
     import mne

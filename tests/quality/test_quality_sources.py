@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _shared_data import need
 
 from cortexlink.core.errors import ConfigError
 from cortexlink.quality.model import Recording
@@ -20,10 +21,7 @@ EEG = "eeg_motor_imagery"
 
 
 def _edf(shared_data: Path, name: str = "S001R04.edf") -> Path:
-    p = shared_data / EEG / name
-    if not p.is_file():
-        pytest.skip(f"{p} not found")
-    return p
+    return need(shared_data / EEG / name, "an EEGMMIDB run")
 
 
 # ------------------------------------------------------------------------------------------
@@ -31,9 +29,7 @@ def _edf(shared_data: Path, name: str = "S001R04.edf") -> Path:
 
 
 def test_real_eeg_folder_opens_lazily_in_microvolts(shared_data):
-    folder = shared_data / EEG
-    if not folder.is_dir():
-        pytest.skip(f"{folder} not found")
+    folder = need(shared_data / EEG, "the EEGMMIDB recordings")
     recs, findings = open_dataset(folder)
     assert findings == []                     # the .edf.event sidecars and README are not recordings
     assert [r.name for r in recs] == sorted(f"S001R{k:02d}.edf" for k in range(3, 15))

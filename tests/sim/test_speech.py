@@ -2,11 +2,10 @@
 tuning and recording days (speech_dims, set_articulators, day, day_drift, day_turnover)."""
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _shared_data import SHARED_DATA, need
 
 from cortexlink import ConfigError, ValidationError
 from cortexlink.core.phonemes import SIL, phonemes_to_ids
@@ -29,10 +28,7 @@ SENTENCES = [
 
 
 def _harvard():
-    root = Path(os.environ.get("CORTEXLINK_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
-    path = root / "text_corpus" / "harvard_sentences.txt"
-    if not path.exists():
-        pytest.skip(f"needs the Harvard sentences at {path} (../shared/data)")
+    path = need(SHARED_DATA / "text_corpus" / "harvard_sentences.txt", "the Harvard sentences")
     return [s.strip() for s in path.read_text(encoding="utf-8-sig").splitlines() if s.strip()]
 
 

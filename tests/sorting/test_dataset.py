@@ -17,10 +17,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("spikeinterface")
-pytest.importorskip("ray")
-pytest.importorskip("pyarrow")
-
 sys.path.insert(0, str(Path(__file__).parent))
 from _sortdata import write_raw  # noqa: E402
 
