@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint evidence bench clean
+.PHONY: install demo test test-load lint evidence bench clean
 
 install: $(STAMP)
 
@@ -21,6 +21,18 @@ demo: install
 # two pytest workers (pytest-xdist), each running whole test files (module fixtures are built once):
 # 7 min instead of 14 on a 2-core machine, where one worker leaves the second core idle while tests wait
 test: install
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# the same suite again under background CPU load: stress-ng keeps every core busy (one CPU stressor per
+# core) while pytest runs, and is stopped when pytest ends, whatever its result; a test that depends on
+# the machine's speed (a deadline, a count of dropped messages) fails here. CI runs it after `make test`
+# (about twice as long; stress-ng's own --timeout is a backstop). Debian: apt-get install stress-ng
+LOAD_TIMEOUT_S ?= 2400
+test-load: install
+	@command -v stress-ng >/dev/null 2>&1 || { echo "make test-load needs stress-ng (Debian: apt-get install stress-ng)" >&2; exit 2; }
+	@stress-ng --cpu 0 --timeout $(LOAD_TIMEOUT_S) --quiet & load=$$!; \
+	trap 'kill $$load 2>/dev/null; wait $$load 2>/dev/null' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
+	echo "stress-ng --cpu 0 (pid $$load) on $$(nproc) cores while pytest runs"; \
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # static analysis, configured in pyproject.toml: ruff on src and tests, mypy --strict on core and the
