@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             webbrowser.open(server.url)
-        except Exception:  # noqa: BLE001 - no browser is fine
+        except Exception:  # noqa: BLE001 - no browser is fine  # nosec B110
             pass
 
     try:                # SIGINT, SIGTERM, SIGHUP: KeyboardInterrupt once (cli.main, runtime.signals)

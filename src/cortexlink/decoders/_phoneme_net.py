@@ -358,6 +358,6 @@ def train_ctc(net, params, Xn: Sequence[np.ndarray], Y: Sequence[np.ndarray], da
         logger.debug("%s epoch %d: %s", label, epoch, info)
         if progress is not None:
             progress(info)
-    assert best is not None
+    assert best is not None       # the first epoch always sets it (n_epochs >= 1)  # nosec B101
     return {"state": best[3], "history": history, "best_epoch": best[2], "n_epochs": epoch,
             "n_updates": n_updates, "seconds": time.perf_counter() - t0}

@@ -117,14 +117,14 @@ def _edf_header(path: Path, problems: list[tuple[str, str]]) -> dict[str, Any]:
                 out["equipment"] = edf.recording.equipment_code
                 out["hospital_administration_code"] = edf.recording.hospital_administration_code
                 out["investigator_technician_code"] = edf.recording.investigator_technician_code
-            except Exception:              # not EDF+ compliant: the raw string is kept above
+            except Exception:              # not EDF+ compliant: the raw string is kept above  # nosec B110
                 pass
             try:
                 p = edf.patient
                 out["patient_code"] = p.code
                 out["patient_name"] = p.name
                 out["patient_birthdate"] = p.birthdate
-            except Exception:
+            except Exception:              # not EDF+ compliant: no patient subfields  # nosec B110
                 pass
             out["data_record_duration_s"] = float(edf.data_record_duration)
         for w in caught:

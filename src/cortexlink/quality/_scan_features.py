@@ -66,7 +66,7 @@ def _fingerprint(names: list[str], level: np.ndarray, ac1: np.ndarray) -> np.nda
 def _feature_columns(rec: Recording) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Channel names and, per channel, the column of its ``/tx`` and ``/sbp`` feature (-1: none)."""
     fa = rec.features
-    assert fa is not None
+    assert fa is not None     # called only for recordings with features  # nosec B101
     tx: dict[str, int] = {}
     sbp: dict[str, int] = {}
     order: list[str] = []
@@ -85,7 +85,7 @@ def _feature_columns(rec: Recording) -> tuple[list[str], np.ndarray, np.ndarray]
 def summarise_features(rec: Recording) -> RecordingSummary:
     """Statistics of an implant session from its binned features (see :mod:`cortexlink.quality.scan`)."""
     fa = rec.features
-    assert fa is not None
+    assert fa is not None     # called only for recordings with features  # nosec B101
     if not (fa.bin_s and fa.bin_s > 0):
         raise ConfigError(f"{rec.name}: features bin_s must be positive, got {fa.bin_s!r}")
     names, tx_col, sbp_col = _feature_columns(rec)

@@ -88,7 +88,7 @@ def _limit_numba() -> None:
     try:
         import numba
         numba.set_num_threads(1)
-    except Exception:                                   # pragma: no cover - numba is a dependency
+    except Exception:                                   # pragma: no cover - numba is a dependency  # nosec B110
         pass
 
 

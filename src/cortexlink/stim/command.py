@@ -46,7 +46,8 @@ _HEAD = struct.Struct("<4sHHIIqq")
 _WIRE = np.dtype([("t_ns", "<i8"), ("electrode", "<u2"), ("cathodic_first", "u1"), ("reserved", "u1"),
                   ("amp1_na", "<u4"), ("width1_ns", "<u4"), ("gap_ns", "<u4"), ("amp2_na", "<u4"),
                   ("width2_ns", "<u4")])
-assert _WIRE.itemsize == 32
+if _WIRE.itemsize != 32:            # the device reads 32-byte pulse records
+    raise RuntimeError(f"stimulator wire record is {_WIRE.itemsize} bytes, not 32")
 _U32 = float(np.iinfo(np.uint32).max)
 _MAX_S = 9e9   # int64 nanoseconds reach ±9.22e9 s
 

@@ -406,7 +406,7 @@ class ChessTask(_ChessBoard, _ChessRecord, Task):
         self._wrong_this_move = 0
 
     def _target_on(self, t_s: float, out: list[TaskEvent]) -> None:
-        assert self._plan is not None
+        assert self._plan is not None        # called only once a move is planned  # nosec B101
         sq = self._plan.from_square if self._stage == "from" else self._plan.to_square
         if self._stage == "from":
             self._t_target_on = t_s
@@ -425,7 +425,7 @@ class ChessTask(_ChessBoard, _ChessRecord, Task):
             self.n_clicks_ignored += 1
             out.append(TaskEvent(t_s, "click_ignored", {"reason": "off_board", "xy": xy}))
             return
-        assert self._plan is not None
+        assert self._plan is not None        # a plan exists while targets are shown  # nosec B101
         expected = self._plan.from_square if self._stage == "from" else self._plan.to_square
         if sq != expected:
             self.wrong_selections += 1
@@ -447,7 +447,7 @@ class ChessTask(_ChessBoard, _ChessRecord, Task):
 
     def _play_participant_move(self, t_s: float, out: list[TaskEvent]) -> None:
         move = self._plan
-        assert move is not None
+        assert move is not None      # a plan exists while a move is being played  # nosec B101
         san = self._board.san(move)
         self._board.push(move)
         self.n_moves += 1

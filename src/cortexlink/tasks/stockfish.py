@@ -116,7 +116,7 @@ def _quit(engine: chess.engine.SimpleEngine) -> None:
         logger.debug("Stockfish did not quit cleanly; killing it", exc_info=True)
         try:
             os.kill(engine.transport.get_pid(), signal.SIGKILL)  # type: ignore[attr-defined]
-        except Exception:  # pragma: no cover - already gone
+        except Exception:  # pragma: no cover - already gone  # nosec B110
             pass
     finally:
         engine.close()
@@ -293,7 +293,7 @@ class StockfishEngine:
         """The engine's UCI ``id name``, e.g. ``"Stockfish 15.1"`` (starts the process if needed)."""
         if self._id_name is None:
             self.start()
-        assert self._id_name is not None
+        assert self._id_name is not None       # start() sets it or raises  # nosec B101
         return self._id_name
 
     @property

@@ -218,7 +218,7 @@ class OperatorServer:
     def url(self) -> str:
         """The page's URL (with ``?token=`` when a token is set)."""
         h = self.host.strip("[]")
-        if h in ("0.0.0.0", "::"):
+        if h in ("0.0.0.0", "::"):       # the URL to open, not an address bound  # nosec B104
             h = "127.0.0.1"
         hp = f"[{h}]" if ":" in h else h
         q = f"/?token={self.token}" if self.token else "/"

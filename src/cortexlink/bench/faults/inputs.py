@@ -319,8 +319,9 @@ def _estop_refused(work: Path, headers: dict, needle: str) -> Outcome:
 @case("inputs", timeout_s=150)
 def ui_missing_token_off_loopback(work: Path) -> Outcome:
     """`serve --host 0.0.0.0` without a token is refused; a server with a token answers 401 without it"""
-    p = run_cli(["serve", "--host", "0.0.0.0", "--port", "0", "--no-browser", "--token", ""], cwd=work, timeout_s=60,
-                env={"CORTEXLINK_TOKEN": ""})
+    every_interface = "0.0.0.0"       # the case itself: serve must refuse it without a token  # nosec B104
+    p = run_cli(["serve", "--host", every_interface, "--port", "0", "--no-browser", "--token", ""], cwd=work,
+                timeout_s=60, env={"CORTEXLINK_TOKEN": ""})      # no token, on purpose  # nosec B105
     cli_ok = p.returncode == 2 and clean_message(p, "--token", "required")
     with _Serve(work, "--token", "s3cret-token-for-faults") as srv:
         st, body = srv.request("GET", "/api/state", auth=False)

@@ -61,16 +61,17 @@ def _w_mount_tmpfs(folder: Path, size: int, read_only: bool = False):
     then, else False (the caller falls back to a file-size limit or a read-only mode)."""
     folder.mkdir(parents=True, exist_ok=True)
     mounted = False
-    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("mount") and shutil.which("umount"):
+    mount, umount = shutil.which("mount"), shutil.which("umount")
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and mount and umount:
         opts = f"size={size},mode=0755" + (",ro" if read_only else "")
-        p = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "cortexlink-fault", str(folder)],
+        p = subprocess.run([mount, "-t", "tmpfs", "-o", opts, "cortexlink-fault", str(folder)],
                            capture_output=True, timeout=10)
         mounted = p.returncode == 0
     try:
         yield mounted
     finally:
         if mounted:
-            subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=10)
+            subprocess.run([umount, "-l", str(folder)], capture_output=True, timeout=10)
 
 
 @contextlib.contextmanager
