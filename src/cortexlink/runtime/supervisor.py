@@ -89,7 +89,8 @@ class Supervisor:
         node.state = NodeState.FAILED
         node.n_failures += 1
         node.error = f"{type(exc).__name__}: {exc}"
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=6))
+        # the innermost frames (where it raised), not the outermost: the runner's own frames come first
+        tb = "".join(traceback.format_exception(exc, limit=-6))
         logger.error("node %s failed: %s", node.name, node.error)
         logger.debug("node %s failed:\n%s", node.name, tb)     # -vv; also in the fault event (summary.json)
         self._emit("node_failed", node=node.name, severity="halt" if node.critical else "warning",
