@@ -50,16 +50,16 @@ def test_sigkill_of_the_decoder_process_holds_the_cursor_until_the_restarted_pro
     assert obs["figures"]["halted"] and t0 <= t_halt < t_rel
     gate = _first_gate(obs)
     assert gate.velocity == (0.0, 0.0) and gate.click_suppressed
-    assert {f["kind"] for f in gate.faults} <= {"node_down", "pipeline_stall"} and gate.faults
+    assert {f["kind"] for f in gate.faults} & {"node_down", "pipeline_stall"}
     # the kill is named: the process, its nodes and the signal's exit status, at a sample
     (ex,) = _events(res, t0, "process_exited", "halt")
     assert ex["node"] == "dsp,decoder" and ex["returncode"] == -signal.SIGKILL and ex["sample"] >= 0
-    assert {e["node"] for e in _events(res, t0, "node_down", "halt")} == {"dsp", "decoder"}
+    assert {e["node"] for e in _events(res, t0, "node_down", "halt")} >= {"dsp", "decoder"}
     # held while down (every bin in between: velocity zero, no click), released only once the
     # restarted process's nodes ran again
     assert cases.held_between(states, t_halt, t_rel) == []
     clears = _events(res, t0, "node_down", "clear")
-    assert {e["node"] for e in clears} == {"dsp", "decoder"} and all(e["mono_ns"] <= t_rel for e in clears)
+    assert all(any(e["node"] == n and e["mono_ns"] <= t_rel for e in clears) for n in ("dsp", "decoder"))
     assert res["processes"]["pipeline"]["restarts"] == 1 and obs["new_pid"] != obs["old_pid"]
     assert not safety.alive(obs["old_pid"])
     assert not [s for t, s in states if s.halted and s.clicked]              # SR-07: never a click while held
@@ -91,6 +91,42 @@ def test_sigstop_of_a_worker_holds_the_cursor_while_it_is_stopped_and_sigcont_re
     proc = res["processes"][group]
     assert proc["pid"] == obs["pid"] and proc["restarts"] == 0 and proc["returncode"] == 0
     assert obs["figures"]["recovered_s"] is not None
+    # what the stopped process caught up on after SIGCONT did not drive the cursor: no bin that moved
+    # it was older than twice output_timeout_ms (a gate that let the backlog through moved it on
+    # data up to the edge's 1.3 s of queue old)
+    assert obs["figures"]["old_bins_after"] == 0
+
+
+MS = 1_000_000
+
+
+@pytest.mark.req("SR-03")
+def test_a_stale_decoder_output_neither_drives_the_cursor_nor_clears_the_pipeline_stall():
+    from cortexlink.runtime.watchdog import Watchdog, WatchdogConfig
+
+    events = []
+    wd = Watchdog(WatchdogConfig(output_timeout_ms=100), lambda kind, **f: events.append((kind, f["severity"])))
+    v = (0.2, 0.1)
+    assert wd.check_output(0, v, 0.1, node="decoder", age_ns=100 * MS)           # exactly the timeout: fresh
+    assert not wd.check_output(20 * MS, v, 0.1, node="decoder", age_ns=100 * MS + 1)
+    assert wd.halted and events == [("pipeline_stall", "halt")]
+    assert wd.active[("pipeline_stall", "cursor")]["message"].startswith("decoder output is 100.0 ms old")
+    # a backlog of stale outputs holds it (one event), and does not count as the pipeline running:
+    # the timeout still runs from the last fresh output
+    for t in range(40, 200, 20):
+        assert not wd.check_output(t * MS, v, 0.1, node="decoder", age_ns=(300 - t) * MS)
+        wd.output_seen(t * MS, age_ns=(300 - t) * MS)
+    assert wd._last_output_ns == 0 and events == [("pipeline_stall", "halt")]
+    assert wd.check_output(200 * MS, v, 0.1, node="decoder", age_ns=5 * MS) and not wd.halted   # fresh: clears
+    assert events[-1] == ("pipeline_stall", "clear")
+    # the same through output_seen (outputs that do not drive the cursor), and no age: not checked
+    wd.output_seen(220 * MS, age_ns=101 * MS)
+    assert wd.halted
+    wd.output_seen(240 * MS, age_ns=None)
+    assert not wd.halted and wd.check_output(260 * MS, v, 0.1, node="decoder")
+    # output_timeout_ms 0 turns the check off with the timeout
+    off = Watchdog(WatchdogConfig(output_timeout_ms=0), lambda kind, **f: None)
+    assert off.check_output(0, v, 0.1, node="decoder", age_ns=10**12) and not off.halted
 
 
 # -- c. the redis-server SIGKILLed ------------------------------------------------------------------------

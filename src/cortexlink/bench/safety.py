@@ -194,6 +194,9 @@ class Drill:
     def restarts(self, group: str) -> int:
         return int(self.runner._workers[group]["n_restarts"])
 
+    def state_messages(self) -> list:
+        return _kept(self.node("states"))
+
     def states(self) -> list[tuple[int, Any]]:
         """``(t_pub_ns, CursorState)`` of every cursor bin so far."""
         return [(m.t_pub_ns, m.payload) for m in _kept(self.node("states"))]
@@ -269,25 +272,26 @@ class RemoteOperator:
         with open(self.log, "wb") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "cortexlink.bench.safety", "--operator", url, run_id],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
+        if self.proc.stdin is None or self.proc.stdout is None:    # pragma: no cover - PIPE gives both
+            raise CortexlinkError("the operator process has no pipes")
+        self._stdin, self._stdout = self.proc.stdin, self.proc.stdout
         self._lines: list[str] = []
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
+        for line in self._stdout:
             with self._cond:
                 self._lines.append(line)
                 self._cond.notify_all()
 
     def send(self, cmd: dict, timeout_s: float = WAIT_S) -> dict:
         """Send ``cmd``; return ``{"t_sent_ns", "reply"}`` (reply None: no answer within 20 s)."""
-        assert self.proc.stdin is not None
         with self._cond:
             n = len(self._lines)
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
+        self._stdin.write(json.dumps(cmd) + "\n")
+        self._stdin.flush()
         with self._cond:
             if not self._cond.wait_for(lambda: len(self._lines) > n or self.proc.poll() is not None, timeout_s) \
                     or len(self._lines) <= n:
@@ -297,13 +301,13 @@ class RemoteOperator:
 
     def close(self) -> None:
         try:
-            self.proc.stdin.close()              # type: ignore[union-attr]
+            self._stdin.close()
             self.proc.wait(10)
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
             self.proc.wait(10)
         self._reader.join(10)
-        self.proc.stdout.close()                 # type: ignore[union-attr]
+        self._stdout.close()
 
 
 def _operator_main(url: str, run_id: str) -> int:

@@ -107,7 +107,17 @@ def sigstop_worker(data: dict, redis_url: str, work: Path, group: str = "pipelin
     states, gates = d.states(), d.gates()
     figs = halt_figures(states, gates, t_fault)
     moving = [t for t, s in states if t > t_release and not s.halted and s.velocity != (0.0, 0.0)]
+    # bins that moved the cursor after SIGCONT on data that entered the graph before it (the
+    # backlog the stopped process catches up on), and those among them older than twice the
+    # watchdog's output_timeout_ms when published
+    after = [m for m in d.state_messages() if m.t_pub_ns > t_cont and m.t_enter_ns and not m.payload.halted
+             and m.payload.velocity != (0.0, 0.0)]
+    stale = [m for m in after if m.t_enter_ns < t_cont]
+    limit_ns = 2 * d.graph["watchdog"]["output_timeout_ms"] * 1e6
+    old_bins = [m for m in stale if m.t_pub_ns - m.t_enter_ns > limit_ns]
     figs.update(halted_by=_kinds(res, t_fault), stopped_s=round((t_cont - t_fault) / 1e9, 2),
+                stale_bins_after=len(stale), old_bins_after=len(old_bins),
+                oldest_moved_ms=round(max((m.t_pub_ns - m.t_enter_ns for m in stale), default=0) / 1e6, 1),
                 recovered_s=round((moving[0] - t_cont) / 1e9, 2) if moving else None,
                 outcome="held while stopped, moving again after SIGCONT")
     return {"t_fault_ns": t_fault, "t_halt_ns": t_halt, "t_cont_ns": t_cont, "t_release_ns": t_release, "pid": pid,

@@ -14,8 +14,11 @@ fault ``kind``            raised when                                           
                           stopped after repeated failures                         (restart)
 ``decoder_nan``           the decoder's velocity or click output is NaN/Inf       next valid output
 ``decoder_out_of_range``  ``|velocity| > max_speed`` or click outside [0, 1]       next valid output
-``pipeline_stall``        no decoder output for ``output_timeout_ms`` after the   next output
-                          first one (0 disables)
+``pipeline_stall``        no decoder output for ``output_timeout_ms`` after the   next fresh output
+                          first one, or an output whose data entered the graph
+                          more than ``output_timeout_ms`` ago (a backlog a
+                          stopped process catches up on: the cursor is not
+                          driven by the past); 0 disables both
 ``bus_down``              the process's message bus is broken (its Redis server   never: the run
                           was lost; the health entry :data:`BUS_HEALTH`)          ends
 ``fit_failed``            a scheduled fit or refit failed (:meth:`Watchdog.latch`) never: the run
@@ -173,18 +176,37 @@ class Watchdog:
         return new
 
     # -- per output ---------------------------------------------------------------------
-    def output_seen(self, now_ns: int, sample: int = -1) -> None:
+    def _stale(self, age_ns: int | None, sample: int) -> bool:
+        """An output whose data entered the graph more than ``output_timeout_ms`` ago is stale: it
+        raises (or keeps) ``pipeline_stall`` and neither restarts the timeout nor clears it."""
+        to = self.config.output_timeout_ms
+        if age_ns is None or to <= 0 or age_ns <= to * 1e6:
+            return False
+        age = age_ns / 1e6
+        self._raise("pipeline_stall", self.gate, f"decoder output is {age:.1f} ms old (its data entered the graph "
+                    f"that long ago; output_timeout_ms {to:g})", sample, age_ms=age)
+        return True
+
+    def output_seen(self, now_ns: int, sample: int = -1, age_ns: int | None = None) -> None:
         """A decoder output arrived that does not drive the cursor (between an operator's blocks,
-        open loop, mouse mode): the pipeline runs, so its timeout restarts (values unchecked)."""
+        open loop, mouse mode): the pipeline runs, so its timeout restarts (values unchecked);
+        ``age_ns``: how long ago its data entered the graph (None: unknown; see :meth:`check_output`)."""
+        if self._stale(age_ns, sample):
+            return
         self._last_output_ns = now_ns
         self._clear("pipeline_stall", self.gate, sample)
 
-    def check_output(self, now_ns: int, velocity: Any, click: float | None, *, node: str, sample: int = -1) -> bool:
+    def check_output(self, now_ns: int, velocity: Any, click: float | None, *, node: str, sample: int = -1,
+                     age_ns: int | None = None) -> bool:
         """Check one decoder output; return True if it may drive the cursor.
 
         NaN/Inf or out-of-range output raises a fault (and returns False); a valid output clears
-        the decoder faults of ``node`` and the pipeline timeout.
+        the decoder faults of ``node`` and the pipeline timeout. ``age_ns``: how long ago the
+        output's data entered the graph (None: unknown, not checked); older than
+        ``output_timeout_ms`` it is stale: ``pipeline_stall``, False.
         """
+        if self._stale(age_ns, sample):
+            return False
         self._last_output_ns = now_ns
         self._clear("pipeline_stall", self.gate, sample)
         try:

@@ -182,6 +182,10 @@ class CursorNode(OperatorMixin, Node):
         self.last_sample = -1
         self._halted_pub = False
         self._decoder_node = self.ctx.producer(self.name, "intent") or "decoder"
+        # the age of a decoder output (now minus when its data entered the graph) is checked in real
+        # time where every process shares this host's monotonic clock (no node started elsewhere)
+        self._ages = self.ctx.realtime and all(s.get("where") != "external"
+                                               for s in self.ctx.graph.get("nodes", {}).values())
         self.subs_out_bins = self.has_consumers("bins")
         self._op_setup()
         if self.interactive:
@@ -336,7 +340,8 @@ class CursorNode(OperatorMixin, Node):
             self._jobs(m.payload)
             blk = self.block
             if blk is None or blk.mode != "closed" or self.mouse:
-                self.watchdog.output_seen(now_ns, m.sample)     # the pipeline runs; its output is not used
+                # the pipeline runs; its output is not used
+                self.watchdog.output_seen(now_ns, m.sample, self._age(m))
         elif m.payload.n_jobs > self._jobs_seen:
             self._scheduled_job_done(m.payload.n_jobs, m.sample)
         if self.estop and self.estop_bin is None:
@@ -345,6 +350,10 @@ class CursorNode(OperatorMixin, Node):
         self._bin_step(m, now_ns)
         self.last_bin = g
         self.publish_slow()
+
+    def _age(self, m: Message) -> int | None:
+        """How long ago the data of output ``m`` entered the graph (None where not known)."""
+        return time.monotonic_ns() - m.t_enter_ns if self._ages and m.t_enter_ns else None
 
     def _scheduled_job_done(self, n_jobs: int, sample: int) -> None:
         """A fit or refit of the schedule finished; one that failed ends the run (the cursor is
@@ -410,7 +419,7 @@ class CursorNode(OperatorMixin, Node):
                 self.n_not_ready += 1
             else:
                 ok = self.watchdog.check_output(now_ns, np.asarray(p.velocity, dtype=float), p.proba,
-                                                node=self._decoder_node, sample=m.sample)
+                                                node=self._decoder_node, sample=m.sample, age_ns=self._age(m))
         else:
             ok = True
         halted = self.watchdog.halted or not ok or self.estop
