@@ -443,3 +443,54 @@ def test_a_missing_click_is_no_click():
     wd, ev = _wd(max_speed=1.0, output_timeout_ms=0)
     assert wd.check_output(0, (2.0, 0.0), None, node="dec") is False
     assert ev.log[0]["click"] == 0.0 and "click=0 " in ev.log[0]["message"]
+
+
+# -- stale outputs (SR-03, SR-05): data that entered the graph too long ago ---------------------
+
+@pytest.mark.req("SR-03", "SR-05", "SR-13")
+def test_an_output_older_than_output_timeout_ms_is_held_and_raises_pipeline_stall():
+    wd, ev = _wd(output_timeout_ms=100)
+    assert wd.check_output(0, (0.1, 0.0), 0.2, node="dec", age_ns=100 * MS) is True      # exactly the limit
+    assert ev.log == []
+    assert wd.check_output(MS, (0.1, 0.0), 0.2, node="dec", sample=5, age_ns=100 * MS + 1) is False
+    [e] = ev.log
+    assert (e["kind"], e["node"], e["severity"], e["sample"]) == ("pipeline_stall", "gate", "halt", 5)
+    assert e["age_ms"] == 100_000_001 / 1e6
+    assert "100.0 ms old" in e["message"] and "output_timeout_ms 100" in e["message"]
+    # more of the backlog: held, no new event, the fault stays
+    assert wd.check_output(2 * MS, (0.1, 0.0), 0.2, node="dec", age_ns=90 * MS + 10**9) is False
+    assert len(ev.log) == 1 and wd.halted
+    # a fresh output clears it
+    assert wd.check_output(3 * MS, (0.1, 0.0), 0.2, node="dec", sample=6, age_ns=2 * MS) is True
+    assert not wd.halted and ev.log[-1]["severity"] == "clear" and ev.log[-1]["sample"] == 6
+
+
+@pytest.mark.req("SR-03", "SR-05")
+def test_a_stale_output_clears_no_decoder_fault():
+    wd, ev = _wd(output_timeout_ms=10)
+    wd.check_output(0, (math.nan, 0.0), 0.0, node="dec")
+    assert wd.check_output(MS, (0.0, 0.0), 0.0, node="dec", age_ns=11 * MS) is False
+    assert set(wd.active) == {("decoder_nan", "dec"), ("pipeline_stall", "gate")}
+    assert [e["severity"] for e in ev.log] == ["halt", "halt"]
+
+
+@pytest.mark.req("SR-03", "SR-05")
+def test_a_stale_unused_output_raises_and_does_not_clear_or_restart_the_timeout():
+    wd, ev = _wd(output_timeout_ms=10)
+    wd.output_seen(0, age_ns=10 * MS)                          # exactly the limit: fresh
+    wd.output_seen(MS, sample=2, age_ns=10 * MS + 1)
+    assert list(wd.active) == [("pipeline_stall", "gate")] and ev.log[-1]["sample"] == 2
+    wd.output_seen(2 * MS, age_ns=10**10)
+    assert wd.halted and len(ev.log) == 1
+    wd.output_seen(3 * MS, sample=3, age_ns=0)
+    assert not wd.halted and ev.log[-1]["severity"] == "clear"
+
+
+def test_the_age_is_not_checked_when_unknown_or_when_the_timeout_is_off():
+    wd, ev = _wd(output_timeout_ms=10)
+    assert wd.check_output(0, (0.0, 0.0), 0.0, node="dec", age_ns=None) is True
+    wd.output_seen(0)
+    off, ev_off = _wd(output_timeout_ms=0)
+    assert off.check_output(0, (0.0, 0.0), 0.0, node="dec", age_ns=10**12) is True
+    off.output_seen(0, age_ns=10**12)
+    assert ev.log == [] and ev_off.log == [] and not wd.halted and not off.halted
