@@ -159,6 +159,29 @@ def test_audit_file_records_every_decision(tmp_path):
     assert decisions[0]["refused_pulses"][0]["electrode"] == 99
 
 
+
+@pytest.mark.req("SR-23")
+def test_read_audit_refuses_a_damaged_line_and_skips_only_a_torn_last_one(tmp_path):
+    path = tmp_path / "stim_audit.jsonl"
+    with AuditLog(path) as audit:
+        for k in range(3):
+            audit.write({"kind": "estop", "k": k})
+    good = path.read_bytes()
+    assert [r["k"] for r in read_audit(path)] == [0, 1, 2]
+    # a crash while writing the 4th record: its line has no newline and is skipped
+    path.write_bytes(good + b'{"n": 3, "kind": "dec')
+    assert [r["k"] for r in read_audit(path)] == [0, 1, 2]
+    lines = good.split(b"\n")
+    for bad in (b'{"n": 1, "kind": "estop", "k": 1', b"garbage", b"[1, 2]", b""):
+        damaged = b"\n".join([lines[0], bad, *lines[2:]])
+        path.write_bytes(damaged)
+        with pytest.raises(ValidationError, match="line 2 is not an audit record"):
+            read_audit(path)
+    # a complete (newline-ended) last line that does not parse is damage, not a torn write
+    path.write_bytes(good + b"not json\n")
+    with pytest.raises(ValidationError, match="line 4 "):
+        read_audit(path)
+
 def test_bad_arguments():
     lock = SafetyInterlock(_limits())
     with pytest.raises(ValidationError, match="plan must be a StimPlan"):

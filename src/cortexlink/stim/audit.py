@@ -12,10 +12,12 @@ from __future__ import annotations
 import collections
 import datetime
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
 
+from cortexlink.core.errors import ValidationError
 from cortexlink.core.jsonutil import jsonable
 
 __all__ = ["AuditLog", "read_audit"]
@@ -85,12 +87,33 @@ class AuditLog:
 
 
 def read_audit(path: str | Path) -> list[dict[str, Any]]:
-    """Read an audit log back; a torn last line (a crash while writing) is skipped."""
+    """Read an audit log back.
+
+    Only a torn last line (a crash while writing: the line has no final newline) is skipped. Any
+    other line that is not one JSON object means the log was damaged or edited: :class:`~cortexlink.
+    core.errors.ValidationError` naming the line number.
+    """
+    with open(path, "rb") as fh:
+        lines = fh.read().split(b"\n")
+    # the writer ends every record with a newline: a last piece without one is a torn record
+    torn = lines.pop()
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    for i, line in enumerate(lines):
+        out.append(_record(path, i + 1, line))
+    if torn:
+        try:
+            out.append(_record(path, len(lines) + 1, torn))
+        except ValidationError:
+            pass
     return out
+
+
+def _record(path: str | Path, lineno: int, line: bytes) -> dict[str, Any]:
+    try:
+        rec = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        rec = None
+    if not isinstance(rec, dict):
+        raise ValidationError(f"{os.fspath(path)}: line {lineno} is not an audit record (the log was damaged "
+                              "or edited; only a torn last line is tolerated)")
+    return rec
