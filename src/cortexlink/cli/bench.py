@@ -290,6 +290,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _add_sort_parser(bsub)
     _add_units_track_parser(bsub)
     _add_dataset_parser(bsub)
+    from cortexlink.cli._bench_safety import add_parser as add_safety
+    add_safety(bsub, OUT_HELP, _check_out, _emit)
 
 
 def _check_out(args: argparse.Namespace) -> None:
