@@ -1,7 +1,8 @@
 """The watchdog and the E-STOP proven under real faults (issue 21 §6), across processes over a real
 redis-server on 127.0.0.1: worker processes SIGKILLed and SIGSTOPped, the redis-server SIGKILLed,
-an E-STOP from another process (also across a restart of the cursor's own process), SIGTERM and
-SIGINT to ``cortexlink run``.
+an E-STOP from another process (also across a restart of the cursor's own process), SIGTERM to
+``cortexlink run``; and unit tests of the two fixes these drills led to (a restarted cursor's E-STOP
+latch, stale decoder output after SIGCONT).
 
 The drills are :mod:`cortexlink.bench.safety_cases` (``cortexlink bench safety`` reports how many
 bins each took to hold the cursor); here only what must hold is asserted — the cursor is held,
