@@ -184,3 +184,24 @@ def test_each_decoder_that_went_live_is_in_the_recording_with_its_sha256(recorde
         assert rdr.manifest["decoders"][e["file"]] == {"file": e["file"], "sha256": digest, "bytes": p.stat().st_size}
         assert type(load(p)).__name__ == e["decoder_class"]
     assert verify_session(d / "s1")["ok"]
+
+
+@pytest.mark.req("SR-32")
+def test_replay_refuses_a_decoder_file_whose_sha256_differs_from_the_recorded_one(recorded, tmp_path):
+    """A valid decoder file swapped in after the session (same class, other parameters) is refused
+    by replay, naming the file: its SHA-256 is not the one recorded when the decoder went live."""
+    import shutil
+
+    from cortexlink.decoders import load
+
+    d, _db, _ = recorded
+    s = shutil.copytree(d / "s1", tmp_path / "s1")
+    p = s / "decoders" / "decoder-v1.npz"
+    dec = load(p)
+    dec.A_ = dec.A_ * 0.5                        # still a valid, loadable KalmanFilter
+    dec.save(p)
+    with pytest.raises(ValidationError, match=r"decoder-v1\.npz: the decoder file is not the one .* SHA-256"):
+        replay(s, seconds=1.0)
+    # the file put back as recorded replays again: the check compares, it does not refuse every file
+    shutil.copy2(d / "s1" / "decoders" / "decoder-v1.npz", p)
+    assert replay(s, seconds=1.0)["decoder"] is not None

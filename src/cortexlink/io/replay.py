@@ -3,10 +3,11 @@
 :func:`replay` reads the raw stream of a session folder (or an NWB file written by
 ``cortexlink export``), builds a :class:`~cortexlink.dsp.FeatureExtractor` with the recorded
 parameters and streams the samples through it, at real time or as fast as possible. For a
-session folder it also loads the decoders as they went live (``decoders/*.npz``) and steps them
-on the same bins the live session did (closed-loop blocks, state reset at each block start),
-then compares everything with what the live session recorded: features bin by bin, decoded
-velocity and click probability row by row.
+session folder it also loads the decoders as they went live (``decoders/*.npz``, each refused
+unless its SHA-256 is the one recorded when it went live) and steps them on the same bins the live
+session did (closed-loop blocks, state reset at each block start), then compares everything with
+what the live session recorded: features bin by bin, decoded velocity and click probability row
+by row.
 """
 
 from __future__ import annotations
@@ -283,24 +284,32 @@ def _compare(rec_s: np.ndarray, rec: np.ndarray, new_s: np.ndarray, new: np.ndar
             "equal": bool(common.size == rec_s.size and row_eq.all())}
 
 
-def _load_decoder(folder: Path, rel: str, block: str) -> Any:
-    """A recorded decoder file; a missing or damaged one is a clear error naming it."""
+def _load_decoder(folder: Path, rel: str, block: str, sha256: str | None) -> Any:
+    """A recorded decoder file; a missing or damaged one, or one whose SHA-256 is not the one
+    recorded when it went live (``sha256``, from the manifest), is a clear error naming it."""
     from cortexlink.core.errors import CortexlinkError
     from cortexlink.decoders import load
-    from cortexlink.io.session_log import CorruptSessionError
+    from cortexlink.io.session_log import CorruptSessionError, sha256_file
 
     path = folder / rel
     hint = f"`cortexlink sessions verify {folder}` checks every file of the recording"
     if not path.is_file():
         raise CorruptSessionError(f"{path}: the decoder file that block {block!r} used is missing; {hint}")
     try:
-        return load(path)
+        dec = load(path)
     except CortexlinkError as exc:
         raise CorruptSessionError(f"{path}: the decoder file that block {block!r} used cannot be loaded ({exc}); "
                                   f"{hint}") from None
     except Exception as exc:  # noqa: BLE001 - BadZipFile, zlib.error, EOFError, KeyError...: a damaged file
         raise CorruptSessionError(f"{path}: the decoder file that block {block!r} used is damaged "
                                   f"({type(exc).__name__}: {exc}); {hint}") from None
+    if sha256 is None:
+        raise CorruptSessionError(f"{path}: the recording has no SHA-256 of the decoder file that block {block!r} "
+                                  "used, so it cannot be replayed as exactly that decoder")
+    if sha256_file(path) != sha256:
+        raise CorruptSessionError(f"{path}: the decoder file is not the one that block {block!r} used (its SHA-256 "
+                                  f"differs from the one recorded when it went live); {hint}")
+    return dec
 
 
 def _replay_decoders(src: Any, F_s: np.ndarray, F: np.ndarray, width: int) -> dict | None:
@@ -317,12 +326,15 @@ def _replay_decoders(src: Any, F_s: np.ndarray, F: np.ndarray, width: int) -> di
     index = {int(s): i for i, s in enumerate(F_s)}
     out_s, out = [], []
     cache: dict[str, Any] = {}
+    # the checksums recorded as each decoder went live (the manifest's, else the decoder events')
+    sums = {e["file"]: e.get("sha256") for e in events if e["kind"] == "decoder" and isinstance(e.get("file"), str)}
+    sums.update({rel: d.get("sha256") for rel, d in (src.manifest.get("decoders") or {}).items()})
 
     def get(rel: str | None, block: str) -> Any:
         if rel is None:
             return None
         if rel not in cache:
-            cache[rel] = _load_decoder(src.path, rel, block)
+            cache[rel] = _load_decoder(src.path, rel, block, sums.get(rel))
         return cache[rel]
 
     for b in starts:
