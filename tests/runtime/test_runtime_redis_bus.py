@@ -25,9 +25,12 @@ def two_buses(redis_server):
     b.close()
 
 
-def _pump_until(bus, sub, n, tries=50):
+def _pump_until(bus, sub, n, tries=3000, timeout_s=60.0):
+    """Pump until ``n`` messages are queued (bounded in count and time: generous for a loaded
+    machine, and returning as soon as they are there)."""
+    t_end = time.monotonic() + timeout_s
     for _ in range(tries):
-        if len(sub) >= n:
+        if len(sub) >= n or time.monotonic() > t_end:
             break
         bus.pump(0.02)
     return sub.drain()
@@ -67,6 +70,7 @@ def test_trimmed_stream_shows_up_as_counted_drops(two_buses):
     assert [m.seq for m in first] == [0, 1]
     for i in range(2, 1002):
         pub.publish(Message("a.out", i, i, 0, {"i": i}))
+    pub.sync()                                                     # every XADD is in (pipelined writes)
     got = _pump_until(rd, sub, 1)
     for _ in range(5):
         rd.pump(0.0)
@@ -108,9 +112,10 @@ def test_shared_fault_topic_state_info_and_stop(two_buses):
     a.flush()
     a.sync()                                    # the writes went out without waiting; now they are in
     got = None
-    for _ in range(200):                        # asked on one call, read on a later one
+    t_end = time.monotonic() + 60.0
+    for _ in range(12000):                      # asked on one call, read on a later one (bounded: 60 s)
         got = b.poll_health(0)
-        if got is not None:
+        if got is not None or time.monotonic() > t_end:
             break
         time.sleep(0.005)
     _, states, hb = got
