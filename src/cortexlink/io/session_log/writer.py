@@ -339,10 +339,10 @@ class SessionRecorder:
     def write_row(self, name: str, sample: int, values: Any, *, columns: Sequence[str] | None = None,
                   host_time_ns: int = 0) -> bool:
         """Append one row to a small array stream (cursor, decoder output, ...); a dict gives
-        the column names on first use."""
-        if isinstance(values, dict):
-            if columns is None:
-                columns = list(values)
+        the column names on first use, and its values go to their columns whatever its order."""
+        if isinstance(values, dict):       # named values go to their columns (the stream's order once declared)
+            st = self._streams.get(name)
+            columns = columns if columns is not None else st.info["columns"] if st is not None else list(values)
             values = [values[c] for c in columns]
         return self.write_array(name, sample, np.asarray(values, dtype=np.float64), columns=columns,
                                 dtype="float64", host_time_ns=host_time_ns, copy=False)
