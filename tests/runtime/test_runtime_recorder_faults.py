@@ -13,6 +13,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from cortexlink.io.replay import WARMUP_S, replay
 from cortexlink.io.session_log import SessionReader
@@ -140,3 +141,38 @@ def test_a_recording_started_mid_session_replays_as_the_live_session(tmp_path):
     assert f["equal"], f
     assert f["rows_warmup"] == int(np.ceil(WARMUP_S * 30000 / 600)) and f["rows_compared"] > 50
     assert any("recalibration" in n for n in r["notes"])
+
+
+@pytest.mark.req("SR-44")
+def test_what_the_recorder_drops_is_in_the_run_result(tmp_path):
+    """The recorder node's writer cannot keep up (held inside its first write, a one-chunk queue):
+    the chunks it drops are counted in the node's summary in the run result, per stream and in
+    total, equal to the recorder's own counts and to the manifest's ``dropped``."""
+    from cortexlink.core.types import ChannelMap
+    from cortexlink.io.session_log import SessionRecorder
+
+    n_ch = 16
+    rec = SessionRecorder(tmp_path / "s", channel_map=ChannelMap.grid(n_ch), fs_hz=30000.0, catalogue=False,
+                          max_queue_bytes=30 * n_ch * 2 + 1, on_full="drop")
+    gate, write_batch = threading.Event(), rec._write_batch
+
+    def held(batch, dirty):
+        gate.wait(60)
+        write_batch(batch, dirty)
+
+    rec._write_batch = held
+    g = {"name": "drops", "clock": "fast", "seconds": 0.5, "nodes": {
+        "src": {"kind": "sim_source", "params": {"config": {"n_channels": n_ch}, "seed": 1}},
+        "recorder": {"kind": "recorder", "params": {"use": "rec"}, "inputs": {"raw": "src.raw"}},
+    }}
+    try:
+        res = GraphRunner(g, objects={"rec": rec}).run()
+        st = rec.stats()["streams"]["raw"]
+    finally:
+        gate.set()
+    m = rec.close()
+    summ = res["nodes"]["recorder"]["summary"]
+    assert st["dropped"] > 0 and m["streams"]["raw"]["records"] + st["dropped"] == res["nodes"]["src"]["n_out"]
+    assert summ["dropped"] == {"raw": {"items": st["dropped"], "rows": st["dropped_rows"]}}
+    assert summ["dropped_total"] == st["dropped"] == m["dropped"]["raw"]["items"]
+    assert m["dropped"]["raw"]["rows"] == st["dropped_rows"]

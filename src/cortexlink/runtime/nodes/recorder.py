@@ -32,7 +32,8 @@ class RecorderNode(Node):
     raw : bool
         Record raw chunks (when ``raw`` is connected).
     on_full : {"drop", "block", "fail"}
-        The recorder queue's policy (drops are counted in its manifest).
+        The recorder queue's policy (drops are counted in its manifest and in the node's summary
+        in the run result: ``dropped`` per stream, ``dropped_total``).
     raw_codec : {"none", "rice", "range", "lms"}
         Store each raw chunk as one frame of the lossless codec (``rice``: fast, ``range``:
         smaller, slower, ``lms``: smallest, slowest) instead of its int16 bytes (``none``, the default); readers, ``recover``,
@@ -119,6 +120,8 @@ class RecorderNode(Node):
             self._all_names = list(self._sf["names"])
             self._bin_width = int(self._sf["bin_width_samples"])
         self.n_written = 0
+        if not hasattr(self, "dropped"):
+            self.dropped: dict[str, dict[str, int]] = {}       # per stream, over this run's recordings
         self._stim = None
         if "stim" in self.subs or "stim_status" in self.subs:
             from cortexlink.runtime.nodes._stim_record import StimRecord
@@ -210,6 +213,7 @@ class RecorderNode(Node):
         rec, self.rec = self.rec, None
         self._finish_stim(rec)
         manifest = rec.close()
+        self._count_drops(rec)
         self.last = {"dir": self.path, "state": manifest.get("state"), "streams": sorted(manifest.get("streams", {})),
                      "stopped_reason": manifest.get("stopped_reason")}
         return self.last
@@ -235,6 +239,7 @@ class RecorderNode(Node):
             try:
                 self._finish_stim(rec)
                 m = rec.close()
+                self._count_drops(rec)
                 self.last = {"dir": path, "state": m.get("state"), "streams": sorted(m.get("streams", {})),
                              "stopped_reason": reason}
             except Exception as exc:  # noqa: BLE001 - reported in the status, the loop goes on
@@ -456,7 +461,21 @@ class RecorderNode(Node):
                 self._close()
             else:
                 self._finish_stim(rec)              # the caller closes it
+                self._count_drops(rec)
             self.rec = None
 
+    def _count_drops(self, rec: Any) -> None:
+        """Add what ``rec``'s writer dropped (queue full) to :attr:`dropped`."""
+        for name, st in rec.stats()["streams"].items():
+            if st["dropped"]:
+                d = self.dropped.setdefault(name, {"items": 0, "rows": 0})
+                d["items"] += int(st["dropped"])
+                d["rows"] += int(st["dropped_rows"])
+
     def summary(self) -> dict:
-        return {"path": getattr(self, "path", None), "n_written": getattr(self, "n_written", 0)}
+        """The last recording's path, the records written, and what the recorder's writer dropped
+        (``dropped``: items and rows per stream, ``dropped_total``: items) over every recording this
+        node wrote in the run, as the manifests' ``dropped`` count them."""
+        dropped = {k: dict(v) for k, v in getattr(self, "dropped", {}).items()}
+        return {"path": getattr(self, "path", None), "n_written": getattr(self, "n_written", 0),
+                "dropped": dropped, "dropped_total": sum(v["items"] for v in dropped.values())}
