@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cortexlink.bench import safety
+from cortexlink.bench import safety, safety_cases
 from cortexlink.core.errors import ConfigError
 from cortexlink.core.messages import CursorState, Gate
 
@@ -40,7 +40,7 @@ def test_halt_figures_count_the_bins_that_moved_after_the_fault_and_map_the_time
 
 def test_unknown_cases_are_refused():
     with pytest.raises(ConfigError, match="unknown safety case"):
-        safety.run(["no_such_case"])
+        safety_cases.run(["no_such_case"])
     out = subprocess.run([sys.executable, "-m", "cortexlink.cli.main", "bench", "safety", "--cases", "nope"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "invalid choice: 'nope'" in out.stderr and "sigkill_pipeline" in out.stderr

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import threading
@@ -39,8 +38,7 @@ from typing import Any, Callable
 
 from cortexlink.core.errors import CortexlinkError
 
-__all__ = ["BIN_MS", "DrillTimeout", "Drill", "prepare", "drill_graph", "halt_figures", "alive", "RemoteOperator",
-           "run", "print_summary"]
+__all__ = ["BIN_MS", "DrillTimeout", "Drill", "prepare", "drill_graph", "halt_figures", "alive", "RemoteOperator"]
 
 BIN_MS = 20.0
 FS_HZ = 30000.0
@@ -324,61 +322,6 @@ def _operator_main(url: str, run_id: str) -> int:
     finally:
         link.close()
     return 0
-
-
-# -- the benchmark -----------------------------------------------------------------------------------
-def run(cases: list[str] | None = None, *, workdir: Path | None = None, progress: bool = False) -> dict:
-    """Run the cases (default: all of :data:`cortexlink.bench.safety_cases.CASES`) over one
-    loopback redis-server (the redis_killed case starts its own) and return ``{"cases": [...],
-    "machine": ...}``; each case's figures are :func:`halt_figures` and what it observed."""
-    import platform
-    import tempfile
-
-    from cortexlink.bench import safety_cases
-    from cortexlink.core.errors import ConfigError
-    from cortexlink.runtime.redis_server import RedisServer
-
-    names = list(cases or safety_cases.CASES)
-    unknown = [c for c in names if c not in safety_cases.CASES]
-    if unknown:
-        raise ConfigError(f"unknown safety case(s) {unknown}; cases: {list(safety_cases.CASES)}")
-    tmp = tempfile.TemporaryDirectory(prefix="cortexlink-safety-") if workdir is None else None
-    root = Path(tmp.name if tmp is not None else workdir)
-    results = []
-    try:
-        data = prepare(root / "data")
-        srv = RedisServer(extra_args=("--hz", "500")).start()      # as `--redis auto` runs it
-        try:
-            for name in names:
-                if progress:
-                    print(f"safety: {name} ...", file=sys.stderr, flush=True)
-                t0 = time.perf_counter()
-                try:
-                    obs = safety_cases.CASES[name](data, srv.url, root / name)
-                    r = {"case": name, **obs["figures"]}
-                except Exception as exc:  # noqa: BLE001 - a case that breaks is a finding, reported
-                    r = {"case": name, "error": f"{type(exc).__name__}: {exc}"}
-                r["seconds"] = round(time.perf_counter() - t0, 2)
-                results.append(r)
-        finally:
-            srv.stop()
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-    return {"benchmark": "safety", "bin_ms": BIN_MS, "cases": results,
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
-
-
-def print_summary(result: dict) -> None:
-    print(f"{'case':28s} {'halted':>6s} {'bins':>5s} {'ms':>8s} {'moved':>5s}  what held it / outcome")
-    for r in result["cases"]:
-        if "error" in r:
-            print(f"{r['case']:28s} ERROR {r['error'][:150]}")
-            continue
-        ms = "-" if r.get("halt_ms") is None else f"{r['halt_ms']:.1f}"
-        bins = "-" if r.get("bins_to_halt") is None else str(r["bins_to_halt"])
-        print(f"{r['case']:28s} {str(r.get('halted')):>6s} {bins:>5s} {ms:>8s} {r.get('moved_bins', '-')!s:>5s}  "
-              f"{','.join(r.get('halted_by') or []) or '-'}; {r.get('outcome', '')}")
 
 
 if __name__ == "__main__":  # pragma: no cover - the remote operator's process

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cortexlink.bench.safety import (BIN_MS, WAIT_S, Drill, DrillTimeout, RemoteOperator, alive, drill_graph,
-                                     halt_figures, wait_for)
+                                     halt_figures, prepare, wait_for)
 
-__all__ = ["CASES", "sigkill_worker", "sigstop_worker", "redis_killed", "estop_remote", "estop_gate_restarted",
+__all__ = ["CASES", "run", "print_summary", "sigkill_worker", "sigstop_worker", "redis_killed", "estop_remote", "estop_gate_restarted",
            "runner_signal", "held_between"]
 
 
@@ -357,3 +357,57 @@ CASES: dict[str, Callable[..., dict[str, Any]]] = {
     "sigterm_runner": lambda d, u, w: runner_signal(d, u, w, signal.SIGTERM),
     "sigint_runner": lambda d, u, w: runner_signal(d, u, w, signal.SIGINT),
 }
+
+
+# -- the benchmark -----------------------------------------------------------------------------------
+def run(cases: list[str] | None = None, *, workdir: Path | None = None, progress: bool = False) -> dict:
+    """Run the cases (default: all of :data:`CASES`) over one
+    loopback redis-server (the redis_killed case starts its own) and return ``{"cases": [...],
+    "machine": ...}``; each case's figures are :func:`halt_figures` and what it observed."""
+    import platform
+    import tempfile
+
+    from cortexlink.core.errors import ConfigError
+    from cortexlink.runtime.redis_server import RedisServer
+
+    names = list(cases or CASES)
+    unknown = [c for c in names if c not in CASES]
+    if unknown:
+        raise ConfigError(f"unknown safety case(s) {unknown}; cases: {list(CASES)}")
+    tmp = tempfile.TemporaryDirectory(prefix="cortexlink-safety-") if workdir is None else None
+    root = Path(tmp.name if tmp is not None else workdir)
+    results = []
+    try:
+        data = prepare(root / "data")
+        srv = RedisServer(extra_args=("--hz", "500")).start()      # as `--redis auto` runs it
+        try:
+            for name in names:
+                if progress:
+                    print(f"safety: {name} ...", file=sys.stderr, flush=True)
+                t0 = time.perf_counter()
+                try:
+                    obs = CASES[name](data, srv.url, root / name)
+                    r = {"case": name, **obs["figures"]}
+                except Exception as exc:  # noqa: BLE001 - a case that breaks is a finding, reported
+                    r = {"case": name, "error": f"{type(exc).__name__}: {exc}"}
+                r["seconds"] = round(time.perf_counter() - t0, 2)
+                results.append(r)
+        finally:
+            srv.stop()
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return {"benchmark": "safety", "bin_ms": BIN_MS, "cases": results,
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
+
+
+def print_summary(result: dict) -> None:
+    print(f"{'case':28s} {'halted':>6s} {'bins':>5s} {'ms':>8s} {'moved':>5s}  what held it / outcome")
+    for r in result["cases"]:
+        if "error" in r:
+            print(f"{r['case']:28s} ERROR {r['error'][:150]}")
+            continue
+        ms = "-" if r.get("halt_ms") is None else f"{r['halt_ms']:.1f}"
+        bins = "-" if r.get("bins_to_halt") is None else str(r["bins_to_halt"])
+        print(f"{r['case']:28s} {str(r.get('halted')):>6s} {bins:>5s} {ms:>8s} {r.get('moved_bins', '-')!s:>5s}  "
+              f"{','.join(r.get('halted_by') or []) or '-'}; {r.get('outcome', '')}")

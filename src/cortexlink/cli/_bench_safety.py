@@ -36,7 +36,7 @@ def add_parser(bsub: argparse._SubParsersAction, out_help: str, check_out: Calla
 
 def run(args: argparse.Namespace, check_out: Callable, emit: Callable) -> int:
     """Run the benchmark and print (or write) its result with ``emit``."""
-    from cortexlink.bench import safety
+    from cortexlink.bench import safety_cases as safety
 
     check_out(args)
     result = safety.run(args.cases, workdir=args.dir, progress=not args.json and sys.stderr.isatty())
