@@ -136,6 +136,82 @@ def test_load_rejects_newer_schema_and_foreign_files(tmp_path, saved):
         load(tmp_path / "missing.npz")
 
 
+
+def _rewrite(src, dst, arrays=None, scalars=None, params=None):
+    """``src``'s members, some replaced, written to ``dst`` as ``save`` writes them."""
+    with np.load(src, allow_pickle=False) as npz:
+        files = {k: npz[k] for k in npz.files}
+    meta = json.loads(str(files["__meta__"]))
+    meta["scalars"].update(scalars or {})
+    meta["params"].update(params or {})
+    files.update(arrays or {})
+    files["__meta__"] = np.array(json.dumps(meta))
+    with open(dst, "wb") as fh:
+        np.savez(fh, **files)
+    return dst
+
+
+def _kalman_damage(a, f):
+    nan = a["A_"].copy()
+    nan[0, 0] = np.nan
+    return [({"A_": nan}, {}, {}, r"A_ holds 1 NaN/Inf"),
+            ({"K_": np.where(a["K_"] > 0, np.inf, a["K_"])}, {}, {}, r"K_ holds \d+ NaN/Inf"),
+            ({"A_": np.zeros((3, 3))}, {}, {}, r"A_ has shape \(3, 3\); expected \(2, 2\) \(n_features_in_=20, n_outputs_=2\)"),
+            ({"C_": a["C_"][:f - 1]}, {}, {}, r"C_ has shape \(19, 2\); expected \(20, 2\)"),
+            ({}, {"process_noise_scale_": float("nan")}, {}, r"process_noise_scale_ is nan"),
+            ({}, {"n_outputs_": 3}, {}, r"A_ has shape \(2, 2\); expected \(3, 3\)"),
+            ({}, {}, {"tol": float("nan")}, r"tol must be a finite number")]
+
+
+def _wiener_damage(a, f):
+    return [({"coef_": a["coef_"] * np.nan}, {}, {}, r"coef_ holds \d+ NaN/Inf"),
+            ({"coef_": a["coef_"][:2]}, {}, {}, r"coef_ has shape \(2, 20, 2\); expected \(3, 20, 2\)"),
+            ({"x_scale_": a["x_scale_"][:5]}, {}, {}, r"x_scale_ has shape \(5,\); expected \(20,\)")]
+
+
+def _click_damage(a, f):
+    return [({"coef_": np.append(a["coef_"], 1.0)}, {}, {}, r"coef_ has shape \(21,\); expected \(20,\)"),
+            ({}, {"intercept_": float("inf")}, {}, r"intercept_ is inf"),
+            ({"transition_": np.full((2, 2), np.nan)}, {}, {}, r"transition_ holds 4 NaN/Inf")]
+
+
+def _gru_damage(a, f):
+    w = a["extra/w/readout.weight"]
+    return [({"extra/w/readout.weight": w * np.nan}, {}, {}, r"w/readout.weight holds \d+ NaN/Inf"),
+            ({"extra/w/readout.weight": w[:, :4]}, {}, {}, r"readout.weight has shape \(2, 4\); expected \(2, 8\)")]
+
+
+def _prep_damage(a, f):
+    return [({"selected_idx_": a["selected_idx_"] + f}, {}, {}, r"selected_idx_ must list column indices in \[0, 20\)"),
+            ({"mean_": a["mean_"][:1]}, {}, {}, r"mean_ has shape \(1,\); expected \(2,\)")]
+
+
+@pytest.mark.req("SR-30")
+@pytest.mark.parametrize("dec, damage", [
+    (KalmanFilter(), _kalman_damage), (ReFITKalmanFilter(), _kalman_damage), (WienerFilter(n_lags=3), _wiener_damage),
+    (ClickDecoder(), _click_damage), (GRUDecoder(hidden_size=8, max_epochs=1), _gru_damage),
+    (FeaturePreprocessor(channels=[1, 3]), _prep_damage)], ids=["kalman", "refit", "wiener", "click", "gru", "prep"])
+def test_load_refuses_nonfinite_parameters_and_inconsistent_shapes(tmp_path, linear_data, dec, damage):
+    """A file whose parameters hold NaN/Inf, or whose arrays disagree in shape with each other or
+    with the feature count, is refused at load with a ValidationError naming the array; the same
+    file rewritten unchanged loads and computes exactly what the fitted decoder does."""
+    Xtr, ytr, Xte, _ = linear_data
+    if isinstance(dec, FeaturePreprocessor):
+        dec.fit(Xtr)
+    else:
+        dec.fit(Xtr, (ytr[:, 0] > 0.5).astype(int) if isinstance(dec, ClickDecoder) else ytr)
+    run = dec.transform if isinstance(dec, FeaturePreprocessor) else dec.predict
+    path = dec.save(tmp_path / "d.npz")
+    same = load(_rewrite(path, tmp_path / "same.npz"))
+    np.testing.assert_array_equal((same.transform if isinstance(dec, FeaturePreprocessor) else same.predict)(Xte),
+                                  run(Xte))
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    for i, (arr, scal, params, msg) in enumerate(damage(arrays, Xtr.shape[1])):
+        bad = _rewrite(path, tmp_path / f"bad{i}.npz", arr, scal, params)
+        with pytest.raises(ValidationError, match=rf"bad{i}\.npz holds a {type(dec).__name__} that cannot be used: .*{msg}"):
+            load(bad)
+
 def test_saved_file_has_no_pickled_members(saved):
     with zipfile.ZipFile(saved) as z:
         for name in z.namelist():

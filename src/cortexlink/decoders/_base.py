@@ -14,7 +14,9 @@ Every decoder in :mod:`cortexlink.decoders` is a scikit-learn estimator built on
   ``n_invalid_steps_`` and clears ``last_step_valid_``;
 * pickle-free persistence (``save(path)`` / :func:`load`): arrays in an ``.npz`` loaded
   with ``allow_pickle=False`` plus JSON metadata carrying a schema version, the
-  hyperparameters, the feature names and the :class:`~cortexlink.core.types.ChannelMap`.
+  hyperparameters, the feature names and the :class:`~cortexlink.core.types.ChannelMap`;
+  ``load`` refuses NaN/Inf parameters and arrays whose shapes disagree (``_shapes``,
+  ``_check_loaded``).
 """
 
 from __future__ import annotations
@@ -157,6 +159,11 @@ class DecoderMixin:
     _persist: tuple[str, ...] = ()
     _min_samples: int = 2
     _stateless_params: tuple[str, ...] = ()
+    #: persisted attributes that may hold NaN/Inf (fit diagnostics such as CV scores; not decoded with)
+    _nonfinite_ok: tuple[str, ...] = ()
+    #: shapes of persisted arrays that :func:`load` checks: space-separated dimensions, each a number,
+    #: ``f`` (``n_features_in_``), ``m`` (``n_outputs_``) or the name of an integer hyperparameter
+    _shapes: dict[str, str] = {}
 
     # -- tags ---------------------------------------------------------------------------
     def __sklearn_tags__(self):  # noqa: D105
@@ -278,6 +285,20 @@ class DecoderMixin:
     def _restore_extra(self, meta: dict, arrays: dict) -> None:
         """Inverse of :meth:`_extra_state` (subclass hook)."""
 
+    def _check_loaded(self) -> None:
+        """Check the shapes of what :func:`load` restored against each other and the feature count
+        (``_shapes``; a subclass adds its own checks): ValidationError naming what disagrees."""
+        dims = {"f": self.n_features_in_}
+        if hasattr(self, "n_outputs_"):
+            dims["m"] = _count("n_outputs_", self.n_outputs_)
+            if getattr(self, "y_ndim_", 2) not in (1, 2) or (getattr(self, "y_ndim_", 2) == 1 and dims["m"] != 1):
+                raise ValidationError(f"y_ndim_ is {self.y_ndim_!r} with n_outputs_={dims['m']}; expected 2, or 1 "
+                                      "with one output")
+        want = {attr: tuple(int(d) if d.isdigit() else dims[d] if d in dims else int(getattr(self, d))
+                            for d in spec.split()) for attr, spec in self._shapes.items()}
+        check_shapes({attr: getattr(self, attr) for attr in want}, want,
+                     f"(n_features_in_={dims['f']}" + (f", n_outputs_={dims['m']})" if "m" in dims else ")"))
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write the fitted decoder to ``path`` (an ``.npz`` file, no pickle).
 
@@ -350,7 +371,9 @@ def load(path: str | os.PathLike, *, expect_feature_names: Sequence[str] | None 
     Raises
     ------
     ValidationError
-        The file is not a cortexlink decoder, or was written by a newer schema.
+        The file is not a cortexlink decoder, was written by a newer schema, or its parameters are
+        not usable: a NaN/Inf in a fitted parameter (or a hyperparameter ``fit`` would refuse), or
+        arrays whose shapes disagree with each other or with the declared feature count.
     IncompatibleDecoderError
         The decoder does not match the expected layout.
     """
@@ -388,10 +411,49 @@ def load(path: str | os.PathLike, *, expect_feature_names: Sequence[str] | None 
     est.feature_names_ = None if meta["feature_names"] is None else tuple(meta["feature_names"])
     est.channel_map_ = None if meta["channel_map"] is None else ChannelMap.from_dict(meta["channel_map"])
     est._restore_extra(meta["extra"], extra_arrays)
+    try:
+        _check_parameters(est, extra_arrays)
+    except (ValidationError, ConfigError) as exc:
+        raise ValidationError(f"{path} holds a {cls_name} that cannot be used: {exc}; the file was damaged or "
+                              "edited") from None
     est.reset_state()
     est.check_compatible(feature_names=expect_feature_names, channel_map=expect_channel_map,
                          n_features=expect_n_features)
     return est
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValidationError(f"{name} must be an integer >= 1; got {value!r}")
+    return int(value)
+
+
+def check_shapes(arrays: dict[str, Any], want: dict[str, tuple[int, ...]], where: str = "") -> None:
+    """Raise ValidationError unless ``arrays`` holds exactly the names of ``want``, each of its shape."""
+    missing, extra = sorted(set(want) - set(arrays)), sorted(set(arrays) - set(want))
+    if missing or extra:
+        raise ValidationError(f"expected the arrays {sorted(want)}; missing {missing}, unexpected {extra}")
+    for name, shape in want.items():
+        got = np.shape(arrays[name])
+        if got != shape:
+            raise ValidationError(f"{name} has shape {got}; expected {shape} {where}".rstrip())
+
+
+def _check_parameters(est: Any, extra_arrays: dict[str, np.ndarray]) -> None:
+    """What :func:`load` checks before a decoder is used (see its Raises)."""
+    n = _count("n_features_in_", est.n_features_in_)
+    if est.feature_names_ is not None and len(est.feature_names_) != n:
+        raise ValidationError(f"it names {len(est.feature_names_)} features but n_features_in_ is {n}")
+    values = {a: getattr(est, a, None) for a in est._persist if a not in est._nonfinite_ok}
+    values.update(extra_arrays)
+    for name, v in values.items():
+        if isinstance(v, np.ndarray) and v.dtype.kind in "fc" and not np.all(np.isfinite(v)):
+            raise ValidationError(f"{name} holds {int(np.sum(~np.isfinite(v)))} NaN/Inf value(s)")
+        if isinstance(v, (float, np.floating)) and not math.isfinite(v):
+            raise ValidationError(f"{name} is {v!r}; expected a finite number")
+    if hasattr(est, "_check_params"):
+        est._check_params()
+    est._check_loaded()
 
 
 def _describe_name_mismatch(expected: Sequence[str], got: Sequence[str]) -> str:

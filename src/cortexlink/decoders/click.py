@@ -101,6 +101,7 @@ class ClickDecoder(DecoderMixin, ClassifierMixin, BaseEstimator):
     """
 
     _persist = ("classes_", "coef_", "intercept_", "log_prior_odds_", "transition_", "n_outputs_")
+    _shapes = {"classes_": "2", "coef_": "f", "transition_": "2 2"}
 
     def __init__(self, method: str = "lda", hmm: bool = True, p_stay: float | None = None,
                  on_threshold: float = 0.7, off_threshold: float = 0.3, llr_clip: float | None = 4.0,

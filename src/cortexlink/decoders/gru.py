@@ -27,7 +27,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from cortexlink.core.errors import ConfigError
 from cortexlink.core.types import ChannelMap
-from cortexlink.decoders._base import DecoderMixin, as_float_param, as_int_param, finite_bin, register
+from cortexlink.decoders._base import DecoderMixin, as_float_param, as_int_param, check_shapes, finite_bin, register
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ class GRUDecoder(DecoderMixin, RegressorMixin, BaseEstimator):
 
     _persist = ("x_mean_", "x_scale_", "y_mean_", "y_scale_", "n_outputs_", "y_ndim_", "n_epochs_",
                 "best_epoch_", "fit_time_s_", "history_")
+    _shapes = {"x_mean_": "f", "x_scale_": "f", "y_mean_": "m", "y_scale_": "m"}
 
     def __init__(self, hidden_size: int = 256, input_proj: int | None = 128, n_layers: int = 1, dropout: float = 0.2,
                  learning_rate: float = 2e-3, weight_decay: float = 1e-4, max_epochs: int = 60,
@@ -435,3 +436,15 @@ class GRUDecoder(DecoderMixin, RegressorMixin, BaseEstimator):
     def _restore_extra(self, meta: dict, arrays: dict) -> None:
         self.weights_ = {k: arrays["w/" + k] for k in meta["weight_names"]}
         self.history_ = {k: list(v) for k, v in self.history_.items()}
+
+    def _check_loaded(self) -> None:
+        super()._check_loaded()
+        H, f = int(self.hidden_size), self.n_features_in_
+        P = self._proj_dim(f)
+        want = {"readout.weight": (self.n_outputs_, H), "readout.bias": (self.n_outputs_,)}
+        if P:
+            want["proj.weight"] = (P, f)
+        for li in range(int(self.n_layers)):
+            want.update({f"gru.weight_ih_l{li}": (3 * H, (P or f) if li == 0 else H), f"gru.weight_hh_l{li}": (3 * H, H),
+                         f"gru.bias_ih_l{li}": (3 * H,), f"gru.bias_hh_l{li}": (3 * H,)})
+        check_shapes(self.weights_, want, f"(weights_ of hidden_size={H}, projection={P}, n_features_in_={f})")

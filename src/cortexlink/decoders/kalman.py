@@ -153,6 +153,9 @@ class KalmanFilter(DecoderMixin, RegressorMixin, BaseEstimator):
     _persist = ("A_", "b_", "W_", "C_", "d_", "Q_", "y_mean_", "P0_", "K_", "M_", "c_", "J_", "HtQinv_",
                 "e_", "obs_shrinkage_", "n_outputs_", "y_ndim_", "n_iter_", "process_noise_scale_",
                 "noise_scale_scores_")
+    _nonfinite_ok = ("noise_scale_scores_",)
+    _shapes = {"A_": "m m", "b_": "m", "W_": "m m", "C_": "f m", "d_": "f", "Q_": "f f", "y_mean_": "m", "P0_": "m m",
+               "K_": "m f", "M_": "m m", "c_": "m", "J_": "m m", "HtQinv_": "m f", "e_": "m"}
     _min_samples = 3
 
     def __init__(self, steady_state: bool = True, obs_shrinkage: float | str = "auto",

@@ -137,6 +137,8 @@ class WienerFilter(DecoderMixin, RegressorMixin, BaseEstimator):
 
     _persist = ("coef_", "intercept_", "x_mean_", "x_scale_", "alpha_", "cv_scores_", "n_outputs_",
                 "y_ndim_")
+    _nonfinite_ok = ("cv_scores_",)
+    _shapes = {"coef_": "n_lags f m", "intercept_": "m", "x_mean_": "f", "x_scale_": "f"}
 
     def __init__(self, n_lags: int = 5, alpha: float | str = "cv", alphas: Sequence[float] | None = None,
                  cv: int = 5) -> None:

@@ -20,7 +20,7 @@ from sklearn.pipeline import Pipeline
 from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.types import ChannelMap
 from cortexlink.decoders._base import (DecoderMixin, _unwrap_features, as_int_param, check_is_fitted,
-                                       finite_bin, register)
+                                       check_shapes, finite_bin, register)
 
 logger = logging.getLogger(__name__)
 
@@ -263,6 +263,16 @@ class FeaturePreprocessor(DecoderMixin, TransformerMixin, BaseEstimator):
         if int(self.n_lags) == 1:
             return np.asarray(sel, dtype=object)
         return np.asarray([f"{n}@lag{k}" for k in range(int(self.n_lags)) for n in sel], dtype=object)
+
+    def _check_loaded(self) -> None:
+        idx = self.selected_idx_
+        if idx.ndim != 1 or idx.dtype.kind not in "iu" or not np.all((idx >= 0) & (idx < self.n_features_in_)):
+            raise ValidationError(f"selected_idx_ must list column indices in [0, {self.n_features_in_}); got {idx!r}")
+        k = (idx.size,)
+        check_shapes({"mean_": self.mean_, "scale_": self.scale_, "raw_mean_": self.raw_mean_},
+                     {"mean_": k, "scale_": k, "raw_mean_": k}, f"(one per selected feature: {idx.size})")
+        if self.n_features_out_ != idx.size * int(self.n_lags):
+            raise ValidationError(f"n_features_out_ is {self.n_features_out_!r}; expected {idx.size * int(self.n_lags)}")
 
     # ---------------------------------------------------------------------------------
     def _initial_output(self) -> np.ndarray:
