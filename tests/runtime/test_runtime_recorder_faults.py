@@ -110,22 +110,30 @@ def test_a_recording_started_mid_session_replays_as_the_live_session(tmp_path):
             assert rep is not None and rep["ok"], rep
             return rep["result"]
 
-        t_end = time.monotonic() + 30
+        def source_s(s, what):
+            """Wait until ``s`` more seconds of source time went by (a loaded machine runs the graph
+            late: a wall-clock sleep recorded fewer bins than the test compares)."""
+            at, t_end = runner.source_time_ns, time.monotonic() + 300
+            while runner.source_time_ns < at + s * 1e9:
+                assert time.monotonic() < t_end and t.is_alive(), f"no {s} s of source time {what}"
+                time.sleep(0.02)
+
+        t_end = time.monotonic() + 300
         while not (runner.bus.get_info("dsp/calibration") or {}).get("version"):
             assert time.monotonic() < t_end, "the dsp did not calibrate"
             time.sleep(0.05)
-        time.sleep(0.3)
+        source_s(0.3, "after the calibration")
         rep = runner.wait_reply(runner.send_command({"cmd": "record_start", "name": "../escaped"}), 20)
         assert rep["status"] == 409 and "recording name must not contain path separators" in rep["error"], rep
         assert not (tmp_path.parent / "escaped").exists()
         cmd("record_start", name="ui")
-        time.sleep(0.8)
+        source_s(1.0, "recorded")
         cmd("recalibrate_noise")
-        t_end = time.monotonic() + 30
+        t_end = time.monotonic() + 300
         while (runner.bus.get_info("dsp/calibration") or {}).get("version", 0) < 2:
             assert time.monotonic() < t_end, "the recalibration did not complete"
             time.sleep(0.05)
-        time.sleep(0.8)
+        source_s(1.0, "recorded after the recalibration")
         assert cmd("record_stop")["state"] == "closed"
     finally:
         runner._request_stop("test done")
