@@ -31,8 +31,9 @@ SMALL_SESSION = {
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # never through a proxy
 
 
-def http(method, url, body=None, headers=None, timeout=10.0):
-    """``(status, headers, parsed JSON or bytes)``; every response is closed."""
+def http(method, url, body=None, headers=None, timeout=60.0):
+    """``(status, headers, parsed JSON or bytes)``; every response is closed (``timeout``: generous for a
+    loaded machine; an answer returns at once)."""
     if isinstance(body, (dict, list)):
         body = json.dumps(body).encode()
         headers = {"Content-Type": "application/json", **(headers or {})}

@@ -40,7 +40,7 @@ def _calibrate_and_fit(ctl, seconds=12.0):
     assert snap.slow.data["decoder"]["fitted"], snap.slow.data["last_job"]
 
 
-def _read_sse(sock, want=("meta", "slow", "fast"), timeout_s=10.0):
+def _read_sse(sock, want=("meta", "slow", "fast"), timeout_s=60.0):
     """Read Server-Sent Events from a connected socket until each kind in ``want`` was seen."""
     sock.settimeout(timeout_s)
     buf = b""
@@ -102,7 +102,7 @@ def test_page_static_files_state_and_stream(served, web_http):
     v0 = ctl.snapshots.get().meta.version
     st, _, res = _post(web_http, base, {"cmd": "recalibrate_noise"})
     assert st == 200 and res["result"]["recalibrating_s"] > 0
-    snap = ctl.wait_for(lambda s: s.meta.version > v0, 20)
+    snap = ctl.wait_for(lambda s: s.meta.version > v0, 120)
     assert len(snap.meta.data["noise_rms_uv"]) == 48
 
 
@@ -164,7 +164,7 @@ def test_bad_control_requests_get_4xx_json_and_the_session_carries_on(served, we
     # nothing of that hurt the session
     st, _, health = web_http("GET", base + "/api/health")
     assert st == 200 and health["ok"] and health["state"] == "idle" and health["running"]
-    _wait(lambda: ctl.n_bins > bins_before + 20, 10, "the loop to keep running")
+    _wait(lambda: ctl.n_bins > bins_before + 20, 120, "the loop to keep running")
     assert ctl.running and ctl.state == "idle"
 
 
@@ -210,20 +210,20 @@ def test_estop_holds_the_cursor_from_the_next_bin_until_released(make_controller
         # estop works when nothing runs, too
         st, _, res = _post(web_http, base, {"cmd": "estop"})
         assert st == 200 and res["result"]["estop"] is True
-        ctl.wait_for(lambda s: s.fast["estop"] and s.fast["estop_bin"] is not None, 5)
+        ctl.wait_for(lambda s: s.fast["estop"] and s.fast["estop_bin"] is not None, 120)
         st, _, res = _post(web_http, base, {"cmd": "release"})
         assert st == 200 and res["result"]["was_engaged"] is True
 
         _post(web_http, base, {"cmd": "calibrate", "seconds": 600})   # open loop: the cursor moves by itself
-        _wait(lambda: len(rows()) > 60, 20, "the calibration block to run")
+        _wait(lambda: len(rows()) > 60, 120, "the calibration block to run")
         st, _, res = _post(web_http, base, {"cmd": "estop"})
         assert st == 200
         received = res["result"]["received_after_bin"]
         snap = ctl.wait_for(lambda s: s.fast["estop_requested_after_bin"] == received and s.fast["estop_bin"] is not None
-                            and s.fast["bin"] > received + 1, 5)
+                            and s.fast["bin"] > received + 1, 120)
         stop_bin = snap.fast["estop_bin"]
         assert stop_bin == received + 1, (received, stop_bin)          # the very next bin
-        _wait(lambda: rows()[-1]["bin"] >= stop_bin + 25, 20, "bins after the stop")
+        _wait(lambda: rows()[-1]["bin"] >= stop_bin + 25, 120, "bins after the stop")
         before = [r for r in rows() if r["bin"] < stop_bin]
         after = [r for r in rows() if r["bin"] >= stop_bin]
         assert any(np.any(np.asarray(r["cursor_velocity"]) != 0) for r in before[-40:]), "not moving before the stop"
@@ -235,10 +235,10 @@ def test_estop_holds_the_cursor_from_the_next_bin_until_released(make_controller
         assert ctl.snapshots.get().fast["cursor"] == list(held)
         # latched: still held a while later, until released
         n = len(rows())
-        _wait(lambda: len(rows()) > n + 10, 10, "more bins")
+        _wait(lambda: len(rows()) > n + 10, 120, "more bins")
         assert tuple(rows()[-1]["cursor_xy"]) == tuple(held)
         _post(web_http, base, {"cmd": "release"})
-        _wait(lambda: tuple(rows()[-1]["cursor_xy"]) != tuple(held), 10, "the cursor to move again after release")
+        _wait(lambda: tuple(rows()[-1]["cursor_xy"]) != tuple(held), 120, "the cursor to move again after release")
 
 
 # ---------------------------------------------------------------------------------------- tokens and origins
@@ -302,12 +302,12 @@ def test_foreign_host_and_origin_are_refused(served, web_http):
 def test_disconnecting_or_stalled_browsers_change_nothing(served, web_http):
     ctl, srv, base = served
     _post(web_http, base, {"cmd": "calibrate", "seconds": 600})
-    ctl.wait_for(lambda s: s.fast["state"] == "calibrating", 10)
+    ctl.wait_for(lambda s: s.fast["state"] == "calibrating", 120)
     # a browser that reads a little and then vanishes (connection reset)
     s1 = _open_stream(srv.port)
     try:
         _read_sse(s1)
-        _wait(lambda: srv.n_clients == 1, 5, "the stream to be counted")
+        _wait(lambda: srv.n_clients == 1, 120, "the stream to be counted")
         s1.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     finally:
         s1.close()
@@ -316,13 +316,13 @@ def test_disconnecting_or_stalled_browsers_change_nothing(served, web_http):
     s3 = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
     try:
         n0 = ctl.snapshots.get().fast["block"]["n"]
-        _wait(lambda: ctl.snapshots.get().fast["block"]["n"] > n0 + 100, 30, "the block to keep running")
+        _wait(lambda: ctl.snapshots.get().fast["block"]["n"] > n0 + 100, 120, "the block to keep running")
         st, _, res = _post(web_http, base, {"cmd": "mouse", "enabled": False})   # and the server still answers
         assert st == 200
     finally:
         s2.close()
         s3.close()
-    _wait(lambda: srv.n_clients == 0, 15, "the server to notice the closed streams")
+    _wait(lambda: srv.n_clients == 0, 120, "the server to notice the closed streams")
     snap = ctl.snapshots.get()
     assert snap.fast["state"] == "calibrating" and not snap.fast["estop"]
     with _open_stream(srv.port) as s4:                          # a new browser is served as before
@@ -340,9 +340,9 @@ def test_mouse_mode_drives_the_cursor_and_clicks(served, web_http):
     def near():
         c = ctl.snapshots.get().fast["cursor"]
         return abs(c[0] - 0.6) < 0.02 and abs(c[1] + 0.4) < 0.02
-    _wait(near, 10, "the cursor to reach the pointer")
+    _wait(near, 120, "the cursor to reach the pointer")
     assert _post(web_http, base, {"cmd": "mouse_click"})[0] == 200
-    snap = ctl.wait_for(lambda s: (s.slow.data["metrics"] or {}).get("n_selections", 0) >= 1, 10)
+    snap = ctl.wait_for(lambda s: (s.slow.data["metrics"] or {}).get("n_selections", 0) >= 1, 120)
     assert snap.slow.data["metrics"]["n_selections"] == 1
     assert _post(web_http, base, {"cmd": "stop"})[0] == 200
     assert _post(web_http, base, {"cmd": "mouse", "enabled": False})[0] == 200
@@ -356,18 +356,18 @@ def test_recording_start_and_stop(served, web_http, tmp_path):
     assert st == 200 and res["result"]["recording"] is True
     folder = tmp_path / "recordings" / "rec1"
     assert (folder / "manifest.json").is_file()
-    ctl.wait_for(lambda s: s.fast["recording"] and s.slow.data["recording"]["active"], 5)
+    ctl.wait_for(lambda s: s.fast["recording"] and s.slow.data["recording"]["active"], 120)
     st, _, res = _post(web_http, base, {"cmd": "record_start", "name": "rec2"})
     assert st == 409 and "already recording" in res["error"]
     _post(web_http, base, {"cmd": "calibrate", "seconds": 1})
-    ctl.wait_for(lambda s: s.slow.data["counts"]["calibration_blocks"] >= 1, 20)
+    ctl.wait_for(lambda s: s.slow.data["counts"]["calibration_blocks"] >= 1, 120)
     st, _, res = _post(web_http, base, {"cmd": "record_stop"})
     assert st == 200 and res["result"]["state"] == "closed"
     assert {"raw", "features", "cursor", "events"} <= set(res["result"]["streams"])
     assert verify(folder)["ok"]
     st, _, res = _post(web_http, base, {"cmd": "record_start", "name": "rec1"})
     assert st == 409 and "already exists" in res["error"]
-    ctl.wait_for(lambda s: not s.fast["recording"], 5)
+    ctl.wait_for(lambda s: not s.fast["recording"], 120)
 
 
 def test_stopped_session_refuses_commands_but_estop_still_answers(make_controller):
@@ -448,7 +448,7 @@ def test_worker_priority_is_applied_or_the_reason_reported(make_controller, monk
     assert info["applied"] is None and "PermissionError" in info["error"] and "CAP_SYS_NICE" in info["error"]
     assert ctl.priority == "normal" and ctl.priority_info == info        # unchanged, and why
     b = ctl.n_bins
-    ctl.wait_for(lambda s: s.fast["bin"] > b + 5, 5)                        # and the loop runs on
+    ctl.wait_for(lambda s: s.fast["bin"] > b + 5, 120)                      # and the loop runs on
     assert set_thread_priority(0, "normal", warn=False)["error"] is not None
 
 
