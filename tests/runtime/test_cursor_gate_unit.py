@@ -31,21 +31,22 @@ class Rig:
     """A cursor node with the runtime's side played by the test."""
 
     def __init__(self, params=None, *, operator=False, participant=True, bins=True, watchdog=None,
-                 realtime=False, fail=True, stats_from_sample=0, deadline_ns=10**15, decoder_where=None):
-        nodes = {"decoder": {"kind": "decoder", "inputs": {}, "where": decoder_where},
-                 "cursor": {"kind": "cursor", "inputs": {"intent": {"from": "decoder.intent"}}}}
+                 realtime=False, fail=True, stats_from_sample=0, deadline_ns=10**15, decoder_where=None,
+                 name="cursor", decoder="decoder", bin_ms=20.0):
+        nodes = {decoder: {"kind": "decoder", "inputs": {}, "where": decoder_where},
+                 name: {"kind": "cursor", "inputs": {"intent": {"from": f"{decoder}.intent"}}}}
         if participant:
-            nodes["cursor"]["inputs"]["participant"] = {"from": "participant.intent"}
+            nodes[name]["inputs"]["participant"] = {"from": "participant.intent"}
         if operator:
-            nodes["cursor"]["inputs"]["operator"] = {"from": "operator.commands"}
+            nodes[name]["inputs"]["operator"] = {"from": "operator.commands"}
         if bins:
-            nodes["trace"] = {"kind": "trace", "inputs": {"bins": {"from": "cursor.bins"}}}
-        self.graph = {"bin_ms": 20.0, "nodes": nodes,
+            nodes["trace"] = {"kind": "trace", "inputs": {"bins": {"from": f"{name}.bins"}}}
+        self.graph = {"bin_ms": bin_ms, "nodes": nodes,
                       "watchdog": {"stall_ms": 5, "max_speed": 10, "output_timeout_ms": 0,
                                    "check_interval_ms": 2, **(watchdog or {})}}
-        p = check_params("nodes.cursor.params", CursorNode.PARAMS,
+        p = check_params(f"nodes.{name}.params", CursorNode.PARAMS,
                          {"effector": {"refractory_s": 0.0}, **(params or {})})
-        CursorNode.validate_config("cursor", p, self.graph)
+        CursorNode.validate_config(name, p, self.graph)
         self.bus = InProcessBus()
         self.faults: list[dict] = []
         self.stops: list[str] = []
@@ -58,11 +59,11 @@ class Rig:
                                reply=self.replies.append, stats_from_sample=stats_from_sample,
                                deadline_ns=deadline_ns,
                                fail=(lambda kind, **kw: self.failures.append({"kind": kind, **kw})) if fail else None)
-        self.node = CursorNode("cursor", p, self.ctx)
-        self.subs = {port: self.bus.subscribe(f"cursor.{port}", f"test.{port}", maxlen=100000)
+        self.node = CursorNode(name, p, self.ctx)
+        self.subs = {port: self.bus.subscribe(f"{name}.{port}", f"test.{port}", maxlen=100000)
                      for port in CursorNode.OUTPUTS}
         if operator:
-            self.node.subs["operator"] = self.bus.subscribe("operator.commands", "cursor.operator")
+            self.node.subs["operator"] = self.bus.subscribe("operator.commands", f"{name}.operator")
         self.node.setup()
         self.seq = 0
 
@@ -377,7 +378,7 @@ def test_estop_in_closed_loop_holds_a_valid_decoder_output_and_its_click():
     assert s.halted and s.velocity == (0.0, 0.0) and not s.clicked
     [row] = r.out("bins")
     assert row.halted and row.decoded_velocity == (0.5, 0.0) and not row.clicks and row.click_proba == 0.9
-    assert r.node.n_halted_bins == 1 and r.faults == []
+    assert r.node.n_halted_bins == 1 and not r.node.watchdog.halted and r.out("gate") == []   # no watchdog fault
     r.step(14, ops=[{"cmd": "release"}], velocity=(0.5, 0.0), click=True, proba=0.9)
     [s] = r.out("state")
     assert not s.halted and s.velocity == (0.5, 0.0) and s.clicked
@@ -801,3 +802,345 @@ def test_valid_parameters_are_accepted():
                                       "chess": {"seconds": 100}}})
     assert p["effector"]["gain"] == 2.0
     _validate({"block_defaults": {"calibration": {"seconds": 5}}})      # centre_out by default
+
+
+# -- what each published state and row carries --------------------------------------------------------
+
+def _resting(states, bins):
+    """States of bins that moved nothing: the next bin, no block beginning, no click."""
+    assert [s.bin for s in states] == [g + 1 for g in bins]
+    assert not any(s.begin or s.clicked for s in states)
+
+
+@pytest.mark.req("SR-07")
+def test_states_of_warm_up_waiting_and_rest_bins_carry_the_next_bin_and_no_click():
+    r = Rig({"blocks": [dict(b) for b in ESTOP_SCHEDULE[:2]] + [
+        {"kind": "closed_loop", "task": "webgrid", "seconds": 0.02, "name": "cl"}]}, realtime=True)
+    r.out("state")
+    _resting(r.run([0, 1], click=True, features_valid=False), [0, 1])
+    [s] = r.run([2], click=True)
+    assert s.bin == 3 and s.begin and not s.clicked
+    r.run(range(3, 13))                                              # calibration; then the fit: wait
+    assert r.node._waiting()
+    _resting(r.run([13, 14], click=True, proba=0.9), [13, 14])
+    [s] = r.run([15], click=True, version=1)
+    assert s.bin == 16 and s.begin and not s.clicked
+    r.run([16], version=1)
+    assert r.node.finished
+    _resting(r.run([17, 18], click=True, proba=0.9, version=1), [17, 18])
+
+
+def test_the_first_state_and_the_perfect_first_blocks_control_are_at_sample_0():
+    r = Rig({"decoder_kind": "perfect", "blocks": [
+        {"kind": "calibration", "task": "centre_out", "seconds": 0.04, "name": "c"}]})
+    [m] = r.msgs("state")
+    assert (m.sample, m.t_enter_ns) == (0, 0) and m.payload.clicked is False and m.payload.bin == 0
+    [m] = r.msgs("control")
+    assert (m.sample, m.t_enter_ns) == (0, 0)
+    r2 = Rig()
+    [m] = r2.msgs("state")
+    assert (m.sample, m.t_enter_ns, m.payload.begin, m.payload.clicked) == (0, 0, False, False)
+
+
+def test_the_gate_message_is_no_data_message():
+    r = Rig()
+    r.run([0], sample=55)
+    r.health = {"decoder": {"state": "failed"}}
+    r.run([1])
+    [m] = r.msgs("gate")
+    assert m.t_enter_ns == 0 and m.sample == 55            # no entry time: not counted in latency statistics
+
+
+def test_rows_carry_the_bin_the_cursor_and_the_target():
+    r = Rig({"blocks": ESTOP_SCHEDULE, "autopilot_speed": 0.5}, deadline_ns=10**15)
+    r.run([0])
+    r.run([1], proba=0.3, sample=1111)
+    [row] = r.out("bins")
+    tgt = r.node.block.task.current_target()
+    assert (row.block, row.n, row.bin, row.sample) == ("cal", 0, 1, 1111)
+    assert row.t_s == pytest.approx(0.04) and row.t_s == r.node.t_s
+    toward = np.asarray(tgt.xy) / np.hypot(*tgt.xy)                   # from the centre, where it starts
+    assert row.cursor_velocity == pytest.approx(tuple(0.5 * toward), abs=1e-12)
+    assert row.cursor_xy == pytest.approx(tuple(0.01 * toward), abs=1e-12)
+    assert row.target_xy == pytest.approx(tgt.xy) and abs(row.target_xy[1]) == pytest.approx(0.7)
+    assert row.target_radius == tgt.radius and row.on_target is False
+    assert math.isnan(row.click_proba) and math.isnan(row.decoded_velocity[0])      # open loop: none used
+    assert math.isnan(row.decode_latency_us)
+    trace_xy = r.node.block.cursor_xy[-1]
+    assert trace_xy == row.cursor_xy and r.node.block.target_xy[-1] == row.target_xy
+    assert r.node.block.cursor_velocity[-1] == row.cursor_velocity
+
+
+def test_on_target_is_within_the_targets_radius():
+    r = Rig({"blocks": [{"kind": "calibration", "task": "centre_out", "seconds": 0.1, "name": "c"}]})
+    r.run([0, 1])                                                  # the first target is the centre, where it starts
+    [row] = r.out("bins")
+    assert row.on_target is True and row.target_xy == (0.0, 0.0) and row.target_radius == 0.1
+    assert r.node.block.on_target == [True]
+
+
+def test_the_autopilot_speed_parameter_sets_the_calibration_speed():
+    for speed in (0.5, 1.5):
+        r = Rig({"blocks": ESTOP_SCHEDULE, "autopilot_speed": speed})
+        r.run([0])
+        [s] = r.run([1])
+        assert np.hypot(*s.velocity) == pytest.approx(speed)
+
+
+def test_the_effector_runs_at_the_graphs_bin():
+    r = Rig(bin_ms=10.0)
+    r.out("state")
+    [s] = r.run([0], velocity=(1.0, 0.0))
+    assert s.xy == pytest.approx((0.01, 0.0)) and s.t_s == pytest.approx(0.01)
+    with pytest.raises(ConfigError, match=r"effector is invalid: dwell_s"):
+        Rig({"effector": {"dwell_s": 0.03}}, bin_ms=50.0)          # shorter than one 50 ms bin
+
+
+def test_faults_name_this_gate_and_the_decoder_feeding_it():
+    r = Rig(name="gate1", decoder="dec2", watchdog={"output_timeout_ms": 50})
+    r.out("state")
+    r.run([0], velocity=(math.nan, 0.0))
+    assert [(f["kind"], f["node"]) for f in r.faults] == [("decoder_nan", "dec2")]
+    r.node.step({}, BIN_NS + 50 * MS + 1)
+    assert (r.faults[-1]["kind"], r.faults[-1]["node"]) == ("pipeline_stall", "gate1")
+    r.bus.set_info("dec2/job", {"ok": False, "error": "e"})
+    r2 = Rig({"blocks": ESTOP_SCHEDULE}, decoder="dec2")
+    r2.bus.set_info("dec2/job", {"ok": False, "error": "e"})
+    r2.run([0], n_jobs=1)
+    assert r2.faults[0]["node"] == "dec2" and "decoder dec2 failed" in r2.faults[0]["message"]
+
+
+@pytest.mark.req("SR-03")
+def test_decoder_outputs_that_stop_raise_pipeline_stall_at_the_gate():
+    r = Rig(watchdog={"output_timeout_ms": 100})
+    r.out("state")
+    r.run([0], velocity=(0.5, 0.0))                                 # at now = 20 ms
+    r.node.step({}, 20 * MS + 100 * MS)
+    assert r.faults == []
+    r.node.step({}, 20 * MS + 100 * MS + 2 * MS)
+    [f] = r.faults
+    assert (f["kind"], f["node"], f["sample"]) == ("pipeline_stall", "cursor", 19)
+    [g] = r.out("gate")
+    assert g.halted
+    [s] = r.run([6], velocity=(0.5, 0.0), sample=140)
+    assert not s.halted and r.faults[-1]["severity"] == "clear" and r.faults[-1]["sample"] == 140
+
+
+@pytest.mark.req("SR-03")
+def test_interactive_between_blocks_the_outputs_keep_the_pipeline_timeout_armed():
+    r = _interactive(watchdog={"output_timeout_ms": 100})
+    r.run([0, 1], sample=77)                                          # the last at now = 40 ms
+    r.node.step({}, 40 * MS + 100 * MS + 2 * MS)
+    [f] = r.faults
+    assert f["kind"] == "pipeline_stall" and f["node"] == "cursor"
+    r.run([7], sample=150)
+    assert r.faults[-1]["severity"] == "clear" and r.faults[-1]["sample"] == 150
+
+
+@pytest.mark.req("SR-03", "SR-05")
+def test_interactive_between_blocks_a_stale_output_raises_pipeline_stall():
+    r = _interactive(realtime=True, watchdog={"output_timeout_ms": 100})
+    r.run([0], t_enter=time.monotonic_ns() + 10**12)
+    assert r.faults == []
+    r.run([1], t_enter=time.monotonic_ns() - 10**9)
+    [f] = r.faults
+    assert f["kind"] == "pipeline_stall" and f["age_ms"] >= 1000.0
+
+
+@pytest.mark.req("SR-03")
+def test_interactive_closed_loop_outputs_that_are_not_ready_do_not_keep_the_pipeline_alive():
+    r = _interactive(watchdog={"output_timeout_ms": 100})
+    r.run([0])
+    r.node._last_version = 1
+    r.step(1, ops=[{"cmd": "start", "task": "webgrid", "seconds": 10.0}], version=1)       # at 40 ms
+    for g in range(2, 9):                                             # not ready for 140 ms
+        r.run([g], ready=False, version=1)
+    assert [f["kind"] for f in r.faults] == ["pipeline_stall"]
+    assert r.node.n_not_ready == 7
+
+
+def test_a_job_result_is_read_only_when_the_decoder_finished_a_new_job():
+    r = _sched()
+    r.bus.set_info("decoder/job", {"ok": False, "error": "an old failure"})
+    r.run([0, 1], n_jobs=0)
+    assert r.faults == [] and r.failures == []
+
+
+def test_estop_bin_is_only_set_by_an_estop():
+    r = _sched(operator=True)
+    r.run([0, 1, 2])
+    assert r.node.estop_bin is None
+
+
+def test_participant_pruning_starts_above_4096_entries():
+    r = Rig()
+    r.step(None, part=[ParticipantIntent(g) for g in range(4096)], now=BIN_NS)
+    assert len(r.node._part) == 4096
+
+
+def test_missed_deadlines_and_not_ready_bins_are_counted_each():
+    r = Rig(deadline_ns=10**9, stats_from_sample=30)
+    old = time.monotonic_ns() - 5 * 10**9
+    r.run([0], t_enter=old, sample=30)                               # at stats_from_sample: not yet counted
+    assert r.node.latency.n == 0
+    r.run([1, 2], t_enter=old, ready=False)
+    assert r.node.n_missed == 2 and r.node.n_not_ready == 2
+
+
+def test_interactive_op_view_shows_the_loop_latency_of_the_bin():
+    r = _interactive()
+    r.run([0])
+    r.step(1, ops=[{"cmd": "calibrate", "task": "webgrid", "seconds": 1.0}], t_enter=time.monotonic_ns() - 10**9)
+    [s] = r.out("state")
+    [row] = r.out("bins")
+    assert s.op["loop_us"] == row.loop_latency_us and row.loop_latency_us >= 1e6
+    [s] = r.run([2])
+    assert s.op["loop_us"] is None
+
+
+def test_perfect_rows_have_no_loop_latency():
+    r = Rig({"decoder_kind": "perfect", "blocks": [
+        {"kind": "calibration", "task": "centre_out", "seconds": 0.1, "name": "c"}]})
+    r.run([0], t_enter=time.monotonic_ns())
+    [row] = r.out("bins")
+    assert math.isnan(row.loop_latency_us) and r.node.latency.n == 1
+
+
+@pytest.mark.req("SR-07")
+def test_a_click_intent_already_high_on_the_first_bin_of_a_block_clicks():
+    r = Rig({"decoder_kind": "perfect", "blocks": [
+        {"kind": "calibration", "task": "centre_out", "seconds": 0.1, "name": "c"}]})
+    r.out("state")
+    [s] = r.run([0], part=[ParticipantIntent(0, click=0.8)])
+    assert s.clicked
+
+
+def test_task_events_are_published_with_the_block_and_the_click_reaches_the_task():
+    r = Rig({"blocks": [{"kind": "calibration", "task": "webgrid", "seconds": 0.1, "name": "w"}]})
+    r.run([0])
+    r.out("events")
+    r.run([1], part=[ParticipantIntent(1, click=0.9)])               # open loop: the participant clicks
+    ev = r.out("events")
+    kinds = [e["event"] for e in ev]
+    assert "incorrect" in kinds or "correct" in kinds
+    e = ev[-1]
+    assert set(e) == {"kind", "block", "t_s", "event", "data"} and e["kind"] == "task" and e["block"] == "w"
+    assert e["t_s"] == pytest.approx(0.04) and isinstance(e["data"], dict)
+
+
+def test_the_schedules_tasks_are_seeded_and_kept_for_inspection():
+    r = _sched()
+    r.run(range(0, 13))
+    assert set(r.node.tasks) == {"cal", "cl", "ev"} and r.node.tasks["ev"] is not r.node.tasks["cal"]
+    assert all(t.seed == 3 for t in r.node.tasks.values())
+    assert r.node.tasks["cal"].name == "centre_out" and r.node.tasks["ev"].name == "webgrid"
+    assert r.node.results[1] == {"name": "fit1", "kind": "fit"} and r.node.results[3] == {"name": "refit1",
+                                                                                          "kind": "refit"}
+
+
+# -- what a finished block leaves ----------------------------------------------------------------------
+
+def test_traces_and_refit_sets_of_finished_blocks():
+    r = _sched()
+    r.run(range(0, 11), velocity=(0.5, 0.0))
+    cal, cl = r.node.traces[0], r.node.traces[1]
+    assert set(cal) == {"name", "bins", "cursor_xy", "target_xy", "on_target", "events"}
+    assert cal["bins"].dtype == np.int64 and list(cal["bins"]) == [1, 2, 3, 4, 5]
+    assert cal["cursor_xy"].shape == (5, 2) and cal["target_xy"].shape == (5, 2)
+    assert cal["on_target"].dtype == bool and cal["on_target"].shape == (5,)
+    assert isinstance(cal["events"], list) and cal["events"] and cal["events"][0].kind == "target_on"
+    assert list(cl["cursor_xy"][:, 0]) == pytest.approx([0.01, 0.02, 0.03])
+    assert list(cl["cursor_xy"][:, 1]) == pytest.approx([0, 0, 0])
+    kin = r.node.calibration_kinematics[0]
+    assert kin["bins"].dtype == np.int64 and np.array_equal(kin["cursor_xy"], cal["cursor_xy"])
+    assert np.array_equal(kin["target_xy"], cal["target_xy"])
+    refit = [c for c in r.out("control") if c.cmd == "refit"][0].blocks[0]
+    assert set(refit) == {"name", "bins", "cursor_xy", "target_xy", "on_target", "dt_s"}
+    assert refit["bins"].dtype == np.int64 and np.array_equal(refit["cursor_xy"], cl["cursor_xy"])
+    assert np.array_equal(refit["target_xy"], cl["target_xy"]) and refit["target_xy"].shape == (3, 2)
+
+
+def test_a_block_stopped_before_its_first_bin_has_empty_two_column_traces():
+    r = _interactive()
+    r.run([0])
+    r.step(None, ops=[{"cmd": "calibrate", "task": "webgrid", "seconds": 1.0}, {"cmd": "stop"}])
+    tr = r.node.traces[-1]
+    assert tr["cursor_xy"].shape == (0, 2) and tr["target_xy"].shape == (0, 2) and tr["bins"].dtype == np.int64
+
+
+def test_one_bin_blocks_are_kept_for_fits_and_refits():
+    r = Rig({"blocks": [{"kind": "calibration", "task": "webgrid", "seconds": 0.02, "name": "c1"},
+                        {"kind": "calibration", "task": "webgrid", "seconds": 0.02, "name": "c2"},
+                        {"kind": "fit", "name": "f"},
+                        {"kind": "closed_loop", "task": "webgrid", "seconds": 0.02, "name": "cl"},
+                        {"kind": "refit", "name": "r"},
+                        {"kind": "evaluation", "task": "webgrid", "seconds": 0.02, "name": "ev"}]})
+    r.run(range(0, 5))
+    assert r.node.n_calibration_blocks == 2
+    ctl = {c.cmd: c for c in r.out("control") if c.cmd in ("fit", "refit")}
+    assert [b["name"] for b in ctl["fit"].blocks] == ["c1", "c2"]
+    assert [b["name"] for b in ctl["refit"].blocks] == ["cl"]
+
+
+def test_block_end_reports_the_tasks_metrics_over_the_blocks_own_time():
+    from cortexlink.core.jsonutil import jsonable
+
+    r = _sched()
+    r.run(range(0, 11), velocity=(0.5, 0.0))
+    ends = {e["name"]: e for e in r.out("events") if e["kind"] == "block_end"}
+    for name, seconds in (("cal", 0.1), ("cl", 0.06)):                # the second starts at 0.12 s
+        got = ends[name]["metrics"]
+        assert got["elapsed_s"] == pytest.approx(seconds)
+        assert got == {**jsonable(r.node.tasks[name].metrics(seconds)), "elapsed_s": got["elapsed_s"]}
+    assert ends["cl"]["loop_latency_ms"] == r.node.results[2]["loop_latency_ms"]
+    assert set(ends["cl"]) >= {"loop_latency_ms", "n_halted_bins", "seconds", "n_bins", "task", "mode"}
+
+
+def test_a_block_end_is_logged(caplog):
+    caplog.set_level("INFO", logger="cortexlink.runtime.nodes")
+    r = Rig({"blocks": [{"kind": "calibration", "task": "webgrid", "seconds": 0.04, "name": "w"}]})
+    r.run([0, 1, 2])
+    msgs = [rec.getMessage() for rec in caplog.records if rec.getMessage().startswith("block w")]
+    assert len(msgs) == 1 and msgs[0].startswith("block w: 2 bins (0.0 s), metrics {")
+
+
+def test_interactive_the_operator_view_is_published_when_a_block_ends():
+    r = _interactive()
+    r.run([0])
+    r.step(1, ops=[{"cmd": "calibrate", "task": "webgrid", "seconds": 1.0}])
+    r.run([2, 3, 4])
+    r.step(None, ops=[{"cmd": "stop"}])
+    assert r.bus.get_info("cursor/operator")["last_block"]["name"] == "01-calibration"
+
+
+@pytest.mark.req("SR-07")
+def test_interactive_after_a_block_the_operator_view_shows_no_click():
+    r = _interactive()
+    r.run([0])
+    r.node._last_version = 1
+    r.step(1, ops=[{"cmd": "start", "task": "webgrid", "seconds": 1.0}], click=True, proba=0.9, version=1)
+    [s] = r.out("state")
+    assert s.clicked and s.op["clicked"]
+    r.step(2, ops=[{"cmd": "stop"}], click=True, proba=0.9, version=1)
+    [s] = r.out("state")
+    assert not s.clicked and s.op["clicked"] is False and s.op["decoded"] is None
+
+
+def test_interactive_open_loop_shows_no_click_probability():
+    r = _interactive()
+    r.run([0])
+    r.step(1, ops=[{"cmd": "calibrate", "task": "webgrid", "seconds": 1.0}], proba=0.3)
+    [s] = r.out("state")
+    assert s.op["click_proba"] is None
+
+
+def test_mouse_mode_bins_are_not_counted_as_held_when_the_decoder_has_no_output():
+    r = _interactive()
+    r.run([0])
+    r.node._last_version = 1
+    r.step(1, ops=[{"cmd": "mouse", "enabled": True}, {"cmd": "start", "task": "webgrid", "seconds": 1.0},
+                   {"cmd": "mouse_move", "x": 0.5, "y": 0.0}], velocity=(math.nan, math.nan), version=1)
+    r.run([2, 3], velocity=(math.nan, math.nan), version=1)
+    assert r.node.n_halted_bins == 0 and r.node.block.n_halted == 0
+    r.step(4, ops=[{"cmd": "estop"}], velocity=(math.nan, math.nan), version=1)
+    assert r.node.n_halted_bins == 1 and r.node.block.n_halted == 1

@@ -438,7 +438,8 @@ class CursorNode(OperatorMixin, Node):
             self._decoded = [float(dv[0]), float(dv[1])] if dv is not None and np.all(np.isfinite(dv)) else None
             self._proba = finite_or_none(p.proba) if mode == "closed" else None
             self._clicked = bool(clicked)
-        commanded = p.velocity if mode == "closed" else v_int if mode == "perfect" else vel
+        # the velocity the bin asked for (non-finite: the effector held it); under the mouse the pointer's
+        commanded = mv if mouse else p.velocity if mode == "closed" else v_int if mode == "perfect" else vel
         if halted or not np.all(np.isfinite(commanded)):
             self.n_halted_bins += 1
             if blk is not None:
