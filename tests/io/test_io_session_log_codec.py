@@ -44,7 +44,7 @@ def _record(path: Path, x: np.ndarray, sizes: list[int], codec: str = "rice", re
         pos += n
         i += 1
     rec.event("block_start", sample=0, name="b1")
-    rec.close()
+    rec.close(timeout_s=600)          # the first use JIT-compiles the coder: slow on a loaded machine
     return chunks
 
 
@@ -95,7 +95,7 @@ def test_compression_shrinks_the_raw_stream_and_the_default_writes_the_old_forma
                           raw_codec="rice")
     for i in range(0, 3000, 30):
         rec.write_raw(Chunk(x[i:i + 30], FS, i, 0, i))
-    rec.close()
+    rec.close(timeout_s=600)          # the first use JIT-compiles the coder: slow on a loaded machine
     pd = tmp_path / "d" / "streams" / "raw.clog"
     assert rec.stats()["streams"]["raw"]["bytes"] == pd.stat().st_size - _offsets(pd)[0][0]   # bytes written
     np.testing.assert_array_equal(SessionReader(tmp_path / "u").read_array("raw")[1], x)
@@ -230,7 +230,7 @@ def test_bad_codec_options_are_refused_by_name(tmp_path):
                           raw_codec="rice")
     with pytest.raises(ValidationError, match=r"raw_codec='rice' stores int16 samples; the raw chunks are float32"):
         rec.write_raw(Chunk(np.zeros((4, 2), np.float32), FS, 0, 0, 0))
-    rec.close()
+    rec.close(timeout_s=600)          # the first use JIT-compiles the coder: slow on a loaded machine
 
 
 @pytest.mark.req("SR-41")

@@ -83,7 +83,7 @@ def test_a_lost_redis_server_halts_the_cursor_and_ends_the_run_with_its_failure(
     srv = _rs.RedisServer(executable=redis_executable).start()
     try:
         bg = _Background(_pipeline_graph(replay), redis_url=srv.url, out_dir=tmp_path)
-        _wait(lambda: (bg.node("cursor") is not None and bg.node("cursor").n_updates > 10) or not bg.thread.is_alive(),
+        _wait(lambda: getattr(bg.node("cursor"), "n_updates", 0) > 10 or not bg.thread.is_alive(),
               90, "the cursor to move")
         os.kill(srv.pid, sig)
         res = bg.join()
@@ -106,7 +106,7 @@ def test_a_restarted_redis_server_is_not_reconnected_the_run_ends_cleanly(redis_
     again = None
     try:
         bg = _Background(_pipeline_graph(replay), redis_url=srv.url, out_dir=tmp_path)
-        _wait(lambda: (bg.node("cursor") is not None and bg.node("cursor").n_updates > 10) or not bg.thread.is_alive(),
+        _wait(lambda: getattr(bg.node("cursor"), "n_updates", 0) > 10 or not bg.thread.is_alive(),
               90, "the cursor to move")
         port = srv.port
         os.kill(srv.pid, signal.SIGKILL)
@@ -396,11 +396,13 @@ def test_sigterm_of_session_run_writes_what_ran_and_exits_143(tmp_path):
     sess.write_text("name: long\nimplant: {n_channels: 24}\ndecoder: {kind: kalman}\nclick_decoder: {enabled: false}\n"
                     "blocks:\n  - {kind: calibration, task: centre_out, seconds: 3000}\n  - {kind: fit}\n")
     err = open(tmp_path / "stderr.txt", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "cortexlink.cli.main", "session", "run", str(sess), "--out",
+    # -v: the dsp's INFO line says the graph's loop runs (a fixed sleep after the run folder appeared
+    # sent the signal during start-up on a loaded machine, before there was a run to summarise)
+    proc = subprocess.Popen([sys.executable, "-m", "cortexlink.cli.main", "-v", "session", "run", str(sess), "--out",
                              str(tmp_path / "runs"), "--no-progress"], stdout=subprocess.DEVNULL, stderr=err)
     try:
-        _wait(lambda: list((tmp_path / "runs").glob("*/")) or proc.poll() is not None, 60, "the run folder")
-        time.sleep(2.0)                                   # into the loop (3000 s of calibration: far from done)
+        _wait(lambda: "calibrated on" in (tmp_path / "stderr.txt").read_text() or proc.poll() is not None, 300,
+              "the dsp to calibrate in the loop")   # 3000 s of calibration block: far from done
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(60)
     finally:
