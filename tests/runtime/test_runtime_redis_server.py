@@ -253,7 +253,7 @@ def test_forgotten_server_is_killed_at_interpreter_exit(redis_executable):
         sys.stdout.write(f"{srv.pid} {srv.workdir}\\n")
         sys.stdout.flush()
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     pid_s, workdir = out.stdout.split()
     pid = int(pid_s)
