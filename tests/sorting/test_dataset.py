@@ -41,7 +41,7 @@ class KillOnce:
             (flags / "pid.tmp").write_text(str(os.getpid()))
             os.replace(flags / "pid.tmp", flags / "pid")
             t = time.monotonic()
-            while not (flags / "killed").exists() and time.monotonic() - t < 60.0:
+            while not (flags / "killed").exists() and time.monotonic() - t < BOUND_S:
                 time.sleep(0.05)
         return self.path
 
