@@ -33,7 +33,7 @@ def test_operator_runs_a_session_sees_it_and_stops_it(make_controller, browser, 
     ctl = make_controller(n_channels=64)
     with OperatorServer(ctl, "127.0.0.1", 0) as srv:
         d.get(srv.url)
-        wait = WebDriverWait(d, 30, poll_frequency=0.05)
+        wait = WebDriverWait(d, 120, poll_frequency=0.05)     # generous: a loaded machine
         wait.until(lambda d: _js(d, "window.cl && cl.nMeta > 0 && cl.nSlow > 0 && cl.fast !== null"))
         wait.until(lambda d: d.find_element(By.ID, "conn").text == "live")
         assert "64 channels" in d.find_element(By.ID, "session-name").text
