@@ -323,3 +323,38 @@ def test_block_defaults_calibration_task_is_checked():
         load_graph(bad)
     d = _block_defaults([{"kind": "calibration", "task": "webgrid", "seconds": 60, "task_params": {"n": 30}}])
     assert d["calibration"] == {"task": "webgrid", "seconds": 60, "task_params": {"n": 30}}
+
+
+@pytest.mark.req("SR-13")
+def test_an_estop_and_its_release_are_fault_events_logged_and_recorded_at_their_sample(live, tmp_path, caplog):
+    """The operator's E-STOP and release are events on ``runtime.faults`` (kind ``estop``, severity
+    ``halt`` then ``clear``, node ``cursor``) at the sample of the bin after which each was taken:
+    in the run's faults, the log, and the recording's events."""
+    import logging
+
+    from cortexlink.io.session_log import SessionReader
+
+    caplog.set_level(logging.INFO, logger="cortexlink.runtime.runner")
+    lv = live(recorder_dir=tmp_path)
+    lv.ok("record_start", name="r1")
+    lv.ok("calibrate", seconds=60)
+    lv.wait(lambda: len(lv.rows()) > 10, 30, "the calibration block to run")
+    engaged = lv.ok("estop")["received_after_bin"]
+    lv.wait(lambda: lv.rows()[-1]["bin"] >= engaged + 5, 30, "bins under the E-STOP")
+    assert lv.ok("release")["was_engaged"] is True
+    lv.wait(lambda: not lv.rows()[-1]["halted"], 30, "bins after the release")
+    lv.ok("record_stop")
+    lv.stop()
+    sample_of = {r["bin"]: r["sample"] for r in lv.rows()}
+    events = [e for e in lv.result["faults"] if e["kind"] == "estop"]
+    assert [(e["severity"], e["node"]) for e in events] == [("halt", "cursor"), ("clear", "cursor")], events
+    halt, clear = events
+    assert halt["bin"] == engaged and halt["sample"] == sample_of[engaged]
+    assert clear["bin"] > engaged and clear["sample"] == sample_of[clear["bin"]]
+    logged = [r.getMessage() for r in caplog.records if "estop" in r.getMessage()]
+    assert any(r.startswith("FAULT estop [halt] cursor: EMERGENCY STOP") for r in logged), logged
+    assert any(r.startswith("fault estop [clear] cursor: emergency stop released") for r in logged), logged
+    recorded = [e for e in SessionReader(tmp_path / "r1").events("fault") if e["fault_kind"] == "estop"]
+    assert [(e["severity"], e["sample"], e["bin"]) for e in recorded] == \
+        [(e["severity"], e["sample"], e["bin"]) for e in events]
+

@@ -16,7 +16,10 @@ possible in the current state is answered with status 409 and the reason.
 ``fit`` / ``refit``       control message to the decoder (fit on every calibration block;
                           ReFIT from the closed-loop blocks since the last fit)
 ``estop`` / ``release``   latch / release a halt: from the next bin the cursor is held and no
-                          click is accepted (works in every state, also in schedule mode)
+                          click is accepted (works in every state, also in schedule mode); each
+                          is a fault event on ``runtime.faults`` (kind ``estop``, severity
+                          ``halt`` / ``clear``, at the sample of the last bin before it): logged
+                          and recorded. Not a watchdog fault: nothing but ``release`` clears it
 ``mouse``                 mouse mode on/off; ``mouse_move`` the pointer; ``mouse_click`` a click
 ========================  ===================================================================
 """
@@ -153,7 +156,9 @@ class OperatorMixin:
             self.estop = True
             self.estop_requested_after_bin = received
             self.estop_bin = None
-            self._log_warning("EMERGENCY STOP engaged after bin %d", received)
+            self.fault("estop", severity="halt", sample=sample, bin=received,
+                       message=f"EMERGENCY STOP engaged by the operator after bin {received}: the cursor is held "
+                               "and no click is accepted until it is released")
         if self._estop_journal is not None:
             self._estop_journal.append("estop", engaged=True, bin=received)
         return {"estop": True, "received_after_bin": received}
@@ -162,7 +167,8 @@ class OperatorMixin:
         was = self.estop
         self.estop = False
         if was:
-            self._log_warning("emergency stop released after bin %d", self.last_bin)
+            self.fault("estop", severity="clear", sample=sample, bin=self.last_bin,
+                       message=f"emergency stop released by the operator after bin {self.last_bin}")
         if self._estop_journal is not None:
             self._estop_journal.append("estop", engaged=False, bin=self.last_bin)
         return {"estop": False, "was_engaged": was}
