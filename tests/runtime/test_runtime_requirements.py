@@ -124,9 +124,10 @@ def test_a_hung_decoder_halts_the_cursor_with_a_pipeline_stall_until_its_outputs
     (clear,) = [e for e in res["faults"] if e["kind"] == "pipeline_stall" and e["severity"] == "clear"]
     assert failed["t_ns"] < halt["t_ns"] < restarted["t_ns"] <= clear["t_ns"]
     assert halt["node"] == "cursor" and halt["age_ms"] > 60
-    gates = [m.payload.to_dict() for m in runner.by_name["gates"].node.kept]
+    *gates, last = [m.payload.to_dict() for m in runner.by_name["gates"].node.kept]
     assert gates[0]["halted"] and gates[0]["velocity"] == [0.0, 0.0] and gates[0]["click_suppressed"]
     assert [f["kind"] for f in gates[0]["faults"]] == ["pipeline_stall"] and gates[-1]["halted"] is False
+    assert last["halted"] and [f["kind"] for f in last["faults"]] == ["run_stopped"]     # the run's end (SR-12)
     # the same failure with the timeout off raises no halt at all: it is the timeout that saw it
     quiet = GraphRunner(_graph(replay, watchdog={"output_timeout_ms": 0}, decoder=dec)).run()
     assert not [e for e in quiet["faults"] if e["severity"] == "halt"]

@@ -43,6 +43,11 @@ def _run(graph):
     res = r.run()
     states = [m.payload.to_dict() for m in r.by_name["states"].node.kept]
     gates = [m.payload.to_dict() for m in r.by_name["gates"].node.kept]
+    # every run ends holding the cursor first (SR-12): its last gate is the stop's; the gates the
+    # watchdog's faults published are the ones before it
+    *gates, last = gates
+    assert last["halted"] and last["velocity"] == [0.0, 0.0] and last["click_suppressed"], last
+    assert last["faults"][-1]["kind"] == "run_stopped" and res["stop_reason"] in last["faults"][-1]["message"]
     return res, states, gates
 
 
@@ -50,7 +55,9 @@ def _events(res, kind, severity=None):
     return [e for e in res["faults"] if e["kind"] == kind and (severity is None or e["severity"] == severity)]
 
 
+@pytest.mark.req("SR-12")
 def test_a_fault_free_run_moves_the_cursor_and_raises_nothing(replay):
+    """No fault, no gate until the run's end; then (``_run``) the last gate holds the cursor."""
     res, states, gates = _run(_graph(replay))
     assert res["fault_counts"] == {} and gates == []
     moving = [s for s in states if s["block"] is None and np.hypot(*s["velocity"]) > 0]

@@ -86,7 +86,7 @@ def test_halts_stop_stimulation_within_one_bin():
     dev = runner.by_name["implant"].node.stim_device
     halts = node.halts
     assert any(k == "estop" for _, k in halts), "the drill needs halts (bins 520-525, 600-603 in closed loop)"
-    assert dev.counts["stops"] == sum(k == "estop" for _, k in halts)
+    assert dev.counts["stops"] == sum(k == "estop" for _, k in halts) + 1       # + the STOP of the run's end
     bin_s = node.bin_s
     t = dev.delivered_pulses()["time_s"]
     spans = []
@@ -99,6 +99,34 @@ def test_halts_stop_stimulation_within_one_bin():
         assert not np.any((t >= t0 + bin_s) & (t < t1 - 1e-9)), (t0, t1)
     # The encoder kept planning during the halts; the interlock refused those plans.
     assert node.audit.reasons["estop"] > 0
+
+
+@pytest.mark.req("SR-12")
+def test_a_stopped_run_holds_the_cursor_first_and_sends_the_stimulator_stop():
+    """A run that stops (here by the runner's own stop request at the end of its time, the path a
+    SIGINT/SIGTERM takes) while it stimulates: the cursor's last gate is halted (zero velocity, no
+    click, ``run_stopped``) and the simulated stimulator receives a STOP frame, its only one (no
+    halt during the run), which drops what was still pending."""
+    s = copy.deepcopy(SESSION)
+    s["blocks"] = [{"name": "calibration", "kind": "calibration", "task": "centre_out", "seconds": 3000}]
+    s["stimulation"]["blocks"] = ["calibration"]
+    g = session_to_graph(s, trace=True)
+    g["nodes"]["gates"] = {"kind": "sink", "params": {"keep": 100}, "inputs": {"data": "cursor.gate"}}
+    g["nodes"]["states"] = {"kind": "sink", "params": {"keep": 1000}, "inputs": {"data": "cursor.state"}}
+    runner = GraphRunner(g, seconds=3.0)
+    rr = runner.run()
+    assert rr["stop_reason"] == "3 s of source time" and rr["failure"] is None
+    (gate,) = runner.by_name["gates"].node.kept          # nothing halted the cursor before the stop
+    last = gate.payload
+    assert last.halted and last.velocity == (0.0, 0.0) and last.click_suppressed
+    assert last.faults[-1]["kind"] == "run_stopped" and "3 s of source time" in last.faults[-1]["message"]
+    states = list(runner.by_name["states"].node.kept)
+    before = [m.payload.halted for m in states if m.t_pub_ns < gate.t_pub_ns]
+    assert len(before) > 100 and not any(before)         # the cursor moved freely until the stop,
+    assert all(m.payload.halted for m in states if m.t_pub_ns > gate.t_pub_ns)     # and is held after it
+    dev = runner.by_name["implant"].node.stim_device
+    assert runner.by_name["stim"].node.halts == []
+    assert dev.counts["pulses_delivered"] > 0 and dev.counts["stops"] == 1 and dev.n_pending == 0
 
 
 def test_a_dead_encoder_means_no_stimulation():

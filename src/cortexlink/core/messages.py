@@ -281,7 +281,8 @@ class Control:
 
 @dataclasses.dataclass(frozen=True)
 class Gate:
-    """The watchdog's gate, published when it changes.
+    """The watchdog's gate, published when it changes, and halted once more when the run stops
+    (its ``faults`` then end with a ``run_stopped`` entry).
 
     Attributes
     ----------

@@ -2,6 +2,10 @@
 :class:`~cortexlink.runtime.runner.GraphRunner` inherits these methods; they read and set its
 attributes.
 
+A run that stops (a stop request, SIGINT/SIGTERM, its time is up, a failure) tells every node of
+each process first (:meth:`~cortexlink.runtime.node.Node.stopping`: the cursor holds itself and
+publishes a halted gate), then lets the queued messages through once and tears the nodes down.
+
 A run that cannot go on ends by itself, cursor first: a *critical* node given up on by its
 supervisor (or whose process kept dying), or a broken bus (its Redis server lost: a
 ``bus_lost`` fault; the watchdog's ``bus_down``) becomes the run's ``failure``
@@ -250,7 +254,21 @@ class _Lifecycle:
                                 edge=f"{sub.topic}->{sub.name}", n=d, total=sub.n_dropped, policy=sub.policy)
 
     # ------------------------------------------------------------------ the end
+    def _stopping_nodes(self) -> None:
+        """Tell every running node of this process, once, that the run stops (``Node.stopping``:
+        the cursor publishes a halted gate before anything is torn down)."""
+        if getattr(self, "_told_stopping", False):
+            return
+        self._told_stopping = True
+        for slot in self.slots:
+            if slot.node.state == "running":
+                try:
+                    slot.node.stopping(self._stop or "the run ends")
+                except Exception as exc:
+                    logger.warning("stopping %s raised %s: %s", slot.name, type(exc).__name__, exc)
+
     def _teardown_nodes(self) -> dict:
+        self._stopping_nodes()                  # where the loop did not (an interrupt, a failed loop)
         infos = {}
         for slot in reversed(self.slots):
             node = slot.node

@@ -6,6 +6,7 @@ A node is built from a validated configuration (its ``params``), then
 * :meth:`Node.step` is called with the messages that arrived on its input ports (an *inbox*:
   ``{port: [Message, ...]}``, only ports with messages) and publishes with :meth:`Node.emit`;
   a *clocked* node (a source) is stepped on its own period instead, with an empty inbox;
+* :meth:`Node.stopping` is called when the run stops, before its last pass and the teardown;
 * :meth:`Node.teardown` releases them.
 
 Its :attr:`Node.state` is one of :data:`NODE_STATES` and its counters (messages in/out,
@@ -408,6 +409,12 @@ class Node:
 
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
         """Process the messages in ``inbox`` (``{port: [Message, ...]}``) and :meth:`emit` results."""
+
+    def stopping(self, reason: str) -> None:
+        """The run is stopping (``reason``: a stop request, SIGINT/SIGTERM, its time is up, a
+        failure): called once on every running node, in every process, before the last pass over
+        the queued messages and :meth:`teardown`, so that a node makes its outputs safe first (the
+        cursor publishes a halted gate)."""
 
     def teardown(self) -> None:
         """Release resources (called once after the last step, also after a failure)."""

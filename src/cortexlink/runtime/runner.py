@@ -490,6 +490,7 @@ class GraphRunner(_Processes, _Lifecycle):
             if limit_ns is not None and self.role == "main" and self.source_time_ns >= limit_ns:
                 self._request_stop(f"{seconds:g} s of source time")
             if self._stop is not None:
+                self._stopping_nodes()                  # the cursor is held first (SR-12)
                 self._drain_pass(now)
                 break
             # wait for the next period or message

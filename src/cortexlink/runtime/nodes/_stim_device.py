@@ -6,7 +6,8 @@ each frame (the versioned format of :mod:`cortexlink.stim.command`) goes to a
 :class:`~cortexlink.stim.driver.SimulatedStimulator`; before each chunk is read, the pulses due
 in it are rendered into the implant's signal (:meth:`cortexlink.sim.SimulatedImplant.stimulate`)
 and published on the ``stim`` output (what was really delivered: the dsp blanks it, the recorder
-keeps it). STOP frames, the device's own watchdog and late frames behave as the driver module says.
+keeps it). STOP frames, the device's own watchdog and late frames behave as the driver module says;
+the frames still queued when the run ends (the host's last STOP) are received at teardown.
 """
 
 from __future__ import annotations
@@ -51,6 +52,14 @@ class StimDeviceMixin:
             self.implant.stimulate(pulses)
             self.emit("stim", {"now_s": now, **pulses_to_dict(pulses)}, sample=self.implant.sample_index,
                       t_enter_ns=time.monotonic_ns())
+
+    def teardown(self) -> None:
+        """The frames still queued on the link reach the device (the host's STOP at the end of the run:
+        the interlock is torn down first, as it comes later in the graph)."""
+        sub = self.subs.get("stim")
+        if sub is not None and getattr(self, "stim_device", None) is not None:
+            self._stim_frames(sub.drain())
+        super().teardown()
 
     def stim_summary(self) -> dict | None:
         dev = getattr(self, "stim_device", None)

@@ -52,7 +52,8 @@ class _Block:
 @register_node
 class CursorNode(OperatorMixin, Node):
     """Cursor and task: moves a :class:`~cortexlink.tasks.CursorEffector` once per bin, runs a
-    schedule of task blocks, and is the watchdog's gate (velocity zero, no clicks while halted).
+    schedule of task blocks, and is the watchdog's gate (velocity zero, no clicks while halted;
+    held, with a last halted gate, from the moment the run stops: :meth:`stopping`).
 
     Parameters (``params``)
     -----------------------
@@ -180,7 +181,8 @@ class CursorNode(OperatorMixin, Node):
         self._await_version: int | None = None
         self._last_version = 0
         self.last_sample = -1
-        self._halted_pub = False
+        self._halted_pub: Any = False
+        self._stop_reason: str | None = None       # set when the run stops: every later bin is held
         self._decoder_node = self.ctx.producer(self.name, "intent") or "decoder"
         # the age of a decoder output (now minus when its data entered the graph) is checked in real
         # time where every process shares this host's monotonic clock (no node started elsewhere)
@@ -198,6 +200,15 @@ class CursorNode(OperatorMixin, Node):
 
     def _wd_emit(self, kind: str, **kw: Any) -> None:
         self.ctx.fault(kind, **kw)
+
+    def stopping(self, reason: str) -> None:
+        """The run stops (SR-12): hold the cursor before anything is torn down. A final halted gate
+        (zero velocity, clicks suppressed; its faults end with ``run_stopped``) goes out now, and
+        every bin still consumed after it is held."""
+        if getattr(self, "watchdog", None) is None:
+            return
+        self._stop_reason = reason
+        self._publish_gate(self.last_sample)
 
     # -- schedule ---------------------------------------------------------------------------
     def _begin_next(self, next_bin: int, sample: int, t_enter: int) -> bool:
@@ -303,20 +314,24 @@ class CursorNode(OperatorMixin, Node):
         xy = self.effector.xy
         v = self.effector.velocity
         state = CursorState(next_bin, self.t_s, (float(xy[0]), float(xy[1])), (float(v[0]), float(v[1])),
-                            bool(clicked), bool(self.watchdog.halted or self.estop),
+                            bool(clicked), bool(self.watchdog.halted or self.estop or self._stop_reason is not None),
                             None if blk is None else blk.name, None if blk is None else blk.mode, bool(begin),
                             None if blk is None else blk.task.current_target(), self.finished,
                             self.op_view() if self.interactive else None)
         self.emit("state", state, sample=sample, t_enter_ns=t_enter)
 
     def _publish_gate(self, sample: int) -> None:
-        halted = self.watchdog.halted
-        if halted == self._halted_pub:
+        stop = self._stop_reason
+        halted = self.watchdog.halted or stop is not None
+        pub = "stopped" if stop is not None else halted
+        if pub == self._halted_pub:
             return
-        self._halted_pub = halted
-        self.emit("gate", Gate(halted, (0.0, 0.0) if halted else None, halted,
-                               tuple(dict(v) for v in self.watchdog.active.values())),
-                  sample=sample, t_enter_ns=0)
+        self._halted_pub = pub
+        faults = tuple(dict(v) for v in self.watchdog.active.values())
+        if stop is not None:
+            faults += ({"kind": "run_stopped", "node": self.name, "message": f"the run stops: {stop}",
+                        "sample": sample},)
+        self.emit("gate", Gate(halted, (0.0, 0.0) if halted else None, halted, faults), sample=sample, t_enter_ns=0)
 
     # -- step ---------------------------------------------------------------------------
     def step(self, inbox: dict[str, list[Message]], now_ns: int) -> None:
@@ -422,7 +437,7 @@ class CursorNode(OperatorMixin, Node):
                                                 node=self._decoder_node, sample=m.sample, age_ns=self._age(m))
         else:
             ok = True
-        halted = self.watchdog.halted or not ok or self.estop
+        halted = self.watchdog.halted or not ok or self.estop or self._stop_reason is not None
         v_int = _NAN2 if part is None else part.velocity
         if mouse:
             mv = self.mouse_velocity()

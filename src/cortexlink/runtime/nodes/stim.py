@@ -14,9 +14,10 @@ The loop (a session's ``stimulation:`` section compiles to it)::
 :class:`~cortexlink.stim.driver.StimulatorDriver`, in one node, so that nothing reaches the
 driver without the interlock's signature; it sends command frames (the versioned format of
 :mod:`cortexlink.stim.command`) to the device. A halted cursor (the E-STOP or the watchdog) E-STOPs
-the interlock and sends a STOP frame in the same bin; releasing it is audited. Encoders plan one
-bin at a time (the window of the bin about to be recorded), so a stalled encoder or a dead node
-means no stimulation: the device never repeats a frame and drops everything when frames stop.
+the interlock and sends a STOP frame in the same bin; releasing it is audited. The end of the run
+(its teardown) sends a STOP frame too. Encoders plan one bin at a time (the window of the bin about
+to be recorded), so a stalled encoder or a dead node means no stimulation: the device never repeats
+a frame and drops everything when frames stop.
 """
 
 from __future__ import annotations
@@ -319,6 +320,17 @@ class StimInterlockNode(Node):
                 "reasons": dict(self.audit.reasons), "last_refused": list(self.last_refused[-10:])}
 
     def teardown(self) -> None:
+        """The run ends (SR-12): a STOP frame goes to the stimulator (it halts and drops whatever
+        is pending), then the audit log is closed."""
+        driver = getattr(self, "driver", None)
+        if driver is not None:
+            self._frames.clear()
+            driver.stop(self.now_s)
+            sample, t_enter = self._stamp
+            for f in self._frames:
+                self.emit("command", {"frame": np.frombuffer(f, np.uint8).copy(), "now_s": self.now_s},
+                          sample=sample, t_enter_ns=t_enter)
+            self._frames.clear()
         audit = getattr(self, "audit", None)
         if audit is not None:
             audit.close()
