@@ -218,6 +218,10 @@ def test_set_source_names_the_source_at_once_and_refuses_a_different_one(tmp_pat
     rec.set_source(None, FS)
     assert json.loads((tmp_path / "s" / "manifest.json").read_text())["channel_map"] is None
     rec.close()
+    rec = _rec(tmp_path / "t", fs_hz=1e-9)
+    rec.set_source(None, 2e-9)                           # 1e-9 Hz apart: the tolerance itself
+    assert rec.fs_hz == 2e-9
+    rec.close()
 
 
 def test_write_array_shapes_dtypes_columns_and_copies(tmp_path):
@@ -234,17 +238,22 @@ def test_write_array_shapes_dtypes_columns_and_copies(tmp_path):
         rec.write_array("one", 8, np.zeros((1, 2)))
     wide = np.arange(12, dtype=np.int64).reshape(3, 4)
     assert rec.write_array("one", 9, wide[:, :3])              # not contiguous, other dtype: converted
-    f32 = np.ones((2, 2), np.float32)
-    rec.write_array("f", 0, f32, dtype="float32", columns=["u", "v"], rate_hz=20.0)
-    f32[:] = 7
+    assert rec.write_array("one", 12, np.array([[7, 8, 9]]))    # contiguous, other dtype: converted
+    same = np.arange(8.0).reshape(2, 4)
+    assert rec.write_array("one", 13, same[:, 1:])              # the stream's dtype, not contiguous
+    f64 = np.ones((2, 2))
+    rec.write_array("f", 0, f64, dtype="float32", columns=["u", "v"], rate_hz=20.0)   # the dtype asked for
+    f64[:] = 7
     held.release()
     rec.close()
     r = SessionReader(tmp_path / "s")
     assert r.columns("one") == ["c0", "c1", "c2"] and r.stream_info("one")["dtype"] == "<f8"
     s, d = r.read_array("one")
-    np.testing.assert_array_equal(s, [7, 9, 10, 11])
-    np.testing.assert_array_equal(d, [[1.5, 2.5, 3.5], [0, 1, 2], [4, 5, 6], [8, 9, 10]])
-    assert r.stream_info("f")["rate_hz"] == 20.0
+    np.testing.assert_array_equal(s, [7, 9, 10, 11, 12, 13, 14])
+    np.testing.assert_array_equal(d, [[1.5, 2.5, 3.5], [0, 1, 2], [4, 5, 6], [8, 9, 10], [7, 8, 9],
+                                      [1, 2, 3], [5, 6, 7]])
+    assert [rc.host_time_ns for rc in r.records("one")] == [0, 0, 0, 0]
+    assert r.stream_info("f")["rate_hz"] == 20.0 and r.stream_info("f")["dtype"] == "<f4"
     np.testing.assert_array_equal(r.read_array("f")[1], np.ones((2, 2)))
 
 
@@ -264,41 +273,47 @@ def test_write_row_takes_a_dict_or_values_with_columns(tmp_path):
 
 
 def test_write_raw_declares_the_raw_stream_from_the_source(tmp_path):
-    cm = ChannelMap.grid(3)
+    cm = ChannelMap(["A1", "B7", "C3"])
     rec = _rec(tmp_path / "s", channel_map=cm, fs_hz=FS)
     data = np.arange(12, dtype=np.int16).reshape(4, 3)
     assert rec.write_raw(Chunk(data, FS, 100, 55, 0))
     rec.close()
     r = SessionReader(tmp_path / "s")
     info = r.stream_info("raw")
-    assert info["columns"] == list(cm.channel_ids) and info["units"] == "counts" and info["rate_hz"] == FS
+    assert info["columns"] == ["A1", "B7", "C3"] and info["units"] == "counts" and info["rate_hz"] == FS
     assert info["channel_map"] == cm.to_dict() and "codec" not in info
     s, d = r.read_array("raw")
     np.testing.assert_array_equal(s, [100, 101, 102, 103])
     np.testing.assert_array_equal(d, data)
     assert [rc.host_time_ns for rc in r.records("raw")] == [55]
     rec = _rec(tmp_path / "t")                                     # no channel map: numbered columns, µV
-    rec.write_raw(Chunk(np.zeros((2, 2), np.float32), FS, 0, 0, 0))
+    rec.write_raw(Chunk(np.zeros((2, 2), np.float32), 500.0, 0, 0, 0))
     rec.close()
     info = SessionReader(tmp_path / "t").stream_info("raw")
     assert info["columns"] == ["ch0000", "ch0001"] and info["units"] == "uV" and info["channel_map"] is None
+    assert info["rate_hz"] == 500.0 and info["dtype"] == "<f4"
 
 
 def test_write_features_records_bins_and_gaps(tmp_path):
     rec = _rec(tmp_path / "s", fs_hz=FS)
     empty = BinnedFeatures(np.zeros((0, 2), np.float32), np.zeros(0, np.int64), 20, FS, ("a", "b"))
     assert rec.write_features(empty) is True
-    bf = BinnedFeatures(np.ones((3, 2), np.float32), np.array([40, 60, 80]), 20, FS, ("a", "b"),
+    bf = BinnedFeatures(np.ones((3, 2), np.float32), np.array([40, 60, 80]), 20, 2 * FS, ("a", "b"),
                         gaps=((30, 10),))
     assert rec.write_features(bf, name="feat")
     rec.close()
     r = SessionReader(tmp_path / "s")
     assert "features" not in r.streams
     info = r.stream_info("feat")
-    assert info["columns"] == ["a", "b"] and info["bin_width_samples"] == 20 and info["rate_hz"] == FS
+    assert info["columns"] == ["a", "b"] and info["bin_width_samples"] == 20 and info["rate_hz"] == 2 * FS
+    assert info["dtype"] == "<f4"
     assert r.read_array("feat")[0].tolist() == [40, 60, 80]
     gaps = r.events("gap")
     assert len(gaps) == 1 and gaps[0]["sample"] == 30 and gaps[0]["n_missing"] == 10 and gaps[0]["stream"] == "feat"
+    rec = _rec(tmp_path / "t")
+    rec.write_features(bf)
+    rec.close()
+    assert "features" in SessionReader(tmp_path / "t").streams
 
 
 # ---------------------------------------------------------------------------- events and decoders
@@ -313,6 +328,11 @@ def test_events_carry_their_fields_and_are_never_dropped_for_room(tmp_path):
         assert rec.event("mark", sample=i, note="n" * 100) is True
     held.release()
     rec.close()
+    rec2 = _rec(tmp_path / "t")
+    assert rec2.event("typed", sample=np.int64(3), gain=np.float32(0.5), n=np.int16(2), where=tmp_path)
+    rec2.close()
+    typed = SessionReader(tmp_path / "t").events("typed")[0]
+    assert (typed["sample"], typed["gain"], typed["n"], typed["where"]) == (3, 0.5, 2, str(tmp_path))
     ev = SessionReader(tmp_path / "s").events()
     marks = [e for e in ev if e["kind"] == "mark"]
     assert [e["sample"] for e in marks] == list(range(5)) and all(e["note"] == "n" * 100 for e in marks)
@@ -326,13 +346,15 @@ def test_a_decoder_going_live_is_saved_with_its_checksum(tmp_path):
             Path(path).write_bytes(b"weights")
             return Path(path)
 
-    rec = _rec(tmp_path / "s")
+    rec = _rec(tmp_path / "s", config={"gain": np.float32(2.0)})
     p = rec.save_decoder(Dec(), "kf", sample=300)
     assert p == tmp_path / "s" / "decoders" / "kf.npz"
     import hashlib
     sha = hashlib.sha256(b"weights").hexdigest()
     m = json.loads((tmp_path / "s" / "manifest.json").read_text())      # at once, before close
     assert m["decoders"] == {"decoders/kf.npz": {"file": "decoders/kf.npz", "sha256": sha, "bytes": 7}}
+    assert m["config"] == {"gain": 2.0}
+    rec.save_decoder(Dec(), "kf2", sample=400)                           # a second one, same folder
     (tmp_path / "outside.npz").write_bytes(b"x")
     rec.event("decoder", file="../outside.npz")                          # not in the session: no checksum
     rec.event("decoder", file="decoders/none.npz")                       # no such file
@@ -341,8 +363,9 @@ def test_a_decoder_going_live_is_saved_with_its_checksum(tmp_path):
     ev = SessionReader(tmp_path / "s").events("decoder")
     assert ev[0]["sha256"] == sha and ev[0]["name"] == "kf" and ev[0]["sample"] == 300
     assert ev[0]["decoder_class"] == "Dec" and ev[0]["file"] == "decoders/kf.npz"
-    assert all("sha256" not in e for e in ev[1:]) and len(ev) == 4
-    assert list(SessionReader(tmp_path / "s").manifest["decoders"]) == ["decoders/kf.npz"]
+    assert ev[1]["name"] == "kf2" and ev[1]["sha256"] == sha
+    assert all("sha256" not in e for e in ev[2:]) and len(ev) == 5
+    assert sorted(SessionReader(tmp_path / "s").manifest["decoders"]) == ["decoders/kf.npz", "decoders/kf2.npz"]
 
 
 # ---------------------------------------------------------------------------- the queue
@@ -395,10 +418,33 @@ def test_drops_are_logged_at_the_first_and_every_thousandth(tmp_path, caplog):
             rec.write_row("x", 2 * s, [0.0])                             # never adjacent: one range each
     warnings = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert len(warnings) == 3 and "1 item(s) of stream 'x' dropped (queue full)" in warnings[0]
+    assert str(tmp_path / "s") in warnings[0]
     assert "1000 item(s)" in warnings[1] and "2000 item(s)" in warnings[2]
     held.release()
     m = rec.close()
     assert m["dropped"]["x"]["items"] == 2001 and len(m["dropped"]["x"]["ranges"]) == 1000
+
+
+@pytest.mark.req("SR-44")
+def test_the_dropped_ranges_kept_in_memory_are_bounded(tmp_path):
+    rec = _rec(tmp_path / "s", max_queue_bytes=8)
+    held = _Held(rec)
+    rec.write_row("x", 0, [0.0])
+    held.wait_entered()
+    rec.write_row("x", 1, [0.0])
+    logging.getLogger("cortexlink.io.session_log").disabled = True
+    try:
+        for s in range(2, 2 + 10_002):
+            rec.write_row("x", 2 * s, [0.0])
+    finally:
+        logging.getLogger("cortexlink.io.session_log").disabled = False
+    assert len(rec._streams["x"].dropped_ranges) == 10_000
+    assert rec.stats()["streams"]["x"]["dropped"] == 10_002                # every drop still counted
+    held.release()
+    m = rec.close()
+    assert m["dropped"]["x"]["items"] == 10_002 and len(m["dropped"]["x"]["ranges"]) == 1000
+    ev = SessionReader(tmp_path / "s").events("dropped")[0]
+    assert ev["items"] == 10_002 and len(ev["ranges"]) == 1000
 
 
 @pytest.mark.req("SR-44")
@@ -519,7 +565,7 @@ def test_when_the_final_manifest_cannot_be_written_the_streams_stay_and_the_lock
 @pytest.mark.parametrize("err, reason", [
     (errno.ENOSPC, "disk full"), (errno.EDQUOT, "disk full"), (errno.EIO, "write error: [Errno 5] boom"),
 ])
-def test_a_write_error_stops_the_recording_cleanly_and_counts_what_is_lost(tmp_path, err, reason):
+def test_a_write_error_stops_the_recording_cleanly_and_counts_what_is_lost(tmp_path, caplog, err, reason):
     rec = _rec(tmp_path / "s")
     rec.write_row("y", 0, [1.0])                                    # intact before the error
     rec.event("before")
@@ -536,16 +582,22 @@ def test_a_write_error_stops_the_recording_cleanly_and_counts_what_is_lost(tmp_p
     held.wait_entered()
     rec.write_array("x", 12, np.zeros((3, 1)))                      # queued behind the failing write
     rec.write_row("y", 1, [2.0])
-    held.release()
-    _wait(lambda: rec.stopped_reason is not None)
-    assert rec.stopped_reason == reason
+    with caplog.at_level(logging.ERROR, logger="cortexlink.io.session_log"):
+        held.release()
+        _wait(lambda: rec.stopped_reason is not None)
+    assert rec.stopped_reason == reason and rec.stats()["stopped_reason"] == reason
+    assert rec.manifest["stopped_reason"] == reason
+    msg = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR][0]
+    assert str(tmp_path / "s") in msg and reason in msg and "stream 'x'" in msg and "recording stopped" in msg
     _wait(lambda: rec.stats()["dropped_total"] == 3)                # the queued items, dropped as well
     assert rec.write_row("y", 2, [3.0]) is False                    # everything after it too
     assert rec.event("after") is False
     m = rec.close()
     assert m["state"] == "stopped" and m["stopped_reason"] == reason
     assert m["dropped"]["x"] == {"items": 2, "rows": 5, "ranges": [[10, 15]]}
-    assert m["dropped"]["y"]["items"] == 2 and m["dropped"]["events"]["items"] >= 1
+    assert m["dropped"]["y"]["items"] == 2
+    # the late event, then the three notes of drops close tries to add: lost too, counted (one row each)
+    assert m["dropped"]["events"] == {"items": 4, "rows": 4, "ranges": [[-1, 0]] * 4}
     r = SessionReader(tmp_path / "s")
     assert r.read_array("y")[1].tolist() == [[1.0]] and [e["kind"] for e in r.events()] == ["before"]
     assert m["streams"]["x"].get("records", 0) == 0
@@ -568,6 +620,7 @@ def test_a_crashing_writer_reports_and_counts_the_queue_as_dropped(tmp_path):
     gate.set()
     _wait(lambda: rec.stopped_reason is not None)
     assert rec.stopped_reason == "writer error: RuntimeError('encoder bug')"
+    assert rec.manifest["stopped_reason"] == rec.stopped_reason
     st = rec.stats()
     assert st["queue_bytes"] == 0 and st["streams"]["x"]["dropped"] == 2
     m = rec.close()
@@ -651,7 +704,7 @@ def test_fsync_is_at_close_when_the_interval_is_long_and_its_failure_is_only_log
     rec = _rec(tmp_path / "s", fsync_interval_s=1e6)
     rec.write_row("x", 0, [1.0])
     _wait(lambda: rec.stats()["streams"]["x"]["records"] == 1)
-    clog = str(tmp_path / "s" / "streams" / "x.clog")
+    clog = str((tmp_path / "s" / "streams" / "x.clog").resolve())
     assert clog not in synced                                       # not before the interval
     rec.close()
     assert synced.count(clog) == 2                                  # at close: the writer's, then close's own
@@ -666,7 +719,26 @@ def test_fsync_is_at_close_when_the_interval_is_long_and_its_failure_is_only_log
         rec.write_row("x", 0, [1.0])
         m = rec.close()
     assert m["state"] == "closed" and m["streams"]["x"]["records"] == 1
-    assert any("fsync of" in r.getMessage() and "x.clog failed" in r.getMessage() for r in caplog.records)
+    msgs = [r.getMessage() for r in caplog.records if "fsync of" in r.getMessage()]
+    assert msgs and str(tmp_path / "t" / "streams" / "x.clog") + " failed: [Errno 5] fsync failed" in msgs[0]
+    assert msgs[0].startswith(f"recorder {tmp_path / 't'}: ")
+
+
+def test_data_left_idle_is_synced_within_the_interval(tmp_path, monkeypatch):
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to name the file an fsync is for")
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(_fd_path(fd))
+        return real(fd)
+    monkeypatch.setattr(writer_mod.os, "fsync", fsync)
+    rec = _rec(tmp_path / "s", fsync_interval_s=0.2)
+    rec.write_row("x", 0, [1.0])
+    clog = str((tmp_path / "s" / "streams" / "x.clog").resolve())
+    _wait(lambda: clog in synced)                                   # no more data, no close: synced all the same
+    rec.close()
 
 
 # ---------------------------------------------------------------------------- disk space
@@ -719,6 +791,15 @@ def test_the_low_disk_threshold_defaults_to_a_minute_of_data(tmp_path):
     rec = _rec(tmp_path / "c", low_disk_bytes=5)
     assert rec.low_disk_bytes == 5
     rec.close()
+
+
+def test_the_writer_checks_free_space_as_it_writes(tmp_path):
+    rec = _rec(tmp_path / "s", low_disk_bytes=1 << 62)
+    rec.write_row("x", 0, [1.0])
+    _wait(lambda: rec.stats()["streams"]["events"]["records"] == 1)
+    rec.close()
+    ev = SessionReader(tmp_path / "s").events("low_disk")
+    assert len(ev) == 1 and ev[0]["threshold_bytes"] == 1 << 62 and 0 < ev[0]["free_bytes"] < 1 << 62
 
 
 def test_the_low_disk_alarm_is_raised_once_and_rearmed_when_space_returns(tmp_path, monkeypatch, caplog):

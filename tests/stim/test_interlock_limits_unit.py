@@ -518,6 +518,13 @@ def test_clamp_never_repairs_other_faults_and_a_failed_clamp_stays_refused():
     assert lock.totals == {"plans": 1, "pulses": 6, "approved": 2, "refused": 4, "clamped": 1}
 
 
+def test_clamp_policy_leaves_safe_pulses_as_they_are():
+    p = biphasic([0, 1], 0.01, [40.0, 60.0], [100.0, 300.0], gap_us=[0.0, 50.0])
+    d = _review(_clamp_lock(), p)
+    assert d.n_clamped == 0 and d.n_approved == 2
+    assert d.approved.pulses.tobytes() == p.tobytes()
+
+
 def test_refuse_policy_clamps_nothing():
     d = _review(_lock(), biphasic([0, 1], 0.01, [150.0, 40.0], 100.0))
     assert d.n_clamped == 0 and d.reasons == {"amplitude": 1} and d.n_approved == 1
