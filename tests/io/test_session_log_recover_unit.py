@@ -37,7 +37,9 @@ WAIT_S = 30.0
 def _write(rec: SessionRecorder) -> None:
     for i in range(N):
         rec.write_array("x", 10 * i, np.array([[i, -i]], np.float64), columns=["a", "b"])
-    rec.event("mark", sample=5)
+        rec.write_array("w", 10 * i, np.full((3, 1), i, np.int16), columns=["v"])       # 3 rows a record
+    for k in range(3):
+        rec.event("mark", sample=k)
 
 
 def _closed(path: Path) -> Path:
@@ -55,7 +57,7 @@ def _crashed(path: Path, tmp: Path) -> Path:
     ev = threading.Event()
     for _ in range(int(WAIT_S / 0.01)):
         st = rec.stats()["streams"]
-        if st["x"]["records"] == N and st["events"]["records"] == 1:
+        if st["x"]["records"] == N and st["w"]["records"] == N and st["events"]["records"] == 3:
             break
         ev.wait(0.01)
     shutil.copytree(live, path)
@@ -149,14 +151,15 @@ def test_a_crashed_session_gets_its_counts_and_checksums(tmp_path):
     m = rep["manifest"]
     assert m == json.loads((s / "manifest.json").read_text())
     assert m["state"] == "recovered" and m["recovered_utc"] and m["recovery"]["streams"] == rep["streams"]
-    assert sorted(m["files"]) == ["streams/events.clog", "streams/x.clog"]
+    assert sorted(m["files"]) == ["streams/events.clog", "streams/w.clog", "streams/x.clog"]
     for rel, meta in m["files"].items():
         assert meta == {"bytes": (s / rel).stat().st_size, "sha256": _sha(s / rel)}
     x = m["streams"]["x"]
     assert (x["records"], x["rows"], x["first_sample"], x["last_sample"]) == (N, N, 0, 90)
     assert (x["kind"], x["dtype"], x["n_columns"], x["rate_hz"]) == ("array", "<f8", 2, 100.0)
     assert x["sha256"] == _sha(_x(s)) and x["bytes"] == _x(s).stat().st_size and "header_problem" not in x
-    assert m["streams"]["events"]["records"] == 1 and m["streams"]["events"]["rows"] == 1
+    assert m["streams"]["events"]["records"] == 3 and m["streams"]["events"]["rows"] == 3
+    assert m["streams"]["w"]["records"] == N and m["streams"]["w"]["rows"] == 3 * N
     assert verify_session(s)["ok"] and not (s / ".lock").exists()
     assert recover(s)["changed"] is False                     # recovered and verified: left alone
 
@@ -193,7 +196,15 @@ def test_damage_in_the_middle_is_moved_aside_and_every_intact_record_kept_in_ord
     b[first + 2 * REC + 40] ^= 0xFF                           # the payload of record 2
     b[first + 6 * REC + 1] ^= 0xFF                            # the marker of record 6
     p.write_bytes(bytes(b))
+    w = s / "streams" / "w.clog"
+    wb = bytearray(w.read_bytes())
+    wb[-3] ^= 0xFF                                            # the last record of a 3-row stream
+    w.write_bytes(bytes(wb))
+    ev = s / "streams" / "events.clog"
+    ev.write_bytes(ev.read_bytes()[:-5])                      # the last event, torn
     rep = recover(s)
+    assert rep["streams"]["w"]["records"] == N - 1 and rep["streams"]["w"]["rows"] == 3 * (N - 1)
+    assert rep["streams"]["events"]["records"] == 2 and rep["streams"]["events"]["rows"] == 2
     st = rep["streams"]["x"]
     assert (st["records"], st["cut_bytes"], st["damaged_regions"]) == (N - 2, 2 * REC, 2)
     assert _values(s) == [0.0, 1.0, 3.0, 4.0, 5.0, 7.0, 8.0, 9.0]
@@ -203,6 +214,7 @@ def test_damage_in_the_middle_is_moved_aside_and_every_intact_record_kept_in_ord
     assert p.read_bytes()[:first] == bytes(b[:first])         # the header as it was
     assert not list(s.rglob("*.repair"))
     assert rep["manifest"]["streams"]["x"]["records"] == N - 2
+    assert [e["sample"] for e in SessionReader(s).events("mark")] == [0, 1]
     assert verify_session(s)["ok"]
 
 
@@ -337,12 +349,142 @@ def test_a_header_that_cannot_be_rebuilt_is_left_and_no_checksum_is_blessed(tmp_
 def test_a_foreign_file_without_records_is_moved_aside_and_stays_named(tmp_path):
     s = _closed(tmp_path / "s")
     _x(s).write_bytes(b"%PDF-1.4 " + bytes(100))
+    (s / "streams" / "w.clog").write_bytes(b"GIF89a" + bytes(100))
     rep = recover(s)
-    assert rep["streams"]["x"]["moved_aside"] and rep["streams"]["x"]["records"] == 0
+    problem = "not a cortexlink stream file (magic b'%PDF', expected b'CLOG')"
+    assert rep["streams"]["x"] == {"records": 0, "rows": 0, "cut_bytes": 0, "damaged_regions": 0,
+                                   "header": f"foreign file ({problem})", "moved_aside": problem}
+    assert "x: x.clog is not a cortexlink stream file and holds no record (its data are lost); moved to " \
+        "corrupt/x.clog" in rep["actions"]
     assert (s / "corrupt" / "x.clog").read_bytes().startswith(b"%PDF")
+    assert (s / "corrupt" / "w.clog").read_bytes().startswith(b"GIF89a")
     st = rep["manifest"]["streams"]["x"]
     assert st["file_missing"].startswith("moved to corrupt/ by recover (not a cortexlink stream file")
     assert any("x.clog: missing (moved to corrupt/" in x for x in verify_session(s)["problems"])
+
+
+@pytest.mark.req("SR-40", "SR-41")
+def test_a_file_that_lost_its_whole_header_keeps_its_records(tmp_path):
+    s = _closed(tmp_path / "s")
+    p = _x(s)
+    whole = p.read_bytes()
+    p.write_bytes(whole[_first(p):])                           # starts right at the first record
+    rep = recover(s)
+    assert rep["streams"]["x"]["records"] == N and "moved_aside" not in rep["streams"]["x"]
+    assert rep["streams"]["x"]["header"].startswith("rebuilt from the manifest (not a cortexlink stream file")
+    assert _values(s) == [float(i) for i in range(N)] and verify_session(s)["ok"]
+    p.write_bytes(p.read_bytes()[:_first(p) + REC][_first(p):])    # a single record, no header
+    rep = recover(s)
+    assert rep["streams"]["x"]["records"] == 1 and _values(s) == [0.0]
+
+
+@pytest.mark.req("SR-41")
+@pytest.mark.parametrize("damage, problem", [
+    (lambda b: b[:5], "stream header damaged (file is 5 bytes, shorter than a stream header; truncated before "
+                      "anything was recorded)"),
+    (lambda b: b[:11] + bytes([b[11] ^ 0x20]) + b[12:], "stream header damaged (checksum mismatch)"),
+])
+def test_the_action_names_the_header_damage_once(tmp_path, damage, problem):
+    s = _closed(tmp_path / "s")
+    p = _x(s)
+    p.write_bytes(damage(p.read_bytes()))
+    rep = recover(s)
+    assert any(a.startswith(f"x: {problem}; rebuilt from the manifest's copy, every record after it kept")
+               for a in rep["actions"]), rep["actions"]
+    assert SessionReader(s).stream_info("x")["columns"] == ["a", "b"] and verify_session(s)["ok"]
+
+
+@pytest.mark.req("SR-41")
+def test_a_header_the_records_do_not_fit_is_not_rebuilt(tmp_path):
+    s = _closed(tmp_path / "s")
+    m = json.loads((s / "manifest.json").read_text())
+    m["streams"]["x"]["header"]["columns"] = ["a", "b", "c"]   # 24-byte rows; the records hold 16
+    (s / "manifest.json").write_text(json.dumps(m))
+    p = _x(s)
+    b = bytearray(p.read_bytes())
+    b[12] ^= 0x20
+    p.write_bytes(bytes(b))
+    rep = recover(s)
+    assert rep["streams"]["x"]["header"].endswith("the records do not decode with the manifest's description)")
+    assert any(a.startswith("x: stream header damaged (checksum mismatch) and not rebuilt (the records do not "
+                            "decode") for a in rep["actions"])
+    assert p.read_bytes() == bytes(b)
+
+
+def _format_1(p: Path, **change) -> None:
+    h = SessionReader(p.parent.parent).stream_info(p.stem) | change
+    js = json.dumps(h).encode()
+    p.write_bytes(struct.pack("<4sHI", b"CLOG", 1, len(js)) + js + p.read_bytes()[_first(p):])
+
+
+def _format_1_manifest(s: Path, *, closed: bool) -> None:
+    m = json.loads((s / "manifest.json").read_text())
+    for st in m["streams"].values():
+        st.pop("header", None)
+    m["format_version"] = 1
+    if closed:
+        m["files"] = {rel: {"bytes": (s / rel).stat().st_size, "sha256": _sha(s / rel)} for rel in m["files"]}
+    else:
+        m.update(state="recording")
+        m.pop("files")
+    (s / "manifest.json").write_text(json.dumps(m))
+
+
+@pytest.mark.req("SR-41")
+def test_a_format_1_header_is_checked_against_the_manifest(tmp_path):
+    s = _closed(tmp_path / "s")
+    _format_1(_x(s))
+    _format_1_manifest(s, closed=False)
+    rep = recover(s)
+    assert rep["streams"]["x"]["header"] == "intact"           # it agrees with the manifest
+    s = _closed(tmp_path / "t")
+    _format_1(_x(s), rate_hz=50.0)                             # it disagrees: rebuilt from the manifest
+    _format_1_manifest(s, closed=False)
+    rep = recover(s)
+    assert rep["streams"]["x"]["header"] == ("rebuilt from the manifest (format-1 header disagrees with the "
+                                             "manifest (rate_hz 50.0, but the manifest says 100.0))")
+    assert SessionReader(s).stream_info("x")["rate_hz"] == 100.0 and _values(s) == [float(i) for i in range(N)]
+
+
+@pytest.mark.req("SR-41")
+def test_a_format_1_header_checksummed_at_close_is_trusted(tmp_path):
+    s = _closed(tmp_path / "s")
+    _format_1(_x(s), rate_hz=50.0)                             # as it was when the session was closed
+    _format_1_manifest(s, closed=True)
+    ev = s / "streams" / "events.clog"
+    ev.write_bytes(ev.read_bytes()[:-5])                      # something else for recover to do
+    rep = recover(s)
+    assert rep["streams"]["x"]["header"] == "intact" and rep["streams"]["events"]["records"] == 2
+    assert SessionReader(s).stream_info("x")["rate_hz"] == 50.0
+
+
+@pytest.mark.req("SR-32", "SR-41")
+def test_decoders_named_by_a_rebuilt_manifest_keep_their_checksums(tmp_path):
+    live = tmp_path / "live"
+    rec = SessionRecorder(live, catalogue=False)
+    (live / "decoders").mkdir()
+    for name in ("d1", "d2"):
+        (live / "decoders" / f"{name}.npz").write_bytes(b"weights")
+        rec.event("decoder", file=f"decoders/{name}.npz")
+    ev = threading.Event()
+    for _ in range(int(WAIT_S / 0.01)):
+        if rec.stats()["streams"]["events"]["records"] == 2:
+            break
+        ev.wait(0.01)
+    shutil.copytree(live, tmp_path / "s")                       # a crash ...
+    rec.close()
+    s = tmp_path / "s"
+    (s / "manifest.json").unlink()                              # ... that lost the manifest
+    (s / "decoders" / "d1.npz").write_bytes(b"weights, changed")
+    (s / "decoders" / "d2.npz").unlink()
+    sha = hashlib.sha256(b"weights").hexdigest()
+    rep = recover(s)
+    assert rep["manifest"]["files"]["decoders/d1.npz"] == {"bytes": 16, "sha256": sha}
+    assert rep["manifest"]["files"]["decoders/d2.npz"] == {"bytes": 0, "sha256": sha}
+    assert rep["files"]["decoders/d2.npz"] == "missing" and rep["files"]["decoders/d1.npz"].startswith("damaged")
+    problems = verify_session(s)["problems"]
+    assert any("d1.npz: SHA-256 does not match" in x for x in problems)
+    assert any("d2.npz: missing" in x for x in problems)
 
 
 # ---------------------------------------------------------------------------- finalize
@@ -357,7 +499,8 @@ def test_finalize_checksums_every_file_but_its_own_and_the_scratch_files(tmp_pat
     kept = {"bytes": 3, "sha256": "a" * 64}
     m = finalize(s, state="closed", extra={"note": 1, "gone": None},
                  keep={"decoders/d.npz": kept, "decoders/old.npz": kept, "streams/events.clog": kept})
-    assert sorted(m["files"]) == ["decoders/d.npz", "decoders/old.npz", "streams/events.clog", "streams/x.clog"]
+    assert sorted(m["files"]) == ["decoders/d.npz", "decoders/old.npz", "streams/events.clog", "streams/w.clog",
+                                  "streams/x.clog"]
     assert m["files"]["decoders/d.npz"] == kept and m["files"]["decoders/old.npz"] == kept
     assert m["files"]["streams/x.clog"] == {"bytes": _x(s).stat().st_size, "sha256": _sha(_x(s))}
     assert m["streams"]["events"]["sha256"] == "a" * 64 and m["streams"]["events"]["bytes"] == 3

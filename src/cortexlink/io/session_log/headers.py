@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cortexlink.io.session_log.format import (
-    _FILE_HDR, FORMAT_VERSION, STREAM_COLUMNS, DamagedHeaderError, HeaderCheck, _encode_file_header, _find_next,
+    FORMAT_VERSION, STREAM_COLUMNS, DamagedHeaderError, HeaderCheck, _encode_file_header, _find_next,
     check_header_info, scan_stream,
 )
 
@@ -76,7 +76,7 @@ def rebuild_header(p: Path, header: dict[str, Any], corrupt: Path) -> dict[str, 
     "saved"}`` or None (file untouched) when the records do not decode with ``header``."""
     size = p.stat().st_size
     with open(p, "rb") as f:
-        start = _find_next(f, _FILE_HDR.size, size)
+        start = _find_next(f, 0, size)             # from 0: a file that lost its whole header starts at a record
     start = size if start is None else start
     tmp = p.with_name(p.name + ".rebuild")
     with open(p, "rb") as src, open(tmp, "wb") as dst:
