@@ -788,7 +788,8 @@ def test_invalid_parameters_are_refused_naming_the_field(params, match):
 
 def test_task_blocks_need_the_participant_input():
     blocks = [{"kind": "calibration", "task": "webgrid", "seconds": 1}]
-    with pytest.raises(ConfigError, match=r"^nodes\.cursor\.inputs\.participant must be connected"):
+    with pytest.raises(ConfigError, match=r"^nodes\.cursor\.inputs\.participant must be connected when blocks run "
+                                          r"tasks \(the participant's intent drives open-loop clicks\)$"):
         _validate({"blocks": blocks}, participant=False)
     p = _validate({"blocks": blocks})
     assert p["blocks"][0]["name"] == "00-calibration" and p["blocks"][0]["max_seconds"] == 3600.0
@@ -799,7 +800,8 @@ def test_valid_parameters_are_accepted():
     p = _validate({"effector": {"gain": 2.0, "smoothing": 0.5, "refractory_s": 0.1, "dwell_s": 0.5},
                    "block_defaults": {"calibration": {"task": "webgrid", "seconds": 30, "max_seconds": 60,
                                                       "task_params": {}},
-                                      "chess": {"seconds": 100}}})
+                                      "chess": {"seconds": 100}, "centre_out": {"seconds": 10},
+                                      "webgrid": {"task_params": {}}}})
     assert p["effector"]["gain"] == 2.0
     _validate({"block_defaults": {"calibration": {"seconds": 5}}})      # centre_out by default
 
@@ -820,8 +822,8 @@ def test_states_of_warm_up_waiting_and_rest_bins_carry_the_next_bin_and_no_click
     _resting(r.run([0, 1], click=True, features_valid=False), [0, 1])
     [s] = r.run([2], click=True)
     assert s.bin == 3 and s.begin and not s.clicked
-    r.run(range(3, 13))                                              # calibration; then the fit: wait
-    assert r.node._waiting()
+    states = r.run(range(3, 13))                                     # calibration; then the fit: wait
+    assert r.node._waiting() and states[-1].block is None and not states[-1].begin
     _resting(r.run([13, 14], click=True, proba=0.9), [13, 14])
     [s] = r.run([15], click=True, version=1)
     assert s.bin == 16 and s.begin and not s.clicked
@@ -1066,6 +1068,7 @@ def test_a_block_stopped_before_its_first_bin_has_empty_two_column_traces():
     r.step(None, ops=[{"cmd": "calibrate", "task": "webgrid", "seconds": 1.0}, {"cmd": "stop"}])
     tr = r.node.traces[-1]
     assert tr["cursor_xy"].shape == (0, 2) and tr["target_xy"].shape == (0, 2) and tr["bins"].dtype == np.int64
+    assert tr["on_target"].dtype == bool and tr["on_target"].shape == (0,)
 
 
 def test_one_bin_blocks_are_kept_for_fits_and_refits():
@@ -1144,3 +1147,16 @@ def test_mouse_mode_bins_are_not_counted_as_held_when_the_decoder_has_no_output(
     assert r.node.n_halted_bins == 0 and r.node.block.n_halted == 0
     r.step(4, ops=[{"cmd": "estop"}], velocity=(math.nan, math.nan), version=1)
     assert r.node.n_halted_bins == 1 and r.node.block.n_halted == 1
+
+
+def test_on_target_is_measured_from_the_cursor_to_the_target():
+    r = Rig({"decoder_kind": "perfect", "blocks": [
+        {"kind": "calibration", "task": "centre_out", "seconds": 0.2, "name": "c",
+         "task_params": {"return_to_centre": False}}]})
+    tgt = r.node.block.task.current_target()
+    r.run([0], part=[ParticipantIntent(0, velocity=(0.0, 0.0))])
+    v = tuple(np.asarray(tgt.xy) / 0.02)                               # one bin onto the target
+    r.run([1], part=[ParticipantIntent(1, velocity=v)])
+    rows = r.out("bins")
+    assert [row.on_target for row in rows] == [False, True]
+    assert rows[1].cursor_xy == pytest.approx(tgt.xy)
