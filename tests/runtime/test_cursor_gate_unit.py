@@ -1160,3 +1160,62 @@ def test_on_target_is_measured_from_the_cursor_to_the_target():
     rows = r.out("bins")
     assert [row.on_target for row in rows] == [False, True]
     assert rows[1].cursor_xy == pytest.approx(tgt.xy)
+
+
+# -- the run stops (SR-12): the cursor is held first -----------------------------------------------------
+
+@pytest.mark.req("SR-12", "SR-07")
+def test_when_the_run_stops_a_final_halted_gate_goes_out_and_every_later_bin_is_held():
+    r = Rig(name="gate1")
+    r.out("state")
+    [s] = r.run([0], velocity=(0.5, 0.0), sample=40)
+    assert not s.halted and r.out("gate") == []
+    r.node.stopping("SIGTERM")
+    [m] = r.msgs("gate")
+    g = m.payload
+    assert g.halted and g.velocity == (0.0, 0.0) and g.click_suppressed and m.sample == 40 and m.t_enter_ns == 0
+    assert g.faults == ({"kind": "run_stopped", "node": "gate1", "message": "the run stops: SIGTERM", "sample": 40},)
+    states = r.run([1, 2], velocity=(0.5, 0.0), click=True, proba=0.9)
+    assert all(s.halted and s.velocity == (0.0, 0.0) and not s.clicked for s in states)
+    assert r.out("gate") == []                                        # published once
+    assert r.node.n_halted_bins == 2 and r.faults == []
+
+
+@pytest.mark.req("SR-12")
+def test_the_stop_gate_lists_the_active_faults_first_and_goes_out_even_when_already_halted():
+    r = Rig()
+    r.out("state")
+    r.health = {"decoder": {"state": "failed"}}
+    r.run([0], sample=21)
+    [g] = r.out("gate")
+    assert g.halted
+    r.node.stopping("time is up")
+    [g] = r.out("gate")
+    assert g.halted and [f["kind"] for f in g.faults] == ["node_down", "run_stopped"]
+    r.health = {"decoder": {"state": "running"}}                       # the fault clears: still held
+    [s] = r.run([1], velocity=(0.5, 0.0))
+    assert s.halted and s.velocity == (0.0, 0.0) and r.out("gate") == []
+
+
+def test_stopping_before_setup_does_nothing():
+    r = Rig()
+    sub = r.bus.subscribe("c2.gate", "test.c2")
+    node = CursorNode("c2", r.node.params, r.ctx)
+    node.stopping("early")                                              # no watchdog yet: nothing to hold
+    assert len(sub) == 0 and not hasattr(node, "watchdog")
+
+
+# -- E-STOP and release are fault events (SR-13) ---------------------------------------------------------
+
+@pytest.mark.req("SR-10", "SR-13")
+def test_estop_and_release_are_fault_events_with_their_bin_and_sample():
+    r = _sched(operator=True)
+    r.run([0, 1])
+    r.step(2, ops=[{"cmd": "estop"}], sample=59)
+    r.step(3, ops=[{"cmd": "estop"}])                                 # already engaged: no second event
+    r.step(4, ops=[{"cmd": "release"}])
+    r.step(5, ops=[{"cmd": "release"}])                               # not engaged: no event
+    ev = [f for f in r.faults if f["kind"] == "estop"]
+    assert [(f["severity"], f["node"], f["bin"]) for f in ev] == [("halt", "cursor", 1), ("clear", "cursor", 3)]
+    assert ev[0]["sample"] == 39 and "after bin 1" in ev[0]["message"]
+    assert ev[1]["sample"] == 79 and "after bin 3" in ev[1]["message"]
