@@ -494,3 +494,11 @@ def test_the_age_is_not_checked_when_unknown_or_when_the_timeout_is_off():
     assert off.check_output(0, (0.0, 0.0), 0.0, node="dec", age_ns=10**12) is True
     off.output_seen(0, age_ns=10**12)
     assert ev.log == [] and ev_off.log == [] and not wd.halted and not off.halted
+
+
+@pytest.mark.req("SR-03", "SR-05")
+def test_the_age_limit_follows_a_short_output_timeout():
+    wd, ev = _wd(output_timeout_ms=0.5)
+    assert wd.check_output(0, (0.0, 0.0), 0.0, node="dec", age_ns=500_000) is True
+    assert wd.check_output(0, (0.0, 0.0), 0.0, node="dec", age_ns=500_001) is False
+    assert [e["kind"] for e in ev.log] == ["pipeline_stall"]
