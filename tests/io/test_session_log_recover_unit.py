@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
 import shutil
 import struct
 import threading
@@ -150,7 +152,8 @@ def test_a_crashed_session_gets_its_counts_and_checksums(tmp_path):
     assert rep["streams"]["x"] == {"header": "intact", "records": N, "rows": N, "cut_bytes": 0, "damaged_regions": 0}
     m = rep["manifest"]
     assert m == json.loads((s / "manifest.json").read_text())
-    assert m["state"] == "recovered" and m["recovered_utc"] and m["recovery"]["streams"] == rep["streams"]
+    assert m["state"] == "recovered" and m["recovery"]["streams"] == rep["streams"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", m["recovered_utc"])
     assert sorted(m["files"]) == ["streams/events.clog", "streams/w.clog", "streams/x.clog"]
     for rel, meta in m["files"].items():
         assert meta == {"bytes": (s / rel).stat().st_size, "sha256": _sha(s / rel)}
@@ -161,7 +164,10 @@ def test_a_crashed_session_gets_its_counts_and_checksums(tmp_path):
     assert m["streams"]["events"]["records"] == 3 and m["streams"]["events"]["rows"] == 3
     assert m["streams"]["w"]["records"] == N and m["streams"]["w"]["rows"] == 3 * N
     assert verify_session(s)["ok"] and not (s / ".lock").exists()
-    assert recover(s)["changed"] is False                     # recovered and verified: left alone
+    before = (s / "manifest.json").read_bytes()
+    again = recover(s)                                        # recovered and verified: left alone
+    assert again["changed"] is False and again["streams"] == {} and again["state"] == "recovered"
+    assert (s / "manifest.json").read_bytes() == before
 
 
 @pytest.mark.req("SR-40", "SR-41")
@@ -172,9 +178,11 @@ def test_a_torn_tail_is_cut_at_the_last_intact_record_and_kept_aside(tmp_path, c
     whole = p.read_bytes()
     torn = whole[:len(whole) - cut]                           # the last record, torn `cut` bytes short
     p.write_bytes(torn)
+    inode = p.stat().st_ino
     rep = recover(s)
     boundary = len(whole) - REC
     assert p.read_bytes() == whole[:boundary]
+    assert p.stat().st_ino == inode                           # cut in place: a big file is not copied
     st = rep["streams"]["x"]
     assert (st["records"], st["rows"], st["cut_bytes"], st["damaged_regions"]) == (N - 1, N - 1, REC - cut, 1)
     assert (s / "corrupt" / f"x.{boundary}.bin").read_bytes() == torn[boundary:]
@@ -188,7 +196,7 @@ def test_a_torn_tail_is_cut_at_the_last_intact_record_and_kept_aside(tmp_path, c
 
 
 @pytest.mark.req("SR-40", "SR-41")
-def test_damage_in_the_middle_is_moved_aside_and_every_intact_record_kept_in_order(tmp_path):
+def test_damage_in_the_middle_is_moved_aside_and_every_intact_record_kept_in_order(tmp_path, caplog):
     s = _closed(tmp_path / "s")
     p = _x(s)
     b = bytearray(p.read_bytes())
@@ -198,12 +206,17 @@ def test_damage_in_the_middle_is_moved_aside_and_every_intact_record_kept_in_ord
     p.write_bytes(bytes(b))
     w = s / "streams" / "w.clog"
     wb = bytearray(w.read_bytes())
-    wb[-3] ^= 0xFF                                            # the last record of a 3-row stream
+    wb[-3 - 4 * (36 + 6)] ^= 0xFF                             # one record in the middle of a 3-row stream
     w.write_bytes(bytes(wb))
     ev = s / "streams" / "events.clog"
     ev.write_bytes(ev.read_bytes()[:-5])                      # the last event, torn
-    rep = recover(s)
+    with caplog.at_level(logging.INFO, logger="cortexlink.io.session_log"):
+        rep = recover(s)
     assert rep["streams"]["w"]["records"] == N - 1 and rep["streams"]["w"]["rows"] == 3 * (N - 1)
+    assert SessionReader(s).read_array("w")[1][:, 0].tolist() == [v for v in range(N) if v != 5 for _ in range(3)]
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith(str(p))]
+    assert logged == [f"{p}: removed 2 damaged region(s), {2 * REC} bytes (kept in {s / 'corrupt'}); "
+                      f"{N - 2} intact records kept"]
     assert rep["streams"]["events"]["records"] == 2 and rep["streams"]["events"]["rows"] == 2
     st = rep["streams"]["x"]
     assert (st["records"], st["cut_bytes"], st["damaged_regions"]) == (N - 2, 2 * REC, 2)
@@ -245,14 +258,22 @@ def test_a_crashed_session_has_no_record_count_to_lose_against(tmp_path):
 
 # ---------------------------------------------------------------------------- files and manifest
 @pytest.mark.req("SR-41")
-def test_a_damaged_file_recover_cannot_repair_keeps_its_recorded_checksum(tmp_path):
+@pytest.mark.parametrize("state", ["closed", "stopped", "recovered"])
+def test_a_damaged_file_recover_cannot_repair_keeps_its_recorded_checksum(tmp_path, state):
     s = _closed(tmp_path / "s")
     m0 = json.loads((s / "manifest.json").read_text())
+    m0["state"] = state
+    (s / "manifest.json").write_text(json.dumps(m0))
+    assert recover(s) == {"state": state, "streams": {}, "files": {}, "actions": [], "changed": False,
+                          "manifest": m0}                # it verifies: nothing to do
     (s / "streams" / "events.clog").unlink()
     rep = recover(s)
     assert "streams/events.clog: missing (was listed with a checksum)" in rep["actions"]
     assert rep["files"]["streams/events.clog"] == "missing" and rep["changed"] is False
-    assert rep["manifest"]["files"] == m0["files"]
+    assert rep["state"] == state and rep["manifest"]["files"] == m0["files"]
+    assert rep["streams"]["x"] == {"header": "intact", "records": N, "rows": N, "cut_bytes": 0, "damaged_regions": 0}
+    assert not any("fewer" in a for a in rep["actions"])
+    assert json.loads((s / "manifest.json").read_text()) == m0
     assert any("events.clog: missing" in x for x in verify_session(s)["problems"])
 
 
@@ -286,7 +307,7 @@ def test_a_damaged_decoder_is_named_and_not_blessed(tmp_path):
     shutil.copytree(live, tmp_path / "s")                       # a crash
     rec.close()
     s = tmp_path / "s"
-    (s / "decoders" / "d.npz").write_bytes(b"w3ights")
+    (s / "decoders" / "d.npz").write_bytes(b"weights, changed")
     rep = recover(s)
     assert rep["files"]["decoders/d.npz"].startswith("damaged: SHA-256 does not match")
     assert any(a.startswith("decoders/d.npz: SHA-256 does not match the one recorded") for a in rep["actions"])
@@ -308,6 +329,7 @@ def test_a_lost_manifest_is_replaced_by_its_last_complete_update_or_rebuilt(tmp_
     (s / "manifest.json.tmp").write_text(text[:50])                # torn: not used
     rep = recover(s)
     assert rep["actions"][0].startswith("manifest.json was missing; rebuilt from the stream headers (lost: ")
+    assert "config, seeds, provenance" in rep["actions"][0]
     assert rep["manifest"]["manifest_rebuilt"]["from"] == "stream headers"
     assert _values(s) == [float(i) for i in range(N)] and verify_session(s)["ok"]
 
@@ -338,7 +360,7 @@ def test_a_header_that_cannot_be_rebuilt_is_left_and_no_checksum_is_blessed(tmp_
     p.write_bytes(bytes(b))
     rep = recover(s)
     assert rep["streams"]["x"]["header"].startswith("damaged, left as it is (")
-    assert "the manifest holds no copy of it" in rep["streams"]["x"]["header"]
+    assert rep["streams"]["x"]["header"].endswith("; the manifest holds no copy of it)")
     assert p.read_bytes() == bytes(b)
     assert "streams/x.clog" not in rep["manifest"]["files"]
     assert rep["manifest"]["streams"]["x"]["header_problem"].startswith("stream header damaged")
@@ -485,6 +507,39 @@ def test_decoders_named_by_a_rebuilt_manifest_keep_their_checksums(tmp_path):
     problems = verify_session(s)["problems"]
     assert any("d1.npz: SHA-256 does not match" in x for x in problems)
     assert any("d2.npz: missing" in x for x in problems)
+
+
+@pytest.mark.req("SR-40")
+def test_a_stream_file_the_manifest_does_not_list_is_counted_but_not_blessed_in_a_closed_session(tmp_path):
+    _closed(tmp_path / "other")
+    s = _closed(tmp_path / "s")                                # closed: a file added later is not blessed
+    shutil.copyfile(_x(tmp_path / "other"), s / "streams" / "extra.clog")
+    rep = recover(s)
+    assert rep["streams"]["extra"]["records"] == N and "records_lost" not in rep["streams"]["extra"]
+    assert rep["changed"] is False and "extra" not in rep["manifest"]["streams"]
+    assert any("extra.clog: not listed in the manifest" in x for x in verify_session(s)["problems"])
+    s = _crashed(tmp_path / "t", tmp_path)                     # after a crash: counted and checksummed
+    shutil.copyfile(_x(tmp_path / "other"), s / "streams" / "extra.clog")
+    rep = recover(s)
+    assert rep["manifest"]["streams"]["extra"]["records"] == N and verify_session(s)["ok"]
+
+
+@pytest.mark.req("SR-40")
+def test_a_declared_stream_never_written_is_not_called_missing(tmp_path):
+    live = tmp_path / "live"
+    rec = SessionRecorder(live, catalogue=False)
+    rec.declare("quiet", columns=["a"])
+    rec.write_row("x", 0, [1.0])
+    ev = threading.Event()
+    for _ in range(int(WAIT_S / 0.01)):
+        if rec.stats()["streams"]["x"]["records"] == 1:
+            break
+        ev.wait(0.01)
+    shutil.copytree(live, tmp_path / "s")
+    rec.close()
+    rep = recover(tmp_path / "s")
+    assert not any("quiet" in a for a in rep["actions"]) and "file_missing" not in rep["manifest"]["streams"]["quiet"]
+    assert verify_session(tmp_path / "s")["ok"]
 
 
 # ---------------------------------------------------------------------------- finalize
