@@ -27,13 +27,17 @@ test: install
 # core) while pytest runs, and is stopped when pytest ends, whatever its result; a test that depends on
 # the machine's speed (a deadline, a count of dropped messages) fails here. CI runs it after `make test`
 # (about twice as long; stress-ng's own --timeout is a backstop). Debian: apt-get install stress-ng
-LOAD_TIMEOUT_S ?= 2400
+# pytest runs in the background of the recipe's shell so that a stop signal (SIGTERM, Ctrl+C) to it
+# ends pytest and stress-ng at once; its exit status is the target's.
+LOAD_TIMEOUT_S ?= 5400
 test-load: install
 	@command -v stress-ng >/dev/null 2>&1 || { echo "make test-load needs stress-ng (Debian: apt-get install stress-ng)" >&2; exit 2; }
 	@stress-ng --cpu 0 --timeout $(LOAD_TIMEOUT_S) --quiet & load=$$!; \
-	trap 'kill $$load 2>/dev/null; wait $$load 2>/dev/null' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
 	echo "stress-ng --cpu 0 (pid $$load) on $$(nproc) cores while pytest runs"; \
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile & tests=$$!; \
+	trap 'kill $$tests $$load 2>/dev/null; wait $$tests; exit 143' TERM; \
+	trap 'kill $$tests $$load 2>/dev/null; wait $$tests; exit 130' INT; \
+	wait $$tests; rc=$$?; kill $$load 2>/dev/null; wait $$load 2>/dev/null; exit $$rc
 
 # static analysis, configured in pyproject.toml: ruff on src and tests, mypy --strict on core and the
 # safety-critical packages, bandit on src (tests/test_static_analysis.py runs the same under `make test`)
