@@ -115,6 +115,23 @@ def test_recover_lets_go_of_the_lock_when_it_refuses(tmp_path):
         pass
 
 
+@pytest.mark.req("SR-43")
+def test_a_writer_is_refused_while_recover_works(tmp_path, monkeypatch):
+    s = _crashed(tmp_path / "s", tmp_path)
+    seen = []
+    real = repair_mod._recover_locked
+
+    def locked(path, catalogue):
+        try:
+            SessionLock(path, "recording").acquire()
+        except SessionBusy as exc:
+            seen.append(str(exc))
+        return real(path, catalogue)
+    monkeypatch.setattr(repair_mod, "_recover_locked", locked)
+    assert recover(s)["state"] == "recovered"
+    assert len(seen) == 1 and "being recovered by live process" in seen[0] and "wait for it to finish" in seen[0]
+
+
 def test_recover_needs_a_writable_folder(tmp_path, monkeypatch):
     (tmp_path / "f").write_text("x")
     with pytest.raises(CorruptSessionError, match="not a folder"):
@@ -152,7 +169,8 @@ def test_a_crashed_session_gets_its_counts_and_checksums(tmp_path):
     assert rep["streams"]["x"] == {"header": "intact", "records": N, "rows": N, "cut_bytes": 0, "damaged_regions": 0}
     m = rep["manifest"]
     assert m == json.loads((s / "manifest.json").read_text())
-    assert m["state"] == "recovered" and m["recovery"]["streams"] == rep["streams"]
+    assert m["state"] == "recovered" and m["recovery"] == {"streams": rep["streams"], "files": rep["files"],
+                                                          "actions": rep["actions"]}
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", m["recovered_utc"])
     assert sorted(m["files"]) == ["streams/events.clog", "streams/w.clog", "streams/x.clog"]
     for rel, meta in m["files"].items():
@@ -364,6 +382,7 @@ def test_a_header_that_cannot_be_rebuilt_is_left_and_no_checksum_is_blessed(tmp_
     assert p.read_bytes() == bytes(b)
     assert "streams/x.clog" not in rep["manifest"]["files"]
     assert rep["manifest"]["streams"]["x"]["header_problem"].startswith("stream header damaged")
+    assert rep["manifest"]["streams"]["x"]["bytes"] == len(b)
     assert not verify_session(s)["ok"]
 
 
@@ -521,7 +540,11 @@ def test_a_stream_file_the_manifest_does_not_list_is_counted_but_not_blessed_in_
     s = _crashed(tmp_path / "t", tmp_path)                     # after a crash: counted and checksummed
     shutil.copyfile(_x(tmp_path / "other"), s / "streams" / "extra.clog")
     rep = recover(s)
-    assert rep["manifest"]["streams"]["extra"]["records"] == N and verify_session(s)["ok"]
+    p = s / "streams" / "extra.clog"
+    assert rep["manifest"]["streams"]["extra"] == {
+        "kind": "array", "records": N, "rows": N, "first_sample": 0, "last_sample": 90, "bytes": p.stat().st_size,
+        "sha256": _sha(p), "dtype": "<f8", "n_columns": 2, "rate_hz": 100.0}
+    assert verify_session(s)["ok"]
 
 
 @pytest.mark.req("SR-40")
@@ -543,6 +566,17 @@ def test_a_declared_stream_never_written_is_not_called_missing(tmp_path):
 
 
 # ---------------------------------------------------------------------------- finalize
+@pytest.mark.req("SR-40")
+def test_finalize_counts_the_intact_records_of_a_stream_left_torn(tmp_path):
+    # (close() after a write error whose truncation failed: recover cuts the tail later)
+    s = _crashed(tmp_path / "s", tmp_path)
+    p = _x(s)
+    p.write_bytes(p.read_bytes()[:-7])
+    m = finalize(s, state="stopped")
+    assert m["streams"]["x"]["records"] == N - 1 and m["streams"]["x"]["last_sample"] == 80
+    assert m["files"]["streams/x.clog"]["bytes"] == p.stat().st_size
+
+
 @pytest.mark.req("SR-41")
 def test_finalize_checksums_every_file_but_its_own_and_the_scratch_files(tmp_path):
     s = _crashed(tmp_path / "s", tmp_path)
