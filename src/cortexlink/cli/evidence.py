@@ -15,8 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                     "docs/safety/requirements.yaml to the tests marked @pytest.mark.req(ID), mutation-test the "
                     "safety-critical files, run ruff/mypy/bandit, list SOUP with pip-audit's known "
                     "vulnerabilities and write a CycloneDX SBOM; writes OUT/evidence.json and OUT/report.html. "
-                    "Exits 1 when a safety requirement has no passing test or a goal (safety coverage >= 90 %%, "
-                    "mutation score >= 80 %%, static analysis clean, no failed test) is missed. Run it in a "
+                    "Exits 1 when a safety requirement has no passing test or a goal (safety coverage >= 90 %, "
+                    "mutation score >= 80 %, static analysis clean, no failed test) is missed. Run it in a "
                     "checkout (it needs tests/ and docs/safety/).")
     p.add_argument("--repo", default=".", help="the checkout (default: the current folder)")
     p.add_argument("--out", default="evidence", help="output folder (default: evidence)")

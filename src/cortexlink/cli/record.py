@@ -13,7 +13,7 @@ from typing import Any
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "record", help="record a session (simulated implant) into a crash-safe session folder",
-        description="Runs a simulated closed-loop session (open-loop centre-out calibration for 60%% of the "
+        description="Runs a simulated closed-loop session (open-loop centre-out calibration for 60% of the "
                     "time, Kalman + click decoder fit, closed-loop centre-out for the rest; calibration only "
                     "under 6 s) and records every stream: raw samples, features, cursor, decoder outputs, "
                     "the participant's intent, task and block events, decoders as they go live, provenance. "
