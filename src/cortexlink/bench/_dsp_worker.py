@@ -35,9 +35,20 @@ def run_cortexlink(data, spec):
     # 20 ms bins rounded to whole samples (recordings at e.g. 19531 Hz have no exact 20 ms bin)
     bin_n = max(1, round(20.0 * fs / 1000.0))
 
+    templates = None
+    if spec.get("units_path"):
+        from cortexlink.dsp.units import UnitTemplates
+
+        templates = UnitTemplates.load(spec["units_path"])
+
     def make():
-        return FeatureExtractor(cm, fs_hz=fs, bin_ms=bin_n * 1000.0 / fs, calibration_s=spec["calibration_s"],
-                                keep_events=True, n_threads=n_threads)
+        fx = FeatureExtractor(cm, fs_hz=fs, bin_ms=bin_n * 1000.0 / fs, calibration_s=spec["calibration_s"],
+                              keep_events=True, n_threads=n_threads)
+        if templates is None:
+            return fx
+        from cortexlink.dsp.units import UnitFeatureExtractor
+
+        return UnitFeatureExtractor(fx, templates)
 
     # Warm-up (numba compilation, caches) on a copy of the first 0.2 s, then a fresh extractor.
     warm = make()
@@ -77,6 +88,9 @@ def run_cortexlink(data, spec):
                          "max_steady": float(step_s[steady].max() * 1e3) if steady.any() else None,
                          "max": float(step_s.max() * 1e3)},
              "features_sha256": h.hexdigest()}
+    if templates is not None:
+        extra["n_units"] = templates.n_units
+        extra["unit_spikes"] = int(fx.n_spikes_.sum())
     if fx.n_threads_ > 1:
         import os
 
@@ -127,6 +141,7 @@ def run_spikeinterface(data, spec):
 
 IMPLEMENTATIONS = {
     "cortexlink": run_cortexlink,
+    "cortexlink_units": run_cortexlink,
     "scipy_reference": run_scipy_reference,
     "spikeinterface": run_spikeinterface,
 }

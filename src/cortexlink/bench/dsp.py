@@ -15,13 +15,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from cortexlink.core.errors import ConfigError, ValidationError
 
 PEERS = ("cortexlink", "scipy_reference", "spikeinterface")
+#: measured only when asked (``--peers ... cortexlink_units``): the chain plus sorted-unit template matching
+#: (:class:`cortexlink.dsp.units.UnitFeatureExtractor`), templates fitted on the simulator's ground truth
+EXTRA_PEERS = ("cortexlink_units",)
 CALIBRATION_S = 0.5
 TOLERANCE_S = 0.4e-3
 SINGLE_THREAD_ENV = {
@@ -115,10 +118,12 @@ def score_detection(ev_samples: np.ndarray, ev_channels: np.ndarray, truth_sampl
 
 
 def _run_worker(impl: str, data_path: Path, workdir: Path, fs_hz: float, gain_uv: float,
-                chunk_ms: float, tag: str, n_threads: int = 1) -> tuple[dict, np.ndarray, np.ndarray]:
+                chunk_ms: float, tag: str, n_threads: int = 1,
+                units_path: Path | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
     spec = {"impl": impl, "data_path": str(data_path), "fs_hz": fs_hz, "gain_uv": gain_uv,
             "chunk_ms": chunk_ms, "ref_chunk_ms": 100.0, "calibration_s": CALIBRATION_S,
-            "events_path": str(workdir / f"{impl}_{tag}_events.npz"), "n_threads": n_threads}
+            "events_path": str(workdir / f"{impl}_{tag}_events.npz"), "n_threads": n_threads,
+            "units_path": str(units_path) if units_path is not None else None}
     spec_path = workdir / f"{impl}_{tag}.json"
     spec_path.write_text(json.dumps(spec))
     # BLAS and OpenMP stay single-threaded; numba's pool gets exactly the cores measured. Its
@@ -139,9 +144,9 @@ def _run_worker(impl: str, data_path: Path, workdir: Path, fs_hz: float, gain_uv
 
 
 def _check_peers(peers: Sequence[str]) -> list[str]:
-    bad = [p for p in peers if p not in PEERS]
+    bad = [p for p in peers if p not in PEERS + EXTRA_PEERS]
     if bad:
-        raise ConfigError(f"peers must be among {PEERS}; got {bad}")
+        raise ConfigError(f"peers must be among {PEERS + EXTRA_PEERS}; got {bad}")
     return list(peers)
 
 
@@ -228,8 +233,9 @@ def run(channels: Sequence[int] = (1024, 4096), seconds: float = 2.0, chunk_ms: 
             result["simulator"][str(n_ch)] = {"realtime_factor": seconds / sim_s}
             data_path = workdir / f"data_{n_ch}.npy"
             np.save(data_path, np.asarray(chunk.data))
-            del chunk
             gt = implant.ground_truth()
+            units_path = _fit_units(implant, chunk.data, gt, workdir, n_ch, result) if "cortexlink_units" in peers else None
+            del chunk
             bar.update(1)
             exclude = list(gt.dead_channels) + list(gt.saturating_channels)
             spike_ch = np.asarray(gt.unit_channel)[gt.spike_units]
@@ -237,7 +243,8 @@ def run(channels: Sequence[int] = (1024, 4096), seconds: float = 2.0, chunk_ms: 
             for impl in peers:
                 bar.set_description(f"{impl} {n_ch} ch")
                 res, ev_s, ev_c = _run_worker(impl, data_path, workdir, fs, float(implant.channel_map.gain_uv[0]),
-                                              chunk_ms, str(n_ch))
+                                              chunk_ms, str(n_ch),
+                                              units_path=units_path if impl == "cortexlink_units" else None)
                 result["implementations"][impl][str(n_ch)] = res
                 if "error" not in res:
                     det = score_detection(ev_s, ev_c, gt.spike_samples, spike_ch, spike_snr,
@@ -259,6 +266,21 @@ def run(channels: Sequence[int] = (1024, 4096), seconds: float = 2.0, chunk_ms: 
             os.remove(data_path)
     bar.close()
     return result
+
+
+def _fit_units(implant: Any, data: np.ndarray, gt: Any, workdir: Path, n_ch: int, result: dict) -> Path:
+    """Fit unit templates on the simulated data with its ground-truth spikes (for ``cortexlink_units``)."""
+    from cortexlink.dsp import FeatureExtractor
+    from cortexlink.dsp.units import fit_unit_templates, spikes_from_ground_truth
+
+    fs = implant.config.fs_hz
+    bin_n = max(1, round(20.0 * fs / 1000.0))
+    fx = FeatureExtractor(implant.channel_map, fs, bin_ms=bin_n * 1000.0 / fs, calibration_s=CALIBRATION_S)
+    spikes, chans = spikes_from_ground_truth(gt)
+    t = fit_unit_templates(fx, np.asarray(data), spikes, chans, min_spikes=5)
+    result.setdefault("units", {})[str(n_ch)] = {"n_units_sim": int(gt.n_units), "n_units_fitted": t.n_units,
+                                                 "n_main_channels": int(np.unique(t.primary).size)}
+    return t.save(workdir / f"units_{n_ch}.npz")
 
 
 def _run_cores(result: dict, core_counts: list[int], n_ch: int, data_path: Path, workdir: Path, fs: float,
@@ -321,6 +343,9 @@ def load_wav_folder(folder: Path, max_files: int | None = None) -> tuple[np.ndar
 def run_real(folder: Path, chunk_ms: float = 1.0, peers: Sequence[str] = PEERS, progress: bool = True) -> dict:
     """Throughput and crossing rates on real recordings (no ground truth, so no recall)."""
     peers = _check_peers(peers)
+    if "cortexlink_units" in peers:
+        raise ConfigError("cortexlink_units needs the simulator's ground truth to fit its templates: use it "
+                          "without --data")
     data, fs, names = load_wav_folder(folder)
     result: dict = {"benchmark": "dsp-real", "machine": machine_info(), "data": str(folder),
                     "channels": data.shape[1], "fs_hz": fs, "seconds": data.shape[0] / fs, "chunk_ms": chunk_ms,

@@ -29,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--chunk-ms", type=float, default=1.0, help="chunk size fed to cortexlink's streaming chain (default: 1 ms)")
     d.add_argument("--seed", type=int, default=0, help="simulator seed (default: 0)")
     d.add_argument("--peers", nargs="+", default=["cortexlink", "scipy_reference", "spikeinterface"],
-                   help="implementations to run (default: all three)")
+                   help="implementations to run (default: all three); cortexlink_units adds the chain with "
+                        "sorted-unit template matching (simulated data only)")
     d.add_argument("--data", type=Path, default=None,
                    help="folder of real recordings (e.g. ../shared/data/n1_broadband, one WAV per electrode)")
     d.add_argument("--cores", nargs="+", default=None, metavar="N",
