@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.types import Chunk
 from cortexlink.dsp import FeatureExtractor
-from cortexlink.dsp.units import (UnitFeatureExtractor, UnitTemplates, _Matcher, fit_unit_templates,
-                                  spikes_from_ground_truth, spikes_from_units_nwb)
+from cortexlink.dsp._unit_base import _Matcher
+from cortexlink.dsp.units import (UnitFeatureExtractor, UnitTemplates, fit_unit_templates,
+                                  spikes_from_ground_truth)
+from cortexlink.sorting.realtime import fit_from_recording, spikes_from_units_nwb
 from cortexlink.sim import SimulatedImplant
 
 FIT_S = 12.0
@@ -200,6 +204,17 @@ def test_units_from_a_sort_output_units_nwb(sim, tmp_path):
     assert len(spikes_all) == 6
     t = fit_unit_templates(FeatureExtractor(cm, imp.fs_hz), x[:n_fit], spikes, chans)
     assert t.n_units >= 3
+    # the recording that was sorted, as a raw file + sidecar, and the sort output folder
+    x[:n_fit].tofile(tmp_path / "rec.bin")
+    (tmp_path / "rec.json").write_text(json.dumps({
+        "n_channels": 96, "fs_hz": imp.fs_hz, "dtype": "int16", "gain_uv": cm.gain_uv.tolist(),
+        "channel_ids": list(cm.channel_ids), "positions_um": cm.positions_um.tolist()}))
+    t2 = fit_from_recording(tmp_path / "rec.bin", tmp_path, seconds=None)
+    assert t2.unit_ids == t.unit_ids
+    np.testing.assert_allclose(t2.template, t.template, rtol=1e-4, atol=1e-2)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValidationError, match="no units.nwb"):
+        fit_from_recording(tmp_path / "rec.bin", tmp_path / "empty")
     (tmp_path / "junk.nwb").write_bytes(b"not hdf5")
     with pytest.raises(ValidationError, match="junk.nwb"):
         spikes_from_units_nwb(tmp_path / "junk.nwb", cm, imp.fs_hz)

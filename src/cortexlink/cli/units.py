@@ -43,6 +43,76 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="curation labels of the units tracked, comma-separated (default: good,mua)")
     t.add_argument("--json", action="store_true", help="print tracking.json's summary instead of the short summary")
     t.set_defaults(func=run_track)
+    f = usub.add_parser(
+        "fit", help="fit templates of sorted units for the real-time chain (feature kind su)",
+        description="Fits one template per sorted unit, in the feature extractor's own filtered, referenced "
+                    "signal, for the real-time unit matcher (cortexlink.dsp.units): a session then counts each "
+                    "unit's spikes live with `loop: {units: T.npz, feature_kinds: [su]}` in its YAML (or a dsp "
+                    "node's `units` parameter). From a sorting: SOURCE is the recording that was sorted (a session "
+                    "folder, read with the extractor settings it was recorded with, or any importer format) and "
+                    "--sorting the `cortexlink sort` output (or its units.nwb); the units with the --labels are "
+                    "fitted on the first --seconds. With --sim PRESET: a simulated implant (preset, --channels, "
+                    "--seed, as a session's `implant:` and `seed:` build it) with its ground-truth spikes as a "
+                    "perfect sorting. Prints, per unit, the training spikes, the channels used and how many of "
+                    "its own spikes the matcher accepts.",
+        epilog="Examples: cortexlink units fit runs/s1/recording --sorting sorted/s1 --out s1_units.npz\n"
+               "          cortexlink units fit --sim default --channels 96 --seed 0 --out sim_units.npz")
+    f.add_argument("source", type=Path, nargs="?", default=None, metavar="SOURCE",
+                   help="the sorted recording (not with --sim)")
+    f.add_argument("--sorting", type=Path, default=None, metavar="SORT_DIR",
+                   help="`cortexlink sort` output folder or its units.nwb")
+    f.add_argument("--sim", default=None, metavar="PRESET", help="a simulator preset instead of SOURCE and --sorting")
+    f.add_argument("--channels", type=int, default=None, help="with --sim: channels (default: the preset's)")
+    f.add_argument("--seed", type=int, default=0, help="with --sim: the implant's seed (default: 0)")
+    f.add_argument("--seconds", type=float, default=None,
+                   help="seconds fitted on (default: 120 of a recording, 30 simulated)")
+    f.add_argument("--labels", default="good", help="curation labels of the units fitted, comma-separated, or "
+                   "'all' (default: good)")
+    f.add_argument("--format", default=None, help="importer format of SOURCE (default: detected)")
+    f.add_argument("--out", type=Path, required=True, metavar="T.npz", help="the templates file to write")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    f.add_argument("--json", action="store_true", help="print the templates' info as JSON")
+    f.set_defaults(func=run_fit)
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from cortexlink.core.errors import ConfigError
+
+    if args.out.exists() and not args.overwrite:
+        raise ConfigError(f"{args.out} exists (use --overwrite to replace it)")
+    if args.out.suffix != ".npz":
+        raise ConfigError(f"--out must end in .npz; got {args.out}")
+    progress = sys.stderr.isatty() and not args.json
+    if args.sim is not None:
+        if args.source is not None or args.sorting is not None:
+            raise ConfigError("--sim takes no SOURCE or --sorting")
+        from cortexlink.dsp import FeatureExtractor
+        from cortexlink.dsp.units import fit_unit_templates, spikes_from_ground_truth
+        from cortexlink.sim import SimulatedImplant
+
+        imp = SimulatedImplant.from_preset(args.sim, seed=args.seed,
+                                           **({"n_channels": args.channels} if args.channels else {}))
+        x = imp.read_seconds(args.seconds or 30.0).data
+        spikes, chans = spikes_from_ground_truth(imp.ground_truth())
+        t = fit_unit_templates(FeatureExtractor(imp.channel_map, imp.fs_hz), x, spikes, chans, progress=progress)
+    else:
+        if args.source is None or args.sorting is None:
+            raise ConfigError("units fit needs SOURCE and --sorting (or --sim PRESET)")
+        from cortexlink.sorting.realtime import fit_from_recording
+
+        labels = None if args.labels.strip() == "all" else tuple(x.strip() for x in args.labels.split(",") if x.strip())
+        t = fit_from_recording(args.source, args.sorting, labels=labels, seconds=args.seconds or 120.0,
+                               format=args.format, progress=progress)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    t.save(args.out)
+    if args.json:
+        print(json.dumps({"out": str(args.out), "n_units": t.n_units, **t.info}, indent=2))
+        return 0
+    rec = [v["train_recall"] for v in t.info["units"].values()]
+    print(f"{t.n_units} units fitted ({len(t.info['skipped'])} left out: too few spikes or crossings) -> {args.out}")
+    print(f"  own training spikes accepted: median {sorted(rec)[len(rec) // 2]:.3f}; "
+          f"channels per unit: {sorted(int(v['channels_used']) for v in t.info['units'].values())[len(rec) // 2]} (median)")
+    return 0
 
 
 def run_track(args: argparse.Namespace) -> int:

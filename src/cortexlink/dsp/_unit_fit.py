@@ -8,6 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from cortexlink.core.errors import ConfigError, ValidationError
+from cortexlink.dsp._unit_base import UnitTemplates, _Matcher
 from cortexlink.dsp.features import FeatureExtractor
 
 _KEEP = 200          # training snippets kept per unit (and unlabelled ones per channel) for the distances
@@ -76,8 +77,6 @@ def fit_unit_templates(extractor: FeatureExtractor, data: np.ndarray, spikes: Ma
     -------
     UnitTemplates
     """
-    from cortexlink.dsp.units import UnitTemplates, _Matcher
-
     fx = extractor
     if not isinstance(fx, FeatureExtractor):
         raise ConfigError(f"extractor must be a cortexlink.dsp.FeatureExtractor; got {type(fx).__name__}")

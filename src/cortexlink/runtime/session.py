@@ -11,7 +11,9 @@ order::
                                                       # interlock (runtime.stim_session)
     loop: {dt_s: 0.02}                                # also feature_kinds: [sbp] / [tx, sbp], and
                                                       # link: {codec: rice, max_error_uv: 0} (raw
-                                                      # chunks through the codec before the dsp)
+                                                      # chunks through the codec before the dsp),
+                                                      # units: T.npz (sorted units, feature kind su;
+                                                      # `cortexlink units fit`)
     effector: {gain: 1.0, smoothing: 0.0}             # CursorEffector: gain, EMA smoothing, refractory_s,
                                                       # dwell_s (dwell-to-select fallback; default off)
     decoder: {kind: refit_kalman, params: {}}         # wiener | kalman | refit_kalman | gru | perfect
@@ -52,7 +54,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cortexlink.core.errors import ConfigError
+from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.validation import check_choice, check_keys
 from cortexlink.runtime._session_common import SessionResult, SessionStopped  # re-exported
 from cortexlink.runtime._session_common import check_finished
@@ -206,14 +208,27 @@ def load_session(source: str | Path | dict | None = None) -> dict:
         raise _where("participant", f"is invalid: {exc}") from exc
     out["participant"] = part
 
-    loop = dict(_mapping("loop", cfg.get("loop", {}) or {}, {"dt_s", "feature_kinds", "link", "autopilot_speed"}))
+    loop = dict(_mapping("loop", cfg.get("loop", {}) or {}, {"dt_s", "feature_kinds", "link", "autopilot_speed",
+                                                             "units"}))
     dt = loop.get("dt_s", 0.02)
     if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not np.isfinite(dt) or not 0 < dt <= 1.0:
         raise _where("loop.dt_s", f"must be a number in (0, 1] seconds; got {brief(dt)}")
     loop["dt_s"] = float(dt)
     fk = loop.get("feature_kinds")
-    if fk is not None and (not isinstance(fk, list) or not fk or any(k not in ("tx", "sbp") for k in fk)):
-        raise _where("loop.feature_kinds", f"must be a non-empty list drawn from ['tx', 'sbp']; got {brief(fk)}")
+    units = loop.get("units")
+    if units is not None:
+        if not isinstance(units, str) or not units:
+            raise _where("loop.units", f"must be the path of a unit templates file (.npz); got {brief(units)}")
+        from cortexlink.dsp.units import UnitTemplates
+
+        try:
+            UnitTemplates.load(Path(units).expanduser())
+        except ValidationError as exc:
+            raise _where("loop.units", str(exc)) from exc
+    kinds = ("tx", "sbp", "su") if units is not None else ("tx", "sbp")
+    if fk is not None and (not isinstance(fk, list) or not fk or any(k not in kinds for k in fk)):
+        raise _where("loop.feature_kinds", f"must be a non-empty list drawn from {list(kinds)}"
+                     f"{'' if units is not None else ' (su: with loop.units)'}; got {brief(fk)}")
     if loop.get("link") is not None:
         loop["link"] = _link(loop["link"])
     from cortexlink.runtime.nodes.cursor import CursorNode
@@ -299,7 +314,8 @@ def loop_nodes(cfg: dict, *, chunk_ms: float, placement: str = "main") -> dict[s
         if cfg["loop"].get("link"):
             nodes["link"] = {"kind": "raw_link", "params": dict(cfg["loop"]["link"]), "inputs": {"raw": raw}}
             raw = "link.raw"
-        nodes["dsp"] = {"kind": "dsp", "params": {"feature_kinds": cfg["loop"].get("feature_kinds")},
+        nodes["dsp"] = {"kind": "dsp", "params": {"feature_kinds": cfg["loop"].get("feature_kinds"),
+                                                  "units": cfg["loop"].get("units")},
                         "inputs": {"raw": raw}, **sub}
         nodes["decoder"] = {"kind": "decoder", "params": {"decoder": dec_kind,
                                                           "decoder_params": cfg["decoder"]["params"],

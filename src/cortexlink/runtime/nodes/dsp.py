@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from cortexlink.core.errors import ConfigError
+from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.messages import FeatureBin
 from cortexlink.runtime.bus import Message
 from cortexlink.runtime.node import Node, Param, PortSpec, register_node
@@ -28,9 +28,15 @@ class DspNode(Node):
         :class:`~cortexlink.dsp.FeatureExtractor` keyword arguments (``reference``,
         ``threshold_rms``, ``calibration_s``, ``band_hz``, ``backend``, ...; not ``bin_ms``,
         which is the graph's).
-    feature_kinds : list of {"tx", "sbp"} or None
-        Columns given to the decoder; default: both
-        up to 128 channels, ``sbp`` above.
+    feature_kinds : list of {"tx", "sbp", "lfp", "su"} or None
+        Columns given to the decoder; default: both ``tx`` and ``sbp``
+        up to 128 channels, ``sbp`` above (and ``su`` with ``units``).
+    units : str or None
+        A unit templates file (:meth:`cortexlink.dsp.units.UnitTemplates.save`, fitted with
+        ``cortexlink units fit`` from a sorting): the extractor is wrapped in a
+        :class:`~cortexlink.dsp.units.UnitFeatureExtractor`, so every bin also counts each sorted
+        unit's spikes (``"<unit>/su"``); ``su`` in ``feature_kinds`` gives them to the decoder
+        (units whose main channel is bad at calibration are left out, like bad channels).
     exclude_bad : bool
         Leave out the bad channels found at calibration.
     raster : int
@@ -82,14 +88,27 @@ class DspNode(Node):
         "raster": Param("int", 0, lo=0),
         "full_rows": Param("bool", False),
         "artifacts": Param("dict", {"mode": "blank"}),
+        "units": Param("str", None, nullable=True),
     }
 
     @classmethod
     def validate_config(cls, name: str, params: dict, graph: dict) -> None:
         fk = params["feature_kinds"]
-        if fk is not None and (not fk or any(k not in ("tx", "sbp", "lfp") for k in fk)):
+        if fk is not None and (not fk or any(k not in ("tx", "sbp", "lfp", "su") for k in fk)):
             raise ConfigError(f"nodes.{name}.params.feature_kinds must be a non-empty list drawn from "
-                              f"['tx', 'sbp', 'lfp']; got {fk!r}")
+                              f"['tx', 'sbp', 'lfp', 'su']; got {fk!r}")
+        if fk is not None and "su" in fk and not params["units"]:
+            raise ConfigError(f"nodes.{name}.params.feature_kinds has 'su' (sorted units) but no units file is "
+                              "given (params.units)")
+        if params["units"]:
+            from pathlib import Path
+
+            from cortexlink.dsp.units import UnitTemplates
+
+            try:
+                UnitTemplates.load(Path(params["units"]).expanduser())
+            except ValidationError as exc:
+                raise ConfigError(f"nodes.{name}.params.units: {exc}") from exc
         if "bin_ms" in params["extractor"] or "channel_map" in params["extractor"]:
             raise ConfigError(f"nodes.{name}.params.extractor must not set bin_ms or channel_map "
                               "(bin_ms is the graph's; the channel map comes from the source)")
@@ -125,9 +144,21 @@ class DspNode(Node):
             self.fx = FeatureExtractor(cmap, info["fs_hz"], bin_ms=self.ctx.bin_ms, **self.params["extractor"])
         except (ConfigError, TypeError) as exc:
             raise ConfigError(f"nodes.{self.name}.params.extractor is invalid: {exc}") from exc
+        self._unit_primary: dict[str, int] = {}
+        if self.params["units"]:
+            from pathlib import Path
+
+            from cortexlink.dsp.units import UnitFeatureExtractor, UnitTemplates
+
+            t = UnitTemplates.load(Path(self.params["units"]).expanduser())
+            try:
+                self.fx = UnitFeatureExtractor(self.fx, t)
+            except ConfigError as exc:
+                raise ConfigError(f"nodes.{self.name}.params.units does not fit this stream: {exc}") from exc
+            self._unit_primary = {u: int(p) for u, p in zip(t.unit_ids, t.primary)}
         n = cmap.n_channels
         fk = self.params["feature_kinds"]
-        self.kinds = tuple(fk) if fk else (("tx", "sbp") if n <= 128 else ("sbp",))
+        self.kinds = tuple(fk) if fk else (("tx", "sbp") if n <= 128 else ("sbp",)) + (("su",) if self._unit_primary else ())
         self.W = self.fx.bin_width_samples
         self.cols: np.ndarray | None = None
         self.names: tuple[str, ...] = ()
@@ -167,6 +198,7 @@ class DspNode(Node):
         bad = np.asarray(self.fx.bad_channels_, bool)
         ids = self.fx.channel_map.channel_ids
         bad_ids = {ids[i] for i in np.flatnonzero(bad)} if self.params["exclude_bad"] else set()
+        bad_ids |= {u for u, p in self._unit_primary.items() if bad[p]}     # a unit on a bad channel
         names = self.fx.feature_names
         cols = [i for i, nm in enumerate(names)
                 if nm.rsplit("/", 1)[-1] in self.kinds and nm.split("/", 1)[0] not in bad_ids]
