@@ -218,3 +218,12 @@ def test_units_from_a_sort_output_units_nwb(sim, tmp_path):
     (tmp_path / "junk.nwb").write_bytes(b"not hdf5")
     with pytest.raises(ValidationError, match="junk.nwb"):
         spikes_from_units_nwb(tmp_path / "junk.nwb", cm, imp.fs_hz)
+
+
+def test_a_chunk_that_is_not_a_chunk_is_refused(sim):
+    imp, x, _, _, t = sim
+    uf = UnitFeatureExtractor(FeatureExtractor(imp.channel_map, imp.fs_hz), t)
+    with pytest.raises(ValidationError):
+        uf.step(x[:30])
+    with pytest.raises(ConfigError, match="FeatureExtractor"):
+        UnitFeatureExtractor(object(), t)

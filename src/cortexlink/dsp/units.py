@@ -126,6 +126,8 @@ class UnitFeatureExtractor:
     def step(self, chunk: Chunk) -> BinnedFeatures:
         """Process one chunk (see :meth:`FeatureExtractor.step`); the bins gain the unit columns."""
         fx, m = self.fx, self._m
+        if fx._calib is not m.cal_obj:                          # set_calibration/calibrate since the last step
+            m.sync_calibration(int(getattr(chunk, "start_sample", 0)))
         left = int(fx._st.ist[_CAL_LEFT])
         bf = fx.step(chunk)                                      # validates the chunk
         data = chunk.data
