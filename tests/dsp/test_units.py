@@ -54,7 +54,7 @@ def test_templates_fitted_from_ground_truth_classify_held_out_spikes(sim):
     assert np.all(t.primary == [int(gt.unit_channel[int(u[1:])]) for u in t.unit_ids])
     recall_train = np.median([v["train_recall"] for v in t.info["units"].values()])
     assert recall_train >= 0.9
-    uf = UnitFeatureExtractor(FeatureExtractor(imp.channel_map, imp.fs_hz), t, keep_events=True)
+    uf = UnitFeatureExtractor(FeatureExtractor(imp.channel_map, imp.fs_hz), t, keep_unit_events=True)
     bf = uf.apply(x, chunk_size=600)
     su = [i for i, nm in enumerate(bf.feature_names) if nm.endswith("/su")]
     assert [bf.feature_names[i] for i in su] == [f"{u}/su" for u in t.unit_ids]
@@ -161,7 +161,7 @@ def test_fit_refuses_bad_input(sim):
     spikes, chans = spikes_from_ground_truth(gt, until_sample=n_fit)
     with pytest.raises(ValidationError, match="same units"):
         fit_unit_templates(fx, x[:n_fit], spikes, {k: v for k, v in list(chans.items())[1:]})
-    with pytest.raises(ValidationError, match=r"\(n_samples, 96\)"):
+    with pytest.raises(ValidationError, match=r"\(n_samples >= 2, 96\)"):
         fit_unit_templates(fx, x[:n_fit, :10], spikes, chans)
     with pytest.raises(ValidationError, match="no units"):
         fit_unit_templates(fx, x[:n_fit], {}, {})
@@ -227,3 +227,98 @@ def test_a_chunk_that_is_not_a_chunk_is_refused(sim):
         uf.step(x[:30])
     with pytest.raises(ConfigError, match="FeatureExtractor"):
         UnitFeatureExtractor(object(), t)
+
+
+def test_settings_whose_snippet_outgrows_the_ring_are_refused(sim):
+    imp, _, _, _, t = sim
+    fx = FeatureExtractor(imp.channel_map, imp.fs_hz, trough_window_ms=2.0, dead_time_ms=3.0)
+    with pytest.raises(ConfigError, match="under 64 samples"):
+        _Matcher(fx, None, np.array([0]), np.array([[0]]), 12, 24)
+    with pytest.raises(ConfigError, match="trough_window_ms"):       # templates aligned with another window
+        UnitFeatureExtractor(FeatureExtractor(imp.channel_map, imp.fs_hz, trough_window_ms=0.4), t)
+
+
+@pytest.mark.parametrize("on_gap", ["reset", "bridge"])
+def test_spikes_after_a_gap_do_not_depend_on_the_chunking(sim, on_gap):
+    """A gap shorter than a bin: with on_gap='reset' the new bin grid starts inside the flushed bin."""
+    imp, x, _, _, t = sim
+
+    def run(cuts):
+        uf = UnitFeatureExtractor(FeatureExtractor(imp.channel_map, imp.fs_hz, on_gap=on_gap), t)
+        uf.fx.calibrate(x[: int(imp.fs_hz)])
+        uf.reset()
+        parts = [uf.step(Chunk(x[a:b], imp.fs_hz, a)) for a, b in cuts]
+        from cortexlink.core.types import BinnedFeatures
+
+        return BinnedFeatures.concat([p for p in parts if p.n_bins])
+
+    end = 60000
+    a = run([(0, 20010), (20110, 20300), (20300, end)])
+    b = run([(0, 20010), (20110, 20111), (20111, 31000), (31000, end)])
+    su = np.array([nm.endswith("/su") for nm in a.feature_names])
+    assert np.array_equal(a.bin_start_samples, b.bin_start_samples)
+    assert np.array_equal(a.data[:, su], b.data[:, su], equal_nan=True)
+    assert np.array_equal(a.valid, b.valid)
+    assert np.nansum(a.data[:, su]) > 0
+
+
+def test_a_reference_channel_dropping_out_rings_nothing():
+    """A NaN on a channel with a large DC offset (float32 input) leaves the others' signal as the
+    extractor has it: no spurious detection on the other channels."""
+    from cortexlink.core.types import ChannelMap
+
+    rng = np.random.default_rng(0)
+    fs, n = 30000.0, 40000
+    x = rng.normal(0, 10, (n, 4)).astype(np.float32)
+    x[:, 3] += 5000.0
+    x[20000, 3] = np.nan
+    cm = ChannelMap.grid(4, gain_uv=1.0)
+    fx = FeatureExtractor(cm, fs, keep_events=True, calibration_s=0.5)
+    fx.calibrate(x[:15000])
+    fx.apply(x, chunk_size=300)
+    ev = fx.events_
+    prims = np.array([0, 1, 2])
+    m = _Matcher(fx, None, prims, prims[:, None], 12, 24)
+    a, tr, _, _ = m.run(np.ascontiguousarray(x), 0, collect=True)
+    mine = {(int(prims[p]), int(s)) for p, s in zip(a, tr)}
+    keep = np.isin(ev.channel_idx, prims)
+    theirs = {(int(c), int(s)) for c, s in zip(ev.channel_idx[keep], ev.trough_sample_idx[keep])}
+    near = lambda S: {e for e in S if 19900 <= e[1] <= 20500}         # noqa: E731
+    assert near(mine) == near(theirs)
+
+
+def test_a_neighbour_gone_bad_leaves_the_distance_and_bad_files_are_refused(sim):
+    from dataclasses import replace
+
+    _, _, _, _, t = sim
+    imp = SimulatedImplant.from_preset("probe384", seed=0, n_channels=64)   # a 25 µm shank: units on neighbours
+    x = np.asarray(imp.read_seconds(8.0).data)
+    fx = FeatureExtractor(imp.channel_map, imp.fs_hz)
+    spikes, chans = spikes_from_ground_truth(imp.ground_truth())
+    uf = UnitFeatureExtractor(fx, fit_unit_templates(fx, x, spikes, chans))
+    m = uf._m
+    k = int(np.flatnonzero((m.wts0 > 0).sum(1) >= 2)[0])             # a unit that uses a neighbour
+    nb = int(m.grp_rows[m.u_prim[k]][np.flatnonzero(m.wts0[k] > 0)[1]])
+    cal = fx.calibration_
+    bad = cal.bad.copy()
+    bad[nb] = True
+    fx.set_calibration(replace(cal, bad=bad))
+    uf.step(Chunk(x[:300], imp.fs_hz, 0))
+    used0, used1 = m.wts0[k] > 0, m.wts[k] > 0
+    assert used1.sum() == used0.sum() - 1
+    np.testing.assert_allclose(m.wts[k][used1] * used1.sum(), m.wts0[k][used1] * used0.sum(), rtol=1e-6)
+    # a hand-made file whose units on one channel disagree on the group, or weigh a padding slot
+    same = np.flatnonzero(np.bincount(t.primary) >= 2)
+    if same.size:
+        i, j = np.flatnonzero(t.primary == same[0])[:2]
+        g = t.group.copy()
+        g[j, 1:] = g[j, ::-1][:-1]
+        with pytest.raises(ValidationError, match="different channel groups"):
+            replace(t, group=g).check()
+    g = t.group.copy()
+    on = t.primary == t.primary[0]                                  # every unit on that channel, one group
+    g[on, -1] = -1
+    w = t.weight.copy()
+    w[0, -1] = 1.0
+    with pytest.raises(ValidationError, match="padding slot"):
+        replace(t, group=g, weight=w).check()

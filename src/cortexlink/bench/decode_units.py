@@ -92,7 +92,7 @@ def _one(nch: int, seed: int, seconds: float, fit_s: float, preset: str | None, 
     t1 = time.perf_counter()
     T = fit_unit_templates(FeatureExtractor(imp.channel_map, fs), first.data, spikes, chans, progress=progress)
     fit_s_wall = time.perf_counter() - t1
-    uf = UnitFeatureExtractor(FeatureExtractor(imp.channel_map, fs), T, keep_events=True)
+    uf = UnitFeatureExtractor(FeatureExtractor(imp.channel_map, fs), T, keep_unit_events=True)
     parts = [uf.step(first)]
     n_more = int(math.ceil(seconds - fit_s))
     it = range(n_more)

@@ -39,8 +39,9 @@ class UnitTemplates:
         Acceptance distance of each unit.
     pre, post : int
         Samples before and from the trough.
-    fs_hz, n_channels, band_hz, filter_order, reference :
-        The chain the templates belong to (checked against the extractor's).
+    fs_hz, n_channels, band_hz, filter_order, reference, trough_window_ms :
+        The chain the templates belong to (checked against the extractor's: they decide the
+        filtered signal and where a snippet is aligned).
     info : dict
         Per unit: ``n_train`` (labelled training spikes), ``offset_samples`` (median trough
         minus given spike time), ``channels_used``, ``train_recall`` (own training spikes
@@ -61,6 +62,7 @@ class UnitTemplates:
     band_hz: tuple[float, float]
     filter_order: int
     reference: str
+    trough_window_ms: float = 0.5
     info: dict = field(default_factory=dict)
 
     @property
@@ -72,7 +74,8 @@ class UnitTemplates:
         path = Path(path)
         meta = {"format": _FORMAT, "unit_ids": list(self.unit_ids), "pre": self.pre, "post": self.post,
                 "fs_hz": self.fs_hz, "n_channels": self.n_channels, "band_hz": list(self.band_hz),
-                "filter_order": self.filter_order, "reference": self.reference, "info": self.info}
+                "filter_order": self.filter_order, "reference": self.reference,
+                "trough_window_ms": self.trough_window_ms, "info": self.info}
         with open(path, "wb") as f:
             np.savez(f, primary=self.primary, group=self.group, template=self.template, weight=self.weight,
                      max_distance=self.max_distance, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
@@ -97,7 +100,7 @@ class UnitTemplates:
                 fs_hz=float(meta["fs_hz"]), n_channels=int(meta["n_channels"]),
                 band_hz=(float(meta["band_hz"][0]), float(meta["band_hz"][1])),
                 filter_order=int(meta["filter_order"]), reference=str(meta["reference"]),
-                info=meta.get("info", {}), **arrays)
+                trough_window_ms=float(meta["trough_window_ms"]), info=meta.get("info", {}), **arrays)
         t.check()
         return t
 
@@ -116,6 +119,12 @@ class UnitTemplates:
                   or self.group.max() >= self.n_channels or np.any(self.group[:, 0] != self.primary)):
             raise ValidationError(f"unit templates name channels outside 0..{self.n_channels - 1} or a group "
                                   "that does not start with the unit's main channel")
+        for p in np.unique(self.primary):
+            g = self.group[self.primary == p]
+            if np.any(g != g[0]):
+                raise ValidationError(f"unit templates: the units on channel {int(p)} have different channel groups")
+        if np.any((self.group < 0) & (self.weight != 0)):
+            raise ValidationError("unit templates: a weight on a padding slot of a channel group")
         if not (np.all(np.isfinite(self.template)) and np.all(np.isfinite(self.weight))
                 and np.all(np.isfinite(self.max_distance)) and np.all(self.weight >= 0)):
             raise ValidationError("unit templates hold non-finite templates, weights or distances")
@@ -123,12 +132,12 @@ class UnitTemplates:
     def check_chain(self, fx: FeatureExtractor) -> None:
         """Refuse an extractor whose chain differs from the one the templates were fitted with."""
         mine = (self.n_channels, round(self.fs_hz, 6), tuple(round(b, 6) for b in self.band_hz),
-                self.filter_order, self.reference)
+                self.filter_order, self.reference, round(self.trough_window_ms, 6))
         theirs = (fx.n_channels, round(fx.fs_hz, 6), tuple(round(float(b), 6) for b in fx.band_hz),
-                  fx.filter_order, fx.reference)
+                  fx.filter_order, fx.reference, round(float(fx.trough_window_ms), 6))
         if mine != theirs:
             raise ConfigError(f"unit templates were fitted for (channels, fs_hz, band_hz, filter_order, "
-                              f"reference) = {mine}; the extractor has {theirs}")
+                              f"reference, trough_window_ms) = {mine}; the extractor has {theirs}")
 
 
 class _Matcher:
@@ -146,6 +155,9 @@ class _Matcher:
         if self.dead_n < self.trough_n + post:
             raise ConfigError(f"unit matching needs dead_time_ms >= trough_window_ms + post_ms "
                               f"({self.dead_n} < {self.trough_n} + {post} samples)")
+        if pre + max(post, self.trough_n) >= _RING:       # the oldest sample a snippet needs must still be held
+            raise ConfigError(f"unit matching needs pre_ms + max(post_ms, trough_window_ms) under {_RING} samples; "
+                              f"got {pre} + max({post}, {self.trough_n})")
         self.prim_ch = np.asarray(primaries, np.int64)
         self.grp_rows = np.ascontiguousarray(groups, np.int64)
         self.prim_row = self.prim_ch
@@ -158,6 +170,7 @@ class _Matcher:
             self.wts = np.zeros((1, G), np.float32)
             self.maxd = np.zeros(1, np.float32)
             self.order = np.zeros(0, np.int64)
+            self.u_prim = np.zeros(0, np.int64)
         else:
             # units sorted by primary so that each primary's units are contiguous
             pidx = np.searchsorted(self.prim_ch, t.primary)
@@ -166,6 +179,7 @@ class _Matcher:
             self.u_first = (np.cumsum(self.u_count) - self.u_count).astype(np.int64)
             self.tmpl = np.ascontiguousarray(t.template[self.order], np.float32)
             self.wts = np.ascontiguousarray(t.weight[self.order], np.float32)
+            self.u_prim = np.sort(pidx)                          # each (ordered) unit's primary index
             self.maxd = np.ascontiguousarray(t.max_distance[self.order], np.float32)
         sos = _sos(fx)
         self.coef = sos_coefficients(sos, np.float32)
@@ -201,6 +215,20 @@ class _Matcher:
         self.act = np.zeros(P + 1, np.int64)             # primaries with an open window or snippet; [P]: how many
         self.next: int | None = None
 
+    def _reweight(self, bad: np.ndarray) -> None:
+        """Leave channels that are bad now out of each unit's distance (the others' weights scaled
+        so that the distance stays a mean over the terms used)."""
+        if self.u_prim.size == 0:
+            return
+        if not hasattr(self, "wts0"):
+            self.wts0 = self.wts.copy()
+        rows = self.grp_rows[self.u_prim]
+        used0 = self.wts0 > 0
+        keep = used0 & (rows >= 0) & ~bad[np.maximum(rows, 0)]
+        n0, n1 = used0.sum(1), keep.sum(1)
+        scale = np.where(n1 > 0, n0 / np.maximum(n1, 1), 0.0)
+        self.wts = np.ascontiguousarray(np.where(keep, self.wts0 * scale[:, None], 0.0), np.float32)
+
     def sync_calibration(self, sample: int) -> None:
         """Take the extractor's thresholds and reference channels (from ``sample`` on)."""
         fx = self.fx
@@ -210,6 +238,7 @@ class _Matcher:
         self.cal_obj = cal
         bad = fx.channel_map.bad if cal is None else cal.bad
         self.ref_good = np.ascontiguousarray((~bad if fx.reference == "car" else np.zeros_like(bad)), np.float32)
+        self._reweight(bad)
         if cal is None:
             self.thr = np.full(self.prim_ch.size, _NEVER, np.float32)
             return

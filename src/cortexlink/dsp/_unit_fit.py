@@ -81,8 +81,9 @@ def fit_unit_templates(extractor: FeatureExtractor, data: np.ndarray, spikes: Ma
     if not isinstance(fx, FeatureExtractor):
         raise ConfigError(f"extractor must be a cortexlink.dsp.FeatureExtractor; got {type(fx).__name__}")
     data = np.asarray(data)
-    if data.ndim != 2 or data.shape[1] != fx.n_channels or data.dtype not in (np.int16, np.float32):
-        raise ValidationError(f"data must be (n_samples, {fx.n_channels}) int16 or float32; got "
+    if data.ndim != 2 or data.shape[1] != fx.n_channels or data.dtype not in (np.int16, np.float32) \
+            or data.shape[0] < 2:
+        raise ValidationError(f"data must be (n_samples >= 2, {fx.n_channels}) int16 or float32; got "
                               f"{data.shape} {data.dtype}")
     if not 0.5 <= accept_quantile <= 1.0:
         raise ConfigError(f"accept_quantile must be in [0.5, 1]; got {accept_quantile!r}")
@@ -240,7 +241,7 @@ def fit_unit_templates(extractor: FeatureExtractor, data: np.ndarray, spikes: Ma
                       group=grp_out.astype(np.int64), template=tmpl, weight=weight, max_distance=maxd,
                       pre=pre, post=post, fs_hz=float(fs), n_channels=fx.n_channels,
                       band_hz=(float(fx.band_hz[0]), float(fx.band_hz[1])), filter_order=int(fx.filter_order),
-                      reference=str(fx.reference), info=info)
+                      reference=str(fx.reference), trough_window_ms=float(fx.trough_window_ms), info=info)
     t.check()
     return t
 

@@ -11,7 +11,9 @@ One call processes one chunk, sample by sample, in four steps:
 3. detection on each *primary* channel as the extractor counts crossings: the first sample
    below threshold after one at or above it, at least ``dead_n`` samples after the last
    crossing; the trough is the minimum over ``trough_n`` samples from the crossing;
-4. ``post - 1`` samples after the trough the snippet ``[trough - pre, trough + post)`` of the
+4. once the trough window has closed and ``post - 1`` samples after the trough have come
+   (the later of the two; with the defaults always the latter) the snippet ``[trough - pre,
+   trough + post)`` of the
    primary's group of channels is complete: in ``collect`` mode the primary and the trough sample
    are written out, and the snippet too while ``snip`` has room (fitting), else
    it is compared with the templates of the units on that primary (weighted squared distance)
@@ -56,23 +58,13 @@ def match_chunk(data, gain, offset, ref_w, z0, z1, coef, zi, started, ring, t0,
     for i in range(n):
         t = t0 + i
         slot = t & mask
-        # 1. scale to µV and the reference mean of the finite reference channels
+        # 1. scale to µV; a non-finite sample stops its channel's filter until the next finite one
         row = data[i]
-        acc = np.float32(0.0)
-        cnt = np.float32(0.0)
         nbad = 0
         for c in range(C):
             v = np.float32(row[c]) * gain[c] + offset[c]
-            fin = abs(v) < big
-            nbad += 0 if fin else 1
-            w = ref_w[c] if fin else np.float32(0.0)
-            acc += (v if fin else np.float32(0.0)) * w
-            cnt += w
+            nbad += 0 if abs(v) < big else 1
             xbuf[c] = v
-        m = acc / cnt if cnt > 0 else np.float32(0.0)
-        for c in range(C):
-            xbuf[c] = xbuf[c] - m
-        # 2. band-pass of every channel into the ring
         if nbad > 0 or not started[C]:
             allst = True
             for c in range(C):
@@ -87,6 +79,7 @@ def match_chunk(data, gain, offset, ref_w, z0, z1, coef, zi, started, ring, t0,
                     started[c] = True
                 allst = allst and started[c]
             started[C] = allst
+        # 2. band-pass of every channel
         for s in range(S):
             b0 = coef[s, 0]
             b1 = coef[s, 1]
@@ -101,13 +94,27 @@ def match_chunk(data, gain, offset, ref_w, z0, z1, coef, zi, started, ring, t0,
                 za[c] = b1 * v - a1 * y + zb[c]
                 zb[c] = b2 * v - a2 * y
                 xbuf[c] = y
+        # ... then the reference: the mean of the filtered reference channels running at this
+        # sample (the extractor's order, so that a channel leaving the reference causes no step)
         out = ring[slot]
+        acc = np.float32(0.0)
+        cnt = np.float32(0.0)
         if started[C]:
             for c in range(C):
-                out[c] = xbuf[c]
+                acc += xbuf[c] * ref_w[c]
+                cnt += ref_w[c]
         else:
             for c in range(C):
-                out[c] = xbuf[c] if started[c] else np.float32(0.0)
+                w = ref_w[c] if started[c] else np.float32(0.0)
+                acc += xbuf[c] * w
+                cnt += w
+        m = acc / cnt if cnt > 0 else np.float32(0.0)
+        if started[C]:
+            for c in range(C):
+                out[c] = xbuf[c] - m
+        else:
+            for c in range(C):
+                out[c] = xbuf[c] - m if started[c] else np.float32(0.0)
         # 3. detection on the primaries (thresholds of channels that may not cross lie below any sample)
         n_act = act[P]
         for p in range(P):

@@ -19,8 +19,9 @@ Distances are mean squared differences in units of each channel's noise variance
 snippet of pure noise scores ~1 against a zero template); a unit's acceptance distance is
 the ``accept_quantile`` of its own training spikes' distances.
 
-A spike is counted in the bin of the sample at which its snippet completes, ``post``
-samples after the trough (``post_ms``, default 0.8 ms): at most ~1.3 ms after the
+A spike is counted in the bin of the sample at which its snippet completes, ``post - 1``
+samples after the trough (``post_ms``, default 0.8 ms; or when the trough window closes, if
+that is later): at most ~1.3 ms after the
 crossing. The unit columns of a bin are valid where the main channel's features are valid
 and thresholds were in force for the whole bin; the output does not depend on the
 chunking. Only ``reference="car"`` or ``"none"`` (LRR's weights would have to be applied
@@ -59,13 +60,13 @@ class UnitFeatureExtractor:
     :meth:`step` and :meth:`apply` return the extractor's bins with one more column per unit,
     ``"<unit_id>/su"``: the unit's spikes in the bin (see the module docstring for the rule).
     Every other attribute (calibration, counters, ``recalibrate`` ...) is the extractor's.
-    ``n_spikes_`` counts each unit's spikes since :meth:`reset`; with ``keep_events=True``,
+    ``n_spikes_`` counts each unit's spikes since :meth:`reset`; with ``keep_unit_events=True``,
     :attr:`unit_events_` holds every spike as ``(unit index, sample)`` arrays (the sample at which
-    it was counted: its trough plus ``post - 1``).
+    it was counted: its trough plus ``post - 1``, or the end of the trough window if later).
     """
 
     def __init__(self, extractor: FeatureExtractor, templates: "UnitTemplates | str | Path", *,
-                 keep_events: bool = False) -> None:
+                 keep_unit_events: bool = False) -> None:
         if not isinstance(extractor, FeatureExtractor):
             raise ConfigError(f"extractor must be a cortexlink.dsp.FeatureExtractor; got {type(extractor).__name__}")
         if not isinstance(templates, UnitTemplates):
@@ -76,7 +77,7 @@ class UnitFeatureExtractor:
             raise ConfigError("unit templates hold no unit")
         self.fx = extractor
         self.templates = templates
-        self.keep_events = bool(keep_events)
+        self.keep_unit_events = bool(keep_unit_events)
         prims = np.unique(templates.primary)
         groups = np.stack([templates.group[np.flatnonzero(templates.primary == p)[0]] for p in prims])
         self._m = _Matcher(extractor, templates, prims, groups, templates.pre, templates.post)
@@ -118,7 +119,7 @@ class UnitFeatureExtractor:
 
     @property
     def unit_events_(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every spike counted since :meth:`reset` (``keep_events=True``): (unit index, sample)."""
+        """Every spike counted since :meth:`reset` (``keep_unit_events=True``): (unit index, sample)."""
         if not self._kept:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate([k[0] for k in self._kept]), np.concatenate([k[1] for k in self._kept])
@@ -126,8 +127,10 @@ class UnitFeatureExtractor:
     def step(self, chunk: Chunk) -> BinnedFeatures:
         """Process one chunk (see :meth:`FeatureExtractor.step`); the bins gain the unit columns."""
         fx, m = self.fx, self._m
+        if not isinstance(chunk, Chunk):
+            return fx.step(chunk)                               # raises its ValidationError
         if fx._calib is not m.cal_obj:                          # set_calibration/calibrate since the last step
-            m.sync_calibration(int(getattr(chunk, "start_sample", 0)))
+            m.sync_calibration(int(chunk.start_sample))
         left = int(fx._st.ist[_CAL_LEFT])
         bf = fx.step(chunk)                                      # validates the chunk
         data = chunk.data
@@ -149,7 +152,7 @@ class UnitFeatureExtractor:
             self._ev_u.append(ev[0])
             self._ev_t.append(ev[1])
             np.add.at(self.n_spikes_, ev[0], 1)
-            if self.keep_events:
+            if self.keep_unit_events:
                 self._kept.append((ev[0], ev[1]))
 
     def _attach(self, bf: BinnedFeatures) -> BinnedFeatures:
@@ -172,8 +175,15 @@ class UnitFeatureExtractor:
             starts = bf.bin_start_samples
             b = np.searchsorted(starts, et, side="right") - 1
             inside = (b >= 0) & (et < starts[np.maximum(b, 0)] + W)
-            np.add.at(counts, (b[inside], eu[inside]), 1.0)
             keep = et >= starts[-1] + W                           # for bins not yet complete
+            if bf.gaps:
+                # a bin that began before a gap holds no spike after it: with on_gap="reset" the
+                # partly filled bin is flushed and a new grid starts at the gap's end
+                g_end = max(a + m for a, m in bf.gaps)
+                after = et >= g_end
+                inside &= ~(after & (starts[np.maximum(b, 0)] < g_end))
+                keep |= after & ~inside
+            np.add.at(counts, (b[inside], eu[inside]), 1.0)
             eu, et = eu[keep], et[keep]
             valid = bf.valid if bf.valid is not None else np.ones(bf.data.shape, bool)
             uvalid = valid[:, self._prim_col].copy()

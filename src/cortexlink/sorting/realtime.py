@@ -9,6 +9,7 @@ read with the extractor settings it was recorded with, or any importer format), 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -18,6 +19,8 @@ from cortexlink.core.errors import ValidationError
 from cortexlink.core.types import ChannelMap
 
 __all__ = ["spikes_from_units_nwb", "fit_from_recording"]
+
+logger = logging.getLogger(__name__)
 
 
 def spikes_from_units_nwb(path: str | Path, channel_map: ChannelMap, fs_hz: float, *,
@@ -131,6 +134,10 @@ def fit_from_recording(source: str | Path, sorting: str | Path, *, labels: Itera
     for c in chunks:
         if first is None:
             first = int(c.start_sample)
+        elif int(c.start_sample) != first + got:         # samples missing: the spike times after it would shift
+            logger.warning("%s: samples missing at sample %d; fitting on the %d samples before it", source,
+                           first + got, got)
+            break
         parts.append(np.asarray(c.data))
         got += c.n_samples
         if want is not None and got >= want:

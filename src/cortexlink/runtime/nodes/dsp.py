@@ -198,10 +198,14 @@ class DspNode(Node):
         bad = np.asarray(self.fx.bad_channels_, bool)
         ids = self.fx.channel_map.channel_ids
         bad_ids = {ids[i] for i in np.flatnonzero(bad)} if self.params["exclude_bad"] else set()
-        bad_ids |= {u for u, p in self._unit_primary.items() if bad[p]}     # a unit on a bad channel
+        bad_units = {u for u, p in self._unit_primary.items() if bad[p]}    # a unit on a bad channel
         names = self.fx.feature_names
-        cols = [i for i, nm in enumerate(names)
-                if nm.rsplit("/", 1)[-1] in self.kinds and nm.split("/", 1)[0] not in bad_ids]
+
+        def left_out(nm: str) -> bool:
+            head, kind = nm.rsplit("/", 1)
+            return head in bad_units if kind == "su" else nm.split("/", 1)[0] in bad_ids
+
+        cols = [i for i, nm in enumerate(names) if nm.rsplit("/", 1)[-1] in self.kinds and not left_out(nm)]
         self.cols = np.asarray(cols, dtype=np.intp)
         self.names = tuple(names[i] for i in cols)
         self.ctx.bus.set_info(f"{self.name}/features", {
