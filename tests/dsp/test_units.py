@@ -96,7 +96,7 @@ def test_detection_is_the_extractors_threshold_crossing(sim):
     ev = fx.events_
     prims = np.unique(t.primary)
     m = _Matcher(fx, None, prims, prims[:, None], 12, 24)
-    a, tr, _, _ = m.run(np.ascontiguousarray(part), 0, collect=True)
+    a, tr, _ = m.run(np.ascontiguousarray(part), 0, collect=True)
     mine = {(int(prims[p]), int(s)) for p, s in zip(a, tr)}
     keep = np.isin(ev.channel_idx, prims)
     theirs = {(int(c), int(s)) for c, s in zip(ev.channel_idx[keep], ev.trough_sample_idx[keep])}
@@ -198,7 +198,7 @@ def test_units_from_a_sort_output_units_nwb(sim, tmp_path):
     spikes, chans = spikes_from_units_nwb(path, cm, imp.fs_hz)
     assert len(spikes) == 4                                      # "noise" units left out
     for uid, s in spikes.items():
-        u = int(uid[2:])
+        u = int(uid[1:])
         assert np.array_equal(s, np.asarray(gt.unit_spike_samples(u))) and chans[uid] == int(gt.unit_channel[u])
     spikes_all, _ = spikes_from_units_nwb(path, cm, imp.fs_hz, labels=None)
     assert len(spikes_all) == 6
@@ -279,7 +279,7 @@ def test_a_reference_channel_dropping_out_rings_nothing():
     ev = fx.events_
     prims = np.array([0, 1, 2])
     m = _Matcher(fx, None, prims, prims[:, None], 12, 24)
-    a, tr, _, _ = m.run(np.ascontiguousarray(x), 0, collect=True)
+    a, tr, _ = m.run(np.ascontiguousarray(x), 0, collect=True)
     mine = {(int(prims[p]), int(s)) for p, s in zip(a, tr)}
     keep = np.isin(ev.channel_idx, prims)
     theirs = {(int(c), int(s)) for c, s in zip(ev.channel_idx[keep], ev.trough_sample_idx[keep])}

@@ -51,20 +51,26 @@ def _closed(path: Path) -> Path:
     return path
 
 
+def _copy_when_written(rec: SessionRecorder, live: Path, dest: Path, counts: dict[str, int]) -> Path:
+    """A crash: once the writer has written ``counts`` records per stream (bounded wait), a copy of
+    its live folder, as a writer killed then would leave it; then the writer is closed."""
+    ev = threading.Event()
+    for _ in range(int(WAIT_S / 0.01)):
+        st = rec.stats()["streams"]
+        if all(st.get(k, {}).get("records") == v for k, v in counts.items()):
+            break
+        ev.wait(0.01)
+    shutil.copytree(live, dest)
+    rec.close()
+    return dest
+
+
 def _crashed(path: Path, tmp: Path) -> Path:
     """What a writer killed mid-session leaves: a copy of its live folder."""
     live = tmp / "live"
     rec = SessionRecorder(live, catalogue=False, fs_hz=100.0)
     _write(rec)
-    ev = threading.Event()
-    for _ in range(int(WAIT_S / 0.01)):
-        st = rec.stats()["streams"]
-        if st["x"]["records"] == N and st["w"]["records"] == N and st["events"]["records"] == 3:
-            break
-        ev.wait(0.01)
-    shutil.copytree(live, path)
-    rec.close()
-    return path
+    return _copy_when_written(rec, live, path, {"x": N, "w": N, "events": 3})
 
 
 def _x(s: Path) -> Path:
@@ -317,13 +323,7 @@ def test_a_damaged_decoder_is_named_and_not_blessed(tmp_path):
     (live / "decoders" / "d.npz").write_bytes(b"weights")
     rec.event("decoder", file="decoders/d.npz")
     rec.write_row("x", 0, [1.0])
-    ev = threading.Event()
-    for _ in range(int(WAIT_S / 0.01)):
-        if rec.stats()["streams"]["x"]["records"] == 1:
-            break
-        ev.wait(0.01)
-    shutil.copytree(live, tmp_path / "s")                       # a crash
-    rec.close()
+    _copy_when_written(rec, live, tmp_path / "s", {"x": 1})
     s = tmp_path / "s"
     (s / "decoders" / "d.npz").write_bytes(b"weights, changed")
     rep = recover(s)
@@ -507,13 +507,7 @@ def test_decoders_named_by_a_rebuilt_manifest_keep_their_checksums(tmp_path):
     for name in ("d1", "d2"):
         (live / "decoders" / f"{name}.npz").write_bytes(b"weights")
         rec.event("decoder", file=f"decoders/{name}.npz")
-    ev = threading.Event()
-    for _ in range(int(WAIT_S / 0.01)):
-        if rec.stats()["streams"]["events"]["records"] == 2:
-            break
-        ev.wait(0.01)
-    shutil.copytree(live, tmp_path / "s")                       # a crash ...
-    rec.close()
+    _copy_when_written(rec, live, tmp_path / "s", {"events": 2})   # a crash ...
     s = tmp_path / "s"
     (s / "manifest.json").unlink()                              # ... that lost the manifest
     (s / "decoders" / "d1.npz").write_bytes(b"weights, changed")
@@ -553,13 +547,7 @@ def test_a_declared_stream_never_written_is_not_called_missing(tmp_path):
     rec = SessionRecorder(live, catalogue=False)
     rec.declare("quiet", columns=["a"])
     rec.write_row("x", 0, [1.0])
-    ev = threading.Event()
-    for _ in range(int(WAIT_S / 0.01)):
-        if rec.stats()["streams"]["x"]["records"] == 1:
-            break
-        ev.wait(0.01)
-    shutil.copytree(live, tmp_path / "s")
-    rec.close()
+    _copy_when_written(rec, live, tmp_path / "s", {"x": 1})
     rep = recover(tmp_path / "s")
     assert not any("quiet" in a for a in rep["actions"]) and "file_missing" not in rep["manifest"]["streams"]["quiet"]
     assert verify_session(tmp_path / "s")["ok"]

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cortexlink.core.errors import ConfigError
+from cortexlink.dsp._unit_fit import _nearest
 
 __all__ = ["score_units", "print_units", "UNITS_CHANNELS", "UNITS_SEEDS", "UNITS_SECONDS", "UNITS_FIT_S"]
 
@@ -39,10 +40,6 @@ UNITS_SEEDS = (0, 1)
 UNITS_SECONDS = 120.0
 UNITS_FIT_S = 30.0
 FEATURE_SETS = ("tx", "su", "tx+su", "su_truth")
-
-
-def _r2(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    return 1.0 - ((y - pred) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
 
 
 def _match(ev_u: np.ndarray, ev_t: np.ndarray, gt: Any, uf: Any, t_from: int, t_to: int) -> dict:
@@ -59,9 +56,7 @@ def _match(ev_u: np.ndarray, ev_t: np.ndarray, gt: Any, uf: Any, t_from: int, t_
             continue
         hit = 0
         if s.size and e.size:
-            j = np.clip(np.searchsorted(e, s), 1, max(e.size - 1, 1))
-            d = np.minimum(np.abs(e[j - 1] - s), np.abs(e[np.minimum(j, e.size - 1)] - s))
-            hit = int((d <= tol).sum())
+            hit = int((np.abs(s - _nearest(e, s)) <= tol).sum())
         if e.size:
             prec.append(min(hit, e.size) / e.size)
         if s.size:
@@ -73,7 +68,7 @@ def _match(ev_u: np.ndarray, ev_t: np.ndarray, gt: Any, uf: Any, t_from: int, t_
 
 
 def _one(nch: int, seed: int, seconds: float, fit_s: float, preset: str | None, progress: bool) -> list[dict]:
-    from cortexlink.bench.decode_sim import SIM96_PRESET
+    from cortexlink.bench.decode_sim import SIM96_PRESET, _r2
     from cortexlink.core.types import BinnedFeatures
     from cortexlink.decoders import KalmanFilter
     from cortexlink.dsp import FeatureExtractor

@@ -108,10 +108,12 @@ def run_fit(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"out": str(args.out), "n_units": t.n_units, **t.info}, indent=2))
         return 0
-    rec = [v["train_recall"] for v in t.info["units"].values()]
+    from statistics import median
+
+    units = t.info["units"].values()
     print(f"{t.n_units} units fitted ({len(t.info['skipped'])} left out: too few spikes or crossings) -> {args.out}")
-    print(f"  own training spikes accepted: median {sorted(rec)[len(rec) // 2]:.3f}; "
-          f"channels per unit: {sorted(int(v['channels_used']) for v in t.info['units'].values())[len(rec) // 2]} (median)")
+    print(f"  own training spikes accepted: median {median(v['train_recall'] for v in units):.3f}; "
+          f"channels per unit: median {median(v['channels_used'] for v in units):g}")
     return 0
 
 

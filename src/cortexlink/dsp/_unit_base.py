@@ -13,7 +13,6 @@ import numpy as np
 
 from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.dsp.features import FeatureExtractor
-from cortexlink.dsp.filters import sos_coefficients, sos_state_init
 
 _FORMAT = 1
 _RING = 64            # ring buffer length (samples); must exceed the snippet
@@ -160,7 +159,6 @@ class _Matcher:
                               f"got {pre} + max({post}, {self.trough_n})")
         self.prim_ch = np.asarray(primaries, np.int64)
         self.grp_rows = np.ascontiguousarray(groups, np.int64)
-        self.prim_row = self.prim_ch
         P = self.prim_ch.size
         if t is None:
             G, L = groups.shape[1], pre + post
@@ -181,13 +179,12 @@ class _Matcher:
             self.wts = np.ascontiguousarray(t.weight[self.order], np.float32)
             self.u_prim = np.sort(pidx)                          # each (ordered) unit's primary index
             self.maxd = np.ascontiguousarray(t.max_distance[self.order], np.float32)
-        sos = _sos(fx)
-        self.coef = sos_coefficients(sos, np.float32)
-        self.zi = np.ascontiguousarray(sos_state_init(sos), np.float32)
-        self.gain = {np.dtype(np.int16): fx.channel_map.gain_uv.astype(np.float32),
-                     np.dtype(np.float32): np.ones(fx.n_channels, np.float32)}
-        self.offset = {np.dtype(np.int16): fx.channel_map.offset_uv.astype(np.float32),
-                       np.dtype(np.float32): np.zeros(fx.n_channels, np.float32)}
+        self.wts0 = self.wts.copy()                         # as fitted; wts leaves out channels bad now
+        # the extractor's own band-pass (float32 sections) and scaling to µV, per input dtype
+        self.coef, self.zi, self.gain, self.offset = fx._coef, fx._zi, fx._gain, fx._offset
+        self._ev = (np.empty(0, np.int64), np.empty(0, np.int64))
+        self._no_snip = np.empty((0, self.grp_rows.shape[1], pre + post), np.float32)
+        self._none = np.zeros(0, np.int64)
         self.thr = np.full(P, _NEVER, np.float32)
         self.ref_good = np.zeros(fx.n_channels, np.float32)
         self.cal_obj: Any = None
@@ -202,10 +199,6 @@ class _Matcher:
         self.started = np.zeros(C + 1, np.bool_)        # [C]: every channel started (the fast path)
         self.ring = np.zeros((_RING, C), np.float32)
         self.xbuf = np.zeros(C, np.float32)
-        self._ev = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
-        self._no_snip = np.empty((0, self.grp_rows.shape[1], self.pre + self.post), np.float32)
-        self._none = np.zeros(0, np.int64)
-        self._no_d = np.zeros(0, np.float32)
         self.prev_above = np.zeros(P, np.bool_)
         self.last_cross = np.full(P, -(2 ** 40), np.int64)
         self.search_end = np.full(P, -1, np.int64)
@@ -220,8 +213,6 @@ class _Matcher:
         so that the distance stays a mean over the terms used)."""
         if self.u_prim.size == 0:
             return
-        if not hasattr(self, "wts0"):
-            self.wts0 = self.wts.copy()
         rows = self.grp_rows[self.u_prim]
         used0 = self.wts0 > 0
         keep = used0 & (rows >= 0) & ~bad[np.maximum(rows, 0)]
@@ -229,11 +220,12 @@ class _Matcher:
         scale = np.where(n1 > 0, n0 / np.maximum(n1, 1), 0.0)
         self.wts = np.ascontiguousarray(np.where(keep, self.wts0 * scale[:, None], 0.0), np.float32)
 
-    def sync_calibration(self, sample: int) -> None:
-        """Take the extractor's thresholds and reference channels (from ``sample`` on)."""
+    def sync_calibration(self, sample: int, *, force: bool = False) -> None:
+        """Take the extractor's thresholds and reference channels (from ``sample`` on) when its
+        calibration changed since the last call (or ``force``)."""
         fx = self.fx
         cal = fx._calib
-        if cal is self.cal_obj:
+        if cal is self.cal_obj and not force:
             return
         self.cal_obj = cal
         bad = fx.channel_map.bad if cal is None else cal.bad
@@ -249,8 +241,8 @@ class _Matcher:
             self.active_from = sample
 
     def run(self, data: np.ndarray, start: int, *, collect: bool = False,
-            snip_cap: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        """Run one block; (unit or primary index, sample, distance, snippets or None)."""
+            snip_cap: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Run one block; (unit index, or primary index when collecting; sample; snippets or None)."""
         from cortexlink.dsp._unit_kernel import match_chunk
 
         if self.next is not None and start != self.next:      # a gap: restart the filters and detectors
@@ -259,24 +251,18 @@ class _Matcher:
         self.next = start + n
         cap = self.prim_ch.size * (n // self.dead_n + 2)
         if cap > self._ev[0].size:                            # event buffers, reused while big enough
-            self._ev = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.float32))
-        ev_a, ev_t, ev_d = self._ev
+            self._ev = (np.empty(cap, np.int64), np.empty(cap, np.int64))
+        ev_a, ev_t = self._ev
         snip = (np.empty((min(snip_cap, cap), self.grp_rows.shape[1], self.pre + self.post), np.float32)
                 if collect else self._no_snip)
         ne = match_chunk(data, self.gain[data.dtype], self.offset[data.dtype], self.ref_good, self.z0, self.z1,
-                         self.coef, self.zi, self.started, self.ring, start, self.prim_row, self.thr,
+                         self.coef, self.zi, self.started, self.ring, start, self.prim_ch, self.thr,
                          self.prev_above, self.last_cross, self.search_end, self.trough_t, self.trough_v,
                          self.pend_t, self.act, self.dead_n, self.trough_n, self.pre, self.post, self.grp_rows,
-                         self.u_first, self.u_count, self.tmpl, self.wts, self.maxd, collect, ev_a, ev_t, ev_d,
+                         self.u_first, self.u_count, self.tmpl, self.wts, self.maxd, collect, ev_a, ev_t,
                          snip, self.xbuf)
         ne = min(int(ne), ev_t.size)
         if ne == 0:
-            return self._none, self._none, self._no_d, (snip[:0] if collect else None)
+            return self._none, self._none, (snip[:0] if collect else None)
         a = ev_a[:ne].copy() if collect else self.order[ev_a[:ne]]
-        return a, ev_t[:ne].copy(), ev_d[:ne].copy(), (snip[:min(ne, snip.shape[0])] if collect else None)
-
-
-def _sos(fx: FeatureExtractor) -> np.ndarray:
-    from cortexlink.dsp.filters import design_bandpass
-
-    return design_bandpass(fx.fs_hz, fx.band_hz, fx.filter_order)
+        return a, ev_t[:ne].copy(), (snip[:min(ne, snip.shape[0])] if collect else None)

@@ -31,6 +31,13 @@ def _groups(fx: FeatureExtractor, prims: np.ndarray, n_neighbours: int) -> np.nd
     return out
 
 
+def _nearest(ref: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """For each ``x``, the nearest value of the sorted, non-empty ``ref``."""
+    j = np.clip(np.searchsorted(ref, x), 1, max(ref.size - 1, 1))
+    lo, hi = ref[j - 1], ref[np.minimum(j, ref.size - 1)]
+    return np.where(np.abs(lo - x) <= np.abs(hi - x), lo, hi)
+
+
 def _bar(total: int, enabled: bool, desc: str) -> Any:
     if not enabled:
         return None
@@ -106,7 +113,6 @@ def fit_unit_templates(extractor: FeatureExtractor, data: np.ndarray, spikes: Ma
     prims = np.unique(chan)
     groups = _groups(fx, prims, n_neighbours)
     m = _Matcher(fx, None, prims, groups, pre, post)
-    m.sync_calibration(0)
     block = max(1, int(round(0.5 * fs)))
     n = data.shape[0]
 
@@ -114,7 +120,7 @@ def fit_unit_templates(extractor: FeatureExtractor, data: np.ndarray, spikes: Ma
     det_p, det_t = [], []
     bar = _bar(n, progress, "units: detect")
     for i in range(0, n, block):
-        a, t, _, _ = m.run(np.ascontiguousarray(data[i:i + block]), i, collect=True)
+        a, t, _ = m.run(np.ascontiguousarray(data[i:i + block]), i, collect=True)
         det_p.append(a)
         det_t.append(t)
         if bar is not None:
@@ -137,10 +143,7 @@ def fit_unit_templates(extractor: FeatureExtractor, data: np.ndarray, spikes: Ma
         if s.size < min_spikes or T.size == 0:
             skipped[uid] = f"{s.size} spikes in the data, {T.size} detections on its channel"
             continue
-        j = np.clip(np.searchsorted(T, s), 1, max(T.size - 1, 1))
-        near = np.where(np.abs(T[j - 1] - s) <= np.abs(T[np.minimum(j, T.size - 1)] - s), T[j - 1],
-                        T[np.minimum(j, T.size - 1)])
-        lag = near - s
+        lag = _nearest(T, s) - s
         lag = lag[np.abs(lag) <= reach]
         if lag.size < min_spikes:
             skipped[uid] = f"only {lag.size} of {s.size} spikes have a crossing on channel {chan[u]} within 1 ms"
@@ -148,9 +151,7 @@ def fit_unit_templates(extractor: FeatureExtractor, data: np.ndarray, spikes: Ma
         off = int(np.median(lag))
         offsets[u] = off
         want = s + off
-        k = np.clip(np.searchsorted(want, T), 1, max(want.size - 1, 1))
-        dist = np.minimum(np.abs(T - want[k - 1]), np.abs(T - want[np.minimum(k, want.size - 1)]))
-        hit = on[dist <= tol]
+        hit = on[np.abs(T - _nearest(want, T)) <= tol]
         label[hit] = np.where(label[hit] == -1, u, -2)
     counts = np.bincount(label[label >= 0], minlength=len(uids))
     for u in list(offsets):
@@ -174,7 +175,7 @@ def fit_unit_templates(extractor: FeatureExtractor, data: np.ndarray, spikes: Ma
     pos = 0
     bar = _bar(n, progress, "units: templates")
     for i in range(0, n, block):
-        a, t, _, sn = m.run(np.ascontiguousarray(data[i:i + block]), i, collect=True, snip_cap=1 << 30)
+        a, t, sn = m.run(np.ascontiguousarray(data[i:i + block]), i, collect=True, snip_cap=1 << 30)
         lab = label[pos:pos + a.size]
         if a.size and not (np.array_equal(det_p[pos:pos + a.size], a) and np.array_equal(det_t[pos:pos + a.size], t)):
             raise RuntimeError("unit template fit: the second pass detected differently from the first")

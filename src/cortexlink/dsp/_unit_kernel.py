@@ -2,12 +2,12 @@
 
 One call processes one chunk, sample by sample, in four steps:
 
-1. the reference: the mean, in µV, of the finite samples of the reference channels
-   (``ref_good``; none for ``reference="none"``);
-2. the band-pass of the *rows*, the channels some unit is seen on: ``x - mean`` through the
-   biquad cascade (direct form II transposed, float32, each row starting in the steady
-   state of its first finite sample; a non-finite sample restarts it), into a ring buffer;
-   by linearity this is the extractor's filtered, common-average-referenced signal;
+1. scaling to µV and the band-pass of every channel through the extractor's biquad cascade
+   (direct form II transposed, float32, each channel starting in the steady state of its
+   first finite sample; a non-finite sample stops it until the next finite one restarts it);
+2. the reference: the mean of the filtered reference channels running at that sample
+   (``ref_w``; none for ``reference="none"``) subtracted from every channel, into a ring
+   buffer of the last samples: the extractor's filtered, common-average-referenced signal;
 3. detection on each *primary* channel as the extractor counts crossings: the first sample
    below threshold after one at or above it, at least ``dead_n`` samples after the last
    crossing; the trough is the minimum over ``trough_n`` samples from the crossing;
@@ -36,9 +36,9 @@ _FM = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 @njit(cache=True, nogil=True, fastmath=_FM)
 def match_chunk(data, gain, offset, ref_w, z0, z1, coef, zi, started, ring, t0,
-                prim_row, thr, prev_above, last_cross, search_end, trough_t, trough_v, pend_t, act,
+                prim_ch, thr, prev_above, last_cross, search_end, trough_t, trough_v, pend_t, act,
                 dead_n, trough_n, pre, post, grp_rows, u_first, u_count, tmpl, wts, maxd,
-                collect, ev_a, ev_t, ev_d, snip, xbuf):
+                collect, ev_a, ev_t, snip, xbuf):
     """Run one chunk; return the number of events written (spikes, or detections when collecting).
 
     Every channel is filtered (a row of the ring per sample, channels contiguous, so that the
@@ -48,7 +48,7 @@ def match_chunk(data, gain, offset, ref_w, z0, z1, coef, zi, started, ring, t0,
     """
     n, C = data.shape
     S = coef.shape[0]
-    P = prim_row.shape[0]
+    P = prim_ch.shape[0]
     G = grp_rows.shape[1]
     L = pre + post
     mask = ring.shape[0] - 1
@@ -118,7 +118,7 @@ def match_chunk(data, gain, offset, ref_w, z0, z1, coef, zi, started, ring, t0,
         # 3. detection on the primaries (thresholds of channels that may not cross lie below any sample)
         n_act = act[P]
         for p in range(P):
-            y = out[prim_row[p]]
+            y = out[prim_ch[p]]
             above = y >= thr[p]
             if (not above) and prev_above[p] and t - last_cross[p] >= dead_n:
                 last_cross[p] = t
@@ -133,7 +133,7 @@ def match_chunk(data, gain, offset, ref_w, z0, z1, coef, zi, started, ring, t0,
         while j < n_act:
             p = act[j]
             if search_end[p] >= 0:
-                y = out[prim_row[p]]
+                y = out[prim_ch[p]]
                 if y < trough_v[p]:
                     trough_v[p] = y
                     trough_t[p] = t
@@ -156,7 +156,6 @@ def match_chunk(data, gain, offset, ref_w, z0, z1, coef, zi, started, ring, t0,
                 if ne < cap:
                     ev_a[ne] = p
                     ev_t[ne] = trough_t[p]
-                    ev_d[ne] = 0.0
                 ne += 1
                 continue
             best = -1
@@ -180,7 +179,6 @@ def match_chunk(data, gain, offset, ref_w, z0, z1, coef, zi, started, ring, t0,
                 if ne < cap:
                     ev_a[ne] = best
                     ev_t[ne] = t
-                    ev_d[ne] = bd
                 ne += 1
         act[P] = n_act
     return ne

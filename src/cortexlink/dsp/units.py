@@ -30,7 +30,6 @@ to every channel the units use; refused).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,6 @@ from cortexlink.dsp.features import FeatureExtractor
 
 __all__ = ["UnitTemplates", "UnitFeatureExtractor", "fit_unit_templates", "spikes_from_ground_truth"]
 
-logger = logging.getLogger(__name__)
 
 class UnitFeatureExtractor:
     """A :class:`~cortexlink.dsp.FeatureExtractor` whose bins also count each sorted unit's spikes.
@@ -109,8 +107,7 @@ class UnitFeatureExtractor:
         self.fx.reset(calibration=calibration)
         self._m.reset()
         self._m.active_from = None
-        self._m.cal_obj = object()
-        self._m.sync_calibration(0)
+        self._m.sync_calibration(0, force=True)
         self._empty: BinnedFeatures | None = None
         self._ev_u: list[np.ndarray] = []
         self._ev_t: list[np.ndarray] = []
@@ -165,6 +162,7 @@ class UnitFeatureExtractor:
             return self._empty
         counts = np.zeros((k, U), np.float32)
         uvalid = np.zeros((k, U), bool)
+        valid = bf.valid if bf.valid is not None else np.ones(bf.data.shape, bool)
         if self._ev_u:
             eu = np.concatenate(self._ev_u)
             et = np.concatenate(self._ev_t)
@@ -185,7 +183,6 @@ class UnitFeatureExtractor:
                 keep |= after & ~inside
             np.add.at(counts, (b[inside], eu[inside]), 1.0)
             eu, et = eu[keep], et[keep]
-            valid = bf.valid if bf.valid is not None else np.ones(bf.data.shape, bool)
             uvalid = valid[:, self._prim_col].copy()
             cal = self.fx._calib
             bad = cal.bad[self.templates.primary] if cal is not None else self.fx.channel_map.bad[self.templates.primary]
@@ -196,13 +193,11 @@ class UnitFeatureExtractor:
         self._ev_u = [eu] if eu.size else []
         self._ev_t = [et] if et.size else []
         data = np.hstack([bf.data, counts]) if k else np.zeros((0, bf.data.shape[1] + U), np.float32)
-        valid_all = bf.valid if bf.valid is not None else np.ones(bf.data.shape, bool)
         if bf.gaps:
             return BinnedFeatures(data.astype(np.float32, copy=False), bf.bin_start_samples, bf.bin_width_samples,
-                                  bf.fs_hz, self.feature_names, np.hstack([valid_all, uvalid]), bf.gaps)
+                                  bf.fs_hz, self.feature_names, np.hstack([valid, uvalid]), bf.gaps)
         return BinnedFeatures._trusted(data.astype(np.float32, copy=False), np.array(bf.bin_start_samples),
-                                       bf.bin_width_samples, bf.fs_hz, self.feature_names,
-                                       np.hstack([valid_all, uvalid]))
+                                       bf.bin_width_samples, bf.fs_hz, self.feature_names, np.hstack([valid, uvalid]))
 
     def apply(self, data: Any, *, chunk_size: int | None = None) -> BinnedFeatures:
         """Reset and run ``data`` through :meth:`step` (see :meth:`FeatureExtractor.apply`)."""

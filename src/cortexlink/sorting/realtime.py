@@ -70,7 +70,6 @@ def spikes_from_units_nwb(path: str | Path, channel_map: ChannelMap, fs_hz: floa
         if ch not in index:
             raise ValidationError(f"{path}: unit {i} is on channel {ch!r}, which the channel map does not have")
         uid = str(row["sorter_unit_id"]) if "sorter_unit_id" in df.columns else str(i)
-        uid = f"u{uid}" if not uid.startswith("u") else uid
         spikes[uid] = np.round((np.asarray(row["spike_times"], float) - t0_s) * fs_hz).astype(np.int64)
         chans[uid] = index[ch]
     return spikes, chans
