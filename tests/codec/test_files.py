@@ -59,7 +59,7 @@ def _clean(proc, *needles):
 @pytest.mark.req("SR-42")
 @pytest.mark.parametrize("nch", [1, 4])
 @pytest.mark.parametrize("kind", ["random", "sparse"])
-@pytest.mark.parametrize("entropy", ["range", "rice", "lms"])
+@pytest.mark.parametrize("entropy", ["range", "rice", "lms", "lms-fast"])
 def test_file_round_trip_is_byte_identical(tmp_path, nch, kind, entropy):
     x = (_random if kind == "random" else _sparse)(50_000, nch)
     src = tmp_path / "a.wav"

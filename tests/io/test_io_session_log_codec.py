@@ -54,7 +54,7 @@ def _offsets(p: Path) -> list[tuple[int, int]]:
 
 
 @pytest.mark.req("SR-42")
-@pytest.mark.parametrize("codec", ["rice", "range", "lms"])
+@pytest.mark.parametrize("codec", ["rice", "range", "lms", "lms-fast"])
 @pytest.mark.parametrize("sizes", [[1], [7], [30, 1, 300]])
 def test_a_compressed_raw_stream_reads_back_identical_samples_and_chunks(tmp_path, codec, sizes):
     x = _signal(600, 5)
@@ -221,7 +221,7 @@ def test_a_compressed_recording_killed_mid_write_is_recovered(tmp_path):
 
 
 def test_bad_codec_options_are_refused_by_name(tmp_path):
-    with pytest.raises(ConfigError, match=r"raw_codec must be one of none, rice, range, lms; got 'zip'"):
+    with pytest.raises(ConfigError, match=r"raw_codec must be one of none, rice, range, lms, lms-fast; got 'zip'"):
         SessionRecorder(tmp_path / "a", catalogue=False, raw_codec="zip")
     for bad in (0, 1.5, True):
         with pytest.raises(ConfigError, match="raw_codec_resync_records must be a whole number"):

@@ -25,7 +25,9 @@ is given or found, and simulated 1,024-channel data at 30 kHz (:class:`cortexlin
 ``cortexlink-rice`` the same prediction with adaptive Golomb-Rice codes (faster, larger);
 ``cortexlink-lms`` LMS prediction with a fully modelled range coder (smallest, slowest);
 ``cortexlink-lms-8s`` the same in 8 s frames (storage: one frame per N1 file, fewer frame
-headers and table sections; the latency row still streams 1 ms chunks).
+headers and table sections; the latency row still streams 1 ms chunks); ``cortexlink-lms-fast``
+and ``cortexlink-lms-fast-8s`` the same LMS prediction with the multi-symbol coder of
+``cortexlink.codec._lmsfast`` (channel-parallel; one range-coded letter per sample).
 
 Peers: zlib, xz and bz2 at their best level, zstd at levels 3 and 19 (``zstandard``); FLAC at its
 best compression level (``flac-8``: libFLAC through ``soundfile``/libsndfile, whose
@@ -64,7 +66,8 @@ from cortexlink.core.errors import ConfigError, ValidationError
 
 from .dsp import machine_info
 
-CODECS = ("cortexlink", "cortexlink-rice", "cortexlink-lms", "cortexlink-lms-8s", "zlib-9", "xz-9", "bz2-9",
+CODECS = ("cortexlink", "cortexlink-rice", "cortexlink-lms", "cortexlink-lms-8s", "cortexlink-lms-fast",
+          "cortexlink-lms-fast-8s", "zlib-9", "xz-9", "bz2-9",
           "zstd-3", "zstd-19", "flac-8",
           "blosc2-zstd-shuffle", "blosc2-zstd-delta-bitshuffle")
 #: FLAC's format allows at most 8 channels: wider arrays are coded as FLAC streams of 8 channels.
@@ -74,7 +77,9 @@ N1_FRAME_S = 1.0
 STORAGE_FRAME_S = 8.0
 #: cortexlink's variants: entropy coder, and frame length in seconds (None: the dataset's).
 CORTEXLINK_VARIANTS = {"cortexlink": ("range", None), "cortexlink-rice": ("rice", None),
-                       "cortexlink-lms": ("lms", None), "cortexlink-lms-8s": ("lms", STORAGE_FRAME_S)}
+                       "cortexlink-lms": ("lms", None), "cortexlink-lms-8s": ("lms", STORAGE_FRAME_S),
+                       "cortexlink-lms-fast": ("lms-fast", None),
+                       "cortexlink-lms-fast-8s": ("lms-fast", STORAGE_FRAME_S)}
 N1_RESYNC_FRAMES = 8
 SIM_RESYNC_FRAMES = 100
 LATENCY_CHUNKS = 2000
@@ -310,7 +315,7 @@ def run(*, data: Path | None = None, use_default_data: bool = True, channels: in
     datasets.append(sim_dataset(channels, seconds, seed))
     from cortexlink import codec
 
-    for entropy in ("range", "rice", "lms"):   # load the compiled kernels before anything is timed
+    for entropy in codec.ENTROPY_CODERS:   # load the compiled kernels before anything is timed
         codec.decode_array(codec.encode_array(np.arange(512, dtype=np.int16).reshape(256, 2) * 64,
                                               entropy=entropy))
     biggest = max(sum(a.nbytes for a in ds["arrays"]) for ds in datasets)

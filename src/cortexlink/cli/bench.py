@@ -97,7 +97,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                      "chunk at a time, with each chunk_codec: bytes per chunk in the stream, the "
                                      "round trip (publish, encode, XADD, XREAD, decode) p50/p99 and the MB/s one "
                                      "publisher/reader pair sustains; every chunk is compared with the one sent.")
-    rz.add_argument("--codecs", nargs="+", default=["none", "rice", "range"], choices=["none", "rice", "range", "lms"],
+    rz.add_argument("--codecs", nargs="+", default=["none", "rice", "range"], choices=["none", "rice", "range", "lms", "lms-fast"],
                     help="chunk codecs to measure (default: none rice range)")
     rz.add_argument("--channels", type=int, default=1024, help="channels per chunk (default: 1024)")
     rz.add_argument("--chunks", type=int, default=2000, help="chunks sent per codec (default: 2000)")

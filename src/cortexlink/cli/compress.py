@@ -31,9 +31,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--frame-s", type=float, default=1.0, metavar="S",
                    help="seconds per codec frame of a WAV or raw file (default: 1; e.g. 8 for storage: fewer "
                         "frame headers; session folders use ~1 s)")
-    c.add_argument("--entropy", choices=["range", "rice", "lms"], default="range",
-                   help="entropy coder: range (default), rice (faster, larger) or lms (LMS prediction, smaller, "
-                        "slower)")
+    c.add_argument("--entropy", choices=["range", "rice", "lms", "lms-fast"], default="range",
+                   help="entropy coder: range (default), rice (fastest, largest), lms (LMS prediction, "
+                        "smaller, slower) or lms-fast (LMS prediction with multi-symbol coding: lms's size at "
+                        "several times its speed on many channels)")
     _common(c, "a .clz file compress wrote")
     c.set_defaults(func=_run_compress)
 

@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="default", help="implant preset (default: default)")
     p.add_argument("--participant", default="sim-0001", help="pseudonymous participant code (default: sim-0001)")
     p.add_argument("--no-raw", action="store_true", help="do not record raw samples (features and behaviour only)")
-    p.add_argument("--raw-codec", choices=("none", "rice", "range", "lms"), default="none",
+    p.add_argument("--raw-codec", choices=("none", "rice", "range", "lms", "lms-fast"), default="none",
                    help="store raw samples compressed with the lossless codec, encoded on the recorder's writer "
                         "thread: 'rice' (fast; ~1.9x on simulated 1,024 channels), 'range' (~4%% smaller, ~2.5x "
                         "slower) or 'lms' (~7%% smaller than rice, ~5x slower); read back transparently. Check that it keeps up with your channel count: "

@@ -78,11 +78,12 @@ def _example(args: argparse.Namespace) -> int:
 
 
 def add_record_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--record", choices=("none", "behaviour", "raw", "raw-rice", "raw-range", "raw-lms"), default="none",
+    p.add_argument("--record", choices=("none", "behaviour", "raw", "raw-rice", "raw-range", "raw-lms",
+                                           "raw-lms-fast"), default="none",
                    help="record the session into RUN_FOLDER/recording: 'behaviour' = features, cursor, decoder "
                         "outputs, intent and events; 'raw' = also every raw sample (1024 ch: ~61 MB per second; "
-                        "free space is checked first); 'raw-rice' / 'raw-range' / 'raw-lms' = raw stored with the lossless "
-                        "codec (~1.9x smaller, read back transparently). Default: none")
+                        "free space is checked first); 'raw-rice' / 'raw-range' / 'raw-lms' / 'raw-lms-fast' = raw "
+                        "stored with the lossless codec (~1.9-2x smaller, read back transparently). Default: none")
 
 
 def add_redis_option(p: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ from cortexlink.core.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 #: values of the bus's ``chunk_codec`` option
-CHUNK_CODECS = ("none", "rice", "range", "lms")
+CHUNK_CODECS = ("none", "rice", "range", "lms", "lms-fast")
 #: default interval between resynchronisation points, in chunks of a topic (~32 ms of 1 ms chunks)
 DEFAULT_RESYNC_FRAMES = 32
 

@@ -153,7 +153,7 @@ class RedisStreamsBus(Bus):
     start_at_end : bool
         Read only messages added after the first :meth:`pump` (a restarted process) instead of
         everything still in the streams.
-    chunk_codec : {"none", "rice", "range", "lms"}
+    chunk_codec : {"none", "rice", "range", "lms", "lms-fast"}
         Send int16 chunks this process publishes as frames of the lossless codec (per topic,
         a resynchronisation point every ``chunk_codec_resync`` chunks). Any reader decodes them;
         one that cannot (it joined late, or entries were trimmed) counts each lost chunk as a gap

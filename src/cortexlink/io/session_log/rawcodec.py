@@ -2,7 +2,7 @@
 (:mod:`cortexlink.codec`) instead of the rows' raw bytes.
 
 A stream written so has a format-3 header whose JSON carries ``"codec": {"name": "cortexlink",
-"entropy": "rice" | "range" | "lms", "resync_records": N}`` (``dtype`` is ``"<i2"``). Readers decode it
+"entropy": "rice" | "range" | "lms" | "lms-fast", "resync_records": N}`` (``dtype`` is ``"<i2"``). Readers decode it
 transparently: :func:`~cortexlink.io.session_log.scan_stream` yields the same int16 rows as an
 uncompressed stream would.
 
@@ -38,7 +38,7 @@ import numpy as np
 from cortexlink.core.errors import ConfigError
 
 #: the values of ``raw_codec``: "none" stores the rows' bytes as they are
-RAW_CODECS = ("none", "rice", "range", "lms")
+RAW_CODECS = ("none", "rice", "range", "lms", "lms-fast")
 #: the default interval between resynchronisation points, in records (~30 ms of 1 ms chunks)
 DEFAULT_RESYNC_RECORDS = 30
 #: stream format version of a file whose records hold codec frames (older readers refuse it

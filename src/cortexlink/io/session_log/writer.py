@@ -103,7 +103,7 @@ class SessionRecorder:
     catalogue : path or False, optional
         SQLite catalogue to register the session in on close (None: the default catalogue
         from ``CORTEXLINK_CATALOGUE`` when that variable is set; False: none).
-    raw_codec, raw_codec_resync_records : {"none", "rice", "range", "lms"}, int
+    raw_codec, raw_codec_resync_records : {"none", "rice", "range", "lms", "lms-fast"}, int
         Raw records as int16 rows (``"none"``, default) or one lossless codec frame each, with a
         resynchronisation point every ``raw_codec_resync_records`` (30) records; encoded on the
         writer thread, decoded transparently by readers (see :mod:`.rawcodec`). int16 raw only.

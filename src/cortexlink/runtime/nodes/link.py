@@ -13,7 +13,7 @@ from cortexlink.runtime.node import Node, Param, PortSpec, register_node
 __all__ = ["RawLinkNode", "LINK_CODECS"]
 
 #: Entropy coders the link can use (see :class:`cortexlink.codec.Encoder`).
-LINK_CODECS = ("rice", "range", "lms")
+LINK_CODECS = ("rice", "range", "lms", "lms-fast")
 
 
 @register_node
@@ -23,7 +23,7 @@ class RawLinkNode(Node):
 
     Parameters (``params``)
     -----------------------
-    codec : {"rice", "range", "lms"}
+    codec : {"rice", "range", "lms", "lms-fast"}
         The lossless codec's entropy coder (default ``rice``: the fastest).
     max_error_uv : float
         0 (default): lossless. Above 0: near-lossless, every sample within this many µV of the

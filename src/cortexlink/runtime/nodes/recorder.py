@@ -34,7 +34,7 @@ class RecorderNode(Node):
     on_full : {"drop", "block", "fail"}
         The recorder queue's policy (drops are counted in its manifest and in the node's summary
         in the run result: ``dropped`` per stream, ``dropped_total``).
-    raw_codec : {"none", "rice", "range", "lms"}
+    raw_codec : {"none", "rice", "range", "lms", "lms-fast"}
         Store each raw chunk as one frame of the lossless codec (``rice``: fast, ``range``:
         smaller, slower, ``lms``: smallest, slowest) instead of its int16 bytes (``none``, the default); readers, ``recover``,
         replay and NWB export decode it transparently.
@@ -97,7 +97,7 @@ class RecorderNode(Node):
         "participant_id": Param("str", "sim-0001"),
         "raw": Param("bool", True),
         "on_full": Param("str", "drop", choices=("drop", "block", "fail")),
-        "raw_codec": Param("str", "none", choices=("none", "rice", "range", "lms")),
+        "raw_codec": Param("str", "none", choices=("none", "rice", "range", "lms", "lms-fast")),
         "raw_codec_resync_records": Param("int", 30, lo=1),
         "record_dir": Param("str", None, nullable=True),
     }
