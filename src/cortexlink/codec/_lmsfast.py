@@ -32,11 +32,12 @@ Coding of a residual ``e``:
   gets ``1 + floor(count * ((M - NSYM) * 2**24 // total) / 2**24)``, and what is left of ``M``
   goes to the first of the most counted letters. Encoder and decoder rebuild at the same point,
   so tables are never sent.
-- The range coder is ``_range``'s (32-bit range, LZMA's byte-wise carry handling, 5 flush bytes
-  per lane): a letter narrows the range to ``(range >> PROB_BITS) * freq`` at its cumulative
-  frequency; the decoder's quotient ``code // (range >> PROB_BITS)`` is taken in double precision
-  (exact for these magnitudes) and the letter found from a table of the first letter of each
-  ``2**BUCKET_SHIFT`` slots.
+- The range coder (one per lane): 32-bit range and low, normalised a byte at a time below
+  ``2**24``; a letter narrows the range to ``(range >> PROB_BITS) * freq`` at its cumulative
+  frequency; a carry out of ``low`` is added into the bytes already written; the encoder flushes
+  the 4 bytes of ``low``, the decoder starts by reading 4. The decoder's quotient
+  ``code // (range >> PROB_BITS)`` is taken in double precision (exact for these magnitudes)
+  and the letter found from a table of the first letter of each ``2**BUCKET_SHIFT`` slots.
 
 Payload: ``LA``, ``LB`` (4-byte little-endian lengths of the lanes), lane A, lane B, the bit
 stream (whole bytes, the last padded with zero bits). The bit stream is written and read as
@@ -55,7 +56,7 @@ from numba.cpython.unsafe.numbers import leading_zeros
 
 from ._kernels import _working_history
 from ._lms import LMS_MU, LMS_ORDER, MEAN_SHIFT, W_LIMIT
-from ._range import TOP, _dec_normalise, _dec_start, _shift_low
+from ._range import TOP
 
 NSYM = 112
 PROB_BITS = 16
@@ -71,6 +72,8 @@ COUNT_LIMIT = 1 << 16
 #: Bytes a sample may take at worst: a letter of frequency 1 (15 bits), 12 low bits and the sign.
 WORST_BYTES_PER_SAMPLE = 5
 TYPICAL_BYTES_PER_SAMPLE = 5
+_SPAN = np.int64(1) << 32
+_MASK = _SPAN - 1
 _W_HI = np.int32(W_LIMIT)
 _W_LO = np.int32(-W_LIMIT)
 _RING = LMS_ORDER                                      # a power of two: the ring index is masked
@@ -286,15 +289,48 @@ def _domain(toff):
 
 
 @njit(cache=True, inline="always")
-def _put(low, rng, cache, csize, pos, out, a, f):
-    """Narrow the range to the letter at ``a`` of frequency ``f`` (of ``2**PROB_BITS``)."""
+def _put(low, rng, pos, out, a, f):
+    """Narrow the range to the letter at ``a`` of frequency ``f`` (of ``2**PROB_BITS``): a range
+    coder whose carry runs back into the bytes already written (never past the first: the coded
+    value stays below 1), and whose byte output needs no branch (at most 2 bytes per letter:
+    ``range >> PROB_BITS >= 2**8``; each candidate byte is stored and kept by moving ``pos``)."""
     r = rng >> PROB_BITS
     low += r * a
     rng = r * f
-    while rng < TOP:
-        rng <<= 8
-        low, cache, csize, pos = _shift_low(low, cache, csize, pos, out)
-    return low, rng, cache, csize, pos
+    if low >= _SPAN:
+        low -= _SPAN
+        i = pos - 1
+        while out[i] == 0xFF:
+            out[i] = 0
+            i -= 1
+        out[i] += 1
+    for _ in range(2):
+        more = rng < TOP
+        out[pos] = np.uint8((low >> 24) & 0xFF)
+        pos += 1 if more else 0
+        low = ((low << 8) & _MASK) if more else low
+        rng = (rng << 8) if more else rng
+    return low, rng, pos
+
+
+@njit(cache=True, inline="always")
+def _flush(low, pos, out):
+    for _ in range(4):
+        out[pos] = np.uint8((low >> 24) & 0xFF)
+        low = (low << 8) & _MASK
+        pos += 1
+    return pos
+
+
+@njit(cache=True, inline="always")
+def _start(pl, size):
+    """A lane decoder's first state ``(rng, code, pos, over)``: the lane's first 4 bytes."""
+    code = np.int64(0)
+    over = np.int64(0)
+    for i in range(4):
+        code = (code << 8) | (np.int64(pl[i]) if i < size else np.int64(0))
+        over += 1 if i >= size else 0
+    return np.int64(_MASK), code, np.int64(4), over
 
 
 @njit(cache=True, inline="always")
@@ -309,13 +345,6 @@ def _pack(bitbuf, nbits, rpos, raw32, v, nv):
     bitbuf >>= np.uint64(full << 5)
     nbits -= full << 5
     return bitbuf, nbits, rpos
-
-
-@njit(cache=True, inline="always")
-def _flush(low, cache, csize, pos, out):
-    for _ in range(5):
-        low, cache, csize, pos = _shift_low(low, cache, csize, pos, out)
-    return pos
 
 
 @njit(cache=True, nogil=True)
@@ -347,14 +376,10 @@ def encode_fast(data, hist, ring, lw, ch, head, cnt, cum, look, due, ivl, tables
     limit_b = outb.shape[0] - 16
     hd = head[0]
     low0 = np.int64(0)
-    rng0 = np.int64(0xFFFFFFFF)
-    cache0 = np.int64(0)
-    csize0 = np.int64(1)
+    rng0 = np.int64(_MASK)
     pos0 = np.int64(8)
     low1 = np.int64(0)
-    rng1 = np.int64(0xFFFFFFFF)
-    cache1 = np.int64(0)
-    csize1 = np.int64(1)
+    rng1 = np.int64(_MASK)
     pos1 = np.int64(0)
     bitbuf = np.uint64(0)
     nbits = 0
@@ -373,7 +398,7 @@ def encode_fast(data, hist, ring, lw, ch, head, cnt, cum, look, due, ivl, tables
             k = K[c]
             sy, v, nv = _letter(np.int64(E[c]))
             a = np.int64(cum[k, sy])
-            low0, rng0, cache0, csize0, pos0 = _put(low0, rng0, cache0, csize0, pos0, out, a,
+            low0, rng0, pos0 = _put(low0, rng0, pos0, out, a,
                                                    np.int64(cum[k, sy + 1]) - a)
             cnt[k, sy] += 1
             due[k] -= 1
@@ -384,7 +409,7 @@ def encode_fast(data, hist, ring, lw, ch, head, cnt, cum, look, due, ivl, tables
             k = K[c]
             sy, v, nv = _letter(np.int64(E[c]))
             a = np.int64(cum[k, sy])
-            low1, rng1, cache1, csize1, pos1 = _put(low1, rng1, cache1, csize1, pos1, outb, a,
+            low1, rng1, pos1 = _put(low1, rng1, pos1, outb, a,
                                                    np.int64(cum[k, sy + 1]) - a)
             cnt[k, sy] += 1
             due[k] -= 1
@@ -399,8 +424,8 @@ def encode_fast(data, hist, ring, lw, ch, head, cnt, cum, look, due, ivl, tables
             _rebuild_due(cnt, cum, look, due, ivl, False)
             pend = False
         hd = _update_row(ring, lw, ch, h0, hd, W, E, S, STEP)
-    pos0 = _flush(low0, cache0, csize0, pos0, out)
-    pos1 = _flush(low1, cache1, csize1, pos1, outb)
+    pos0 = _flush(low0, pos0, out)
+    pos1 = _flush(low1, pos1, outb)
     rpos *= 4
     while nbits > 0:
         raw[rpos] = np.uint8(bitbuf & np.uint64(0xFF))
@@ -438,7 +463,14 @@ def _get(pl, size, rng, code, pos, over, cum, look, k):
     a = np.int64(cum[k, s])
     code -= r * a
     rng = r * (np.int64(cum[k, s + 1]) - a)
-    rng, code, pos, over = _dec_normalise(pl, size, rng, code, pos, over)
+    while rng < TOP:                                      # past the lane's end: zeros, counted
+        if pos < size:
+            code = ((code << 8) | np.int64(pl[pos])) & _MASK
+        else:
+            code = (code << 8) & _MASK
+            over += 1
+        pos += 1
+        rng <<= 8
     return s, rng, code, pos, over
 
 
@@ -487,8 +519,8 @@ def decode_fast(payload, out, hist, ring, lw, ch, head, cnt, cum, look, due, ivl
     S = np.empty(nc, np.int64)
     STEP = np.empty(nc, np.int32)
     hd = head[0]
-    rng0, code0, pos0, over0 = _dec_start(pa, la)
-    rng1, code1, pos1, over1 = _dec_start(pb, lb)
+    rng0, code0, pos0, over0 = _start(pa, la)
+    rng1, code1, pos1, over1 = _start(pb, lb)
     rp = 8 + la + lb
     nraw = total - rp
     words = np.zeros(nraw // 4 + 2, np.uint32)
