@@ -347,15 +347,25 @@ def _pack(bitbuf, nbits, rpos, raw32, v, nv):
     return bitbuf, nbits, rpos
 
 
+@njit(cache=True)
+def scratch_sizes(n, nc):
+    """Elements of the encoder's work buffers for ``n`` x ``nc`` samples: lane B's bytes (at most
+    2 per letter, 2 candidate bytes, 4 flush bytes) and the bit stream's 32-bit words (at most
+    13 bits per sample)."""
+    return 2 * ((n * nc + 1) // 2) + 16, (13 * n * nc) // 32 + 4
+
+
 @njit(cache=True, nogil=True)
-def encode_fast(data, hist, ring, lw, ch, head, cnt, cum, look, due, ivl, tables, toff, out):
+def encode_fast(data, hist, ring, lw, ch, head, cnt, cum, look, due, ivl, tables, toff, out, outb, raw32):
     """Encode ``data`` (samples x channels, int16), time-major, into ``out``; return bytes used,
     or -1 when ``out`` is too small. Value tables as :func:`cortexlink.codec._lms.encode_lms`.
 
     Payload: the byte lengths ``LA``, ``LB`` of the two range-coded lanes (4 bytes each,
     little-endian), lane A (the letters of even channels), lane B (odd channels), then the
     equiprobable bits of every sample in coding order, least significant first, the last byte
-    padded with zeros. Two lanes halve the chain of dependent range-coder steps."""
+    padded with zeros. Two lanes halve the chain of dependent range-coder steps. ``outb`` (uint8)
+    and ``raw32`` (uint32) are work buffers of at least :func:`scratch_sizes` elements: a caller
+    that encodes frame after frame keeps them (fresh memory on every frame costs page faults)."""
     n, nc = data.shape
     h0 = _working_history(hist, tables, toff)[:, 0].astype(np.int32)
     lo, hi = _domain(toff)
@@ -368,9 +378,8 @@ def encode_fast(data, hist, ring, lw, ch, head, cnt, cum, look, due, ivl, tables
     STEP = np.empty(nc, np.int32)
     V = np.empty(nc, np.int64)
     NV = np.empty(nc, np.int64)
-    half = (n * nc + 1) // 2
-    outb = np.empty(3 * half + 16, np.uint8)
-    raw32 = np.empty((2 * n * nc + 16) // 4 + 2, np.uint32)
+    if outb.shape[0] < scratch_sizes(n, nc)[0] or raw32.shape[0] < scratch_sizes(n, nc)[1]:
+        return -1
     raw = raw32.view(np.uint8)
     limit = out.shape[0] - 16
     limit_b = outb.shape[0] - 16

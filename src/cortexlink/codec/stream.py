@@ -57,7 +57,7 @@ def _fresh_state(n_channels: int, coder: str) -> tuple:
 
 
 _KERNELS = {"range": _range, "lms": _lms, "lms-fast": _lmsfast}
-_ENCODERS = {"range": _range.encode_range, "lms": _lms.encode_lms, "lms-fast": _lmsfast.encode_fast}
+_ENCODERS = {"range": _range.encode_range, "lms": _lms.encode_lms}
 _DECODERS = {"range": _range.decode_range, "lms": _lms.decode_lms, "lms-fast": _lmsfast.decode_fast,
              "rice": _rice.decode_rice}
 #: The coder's bits in a frame's flags (lms-fast: both the range and the LMS bit).
@@ -131,6 +131,7 @@ class Encoder:
         self._carried: list = [None] * self.n_channels
         self._with_table: list[int] = []
         self._flat = _tables.flatten(self._carried)
+        self._work: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def _check(self, chunk: object) -> np.ndarray:
         if not isinstance(chunk, np.ndarray):
@@ -167,6 +168,11 @@ class Encoder:
         if self.entropy == "rice":
             out = np.empty(n * self.n_channels * _kernels.WORST_BITS // 8 + 16, np.uint8)
             used = _rice.encode_rice(data, *self._state, tabs, offs, out) if n else 0
+        elif self.entropy == "lms-fast":
+            out, outb, raw32 = self._lms_fast_work(n)
+            used = _lmsfast.encode_fast(data, *self._state, tabs, offs, out, outb, raw32) if n else 0
+            if used < 0:                          # the buffers are sized for the worst case
+                raise RuntimeError("the lms-fast coder overran its worst-case buffer")
         else:
             mod = _KERNELS[self.entropy]
             kernel = _ENCODERS[self.entropy]
@@ -189,6 +195,16 @@ class Encoder:
         self.frame_index += 1
         return head + struct.pack("<I", _crc(head, payload)) + payload
 
+
+    def _lms_fast_work(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """lms-fast's output and work buffers for ``n`` samples, kept from frame to frame (grown as
+        needed): fresh memory for every 1 ms frame cost page faults, several times the coding."""
+        size = n * self.n_channels * _lmsfast.WORST_BYTES_PER_SAMPLE + 64
+        nb, nw = _lmsfast.scratch_sizes(n, self.n_channels)
+        work = self._work
+        if work is None or work[0].shape[0] < size or work[1].shape[0] < nb or work[2].shape[0] < nw:
+            work = self._work = (np.zeros(size, np.uint8), np.zeros(nb, np.uint8), np.zeros(nw, np.uint32))
+        return work
 
     def map_frame(self) -> bytes:
         """A channel-map frame (flag bit 5, 0 samples, the map as UTF-8 JSON, CRC-32): it takes no
