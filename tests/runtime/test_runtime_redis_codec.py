@@ -56,7 +56,7 @@ def _read_all(bus, sub, n_expected, tries=500):
     return got
 
 
-@pytest.mark.parametrize("codec", ["rice", "range"])
+@pytest.mark.parametrize("codec", ["rice", "range", "lms-fast"])
 def test_compressed_chunks_arrive_identical_and_smaller(redis_server, run_id, codec):
     pub = _bus(redis_server.url, run_id, chunk_codec=codec, chunk_codec_resync=8)
     rd = _bus(redis_server.url, run_id)                            # a reader needs no option

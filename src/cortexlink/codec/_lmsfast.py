@@ -118,7 +118,7 @@ def init_state(n_channels: int) -> tuple:
     head = np.zeros(1, np.int64)
     cnt = _PRIOR.copy()
     cum = np.zeros((N_CTX, NSYM + 1), np.int32)
-    look = np.zeros((N_CTX, N_BUCKETS), np.int32)
+    look = np.zeros((N_CTX, N_BUCKETS), np.uint8)
     for k in range(N_CTX):
         _rebuild(cnt, cum, look, k, True)
     due = np.full(N_CTX, FIRST_INTERVAL, np.int32)
