@@ -27,7 +27,7 @@ Coding (per channel, in integer arithmetic, identical in encoder and decoder)
   at the start ``A = 16, N = 1``); ``q = u >> k``.
 - Entropy coding, one of four (flag bits 2 and 3):
 
-  * *lms* (bit 3 set): the strongest. Instead of the fixed predictors, a 16-tap sign-sign LMS
+  * *lms* (bit 3 alone): the strongest. Instead of the fixed predictors, a 16-tap sign-sign LMS
     filter over the last first differences plus a level tap, and every bit of the residual's
     binarisation modelled with adaptive 22-bit probabilities in the context of the channel's
     scale; see ``_lms`` for the exact arithmetic. ~3.5x on the Neuralink N1 files, about half
@@ -38,7 +38,7 @@ Coding (per channel, in integer arithmetic, identical in encoder and decoder)
     the channel's scale context, in two lanes (even / odd channels), plus the residual's other
     low bits and its sign as plain bits; see ``_lmsfast``. About the LMS coder's size at ~3x
     the range coder's speed on 1,024 channels.
-  * *range* (bit 2 set, the default): ``q`` in unary, bit ``i`` modelled in context ``(k, i)``,
+  * *range* (bit 2 alone, the default): ``q`` in unary, bit ``i`` modelled in context ``(k, i)``,
     then the top ``min(k, 3)`` of the ``k`` low bits of ``u``, most significant first, modelled
     in context ``(k, min(q, 2), position)``, and the remaining low bits as equiprobable groups of
     up to 8 bits (the range divided into ``2**nb`` equal parts); ``q >= 24``: 24 one-bits then
@@ -53,7 +53,8 @@ Coding (per channel, in integer arithmetic, identical in encoder and decoder)
 - Samples are coded time-major (sample 0 of every channel, then sample 1, …).
 - At a resynchronisation point every channel's state starts afresh: history 0, costs 0,
   ``A = 16, N = 1``, every model at 1/2, LMS weights 0, lms-fast's letter counts at their
-  prior, no value tables.
+  prior, its tables rebuilt from them and its rebuild intervals and scales at their start, no value
+  tables.
 
 Payload: when flag bit 1 is set, a value-table section comes first — with flag bit 4 (written
 now) the carried section of ``_tables``; without it (the earlier format), per channel, LEB128

@@ -40,7 +40,8 @@ Coding of a residual ``e``:
   and the letter found from a table of the first letter of each ``2**BUCKET_SHIFT`` slots.
 
 Payload: ``LA``, ``LB`` (4-byte little-endian lengths of the lanes), lane A, lane B, the bit
-stream (whole bytes, the last padded with zero bits). The bit stream is written and read as
+stream (whole bytes, the last padded with zero bits; the decoder does not check the padding, nor
+what the lanes' flush bytes hold beyond what it needs). The bit stream is written and read as
 little-endian 32-bit words through array views: numba runs only on little-endian machines.
 
 One letter per sample is range-coded, against ~10 adaptive binary decisions in ``_lms``. All
@@ -69,9 +70,9 @@ MAG_START = 64
 FIRST_INTERVAL = 4
 MAX_INTERVAL = 512
 COUNT_LIMIT = 1 << 16
-#: Bytes a sample may take at worst: a letter of frequency 1 (15 bits), 12 low bits and the sign.
+#: Bytes a sample may take at worst: a letter of frequency 1 (16 bits: 2 bytes of a lane) and 13
+#: plain bits; the output buffer gets 5 a sample (plus the lanes' lengths and flush bytes).
 WORST_BYTES_PER_SAMPLE = 5
-TYPICAL_BYTES_PER_SAMPLE = 5
 _SPAN = np.int64(1) << 32
 _MASK = _SPAN - 1
 _W_HI = np.int32(W_LIMIT)
@@ -378,11 +379,11 @@ def encode_fast(data, hist, ring, lw, ch, head, cnt, cum, look, due, ivl, tables
     STEP = np.empty(nc, np.int32)
     V = np.empty(nc, np.int64)
     NV = np.empty(nc, np.int64)
-    if outb.shape[0] < scratch_sizes(n, nc)[0] or raw32.shape[0] < scratch_sizes(n, nc)[1]:
+    nb_min, nw_min = scratch_sizes(n, nc)
+    # lane A: at most 2 bytes a letter, 2 candidate bytes, 4 flush bytes, after the 8 of lengths
+    if outb.shape[0] < nb_min or raw32.shape[0] < nw_min or out.shape[0] < 16 + 2 * n * ((nc + 1) // 2):
         return -1
     raw = raw32.view(np.uint8)
-    limit = out.shape[0] - 16
-    limit_b = outb.shape[0] - 16
     hd = head[0]
     low0 = np.int64(0)
     rng0 = np.int64(_MASK)
@@ -427,8 +428,6 @@ def encode_fast(data, hist, ring, lw, ch, head, cnt, cum, look, due, ivl, tables
             NV[c] = nv
         for c in range(nc):                               # the equiprobable bits, channel order
             bitbuf, nbits, rpos = _pack(bitbuf, nbits, rpos, raw32, V[c], NV[c])
-        if pos0 > limit or pos1 > limit_b:
-            return -1
         if pend:
             _rebuild_due(cnt, cum, look, due, ivl, False)
             pend = False
@@ -460,7 +459,7 @@ def encode_fast(data, hist, ring, lw, ch, head, cnt, cum, look, due, ivl, tables
 def _get(pl, size, rng, code, pos, over, cum, look, k):
     """The next letter of one lane in context ``k``."""
     r = rng >> PROB_BITS
-    # exact: code < 2**32 and r < 2**24, so the quotient's distance to the next integer (>= 1/r)
+    # exact: code < 2**32 and r <= 2**16, so the quotient's distance to the next integer (>= 1/r)
     # is far above double precision's spacing there
     v = np.int64(np.float64(code) / np.float64(r))
     if v >= M:

@@ -45,7 +45,7 @@ def _crc(header_wo_crc: bytes, payload: bytes | memoryview) -> int:
 def _fresh_state(n_channels: int, coder: str) -> tuple:
     """The state ``coder``'s kernels carry from frame to frame, as at a resynchronisation point:
     rice ``(hist, cost, acc)``; range those and the bit models ``(pu, pl)``; lms ``(hist, hd, lw,
-    mag, prob, count)``."""
+    mag, prob, count)``; lms-fast ``(hist, ring, lw, ch, head, cnt, cum, look, due, ivl)``."""
     base = _kernels.init_state(n_channels)
     if coder == "rice":
         return base
@@ -56,7 +56,7 @@ def _fresh_state(n_channels: int, coder: str) -> tuple:
     return (base[0],) + _lms.init_lms_state(n_channels)
 
 
-_KERNELS = {"range": _range, "lms": _lms, "lms-fast": _lmsfast}
+_KERNELS = {"range": _range, "lms": _lms}
 _ENCODERS = {"range": _range.encode_range, "lms": _lms.encode_lms}
 _DECODERS = {"range": _range.decode_range, "lms": _lms.decode_lms, "lms-fast": _lmsfast.decode_fast,
              "rice": _rice.decode_rice}
@@ -228,7 +228,7 @@ class Encoder:
 class FrameHeader:
     """A parsed frame header (see the package docstring): ``tables`` is ``""`` (no table section),
     ``"carried"`` (new values for the stream's tables) or ``"frame"`` (this frame's own tables, the
-    earlier format); ``coder`` is ``"rice"``, ``"range"`` or ``"lms"``; ``is_map``: a channel-map
+    earlier format); ``coder`` is ``"rice"``, ``"range"``, ``"lms"`` or ``"lms-fast"``; ``is_map``: a channel-map
     frame (no samples)."""
 
     __slots__ = ("version", "resync", "tables", "coder", "n_channels", "n_samples", "frame_index",
