@@ -106,6 +106,23 @@ def _update(wh, hist, cost, acc, c, w, x, u):
         acc[c, 1] >>= 1
 
 
+@njit(cache=True, inline="always")
+def _domain(toff):
+    """Each channel's working domain ``lo[c]..hi[c]`` (int32): int16 values, or indices into its
+    value table ``0..len - 1``."""
+    nc = toff.shape[0] - 1
+    lo = np.empty(nc, np.int32)
+    hi = np.empty(nc, np.int32)
+    for c in range(nc):
+        if toff[c] == toff[c + 1]:
+            lo[c] = -32768
+            hi[c] = 32767
+        else:
+            lo[c] = 0
+            hi[c] = np.int32(toff[c + 1] - toff[c] - 1)
+    return lo, hi
+
+
 @njit(cache=True, nogil=True)
 def _nearest(tables, a, b, x):
     """Index (relative to ``a``) of the entry of the sorted ``tables[a:b]`` nearest to ``x``."""

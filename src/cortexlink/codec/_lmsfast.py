@@ -55,7 +55,7 @@ import numpy as np
 from numba import njit
 from numba.cpython.unsafe.numbers import leading_zeros
 
-from ._kernels import _working_history
+from ._kernels import _domain, _working_history
 from ._lms import LMS_MU, LMS_ORDER, MEAN_SHIFT, W_LIMIT
 from ._range import TOP
 
@@ -275,18 +275,14 @@ def _update_row(ring, lw, ch, h0, head, W, E, S, STEP):
 
 
 @njit(cache=True, inline="always")
-def _domain(toff):
-    nc = toff.shape[0] - 1
-    lo = np.empty(nc, np.int32)
-    hi = np.empty(nc, np.int32)
-    for c in range(nc):
-        if toff[c] == toff[c + 1]:
-            lo[c] = -32768
-            hi[c] = 32767
-        else:
-            lo[c] = 0
-            hi[c] = np.int32(toff[c + 1] - toff[c] - 1)
-    return lo, hi
+def _frame_setup(hist, tables, toff, nc):
+    """Per frame: the last working value of each channel, the working domains, the channels with
+    a value table, and the per-row arrays ``W, E, P, K, S, STEP``."""
+    h0 = _working_history(hist, tables, toff)[:, 0].astype(np.int32)
+    lo, hi = _domain(toff)
+    with_table = np.flatnonzero(toff[1:] != toff[:-1])
+    return (h0, lo, hi, with_table, np.empty(nc, np.int32), np.empty(nc, np.int32), np.empty(nc, np.int32),
+            np.empty(nc, np.int32), np.empty(nc, np.int64), np.empty(nc, np.int32))
 
 
 @njit(cache=True, inline="always")
@@ -368,15 +364,7 @@ def encode_fast(data, hist, ring, lw, ch, head, cnt, cum, look, due, ivl, tables
     and ``raw32`` (uint32) are work buffers of at least :func:`scratch_sizes` elements: a caller
     that encodes frame after frame keeps them (fresh memory on every frame costs page faults)."""
     n, nc = data.shape
-    h0 = _working_history(hist, tables, toff)[:, 0].astype(np.int32)
-    lo, hi = _domain(toff)
-    with_table = np.flatnonzero(toff[1:] != toff[:-1])
-    W = np.empty(nc, np.int32)
-    E = np.empty(nc, np.int32)
-    P = np.empty(nc, np.int32)
-    K = np.empty(nc, np.int32)
-    S = np.empty(nc, np.int64)
-    STEP = np.empty(nc, np.int32)
+    h0, lo, hi, with_table, W, E, P, K, S, STEP = _frame_setup(hist, tables, toff, nc)
     V = np.empty(nc, np.int64)
     NV = np.empty(nc, np.int64)
     nb_min, nw_min = scratch_sizes(n, nc)
@@ -517,15 +505,7 @@ def decode_fast(payload, out, hist, ring, lw, ch, head, cnt, cum, look, due, ivl
         return -1
     pa = payload[8:8 + la]
     pb = payload[8 + la:8 + la + lb]
-    h0 = _working_history(hist, tables, toff)[:, 0].astype(np.int32)
-    lo, hi = _domain(toff)
-    with_table = np.flatnonzero(toff[1:] != toff[:-1])
-    W = np.empty(nc, np.int32)
-    E = np.empty(nc, np.int32)
-    P = np.empty(nc, np.int32)
-    K = np.empty(nc, np.int32)
-    S = np.empty(nc, np.int64)
-    STEP = np.empty(nc, np.int32)
+    h0, lo, hi, with_table, W, E, P, K, S, STEP = _frame_setup(hist, tables, toff, nc)
     hd = head[0]
     rng0, code0, pos0, over0 = _start(pa, la)
     rng1, code1, pos1, over1 = _start(pb, lb)

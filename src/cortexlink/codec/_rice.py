@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._kernels import COST_SHIFT, ESCAPE_Q, RAW_BITS, RESET_N, _k_of, _nearest, _put_rice, _working_history
+from ._kernels import (COST_SHIFT, ESCAPE_Q, RAW_BITS, RESET_N, _domain, _k_of, _nearest, _put_rice,
+                       _working_history)
 
 #: Leading one-bits of a byte (most significant first), for the decoder's unary quotients.
 _LEADING_ONES = np.array([8 - (255 - b).bit_length() for b in range(256)], np.int64)
@@ -34,7 +35,6 @@ _LEADING_ONES = np.array([8 - (255 - b).bit_length() for b in range(256)], np.in
 @njit(cache=True, inline="always")
 def _soa(hist, cost, acc, tables, toff):
     """The channel state as int32 arrays: working history, costs, Rice statistics, domain."""
-    nc = hist.shape[0]
     wh = _working_history(hist, tables, toff)
     h0 = wh[:, 0].astype(np.int32)
     h1 = wh[:, 1].astype(np.int32)
@@ -44,15 +44,7 @@ def _soa(hist, cost, acc, tables, toff):
     c2 = cost[:, 2].astype(np.int32)
     A = acc[:, 0].astype(np.int32)
     N = acc[:, 1].astype(np.int32)
-    lo = np.empty(nc, np.int32)
-    hi = np.empty(nc, np.int32)
-    for c in range(nc):
-        if toff[c] == toff[c + 1]:
-            lo[c] = -32768
-            hi[c] = 32767
-        else:
-            lo[c] = 0
-            hi[c] = np.int32(toff[c + 1] - toff[c] - 1)
+    lo, hi = _domain(toff)
     return h0, h1, h2, c0, c1, c2, A, N, lo, hi
 
 
