@@ -78,7 +78,8 @@ _MASK = _SPAN - 1
 _W_HI = np.int32(W_LIMIT)
 _W_LO = np.int32(-W_LIMIT)
 _RING = LMS_ORDER                                      # a power of two: the ring index is masked
-assert _RING & (_RING - 1) == 0
+if _RING & (_RING - 1):
+    raise ImportError(f"lms-fast needs a power-of-two LMS order; got {_RING}")
 
 
 PRIOR_WEIGHT = 256
