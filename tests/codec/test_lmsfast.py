@@ -134,6 +134,7 @@ def test_the_lms_predictor_learns_a_predictable_signal():
     np.testing.assert_array_equal(decode_array(fast), x)
 
 
+@pytest.mark.req("SR-42")
 @pytest.mark.parametrize("nch", [2, 3, 64, 1025])
 def test_wide_and_odd_streams_round_trip_through_the_two_lanes(nch):
     x = _neural_like(97, nch, seed=nch)
@@ -182,6 +183,7 @@ def test_prediction_is_the_lms_coders_to_the_bit(data):
     np.testing.assert_array_equal(mag[:, 2], ch[2])
 
 
+@pytest.mark.req("SR-42")
 @pytest.mark.parametrize("nch", [1, 2, 5, 33])
 def test_damaged_payloads_with_a_matching_crc_are_refused_or_decode_never_crash(nch):
     """Bytes changed anywhere in the payload (lane lengths, lanes, plain bits) and payloads cut
