@@ -103,9 +103,10 @@ def test_compression_shrinks_the_raw_stream_and_the_default_writes_the_old_forma
 
 @pytest.mark.req("SR-40")
 @pytest.mark.parametrize("cut", ["header", "payload", "last_byte"])
-def test_recover_after_a_torn_compressed_record_keeps_every_intact_record(tmp_path, cut):
+@pytest.mark.parametrize("codec", ["range", "lms-fast"])
+def test_recover_after_a_torn_compressed_record_keeps_every_intact_record(tmp_path, cut, codec):
     x = _signal(30 * 11, 6)
-    _record(tmp_path / "s", x, [30], "range", resync=4)
+    _record(tmp_path / "s", x, [30], codec, resync=4)
     p = tmp_path / "s" / "streams" / "raw.clog"
     offs = _offsets(p)
     off, n = offs[-1]
