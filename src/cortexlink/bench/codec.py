@@ -10,7 +10,8 @@ is given or found, and simulated 1,024-channel data at 30 kHz (:class:`cortexlin
   compressed bytes.
 - ``encode_mb_s`` / ``decode_mb_s``: raw sample megabytes (10**6) per second, one thread, over the
   whole dataset. Before anything is timed, cortexlink's compiled kernels are loaded (a one-off
-  per process, as a peer's library is loaded before it runs) and the process touches memory of
+  per process, as a peer's library is loaded before it runs; for writeable and read-only arrays,
+  which numba compiles apart: WAV samples and the simulator's are read-only) and the process touches memory of
   three times the largest dataset once (at most 1 GiB): on a virtual machine whose memory the
   host backs lazily, the first touch of a page is slow (~35 µs a page on the development VM:
   0.46 s for a first 123 MB output array, 0.014 s for the next), and would otherwise fall on
@@ -315,9 +316,12 @@ def run(*, data: Path | None = None, use_default_data: bool = True, channels: in
     datasets.append(sim_dataset(channels, seconds, seed))
     from cortexlink import codec
 
-    for entropy in codec.ENTROPY_CODERS:   # load the compiled kernels before anything is timed
-        codec.decode_array(codec.encode_array(np.arange(512, dtype=np.int16).reshape(256, 2) * 64,
-                                              entropy=entropy))
+    warm = np.arange(512, dtype=np.int16).reshape(256, 2) * 64
+    frozen = warm.copy()
+    frozen.flags.writeable = False          # WAV samples and the simulator's arrays are read-only:
+    for entropy in codec.ENTROPY_CODERS:   # numba compiles apart for them; load every kernel before
+        for a in (warm, frozen):           # anything is timed
+            codec.decode_array(codec.encode_array(a, entropy=entropy))
     biggest = max(sum(a.nbytes for a in ds["arrays"]) for ds in datasets)
     touched = np.ones(min(3 * biggest, 1 << 30), np.uint8)    # fault pages in once (see the module doc)
     del touched
