@@ -11,8 +11,8 @@ is given or found, and simulated 1,024-channel data at 30 kHz (:class:`cortexlin
 - ``encode_mb_s`` / ``decode_mb_s``: raw sample megabytes (10**6) per second, one thread, over the
   whole dataset. Before anything is timed, cortexlink's compiled kernels are loaded (a one-off
   per process, as a peer's library is loaded before it runs; for writeable and read-only arrays,
-  which numba compiles apart: WAV samples and the simulator's are read-only) and the process touches memory of
-  three times the largest dataset once (at most 1 GiB): on a virtual machine whose memory the
+  which numba compiles apart: WAV samples and the simulator's are read-only) and the process
+  touches memory of three times the largest dataset once (at most 1 GiB): on a virtual machine whose memory the
   host backs lazily, the first touch of a page is slow (~35 µs a page on the development VM:
   0.46 s for a first 123 MB output array, 0.014 s for the next), and would otherwise fall on
   whichever codec runs first.

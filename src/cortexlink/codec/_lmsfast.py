@@ -79,24 +79,30 @@ _RING = LMS_ORDER                                      # a power of two: the rin
 if _RING & (_RING - 1):
     raise ImportError(f"lms-fast needs a power-of-two LMS order; got {_RING}")
 
-
+#: Starting counts of each context, in all.
 PRIOR_WEIGHT = 256
+#: Residuals with ``|e|`` below this take their letter and bits from tables.
+LUT_SIZE = 1 << 12
+
+
+def _letters_of(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Letter and count of low bits of each magnitude ``m >= 0`` (int64), as numpy arrays."""
+    nb = np.zeros(m.shape, np.int64)
+    nb[m > 0] = np.floor(np.log2(m[m > 0])).astype(np.int64)
+    nlow = np.maximum(nb - 3, 0)
+    return np.where(m < 16, m, 16 + 8 * (nb - 4) + ((m >> nlow) & 7)), nlow
 
 
 def _prior() -> np.ndarray:
     """Starting counts per context: a geometric ``|e|`` of mean ``2**(k - 0.5)`` over the letters,
-    ``PRIOR_WEIGHT`` in all (each letter at least 0)."""
-    m = np.arange(1 << 16, dtype=np.float64)
-    sym = np.empty(m.size, np.int64)
-    sym[:16] = m[:16]
-    big = m[16:].astype(np.int64)
-    nb = np.floor(np.log2(big)).astype(np.int64)
-    sym[16:] = 16 + 8 * (nb - 4) + ((big >> (nb - 3)) & 7)
+    ``PRIOR_WEIGHT`` in all, each rounded down."""
+    m = np.arange(1 << 16, dtype=np.int64)
+    sym = _letters_of(m)[0]
     out = np.zeros((N_CTX, NSYM), np.int32)
     for k in range(N_CTX):
         mu = 2.0 ** (k - 0.5)
         theta = mu / (1.0 + mu)
-        p = (1 - theta) * theta ** m
+        p = (1 - theta) * theta ** m.astype(np.float64)
         mass = np.bincount(sym, weights=p, minlength=NSYM)
         out[k] = np.floor(mass / mass.sum() * PRIOR_WEIGHT).astype(np.int32)
     return out
@@ -165,6 +171,14 @@ def _rebuild(cnt, cum, look, k, with_look):
 
 
 @njit(cache=True, inline="always")
+def _tally(cnt, due, k, s):
+    """Count letter ``s`` in context ``k``; True when the context is due for a rebuild."""
+    cnt[k, s] += 1
+    due[k] -= 1
+    return due[k] <= 0
+
+
+@njit(cache=True, inline="always")
 def _rebuild_due(cnt, cum, look, due, ivl, with_look):
     """Rebuild every context whose interval ran out during the row (encoder and decoder both do
     it after the row's last symbol); each waits twice as long next time, up to MAX_INTERVAL."""
@@ -180,10 +194,7 @@ def _letters() -> tuple[np.ndarray, ...]:
     bits after it (low bits and sign; 0 for ``e == 0``) and the mask of its low bits; per
     letter, the top of ``|e|`` it fixes and how many low bits follow."""
     m = np.arange(LUT_SIZE, dtype=np.int64)
-    nb = np.zeros(LUT_SIZE, np.int64)
-    nb[1:] = np.floor(np.log2(m[1:])).astype(np.int64)
-    nlow = np.maximum(nb - 3, 0)
-    sym = np.where(m < 16, m, 16 + 8 * (nb - 4) + ((m >> nlow) & 7))
+    sym, nlow = _letters_of(m)
     length = np.where(m == 0, 0, nlow + 1)
     s = np.arange(NSYM)
     head = np.where(s < 16, s, 8 | ((s - 16) & 7))
@@ -192,7 +203,6 @@ def _letters() -> tuple[np.ndarray, ...]:
             head.astype(np.int32), low_of.astype(np.int32))
 
 
-LUT_SIZE = 1 << 12
 _SYM, _LEN, _LOWMASK, _HEAD, _NLOW = _letters()
 
 
@@ -343,6 +353,22 @@ def _pack(bitbuf, nbits, rpos, raw32, v, nv):
     return bitbuf, nbits, rpos
 
 
+@njit(cache=True, inline="always")
+def _lane(first, E, K, cum, cnt, due, V, NV, low, rng, pos, out):
+    """Code the letters of channels ``first, first + 2, …`` of a row into one lane; keep their
+    equiprobable bits in ``V``/``NV``; return the lane's coder state and whether a context is due."""
+    pend = False
+    for c in range(first, E.shape[0], 2):
+        k = K[c]
+        sy, v, nv = _letter(np.int64(E[c]))
+        a = np.int64(cum[k, sy])
+        low, rng, pos = _put(low, rng, pos, out, a, np.int64(cum[k, sy + 1]) - a)
+        pend |= _tally(cnt, due, k, sy)
+        V[c] = v
+        NV[c] = nv
+    return low, rng, pos, pend
+
+
 @njit(cache=True)
 def scratch_sizes(n, nc):
     """Elements of the encoder's work buffers for ``n`` x ``nc`` samples: lane B's bytes (at most
@@ -391,29 +417,10 @@ def encode_fast(data, hist, ring, lw, ch, head, cnt, cum, look, due, ivl, tables
         _predict_row(ring, lw, ch, h0, hd, lo, hi, S, P, K)
         for c in range(nc):
             E[c] = W[c] - P[c]
-        for c in range(0, nc, 2):                         # lane A: the even channels' letters
-            k = K[c]
-            sy, v, nv = _letter(np.int64(E[c]))
-            a = np.int64(cum[k, sy])
-            low0, rng0, pos0 = _put(low0, rng0, pos0, out, a,
-                                                   np.int64(cum[k, sy + 1]) - a)
-            cnt[k, sy] += 1
-            due[k] -= 1
-            pend |= due[k] <= 0
-            V[c] = v
-            NV[c] = nv
-        for c in range(1, nc, 2):                         # lane B: the odd channels'
-            k = K[c]
-            sy, v, nv = _letter(np.int64(E[c]))
-            a = np.int64(cum[k, sy])
-            low1, rng1, pos1 = _put(low1, rng1, pos1, outb, a,
-                                                   np.int64(cum[k, sy + 1]) - a)
-            cnt[k, sy] += 1
-            due[k] -= 1
-            pend |= due[k] <= 0
-            V[c] = v
-            NV[c] = nv
-        for c in range(nc):                               # the equiprobable bits, channel order
+        low0, rng0, pos0, due0 = _lane(0, E, K, cum, cnt, due, V, NV, low0, rng0, pos0, out)    # even channels
+        low1, rng1, pos1, due1 = _lane(1, E, K, cum, cnt, due, V, NV, low1, rng1, pos1, outb)   # odd channels
+        pend |= due0 | due1
+        for c in range(nc):                               # the equiprobable bits, in channel order
             bitbuf, nbits, rpos = _pack(bitbuf, nbits, rpos, raw32, V[c], NV[c])
         if pend:
             _rebuild_due(cnt, cum, look, due, ivl, False)
@@ -446,7 +453,7 @@ def encode_fast(data, hist, ring, lw, ch, head, cnt, cum, look, due, ivl, tables
 def _get(pl, size, rng, code, pos, over, cum, look, k):
     """The next letter of one lane in context ``k``."""
     r = rng >> PROB_BITS
-    v = code // r                     # an integer division (in double precision it was ~4 % slower)
+    v = code // r
     if v >= M:
         v = M - 1
         over += 1
@@ -524,12 +531,7 @@ def decode_fast(payload, out, hist, ring, lw, ch, head, cnt, cum, look, due, ivl
             k1 = K[c + 1]
             s0, rng0, code0, pos0, over0 = _get(pa, la, rng0, code0, pos0, over0, cum, look, k0)
             s1, rng1, code1, pos1, over1 = _get(pb, lb, rng1, code1, pos1, over1, cum, look, k1)
-            cnt[k0, s0] += 1
-            due[k0] -= 1
-            pend |= due[k0] <= 0
-            cnt[k1, s1] += 1
-            due[k1] -= 1
-            pend |= due[k1] <= 0
+            pend |= _tally(cnt, due, k0, s0) | _tally(cnt, due, k1, s1)
             e0, wi, bitbuf, nbits = _unpack(words, last, wi, bitbuf, nbits, s0)
             e1, wi, bitbuf, nbits = _unpack(words, last, wi, bitbuf, nbits, s1)
             w0 = P[c] + e0
@@ -543,9 +545,7 @@ def decode_fast(payload, out, hist, ring, lw, ch, head, cnt, cum, look, due, ivl
             c = nc - 1
             k0 = K[c]
             s0, rng0, code0, pos0, over0 = _get(pa, la, rng0, code0, pos0, over0, cum, look, k0)
-            cnt[k0, s0] += 1
-            due[k0] -= 1
-            pend |= due[k0] <= 0
+            pend |= _tally(cnt, due, k0, s0)
             e0, wi, bitbuf, nbits = _unpack(words, last, wi, bitbuf, nbits, s0)
             w0 = P[c] + e0
             bad |= (w0 < lo[c]) | (w0 > hi[c])

@@ -178,7 +178,7 @@ class Encoder:
             kernel = _ENCODERS[self.entropy]
             used = -1
             for per_sample in (mod.TYPICAL_BYTES_PER_SAMPLE, mod.WORST_BYTES_PER_SAMPLE):
-                out = np.empty(n * self.n_channels * per_sample + max(4 * mod.WORST_BYTES_PER_SAMPLE, 64), np.uint8)
+                out = np.empty(n * self.n_channels * per_sample + 4 * mod.WORST_BYTES_PER_SAMPLE, np.uint8)
                 state = tuple(a.copy() for a in self._state) if per_sample != mod.WORST_BYTES_PER_SAMPLE \
                     else self._state
                 used = kernel(data, *state, tabs, offs, out) if n else 0
@@ -194,7 +194,6 @@ class Encoder:
                            self.frame_index & 0xFFFFFFFF, len(payload), 0)[:-4]
         self.frame_index += 1
         return head + struct.pack("<I", _crc(head, payload)) + payload
-
 
     def _lms_fast_work(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """lms-fast's output and work buffers for ``n`` samples, kept from frame to frame (grown as
@@ -228,8 +227,8 @@ class Encoder:
 class FrameHeader:
     """A parsed frame header (see the package docstring): ``tables`` is ``""`` (no table section),
     ``"carried"`` (new values for the stream's tables) or ``"frame"`` (this frame's own tables, the
-    earlier format); ``coder`` is ``"rice"``, ``"range"``, ``"lms"`` or ``"lms-fast"``; ``is_map``: a channel-map
-    frame (no samples)."""
+    earlier format); ``coder`` is ``"rice"``, ``"range"``, ``"lms"`` or ``"lms-fast"``; ``is_map``:
+    a channel-map frame (no samples)."""
 
     __slots__ = ("version", "resync", "tables", "coder", "n_channels", "n_samples", "frame_index",
                  "payload_len", "crc", "is_map")
