@@ -20,7 +20,8 @@ the participant's own control.
 
 *Variants* (:data:`VARIANTS`) change one thing in the default configuration: an ablation row
 (``no_speed_gain``, ``fitted_dynamics``, ``refit_closed_loop_only``, ``refit_current_cursor``, ``no_click_freeze``, ``dwell_fallback``, ``oracle_labels``, ``cursor_labels``, ``slow_autopilot``,
-``observe_as_self``) or the
+``observe_as_self``, ``bias_correction`` (Jarosiewicz et al. 2015, 30 s), ``smoothbatch``: the refit
+block as four 10 s batches, each refit blended with the model before it, half-life 20 s) or the
 participant's delay, feedback gain or motor noise by +-20 % (``delay+20`` ...). Each row carries
 the control metrics of :func:`cortexlink.tasks.loop_metrics.control_metrics` (decoded speed at
 rest, drift over the visual delay in cell half-widths, wrong clicks' speed and distance, click
@@ -60,6 +61,8 @@ VARIANTS: dict[str, list[tuple[tuple[str, ...], Any]]] = {
     "observe_as_self": [(_P + ("observation",), "self")],
     "no_click_freeze": [(("click_decoder", "freeze_proba"), None)],
     "dwell_fallback": [(("effector", "dwell_s"), 0.8)],
+    "bias_correction": [(("decoder", "bias_tau_s"), 30.0)],
+    "smoothbatch": [(("decoder", "refit_half_life_s"), 20.0)],
     "delay+20": [(_P + ("visual_delay_s",), ("*", 1.2))],
     "delay-20": [(_P + ("visual_delay_s",), ("*", 0.8))],
     "gain+20": [(_P + ("feedback_gain_per_s",), ("*", 1.2))],
@@ -67,6 +70,10 @@ VARIANTS: dict[str, list[tuple[tuple[str, ...], Any]]] = {
     "noise+20": [(_P + ("motor_noise",), ("*", 1.2))],
     "noise-20": [(_P + ("motor_noise",), ("*", 0.8))],
 }
+#: SmoothBatch (``refit_half_life_s`` set): the refit block runs as batches of this many seconds,
+#: each followed by a blended refit (Orsborn et al. 2012 used 1-2 min batches over long sessions;
+#: here the 40 s of the refit block are four batches).
+SMOOTHBATCH_BATCH_S = 10.0
 #: The +-20 % variants (``--sensitivity``).
 SENSITIVITY = ("delay+20", "delay-20", "gain+20", "gain-20", "noise+20", "noise-20")
 #: The implant preset family at every channel count: ``cortex`` (one set of unit statistics, shared
@@ -131,6 +138,15 @@ def session(decoder: str, channels: int, seed: int, *, calibration_s: float = 60
         for k in path[:-1]:
             node = node.setdefault(k, {})
         node[path[-1]] = copy.deepcopy(value)
+    if decoder == "refit_kalman" and s["decoder"].get("refit_half_life_s") is not None:
+        i = next(k for k, b in enumerate(blocks) if b["name"] == "refit-block")
+        n = max(1, int(round(refit_s / SMOOTHBATCH_BATCH_S)))
+        batches = []
+        for k in range(n):
+            batches += [{"name": f"refit-block-{k + 1}", "kind": "closed_loop", "task": "webgrid",
+                         "seconds": refit_s / n, "task_params": {"n": grid, "seed": seed + 2000 + k}},
+                        {"name": f"refit-{k + 1}", "kind": "refit"}]
+        blocks[i:i + 2] = batches
     return s
 
 

@@ -238,7 +238,7 @@ class FitResult:
 def fit_decoders(kind: str, params: dict | None, blocks: Sequence[Any], *, feature_names: Sequence[str] | None = None,
                  click: bool = True, click_params: dict | None = None, on_no_click: str = "raise",
                  labels: str = "intent", lag_bins: int | str = 0, speed_gain: Any = None,
-                 velocity_tau_s: float | None = None) -> FitResult:
+                 velocity_tau_s: float | None = None, bias_tau_s: float | None = None) -> FitResult:
     """Fit a new velocity decoder (and click decoder) on calibration blocks.
 
     Parameters
@@ -262,6 +262,10 @@ def fit_decoders(kind: str, params: dict | None, blocks: Sequence[Any], *, featu
         time of the velocity prior in seconds (``velocity_tau_bins = velocity_tau_s / dt_s`` of
         the blocks; see :class:`~cortexlink.decoders.KalmanFilter`). None: dynamics fitted to
         the labels. Other kinds ignore it.
+    bias_tau_s : float or None
+        Bias correction (:class:`~cortexlink.decoders.speed_gain.BiasCorrector`) with this time
+        constant: ``info["bias_correction"]`` holds its settings, the speed threshold measured on
+        the training bins. None: none.
     """
     from cortexlink.decoders.speed_gain import SpeedGain, auto_speed_gain
 
@@ -289,6 +293,7 @@ def fit_decoders(kind: str, params: dict | None, blocks: Sequence[Any], *, featu
     elif speed_gain is not None:
         gain = speed_gain if isinstance(speed_gain, SpeedGain) else SpeedGain(speed_gain)
     info["speed_gain"] = None if gain is None else gain.to_dict()
+    _bias_info(info, dec, X, bias_tau_s, blocks)
     click_dec = None
     if click:
         if c.size == 0 or c.min() == c.max():
@@ -301,6 +306,21 @@ def fit_decoders(kind: str, params: dict | None, blocks: Sequence[Any], *, featu
             click_dec = make_click_decoder(click_params).fit(X, c)
     info["fit_s"] = time.perf_counter() - t0
     return FitResult(dec, click_dec, info, gain)
+
+
+def _bias_info(info: dict, dec: Any, X: np.ndarray, bias_tau_s: float | None, blocks: Sequence[Any]) -> None:
+    """``info["bias_correction"]``: the settings of a bias corrector for ``dec`` (None: off, or no
+    speed threshold could be measured, said in ``info["note_bias"]``)."""
+    from cortexlink.decoders.speed_gain import BiasCorrector, bias_speed_threshold
+
+    info["bias_correction"] = None
+    if bias_tau_s is None:
+        return
+    thr = bias_speed_threshold(dec, X)
+    if thr is None:
+        info["note_bias"] = "bias correction: the decoder's speeds on its training bins give no threshold; none"
+        return
+    info["bias_correction"] = BiasCorrector(bias_tau_s, thr, float(getattr(blocks[0], "dt_s", 0.02))).to_dict()
 
 
 def check_intent_lag(path: str, value: Any) -> Any:
@@ -319,7 +339,7 @@ def check_intent_lag(path: str, value: Any) -> Any:
 
 
 def refit_decoder(decoder: Any, blocks: Sequence[Any], *, in_place: bool = True, prior: Any = None,
-                  intent_lag: Any = 0) -> FitResult:
+                  intent_lag: Any = 0, keep: float = 0.0, bias_tau_s: float | None = None) -> FitResult:
     """ReFIT: re-estimate a ReFIT-Kalman decoder from closed-loop blocks (see :func:`refit_set`).
 
     ``in_place=False`` refits a copy (a decoder may keep running while its successor is fitted).
@@ -328,7 +348,9 @@ def refit_decoder(decoder: Any, blocks: Sequence[Any], *, in_place: bool = True,
     :meth:`~cortexlink.decoders.ReFITKalmanFilter.refit`); None: the closed-loop bins alone.
     ``intent_lag``: bins by which the intention is re-estimated from an earlier cursor position
     (:func:`refit_set`); ``"auto"`` chooses it from the data (:func:`refit_intent_lag`); 0 is
-    Gilja et al.'s current cursor.
+    Gilja et al.'s current cursor. ``keep``: SmoothBatch blending (``keep`` of the current
+    observation model kept; :meth:`~cortexlink.decoders.ReFITKalmanFilter.refit`). ``bias_tau_s``:
+    as in :func:`fit_decoders`, the threshold measured on the closed-loop bins.
     """
     if not hasattr(decoder, "refit"):
         raise ConfigError(f"refit needs decoder kind 'refit_kalman'; got {type(decoder).__name__}")
@@ -342,6 +364,9 @@ def refit_decoder(decoder: Any, blocks: Sequence[Any], *, in_place: bool = True,
     Xr, dv, cur, tgt, ont = refit_set(blocks, lag_bins=lag)
     dec = decoder if in_place else copy.deepcopy(decoder)
     Xp, yp = prior if prior is not None else (None, None)
-    dec.refit(Xr, dv, cur, tgt, ont, X_prior=Xp, y_prior=yp)
-    return FitResult(dec, None, {"cmd": "refit", "n_bins": int(Xr.shape[0]), "intent_lag_bins": lag,
-                                 "n_prior_bins": 0 if Xp is None else int(len(Xp)), "fit_s": time.perf_counter() - t0})
+    dec.refit(Xr, dv, cur, tgt, ont, X_prior=Xp, y_prior=yp, keep=keep)
+    info = {"cmd": "refit", "n_bins": int(Xr.shape[0]), "intent_lag_bins": lag, "keep": float(keep),
+            "n_prior_bins": 0 if Xp is None else int(len(Xp))}
+    _bias_info(info, dec, Xr, bias_tau_s, blocks)
+    info["fit_s"] = time.perf_counter() - t0
+    return FitResult(dec, None, info)

@@ -39,6 +39,7 @@ from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.types import ChannelMap
 from cortexlink.decoders._base import (DecoderMixin, as_float_param, as_int_param, check_finite,
                                        check_is_fitted, check_n_features, finite_bin, register)
+from cortexlink.decoders.labels import intended_velocity
 
 logger = logging.getLogger(__name__)
 
@@ -267,11 +268,14 @@ class KalmanFilter(DecoderMixin, RegressorMixin, BaseEstimator):
         best = int(np.argmax(scores)) if np.any(np.isfinite(scores)) else NOISE_SCALE_GRID.index(1.0)
         return float(NOISE_SCALE_GRID[best]), scores
 
-    def _fit_observation(self, X: np.ndarray, Y: np.ndarray) -> None:
-        """Observation model, its noise and the gains (shared by fit and ReFIT)."""
+    def _fit_observation(self, X: np.ndarray, Y: np.ndarray, keep: float = 0.0) -> None:
+        """Observation model, its noise and the gains (shared by fit and ReFIT); ``keep`` > 0
+        blends the fitted ``C``, ``d``, ``Q`` with the current ones (``keep`` of the current)."""
         Bc, d = _lstsq_intercept(Y, X)
         C = Bc.T                                               # (f, m)
         Q, gamma = _shrunk_covariance(X - (Y @ Bc + d), self.obs_shrinkage)
+        if keep > 0:
+            C, d, Q = (keep * old + (1.0 - keep) * new for old, new in ((self.C_, C), (self.d_, d), (self.Q_, Q)))
         cf = scipy.linalg.cho_factor(Q, check_finite=False)
         QinvC = scipy.linalg.cho_solve(cf, C, check_finite=False)
         self.C_, self.d_, self.Q_ = C, d, Q
@@ -430,48 +434,6 @@ class KalmanFilter(DecoderMixin, RegressorMixin, BaseEstimator):
         return self._y.copy()
 
 
-def intended_velocity(decoded_velocity: Any, cursor_pos: Any, target_pos: Any, on_target: Any) -> np.ndarray:
-    """ReFIT intention estimate (Gilja et al. 2012).
-
-    The decoded velocity is rotated to point from the cursor at the target, keeping its
-    speed; while the cursor is on the target the intended velocity is zero.
-
-    Parameters
-    ----------
-    decoded_velocity, cursor_pos, target_pos : array (n_bins, n_dims)
-    on_target : array of bool (n_bins,)
-
-    Returns
-    -------
-    ndarray (n_bins, n_dims)
-    """
-    v = np.asarray(decoded_velocity, dtype=np.float64)
-    c = np.asarray(cursor_pos, dtype=np.float64)
-    g = np.asarray(target_pos, dtype=np.float64)
-    on = np.asarray(on_target)
-    if v.ndim != 2:
-        raise ValidationError(f"decoded_velocity must be 2-D (bins x dims); got shape {v.shape}")
-    for name, arr in (("cursor_pos", c), ("target_pos", g)):
-        if arr.shape != v.shape:
-            raise ValidationError(f"{name} must have the shape of decoded_velocity {v.shape}; got {arr.shape}")
-        check_finite(name, arr)
-    check_finite("decoded_velocity", v)
-    if on.shape != (v.shape[0],):
-        raise ValidationError(f"on_target must have shape ({v.shape[0]},); got {on.shape}")
-    if on.dtype != bool:
-        if not np.all(np.isin(on, (0, 1))):
-            raise ValidationError("on_target must be boolean (or 0/1)")
-        on = on.astype(bool)
-    to_target = g - c
-    dist = np.linalg.norm(to_target, axis=1, keepdims=True)
-    speed = np.linalg.norm(v, axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        direction = np.where(dist > 0, to_target / np.where(dist > 0, dist, 1.0), 0.0)
-    out = speed * direction
-    out[on] = 0.0
-    return out
-
-
 @register
 class ReFITKalmanFilter(KalmanFilter):
     """Kalman filter that can be re-estimated from closed-loop data (ReFIT, Gilja 2012).
@@ -516,7 +478,7 @@ class ReFITKalmanFilter(KalmanFilter):
     intended_velocity = staticmethod(intended_velocity)
 
     def refit(self, X: Any, decoded_velocity: Any, cursor_pos: Any, target_pos: Any,
-              on_target: Any, *, X_prior: Any = None, y_prior: Any = None) -> "ReFITKalmanFilter":
+              on_target: Any, *, X_prior: Any = None, y_prior: Any = None, keep: float = 0.0) -> "ReFITKalmanFilter":
         """Re-estimate the observation model from closed-loop data.
 
         Parameters
@@ -535,6 +497,10 @@ class ReFITKalmanFilter(KalmanFilter):
             short block has fewer bins than a high-channel-count decoder has features, and its
             observation noise is then poorly estimated (Webgrid 30 x 30 after 40 s, 1,024
             channels, seed 0: 1.47 bps alone, 5.07 with the calibration's bins).
+        keep : float in [0, 1), default 0
+            SmoothBatch (Orsborn et al. 2012): the observation model fitted on these bins is
+            blended with the current one, ``keep`` of the current (``C``, ``d`` and ``Q`` each),
+            instead of replacing it. 0: ReFIT's replacement.
 
         Returns
         -------
@@ -578,6 +544,8 @@ class ReFITKalmanFilter(KalmanFilter):
                                       f"got {Xp.shape} / {np.shape(y_prior)}")
             check_finite("X_prior", Xp)
             check_finite("y_prior", yp)
+        if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 <= keep < 1.0:
+            raise ValidationError(f"keep must be a number in [0, 1); got {keep!r}")
         if X.shape[0] < self._min_samples:
             raise ValidationError(f"ReFITKalmanFilter.refit needs at least {self._min_samples} bins; "
                                   f"got n_samples={X.shape[0]}")
@@ -589,9 +557,9 @@ class ReFITKalmanFilter(KalmanFilter):
             W[np.diag_indices(self.n_outputs_)] += 1e-9 * max(float(np.trace(W)), 1e-300)
             self.W_ = W
         if X_prior is not None:
-            self._fit_observation(np.vstack([Xp, X]), np.vstack([yp, intent]))
+            self._fit_observation(np.vstack([Xp, X]), np.vstack([yp, intent]), float(keep))
         else:
-            self._fit_observation(X, intent)
+            self._fit_observation(X, intent, float(keep))
         self.n_refits_ += 1
         logger.info("ReFIT: observation model re-estimated from %d bins (refit %d)", X.shape[0], self.n_refits_)
         return self

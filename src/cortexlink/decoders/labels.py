@@ -29,10 +29,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cortexlink.core.errors import ConfigError
+from cortexlink.core.errors import ConfigError, ValidationError
 from cortexlink.core.validation import check_choice
+from cortexlink.decoders._base import check_finite
 
-__all__ = ["LABELS", "label_velocity", "best_label_lag", "ridge_r2", "MAX_LAG_S"]
+__all__ = ["LABELS", "label_velocity", "best_label_lag", "ridge_r2", "intended_velocity", "MAX_LAG_S"]
 
 #: Calibration label kinds (see the module docstring); the first is the default.
 LABELS = ("target", "cursor", "intent")
@@ -120,3 +121,45 @@ def best_label_lag(X_blocks: Sequence[np.ndarray], y_blocks: Sequence[np.ndarray
     r2 = ridge_r2(Xc, Y, ridge)
     finite = [v if np.isfinite(v) else -np.inf for v in r2]
     return int(np.argmax(finite)), r2
+
+
+def intended_velocity(decoded_velocity: Any, cursor_pos: Any, target_pos: Any, on_target: Any) -> np.ndarray:
+    """ReFIT intention estimate (Gilja et al. 2012).
+
+    The decoded velocity is rotated to point from the cursor at the target, keeping its
+    speed; while the cursor is on the target the intended velocity is zero.
+
+    Parameters
+    ----------
+    decoded_velocity, cursor_pos, target_pos : array (n_bins, n_dims)
+    on_target : array of bool (n_bins,)
+
+    Returns
+    -------
+    ndarray (n_bins, n_dims)
+    """
+    v = np.asarray(decoded_velocity, dtype=np.float64)
+    c = np.asarray(cursor_pos, dtype=np.float64)
+    g = np.asarray(target_pos, dtype=np.float64)
+    on = np.asarray(on_target)
+    if v.ndim != 2:
+        raise ValidationError(f"decoded_velocity must be 2-D (bins x dims); got shape {v.shape}")
+    for name, arr in (("cursor_pos", c), ("target_pos", g)):
+        if arr.shape != v.shape:
+            raise ValidationError(f"{name} must have the shape of decoded_velocity {v.shape}; got {arr.shape}")
+        check_finite(name, arr)
+    check_finite("decoded_velocity", v)
+    if on.shape != (v.shape[0],):
+        raise ValidationError(f"on_target must have shape ({v.shape[0]},); got {on.shape}")
+    if on.dtype != bool:
+        if not np.all(np.isin(on, (0, 1))):
+            raise ValidationError("on_target must be boolean (or 0/1)")
+        on = on.astype(bool)
+    to_target = g - c
+    dist = np.linalg.norm(to_target, axis=1, keepdims=True)
+    speed = np.linalg.norm(v, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        direction = np.where(dist > 0, to_target / np.where(dist > 0, dist, 1.0), 0.0)
+    out = speed * direction
+    out[on] = 0.0
+    return out

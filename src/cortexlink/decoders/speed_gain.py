@@ -1,4 +1,5 @@
-"""A speed-dependent gain on the decoded velocity, with its dead zone set from measured rest noise.
+"""The decoder's output stage: bias correction, a speed-dependent gain with its dead zone set from
+measured rest noise, and the click freeze (:func:`output_stage`).
 
 A velocity decoder's output is never zero when the participant means to hold still: on this
 simulator the cursor drifts at 0.1-0.2 screen units/s during the participant's visual delay, more
@@ -8,6 +9,12 @@ shrink, a soft dead zone of width ``s0`` (like the speed-dependent gain of a com
 and the nonlinear velocity gains of clinical systems). ``s0`` is not chosen by hand: at fit
 time :func:`rest_speed` measures the decoder's output speed at rest on calibration bins it was
 not fitted on, and ``s0 = SPEED_GAIN_K * rest speed`` (:func:`auto_speed_gain`).
+
+:class:`BiasCorrector` (Jarosiewicz et al. 2015, Sci Transl Med 7:313ra179) removes a slowly
+varying bias from the decoded velocity: the bias is the exponentially weighted running mean of
+the decoded velocities whose speed exceeds a threshold (the 66th centile of the speeds the
+decoder gave on its own training bins, :func:`bias_speed_threshold`; slower output is mostly
+the participant counteracting the bias), subtracted before the gain.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import numpy as np
 from cortexlink.core.errors import ConfigError
 
 __all__ = ["SpeedGain", "rest_speed", "auto_speed_gain", "check_speed_gain", "output_stage", "SPEED_GAIN_K",
-           "HOLDOUT_FRACTION"]
+           "HOLDOUT_FRACTION", "BiasCorrector", "bias_speed_threshold", "BIAS_SPEED_CENTILE"]
 
 #: ``s0`` in units of the measured median decoded speed at rest. Chosen on the closed-loop bench
 #: (Kalman, Webgrid 30 x 30, seed 1 at 1,024 channels: k = 0.7 / 1.0 / 1.5 gave 6.2 / 5.9 / 4.4 bps;
@@ -67,13 +74,66 @@ class SpeedGain:
         return cls(float(d["s0_units_s"]), d.get("rest_speed_units_s")) if d else None
 
 
+#: Decoded speeds above this centile of the training bins' feed the bias estimate (Jarosiewicz et
+#: al. 2015: "high enough to exclude low-velocity movements generated in an effort to counteract
+#: existing biases").
+BIAS_SPEED_CENTILE = 66.0
+
+
+class BiasCorrector:
+    """``v -> v - b``, where ``b`` is the exponentially weighted running mean (time constant
+    ``tau_s``) of the decoded velocities faster than ``speed_threshold`` (units/s), updated bin
+    by bin (``dt_s``) before it is subtracted. :meth:`reset` (a block start) sets ``b`` to 0, so a
+    block is reproduced from its own bins (replay)."""
+
+    def __init__(self, tau_s: float, speed_threshold: float, dt_s: float) -> None:
+        for name, x in (("tau_s", tau_s), ("speed_threshold", speed_threshold), ("dt_s", dt_s)):
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x <= 0:
+                raise ConfigError(f"bias correction {name} must be a finite number > 0; got {x!r}")
+        self.tau_s, self.speed_threshold, self.dt_s = float(tau_s), float(speed_threshold), float(dt_s)
+        self._a = 1.0 - math.exp(-self.dt_s / self.tau_s)
+        self.bias = np.zeros(2)
+        self.n_updates = 0
+
+    def reset(self) -> None:
+        self.bias = np.zeros(2)
+        self.n_updates = 0
+
+    def __call__(self, v: np.ndarray) -> np.ndarray:
+        if math.hypot(float(v[0]), float(v[1])) > self.speed_threshold:
+            self.bias += self._a * (v[:2] - self.bias)
+            self.n_updates += 1
+        return v - self.bias
+
+    def to_dict(self) -> dict:
+        return {"tau_s": self.tau_s, "speed_threshold": self.speed_threshold, "dt_s": self.dt_s}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "BiasCorrector | None":
+        """A fresh corrector with :meth:`to_dict`'s settings (None for None or an empty mapping)."""
+        return cls(float(d["tau_s"]), float(d["speed_threshold"]), float(d["dt_s"])) if d else None
+
+
+def bias_speed_threshold(decoder: Any, X: np.ndarray) -> float | None:
+    """The :data:`BIAS_SPEED_CENTILE` centile of the speeds ``decoder`` outputs over ``X`` (its
+    training bins, in time order); None when it is not a finite number > 0."""
+    out = np.asarray(decoder.predict(X), dtype=np.float64).reshape(-1, 2)
+    s = np.hypot(out[:, 0], out[:, 1])
+    s = s[np.isfinite(s)]
+    t = float(np.percentile(s, BIAS_SPEED_CENTILE)) if s.size else math.nan
+    return t if math.isfinite(t) and t > 0 else None
+
+
 def output_stage(v: Any, gain: SpeedGain | None, click_step: Any = None,
-                 freeze_proba: float | None = None) -> tuple[np.ndarray, bool]:
+                 freeze_proba: float | None = None, bias: BiasCorrector | None = None) -> tuple[np.ndarray, bool]:
     """The decoded velocity as it drives the cursor, the one rule of the live decoder node and of
-    replay: ``gain`` applied, then held at zero while the click decoder's step ``click_step``
-    (a :class:`~cortexlink.decoders.ClickStep`, or None) is in its click state or its
-    probability is at least ``freeze_proba``. Returns ``(velocity, frozen)``."""
+    replay: ``bias`` corrected (it updates its estimate), ``gain`` applied, then held at zero
+    while the click decoder's step ``click_step`` (a :class:`~cortexlink.decoders.ClickStep`, or
+    None) is in its click state or its probability is at least ``freeze_proba``. Returns
+    ``(velocity, frozen)``."""
     v = np.asarray(v, dtype=np.float64)
+    if bias is not None:
+        v = bias(v)
     if gain is not None:
         v = gain(v)
     if click_step is not None and freeze_proba is not None and (

@@ -316,8 +316,8 @@ def _load_decoder(folder: Path, rel: str, block: str, sha256: str | None) -> Any
 
 def _replay_decoders(src: Any, F_s: np.ndarray, F: np.ndarray, width: int) -> dict | None:
     """Step the recorded decoders over the closed-loop blocks' bins as the live session did (with
-    the speed gain and click freeze each block's decoder went live with)."""
-    from cortexlink.decoders.speed_gain import SpeedGain, output_stage
+    the bias correction, speed gain and click freeze each block's decoder went live with)."""
+    from cortexlink.decoders.speed_gain import BiasCorrector, SpeedGain, output_stage
 
     events = src.events()
     starts = [e for e in events if e["kind"] == "block_start"]
@@ -348,6 +348,7 @@ def _replay_decoders(src: Any, F_s: np.ndarray, F: np.ndarray, width: int) -> di
         clk = get(b.get("click_decoder_file"), b["name"])
         gain = SpeedGain.from_dict(b.get("speed_gain"))
         freeze = b.get("click_freeze_proba")
+        bias = BiasCorrector.from_dict(b.get("bias_correction"))     # fresh at each block, as live
         dec.reset_state()
         if clk is not None:
             clk.reset_state()
@@ -355,7 +356,7 @@ def _replay_decoders(src: Any, F_s: np.ndarray, F: np.ndarray, width: int) -> di
             i = index.get(int(s) - width)
             x = np.asarray(F[i, cols], dtype=np.float64) if i is not None else np.full(cols.size, np.nan)
             cs = clk.step(x) if clk is not None else None
-            v, _ = output_stage(np.asarray(dec.step(x), dtype=float).reshape(-1)[:2], gain, cs, freeze)
+            v, _ = output_stage(np.asarray(dec.step(x), dtype=float).reshape(-1)[:2], gain, cs, freeze, bias)
             p = float(cs.proba) if cs is not None else float("nan")
             out_s.append(int(s))
             out.append((v[0], v[1], p))

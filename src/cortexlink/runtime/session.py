@@ -21,7 +21,9 @@ order::
       # speed_gain (null | auto | half-gain speed in units/s), velocity_tau_s (Kalman
       # kinds: the velocity prior's correlation time, default 0.06 s; null: fitted to the labels),
       # refit_with_calibration (ReFIT refits on the calibration bins too; default true),
-      # refit_intent_lag_s (ReFIT's intention from the cursor this long before: auto | s | null)
+      # refit_intent_lag_s (ReFIT's intention from the cursor this long before: auto | s | null),
+      # bias_tau_s (bias correction's time constant, s; default null: off),
+      # refit_half_life_s (SmoothBatch: each refit blended with the model it follows; null: ReFIT)
     click_decoder: {enabled: true, params: {}}        # also: freeze_proba (hold the cursor while a click
                                                       # builds up; default 0.3, null: never)
     blocks:
@@ -143,7 +145,7 @@ def _link(link: Any) -> dict:
 #: Decoder settings of a session passed to its decoder node as they are (see
 #: :class:`~cortexlink.runtime.nodes.decoder.DecoderNode`).
 DECODER_FIT_OPTIONS = ("labels", "label_lag_s", "speed_gain", "velocity_tau_s", "refit_with_calibration",
-                       "refit_intent_lag_s")
+                       "refit_intent_lag_s", "bias_tau_s", "refit_half_life_s")
 
 
 def _node_param(node_cls: Any, key: str, path: str, value: Any) -> Any:
@@ -529,7 +531,7 @@ def run_session(source: str | Path | dict | None = None, *, progress: bool = Tru
                 f = fits.pop(0)
                 info.update({k: f[k] for k in ("n_bins", "n_features", "n_click_bins", "fit_s", "labels",
                                                "label_lag_bins", "velocity_tau_bins", "speed_gain", "n_prior_bins",
-                                               "intent_lag_bins")
+                                               "intent_lag_bins", "keep", "bias_correction")
                             if k in f})
         elif b["name"] in traces:
             tr = traces[b["name"]]

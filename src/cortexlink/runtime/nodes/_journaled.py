@@ -96,9 +96,10 @@ def recover(node: Any) -> None:
         node.version = int(v["version"])
         node.fitted = True
         node.fit_info.append(v.get("info") or {})
-        from cortexlink.decoders.speed_gain import SpeedGain
+        from cortexlink.decoders.speed_gain import BiasCorrector, SpeedGain
 
         node.speed_gain = SpeedGain.from_dict((v.get("info") or {}).get("speed_gain"))
+        node.bias = BiasCorrector.from_dict((v.get("info") or {}).get("bias_correction"))
         node._models = dict(v.get("models") or {})
         if fit_kin is not None:          # what ReFIT refits on besides the closed loop (the fit's calibration)
             node._fit_src = (fit_kin, (v.get("info") or {}).get("label_lag_bins"),

@@ -117,6 +117,14 @@ class DecoderNode(Node):
         Hold the cursor still (velocity zero) while the click decoder's filtered probability is
         at least this or its click state is on: the cursor does not drift off the target while
         the click builds up and lands. Default :data:`CLICK_FREEZE_PROBA`; None: never.
+    bias_tau_s : float or None
+        Bias correction (Jarosiewicz et al. 2015; :class:`~cortexlink.decoders.speed_gain.
+        BiasCorrector`): the running mean of the fast decoded velocities over this time constant
+        is subtracted from the output (reset at each block start). None (default): off.
+    refit_half_life_s : float or None
+        SmoothBatch (Orsborn et al. 2012): each ``refit`` fits the observation model on the
+        closed-loop bins since the last one alone and blends it with the current model, keeping
+        ``0.5 ** (batch seconds / half-life)`` of the current. None (default): ReFIT's refit.
 
     Without a ``control`` input the node decodes every bin (once a decoder is loaded). With one,
     it follows the cursor's blocks: ``open`` blocks collect training data (features + the
@@ -166,6 +174,8 @@ class DecoderNode(Node):
         "refit_with_calibration": Param("bool", True),
         "refit_intent_lag_s": Param("any", "auto", nullable=True),
         "click_freeze_proba": Param("float", CLICK_FREEZE_PROBA, nullable=True, lo=0.0, hi=1.0),
+        "bias_tau_s": Param("float", None, nullable=True, lo=0.1, hi=3600.0),
+        "refit_half_life_s": Param("float", None, nullable=True, lo=0.1, hi=36000.0),
     }
     INJECT = {**Node.INJECT,
               "nan_at_bins": Param("list", [], doc="bins whose velocity output is NaN (with a click onset)"),
@@ -218,6 +228,7 @@ class DecoderNode(Node):
         self.decoder = make_decoder(p["decoder"], p["decoder_params"])
         self.click_dec = None
         self.speed_gain = None
+        self.bias = None
         self.version = 0
         self.fitted = False
         if p["path"]:
@@ -263,6 +274,8 @@ class DecoderNode(Node):
             if self.mode == "closed":
                 if self.fitted:
                     self.decoder.reset_state()
+                if self.bias is not None:
+                    self.bias.reset()
                 if self.click_dec is not None:
                     self.click_dec.reset_state()
         elif cmd == "end":
@@ -325,14 +338,18 @@ class DecoderNode(Node):
         self._after_fit(info)
 
     def _after_fit(self, info: dict) -> None:
+        from cortexlink.decoders.speed_gain import BiasCorrector
+
         info["speed_gain"] = None if self.speed_gain is None else self.speed_gain.to_dict()
+        self.bias = BiasCorrector.from_dict(info.get("bias_correction"))
         self.fit_info.append(info)
         sd = self.params["save_dir"]
         entry: dict[str, Any] = {"classes": {"decoder_file": type(self.decoder).__name__,
                                              "click_file": None if self.click_dec is None else type(self.click_dec).__name__},
                                  "sample": self._last_sample, "decoder_file": None, "click_file": None,
                                  "speed_gain": info["speed_gain"],
-                                 "click_freeze_proba": self.params["click_freeze_proba"]}
+                                 "click_freeze_proba": self.params["click_freeze_proba"],
+                                 "bias_correction": info.get("bias_correction")}
         if sd:
             Path(sd).mkdir(parents=True, exist_ok=True)
             entry["decoder_file"] = str(self.decoder.save(Path(sd) / f"{self.name}-v{self.version}.npz"))
@@ -395,7 +412,8 @@ class DecoderNode(Node):
             res = fit_decoders(p["decoder"], p["decoder_params"], blocks, feature_names=self.names,
                                click=p["click"], click_params=p["click_params"],
                                on_no_click="note" if note else "raise", labels=p["labels"], lag_bins=lag,
-                               speed_gain=p["speed_gain"], velocity_tau_s=p["velocity_tau_s"])
+                               speed_gain=p["speed_gain"], velocity_tau_s=p["velocity_tau_s"],
+                               bias_tau_s=p["bias_tau_s"])
         except ConfigError as exc:
             raise ConfigError(f"nodes.{self.name}: {exc}") from exc
         click = res.click_decoder if p["click"] else self.click_dec
@@ -414,7 +432,7 @@ class DecoderNode(Node):
         ``refit_with_calibration`` is off or nothing is known of the fit; said in the log)."""
         from cortexlink.decoders.fitting import lagged_training_set
 
-        if not self.params["refit_with_calibration"]:
+        if not self.params["refit_with_calibration"] or self.params["refit_half_life_s"] is not None:
             return None
         if self._fit_src is None:
             logger.warning("%s: refit on the closed-loop bins alone (the fit's calibration is not known here)",
@@ -453,8 +471,11 @@ class DecoderNode(Node):
         lag = self.params["refit_intent_lag_s"]
         if lag is not None and lag != "auto":
             lag = int(round(float(lag) / min(b.dt_s for b in blocks))) if blocks else 0
+        half = self.params["refit_half_life_s"]
+        batch_s = sum(len(b.target_xy) * b.dt_s for b in blocks)
         res = refit_decoder(self.decoder, blocks, in_place=in_place, prior=self._refit_prior(),
-                            intent_lag=0 if lag is None else lag)
+                            intent_lag=0 if lag is None else lag, bias_tau_s=self.params["bias_tau_s"],
+                            keep=0.0 if half is None else 0.5 ** (batch_s / half))
         if in_place:
             self.version += 1
             self._after_fit(res.info)
@@ -510,7 +531,7 @@ class DecoderNode(Node):
                 cs = self.click_dec.step(xd)
                 click, proba = bool(cs.onset), float(cs.proba)
             # speed gain, and the cursor held while a click builds up (it lands where it was meant)
-            out, frozen = self._output_stage(out, self.speed_gain, cs, self.params["click_freeze_proba"])
+            out, frozen = self._output_stage(out, self.speed_gain, cs, self.params["click_freeze_proba"], self.bias)
             self.n_frozen += frozen
             v = (float(out[0]), float(out[1]))
             dt_ns = time.perf_counter_ns() - t0
@@ -542,4 +563,5 @@ class DecoderNode(Node):
 
     def summary(self) -> dict:
         return {"fits": self.fit_info, "version": self.version, "decode": self.decode_stats.summary(),
-                "n_frozen_bins": self.n_frozen}
+                "n_frozen_bins": self.n_frozen,
+                "bias": None if self.bias is None else [float(self.bias.bias[0]), float(self.bias.bias[1])]}

@@ -322,12 +322,13 @@ class RecorderNode(Node):
         return self._live[version]
 
     def _output_stage(self, version: int | None) -> dict:
-        """What decoder version ``version`` did to its output: ``speed_gain`` and
-        ``click_freeze_proba`` (None: nothing), for replay."""
+        """What decoder version ``version`` did to its output: ``speed_gain``,
+        ``click_freeze_proba`` and ``bias_correction`` (None: nothing), for replay."""
+        keys = ("speed_gain", "click_freeze_proba", "bias_correction")
         if version is None or not self._dec:
-            return {"speed_gain": None, "click_freeze_proba": None}
+            return dict.fromkeys(keys)
         v = (self.ctx.bus.get_info(f"{self._dec}/models") or {}).get(str(version)) or {}
-        return {"speed_gain": v.get("speed_gain"), "click_freeze_proba": v.get("click_freeze_proba")}
+        return {k: v.get(k) for k in keys}
 
     def _write_start(self, e: dict, sample: int, version: int | None) -> None:
         files = (None, None) if version is None else self._decoder_files(version)
