@@ -159,3 +159,17 @@ def test_tiny_end_to_end_with_mountainsort5(tmp_path):
     assert row["channels"] == 32 and row["seconds"] == 10.0 and row["false_positive_units"] is not None
     assert row["n_true_units"] == res["datasets"][0]["n_units"] > 0
     assert row["n_well_detected"] >= 1 and row["peak_rss_mb"] > 0
+    # the same run again in the kept folder reuses the sorting (its figures as measured) instead of sorting again
+    again = S.run(datasets=["sim"], sorters=["mountainsort5"], channels=32, seconds=10.0, seed=0, curation=False,
+                  work_dir=tmp_path, motion=False)
+    (row2,) = again["results"]
+    assert row2.get("reused") is True and "reused" not in row
+    for k in ("n_well_detected", "false_positive_units", "wall_s", "peak_rss_mb"):
+        assert row2[k] == row[k]
+    # a different recording (another seed) is sorted, not taken from the kept run
+    assert S._reuse({"sorter": "mountainsort5", "dataset": "sim", "motion": False, "n_jobs": 1,
+                     "sorting_out": str(tmp_path / "sorting_mountainsort5_sim")},
+                    tmp_path, "sim", 32, 10.0, 1, 1200.0) is None
+    assert S._reuse({"sorter": "mountainsort5", "dataset": "sim", "motion": False, "n_jobs": 1,
+                     "sorting_out": str(tmp_path / "sorting_mountainsort5_sim")},
+                    tmp_path, "sim", 32, 10.0, 0, 1200.0) is not None

@@ -114,7 +114,7 @@ def result_row(sorter: str, dataset: str, channels: int | None, seconds: float |
     row["wall_s_per_channel_hour"] = (row["wall_s"] / ch_h) if (row["wall_s"] is not None and ch_h > 0) else None
     for k, v in score.items():
         row.setdefault(k, v)
-    for k in ("error", "skipped", "n_units", "peak_rss_children_mb"):
+    for k in ("error", "skipped", "n_units", "peak_rss_children_mb", "reused"):
         if k in run:
             row["n_sorted_units_reported" if k == "n_units" else k] = run[k]
     return row
@@ -177,6 +177,35 @@ def _run_worker(spec: dict, folder: Path, timeout_s: float) -> dict:
             out["process_s"] = time.perf_counter() - t0
             return out
     return {"error": f"worker exited {proc.returncode} without a result: {proc.stderr.strip()[-500:]}"}
+
+
+def _run_key(spec: dict, dataset: str, channels: int, seconds: float, seed: int, drift_period_s: float) -> dict:
+    """What a sorter run's result depends on (a kept run is reused only when all of it matches)."""
+    from importlib.metadata import version
+
+    return dict(sorter=spec["sorter"], dataset=dataset, channels=channels, seconds=float(seconds), seed=seed,
+                drift_period_s=float(drift_period_s), motion=spec["motion"], n_jobs=spec["n_jobs"],
+                spikeinterface=version("spikeinterface"))
+
+
+def _remember(spec: dict, root: Path, out: dict, *args: Any) -> None:
+    (root / f"run_{spec['sorter']}_{spec['dataset']}.json").write_text(
+        json.dumps(dict(key=_run_key(spec, *args), out=out)))
+
+
+def _reuse(spec: dict, root: Path, *args: Any) -> dict | None:
+    """The worker's result of an identical run kept in the work folder (its sorting still there),
+    marked ``reused``; None when there is none (a kept work folder resumes a long run cut short,
+    or re-scores and re-curates its sortings without sorting again)."""
+    path = root / f"run_{spec['sorter']}_{spec['dataset']}.json"
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if kept.get("key") != _run_key(spec, *args) or not Path(spec["sorting_out"]).exists():
+        return None
+    logger.info("bench sort: reusing %s on %s from %s", spec["sorter"], spec["dataset"], path)
+    return dict(kept["out"], reused=True)
 
 
 def _curation(pair: Any, sorting: Any, score: dict, folder: Path) -> dict:
@@ -266,7 +295,11 @@ def run(*, datasets: Sequence[str] = ("sim", "sim_drift"), sorters: Sequence[str
                             motion=bool(motion and name == "sim_drift"),
                             work_folder=str(root / f"work_{sorter}_{name}"),
                             sorting_out=str(root / f"sorting_{sorter}_{name}"))
-                out = _run_worker(spec, root, timeout_s)
+                out = _reuse(spec, root, name, channels, seconds, seed, drift_period_s)
+                if out is None:
+                    out = _run_worker(spec, root, timeout_s)
+                    if tmp is None and "error" not in out:
+                        _remember(spec, root, out, name, channels, seconds, seed, drift_period_s)
                 score = None
                 if "error" not in out:
                     sorting = si.load(spec["sorting_out"])

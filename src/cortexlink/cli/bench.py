@@ -558,7 +558,8 @@ def _add_sort_parser(bsub: argparse._SubParsersAction) -> None:
     so.add_argument("--data", type=Path, default=Path("../shared/data"),
                     help="folder of the real recordings (default: ../shared/data)")
     so.add_argument("--work-dir", type=Path, default=None,
-                    help="keep the recordings and sortings in this folder (default: a temporary one, removed)")
+                    help="keep the recordings and sortings in this folder (default: a temporary one, removed); "
+                         "a sorter run finished there with the same settings is reused, not sorted again")
     so.add_argument("--json", action="store_true", help="print the result as JSON only")
     so.add_argument("--out", type=Path, default=None, help=OUT_HELP)
     so.set_defaults(func=_run_sort)
