@@ -154,3 +154,32 @@ def test_a_sort_that_finds_no_units_still_writes_valid_outputs(tmp_path, monkeyp
     assert not pynwb.validate(path=str(tmp_path / "out" / "units.nwb"))
     assert "no units found" in (tmp_path / "out" / "report.html").read_text()
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_units"] == 0
+
+
+def test_presence_ratio_counts_ten_bins_up_to_a_minute(tmp_path):
+    import warnings
+
+    import spikeinterface.core as si
+
+    from cortexlink.sorting.metrics import PRESENCE_BINS, analyze, presence_bin_s, quality_metrics
+
+    assert PRESENCE_BINS == 10
+    assert presence_bin_s(30.0) == 3.0 and presence_bin_s(3600.0) == 60.0 and presence_bin_s(4.0) == 1.0
+    fs = 30000.0
+    rec = si.generate_recording(num_channels=4, durations=[20.0], sampling_frequency=fs, seed=0)
+    rng = np.random.default_rng(0)
+    a = np.sort(rng.choice(np.arange(100, int(20 * fs) - 100), 60, replace=False))       # 3 Hz, all along
+    b = np.arange(int(0.05 * fs), int(14 * fs), int(0.2 * fs))                           # 5 Hz, silent after 14 s
+    c = np.arange(int(0.5 * fs), int(20 * fs), int(2.0 * fs))                            # one spike every 2 s
+    times = np.concatenate([a, b, c])
+    labels = np.concatenate([np.zeros(a.size, int), np.ones(b.size, int), np.full(c.size, 2)])
+    order = np.argsort(times, kind="stable")
+    sorting = si.NumpySorting.from_samples_and_labels([times[order]], [labels[order]], fs)
+    with warnings.catch_warnings():          # SpikeInterface's (no provenance to save, amplitude fallbacks)
+        warnings.simplefilter("ignore")
+        m = quality_metrics(analyze(sorting, rec, tmp_path / "an"), pca=False)
+    # 2 s bins: the unit silent for the last 6 of 20 s is present in 7 of 10; the slow regular one in
+    # every bin (in half of 1 s bins)
+    assert m.loc[1, "presence_ratio"] == pytest.approx(0.7)
+    assert m.loc[2, "presence_ratio"] == pytest.approx(1.0)
+    assert m.loc[0, "presence_ratio"] >= 0.9
