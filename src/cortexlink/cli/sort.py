@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "parameters, units by label, timings, peak memory). The recording is filtered (300-6000 Hz) "
                     "and common-median referenced (8 channels or more), and read in 1 s chunks throughout: memory stays bounded. "
                     "Units are labelled good / mua / noise by thresholds on SpikeInterface's metrics (defaults: "
-                    "snr >= 4, isi_violations_ratio <= 0.5, presence_ratio >= 0.8, firing_rate >= 0.1 Hz, "
+                    "snr >= 4, isi_violations_ratio <= 0.5, presence_ratio >= 0.8, firing_rate >= 1 Hz, "
                     "amplitude_cutoff <= 0.1; snr < 2 or fewer than 10 spikes: noise).",
         epilog="Examples: cortexlink sort runs/session1 --out sorted1; cortexlink sort rec.nwb --out s "
                "--sorter tridesclous2 --rule snr_min=5; cortexlink sort --list-sorters")
