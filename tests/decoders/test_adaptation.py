@@ -104,6 +104,7 @@ def test_bias_correction_and_smoothbatch_are_session_options_and_bench_ablations
     assert [b["name"] for b in session("refit_kalman", 96, 0)["blocks"]] == [
         "calibration", "fit", "refit-block", "refit", "refit_kalman"]
     assert session("kalman", 96, 0, variant="bias_correction")["decoder"]["bias_tau_s"] == 30.0
+    assert session("refit_kalman", 96, 0, variant="refit_dynamics")["decoder"]["params"] == {"refit_dynamics": True}
     for key, bad in (("bias_tau_s", 0.0), ("refit_half_life_s", "soon")):
         cfg = session("refit_kalman", 96, 0)
         cfg["decoder"][key] = bad

@@ -21,7 +21,8 @@ the participant's own control.
 *Variants* (:data:`VARIANTS`) change one thing in the default configuration: an ablation row
 (``no_speed_gain``, ``fitted_dynamics``, ``refit_closed_loop_only``, ``refit_current_cursor``, ``no_click_freeze``, ``dwell_fallback``, ``oracle_labels``, ``cursor_labels``, ``slow_autopilot``,
 ``observe_as_self``, ``bias_correction`` (Jarosiewicz et al. 2015, 30 s), ``smoothbatch``: the refit
-block as four 10 s batches, each refit blended with the model before it, half-life 20 s) or the
+block as four 10 s batches, each refit blended with the model before it, half-life 20 s;
+``refit_dynamics``: ReFIT also re-learns the dynamics from the intention) or the
 participant's delay, feedback gain or motor noise by +-20 % (``delay+20`` ...). Each row carries
 the control metrics of :func:`cortexlink.tasks.loop_metrics.control_metrics` (decoded speed at
 rest, drift over the visual delay in cell half-widths, wrong clicks' speed and distance, click
@@ -63,6 +64,7 @@ VARIANTS: dict[str, list[tuple[tuple[str, ...], Any]]] = {
     "dwell_fallback": [(("effector", "dwell_s"), 0.8)],
     "bias_correction": [(("decoder", "bias_tau_s"), 30.0)],
     "smoothbatch": [(("decoder", "refit_half_life_s"), 20.0)],
+    "refit_dynamics": [(("decoder", "params", "refit_dynamics"), True)],
     "delay+20": [(_P + ("visual_delay_s",), ("*", 1.2))],
     "delay-20": [(_P + ("visual_delay_s",), ("*", 0.8))],
     "gain+20": [(_P + ("feedback_gain_per_s",), ("*", 1.2))],

@@ -65,7 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cl.add_argument("--grids", type=int, nargs="+", default=[30], help="Webgrid sizes N (NxN; default: 30)")
     cl.add_argument("--variants", nargs="+", default=["default"],
                     help="configurations: default, no_speed_gain, fitted_dynamics, refit_closed_loop_only, refit_current_cursor, dwell_fallback, oracle_labels, cursor_labels, slow_autopilot, no_click_freeze, "
-                         "observe_as_self, bias_correction, smoothbatch, delay+20, delay-20, gain+20, gain-20, noise+20, noise-20 (default: default)")
+                         "observe_as_self, bias_correction, smoothbatch, refit_dynamics, delay+20, delay-20, gain+20, gain-20, noise+20, noise-20 (default: default)")
     cl.add_argument("--sensitivity", action="store_true",
                     help="add the participant's delay, feedback gain and motor noise +-20%% variants")
     cl.add_argument("--preset", default="cortex",
