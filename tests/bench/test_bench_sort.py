@@ -119,12 +119,15 @@ def test_score_against_itself_and_a_shifted_copy(tmp_path):
     perfect = S.score_sorting(pair.gt_sorting, pair.gt_sorting, pair.unit_snr, exhaustive=True)
     live = int(np.sum(pair.gt_sorting.count_num_spikes_per_unit(outputs="array") > 0))
     assert perfect["n_well_detected"] == live and perfect["false_positive_units"] == 0
+    # the curation check's well-detected SNR >= 5 units are the ones the score counts
+    assert len(perfect["_well_snr_ge_5"]) == perfect["n_well_detected_snr_ge_5"] > 0
     # spikes 2 ms late are outside the 0.4 ms tolerance: nothing matches
     sv = pair.gt_sorting.to_spike_vector()
     late = si.NumpySorting.from_samples_and_labels([sv["sample_index"] + 60], [sv["unit_index"]], 30000.0,
                                                    unit_ids=pair.gt_sorting.unit_ids)
     bad = S.score_sorting(pair.gt_sorting, late, pair.unit_snr, exhaustive=True)
     assert bad["n_well_detected"] == 0 and bad["false_positive_units"] == bad["n_sorted_units"] > 0
+    assert bad["_well_snr_ge_5"] == []
     assert sum(b["n_units"] for b in bad["by_snr"]) == bad["n_true_units"]
 
 

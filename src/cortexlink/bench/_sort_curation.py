@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 
 def curation_check(pair: Any, sorting: Any, score: dict, folder: Path) -> dict:
@@ -37,9 +36,7 @@ def curation_check(pair: Any, sorting: Any, score: dict, folder: Path) -> dict:
     labels = label_units(metrics, CurationRules())
     good = {u for u, (lab, _) in labels.items() if lab == "good"}
     # true units (ground-truth ids) with SNR >= 5 and accuracy >= 0.8, and their matched sorted units
-    acc = {r["unit"]: r["accuracy"] for r in score["per_unit"]}
-    well = [u for u, s in zip(pair.gt_sorting.unit_ids, np.asarray(pair.unit_snr, float))
-            if s >= 5.0 and acc.get(int(u) if isinstance(u, (int, np.integer)) else str(u), 0.0) >= 0.8]
+    well = score["_well_snr_ge_5"]       # the same units the score counts (unrounded accuracy)
     match = cmp.hungarian_match_12
     matched = [match[u] for u in well]
     kept = [m for m in matched if m in good]

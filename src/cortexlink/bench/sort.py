@@ -96,6 +96,8 @@ def score_sorting(gt_sorting: Any, sorting: Any, unit_snr: np.ndarray, *, exhaus
                   for u, s, a, p, r in zip(ids, snr, acc, prec, rec)],
     )
     out["_cmp"] = cmp
+    # the well-detected SNR >= 5 true units by the unrounded accuracy (the curation check's set)
+    out["_well_snr_ge_5"] = [u for u, w in zip(ids, well & hi_snr) if w]
     return out
 
 
