@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def curation_check(pair: Any, sorting: Any, score: dict, folder: Path) -> dict:
     """See the module docstring; raises ImportError while cortexlink.sorting lacks curation."""
     from cortexlink.sorting.curation import CurationRules, label_units

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from cortexlink.core.errors import ConfigError
+from cortexlink.core.validation import check_positive
 
 __all__ = ["SpeedGain", "rest_speed", "auto_speed_gain", "check_speed_gain", "output_stage", "SPEED_GAIN_K",
            "HOLDOUT_FRACTION", "BiasCorrector", "bias_speed_threshold", "BIAS_SPEED_CENTILE"]
@@ -87,10 +88,9 @@ class BiasCorrector:
     block is reproduced from its own bins (replay)."""
 
     def __init__(self, tau_s: float, speed_threshold: float, dt_s: float) -> None:
-        for name, x in (("tau_s", tau_s), ("speed_threshold", speed_threshold), ("dt_s", dt_s)):
-            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x <= 0:
-                raise ConfigError(f"bias correction {name} must be a finite number > 0; got {x!r}")
-        self.tau_s, self.speed_threshold, self.dt_s = float(tau_s), float(speed_threshold), float(dt_s)
+        self.tau_s, self.speed_threshold, self.dt_s = (
+            check_positive(f"bias correction {name}", x)
+            for name, x in (("tau_s", tau_s), ("speed_threshold", speed_threshold), ("dt_s", dt_s)))
         self._a = 1.0 - math.exp(-self.dt_s / self.tau_s)
         self.bias = np.zeros(2)
         self.n_updates = 0
@@ -101,7 +101,7 @@ class BiasCorrector:
 
     def __call__(self, v: np.ndarray) -> np.ndarray:
         if math.hypot(float(v[0]), float(v[1])) > self.speed_threshold:
-            self.bias += self._a * (v[:2] - self.bias)
+            self.bias += self._a * (v - self.bias)
             self.n_updates += 1
         return v - self.bias
 

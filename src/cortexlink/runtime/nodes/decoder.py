@@ -107,6 +107,7 @@ class DecoderNode(Node):
         kept calibration blocks with the fit's labels and lag, also after a restart or a
         recovery from the journal) together with the closed-loop bins and their re-estimated
         intention (default True). False: the closed-loop bins alone, as Gilja et al. 2012.
+        Ignored under SmoothBatch (``refit_half_life_s``), which fits each batch alone.
     refit_intent_lag_s : "auto", float or None
         ReFIT re-estimates the intention of each closed-loop bin from where the cursor was this
         long before (the participant's visual delay and cortical lag: the features of a bin carry
@@ -530,7 +531,7 @@ class DecoderNode(Node):
             if self.click_dec is not None:
                 cs = self.click_dec.step(xd)
                 click, proba = bool(cs.onset), float(cs.proba)
-            # speed gain, and the cursor held while a click builds up (it lands where it was meant)
+            # bias correction, speed gain, and the cursor held while a click builds up (it lands where it was meant)
             out, frozen = self._output_stage(out, self.speed_gain, cs, self.params["click_freeze_proba"], self.bias)
             self.n_frozen += frozen
             v = (float(out[0]), float(out[1]))
