@@ -141,11 +141,42 @@ def test_an_empty_sorting_scores_zero(tmp_path):
     assert sc["n_well_detected"] == 0 and sc["false_positive_units"] == 0 and sc["n_sorted_units"] == 0
 
 
+def test_post_processing_merges_a_split_unit_and_keeps_the_figures_before(tmp_path):
+    import warnings
+
+    import spikeinterface.core as si
+
+    pair = T.simulated_pair(SimulatedImplant(**SMALL), 20.0, tmp_path)
+    gt = pair.gt_sorting
+    perfect = S.score_sorting(gt, gt, pair.unit_snr, exhaustive=True)
+    snr = dict(zip(gt.unit_ids, pair.unit_snr))
+    big = max(perfect["_well_snr_ge_5"], key=lambda u: len(gt.get_unit_spike_train(u)))
+    trains = {str(u): gt.get_unit_spike_train(u) for u in gt.unit_ids if u != big}
+    st = gt.get_unit_spike_train(big)
+    half = np.random.default_rng(0).random(st.size) < 0.5      # one neuron dealt to two units
+    trains["a"], trains["b"] = st[half], st[~half]
+    split = si.NumpySorting.from_unit_dict([trains], gt.sampling_frequency)
+    with warnings.catch_warnings():          # SpikeInterface's (provenance, amplitude fallbacks)
+        warnings.simplefilter("ignore")
+        score, an = S._post_process(pair, split, tmp_path / "an", "x_contaminations")
+        plain, none = S._post_process(pair, split, tmp_path / "an2", None)
+    m = score["merge"]
+    assert snr[big] >= 5 and [sorted(g) for g in m["groups"]] == [["a", "b"]]
+    assert m["n_well_detected_snr_ge_5_unmerged"] == plain["n_well_detected_snr_ge_5"]
+    assert score["n_well_detected_snr_ge_5"] == plain["n_well_detected_snr_ge_5"] + 1
+    assert score["n_sorted_units"] == m["n_sorted_units_unmerged"] - 1 == an.sorting.get_num_units()
+    assert none is None and "merge" not in plain
+    row = S.result_row("x", "sim", 16, 20.0, score, {"wall_s": 1.0})
+    assert row["merge"]["groups"] == m["groups"] and "_cmp" not in row
+
+
 def test_bad_arguments_refused():
     with pytest.raises(ConfigError, match="datasets"):
         S.run(datasets=["nope"])
     with pytest.raises(ConfigError, match="channels"):
         S.run(datasets=["sim"], channels=2)
+    with pytest.raises(ConfigError, match="merge"):
+        S.run(datasets=["sim"], merge="all")
 
 
 def test_tiny_end_to_end_with_mountainsort5(tmp_path):
@@ -162,6 +193,7 @@ def test_tiny_end_to_end_with_mountainsort5(tmp_path):
     assert row["channels"] == 32 and row["seconds"] == 10.0 and row["false_positive_units"] is not None
     assert row["n_true_units"] == res["datasets"][0]["n_units"] > 0
     assert row["n_well_detected"] >= 1 and row["peak_rss_mb"] > 0
+    assert row["merge"]["preset"] == "x_contaminations" and row["merge"]["n_sorted_units_unmerged"] >= 1
     # the same run again in the kept folder reuses the sorting (its figures as measured) instead of sorting again
     again = S.run(datasets=["sim"], sorters=["mountainsort5"], channels=32, seconds=10.0, seed=0, curation=False,
                   work_dir=tmp_path, motion=False)

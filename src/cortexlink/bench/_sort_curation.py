@@ -1,5 +1,6 @@
-"""The curation check of ``cortexlink bench sort``: does cortexlink's default curation keep the
-units a sorter got right and reject the ones it made up?
+"""The post-processing of ``cortexlink bench sort``, as ``cortexlink sort`` runs it: the automatic
+merge of split units (:func:`merge_step`), then the curation check: does cortexlink's default
+curation keep the units a sorter got right and reject the ones it made up?
 
 For one sorter's output on a ground-truth recording: SpikeInterface quality metrics through
 :mod:`cortexlink.sorting.metrics` (on the same preprocessing the sorter saw), labels from
@@ -18,8 +19,26 @@ from pathlib import Path
 from typing import Any
 
 
-def curation_check(pair: Any, sorting: Any, score: dict, folder: Path) -> dict:
-    """See the module docstring; raises ImportError while cortexlink.sorting lacks curation."""
+def merge_step(pair: Any, sorting: Any, folder: Path, preset: str) -> tuple[Any, Any, dict]:
+    """The analyzer of ``sorting`` (on the preprocessing the pipeline uses) with the units
+    :func:`cortexlink.sorting.merging.merge_units` merges under ``preset`` merged: returns
+    ``(analyzer, merged sorting, info)``, ``info`` = ``{preset, groups, new_unit_ids, wall_s}``."""
+    from cortexlink.sorting.merging import merge_units
+    from cortexlink.sorting.metrics import analyze
+    from cortexlink.sorting.sorters import preprocess_recording
+
+    t0 = time.perf_counter()
+    an = analyze(sorting, preprocess_recording(pair.recording), folder)
+    merged, groups, new_ids = merge_units(an, preset, folder.with_name(folder.name + "_merged"))
+    key = lambda u: int(u) if str(u).lstrip("-").isdigit() else str(u)  # noqa: E731
+    info = dict(preset=preset, groups=[[key(u) for u in g] for g in groups], new_unit_ids=[key(u) for u in new_ids],
+                wall_s=round(time.perf_counter() - t0, 1))
+    return merged, merged.sorting, info
+
+
+def curation_check(pair: Any, sorting: Any, score: dict, folder: Path, analyzer: Any = None) -> dict:
+    """See the module docstring (``analyzer``: the one :func:`merge_step` made, else one is built);
+    raises ImportError while cortexlink.sorting lacks curation."""
     from cortexlink.sorting.curation import CurationRules, label_units
     from cortexlink.sorting.metrics import analyze, quality_metrics
     from cortexlink.sorting.sorters import preprocess_recording
@@ -29,8 +48,7 @@ def curation_check(pair: Any, sorting: Any, score: dict, folder: Path) -> dict:
     if cmp is None or len(sorting.unit_ids) == 0:
         return {"available": True, "n_sorted_units": int(len(sorting.unit_ids)), "kept_share_well_detected_snr_ge_5":
                 None, "rejected_share_false_positive": None, "note": "no sorted units"}
-    rec = preprocess_recording(pair.recording)
-    an = analyze(sorting, rec, folder)
+    an = analyzer if analyzer is not None else analyze(sorting, preprocess_recording(pair.recording), folder)
     metrics = quality_metrics(an, pca=False)
     labels = label_units(metrics, CurationRules())
     good = {u for u, (lab, _) in labels.items() if lab == "good"}

@@ -7,7 +7,9 @@ with a rigid drift along the probe), ``n1_hybrid`` and ``locust_hybrid`` (known 
 into the real N1 broadband and locust tetrode recordings of ``../shared/data``).
 
 Each sorter runs in its own fresh process (:mod:`cortexlink.bench._sort_worker`) so its wall time
-and peak RSS are its own. Per run: per-unit accuracy / precision / recall, their medians by SNR
+and peak RSS are its own. Each sorting is then post-processed as ``cortexlink sort`` does it (the
+automatic merge of split units, :mod:`cortexlink.sorting.merging`; the row's ``merge`` keeps the
+figures from before it) and scored. Per run: per-unit accuracy / precision / recall, their medians by SNR
 band, the units well detected (accuracy >= 0.8, as SpikeForest counts), false-positive units
 (where the ground truth is exhaustive: simulated data only), wall time per channel-hour, peak RSS,
 and -- where cortexlink.sorting's curation is available -- the share of well-detected SNR >= 5
@@ -30,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cortexlink.core.errors import ConfigError
+from cortexlink.sorting.merging import DEFAULT_MERGE, check_merge
 
 __all__ = ["DATASETS", "run", "score_sorting", "result_row", "print_summary"]
 
@@ -210,7 +213,24 @@ def _reuse(spec: dict, root: Path, *args: Any) -> dict | None:
     return dict(kept["out"], reused=True)
 
 
-def _curation(pair: Any, sorting: Any, score: dict, folder: Path) -> dict:
+def _post_process(pair: Any, sorting: Any, folder: Path, merge: str | None) -> tuple[dict, Any]:
+    """The score of ``sorting`` after the pipeline's automatic merge (``merge``: a preset of
+    :mod:`cortexlink.sorting.merging`, or None), with the unmerged figures and the merges under
+    ``merge``; and the merged analyzer (None without merging)."""
+    raw = score_sorting(pair.gt_sorting, sorting, pair.unit_snr, exhaustive=pair.exhaustive)
+    if merge is None:
+        return raw, None
+    from cortexlink.bench._sort_curation import merge_step
+
+    an, merged, info = merge_step(pair, sorting, folder, merge)
+    score = score_sorting(pair.gt_sorting, merged, pair.unit_snr, exhaustive=pair.exhaustive) if info["groups"] else raw
+    info.update({f"{k}_unmerged": raw[k] for k in ("n_sorted_units", "n_well_detected", "n_well_detected_snr_ge_5",
+                                                    "well_detected_share_snr_ge_5", "false_positive_units")})
+    score["merge"] = info
+    return score, an
+
+
+def _curation(pair: Any, sorting: Any, score: dict, folder: Path, analyzer: Any = None) -> dict:
     """Share of well-detected SNR >= 5 units that cortexlink's default curation keeps and of
     false-positive units it rejects (needs cortexlink.sorting.curation)."""
     try:
@@ -218,7 +238,7 @@ def _curation(pair: Any, sorting: Any, score: dict, folder: Path) -> dict:
     except ImportError as exc:
         return {"available": False, "reason": f"cortexlink.sorting curation is not importable ({exc})"}
     try:
-        return curation_check(pair, sorting, score, folder)
+        return curation_check(pair, sorting, score, folder, analyzer)
     except ImportError as exc:
         return {"available": False, "reason": f"cortexlink.sorting curation is not importable ({exc})"}
 
@@ -238,7 +258,8 @@ def _available() -> dict[str, str | None]:
 def run(*, datasets: Sequence[str] = ("sim", "sim_drift"), sorters: Sequence[str] | None = None,
         channels: int = 384, seconds: float = 60.0, seed: int = 0, motion: bool = True, n_jobs: int = 1,
         drift_period_s: float = 1200.0, hybrid_units: int = 8, timeout_s: float = 3600.0, curation: bool = True,
-        data_dir: str | Path = "../shared/data", work_dir: str | Path | None = None, progress: bool = False) -> dict:
+        data_dir: str | Path = "../shared/data", work_dir: str | Path | None = None, progress: bool = False,
+        merge: str | None = DEFAULT_MERGE) -> dict:
     """Run every sorter on every data set; see the module docstring.
 
     Parameters
@@ -256,8 +277,14 @@ def run(*, datasets: Sequence[str] = ("sim", "sim_drift"), sorters: Sequence[str
         Period of ``sim_drift``'s drift (the preset's 1200 s moves units little in a short run).
     timeout_s : float
         Per sorter run; a run past it is a row with an error.
+    merge : str or None
+        The automatic merge of split units ``cortexlink sort`` applies (a preset of
+        :mod:`cortexlink.sorting.merging`; None or "none": off). The figures are scored after it;
+        each row's ``merge`` holds the merged groups and the figures before it.
     """
     import spikeinterface.core as si
+
+    merge = check_merge(merge)
 
     bad = [d for d in datasets if d not in DATASETS]
     if bad or not datasets:
@@ -305,9 +332,10 @@ def run(*, datasets: Sequence[str] = ("sim", "sim_drift"), sorters: Sequence[str
                 score = None
                 if "error" not in out:
                     sorting = si.load(spec["sorting_out"])
-                    score = score_sorting(pair.gt_sorting, sorting, pair.unit_snr, exhaustive=pair.exhaustive)
+                    score, an = _post_process(pair, sorting, root / f"curation_{sorter}_{name}", merge)
                     if curation:
-                        score["curation"] = _curation(pair, sorting, score, root / f"curation_{sorter}_{name}")
+                        score["curation"] = _curation(pair, an.sorting if an is not None else sorting, score,
+                                                      root / f"curation_{sorter}_{name}", an)
                 results.append(result_row(sorter, name, ch, sec, score, out))
                 if tmp is None:  # a kept work folder also holds the rows so far (a long run cut short)
                     (root / "partial.json").write_text(json.dumps(dict(datasets=data_sets, results=results)))
@@ -317,7 +345,7 @@ def run(*, datasets: Sequence[str] = ("sim", "sim_drift"), sorters: Sequence[str
     from cortexlink.bench.dsp import machine_info
 
     return dict(benchmark="sort", machine=machine_info(), sorters_available=avail, datasets=data_sets,
-                seed=seed, motion=motion, n_jobs=n_jobs, total_s=round(time.perf_counter() - t_start, 1),
+                seed=seed, motion=motion, n_jobs=n_jobs, merge=merge, total_s=round(time.perf_counter() - t_start, 1),
                 results=results, best=_best(results))
 
 

@@ -555,6 +555,8 @@ def _add_sort_parser(bsub: argparse._SubParsersAction) -> None:
     so.add_argument("--seed", type=int, default=0, help="simulator and injection seed (default: 0)")
     so.add_argument("--timeout-s", type=float, default=3600.0, help="limit per sorter run (default: 3600 s)")
     so.add_argument("--no-curation", action="store_true", help="skip the curation check")
+    so.add_argument("--merge", default="x_contaminations", help="automatic merge of split units before scoring, as "
+                    "`cortexlink sort --merge` (default: x_contaminations; none: off)")
     so.add_argument("--data", type=Path, default=Path("../shared/data"),
                     help="folder of the real recordings (default: ../shared/data)")
     so.add_argument("--work-dir", type=Path, default=None,
@@ -576,7 +578,7 @@ def _run_sort(args: argparse.Namespace) -> int:
     result = sort.run(datasets=args.datasets, sorters=args.sorters, channels=args.channels, seconds=args.seconds,
                       seed=args.seed, motion=not args.no_motion, n_jobs=args.n_jobs,
                       drift_period_s=args.drift_period_s, timeout_s=args.timeout_s, curation=not args.no_curation,
-                      data_dir=args.data, work_dir=args.work_dir, progress=not args.json)
+                      merge=args.merge, data_dir=args.data, work_dir=args.work_dir, progress=not args.json)
     rc = _emit(result, args, sort.print_summary)
     return 1 if any(r.get("error") for r in result["results"]) else rc
 

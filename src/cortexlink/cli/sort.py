@@ -42,6 +42,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "firing_rate_min_hz, amplitude_cutoff_max, noise_snr_max, noise_min_spikes)")
     p.add_argument("--rule", action="append", default=[], metavar="KEY=VALUE",
                    help="one curation threshold, over the defaults and --curation (repeatable)")
+    p.add_argument("--merge", default="x_contaminations", metavar="PRESET",
+                   help="merge units the sorter split (drift splits a neuron in two): SpikeInterface's auto-merge "
+                        "preset x_contaminations (default), temporal_splits, similarity_correlograms, "
+                        "feature_neighbors, or none")
     p.add_argument("--motion", action="store_true",
                    help="correct drift (the sorter's own correction where it has one, SpikeInterface's otherwise)")
     p.add_argument("--format", default=None, help="the importer format (default: detected)")
@@ -99,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
                              format=args.format, stream=args.stream, motion=args.motion, n_jobs=args.n_jobs,
                              threads=args.threads, progress=progress, overwrite=args.overwrite,
                              allow_truncated=args.allow_truncated, keep_cache=args.keep_cache,
-                             report=not args.no_report, pca_metrics=not args.no_pca_metrics, species=args.species)
+                             report=not args.no_report, pca_metrics=not args.no_pca_metrics, species=args.species,
+                             merge=args.merge)
     if args.json:
         print(json.dumps(summary, indent=1, default=str))
         return 0
@@ -107,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     rec = summary["recording"]
     print(f"sorted {summary['source']} ({rec['n_channels']} channels, {rec['duration_s']:.1f} s) with "
           f"{summary['sorter']} in {summary['timings_s']['total_s']:.1f} s: {summary['n_units']} units "
-          f"({c['good']} good, {c['mua']} mua, {c['noise']} noise); peak RSS {summary['peak_rss_mb']['self']:.0f} MB")
+          f"({c['good']} good, {c['mua']} mua, {c['noise']} noise; {len(summary['merge']['groups'])} merges); "
+          f"peak RSS {summary['peak_rss_mb']['self']:.0f} MB")
     print(f"  {Path(args.out) / 'units.nwb'}" + ("" if args.no_report else f", {Path(args.out) / 'report.html'}"))
     return 0

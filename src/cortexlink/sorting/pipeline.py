@@ -3,15 +3,16 @@
 :func:`sort_recording` — input → SpikeInterface recording with its probe
 (:func:`~cortexlink.sorting.recording.to_si_recording`) → preprocessing and sorter
 (:func:`~cortexlink.sorting.sorters.run_sorter`) → SortingAnalyzer and quality metrics
-(:mod:`~cortexlink.sorting.metrics`) → curation labels (:mod:`~cortexlink.sorting.curation`)
+(:mod:`~cortexlink.sorting.metrics`) → the automatic merge of split units
+(:mod:`~cortexlink.sorting.merging`) → quality metrics → curation labels (:mod:`~cortexlink.sorting.curation`)
 → the output folder::
 
     OUT/units.nwb       NWB Units table (spike times, electrodes, waveforms, metrics, labels)
-    OUT/sorting/        the SpikeInterface sorting (numpy folder)
-    OUT/analyzer/       the SpikeInterface SortingAnalyzer (binary folder)
+    OUT/sorting/        the sorter's SpikeInterface sorting (numpy folder), before the merge
+    OUT/analyzer/       the SpikeInterface SortingAnalyzer of the merged units (binary folder)
     OUT/metrics.csv     one row per unit: metrics, label, reason, position
     OUT/report.html     per-unit and summary plots (PNG files in OUT/report/)
-    OUT/summary.json    sorter, parameters, units by label, timings, peak memory
+    OUT/summary.json    sorter, parameters, merges, units by label, timings, peak memory
 
 Memory stays bounded: the recording is read in 1 s chunks by every step; a session folder's
 raw stream is decoded once to ``OUT/cache/raw.bin`` (removed at the end unless ``keep_cache``).
@@ -74,7 +75,8 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
                    rules: Any = None, format: str | None = None, stream: str | None = None,
                    motion: bool = False, n_jobs: int = 1, progress: bool = False, overwrite: bool = False,
                    allow_truncated: bool = False, keep_cache: bool = False, report: bool = True,
-                   pca_metrics: bool = True, threads: int | None = 1, species: str | None = None) -> dict:
+                   pca_metrics: bool = True, threads: int | None = 1, species: str | None = None,
+                   merge: str | None = "x_contaminations") -> dict:
     """Sort ``source`` into ``out`` (see the module docstring); return the summary.
 
     Parameters
@@ -104,6 +106,10 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
     species : str, optional
         The subject's species for the NWB file (a simulated session: "Homo sapiens", as
         ``cortexlink export`` writes it).
+    merge : str or None
+        SpikeInterface's auto-merge preset for units the sorter split
+        (:data:`~cortexlink.sorting.merging.MERGE_PRESETS`; default
+        :data:`~cortexlink.sorting.merging.DEFAULT_MERGE`); None or ``"none"``: no merging.
 
     Returns
     -------
@@ -111,8 +117,10 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
         The contents of ``summary.json``.
     """
     from cortexlink.sorting.curation import CurationRules
+    from cortexlink.sorting.merging import check_merge
     from cortexlink.sorting.sorters import default_sorter, library_warnings
 
+    merge = check_merge(merge)
     rules = rules if rules is not None else CurationRules()
     if not isinstance(rules, CurationRules):
         raise ConfigError(f"rules must be a CurationRules; got {type(rules).__name__}")
@@ -124,7 +132,7 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
     try:
         with library_warnings(caught):
             summary = _run(source, out, sorter, params, rules, format, stream, motion, n_jobs, progress,
-                           allow_truncated, report, pca_metrics, threads, species, timings, caught)
+                           allow_truncated, report, pca_metrics, threads, species, timings, caught, merge)
     except BaseException:
         if not existed and all(p.name in _OURS for p in out.iterdir()):
             shutil.rmtree(out, ignore_errors=True)          # a failed sort leaves no half-written folder
@@ -140,8 +148,12 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
 
 def _run(source: Any, out: Path, sorter: str, params: dict | None, rules: Any, format: str | None,
          stream: str | None, motion: bool, n_jobs: int, progress: bool, allow_truncated: bool, report: bool,
-         pca_metrics: bool, threads: int | None, species: str | None, timings: dict, caught: list) -> dict:
+         pca_metrics: bool, threads: int | None, species: str | None, timings: dict, caught: list,
+         merge: str | None) -> dict:
+    import spikeinterface.core as si
+
     from cortexlink.sorting.curation import label_units
+    from cortexlink.sorting.merging import merge_units
     from cortexlink.sorting.metrics import analyze, quality_metrics, unit_summary
     from cortexlink.sorting.nwb import write_units_nwb
     from cortexlink.sorting.recording import describe, to_si_recording
@@ -161,6 +173,13 @@ def _run(source: Any, out: Path, sorter: str, params: dict | None, rules: Any, f
     pre = preprocess_recording(rec, n_jobs=n_jobs, progress=progress)
     with limit_threads(threads):
         an = analyze(sorting, pre, out / "analyzer", n_jobs=n_jobs, progress=progress)
+        merged, groups, new_ids = merge_units(an, merge, out / "cache" / "analyzer_merged", n_jobs=n_jobs,
+                                              progress=progress)
+        if groups:                          # the merged analyzer takes the place of the sorter's
+            del an, merged
+            shutil.rmtree(out / "analyzer")
+            shutil.move(str(out / "cache" / "analyzer_merged"), str(out / "analyzer"))
+            an = si.load_sorting_analyzer(out / "analyzer")
         qm = quality_metrics(an, pca=pca_metrics, n_jobs=n_jobs, progress=progress)
     timings["analyze_s"] = time.perf_counter() - t
     labels = label_units(qm, rules)
@@ -183,6 +202,8 @@ def _run(source: Any, out: Path, sorter: str, params: dict | None, rules: Any, f
     counts = {k: sum(1 for v in labels.values() if v[0] == k) for k in ("good", "mua", "noise")}
     summary = {"format": SUMMARY_FORMAT, "source": str(src_meta.get("path", source)), "recording": info,
                "sorter": sorter, "params": params or {}, "motion": bool(motion), "n_jobs": n_jobs, "threads": threads,
+               "merge": {"preset": merge, "groups": [[str(u) for u in g] for g in groups],
+                         "new_unit_ids": [str(u) for u in new_ids]},
                "curation_rules": rules.to_dict(), "n_units": len(labels), "n_units_by_label": counts,
                "metrics": list(map(str, qm.columns)), "timings_s": timings, "peak_rss_mb": peak_rss_mb(),
                "outputs": {"nwb": "units.nwb", "sorting": "sorting", "analyzer": "analyzer", "metrics": "metrics.csv"}}
