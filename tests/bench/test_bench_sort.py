@@ -42,6 +42,20 @@ def test_simulated_pair_matches_the_implant(tmp_path):
     assert pair.exhaustive and pair.info["n_spikes"] == len(gt.spike_samples)
 
 
+def test_a_second_pair_in_the_same_folder_leaves_a_reader_of_the_first_intact(tmp_path):
+    # a re-scoring run in a kept work folder writes the recording again while a sorter may still
+    # be reading it: the reader keeps the complete file it opened
+    T.simulated_pair(SimulatedImplant(**SMALL), 1.0, tmp_path)
+    path = tmp_path / "traces.int16"
+    size = path.stat().st_size
+    with open(path, "rb") as reader:
+        first = reader.read(4096)
+        T.simulated_pair(SimulatedImplant(**SMALL), 2.0, tmp_path)
+        rest = reader.read()
+    assert len(first) + len(rest) == size
+    assert path.stat().st_size == 2 * size and not list(tmp_path.glob(".traces*"))
+
+
 def test_simulated_pair_refuses_a_used_implant(tmp_path):
     imp = SimulatedImplant(**SMALL)
     imp.read(10)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -116,12 +117,19 @@ def simulated_pair(implant: Any, seconds: float, folder: str | Path, *, name: st
     n_total = int(round(seconds * fs))
     step = max(1, int(round(chunk_s * fs)))
     path = folder / "traces.int16"
-    with open(path, "wb") as fh:
-        done = 0
-        while done < n_total:
-            n = min(step, n_total - done)
-            fh.write(np.ascontiguousarray(implant.read(n).data).tobytes())
-            done += n
+    # written beside and renamed into place: a sorter still reading the file of an earlier run in
+    # the same work folder keeps reading that one (its own inode) instead of a truncated file
+    part = folder / f".traces.int16.{os.getpid()}.part"
+    try:
+        with open(part, "wb") as fh:
+            done = 0
+            while done < n_total:
+                n = min(step, n_total - done)
+                fh.write(np.ascontiguousarray(implant.read(n).data).tobytes())
+                done += n
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
     cmap = implant.channel_map
     rec = si.read_binary(path, sampling_frequency=fs, dtype="int16", num_channels=implant.n_channels,
                          gain_to_uV=np.asarray(cmap.gain_uv, float), offset_to_uV=np.asarray(cmap.offset_uv, float),
