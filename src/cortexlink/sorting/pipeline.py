@@ -2,10 +2,10 @@
 
 :func:`sort_recording` — input → SpikeInterface recording with its probe
 (:func:`~cortexlink.sorting.recording.to_si_recording`) → preprocessing and sorter
-(:func:`~cortexlink.sorting.sorters.run_sorter`) → SortingAnalyzer and quality metrics
+(:func:`~cortexlink.sorting.sorters.run_sorter`) → SortingAnalyzer
 (:mod:`~cortexlink.sorting.metrics`) → the automatic merge of split units
-(:mod:`~cortexlink.sorting.merging`) → quality metrics → curation labels (:mod:`~cortexlink.sorting.curation`)
-→ the output folder::
+(:mod:`~cortexlink.sorting.merging`) → quality metrics → curation labels
+(:mod:`~cortexlink.sorting.curation`) → the output folder::
 
     OUT/units.nwb       NWB Units table (spike times, electrodes, waveforms, metrics, labels)
     OUT/sorting/        the sorter's SpikeInterface sorting (numpy folder), before the merge
