@@ -530,6 +530,8 @@ def _run_stim(args: argparse.Namespace) -> int:
 
 
 def _add_sort_parser(bsub: argparse._SubParsersAction) -> None:
+    from cortexlink.sorting.merging import DEFAULT_MERGE
+
     so = bsub.add_parser("sort", help="spike sorters against ground truth: well-detected units, accuracy by SNR, "
                                       "false positives, time and peak memory",
                          description="Runs every available spike sorter (SpikeInterface's, through "
@@ -555,8 +557,8 @@ def _add_sort_parser(bsub: argparse._SubParsersAction) -> None:
     so.add_argument("--seed", type=int, default=0, help="simulator and injection seed (default: 0)")
     so.add_argument("--timeout-s", type=float, default=3600.0, help="limit per sorter run (default: 3600 s)")
     so.add_argument("--no-curation", action="store_true", help="skip the curation check")
-    so.add_argument("--merge", default="x_contaminations", help="automatic merge of split units before scoring, as "
-                    "`cortexlink sort --merge` (default: x_contaminations; none: off)")
+    so.add_argument("--merge", default=DEFAULT_MERGE, help="automatic merge of split units before scoring, as "
+                    f"`cortexlink sort --merge` (default: {DEFAULT_MERGE}; none: off)")
     so.add_argument("--data", type=Path, default=Path("../shared/data"),
                     help="folder of the real recordings (default: ../shared/data)")
     so.add_argument("--work-dir", type=Path, default=None,

@@ -9,6 +9,8 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from cortexlink.sorting.merging import DEFAULT_MERGE, MERGE_PRESETS
+
     p = sub.add_parser(
         "sort", help="spike-sort one recording: units.nwb, quality metrics, curation labels, report.html",
         description="Sorts one recording into single units with a SpikeInterface sorter and writes DIR/units.nwb "
@@ -42,10 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "firing_rate_min_hz, amplitude_cutoff_max, noise_snr_max, noise_min_spikes)")
     p.add_argument("--rule", action="append", default=[], metavar="KEY=VALUE",
                    help="one curation threshold, over the defaults and --curation (repeatable)")
-    p.add_argument("--merge", default="x_contaminations", metavar="PRESET",
+    p.add_argument("--merge", default=DEFAULT_MERGE, metavar="PRESET",
                    help="merge units the sorter split (drift splits a neuron in two): SpikeInterface's auto-merge "
-                        "preset x_contaminations (default), temporal_splits, similarity_correlograms, "
-                        "feature_neighbors, or none")
+                        f"preset, one of {', '.join(MERGE_PRESETS)} (default {DEFAULT_MERGE}), or none")
     p.add_argument("--motion", action="store_true",
                    help="correct drift (the sorter's own correction where it has one, SpikeInterface's otherwise)")
     p.add_argument("--format", default=None, help="the importer format (default: detected)")

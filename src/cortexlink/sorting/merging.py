@@ -80,7 +80,7 @@ def merge_units(analyzer: Any, preset: str | None, folder: str | Path, *, n_jobs
     """
     from cortexlink.sorting.metrics import JOB_KWARGS
 
-    groups = merge_groups(analyzer, preset, n_jobs=n_jobs, progress=progress) if check_merge(preset) else []
+    groups = merge_groups(analyzer, preset, n_jobs=n_jobs, progress=progress)
     if not groups:
         return analyzer, [], []
     folder = Path(folder)

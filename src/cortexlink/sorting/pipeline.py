@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cortexlink.core.errors import ConfigError
+from cortexlink.sorting.merging import DEFAULT_MERGE, check_merge
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
                    motion: bool = False, n_jobs: int = 1, progress: bool = False, overwrite: bool = False,
                    allow_truncated: bool = False, keep_cache: bool = False, report: bool = True,
                    pca_metrics: bool = True, threads: int | None = 1, species: str | None = None,
-                   merge: str | None = "x_contaminations") -> dict:
+                   merge: str | None = DEFAULT_MERGE) -> dict:
     """Sort ``source`` into ``out`` (see the module docstring); return the summary.
 
     Parameters
@@ -117,7 +118,6 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
         The contents of ``summary.json``.
     """
     from cortexlink.sorting.curation import CurationRules
-    from cortexlink.sorting.merging import check_merge
     from cortexlink.sorting.sorters import default_sorter, library_warnings
 
     merge = check_merge(merge)
