@@ -191,6 +191,8 @@ def test_bad_arguments_refused():
         S.run(datasets=["sim"], channels=2)
     with pytest.raises(ConfigError, match="merge"):
         S.run(datasets=["sim"], merge="all")
+    with pytest.raises(ConfigError, match="min_amplitude"):
+        S.run(datasets=["sim"], sorters=["tridesclous2"], matching="min_amplitude=1.5")
 
 
 def test_tiny_end_to_end_with_mountainsort5(tmp_path):
@@ -215,10 +217,10 @@ def test_tiny_end_to_end_with_mountainsort5(tmp_path):
     assert row2.get("reused") is True and "reused" not in row
     for k in ("n_well_detected", "false_positive_units", "wall_s", "peak_rss_mb"):
         assert row2[k] == row[k]
-    # a different recording (another seed) is sorted, not taken from the kept run
-    assert S._reuse({"sorter": "mountainsort5", "dataset": "sim", "motion": False, "n_jobs": 1,
-                     "sorting_out": str(tmp_path / "sorting_mountainsort5_sim")},
-                    tmp_path, "sim", 32, 10.0, 1, 1200.0) is None
-    assert S._reuse({"sorter": "mountainsort5", "dataset": "sim", "motion": False, "n_jobs": 1,
-                     "sorting_out": str(tmp_path / "sorting_mountainsort5_sim")},
-                    tmp_path, "sim", 32, 10.0, 0, 1200.0) is not None
+    assert row["matching"] == {} and row2["matching"] == {}        # mountainsort5 has no template matching
+    # a different recording (another seed) or other matching settings are sorted, not taken from the kept run
+    spec = {"sorter": "mountainsort5", "dataset": "sim", "motion": False, "n_jobs": 1, "matching": {},
+            "sorting_out": str(tmp_path / "sorting_mountainsort5_sim")}
+    assert S._reuse(spec, tmp_path, "sim", 32, 10.0, 1, 1200.0) is None
+    assert S._reuse(dict(spec, matching={"min_amplitude": 0.3}), tmp_path, "sim", 32, 10.0, 0, 1200.0) is None
+    assert S._reuse(spec, tmp_path, "sim", 32, 10.0, 0, 1200.0) is not None

@@ -10,7 +10,7 @@ import pytest
 
 from cortexlink.cli.main import main
 from cortexlink.sorting.curation import LABELS
-from cortexlink.sorting.sorters import available_sorters
+from cortexlink.sorting.sorters import available_sorters, resolve_matching
 
 from _sortdata import write_raw
 
@@ -44,6 +44,7 @@ def test_outputs_and_summary(sorted_out, capsys):
     s = json.loads((out / "summary.json").read_text())
     assert s["sorter"] == SORTER and s["format"] == "cortexlink-sort"
     assert s["params"] == ({"seed": 7} if SORTER == "spykingcircus2" else {})
+    assert s["matching"] == resolve_matching(SORTER)           # cortexlink's template-matching settings
     assert s["curation_rules"]["snr_min"] == 3.5 and s["curation_rules"]["firing_rate_min_hz"] == 0.2
     assert sum(s["n_units_by_label"].values()) == s["n_units"] > 0
     assert s["peak_rss_mb"]["self"] > 0 and s["timings_s"]["sort_s"] > 0
@@ -119,6 +120,8 @@ def test_out_folder_refusals(sorted_out, tmp_path, capsys):
     assert "missing.nwb" in capsys.readouterr().err
     assert main(["sort", str(path), "--out", str(tmp_path / "o3"), "--sorter", "nope"]) == 2
     assert "sorter must be one of" in capsys.readouterr().err
+    assert main(["sort", str(path), "--out", str(tmp_path / "o4"), "--sorter", SORTER, "--matching", "radius=3"]) == 2
+    assert "no matching setting 'radius'" in capsys.readouterr().err and not (tmp_path / "o4").exists()
 
 
 def test_list_sorters(capsys):

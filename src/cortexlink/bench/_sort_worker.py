@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 
-def _run_sorter(recording: Any, sorter: str, folder: Path, *, motion: bool, n_jobs: int, params: dict | None) -> Any:
+def _run_sorter(recording: Any, sorter: str, folder: Path, *, motion: bool, n_jobs: int, params: dict | None,
+                matching: dict | None = None) -> Any:
     try:
         from cortexlink.sorting.sorters import run_sorter
     except ImportError:  # cortexlink.sorting not built yet: SpikeInterface's own, same preprocessing
         return _si_run_sorter(recording, sorter, folder, motion=motion, n_jobs=n_jobs, params=params)
     return run_sorter(recording, sorter, folder, params=params, preprocess=True, motion=motion, n_jobs=n_jobs,
-                      progress=False)
+                      progress=False, matching=matching or {})
 
 
 def _si_run_sorter(recording: Any, sorter: str, folder: Path, *, motion: bool, n_jobs: int,
@@ -51,7 +52,8 @@ def main(spec_path: str) -> int:
         rec = si.load(spec["recording"])
         t0 = time.perf_counter()
         sorting = _run_sorter(rec, spec["sorter"], Path(spec["work_folder"]), motion=bool(spec.get("motion")),
-                              n_jobs=int(spec.get("n_jobs", 1)), params=spec.get("params"))
+                              n_jobs=int(spec.get("n_jobs", 1)), params=spec.get("params"),
+                              matching=spec.get("matching"))
         out["wall_s"] = time.perf_counter() - t0
         sorting.save(folder=spec["sorting_out"], overwrite=True)
         out["n_units"] = int(len(sorting.unit_ids))

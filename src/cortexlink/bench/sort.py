@@ -33,6 +33,7 @@ import numpy as np
 
 from cortexlink.core.errors import ConfigError
 from cortexlink.sorting.merging import DEFAULT_MERGE, check_merge
+from cortexlink.sorting.sorters import resolve_matching
 
 __all__ = ["DATASETS", "run", "score_sorting", "result_row", "print_summary"]
 
@@ -190,6 +191,7 @@ def _run_key(spec: dict, dataset: str, channels: int, seconds: float, seed: int,
 
     return dict(sorter=spec["sorter"], dataset=dataset, channels=channels, seconds=float(seconds), seed=seed,
                 drift_period_s=float(drift_period_s), motion=spec["motion"], n_jobs=spec["n_jobs"],
+                matching=spec.get("matching", {}),
                 spikeinterface=version("spikeinterface"))
 
 
@@ -259,7 +261,7 @@ def run(*, datasets: Sequence[str] = ("sim", "sim_drift"), sorters: Sequence[str
         channels: int = 384, seconds: float = 60.0, seed: int = 0, motion: bool = True, n_jobs: int = 1,
         drift_period_s: float = 1200.0, hybrid_units: int = 8, timeout_s: float = 3600.0, curation: bool = True,
         data_dir: str | Path = "../shared/data", work_dir: str | Path | None = None, progress: bool = False,
-        merge: str | None = DEFAULT_MERGE) -> dict:
+        merge: str | None = DEFAULT_MERGE, matching: Any = "auto") -> dict:
     """Run every sorter on every data set; see the module docstring.
 
     Parameters
@@ -281,6 +283,10 @@ def run(*, datasets: Sequence[str] = ("sim", "sim_drift"), sorters: Sequence[str
         The automatic merge of split units ``cortexlink sort`` applies (a preset of
         :mod:`cortexlink.sorting.merging`; None or "none": off). The figures are scored after it;
         each row's ``merge`` holds the merged groups and the figures before it.
+    matching : "auto", "own", dict or str
+        The sorters' template-matching settings, as ``cortexlink sort``'s
+        (:func:`~cortexlink.sorting.sorters.resolve_matching`, resolved for each sorter; each row
+        says what it ran with under ``matching``).
     """
     import spikeinterface.core as si
 
@@ -298,6 +304,7 @@ def run(*, datasets: Sequence[str] = ("sim", "sim_drift"), sorters: Sequence[str
     unknown = [s for s in names if s not in avail]
     if unknown:
         raise ConfigError(f"sorters must be among {sorted(avail)}; got {unknown}")
+    settings = {s: resolve_matching(s, matching, strict=False) for s in names}
     tmp = tempfile.TemporaryDirectory(prefix="cortexlink-bench-sort-") if work_dir is None else None
     root = Path(tmp.name if tmp else work_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -322,6 +329,7 @@ def run(*, datasets: Sequence[str] = ("sim", "sim_drift"), sorters: Sequence[str
                 logger.info("bench sort: %s on %s (%d ch, %.0f s)", sorter, name, ch, sec)
                 spec = dict(sorter=sorter, dataset=name, recording=str(rec_path), n_jobs=n_jobs,
                             motion=bool(motion and name == "sim_drift"),
+                            matching=settings[sorter],
                             work_folder=str(root / f"work_{sorter}_{name}"),
                             sorting_out=str(root / f"sorting_{sorter}_{name}"))
                 out = _reuse(spec, root, name, channels, seconds, seed, drift_period_s)
@@ -336,7 +344,7 @@ def run(*, datasets: Sequence[str] = ("sim", "sim_drift"), sorters: Sequence[str
                     if curation:
                         score["curation"] = _curation(pair, an.sorting if an is not None else sorting, score,
                                                       root / f"curation_{sorter}_{name}", an)
-                results.append(result_row(sorter, name, ch, sec, score, out))
+                results.append(dict(result_row(sorter, name, ch, sec, score, out), matching=spec["matching"]))
                 if tmp is None:  # a kept work folder also holds the rows so far (a long run cut short)
                     (root / "partial.json").write_text(json.dumps(dict(datasets=data_sets, results=results)))
     finally:
@@ -345,7 +353,8 @@ def run(*, datasets: Sequence[str] = ("sim", "sim_drift"), sorters: Sequence[str
     from cortexlink.bench.dsp import machine_info
 
     return dict(benchmark="sort", machine=machine_info(), sorters_available=avail, datasets=data_sets,
-                seed=seed, motion=motion, n_jobs=n_jobs, merge=merge, total_s=round(time.perf_counter() - t_start, 1),
+                seed=seed, motion=motion, n_jobs=n_jobs, merge=merge,
+                matching=matching, total_s=round(time.perf_counter() - t_start, 1),
                 results=results, best=_best(results))
 
 

@@ -47,6 +47,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--merge", default=DEFAULT_MERGE, metavar="PRESET",
                    help="merge units the sorter split (drift splits a neuron in two): SpikeInterface's auto-merge "
                         f"preset, one of {', '.join(MERGE_PRESETS)} (default {DEFAULT_MERGE}), or none")
+    p.add_argument("--matching", default="auto", metavar="auto|own|KEY=V,...",
+                   help="the sorter's template-matching settings: auto (default: for tridesclous2 spikes down to "
+                        "0.5 of their unit's template and peaks over 4 noise SDs, so a bursting neuron's smaller "
+                        "later spikes are kept; other sorters their own), own (the sorter's), or "
+                        "min_amplitude=A,detect_threshold=T over auto")
     p.add_argument("--motion", action="store_true",
                    help="correct drift (the sorter's own correction where it has one, SpikeInterface's otherwise)")
     p.add_argument("--format", default=None, help="the importer format (default: detected)")
@@ -105,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                              threads=args.threads, progress=progress, overwrite=args.overwrite,
                              allow_truncated=args.allow_truncated, keep_cache=args.keep_cache,
                              report=not args.no_report, pca_metrics=not args.no_pca_metrics, species=args.species,
-                             merge=args.merge)
+                             merge=args.merge, matching=args.matching)
     if args.json:
         print(json.dumps(summary, indent=1, default=str))
         return 0

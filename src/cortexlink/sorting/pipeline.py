@@ -77,7 +77,8 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
                    motion: bool = False, n_jobs: int = 1, progress: bool = False, overwrite: bool = False,
                    allow_truncated: bool = False, keep_cache: bool = False, report: bool = True,
                    pca_metrics: bool = True, threads: int | None = 1, species: str | None = None,
-                   merge: str | None = DEFAULT_MERGE) -> dict:
+                   merge: str | None = DEFAULT_MERGE,
+                   matching: Any = "auto") -> dict:
     """Sort ``source`` into ``out`` (see the module docstring); return the summary.
 
     Parameters
@@ -111,6 +112,10 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
         SpikeInterface's auto-merge preset for units the sorter split
         (:data:`~cortexlink.sorting.merging.MERGE_PRESETS`; default
         :data:`~cortexlink.sorting.merging.DEFAULT_MERGE`); None or ``"none"``: no merging.
+    matching : "auto", "own", dict or str
+        The sorter's template-matching settings
+        (:func:`~cortexlink.sorting.sorters.resolve_matching`; "auto": cortexlink's, a lower
+        amplitude floor and peak threshold for tridesclous2's bursting units).
 
     Returns
     -------
@@ -118,13 +123,14 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
         The contents of ``summary.json``.
     """
     from cortexlink.sorting.curation import CurationRules
-    from cortexlink.sorting.sorters import default_sorter, library_warnings
+    from cortexlink.sorting.sorters import default_sorter, library_warnings, resolve_matching
 
     merge = check_merge(merge)
     rules = rules if rules is not None else CurationRules()
     if not isinstance(rules, CurationRules):
         raise ConfigError(f"rules must be a CurationRules; got {type(rules).__name__}")
     sorter = sorter or default_sorter()
+    matching = resolve_matching(sorter, matching)
     existed = Path(out).exists()
     out = _prepare_out(Path(out), overwrite)
     timings: dict[str, float] = {}
@@ -132,7 +138,8 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
     try:
         with library_warnings(caught):
             summary = _run(source, out, sorter, params, rules, format, stream, motion, n_jobs, progress,
-                           allow_truncated, report, pca_metrics, threads, species, timings, caught, merge)
+                           allow_truncated, report, pca_metrics, threads, species, timings, caught, merge,
+                           matching)
     except BaseException:
         if not existed and all(p.name in _OURS for p in out.iterdir()):
             shutil.rmtree(out, ignore_errors=True)          # a failed sort leaves no half-written folder
@@ -149,7 +156,7 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
 def _run(source: Any, out: Path, sorter: str, params: dict | None, rules: Any, format: str | None,
          stream: str | None, motion: bool, n_jobs: int, progress: bool, allow_truncated: bool, report: bool,
          pca_metrics: bool, threads: int | None, species: str | None, timings: dict, caught: list,
-         merge: str | None) -> dict:
+         merge: str | None, matching: dict) -> dict:
     import spikeinterface.core as si
 
     from cortexlink.sorting.curation import label_units
@@ -166,7 +173,8 @@ def _run(source: Any, out: Path, sorter: str, params: dict | None, rules: Any, f
     timings["load_s"] = time.perf_counter() - t
     t = time.perf_counter()
     sorting = run_sorter(rec, sorter, out / "sorter", params=params, preprocess=True, motion=motion, n_jobs=n_jobs,
-                         progress=progress, threads=threads, warnings_sink=caught)
+                         progress=progress, threads=threads, warnings_sink=caught,
+                         matching=matching)
     timings["sort_s"] = time.perf_counter() - t
     sorting = sorting.save(folder=out / "sorting", format="numpy_folder", overwrite=True)
     t = time.perf_counter()
@@ -201,7 +209,7 @@ def _run(source: Any, out: Path, sorter: str, params: dict | None, rules: Any, f
     timings["nwb_s"] = time.perf_counter() - t
     counts = {k: sum(1 for v in labels.values() if v[0] == k) for k in ("good", "mua", "noise")}
     summary = {"format": SUMMARY_FORMAT, "source": str(src_meta.get("path", source)), "recording": info,
-               "sorter": sorter, "params": params or {}, "motion": bool(motion), "n_jobs": n_jobs, "threads": threads,
+               "sorter": sorter, "params": params or {}, "matching": matching, "motion": bool(motion), "n_jobs": n_jobs, "threads": threads,
                "merge": {"preset": merge, "groups": [[str(u) for u in g] for g in groups],
                          "new_unit_ids": [str(u) for u in new_ids]},
                "curation_rules": rules.to_dict(), "n_units": len(labels), "n_units_by_label": counts,
