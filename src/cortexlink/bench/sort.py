@@ -33,7 +33,7 @@ import numpy as np
 
 from cortexlink.core.errors import ConfigError
 from cortexlink.sorting.merging import DEFAULT_MERGE, check_merge
-from cortexlink.sorting.sorters import resolve_matching
+from cortexlink.sorting.sorters import SORTER_DEFAULTS, resolve_matching
 
 __all__ = ["DATASETS", "run", "score_sorting", "result_row", "print_summary"]
 
@@ -191,7 +191,7 @@ def _run_key(spec: dict, dataset: str, channels: int, seconds: float, seed: int,
 
     return dict(sorter=spec["sorter"], dataset=dataset, channels=channels, seconds=float(seconds), seed=seed,
                 drift_period_s=float(drift_period_s), motion=spec["motion"], n_jobs=spec["n_jobs"],
-                matching=spec.get("matching", {}),
+                matching=spec.get("matching", {}), defaults=SORTER_DEFAULTS.get(spec["sorter"], {}),
                 spikeinterface=version("spikeinterface"))
 
 

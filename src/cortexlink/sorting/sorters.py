@@ -24,7 +24,8 @@ from cortexlink.core.errors import ConfigError, ValidationError
 logger = logging.getLogger(__name__)
 
 __all__ = ["SORTERS", "available_sorters", "default_sorter", "run_sorter", "preprocess_recording", "limit_threads",
-           "library_warnings", "matching_overrides", "resolve_matching", "MATCHING_DEFAULTS"]
+           "library_warnings", "matching_overrides", "resolve_matching", "MATCHING_DEFAULTS",
+           "SORTER_DEFAULTS"]
 
 #: Sorters cortexlink runs, best first: Kilosort4 when installed (GPU or CPU, never required),
 #: then SpikeInterface's own spykingcircus2 and tridesclous2, then mountainsort5; last
@@ -48,8 +49,11 @@ _OWN_MOTION: dict[str, str] = {"spykingcircus2": "apply_motion_correction", "tri
                                 "lupin": "apply_motion_correction"}
 
 #: Parameters cortexlink sets unless the caller overrides them: mountainsort5 would filter again
-#: what :func:`preprocess_recording` already filtered.
-_DEFAULTS: dict[str, dict[str, Any]] = {"mountainsort5": {"filter": False}}
+#: what :func:`preprocess_recording` already filtered; tridesclous2 draws its peaks and clusters
+#: with a fresh random seed unless given one (spykingcircus2's own default is 42), so the same
+#: recording gave other units on each run (44 and 48 of 55 well detected on the same 5-minute
+#: ``sim_drift`` recording with the same settings): a fixed seed makes a sort repeatable.
+SORTER_DEFAULTS: dict[str, dict[str, Any]] = {"mountainsort5": {"filter": False}, "tridesclous2": {"seed": 0}}
 
 JOB_KWARGS: dict[str, Any] = {"n_jobs": 1, "chunk_duration": "1s", "progress_bar": False}
 
@@ -344,7 +348,7 @@ def run_sorter(recording: Any, sorter: str, folder: str | Path, *, params: dict 
     unknown = sorted(set(user) - set(known))
     if unknown:
         raise ConfigError(f"{sorter} has no parameter(s) {unknown}; its parameters: {sorted(known)}")
-    kw: dict[str, Any] = dict(_DEFAULTS.get(sorter, {}))
+    kw: dict[str, Any] = dict(SORTER_DEFAULTS.get(sorter, {}))
     own_motion = _OWN_MOTION.get(sorter)
     if own_motion is not None:
         kw[own_motion] = bool(motion)
