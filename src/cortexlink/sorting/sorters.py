@@ -70,10 +70,10 @@ _MATCHING: dict[str, tuple[str, dict[str, tuple]]] = {
 
 #: cortexlink's template-matching settings (``matching="auto"``), over the sorter's own; a sorter
 #: not listed runs with its own. Chosen on the 5-minute ``sim_drift`` run at the preset's drift
-#: rate (README, "Spike sorting"): tridesclous2 found 42 of 55 SNR >= 5 units with its own
-#: settings, 43 with the 0.5 floor and 48 with the floor and the threshold at 4. Its clusters are
-#: still built from peaks over 5 SDs (its ``detect_threshold`` parameter); only the matching of
-#: the known templates looks lower. spykingcircus2 keeps its own: not measured there.
+#: rate (README, "Spike sorting"): with seed 0, tridesclous2 found 40 of 55 SNR >= 5 units with
+#: its own settings and 46 with these (44 and 48 in two unseeded runs; 43 with the floor alone).
+#: Its clusters are still built from peaks over 5 SDs (its ``detect_threshold`` parameter); only
+#: the matching of the known templates looks lower. spykingcircus2 keeps its own: not measured.
 MATCHING_DEFAULTS: dict[str, dict[str, float]] = {"tridesclous2": {"min_amplitude": 0.5, "detect_threshold": 4.0}}
 
 
