@@ -76,6 +76,9 @@ _MATCHING: dict[str, tuple[str, dict[str, tuple]]] = {
 #: the matching of the known templates looks lower. spykingcircus2 keeps its own: not measured.
 MATCHING_DEFAULTS: dict[str, dict[str, float]] = {"tridesclous2": {"min_amplitude": 0.5, "detect_threshold": 4.0}}
 
+#: Every matching setting cortexlink knows, whichever sorter takes it.
+_SETTINGS = ("min_amplitude", "detect_threshold")
+
 
 def _matching_number(key: str, value: Any) -> float:
     lo, hi = (0.0, 1.0) if key == "min_amplitude" else (2.0, 20.0)
@@ -117,7 +120,7 @@ def resolve_matching(sorter: str, matching: Any = "auto", *, strict: bool = True
         pairs = [p for p in matching.split(",") if p.strip()]
         if not pairs or not all("=" in p for p in pairs):
             raise ConfigError(f"matching must be 'auto', 'own' or KEY=VALUE[,KEY=VALUE] "
-                              f"(keys: min_amplitude, detect_threshold); got {matching!r}")
+                              f"(keys: {', '.join(_SETTINGS)}); got {matching!r}")
         matching = {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in pairs)}
     elif isinstance(matching, dict):
         base = {}
@@ -125,7 +128,7 @@ def resolve_matching(sorter: str, matching: Any = "auto", *, strict: bool = True
         raise ConfigError(f"matching must be 'auto', 'own', a dict or KEY=VALUE[,KEY=VALUE]; got {matching!r}")
     known = _MATCHING.get(sorter, ("", {}))[1]
     for key, value in matching.items():
-        if key not in known and not strict and key in ("min_amplitude", "detect_threshold"):
+        if key not in known and not strict and key in _SETTINGS:
             continue
         if key not in known:
             what = f"its matching takes {sorted(known)}" if known else "it has no template matching"
@@ -146,7 +149,7 @@ def matching_overrides(sorter: str, settings: dict[str, float] | None) -> Iterat
     Why: a neuron's later spikes in a burst are smaller (in the simulator 20 % per spike,
     recovering over 20 ms), and a bursting unit's template is their mean. tridesclous2's peeler
     keeps a spike only when its fitted amplitude is 0.7-1.4 of the template, and detects with a
-    threshold of 5 noise SDs, and so found only 62-77 % of the spikes of the bursting units of SNR 6-12 it
+    threshold of 5 noise SDs, and so found only 57-77 % of the spikes of the bursting units of SNR 6-12 it
     missed on the 5-minute ``sim_drift`` run (precision 1.00; of one SNR 11.5 unit's spikes at
     0.4-0.5 of its nominal amplitude, 11 % were found). ``min_amplitude`` lowers the amplitude
     floor (the upper limit stays the sorter's), ``detect_threshold`` the peeler's detection threshold.
