@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the outputs of a previous `cortexlink sort` in DIR (any other content is refused)")
     p.add_argument("--sorter", default=None, metavar="NAME",
-                   help="kilosort4, spykingcircus2, tridesclous2, mountainsort5, simple or lupin (default: the "
+                   help="kilosort4, tridesclous2, spykingcircus2, mountainsort5, simple or lupin (default: the "
                         "first of these that runs here; simple and lupin never are while another runs; "
                         "see --list-sorters)")
     p.add_argument("--list-sorters", action="store_true", help="print which sorters run here (and why not) and exit")
