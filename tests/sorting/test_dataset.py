@@ -111,6 +111,7 @@ def test_build_end_to_end(built):
     idx = pd.read_parquet(out / "units.parquet")
     done = [json.loads((out / "sessions" / s / "done.json").read_text()) for s in ("s0", "s1", "s2")]
     assert len(idx) == c["units"] == sum(d["n_units"] for d in done) > 0
+    assert [d["memory_share"] for d in done] == [0.5] * 3      # 2 sessions at once: each sizes its cache for half
     assert sum(c["units_by_label"].values()) == c["units"]
     for col in ("participant", "session", "day", "unit_id", "tracked_id", "tracking_confidence", "main_channel",
                 "x_um", "y_um", "label", "snr", "firing_rate", "isi_violations_ratio"):

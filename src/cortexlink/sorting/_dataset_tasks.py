@@ -92,6 +92,18 @@ def _limit_numba() -> None:
         pass
 
 
+def memory_share() -> float:
+    """1 / the sessions this Ray node sorts at once (its CPUs: each session task takes one), the
+    share of free memory each may size its cache against; 1.0 outside Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        return 1.0
+    node = ray.get_runtime_context().get_node_id()
+    cpus = [n.get("Resources", {}).get("CPU", 1.0) for n in ray.nodes() if n.get("NodeID") == node]
+    return 1.0 / max(1.0, float(cpus[0])) if cpus else 1.0
+
+
 def _install(tmp: Path, final: Path, work: Path, session_id: str) -> None:
     """Rename the finished ``tmp`` to ``final``, moving an older ``final`` away first."""
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -132,8 +144,10 @@ def sort_session(inp: Any, out: str, sorter: str, params: dict | None, rules: di
             src_dir.mkdir(parents=True)
             source = source.materialize(src_dir)
         t_src = time.perf_counter() - t0
+        share = memory_share()
         summary = sort_recording(source, tmp, sorter=sorter, params=params, rules=CurationRules.from_dict(rules),
-                                 progress=False, report=False, pca_metrics=pca_metrics, threads=1, n_jobs=1)
+                                 progress=False, report=False, pca_metrics=pca_metrics, threads=1, n_jobs=1,
+                                 memory_share=share)
         rec = summary["recording"]
         record = {"format": DONE_FORMAT, "session_id": sid, "participant": inp.participant, "day": inp.day,
                   "fingerprint": inp.fingerprint, "config_hash": cfg_hash, "sorter": sorter,
@@ -141,7 +155,7 @@ def sort_session(inp: Any, out: str, sorter: str, params: dict | None, rules: di
                   "n_channels": rec["n_channels"], "fs_hz": rec["fs_hz"], "duration_s": rec["duration_s"],
                   "n_units": summary["n_units"], "n_units_by_label": summary["n_units_by_label"],
                   "timings_s": dict(summary["timings_s"], materialize_s=round(t_src, 3)),
-                  "wall_s": round(time.perf_counter() - t0, 3), "peak_rss_mb": peak_rss_mb(),
+                  "wall_s": round(time.perf_counter() - t0, 3), "peak_rss_mb": peak_rss_mb(), "memory_share": share,
                   "worker_pid": os.getpid(), "finished_utc": utc_now()}
         (tmp / "done.json").write_text(json.dumps(record, indent=1, default=str))
         _install(tmp, out_p / "sessions" / sid, work, sid)

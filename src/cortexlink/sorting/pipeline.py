@@ -78,7 +78,7 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
                    allow_truncated: bool = False, keep_cache: bool = False, report: bool = True,
                    pca_metrics: bool = True, threads: int | None = 1, species: str | None = None,
                    merge: str | None = DEFAULT_MERGE,
-                   matching: Any = "auto") -> dict:
+                   matching: Any = "auto", memory_share: float = 1.0) -> dict:
     """Sort ``source`` into ``out`` (see the module docstring); return the summary.
 
     Parameters
@@ -116,6 +116,9 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
         The sorter's template-matching settings
         (:func:`~cortexlink.sorting.sorters.resolve_matching`; "auto": cortexlink's, a lower
         amplitude floor and peak threshold for tridesclous2's bursting units).
+    memory_share : float
+        The share of free memory the sorter may count on (a data set build sorting N sessions at
+        once passes 1/N; :func:`~cortexlink.sorting.sorters.cache_params`).
 
     Returns
     -------
@@ -139,7 +142,7 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
         with library_warnings(caught):
             summary = _run(source, out, sorter, params, rules, format, stream, motion, n_jobs, progress,
                            allow_truncated, report, pca_metrics, threads, species, timings, caught, merge,
-                           matching)
+                           matching, memory_share)
     except BaseException:
         if not existed and all(p.name in _OURS for p in out.iterdir()):
             shutil.rmtree(out, ignore_errors=True)          # a failed sort leaves no half-written folder
@@ -156,7 +159,7 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
 def _run(source: Any, out: Path, sorter: str, params: dict | None, rules: Any, format: str | None,
          stream: str | None, motion: bool, n_jobs: int, progress: bool, allow_truncated: bool, report: bool,
          pca_metrics: bool, threads: int | None, species: str | None, timings: dict, caught: list,
-         merge: str | None, matching: dict) -> dict:
+         merge: str | None, matching: dict, memory_share: float = 1.0) -> dict:
     import spikeinterface.core as si
 
     from cortexlink.sorting.curation import label_units
@@ -174,7 +177,7 @@ def _run(source: Any, out: Path, sorter: str, params: dict | None, rules: Any, f
     t = time.perf_counter()
     sorting = run_sorter(rec, sorter, out / "sorter", params=params, preprocess=True, motion=motion, n_jobs=n_jobs,
                          progress=progress, threads=threads, warnings_sink=caught,
-                         matching=matching)
+                         matching=matching, memory_share=memory_share)
     timings["sort_s"] = time.perf_counter() - t
     sorting = sorting.save(folder=out / "sorting", format="numpy_folder", overwrite=True)
     t = time.perf_counter()

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["SORTERS", "available_sorters", "default_sorter", "run_sorter", "preprocess_recording", "limit_threads",
            "library_warnings", "matching_overrides", "resolve_matching", "MATCHING_DEFAULTS",
-           "SORTER_DEFAULTS"]
+           "SORTER_DEFAULTS", "cache_params"]
 
 #: Sorters cortexlink runs, best first: Kilosort4 when installed (GPU or CPU, never required),
 #: then SpikeInterface's own tridesclous2 and spykingcircus2, then mountainsort5; last
@@ -295,10 +295,33 @@ def preprocess_recording(recording: Any, *, motion: bool = False, n_jobs: int = 
     return rec
 
 
+def cache_params(known: dict, recording: Any, share: float) -> dict:
+    """The cache settings that keep a sorter's in-RAM copy of the preprocessed recording within
+    ``share`` of half the free memory (the sorters' own limit is half of it, checked by each
+    process for itself: two sessions started at once in a data set build both took 9.2 GB of
+    a 24 GB machine for 256 channels x 300 s, and Ray's memory monitor killed one of them).
+
+    ``known``: the sorter's default parameters. tridesclous2 and lupin (``cache_preprocessing_mode``)
+    get ``"memory"`` when the float32 copy fits, else ``"folder"`` (a disk cache in the sort folder,
+    their own fallback); spykingcircus2 (``cache_preprocessing``) gets its ``memory_limit`` scaled
+    (it streams the recording when the copy does not fit). Other sorters: nothing.
+    """
+    import psutil
+
+    if "cache_preprocessing_mode" in known:
+        need = 4.0 * recording.get_num_channels() * recording.get_total_samples()
+        fits = need < 0.5 * share * psutil.virtual_memory().available
+        return {"cache_preprocessing_mode": "memory" if fits else "folder"}
+    own = known.get("cache_preprocessing")
+    if isinstance(own, dict) and "memory_limit" in own:
+        return {"cache_preprocessing": dict(own, memory_limit=float(own["memory_limit"]) * share)}
+    return {}
+
+
 def run_sorter(recording: Any, sorter: str, folder: str | Path, *, params: dict | None = None,
                preprocess: bool = True, motion: bool = False, n_jobs: int = 1, progress: bool = True,
                threads: int | None = 1, warnings_sink: list[str] | None = None,
-               matching: Any = "auto") -> Any:
+               matching: Any = "auto", memory_share: float = 1.0) -> Any:
     """Sort ``recording`` with ``sorter`` in ``folder`` and return the SpikeInterface sorting.
 
     Parameters
@@ -327,6 +350,10 @@ def run_sorter(recording: Any, sorter: str, folder: str | Path, *, params: dict 
     matching : "auto", "own", dict or str
         Template-matching settings over the sorter's own (:func:`resolve_matching`; "auto":
         :data:`MATCHING_DEFAULTS`, a lower amplitude floor and peak threshold for tridesclous2).
+    memory_share : float
+        The share of the machine's free memory this sort may count on (``1 / sessions at once``
+        in a data set build): the in-RAM cache of the preprocessed recording is sized against it
+        (:func:`cache_params`) unless ``params`` sets the cache.
 
     Returns
     -------
@@ -364,8 +391,12 @@ def run_sorter(recording: Any, sorter: str, folder: str | Path, *, params: dict 
     for k in ("n_jobs", "chunk_duration", "progress_bar"):
         if k in known:
             kw[k] = job[k]
+    if not (isinstance(memory_share, (int, float)) and not isinstance(memory_share, bool) and 0 < memory_share <= 1):
+        raise ConfigError(f"memory_share must be a number in (0, 1]; got {memory_share!r}")
     kw.update(user)
     rec = recording
+    if memory_share < 1 and not {"cache_preprocessing", "cache_preprocessing_mode"} & set(user):
+        kw.update(cache_params(known, rec, memory_share))
     if preprocess:
         rec = preprocess_recording(rec, motion=motion and own_motion is None, n_jobs=n_jobs, progress=progress,
                                    folder=folder.parent / f"{folder.name}_motion")
