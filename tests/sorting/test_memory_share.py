@@ -28,7 +28,7 @@ def _lazy_recording(n_channels: int, seconds: float):
     from spikeinterface.generation import NoiseGeneratorRecording
 
     rec = NoiseGeneratorRecording(num_channels=n_channels, sampling_frequency=30_000.0, durations=[seconds],
-                                     dtype="float32", seed=0)
+                                  dtype="float32", seed=0)
     probe = generate_linear_probe(num_elec=n_channels, ypitch=20.0)
     probe.set_device_channel_indices(list(range(n_channels)))
     rec.set_probe(probe)
@@ -92,9 +92,18 @@ def test_run_sorter_passes_the_share_and_the_users_cache_wins(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("bad", [0, 0.0, 1.5, -0.5, True, "half", None])
-def test_bad_memory_share_is_refused(tmp_path, bad):
+def test_bad_memory_share_is_refused_before_anything_is_touched(tmp_path, bad):
+    from cortexlink.sorting.pipeline import sort_recording
+
+    kept = tmp_path / "s" / "kept.txt"
+    kept.parent.mkdir()
+    kept.write_text("an earlier sort")
     with pytest.raises(ConfigError, match="memory_share"):
         run_sorter(_lazy_recording(8, 1.0), "tridesclous2", tmp_path / "s", memory_share=bad, progress=False)
+    assert kept.read_text() == "an earlier sort"          # the folder run_sorter would replace is left alone
+    with pytest.raises(ConfigError, match="memory_share"):
+        sort_recording(tmp_path / "missing.nwb", tmp_path / "out", sorter="tridesclous2", memory_share=bad)
+    assert not (tmp_path / "out").exists()                # refused before the input is read or the folder made
 
 
 def test_outside_ray_a_task_counts_on_the_whole_machine():

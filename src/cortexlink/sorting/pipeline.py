@@ -126,7 +126,7 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
         The contents of ``summary.json``.
     """
     from cortexlink.sorting.curation import CurationRules
-    from cortexlink.sorting.sorters import default_sorter, library_warnings, resolve_matching
+    from cortexlink.sorting.sorters import check_memory_share, default_sorter, library_warnings, resolve_matching
 
     merge = check_merge(merge)
     rules = rules if rules is not None else CurationRules()
@@ -134,6 +134,7 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
         raise ConfigError(f"rules must be a CurationRules; got {type(rules).__name__}")
     sorter = sorter or default_sorter()
     matching = resolve_matching(sorter, matching)
+    memory_share = check_memory_share(memory_share)
     existed = Path(out).exists()
     out = _prepare_out(Path(out), overwrite)
     timings: dict[str, float] = {}
@@ -159,7 +160,7 @@ def sort_recording(source: Any, out: str | Path, *, sorter: str | None = None, p
 def _run(source: Any, out: Path, sorter: str, params: dict | None, rules: Any, format: str | None,
          stream: str | None, motion: bool, n_jobs: int, progress: bool, allow_truncated: bool, report: bool,
          pca_metrics: bool, threads: int | None, species: str | None, timings: dict, caught: list,
-         merge: str | None, matching: dict, memory_share: float = 1.0) -> dict:
+         merge: str | None, matching: dict, memory_share: float) -> dict:
     import spikeinterface.core as si
 
     from cortexlink.sorting.curation import label_units

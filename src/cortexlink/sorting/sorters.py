@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["SORTERS", "available_sorters", "default_sorter", "run_sorter", "preprocess_recording", "limit_threads",
            "library_warnings", "matching_overrides", "resolve_matching", "MATCHING_DEFAULTS",
-           "SORTER_DEFAULTS", "cache_params"]
+           "SORTER_DEFAULTS", "cache_params", "check_memory_share"]
 
 #: Sorters cortexlink runs, best first: Kilosort4 when installed (GPU or CPU, never required),
 #: then SpikeInterface's own tridesclous2 and spykingcircus2, then mountainsort5; last
@@ -295,11 +295,18 @@ def preprocess_recording(recording: Any, *, motion: bool = False, n_jobs: int = 
     return rec
 
 
+def check_memory_share(share: Any) -> float:
+    """``share`` (of free memory, for :func:`cache_params`) as a float in (0, 1], or ConfigError."""
+    if not (isinstance(share, (int, float)) and not isinstance(share, bool) and 0 < share <= 1):
+        raise ConfigError(f"memory_share must be a number in (0, 1]; got {share!r}")
+    return float(share)
+
+
 def cache_params(known: dict, recording: Any, share: float) -> dict:
     """The cache settings that keep a sorter's in-RAM copy of the preprocessed recording within
     ``share`` of half the free memory (the sorters' own limit is half of it, checked by each
     process for itself: two sessions started at once in a data set build both took 9.2 GB of
-    a 24 GB machine for 256 channels x 300 s, and Ray's memory monitor killed one of them).
+    a 24 GB machine for 256 channels x 300 s, and Ray's memory monitor killed both workers).
 
     ``known``: the sorter's default parameters. tridesclous2 and lupin (``cache_preprocessing_mode``)
     get ``"memory"`` when the float32 copy fits, else ``"folder"`` (a disk cache in the sort folder,
@@ -367,6 +374,7 @@ def run_sorter(recording: Any, sorter: str, folder: str | Path, *, params: dict 
         raise ConfigError(f"n_jobs must be an integer >= 1; got {n_jobs!r}")
     if params is not None and not isinstance(params, dict):
         raise ConfigError(f"params must be a dict of {sorter} parameters; got {type(params).__name__}")
+    memory_share = check_memory_share(memory_share)
     settings = resolve_matching(sorter, matching)
     if not (hasattr(recording, "has_probe") and recording.has_probe()):
         raise ValidationError("recording must have a probe attached (positions in µm); "
@@ -391,8 +399,6 @@ def run_sorter(recording: Any, sorter: str, folder: str | Path, *, params: dict 
     for k in ("n_jobs", "chunk_duration", "progress_bar"):
         if k in known:
             kw[k] = job[k]
-    if not (isinstance(memory_share, (int, float)) and not isinstance(memory_share, bool) and 0 < memory_share <= 1):
-        raise ConfigError(f"memory_share must be a number in (0, 1]; got {memory_share!r}")
     kw.update(user)
     rec = recording
     if memory_share < 1 and not {"cache_preprocessing", "cache_preprocessing_mode"} & set(user):
